@@ -1,0 +1,175 @@
+# shellcheck shell=bash
+# rw: capture hooks for bash >= 4.4, printed by `rw init bash`.
+# Add to ~/.bashrc:   eval "$(rw init bash)"
+#
+# Every command is appended as a record to this session's spool file, which
+# the rw daemon follows. Writing to a regular file never blocks and never
+# raises SIGPIPE, whatever state the daemon is in, and nothing here forks on
+# a command's path: only builtins run.
+
+if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_VERSINFO[1] >= 4))); then
+	if [[ -z ${__rw_sid-} ]]; then
+		__rw_bin=@RW_BIN@
+		__rw_spool_dir=@RW_SPOOL_DIR@
+		__rw_pid_file=@RW_PID_FILE@
+		__rw_autostart=@RW_AUTOSTART@
+		__rw_tty=@RW_TTY@
+		__rw_user=@RW_USER@
+
+		__rw_now() {
+			if [[ -n ${EPOCHREALTIME-} ]]; then
+				__rw_t=$EPOCHREALTIME
+			else
+				\builtin printf -v __rw_t '%(%s)T' -1
+			fi
+		}
+
+		__rw_now
+		\builtin printf -v __rw_sid '%s%05x%04x' "${__rw_t//[.,]/}" "$$" "$RANDOM"
+		__rw_parent=${RW_SESSION-}
+		\builtin export RW_SESSION=$__rw_sid
+		__rw_spool=$__rw_spool_dir/$__rw_sid.spool
+		__rw_histfile=$__rw_spool_dir/$__rw_sid.hist
+		__rw_seq=0
+		__rw_pending=
+		__rw_lasthist=
+		__rw_histre='^ *([0-9]+)[* ] (.*)$'
+		__rw_dpid=
+		__rw_next_start=0
+		# PS0 is expanded once for each command line the shell reads. This
+		# expansion prints nothing (lookups in an empty associative array) but
+		# counts the line and notes when and where it began.
+		\builtin declare -gA __rw_nil=()
+		# shellcheck disable=SC2016
+		__rw_ps0='${__rw_nil[${__rw_t0:=$EPOCHREALTIME}${__rw_c0:=$PWD}$((++__rw_lines))]}'
+		__rw_lines=0
+		__rw_seen=0
+
+		__rw_write() {
+			# One record: NUL-terminated fields between start and end markers.
+			{
+				\builtin printf '\036RW1\0' && \builtin printf '%s\0' "$@" &&
+					\builtin printf '\036END\0'
+			} 2>/dev/null >>"$__rw_spool"
+		}
+
+		__rw_ensure_daemon() {
+			# Cheap liveness check; start the daemon in the background if it is gone.
+			[[ -n $__rw_dpid && -e /proc/$__rw_dpid ]] && return
+			[[ -r $__rw_pid_file ]] && \builtin read -r __rw_dpid <"$__rw_pid_file"
+			[[ -n $__rw_dpid && -e /proc/$__rw_dpid ]] && return
+			[[ $__rw_autostart == 1 ]] || return
+			\builtin printf -v __rw_sec '%(%s)T' -1
+			((__rw_sec >= __rw_next_start)) || return
+			__rw_next_start=$((__rw_sec + 30))
+			("$__rw_bin" daemon start --no-wait </dev/null >/dev/null 2>&1 &)
+		}
+
+		__rw_is_alias_of() {
+			local w=${1%%[[:space:]]*}
+			[[ -n $w && -n $2 && $w != *[][*?@\\]* ]] || return 1
+			[[ -n ${BASH_ALIASES[$w]+x} && "${BASH_ALIASES[$w]}${1#"$w"}" == *"$2"* ]]
+		}
+
+		# Runs once for each new command line, before its first simple command.
+		__rw_begin() {
+			__rw_seen=$__rw_lines
+			local __rw_h= __rw_cmd= __rw_new=
+			if [[ -o history ]]; then
+				HISTTIMEFORMAT='' \builtin history 1 2>/dev/null >|"$__rw_histfile" || return 0
+				IFS= \builtin read -r -d '' __rw_h <"$__rw_histfile"
+				__rw_h=${__rw_h%$'\n'}
+			fi
+			if [[ $__rw_h =~ $__rw_histre ]]; then
+				__rw_cmd=${BASH_REMATCH[2]}
+				[[ ${BASH_REMATCH[1]} != "$__rw_lasthist" ]] && __rw_new=1
+				__rw_lasthist=${BASH_REMATCH[1]}
+			else
+				# History is off or empty: the command bash is about to run.
+				__rw_cmd=$1
+				__rw_new=1
+			fi
+			if [[ -z $__rw_new ]]; then
+				# No new history entry: HISTCONTROL or HISTIGNORE kept the line out.
+				# A repeat of the last entry (ignoredups, erasedups) is recorded;
+				# anything else (a leading space, HISTIGNORE) is not.
+				[[ $HISTCONTROL == *ignoredups* || $HISTCONTROL == *ignoreboth* ||
+					$HISTCONTROL == *erasedups* ]] || return 0
+				[[ -n $1 && $__rw_cmd == *"$1"* ]] || __rw_is_alias_of "$__rw_cmd" "$1" || return 0
+			fi
+			[[ -z $__rw_cmd || $__rw_cmd == [[:space:]]* ]] && return 0
+			[[ -n $__rw_t0 ]] || {
+				__rw_now
+				__rw_t0=$__rw_t
+			}
+			((++__rw_seq))
+			__rw_pending=$__rw_seq
+			__rw_write B "$__rw_sid" "$__rw_seq" "$__rw_t0" "${__rw_c0:-$PWD}" "$__rw_cmd"
+			return 0
+		}
+
+		__rw_debug() {
+			# The DEBUG trap runs before every simple command, so it must be
+			# cheap. The trap passes "$_" (unused) so $_ survives it.
+			[[ $__rw_lines == "$__rw_seen" ]] || __rw_begin "$BASH_COMMAND"
+			return 0
+		}
+
+		__rw_precmd() {
+			local __rw_st=$? __rw_ps="${BP_PIPESTATUS[*]:-${PIPESTATUS[*]}}"
+			# A line the DEBUG trap missed (the trap was replaced, or the line
+			# ran no simple command) is recorded now.
+			[[ $__rw_lines == "$__rw_seen" ]] || __rw_begin ""
+			if [[ -n $__rw_pending ]]; then
+				__rw_now
+				{
+					\builtin printf '\036RW1\0E\0%s\0%s\0%s\0%s\0%s\0%s\0declare\0' "$__rw_sid" \
+						"$__rw_pending" "$__rw_t" "$__rw_st" "$__rw_ps" "$PWD" &&
+						\builtin export -p && \builtin printf '\0\036END\0'
+				} 2>/dev/null >>"$__rw_spool"
+				__rw_pending=
+			fi
+			__rw_t0='' __rw_c0=''
+			[[ $PS0 == *"$__rw_ps0"* ]] || PS0=$__rw_ps0${PS0-}
+			__rw_ensure_daemon
+			return "$__rw_st"
+		}
+
+		__rw_install() {
+			[[ $PS0 == *"$__rw_ps0"* ]] || PS0=$__rw_ps0${PS0-}
+			if [[ -n ${bash_preexec_imported-}${__bp_imported-} ]]; then
+				# bash-preexec owns the DEBUG trap and PROMPT_COMMAND: join it.
+				[[ " ${preexec_functions[*]-} " == *" __rw_debug "* ]] ||
+					preexec_functions+=(__rw_debug)
+				[[ " ${precmd_functions[*]-} " == *" __rw_precmd "* ]] ||
+					precmd_functions=(__rw_precmd "${precmd_functions[@]}")
+				return
+			fi
+			local __rw_pc= __rw_prev
+			for __rw_pc in "${PROMPT_COMMAND[@]}"; do
+				[[ $__rw_pc == *__rw_precmd* ]] && break
+			done
+			if [[ $__rw_pc != *__rw_precmd* ]]; then
+				if ((${#PROMPT_COMMAND[@]} > 1)); then
+					PROMPT_COMMAND=(__rw_precmd "${PROMPT_COMMAND[@]}")
+				else
+					PROMPT_COMMAND="__rw_precmd${PROMPT_COMMAND:+$'\n'$PROMPT_COMMAND}"
+				fi
+			fi
+			# A DEBUG trap the user already had keeps running, after ours.
+			__rw_prev=$(\builtin trap -p DEBUG)
+			if [[ $__rw_prev != *__rw_debug* ]]; then
+				__rw_prev=${__rw_prev#"trap -- '"}
+				__rw_prev=${__rw_prev%"' DEBUG"}
+				__rw_prev=${__rw_prev//"'\\''"/"'"}
+				\builtin trap "__rw_debug \"\$_\"${__rw_prev:+; $__rw_prev}" DEBUG
+			fi
+		}
+
+		__rw_now
+		__rw_write S "$__rw_sid" "$__rw_parent" bash "$BASH_VERSION" "$$" "$__rw_tty" \
+			"$__rw_t" "$PWD" "${HOSTNAME-}" "${USER:-$__rw_user}"
+		__rw_ensure_daemon
+	fi
+	__rw_install
+fi

@@ -1,0 +1,81 @@
+# shellcheck shell=bash disable=SC2154,SC2296,SC2298,SC2299,SC2034
+# rw: capture hooks for zsh >= 5, printed by `rw init zsh`.
+# Add to ~/.zshrc:   eval "$(rw init zsh)"
+#
+# Every command is appended as a record to this session's spool file, which
+# the rw daemon follows. Writing to a regular file never blocks and never
+# raises SIGPIPE, whatever state the daemon is in, and nothing here forks on
+# a command's path: only builtins run. (Linted as bash; zsh syntax where the
+# disables above say so.)
+
+if [[ -o interactive ]]; then
+	if [[ -z ${__rw_sid-} ]]; then
+		\builtin zmodload zsh/datetime 2>/dev/null
+		typeset -g __rw_bin=@RW_BIN@
+		typeset -g __rw_spool_dir=@RW_SPOOL_DIR@
+		typeset -g __rw_pid_file=@RW_PID_FILE@
+		typeset -g __rw_autostart=@RW_AUTOSTART@
+		typeset -g __rw_tty=@RW_TTY@
+		typeset -g __rw_user=@RW_USER@
+		typeset -g __rw_t=${EPOCHREALTIME:-$EPOCHSECONDS}
+		typeset -g __rw_sid
+		\builtin printf -v __rw_sid '%s%05x%04x' "${__rw_t//[.,]/}" "$$" "$RANDOM"
+		typeset -g __rw_parent=${RW_SESSION-}
+		\builtin export RW_SESSION=$__rw_sid
+		typeset -g __rw_spool=$__rw_spool_dir/$__rw_sid.spool
+		typeset -gi __rw_seq=0
+		typeset -g __rw_pending= __rw_dpid=
+		typeset -gi __rw_next_start=0
+
+		__rw_write() {
+			# One record: NUL-terminated fields between start and end markers.
+			{ \builtin print -rNn -- $'\x1eRW1' "$@" $'\x1eEND'; } 2>/dev/null >>!"$__rw_spool"
+		}
+
+		__rw_ensure_daemon() {
+			# Cheap liveness check; start the daemon in the background if it is gone.
+			[[ -n $__rw_dpid && -e /proc/$__rw_dpid ]] && return
+			[[ -r $__rw_pid_file ]] && \builtin read -r __rw_dpid <"$__rw_pid_file"
+			[[ -n $__rw_dpid && -e /proc/$__rw_dpid ]] && return
+			[[ $__rw_autostart == 1 ]] || return
+			((EPOCHSECONDS >= __rw_next_start)) || return
+			__rw_next_start=$((EPOCHSECONDS + 30))
+			("$__rw_bin" daemon start --no-wait </dev/null >/dev/null 2>&1 &)
+		}
+
+		__rw_preexec() {
+			# $1 is the line as typed (empty when history is off: then $3, the
+			# expanded text). A leading space means "do not record".
+			local __rw_cmd=${1:-$3}
+			[[ -z $__rw_cmd || $__rw_cmd == [[:space:]]* ]] && return 0
+			((++__rw_seq))
+			__rw_pending=$__rw_seq
+			__rw_write B "$__rw_sid" "$__rw_seq" "${EPOCHREALTIME:-$EPOCHSECONDS}" "$PWD" "$__rw_cmd"
+			return 0
+		}
+
+		__rw_precmd() {
+			local __rw_st=$? __rw_ps="${pipestatus[*]}"
+			if [[ -n $__rw_pending ]]; then
+				local -a __rw_env
+				local __rw_k
+				for __rw_k in ${(k)parameters[(R)*export*]}; do
+					[[ $__rw_k == RW_SESSION ]] || __rw_env+=("$__rw_k=${(P)__rw_k}")
+				done
+				__rw_write E "$__rw_sid" "$__rw_pending" "${EPOCHREALTIME:-$EPOCHSECONDS}" \
+					"$__rw_st" "$__rw_ps" "$PWD" list "${#__rw_env}" "${__rw_env[@]}"
+				__rw_pending=
+			fi
+			__rw_ensure_daemon
+			return "$__rw_st"
+		}
+
+		__rw_write S "$__rw_sid" "$__rw_parent" zsh "$ZSH_VERSION" "$$" "$__rw_tty" \
+			"$__rw_t" "$PWD" "${HOST-}" "${USER:-$__rw_user}"
+		__rw_ensure_daemon
+	fi
+	# Re-evaluating this file is harmless: our hooks are removed, then added.
+	typeset -ga precmd_functions preexec_functions
+	precmd_functions=(__rw_precmd "${(@)precmd_functions:#__rw_precmd}")
+	preexec_functions=("${(@)preexec_functions:#__rw_preexec}" __rw_preexec)
+fi

@@ -1,0 +1,183 @@
+"""Commands that set up capture: init, daemon, config, doctor."""
+
+from __future__ import annotations
+
+import click
+
+from .. import client, daemon, doctor
+from ..config import DEFAULT_TEXT
+from ..errors import EXIT_PROBLEM
+from ..hooks_render import SHELLS, render
+from . import CONTEXT, cli
+from .common import get_config, get_paths, json_option, print_json
+
+
+@cli.command("init", context_settings=CONTEXT)
+@click.argument("shell", type=click.Choice(SHELLS))
+def init_cmd(shell: str) -> None:
+    """Print the hook code for SHELL, to be evaluated by your shell's rc file.
+
+    \b
+    Example (~/.bashrc, ~/.zshrc):
+        eval "$(rw init bash)"
+        eval "$(rw init zsh)"
+    """
+    p = get_paths()
+    click.echo(render(shell, p, get_config(p)), nl=False)
+
+
+@cli.group("daemon", context_settings=CONTEXT)
+def daemon_group() -> None:
+    """Start, stop or inspect the rw daemon.
+
+    \b
+    Example:
+        rw daemon status
+    """
+
+
+@daemon_group.command("start", context_settings=CONTEXT)
+@click.option("--no-wait", is_flag=True, help="Return at once instead of waiting for it to answer.")
+def daemon_start(no_wait: bool) -> None:
+    """Start the daemon in the background unless it is already running.
+
+    \b
+    Example:
+        rw daemon start
+    """
+    p = get_paths()
+    if no_wait:
+        if not client.ping(p, timeout=0.5):
+            client.spawn(p)
+        return
+    reply = client.ping(p)
+    if reply:
+        click.echo(f"rw daemon already running (pid {reply['pid']})")
+        return
+    reply = client.ensure_running(p)
+    click.echo(f"rw daemon started (pid {reply['pid']})")
+
+
+@daemon_group.command("stop", context_settings=CONTEXT)
+def daemon_stop() -> None:
+    """Stop the daemon after it has ingested everything spooled.
+
+    \b
+    Example:
+        rw daemon stop
+    """
+    pid = client.stop(get_paths())
+    click.echo("rw daemon was not running" if pid is None else f"rw daemon stopped (pid {pid})")
+
+
+@daemon_group.command("status", context_settings=CONTEXT)
+@json_option
+def daemon_status(as_json: bool) -> None:
+    """Say whether the daemon answers on its socket (exit 1 when it does not).
+
+    \b
+    Example:
+        rw daemon status --json
+    """
+    p = get_paths()
+    try:
+        reply = client.request(p, "status", timeout=2)
+    except client.DaemonUnavailable as e:
+        if as_json:
+            print_json({"running": False, "socket": str(p.socket), "error": str(e)})
+        else:
+            click.echo(f"rw daemon is not running ({p.socket})")
+        raise SystemExit(EXIT_PROBLEM) from None
+    reply.pop("ok", None)
+    if as_json:
+        print_json({"running": True, **reply})
+        return
+    click.echo(f"rw daemon running: pid {reply['pid']}, up {reply['uptime']:.0f}s")
+    for key in ("socket", "watching", "records", "dropped", "redactions"):
+        click.echo(f"  {key}: {reply[key]}")
+
+
+@daemon_group.command("run", context_settings=CONTEXT)
+@click.option("--quiet", is_flag=True, help="Log warnings and errors only.")
+def daemon_run(quiet: bool) -> None:
+    """Run the daemon in the foreground, logging to stderr.
+
+    \b
+    Example:
+        rw daemon run
+    """
+    p = get_paths()
+    raise SystemExit(daemon.main(p, get_config(p), verbose=not quiet))
+
+
+@cli.group("config", context_settings=CONTEXT)
+def config_group() -> None:
+    """Where the configuration lives and what it says.
+
+    \b
+    Example:
+        rw config show
+    """
+
+
+@config_group.command("path", context_settings=CONTEXT)
+def config_path() -> None:
+    """Print the path of the configuration file.
+
+    \b
+    Example:
+        $EDITOR "$(rw config path)"
+    """
+    click.echo(str(get_paths().config_file))
+
+
+@config_group.command("show", context_settings=CONTEXT)
+@json_option
+def config_show(as_json: bool) -> None:
+    """Print the configuration in effect (the defaults when there is no file).
+
+    \b
+    Example:
+        rw config show --json
+    """
+    p = get_paths()
+    cfg = get_config(p)
+    if as_json:
+        print_json(
+            {
+                "path": str(p.config_file),
+                "exists": p.config_file.exists(),
+                "ignore": cfg.ignore,
+                "redact": cfg.redact,
+                "daemon": {"autostart": cfg.autostart},
+            }
+        )
+    elif p.config_file.exists():
+        click.echo(f"# {p.config_file}")
+        click.echo(p.config_file.read_text(), nl=False)
+    else:
+        click.echo(f"# {p.config_file} does not exist; these are the defaults")
+        click.echo(DEFAULT_TEXT, nl=False)
+
+
+@cli.command("doctor", context_settings=CONTEXT)
+@json_option
+def doctor_cmd(as_json: bool) -> None:
+    """Check that the daemon, the hooks, the spool and the store are healthy.
+
+    Exits 1 when a check fails, and says how to fix it.
+
+    \b
+    Example:
+        rw doctor
+    """
+    checks = doctor.run_checks(get_paths())
+    if as_json:
+        print_json([c.to_json() for c in checks])
+    else:
+        for c in checks:
+            click.echo(f"{'ok ' if c.ok else 'BAD'}  {c.name}: {c.detail}")
+            if not c.ok and c.fix:
+                click.echo(f"     fix: {c.fix}")
+    if not all(c.ok for c in checks):
+        raise SystemExit(EXIT_PROBLEM)

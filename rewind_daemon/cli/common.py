@@ -1,0 +1,55 @@
+"""Helpers shared by the command modules."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from .. import client, paths
+from ..config import Config, load
+from ..errors import RwError
+from ..store import Store
+
+
+def get_paths() -> paths.Paths:
+    return paths.resolve()
+
+
+def get_config(p: paths.Paths) -> Config:
+    return load(p.config_file)
+
+
+def synced_store(p: paths.Paths) -> Store | None:
+    """The store for reading, after the daemon ingested what shells have spooled."""
+    try:
+        client.request(p, "sync", timeout=10)
+    except RwError:
+        try:
+            autostart = get_config(p).autostart
+        except RwError:
+            autostart = False
+        started = False
+        if autostart:
+            try:
+                client.ensure_running(p)
+                client.request(p, "sync", timeout=10)
+                started = True
+            except RwError:
+                pass
+        if not started:
+            click.echo(
+                "rw: the daemon is not running; showing what is stored so far "
+                "(rw daemon start ingests the rest)",
+                err=True,
+            )
+    return Store.open_for_reading(p.db)
+
+
+def print_json(data: object) -> None:
+    json.dump(data, sys.stdout, indent=2, ensure_ascii=False)
+    sys.stdout.write("\n")
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")

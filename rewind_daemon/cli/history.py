@@ -1,0 +1,161 @@
+"""Commands that look at what was recorded: sessions, log, show, name."""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+from .. import client, history
+from ..errors import NotFound, RwError
+from . import CONTEXT, cli
+from .common import get_paths, json_option, print_json, synced_store
+
+session_arg = click.argument("session", required=False)
+
+
+def _when(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def _took(ms: float | None) -> str:
+    if ms is None:
+        return "running"
+    if ms < 1000:
+        return f"{ms:.0f}ms"
+    if ms < 60_000:
+        return f"{ms / 1000:.1f}s"
+    return f"{ms / 60_000:.0f}m{(ms % 60_000) / 1000:02.0f}s"
+
+
+def _one_line(command: str, width: int = 100) -> str:
+    first, _, rest = command.partition("\n")
+    text = first + (" …" if rest else "")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@cli.command("sessions", context_settings=CONTEXT)
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Show the N most recent.")
+@json_option
+def sessions_cmd(limit: int | None, as_json: bool) -> None:
+    """List recorded sessions, most recent first.
+
+    \b
+    Example:
+        rw sessions --limit 10
+    """
+    sessions = history.list_sessions(synced_store(get_paths()), limit)
+    if as_json:
+        print_json([s.to_json() for s in sessions])
+        return
+    current = history.current_session_id()
+    for s in sessions:
+        r = s.row
+        mark = "*" if r.id == current else " "
+        name = r.name or "-"
+        state = "" if r.ended_at else "  (open)"
+        parent = f"  from {r.parent_id}" if r.parent_id else ""
+        click.echo(
+            f"{mark} {r.id}  {name:<16} {r.shell or '?':<4} {_when(r.started_at)}"
+            f"  {r.steps:>5} steps{state}{parent}"
+        )
+
+
+@cli.command("log", context_settings=CONTEXT)
+@session_arg
+@click.option("--failed", is_flag=True, help="Only steps that exited non-zero.")
+@click.option("--limit", "-n", type=click.IntRange(min=1), default=None, help="Only the last N.")
+@json_option
+def log_cmd(session: str | None, failed: bool, limit: int | None, as_json: bool) -> None:
+    """Show the steps of SESSION (this shell's session, or the last one).
+
+    SESSION is a name, an id or id prefix, `current` or `last`.
+
+    \b
+    Example:
+        rw log --failed --limit 20
+        rw log deploy-prod --json
+    """
+    sess, steps = history.session_log(
+        synced_store(get_paths()), session, failed=failed, limit=limit
+    )
+    if as_json:
+        print_json([s.to_json() for s in steps])
+        return
+    label = f"{sess.row.id}" + (f" ({sess.row.name})" if sess.row.name else "")
+    click.echo(f"session {label}: {sess.row.steps} steps")
+    for s in steps:
+        r = s.row
+        code = "-" if r.exit_code is None else str(r.exit_code)
+        click.echo(
+            f"{r.number:>5}  {code:>4}  {_when(r.started_at)}  {_took(s.duration_ms):>7}  "
+            f"{_one_line(r.command)}"
+        )
+
+
+@cli.command("show", context_settings=CONTEXT)
+@click.argument("args", nargs=-1, required=True, metavar="[SESSION] STEP")
+@click.option("--env", "full_env", is_flag=True, help="Print the whole environment after the step.")
+@json_option
+def show_cmd(args: tuple[str, ...], full_env: bool, as_json: bool) -> None:
+    """Show one step: command, cwd, timing, exit codes and environment changes.
+
+    \b
+    Example:
+        rw show 12
+        rw show deploy-prod 47 --env
+    """
+    if len(args) > 2:
+        raise RwError("usage: rw show [SESSION] STEP")
+    session, step_s = (None, args[0]) if len(args) == 1 else args
+    try:
+        step = int(step_s)
+    except ValueError:
+        raise RwError(f"STEP must be a number, not {step_s!r}") from None
+    detail = history.step_detail(synced_store(get_paths()), session, step)
+    if as_json:
+        print_json(detail.to_json())
+        return
+    r = detail.step.row
+    click.echo(f"session   {r.session}")
+    click.echo(f"step      {r.number}")
+    click.echo("command   " + r.command.replace("\n", "\n          "))
+    click.echo(f"cwd       {r.cwd_before}")
+    if r.cwd_after and r.cwd_after != r.cwd_before:
+        click.echo(f"cwd after {r.cwd_after}")
+    click.echo(f"started   {_when(r.started_at)}")
+    click.echo(f"took      {_took(detail.step.duration_ms)}")
+    click.echo(f"exit      {'-' if r.exit_code is None else r.exit_code}")
+    if len(detail.step.pipestatus) > 1:
+        click.echo(f"pipestatus {' '.join(map(str, detail.step.pipestatus))}")
+    for key, (before, after) in detail.env_changes.items():
+        if before is None:
+            click.echo(f"env       +{key}={after}")
+        elif after is None:
+            click.echo(f"env       -{key}")
+        else:
+            click.echo(f"env       ~{key}={after}")
+    if full_env:
+        for key, value in sorted(detail.env.items()):
+            click.echo(f"  {key}={value}")
+
+
+@cli.command("name", context_settings=CONTEXT)
+@click.argument("name")
+def name_cmd(name: str) -> None:
+    """Name this shell's session, so commands can address it by NAME.
+
+    \b
+    Example:
+        rw name deploy-prod
+        rw log deploy-prod
+    """
+    sid = history.current_session_id()
+    if not sid:
+        raise NotFound("this shell is not recorded by rw (no RW_SESSION); see rw doctor")
+    if not name.strip() or name.strip() in ("current", "last"):
+        raise RwError(f"{name!r} cannot be a session name")
+    p = get_paths()
+    client.ensure_running(p)
+    reply = client.request(p, "name", session=sid, name=name)
+    click.echo(f"session {reply['session']} is now named {reply['name']}")

@@ -1,0 +1,95 @@
+"""Talking to the daemon: requests over its socket, and starting it."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+from .errors import DaemonUnavailable
+from .paths import Paths, ensure_private_dir
+
+
+def request(paths: Paths, op: str, timeout: float = 5.0, **fields: object) -> dict:
+    """Send one request and return the reply; raises DaemonUnavailable when down."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(str(paths.socket))
+        sock.sendall(json.dumps({"op": op, **fields}).encode() + b"\n")
+        buf = b""
+        while b"\n" not in buf:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise DaemonUnavailable("the daemon closed the connection")
+            buf += chunk
+    except (OSError, socket.timeout) as e:
+        raise DaemonUnavailable(f"the daemon is not reachable at {paths.socket}: {e}") from None
+    finally:
+        sock.close()
+    reply = json.loads(buf.split(b"\n", 1)[0])
+    if not reply.get("ok"):
+        raise DaemonUnavailable(f"the daemon refused {op}: {reply.get('error')}")
+    return reply
+
+
+def ping(paths: Paths, timeout: float = 1.0) -> dict | None:
+    try:
+        return request(paths, "ping", timeout=timeout)
+    except DaemonUnavailable:
+        return None
+
+
+def spawn(paths: Paths) -> None:
+    """Start the daemon in the background, detached from this process."""
+    ensure_private_dir(paths.runtime_dir)
+    ensure_private_dir(paths.data_dir)
+    log = open(paths.log_file, "ab", buffering=0)  # noqa: SIM115 - handed to the child
+    try:
+        subprocess.Popen(
+            [sys.executable, "-m", "rewind_daemon", "daemon", "run", "--quiet"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            start_new_session=True,
+            close_fds=True,
+            cwd="/",
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    finally:
+        log.close()
+
+
+def ensure_running(paths: Paths, wait: float = 5.0) -> dict:
+    """Ping the daemon, starting it if needed; raise when it does not come up."""
+    reply = ping(paths)
+    if reply:
+        return reply
+    spawn(paths)
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        time.sleep(0.02)
+        reply = ping(paths, timeout=0.5)
+        if reply:
+            return reply
+    raise DaemonUnavailable(f"the daemon did not start; see {paths.log_file}")
+
+
+def stop(paths: Paths, wait: float = 5.0) -> int | None:
+    """Ask the daemon to stop; return its pid, or None when it was not running."""
+    reply = ping(paths)
+    if not reply:
+        return None
+    request(paths, "stop")
+    pid = int(reply["pid"])
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return pid
+        time.sleep(0.02)
+    raise DaemonUnavailable(f"the daemon (pid {pid}) did not stop within {wait:.0f}s")

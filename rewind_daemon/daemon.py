@@ -1,0 +1,383 @@
+"""The daemon: one process per user that owns the store.
+
+It follows the per-session spool files the shell hooks append to (inotify,
+with a slow poll as a safety net) and answers control requests on a private
+Unix socket. Everything runs in one thread around one selector, so the store
+has exactly one writer.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import fcntl
+import json
+import logging
+import os
+import selectors
+import signal
+import socket
+import struct
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+from .config import Config
+from .ingest import SPOOL_SUFFIX, Ingester, SpoolReader
+from .paths import Paths, ensure_private_dir
+from .redact import Redactor
+from .store import Store
+
+log = logging.getLogger("rw.daemon")
+
+MAX_REQUEST = 1024 * 1024
+POLL_SECONDS = 1.0
+MAINTENANCE_SECONDS = 5.0
+BATCH_DELAY = 0.005
+CLIENT_IDLE_SECONDS = 30.0
+
+
+class _Inotify:
+    """Minimal inotify through libc, so no dependency is needed for it."""
+
+    MASK = 0x2 | 0x8 | 0x100 | 0x80  # MODIFY | CLOSE_WRITE | CREATE | MOVED_TO
+
+    def __init__(self, directory: Path):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        self.fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        if self.fd < 0:
+            raise OSError(ctypes.get_errno(), "inotify_init1")
+        if libc.inotify_add_watch(self.fd, os.fsencode(directory), self.MASK) < 0:
+            err = ctypes.get_errno()
+            os.close(self.fd)
+            raise OSError(err, "inotify_add_watch")
+
+    def read_names(self) -> set[str]:
+        names: set[str] = set()
+        while True:
+            try:
+                data = os.read(self.fd, 65536)
+            except BlockingIOError:
+                return names
+            pos = 0
+            while pos + 16 <= len(data):
+                _wd, _mask, _cookie, length = struct.unpack_from("iIII", data, pos)
+                raw = data[pos + 16 : pos + 16 + length].rstrip(b"\0")
+                names.add(os.fsdecode(raw))
+                pos += 16 + length
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class _Client:
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.buf = b""
+        self.last = time.monotonic()
+
+
+class Daemon:
+    def __init__(self, paths: Paths, config: Config):
+        self.paths = paths
+        self.config = config
+        self.started = time.time()
+        self.sel = selectors.DefaultSelector()
+        self.clients: dict[int, _Client] = {}
+        self.dirty: set[str] = set()
+        self.running = True
+        self.host = socket.gethostname()
+
+    # --- lifecycle ---------------------------------------------------------------
+
+    def run(self) -> int:
+        ensure_private_dir(self.paths.runtime_dir)
+        ensure_private_dir(self.paths.data_dir)
+        ensure_private_dir(self.paths.spool_dir)
+        lock = os.open(self.paths.lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.error("another rw daemon is running (lock %s is held)", self.paths.lock_file)
+            return 1
+        self.store = Store(self.paths.db)
+        redactor = Redactor(self.config.redact_regexes())
+        self.ingester = Ingester(self.store, redactor, self.config.ignore_regexes())
+        self.spools = SpoolReader(self.paths.spool_dir, self.ingester)
+        self._listen()
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+        self.sel.register(wake_r, selectors.EVENT_READ, "wake")
+        try:
+            self.inotify: _Inotify | None = _Inotify(self.paths.spool_dir)
+            self.sel.register(self.inotify.fd, selectors.EVENT_READ, "inotify")
+        except OSError as e:
+            log.warning("inotify unavailable (%s); polling spools every %ss", e, POLL_SECONDS)
+            self.inotify = None
+        self._write_pid()
+        log.info("rw daemon %s pid %d listening on %s", __version__, os.getpid(), self.paths.socket)
+        self._maintain()
+        try:
+            self._loop()
+        finally:
+            self._shutdown()
+            os.close(lock)
+        return 0
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self.running = False
+
+    def _listen(self) -> None:
+        path = self.paths.socket
+        # We hold the lock, so any socket file here is a leftover of a crash.
+        path.unlink(missing_ok=True)
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)
+        try:
+            self.server.bind(str(path))
+        finally:
+            os.umask(old)
+        os.chmod(path, 0o600)
+        self.server.listen(64)
+        self.server.setblocking(False)
+        self.sel.register(self.server, selectors.EVENT_READ, "accept")
+
+    def _write_pid(self) -> None:
+        tmp = self.paths.pid_file.with_suffix(".tmp")
+        tmp.write_text(f"{os.getpid()}\n")
+        os.replace(tmp, self.paths.pid_file)
+
+    def _shutdown(self) -> None:
+        try:
+            self._ingest(self.spools.spool_files_names())
+        except Exception:  # noqa: BLE001 - never lose the shutdown path
+            log.exception("final ingest failed")
+        for client in list(self.clients.values()):
+            self._drop(client)
+        self.server.close()
+        for p in (self.paths.socket, self.paths.pid_file):
+            try:
+                if p == self.paths.pid_file and p.read_text().strip() != str(os.getpid()):
+                    continue
+                p.unlink()
+            except OSError:
+                pass
+        self.store.close()
+        log.info("rw daemon stopped")
+
+    # --- the loop ----------------------------------------------------------------
+
+    def _loop(self) -> None:
+        next_poll = time.monotonic() + POLL_SECONDS
+        next_maint = time.monotonic() + MAINTENANCE_SECONDS
+        while self.running:
+            now = time.monotonic()
+            timeout = min(next_poll, next_maint) - now
+            if self.dirty:
+                timeout = min(timeout, BATCH_DELAY)
+            for key, _ in self.sel.select(max(0.0, timeout)):
+                if key.data == "accept":
+                    self._accept()
+                elif key.data == "inotify":
+                    assert self.inotify is not None
+                    self.dirty |= {n for n in self.inotify.read_names() if n.endswith(SPOOL_SUFFIX)}
+                elif key.data == "wake":
+                    try:
+                        os.read(key.fd, 512)
+                    except BlockingIOError:
+                        pass
+                else:
+                    self._serve(key.data)
+            now = time.monotonic()
+            if self.dirty:
+                self._ingest(self.dirty)
+                self.dirty = set()
+            if now >= next_poll:
+                next_poll = now + POLL_SECONDS
+                self._ingest(self.spools.spool_files_names())
+                self._reap_idle_clients(now)
+            if now >= next_maint:
+                next_maint = now + MAINTENANCE_SECONDS
+                self._maintain()
+
+    def _ingest(self, names: set[str] | list[str]) -> int:
+        total = 0
+        for name in sorted(names):
+            try:
+                total += self.spools.ingest_file(self.paths.spool_dir / name)
+            except Exception:  # noqa: BLE001 - one bad spool must not stop the daemon
+                log.exception("ingesting %s failed; will retry", name)
+        return total
+
+    def _maintain(self) -> None:
+        """Ingest everything, close sessions whose shell is gone, remove their spools."""
+        try:
+            finished = set()
+            with self.store.transaction():
+                for sid, pid, host in self.store.open_sessions():
+                    if host == self.host and pid and not _pid_alive(pid):
+                        finished.add(sid)
+            self.spools.ingest_all(finished)
+            for sid in finished:
+                with self.store.transaction():
+                    ended = self.store.last_activity(sid)
+                    session = self.store.get_session(sid)
+                    if session is not None:
+                        self.store.end_session(sid, ended or session.started_at)
+                self.spools.remove_if_done(self.paths.spool_dir / f"{sid}{SPOOL_SUFFIX}")
+        except Exception:  # noqa: BLE001
+            log.exception("maintenance failed; will retry")
+
+    # --- clients -------------------------------------------------------------------
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self.server.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                log.warning("accept failed: %s", e)
+                return
+            try:
+                creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+                pid, uid, _gid = struct.unpack("3i", creds)
+            except OSError:
+                sock.close()
+                continue
+            if uid != os.getuid():
+                log.warning("refused connection from uid %d (pid %d)", uid, pid)
+                sock.close()
+                continue
+            sock.setblocking(False)
+            client = _Client(sock)
+            self.clients[sock.fileno()] = client
+            self.sel.register(sock, selectors.EVENT_READ, client)
+
+    def _drop(self, client: _Client) -> None:
+        fd = client.sock.fileno()
+        if fd >= 0:
+            self.sel.unregister(client.sock)
+            self.clients.pop(fd, None)
+        client.sock.close()
+
+    def _reap_idle_clients(self, now: float) -> None:
+        for client in list(self.clients.values()):
+            if now - client.last > CLIENT_IDLE_SECONDS:
+                self._drop(client)
+
+    def _serve(self, client: _Client) -> None:
+        try:
+            data = client.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._drop(client)
+            return
+        client.last = time.monotonic()
+        client.buf += data
+        while b"\n" in client.buf:
+            line, client.buf = client.buf.split(b"\n", 1)
+            reply = self._handle(line)
+            if not self._send(client, reply):
+                return
+            if reply.get("stopping"):
+                self.running = False
+        if len(client.buf) > MAX_REQUEST:
+            log.warning("dropped a client: request over %d bytes", MAX_REQUEST)
+            self._send(client, {"ok": False, "error": "request too large"})
+            self._drop(client)
+
+    def _send(self, client: _Client, reply: dict) -> bool:
+        data = json.dumps(reply).encode() + b"\n"
+        try:
+            client.sock.setblocking(True)
+            client.sock.settimeout(2.0)
+            client.sock.sendall(data)
+            client.sock.setblocking(False)
+            return True
+        except OSError:
+            self._drop(client)
+            return False
+
+    def _handle(self, line: bytes) -> dict:
+        try:
+            req = json.loads(line)
+        except (ValueError, UnicodeDecodeError):
+            log.warning("dropped a malformed request (%d bytes)", len(line))
+            return {"ok": False, "error": "malformed request"}
+        if not isinstance(req, dict) or not isinstance(req.get("op"), str):
+            log.warning("dropped a request without an op")
+            return {"ok": False, "error": "request needs an op"}
+        handler = getattr(self, f"_op_{req['op']}", None)
+        if handler is None:
+            log.warning("dropped a request with unknown op %r", req["op"][:40])
+            return {"ok": False, "error": f"unknown op {req['op'][:40]!r}"}
+        try:
+            return {"ok": True, **handler(req)}
+        except ValueError as e:
+            return {"ok": False, "error": str(e)}
+        except Exception as e:  # noqa: BLE001 - a request must never take the daemon down
+            log.exception("request %s failed", req["op"])
+            return {"ok": False, "error": f"internal error: {e}"}
+
+    def _op_ping(self, req: dict) -> dict:
+        return {"pid": os.getpid(), "version": __version__}
+
+    def _op_sync(self, req: dict) -> dict:
+        return {"records": self._ingest(self.spools.spool_files_names())}
+
+    def _op_status(self, req: dict) -> dict:
+        self._ingest(self.spools.spool_files_names())
+        stats = self.ingester.stats
+        return {
+            "pid": os.getpid(),
+            "version": __version__,
+            "uptime": round(time.time() - self.started, 3),
+            "socket": str(self.paths.socket),
+            "watching": "inotify" if self.inotify else "polling",
+            "records": stats.records,
+            "dropped": stats.dropped,
+            "redactions": self.store.counter("redactions"),
+        }
+
+    def _op_name(self, req: dict) -> dict:
+        sid, name = req.get("session"), req.get("name")
+        if not isinstance(sid, str) or not isinstance(name, str) or not name.strip():
+            raise ValueError("name needs a session and a non-empty name")
+        self._ingest(self.spools.spool_files_names())
+        with self.store.transaction():
+            if not self.store.set_session_name(sid, name.strip()):
+                raise ValueError(f"no session {sid!r} recorded yet")
+        return {"session": sid, "name": name.strip()}
+
+    def _op_stop(self, req: dict) -> dict:
+        return {"stopping": True, "pid": os.getpid()}
+
+
+def main(paths: Paths, config: Config, verbose: bool = True) -> int:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s rw[%(process)d] %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return Daemon(paths, config).run()
+    except OSError as e:
+        if e.errno in (errno.EADDRINUSE, errno.EACCES, errno.EPERM):
+            log.error("cannot listen on %s: %s", paths.socket, e)
+            return 1
+        raise

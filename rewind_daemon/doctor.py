@@ -1,0 +1,139 @@
+"""Health checks for `rw doctor`."""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+
+from . import client
+from .config import load
+from .errors import RwError
+from .history import current_session_id
+from .ingest import SPOOL_SUFFIX
+from .paths import Paths
+from .store import SCHEMA_VERSION, Store
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+    def to_json(self) -> dict:
+        return {"check": self.name, "ok": self.ok, "detail": self.detail, "fix": self.fix}
+
+
+def spool_backlog(paths: Paths, store: Store | None) -> tuple[int, int]:
+    """(files, bytes) recorded by shells but not yet ingested."""
+    files = total = 0
+    try:
+        entries = list(paths.spool_dir.iterdir())
+    except FileNotFoundError:
+        return 0, 0
+    for p in entries:
+        if not p.name.endswith(SPOOL_SUFFIX):
+            continue
+        try:
+            size = p.stat().st_size
+        except FileNotFoundError:
+            continue
+        done = store.spool_offset(p.name) if store else 0
+        if size > done:
+            files += 1
+            total += size - done
+    return files, total
+
+
+def run_checks(paths: Paths) -> list[Check]:
+    checks: list[Check] = []
+    try:
+        load(paths.config_file)
+        checks.append(Check("config", True, str(paths.config_file)))
+    except RwError as e:
+        checks.append(Check("config", False, str(e), "fix the file; rw config path shows it"))
+
+    reply = client.ping(paths)
+    if reply:
+        try:
+            client.request(paths, "sync")
+        except RwError:
+            pass
+        checks.append(Check("daemon", True, f"pid {reply['pid']}, version {reply['version']}"))
+    else:
+        checks.append(
+            Check("daemon", False, f"not reachable at {paths.socket}", "run: rw daemon start")
+        )
+
+    try:
+        st = paths.runtime_dir.stat()
+        private = stat.S_IMODE(st.st_mode) & 0o077 == 0 and st.st_uid == os.getuid()
+        checks.append(
+            Check(
+                "runtime dir",
+                private,
+                f"{paths.runtime_dir} mode {stat.S_IMODE(st.st_mode):04o}",
+                "" if private else f"chmod 700 {paths.runtime_dir}",
+            )
+        )
+    except FileNotFoundError:
+        checks.append(Check("runtime dir", True, f"{paths.runtime_dir} (not created yet)"))
+
+    store: Store | None = None
+    try:
+        store = Store.open_for_reading(paths.db)
+    except RwError as e:
+        checks.append(Check("store", False, str(e), f"move {paths.db} aside and restart"))
+    if store is not None:
+        problems = store.integrity()
+        checks.append(
+            Check(
+                "store",
+                not problems,
+                f"{paths.db}: schema {SCHEMA_VERSION}, {store.step_count()} steps"
+                if not problems
+                else "; ".join(problems[:3]),
+                "" if not problems else "restore the store from a backup",
+            )
+        )
+    elif not paths.db.exists():
+        checks.append(Check("store", True, f"{paths.db} (nothing recorded yet)"))
+
+    sid = current_session_id()
+    if not sid:
+        checks.append(
+            Check(
+                "hooks",
+                False,
+                "this shell is not recorded (RW_SESSION is not set)",
+                'add to your shell rc: eval "$(rw init bash)"  (or zsh)',
+            )
+        )
+    else:
+        recorded = store is not None and store.get_session(sid) is not None
+        spooled = (paths.spool_dir / f"{sid}{SPOOL_SUFFIX}").exists()
+        checks.append(
+            Check(
+                "hooks",
+                recorded or spooled,
+                f"session {sid}" + ("" if recorded else " (not ingested yet)"),
+                "" if recorded or spooled else f"the spool dir {paths.spool_dir} is not writable",
+            )
+        )
+
+    files, size = spool_backlog(paths, store)
+    checks.append(
+        Check(
+            "spool backlog",
+            size == 0 or reply is not None,
+            f"{size} bytes in {files} spool file(s) waiting" if size else "empty",
+            "" if size == 0 or reply else "start the daemon to ingest them: rw daemon start",
+        )
+    )
+    redactions = store.counter("redactions") if store else 0
+    checks.append(Check("redactions", True, f"{redactions} secret(s) redacted so far"))
+    if store is not None:
+        store.close()
+    return checks

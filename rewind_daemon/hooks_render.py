@@ -1,0 +1,63 @@
+"""Rendering the shell hook templates for `rw init`."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shlex
+import shutil
+import sys
+from importlib import resources
+
+from .config import Config
+from .errors import RwError
+from .paths import Paths, ensure_private_dir
+
+SHELLS = ("bash", "zsh")
+
+# The shell function `rw`: runs the installed program by absolute path, so a
+# PATH change cannot break it.
+_FUNCTION = """
+rw() {
+	"$__rw_bin" "$@"
+}
+"""
+
+
+def rw_executable() -> str:
+    argv0 = sys.argv[0] if sys.argv else ""
+    if os.path.basename(argv0) == "rw" and os.path.exists(argv0):
+        return os.path.abspath(argv0)
+    found = shutil.which("rw")
+    if found:
+        return os.path.abspath(found)
+    raise RwError("cannot find the rw program on PATH; reinstall with install.sh")
+
+
+def _tty() -> str:
+    for fd in (0, 2, 1):
+        try:
+            return os.ttyname(fd)
+        except OSError:
+            continue
+    return ""
+
+
+def render(shell: str, paths: Paths, config: Config) -> str:
+    if shell not in SHELLS:
+        raise RwError(f"unsupported shell {shell!r}; choose one of: {', '.join(SHELLS)}")
+    ensure_private_dir(paths.data_dir)
+    ensure_private_dir(paths.spool_dir)
+    ensure_private_dir(paths.runtime_dir)
+    template = resources.files("rewind_daemon.hooks").joinpath(f"rw.{shell}").read_text()
+    values = {
+        "@RW_BIN@": rw_executable(),
+        "@RW_SPOOL_DIR@": str(paths.spool_dir),
+        "@RW_PID_FILE@": str(paths.pid_file),
+        "@RW_AUTOSTART@": "1" if config.autostart else "0",
+        "@RW_TTY@": _tty(),
+        "@RW_USER@": getpass.getuser(),
+    }
+    for key, value in values.items():
+        template = template.replace(key, shlex.quote(value))
+    return template + _FUNCTION

@@ -1,0 +1,230 @@
+"""Turning spool records into stored sessions and steps (exactly once)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import records
+from .records import Dropped, Record
+from .redact import Redactor
+from .store import Store, env_blob
+
+log = logging.getLogger("rw.ingest")
+
+CHUNK = records.MAX_RECORD + 64 * 1024
+SPOOL_SUFFIX = ".spool"
+# Our own bookkeeping variables are not part of the user's environment.
+PRIVATE_ENV = ("RW_SESSION",)
+
+
+def _time(value: str) -> float:
+    return float(value.replace(",", "."))
+
+
+def _int_or_none(value: str) -> int | None:
+    return int(value) if value.lstrip("-").isdigit() else None
+
+
+@dataclass
+class IngestStats:
+    records: int = 0
+    dropped: int = 0
+    redactions: int = 0
+
+
+class Ingester:
+    """Applies records to the store. The caller owns the transaction."""
+
+    def __init__(self, store: Store, redactor: Redactor, ignore: list[re.Pattern[str]]):
+        self.store = store
+        self.redactor = redactor
+        self.ignore = ignore
+        self.stats = IngestStats()
+        self._next_number: dict[str, int] = {}
+        self._ignored: set[tuple[str, int]] = set()
+        self._env_cache: OrderedDict[bytes, int] = OrderedDict()
+
+    def apply(self, item: Record | Dropped, source: str) -> None:
+        if isinstance(item, Dropped):
+            self.stats.dropped += 1
+            log.warning("%s: dropped %d bytes: %s", source, item.size, item.reason)
+            return
+        try:
+            handler = getattr(self, f"_on_{item.type}")
+            handler(item.fields)
+            self.stats.records += 1
+        except (ValueError, IndexError) as e:
+            self.stats.dropped += 1
+            log.warning("%s: dropped malformed %s record: %s", source, item.type, e)
+
+    def _on_S(self, f: list[str]) -> None:
+        sid, parent, shell, version, pid, tty, started, cwd, host, user = f
+        if not sid:
+            raise ValueError("empty session id")
+        self.store.upsert_session(
+            sid,
+            parent_id=parent or None,
+            shell=shell,
+            shell_version=version,
+            pid=_int_or_none(pid),
+            tty=tty or None,
+            started_at=_time(started),
+            cwd=cwd,
+            host=host,
+            user=user,
+        )
+
+    def _on_B(self, f: list[str]) -> None:
+        sid, seq_s, started, cwd, command = f
+        seq = int(seq_s)
+        if not self.store.session_exists(sid):
+            raise ValueError(f"step for unknown session {sid[:24]!r}")
+        if self.store.has_seq(sid, seq):
+            return  # already ingested (a spool read twice after a crash)
+        if any(p.search(command) for p in self.ignore):
+            self._ignored.add((sid, seq))
+            return
+        command, n = self.redactor.text(command)
+        self._count_redactions(n)
+        number = self._next_number.get(sid) or self.store.next_step_number(sid)
+        self.store.begin_step(sid, number, seq, command, cwd, _time(started))
+        self._next_number[sid] = number + 1
+
+    def _on_E(self, f: list[str]) -> None:
+        sid, seq_s, ended, status, pipestatus, cwd, fmt = f[:7]
+        seq = int(seq_s)
+        if (sid, seq) in self._ignored:
+            self._ignored.discard((sid, seq))
+            return
+        env_id = self._env_id(fmt, f[7:])
+        done = self.store.end_step(
+            sid,
+            seq,
+            ended_at=_time(ended),
+            exit_code=_int_or_none(status),
+            pipestatus=pipestatus,
+            cwd=cwd,
+            env_id=env_id,
+        )
+        if not done and not self.store.has_seq(sid, seq):
+            raise ValueError(f"end of a step never begun ({sid[:24]} #{seq})")
+
+    def _on_N(self, f: list[str]) -> None:
+        sid, name = f
+        if not self.store.set_session_name(sid, name):
+            raise ValueError(f"name for unknown session {sid[:24]!r}")
+
+    def _on_X(self, f: list[str]) -> None:
+        sid, ended = f
+        self.store.end_session(sid, _time(ended))
+
+    def _env_id(self, fmt: str, payload: list[str]) -> int | None:
+        if fmt == "none":
+            return None
+        raw_key = hashlib.sha1("\0".join((fmt, *payload)).encode("utf-8", "replace")).digest()
+        cached = self._env_cache.get(raw_key)
+        if cached is not None:
+            self._env_cache.move_to_end(raw_key)
+            return cached
+        env = records.parse_declare(payload[0]) if fmt == "declare" else records.parse_list(
+            payload[1:]
+        )
+        for name in PRIVATE_ENV:
+            env.pop(name, None)
+        env, n = self.redactor.env(env)
+        self._count_redactions(n)
+        env_id = self.store.add_env(*env_blob(env))
+        self._env_cache[raw_key] = env_id
+        if len(self._env_cache) > 256:
+            self._env_cache.popitem(last=False)
+        return env_id
+
+    def _count_redactions(self, n: int) -> None:
+        if n:
+            self.stats.redactions += n
+            self.store.add_counter("redactions", n)
+
+    def forget_caches(self) -> None:
+        """After a rolled-back transaction the caches may name rows that do not exist."""
+        self._next_number.clear()
+        self._env_cache.clear()
+
+
+class SpoolReader:
+    """Reads each session's spool file from the offset last committed with its records."""
+
+    def __init__(self, spool_dir: Path, ingester: Ingester):
+        self.spool_dir = spool_dir
+        self.ingester = ingester
+        self.store = ingester.store
+
+    def spool_files(self) -> list[Path]:
+        try:
+            return sorted(p for p in self.spool_dir.iterdir() if p.name.endswith(SPOOL_SUFFIX))
+        except FileNotFoundError:
+            return []
+
+    def spool_files_names(self) -> list[str]:
+        return [p.name for p in self.spool_files()]
+
+    def ingest_all(self, finished: set[str] = frozenset()) -> int:
+        """Ingest every spool; `finished` names sessions whose writer is gone."""
+        total = 0
+        for path in self.spool_files():
+            total += self.ingest_file(path, final=path.name[: -len(SPOOL_SUFFIX)] in finished)
+        return total
+
+    def ingest_file(self, path: Path, final: bool = False) -> int:
+        """Ingest what is complete in `path`; return the number of records applied."""
+        key = path.name
+        total = 0
+        while True:
+            offset = self.store.spool_offset(key)
+            try:
+                with open(path, "rb") as fh:
+                    size = os.fstat(fh.fileno()).st_size
+                    if offset > size:
+                        log.warning("%s: shorter than its ingested offset; starting over", key)
+                        offset = 0
+                    if offset == size:
+                        return total
+                    fh.seek(offset)
+                    buf = fh.read(CHUNK)
+            except FileNotFoundError:
+                return total
+            more = offset + len(buf) < size
+            applied = 0
+            try:
+                with self.store.transaction():
+                    pos = 0
+                    for item, end in records.parse(buf, final=final and not more):
+                        self.ingester.apply(item, key)
+                        pos = end
+                        applied += 1
+                    if pos:
+                        self.store.set_spool_offset(key, offset + pos)
+            except BaseException:
+                self.ingester.forget_caches()
+                raise
+            total += applied
+            if not more or pos == 0:
+                return total
+
+    def remove_if_done(self, path: Path) -> bool:
+        """Delete a finished session's spool once everything in it is stored."""
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return False
+        if self.store.spool_offset(path.name) < size:
+            return False
+        path.unlink(missing_ok=True)
+        with self.store.transaction():
+            self.store.forget_spool(path.name)
+        return True

@@ -1,0 +1,181 @@
+"""Spool framing: what the shell hooks write and the daemon reads.
+
+A record is NUL-separated fields between a magic start field and an end
+field. Shell strings cannot contain NUL, so no field ever needs escaping:
+
+    \\x1eRW1 \\0 TYPE \\0 field \\0 ... field \\0 \\x1eEND \\0
+
+Types (fields after TYPE):
+    S  session start: sid parent shell shell_version pid tty started_at cwd host user
+    B  step begin:    sid seq started_at cwd command
+    E  step end:      sid seq ended_at exit_code pipestatus cwd env_format env...
+       env_format "declare": one field, bash `export -p` output
+       env_format "list":    a count, then that many NAME=VALUE fields (zsh)
+    N  name session:  sid name
+    X  session end:   sid ended_at
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+MAGIC = b"\x1eRW1\x00"
+END = b"\x00\x1eEND\x00"
+MAX_RECORD = 8 * 1024 * 1024
+
+FIELD_COUNTS = {"S": 10, "B": 5, "N": 2, "X": 2}
+MIN_E_FIELDS = 7
+
+
+@dataclass(frozen=True)
+class Record:
+    type: str
+    fields: list[str]
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """Bytes that could not be parsed as a record (kept for the log)."""
+
+    reason: str
+    size: int
+
+
+def encode(rtype: str, *fields: str) -> bytes:
+    for f in fields:
+        if "\x00" in f:
+            raise ValueError("field contains NUL")
+    body = b"\x00".join(f.encode("utf-8", "surrogateescape") for f in (rtype, *fields))
+    return MAGIC + body + END
+
+
+def _validate(rtype: str, fields: list[str]) -> str | None:
+    if rtype in FIELD_COUNTS:
+        if len(fields) != FIELD_COUNTS[rtype]:
+            return f"{rtype} record with {len(fields)} fields"
+        return None
+    if rtype == "E":
+        if len(fields) < MIN_E_FIELDS:
+            return "E record too short"
+        fmt = fields[6]
+        if fmt == "declare" and len(fields) == 8:
+            return None
+        if fmt == "list" and len(fields) >= 8 and fields[7].isdigit():
+            if len(fields) == 8 + int(fields[7]):
+                return None
+        if fmt == "none" and len(fields) == 7:
+            return None
+        return "E record with a bad environment"
+    return f"unknown record type {rtype[:16]!r}"
+
+
+def parse(buf: bytes, final: bool = False) -> Iterator[tuple[Record | Dropped, int]]:
+    """Yield (record or dropped chunk, offset just past it) for complete records in `buf`.
+
+    Stops at an incomplete trailing record unless `final` (the writer is gone),
+    in which case the remainder is reported as dropped.
+    """
+    pos = 0
+    n = len(buf)
+    while pos < n:
+        if not buf.startswith(MAGIC, pos):
+            nxt = buf.find(MAGIC, pos + 1)
+            if nxt < 0:
+                if not final and n - pos < len(MAGIC) and MAGIC.startswith(buf[pos:]):
+                    return  # a record is being written
+                yield Dropped("garbage between records", n - pos), n
+                return
+            yield Dropped("garbage between records", nxt - pos), nxt
+            pos = nxt
+            continue
+        start = pos + len(MAGIC)
+        end = buf.find(END, start, start + MAX_RECORD)
+        restart = buf.find(MAGIC, start, end if end >= 0 else min(n, start + MAX_RECORD))
+        if restart >= 0 and (end < 0 or restart < end):
+            # A new record began before this one ended: the writer died mid-record.
+            yield Dropped("truncated record", restart - pos), restart
+            pos = restart
+            continue
+        if end < 0:
+            if n - start >= MAX_RECORD:
+                yield Dropped("oversized record", n - pos), n
+                return
+            if final:
+                yield Dropped("truncated record at end of spool", n - pos), n
+            return
+        parts = buf[start:end].decode("utf-8", "replace").split("\x00")
+        rtype, fields = parts[0], parts[1:]
+        pos = end + len(END)
+        problem = _validate(rtype, fields)
+        if problem:
+            yield Dropped(problem, pos - (start - len(MAGIC))), pos
+        else:
+            yield Record(rtype, fields), pos
+
+
+# --- environment payloads -------------------------------------------------
+
+_DECLARE = re.compile(r"^declare -[A-Za-z]*x[A-Za-z]* ([A-Za-z_][A-Za-z0-9_]*)", re.M)
+_DQ_ESCAPE = re.compile(r'\\([\\"$`])')
+_ANSI = re.compile(r"\\(x[0-9A-Fa-f]{1,2}|u[0-9A-Fa-f]{1,4}|U[0-9A-Fa-f]{1,8}|[0-7]{1,3}|c.|.)", re.S)
+_ANSI_SIMPLE = {
+    "a": "\a", "b": "\b", "e": "\x1b", "E": "\x1b", "f": "\f", "n": "\n",
+    "r": "\r", "t": "\t", "v": "\v", "\\": "\\", "'": "'", '"': '"', "?": "?",
+}  # fmt: skip
+
+
+def _ansi_unquote(s: str) -> str:
+    def sub(m: re.Match[str]) -> str:
+        e = m.group(1)
+        if e[0] in "xuU":
+            return chr(int(e[1:], 16))
+        if e[0] in "01234567":
+            return chr(int(e, 8))
+        if e[0] == "c":
+            return chr(ord(e[1]) & 0x1F)
+        return _ANSI_SIMPLE.get(e, "\\" + e)
+
+    return _ANSI.sub(sub, s)
+
+
+def parse_declare(text: str) -> dict[str, str]:
+    """Parse bash `export -p` output into a dict (exported-but-unset names are skipped)."""
+    env: dict[str, str] = {}
+    i, n = 0, len(text)
+    for m in _DECLARE.finditer(text):
+        if m.start() < i:
+            continue  # matched inside a previous multi-line value
+        name = m.group(1)
+        i = m.end()
+        if i >= n or text[i] != "=":
+            continue
+        i += 1
+        if text.startswith('"', i):
+            j = i + 1
+            while j < n and text[j] != '"':
+                j += 2 if text[j] == "\\" else 1
+            env[name] = _DQ_ESCAPE.sub(r"\1", text[i + 1 : j])
+            i = j + 1
+        elif text.startswith("$'", i):
+            j = i + 2
+            while j < n and text[j] != "'":
+                j += 2 if text[j] == "\\" else 1
+            env[name] = _ansi_unquote(text[i + 2 : j])
+            i = j + 1
+        else:  # unquoted (not produced by bash 4.4+, kept for safety)
+            j = text.find("\n", i)
+            j = n if j < 0 else j
+            env[name] = text[i:j]
+            i = j
+    return env
+
+
+def parse_list(items: list[str]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if sep and name:
+            env[name] = value
+    return env

@@ -1,0 +1,364 @@
+"""The SQLite store. Owns the schema, its version and every SQL statement on it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import zlib
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import StoreError
+
+SCHEMA_VERSION = 1
+
+_SCHEMA_V1 = """
+CREATE TABLE sessions (
+    id            TEXT PRIMARY KEY,
+    name          TEXT,
+    shell         TEXT,
+    shell_version TEXT,
+    host          TEXT,
+    user          TEXT,
+    tty           TEXT,
+    pid           INTEGER,
+    cwd           TEXT,
+    started_at    REAL NOT NULL,
+    ended_at      REAL,
+    parent_id     TEXT,
+    branch_point  INTEGER,
+    origin        TEXT NOT NULL DEFAULT 'shell'
+);
+CREATE INDEX sessions_by_start ON sessions (started_at);
+CREATE INDEX sessions_by_name ON sessions (name);
+
+CREATE TABLE envs (
+    id   INTEGER PRIMARY KEY,
+    hash BLOB NOT NULL UNIQUE,
+    data BLOB NOT NULL
+);
+
+CREATE TABLE steps (
+    session    TEXT NOT NULL,
+    number     INTEGER NOT NULL,
+    seq        INTEGER NOT NULL,
+    command    TEXT NOT NULL,
+    cwd_before TEXT,
+    cwd_after  TEXT,
+    started_at REAL NOT NULL,
+    ended_at   REAL,
+    exit_code  INTEGER,
+    pipestatus TEXT,
+    env_id     INTEGER REFERENCES envs (id),
+    PRIMARY KEY (session, number)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX steps_by_seq ON steps (session, seq);
+
+CREATE TABLE spool_offsets (
+    path   TEXT PRIMARY KEY,
+    offset INTEGER NOT NULL
+);
+
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value
+);
+"""
+
+MIGRATIONS = {1: _SCHEMA_V1}
+
+
+@dataclass(frozen=True)
+class SessionRow:
+    id: str
+    name: str | None
+    shell: str | None
+    shell_version: str | None
+    host: str | None
+    user: str | None
+    tty: str | None
+    pid: int | None
+    cwd: str | None
+    started_at: float
+    ended_at: float | None
+    parent_id: str | None
+    branch_point: int | None
+    origin: str
+    steps: int
+
+
+@dataclass(frozen=True)
+class StepRow:
+    session: str
+    number: int
+    command: str
+    cwd_before: str | None
+    cwd_after: str | None
+    started_at: float
+    ended_at: float | None
+    exit_code: int | None
+    pipestatus: str | None
+    env_id: int | None
+
+
+_SESSION_COLS = (
+    "s.id, s.name, s.shell, s.shell_version, s.host, s.user, s.tty, s.pid, s.cwd, "
+    "s.started_at, s.ended_at, s.parent_id, s.branch_point, s.origin, "
+    "(SELECT count(*) FROM steps WHERE session = s.id)"
+)
+_STEP_COLS = (
+    "session, number, command, cwd_before, cwd_after, started_at, ended_at, "
+    "exit_code, pipestatus, env_id"
+)
+
+
+def env_blob(env: dict[str, str]) -> tuple[bytes, bytes]:
+    """(hash, compressed data) of an environment, for deduplicated storage."""
+    raw = json.dumps(env, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(raw).digest(), zlib.compress(raw, 6)
+
+
+class Store:
+    def __init__(self, path: Path, readonly: bool = False):
+        self.path = path
+        try:
+            if readonly:
+                uri = f"file:{path}?mode=ro"
+                self.db = sqlite3.connect(uri, uri=True, timeout=10, isolation_level=None)
+            else:
+                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                self.db = sqlite3.connect(path, timeout=10, isolation_level=None)
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA busy_timeout=10000")
+            self._migrate(readonly)
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"store {path}: {e}") from None
+
+    @classmethod
+    def open_for_reading(cls, path: Path) -> Store | None:
+        """The store for queries, or None when nothing was ever recorded."""
+        if not path.exists():
+            return None
+        return cls(path, readonly=True)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _migrate(self, readonly: bool) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"store {self.path} has schema {version}; this rw knows up to "
+                f"{SCHEMA_VERSION}: upgrade rw"
+            )
+        if version == SCHEMA_VERSION or readonly:
+            return
+        with self.transaction():
+            for v in range(version + 1, SCHEMA_VERSION + 1):
+                for stmt in MIGRATIONS[v].split(";"):
+                    if stmt.strip():
+                        self.db.execute(stmt)
+            self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # --- ingest (the daemon is the one writer) ------------------------------
+
+    def upsert_session(
+        self,
+        sid: str,
+        *,
+        parent_id: str | None,
+        shell: str,
+        shell_version: str,
+        pid: int | None,
+        tty: str | None,
+        started_at: float,
+        cwd: str,
+        host: str,
+        user: str,
+        origin: str = "shell",
+    ) -> None:
+        self.db.execute(
+            "INSERT INTO sessions (id, parent_id, shell, shell_version, pid, tty, started_at,"
+            " cwd, host, user, origin) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+            " ON CONFLICT (id) DO NOTHING",
+            (sid, parent_id, shell, shell_version, pid, tty, started_at, cwd, host, user, origin),
+        )
+
+    def session_exists(self, sid: str) -> bool:
+        return self.db.execute("SELECT 1 FROM sessions WHERE id=?", (sid,)).fetchone() is not None
+
+    def set_session_name(self, sid: str, name: str) -> bool:
+        cur = self.db.execute("UPDATE sessions SET name=? WHERE id=?", (name, sid))
+        return cur.rowcount > 0
+
+    def end_session(self, sid: str, ended_at: float) -> None:
+        self.db.execute(
+            "UPDATE sessions SET ended_at=? WHERE id=? AND ended_at IS NULL", (ended_at, sid)
+        )
+
+    def next_step_number(self, sid: str) -> int:
+        row = self.db.execute("SELECT max(number) FROM steps WHERE session=?", (sid,)).fetchone()
+        return (row[0] or 0) + 1
+
+    def has_seq(self, sid: str, seq: int) -> bool:
+        q = "SELECT 1 FROM steps WHERE session=? AND seq=?"
+        return self.db.execute(q, (sid, seq)).fetchone() is not None
+
+    def begin_step(
+        self, sid: str, number: int, seq: int, command: str, cwd: str, started_at: float
+    ) -> None:
+        self.db.execute(
+            "INSERT INTO steps (session, number, seq, command, cwd_before, started_at)"
+            " VALUES (?,?,?,?,?,?)",
+            (sid, number, seq, command, cwd, started_at),
+        )
+
+    def end_step(
+        self,
+        sid: str,
+        seq: int,
+        *,
+        ended_at: float,
+        exit_code: int | None,
+        pipestatus: str,
+        cwd: str,
+        env_id: int | None,
+    ) -> bool:
+        cur = self.db.execute(
+            "UPDATE steps SET ended_at=?, exit_code=?, pipestatus=?, cwd_after=?, env_id=?"
+            " WHERE session=? AND seq=? AND ended_at IS NULL",
+            (ended_at, exit_code, pipestatus, cwd, env_id, sid, seq),
+        )
+        return cur.rowcount > 0
+
+    def env_id(self, digest: bytes) -> int | None:
+        row = self.db.execute("SELECT id FROM envs WHERE hash=?", (digest,)).fetchone()
+        return row[0] if row else None
+
+    def add_env(self, digest: bytes, data: bytes) -> int:
+        existing = self.env_id(digest)
+        if existing is not None:
+            return existing
+        cur = self.db.execute("INSERT INTO envs (hash, data) VALUES (?,?)", (digest, data))
+        return int(cur.lastrowid or 0)
+
+    def spool_offset(self, path: str) -> int:
+        row = self.db.execute("SELECT offset FROM spool_offsets WHERE path=?", (path,)).fetchone()
+        return row[0] if row else 0
+
+    def set_spool_offset(self, path: str, offset: int) -> None:
+        self.db.execute(
+            "INSERT INTO spool_offsets (path, offset) VALUES (?,?)"
+            " ON CONFLICT (path) DO UPDATE SET offset=excluded.offset",
+            (path, offset),
+        )
+
+    def forget_spool(self, path: str) -> None:
+        self.db.execute("DELETE FROM spool_offsets WHERE path=?", (path,))
+
+    def add_counter(self, key: str, n: int) -> None:
+        if n:
+            self.db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = value + excluded.value",
+                (key, n),
+            )
+
+    def counter(self, key: str) -> int:
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def open_sessions(self) -> list[tuple[str, int | None, str | None]]:
+        """(id, pid, host) of sessions not yet marked ended."""
+        q = "SELECT id, pid, host FROM sessions WHERE ended_at IS NULL AND origin='shell'"
+        return list(self.db.execute(q))
+
+    def last_activity(self, sid: str) -> float | None:
+        row = self.db.execute(
+            "SELECT max(coalesce(ended_at, started_at)) FROM steps WHERE session=?", (sid,)
+        ).fetchone()
+        return row[0]
+
+    # --- queries ---------------------------------------------------------------
+
+    def get_session(self, sid: str) -> SessionRow | None:
+        row = self.db.execute(f"SELECT {_SESSION_COLS} FROM sessions s WHERE s.id=?", (sid,))
+        r = row.fetchone()
+        return SessionRow(*r) if r else None
+
+    def sessions(self, limit: int | None = None) -> list[SessionRow]:
+        q = f"SELECT {_SESSION_COLS} FROM sessions s ORDER BY s.started_at DESC, s.rowid DESC"
+        if limit:
+            q += f" LIMIT {int(limit)}"
+        return [SessionRow(*r) for r in self.db.execute(q)]
+
+    def session_ids_named(self, name: str) -> list[str]:
+        q = "SELECT id FROM sessions WHERE name=? ORDER BY started_at DESC"
+        return [r[0] for r in self.db.execute(q, (name,))]
+
+    def session_ids_with_prefix(self, prefix: str) -> list[str]:
+        q = "SELECT id FROM sessions WHERE id >= ? AND id < ? ORDER BY id LIMIT 5"
+        return [r[0] for r in self.db.execute(q, (prefix, prefix + "\U0010ffff"))]
+
+    def latest_session_id(self, exclude: str | None = None) -> str | None:
+        row = self.db.execute(
+            "SELECT id FROM sessions WHERE id IS NOT ? ORDER BY started_at DESC, rowid DESC"
+            " LIMIT 1",
+            (exclude,),
+        ).fetchone()
+        return row[0] if row else None
+
+    def steps(
+        self, sid: str, *, failed: bool = False, limit: int | None = None
+    ) -> list[StepRow]:
+        where = "session=?"
+        if failed:
+            where += " AND exit_code IS NOT NULL AND exit_code != 0"
+        q = f"SELECT {_STEP_COLS} FROM steps WHERE {where} ORDER BY number DESC"
+        if limit:
+            q += f" LIMIT {int(limit)}"
+        rows = [StepRow(*r) for r in self.db.execute(q, (sid,))]
+        rows.reverse()
+        return rows
+
+    def step(self, sid: str, number: int) -> StepRow | None:
+        q = f"SELECT {_STEP_COLS} FROM steps WHERE session=? AND number=?"
+        r = self.db.execute(q, (sid, number)).fetchone()
+        return StepRow(*r) if r else None
+
+    def env(self, env_id: int) -> dict[str, str]:
+        row = self.db.execute("SELECT data FROM envs WHERE id=?", (env_id,)).fetchone()
+        if not row:
+            return {}
+        return json.loads(zlib.decompress(row[0]))
+
+    def step_count(self) -> int:
+        return self.db.execute("SELECT count(*) FROM steps").fetchone()[0]
+
+    def integrity(self) -> list[str]:
+        """Problems SQLite finds in the file (empty when healthy)."""
+        rows = [r[0] for r in self.db.execute("PRAGMA quick_check")]
+        return [] if rows == ["ok"] else rows
+
+    def bulk_insert_steps(self, rows: Iterable[tuple]) -> None:
+        """Insert prepared step rows; used by benchmarks and imports."""
+        self.db.executemany(
+            "INSERT INTO steps (session, number, seq, command, cwd_before, cwd_after,"
+            " started_at, ended_at, exit_code, pipestatus, env_id)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            rows,
+        )
