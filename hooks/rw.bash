@@ -39,7 +39,7 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 		# PS0 is expanded once for each command line the shell reads. This
 		# expansion prints nothing (lookups in an empty associative array) but
 		# counts the line and notes when and where it began.
-		\builtin declare -gA __rw_nil=()
+		\builtin declare -gA __rw_nil
 		# shellcheck disable=SC2016
 		__rw_ps0='${__rw_nil[${__rw_t0:=$EPOCHREALTIME}${__rw_c0:=$PWD}$((++__rw_lines))]}'
 		__rw_lines=0

@@ -29,7 +29,7 @@ if [[ -o interactive ]]; then
 
 		__rw_write() {
 			# One record: NUL-terminated fields between start and end markers.
-			{ \builtin print -rNn -- $'\x1eRW1' "$@" $'\x1eEND'; } 2>/dev/null >>!"$__rw_spool"
+			{ \builtin print -rN -- $'\x1eRW1' "$@" $'\x1eEND'; } 2>/dev/null >>!"$__rw_spool"
 		}
 
 		__rw_ensure_daemon() {

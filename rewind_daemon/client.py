@@ -47,7 +47,8 @@ def spawn(paths: Paths) -> None:
     """Start the daemon in the background, detached from this process."""
     ensure_private_dir(paths.runtime_dir)
     ensure_private_dir(paths.data_dir)
-    log = open(paths.log_file, "ab", buffering=0)  # noqa: SIM115 - handed to the child
+    fd = os.open(paths.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    log = os.fdopen(fd, "ab", buffering=0)  # noqa: SIM115 - handed to the child
     try:
         subprocess.Popen(
             [sys.executable, "-m", "rewind_daemon", "daemon", "run", "--quiet"],

@@ -369,6 +369,7 @@ class Daemon:
 
 
 def main(paths: Paths, config: Config, verbose: bool = True) -> int:
+    os.umask(0o077)
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s rw[%(process)d] %(levelname)s %(message)s",

@@ -18,7 +18,7 @@ SHELLS = ("bash", "zsh")
 # The shell function `rw`: runs the installed program by absolute path, so a
 # PATH change cannot break it.
 _FUNCTION = """
-rw() {
+function rw {
 	"$__rw_bin" "$@"
 }
 """
