@@ -74,7 +74,7 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 		# Runs once for each new command line, before its first simple command.
 		__rw_begin() {
 			__rw_seen=$__rw_lines
-			local __rw_h= __rw_cmd= __rw_new=
+			local __rw_h='' __rw_cmd='' __rw_new=''
 			if [[ -o history ]]; then
 				HISTTIMEFORMAT='' \builtin history 1 2>/dev/null >|"$__rw_histfile" || return 0
 				IFS= \builtin read -r -d '' __rw_h <"$__rw_histfile"
@@ -145,7 +145,7 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 					precmd_functions=(__rw_precmd "${precmd_functions[@]}")
 				return
 			fi
-			local __rw_pc= __rw_prev
+			local __rw_pc='' __rw_prev
 			for __rw_pc in "${PROMPT_COMMAND[@]}"; do
 				[[ $__rw_pc == *__rw_precmd* ]] && break
 			done
@@ -153,6 +153,7 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 				if ((${#PROMPT_COMMAND[@]} > 1)); then
 					PROMPT_COMMAND=(__rw_precmd "${PROMPT_COMMAND[@]}")
 				else
+					# shellcheck disable=SC2128,SC2178 # a scalar (or one-element array)
 					PROMPT_COMMAND="__rw_precmd${PROMPT_COMMAND:+$'\n'$PROMPT_COMMAND}"
 				fi
 			fi
@@ -162,6 +163,7 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 				__rw_prev=${__rw_prev#"trap -- '"}
 				__rw_prev=${__rw_prev%"' DEBUG"}
 				__rw_prev=${__rw_prev//"'\\''"/"'"}
+				# shellcheck disable=SC2064 # the previous trap is expanded now, on purpose
 				\builtin trap "__rw_debug \"\$_\"${__rw_prev:+; $__rw_prev}" DEBUG
 			fi
 		}

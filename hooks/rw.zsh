@@ -24,7 +24,7 @@ if [[ -o interactive ]]; then
 		\builtin export RW_SESSION=$__rw_sid
 		typeset -g __rw_spool=$__rw_spool_dir/$__rw_sid.spool
 		typeset -gi __rw_seq=0
-		typeset -g __rw_pending= __rw_dpid=
+		typeset -g __rw_pending='' __rw_dpid=''
 		typeset -gi __rw_next_start=0
 
 		__rw_write() {

@@ -36,6 +36,22 @@ def request(paths: Paths, op: str, timeout: float = 5.0, **fields: object) -> di
     return reply
 
 
+def process_running(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie waiting for its parent."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            state = fh.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return state not in (b"Z", b"X")
+
+
 def ping(paths: Paths, timeout: float = 1.0) -> dict | None:
     try:
         return request(paths, "ping", timeout=timeout)
@@ -88,9 +104,7 @@ def stop(paths: Paths, wait: float = 5.0) -> int | None:
     pid = int(reply["pid"])
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not process_running(pid):
             return pid
-        time.sleep(0.02)
+        time.sleep(0.01)
     raise DaemonUnavailable(f"the daemon (pid {pid}) did not stop within {wait:.0f}s")

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from . import __version__
+from .client import process_running
 from .config import Config
 from .ingest import SPOOL_SUFFIX, Ingester, SpoolReader
 from .paths import Paths, ensure_private_dir
@@ -67,16 +68,6 @@ class _Inotify:
                 raw = data[pos + 16 : pos + 16 + length].rstrip(b"\0")
                 names.add(os.fsdecode(raw))
                 pos += 16 + length
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class _Client:
@@ -226,7 +217,7 @@ class Daemon:
             finished = set()
             with self.store.transaction():
                 for sid, pid, host in self.store.open_sessions():
-                    if host == self.host and pid and not _pid_alive(pid):
+                    if host == self.host and pid and not process_running(pid):
                         finished.add(sid)
             self.spools.ingest_all(finished)
             for sid in finished:

@@ -35,6 +35,7 @@ class Session:
             "host": r.host,
             "user": r.user,
             "tty": r.tty,
+            "pid": r.pid,
             "origin": r.origin,
         }
 

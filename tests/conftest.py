@@ -1,0 +1,114 @@
+"""Fixtures: a private RW_HOME per test, the real daemon, and real shells."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rewind_daemon.client import process_running
+
+from .shell import Shell
+
+BIN = Path(sys.executable).parent
+RW = str(BIN / "rw")
+
+
+def rw(*args: str, check: bool = True, env: dict | None = None, timeout: float = 30):
+    """Run the real rw program; returns the CompletedProcess."""
+    proc = subprocess.run(
+        [RW, *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"rw {' '.join(args)} exited {proc.returncode}: {proc.stderr}")
+    return proc
+
+
+def rw_json(*args: str):
+    return json.loads(rw(*args, "--json").stdout)
+
+
+def daemon_pid(home: Path) -> int | None:
+    try:
+        return int((home / "run" / "daemon.pid").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def kill_daemon(home: Path) -> None:
+    pid = daemon_pid(home)
+    if pid is None:
+        return
+    for sig in (signal.SIGCONT, signal.SIGTERM):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if not process_running(pid):
+            return
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def rw_home(tmp_path, monkeypatch):
+    home = tmp_path / "rwhome"
+    monkeypatch.setenv("RW_HOME", str(home))
+    monkeypatch.delenv("RW_SESSION", raising=False)
+    yield home
+    kill_daemon(home)
+
+
+def write_config(home: Path, text: str) -> None:
+    (home / "config").mkdir(parents=True, exist_ok=True)
+    (home / "config" / "config.toml").write_text(text)
+
+
+@pytest.fixture
+def no_autostart(rw_home):
+    write_config(rw_home, "[daemon]\nautostart = false\n")
+    return rw_home
+
+
+@pytest.fixture
+def daemon(rw_home):
+    rw("daemon", "start")
+    return rw_home
+
+
+@pytest.fixture
+def shells(rw_home, tmp_path):
+    """Factory for real interactive shells under a PTY; all closed at teardown."""
+    opened: list[Shell] = []
+
+    def make(kind: str = "bash", **kw) -> Shell:
+        sh = Shell(kind, rw_home=rw_home, home=tmp_path / "home", bin_dir=BIN, **kw)
+        opened.append(sh)
+        return sh
+
+    yield make
+    for sh in opened:
+        sh.close()
+
+
+def steps_of(session: str) -> list[dict]:
+    return rw_json("log", session)
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for a condition")
+        time.sleep(interval)

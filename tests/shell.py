@@ -1,0 +1,97 @@
+"""A real interactive bash or zsh under a PTY, driven like a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pexpect
+
+PROMPT = "<rwp> "
+# Typed with the quotes split, so the echo of the line never matches PROMPT.
+SET_PROMPT = {
+    "bash": "PS1='<''rwp> '",
+    "zsh": "PS1='<''rwp> '; unset zle_bracketed_paste; unsetopt prompt_sp",
+}
+
+
+class Shell:
+    def __init__(
+        self,
+        kind: str,
+        *,
+        rw_home: Path,
+        home: Path,
+        bin_dir: Path,
+        init: bool = True,
+        env: dict[str, str] | None = None,
+        before_init: list[str] = (),
+        shell_args: list[str] | None = None,
+    ):
+        self.kind = kind
+        home.mkdir(parents=True, exist_ok=True)
+        self.env = {
+            "PATH": f"{bin_dir}:/usr/local/bin:/usr/bin:/bin",
+            "HOME": str(home),
+            "RW_HOME": str(rw_home),
+            "TERM": "dumb",
+            "LANG": "C.UTF-8",
+            "USER": os.environ.get("USER", "root"),
+            **(env or {}),
+        }
+        self.bin_dir = bin_dir
+        args = shell_args or (["--norc", "--noprofile", "-i"] if kind == "bash" else ["-f", "-i"])
+        self.p = pexpect.spawn(
+            kind, args, env=self.env, encoding="utf-8", timeout=20, cwd=str(home),
+            dimensions=(40, 200),
+        )  # fmt: skip
+        self.p.sendline(SET_PROMPT[kind])
+        self.p.expect_exact(PROMPT)
+        for line in before_init:
+            self.run(line)
+        if init:
+            out = self.run(f'eval "$({bin_dir}/rw init {kind})"')
+            assert out == "", f"init printed {out!r}"
+
+    def run(self, command: str, timeout: float = 20) -> str:
+        """Type `command`, wait for the next prompt, return what was printed."""
+        self.p.sendline(command)
+        self.p.expect_exact(PROMPT, timeout=timeout)
+        return self._output(command, self.p.before)
+
+    @staticmethod
+    def _output(command: str, raw: str) -> str:
+        text = raw.replace("\r\n", "\n").replace("\r", "")
+        lines = text.split("\n")
+        # Drop the echo of what was typed (one line per typed line).
+        lines = lines[len(command.split("\n")) :]
+        return "\n".join(lines).strip("\n")
+
+    def interrupt_running(self, command: str, after: float = 0.5) -> str:
+        import time
+
+        self.p.sendline(command)
+        time.sleep(after)
+        self.p.sendintr()
+        self.p.expect_exact(PROMPT)
+        return self.p.before
+
+    @property
+    def pid(self) -> int:
+        return self.p.pid
+
+    def session_id(self) -> str:
+        out = subprocess.run(
+            [str(self.bin_dir / "rw"), "sessions", "--json"],
+            env={**os.environ, "RW_HOME": self.env["RW_HOME"]},
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        for s in json.loads(out):
+            if s["pid"] == self.pid and s["shell"] == self.kind:
+                return s["id"]
+        raise AssertionError(f"no session recorded for {self.kind} pid {self.pid}")
+
+    def close(self) -> None:
+        self.p.close(force=True)
