@@ -41,9 +41,10 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 		# counts the line and notes when and where it began.
 		\builtin declare -gA __rw_nil
 		# shellcheck disable=SC2016
-		__rw_ps0='${__rw_nil[${__rw_t0:=$EPOCHREALTIME}${__rw_c0:=$PWD}$((++__rw_lines))]}'
+		__rw_ps0='${__rw_nil[${__rw_t0:=${EPOCHREALTIME-}}${__rw_c0:=$PWD}$((++__rw_lines))]-}'
 		__rw_lines=0
 		__rw_seen=0
+		__rw_t0='' __rw_c0=''
 
 		__rw_write() {
 			# One record: NUL-terminated fields between start and end markers.
@@ -73,6 +74,10 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 
 		# Runs once for each new command line, before its first simple command.
 		__rw_begin() {
+			# The user's options (errexit, nounset, pipefail...) must not apply
+			# to us; `local -` restores them when the function returns.
+			\builtin local -
+			\builtin set +euf +o pipefail
 			__rw_seen=$__rw_lines
 			local __rw_h='' __rw_cmd='' __rw_new=''
 			if [[ -o history ]]; then
@@ -117,6 +122,8 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 
 		__rw_precmd() {
 			local __rw_st=$? __rw_ps="${BP_PIPESTATUS[*]:-${PIPESTATUS[*]}}"
+			\builtin local -
+			\builtin set +euf +o pipefail
 			# A line the DEBUG trap missed (the trap was replaced, or the line
 			# ran no simple command) is recorded now.
 			[[ $__rw_lines == "$__rw_seen" ]] || __rw_begin ""
@@ -136,6 +143,8 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 		}
 
 		__rw_install() {
+			\builtin local -
+			\builtin set +euf +o pipefail
 			[[ $PS0 == *"$__rw_ps0"* ]] || PS0=$__rw_ps0${PS0-}
 			if [[ -n ${bash_preexec_imported-}${__bp_imported-} ]]; then
 				# bash-preexec owns the DEBUG trap and PROMPT_COMMAND: join it.
@@ -143,7 +152,7 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 					preexec_functions+=(__rw_debug)
 				[[ " ${precmd_functions[*]-} " == *" __rw_precmd "* ]] ||
 					precmd_functions=(__rw_precmd "${precmd_functions[@]}")
-				return
+				return 0
 			fi
 			local __rw_pc='' __rw_prev
 			for __rw_pc in "${PROMPT_COMMAND[@]}"; do
@@ -166,12 +175,19 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 				# shellcheck disable=SC2064 # the previous trap is expanded now, on purpose
 				\builtin trap "__rw_debug \"\$_\"${__rw_prev:+; $__rw_prev}" DEBUG
 			fi
+			return 0
 		}
 
-		__rw_now
-		__rw_write S "$__rw_sid" "$__rw_parent" bash "$BASH_VERSION" "$$" "$__rw_tty" \
-			"$__rw_t" "$PWD" "${HOSTNAME-}" "${USER:-$__rw_user}"
-		__rw_ensure_daemon
+		__rw_start() {
+			\builtin local -
+			\builtin set +euf +o pipefail
+			__rw_now
+			__rw_write S "$__rw_sid" "$__rw_parent" bash "$BASH_VERSION" "$$" "$__rw_tty" \
+				"$__rw_t" "$PWD" "${HOSTNAME-}" "${USER:-$__rw_user}"
+			__rw_ensure_daemon
+			return 0
+		}
+		__rw_start
 	fi
 	__rw_install
 fi

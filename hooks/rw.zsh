@@ -44,6 +44,7 @@ if [[ -o interactive ]]; then
 		}
 
 		__rw_preexec() {
+			\builtin emulate -L zsh
 			# $1 is the line as typed (empty when history is off: then $3, the
 			# expanded text). A leading space means "do not record".
 			local __rw_cmd=${1:-$3}
@@ -56,6 +57,7 @@ if [[ -o interactive ]]; then
 
 		__rw_precmd() {
 			local __rw_st=$? __rw_ps="${pipestatus[*]}"
+			\builtin emulate -L zsh
 			if [[ -n $__rw_pending ]]; then
 				local -a __rw_env
 				local __rw_k

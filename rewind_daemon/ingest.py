@@ -108,7 +108,7 @@ class Ingester:
             seq,
             ended_at=_time(ended),
             exit_code=_int_or_none(status),
-            pipestatus=pipestatus,
+            pipestatus=" ".join(re.findall(r"-?\d+", pipestatus)),
             cwd=cwd,
             env_id=env_id,
         )

@@ -1,0 +1,234 @@
+"""Latency rw's shell hooks add to each interactive command, in bash and zsh.
+
+Three interactive shells per kind run side by side under a PTY, each with a
+prompt marker:
+
+    none   no hooks at all (the floor)
+    fork   a fork-per-command hook: /bin/true in preexec and in precmd, the
+           least a process-per-command design such as Atuin's can cost
+    rw     eval "$(rw init SHELL)", with the rw daemon running and ingesting
+
+In each round every shell, in a shuffled order, gets K separate command lines
+(`:`), each sent only once the previous prompt is back; the round's figure is
+the mean round trip, from writing the line to reading the next prompt. Added
+latency is the median over rounds of the difference to `none` in the same
+round, which cancels drift. A second line of evidence times the hook
+functions themselves inside the rw shell (EPOCHREALTIME, calls in a loop).
+
+    python bench/hook_overhead.py [--quick] [--check]
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import select
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pexpect
+from rewind_daemon.store import Store
+
+from _common import (
+    Verdicts,
+    machine,
+    parser,
+    quartiles,
+    realistic_env,
+    rw_env,
+    rw_home,
+    rw_program,
+    start_daemon,
+)
+
+MAX_ADDED_MS = 0.5
+MIN_CHEAPER = 5.0
+
+PROMPT = b"<rwp> "
+# Typed with the quotes split, so the echo of the line never matches PROMPT.
+SET_PROMPT = {
+    "bash": "PS1='<''rwp> '",
+    "zsh": "PS1='<''rwp> '; unset zle_bracketed_paste; unsetopt prompt_sp",
+}
+SHELL_ARGS = {"bash": ["--norc", "--noprofile", "-i"], "zsh": ["--no-rcs", "-i"]}
+
+# The fork-per-command baseline. In bash the DEBUG trap fires before every
+# simple command, so it is armed by PROMPT_COMMAND and fires once per line
+# (as bash-preexec does); the trap also fires for PROMPT_COMMAND's own
+# commands, while it is disarmed.
+FORK_HOOKS = {
+    "bash": "__fb_armed=; __fb_preexec() { [[ -n $__fb_armed ]] || return 0; __fb_armed=; "
+    "/bin/true; }; trap __fb_preexec DEBUG; PROMPT_COMMAND='/bin/true; __fb_armed=1'",
+    "zsh": "__fb_preexec() { /bin/true; }; __fb_precmd() { /bin/true; }; "
+    "preexec_functions+=(__fb_preexec); precmd_functions+=(__fb_precmd)",
+}
+VARIANTS = ("none", "fork", "rw")
+
+# Times N calls of rw's hook path inside the shell (its DEBUG trap set aside so
+# the loop itself is not recorded), an empty loop, and N pairs of /bin/true.
+# Clearing __rw_lasthist makes each bash call take the full path (a new
+# history entry: history to file, read back, B record, E record with export -p).
+DIRECT = {
+    "bash": "__rwb_t=$(trap -p DEBUG); trap - DEBUG; "
+    "__rwb_0=$EPOCHREALTIME; for ((__rwb_i = 0; __rwb_i < {n}; __rwb_i++)); do :; done; "
+    "__rwb_1=$EPOCHREALTIME; for ((__rwb_i = 0; __rwb_i < {n}; __rwb_i++)); do "
+    "((++__rw_lines)); __rw_lasthist=; __rw_debug :; __rw_precmd; done; "
+    "__rwb_2=$EPOCHREALTIME; for ((__rwb_i = 0; __rwb_i < {n}; __rwb_i++)); do "
+    "/bin/true; /bin/true; done; __rwb_3=$EPOCHREALTIME; eval \"$__rwb_t\"; "
+    'echo "RWB""ENCH $__rwb_0 $__rwb_1 $__rwb_2 $__rwb_3"',
+    "zsh": "__rwb_0=$EPOCHREALTIME; for ((__rwb_i = 0; __rwb_i < {n}; __rwb_i++)); do :; done; "
+    "__rwb_1=$EPOCHREALTIME; for ((__rwb_i = 0; __rwb_i < {n}; __rwb_i++)); do "
+    "__rw_preexec ': x' ': x' ':'; __rw_precmd; done; "
+    "__rwb_2=$EPOCHREALTIME; for ((__rwb_i = 0; __rwb_i < {n}; __rwb_i++)); do "
+    "/bin/true; /bin/true; done; __rwb_3=$EPOCHREALTIME; "
+    'echo "RWB""ENCH $__rwb_0 $__rwb_1 $__rwb_2 $__rwb_3"',
+}
+
+
+class Shell:
+    def __init__(self, kind: str, env: dict[str, str], cwd: Path, setup: list[str]):
+        self.p = pexpect.spawn(
+            kind, SHELL_ARGS[kind], env=env, cwd=str(cwd), timeout=30, dimensions=(40, 200)
+        )
+        self.run(SET_PROMPT[kind])
+        for line in setup:
+            self.run(line)
+        self.run("echo SY''NC")
+        self.fd = self.p.child_fd
+
+    def run(self, line: str, timeout: float = 30) -> str:
+        self.p.sendline(line)
+        self.p.expect_exact(PROMPT, timeout=timeout)
+        return self.p.before.decode(errors="replace")
+
+    def round_trips(self, k: int) -> float:
+        """Mean seconds from writing a command line to reading the next prompt."""
+        fd = self.fd
+        t0 = time.perf_counter()
+        for _ in range(k):
+            os.write(fd, b":\r")
+            buf = b""
+            while PROMPT not in buf:
+                if not select.select([fd], [], [], 30)[0]:
+                    raise SystemExit("bench: a shell stopped answering")
+                buf = buf[-len(PROMPT) :] + os.read(fd, 4096)
+        return (time.perf_counter() - t0) / k
+
+    def close(self) -> None:
+        self.p.close(force=True)
+
+
+def direct(sh: Shell, kind: str, n: int) -> tuple[float, float]:
+    """(rw hook path, two fork+exec) in ms per command, measured inside the shell."""
+    out = sh.run(DIRECT[kind].replace("{n}", str(n)), timeout=300)
+    for line in out.splitlines():
+        if line.startswith("RWBENCH "):
+            t0, t1, t2, t3 = (float(x.replace(",", ".")) for x in line.split()[1:])
+            empty = t1 - t0
+            return ((t2 - t1 - empty) / n * 1000, (t3 - t2 - empty) / n * 1000)
+    raise SystemExit(f"bench: no timing from the {kind} shell: {out[-300:]!r}")
+
+
+def recorded_steps(home: Path) -> int:
+    store = Store.open_for_reading(home / "data" / "rw.db")
+    if store is None:
+        return 0
+    try:
+        return store.step_count()
+    finally:
+        store.close()
+
+
+def sync(home: Path) -> None:
+    subprocess.run([rw_program(), "sessions"], env=rw_env(home), capture_output=True, check=True)
+
+
+def bench_shell(kind: str, rounds: int, k: int, direct_n: int, direct_reps: int, v: Verdicts):
+    rw = rw_program()
+    with rw_home() as home, tempfile.TemporaryDirectory(prefix="rw-bench-user-") as user:
+        start_daemon(home)
+        env = {**realistic_env(Path(user)), "RW_HOME": str(home)}
+        if kind == "zsh":
+            env["SHELL"] = shutil.which("zsh") or "/bin/zsh"
+        setups = {"none": [], "fork": [FORK_HOOKS[kind]], "rw": [f'eval "$({rw} init {kind})"']}
+        shells = {name: Shell(kind, env, Path(user), setups[name]) for name in VARIANTS}
+        try:
+            var = "BASH_VERSION" if kind == "bash" else "ZSH_VERSION"
+            version = shells["none"].run(f"echo ${var}").splitlines()[-1].strip()
+            before = recorded_steps(home)
+            rng = random.Random(42)
+            per: dict[str, list[float]] = {name: [] for name in VARIANTS}
+            for r in range(rounds + 1):
+                order = list(VARIANTS)
+                rng.shuffle(order)
+                for name in order:
+                    ms = shells[name].round_trips(k) * 1000
+                    if r:  # round 0 warms up
+                        per[name].append(ms)
+            d_rw, d_fork = [], []
+            for _ in range(direct_reps):
+                a, b = direct(shells["rw"], kind, direct_n)
+                d_rw.append(a)
+                d_fork.append(b)
+            sync(home)
+            stored = recorded_steps(home) - before
+        finally:
+            for sh in shells.values():
+                sh.close()
+
+    sent = (rounds + 1) * k
+    added_rw = [a - b for a, b in zip(per["rw"], per["none"])]
+    added_fork = [a - b for a, b in zip(per["fork"], per["none"])]
+    rw_q, fork_q = quartiles(added_rw), quartiles(added_fork)
+    rw_added, fork_added = rw_q[1], fork_q[1]
+    cheaper = fork_added / rw_added if rw_added > 0 else float("inf")
+    direct_rw, direct_fork = statistics.median(d_rw), statistics.median(d_fork)
+    direct_cheaper = direct_fork / direct_rw if direct_rw > 0 else float("inf")
+
+    print(f"\n{kind} {version}: {rounds} rounds x {k} command lines per variant")
+    print(
+        "  round trip per command (median of rounds): "
+        + ", ".join(f"{n} {statistics.median(per[n]):.3f} ms" for n in VARIANTS)
+    )
+    print(
+        f"  added vs none (median of per-round differences [q1, q3]): "
+        f"fork {fork_added:+.3f} ms [{fork_q[0]:+.3f}, {fork_q[2]:+.3f}], "
+        f"rw {rw_added:+.3f} ms [{rw_q[0]:+.3f}, {rw_q[2]:+.3f}]"
+    )
+    print(f"  rw's added cost is {cheaper:.1f}x cheaper than fork-per-command's")
+    print(
+        f"  direct, inside the shell ({direct_reps} x {direct_n} calls, median): rw hook path "
+        f"{direct_rw:.3f} ms/command, fork+exec of /bin/true twice {direct_fork:.3f} ms "
+        f"({direct_cheaper:.1f}x)"
+    )
+    expected = sent + direct_reps * direct_n
+    print(f"  rw stored {stored} steps ({sent} lines typed + {direct_reps * direct_n} direct calls)")
+    if stored < expected:
+        print(f"  WARNING: rw stored fewer steps than the {expected} it was given")
+    v.at_most(f"{kind}: rw adds per command", rw_added, MAX_ADDED_MS, "ms")
+    v.at_least(f"{kind}: rw cheaper than fork-per-command", cheaper, MIN_CHEAPER, "x")
+    v.at_most(f"{kind}: rw hook path, direct", direct_rw, MAX_ADDED_MS, "ms")
+    v.at_least(f"{kind}: rw cheaper than two fork+exec, direct", direct_cheaper, MIN_CHEAPER, "x")
+
+
+def main() -> int:
+    args = parser(__doc__.split("\n")[0]).parse_args()
+    rounds, k = (6, 40) if args.quick else (40, 150)
+    direct_n, direct_reps = (200, 1) if args.quick else (1000, 3)
+    print(f"hook_overhead on {machine()}")
+    v = Verdicts()
+    for kind in ("bash", "zsh"):
+        if shutil.which(kind) is None:
+            raise SystemExit(f"bench: {kind} is not installed")
+        bench_shell(kind, rounds, k, direct_n, direct_reps, v)
+    print()
+    return v.finish(args.check)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""The hook code under a strict user setup: it prints nothing and changes
+none of the user's options, traps or exit statuses; shellcheck passes."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from .conftest import steps_of
+
+HOOKS = Path(__file__).resolve().parent.parent / "hooks"
+
+
+
+def save_state(kind: str, out: Path) -> str:
+    """A command line that writes the shell's options and (non-DEBUG) traps to `out`."""
+    if kind == "bash":
+        return f"{{ set +o; shopt -p; trap -p | grep -v ' DEBUG$'; }} >| {out}"
+    return f"{{ setopt; trap; }} >| {out}"
+
+
+def test_shellcheck_passes_on_the_hook_code():
+    assert shutil.which("shellcheck"), "shellcheck must be installed (scripts/test installs it)"
+    proc = subprocess.run(
+        ["shellcheck", "-s", "bash", str(HOOKS / "rw.bash"), str(HOOKS / "rw.zsh")],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stdout
+
+
+def test_zsh_is_installed():
+    # A missing zsh must fail the suite, never skip it.
+    assert shutil.which("zsh"), "zsh must be installed (scripts/test installs it)"
+
+
+@pytest.mark.parametrize("kind", ["bash", "zsh"])
+def test_strict_mode_options_traps_and_status_unchanged(daemon, shells, kind, tmp_path):
+    setup = (
+        "set -eu -o pipefail; trap 'echo user-int' INT; trap 'true' USR1"
+        if kind == "bash"
+        else "set -eu -o pipefail; setopt noclobber; trap 'echo user-int' INT; trap 'true' USR1"
+    )
+    sh = shells(kind, init=False, before_init=[setup])
+    before, after = tmp_path / "before", tmp_path / "after"
+    sh.run(save_state(kind, before))
+    assert sh.run(f'eval "$({sh.bin_dir}/rw init {kind})"') == ""
+    assert sh.run("(exit 3) || echo status=$?") == "status=3"
+    assert sh.run("echo plain") == "plain"
+    sh.run("true | true")
+    sh.run(save_state(kind, after))
+    assert before.read_text() == after.read_text()
+    # the shell is still alive under errexit, and every line was recorded
+    assert sh.run("echo alive") == "alive"
+    commands = [s["command"] for s in steps_of(sh.session_id())]
+    assert commands[:3] == ["(exit 3) || echo status=$?", "echo plain", "true | true"]
