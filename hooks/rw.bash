@@ -55,10 +55,10 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 		}
 
 		__rw_ensure_daemon() {
-			# Cheap liveness check; start the daemon in the background if it is gone.
-			[[ -n $__rw_dpid && -e /proc/$__rw_dpid ]] && return
+			# Cheap liveness check (a zombie has no fds); start the daemon if it is gone.
+			[[ -n $__rw_dpid && -e /proc/$__rw_dpid/fd/0 ]] && return
 			[[ -r $__rw_pid_file ]] && \builtin read -r __rw_dpid <"$__rw_pid_file"
-			[[ -n $__rw_dpid && -e /proc/$__rw_dpid ]] && return
+			[[ -n $__rw_dpid && -e /proc/$__rw_dpid/fd/0 ]] && return
 			[[ $__rw_autostart == 1 ]] || return
 			\builtin printf -v __rw_sec '%(%s)T' -1
 			((__rw_sec >= __rw_next_start)) || return

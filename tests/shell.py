@@ -47,6 +47,7 @@ class Shell:
             kind, args, env=self.env, encoding="utf-8", timeout=20, cwd=str(home),
             dimensions=(40, 200),
         )  # fmt: skip
+        self.p.delaybeforesend = None
         self.p.sendline(SET_PROMPT[kind])
         self.p.expect_exact(PROMPT)
         for line in before_init:
