@@ -102,18 +102,20 @@ class Ingester:
         if (sid, seq) in self._ignored:
             self._ignored.discard((sid, seq))
             return
-        env_id = self._env_id(fmt, f[7:])
-        done = self.store.end_step(
+        state = self.store.step_is_open(sid, seq)
+        if state is None:
+            raise ValueError(f"end of a step never begun ({sid[:24]} #{seq})")
+        if not state:
+            return  # already ingested (a spool read twice after a crash)
+        self.store.end_step(
             sid,
             seq,
             ended_at=_time(ended),
             exit_code=_int_or_none(status),
             pipestatus=" ".join(re.findall(r"-?\d+", pipestatus)),
             cwd=cwd,
-            env_id=env_id,
+            env_id=self._env_id(fmt, f[7:]),
         )
-        if not done and not self.store.has_seq(sid, seq):
-            raise ValueError(f"end of a step never begun ({sid[:24]} #{seq})")
 
     def _on_N(self, f: list[str]) -> None:
         sid, name = f

@@ -214,6 +214,12 @@ class Store:
         row = self.db.execute("SELECT max(number) FROM steps WHERE session=?", (sid,)).fetchone()
         return (row[0] or 0) + 1
 
+    def step_is_open(self, sid: str, seq: int) -> bool | None:
+        """True if the step began and has not ended, False if it ended, None if unknown."""
+        q = "SELECT ended_at IS NULL FROM steps WHERE session=? AND seq=?"
+        row = self.db.execute(q, (sid, seq)).fetchone()
+        return None if row is None else bool(row[0])
+
     def has_seq(self, sid: str, seq: int) -> bool:
         q = "SELECT 1 FROM steps WHERE session=? AND seq=?"
         return self.db.execute(q, (sid, seq)).fetchone() is not None
