@@ -38,6 +38,7 @@ POLL_SECONDS = 1.0
 MAINTENANCE_SECONDS = 5.0
 BATCH_DELAY = 0.005
 CLIENT_IDLE_SECONDS = 30.0
+_UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
 class _Inotify:
@@ -242,7 +243,9 @@ class Daemon:
                 log.warning("accept failed: %s", e)
                 return
             try:
-                creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+                creds = sock.getsockopt(
+                    socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")
+                )
                 pid, uid, _gid = struct.unpack("3i", creds)
             except OSError:
                 sock.close()

@@ -86,7 +86,14 @@ def run_checks(paths: Paths) -> list[Check]:
         store = Store.open_for_reading(paths.db)
     except RwError as e:
         checks.append(Check("store", False, str(e), f"move {paths.db} aside and restart"))
-    if store is not None:
+    if store is not None and store.integrity():
+        checks.append(
+            Check("store", False, f"{paths.db}: " + "; ".join(store.integrity()[:3]),
+                  f"move {paths.db} aside; rw starts a new store (spooled commands are kept)")
+        )  # fmt: skip
+        store.close()
+        store = None
+    elif store is not None:
         problems = store.integrity()
         checks.append(
             Check(

@@ -134,8 +134,10 @@ class Ingester:
         if cached is not None:
             self._env_cache.move_to_end(raw_key)
             return cached
-        env = records.parse_declare(payload[0]) if fmt == "declare" else records.parse_list(
-            payload[1:]
+        env = (
+            records.parse_declare(payload[0])
+            if fmt == "declare"
+            else records.parse_list(payload[1:])
         )
         for name in PRIVATE_ENV:
             env.pop(name, None)

@@ -30,6 +30,8 @@ BUILTIN_PATTERNS: list[str] = [
     r"(?i)[A-Za-z0-9_.\-]*" + _SECRET_WORD + r"[A-Za-z0-9_\-]*(?:\s*=\s*|\s*:\s+)" + _VALUE,
     # --password VALUE style options
     r"(?i)(?<!\S)--?[A-Za-z0-9_\-]*" + _SECRET_WORD + r"[A-Za-z0-9_\-]*\s+(?!-)" + _VALUE,
+    # `aws configure set aws_secret_access_key VALUE`
+    r"(?i)\baws_(?:secret_access_key|session_token)\s+" + _VALUE,
     # credentials in URLs: scheme://user:password@host
     r"\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^/\s:@]+:(?P<s>[^@\s/]+)@",
 ]

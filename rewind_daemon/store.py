@@ -328,9 +328,7 @@ class Store:
         ).fetchone()
         return row[0] if row else None
 
-    def steps(
-        self, sid: str, *, failed: bool = False, limit: int | None = None
-    ) -> list[StepRow]:
+    def steps(self, sid: str, *, failed: bool = False, limit: int | None = None) -> list[StepRow]:
         where = "session=?"
         if failed:
             where += " AND exit_code IS NOT NULL AND exit_code != 0"
@@ -357,7 +355,11 @@ class Store:
 
     def integrity(self) -> list[str]:
         """Problems SQLite finds in the file (empty when healthy)."""
-        rows = [r[0] for r in self.db.execute("PRAGMA quick_check")]
+        try:
+            rows = [r[0] for r in self.db.execute("PRAGMA quick_check")]
+            self.db.execute("SELECT count(*) FROM sessions").fetchone()
+        except sqlite3.DatabaseError as e:
+            return [str(e)]
         return [] if rows == ["ok"] else rows
 
     def bulk_insert_steps(self, rows: Iterable[tuple]) -> None:

@@ -22,9 +22,7 @@ RW = str(BIN / "rw")
 
 def rw(*args: str, check: bool = True, env: dict | None = None, timeout: float = 30):
     """Run the real rw program; returns the CompletedProcess."""
-    proc = subprocess.run(
-        [RW, *args], capture_output=True, text=True, env=env, timeout=timeout
-    )
+    proc = subprocess.run([RW, *args], capture_output=True, text=True, env=env, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"rw {' '.join(args)} exited {proc.returncode}: {proc.stderr}")
     return proc

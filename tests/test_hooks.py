@@ -70,7 +70,10 @@ def test_multiline_and_compound_commands(daemon, shells, kind):
     steps = steps_of(sh.session_id())
     assert len(steps) == 3
     # bash stores a multi-line line in history joined with "; " unless lithist is set
-    assert steps[0]["command"] in ("for i in 1 2; do\necho n$i\ndone", "for i in 1 2; do echo n$i; done")
+    assert steps[0]["command"] in (
+        "for i in 1 2; do\necho n$i\ndone",
+        "for i in 1 2; do echo n$i; done",
+    )
     assert steps[1]["command"] == "echo a; echo b && false"
     assert steps[1]["exit_code"] == 1
     assert steps[2]["command"] == "(cd /; false)"

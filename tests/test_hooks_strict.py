@@ -14,7 +14,6 @@ from .conftest import steps_of
 HOOKS = Path(__file__).resolve().parent.parent / "hooks"
 
 
-
 def save_state(kind: str, out: Path) -> str:
     """A command line that writes the shell's options and (non-DEBUG) traps to `out`."""
     if kind == "bash":

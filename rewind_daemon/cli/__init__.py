@@ -3,12 +3,13 @@ the work is done by the domain modules."""
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 
 import click
 
 from .. import __version__
-from ..errors import EXIT_USAGE, RwError
+from ..errors import EXIT_PROBLEM, EXIT_USAGE, RwError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -22,6 +23,9 @@ class RwGroup(click.Group):
         except RwError as e:
             click.echo(f"rw: {e}", err=True)
             ctx.exit(e.exit_code)
+        except sqlite3.DatabaseError as e:
+            click.echo(f"rw: the store is damaged or unreadable ({e}); see rw doctor", err=True)
+            ctx.exit(EXIT_PROBLEM)
         except BrokenPipeError:
             sys.stderr.close()
             ctx.exit(0)

@@ -1,0 +1,80 @@
+"""Spool framing and environment payloads."""
+
+from __future__ import annotations
+
+import subprocess
+
+from rewind_daemon import records
+from rewind_daemon.records import Dropped, Record
+
+
+def parse_all(buf: bytes, final: bool = False):
+    return list(records.parse(buf, final=final))
+
+
+def test_round_trip_of_every_record_type():
+    buf = b"".join(
+        [
+            records.encode("S", "s1", "", "bash", "5.2", "10", "/dev/pts/1", "1.5", "/", "h", "u"),
+            records.encode("B", "s1", "1", "2.0", "/tmp", "echo 'a\nb'"),
+            records.encode("E", "s1", "1", "2.5", "0", "0", "/tmp", "list", "2", "A=1", "B=x=y"),
+            records.encode("N", "s1", "deploy"),
+            records.encode("X", "s1", "3.0"),
+        ]
+    )
+    items = parse_all(buf)
+    assert [i.type for i, _ in items] == ["S", "B", "E", "N", "X"]
+    assert items[1][0].fields[4] == "echo 'a\nb'"
+    assert items[-1][1] == len(buf)
+
+
+def test_incomplete_tail_waits_unless_final():
+    rec = records.encode("B", "s1", "1", "2.0", "/", "ls")
+    items = parse_all(rec + rec[:10])
+    assert [type(i) for i, _ in items] == [Record]
+    assert items[0][1] == len(rec)  # the partial record is not consumed
+    final = parse_all(rec + rec[:10], final=True)
+    assert isinstance(final[-1][0], Dropped) and final[-1][1] == len(rec) + 10
+
+
+def test_truncated_record_followed_by_a_good_one_is_dropped_alone():
+    good = records.encode("B", "s1", "2", "2.0", "/", "ls")
+    buf = records.encode("B", "s1", "1", "2.0", "/", "ls")[:-8] + good
+    items = parse_all(buf)
+    assert isinstance(items[0][0], Dropped) and items[0][0].reason == "truncated record"
+    assert items[1][0] == Record("B", ["s1", "2", "2.0", "/", "ls"])
+
+
+def test_garbage_and_bad_records_are_dropped_and_parsing_resumes():
+    good = records.encode("N", "s1", "x")
+    buf = b"\xff\xfe garbage" + records.encode("Q", "?") + records.encode("B", "1") + good
+    items = parse_all(buf)
+    kinds = [type(i).__name__ for i, _ in items]
+    assert kinds == ["Dropped", "Dropped", "Dropped", "Record"]
+    assert items[-1][1] == len(buf)
+
+
+def test_parse_declare_matches_real_bash_export():
+    values = {
+        "RW_PLAIN": "simple",
+        "RW_SPACES": "a b  c",
+        "RW_QUOTES": 'it\'s "quoted" $HOME `x` \\ back',
+        "RW_NEWLINE": "line1\nline2\ndeclare -x FAKE=1",
+        "RW_CONTROL": "tab\tbell\a esc\x1b end",
+        "RW_UNICODE": "héllo ✓",
+        "RW_EMPTY": "",
+    }
+    script = "".join(f"export {k}=$'{_ansi(v)}'\n" for k, v in values.items())
+    script += "export RW_UNSET_BUT_EXPORTED\nexport -p\n"
+    out = subprocess.run(["bash", "--norc", "-c", script], capture_output=True, text=True).stdout
+    env = records.parse_declare(out)
+    for k, v in values.items():
+        assert env[k] == v, k
+    assert "FAKE" not in env
+    assert "RW_UNSET_BUT_EXPORTED" not in env
+
+
+def _ansi(value: str) -> str:
+    return "".join(
+        c if c.isalnum() or c in " .-_/" or ord(c) > 127 else f"\\x{ord(c):02x}" for c in value
+    )
