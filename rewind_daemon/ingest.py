@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import hashlib
 import logging
 import os
@@ -17,7 +19,18 @@ from .store import Store, env_blob
 
 log = logging.getLogger("rw.ingest")
 
+_PUNCH_HOLE, _KEEP_SIZE = 0x02, 0x01
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
+
+
+def _fallocate(fd: int, mode: int, offset: int, length: int) -> int:
+    return _libc.fallocate(fd, mode, offset, length)
+
+
 CHUNK = records.MAX_RECORD + 64 * 1024
+PUNCH_EVERY = 1024 * 1024
+HIST_SUFFIX = ".hist"
 SPOOL_SUFFIX = ".spool"
 # Our own bookkeeping variables are not part of the user's environment.
 PRIVATE_ENV = ("RW_SESSION",)
@@ -167,6 +180,7 @@ class SpoolReader:
         self.spool_dir = spool_dir
         self.ingester = ingester
         self.store = ingester.store
+        self._punched: dict[str, int] = {}
 
     def spool_files(self) -> list[Path]:
         try:
@@ -217,8 +231,32 @@ class SpoolReader:
                 self.ingester.forget_caches()
                 raise
             total += applied
+            if pos:
+                self._release(path, offset + pos)
             if not more or pos == 0:
                 return total
+
+    def _release(self, path: Path, ingested: int) -> None:
+        """Give back the disk space of ingested records while the shell keeps appending.
+
+        Punching a hole keeps the file's size and offsets, so it is safe against
+        a concurrent O_APPEND writer; where the filesystem cannot, the space
+        comes back when the session ends and its spool is removed.
+        """
+        done = ingested - ingested % 4096
+        if done - self._punched.get(path.name, 0) < PUNCH_EVERY:
+            return
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        except OSError:
+            return
+        try:
+            if _fallocate(fd, _PUNCH_HOLE | _KEEP_SIZE, 0, done) == 0:
+                self._punched[path.name] = done
+            else:
+                self._punched[path.name] = 1 << 62  # unsupported here: stop trying
+        finally:
+            os.close(fd)
 
     def remove_if_done(self, path: Path) -> bool:
         """Delete a finished session's spool once everything in it is stored."""
@@ -229,6 +267,8 @@ class SpoolReader:
         if self.store.spool_offset(path.name) < size:
             return False
         path.unlink(missing_ok=True)
+        path.with_name(path.name[: -len(SPOOL_SUFFIX)] + HIST_SUFFIX).unlink(missing_ok=True)
+        self._punched.pop(path.name, None)
         with self.store.transaction():
             self.store.forget_spool(path.name)
         return True

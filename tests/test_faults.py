@@ -11,7 +11,7 @@ import pytest
 
 from rewind_daemon import records
 
-from .conftest import daemon_pid, rw, steps_of, wait_for
+from .conftest import daemon_pid, rw, rw_json, steps_of, wait_for
 
 
 def spooled_bytes(home) -> int:
@@ -141,3 +141,24 @@ def test_many_shells_at_once(daemon, shells, count):
     for i, sh in enumerate(opened):
         cmds = [s["command"] for s in steps_of(sh.session_id())]
         assert cmds == [f"echo s{i}-r{r}" for r in range(10)]
+
+
+def test_ingested_spool_space_is_released_and_removed_when_the_shell_ends(daemon, shells):
+    home = daemon
+    sh = shells("bash")
+    big = "x" * 3000
+    sh.run(f"export RW_BIG_A={big} RW_BIG_B={big} RW_BIG_C={big}")
+    for i in range(150):
+        sh.run(f"echo {i}")
+    sid = sh.session_id()
+    spool = home / "data" / "spool" / f"{sid}.spool"
+    st = spool.stat()
+    assert st.st_size > 1024 * 1024  # ~10 KB of environment per command
+    wait_for(lambda: spool.stat().st_blocks * 512 < st.st_size / 2)
+    sh.close()
+    wait_for(lambda: not spool.exists(), timeout=15)
+    assert not spool.with_suffix(".hist").exists()
+    steps = steps_of(sid)
+    assert len(steps) == 151 and steps[-1]["command"] == "echo 149"
+    session = next(s for s in rw_json("sessions") if s["id"] == sid)
+    assert session["ended_at"] is not None
