@@ -166,7 +166,7 @@ make_venv() {
 }
 
 do_install() {
-	local pip_args=()
+	local pip_args=() version
 	[[ -f $src/pyproject.toml && -d $src/rewind_daemon ]] ||
 		die 1 "$src does not look like the rw source tree"
 	make_venv
@@ -194,9 +194,10 @@ do_install() {
 	"$link" daemon stop >/dev/null 2>&1 || true
 	"$link" daemon start || die 1 "rw is installed but its daemon did not start; run: rw doctor"
 
-	printf '\n%s is ready. Shells started from now on are recorded; try: rw log\n' "$("$link" --version)"
+	version=$("$link" --version)
+	printf '\nrw %s is ready. Shells started from now on are recorded; try: rw log\n' "${version##* }"
 	if ((!edit_rc)); then
-		printf 'To record a shell, add to its rc file:\n  %s\n' "$(rc_line bash)"
+		printf 'To record your shells, add this line to ~/.bashrc (with "init zsh", to ~/.zshrc):\n  %s\n' "$(rc_line bash)"
 	fi
 	case ":$PATH:" in
 	*":$bin_dir:"*) ;;

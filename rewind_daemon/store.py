@@ -206,8 +206,14 @@ class Store:
         return cur.rowcount > 0
 
     def end_session(self, sid: str, ended_at: float) -> None:
+        """Mark a session ended; a step still open (the shell's last, `exit`) ends with it,
+        its exit code unknown."""
         self.db.execute(
             "UPDATE sessions SET ended_at=? WHERE id=? AND ended_at IS NULL", (ended_at, sid)
+        )
+        self.db.execute(
+            "UPDATE steps SET ended_at=max(started_at, ?) WHERE session=? AND ended_at IS NULL",
+            (ended_at, sid),
         )
 
     def next_step_number(self, sid: str) -> int:

@@ -7,9 +7,11 @@ import os
 import signal
 import time
 
+import pexpect
 import pytest
 
 from rewind_daemon import records
+from rewind_daemon.client import process_running
 
 from .conftest import daemon_pid, rw, rw_json, steps_of, wait_for
 
@@ -124,7 +126,8 @@ def test_daemon_killed_then_autostarted_by_the_hook(daemon, shells):
     sh.run("echo before")
     old = daemon_pid(home)
     os.kill(old, signal.SIGKILL)
-    sh.run("echo after-kill")  # the hook notices and starts a new daemon
+    wait_for(lambda: not process_running(old))
+    sh.run("echo after-kill")  # the hook notices at this prompt and starts a new daemon
     wait_for(lambda: daemon_pid(home) not in (None, old))
     cmds = [s["command"] for s in steps_of(sh.session_id())]
     assert cmds == ["echo before", "echo after-kill"]
@@ -162,3 +165,16 @@ def test_ingested_spool_space_is_released_and_removed_when_the_shell_ends(daemon
     assert len(steps) == 151 and steps[-1]["command"] == "echo 149"
     session = next(s for s in rw_json("sessions") if s["id"] == sid)
     assert session["ended_at"] is not None
+
+
+@pytest.mark.parametrize("kind", ["bash", "zsh"])
+def test_exit_closes_the_session_and_its_last_step(daemon, shells, kind):
+    sh = shells(kind)
+    sh.run("echo a")
+    sid = sh.session_id()
+    sh.p.sendline("exit 3")
+    sh.p.expect(pexpect.EOF)
+    wait_for(lambda: next(s for s in rw_json("sessions") if s["id"] == sid)["ended_at"], 15)
+    steps = steps_of(sid)
+    assert [s["command"] for s in steps] == ["echo a", "exit 3"]
+    assert steps[1]["ended_at"] is not None and steps[1]["exit_code"] is None

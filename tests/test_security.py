@@ -29,10 +29,10 @@ try:
     s.connect(sys.argv[1])
 except OSError as e:
     print("connect-failed", e.errno); sys.exit(0)
-s.sendall(b'{"op": "ping"}\\n')
 try:
+    s.sendall(b'{"op": "ping"}\\n')
     data = s.recv(1000)
-except OSError as e:
+except OSError:  # the daemon may hang up before we even send
     data = b""
 print("reply", data.decode() or "<closed>")
 """
