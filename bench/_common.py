@@ -17,6 +17,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from rewind_daemon import paths
+from rewind_daemon.paths import Paths
+
 
 def rw_program() -> str:
     """The rw next to this interpreter (a venv), else the one on PATH."""
@@ -43,18 +46,32 @@ def rw_env(home: Path) -> dict[str, str]:
 
 
 @contextmanager
-def rw_home(autostart: bool = False) -> Iterator[Path]:
-    """A fresh RW_HOME; whatever daemon runs in it is stopped on the way out."""
+def rw_home() -> Iterator[Path]:
+    """A fresh RW_HOME; whatever daemon runs in it is stopped on the way out.
+
+    Autostart is off, so only the benchmark itself ever starts a daemon there.
+    """
     home = Path(tempfile.mkdtemp(prefix="rw-bench-"))
     (home / "config").mkdir()
-    (home / "config" / "config.toml").write_text(
-        f"[daemon]\nautostart = {'true' if autostart else 'false'}\n"
-    )
+    (home / "config" / "config.toml").write_text("[daemon]\nautostart = false\n")
     try:
         yield home
     finally:
         stop_daemon(home)
         shutil.rmtree(home, ignore_errors=True)
+
+
+def rw_paths(home: Path) -> Paths:
+    """Where rw keeps things under `home`, as the rw program resolves them."""
+    saved = os.environ.get("RW_HOME")
+    os.environ["RW_HOME"] = str(home)
+    try:
+        return paths.resolve()
+    finally:
+        if saved is None:
+            del os.environ["RW_HOME"]
+        else:
+            os.environ["RW_HOME"] = saved
 
 
 def start_daemon(home: Path) -> None:
@@ -70,7 +87,10 @@ def stop_daemon(home: Path) -> None:
 
 
 def machine() -> str:
-    return f"{platform.node()}: {os.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}"
+    return (
+        f"{platform.node()}: {os.cpu_count()} cores, {platform.platform()}, "
+        f"Python {platform.python_version()}"
+    )
 
 
 def quartiles(values: list[float]) -> tuple[float, float, float]:

@@ -7,6 +7,9 @@ prompt marker:
     fork   a fork-per-command hook: /bin/true in preexec and in precmd, the
            least a process-per-command design such as Atuin's can cost
     rw     eval "$(rw init SHELL)", with the rw daemon running and ingesting
+    rw-nodaemon  the same hooks in another RW_HOME whose daemon is stopped
+           (not a target: it tells the shell's share from the daemon's,
+           which competes for the same CPUs while it ingests)
 
 In each round every shell, in a shuffled order, gets K separate command lines
 (`:`), each sent only once the previous prompt is back; the round's figure is
@@ -29,11 +32,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import pexpect
-from rewind_daemon.store import Store
-
 from _common import (
     Verdicts,
     machine,
@@ -42,9 +44,12 @@ from _common import (
     realistic_env,
     rw_env,
     rw_home,
+    rw_paths,
     rw_program,
     start_daemon,
 )
+
+from rewind_daemon.store import Store
 
 MAX_ADDED_MS = 0.5
 MIN_CHEAPER = 5.0
@@ -67,7 +72,7 @@ FORK_HOOKS = {
     "zsh": "__fb_preexec() { /bin/true; }; __fb_precmd() { /bin/true; }; "
     "preexec_functions+=(__fb_preexec); precmd_functions+=(__fb_precmd)",
 }
-VARIANTS = ("none", "fork", "rw")
+VARIANTS = ("none", "fork", "rw", "rw-nodaemon")
 
 # Times N calls of rw's hook path inside the shell (its DEBUG trap set aside so
 # the loop itself is not recorded), an empty loop, and N pairs of /bin/true.
@@ -79,7 +84,7 @@ DIRECT = {
     "__rwb_1=$EPOCHREALTIME; for ((__rwb_i = 0; __rwb_i < {n}; __rwb_i++)); do "
     "((++__rw_lines)); __rw_lasthist=; __rw_debug :; __rw_precmd; done; "
     "__rwb_2=$EPOCHREALTIME; for ((__rwb_i = 0; __rwb_i < {n}; __rwb_i++)); do "
-    "/bin/true; /bin/true; done; __rwb_3=$EPOCHREALTIME; eval \"$__rwb_t\"; "
+    '/bin/true; /bin/true; done; __rwb_3=$EPOCHREALTIME; eval "$__rwb_t"; '
     'echo "RWB""ENCH $__rwb_0 $__rwb_1 $__rwb_2 $__rwb_3"',
     "zsh": "__rwb_0=$EPOCHREALTIME; for ((__rwb_i = 0; __rwb_i < {n}; __rwb_i++)); do :; done; "
     "__rwb_1=$EPOCHREALTIME; for ((__rwb_i = 0; __rwb_i < {n}; __rwb_i++)); do "
@@ -135,7 +140,7 @@ def direct(sh: Shell, kind: str, n: int) -> tuple[float, float]:
 
 
 def recorded_steps(home: Path) -> int:
-    store = Store.open_for_reading(home / "data" / "rw.db")
+    store = Store.open_for_reading(rw_paths(home).db)
     if store is None:
         return 0
     try:
@@ -144,23 +149,35 @@ def recorded_steps(home: Path) -> int:
         store.close()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def sync(home: Path) -> None:
     subprocess.run([rw_program(), "sessions"], env=rw_env(home), capture_output=True, check=True)
 
 
 def bench_shell(kind: str, rounds: int, k: int, direct_n: int, direct_reps: int, v: Verdicts):
-    rw = rw_program()
-    with rw_home() as home, tempfile.TemporaryDirectory(prefix="rw-bench-user-") as user:
+    init = f'eval "$({rw_program()} init {kind})"'
+    with ExitStack() as stack:
+        home, idle_home = stack.enter_context(rw_home()), stack.enter_context(rw_home())
+        user = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rw-bench-user-")))
         start_daemon(home)
-        env = {**realistic_env(Path(user)), "RW_HOME": str(home)}
+        env = {**realistic_env(user), "RW_HOME": str(home)}
         if kind == "zsh":
             env["SHELL"] = shutil.which("zsh") or "/bin/zsh"
-        setups = {"none": [], "fork": [FORK_HOOKS[kind]], "rw": [f'eval "$({rw} init {kind})"']}
-        shells = {name: Shell(kind, env, Path(user), setups[name]) for name in VARIANTS}
+        setups = {"none": [], "fork": [FORK_HOOKS[kind]], "rw": [init], "rw-nodaemon": [init]}
+        envs = {name: env for name in VARIANTS}
+        envs["rw-nodaemon"] = {**env, "RW_HOME": str(idle_home)}
+        shells = {name: Shell(kind, envs[name], user, setups[name]) for name in VARIANTS}
         try:
             var = "BASH_VERSION" if kind == "bash" else "ZSH_VERSION"
-            version = shells["none"].run(f"echo ${var}").splitlines()[-1].strip()
+            version = shells["none"].run(f"echo ${var}").split()[-1]
             before = recorded_steps(home)
+            daemon_pid = int(rw_paths(home).pid_file.read_text())
+            daemon_cpu = cpu_seconds(daemon_pid)
             rng = random.Random(42)
             per: dict[str, list[float]] = {name: [] for name in VARIANTS}
             for r in range(rounds + 1):
@@ -170,6 +187,8 @@ def bench_shell(kind: str, rounds: int, k: int, direct_n: int, direct_reps: int,
                     ms = shells[name].round_trips(k) * 1000
                     if r:  # round 0 warms up
                         per[name].append(ms)
+            sync(home)
+            daemon_cpu = cpu_seconds(daemon_pid) - daemon_cpu
             d_rw, d_fork = [], []
             for _ in range(direct_reps):
                 a, b = direct(shells["rw"], kind, direct_n)
@@ -182,10 +201,8 @@ def bench_shell(kind: str, rounds: int, k: int, direct_n: int, direct_reps: int,
                 sh.close()
 
     sent = (rounds + 1) * k
-    added_rw = [a - b for a, b in zip(per["rw"], per["none"])]
-    added_fork = [a - b for a, b in zip(per["fork"], per["none"])]
-    rw_q, fork_q = quartiles(added_rw), quartiles(added_fork)
-    rw_added, fork_added = rw_q[1], fork_q[1]
+    added = {n: quartiles([a - b for a, b in zip(per[n], per["none"])]) for n in VARIANTS[1:]}
+    rw_added, fork_added = added["rw"][1], added["fork"][1]
     cheaper = fork_added / rw_added if rw_added > 0 else float("inf")
     direct_rw, direct_fork = statistics.median(d_rw), statistics.median(d_fork)
     direct_cheaper = direct_fork / direct_rw if direct_rw > 0 else float("inf")
@@ -195,21 +212,27 @@ def bench_shell(kind: str, rounds: int, k: int, direct_n: int, direct_reps: int,
         "  round trip per command (median of rounds): "
         + ", ".join(f"{n} {statistics.median(per[n]):.3f} ms" for n in VARIANTS)
     )
-    print(
-        f"  added vs none (median of per-round differences [q1, q3]): "
-        f"fork {fork_added:+.3f} ms [{fork_q[0]:+.3f}, {fork_q[2]:+.3f}], "
-        f"rw {rw_added:+.3f} ms [{rw_q[0]:+.3f}, {rw_q[2]:+.3f}]"
-    )
+    print("  added vs none (median of per-round differences [q1, q3]):")
+    for n, (q1, q2, q3) in added.items():
+        print(f"    {n:<12} {q2:+.3f} ms  [{q1:+.3f}, {q3:+.3f}]")
     print(f"  rw's added cost is {cheaper:.1f}x cheaper than fork-per-command's")
+    print(
+        f"  the daemon used {daemon_cpu / sent * 1000:.3f} ms of CPU per typed command "
+        "(on another core, when there is one free)"
+    )
     print(
         f"  direct, inside the shell ({direct_reps} x {direct_n} calls, median): rw hook path "
         f"{direct_rw:.3f} ms/command, fork+exec of /bin/true twice {direct_fork:.3f} ms "
         f"({direct_cheaper:.1f}x)"
     )
     expected = sent + direct_reps * direct_n
-    print(f"  rw stored {stored} steps ({sent} lines typed + {direct_reps * direct_n} direct calls)")
+    print(
+        f"  rw stored {stored} steps ({sent} lines typed + {direct_reps * direct_n} direct calls)"
+    )
     if stored < expected:
-        print(f"  WARNING: rw stored fewer steps than the {expected} it was given")
+        # Then the rw figures above are not those of a working capture.
+        print(f"  FAIL  {kind}: rw stored fewer steps than the {expected} it was given")
+        v.failed.append(f"{kind}: steps stored")
     v.at_most(f"{kind}: rw adds per command", rw_added, MAX_ADDED_MS, "ms")
     v.at_least(f"{kind}: rw cheaper than fork-per-command", cheaper, MIN_CHEAPER, "x")
     v.at_most(f"{kind}: rw hook path, direct", direct_rw, MAX_ADDED_MS, "ms")
@@ -218,7 +241,7 @@ def bench_shell(kind: str, rounds: int, k: int, direct_n: int, direct_reps: int,
 
 def main() -> int:
     args = parser(__doc__.split("\n")[0]).parse_args()
-    rounds, k = (6, 40) if args.quick else (40, 150)
+    rounds, k = (6, 40) if args.quick else (30, 120)
     direct_n, direct_reps = (200, 1) if args.quick else (1000, 3)
     print(f"hook_overhead on {machine()}")
     v = Verdicts()

@@ -11,6 +11,7 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 	if [[ -z ${__rw_sid-} ]]; then
 		__rw_bin=@RW_BIN@
 		__rw_spool_dir=@RW_SPOOL_DIR@
+		__rw_scratch_dir=@RW_SCRATCH_DIR@
 		__rw_pid_file=@RW_PID_FILE@
 		__rw_autostart=@RW_AUTOSTART@
 		__rw_tty=@RW_TTY@
@@ -29,7 +30,7 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 		__rw_parent=${RW_SESSION-}
 		\builtin export RW_SESSION=$__rw_sid
 		__rw_spool=$__rw_spool_dir/$__rw_sid.spool
-		__rw_histfile=$__rw_spool_dir/$__rw_sid.hist
+		__rw_histfile=$__rw_scratch_dir/$__rw_sid.hist
 		__rw_seq=0
 		__rw_pending=
 		__rw_lasthist=

@@ -36,7 +36,9 @@ log = logging.getLogger("rw.daemon")
 MAX_REQUEST = 1024 * 1024
 POLL_SECONDS = 1.0
 MAINTENANCE_SECONDS = 5.0
-BATCH_DELAY = 0.005
+# Records arriving within this window are ingested in one transaction: a
+# command's begin and end records usually share one.
+BATCH_DELAY = 0.02
 CLIENT_IDLE_SECONDS = 30.0
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
@@ -86,6 +88,7 @@ class Daemon:
         self.sel = selectors.DefaultSelector()
         self.clients: dict[int, _Client] = {}
         self.dirty: set[str] = set()
+        self.dirty_since = 0.0
         self.running = True
         self.host = socket.gethostname()
 
@@ -104,7 +107,7 @@ class Daemon:
         self.store = Store(self.paths.db)
         redactor = Redactor(self.config.redact_regexes())
         self.ingester = Ingester(self.store, redactor, self.config.ignore_regexes())
-        self.spools = SpoolReader(self.paths.spool_dir, self.ingester)
+        self.spools = SpoolReader(self.paths.spool_dir, self.ingester, self.paths.scratch_dir)
         self._listen()
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w)
@@ -177,13 +180,16 @@ class Daemon:
             now = time.monotonic()
             timeout = min(next_poll, next_maint) - now
             if self.dirty:
-                timeout = min(timeout, BATCH_DELAY)
+                timeout = min(timeout, self.dirty_since + BATCH_DELAY - now)
             for key, _ in self.sel.select(max(0.0, timeout)):
                 if key.data == "accept":
                     self._accept()
                 elif key.data == "inotify":
                     assert self.inotify is not None
-                    self.dirty |= {n for n in self.inotify.read_names() if n.endswith(SPOOL_SUFFIX)}
+                    names = {n for n in self.inotify.read_names() if n.endswith(SPOOL_SUFFIX)}
+                    if names and not self.dirty:
+                        self.dirty_since = time.monotonic()
+                    self.dirty |= names
                 elif key.data == "wake":
                     try:
                         os.read(key.fd, 512)
@@ -192,7 +198,7 @@ class Daemon:
                 else:
                     self._serve(key.data)
             now = time.monotonic()
-            if self.dirty:
+            if self.dirty and now >= self.dirty_since + BATCH_DELAY:
                 self._ingest(self.dirty)
                 self.dirty = set()
             if now >= next_poll:

@@ -49,10 +49,15 @@ def render(shell: str, paths: Paths, config: Config) -> str:
     ensure_private_dir(paths.data_dir)
     ensure_private_dir(paths.spool_dir)
     ensure_private_dir(paths.runtime_dir)
+    try:
+        scratch = ensure_private_dir(paths.scratch_dir)
+    except (OSError, RwError):
+        scratch = paths.runtime_dir  # e.g. someone else owns /dev/shm/rw-UID
     template = resources.files("rewind_daemon.hooks").joinpath(f"rw.{shell}").read_text()
     values = {
         "@RW_BIN@": rw_executable(),
         "@RW_SPOOL_DIR@": str(paths.spool_dir),
+        "@RW_SCRATCH_DIR@": str(scratch),
         "@RW_PID_FILE@": str(paths.pid_file),
         "@RW_AUTOSTART@": "1" if config.autostart else "0",
         "@RW_TTY@": _tty(),

@@ -176,8 +176,10 @@ class Ingester:
 class SpoolReader:
     """Reads each session's spool file from the offset last committed with its records."""
 
-    def __init__(self, spool_dir: Path, ingester: Ingester):
+    def __init__(self, spool_dir: Path, ingester: Ingester, scratch_dir: Path | None = None):
         self.spool_dir = spool_dir
+        self.scratch_dir = scratch_dir or spool_dir
+        self._offsets: dict[str, int] = {}
         self.ingester = ingester
         self.store = ingester.store
         self._punched: dict[str, int] = {}
@@ -203,13 +205,15 @@ class SpoolReader:
         key = path.name
         total = 0
         while True:
-            offset = self.store.spool_offset(key)
+            offset = self._offsets.get(key)
+            if offset is None:
+                offset = self._offsets[key] = self.store.spool_offset(key)
             try:
                 with open(path, "rb") as fh:
                     size = os.fstat(fh.fileno()).st_size
                     if offset > size:
                         log.warning("%s: shorter than its ingested offset; starting over", key)
-                        offset = 0
+                        offset = self._offsets[key] = 0
                     if offset == size:
                         return total
                     fh.seek(offset)
@@ -229,7 +233,10 @@ class SpoolReader:
                         self.store.set_spool_offset(key, offset + pos)
             except BaseException:
                 self.ingester.forget_caches()
+                self._offsets.pop(key, None)
                 raise
+            if pos:
+                self._offsets[key] = offset + pos
             total += applied
             if pos:
                 self._release(path, offset + pos)
@@ -267,8 +274,9 @@ class SpoolReader:
         if self.store.spool_offset(path.name) < size:
             return False
         path.unlink(missing_ok=True)
-        path.with_name(path.name[: -len(SPOOL_SUFFIX)] + HIST_SUFFIX).unlink(missing_ok=True)
+        (self.scratch_dir / (path.name[: -len(SPOOL_SUFFIX)] + HIST_SUFFIX)).unlink(missing_ok=True)
         self._punched.pop(path.name, None)
+        self._offsets.pop(path.name, None)
         with self.store.transaction():
             self.store.forget_spool(path.name)
         return True

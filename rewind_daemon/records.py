@@ -142,6 +142,10 @@ def _ansi_unquote(s: str) -> str:
     return _ANSI.sub(sub, s)
 
 
+_DQ_VALUE = re.compile(r'"((?:[^"\\]|\\.)*)"', re.S)
+_ANSI_VALUE = re.compile(r"\$'((?:[^'\\]|\\.)*)'", re.S)
+
+
 def parse_declare(text: str) -> dict[str, str]:
     """Parse bash `export -p` output into a dict (exported-but-unset names are skipped)."""
     env: dict[str, str] = {}
@@ -154,18 +158,12 @@ def parse_declare(text: str) -> dict[str, str]:
         if i >= n or text[i] != "=":
             continue
         i += 1
-        if text.startswith('"', i):
-            j = i + 1
-            while j < n and text[j] != '"':
-                j += 2 if text[j] == "\\" else 1
-            env[name] = _DQ_ESCAPE.sub(r"\1", text[i + 1 : j])
-            i = j + 1
-        elif text.startswith("$'", i):
-            j = i + 2
-            while j < n and text[j] != "'":
-                j += 2 if text[j] == "\\" else 1
-            env[name] = _ansi_unquote(text[i + 2 : j])
-            i = j + 1
+        if (v := _DQ_VALUE.match(text, i)) is not None:
+            env[name] = _DQ_ESCAPE.sub(r"\1", v.group(1))
+            i = v.end()
+        elif (v := _ANSI_VALUE.match(text, i)) is not None:
+            env[name] = _ansi_unquote(v.group(1))
+            i = v.end()
         else:  # unquoted (not produced by bash 4.4+, kept for safety)
             j = text.find("\n", i)
             j = n if j < 0 else j

@@ -107,7 +107,8 @@ class StepRow:
 _SESSION_COLS = (
     "s.id, s.name, s.shell, s.shell_version, s.host, s.user, s.tty, s.pid, s.cwd, "
     "s.started_at, s.ended_at, s.parent_id, s.branch_point, s.origin, "
-    "(SELECT count(*) FROM steps WHERE session = s.id)"
+    # steps are numbered 1..N without gaps, so the count is an index lookup
+    "coalesce((SELECT max(number) FROM steps WHERE session = s.id), 0)"
 )
 _STEP_COLS = (
     "session, number, command, cwd_before, cwd_after, started_at, ended_at, "

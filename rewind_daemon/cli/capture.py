@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import click
 
-from .. import client, daemon, doctor
+from .. import client
 from ..config import DEFAULT_TEXT
 from ..errors import EXIT_PROBLEM
-from ..hooks_render import SHELLS, render
 from . import CONTEXT, cli
+
+# The daemon, doctor and hook modules are imported where used, to keep the
+# start-up of every other command short.
 from .common import get_config, get_paths, json_option, print_json
 
 
 @cli.command("init", context_settings=CONTEXT)
-@click.argument("shell", type=click.Choice(SHELLS))
+@click.argument("shell", type=click.Choice(["bash", "zsh"]))
 def init_cmd(shell: str) -> None:
     """Print the hook code for SHELL, to be evaluated by your shell's rc file.
 
@@ -22,6 +24,8 @@ def init_cmd(shell: str) -> None:
         eval "$(rw init bash)"
         eval "$(rw init zsh)"
     """
+    from ..hooks_render import render
+
     p = get_paths()
     click.echo(render(shell, p, get_config(p)), nl=False)
 
@@ -106,6 +110,8 @@ def daemon_run(quiet: bool) -> None:
     Example:
         rw daemon run
     """
+    from .. import daemon
+
     p = get_paths()
     raise SystemExit(daemon.main(p, get_config(p), verbose=not quiet))
 
@@ -171,6 +177,8 @@ def doctor_cmd(as_json: bool) -> None:
     Example:
         rw doctor
     """
+    from .. import doctor
+
     checks = doctor.run_checks(get_paths())
     if as_json:
         print_json([c.to_json() for c in checks])
