@@ -34,9 +34,9 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 		__rw_seq=0
 		__rw_pending=
 		__rw_lasthist=
-		__rw_histre='^ *([0-9]+)[* ] (.*)$'
 		__rw_dpid=
 		__rw_next_start=0
+		__rw_next_check=0
 		# PS0 is expanded once for each command line the shell reads. This
 		# expansion prints nothing (lookups in an empty associative array) but
 		# counts the line and notes when and where it began.
@@ -49,14 +49,15 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 
 		__rw_write() {
 			# One record: NUL-terminated fields between start and end markers.
-			{
-				\builtin printf '\036RW1\0' && \builtin printf '%s\0' "$@" &&
-					\builtin printf '\036END\0'
-			} 2>/dev/null >>"$__rw_spool"
+			# (Callers send stderr to /dev/null once, for all they do.)
+			\builtin printf '%s\0' $'\036RW1' "$@" $'\036END' >>"$__rw_spool"
 		}
 
 		__rw_ensure_daemon() {
-			# Cheap liveness check (a zombie has no fds); start the daemon if it is gone.
+			# Every few seconds, a liveness check (a zombie has no fds); start
+			# the daemon in the background if it is gone.
+			((SECONDS >= __rw_next_check)) || return 0
+			__rw_next_check=$((SECONDS + 5))
 			[[ -n $__rw_dpid && -e /proc/$__rw_dpid/fd/0 ]] && return
 			[[ -r $__rw_pid_file ]] && \builtin read -r __rw_dpid <"$__rw_pid_file"
 			[[ -n $__rw_dpid && -e /proc/$__rw_dpid/fd/0 ]] && return
@@ -80,16 +81,28 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 			\builtin local -
 			\builtin set +euf +o pipefail
 			__rw_seen=$__rw_lines
-			local __rw_h='' __rw_cmd='' __rw_new=''
+			local __rw_h='' __rw_cmd='' __rw_new='' __rw_n=''
 			if [[ -o history ]]; then
-				HISTTIMEFORMAT='' \builtin history 1 2>/dev/null >|"$__rw_histfile" || return 0
-				IFS= \builtin read -r -d '' __rw_h <"$__rw_histfile"
+				if [[ -n ${HISTTIMEFORMAT-} ]]; then
+					HISTTIMEFORMAT='' \builtin history 1 >|"$__rw_histfile" || return 0
+				else
+					\builtin history 1 >|"$__rw_histfile" || return 0
+				fi
+				\builtin read -r -d '' __rw_h <"$__rw_histfile"
 				__rw_h=${__rw_h%$'\n'}
 			fi
-			if [[ $__rw_h =~ $__rw_histre ]]; then
-				__rw_cmd=${BASH_REMATCH[2]}
-				[[ ${BASH_REMATCH[1]} != "$__rw_lasthist" ]] && __rw_new=1
-				__rw_lasthist=${BASH_REMATCH[1]}
+			# `history 1` prints "%5d%c %s": number, a '*' or ' ', a space, the line.
+			if [[ ${__rw_h:0:1} == " " ]]; then
+				__rw_n=${__rw_h:0:5}
+				__rw_n=${__rw_n// /}
+				__rw_cmd=${__rw_h:7}
+			elif [[ -n $__rw_h ]]; then
+				__rw_n=${__rw_h%%[!0-9]*}
+				__rw_cmd=${__rw_h:${#__rw_n}+2}
+			fi
+			if [[ -n $__rw_n ]]; then
+				[[ $__rw_n != "$__rw_lasthist" ]] && __rw_new=1
+				__rw_lasthist=$__rw_n
 			else
 				# History is off or empty: the command bash is about to run.
 				__rw_cmd=$1
@@ -117,12 +130,17 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 		__rw_debug() {
 			# The DEBUG trap runs before every simple command, so it must be
 			# cheap. The trap passes "$_" (unused) so $_ survives it.
-			[[ $__rw_lines == "$__rw_seen" ]] || __rw_begin "$BASH_COMMAND"
+			[[ $__rw_lines == "$__rw_seen" ]] || __rw_begin "$BASH_COMMAND" 2>/dev/null
 			return 0
 		}
 
 		__rw_precmd() {
 			local __rw_st=$? __rw_ps="${BP_PIPESTATUS[*]:-${PIPESTATUS[*]}}"
+			__rw_end "$__rw_st" "$__rw_ps" 2>/dev/null
+			return "$__rw_st"
+		}
+
+		__rw_end() {
 			\builtin local -
 			\builtin set +euf +o pipefail
 			# A line the DEBUG trap missed (the trap was replaced, or the line
@@ -131,16 +149,15 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 			if [[ -n $__rw_pending ]]; then
 				__rw_now
 				{
-					\builtin printf '\036RW1\0E\0%s\0%s\0%s\0%s\0%s\0%s\0declare\0' "$__rw_sid" \
-						"$__rw_pending" "$__rw_t" "$__rw_st" "$__rw_ps" "$PWD" &&
-						\builtin export -p && \builtin printf '\0\036END\0'
-				} 2>/dev/null >>"$__rw_spool"
+					\builtin printf '%s\0' $'\036RW1' E "$__rw_sid" "$__rw_pending" "$__rw_t" "$1" \
+						"$2" "$PWD" declare && \builtin export -p && \builtin printf '\0\036END\0'
+				} >>"$__rw_spool"
 				__rw_pending=
 			fi
 			__rw_t0='' __rw_c0=''
-			[[ $PS0 == *"$__rw_ps0"* ]] || PS0=$__rw_ps0${PS0-}
+			[[ ${PS0-} == *"$__rw_ps0"* ]] || PS0=$__rw_ps0${PS0-}
 			__rw_ensure_daemon
-			return "$__rw_st"
+			return 0
 		}
 
 		__rw_install() {
@@ -183,9 +200,9 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 			\builtin local -
 			\builtin set +euf +o pipefail
 			__rw_now
-			__rw_write S "$__rw_sid" "$__rw_parent" bash "$BASH_VERSION" "$$" "$__rw_tty" \
+			__rw_write 2>/dev/null S "$__rw_sid" "$__rw_parent" bash "$BASH_VERSION" "$$" "$__rw_tty" \
 				"$__rw_t" "$PWD" "${HOSTNAME-}" "${USER:-$__rw_user}"
-			__rw_ensure_daemon
+			__rw_ensure_daemon 2>/dev/null
 			return 0
 		}
 		__rw_start

@@ -25,7 +25,7 @@ if [[ -o interactive ]]; then
 		typeset -g __rw_spool=$__rw_spool_dir/$__rw_sid.spool
 		typeset -gi __rw_seq=0
 		typeset -g __rw_pending='' __rw_dpid=''
-		typeset -gi __rw_next_start=0
+		typeset -gi __rw_next_start=0 __rw_next_check=0
 
 		__rw_write() {
 			# One record: NUL-terminated fields between start and end markers.
@@ -33,7 +33,10 @@ if [[ -o interactive ]]; then
 		}
 
 		__rw_ensure_daemon() {
-			# Cheap liveness check (a zombie has no fds); start the daemon if it is gone.
+			# Every few seconds, a liveness check (a zombie has no fds); start
+			# the daemon in the background if it is gone.
+			((SECONDS >= __rw_next_check)) || return 0
+			__rw_next_check=$((SECONDS + 5))
 			[[ -n $__rw_dpid && -e /proc/$__rw_dpid/fd/0 ]] && return
 			[[ -r $__rw_pid_file ]] && \builtin read -r __rw_dpid <"$__rw_pid_file"
 			[[ -n $__rw_dpid && -e /proc/$__rw_dpid/fd/0 ]] && return
@@ -59,11 +62,9 @@ if [[ -o interactive ]]; then
 			local __rw_st=$? __rw_ps="${pipestatus[*]}"
 			\builtin emulate -L zsh
 			if [[ -n $__rw_pending ]]; then
-				local -a __rw_env
-				local __rw_k
-				for __rw_k in ${(k)parameters[(R)*export*]}; do
-					[[ $__rw_k == RW_SESSION ]] || __rw_env+=("$__rw_k=${(P)__rw_k}")
-				done
+				\builtin setopt extendedglob
+				# NAME=value of every exported parameter, in one expansion
+				local -a __rw_env=(${${(k)parameters[(R)*export*]}/(#m)*/$MATCH=${(P)MATCH}})
 				__rw_write E "$__rw_sid" "$__rw_pending" "${EPOCHREALTIME:-$EPOCHSECONDS}" \
 					"$__rw_st" "$__rw_ps" "$PWD" list "${#__rw_env}" "${__rw_env[@]}"
 				__rw_pending=

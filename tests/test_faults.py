@@ -127,10 +127,18 @@ def test_daemon_killed_then_autostarted_by_the_hook(daemon, shells):
     old = daemon_pid(home)
     os.kill(old, signal.SIGKILL)
     wait_for(lambda: not process_running(old))
-    sh.run("echo after-kill")  # the hook notices at this prompt and starts a new daemon
-    wait_for(lambda: daemon_pid(home) not in (None, old))
+    # The hooks look every few seconds and start a new daemon in the background.
+    typed = []
+
+    def keep_typing():
+        typed.append(f"echo after-kill-{len(typed)}")
+        sh.run(typed[-1])
+        time.sleep(0.25)
+        return daemon_pid(home) not in (None, old) and process_running(daemon_pid(home))
+
+    wait_for(keep_typing, timeout=15)
     cmds = [s["command"] for s in steps_of(sh.session_id())]
-    assert cmds == ["echo before", "echo after-kill"]
+    assert cmds == ["echo before", *typed]
 
 
 @pytest.mark.parametrize("count", [20])
