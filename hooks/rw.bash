@@ -81,6 +81,24 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 			\builtin local -
 			\builtin set +euf +o pipefail
 			__rw_seen=$__rw_lines
+			[[ -n $__rw_t0 ]] || {
+				__rw_now
+				__rw_t0=$__rw_t
+			}
+			if [[ -n $1 && -o history && ${HISTCMD-} != "$__rw_lasthist" ]]; then
+				# Fast path: the line made a new history entry (HISTCMD moved), so
+				# `history 1` goes straight into the record. The daemon strips its
+				# number and drops a line that begins with a space.
+				__rw_lasthist=$HISTCMD
+				((++__rw_seq))
+				__rw_pending=$__rw_seq
+				[[ -z ${HISTTIMEFORMAT-} ]] || local HISTTIMEFORMAT=''
+				{
+					\builtin printf '%s\0' $'\036RW1' H "$__rw_sid" "$__rw_seq" "$__rw_t0" \
+						"${__rw_c0:-$PWD}" && \builtin history 1 && \builtin printf '\0\036END\0'
+				} >>"$__rw_spool"
+				return 0
+			fi
 			local __rw_h='' __rw_cmd='' __rw_new='' __rw_n=''
 			if [[ -o history ]]; then
 				if [[ -n ${HISTTIMEFORMAT-} ]]; then
@@ -117,10 +135,6 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 				[[ -n $1 && $__rw_cmd == *"$1"* ]] || __rw_is_alias_of "$__rw_cmd" "$1" || return 0
 			fi
 			[[ -z $__rw_cmd || $__rw_cmd == [[:space:]]* ]] && return 0
-			[[ -n $__rw_t0 ]] || {
-				__rw_now
-				__rw_t0=$__rw_t
-			}
 			((++__rw_seq))
 			__rw_pending=$__rw_seq
 			__rw_write B "$__rw_sid" "$__rw_seq" "$__rw_t0" "${__rw_c0:-$PWD}" "$__rw_cmd"

@@ -93,6 +93,14 @@ class Ingester:
             user=user,
         )
 
+    def _on_H(self, f: list[str]) -> None:
+        command = records.history_command(f[4])
+        if command[:1].isspace():
+            # A line typed with a leading space: never recorded.
+            self._ignored.add((f[0], int(f[1])))
+            return
+        self._on_B([*f[:4], command])
+
     def _on_B(self, f: list[str]) -> None:
         sid, seq_s, started, cwd, command = f
         seq = int(seq_s)

@@ -8,6 +8,8 @@ field. Shell strings cannot contain NUL, so no field ever needs escaping:
 Types (fields after TYPE):
     S  session start: sid parent shell shell_version pid tty started_at cwd host user
     B  step begin:    sid seq started_at cwd command
+    H  step begin, bash: as B, but the command is `history 1` output
+       ("%5d%c %s\n": history number, a '*' or ' ', a space, the line)
     E  step end:      sid seq ended_at exit_code pipestatus cwd env_format env...
        env_format "declare": one field, bash `export -p` output
        env_format "list":    a count, then that many NAME=VALUE fields (zsh)
@@ -25,7 +27,7 @@ MAGIC = b"\x1eRW1\x00"
 END = b"\x00\x1eEND\x00"
 MAX_RECORD = 8 * 1024 * 1024
 
-FIELD_COUNTS = {"S": 10, "B": 5, "N": 2, "X": 2}
+FIELD_COUNTS = {"S": 10, "B": 5, "H": 5, "N": 2, "X": 2}
 MIN_E_FIELDS = 7
 
 
@@ -170,6 +172,17 @@ def parse_declare(text: str) -> dict[str, str]:
             env[name] = text[i:j]
             i = j
     return env
+
+
+_HISTORY_LINE = re.compile(r"\s*\d+[* ] (.*?)\n?\Z", re.S)
+
+
+def history_command(text: str) -> str:
+    """The command line in one entry of bash's `history 1` output."""
+    m = _HISTORY_LINE.match(text)
+    if m is None:
+        raise ValueError("not a line of bash history output")
+    return m.group(1)
 
 
 def parse_list(items: list[str]) -> dict[str, str]:

@@ -78,3 +78,13 @@ def _ansi(value: str) -> str:
     return "".join(
         c if c.isalnum() or c in " .-_/" or ord(c) > 127 else f"\\x{ord(c):02x}" for c in value
     )
+
+
+def test_history_command_from_bash_history_output():
+    assert records.history_command("    7  echo hi\n") == "echo hi"
+    assert records.history_command("  123* edited line\n") == "edited line"
+    assert records.history_command("100000  big number\n") == "big number"
+    assert records.history_command("    8   leading space\n") == " leading space"
+    assert records.history_command("    9  for i in 1; do\necho $i\ndone\n") == (
+        "for i in 1; do\necho $i\ndone"
+    )
