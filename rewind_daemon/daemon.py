@@ -189,6 +189,9 @@ class Daemon:
                     names = {n for n in self.inotify.read_names() if n.endswith(SPOOL_SUFFIX)}
                     if names and not self.dirty:
                         self.dirty_since = time.monotonic()
+                        # Leave further events queued until the batch is ingested:
+                        # the kernel merges repeats, so a burst costs one wake-up.
+                        self.sel.unregister(self.inotify.fd)
                     self.dirty |= names
                 elif key.data == "wake":
                     try:
@@ -201,6 +204,8 @@ class Daemon:
             if self.dirty and now >= self.dirty_since + BATCH_DELAY:
                 self._ingest(self.dirty)
                 self.dirty = set()
+                if self.inotify is not None:
+                    self.sel.register(self.inotify.fd, selectors.EVENT_READ, "inotify")
             if now >= next_poll:
                 next_poll = now + POLL_SECONDS
                 self._ingest(self.spools.spool_files_names())

@@ -60,6 +60,7 @@ class Ingester:
         self.ignore = ignore
         self.stats = IngestStats()
         self._next_number: dict[str, int] = {}
+        self._sessions: set[str] = set()
         self._ignored: set[tuple[str, int]] = set()
         self._env_cache: OrderedDict[bytes, int] = OrderedDict()
 
@@ -104,18 +105,19 @@ class Ingester:
     def _on_B(self, f: list[str]) -> None:
         sid, seq_s, started, cwd, command = f
         seq = int(seq_s)
-        if not self.store.session_exists(sid):
-            raise ValueError(f"step for unknown session {sid[:24]!r}")
-        if self.store.has_seq(sid, seq):
-            return  # already ingested (a spool read twice after a crash)
+        if sid not in self._sessions:
+            if not self.store.session_exists(sid):
+                raise ValueError(f"step for unknown session {sid[:24]!r}")
+            self._sessions.add(sid)
         if any(p.search(command) for p in self.ignore):
             self._ignored.add((sid, seq))
             return
         command, n = self.redactor.text(command)
         self._count_redactions(n)
         number = self._next_number.get(sid) or self.store.next_step_number(sid)
-        self.store.begin_step(sid, number, seq, command, cwd, _time(started))
-        self._next_number[sid] = number + 1
+        if self.store.begin_step(sid, number, seq, command, cwd, _time(started)):
+            self._next_number[sid] = number + 1
+        # else: already ingested (a spool read twice after a crash)
 
     def _on_E(self, f: list[str]) -> None:
         sid, seq_s, ended, status, pipestatus, cwd, fmt = f[:7]
@@ -179,6 +181,7 @@ class Ingester:
         """After a rolled-back transaction the caches may name rows that do not exist."""
         self._next_number.clear()
         self._env_cache.clear()
+        self._sessions.clear()
 
 
 class SpoolReader:

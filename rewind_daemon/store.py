@@ -233,12 +233,14 @@ class Store:
 
     def begin_step(
         self, sid: str, number: int, seq: int, command: str, cwd: str, started_at: float
-    ) -> None:
-        self.db.execute(
+    ) -> bool:
+        """Insert a step; False when its (session, seq) is already stored."""
+        cur = self.db.execute(
             "INSERT INTO steps (session, number, seq, command, cwd_before, started_at)"
-            " VALUES (?,?,?,?,?,?)",
+            " VALUES (?,?,?,?,?,?) ON CONFLICT (session, seq) DO NOTHING",
             (sid, number, seq, command, cwd, started_at),
         )
+        return cur.rowcount > 0
 
     def end_step(
         self,
