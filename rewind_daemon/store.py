@@ -227,10 +227,6 @@ class Store:
         row = self.db.execute(q, (sid, seq)).fetchone()
         return None if row is None else bool(row[0])
 
-    def has_seq(self, sid: str, seq: int) -> bool:
-        q = "SELECT 1 FROM steps WHERE session=? AND seq=?"
-        return self.db.execute(q, (sid, seq)).fetchone() is not None
-
     def begin_step(
         self, sid: str, number: int, seq: int, command: str, cwd: str, started_at: float
     ) -> bool:
