@@ -32,7 +32,7 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 		__rw_spool=$__rw_spool_dir/$__rw_sid.spool
 		__rw_histfile=$__rw_scratch_dir/$__rw_sid.hist
 		__rw_seq=0
-		__rw_pending=
+		__rw_pending='' __rw_psid='' __rw_pspool=''
 		__rw_lasthist=
 		__rw_dpid=
 		__rw_next_start=0
@@ -91,7 +91,7 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 				# number and drops a line that begins with a space.
 				__rw_lasthist=$HISTCMD
 				((++__rw_seq))
-				__rw_pending=$__rw_seq
+				__rw_pending=$__rw_seq __rw_psid=$__rw_sid __rw_pspool=$__rw_spool
 				[[ -z ${HISTTIMEFORMAT-} ]] || local HISTTIMEFORMAT=''
 				{
 					\builtin printf '%s\0' $'\036RW1' H "$__rw_sid" "$__rw_seq" "$__rw_t0" \
@@ -136,7 +136,7 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 			fi
 			[[ -z $__rw_cmd || $__rw_cmd == [[:space:]]* ]] && return 0
 			((++__rw_seq))
-			__rw_pending=$__rw_seq
+			__rw_pending=$__rw_seq __rw_psid=$__rw_sid __rw_pspool=$__rw_spool
 			__rw_write B "$__rw_sid" "$__rw_seq" "$__rw_t0" "${__rw_c0:-$PWD}" "$__rw_cmd"
 			return 0
 		}
@@ -163,11 +163,12 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 			if [[ -n $__rw_pending ]]; then
 				__rw_now
 				{
-					\builtin printf '%s\0' $'\036RW1' E "$__rw_sid" "$__rw_pending" "$__rw_t" "$1" \
+					\builtin printf '%s\0' $'\036RW1' E "$__rw_psid" "$__rw_pending" "$__rw_t" "$1" \
 						"$2" "$PWD" declare && \builtin export -p && \builtin printf '\0\036END\0'
-				} >>"$__rw_spool"
+				} >>"$__rw_pspool"
 				__rw_pending=
 			fi
+			[[ -n $__rw_opened ]] || __rw_open ""
 			__rw_t0='' __rw_c0=''
 			[[ ${PS0-} == *"$__rw_ps0"* ]] || PS0=$__rw_ps0${PS0-}
 			__rw_ensure_daemon
@@ -210,16 +211,36 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 			return 0
 		}
 
-		__rw_start() {
+		# The session's first record, with the environment it starts from. It is
+		# written at the first prompt, once the rc files are done; $1 is the
+		# step of the parent session this one branches from, if it does.
+		__rw_open() {
+			__rw_opened=1
+			__rw_now
+			{
+				\builtin printf '%s\0' $'\036RW1' S "$__rw_sid" "$__rw_parent" bash "$BASH_VERSION" \
+					"$$" "$__rw_tty" "$__rw_t" "$PWD" "${HOSTNAME-}" "${USER:-$__rw_user}" "$1" \
+					declare && \builtin export -p && \builtin printf '\0\036END\0'
+			} >>"$__rw_spool"
+		}
+
+		# `rw back` and `rw branch` call this (through the rw function): what is
+		# typed next records into a new session, a branch of this one at step $1.
+		__rw_branch() {
 			\builtin local -
 			\builtin set +euf +o pipefail
+			__rw_parent=$__rw_sid
 			__rw_now
-			__rw_write 2>/dev/null S "$__rw_sid" "$__rw_parent" bash "$BASH_VERSION" "$$" "$__rw_tty" \
-				"$__rw_t" "$PWD" "${HOSTNAME-}" "${USER:-$__rw_user}"
-			__rw_ensure_daemon 2>/dev/null
+			\builtin printf -v __rw_sid '%s%05x%04x' "${__rw_t//[.,]/}" "$$" "$RANDOM"
+			\builtin export RW_SESSION=$__rw_sid
+			__rw_spool=$__rw_spool_dir/$__rw_sid.spool
+			__rw_histfile=$__rw_scratch_dir/$__rw_sid.hist
+			__rw_seq=0
+			__rw_open "$1" 2>/dev/null
 			return 0
 		}
-		__rw_start
+		__rw_opened=''
+		__rw_ensure_daemon 2>/dev/null
 	fi
 	__rw_install
 fi

@@ -24,7 +24,7 @@ if [[ -o interactive ]]; then
 		\builtin export RW_SESSION=$__rw_sid
 		typeset -g __rw_spool=$__rw_spool_dir/$__rw_sid.spool
 		typeset -gi __rw_seq=0
-		typeset -g __rw_pending='' __rw_dpid=''
+		typeset -g __rw_pending='' __rw_dpid='' __rw_psid='' __rw_pspool=''
 		typeset -gi __rw_next_start=0 __rw_next_check=0
 
 		__rw_write() {
@@ -53,7 +53,7 @@ if [[ -o interactive ]]; then
 			local __rw_cmd=${1:-$3}
 			[[ -z $__rw_cmd || $__rw_cmd == [[:space:]]* ]] && return 0
 			((++__rw_seq))
-			__rw_pending=$__rw_seq
+			__rw_pending=$__rw_seq __rw_psid=$__rw_sid __rw_pspool=$__rw_spool
 			__rw_write B "$__rw_sid" "$__rw_seq" "${EPOCHREALTIME:-$EPOCHSECONDS}" "$PWD" "$__rw_cmd"
 			return 0
 		}
@@ -65,16 +65,45 @@ if [[ -o interactive ]]; then
 				\builtin setopt extendedglob
 				# NAME=value of every exported parameter, in one expansion
 				local -a __rw_env=(${${(k)parameters[(R)*export*]}/(#m)*/$MATCH=${(P)MATCH}})
-				__rw_write E "$__rw_sid" "$__rw_pending" "${EPOCHREALTIME:-$EPOCHSECONDS}" \
-					"$__rw_st" "$__rw_ps" "$PWD" list "${#__rw_env}" "${__rw_env[@]}"
+				{
+					\builtin print -rN -- $'\x1eRW1' E "$__rw_psid" "$__rw_pending" \
+						"${EPOCHREALTIME:-$EPOCHSECONDS}" "$__rw_st" "$__rw_ps" "$PWD" list \
+						"${#__rw_env}" "${__rw_env[@]}" $'\x1eEND'
+				} 2>/dev/null >>!"$__rw_pspool"
 				__rw_pending=
 			fi
+			[[ -n $__rw_opened ]] || __rw_open ""
 			__rw_ensure_daemon
 			return "$__rw_st"
 		}
 
-		__rw_write S "$__rw_sid" "$__rw_parent" zsh "$ZSH_VERSION" "$$" "$__rw_tty" \
-			"$__rw_t" "$PWD" "${HOST-}" "${USER:-$__rw_user}"
+		# The session's first record, with the environment it starts from. It is
+		# written at the first prompt, once the rc files are done; $1 is the
+		# step of the parent session this one branches from, if it does.
+		__rw_open() {
+			\builtin emulate -L zsh
+			\builtin setopt extendedglob
+			__rw_opened=1
+			local -a __rw_env=(${${(k)parameters[(R)*export*]}/(#m)*/$MATCH=${(P)MATCH}})
+			__rw_write S "$__rw_sid" "$__rw_parent" zsh "$ZSH_VERSION" "$$" "$__rw_tty" \
+				"${EPOCHREALTIME:-$EPOCHSECONDS}" "$PWD" "${HOST-}" "${USER:-$__rw_user}" "$1" \
+				list "${#__rw_env}" "${__rw_env[@]}"
+		}
+
+		# `rw back` and `rw branch` call this (through the rw function): what is
+		# typed next records into a new session, a branch of this one at step $1.
+		__rw_branch() {
+			\builtin emulate -L zsh
+			__rw_parent=$__rw_sid
+			\builtin printf -v __rw_sid '%s%05x%04x' "${${EPOCHREALTIME:-$EPOCHSECONDS}//[.,]/}" \
+				"$$" "$RANDOM"
+			\builtin export RW_SESSION=$__rw_sid
+			__rw_spool=$__rw_spool_dir/$__rw_sid.spool
+			__rw_seq=0
+			__rw_open "$1"
+			return 0
+		}
+		typeset -g __rw_opened=''
 		__rw_ensure_daemon
 	fi
 	# Re-evaluating this file is harmless: our hooks are removed, then added.

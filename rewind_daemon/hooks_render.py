@@ -15,11 +15,18 @@ from .paths import Paths, ensure_private_dir
 
 SHELLS = ("bash", "zsh")
 
-# The shell function `rw`: runs the installed program by absolute path, so a
-# PATH change cannot break it.
+# The shell function `rw` runs the installed program by absolute path, so a
+# PATH change cannot break it. Commands that change this shell (going back,
+# branching) print shell code, which the function evaluates.
 _FUNCTION = """
 function rw {
-	"$__rw_bin" "$@"
+	if [[ ${1-} == back || (${1-} == branch && $# -eq 1) ]]; then
+		local __rw_code
+		__rw_code=$(RW_EVAL=@SHELL@ "$__rw_bin" "$@") || return
+		eval "$__rw_code"
+	else
+		"$__rw_bin" "$@"
+	fi
 }
 """
 
@@ -65,4 +72,4 @@ def render(shell: str, paths: Paths, config: Config) -> str:
     }
     for key, value in values.items():
         template = template.replace(key, shlex.quote(value))
-    return template + _FUNCTION
+    return template + _FUNCTION.replace("@SHELL@", shell)

@@ -78,9 +78,12 @@ class Ingester:
             log.warning("%s: dropped malformed %s record: %s", source, item.type, e)
 
     def _on_S(self, f: list[str]) -> None:
-        sid, parent, shell, version, pid, tty, started, cwd, host, user = f
+        sid, parent, shell, version, pid, tty, started, cwd, host, user = f[:10]
         if not sid:
             raise ValueError("empty session id")
+        branch_point = _int_or_none(f[10]) if len(f) > 10 else None
+        if branch_point is not None and not (parent and self.store.session_exists(parent)):
+            raise ValueError(f"branch of unknown session {parent[:24]!r}")
         self.store.upsert_session(
             sid,
             parent_id=parent or None,
@@ -92,6 +95,8 @@ class Ingester:
             cwd=cwd,
             host=host,
             user=user,
+            env_id=self._env_id(f[11], f[12:]) if len(f) > 11 else None,
+            branch_point=branch_point,
         )
 
     def _on_H(self, f: list[str]) -> None:

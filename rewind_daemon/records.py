@@ -7,6 +7,8 @@ field. Shell strings cannot contain NUL, so no field ever needs escaping:
 
 Types (fields after TYPE):
     S  session start: sid parent shell shell_version pid tty started_at cwd host user
+       [branch_point env_format env...]: the step of the parent this session
+       branches from ("" when it does not), and the environment at the start
     B  step begin:    sid seq started_at cwd command
     H  step begin, bash: as B, but the command is `history 1` output
        ("%5d%c %s\n": history number, a '*' or ' ', a space, the line)
@@ -27,8 +29,9 @@ MAGIC = b"\x1eRW1\x00"
 END = b"\x00\x1eEND\x00"
 MAX_RECORD = 8 * 1024 * 1024
 
-FIELD_COUNTS = {"S": 10, "B": 5, "H": 5, "N": 2, "X": 2}
-MIN_E_FIELDS = 7
+FIELD_COUNTS = {"B": 5, "H": 5, "N": 2, "X": 2}
+# Where the environment payload starts in the records that carry one.
+ENV_AT = {"S": 11, "E": 6}
 
 
 @dataclass(frozen=True)
@@ -53,23 +56,26 @@ def encode(rtype: str, *fields: str) -> bytes:
     return MAGIC + body + END
 
 
+def _env_ok(fields: list[str], at: int) -> bool:
+    if len(fields) <= at:
+        return False
+    fmt, rest = fields[at], len(fields) - at - 1
+    if fmt == "declare":
+        return rest == 1
+    if fmt == "list":
+        return rest >= 1 and fields[at + 1].isdigit() and rest == 1 + int(fields[at + 1])
+    return fmt == "none" and rest == 0
+
+
 def _validate(rtype: str, fields: list[str]) -> str | None:
     if rtype in FIELD_COUNTS:
         if len(fields) != FIELD_COUNTS[rtype]:
             return f"{rtype} record with {len(fields)} fields"
         return None
-    if rtype == "E":
-        if len(fields) < MIN_E_FIELDS:
-            return "E record too short"
-        fmt = fields[6]
-        if fmt == "declare" and len(fields) == 8:
-            return None
-        if fmt == "list" and len(fields) >= 8 and fields[7].isdigit():
-            if len(fields) == 8 + int(fields[7]):
-                return None
-        if fmt == "none" and len(fields) == 7:
-            return None
-        return "E record with a bad environment"
+    if rtype == "S" and len(fields) == 10:
+        return None  # written by an earlier version: no branch point, no environment
+    if rtype in ENV_AT:
+        return None if _env_ok(fields, ENV_AT[rtype]) else f"{rtype} record with a bad environment"
     return f"unknown record type {rtype[:16]!r}"
 
 

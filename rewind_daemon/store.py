@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .errors import StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA_V1 = """
 CREATE TABLE sessions (
@@ -68,7 +68,12 @@ CREATE TABLE meta (
 );
 """
 
-MIGRATIONS = {1: _SCHEMA_V1}
+# v2: the environment a session started with (for going back to before step 1)
+_SCHEMA_V2 = """
+ALTER TABLE sessions ADD COLUMN env_id INTEGER REFERENCES envs (id);
+"""
+
+MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,7 @@ class SessionRow:
     parent_id: str | None
     branch_point: int | None
     origin: str
+    env_id: int | None
     steps: int
 
 
@@ -106,7 +112,7 @@ class StepRow:
 
 _SESSION_COLS = (
     "s.id, s.name, s.shell, s.shell_version, s.host, s.user, s.tty, s.pid, s.cwd, "
-    "s.started_at, s.ended_at, s.parent_id, s.branch_point, s.origin, "
+    "s.started_at, s.ended_at, s.parent_id, s.branch_point, s.origin, s.env_id, "
     # steps are numbered 1..N without gaps, so the count is an index lookup
     "coalesce((SELECT max(number) FROM steps WHERE session = s.id), 0)"
 )
@@ -191,13 +197,30 @@ class Store:
         host: str,
         user: str,
         origin: str = "shell",
-    ) -> None:
-        self.db.execute(
+        env_id: int | None = None,
+        branch_point: int | None = None,
+        name: str | None = None,
+    ) -> bool:
+        """Insert a session; False when it already exists. A session with a branch
+        point starts with copies of its parent's steps up to that point."""
+        cur = self.db.execute(
             "INSERT INTO sessions (id, parent_id, shell, shell_version, pid, tty, started_at,"
-            " cwd, host, user, origin) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
-            " ON CONFLICT (id) DO NOTHING",
-            (sid, parent_id, shell, shell_version, pid, tty, started_at, cwd, host, user, origin),
-        )
+            " cwd, host, user, origin, env_id, branch_point, name)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (id) DO NOTHING",
+            (sid, parent_id, shell, shell_version, pid, tty, started_at, cwd, host, user,
+             origin, env_id, branch_point, name),
+        )  # fmt: skip
+        if cur.rowcount and parent_id and branch_point:
+            # Copied steps get negative seqs, apart from the seqs a shell will send.
+            self.db.execute(
+                "INSERT INTO steps (session, number, seq, command, cwd_before, cwd_after,"
+                " started_at, ended_at, exit_code, pipestatus, env_id)"
+                " SELECT ?, number, -number, command, cwd_before, cwd_after, started_at,"
+                " ended_at, exit_code, pipestatus, env_id"
+                " FROM steps WHERE session=? AND number<=?",
+                (sid, parent_id, branch_point),
+            )
+        return cur.rowcount > 0
 
     def session_exists(self, sid: str) -> bool:
         return self.db.execute("SELECT 1 FROM sessions WHERE id=?", (sid,)).fetchone() is not None
@@ -348,6 +371,18 @@ class Store:
         q = f"SELECT {_STEP_COLS} FROM steps WHERE session=? AND number=?"
         r = self.db.execute(q, (sid, number)).fetchone()
         return StepRow(*r) if r else None
+
+    def env_before(self, sid: str, number: int) -> int | None:
+        """The environment id in effect just before step `number` (None when unknown)."""
+        row = self.db.execute(
+            "SELECT env_id FROM steps WHERE session=? AND number<? AND env_id IS NOT NULL"
+            " ORDER BY number DESC LIMIT 1",
+            (sid, number),
+        ).fetchone()
+        if row:
+            return row[0]
+        session = self.get_session(sid)
+        return session.env_id if session else None
 
     def env(self, env_id: int) -> dict[str, str]:
         row = self.db.execute("SELECT data FROM envs WHERE id=?", (env_id,)).fetchone()

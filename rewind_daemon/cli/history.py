@@ -55,6 +55,8 @@ def sessions_cmd(limit: int | None, as_json: bool) -> None:
         name = r.name or "-"
         state = "" if r.ended_at else "  (open)"
         parent = f"  from {r.parent_id}" if r.parent_id else ""
+        if r.parent_id and r.branch_point is not None:
+            parent += f" after step {r.branch_point}"
         click.echo(
             f"{mark} {r.id}  {name:<16} {r.shell or '?':<4} {_when(r.started_at)}"
             f"  {r.steps:>5} steps{state}{parent}"

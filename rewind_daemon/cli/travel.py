@@ -1,0 +1,78 @@
+"""Commands that move a live shell through its history: back, branch."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from .. import travel
+from ..errors import NotFound, RwError
+from ..history import current_session_id, resolve_session
+from . import CONTEXT, cli
+from .common import get_paths, synced_store
+
+
+def _live_shell(dry_run: bool) -> tuple[str, str]:
+    """(session id, shell) of the calling hooked shell."""
+    sid = current_session_id()
+    if not sid:
+        raise NotFound("this shell is not recorded by rw (no RW_SESSION); see rw doctor")
+    shell = os.environ.get("RW_EVAL", "")
+    if shell not in ("bash", "zsh") and not dry_run:
+        raise RwError(
+            "this command changes your shell, so it runs through the rw shell function: "
+            'use it in a shell set up with eval "$(rw init bash)" (or zsh)'
+        )
+    return sid, shell
+
+
+def _apply(plan: travel.Restore, shell: str, dry_run: bool) -> None:
+    for line in travel.describe(plan, dry_run, shell):
+        click.echo(f"rw: {line}", err=True)
+    if not dry_run:
+        click.echo(travel.shell_code(plan, shell), nl=False)
+
+
+@cli.command("back", context_settings=CONTEXT)
+@click.argument("n", type=click.IntRange(min=1), default=1, required=False)
+@click.option("--dry-run", is_flag=True, help="Only say what would change.")
+def back_cmd(n: int, dry_run: bool) -> None:
+    """Put this shell back as it was just before the Nth most recent command.
+
+    Restores the working directory and the exported environment (set,
+    changed and unset variables). What you run next goes to a new branch
+    session; the history so far is kept. N defaults to 1.
+
+    \b
+    Example:
+        rw back 3
+        rw back --dry-run
+    """
+    sid, shell = _live_shell(dry_run)
+    store = synced_store(get_paths())
+    resolve_session(store, sid)
+    assert store is not None
+    _apply(travel.plan_back(store, sid, n, dict(os.environ), os.getcwd()), shell, dry_run)
+
+
+@cli.command("branch", context_settings=CONTEXT)
+@click.option("--dry-run", is_flag=True, help="Only say what would change.")
+def branch_cmd(dry_run: bool) -> None:
+    """Branch from just before the last failed command of this shell.
+
+    Restores the state before that command, records what you run next into
+    a new branch session, and puts the failed command in front of you to
+    edit (zsh: on the command line; bash: one Up-arrow away).
+
+    \b
+    Example:
+        make deploy      # fails
+        rw branch        # back to before it; fix, then run it again
+    """
+    sid, shell = _live_shell(dry_run)
+    store = synced_store(get_paths())
+    resolve_session(store, sid)
+    assert store is not None
+    plan = travel.plan_branch_from_failure(store, sid, dict(os.environ), os.getcwd())
+    _apply(plan, shell, dry_run)

@@ -1,0 +1,153 @@
+"""Going back in a live shell: what `rw back` and `rw branch` restore, and the
+shell code that restores it."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from dataclasses import dataclass, field
+
+from .errors import NotFound, RwError
+from .redact import MASK
+from .store import StepRow, Store
+
+# Variables that describe the running shell or terminal rather than the work
+# done in it: going back leaves them alone.
+UNTOUCHED = frozenset({"_", "PWD", "OLDPWD", "SHLVL", "RW_SESSION", "RW_EVAL", "COLUMNS", "LINES"})
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+@dataclass
+class Restore:
+    """The state just before `target`, and how it differs from now."""
+
+    session: str
+    target: StepRow
+    branch_point: int
+    cwd: str | None = None  # where to cd, when it differs from now
+    cwd_missing: bool = False  # the directory no longer exists
+    env_known: bool = True
+    set_env: dict[str, str] = field(default_factory=dict)
+    was: dict[str, str] = field(default_factory=dict)  # values now, of the changed names
+    unset_env: list[str] = field(default_factory=list)
+    redacted: list[str] = field(default_factory=list)  # stored redacted: left as they are
+    edit: str | None = None  # a command to put in front of the user
+
+    @property
+    def changes_nothing(self) -> bool:
+        return self.cwd is None and not self.set_env and not self.unset_env
+
+
+def _completed_steps(store: Store, sid: str) -> list[StepRow]:
+    steps = store.steps(sid)
+    # The last step still running is the `rw back` (or `rw branch`) asking.
+    if steps and steps[-1].ended_at is None:
+        steps.pop()
+    return steps
+
+
+def restore_before(
+    store: Store, sid: str, target: StepRow, now_env: dict[str, str], now_cwd: str
+) -> Restore:
+    plan = Restore(session=sid, target=target, branch_point=target.number - 1)
+    cwd = target.cwd_before
+    if cwd and os.path.realpath(cwd) != os.path.realpath(now_cwd):
+        if os.path.isdir(cwd):
+            plan.cwd = cwd
+        else:
+            plan.cwd_missing = True
+    env_id = store.env_before(sid, target.number)
+    if env_id is None:
+        plan.env_known = False
+        return plan
+    then = store.env(env_id)
+    for name in sorted(set(then) | set(now_env)):
+        if name in UNTOUCHED or not _NAME.match(name):
+            continue
+        old, new = then.get(name), now_env.get(name)
+        if old == new:
+            continue
+        if old is not None and MASK in old:
+            plan.redacted.append(name)
+        elif old is None:
+            plan.unset_env.append(name)
+        else:
+            plan.set_env[name] = old
+            if new is not None:
+                plan.was[name] = new
+    return plan
+
+
+def plan_back(store: Store, sid: str, n: int, now_env: dict[str, str], now_cwd: str) -> Restore:
+    steps = _completed_steps(store, sid)
+    if n > len(steps):
+        raise RwError(f"session {sid} has {len(steps)} finished step(s); cannot go back {n}")
+    return restore_before(store, sid, steps[-n], now_env, now_cwd)
+
+
+def plan_branch_from_failure(
+    store: Store, sid: str, now_env: dict[str, str], now_cwd: str
+) -> Restore:
+    failed = [s for s in _completed_steps(store, sid) if s.exit_code not in (None, 0)]
+    if not failed:
+        raise NotFound(f"session {sid} has no failed step to branch from")
+    plan = restore_before(store, sid, failed[-1], now_env, now_cwd)
+    plan.edit = failed[-1].command
+    return plan
+
+
+def shell_code(plan: Restore, shell: str) -> str:
+    """Code for the `rw` shell function to evaluate (bash and zsh alike)."""
+    q = shlex.quote
+    lines = []
+    if plan.cwd is not None:
+        lines.append(f"\\builtin cd -- {q(plan.cwd)}")
+    for name, value in plan.set_env.items():
+        lines.append(f"\\builtin export {name}={q(value)}")
+    if plan.unset_env:
+        lines.append("\\builtin unset " + " ".join(plan.unset_env))
+    lines.append(f"__rw_branch {plan.branch_point}")
+    if plan.edit is not None:
+        if shell == "zsh":
+            lines.append(f"\\builtin print -z -- {q(plan.edit)}")
+        else:
+            lines.append(f"\\builtin history -s -- {q(plan.edit)}")
+    return "\n".join(lines) + "\n"
+
+
+def describe(plan: Restore, dry_run: bool, shell: str | None = None) -> list[str]:
+    t = plan.target
+    first = t.command.split("\n", 1)[0]
+    verb = "would go" if dry_run else "went"
+    out = [f"{verb} back to before step {t.number} of {plan.session}: {first}"]
+    if plan.cwd is not None:
+        out.append(f"  cd {plan.cwd}")
+    if plan.cwd_missing:
+        out.append(f"  cannot cd to {t.cwd_before}: it no longer exists; staying here")
+    if not plan.env_known:
+        out.append("  the environment before that step was not recorded; it is left as it is")
+    for name, value in plan.set_env.items():
+        was = f" (was {_short(plan.was[name])})" if name in plan.was else ""
+        out.append(f"  export {name}={_short(value)}{was}")
+    for name in plan.unset_env:
+        out.append(f"  unset {name}")
+    for name in plan.redacted:
+        out.append(f"  {name} left as it is: its recorded value was redacted")
+    if plan.changes_nothing and plan.env_known and not plan.cwd_missing:
+        out.append("  the directory and environment were already as they were then")
+    out.append("  files are not reverted: rw does not watch any paths yet")
+    if not dry_run:
+        out.append(
+            f"  what you run next records into a new branch of this session (after step "
+            f"{plan.branch_point}); the history so far is kept"
+        )
+        if plan.edit is not None:
+            where = "on your command line" if shell == "zsh" else "one Up-arrow away"
+            out.append(f"  the failed command is {where}: {first}")
+    return out
+
+
+def _short(value: str, width: int = 60) -> str:
+    value = value.replace("\n", "\\n")
+    return value if len(value) <= width else value[: width - 1] + "…"

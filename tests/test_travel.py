@@ -1,0 +1,126 @@
+"""Going back in live bash and zsh shells: rw back and rw branch."""
+
+from __future__ import annotations
+
+import pytest
+
+from .conftest import rw, rw_json, steps_of
+
+SHELLS = ["bash", "zsh"]
+
+
+@pytest.fixture(params=SHELLS)
+def kind(request):
+    return request.param
+
+
+def env_line(sh) -> str:
+    return sh.run('echo "pwd=$PWD A=${RW_A-unset} B=${RW_B-unset} C=${RW_C-unset}"')
+
+
+def test_back_restores_cwd_and_environment_and_branches(daemon, shells, kind, tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    two.mkdir()
+    sh = shells(kind)
+    sh.run(f"cd {one}")
+    sh.run("export RW_A=1 RW_B='two words'")
+    before = env_line(sh)  # step 3: the state `rw back 2` must give back
+    sh.run(f"cd {two}; export RW_B=changed RW_C=$'new\\nline'; unset RW_A")
+    sh.run("true")
+    original = sh.session_id()
+    out = sh.run("rw back 2")
+    assert "went back to before step 4" in out and "files are not reverted" in out
+    assert env_line(sh) == before
+    sh.run("echo in-branch")
+    branch = sh.session_id()
+    assert branch != original
+    session = next(s for s in rw_json("sessions") if s["id"] == branch)
+    assert session["parent"] == original and session["branch_point"] == 3
+    cmds = [s["command"] for s in steps_of(branch)]
+    assert cmds[:3] == [f"cd {one}", "export RW_A=1 RW_B='two words'", cmds[2]]
+    assert cmds[3:] == [cmds[3], "echo in-branch"]
+    assert cmds[3].startswith("echo")  # the env_line command of the branch
+    # the original history is untouched, including the `rw back` itself
+    orig = [s["command"] for s in steps_of(original)]
+    assert orig[-2:] == ["true", "rw back 2"] and len(orig) == 6
+    assert steps_of(original)[-1]["exit_code"] == 0
+
+
+def test_back_dry_run_changes_nothing(daemon, shells, kind, tmp_path):
+    sh = shells(kind)
+    sh.run("export RW_A=first")
+    sh.run("export RW_A=second")
+    sid = sh.session_id()
+    out = sh.run("rw back --dry-run")
+    assert "would go back to before step 2" in out
+    assert "export RW_A=first (was second)" in out
+    assert sh.run("echo $RW_A") == "second"
+    assert sh.session_id() == sid
+
+
+def test_back_leaves_redacted_values_alone(daemon, shells, kind):
+    sh = shells(kind)
+    sh.run("export GITHUB_TOKEN=first-token")
+    sh.run("export GITHUB_TOKEN=second-token")
+    out = sh.run("rw back 1")
+    assert "GITHUB_TOKEN left as it is" in out
+    assert sh.run("echo $GITHUB_TOKEN") == "second-token"
+
+
+def test_back_errors(daemon, shells, kind):
+    sh = shells(kind)
+    sh.run("true")
+    out = sh.run("rw back 5; echo status=$?")
+    assert "cannot go back 5" in out and out.endswith("status=2")
+    out = sh.run("command rw back; echo status=$?")
+    assert "runs through the rw shell function" in out and out.endswith("status=2")
+    proc = rw("back", check=False)  # not in a recorded shell at all
+    assert proc.returncode == 2 and "not recorded by rw" in proc.stderr
+
+
+def test_branch_from_last_failure_bash(daemon, shells, tmp_path):
+    sh = shells("bash")
+    sh.run(f"cd {tmp_path}")
+    sh.run("export RW_A=before")
+    sh.run("export RW_A=during; (exit 7)")
+    sh.run("echo after")
+    original = sh.session_id()
+    out = sh.run("rw branch")
+    assert "went back to before step 3" in out and "one Up-arrow away" in out
+    assert sh.run("echo $RW_A") == "before"
+    # Up-arrow past the echo just typed, twice, brings the failed command back
+    sh.p.send("\x1b[A\x1b[A")
+    sh.p.sendline("")
+    sh.p.expect_exact("<rwp> ")
+    branch = sh.session_id()
+    assert branch != original
+    cmds = [s["command"] for s in steps_of(branch)]
+    assert cmds[-1] == "export RW_A=during; (exit 7)"
+    assert steps_of(branch)[-1]["exit_code"] == 7
+    session = next(s for s in rw_json("sessions") if s["id"] == branch)
+    assert session["parent"] == original and session["branch_point"] == 2
+
+
+def test_branch_from_last_failure_zsh(daemon, shells, tmp_path):
+    sh = shells("zsh")
+    sh.run(f"cd {tmp_path}")
+    sh.run("export RW_A=before")
+    sh.run("export RW_A=during; (exit 7)")
+    out = sh.run("rw branch")
+    assert "on your command line" in out
+    # the failed command waits in the line editor: Enter runs it again
+    sh.p.sendline("")
+    sh.p.expect_exact("<rwp> ")
+    branch = sh.session_id()
+    steps = steps_of(branch)
+    assert steps[-1]["command"] == "export RW_A=during; (exit 7)"
+    assert steps[-1]["exit_code"] == 7
+    assert [s["command"] for s in steps[:2]] == [f"cd {tmp_path}", "export RW_A=before"]
+
+
+def test_branch_without_a_failure(daemon, shells, kind):
+    sh = shells(kind)
+    sh.run("true")
+    out = sh.run("rw branch; echo status=$?")
+    assert "no failed step" in out and out.endswith("status=2")
