@@ -27,6 +27,12 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 
 		__rw_now
 		\builtin printf -v __rw_sid '%s%05x%04x' "${__rw_t//[.,]/}" "$$" "$RANDOM"
+		# `rw branch SESSION STEP --exec` opens this shell to record into a branch
+		# it has already made.
+		if [[ -n ${RW_BRANCH_INTO-} ]]; then
+			__rw_sid=$RW_BRANCH_INTO
+			\builtin unset RW_BRANCH_INTO
+		fi
 		__rw_parent=${RW_SESSION-}
 		\builtin export RW_SESSION=$__rw_sid
 		__rw_spool=$__rw_spool_dir/$__rw_sid.spool

@@ -23,9 +23,10 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__
+from . import __version__, travel
 from .client import process_running
 from .config import Config
+from .errors import RwError
 from .ingest import SPOOL_SUFFIX, Ingester, SpoolReader
 from .paths import Paths, ensure_private_dir
 from .redact import Redactor
@@ -368,6 +369,19 @@ class Daemon:
             if not self.store.set_session_name(sid, name.strip()):
                 raise ValueError(f"no session {sid!r} recorded yet")
         return {"session": sid, "name": name.strip()}
+
+    def _op_branch(self, req: dict) -> dict:
+        parent, step, name = req.get("session"), req.get("step"), req.get("name")
+        if not isinstance(parent, str) or not isinstance(step, int) or isinstance(step, bool):
+            raise ValueError("branch needs a session and a step number")
+        if name is not None and (not isinstance(name, str) or not name.strip()):
+            raise ValueError("a branch name must be a non-empty string")
+        self._ingest(self.spools.spool_files_names())
+        try:
+            sid, name = travel.create_branch(self.store, parent, step, name)
+        except RwError as e:
+            raise ValueError(str(e)) from None
+        return {"session": sid, "name": name}
 
     def _op_stop(self, req: dict) -> dict:
         return {"stopping": True, "pid": os.getpid()}

@@ -201,12 +201,19 @@ class Store:
         branch_point: int | None = None,
         name: str | None = None,
     ) -> bool:
-        """Insert a session; False when it already exists. A session with a branch
-        point starts with copies of its parent's steps up to that point."""
+        """Insert a session; False when it already exists (then only a missing pid
+        and tty are filled in: a shell adopting a branch made beforehand). A session
+        with a branch point starts with copies of its parent's steps up to it."""
+        if self.session_exists(sid):
+            self.db.execute(
+                "UPDATE sessions SET pid=coalesce(pid, ?), tty=coalesce(tty, ?) WHERE id=?",
+                (pid, tty, sid),
+            )
+            return False
         cur = self.db.execute(
             "INSERT INTO sessions (id, parent_id, shell, shell_version, pid, tty, started_at,"
             " cwd, host, user, origin, env_id, branch_point, name)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (id) DO NOTHING",
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (sid, parent_id, shell, shell_version, pid, tty, started_at, cwd, host, user,
              origin, env_id, branch_point, name),
         )  # fmt: skip

@@ -151,3 +151,72 @@ def describe(plan: Restore, dry_run: bool, shell: str | None = None) -> list[str
 def _short(value: str, width: int = 60) -> str:
     value = value.replace("\n", "\\n")
     return value if len(value) <= width else value[: width - 1] + "…"
+
+
+def new_session_id() -> str:
+    """An id in the same form as the hooks make: microseconds, pid, random."""
+    import random
+    import time
+
+    return f"{int(time.time() * 1_000_000)}{os.getpid():05x}{random.getrandbits(16):04x}"
+
+
+def create_branch(store: Store, parent: str, step: int, name: str | None) -> tuple[str, str]:
+    """A new session holding steps 1..`step` of `parent` (run by the daemon, the writer)."""
+    import time
+
+    row = store.get_session(parent)
+    if row is None:
+        raise NotFound(f"no session {parent!r}")
+    if not 1 <= step <= row.steps:
+        raise RwError(f"session {parent} has steps 1 to {row.steps}, not {step}")
+    sid = new_session_id()
+    name = name or f"{row.name or parent[:12]}-branch-{step}"
+    with store.transaction():
+        store.upsert_session(
+            sid,
+            parent_id=parent,
+            shell=row.shell or "",
+            shell_version=row.shell_version or "",
+            pid=None,
+            tty=None,
+            started_at=time.time(),
+            cwd=row.cwd or "",
+            host=row.host or "",
+            user=row.user or "",
+            origin="branch",
+            env_id=row.env_id,
+            branch_point=step,
+            name=name,
+        )
+    return sid, name
+
+
+@dataclass
+class ShellState:
+    """Where a step left the shell: its directory and exported environment."""
+
+    cwd: str
+    env: dict[str, str]
+    redacted: list[str]
+
+
+def state_after(store: Store, sid: str, step: int, now_env: dict[str, str]) -> ShellState:
+    row = store.step(sid, step)
+    if row is None:
+        raise NotFound(f"session {sid} has no step {step}")
+    env_id = store.env_before(sid, step + 1)
+    recorded = store.env(env_id) if env_id is not None else dict(now_env)
+    env = {k: v for k, v in now_env.items() if k in UNTOUCHED}
+    redacted = []
+    for name, value in recorded.items():
+        if name in UNTOUCHED:
+            continue
+        if MASK in value:
+            redacted.append(name)
+            if name in now_env:
+                env[name] = now_env[name]
+            continue
+        env[name] = value
+    cwd = row.cwd_after or row.cwd_before or os.getcwd()
+    return ShellState(cwd if os.path.isdir(cwd) else os.getcwd(), env, redacted)

@@ -124,3 +124,48 @@ def test_branch_without_a_failure(daemon, shells, kind):
     sh.run("true")
     out = sh.run("rw branch; echo status=$?")
     assert "no failed step" in out and out.endswith("status=2")
+
+
+def test_branch_session_step_makes_a_branch(daemon, shells, kind):
+    sh = shells(kind)
+    sh.run("rw name deploy")
+    sh.run("echo one")
+    sh.run("echo two")
+    out = rw("branch", "deploy", "2").stdout
+    assert out.startswith("session ") and "a branch of" in out
+    branch = out.split()[1].rstrip(":")
+    session = next(s for s in rw_json("sessions") if s["id"] == branch)
+    assert session["name"] == "deploy-branch-2"
+    assert session["parent"] == sh.session_id() and session["branch_point"] == 2
+    assert session["origin"] == "branch"
+    assert [s["command"] for s in steps_of("deploy-branch-2")] == ["rw name deploy", "echo one"]
+    assert rw_json("log", "deploy")[-1]["command"] == "echo two"  # the original is untouched
+    named = rw("branch", "deploy", "1", "--name", "retry").stdout
+    assert "(retry): a branch of" in named
+    assert [s["command"] for s in rw_json("log", "retry")] == ["rw name deploy"]
+    bad = rw("branch", "deploy", "9", check=False)
+    assert bad.returncode == 2 and "steps 1 to" in bad.stderr
+
+
+def test_branch_exec_opens_a_shell_in_the_state_after_the_step(daemon, shells, kind, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    sh = shells(kind)
+    sh.run("rw name job")
+    sh.run(f"cd {work}")
+    sh.run("export RW_A=kept")
+    sh.run("cd /; export RW_A=later")
+    sh.p.sendline("rw branch job 3 --exec")
+    if kind == "zsh":
+        sh.p.sendline("PS1='<''rwp> '; unset zle_bracketed_paste; unsetopt prompt_sp")
+    else:
+        sh.p.sendline("PS1='<''rwp> '")
+    sh.p.expect_exact("<rwp> ")  # the subshell's first prompt with our PS1
+    assert sh.run('echo "$PWD $RW_A"') == f"{work} kept"
+    sh.run("echo in-the-branch")
+    sh.run("exit")
+    assert sh.run("echo back-home $RW_A") == "back-home later"
+    branch = rw_json("log", "job-branch-3")
+    cmds = [s["command"] for s in branch]
+    assert cmds[:3] == ["rw name job", f"cd {work}", "export RW_A=kept"]
+    assert "echo in-the-branch" in cmds

@@ -6,9 +6,10 @@ import os
 
 import click
 
-from .. import travel
+from .. import client, subshell, travel
 from ..errors import NotFound, RwError
 from ..history import current_session_id, resolve_session
+from ..hooks_render import rw_executable
 from . import CONTEXT, cli
 from .common import get_paths, synced_store
 
@@ -57,22 +58,63 @@ def back_cmd(n: int, dry_run: bool) -> None:
 
 
 @cli.command("branch", context_settings=CONTEXT)
+@click.argument("session", required=False)
+@click.argument("step", type=click.IntRange(min=1), required=False)
+@click.option("--name", help="Name of the new session (default: <name>-branch-<STEP>).")
+@click.option("--exec", "exec_", is_flag=True, help="Open a shell in the state after STEP.")
 @click.option("--dry-run", is_flag=True, help="Only say what would change.")
-def branch_cmd(dry_run: bool) -> None:
-    """Branch from just before the last failed command of this shell.
+def branch_cmd(
+    session: str | None, step: int | None, name: str | None, exec_: bool, dry_run: bool
+) -> None:
+    """Branch a session: from the last failure of this shell, or at SESSION STEP.
 
-    Restores the state before that command, records what you run next into
-    a new branch session, and puts the failed command in front of you to
-    edit (zsh: on the command line; bash: one Up-arrow away).
+    With no arguments, in a recorded shell: restores the state before the
+    last failed command, records what you run next into a new branch
+    session, and puts the failed command in front of you to edit (zsh: on
+    the command line; bash: one Up-arrow away).
+
+    With SESSION STEP: makes a new session holding steps 1..STEP of SESSION.
+    With --exec, opens an interactive shell in the state after STEP that
+    records into the branch; leaving it returns here.
 
     \b
     Example:
-        make deploy      # fails
-        rw branch        # back to before it; fix, then run it again
+        make deploy                # fails
+        rw branch                  # back to before it; fix, then run it again
+        rw branch deploy 46 --exec
     """
-    sid, shell = _live_shell(dry_run)
-    store = synced_store(get_paths())
-    resolve_session(store, sid)
+    if session is None:
+        if name or exec_:
+            raise RwError("--name and --exec go with SESSION STEP")
+        sid, shell = _live_shell(dry_run)
+        store = synced_store(get_paths())
+        resolve_session(store, sid)
+        assert store is not None
+        plan = travel.plan_branch_from_failure(store, sid, dict(os.environ), os.getcwd())
+        _apply(plan, shell, dry_run)
+        return
+    if step is None:
+        raise RwError("usage: rw branch [SESSION STEP] [--name NAME] [--exec]")
+    p = get_paths()
+    store = synced_store(p)
+    parent = resolve_session(store, session)
     assert store is not None
-    plan = travel.plan_branch_from_failure(store, sid, dict(os.environ), os.getcwd())
-    _apply(plan, shell, dry_run)
+    row = store.get_session(parent)
+    assert row is not None
+    if step > row.steps:
+        raise RwError(f"session {parent} has steps 1 to {row.steps}, not {step}")
+    if dry_run:
+        click.echo(f"would make a branch of {parent} holding its steps 1 to {step}")
+        return
+    client.ensure_running(p)
+    reply = client.request(p, "branch", session=parent, step=step, name=name)
+    sid = reply["session"]
+    click.echo(f"session {sid} ({reply['name']}): a branch of {parent} after step {step}")
+    if exec_:
+        state = travel.state_after(store, parent, step, dict(os.environ))
+        for var in state.redacted:
+            click.echo(
+                f"rw: {var} keeps its current value: its recorded value was redacted", err=True
+            )
+        code = subshell.run(row.shell or "bash", state, sid, rw_executable())
+        raise SystemExit(code)

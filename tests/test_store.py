@@ -1,0 +1,41 @@
+"""The store's schema and its migrations."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from rewind_daemon import store as store_mod
+from rewind_daemon.store import SCHEMA_VERSION, Store
+
+
+def test_a_version_1_store_is_migrated_and_keeps_its_data(tmp_path):
+    path = tmp_path / "rw.db"
+    db = sqlite3.connect(path)
+    db.executescript(store_mod._SCHEMA_V1)
+    db.execute("INSERT INTO sessions (id, shell, started_at) VALUES ('s1', 'bash', 1.0)")
+    db.execute(
+        "INSERT INTO steps (session, number, seq, command, started_at)"
+        " VALUES ('s1', 1, 1, 'ls', 2.0)"
+    )
+    db.execute("PRAGMA user_version=1")
+    db.commit()
+    db.close()
+    s = Store(path)
+    assert s.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    row = s.get_session("s1")
+    assert row is not None and row.env_id is None and row.steps == 1
+    assert s.step("s1", 1).command == "ls"
+
+
+def test_branch_copies_steps_with_seqs_apart_from_the_shells(tmp_path):
+    s = Store(tmp_path / "rw.db")
+    common = dict(shell="bash", shell_version="5", pid=None, tty=None, cwd="/", host="h", user="u")
+    with s.transaction():
+        s.upsert_session("p", parent_id=None, started_at=1.0, **common)
+        for i in (1, 2, 3):
+            s.begin_step("p", i, i, f"cmd {i}", "/", float(i))
+        assert s.upsert_session("b", parent_id="p", started_at=5.0, branch_point=2, **common)
+        assert not s.upsert_session("b", parent_id="p", started_at=5.0, branch_point=2, **common)
+        assert s.begin_step("b", 3, 1, "new", "/", 6.0)  # the shell's seq 1 does not collide
+    assert [r.command for r in s.steps("b")] == ["cmd 1", "cmd 2", "new"]
+    assert [r.command for r in s.steps("p")] == ["cmd 1", "cmd 2", "cmd 3"]
