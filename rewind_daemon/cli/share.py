@@ -1,0 +1,3 @@
+"""Commands that move sessions in and out of rw: diff, export, import."""
+
+from __future__ import annotations
