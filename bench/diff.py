@@ -1,0 +1,89 @@
+"""rw diff of two 10,000-step sessions, wall clock with interpreter start (target <= 1 s).
+
+Baselines in the same run: `rw log A --limit 1` (starting rw and reading the
+store) and difflib on the two command lists in-process.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+from _common import Verdicts, machine, parser, rw_env, rw_home, rw_paths, rw_program
+
+from rewind_daemon.store import Store
+
+TARGET_S = 1.0
+
+
+def build(db, steps: int) -> tuple[str, str, list[str], list[str]]:
+    """Two runs of one deploy: B inserts a few steps and changes a few exit codes."""
+    rng = random.Random(3)
+    a_cmds = [
+        f"step {i}: kubectl apply -f manifests/{rng.randrange(500)}.yaml" for i in range(steps)
+    ]
+    b_cmds = list(a_cmds)
+    for k in range(5):
+        b_cmds.insert(rng.randrange(len(b_cmds)), f"echo inserted {k}")
+    store = Store(db)
+    try:
+        with store.transaction():
+            for sid, cmds, flip in (("bench-a", a_cmds, set()), ("bench-b", b_cmds, {7, 4000})):
+                store.upsert_session(
+                    sid, parent_id=None, shell="bash", shell_version="5.2", pid=os.getpid(),
+                    tty=None, started_at=1.79e9, cwd="/srv", host=socket.gethostname(), user="u",
+                )  # fmt: skip
+                store.bulk_insert_steps(
+                    (sid, n, n, c, "/srv", "/srv", 1.79e9 + n, 1.79e9 + n + 0.5,
+                     1 if n in flip else 0, "0", None)
+                    for n, c in enumerate(cmds, 1)
+                )  # fmt: skip
+    finally:
+        store.close()
+    return "bench-a", "bench-b", a_cmds, b_cmds
+
+
+def wall(argv: list[str], env: dict[str, str], runs: int, ok=(0,)) -> float:
+    times = []
+    for i in range(runs + 1):
+        t0 = time.perf_counter()
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True)
+        if proc.returncode not in ok:
+            raise SystemExit(f"bench: {' '.join(argv)} exited {proc.returncode}: {proc.stderr}")
+        if i:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> int:
+    p = parser(__doc__.split("\n")[0])
+    args = p.parse_args()
+    steps = 2_000 if args.quick else 10_000
+    runs = 3 if args.quick else 7
+    print(f"diff on {machine()}")
+    v = Verdicts()
+    rw = rw_program()
+    with rw_home() as home:
+        env = rw_env(home)
+        a, b, a_cmds, b_cmds = build(rw_paths(home).db, steps)
+        t_diff = wall([rw, "diff", a, b, "--json"], env, runs, ok=(1,))
+        t_log = wall([rw, "log", a, "--limit", "1"], env, runs)
+        t0 = time.perf_counter()
+        difflib.SequenceMatcher(None, a_cmds, b_cmds, autojunk=False).get_opcodes()
+        t_lib = time.perf_counter() - t0
+    print(f"  two sessions of {steps:,} steps (B: 5 inserted steps, 2 changed exit codes)")
+    print(f"  rw diff A B --json        {t_diff * 1000:8.1f} ms (median of {runs})")
+    print(f"  rw log A --limit 1        {t_log * 1000:8.1f} ms  (diff takes {t_diff / t_log:.2f}x)")
+    print(f"  difflib alone, in-process {t_lib * 1000:8.1f} ms")
+    v.at_most(f"rw diff of two {steps:,}-step sessions", t_diff, TARGET_S, "s")
+    return v.finish(args.check)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
