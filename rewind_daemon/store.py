@@ -417,3 +417,14 @@ class Store:
             " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             rows,
         )
+
+    def insert_session(self, s: SessionRow) -> None:
+        """Insert a session row as given (imports; its `steps` count is ignored).
+        Its steps go in with bulk_insert_steps, in the same transaction."""
+        self.db.execute(
+            "INSERT INTO sessions (id, name, shell, shell_version, host, user, tty, pid, cwd,"
+            " started_at, ended_at, parent_id, branch_point, origin, env_id)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (s.id, s.name, s.shell, s.shell_version, s.host, s.user, s.tty, s.pid, s.cwd,
+             s.started_at, s.ended_at, s.parent_id, s.branch_point, s.origin, s.env_id),
+        )  # fmt: skip

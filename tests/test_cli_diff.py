@@ -10,9 +10,7 @@ from rewind_daemon.store import StepRow
 from .conftest import rw
 
 
-def test_inserted_step_and_changed_exit_code_are_exactly_the_differences(
-    daemon, shells, tmp_path
-):
+def test_inserted_step_and_changed_exit_code_are_exactly_the_differences(daemon, shells, tmp_path):
     flag = tmp_path / "flag"
     run = ["echo one", "echo two", f"test -e {flag}", "echo four", "echo five"]
     a = shells("bash")

@@ -1,0 +1,333 @@
+"""Turning a recorded session into a shell script, a Markdown runbook or JSON."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import time
+from dataclasses import dataclass
+
+from . import __version__
+from .errors import RwError
+from .redact import MASK
+from .store import SessionRow, StepRow, Store
+from .travel import UNTOUCHED
+
+FORMATS = ("sh", "md", "json")
+DOCUMENT_FORMAT = "rw-session"
+DOCUMENT_VERSION = 1
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# `rw name`, `rw back`, ...: they act on the recording, not on the work recorded.
+_RW_COMMAND = re.compile(r"\s*(?:\\?command\s+)?rw(?:\s|\Z)")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The session and the steps chosen for an export."""
+
+    session: SessionRow
+    steps: list[StepRow]
+    first: int
+    last: int
+
+
+def select(store: Store, sid: str, first: int | None = None, last: int | None = None) -> Selection:
+    row = store.get_session(sid)
+    if row is None:
+        raise RwError(f"no session {sid!r}")
+    lo, hi = first or 1, row.steps if last is None else last
+    if row.steps and not (1 <= lo <= hi <= row.steps):
+        raise RwError(f"session {sid} has steps 1 to {row.steps}; cannot export {lo} to {hi}")
+    if not row.steps and (first or last):
+        raise RwError(f"session {sid} has no steps")
+    steps = [s for s in store.steps(sid) if lo <= s.number <= hi]
+    return Selection(row, steps, lo, hi)
+
+
+def export_session(
+    store: Store,
+    sid: str,
+    fmt: str,
+    *,
+    first: int | None = None,
+    last: int | None = None,
+    include_failed: bool = False,
+) -> str:
+    """The session `sid` (steps `first`..`last`) as text in format `fmt`."""
+    sel = select(store, sid, first, last)
+    if fmt == "sh":
+        return to_script(store, sel, include_failed=include_failed)
+    if fmt == "md":
+        return to_markdown(sel)
+    if fmt == "json":
+        return json.dumps(to_document(store, sel), indent=2, ensure_ascii=False) + "\n"
+    raise RwError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
+
+
+# --- sh ------------------------------------------------------------------------------
+
+
+class _Envs:
+    """Recorded environments by id, each decompressed once."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self._cache: dict[int, dict[str, str]] = {}
+
+    def get(self, env_id: int | None) -> dict[str, str] | None:
+        if env_id is None:
+            return None
+        if env_id not in self._cache:
+            self._cache[env_id] = self.store.env(env_id)
+        return self._cache[env_id]
+
+
+def _env_lines(before: dict[str, str], after: dict[str, str]) -> list[str]:
+    """Shell lines that turn environment `before` into `after`."""
+    lines = []
+    for name in sorted(set(before) | set(after)):
+        if name in UNTOUCHED or not _NAME.match(name):
+            continue
+        old, new = before.get(name), after.get(name)
+        if old == new:
+            continue
+        if new is None:
+            lines.append(f"unset {name}")
+        elif MASK in new:
+            lines.append(f': "${{{name}:?set {name}: its recorded value was redacted}}"')
+            lines.append(f"export {name}")
+        else:
+            lines.append(f"export {name}={shlex.quote(new)}")
+    return lines
+
+
+def _commented(command: str) -> list[str]:
+    return ["#   " + line for line in command.split("\n")]
+
+
+def _failed(step: StepRow) -> bool:
+    return step.exit_code not in (None, 0)
+
+
+def _pipe_failed(step: StepRow) -> bool:
+    """Succeeded although a pipeline stage failed: under pipefail it would not."""
+    codes = (step.pipestatus or "").split()
+    return step.exit_code == 0 and len(codes) > 1 and any(c != "0" for c in codes)
+
+
+def to_script(store: Store, sel: Selection, *, include_failed: bool = False) -> str:
+    """A bash script that runs the selected steps again.
+
+    Each command reproduces its own changes to the directory and environment;
+    what left-out steps changed is replayed with `cd`/`export`/`unset` lines.
+    """
+    s = sel.session
+    envs = _Envs(store)
+    out = ["#!/usr/bin/env bash", *_script_header(sel, include_failed), "set -euo pipefail", ""]
+    recorded = store.env_before(s.id, sel.first)  # the env id in effect, as recorded
+    # What the script's shell holds, as far as it is known (None: unknown).
+    env = envs.get(recorded)
+    if env is not None and sel.first > 1 and s.env_id is not None:
+        out += _env_lines(envs.get(s.env_id) or {}, env)
+    cwd: str | None = None
+    for step in sel.steps:
+        wanted = envs.get(recorded)
+        if step.env_id is not None:
+            recorded = step.env_id
+        if _RW_COMMAND.match(step.command):
+            out.append(f"# step {step.number}, an rw command, is left out:")
+            out += _commented(step.command)
+            continue
+        if step.ended_at is None:
+            out.append(f"# step {step.number} was still running when this was exported:")
+            out += _commented(step.command)
+            continue
+        if _failed(step):
+            if include_failed:
+                out.append(f"# step {step.number} failed with exit code {step.exit_code}:")
+                out += _commented(step.command)
+            continue
+        if step.cwd_before and step.cwd_before != cwd:
+            out.append(f"cd {shlex.quote(step.cwd_before)}")
+        if env is not None and wanted is not None and wanted is not env:
+            out += _env_lines(env, wanted)
+        if MASK in step.command:
+            out.append(
+                f"# step {step.number} held a secret, redacted when it was recorded; "
+                "put the command back here with the secret in it:"
+            )
+            out += _commented(step.command)
+            message = f"rw export: step {step.number} held a redacted secret: edit this script"
+            out.append(f"echo {shlex.quote(message)} >&2; false")
+        elif _pipe_failed(step):
+            out.append(f"# step {step.number} succeeded with PIPESTATUS {step.pipestatus}:")
+            out += ["set +o pipefail", step.command, "set -o pipefail"]
+        else:
+            out.append(step.command)
+        # The command itself redoes its own cd and exports.
+        cwd = step.cwd_after or step.cwd_before or cwd
+        if step.env_id is not None:
+            env = envs.get(step.env_id)
+    return "\n".join(out) + "\n"
+
+
+def _script_header(sel: Selection, include_failed: bool) -> list[str]:
+    s = sel.session
+    label = s.id + (f" ({s.name})" if s.name else "")
+    where = " on ".join(x for x in (s.shell or "a shell", s.host) if x)
+    lines = [
+        f"# rw session {label}, steps {sel.first} to {sel.last},",
+        f"# recorded in {where} from {_when(s.started_at)}; exported by rw {__version__}.",
+    ]
+    if s.shell and s.shell != "bash":
+        lines.append(f"# The commands were typed into {s.shell}; this script runs them in bash.")
+    if s.origin == "import":
+        lines.append("# Imported from a history file: directories and environment are unknown.")
+    if include_failed:
+        lines.append("# Failed steps are kept as comments.")
+    else:
+        lines.append("# Failed steps are left out (rw export --include-failed keeps them).")
+    return lines
+
+
+# --- md ------------------------------------------------------------------------------
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "?"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def duration_text(step: StepRow) -> str:
+    if step.ended_at is None:
+        return "running"
+    ms = (step.ended_at - step.started_at) * 1000
+    if ms < 1000:
+        return f"{ms:.0f} ms"
+    if ms < 60_000:
+        return f"{ms / 1000:.1f} s"
+    return f"{ms // 60_000:.0f} min {(ms % 60_000) / 1000:02.0f} s"
+
+
+def _exit_text(step: StepRow) -> str:
+    if step.ended_at is None:
+        return "running"
+    return "?" if step.exit_code is None else str(step.exit_code)
+
+
+def _longest_backtick_run(text: str) -> int:
+    return max((len(m) for m in re.findall(r"`+", text)), default=0)
+
+
+def fence(text: str) -> str:
+    """A backtick fence longer than any backtick run in `text`."""
+    return "`" * max(3, _longest_backtick_run(text) + 1)
+
+
+def _code_span(text: str) -> str:
+    ticks = "`" * (_longest_backtick_run(text) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{ticks}{pad}{text}{pad}{ticks}"
+
+
+def _table_command(command: str, width: int = 60) -> str:
+    first, _, rest = command.partition("\n")
+    text = first + (" …" if rest else "")
+    if len(text) > width:
+        text = text[: width - 1] + "…"
+    return _code_span(text).replace("|", "\\|")
+
+
+def to_markdown(sel: Selection) -> str:
+    s = sel.session
+    title = s.name or f"session {s.id}"
+    failed = sum(1 for st in sel.steps if _failed(st))
+    out = [f"# {title}", ""]
+    facts = [
+        ("Session", f"`{s.id}`" + (f" ({s.name})" if s.name else "")),
+        ("Shell", " ".join(x for x in (s.shell, s.shell_version) if x) or "?"),
+        ("Host", " as ".join(x for x in (s.host, s.user) if x) or "?"),
+        ("Started", _when(s.started_at)),
+        ("Steps", f"{sel.first} to {sel.last}, {failed} failed" if sel.steps else "none"),
+    ]
+    if s.parent_id:
+        facts.append(("Branch of", f"`{s.parent_id}` after step {s.branch_point}"))
+    if s.origin == "import":
+        facts.append(("Origin", "imported history: exit codes and directories are unknown"))
+    out += [f"- **{k}:** {v}" for k, v in facts]
+    if not sel.steps:
+        return "\n".join(out) + "\n"
+    out += ["", "| Step | Command | Exit | Duration | Directory |", "|---:|---|---:|---:|---|"]
+    for st in sel.steps:
+        cwd = _code_span(st.cwd_before).replace("|", "\\|") if st.cwd_before else "?"
+        out.append(
+            f"| {st.number} | {_table_command(st.command)} | {_exit_text(st)} "
+            f"| {duration_text(st)} | {cwd} |"
+        )
+    lang = s.shell if s.shell in ("bash", "zsh", "sh") else "sh"
+    for st in sel.steps:
+        mark = fence(st.command)
+        out += ["", f"## Step {st.number}", "", f"{mark}{lang}", st.command, mark, ""]
+        facts = [f"exit code {_exit_text(st)}", duration_text(st)]
+        if st.cwd_before:
+            facts.append(f"in {_code_span(st.cwd_before)}")
+        if st.cwd_after and st.cwd_after != st.cwd_before:
+            facts.append(f"then in {_code_span(st.cwd_after)}")
+        if len((st.pipestatus or "").split()) > 1:
+            facts.append(f"PIPESTATUS {st.pipestatus}")
+        out.append(", ".join(facts) + f"; started {_when(st.started_at)}.")
+    return "\n".join(out) + "\n"
+
+
+# --- json ----------------------------------------------------------------------------
+
+
+def _pipestatus(raw: str | None) -> list[int] | None:
+    if raw is None:
+        return None
+    return [int(x) for x in raw.split() if x.lstrip("-").isdigit()]
+
+
+def to_document(store: Store, sel: Selection) -> dict:
+    """Everything recorded about the selected steps; `rw import json` reads it back.
+    Times are Unix epoch seconds."""
+    s = sel.session
+    envs = _Envs(store)
+    return {
+        "format": DOCUMENT_FORMAT,
+        "version": DOCUMENT_VERSION,
+        "session": {
+            "id": s.id,
+            "name": s.name,
+            "shell": s.shell,
+            "shell_version": s.shell_version,
+            "host": s.host,
+            "user": s.user,
+            "tty": s.tty,
+            "pid": s.pid,
+            "cwd": s.cwd,
+            "started_at": s.started_at,
+            "ended_at": s.ended_at,
+            "parent": s.parent_id,
+            "branch_point": s.branch_point,
+            "origin": s.origin,
+        },
+        "start_env": envs.get(store.env_before(s.id, sel.first)),
+        "steps": [
+            {
+                "step": st.number,
+                "command": st.command,
+                "cwd_before": st.cwd_before,
+                "cwd_after": st.cwd_after,
+                "started_at": st.started_at,
+                "ended_at": st.ended_at,
+                "exit_code": st.exit_code,
+                "pipestatus": _pipestatus(st.pipestatus),
+                "env": envs.get(st.env_id),
+            }
+            for st in sel.steps
+        ],
+    }

@@ -1,0 +1,367 @@
+"""Turning bash and zsh history files, and rw's own JSON exports, into sessions."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import re
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import RwError
+from .exporting import DOCUMENT_FORMAT, DOCUMENT_VERSION
+from .redact import Redactor
+from .store import SessionRow, Store, env_blob
+from .travel import new_session_id
+
+KINDS = ("bash", "zsh", "json")
+_BASH_TIMESTAMP = re.compile(r"#(\d{1,12})[ \t\r]*")
+_ZSH_META = re.compile(rb"\x83(.)", re.DOTALL)
+_ZSH_EXTENDED = re.compile(r": *(\d{1,12}):(\d{1,12});(.*)", re.DOTALL)
+
+
+@dataclass
+class ImportedStep:
+    command: str
+    started_at: float
+    ended_at: float | None
+    cwd_before: str | None = None
+    cwd_after: str | None = None
+    exit_code: int | None = None
+    pipestatus: str | None = None
+    env: dict[str, str] | None = None
+
+
+@dataclass
+class ImportedSession:
+    """A session read from a file, not yet stored. `id` None: it gets a new one."""
+
+    shell: str | None
+    started_at: float
+    ended_at: float | None
+    name: str | None = None
+    id: str | None = None
+    shell_version: str | None = None
+    host: str | None = None
+    user: str | None = None
+    tty: str | None = None
+    pid: int | None = None
+    cwd: str | None = None
+    parent_id: str | None = None
+    branch_point: int | None = None
+    origin: str = "import"
+    start_env: dict[str, str] | None = None
+    steps: list[ImportedStep] = field(default_factory=list)
+    left_out: int = 0  # commands typed with a leading space or matching `ignore`
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    session: str
+    name: str | None
+    steps: int
+    left_out: int
+
+    def to_json(self) -> dict:
+        return {
+            "session": self.session,
+            "name": self.name,
+            "steps": self.steps,
+            "left_out": self.left_out,
+        }
+
+
+# --- reading ---------------------------------------------------------------------------
+
+
+def default_file(kind: str) -> str:
+    """Where `kind`'s history usually is; `-` (stdin) for json."""
+    if kind == "json":
+        return "-"
+    if os.environ.get("HISTFILE"):
+        return os.environ["HISTFILE"]
+    if kind == "zsh":
+        return str(Path(os.environ.get("ZDOTDIR") or Path.home()) / ".zsh_history")
+    return str(Path.home() / ".bash_history")
+
+
+def read_source(path: str) -> tuple[bytes, float]:
+    """The bytes of `path` (`-`: stdin) and when it was last written."""
+    if path == "-":
+        return sys.stdin.buffer.read(), time.time()
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(), os.fstat(fh.fileno()).st_mtime
+    except OSError as e:
+        raise RwError(f"cannot read {path}: {e.strerror or e}") from None
+
+
+def parse(
+    kind: str, data: bytes, mtime: float, source: str, ignore: Sequence[re.Pattern[str]] = ()
+) -> ImportedSession:
+    """The session held by `data`, a `kind` file (named `source` in errors)."""
+    if kind == "json":
+        return parse_document(data, source)
+    if kind not in ("bash", "zsh"):
+        raise RwError(f"cannot import {kind!r}; use one of {', '.join(KINDS)}")
+    if b"\0" in data:
+        raise RwError(f"{source}: not a {kind} history file (it holds NUL bytes)")
+    if kind == "bash":
+        entries = bash_entries(data.decode("utf-8", "replace"), mtime)
+    else:
+        entries = zsh_entries(_zsh_text(data), mtime)
+    session = ImportedSession(
+        shell=kind,
+        started_at=mtime,
+        ended_at=mtime,
+        name=f"import-{kind}-history",
+        host=socket.gethostname(),
+        user=_user(),
+    )
+    for started, ended, command in entries:
+        if command[:1].isspace() or any(p.search(command) for p in ignore):
+            session.left_out += 1
+            continue
+        session.steps.append(ImportedStep(command, started, ended))
+    if not session.steps:
+        raise RwError(f"{source}: no commands to import")
+    session.started_at = min(s.started_at for s in session.steps)
+    session.ended_at = max(s.ended_at or s.started_at for s in session.steps)
+    return session
+
+
+def bash_entries(text: str, mtime: float) -> list[tuple[float, float, str]]:
+    """(start, end, command) of each line of a bash history file. A `#<epoch>` line
+    dates the lines after it; lines before the first one take its date, and a file
+    without any takes its modification time."""
+    lines = text.split("\n")
+    first = next((m for m in map(_BASH_TIMESTAMP.fullmatch, lines) if m), None)
+    when = float(first.group(1)) if first else mtime
+    out = []
+    for line in lines:
+        m = _BASH_TIMESTAMP.fullmatch(line)
+        if m:
+            when = float(m.group(1))
+        elif line.strip():
+            out.append((when, when, line))
+    return out
+
+
+def _zsh_text(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    # zsh "metafies" some bytes in its history file: 0x83, then the byte xor 32.
+    unmeta = _ZSH_META.sub(lambda m: bytes([m.group(1)[0] ^ 0x20]), data)
+    return unmeta.decode("utf-8", "replace")
+
+
+def zsh_entries(text: str, mtime: float) -> list[tuple[float, float, str]]:
+    """(start, end, command) of each entry of a zsh history file, extended
+    (`: <start>:<elapsed>;command`) or plain. A line ending in a backslash goes
+    on in the next line: that is how zsh writes a newline inside a command."""
+    lines = text.split("\n")
+    entries: list[str] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        i += 1
+        while line.endswith("\\") and i < len(lines):
+            line = line[:-1] + "\n" + lines[i]
+            i += 1
+        entries.append(line)
+    first = next((m for m in map(_ZSH_EXTENDED.fullmatch, entries) if m), None)
+    when = float(first.group(1)) if first else mtime
+    out = []
+    for entry in entries:
+        m = _ZSH_EXTENDED.fullmatch(entry)
+        elapsed = 0.0
+        if m:
+            when, elapsed, entry = float(m.group(1)), float(m.group(2)), m.group(3)
+        if entry.strip():
+            out.append((when, when + elapsed, entry))
+    return out
+
+
+def _user() -> str | None:
+    try:
+        return os.environ.get("USER") or getpass.getuser()
+    except (KeyError, OSError):
+        return None
+
+
+# --- rw's own JSON -----------------------------------------------------------------------
+
+
+class _Fields:
+    """Typed access to one object of a JSON document, with one-line errors."""
+
+    def __init__(self, obj: object, where: str, source: str):
+        if not isinstance(obj, dict):
+            raise RwError(f"{source}: {where} must be an object")
+        self.obj, self.where, self.source = obj, where, source
+
+    def _bad(self, key: str, what: str) -> RwError:
+        return RwError(f"{self.source}: {self.where}.{key} must be {what}")
+
+    def text(self, key: str, required: bool = False) -> str | None:
+        value = self.obj.get(key)
+        if isinstance(value, str) or (value is None and not required):
+            return value
+        raise self._bad(key, "a string" if required else "a string or null")
+
+    def integer(self, key: str) -> int | None:
+        value = self.obj.get(key)
+        if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+            return value
+        raise self._bad(key, "an integer or null")
+
+    def number(self, key: str, required: bool = False) -> float | None:
+        value = self.obj.get(key)
+        if value is None and not required:
+            return None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise self._bad(key, "a number" if required else "a number or null")
+
+    def env(self, key: str) -> dict[str, str] | None:
+        value = self.obj.get(key)
+        if value is None:
+            return None
+        if isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
+            return value
+        raise self._bad(key, "an object of strings or null")
+
+    def codes(self, key: str) -> str | None:
+        value = self.obj.get(key)
+        if value is None:
+            return None
+        if isinstance(value, list) and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value
+        ):
+            return " ".join(map(str, value))
+        raise self._bad(key, "a list of integers or null")
+
+
+def parse_document(data: bytes, source: str) -> ImportedSession:
+    """The session in a document written by `rw export --format json`."""
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise RwError(f"{source}: not a JSON document: {e}") from None
+    if not isinstance(doc, dict) or doc.get("format") != DOCUMENT_FORMAT:
+        raise RwError(f"{source}: not a session exported by rw export --format json")
+    version = doc.get("version")
+    if not isinstance(version, int) or version > DOCUMENT_VERSION:
+        raise RwError(f"{source}: format version {version!r} is newer than this rw: upgrade rw")
+    s = _Fields(doc.get("session"), "session", source)
+    if not s.text("id", required=True):
+        raise RwError(f"{source}: session.id must not be empty")
+    steps = doc.get("steps")
+    if not isinstance(steps, list):
+        raise RwError(f"{source}: steps must be a list")
+    session = ImportedSession(
+        id=s.text("id"),
+        name=s.text("name"),
+        shell=s.text("shell"),
+        shell_version=s.text("shell_version"),
+        host=s.text("host"),
+        user=s.text("user"),
+        tty=s.text("tty"),
+        pid=s.integer("pid"),
+        cwd=s.text("cwd"),
+        started_at=s.number("started_at", required=True) or 0.0,
+        ended_at=s.number("ended_at"),
+        parent_id=s.text("parent"),
+        branch_point=s.integer("branch_point"),
+        origin=s.text("origin") or "import",
+        start_env=_Fields(doc, "document", source).env("start_env"),
+    )
+    previous = 0
+    for i, raw in enumerate(steps):
+        f = _Fields(raw, f"steps[{i}]", source)
+        number = f.integer("step")
+        if number is not None and number <= previous:
+            raise RwError(f"{source}: steps[{i}].step must follow {previous}")
+        previous = number or previous + 1
+        session.steps.append(
+            ImportedStep(
+                command=f.text("command", required=True) or "",
+                started_at=f.number("started_at", required=True) or 0.0,
+                ended_at=f.number("ended_at"),
+                cwd_before=f.text("cwd_before"),
+                cwd_after=f.text("cwd_after"),
+                exit_code=f.integer("exit_code"),
+                pipestatus=f.codes("pipestatus"),
+                env=f.env("env"),
+            )
+        )
+    return session
+
+
+# --- storing -----------------------------------------------------------------------------
+
+
+def save(
+    store: Store,
+    session: ImportedSession,
+    redactor: Redactor,
+    *,
+    name: str | None = None,
+    new_id: bool = False,
+) -> ImportResult:
+    """Store `session` in one transaction, its secrets redacted. It keeps its id
+    unless it has none or `new_id`; an id already stored is an error."""
+    redactions = 0
+
+    def env_id(env: dict[str, str] | None) -> int | None:
+        nonlocal redactions
+        if env is None:
+            return None
+        env, n = redactor.env(env)
+        redactions += n
+        return store.add_env(*env_blob(env))
+
+    sid = new_session_id() if new_id or not session.id else session.id
+    name = name or session.name
+    with store.transaction():
+        if store.session_exists(sid):
+            raise RwError(f"session {sid} already exists (use --new-id to import a copy)")
+        store.insert_session(
+            SessionRow(
+                id=sid,
+                name=name,
+                shell=session.shell,
+                shell_version=session.shell_version,
+                host=session.host,
+                user=session.user,
+                tty=session.tty,
+                pid=session.pid,
+                cwd=session.cwd,
+                started_at=session.started_at,
+                ended_at=session.ended_at,
+                parent_id=session.parent_id,
+                branch_point=session.branch_point,
+                origin=session.origin,
+                env_id=env_id(session.start_env),
+                steps=len(session.steps),
+            )
+        )
+        rows = []
+        for number, step in enumerate(session.steps, 1):
+            command, n = redactor.text(step.command)
+            redactions += n
+            rows.append(
+                (sid, number, number, command, step.cwd_before, step.cwd_after,
+                 step.started_at, step.ended_at, step.exit_code, step.pipestatus,
+                 env_id(step.env))
+            )  # fmt: skip
+        store.bulk_insert_steps(rows)
+        store.add_counter("redactions", redactions)
+    return ImportResult(sid, name, len(session.steps), session.left_out)

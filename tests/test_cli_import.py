@@ -1,0 +1,187 @@
+"""rw import: bash and zsh history files become sessions that log, export and
+branch work on."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from datetime import datetime
+
+import pytest
+
+from .conftest import RW, rw, rw_json, steps_of
+
+TOKEN = "ghp_" + "a1B2" * 9
+
+BASH_HISTORY = f"""\
+#1700000000
+mkdir -p /tmp/demo
+#1700000060
+cd /tmp/demo
+#1700000120
+ echo typed-with-a-leading-space
+#1700000180
+export GITHUB_TOKEN={TOKEN}
+#1700000240
+echo done
+"""
+
+ZSH_HISTORY = """\
+: 1700000000:0;echo one
+: 1700000005:3;for i in 1 2; do\\
+  echo "$i"\\
+done
+: 1700000010:0;ls -la
+"""
+
+
+def epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
+
+
+@pytest.fixture
+def bash_file(tmp_path):
+    path = tmp_path / "bash_history"
+    path.write_text(BASH_HISTORY)
+    return path
+
+
+def test_bash_history_with_timestamps(rw_home, bash_file):
+    out = rw("import", "bash", str(bash_file)).stdout
+    assert out.startswith(f"imported 4 steps from {bash_file} into session ")
+    assert "(import-bash-history); 1 left out (leading space or ignored)" in out
+    steps = steps_of("import-bash-history")
+    assert [s["command"] for s in steps] == [
+        "mkdir -p /tmp/demo",
+        "cd /tmp/demo",
+        "export GITHUB_TOKEN=<redacted>",
+        "echo done",
+    ]
+    assert [epoch(s["started_at"]) for s in steps] == [
+        1700000000,
+        1700000060,
+        1700000180,
+        1700000240,
+    ]
+    assert {s["exit_code"] for s in steps} == {None}
+    assert {s["cwd"] for s in steps} == {None}
+    session = next(s for s in rw_json("sessions") if s["name"] == "import-bash-history")
+    assert session["origin"] == "import" and session["shell"] == "bash"
+    assert session["steps"] == 4 and epoch(session["started_at"]) == 1700000000
+    # the text log shows the unknown exit codes as `-`
+    log = rw("log", "import-bash-history").stdout.splitlines()
+    assert log[1].split()[:2] == ["1", "-"]
+
+
+def test_bash_history_without_timestamps_takes_the_files_time(rw_home, tmp_path):
+    path = tmp_path / "plain"
+    path.write_text("echo first\n\necho second\necho third\n")
+    os.utime(path, (1600000000, 1600000000))
+    result = rw_json("import", "bash", str(path), "--name", "plain")
+    assert result["name"] == "plain" and result["steps"] == 3 and result["left_out"] == 0
+    steps = steps_of("plain")
+    assert [s["command"] for s in steps] == ["echo first", "echo second", "echo third"]
+    assert {epoch(s["started_at"]) for s in steps} == {1600000000}
+
+
+def test_zsh_extended_history_with_a_multi_line_entry(rw_home, tmp_path):
+    path = tmp_path / "zsh_history"
+    path.write_text(ZSH_HISTORY)
+    rw("import", "zsh", str(path))
+    steps = steps_of("import-zsh-history")
+    assert [s["command"] for s in steps] == [
+        "echo one",
+        'for i in 1 2; do\n  echo "$i"\ndone',
+        "ls -la",
+    ]
+    assert [s["duration_ms"] for s in steps] == [0, 3000, 0]
+    assert [epoch(s["started_at"]) for s in steps] == [1700000000, 1700000005, 1700000010]
+    assert {s["exit_code"] for s in steps} == {None}
+    session = next(s for s in rw_json("sessions") if s["name"] == "import-zsh-history")
+    assert session["shell"] == "zsh" and session["origin"] == "import"
+
+
+def test_zsh_plain_and_metafied_history(rw_home, tmp_path):
+    path = tmp_path / "zsh_history"
+    # "—" is e2 80 94; zsh writes its 0x94 as 0x83 0xb4. 0xff is not UTF-8 at all.
+    path.write_bytes(b"echo \xe2\x80\x83\xb4\necho \xff\n: 1700000000:0;echo ok\n")
+    rw("import", "zsh", str(path), "--name", "meta")
+    assert [s["command"] for s in steps_of("meta")] == ["echo —", "echo \ufffd", "echo ok"]
+
+
+def test_default_files_and_stdin(rw_home, tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".bash_history").write_text("echo from-home\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("HISTFILE", "ZDOTDIR")}
+    env["HOME"] = str(home)
+    assert "from " + str(home / ".bash_history") in rw("import", "bash", env=env).stdout
+    custom = tmp_path / "custom_history"
+    custom.write_text(": 1700000000:0;echo from-histfile\n")
+    out = rw("import", "zsh", env={**env, "HISTFILE": str(custom)}).stdout
+    assert f"from {custom}" in out
+    piped = subprocess.run(
+        [RW, "import", "bash", "-", "--name", "piped"],
+        input="echo from-stdin\n", capture_output=True, text=True,
+    )  # fmt: skip
+    assert piped.returncode == 0 and "from stdin" in piped.stdout
+    assert [s["command"] for s in steps_of("piped")] == ["echo from-stdin"]
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        (b"", "no commands to import"),
+        (b"#1700000000\n\n", "no commands to import"),
+        (b"echo a\x00b\n", "not a bash history file (it holds NUL bytes)"),
+    ],
+)
+def test_bad_history_is_one_line_exit_2(rw_home, tmp_path, content, message):
+    path = tmp_path / "history"
+    path.write_bytes(content)
+    proc = rw("import", "bash", str(path), check=False)
+    assert proc.returncode == 2 and message in proc.stderr
+    assert len(proc.stderr.splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+def test_unreadable_files_and_unknown_kinds(rw_home, tmp_path):
+    proc = rw("import", "bash", str(tmp_path / "missing"), check=False)
+    assert proc.returncode == 2 and "cannot read" in proc.stderr and "No such file" in proc.stderr
+    proc = rw("import", "bash", str(tmp_path), check=False)
+    assert proc.returncode == 2 and "Is a directory" in proc.stderr
+    proc = rw("import", "fish", check=False)
+    assert proc.returncode == 2 and "Invalid value" in proc.stderr
+
+
+def test_ignored_commands_are_left_out(rw_home, tmp_path):
+    (rw_home / "config").mkdir(parents=True)
+    (rw_home / "config" / "config.toml").write_text('ignore = ["^ls"]\n')
+    path = tmp_path / "h"
+    path.write_text("ls\necho kept\nls -la\n")
+    result = rw_json("import", "bash", str(path), "--name", "ign")
+    assert result["steps"] == 1 and result["left_out"] == 2
+
+
+def test_export_and_branch_work_on_imported_history(daemon, tmp_path, bash_file):
+    zsh_file = tmp_path / "zsh_history"
+    zsh_file.write_text(ZSH_HISTORY)
+    rw("import", "zsh", str(zsh_file), "--name", "old-zsh")
+    script = tmp_path / "old.sh"
+    rw("export", "old-zsh", "-o", str(script))
+    text = script.read_text()
+    assert "Imported from a history file" in text and "this script runs them in bash" in text
+    assert 'for i in 1 2; do\n  echo "$i"\ndone\nls -la\n' in text
+    assert "\ncd " not in text and "export" not in text.split("set -euo pipefail")[1]
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    assert subprocess.run(["shellcheck", str(script)], capture_output=True).returncode == 0
+    md = rw("export", "old-zsh", "--format", "md").stdout
+    assert "| 2 | `for i in 1 2; do …` | ? | 3.0 s | ? |" in md
+    # a branch of an imported session holds its first steps
+    rw("import", "bash", str(bash_file), "--name", "old-bash")
+    out = rw("branch", "old-bash", "2").stdout
+    assert "a branch of" in out
+    branch = steps_of("old-bash-branch-2")
+    assert [s["command"] for s in branch] == ["mkdir -p /tmp/demo", "cd /tmp/demo"]
+    assert {s["exit_code"] for s in branch} == {None}
+    session = next(s for s in rw_json("sessions") if s["name"] == "old-bash-branch-2")
+    assert session["origin"] == "branch" and session["branch_point"] == 2
