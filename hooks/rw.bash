@@ -150,7 +150,10 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 		__rw_debug() {
 			# The DEBUG trap runs before every simple command, so it must be
 			# cheap. The trap passes "$_" (unused) so $_ survives it.
-			[[ $__rw_lines == "$__rw_seen" ]] || __rw_begin "$BASH_COMMAND" 2>/dev/null
+			# (Not for our own PROMPT_COMMAND entry: a line that ran no simple
+			# command, such as a function definition, is caught there.)
+			[[ $__rw_lines == "$__rw_seen" || $BASH_COMMAND == __rw_precmd* ]] ||
+				__rw_begin "$BASH_COMMAND" 2>/dev/null
 			return 0
 		}
 
@@ -175,6 +178,10 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 				__rw_pending=
 			fi
 			[[ -n $__rw_opened ]] || __rw_open ""
+			# At the prompt HISTCMD is one past the last history entry, whatever
+			# ran before: keep the entry's number, for telling new lines from
+			# lines history kept out.
+			[[ -n ${HISTCMD-} && $HISTCMD != *[!0-9]* ]] && __rw_lasthist=$((HISTCMD - 1))
 			__rw_t0='' __rw_c0=''
 			[[ ${PS0-} == *"$__rw_ps0"* ]] || PS0=$__rw_ps0${PS0-}
 			__rw_ensure_daemon

@@ -30,8 +30,9 @@ END = b"\x00\x1eEND\x00"
 MAX_RECORD = 8 * 1024 * 1024
 
 FIELD_COUNTS = {"B": 5, "H": 5, "N": 2, "X": 2}
-# Where the environment payload starts in the records that carry one.
-ENV_AT = {"S": 11, "E": 6}
+# Where the environment payload starts in the records that carry one
+# (R: the executor's report after a step: exit_code pipestatus cwd env...).
+ENV_AT = {"S": 11, "E": 6, "R": 3}
 
 
 @dataclass(frozen=True)

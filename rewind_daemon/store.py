@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .errors import StoreError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA_V1 = """
 CREATE TABLE sessions (
@@ -73,7 +73,28 @@ _SCHEMA_V2 = """
 ALTER TABLE sessions ADD COLUMN env_id INTEGER REFERENCES envs (id);
 """
 
-MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
+# v3: what each step printed (replays record it), and breakpoints
+_SCHEMA_V3 = """
+CREATE TABLE step_outputs (
+    session TEXT NOT NULL,
+    number  INTEGER NOT NULL,
+    output  BLOB NOT NULL,
+    PRIMARY KEY (session, number)
+) WITHOUT ROWID;
+
+CREATE TABLE breakpoints (
+    id      INTEGER PRIMARY KEY,
+    session TEXT NOT NULL,
+    kind    TEXT NOT NULL,
+    step    INTEGER,
+    pattern TEXT,
+    target  TEXT
+);
+CREATE INDEX breakpoints_by_session ON breakpoints (session);
+"""
+
+MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3}
+MAX_OUTPUT = 1024 * 1024  # bytes of a step's output kept
 
 
 @dataclass(frozen=True)
@@ -428,3 +449,33 @@ class Store:
             (s.id, s.name, s.shell, s.shell_version, s.host, s.user, s.tty, s.pid, s.cwd,
              s.started_at, s.ended_at, s.parent_id, s.branch_point, s.origin, s.env_id),
         )  # fmt: skip
+
+    # --- outputs and breakpoints ------------------------------------------------
+
+    def set_output(self, sid: str, number: int, output: bytes) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO step_outputs (session, number, output) VALUES (?,?,?)",
+            (sid, number, zlib.compress(output[-MAX_OUTPUT:], 6)),
+        )
+
+    def output(self, sid: str, number: int) -> bytes | None:
+        q = "SELECT output FROM step_outputs WHERE session=? AND number=?"
+        row = self.db.execute(q, (sid, number)).fetchone()
+        return zlib.decompress(row[0]) if row else None
+
+    def add_breakpoint(
+        self, sid: str, kind: str, step: int | None, pattern: str | None, target: str | None
+    ) -> int:
+        cur = self.db.execute(
+            "INSERT INTO breakpoints (session, kind, step, pattern, target) VALUES (?,?,?,?,?)",
+            (sid, kind, step, pattern, target),
+        )
+        return int(cur.lastrowid or 0)
+
+    def breakpoints(self, sid: str) -> list[tuple[int, str, int | None, str | None, str | None]]:
+        q = "SELECT id, kind, step, pattern, target FROM breakpoints WHERE session=? ORDER BY id"
+        return list(self.db.execute(q, (sid,)))
+
+    def remove_breakpoint(self, sid: str, bp_id: int) -> bool:
+        cur = self.db.execute("DELETE FROM breakpoints WHERE session=? AND id=?", (sid, bp_id))
+        return cur.rowcount > 0

@@ -202,9 +202,18 @@ class ShellState:
 
 
 def state_after(store: Store, sid: str, step: int, now_env: dict[str, str]) -> ShellState:
-    row = store.step(sid, step)
-    if row is None:
-        raise NotFound(f"session {sid} has no step {step}")
+    """The state after `step` (0: as the session started); values that were
+    redacted, and the names in UNTOUCHED, keep their value from `now_env`."""
+    if step == 0:
+        session = store.get_session(sid)
+        if session is None:
+            raise NotFound(f"no session {sid!r}")
+        cwd = session.cwd or os.getcwd()
+    else:
+        row = store.step(sid, step)
+        if row is None:
+            raise NotFound(f"session {sid} has no step {step}")
+        cwd = row.cwd_after or row.cwd_before or os.getcwd()
     env_id = store.env_before(sid, step + 1)
     recorded = store.env(env_id) if env_id is not None else dict(now_env)
     env = {k: v for k, v in now_env.items() if k in UNTOUCHED}
@@ -218,5 +227,4 @@ def state_after(store: Store, sid: str, step: int, now_env: dict[str, str]) -> S
                 env[name] = now_env[name]
             continue
         env[name] = value
-    cwd = row.cwd_after or row.cwd_before or os.getcwd()
     return ShellState(cwd if os.path.isdir(cwd) else os.getcwd(), env, redacted)

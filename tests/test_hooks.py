@@ -258,3 +258,16 @@ def test_secrets_are_redacted_and_ignore_patterns_drop(rw_home, shells, kind):
     doctor = {c["check"]: c for c in json.loads(rw("doctor", "--json", check=False).stdout)}
     # token (command and env), Authorization, URL password, --password
     assert int(doctor["redactions"]["detail"].split()[0]) >= 5
+
+
+@pytest.mark.parametrize("histcontrol", ["", "ignorespace", "ignoreboth"])
+def test_bash_function_definitions_do_not_swallow_the_next_line(daemon, shells, histcontrol):
+    sh = shells("bash", before_init=[f"HISTCONTROL={histcontrol}"])
+    lines = ["greet() { echo hello-$1; }", "echo after-def", "greet x > /dev/null",
+             "f2() {\necho multi\n}", "echo after-multi", "echo last"]  # fmt: skip
+    for line in lines:
+        sh.run(line)
+    cmds = [s["command"] for s in steps_of(sh.session_id())]
+    assert len(cmds) == 6, cmds
+    assert cmds[1:3] == ["echo after-def", "greet x > /dev/null"]
+    assert cmds[4:] == ["echo after-multi", "echo last"]

@@ -50,7 +50,7 @@ def cli() -> None:
 
 
 def main() -> None:
-    from . import capture, compare, history, share, travel  # noqa: F401 - registers the commands
+    from . import capture, compare, history, replay, share, travel  # noqa: F401 - registers
 
     try:
         cli.main(prog_name="rw")

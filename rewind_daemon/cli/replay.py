@@ -1,0 +1,229 @@
+"""Re-running recorded sessions: replay and breakpoints."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+
+from .. import breakpoints as bps
+from .. import records
+from ..errors import EXIT_PROBLEM, RwError
+from ..history import resolve_session
+from ..replay import (
+    BACK,
+    CONTINUE,
+    EDIT,
+    NEXT,
+    QUIT,
+    SHELL,
+    SKIP,
+    Action,
+    Controller,
+    Pause,
+    Replay,
+)
+from . import CONTEXT, cli
+from .common import get_paths, json_option, print_json, synced_store
+
+_KEYS = {"c": CONTINUE, "n": NEXT, "s": SKIP, "e": EDIT, "h": SHELL, "b": BACK, "q": QUIT}
+
+
+class TerminalController(Controller):
+    """Asks at each pause, on the terminal."""
+
+    def pause(
+        self, pause: Pause, state: tuple[str, dict[str, str]], definitions: Callable[[], str]
+    ) -> Action:
+        click.echo(f"\nrw: paused before step {pause.number} ({pause.reason})", err=True)
+        click.echo(f"rw:   {pause.command}", err=True)
+        while True:
+            answer = click.prompt(
+                "rw: [c]ontinue [n]ext [s]kip [e]dit s[h]ell [b]ack [q]uit",
+                default="c", show_default=False, err=True,
+            ).strip().lower()  # fmt: skip
+            kind = _KEYS.get(answer[:1]) or (answer if answer in _KEYS.values() else None)
+            if kind is None:
+                click.echo("rw: answer c, n, s, e, h, b or q", err=True)
+                continue
+            if kind == EDIT:
+                return Action(EDIT, command=click.prompt("rw: command", default=pause.command,
+                                                         err=True))  # fmt: skip
+            if kind == SHELL:
+                cwd, env, defs = _subshell(*state, definitions())
+                return Action(SHELL, state=(cwd, env), definitions=defs)
+            return Action(kind)
+
+
+def _subshell(cwd: str, env: dict[str, str], definitions: str) -> tuple[str, dict[str, str], str]:
+    """An interactive bash in the paused state (with its functions and aliases);
+    the directory, environment and definitions it leaves carry on."""
+    with tempfile.TemporaryDirectory(prefix="rw-paused-") as tmp:
+        out = Path(tmp)
+        (out / "defs").write_text(definitions)
+        (out / "rc").write_text(
+            f". {out}/defs\nPS1='(rw paused) \\w\\$ '\n"
+            f"trap 'pwd > {out}/cwd; export -p > {out}/env; "
+            f"{{ declare -f; alias -p; }} > {out}/defs' EXIT\n"
+        )
+        click.echo("rw: a shell in the paused state; exit it to go on", err=True)
+        subprocess.call(["bash", "--rcfile", str(out / "rc"), "-i"], env=env, cwd=cwd)
+        try:
+            return (
+                (out / "cwd").read_text().strip() or cwd,
+                records.parse_declare((out / "env").read_text()),
+                (out / "defs").read_text(),
+            )
+        except OSError:
+            return cwd, env, definitions
+
+
+def _stream(chunk: bytes) -> None:
+    sys.stdout.buffer.write(chunk)
+    sys.stdout.buffer.flush()
+
+
+@cli.command("replay", context_settings=CONTEXT)
+@click.argument("session")
+@click.option("--from", "first", type=click.IntRange(min=1), help="First step to run.")
+@click.option("--to", "last", type=click.IntRange(min=1), help="Last step to run.")
+@click.option("--step", "every_step", is_flag=True, help="Pause before every step.")
+@click.option("--no-breakpoints", is_flag=True, help="Ignore the session's breakpoints.")
+@click.option("--dry-run", is_flag=True, help="List the steps that would run; run nothing.")
+def replay_cmd(
+    session: str,
+    first: int | None,
+    last: int | None,
+    every_step: bool,
+    no_breakpoints: bool,
+    dry_run: bool,
+) -> None:
+    """Re-run SESSION's steps in one persistent shell, from the state before --from.
+
+    cd, export, functions and aliases carry from step to step as they did
+    live. Output streams as it comes and is recorded per step; the run
+    becomes a new session (origin replay). At a breakpoint, or every step
+    with --step, it pauses and asks what to do; without a terminal a
+    breakpoint stops the replay with exit status 1.
+
+    \b
+    Example:
+        rw breakpoint add deploy --on-error
+        rw replay deploy --from 40
+    """
+    store = _writable(get_paths(), session)
+    sid = resolve_session(store, session)
+    steps = [s for s in store.steps(sid) if (first or 1) <= s.number <= (last or s.number)]
+    if not steps:
+        raise RwError(f"session {sid} has no steps in that range")
+    if dry_run:
+        for s in steps:
+            click.echo(f"{s.number:>5}  {s.command}")
+        return
+    points = bps.BreakpointSet([] if no_breakpoints else bps.listing(store, sid))
+    interactive = sys.stdin.isatty() and sys.stderr.isatty()
+    row = store.get_session(sid)
+    shell = "bash"  # zsh sessions replay in bash too, for now
+    if row and row.shell == "zsh":
+        click.echo("rw: note: replaying a zsh session in bash", err=True)
+    replay = Replay(
+        store, sid, steps, breakpoints=points, every_step=every_step,
+        controller=TerminalController() if interactive else Controller(), sink=_stream,
+        shell=shell,
+    )  # fmt: skip
+    click.echo(f"rw: replaying {len(steps)} step(s) of {sid}", err=True)
+    try:
+        result = replay.run()
+    except RwError as e:
+        click.echo(f"rw: {e}", err=True)
+        raise SystemExit(e.exit_code) from None
+    click.echo(f"rw: recorded as session {result.session}", err=True)
+    if result.stopped:
+        click.echo(f"rw: {result.stopped}", err=True)
+        raise SystemExit(EXIT_PROBLEM)
+
+
+@cli.group("breakpoint", context_settings=CONTEXT)
+def breakpoint_group() -> None:
+    """Breakpoints of a session, used by replay and rewind.
+
+    \b
+    Example:
+        rw breakpoint add deploy --pattern 'ERROR' --in output
+    """
+
+
+@breakpoint_group.command("add", context_settings=CONTEXT)
+@click.argument("session")
+@click.option("--step", type=int, help="Break before step N.")
+@click.option("--pattern", help="Break where this regex matches.")
+@click.option(
+    "--in", "target", type=click.Choice(["command", "output"]), default="command",
+    help="What --pattern looks at (default: the command, before it runs).",
+)  # fmt: skip
+@click.option("--on-error", is_flag=True, help="Break after a step that fails.")
+def breakpoint_add(
+    session: str, step: int | None, pattern: str | None, target: str, on_error: bool
+) -> None:
+    """Add a breakpoint to SESSION (an invalid regex is refused).
+
+    \b
+    Example:
+        rw breakpoint add deploy --step 47
+        rw breakpoint add deploy --on-error
+    """
+    p = get_paths()
+    store = _writable(p, session)
+    sid = resolve_session(store, session)
+    for bp in bps.add(store, sid, step=step, pattern=pattern, target=target, on_error=on_error):
+        click.echo(f"breakpoint {bp.id}: {bp.describe()}")
+
+
+@breakpoint_group.command("list", context_settings=CONTEXT)
+@click.argument("session")
+@json_option
+def breakpoint_list(session: str, as_json: bool) -> None:
+    """List SESSION's breakpoints.
+
+    \b
+    Example:
+        rw breakpoint list deploy
+    """
+    store = synced_store(get_paths())
+    sid = resolve_session(store, session)
+    assert store is not None
+    points = bps.listing(store, sid)
+    if as_json:
+        print_json([bp.to_json() for bp in points])
+        return
+    for bp in points:
+        click.echo(f"{bp.id:>4}  {bp.describe()}")
+
+
+@breakpoint_group.command("rm", context_settings=CONTEXT)
+@click.argument("session")
+@click.argument("bp_id", metavar="ID", type=int)
+def breakpoint_rm(session: str, bp_id: int) -> None:
+    """Remove breakpoint ID from SESSION.
+
+    \b
+    Example:
+        rw breakpoint rm deploy 2
+    """
+    p = get_paths()
+    store = _writable(p, session)
+    bps.remove(store, resolve_session(store, session), bp_id)
+    click.echo(f"removed breakpoint {bp_id}")
+
+
+def _writable(p, session: str):
+    from ..store import Store
+
+    synced_store(p)
+    if not p.db.exists():
+        raise RwError("nothing has been recorded yet")
+    return Store(p.db)

@@ -1,0 +1,199 @@
+"""The executor: one persistent shell, fed one step at a time.
+
+Replay, rewind and the debugger all drive it. Commands reach the shell on a
+private pipe (fd 3), never on its stdin, so a step that reads its input
+cannot swallow the next one; after each step the shell reports its exit
+status, directory and exported environment on another pipe (fd 4), framed
+like the spool records. A marker on stdout closes each step's output, so
+output is split between steps exactly.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import secrets
+import select
+import shutil
+import signal
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import records
+from .errors import RwError
+
+# The loop the shell runs. It reads NUL-terminated commands from fd 3 and
+# eval's them in the shell itself, so cd, export, functions and aliases carry
+# over from one step to the next as they did live.
+_LOOP = r"""
+shopt -s expand_aliases
+while IFS= read -r -d '' __rw_cmd <&3; do
+  __rw_rc=''
+  eval "$__rw_cmd"$'\n''__rw_rc=$? __rw_ps="${PIPESTATUS[*]}"'
+  __rw_x=$?
+  [[ -n $__rw_rc ]] || __rw_rc=$__rw_x __rw_ps=$__rw_x
+  printf '\n%s\n' "$__RW_MARK"
+  { printf '%s\0' $'\036RW1' R "$__rw_rc" "$__rw_ps" "$PWD" declare && export -p &&
+    printf '\0\036END\0'; } >&4
+done
+"""
+
+OutputSink = Callable[[bytes], None]
+
+
+def _place_fds(commands: int, report: int) -> None:
+    """In the child: the command pipe on fd 3, the report pipe on fd 4."""
+    high_c = fcntl.fcntl(commands, fcntl.F_DUPFD, 10)
+    high_r = fcntl.fcntl(report, fcntl.F_DUPFD, 10)
+    os.dup2(high_c, 3)
+    os.dup2(high_r, 4)
+
+
+@dataclass(frozen=True)
+class StepResult:
+    exit_code: int | None  # None: the shell itself ended during the step
+    pipestatus: str
+    cwd: str
+    env: dict[str, str]
+    output: bytes
+
+
+class ShellGone(RwError):
+    """The executor's shell exited (a step ran `exit`, or `set -e` tripped)."""
+
+
+class Executor:
+    def __init__(self, cwd: str, env: dict[str, str], shell: str = "bash"):
+        if shutil.which(shell) is None:
+            raise RwError(f"{shell} is not installed")
+        self.mark = f"\x1eRWOUT-{secrets.token_hex(8)}"
+        cmd_r, self._cmd_w = os.pipe()
+        self._rep_r, rep_w = os.pipe()
+        env = {k: v for k, v in env.items() if k != "__RW_MARK"}
+        env["__RW_MARK"] = self.mark
+        self.cwd = cwd if os.path.isdir(cwd) else os.getcwd()
+        self.shell = shell
+        self.proc = subprocess.Popen(
+            [shell, "--norc", "--noprofile", "-c", _LOOP],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            pass_fds=(3, 4),
+            cwd=self.cwd,
+            env=env,
+            start_new_session=True,
+            preexec_fn=lambda: _place_fds(cmd_r, rep_w),
+        )
+        os.close(cmd_r)
+        os.close(rep_w)
+        assert self.proc.stdout is not None
+        self._out = self.proc.stdout.fileno()
+        self._out_buf = b""
+        self._rep_buf = b""
+
+    def run(self, command: str, sink: OutputSink | None = None) -> StepResult:
+        """Run one step; stream its output to `sink` as it comes."""
+        if "\0" in command:
+            raise RwError("a command cannot contain a NUL byte")
+        try:
+            os.write(self._cmd_w, command.encode() + b"\0")
+        except BrokenPipeError:
+            raise ShellGone("the shell has exited") from None
+        mark = b"\n" + self.mark.encode() + b"\n"
+        output = bytearray()
+        report = None
+        out_done = False
+        while not (out_done and report is not None):
+            fds = [fd for fd, done in ((self._out, out_done), (self._rep_r, report is not None))
+                   if not done]  # fmt: skip
+            ready, _, _ = select.select(fds, [], [])
+            if self._out in ready:
+                chunk = os.read(self._out, 65536)
+                if not chunk:
+                    return self._gone(output, sink)
+                self._out_buf += chunk
+                at = self._out_buf.find(mark)
+                if at >= 0:
+                    piece, self._out_buf = self._out_buf[:at], self._out_buf[at + len(mark) :]
+                    out_done = True
+                else:
+                    # keep what could be the start of the mark
+                    keep = len(mark) - 1
+                    piece = self._out_buf[:-keep] if len(self._out_buf) > keep else b""
+                    self._out_buf = self._out_buf[len(piece) :]
+                if piece:
+                    output += piece
+                    if sink:
+                        sink(piece)
+            if self._rep_r in ready:
+                chunk = os.read(self._rep_r, 65536)
+                if not chunk:
+                    return self._gone(output, sink)
+                self._rep_buf += chunk
+                for item, end in records.parse(self._rep_buf):
+                    self._rep_buf = self._rep_buf[end:]
+                    if isinstance(item, records.Record) and item.type == "R":
+                        report = item.fields
+                    break
+        code, pipestatus, cwd, _fmt, env_text = report
+        self.cwd = cwd
+        return StepResult(int(code), pipestatus, cwd, records.parse_declare(env_text),
+                          bytes(output))  # fmt: skip
+
+    def definitions(self) -> str:
+        """This shell's functions and aliases, as code another shell can run."""
+        return self.run("declare -f; alias -p").output.decode(errors="replace")
+
+    def restart(self, cwd: str, env: dict[str, str], definitions: str = "") -> Executor:
+        """A new shell in the given state, with these functions and aliases."""
+        self.close()
+        fresh = Executor(cwd, env, self.shell)
+        if definitions.strip():
+            fresh.run(definitions)
+        return fresh
+
+    def _gone(self, output: bytearray, sink: OutputSink | None) -> StepResult:
+        rest = self._out_buf
+        if rest:
+            output += rest
+            if sink:
+                sink(rest)
+        code = self.proc.wait()
+        return (
+            StepResult(None, "", self.cwd, {}, bytes(output))
+            if code is None
+            else StepResult(None, str(code), self.cwd, {}, bytes(output))
+        )
+
+    def interrupt(self) -> None:
+        """Send SIGINT to the running step's process group."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGINT)
+        except ProcessLookupError:
+            pass
+
+    def close(self) -> None:
+        for fd in (self._cmd_w, self._rep_r):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
