@@ -237,12 +237,13 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 			} >>"$__rw_spool"
 		}
 
-		# `rw back` and `rw branch` call this (through the rw function): what is
-		# typed next records into a new session, a branch of this one at step $1.
+		# `rw back`, `rw branch` and `rw rewind` call this (through the rw
+		# function): what is typed next records into a new session, a branch at
+		# step $1 of session $2 (default: this one).
 		__rw_branch() {
 			\builtin local -
 			\builtin set +euf +o pipefail
-			__rw_parent=$__rw_sid
+			__rw_parent=${2:-$__rw_sid}
 			__rw_now
 			\builtin printf -v __rw_sid '%s%05x%04x' "${__rw_t//[.,]/}" "$$" "$RANDOM"
 			\builtin export RW_SESSION=$__rw_sid

@@ -96,11 +96,12 @@ if [[ -o interactive ]]; then
 				list "${#__rw_env}" "${__rw_env[@]}"
 		}
 
-		# `rw back` and `rw branch` call this (through the rw function): what is
-		# typed next records into a new session, a branch of this one at step $1.
+		# `rw back`, `rw branch` and `rw rewind` call this (through the rw
+		# function): what is typed next records into a new session, a branch at
+		# step $1 of session $2 (default: this one).
 		__rw_branch() {
 			\builtin emulate -L zsh
-			__rw_parent=$__rw_sid
+			__rw_parent=${2:-$__rw_sid}
 			\builtin printf -v __rw_sid '%s%05x%04x' "${${EPOCHREALTIME:-$EPOCHSECONDS}//[.,]/}" \
 				"$$" "$RANDOM"
 			\builtin export RW_SESSION=$__rw_sid

@@ -20,7 +20,8 @@ SHELLS = ("bash", "zsh")
 # branching) print shell code, which the function evaluates.
 _FUNCTION = """
 function rw {
-	if [[ ${1-} == back || (${1-} == branch && $# -eq 1) ]]; then
+	if [[ ${1-} == back || (${1-} == branch && $# -eq 1) ||
+		(${1-} == rewind && " $* " != *" --exec "*) ]]; then
 		local __rw_code
 		__rw_code=$(RW_EVAL=@SHELL@ "$__rw_bin" "$@") || return
 		eval "$__rw_code"

@@ -107,7 +107,7 @@ def shell_code(plan: Restore, shell: str) -> str:
         lines.append(f"\\builtin export {name}={q(value)}")
     if plan.unset_env:
         lines.append("\\builtin unset " + " ".join(plan.unset_env))
-    lines.append(f"__rw_branch {plan.branch_point}")
+    lines.append(f"__rw_branch {plan.branch_point} {q(plan.session)}")
     if plan.edit is not None:
         if shell == "zsh":
             lines.append(f"\\builtin print -z -- {q(plan.edit)}")

@@ -169,3 +169,41 @@ def test_branch_exec_opens_a_shell_in_the_state_after_the_step(daemon, shells, k
     cmds = [s["command"] for s in branch]
     assert cmds[:3] == ["rw name job", f"cd {work}", "export RW_A=kept"]
     assert "echo in-the-branch" in cmds
+
+
+def test_rewind_shows_and_restores_into_a_branch(daemon, shells, kind, tmp_path):
+    work = tmp_path / "w"
+    sh = shells(kind)
+    sh.run("rw name job")
+    sh.run(f"mkdir -p {work} && cd {work}")
+    sh.run("export RW_A=one")
+    sh.run("ls no-such-file")
+    sh.run("export RW_A=two; cd /")
+    shown = rw("rewind", "job", "4").stdout  # from outside: shows, changes nothing
+    assert "✗" not in shown.split("→")[0]
+    assert "→    4" in shown and "failed before step 4: none" in shown
+    assert "export RW_A=one (was" not in shown  # this process never had RW_A
+    assert "export RW_A=one" in shown
+    failed = rw("rewind", "job", "5").stdout
+    assert "failed before step 5: 4" in failed
+    other = shells(kind)  # another shell: rewind restores job's state into it
+    out = other.run("rw rewind job 4")
+    assert "export RW_A=one" in out
+    assert other.run('echo "$PWD $RW_A"') == f"{work} one"
+    branch = other.session_id()
+    session = next(s for s in rw_json("sessions") if s["id"] == branch)
+    assert session["parent"] == sh.session_id() and session["branch_point"] == 3
+    assert [s["command"] for s in steps_of(branch)][:3] == [
+        "rw name job", f"mkdir -p {work} && cd {work}", "export RW_A=one",
+    ]  # fmt: skip
+
+
+def test_rewind_exec_replays_from_the_step(daemon, shells, tmp_path):
+    sh = shells("bash")
+    sh.run("rw name job")
+    sh.run(f"cd {tmp_path}")
+    sh.run("echo replayed > out.txt")
+    (tmp_path / "out.txt").unlink()
+    proc = rw("rewind", "job", "2", "--exec")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out.txt").read_text() == "replayed\n"

@@ -118,3 +118,54 @@ def branch_cmd(
             )
         code = subshell.run(row.shell or "bash", state, sid, rw_executable())
         raise SystemExit(code)
+
+
+@cli.command("rewind", context_settings=CONTEXT)
+@click.argument("session")
+@click.argument("step", type=click.IntRange(min=1))
+@click.option("--exec", "exec_", is_flag=True, help="Replay SESSION from STEP.")
+@click.option("--dry-run", is_flag=True, help="Only show; change nothing.")
+def rewind_cmd(session: str, step: int, exec_: bool, dry_run: bool) -> None:
+    """Show SESSION up to STEP and how the state before STEP differs from now.
+
+    In a recorded shell it then puts this shell in that state (directory and
+    environment), and what you run next records into a branch of SESSION
+    after step STEP-1. With --exec it replays SESSION from STEP instead.
+
+    \b
+    Example:
+        rw rewind deploy 47
+        rw rewind deploy 47 --exec
+    """
+    if exec_:
+        from .replay import replay_cmd
+
+        click.get_current_context().invoke(replay_cmd, session=session, first=step)
+        return
+    store = synced_store(get_paths())
+    sid = resolve_session(store, session)
+    assert store is not None
+    target = store.step(sid, step)
+    if target is None:
+        raise NotFound(f"session {sid} has no step {step}")
+    shell = os.environ.get("RW_EVAL", "")
+    live = shell in ("bash", "zsh") and current_session_id() is not None
+    say = (lambda line: click.echo(line, err=True)) if live else click.echo
+    say(f"session {sid}, up to step {step}:")
+    for row in store.steps(sid):
+        if row.number >= step:
+            break
+        mark = "  " if row.exit_code in (0, None) else "✗ "
+        code = "-" if row.exit_code is None else str(row.exit_code)
+        say(f"  {mark}{row.number:>4}  {code:>4}  {row.command.splitlines()[0]}")
+    say(f"  → {step:>4}        {target.command.splitlines()[0]}")
+    failed = [r.number for r in store.steps(sid, failed=True) if r.number < step]
+    say(f"failed before step {step}: {', '.join(map(str, failed)) if failed else 'none'}")
+    plan = travel.restore_before(store, sid, target, dict(os.environ), os.getcwd())
+    lines = travel.describe(plan, dry_run or not live, shell)
+    for line in lines[1:]:
+        say(line)
+    if live and not dry_run:
+        click.echo(travel.shell_code(plan, shell), nl=False)
+    elif not dry_run:
+        say('(in a shell set up with eval "$(rw init bash)", rw rewind also restores it)')
