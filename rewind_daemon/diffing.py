@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .store import StepRow
@@ -43,23 +44,35 @@ class Comparison:
         }
 
 
-def _compare_matched(a: StepRow, b: StepRow) -> str:
-    if a.exit_code != b.exit_code:
-        return EXIT_CODE
-    return SAME
+OutputOf = Callable[[StepRow], "bytes | None"]
 
 
-def compare(a_steps: list[StepRow], b_steps: list[StepRow]) -> Comparison:
+def compare(
+    a_steps: list[StepRow],
+    b_steps: list[StepRow],
+    output_a: OutputOf | None = None,
+    output_b: OutputOf | None = None,
+) -> Comparison:
     """Align the two sequences by command (an inserted or removed step shifts
     nothing after it), then compare the aligned steps."""
     matcher = difflib.SequenceMatcher(
         None, [s.command for s in a_steps], [s.command for s in b_steps], autojunk=False
     )
+
+    def matched(a: StepRow, b: StepRow) -> str:
+        if a.exit_code != b.exit_code:
+            return EXIT_CODE
+        if output_a and output_b:
+            out_a, out_b = output_a(a), output_b(b)
+            if out_a is not None and out_b is not None and out_a != out_b:
+                return OUTPUT  # compared only where both runs recorded it
+        return SAME
+
     pairs: list[StepPair] = []
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
         if tag == "equal":
             for a, b in zip(a_steps[i1:i2], b_steps[j1:j2]):
-                pairs.append(StepPair(_compare_matched(a, b), a, b))
+                pairs.append(StepPair(matched(a, b), a, b))
         elif tag == "replace":
             common = min(i2 - i1, j2 - j1)
             for k in range(common):

@@ -7,7 +7,7 @@ import json
 from rewind_daemon import diffing
 from rewind_daemon.store import StepRow
 
-from .conftest import rw
+from .conftest import rw, rw_json
 
 
 def test_inserted_step_and_changed_exit_code_are_exactly_the_differences(daemon, shells, tmp_path):
@@ -71,3 +71,22 @@ def test_replaced_command():
     result = diffing.compare(_steps(["a", "b", "c"]), _steps(["a", "B", "c"]))
     assert [p.status for p in result.pairs] == ["same", "command", "same"]
     assert result.to_json()["divergence"] == {"a": 2, "b": 2}
+
+
+def test_recorded_outputs_are_compared(daemon, shells, tmp_path):
+    data = tmp_path / "data.txt"
+    data.write_text("v1\n")
+    sh = shells("bash")
+    sh.run("rw name src")
+    sh.run(f"cat {data}")
+    sh.run("echo same")
+    assert rw("replay", "src", "--from", "2").returncode == 0
+    data.write_text("v2\n")
+    assert rw("replay", "src", "--from", "2").returncode == 0
+    first, second = [s["id"] for s in reversed(rw_json("sessions")) if s["origin"] == "replay"]
+    proc = rw("diff", first, second, "--json", check=False)
+    result = json.loads(proc.stdout)
+    assert proc.returncode == 1
+    assert [s for s in result["steps"] if s["status"] != "same"] == [
+        {"status": "output", "a": 2, "b": 2}
+    ]

@@ -24,7 +24,8 @@ def diff_cmd(a: str, b: str, show_all: bool, as_json: bool) -> None:
 
     Steps are aligned by command, so a step inserted or removed in one run
     does not shift the comparison of every later step. Marks: = same,
-    ~ different command, ! different exit code, - only in A, + only in B.
+    ~ different command, ! different exit code, o different output (where
+    both runs recorded it: replays do), - only in A, + only in B.
 
     \b
     Example:
@@ -34,7 +35,12 @@ def diff_cmd(a: str, b: str, show_all: bool, as_json: bool) -> None:
     store = synced_store(get_paths())
     sid_a, sid_b = resolve_session(store, a), resolve_session(store, b)
     assert store is not None
-    result = diffing.compare(store.steps(sid_a), store.steps(sid_b))
+    result = diffing.compare(
+        store.steps(sid_a),
+        store.steps(sid_b),
+        lambda s: store.output(sid_a, s.number),
+        lambda s: store.output(sid_b, s.number),
+    )
     if as_json:
         print_json(result.to_json())
     else:
