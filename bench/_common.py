@@ -13,6 +13,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -192,3 +193,20 @@ def realistic_env(home: Path) -> dict[str, str]:
         "COLORTERM": "truecolor",
     }
     return env
+
+
+def median_wall(argv: list[str], env: dict[str, str], runs: int, ok: tuple[int, ...] = (0,),
+                warm_up: bool = True) -> float:  # fmt: skip
+    """Median wall seconds of `runs` runs of `argv` (after one warm-up run)."""
+    times = []
+    for i in range(runs + (1 if warm_up else 0)):
+        t0 = time.perf_counter()
+        proc = subprocess.run(argv, env=env, capture_output=True, stdin=subprocess.DEVNULL)
+        elapsed = time.perf_counter() - t0
+        if proc.returncode not in ok:
+            raise SystemExit(
+                f"bench: {' '.join(argv[:3])} exited {proc.returncode}: {proc.stderr[-500:]!r}"
+            )
+        if i or not warm_up:
+            times.append(elapsed)
+    return statistics.median(times)

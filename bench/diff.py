@@ -10,12 +10,19 @@ import difflib
 import os
 import random
 import socket
-import statistics
-import subprocess
 import sys
 import time
 
-from _common import Verdicts, machine, parser, rw_env, rw_home, rw_paths, rw_program
+from _common import (
+    Verdicts,
+    machine,
+    median_wall,
+    parser,
+    rw_env,
+    rw_home,
+    rw_paths,
+    rw_program,
+)  # fmt: skip
 
 from rewind_daemon.store import Store
 
@@ -49,18 +56,6 @@ def build(db, steps: int) -> tuple[str, str, list[str], list[str]]:
     return "bench-a", "bench-b", a_cmds, b_cmds
 
 
-def wall(argv: list[str], env: dict[str, str], runs: int, ok=(0,)) -> float:
-    times = []
-    for i in range(runs + 1):
-        t0 = time.perf_counter()
-        proc = subprocess.run(argv, env=env, capture_output=True, text=True)
-        if proc.returncode not in ok:
-            raise SystemExit(f"bench: {' '.join(argv)} exited {proc.returncode}: {proc.stderr}")
-        if i:
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def main() -> int:
     p = parser(__doc__.split("\n")[0])
     args = p.parse_args()
@@ -72,8 +67,8 @@ def main() -> int:
     with rw_home() as home:
         env = rw_env(home)
         a, b, a_cmds, b_cmds = build(rw_paths(home).db, steps)
-        t_diff = wall([rw, "diff", a, b, "--json"], env, runs, ok=(1,))
-        t_log = wall([rw, "log", a, "--limit", "1"], env, runs)
+        t_diff = median_wall([rw, "diff", a, b, "--json"], env, runs, ok=(1,))
+        t_log = median_wall([rw, "log", a, "--limit", "1"], env, runs)
         t0 = time.perf_counter()
         difflib.SequenceMatcher(None, a_cmds, b_cmds, autojunk=False).get_opcodes()
         t_lib = time.perf_counter() - t0

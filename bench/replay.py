@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import os
 import socket
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from _common import Verdicts, machine, parser, rw_env, rw_home, rw_paths, rw_program
+from _common import (
+    Verdicts,
+    machine,
+    median_wall,
+    parser,
+    rw_env,
+    rw_home,
+    rw_paths,
+    rw_program,
+)  # fmt: skip
 
 from rewind_daemon.store import Store, env_blob
 
@@ -56,17 +62,6 @@ def build(db: Path, cmds: list[str]) -> str:
     return "bench-replay"
 
 
-def timed(argv: list[str], env: dict[str, str], runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        proc = subprocess.run(argv, env=env, capture_output=True, stdin=subprocess.DEVNULL)
-        times.append(time.perf_counter() - t0)
-        if proc.returncode != 0:
-            raise SystemExit(f"bench: {argv[:3]} exited {proc.returncode}: {proc.stderr[-500:]}")
-    return statistics.median(times)
-
-
 def main() -> int:
     p = parser(__doc__.split("\n")[0])
     args = p.parse_args()
@@ -81,9 +76,9 @@ def main() -> int:
         sid = build(rw_paths(home).db, cmds)
         script = Path(tmp) / "script.sh"
         script.write_text("\n".join(cmds) + "\n")
-        t_rw = timed([rw, "replay", sid], env, runs)
-        t_sh = timed(["bash", str(script)], env, runs)
-        t_start = timed([rw, "replay", sid, "--to", "1"], env, runs)
+        t_rw = median_wall([rw, "replay", sid], env, runs, warm_up=False)
+        t_sh = median_wall(["bash", str(script)], env, runs, warm_up=False)
+        t_start = median_wall([rw, "replay", sid, "--to", "1"], env, runs, warm_up=False)
     per_step = (t_rw - t_start) / (n - 1) * 1000
     plain = t_sh / n * 1000
     print(f"  {n} steps; median of {runs} runs")

@@ -12,13 +12,12 @@ from . import __version__
 from .errors import RwError
 from .redact import MASK
 from .store import SessionRow, StepRow, Store
-from .travel import UNTOUCHED
+from .travel import env_changes
 
 FORMATS = ("sh", "md", "json")
 DOCUMENT_FORMAT = "rw-session"
 DOCUMENT_VERSION = 1
 
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 # `rw name`, `rw back`, ...: they act on the recording, not on the work recorded.
 _RW_COMMAND = re.compile(r"\s*(?:\\?command\s+)?rw(?:\s|\Z)")
 
@@ -87,12 +86,7 @@ class _Envs:
 def _env_lines(before: dict[str, str], after: dict[str, str]) -> list[str]:
     """Shell lines that turn environment `before` into `after`."""
     lines = []
-    for name in sorted(set(before) | set(after)):
-        if name in UNTOUCHED or not _NAME.match(name):
-            continue
-        old, new = before.get(name), after.get(name)
-        if old == new:
-            continue
+    for name, _old, new in env_changes(before, after):
         if new is None:
             lines.append(f"unset {name}")
         elif MASK in new:

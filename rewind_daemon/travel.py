@@ -39,6 +39,18 @@ class Restore:
         return self.cwd is None and not self.set_env and not self.unset_env
 
 
+def env_changes(
+    before: dict[str, str], after: dict[str, str]
+) -> list[tuple[str, str | None, str | None]]:
+    """(name, value before, value after) of the variables that differ (None: unset),
+    leaving out UNTOUCHED names and names a shell cannot assign."""
+    return [
+        (name, before.get(name), after.get(name))
+        for name in sorted(set(before) | set(after))
+        if name not in UNTOUCHED and _NAME.match(name) and before.get(name) != after.get(name)
+    ]
+
+
 def _completed_steps(store: Store, sid: str) -> list[StepRow]:
     steps = store.steps(sid)
     # The last step still running is the `rw back` (or `rw branch`) asking.
@@ -61,13 +73,8 @@ def restore_before(
     if env_id is None:
         plan.env_known = False
         return plan
-    then = store.env(env_id)
-    for name in sorted(set(then) | set(now_env)):
-        if name in UNTOUCHED or not _NAME.match(name):
-            continue
-        old, new = then.get(name), now_env.get(name)
-        if old == new:
-            continue
+    # Going from now (new) back to then (old).
+    for name, new, old in env_changes(now_env, store.env(env_id)):
         if old is not None and MASK in old:
             plan.redacted.append(name)
         elif old is None:
