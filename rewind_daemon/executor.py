@@ -26,7 +26,8 @@ from .errors import RwError
 # The loop the shell runs. It reads NUL-terminated commands from fd 3 and
 # eval's them in the shell itself, so cd, export, functions and aliases carry
 # over from one step to the next as they did live.
-_LOOP = r"""
+_LOOPS = {
+    "bash": r"""
 shopt -s expand_aliases
 while IFS= read -r -d '' __rw_cmd <&3; do
   __rw_rc=''
@@ -37,7 +38,24 @@ while IFS= read -r -d '' __rw_cmd <&3; do
   { printf '%s\0' $'\036RW1' R "$__rw_rc" "$__rw_ps" "$PWD" declare && export -p &&
     printf '\0\036END\0'; } >&4
 done
-"""
+""",
+    "zsh": r"""
+while IFS= read -r -d '' __rw_cmd <&3; do
+  __rw_rc=''
+  eval "$__rw_cmd"$'\n''__rw_rc=$? __rw_ps="${pipestatus[*]}"'
+  __rw_x=$?
+  [[ -n $__rw_rc ]] || { __rw_rc=$__rw_x; __rw_ps=$__rw_x }
+  printf '\n%s\n' "$__RW_MARK"
+  () {
+    emulate -L zsh
+    setopt extendedglob
+    local -a e=(${${(k)parameters[(R)*export*]}/(#m)*/$MATCH=${(P)MATCH}})
+    print -rN -- $'\x1eRW1' R "$__rw_rc" "$__rw_ps" "$PWD" list ${#e} "${e[@]}" $'\x1eEND' >&4
+  }
+done
+""",
+}
+SHELL_ARGS = {"bash": ["--norc", "--noprofile", "-c"], "zsh": ["-f", "-c"]}
 
 OutputSink = Callable[[bytes], None]
 
@@ -65,6 +83,8 @@ class ShellGone(RwError):
 
 class Executor:
     def __init__(self, cwd: str, env: dict[str, str], shell: str = "bash"):
+        if shell not in _LOOPS:
+            raise RwError(f"cannot run steps in {shell!r}; rw runs bash and zsh")
         if shutil.which(shell) is None:
             raise RwError(f"{shell} is not installed")
         self.mark = f"\x1eRWOUT-{secrets.token_hex(8)}"
@@ -75,7 +95,7 @@ class Executor:
         self.cwd = cwd if os.path.isdir(cwd) else os.getcwd()
         self.shell = shell
         self.proc = subprocess.Popen(
-            [shell, "--norc", "--noprofile", "-c", _LOOP],
+            [shell, *SHELL_ARGS[shell], _LOOPS[shell]],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -136,14 +156,18 @@ class Executor:
                     if isinstance(item, records.Record) and item.type == "R":
                         report = item.fields
                     break
-        code, pipestatus, cwd, _fmt, env_text = report
+        code, pipestatus, cwd, fmt = report[:4]
+        env = (
+            records.parse_declare(report[4]) if fmt == "declare" else records.parse_list(report[5:])
+        )
+        env.pop("__RW_MARK", None)
         self.cwd = cwd
-        return StepResult(int(code), pipestatus, cwd, records.parse_declare(env_text),
-                          bytes(output))  # fmt: skip
+        return StepResult(int(code), pipestatus, cwd, env, bytes(output))
 
     def definitions(self) -> str:
         """This shell's functions and aliases, as code another shell can run."""
-        return self.run("declare -f; alias -p").output.decode(errors="replace")
+        listing = "declare -f; alias -p" if self.shell == "bash" else "typeset -f; alias -L"
+        return self.run(listing).output.decode(errors="replace")
 
     def restart(self, cwd: str, env: dict[str, str], definitions: str = "") -> Executor:
         """A new shell in the given state, with these functions and aliases."""

@@ -164,3 +164,40 @@ def test_edit_skip_shell_and_back_at_the_prompt(recorded):
         "echo WARNING: disk is $STAGE",
         "echo done > done.txt",
     ]
+
+
+def test_zsh_session_replays_in_zsh_with_its_syntax(daemon, shells, tmp_path):
+    sh = shells("zsh")
+    for line in [
+        "rw name zjob",
+        f"cd {tmp_path}",
+        "export WORDS='alpha beta'",
+        "greet() { print -l ${(s: :)WORDS} }",
+        "greet > words.txt",
+    ]:
+        sh.run(line)
+    (tmp_path / "words.txt").unlink()
+    proc = replay("zjob", "--from", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "words.txt").read_text() == "alpha\nbeta\n"
+
+
+def test_zsh_paused_shell_carries_state(daemon, shells, tmp_path):
+    sh = shells("zsh")
+    for line in ["rw name zp", f"cd {tmp_path}", "export V=one", "echo $V > v.txt"]:
+        sh.run(line)
+    p = spawn_replay("zp", "--from", "4", "--step")
+    p.expect_exact("paused before step 4")
+    p.expect_exact(PROMPT)
+    p.sendline("h")
+    p.expect_exact("(rw paused)")
+    p.sendline("export V=from-zsh-shell")
+    p.expect_exact("(rw paused)")
+    p.sendline("exit")
+    p.expect_exact("paused before step 4")
+    p.expect_exact(PROMPT)
+    p.sendline("c")
+    p.expect(pexpect.EOF)
+    p.close()
+    assert p.exitstatus == 0
+    assert (tmp_path / "v.txt").read_text() == "from-zsh-shell\n"

@@ -36,6 +36,9 @@ _KEYS = {"c": CONTINUE, "n": NEXT, "s": SKIP, "e": EDIT, "h": SHELL, "b": BACK, 
 class TerminalController(Controller):
     """Asks at each pause, on the terminal."""
 
+    def __init__(self, shell: str):
+        self.shell = shell
+
     def pause(
         self, pause: Pause, state: tuple[str, dict[str, str]], definitions: Callable[[], str]
     ) -> Action:
@@ -54,30 +57,46 @@ class TerminalController(Controller):
                 return Action(EDIT, command=click.prompt("rw: command", default=pause.command,
                                                          err=True))  # fmt: skip
             if kind == SHELL:
-                cwd, env, defs = _subshell(*state, definitions())
+                cwd, env, defs = _subshell(self.shell, *state, definitions())
                 return Action(SHELL, state=(cwd, env), definitions=defs)
             return Action(kind)
 
 
-def _subshell(cwd: str, env: dict[str, str], definitions: str) -> tuple[str, dict[str, str], str]:
-    """An interactive bash in the paused state (with its functions and aliases);
+def _subshell(
+    shell: str, cwd: str, env: dict[str, str], definitions: str
+) -> tuple[str, dict[str, str], str]:
+    """An interactive shell in the paused state (with its functions and aliases);
     the directory, environment and definitions it leaves carry on."""
     with tempfile.TemporaryDirectory(prefix="rw-paused-") as tmp:
         out = Path(tmp)
         (out / "defs").write_text(definitions)
-        (out / "rc").write_text(
-            f". {out}/defs\nPS1='(rw paused) \\w\\$ '\n"
-            f"trap 'pwd > {out}/cwd; export -p > {out}/env; "
-            f"{{ declare -f; alias -p; }} > {out}/defs' EXIT\n"
-        )
         click.echo("rw: a shell in the paused state; exit it to go on", err=True)
-        subprocess.call(["bash", "--rcfile", str(out / "rc"), "-i"], env=env, cwd=cwd)
-        try:
-            return (
-                (out / "cwd").read_text().strip() or cwd,
-                records.parse_declare((out / "env").read_text()),
-                (out / "defs").read_text(),
+        if shell == "zsh":
+            (out / ".zshrc").write_text(
+                f". {out}/defs\nPS1='(rw paused) %~%# '\n"
+                "zshexit() {\n"
+                f"  pwd > {out}/cwd; {{ typeset -f; alias -L; }} > {out}/defs\n"
+                "  local k; for k in ${(k)parameters[(R)*export*]}; do "
+                f'print -rN -- "$k=${{(P)k}}"; done > {out}/env\n'
+                "}\n"
             )
+            subprocess.call(["zsh", "-i"], env={**env, "ZDOTDIR": tmp}, cwd=cwd)
+        else:
+            (out / "rc").write_text(
+                f". {out}/defs\nPS1='(rw paused) \\w\\$ '\n"
+                f"trap 'pwd > {out}/cwd; export -p > {out}/env; "
+                f"{{ declare -f; alias -p; }} > {out}/defs' EXIT\n"
+            )
+            subprocess.call(["bash", "--rcfile", str(out / "rc"), "-i"], env=env, cwd=cwd)
+        try:
+            text = (out / "env").read_text()
+            new_env = (
+                records.parse_list(text.split("\0")) if shell == "zsh"
+                else records.parse_declare(text)
+            )  # fmt: skip
+            if "ZDOTDIR" not in env:
+                new_env.pop("ZDOTDIR", None)  # ours, for the paused shell only
+            return (out / "cwd").read_text().strip() or cwd, new_env, (out / "defs").read_text()
         except OSError:
             return cwd, env, definitions
 
@@ -127,12 +146,10 @@ def replay_cmd(
     points = bps.BreakpointSet([] if no_breakpoints else bps.listing(store, sid))
     interactive = sys.stdin.isatty() and sys.stderr.isatty()
     row = store.get_session(sid)
-    shell = "bash"  # zsh sessions replay in bash too, for now
-    if row and row.shell == "zsh":
-        click.echo("rw: note: replaying a zsh session in bash", err=True)
+    shell = "zsh" if row and row.shell == "zsh" else "bash"
     replay = Replay(
         store, sid, steps, breakpoints=points, every_step=every_step,
-        controller=TerminalController() if interactive else Controller(), sink=_stream,
+        controller=TerminalController(shell) if interactive else Controller(), sink=_stream,
         shell=shell,
     )  # fmt: skip
     click.echo(f"rw: replaying {len(steps)} step(s) of {sid}", err=True)
