@@ -70,11 +70,10 @@ if [[ -o interactive ]]; then
 			if [[ -n $__rw_pending ]]; then
 				\builtin setopt extendedglob
 				# NAME=value of every exported parameter, in one expansion
-				local -a __rw_env=(${${(k)parameters[(R)*export*]}/(#m)*/$MATCH=${(P)MATCH}})
 				{
 					\builtin print -rN -- $'\x1eRW1' E "$__rw_psid" "$__rw_pending" \
-						"${EPOCHREALTIME:-$EPOCHSECONDS}" "$__rw_st" "$__rw_ps" "$PWD" list \
-						"${#__rw_env}" "${__rw_env[@]}" $'\x1eEND'
+						"${EPOCHREALTIME:-$EPOCHSECONDS}" "$__rw_st" "$__rw_ps" "$PWD" list0 \
+						${${(k)parameters[(R)*export*]}/(#m)*/$MATCH=${(P)MATCH}} $'\x1eEND'
 				} 2>/dev/null >>!"$__rw_pspool"
 				__rw_pending=
 			fi
@@ -90,10 +89,9 @@ if [[ -o interactive ]]; then
 			\builtin emulate -L zsh
 			\builtin setopt extendedglob
 			__rw_opened=1
-			local -a __rw_env=(${${(k)parameters[(R)*export*]}/(#m)*/$MATCH=${(P)MATCH}})
 			__rw_write S "$__rw_sid" "$__rw_parent" zsh "$ZSH_VERSION" "$$" "$__rw_tty" \
 				"${EPOCHREALTIME:-$EPOCHSECONDS}" "$PWD" "${HOST-}" "${USER:-$__rw_user}" "$1" \
-				list "${#__rw_env}" "${__rw_env[@]}"
+				list0 ${${(k)parameters[(R)*export*]}/(#m)*/$MATCH=${(P)MATCH}}
 		}
 
 		# `rw back`, `rw branch` and `rw rewind` call this (through the rw

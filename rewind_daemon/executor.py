@@ -49,8 +49,8 @@ while IFS= read -r -d '' __rw_cmd <&3; do
   () {
     emulate -L zsh
     setopt extendedglob
-    local -a e=(${${(k)parameters[(R)*export*]}/(#m)*/$MATCH=${(P)MATCH}})
-    print -rN -- $'\x1eRW1' R "$__rw_rc" "$__rw_ps" "$PWD" list ${#e} "${e[@]}" $'\x1eEND' >&4
+    print -rN -- $'\x1eRW1' R "$__rw_rc" "$__rw_ps" "$PWD" list0 \
+      ${${(k)parameters[(R)*export*]}/(#m)*/$MATCH=${(P)MATCH}} $'\x1eEND' >&4
   }
 done
 """,
@@ -157,9 +157,7 @@ class Executor:
                         report = item.fields
                     break
         code, pipestatus, cwd, fmt = report[:4]
-        env = (
-            records.parse_declare(report[4]) if fmt == "declare" else records.parse_list(report[5:])
-        )
+        env = records.parse_env(fmt, report[4:])
         env.pop("__RW_MARK", None)
         self.cwd = cwd
         return StepResult(int(code), pipestatus, cwd, env, bytes(output))

@@ -162,11 +162,7 @@ class Ingester:
         if cached is not None:
             self._env_cache.move_to_end(raw_key)
             return cached
-        env = (
-            records.parse_declare(payload[0])
-            if fmt == "declare"
-            else records.parse_list(payload[1:])
-        )
+        env = records.parse_env(fmt, payload)
         for name in PRIVATE_ENV:
             env.pop(name, None)
         env, n = self.redactor.env(env)

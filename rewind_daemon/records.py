@@ -14,7 +14,8 @@ Types (fields after TYPE):
        ("%5d%c %s\n": history number, a '*' or ' ', a space, the line)
     E  step end:      sid seq ended_at exit_code pipestatus cwd env_format env...
        env_format "declare": one field, bash `export -p` output
-       env_format "list":    a count, then that many NAME=VALUE fields (zsh)
+       env_format "list":    a count, then that many NAME=VALUE fields
+       env_format "list0":   NAME=VALUE fields up to the end marker (zsh)
     N  name session:  sid name
     X  session end:   sid ended_at
 """
@@ -65,6 +66,8 @@ def _env_ok(fields: list[str], at: int) -> bool:
         return rest == 1
     if fmt == "list":
         return rest >= 1 and fields[at + 1].isdigit() and rest == 1 + int(fields[at + 1])
+    if fmt == "list0":
+        return True
     return fmt == "none" and rest == 0
 
 
@@ -190,6 +193,17 @@ def history_command(text: str) -> str:
     if m is None:
         raise ValueError("not a line of bash history output")
     return m.group(1)
+
+
+def parse_env(fmt: str, payload: list[str]) -> dict[str, str]:
+    """The environment in a record's payload (the fields after its format)."""
+    if fmt == "declare":
+        return parse_declare(payload[0])
+    if fmt == "list":
+        return parse_list(payload[1:])
+    if fmt == "list0":
+        return parse_list(payload)
+    return {}
 
 
 def parse_list(items: list[str]) -> dict[str, str]:
