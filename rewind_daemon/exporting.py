@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import shlex
@@ -30,6 +31,7 @@ class Selection:
     steps: list[StepRow]
     first: int
     last: int
+    outputs: dict[int, bytes]  # what the steps printed, where it was recorded (replays)
 
 
 def select(store: Store, sid: str, first: int | None = None, last: int | None = None) -> Selection:
@@ -42,7 +44,7 @@ def select(store: Store, sid: str, first: int | None = None, last: int | None = 
     if not row.steps and (first or last):
         raise RwError(f"session {sid} has no steps")
     steps = [s for s in store.steps(sid) if lo <= s.number <= hi]
-    return Selection(row, steps, lo, hi)
+    return Selection(row, steps, lo, hi, store.outputs(sid, lo, hi))
 
 
 def export_session(
@@ -273,6 +275,10 @@ def to_markdown(sel: Selection) -> str:
         if len((st.pipestatus or "").split()) > 1:
             facts.append(f"PIPESTATUS {st.pipestatus}")
         out.append(", ".join(facts) + f"; started {_when(st.started_at)}.")
+        if st.number in sel.outputs:
+            text = sel.outputs[st.number].decode(errors="replace").rstrip("\n")
+            mark = fence(text)
+            out += ["", "Output:", "", f"{mark}text", text, mark] if text else []
     return "\n".join(out) + "\n"
 
 
@@ -283,6 +289,16 @@ def _pipestatus(raw: str | None) -> list[int] | None:
     if raw is None:
         return None
     return [int(x) for x in raw.split() if x.lstrip("-").isdigit()]
+
+
+def _output_fields(output: bytes | None) -> dict:
+    """A step's recorded output: text when it is UTF-8, base64 otherwise."""
+    if output is None:
+        return {}
+    try:
+        return {"output": output.decode()}
+    except UnicodeDecodeError:
+        return {"output_base64": base64.b64encode(output).decode()}
 
 
 def to_document(store: Store, sel: Selection) -> dict:
@@ -321,6 +337,7 @@ def to_document(store: Store, sel: Selection) -> dict:
                 "exit_code": st.exit_code,
                 "pipestatus": _pipestatus(st.pipestatus),
                 "env": envs.get(st.env_id),
+                **_output_fields(sel.outputs.get(st.number)),
             }
             for st in sel.steps
         ],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import getpass
 import json
 import os
@@ -35,6 +36,7 @@ class ImportedStep:
     exit_code: int | None = None
     pipestatus: str | None = None
     env: dict[str, str] | None = None
+    output: bytes | None = None
 
 
 @dataclass
@@ -300,9 +302,21 @@ def parse_document(data: bytes, source: str) -> ImportedSession:
                 exit_code=f.integer("exit_code"),
                 pipestatus=f.codes("pipestatus"),
                 env=f.env("env"),
+                output=_output(raw, f"{source}: steps[{i}]"),
             )
         )
     return session
+
+
+def _output(raw: dict, where: str) -> bytes | None:
+    if isinstance(raw.get("output"), str):
+        return raw["output"].encode()
+    if isinstance(raw.get("output_base64"), str):
+        try:
+            return base64.b64decode(raw["output_base64"], validate=True)
+        except ValueError:
+            raise RwError(f"{where}.output_base64 is not base64") from None
+    return None
 
 
 # --- storing -----------------------------------------------------------------------------
@@ -363,5 +377,8 @@ def save(
                  env_id(step.env))
             )  # fmt: skip
         store.bulk_insert_steps(rows)
+        for number, step in enumerate(session.steps, 1):
+            if step.output is not None:
+                store.set_output(sid, number, step.output)
         store.add_counter("redactions", redactions)
     return ImportResult(sid, name, len(session.steps), session.left_out)

@@ -463,6 +463,10 @@ class Store:
         row = self.db.execute(q, (sid, number)).fetchone()
         return zlib.decompress(row[0]) if row else None
 
+    def outputs(self, sid: str, first: int, last: int) -> dict[int, bytes]:
+        q = "SELECT number, output FROM step_outputs WHERE session=? AND number BETWEEN ? AND ?"
+        return {n: zlib.decompress(o) for n, o in self.db.execute(q, (sid, first, last))}
+
     def add_breakpoint(
         self, sid: str, kind: str, step: int | None, pattern: str | None, target: str | None
     ) -> int:

@@ -259,3 +259,28 @@ def test_export_and_import_have_help():
         assert cmd.help and "Example" in cmd.help
         options = [p for p in cmd.params if isinstance(p, click.Option)]
         assert options and all(p.help for p in options)
+
+
+def test_recorded_output_is_exported_and_round_trips(daemon, shells, tmp_path):
+    sh = shells("bash")
+    sh.run("rw name out-src")
+    sh.run("printf 'line one\\nline ``two``\\n'")
+    binary = tmp_path / "binary.out"  # created only for the replay: not shown in the terminal
+    sh.run(f"cat {binary} 2>/dev/null || true")
+    binary.write_bytes(b"\xffbinary\n")
+    replay = subprocess.run([RW, "replay", "out-src", "--from", "2"], capture_output=True)
+    assert replay.returncode == 0 and b"\xffbinary" in replay.stdout
+    replayed = next(s["id"] for s in rw_json("sessions") if s["origin"] == "replay")
+    md = rw("export", replayed, "--format", "md").stdout
+    assert "Output:" in md and "line one\nline ``two``" in md
+    assert "````text" in md or "```text" in md
+    doc = json.loads(rw("export", replayed, "--format", "json").stdout)
+    assert doc["steps"][1]["output"] == "line one\nline ``two``\n"
+    assert "output_base64" in doc["steps"][2]
+    path = tmp_path / "doc.json"
+    path.write_text(json.dumps(doc))
+    rw("import", "json", str(path), "--new-id", "--name", "out-copy")
+    copy = "out-copy"
+    again = json.loads(rw("export", copy, "--format", "json").stdout)
+    assert [s.get("output") for s in again["steps"]] == [s.get("output") for s in doc["steps"]]
+    assert again["steps"][2]["output_base64"] == doc["steps"][2]["output_base64"]
