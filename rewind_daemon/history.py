@@ -77,12 +77,14 @@ class StepDetail:
     step: Step
     env: dict[str, str]
     env_changes: dict[str, tuple[str | None, str | None]]
+    output: bytes | None = None  # recorded for replays
 
     def to_json(self) -> dict:
         return {
             **self.step.to_json(),
             "env": self.env,
             "env_changes": {k: {"before": a, "after": b} for k, (a, b) in self.env_changes.items()},
+            "output": None if self.output is None else self.output.decode(errors="replace"),
         }
 
 
@@ -152,4 +154,4 @@ def step_detail(store: Store | None, ref: str | None, number: int) -> StepDetail
         for key in sorted(set(before) | set(env)):
             if before.get(key) != env.get(key):
                 changes[key] = (before.get(key), env.get(key))
-    return StepDetail(Step(row), env, changes)
+    return StepDetail(Step(row), env, changes, store.output(sid, number))

@@ -100,7 +100,8 @@ def log_cmd(session: str | None, failed: bool, limit: int | None, as_json: bool)
 @click.option("--env", "full_env", is_flag=True, help="Print the whole environment after the step.")
 @json_option
 def show_cmd(args: tuple[str, ...], full_env: bool, as_json: bool) -> None:
-    """Show one step: command, cwd, timing, exit codes and environment changes.
+    """Show one step: command, cwd, timing, exit codes, environment changes, and
+    its output where it was recorded (replays record it).
 
     \b
     Example:
@@ -140,6 +141,9 @@ def show_cmd(args: tuple[str, ...], full_env: bool, as_json: bool) -> None:
     if full_env:
         for key, value in sorted(detail.env.items()):
             click.echo(f"  {key}={value}")
+    if detail.output is not None:
+        click.echo("output:")
+        click.echo(detail.output.decode(errors="replace"), nl=False)
 
 
 @cli.command("name", context_settings=CONTEXT)
