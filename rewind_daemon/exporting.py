@@ -267,14 +267,14 @@ def to_markdown(sel: Selection) -> str:
     for st in sel.steps:
         mark = fence(st.command)
         out += ["", f"## Step {st.number}", "", f"{mark}{lang}", st.command, mark, ""]
-        facts = [f"exit code {_exit_text(st)}", duration_text(st)]
+        about = [f"exit code {_exit_text(st)}", duration_text(st)]
         if st.cwd_before:
-            facts.append(f"in {_code_span(st.cwd_before)}")
+            about.append(f"in {_code_span(st.cwd_before)}")
         if st.cwd_after and st.cwd_after != st.cwd_before:
-            facts.append(f"then in {_code_span(st.cwd_after)}")
+            about.append(f"then in {_code_span(st.cwd_after)}")
         if len((st.pipestatus or "").split()) > 1:
-            facts.append(f"PIPESTATUS {st.pipestatus}")
-        out.append(", ".join(facts) + f"; started {_when(st.started_at)}.")
+            about.append(f"PIPESTATUS {st.pipestatus}")
+        out.append(", ".join(about) + f"; started {_when(st.started_at)}.")
         if st.number in sel.outputs:
             text = sel.outputs[st.number].decode(errors="replace").rstrip("\n")
             mark = fence(text)

@@ -9,6 +9,7 @@ import logging
 import os
 import re
 from collections import OrderedDict
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -205,7 +206,7 @@ class SpoolReader:
     def spool_files_names(self) -> list[str]:
         return [p.name for p in self.spool_files()]
 
-    def ingest_all(self, finished: set[str] = frozenset()) -> int:
+    def ingest_all(self, finished: AbstractSet[str] = frozenset()) -> int:
         """Ingest every spool; `finished` names sessions whose writer is gone."""
         total = 0
         for path in self.spool_files():
