@@ -27,6 +27,7 @@ from pathlib import Path
 from _common import (
     Verdicts,
     machine,
+    median_wall,
     parser,
     rw_env,
     rw_home,
@@ -78,20 +79,6 @@ def build_store(db: Path, steps: int) -> str:
     return sids[0]
 
 
-def wall_ms(argv: list[str], env: dict[str, str], runs: int) -> tuple[float, str]:
-    """Median wall time in ms of `runs` runs (after a warm-up), and the last stderr."""
-    times = []
-    for i in range(runs + 1):
-        t0 = time.perf_counter()
-        proc = subprocess.run(argv, env=env, capture_output=True, text=True)
-        elapsed = (time.perf_counter() - t0) * 1000
-        if proc.returncode != 0:
-            raise SystemExit(f"bench: {' '.join(argv)} exited {proc.returncode}: {proc.stderr}")
-        if i:
-            times.append(elapsed)
-    return statistics.median(times), proc.stdout + proc.stderr
-
-
 def main() -> int:
     p = parser(__doc__.split("\n")[0])
     p.add_argument("--steps", type=int, help="Steps in the store (default 1000000; quick 100000).")
@@ -112,13 +99,17 @@ def main() -> int:
             f"{size / 1e6:.0f} MB, built in {time.perf_counter() - t0:.1f}s"
         )
         start_daemon(home)
-        log_ms, out = wall_ms([rw, "log", sid, "--limit", str(LIMIT)], env, runs)
+        log_argv = [rw, "log", sid, "--limit", str(LIMIT)]
+        out = subprocess.run(log_argv, env=env, capture_output=True, text=True).stdout
         shown = [line for line in out.splitlines() if line[:5].strip().isdigit()]
         if len(shown) != LIMIT:
             raise SystemExit(f"bench: rw log printed {len(shown)} steps, not {LIMIT}:\n{out}")
-        version_ms, _ = wall_ms([rw, "--version"], env, runs)
-        pass_ms, _ = wall_ms([sys.executable, "-c", "pass"], env, runs)
-        import_ms, _ = wall_ms([sys.executable, "-c", "import rewind_daemon.cli"], env, runs)
+        log_ms = median_wall(log_argv, env, runs) * 1000
+        version_ms = median_wall([rw, "--version"], env, runs) * 1000
+        pass_ms = median_wall([sys.executable, "-c", "pass"], env, runs) * 1000
+        import_ms = (
+            median_wall([sys.executable, "-c", "import rewind_daemon.cli"], env, runs) * 1000
+        )
         store = Store.open_for_reading(db)
         assert store is not None
         query = []
