@@ -43,13 +43,14 @@ if [[ -o interactive ]]; then
 			# the daemon in the background if it is gone.
 			((SECONDS >= __rw_next_check)) || return 0
 			__rw_next_check=$((SECONDS + 5))
-			[[ -n $__rw_dpid && -e /proc/$__rw_dpid/fd/0 ]] && return
-			[[ -r $__rw_pid_file ]] && \builtin read -r __rw_dpid <"$__rw_pid_file"
-			[[ -n $__rw_dpid && -e /proc/$__rw_dpid/fd/0 ]] && return
-			[[ $__rw_autostart == 1 ]] || return
-			((EPOCHSECONDS >= __rw_next_start)) || return
+			[[ -n $__rw_dpid && -e /proc/$__rw_dpid/fd/0 ]] && return 0
+			[[ -r $__rw_pid_file ]] && { \builtin read -r __rw_dpid <"$__rw_pid_file" || :; }
+			[[ -n $__rw_dpid && -e /proc/$__rw_dpid/fd/0 ]] && return 0
+			[[ $__rw_autostart == 1 ]] || return 0
+			((EPOCHSECONDS >= __rw_next_start)) || return 0
 			__rw_next_start=$((EPOCHSECONDS + 30))
 			("$__rw_bin" daemon start --no-wait </dev/null >/dev/null 2>&1 &)
+			return 0
 		}
 
 		__rw_preexec() {

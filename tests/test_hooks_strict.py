@@ -56,3 +56,17 @@ def test_strict_mode_options_traps_and_status_unchanged(daemon, shells, kind, tm
     assert sh.run("echo alive") == "alive"
     commands = [s["command"] for s in steps_of(sh.session_id())]
     assert commands[:3] == ["(exit 3) || echo status=$?", "echo plain", "true | true"]
+
+
+@pytest.mark.parametrize("kind", ["bash", "zsh"])
+def test_strict_mode_survives_no_daemon_and_an_empty_pid_file(no_autostart, shells, kind):
+    """errexit must not turn a failed liveness check into the end of the shell."""
+    run_dir = no_autostart / "run"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "daemon.pid").write_text("")  # left empty by a crash
+    sh = shells(kind, init=False, before_init=["set -eu -o pipefail"])
+    assert sh.run(f'eval "$({sh.bin_dir}/rw init {kind})"') == ""
+    assert sh.run("echo still-here") == "still-here"
+    assert sh.p.isalive()
+    spool = list((no_autostart / "data" / "spool").glob("*.spool"))
+    assert len(spool) == 1 and b"echo still-here" in spool[0].read_bytes()
