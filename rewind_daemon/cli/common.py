@@ -22,7 +22,8 @@ def get_config(p: paths.Paths) -> Config:
 
 
 def synced_store(p: paths.Paths) -> Store | None:
-    """The store for reading, after the daemon ingested what shells have spooled."""
+    """The store for reading, after the daemon ingested what shells have spooled
+    (None when nothing was ever recorded)."""
     try:
         client.request(p, "sync", timeout=10)
     except RwError:
@@ -53,3 +54,12 @@ def print_json(data: object) -> None:
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+
+
+def synced_store_for_writing(p: paths.Paths) -> Store:
+    """The store, writable (replays, breakpoints, imports), after a sync."""
+    reader = synced_store(p)
+    if reader is None:
+        raise RwError("nothing has been recorded yet")
+    reader.close()
+    return Store(p.db)

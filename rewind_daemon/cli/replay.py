@@ -28,7 +28,7 @@ from ..replay import (
     Replay,
 )
 from . import CONTEXT, cli
-from .common import get_paths, json_option, print_json, synced_store
+from .common import get_paths, json_option, print_json, synced_store, synced_store_for_writing
 
 _KEYS = {"c": CONTINUE, "n": NEXT, "s": SKIP, "e": EDIT, "h": SHELL, "b": BACK, "q": QUIT}
 
@@ -134,7 +134,7 @@ def replay_cmd(
         rw breakpoint add deploy --on-error
         rw replay deploy --from 40
     """
-    store = _writable(get_paths(), session)
+    store = synced_store_for_writing(get_paths())
     sid = resolve_session(store, session)
     steps = [s for s in store.steps(sid) if (first or 1) <= s.number <= (last or s.number)]
     if not steps:
@@ -194,7 +194,7 @@ def breakpoint_add(
         rw breakpoint add deploy --on-error
     """
     p = get_paths()
-    store = _writable(p, session)
+    store = synced_store_for_writing(p)
     sid = resolve_session(store, session)
     for bp in bps.add(store, sid, step=step, pattern=pattern, target=target, on_error=on_error):
         click.echo(f"breakpoint {bp.id}: {bp.describe()}")
@@ -232,15 +232,6 @@ def breakpoint_rm(session: str, bp_id: int) -> None:
         rw breakpoint rm deploy 2
     """
     p = get_paths()
-    store = _writable(p, session)
+    store = synced_store_for_writing(p)
     bps.remove(store, resolve_session(store, session), bp_id)
     click.echo(f"removed breakpoint {bp_id}")
-
-
-def _writable(p, session: str):
-    from ..store import Store
-
-    synced_store(p)
-    if not p.db.exists():
-        raise RwError("nothing has been recorded yet")
-    return Store(p.db)
