@@ -37,6 +37,7 @@ def test_back_restores_cwd_and_environment_and_branches(daemon, shells, kind, tm
     assert branch != original
     session = next(s for s in rw_json("sessions") if s["id"] == branch)
     assert session["parent"] == original and session["branch_point"] == 3
+    assert f"from {original} after step 3" in rw("sessions").stdout
     cmds = [s["command"] for s in steps_of(branch)]
     assert cmds[:3] == [f"cd {one}", "export RW_A=1 RW_B='two words'", cmds[2]]
     assert cmds[3:] == [cmds[3], "echo in-branch"]
