@@ -167,3 +167,11 @@ def test_stale_socket_and_pid_file_never_block_a_restart(rw_home):
     assert (rw_home / "run" / "daemon.pid").exists()
     assert "started" in rw("daemon", "start").stdout
     assert rw_json("daemon", "status")["running"] is True
+
+
+def test_every_command_is_in_the_lazy_loading_table():
+    from rewind_daemon.cli import COMMAND_MODULES
+
+    assert set(cli.commands) == set(COMMAND_MODULES)
+    for name, module in COMMAND_MODULES.items():
+        assert cli.commands[name].callback.__module__ == f"rewind_daemon.cli.{module}"

@@ -3,6 +3,7 @@ the work is done by the domain modules."""
 
 from __future__ import annotations
 
+import importlib
 import sqlite3
 import sys
 
@@ -13,9 +14,28 @@ from ..errors import EXIT_PROBLEM, EXIT_USAGE, RwError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
+# Which module declares each command: only that one is imported to run it, so
+# start-up (which `rw log` pays every time) does not grow with every command.
+COMMAND_MODULES = {
+    "init": "capture", "daemon": "capture", "config": "capture", "doctor": "capture",
+    "sessions": "history", "log": "history", "show": "history", "name": "history",
+    "back": "travel", "branch": "travel", "rewind": "travel",
+    "replay": "replay", "breakpoint": "replay",
+    "diff": "compare", "export": "share", "import": "share",
+}  # fmt: skip
+
 
 class RwGroup(click.Group):
-    """Turns RwError into a one-line message and its exit code."""
+    """Loads commands when asked for; turns RwError into a one-line message and
+    its exit code."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(COMMAND_MODULES))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.commands and name in COMMAND_MODULES:
+            importlib.import_module(f"{__name__}.{COMMAND_MODULES[name]}")
+        return super().get_command(ctx, name)
 
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
@@ -50,8 +70,6 @@ def cli() -> None:
 
 
 def main() -> None:
-    from . import capture, compare, history, replay, share, travel  # noqa: F401 - registers
-
     try:
         cli.main(prog_name="rw")
     except RwError as e:  # raised while parsing, before invoke
