@@ -1,0 +1,302 @@
+"""The content-addressed object store of checkpoints: zlib-compressed blobs
+named by the SHA-256 of their content, shared by every checkpoint.
+
+Small objects (most files of a source tree or /etc) live in one SQLite file,
+`objects.db`, so that a first checkpoint of 100,000 files is one transaction
+rather than 100,000 file creations. Large objects are files of their own,
+each written to a temporary file, made durable with the rest of its batch by
+one filesystem sync, and only then renamed to its name: a named object is
+always complete, and a crash leaves at most temporary files, swept later.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import hashlib
+import os
+import sqlite3
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import RwError, StoreError
+
+CHUNK = 1024 * 1024
+PACKED_MAX = 256 * 1024  # compressed objects up to this size live in objects.db
+_LEVEL = 1  # fast: checkpoints sit in front of the user's commands
+
+
+class ObjectError(RwError):
+    """An object is missing or its content does not match its name."""
+
+    exit_code = 3
+
+
+class FileChanged(RwError):
+    """A file changed while it was being read."""
+
+
+_libc = None
+
+
+def _syncfs(fd: int) -> None:
+    """Flush the filesystem holding fd: one sync for a whole batch of objects."""
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    if _libc.syncfs(fd) != 0:
+        os.fsync(fd)
+
+
+class ObjectStore:
+    def __init__(self, root: Path, readonly: bool = False):
+        self.root = root
+        self.readonly = readonly
+        self._db: sqlite3.Connection | None = None
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            path = self.root / "objects.db"
+            try:
+                if self.readonly and path.exists():
+                    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+                elif self.readonly:
+                    db = sqlite3.connect(":memory:", isolation_level=None)
+                else:
+                    self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+                    db = sqlite3.connect(path, timeout=30, isolation_level=None)
+                    db.execute("PRAGMA journal_mode=WAL")
+                    # The checkpoints that name these objects are committed after
+                    # them: an object must be on disk first.
+                    db.execute("PRAGMA synchronous=FULL")
+                db.execute("PRAGMA busy_timeout=30000")
+                if not (self.readonly and path.exists()):
+                    db.execute(
+                        "CREATE TABLE IF NOT EXISTS objects "
+                        "(digest BLOB PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID"
+                    )
+                self._db = db
+            except sqlite3.DatabaseError as e:
+                raise StoreError(f"object store {path}: {e}") from None
+        return self._db
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def path(self, digest: str) -> Path:
+        return self.root / digest[:2] / digest[2:]
+
+    def has(self, digest: str) -> bool:
+        row = self.db.execute(
+            "SELECT 1 FROM objects WHERE digest = ?", (bytes.fromhex(digest),)
+        ).fetchone()
+        return row is not None or os.path.exists(self.path(digest))
+
+    def digests(self) -> Iterator[str]:
+        for (d,) in self.db.execute("SELECT digest FROM objects"):
+            yield d.hex()
+        if self.root.is_dir():
+            for sub in os.scandir(self.root):
+                if len(sub.name) == 2 and sub.is_dir():
+                    for obj in os.scandir(sub.path):
+                        yield sub.name + obj.name
+
+    def _raw(self, digest: str) -> bytes:
+        row = self.db.execute(
+            "SELECT data FROM objects WHERE digest = ?", (bytes.fromhex(digest),)
+        ).fetchone()
+        if row is not None:
+            return row[0]
+        return self.path(digest).read_bytes()
+
+    def read(self, digest: str) -> bytes:
+        """The content of an object, checked against its name."""
+        try:
+            data = zlib.decompress(self._raw(digest))
+        except FileNotFoundError:
+            raise ObjectError(f"object {digest[:12]} is missing from the store") from None
+        except (OSError, zlib.error, sqlite3.DatabaseError) as e:
+            raise ObjectError(f"object {digest[:12]} is unreadable: {e}") from None
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise ObjectError(f"object {digest[:12]} is corrupt (content does not match)")
+        return data
+
+    def verify(self, digest: str) -> str | None:
+        """None if the object is intact, else what is wrong with it."""
+        try:
+            self.read(digest)
+        except ObjectError as e:
+            return str(e)
+        return None
+
+    def sizes(self) -> dict[str, int]:
+        """Stored (compressed) size of every object."""
+        out = {d.hex(): n for d, n in self.db.execute("SELECT digest, length(data) FROM objects")}
+        for digest in self.digests():
+            if digest not in out:
+                try:
+                    out[digest] = self.path(digest).stat().st_size
+                except FileNotFoundError:
+                    pass
+        return out
+
+    def remove(self, digests: list[str]) -> None:
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.executemany(
+                "DELETE FROM objects WHERE digest = ?", [(bytes.fromhex(d),) for d in digests]
+            )
+        for d in digests:
+            try:
+                self.path(d).unlink()
+            except FileNotFoundError:
+                pass
+
+    def batch(self) -> Batch:
+        return Batch(self)
+
+
+class Batch:
+    """Objects written together: committed on a clean exit of the `with` block,
+    discarded on an exception."""
+
+    def __init__(self, store: ObjectStore):
+        self.store = store
+        self.tmp_dir = store.root / "tmp"
+        self.packed: dict[str, bytes] = {}
+        self.loose: dict[str, Path] = {}
+        self.written_bytes = 0
+
+    def __enter__(self) -> Batch:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+    def known(self, digest: str) -> bool:
+        # Packed objects are deduplicated by INSERT OR IGNORE at commit, which
+        # is cheaper than asking the database about each one first.
+        return digest in self.packed or digest in self.loose
+
+    def put_bytes(self, data: bytes) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        if not self.known(digest):
+            self._add(digest, [zlib.compress(data, _LEVEL)])
+        return digest
+
+    def put_file(self, path: str, expect: os.stat_result | None = None) -> tuple[str, int]:
+        """Store a regular file's content; returns (digest, size read).
+
+        With `expect`, raises FileChanged if the file is not the one that was
+        stat'ed (another size, mtime or inode) or changes while it is read.
+        """
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NOATIME", 0))
+        try:
+            before = os.fstat(fd)
+            if expect is not None and _moved(expect, before):
+                raise FileChanged(path)
+            if before.st_size < CHUNK:
+                data = os.read(fd, CHUNK)
+                if _moved(before, os.fstat(fd)):
+                    raise FileChanged(path)
+                digest = hashlib.sha256(data).hexdigest()
+                if not self.known(digest):
+                    self._add(digest, [zlib.compress(data, _LEVEL)])
+                return digest, len(data)
+            h = hashlib.sha256()
+            comp = zlib.compressobj(_LEVEL)
+            parts: list[bytes] = []
+            size = 0
+            while chunk := os.read(fd, CHUNK):
+                size += len(chunk)
+                h.update(chunk)
+                parts.append(comp.compress(chunk))
+            if _moved(before, os.fstat(fd)):
+                raise FileChanged(path)
+        finally:
+            os.close(fd)
+        digest = h.hexdigest()
+        if not self.known(digest):
+            parts.append(comp.flush())
+            self._add(digest, parts)
+        return digest, size
+
+    def _add(self, digest: str, parts: list[bytes]) -> None:
+        n = sum(len(p) for p in parts)
+        self.written_bytes += n
+        if n <= PACKED_MAX:
+            self.packed[digest] = b"".join(parts)
+            return
+        if os.path.exists(self.store.path(digest)):
+            return
+        self.tmp_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = self.tmp_dir / f"{digest}.{os.getpid()}"
+        with open(tmp, "wb") as f:
+            for p in parts:
+                f.write(p)
+        self.loose[digest] = tmp
+
+    def commit(self) -> None:
+        if self.loose:
+            fd = os.open(self.tmp_dir, os.O_RDONLY)
+            try:
+                _syncfs(fd)  # every temporary file's data is on disk ...
+                for digest, tmp in self.loose.items():
+                    final = self.store.path(digest)
+                    final.parent.mkdir(mode=0o700, exist_ok=True)
+                    os.replace(tmp, final)  # ... before it gets its name
+                _syncfs(fd)  # and the names are durable too
+            finally:
+                os.close(fd)
+            self.loose.clear()
+        if self.packed:
+            db = self.store.db
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                db.executemany(
+                    "INSERT OR IGNORE INTO objects (digest, data) VALUES (?, ?)",
+                    [(bytes.fromhex(d), data) for d, data in self.packed.items()],
+                )
+            self.packed.clear()
+
+    def abort(self) -> None:
+        for tmp in self.loose.values():
+            try:
+                tmp.unlink()
+            except FileNotFoundError:
+                pass
+        self.loose.clear()
+        self.packed.clear()
+
+
+def _moved(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_size, a.st_mtime_ns, a.st_ino, a.st_dev) != (
+        b.st_size,
+        b.st_mtime_ns,
+        b.st_ino,
+        b.st_dev,
+    )
+
+
+def sweep_temporary(store: ObjectStore) -> int:
+    """Remove temporary files left by a crash; returns how many."""
+    tmp = store.root / "tmp"
+    n = 0
+    if tmp.is_dir():
+        for e in os.scandir(tmp):
+            pid = e.name.rpartition(".")[2]
+            if pid.isdigit() and os.path.exists(f"/proc/{pid}"):
+                continue  # a batch still being written
+            try:
+                os.unlink(e.path)
+                n += 1
+            except OSError:
+                pass
+    return n

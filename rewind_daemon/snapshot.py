@@ -1,0 +1,516 @@
+"""Snapshots of watched trees: a stat index plus content digests, and the diff
+and restore between a snapshot and the tree as it is now.
+
+A snapshot records every entry under a root (path, type, mode, owner, size,
+mtime_ns, ctime_ns, inode, symlink target, content digest; empty directories
+included). Taking the next one costs one stat pass: an entry whose stat
+fields are unchanged keeps its digest, unless its timestamps were too close to
+when it was hashed to be trusted (a "racy" entry, re-hashed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import stat
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol
+
+from .errors import RwError
+from .objects import FileChanged, ObjectError, ObjectStore
+
+FORMAT = 1
+DEFAULT_SIZE_CAP = 64 * 1024 * 1024
+# An entry hashed less than this long after its last change may change again
+# within the same timestamp tick without its stat fields showing it (FAT has
+# 2 s ticks): it is hashed again next time.
+RACY_NS = 2_000_000_000
+ROOT = "."
+
+_KINDS = {
+    stat.S_IFREG: "file",
+    stat.S_IFDIR: "dir",
+    stat.S_IFLNK: "symlink",
+    stat.S_IFIFO: "fifo",
+    stat.S_IFSOCK: "socket",
+    stat.S_IFCHR: "chardev",
+    stat.S_IFBLK: "blockdev",
+}
+SPECIAL = frozenset({"fifo", "socket", "chardev", "blockdev"})
+
+
+class Entry(NamedTuple):
+    kind: str
+    mode: int  # permission bits (stat.S_IMODE)
+    uid: int
+    gid: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    ino: int
+    data: str | None  # file: content digest; symlink: target; device: "major,minor"
+    note: str | None  # why a file's content is not kept: "too large", "unreadable"
+
+
+class SnapshotUnstable(RwError):
+    """The tree kept changing while it was being read."""
+
+
+class Sink(Protocol):
+    def put_file(self, path: str, expect: os.stat_result | None = None) -> tuple[str, int]: ...
+
+
+class DigestOnly:
+    """Hashes files without keeping their content (for comparing with now)."""
+
+    def put_file(self, path: str, expect: os.stat_result | None = None) -> tuple[str, int]:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            h = hashlib.sha256()
+            size = 0
+            while chunk := os.read(fd, 1024 * 1024):
+                size += len(chunk)
+                h.update(chunk)
+        finally:
+            os.close(fd)
+        return h.hexdigest(), size
+
+
+class Excludes:
+    """Gitignore-style patterns: `name` matches at any depth, `a/b` and `/a`
+    from the root, a trailing `/` only directories, `*` `?` `[..]` within a
+    name, `**` across directories, and `!pat` re-includes; the last match wins."""
+
+    def __init__(self, patterns: Iterable[str]):
+        self.patterns = tuple(patterns)
+        self.rules: list[tuple[re.Pattern[str], bool, bool, bool]] = []
+        for pat in self.patterns:
+            p = pat.strip()
+            if not p or p.startswith("#"):
+                continue
+            negate = p.startswith("!")
+            p = p.lstrip("!")
+            dir_only = p.endswith("/")
+            p = p.rstrip("/")
+            anchored = "/" in p
+            p = p.lstrip("/")
+            if p:
+                self.rules.append((re.compile(_glob_regex(p)), anchored, dir_only, negate))
+
+    def __bool__(self) -> bool:
+        return bool(self.rules)
+
+    def excluded(self, rel: str, name: str, is_dir: bool) -> bool:
+        hit = False
+        for rx, anchored, dir_only, negate in self.rules:
+            if dir_only and not is_dir:
+                continue
+            if rx.fullmatch(rel if anchored else name):
+                hit = not negate
+        return hit
+
+
+def _glob_regex(pat: str) -> str:
+    out, i = [], 0
+    while i < len(pat):
+        c = pat[i]
+        if pat.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+            continue
+        if pat.startswith("**", i):
+            out.append(".*")
+            i += 2
+            continue
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[":
+            j = pat.find("]", i + 1)
+            if j < 0:
+                out.append(re.escape(c))
+            else:
+                body = pat[i + 1 : j]
+                if body.startswith("!"):
+                    body = "^" + body[1:]
+                out.append(f"[{body}]")
+                i = j
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return "".join(out)
+
+
+@dataclass
+class Snapshot:
+    root: str
+    taken_ns: int
+    entries: dict[str, Entry]
+    excludes: tuple[str, ...] = ()
+    size_cap: int = DEFAULT_SIZE_CAP
+    manifest: str | None = None  # digest of the stored manifest, once stored
+    unchanged: bool = False  # every entry is as in the snapshot it was taken against
+
+    @property
+    def specials(self) -> list[tuple[str, str]]:
+        return [(p, e.kind) for p, e in self.entries.items() if e.kind in SPECIAL]
+
+    @property
+    def not_kept(self) -> list[tuple[str, str]]:
+        return [(p, e.note) for p, e in self.entries.items() if e.note]
+
+    def manifest_bytes(self) -> bytes:
+        doc = {
+            "format": FORMAT,
+            "root": self.root,
+            "excludes": list(self.excludes),
+            "size_cap": self.size_cap,
+            "entries": [[p, *e] for p, e in sorted(self.entries.items())],
+        }
+        return json.dumps(doc, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_manifest(cls, data: bytes, taken_ns: int, digest: str | None = None) -> Snapshot:
+        try:
+            doc = json.loads(data)
+            entries = {row[0]: Entry(*row[1:]) for row in doc["entries"]}
+            return cls(
+                doc["root"],
+                taken_ns,
+                entries,
+                tuple(doc.get("excludes", ())),
+                int(doc.get("size_cap", DEFAULT_SIZE_CAP)),
+                digest,
+            )
+        except (ValueError, KeyError, TypeError) as e:
+            raise ObjectError(f"manifest {digest or ''} is not a snapshot: {e}") from None
+
+
+def load(objects: ObjectStore, digest: str, taken_ns: int) -> Snapshot:
+    return Snapshot.from_manifest(objects.read(digest), taken_ns, digest)
+
+
+def _entry(st: os.stat_result, data: str | None = None, note: str | None = None) -> Entry:
+    return Entry(
+        _KINDS.get(stat.S_IFMT(st.st_mode), "unknown"),
+        stat.S_IMODE(st.st_mode),
+        st.st_uid,
+        st.st_gid,
+        st.st_size,
+        st.st_mtime_ns,
+        st.st_ctime_ns,
+        st.st_ino,
+        data,
+        note,
+    )
+
+
+def take(
+    root: str,
+    sink: Sink,
+    previous: Snapshot | None = None,
+    excludes: Iterable[str] = (),
+    size_cap: int = DEFAULT_SIZE_CAP,
+    skip: Iterable[str] = (),
+    on_dir=None,
+) -> Snapshot:
+    """Snapshot the tree at `root` (absolute), storing new content in `sink`.
+
+    `previous` lends digests to entries whose stat fields are unchanged;
+    `skip` lists absolute directories never entered (rw's own data);
+    `on_dir(path)` is called before each directory is listed (the daemon adds
+    its inotify watch there, so no change after the listing goes unseen).
+    """
+    taken_ns = time.time_ns()
+    rules = Excludes(excludes)
+    prev: dict[str, Entry] = {}
+    trust_before = 0
+    if (
+        previous is not None
+        and previous.root == root
+        and previous.excludes == rules.patterns
+        and previous.size_cap == size_cap
+    ):
+        prev = previous.entries
+        trust_before = previous.taken_ns - RACY_NS
+    skip_dirs = frozenset(skip)
+    entries: dict[str, Entry] = {}
+    changed = False
+
+    def content(path: str, st: os.stat_result, rel: str) -> Entry:
+        nonlocal changed
+        p = prev.get(rel)
+        if (
+            p is not None
+            and p.kind == ("file" if stat.S_ISREG(st.st_mode) else "symlink")
+            and p.data is not None
+            and p.mtime_ns < trust_before
+            and p.ctime_ns < trust_before
+            and p[1:8]
+            == (
+                stat.S_IMODE(st.st_mode),
+                st.st_uid,
+                st.st_gid,
+                st.st_size,
+                st.st_mtime_ns,
+                st.st_ctime_ns,
+                st.st_ino,
+            )
+        ):
+            return p
+        e = _read(path, st, sink, size_cap)
+        if p != e:
+            changed = True
+        return e
+
+    try:
+        st = os.lstat(root)
+    except FileNotFoundError:
+        return Snapshot(root, taken_ns, {}, rules.patterns, size_cap, unchanged=not prev)
+    entries[ROOT] = content(root, st, ROOT) if not stat.S_ISDIR(st.st_mode) else _entry(st)
+    stack = [(ROOT, root)] if stat.S_ISDIR(st.st_mode) else []
+    while stack:
+        rel_dir, abs_dir = stack.pop()
+        if on_dir is not None:
+            on_dir(abs_dir)
+        try:
+            it = os.scandir(abs_dir)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except PermissionError:
+            entries[rel_dir] = entries[rel_dir]._replace(note="unreadable")
+            continue
+        with it:
+            for de in it:
+                name = de.name
+                rel = name if rel_dir == ROOT else f"{rel_dir}/{name}"
+                is_dir = de.is_dir(follow_symlinks=False)
+                if rules and rules.excluded(rel, name, is_dir):
+                    continue
+                try:
+                    st = de.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # gone since the listing
+                if is_dir:
+                    if de.path in skip_dirs:
+                        continue
+                    e = _entry(st)
+                    stack.append((rel, de.path))
+                elif stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
+                    e = content(de.path, st, rel)
+                    entries[rel] = e
+                    continue
+                elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+                    e = _entry(st, f"{os.major(st.st_rdev)},{os.minor(st.st_rdev)}")
+                else:
+                    e = _entry(st)
+                if not changed and prev.get(rel) != e:
+                    changed = True
+                entries[rel] = e
+    if len(entries) != len(prev):
+        changed = True
+    snap = Snapshot(root, taken_ns, entries, rules.patterns, size_cap)
+    if not changed and previous is not None:
+        snap.unchanged = True
+        snap.manifest = previous.manifest
+    return snap
+
+
+def _read(path: str, st: os.stat_result, sink: Sink, size_cap: int) -> Entry:
+    if stat.S_ISLNK(st.st_mode):
+        return _entry(st, os.readlink(path))
+    if st.st_size > size_cap:
+        return _entry(st, None, "too large")
+    for _ in range(3):
+        try:
+            digest, _size = sink.put_file(path, st)
+            return _entry(st, digest)
+        except FileChanged:
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                break
+            if not stat.S_ISREG(st.st_mode):
+                return _entry(st)
+        except PermissionError:
+            return _entry(st, None, "unreadable")
+    raise SnapshotUnstable(f"{path} kept changing while rw read it; try again")
+
+
+def store(snap: Snapshot, batch) -> str:
+    """Write the manifest (unless unchanged) and return its digest."""
+    if snap.manifest is None:
+        snap.manifest = batch.put_bytes(snap.manifest_bytes())
+    return snap.manifest
+
+
+# --- comparing ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Change:
+    """One difference between two snapshots, said as what happened going from
+    the first to the second."""
+
+    path: str
+    what: str  # created | deleted | modified | mode | owner | replaced | touched
+    detail: str = ""
+
+    def describe(self, root: str) -> str:
+        full = root if self.path == ROOT else os.path.join(root, self.path)
+        return f"{self.what:<9} {full}{'  ' + self.detail if self.detail else ''}"
+
+
+def diff(a: Snapshot, b: Snapshot) -> list[Change]:
+    """What changed from `a` to `b` (directory mtimes are not changes)."""
+    out: list[Change] = []
+    for path in sorted(a.entries.keys() | b.entries.keys()):
+        x, y = a.entries.get(path), b.entries.get(path)
+        if x is None:
+            out.append(Change(path, "created", y.kind if y and y.kind != "file" else ""))
+        elif y is None:
+            out.append(Change(path, "deleted", x.kind if x.kind != "file" else ""))
+        elif x.kind != y.kind:
+            out.append(Change(path, "replaced", f"{x.kind} -> {y.kind}"))
+        else:
+            if _content_differs(x, y):
+                detail = f"-> {y.data}" if x.kind == "symlink" else ""
+                out.append(Change(path, "modified", detail))
+            elif x.kind in ("file", "symlink") and x.mtime_ns != y.mtime_ns:
+                out.append(Change(path, "touched", "mtime"))
+            if x.mode != y.mode and x.kind != "symlink":
+                out.append(Change(path, "mode", f"{x.mode:04o} -> {y.mode:04o}"))
+            if (x.uid, x.gid) != (y.uid, y.gid):
+                out.append(Change(path, "owner", f"{x.uid}:{x.gid} -> {y.uid}:{y.gid}"))
+    return out
+
+
+def _content_differs(x: Entry, y: Entry) -> bool:
+    if x.kind == "file":
+        if x.data is None or y.data is None:
+            return (x.size, x.mtime_ns) != (y.size, y.mtime_ns)
+        return x.data != y.data
+    return x.data != y.data
+
+
+# --- restoring ---------------------------------------------------------------
+
+
+@dataclass
+class RestoreResult:
+    applied: list[Change] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+
+def restore(target: Snapshot, objects: ObjectStore, skip: Iterable[str] = ()) -> RestoreResult:
+    """Make the tree at target.root what `target` recorded, then verify it."""
+    root = target.root
+    now = take(root, DigestOnly(), target, target.excludes, target.size_cap, skip)
+    changes = diff(now, target)
+    result = RestoreResult()
+    failed: dict[str, str] = {}
+
+    def full(rel: str) -> str:
+        return root if rel == ROOT else os.path.join(root, rel)
+
+    # 1. Remove what the checkpoint did not have, deepest first.
+    doomed = [c.path for c in changes if c.what in ("deleted", "replaced")]
+    for rel in sorted(doomed, key=lambda p: p.count("/"), reverse=True):
+        if rel == ROOT and now.entries[rel].kind == "dir":
+            continue  # the root directory itself is emptied, never removed
+        try:
+            if now.entries[rel].kind == "dir":
+                os.rmdir(full(rel))
+            else:
+                os.unlink(full(rel))
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            failed[rel] = f"cannot remove: {err.strerror}"
+    # 2. Create and rewrite, parents first.
+    wanted = {c.path for c in changes if c.what != "deleted"}
+    for rel in sorted(wanted, key=lambda p: (p.count("/"), p)):
+        e = target.entries[rel]
+        cur = now.entries.get(rel)
+        if cur is not None and cur.kind != e.kind:
+            cur = None  # removed in step 1
+        try:
+            _put(full(rel), e, cur, objects)
+        except (OSError, ObjectError, RwError) as err:
+            failed[rel] = getattr(err, "strerror", None) or str(err)
+    # 3. Directory modes, owners and mtimes last, deepest first: creating and
+    # deleting entries above moved their mtimes.
+    dirs = [p for p, e in target.entries.items() if e.kind == "dir" and p not in failed]
+    for rel in sorted(dirs, key=lambda p: p.count("/"), reverse=True):
+        try:
+            _attrs(full(rel), target.entries[rel])
+        except OSError as err:
+            failed[rel] = f"cannot set attributes: {err.strerror}"
+    # 4. Verify.
+    after = take(root, DigestOnly(), None, target.excludes, target.size_cap, skip)
+    left = diff(after, target)
+    for c in left:
+        if c.path not in failed:
+            failed[c.path] = f"still {c.what} after restore {c.detail}".rstrip()
+    result.failed = sorted(failed.items())
+    result.applied = [c for c in changes if c.path not in failed]
+    return result
+
+
+def _put(path: str, e: Entry, cur: Entry | None, objects: ObjectStore) -> None:
+    if e.kind == "dir":
+        if cur is None:
+            os.mkdir(path, 0o700)
+        return  # attributes in step 3
+    same_content = cur is not None and not _content_differs(cur, e)
+    if not same_content:
+        if e.kind == "file":
+            if e.data is None:
+                raise RwError(f"not restorable: its content was not kept ({e.note})")
+            _write_atomic(path, objects.read(e.data))
+        elif e.kind == "symlink":
+            assert e.data is not None
+            tmp = _tmp_name(path)
+            os.symlink(e.data, tmp)
+            os.replace(tmp, path)
+        elif e.kind == "fifo":
+            os.mkfifo(path, 0o600)
+        elif e.kind in ("chardev", "blockdev"):
+            major, minor = (int(x) for x in (e.data or "0,0").split(","))
+            fmt = stat.S_IFCHR if e.kind == "chardev" else stat.S_IFBLK
+            os.mknod(path, fmt | 0o600, os.makedev(major, minor))
+        else:
+            raise RwError(f"a {e.kind} cannot be restored")
+    _attrs(path, e)
+
+
+def _attrs(path: str, e: Entry) -> None:
+    st = os.lstat(path)
+    if (st.st_uid, st.st_gid) != (e.uid, e.gid):
+        os.chown(path, e.uid, e.gid, follow_symlinks=False)
+    if e.kind != "symlink" and stat.S_IMODE(st.st_mode) != e.mode:
+        os.chmod(path, e.mode)
+    if st.st_mtime_ns != e.mtime_ns:
+        os.utime(path, ns=(st.st_atime_ns, e.mtime_ns), follow_symlinks=False)
+
+
+def _tmp_name(path: str) -> str:
+    d, name = os.path.split(path)
+    return os.path.join(d, f".{name}.rw-{os.getpid()}")
+
+
+def _write_atomic(path: str, data: bytes) -> None:
+    tmp = _tmp_name(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
