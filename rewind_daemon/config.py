@@ -27,6 +27,34 @@ redact = []
 [daemon]
 # Start the daemon from the shell hooks when it is not running.
 autostart = true
+
+[watch]
+# Trees whose files every command checkpoints (rw watch add adds more).
+paths = []
+# Gitignore-style patterns left out of every watched tree.
+exclude = []
+# Files larger than this (bytes) are recorded by metadata only: not restorable.
+max_file_size = 67108864
+# How long (seconds) a hooked shell waits for the checkpoint before a command;
+# past it the command runs without one.
+timeout = 0.5
+
+[checkpoint]
+# What `rw checkpoint create` and `rw guard` include by default.
+packages = false
+services = false
+# Keep a copy of every installed .deb, so packages can be reinstalled offline.
+keep_debs = false
+# Interpreters (or virtual environments) whose pip packages are captured;
+# empty: the active one. Wheel directories pip may reinstall from.
+pip = []
+pip_find_links = []
+# Services captured; empty: all of them.
+services_list = []
+# Retention (rw gc): checkpoints kept per session, and a cap on the total
+# size of stored objects in bytes (oldest checkpoints go first).
+keep_per_session = 200
+max_total_size = 2147483648
 """
 
 
@@ -36,6 +64,18 @@ class Config:
     redact: list[str] = field(default_factory=list)
     autostart: bool = True
     source: Path | None = None
+    watch_paths: list[str] = field(default_factory=list)
+    watch_exclude: list[str] = field(default_factory=list)
+    max_file_size: int = 64 * 1024 * 1024
+    watch_timeout: float = 0.5
+    packages: bool = False
+    services: bool = False
+    keep_debs: bool = False
+    pip: list[str] = field(default_factory=list)
+    pip_find_links: list[str] = field(default_factory=list)
+    services_list: list[str] = field(default_factory=list)
+    keep_per_session: int = 200
+    max_total_size: int = 2 * 1024 * 1024 * 1024
 
     def ignore_regexes(self) -> list[re.Pattern[str]]:
         return [_compile(p, "ignore") for p in self.ignore]
@@ -58,6 +98,22 @@ def _strings(data: dict, key: str, path: Path) -> list[str]:
     return list(value)
 
 
+def _table(data: dict, key: str, path: Path) -> dict:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise RwError(f"config {path}: [{key}] must be a table")
+    return value
+
+
+def _number(table: dict, key: str, default, path: Path, kind: type):
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise RwError(f"config {path}: {key} must be a non-negative number")
+    if kind is int and not isinstance(value, int):
+        raise RwError(f"config {path}: {key} must be a whole number")
+    return kind(value)
+
+
 def load(path: Path) -> Config:
     if not path.exists():
         return Config()
@@ -74,6 +130,21 @@ def load(path: Path) -> Config:
     if not isinstance(autostart, bool):
         raise RwError(f"config {path}: daemon.autostart must be true or false")
     cfg = Config(_strings(data, "ignore", path), _strings(data, "redact", path), autostart, path)
+    watch = _table(data, "watch", path)
+    cfg.watch_paths = _strings(watch, "paths", path)
+    cfg.watch_exclude = _strings(watch, "exclude", path)
+    cfg.max_file_size = _number(watch, "max_file_size", cfg.max_file_size, path, int)
+    cfg.watch_timeout = _number(watch, "timeout", cfg.watch_timeout, path, float)
+    cp = _table(data, "checkpoint", path)
+    for key in ("packages", "services", "keep_debs"):
+        value = cp.get(key, getattr(cfg, key))
+        if not isinstance(value, bool):
+            raise RwError(f"config {path}: checkpoint.{key} must be true or false")
+        setattr(cfg, key, value)
+    for key in ("pip", "pip_find_links", "services_list"):
+        setattr(cfg, key, _strings(cp, key, path))
+    cfg.keep_per_session = _number(cp, "keep_per_session", cfg.keep_per_session, path, int)
+    cfg.max_total_size = _number(cp, "max_total_size", cfg.max_total_size, path, int)
     cfg.ignore_regexes()
     cfg.redact_regexes()
     return cfg

@@ -420,9 +420,7 @@ def restore(target: Snapshot, objects: ObjectStore, skip: Iterable[str] = ()) ->
 
     # 1. Remove what the checkpoint did not have, deepest first.
     doomed = [c.path for c in changes if c.what in ("deleted", "replaced")]
-    for rel in sorted(doomed, key=lambda p: p.count("/"), reverse=True):
-        if rel == ROOT and now.entries[rel].kind == "dir":
-            continue  # the root directory itself is emptied, never removed
+    for rel in sorted(doomed, key=_depth, reverse=True):
         try:
             if now.entries[rel].kind == "dir":
                 os.rmdir(full(rel))
@@ -434,7 +432,7 @@ def restore(target: Snapshot, objects: ObjectStore, skip: Iterable[str] = ()) ->
             failed[rel] = f"cannot remove: {err.strerror}"
     # 2. Create and rewrite, parents first.
     wanted = {c.path for c in changes if c.what != "deleted"}
-    for rel in sorted(wanted, key=lambda p: (p.count("/"), p)):
+    for rel in sorted(wanted, key=lambda p: (_depth(p), p)):
         e = target.entries[rel]
         cur = now.entries.get(rel)
         if cur is not None and cur.kind != e.kind:
@@ -446,7 +444,7 @@ def restore(target: Snapshot, objects: ObjectStore, skip: Iterable[str] = ()) ->
     # 3. Directory modes, owners and mtimes last, deepest first: creating and
     # deleting entries above moved their mtimes.
     dirs = [p for p, e in target.entries.items() if e.kind == "dir" and p not in failed]
-    for rel in sorted(dirs, key=lambda p: p.count("/"), reverse=True):
+    for rel in sorted(dirs, key=_depth, reverse=True):
         try:
             _attrs(full(rel), target.entries[rel])
         except OSError as err:
@@ -460,6 +458,10 @@ def restore(target: Snapshot, objects: ObjectStore, skip: Iterable[str] = ()) ->
     result.failed = sorted(failed.items())
     result.applied = [c for c in changes if c.path not in failed]
     return result
+
+
+def _depth(rel: str) -> int:
+    return -1 if rel == ROOT else rel.count("/")
 
 
 def _put(path: str, e: Entry, cur: Entry | None, objects: ObjectStore) -> None:

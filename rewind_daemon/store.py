@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .errors import StoreError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SCHEMA_V1 = """
 CREATE TABLE sessions (
@@ -93,7 +93,44 @@ CREATE TABLE breakpoints (
 CREATE INDEX breakpoints_by_session ON breakpoints (session);
 """
 
-MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3}
+# v4: checkpoints (file trees by manifest digest, probe states) and watched paths
+_SCHEMA_V4 = """
+CREATE TABLE checkpoints (
+    id         INTEGER PRIMARY KEY,
+    created_at REAL NOT NULL,
+    label      TEXT,
+    origin     TEXT NOT NULL,
+    session    TEXT,
+    step       INTEGER,
+    state      TEXT NOT NULL DEFAULT 'ok'
+);
+CREATE INDEX checkpoints_by_step ON checkpoints (session, step);
+
+CREATE TABLE checkpoint_trees (
+    checkpoint INTEGER NOT NULL,
+    root       TEXT NOT NULL,
+    manifest   TEXT NOT NULL,
+    taken_ns   INTEGER NOT NULL,
+    entries    INTEGER NOT NULL,
+    PRIMARY KEY (checkpoint, root)
+) WITHOUT ROWID;
+CREATE INDEX checkpoint_trees_by_root ON checkpoint_trees (root, checkpoint);
+
+CREATE TABLE checkpoint_probes (
+    checkpoint INTEGER NOT NULL,
+    probe      TEXT NOT NULL,
+    data       BLOB NOT NULL,
+    PRIMARY KEY (checkpoint, probe)
+) WITHOUT ROWID;
+
+CREATE TABLE watches (
+    path     TEXT PRIMARY KEY,
+    excludes TEXT NOT NULL DEFAULT '[]',
+    added_at REAL NOT NULL
+);
+"""
+
+MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4}
 MAX_OUTPUT = 1024 * 1024  # bytes of a step's output kept
 
 
@@ -118,6 +155,25 @@ class SessionRow:
 
 
 @dataclass(frozen=True)
+class CheckpointRow:
+    id: int
+    created_at: float
+    label: str | None
+    origin: str  # manual | step | guard
+    session: str | None
+    step: int | None
+    state: str  # ok | pending (a step checkpoint its shell has not confirmed)
+
+
+@dataclass(frozen=True)
+class TreeRow:
+    root: str
+    manifest: str
+    taken_ns: int
+    entries: int
+
+
+@dataclass(frozen=True)
 class StepRow:
     session: str
     number: int
@@ -137,6 +193,7 @@ _SESSION_COLS = (
     # steps are numbered 1..N without gaps, so the count is an index lookup
     "coalesce((SELECT max(number) FROM steps WHERE session = s.id), 0)"
 )
+_CHECKPOINT_COLS = "id, created_at, label, origin, session, step, state"
 _STEP_COLS = (
     "session, number, command, cwd_before, cwd_after, started_at, ended_at, "
     "exit_code, pipestatus, env_id"
@@ -483,3 +540,108 @@ class Store:
     def remove_breakpoint(self, sid: str, bp_id: int) -> bool:
         cur = self.db.execute("DELETE FROM breakpoints WHERE session=? AND id=?", (sid, bp_id))
         return cur.rowcount > 0
+
+    # --- checkpoints and watches ------------------------------------------------
+
+    def add_checkpoint(
+        self,
+        *,
+        created_at: float,
+        origin: str,
+        trees: Iterable[TreeRow],
+        probes: Iterable[tuple[str, bytes]] = (),
+        label: str | None = None,
+        session: str | None = None,
+        step: int | None = None,
+        state: str = "ok",
+    ) -> int:
+        cur = self.db.execute(
+            "INSERT INTO checkpoints (created_at, label, origin, session, step, state)"
+            " VALUES (?,?,?,?,?,?)",
+            (created_at, label, origin, session, step, state),
+        )
+        cid = int(cur.lastrowid or 0)
+        self.db.executemany(
+            "INSERT INTO checkpoint_trees (checkpoint, root, manifest, taken_ns, entries)"
+            " VALUES (?,?,?,?,?)",
+            [(cid, t.root, t.manifest, t.taken_ns, t.entries) for t in trees],
+        )
+        self.db.executemany(
+            "INSERT INTO checkpoint_probes (checkpoint, probe, data) VALUES (?,?,?)",
+            [(cid, name, data) for name, data in probes],
+        )
+        return cid
+
+    def set_checkpoint_state(self, cid: int, state: str) -> None:
+        self.db.execute("UPDATE checkpoints SET state=? WHERE id=?", (state, cid))
+
+    def checkpoint(self, cid: int) -> CheckpointRow | None:
+        row = self.db.execute(f"SELECT {_CHECKPOINT_COLS} FROM checkpoints WHERE id=?", (cid,))
+        r = row.fetchone()
+        return CheckpointRow(*r) if r else None
+
+    def checkpoints(
+        self, *, session: str | None = None, state: str | None = "ok"
+    ) -> list[CheckpointRow]:
+        q = f"SELECT {_CHECKPOINT_COLS} FROM checkpoints WHERE 1"
+        args: list = []
+        if session is not None:
+            q += " AND session=?"
+            args.append(session)
+        if state is not None:
+            q += " AND state=?"
+            args.append(state)
+        return [CheckpointRow(*r) for r in self.db.execute(q + " ORDER BY id", args)]
+
+    def step_checkpoint(self, sid: str, step: int) -> int | None:
+        """The confirmed checkpoint taken just before step `step` of the session."""
+        q = "SELECT id FROM checkpoints WHERE session=? AND step=? AND state='ok' ORDER BY id DESC"
+        row = self.db.execute(q, (sid, step)).fetchone()
+        return row[0] if row else None
+
+    def checkpoint_trees(self, cid: int) -> list[TreeRow]:
+        q = "SELECT root, manifest, taken_ns, entries FROM checkpoint_trees WHERE checkpoint=?"
+        return [TreeRow(*r) for r in self.db.execute(q + " ORDER BY root", (cid,))]
+
+    def latest_tree(self, root: str) -> TreeRow | None:
+        q = (
+            "SELECT t.root, t.manifest, t.taken_ns, t.entries FROM checkpoint_trees t"
+            " JOIN checkpoints c ON c.id = t.checkpoint"
+            " WHERE t.root=? AND c.state='ok' ORDER BY t.checkpoint DESC LIMIT 1"
+        )
+        row = self.db.execute(q, (root,)).fetchone()
+        return TreeRow(*row) if row else None
+
+    def checkpoint_probes(self, cid: int) -> dict[str, bytes]:
+        q = "SELECT probe, data FROM checkpoint_probes WHERE checkpoint=?"
+        return dict(self.db.execute(q, (cid,)).fetchall())
+
+    def remove_checkpoints(self, ids: Iterable[int]) -> int:
+        rows = [(i,) for i in ids]
+        for table, col in (
+            ("checkpoint_trees", "checkpoint"),
+            ("checkpoint_probes", "checkpoint"),
+            ("checkpoints", "id"),
+        ):
+            self.db.executemany(f"DELETE FROM {table} WHERE {col}=?", rows)
+        return len(rows)
+
+    def manifests_in_use(self) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT DISTINCT manifest FROM checkpoint_trees")}
+
+    def all_probe_data(self) -> Iterator[tuple[str, bytes]]:
+        yield from self.db.execute("SELECT probe, data FROM checkpoint_probes")
+
+    def add_watch(self, path: str, excludes: str, added_at: float) -> bool:
+        cur = self.db.execute(
+            "INSERT INTO watches (path, excludes, added_at) VALUES (?,?,?)"
+            " ON CONFLICT (path) DO UPDATE SET excludes=excluded.excludes",
+            (path, excludes, added_at),
+        )
+        return cur.rowcount > 0
+
+    def remove_watch(self, path: str) -> bool:
+        return self.db.execute("DELETE FROM watches WHERE path=?", (path,)).rowcount > 0
+
+    def watches(self) -> list[tuple[str, str]]:
+        return list(self.db.execute("SELECT path, excludes FROM watches ORDER BY path"))

@@ -8,7 +8,16 @@ import sqlite3
 import click
 import pytest
 
-from rewind_daemon.cli import capture, cli, compare, history, replay, share, travel  # noqa: F401
+from rewind_daemon.cli import (  # noqa: F401
+    capture,
+    checkpoint,
+    cli,
+    compare,
+    history,
+    replay,
+    share,
+    travel,
+)
 
 from .conftest import rw, rw_json, write_config
 

@@ -21,7 +21,8 @@ def test_a_version_1_store_is_migrated_and_keeps_its_data(tmp_path):
     db.commit()
     db.close()
     s = Store(path)
-    assert s.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert s.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    assert s.watches() == [] and s.checkpoints() == []
     row = s.get_session("s1")
     assert row is not None and row.env_id is None and row.steps == 1
     assert s.step("s1", 1).command == "ls"

@@ -22,6 +22,7 @@ COMMAND_MODULES = {
     "back": "travel", "branch": "travel", "rewind": "travel",
     "replay": "replay", "breakpoint": "replay",
     "diff": "compare", "export": "share", "import": "share",
+    "watch": "checkpoint", "checkpoint": "checkpoint", "gc": "checkpoint",
 }  # fmt: skip
 
 

@@ -1,0 +1,394 @@
+"""Checkpoints: file trees of watched paths plus probe states (packages,
+services), taken, listed, compared with now, restored and collected.
+
+Restore order is packages, then files, then services; each part is verified
+afterwards by taking its state again and expecting no difference.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import snapshot
+from .config import Config
+from .errors import EXIT_INCOMPLETE, NotFound, RwError
+from .objects import ObjectError, ObjectStore, sweep_temporary
+from .paths import Paths
+from .probes import ProbeChange, ProbeConfig, available_probes
+from .store import CheckpointRow, Store, TreeRow
+
+PACKAGE_PROBES = ("dpkg", "pip")
+
+
+@dataclass(frozen=True)
+class Watch:
+    path: str  # absolute, normalised
+    excludes: tuple[str, ...] = ()
+    source: str = "rw watch"  # or "config"
+
+
+def normalise(path: str) -> str:
+    return os.path.normpath(os.path.abspath(os.path.expanduser(path)))
+
+
+def watches(store: Store | None, config: Config) -> list[Watch]:
+    """Watched trees: the config's, then those added with `rw watch add`."""
+    out: dict[str, Watch] = {}
+    for p in config.watch_paths:
+        out[normalise(p)] = Watch(normalise(p), (), "config")
+    if store is not None:
+        for path, excludes in store.watches():
+            out[path] = Watch(path, tuple(json.loads(excludes)))
+    return list(out.values())
+
+
+@dataclass
+class Created:
+    id: int
+    trees: list[TreeRow]
+    probes: list[str]
+    unavailable: list[tuple[str, str]]  # (probe, reason)
+    warnings: list[str]  # special files, files too large to keep
+
+
+@dataclass
+class TreeDiff:
+    root: str
+    changes: list[snapshot.Change]
+
+
+@dataclass
+class ProbeDiff:
+    probe: str
+    changes: list[ProbeChange]
+    unavailable: str | None = None
+
+
+@dataclass
+class Comparison:
+    """How now differs from a checkpoint, said as what a restore would do."""
+
+    checkpoint: CheckpointRow
+    trees: list[TreeDiff]
+    probes: list[ProbeDiff]
+
+    @property
+    def empty(self) -> bool:
+        return not any(t.changes for t in self.trees) and not any(p.changes for p in self.probes)
+
+
+@dataclass
+class RestoreReport:
+    checkpoint: CheckpointRow
+    restored: list[str] = field(default_factory=list)  # one line each
+    failed: list[str] = field(default_factory=list)  # one line each: what could not be restored
+
+    @property
+    def complete(self) -> bool:
+        return not self.failed
+
+
+class Checkpoints:
+    """Checkpoints of one rw data directory."""
+
+    def __init__(self, paths: Paths, store: Store, config: Config):
+        self.paths = paths
+        self.store = store
+        self.config = config
+        self.objects = ObjectStore(paths.data_dir / "objects")
+        self.artifacts = paths.data_dir / "debs"
+        self._previous: dict[str, snapshot.Snapshot] = {}
+
+    # --- taking ------------------------------------------------------------
+
+    def own_dirs(self) -> list[str]:
+        """rw's own data is never part of a checkpoint, even under a watched tree."""
+        return [str(self.paths.data_dir), str(self.paths.runtime_dir)]
+
+    def previous(self, root: str) -> snapshot.Snapshot | None:
+        prev = self._previous.get(root)
+        if prev is None:
+            row = self.store.latest_tree(root)
+            if row is not None:
+                try:
+                    prev = snapshot.load(self.objects, row.manifest, row.taken_ns)
+                except ObjectError:
+                    prev = None  # no digests to lend: every file is read again
+        return prev
+
+    def snapshot_trees(self, trees: Iterable[Watch], batch, on_dir=None) -> list[snapshot.Snapshot]:
+        snaps = []
+        excludes = tuple(self.config.watch_exclude)
+        for w in trees:
+            snap = snapshot.take(
+                w.path,
+                batch,
+                self.previous(w.path),
+                excludes + w.excludes,
+                self.config.max_file_size,
+                self.own_dirs(),
+                on_dir,
+            )
+            snapshot.store(snap, batch)
+            snaps.append(snap)
+        return snaps
+
+    def create(
+        self,
+        trees: list[Watch],
+        *,
+        packages: bool = False,
+        services: bool = False,
+        label: str | None = None,
+        origin: str = "manual",
+        session: str | None = None,
+        step: int | None = None,
+        keep_debs: bool | None = None,
+    ) -> Created:
+        if not trees and not packages and not services:
+            raise RwError(
+                "nothing to checkpoint: no watched paths (rw watch add PATH), "
+                "and neither --paths, --packages nor --services given"
+            )
+        keep = self.config.keep_debs if keep_debs is None else keep_debs
+        probe_data: list[tuple[str, bytes]] = []
+        unavailable: list[tuple[str, str]] = []
+        for probe in self.probes(packages, services):
+            reason = probe.unavailable()
+            if reason:
+                unavailable.append((probe.name, reason))
+                continue
+            artifacts = None
+            if keep and probe.name == "dpkg":
+                self.artifacts.mkdir(mode=0o700, parents=True, exist_ok=True)
+                artifacts = self.artifacts
+            state = probe.capture(artifacts)
+            probe_data.append((probe.name, json.dumps(state, sort_keys=True).encode()))
+        try:
+            with self.objects.batch() as batch:
+                snaps = self.snapshot_trees(trees, batch)
+        except OSError as e:
+            raise RwError(
+                f"cannot write the checkpoint: {e.strerror or e}: {e.filename or ''}".rstrip(": "),
+                EXIT_INCOMPLETE,
+            ) from None
+        rows = [TreeRow(s.root, s.manifest or "", s.taken_ns, len(s.entries)) for s in snaps]
+        with self.store.transaction():
+            cid = self.store.add_checkpoint(
+                created_at=time.time(),
+                origin=origin,
+                trees=rows,
+                probes=probe_data,
+                label=label,
+                session=session,
+                step=step,
+            )
+        for s in snaps:
+            self._previous[s.root] = s
+        warnings = []
+        for s in snaps:
+            for rel, kind in s.specials:
+                warnings.append(f"{_join(s.root, rel)}: a {kind}, recorded but not its content")
+            for rel, note in s.not_kept:
+                warnings.append(f"{_join(s.root, rel)}: {note}, recorded by metadata only")
+        return Created(cid, rows, [p for p, _ in probe_data], unavailable, warnings)
+
+    def probes(self, packages: bool, services: bool):
+        cfg = ProbeConfig(
+            pip=list(self.config.pip),
+            pip_find_links=list(self.config.pip_find_links),
+            services=list(self.config.services_list),
+        )
+        return available_probes(cfg, packages=packages, services=services)
+
+    # --- reading -------------------------------------------------------------
+
+    def get(self, cid: int) -> CheckpointRow:
+        row = self.store.checkpoint(cid)
+        if row is None or row.state != "ok":
+            raise NotFound(f"no checkpoint {cid} (see rw checkpoint list)")
+        return row
+
+    def tree(self, row: TreeRow) -> snapshot.Snapshot:
+        return snapshot.load(self.objects, row.manifest, row.taken_ns)
+
+    def compare(self, cid: int, since: bool = False) -> Comparison:
+        """Now against checkpoint `cid`: file changes as a restore would make them,
+        or (`since`) as they happened after the checkpoint."""
+        row = self.get(cid)
+        trees = []
+        for t in self.store.checkpoint_trees(cid):
+            then = self.tree(t)
+            now = snapshot.take(
+                then.root, snapshot.DigestOnly(), then, then.excludes, then.size_cap,
+                self.own_dirs(),
+            )  # fmt: skip
+            changes = snapshot.diff(then, now) if since else snapshot.diff(now, then)
+            trees.append(TreeDiff(then.root, changes))
+        probes = []
+        recorded = self.store.checkpoint_probes(cid)
+        names = set(recorded)
+        for probe in self.probes(bool(names & set(PACKAGE_PROBES)), "services" in names):
+            if probe.name not in recorded:
+                continue
+            reason = probe.unavailable()
+            if reason:
+                probes.append(ProbeDiff(probe.name, [], reason))
+                continue
+            then_state = json.loads(recorded[probe.name])
+            probes.append(ProbeDiff(probe.name, probe.diff(then_state, probe.capture(None))))
+        return Comparison(row, trees, probes)
+
+    # --- restoring -----------------------------------------------------------
+
+    def restore(self, cid: int, comparison: Comparison | None = None) -> RestoreReport:
+        row = self.get(cid)
+        report = RestoreReport(row)
+        recorded = self.store.checkpoint_probes(cid)
+        names = set(recorded)
+        probes = {
+            p.name: p for p in self.probes(bool(names & set(PACKAGE_PROBES)), "services" in names)
+        }
+
+        def restore_probe(name: str) -> None:
+            probe = probes.get(name)
+            if probe is None or name not in recorded:
+                return
+            reason = probe.unavailable()
+            if reason:
+                report.failed.append(f"{name}: cannot run here: {reason}")
+                return
+            then_state = json.loads(recorded[name])
+            result = probe.restore(then_state, probe.capture(None), self.artifacts)
+            report.restored += [c.describe() for c in result.done]
+            report.failed += [f"{c.describe()}: {why}" for c, why in result.failed]
+            left = probe.diff(then_state, probe.capture(None))
+            failed_items = {c.item for c, _ in result.failed}
+            report.failed += [
+                f"{c.describe()}: still differs after restore"
+                for c in left
+                if c.item not in failed_items
+            ]
+
+        for name in PACKAGE_PROBES:
+            restore_probe(name)
+        for t in self.store.checkpoint_trees(cid):
+            try:
+                then = self.tree(t)
+            except ObjectError as e:
+                report.failed.append(f"{t.root}: {e}")
+                continue
+            result = snapshot.restore(then, self.objects, self.own_dirs())
+            report.restored += [c.describe(then.root) for c in result.applied]
+            report.failed += [f"{_join(then.root, rel)}: {why}" for rel, why in result.failed]
+            self._previous.pop(then.root, None)
+        restore_probe("services")
+        return report
+
+    # --- removing ------------------------------------------------------------
+
+    def remove(self, ids: Iterable[int]) -> int:
+        ids = list(ids)
+        for cid in ids:
+            self.get(cid)
+        with self.store.transaction():
+            return self.store.remove_checkpoints(ids)
+
+    def gc(self, dry_run: bool = False) -> GcReport:
+        """Retention, then unreferenced objects: keep the last `keep_per_session`
+        checkpoints of each session, then drop the oldest until the objects fit
+        in `max_total_size`."""
+        report = GcReport()
+        rows = self.store.checkpoints(state=None)
+        doomed: set[int] = set()
+        by_session: dict[str | None, list[CheckpointRow]] = {}
+        for r in rows:
+            if r.state != "ok" and r.created_at < time.time() - 3600:
+                doomed.add(r.id)  # never confirmed
+            elif r.session is not None:
+                by_session.setdefault(r.session, []).append(r)
+        for group in by_session.values():
+            # (keep_per_session = 0 keeps none: group[:None] is all of them)
+            doomed.update(r.id for r in group[: -self.config.keep_per_session or None])
+        sizes = self.objects.sizes()
+        kept = [r for r in rows if r.id not in doomed]
+        while kept:
+            live = self._referenced([r.id for r in kept])
+            if sum(sizes.get(d, 0) for d in live) <= self.config.max_total_size:
+                break
+            doomed.add(kept.pop(0).id)
+        live = self._referenced([r.id for r in rows if r.id not in doomed])
+        garbage = [d for d in sizes if d not in live]
+        report.checkpoints = sorted(doomed)
+        report.objects = len(garbage)
+        report.bytes = sum(sizes[d] for d in garbage)
+        debs = self._debs_in_use([r.id for r in rows if r.id not in doomed])
+        if self.artifacts.is_dir():
+            report.debs = [p for p in self.artifacts.iterdir() if p.name not in debs]
+        if not dry_run:
+            with self.store.transaction():
+                self.store.remove_checkpoints(doomed)
+            self.objects.remove(garbage)
+            for p in report.debs:
+                p.unlink(missing_ok=True)
+            sweep_temporary(self.objects)
+        return report
+
+    def _referenced(self, ids: list[int]) -> set[str]:
+        live: set[str] = set()
+        manifests = {t.manifest for cid in ids for t in self.store.checkpoint_trees(cid)}
+        for m in manifests:
+            live.add(m)
+            try:
+                snap = snapshot.Snapshot.from_manifest(self.objects.read(m), 0, m)
+            except ObjectError:
+                continue
+            live.update(e.data for e in snap.entries.values() if e.kind == "file" and e.data)
+        return live
+
+    def _debs_in_use(self, ids: list[int]) -> set[str]:
+        names: set[str] = set()
+        for cid in ids:
+            data = self.store.checkpoint_probes(cid).get("dpkg")
+            if data:
+                names.update(json.loads(data).get("artifacts", []))
+        return names
+
+    # --- checking ------------------------------------------------------------
+
+    def check_objects(self) -> list[str]:
+        """Problems with the objects that checkpoints need (missing or corrupt)."""
+        problems = []
+        rows = self.store.checkpoints()
+        files: dict[str, str] = {}  # digest -> a path that has it
+        for m in sorted({t.manifest for r in rows for t in self.store.checkpoint_trees(r.id)}):
+            try:
+                snap = snapshot.Snapshot.from_manifest(self.objects.read(m), 0, m)
+            except ObjectError as e:
+                problems.append(str(e))
+                continue
+            for rel, entry in snap.entries.items():
+                if entry.kind == "file" and entry.data:
+                    files.setdefault(entry.data, _join(snap.root, rel))
+        for digest, path in sorted(files.items(), key=lambda kv: kv[1]):
+            why = self.objects.verify(digest)
+            if why:
+                problems.append(f"{path}: {why}")
+        return problems
+
+
+@dataclass
+class GcReport:
+    checkpoints: list[int] = field(default_factory=list)
+    objects: int = 0
+    bytes: int = 0
+    debs: list[Path] = field(default_factory=list)
+
+
+def _join(root: str, rel: str) -> str:
+    return root if rel == snapshot.ROOT else os.path.join(root, rel)

@@ -1,0 +1,186 @@
+"""The snapshot engine on real files: take, diff, restore, racy entries, excludes."""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+
+import pytest
+
+from rewind_daemon import snapshot
+from rewind_daemon.objects import ObjectError, ObjectStore
+
+
+def tree_state(root) -> dict:
+    """Everything a restore must give back: type, mode, mtime, content or target."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            rel = os.path.relpath(p, root)
+            if stat.S_ISLNK(st.st_mode):
+                out[rel] = ("link", os.readlink(p), st.st_mtime_ns)
+            elif stat.S_ISDIR(st.st_mode):
+                out[rel] = ("dir", stat.S_IMODE(st.st_mode), st.st_mtime_ns)
+            elif stat.S_ISFIFO(st.st_mode):
+                out[rel] = ("fifo", stat.S_IMODE(st.st_mode), st.st_mtime_ns)
+            else:
+                with open(p, "rb") as f:
+                    out[rel] = ("file", stat.S_IMODE(st.st_mode), st.st_mtime_ns, f.read())
+    return out
+
+
+@pytest.fixture
+def objects(tmp_path):
+    return ObjectStore(tmp_path / "objects")
+
+
+@pytest.fixture
+def tree(tmp_path):
+    root = tmp_path / "tree"
+    (root / "sub" / "deep").mkdir(parents=True)
+    (root / "empty").mkdir()
+    (root / "a.txt").write_text("alpha\n")
+    (root / "sub" / "b.txt").write_text("beta\n")
+    (root / "sub" / "deep" / "c.bin").write_bytes(os.urandom(300_000))  # a loose object
+    (root / "run.sh").write_text("#!/bin/sh\necho hi\n")
+    os.chmod(root / "run.sh", 0o755)
+    os.symlink("a.txt", root / "link")
+    old = time.time_ns() - 10 * 10**9
+    for p in (root / "a.txt", root / "sub" / "b.txt"):
+        os.utime(p, ns=(old, old))
+    return root
+
+
+def take(root, objects, previous=None, **kw):
+    with objects.batch() as b:
+        snap = snapshot.take(str(root), b, previous, **kw)
+        snapshot.store(snap, b)
+    return snap
+
+
+def test_restore_gives_back_the_exact_tree(tree, objects):
+    before = tree_state(tree)
+    snap = take(tree, objects)
+    # create, modify, delete, chmod, rename, symlink, empty dir removed, new dir
+    (tree / "new.txt").write_text("new\n")
+    (tree / "a.txt").write_text("changed\n")
+    os.unlink(tree / "sub" / "b.txt")
+    os.chmod(tree / "run.sh", 0o600)
+    os.rename(tree / "sub" / "deep" / "c.bin", tree / "moved.bin")
+    os.unlink(tree / "link")
+    os.symlink("sub", tree / "link")
+    os.rmdir(tree / "empty")
+    (tree / "newdir" / "x").mkdir(parents=True)
+    os.mkfifo(tree / "pipe")
+    changes = {(c.path, c.what) for c in snapshot.diff(take(tree, objects, snap), snap)}
+    assert {
+        ("new.txt", "deleted"),
+        ("a.txt", "modified"),
+        ("sub/b.txt", "created"),
+        ("run.sh", "mode"),
+        ("moved.bin", "deleted"),
+        ("sub/deep/c.bin", "created"),
+        ("link", "modified"),
+        ("empty", "created"),
+        ("newdir", "deleted"),
+        ("pipe", "deleted"),
+    } <= changes
+    result = snapshot.restore(snap, objects)
+    assert result.failed == []
+    assert tree_state(tree) == before
+
+
+def test_unchanged_tree_reuses_everything(tree, objects):
+    first = take(tree, objects)
+    first.taken_ns -= 5 * 10**9  # long enough ago for every entry to be trusted
+    again = take(tree, objects, first)
+    assert again.unchanged and again.manifest == first.manifest
+    assert again.entries == first.entries
+
+
+def test_file_changed_twice_in_one_tick_is_caught(tree, objects):
+    f = tree / "tick.txt"
+    f.write_text("one\n")
+    st = os.stat(f)
+    snap = take(tree, objects)
+    # Same size, and the mtime put back to the same tick: only the content moved.
+    f.write_text("two\n")
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    later = take(tree, objects, snap)
+    assert [c for c in snapshot.diff(snap, later) if c.path == "tick.txt"][0].what == "modified"
+
+
+def test_racy_entry_is_rehashed_even_when_stat_matches(tree, objects):
+    f = tree / "a.txt"
+    snap = take(tree, objects)
+    # Pretend the file's recorded ctime is exactly what it will be after the
+    # rewrite: only the racy rule (recorded too close to taken_ns) can catch it.
+    f.write_text("other\n")
+    st = os.lstat(f)
+    e = snap.entries["a.txt"]
+    snap.entries["a.txt"] = e._replace(
+        size=st.st_size, mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns, ino=st.st_ino
+    )
+    snap.taken_ns = st.st_mtime_ns  # hashed in the same tick as the change
+    later = take(tree, objects, snap)
+    assert later.entries["a.txt"].data != e.data
+
+
+def test_excludes_are_gitignore_style(tree, objects):
+    (tree / "build").mkdir()
+    (tree / "build" / "out.o").write_text("x")
+    (tree / "sub" / "app.log").write_text("log")
+    (tree / "keep.log").write_text("keep")
+    snap = take(tree, objects, excludes=["build/", "*.log", "!keep.log", "/sub/deep"])
+    assert "build" not in snap.entries and "build/out.o" not in snap.entries
+    assert "sub/app.log" not in snap.entries
+    assert "keep.log" in snap.entries
+    assert "sub/deep" not in snap.entries and "sub" in snap.entries
+    # Restoring leaves excluded paths alone.
+    (tree / "sub" / "app.log").write_text("changed")
+    assert snapshot.restore(snap, objects).failed == []
+    assert (tree / "sub" / "app.log").read_text() == "changed"
+
+
+def test_large_and_special_files_are_reported(tree, objects):
+    (tree / "big").write_bytes(b"x" * 5000)
+    os.mkfifo(tree / "fifo")
+    snap = take(tree, objects, size_cap=1000)
+    assert ("big", "too large") in snap.not_kept
+    assert ("fifo", "fifo") in snap.specials
+    (tree / "big").write_bytes(b"y" * 6000)
+    result = snapshot.restore(snap, objects)
+    assert [p for p, _ in result.failed] == ["big"]
+    assert "not restorable" in result.failed[0][1]
+
+
+def test_missing_and_corrupt_objects_are_reported(tree, objects):
+    snap = take(tree, objects)
+    digest = snap.entries["a.txt"].data
+    (tree / "a.txt").write_text("changed\n")
+    (tree / "sub" / "b.txt").write_text("changed\n")
+    objects.db.execute("UPDATE objects SET data = x'789c0300000000' WHERE digest = ?", (
+        bytes.fromhex(digest),
+    ))  # fmt: skip
+    objects.remove([snap.entries["sub/b.txt"].data])
+    with pytest.raises(ObjectError, match="corrupt|unreadable"):
+        objects.read(digest)
+    result = snapshot.restore(snap, objects)
+    failed = dict(result.failed)
+    assert "corrupt" in failed["a.txt"] or "unreadable" in failed["a.txt"]
+    assert "missing" in failed["sub/b.txt"]
+    # Everything else was restored.
+    assert (tree / "run.sh").read_text().startswith("#!/bin/sh")
+
+
+def test_root_that_does_not_exist_yet(tmp_path, objects):
+    root = tmp_path / "later"
+    snap = take(root, objects)
+    assert snap.entries == {}
+    root.mkdir()
+    (root / "f").write_text("x")
+    result = snapshot.restore(snap, objects)
+    assert result.failed == [] and not root.exists()
