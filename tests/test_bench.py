@@ -11,7 +11,9 @@ import pytest
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 
-@pytest.mark.parametrize("script", ["hook_overhead", "ingest", "log_query", "diff", "replay"])
+@pytest.mark.parametrize(
+    "script", ["hook_overhead", "ingest", "log_query", "diff", "replay", "snapshot"]
+)
 def test_benchmark_runs_in_quick_mode(script):
     proc = subprocess.run(
         [sys.executable, str(BENCH / f"{script}.py"), "--quick"],
