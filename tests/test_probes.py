@@ -171,6 +171,8 @@ def rwtest_packages(tmp_path):
     )
     names = listed.stdout.split()
     if names:
+        # Manual first: apt forgets a package's auto mark only while it is installed.
+        subprocess.run(["apt-mark", "manual", *names], capture_output=True, timeout=120)
         subprocess.run(["dpkg", "--purge", *names], capture_output=True, timeout=120)
 
 

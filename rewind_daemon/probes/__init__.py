@@ -100,14 +100,17 @@ class Ran:
 
     def reason(self) -> str:
         """One line saying why the command failed."""
-        name = os.path.basename(self.argv[0])
+        # "python -m pip" is pip to the reader.
+        name = self.argv[2] if self.argv[1:2] == ["-m"] else os.path.basename(self.argv[0])
         if self.problem:
             return f"{name}: {self.problem}"
-        lines = [ln.strip() for ln in (self.stderr + "\n" + self.stdout).splitlines()]
-        lines = [ln for ln in lines if ln]
-        errors = [ln for ln in lines if "error" in ln.lower()]
-        detail = (errors or lines or [f"exit status {self.returncode}"])[-1]
-        return f"{name}: {detail}"
+        for text in (self.stderr, self.stdout):
+            lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+            # apt says "E: ...", pip and dpkg say "ERROR: ..." / "dpkg: error ...".
+            errors = [ln for ln in lines if ln.startswith("E:") or "error" in ln.lower()]
+            if errors or lines:
+                return f"{name}: {(errors or lines)[-1]}"
+        return f"{name}: exit status {self.returncode}"
 
 
 def run(

@@ -299,7 +299,9 @@ def _dpkg_reason(ran: Ran, key: str) -> str:
     name = key.rsplit(":", 1)[0]
     lines = (ran.stderr + "\n" + ran.stdout).splitlines()
     for i, line in enumerate(lines):
-        if line.startswith("dpkg: ") and re.search(rf"(?<![\w.+-]){re.escape(name)}\b", line):
+        if line.startswith("dpkg: ") and re.search(
+            rf"(?<![\w.+-]){re.escape(name)}(?![\w.+-])", line
+        ):
             block = [line[len("dpkg: ") :]]
             block += [ln.strip() for ln in lines[i + 1 :] if ln[:1] in (" ", "\t")][:3]
             return "dpkg: " + " ".join(block)
@@ -357,10 +359,11 @@ def _repack(
 ) -> bool:
     """Rebuild the .deb of an installed package from its files; False if that fails."""
     name = key.rsplit(":", 1)[0]
-    # Not TemporaryDirectory: its cleanup may chmod what it cannot delete, and
-    # some of these files are hard links to the installed ones.
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".repack-"))
+    tmp: Path | None = None
     try:
+        # Not TemporaryDirectory: its cleanup may chmod what it cannot delete, and
+        # some of these files are hard links to the installed ones.
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".repack-"))
         paths = _info_path(key, "list").read_text(encoding="utf-8").splitlines()
         root = tmp / "root"
         root.mkdir()
@@ -375,7 +378,8 @@ def _repack(
     except (OSError, UnicodeDecodeError):
         return False
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _copy_tree(

@@ -150,7 +150,7 @@ def _sysv_status(name: str, script: Path) -> str:
         text = script.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return UNKNOWN
-    if "status" not in text:
+    if "status" not in text and "init-d-script" not in text:
         return UNKNOWN  # no status action; asking would only run some other code path
     ran = run(["service", name, "status"], timeout=SERVICE_TIMEOUT)
     if ran.returncode is None or "usage:" in (ran.stdout + ran.stderr).lower():
