@@ -109,7 +109,8 @@ class Ran:
             # apt says "E: ...", pip and dpkg say "ERROR: ..." / "dpkg: error ...".
             errors = [ln for ln in lines if ln.startswith("E:") or "error" in ln.lower()]
             if errors or lines:
-                return f"{name}: {(errors or lines)[-1]}"
+                detail = (errors or lines)[-1]
+                return detail if detail.startswith(f"{name}: ") else f"{name}: {detail}"
         return f"{name}: exit status {self.returncode}"
 
 

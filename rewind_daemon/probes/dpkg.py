@@ -371,6 +371,9 @@ def _repack(
         _write_control(key, stanza, root)
         deb = tmp / "out.deb"
         argv = ["dpkg-deb", "-Zgzip", "-z6", "--build", str(root), str(deb)]
+        if os.geteuid() != 0:
+            # Copies belong to us; packaged files are root's in all but a few packages.
+            argv.insert(1, "--root-owner-group")
         if not run(argv, timeout=CHANGE_TIMEOUT).ok:
             return False
         os.replace(deb, target)
@@ -414,10 +417,11 @@ def _copy_tree(
                 os.link(source, dest)
                 continue  # shares the inode, so mode and owner are already right
             except OSError:
-                shutil.copyfile(source, dest)
+                shutil.copy2(source, dest)
         else:
             continue
-        os.lchown(dest, info.st_uid, info.st_gid)
+        if os.geteuid() == 0:
+            os.lchown(dest, info.st_uid, info.st_gid)
         if not stat.S_ISLNK(info.st_mode):
             os.chmod(dest, stat.S_IMODE(info.st_mode))
 
