@@ -16,6 +16,7 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 		__rw_autostart=@RW_AUTOSTART@
 		__rw_tty=@RW_TTY@
 		__rw_user=@RW_USER@
+		__rw_timeout=@RW_TIMEOUT@
 
 		__rw_now() {
 			if [[ -n ${EPOCHREALTIME-} ]]; then
@@ -37,6 +38,8 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 		\builtin export RW_SESSION=$__rw_sid
 		__rw_spool=$__rw_spool_dir/$__rw_sid.spool
 		__rw_histfile=$__rw_scratch_dir/$__rw_sid.hist
+		__rw_ack=$__rw_scratch_dir/$__rw_sid.ack
+		__rw_ackfd='' __rw_ackof='' __rw_ackskip=0
 		__rw_seq=0
 		__rw_pending='' __rw_psid='' __rw_pspool=''
 		__rw_lasthist=
@@ -75,6 +78,34 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 			return 0
 		}
 
+		# When rw watches paths, the daemon keeps this session's FIFO: it checkpoints
+		# the watched files before each command, and the command waits for that
+		# (at most __rw_timeout seconds). Confirming with an A record makes the
+		# checkpoint valid; a command that stopped waiting never gets a late one.
+		__rw_await() {
+			[[ -p $__rw_ack ]] || return 0
+			((SECONDS >= __rw_ackskip)) || return 0
+			if [[ $__rw_ackof != "$__rw_ack" ]]; then
+				[[ -z $__rw_ackfd ]] || \builtin exec {__rw_ackfd}<&-
+				\builtin exec {__rw_ackfd}<>"$__rw_ack" || {
+					__rw_ackfd='' __rw_ackof=''
+					return 0
+				}
+				__rw_ackof=$__rw_ack
+			fi
+			local __rw_line
+			while \builtin read -r -t "$__rw_timeout" -u "$__rw_ackfd" __rw_line; do
+				if [[ $__rw_line == "$__rw_sid $1 "* ]]; then
+					[[ $__rw_line != *" ok" ]] || __rw_write A "$__rw_sid" "$1"
+					return 0
+				fi
+			done
+			# No answer in time: this command has no checkpoint, and for a while
+			# the next ones do not wait either.
+			__rw_ackskip=$((SECONDS + 30))
+			return 0
+		}
+
 		__rw_is_alias_of() {
 			local w=${1%%[[:space:]]*}
 			[[ -n $w && -n $2 && $w != *[][*?@\\]* ]] || return 1
@@ -104,6 +135,7 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 					\builtin printf '%s\0' $'\036RW1' H "$__rw_sid" "$__rw_seq" "$__rw_t0" \
 						"${__rw_c0:-$PWD}" && \builtin history 1 && \builtin printf '\0\036END\0'
 				} >>"$__rw_spool"
+				[[ ! -p $__rw_ack ]] || __rw_await "$__rw_seq"
 				return 0
 			fi
 			local __rw_h='' __rw_cmd='' __rw_new='' __rw_n=''
@@ -145,6 +177,7 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 			((++__rw_seq))
 			__rw_pending=$__rw_seq __rw_psid=$__rw_sid __rw_pspool=$__rw_spool
 			__rw_write B "$__rw_sid" "$__rw_seq" "$__rw_t0" "${__rw_c0:-$PWD}" "$__rw_cmd"
+			[[ ! -p $__rw_ack ]] || __rw_await "$__rw_seq"
 			return 0
 		}
 
@@ -250,6 +283,7 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 			\builtin export RW_SESSION=$__rw_sid
 			__rw_spool=$__rw_spool_dir/$__rw_sid.spool
 			__rw_histfile=$__rw_scratch_dir/$__rw_sid.hist
+			__rw_ack=$__rw_scratch_dir/$__rw_sid.ack
 			__rw_seq=0
 			__rw_open "$1" 2>/dev/null
 			return 0

@@ -17,6 +17,8 @@ if [[ -o interactive ]]; then
 		typeset -g __rw_autostart=@RW_AUTOSTART@
 		typeset -g __rw_tty=@RW_TTY@
 		typeset -g __rw_user=@RW_USER@
+		typeset -g __rw_scratch_dir=@RW_SCRATCH_DIR@
+		typeset -g __rw_timeout=@RW_TIMEOUT@
 		typeset -g __rw_t=${EPOCHREALTIME:-$EPOCHSECONDS}
 		typeset -g __rw_sid
 		\builtin printf -v __rw_sid '%s%05x%04x' "${__rw_t//[.,]/}" "$$" "$RANDOM"
@@ -29,6 +31,9 @@ if [[ -o interactive ]]; then
 		typeset -g __rw_parent=${RW_SESSION-}
 		\builtin export RW_SESSION=$__rw_sid
 		typeset -g __rw_spool=$__rw_spool_dir/$__rw_sid.spool
+		typeset -g __rw_ack=$__rw_scratch_dir/$__rw_sid.ack
+		typeset -g __rw_ackfd='' __rw_ackof=''
+		typeset -gi __rw_ackskip=0
 		typeset -gi __rw_seq=0
 		typeset -g __rw_pending='' __rw_dpid='' __rw_psid='' __rw_pspool=''
 		typeset -gi __rw_next_start=0 __rw_next_check=0
@@ -53,6 +58,33 @@ if [[ -o interactive ]]; then
 			return 0
 		}
 
+		# When rw watches paths, the daemon keeps this session's FIFO: it checkpoints
+		# the watched files before each command, and the command waits for that
+		# (at most __rw_timeout seconds). Confirming with an A record makes the
+		# checkpoint valid; a command that stopped waiting never gets a late one.
+		__rw_await() {
+			((SECONDS >= __rw_ackskip)) || return 0
+			if [[ $__rw_ackof != "$__rw_ack" ]]; then
+				[[ -z $__rw_ackfd ]] || \builtin exec {__rw_ackfd}<&-
+				\builtin exec {__rw_ackfd}<>"$__rw_ack" || {
+					__rw_ackfd='' __rw_ackof=''
+					return 0
+				}
+				__rw_ackof=$__rw_ack
+			fi
+			local __rw_line
+			while \builtin read -r -t "$__rw_timeout" -u "$__rw_ackfd" __rw_line; do
+				if [[ $__rw_line == "$__rw_sid $1 "* ]]; then
+					[[ $__rw_line != *" ok" ]] || __rw_write A "$__rw_sid" "$1"
+					return 0
+				fi
+			done
+			# No answer in time: this command has no checkpoint, and for a while
+			# the next ones do not wait either.
+			__rw_ackskip=$((SECONDS + 30))
+			return 0
+		}
+
 		__rw_preexec() {
 			\builtin emulate -L zsh
 			# $1 is the line as typed (empty when history is off: then $3, the
@@ -62,6 +94,7 @@ if [[ -o interactive ]]; then
 			((++__rw_seq))
 			__rw_pending=$__rw_seq __rw_psid=$__rw_sid __rw_pspool=$__rw_spool
 			__rw_write B "$__rw_sid" "$__rw_seq" "${EPOCHREALTIME:-$EPOCHSECONDS}" "$PWD" "$__rw_cmd"
+			[[ ! -p $__rw_ack ]] || __rw_await "$__rw_seq" 2>/dev/null
 			return 0
 		}
 
@@ -105,6 +138,7 @@ if [[ -o interactive ]]; then
 				"$$" "$RANDOM"
 			\builtin export RW_SESSION=$__rw_sid
 			__rw_spool=$__rw_spool_dir/$__rw_sid.spool
+			__rw_ack=$__rw_scratch_dir/$__rw_sid.ack
 			__rw_seq=0
 			__rw_open "$1"
 			return 0

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from . import __version__, travel
+from .checkpoints import Checkpoints
 from .client import process_running
 from .config import Config
 from .errors import RwError
@@ -31,6 +32,7 @@ from .ingest import SPOOL_SUFFIX, Ingester, SpoolReader
 from .paths import Paths, ensure_private_dir
 from .redact import Redactor
 from .store import Store
+from .watcher import TreeWatcher
 
 log = logging.getLogger("rw.daemon")
 
@@ -109,6 +111,10 @@ class Daemon:
         redactor = Redactor(self.config.redact_regexes())
         self.ingester = Ingester(self.store, redactor, self.config.ignore_regexes())
         self.spools = SpoolReader(self.paths.spool_dir, self.ingester, self.paths.scratch_dir)
+        self.watcher = TreeWatcher(
+            Checkpoints(self.paths, self.store, self.config), self.paths.scratch_dir
+        )
+        self.watcher.reload()
         self._listen()
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w)
@@ -121,6 +127,9 @@ class Daemon:
         except OSError as e:
             log.warning("inotify unavailable (%s); polling spools every %ss", e, POLL_SECONDS)
             self.inotify = None
+        if self.watcher.fd >= 0:
+            self.sel.register(self.watcher.fd, selectors.EVENT_READ, "trees")
+        self._open_acks()
         self._write_pid()
         log.info("rw daemon %s pid %d listening on %s", __version__, os.getpid(), self.paths.socket)
         self._maintain()
@@ -161,6 +170,7 @@ class Daemon:
             log.exception("final ingest failed")
         for client in list(self.clients.values()):
             self._drop(client)
+        self.watcher.close_all()
         self.server.close()
         for p in (self.paths.socket, self.paths.pid_file):
             try:
@@ -181,7 +191,7 @@ class Daemon:
             now = time.monotonic()
             timeout = min(next_poll, next_maint) - now
             if self.dirty:
-                timeout = min(timeout, self.dirty_since + BATCH_DELAY - now)
+                timeout = min(timeout, self.dirty_since + self._batch_delay() - now)
             for key, _ in self.sel.select(max(0.0, timeout)):
                 if key.data == "accept":
                     self._accept()
@@ -194,6 +204,8 @@ class Daemon:
                         # the kernel merges repeats, so a burst costs one wake-up.
                         self.sel.unregister(self.inotify.fd)
                     self.dirty |= names
+                elif key.data == "trees":
+                    self.watcher.drain()
                 elif key.data == "wake":
                     try:
                         os.read(key.fd, 512)
@@ -202,7 +214,7 @@ class Daemon:
                 else:
                     self._serve(key.data)
             now = time.monotonic()
-            if self.dirty and now >= self.dirty_since + BATCH_DELAY:
+            if self.dirty and now >= self.dirty_since + self._batch_delay():
                 self._ingest(self.dirty)
                 self.dirty = set()
                 if self.inotify is not None:
@@ -215,6 +227,10 @@ class Daemon:
                 next_maint = now + MAINTENANCE_SECONDS
                 self._maintain()
 
+    def _batch_delay(self) -> float:
+        # A shell waiting for its step checkpoint is answered at once.
+        return 0.0 if self.watcher.active else BATCH_DELAY
+
     def _ingest(self, names: set[str] | list[str]) -> int:
         total = 0
         for name in sorted(names):
@@ -222,7 +238,46 @@ class Daemon:
                 total += self.spools.ingest_file(self.paths.spool_dir / name)
             except Exception:  # noqa: BLE001 - one bad spool must not stop the daemon
                 log.exception("ingesting %s failed; will retry", name)
+        self._step_checkpoints()
         return total
+
+    def _step_checkpoints(self) -> None:
+        """Answer the shells waiting to run a command: checkpoint the watched
+        trees for each step just begun (see watcher.py)."""
+        ing = self.ingester
+        opened, begun, ended = ing.opened, ing.begun, ing.ended
+        ing.opened, ing.begun, ing.ended = [], [], False
+        if not self.watcher.active:
+            return
+        for sid in opened:
+            self.watcher.open_ack(sid)
+        for sid, seq, number, started in begun:
+            if sid not in self.watcher.acks:
+                continue
+            if number is None:
+                self.watcher.ack(sid, seq, False)
+                continue
+            if time.time() - started > self.config.watch_timeout + 2:
+                continue  # from a backlog: its shell stopped waiting long ago
+            try:
+                cid = self.watcher.checkpoint(sid, number)
+            except Exception:  # noqa: BLE001 - the shell must get its answer
+                log.exception("checkpoint for step %d of %s failed", number, sid)
+                cid = None
+            self.watcher.ack(sid, seq, cid is not None)
+        if ended:
+            try:
+                self.watcher.refresh_dirty()
+            except Exception:  # noqa: BLE001
+                log.exception("refreshing watched trees failed")
+
+    def _open_acks(self) -> None:
+        if not self.watcher.active:
+            self.watcher.close_all()
+            return
+        for sid, _pid, host in self.store.open_sessions():
+            if host == self.host:
+                self.watcher.open_ack(sid)
 
     def _maintain(self) -> None:
         """Ingest everything, close sessions whose shell is gone, remove their spools."""
@@ -233,7 +288,9 @@ class Daemon:
                     if host == self.host and pid and not process_running(pid):
                         finished.add(sid)
             self.spools.ingest_all(finished)
+            self._step_checkpoints()
             for sid in finished:
+                self.watcher.close_ack(sid)
                 with self.store.transaction():
                     ended = self.store.last_activity(sid)
                     session = self.store.get_session(sid)
@@ -382,6 +439,11 @@ class Daemon:
         except RwError as e:
             raise ValueError(str(e)) from None
         return {"session": sid, "name": name}
+
+    def _op_watches(self, req: dict) -> dict:
+        self.watcher.reload()
+        self._open_acks()
+        return {"trees": sorted(self.watcher.trees)}
 
     def _op_stop(self, req: dict) -> dict:
         return {"stopping": True, "pid": os.getpid()}

@@ -66,6 +66,7 @@ def render(shell: str, paths: Paths, config: Config) -> str:
         "@RW_BIN@": rw_executable(),
         "@RW_SPOOL_DIR@": str(paths.spool_dir),
         "@RW_SCRATCH_DIR@": str(scratch),
+        "@RW_TIMEOUT@": f"{config.watch_timeout:g}",
         "@RW_PID_FILE@": str(paths.pid_file),
         "@RW_AUTOSTART@": "1" if config.autostart else "0",
         "@RW_TTY@": _tty(),

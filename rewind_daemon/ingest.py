@@ -64,6 +64,13 @@ class Ingester:
         self._sessions: set[str] = set()
         self._ignored: set[tuple[str, int]] = set()
         self._env_cache: OrderedDict[bytes, int] = OrderedDict()
+        # For the daemon's step checkpoints: sessions opened, and steps begun
+        # as (session, seq, number, started_at), since it last looked.
+        # (number None: a step not recorded, such as a line typed with a leading
+        # space; its shell still waits for an answer.)
+        self.opened: list[str] = []
+        self.begun: list[tuple[str, int, int | None, float]] = []
+        self.ended = False
 
     def apply(self, item: Record | Dropped, source: str) -> None:
         if isinstance(item, Dropped):
@@ -99,12 +106,14 @@ class Ingester:
             env_id=self._env_id(f[11], f[12:]) if len(f) > 11 else None,
             branch_point=branch_point,
         )
+        self.opened.append(sid)
 
     def _on_H(self, f: list[str]) -> None:
         command = records.history_command(f[4])
         if command[:1].isspace():
             # A line typed with a leading space: never recorded.
             self._ignored.add((f[0], int(f[1])))
+            self.begun.append((f[0], int(f[1]), None, _time(f[2])))
             return
         self._on_B([*f[:4], command])
 
@@ -117,12 +126,14 @@ class Ingester:
             self._sessions.add(sid)
         if any(p.search(command) for p in self.ignore):
             self._ignored.add((sid, seq))
+            self.begun.append((sid, seq, None, _time(started)))
             return
         command, n = self.redactor.text(command)
         self._count_redactions(n)
         number = self._next_number.get(sid) or self.store.next_step_number(sid)
         if self.store.begin_step(sid, number, seq, command, cwd, _time(started)):
             self._next_number[sid] = number + 1
+            self.begun.append((sid, seq, number, _time(started)))
         # else: already ingested (a spool read twice after a crash)
 
     def _on_E(self, f: list[str]) -> None:
@@ -131,6 +142,7 @@ class Ingester:
         if (sid, seq) in self._ignored:
             self._ignored.discard((sid, seq))
             return
+        self.ended = True
         state = self.store.step_is_open(sid, seq)
         if state is None:
             raise ValueError(f"end of a step never begun ({sid[:24]} #{seq})")
@@ -145,6 +157,10 @@ class Ingester:
             cwd=cwd,
             env_id=self._env_id(fmt, f[7:]),
         )
+
+    def _on_A(self, f: list[str]) -> None:
+        sid, seq = f[0], int(f[1])
+        self.store.confirm_step_checkpoint(sid, seq)
 
     def _on_N(self, f: list[str]) -> None:
         sid, name = f
@@ -181,6 +197,8 @@ class Ingester:
 
     def forget_caches(self) -> None:
         """After a rolled-back transaction the caches may name rows that do not exist."""
+        self.opened.clear()
+        self.begun.clear()
         self._next_number.clear()
         self._env_cache.clear()
         self._sessions.clear()

@@ -18,6 +18,7 @@ Types (fields after TYPE):
        env_format "list0":   NAME=VALUE fields up to the end marker (zsh)
     N  name session:  sid name
     X  session end:   sid ended_at
+    A  the shell got the daemon's checkpoint for a step before running it: sid seq
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ MAGIC = b"\x1eRW1\x00"
 END = b"\x00\x1eEND\x00"
 MAX_RECORD = 8 * 1024 * 1024
 
-FIELD_COUNTS = {"B": 5, "H": 5, "N": 2, "X": 2}
+FIELD_COUNTS = {"A": 2, "B": 5, "H": 5, "N": 2, "X": 2}
 # Where the environment payload starts in the records that carry one
 # (R: the executor's report after a step: exit_code pipestatus cwd env...).
 ENV_AT = {"S": 11, "E": 6, "R": 3}

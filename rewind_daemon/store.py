@@ -599,6 +599,15 @@ class Store:
         row = self.db.execute(q, (sid, step)).fetchone()
         return row[0] if row else None
 
+    def confirm_step_checkpoint(self, sid: str, seq: int) -> bool:
+        """The shell waited for the pending checkpoint of its step `seq`: it is valid."""
+        cur = self.db.execute(
+            "UPDATE checkpoints SET state='ok' WHERE state='pending' AND session=?"
+            " AND step=(SELECT number FROM steps WHERE session=? AND seq=?)",
+            (sid, sid, seq),
+        )
+        return cur.rowcount > 0
+
     def checkpoint_trees(self, cid: int) -> list[TreeRow]:
         q = "SELECT root, manifest, taken_ns, entries FROM checkpoint_trees WHERE checkpoint=?"
         return [TreeRow(*r) for r in self.db.execute(q + " ORDER BY root", (cid,))]

@@ -104,6 +104,22 @@ def plan_branch_from_failure(
     return plan
 
 
+def step_checkpoint(store: Store, sid: str, step: int) -> int | None:
+    """The file checkpoint taken just before `step`; a branch's copied steps
+    have theirs in the session they were copied from."""
+    seen = set()
+    while sid not in seen:
+        seen.add(sid)
+        cid = store.step_checkpoint(sid, step)
+        if cid is not None:
+            return cid
+        session = store.get_session(sid)
+        if session is None or not session.parent_id or (session.branch_point or 0) < step:
+            return None
+        sid = session.parent_id
+    return None
+
+
 def shell_code(plan: Restore, shell: str) -> str:
     """Code for the `rw` shell function to evaluate (bash and zsh alike)."""
     q = shlex.quote
@@ -143,7 +159,6 @@ def describe(plan: Restore, dry_run: bool, shell: str | None = None) -> list[str
         out.append(f"  {name} left as it is: its recorded value was redacted")
     if plan.changes_nothing and plan.env_known and not plan.cwd_missing:
         out.append("  the directory and environment were already as they were then")
-    out.append("  files are not reverted: rw does not watch any paths yet")
     if not dry_run:
         out.append(
             f"  what you run next records into a new branch of this session (after step "

@@ -354,10 +354,10 @@ def checkpoint_diff(cid: int, as_json: bool) -> None:
 def confirm(question: str) -> bool:
     """Ask on the terminal (stdout may be captured by the rw shell function)."""
     try:
-        with open("/dev/tty", "r+") as tty:
-            tty.write(f"{question} [y/N] ")
-            tty.flush()
-            return tty.readline().strip().lower() in ("y", "yes")
+        with open("/dev/tty", "w") as out, open("/dev/tty") as answer:
+            out.write(f"{question} [y/N] ")
+            out.flush()
+            return answer.readline().strip().lower() in ("y", "yes")
     except OSError:
         raise RwError("no terminal to ask on: pass --yes to apply, or --dry-run") from None
 

@@ -7,7 +7,7 @@ import os
 import click
 
 from .. import client, subshell, travel
-from ..errors import NotFound, RwError
+from ..errors import EXIT_INCOMPLETE, EXIT_PROBLEM, NotFound, RwError
 from ..history import current_session_id, resolve_session
 from ..hooks_render import rw_executable
 from . import CONTEXT, cli
@@ -28,33 +28,76 @@ def _live_shell(dry_run: bool) -> tuple[str, str]:
     return sid, shell
 
 
-def _apply(plan: travel.Restore, shell: str, dry_run: bool) -> None:
+def _apply(plan: travel.Restore, shell: str, dry_run: bool, yes: bool) -> None:
     for line in travel.describe(plan, dry_run, shell):
         click.echo(f"rw: {line}", err=True)
+    restore_files(plan.session, plan.target.number, dry_run, yes)
     if not dry_run:
         click.echo(travel.shell_code(plan, shell), nl=False)
+
+
+def restore_files(sid: str, step: int, dry_run: bool, yes: bool) -> None:
+    """Watched files back as they were before `step`: shown, asked, applied.
+    Everything goes to stderr: stdout is the shell code the rw function runs."""
+    from ..checkpoints import watches
+    from .checkpoint import confirm, open_checkpoints, print_report
+
+    def say(line: str) -> None:
+        click.echo(f"rw: {line}", err=True)
+
+    cps = open_checkpoints()
+    if not watches(cps.store, cps.config):
+        say("  files are not reverted: no paths are watched (rw watch add PATH)")
+        return
+    cid = travel.step_checkpoint(cps.store, sid, step)
+    if cid is None:
+        say(f"  files are left as they are: no checkpoint was taken before step {step}")
+        return
+    cmp = cps.compare(cid)
+    if cmp.empty:
+        say("  watched files are already as they were then")
+        return
+    say(f"  {'would restore' if dry_run else 'restoring'} watched files (checkpoint {cid}):")
+    for t in cmp.trees:
+        for c in t.changes:
+            say(f"    {c.describe(t.root)}")
+    if dry_run:
+        return
+    if not yes and not confirm("rw: restore these files?"):
+        raise RwError("nothing changed (pass --yes to restore without asking)", EXIT_PROBLEM)
+    report = cps.restore(cid)
+    if not report.complete:
+        print_report(report)
+        raise RwError(
+            f"files only partly restored (checkpoint {cid}); the shell was not moved",
+            EXIT_INCOMPLETE,
+        )
+    say(f"  watched files restored and verified ({len(report.restored)} change(s))")
 
 
 @cli.command("back", context_settings=CONTEXT)
 @click.argument("n", type=click.IntRange(min=1), default=1, required=False)
 @click.option("--dry-run", is_flag=True, help="Only say what would change.")
-def back_cmd(n: int, dry_run: bool) -> None:
+@click.option("--yes", "-y", is_flag=True, help="Restore watched files without asking.")
+def back_cmd(n: int, dry_run: bool, yes: bool) -> None:
     """Put this shell back as it was just before the Nth most recent command.
 
-    Restores the working directory and the exported environment (set,
-    changed and unset variables). What you run next goes to a new branch
-    session; the history so far is kept. N defaults to 1.
+    Restores the working directory, the exported environment (set, changed
+    and unset variables) and the files of watched paths (shown first, and
+    asked unless --yes). What you run next goes to a new branch session;
+    the history so far is kept. N defaults to 1.
 
     \b
     Example:
         rw back 3
+        rw back 3 --yes
         rw back --dry-run
     """
     sid, shell = _live_shell(dry_run)
     store = synced_store(get_paths())
     resolve_session(store, sid)
     assert store is not None
-    _apply(travel.plan_back(store, sid, n, dict(os.environ), os.getcwd()), shell, dry_run)
+    _apply(travel.plan_back(store, sid, n, dict(os.environ), os.getcwd()), shell, dry_run, yes)
 
 
 @cli.command("branch", context_settings=CONTEXT)
@@ -63,8 +106,14 @@ def back_cmd(n: int, dry_run: bool) -> None:
 @click.option("--name", help="Name of the new session (default: <name>-branch-<STEP>).")
 @click.option("--exec", "exec_", is_flag=True, help="Open a shell in the state after STEP.")
 @click.option("--dry-run", is_flag=True, help="Only say what would change.")
+@click.option("--yes", "-y", is_flag=True, help="Restore watched files without asking.")
 def branch_cmd(
-    session: str | None, step: int | None, name: str | None, exec_: bool, dry_run: bool
+    session: str | None,
+    step: int | None,
+    name: str | None,
+    exec_: bool,
+    dry_run: bool,
+    yes: bool,
 ) -> None:
     """Branch a session: from the last failure of this shell, or at SESSION STEP.
 
@@ -91,7 +140,7 @@ def branch_cmd(
         resolve_session(store, sid)
         assert store is not None
         plan = travel.plan_branch_from_failure(store, sid, dict(os.environ), os.getcwd())
-        _apply(plan, shell, dry_run)
+        _apply(plan, shell, dry_run, yes)
         return
     if step is None:
         raise RwError("usage: rw branch [SESSION STEP] [--name NAME] [--exec]")
@@ -125,7 +174,8 @@ def branch_cmd(
 @click.argument("step", type=click.IntRange(min=1))
 @click.option("--exec", "exec_", is_flag=True, help="Replay SESSION from STEP.")
 @click.option("--dry-run", is_flag=True, help="Only show; change nothing.")
-def rewind_cmd(session: str, step: int, exec_: bool, dry_run: bool) -> None:
+@click.option("--yes", "-y", is_flag=True, help="Restore watched files without asking.")
+def rewind_cmd(session: str, step: int, exec_: bool, dry_run: bool, yes: bool) -> None:
     """Show SESSION up to STEP and how the state before STEP differs from now.
 
     In a recorded shell it then puts this shell in that state (directory and
@@ -165,6 +215,8 @@ def rewind_cmd(session: str, step: int, exec_: bool, dry_run: bool) -> None:
     lines = travel.describe(plan, dry_run or not live, shell)
     for line in lines[1:]:
         say(line)
+    if live:
+        restore_files(sid, step, dry_run, yes)
     if live and not dry_run:
         click.echo(travel.shell_code(plan, shell), nl=False)
     elif not dry_run:
