@@ -135,5 +135,29 @@ def run_checks(paths: Paths) -> list[Check]:
     redactions = store.counter("redactions") if store else 0
     checks.append(Check("redactions", True, f"{redactions} secret(s) redacted so far"))
     if store is not None:
+        checks.append(_checkpoint_objects(paths, store))
         store.close()
     return checks
+
+
+def _checkpoint_objects(paths: Paths, store: Store) -> Check:
+    """Every object a checkpoint needs is present and matches its digest."""
+    from .checkpoints import Checkpoints
+
+    if store.db.execute("PRAGMA user_version").fetchone()[0] < 4:
+        return Check("checkpoints", True, "none taken yet")
+    try:
+        cps = Checkpoints(paths, store, load(paths.config_file))
+    except RwError:
+        return Check("checkpoints", False, "cannot read the config", "see the config check")
+    n = len(store.checkpoints())
+    problems = cps.check_objects()
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        return Check(
+            "checkpoints",
+            False,
+            f"{len(problems)} damaged or missing object(s): " + "; ".join(problems[:3]) + more,
+            "restores of those files will fail; take a new checkpoint (rw checkpoint create)",
+        )
+    return Check("checkpoints", True, f"{n} checkpoint(s), every object intact")
