@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -78,10 +79,12 @@ class StepDetail:
     env: dict[str, str]
     env_changes: dict[str, tuple[str | None, str | None]]
     output: bytes | None = None  # recorded for replays
+    checkpoint: int | None = None  # of the watched files, taken just before the step
 
     def to_json(self) -> dict:
         return {
             **self.step.to_json(),
+            "checkpoint": self.checkpoint,
             "env": self.env,
             "env_changes": {k: {"before": a, "after": b} for k, (a, b) in self.env_changes.items()},
             "output": None if self.output is None else self.output.decode(errors="replace"),
@@ -154,4 +157,10 @@ def step_detail(store: Store | None, ref: str | None, number: int) -> StepDetail
         for key in sorted(set(before) | set(env)):
             if before.get(key) != env.get(key):
                 changes[key] = (before.get(key), env.get(key))
-    return StepDetail(Step(row), env, changes, store.output(sid, number))
+    from .travel import step_checkpoint
+
+    try:
+        checkpoint = step_checkpoint(store, sid, number)
+    except sqlite3.OperationalError:  # a store from before checkpoints
+        checkpoint = None
+    return StepDetail(Step(row), env, changes, store.output(sid, number), checkpoint)

@@ -8,7 +8,9 @@ import time
 
 import pytest
 
-from .conftest import daemon_pid, rw, rw_json, write_config
+from rewind_daemon import paths
+
+from .conftest import daemon_pid, rw, rw_json, wait_for, write_config
 from .shell import PROMPT
 from .test_snapshot import tree_state
 
@@ -34,6 +36,16 @@ def watched(rw_home, tmp_path):
     return site
 
 
+def ready(sh) -> str:
+    """The shell's session, once the daemon has made its FIFO. (Until then a
+    command does not wait for a checkpoint: a shell's first command, typed the
+    instant its first prompt shows, or while the daemon is busy, has none.)"""
+    sh.run("true")
+    sid = sh.session_id()
+    wait_for(lambda: (paths.resolve().scratch_dir / f"{sid}.ack").exists())
+    return sid
+
+
 def step_checkpoints(session: str) -> dict[int, int]:
     return {c["step"]: c["id"] for c in rw_json("checkpoint", "list", "--session", session)}
 
@@ -41,26 +53,25 @@ def step_checkpoints(session: str) -> dict[int, int]:
 def test_back_restores_the_watched_directory(watched, shells, kind):
     original = tree_state(watched)
     sh = shells(kind)
+    sid = ready(sh)
     sh.run(f"cd {watched}")
     sh.run("touch new.txt")
     sh.run("echo 'line 2' >> log.txt")
     sh.run("rm old.txt")
     assert sorted(os.listdir(watched)) == ["conf", "keep.txt", "log.txt", "new.txt"]
-    sid = sh.session_id()
     out = sh.run("rw back 3 --yes")
     assert "restored and verified" in out, out
     assert tree_state(watched) == original
     # every command got a checkpoint of the state before it began
     cps = step_checkpoints(sid)
-    assert {2, 3, 4, 5} <= set(cps)  # (step 1 may race the FIFO: see below)
-    assert rw("checkpoint", "diff", str(cps[2]), check=False).returncode == 0  # = now
+    assert {2, 3, 4, 5, 6} <= set(cps)
+    assert rw("checkpoint", "diff", str(cps[3]), check=False).returncode == 0  # = now
+    assert rw_json("show", sid, "4")["checkpoint"] == cps[4]
 
 
 def test_back_shows_first_and_asks(watched, shells, kind):
     sh = shells(kind)
-    # (A shell's very first command, typed the instant its first prompt shows,
-    # can beat the daemon to the session's FIFO and then has no checkpoint.)
-    sh.run("true")
+    ready(sh)
     sh.run(f"echo changed > {watched}/keep.txt")
     out = sh.run("rw back 1 --dry-run")
     assert "would restore watched files" in out and "modified" in out and "keep.txt" in out
@@ -80,8 +91,8 @@ def test_back_shows_first_and_asks(watched, shells, kind):
 def test_a_stopped_daemon_means_no_checkpoint_and_a_bounded_wait(watched, shells, rw_home):
     write_config(rw_home, "[watch]\ntimeout = 0.3\n")
     sh = shells("bash")
-    sh.run("true")
-    sid = sh.session_id()
+    sid = ready(sh)
+    sh.run("true")  # step 2: waits, gets its checkpoint
     pid = daemon_pid(rw_home)
     os.kill(pid, signal.SIGSTOP)
     try:
@@ -98,7 +109,8 @@ def test_a_stopped_daemon_means_no_checkpoint_and_a_bounded_wait(watched, shells
     assert rest < 0.25  # after one timeout the shell stops waiting for a while
     sh.run("true")
     cps = step_checkpoints(sid)
-    assert 1 in cps and 2 not in cps  # never a late (possibly wrong) checkpoint
-    # steps: 1 true, 2 echo, 3-8 true; going back 7 finished steps targets step 2
+    assert 2 in cps and 3 not in cps  # never a late (possibly wrong) checkpoint
+    assert rw_json("show", sid, "3")["checkpoint"] is None
+    # steps: 1-2 true, 3 echo, 4-9 true; going back 7 finished steps targets step 3
     out = sh.run("rw back 7 --dry-run")
-    assert "no checkpoint was taken before step 2" in out
+    assert "no checkpoint was taken before step 3" in out

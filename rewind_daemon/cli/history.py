@@ -131,6 +131,8 @@ def show_cmd(args: tuple[str, ...], full_env: bool, as_json: bool) -> None:
     click.echo(f"exit      {'-' if r.exit_code is None else r.exit_code}")
     if len(detail.step.pipestatus) > 1:
         click.echo(f"pipestatus {' '.join(map(str, detail.step.pipestatus))}")
+    if detail.checkpoint is not None:
+        click.echo(f"files     checkpoint {detail.checkpoint} (taken before the step)")
     for key, (before, after) in detail.env_changes.items():
         if before is None:
             click.echo(f"env       +{key}={after}")
