@@ -198,13 +198,23 @@ class Checkpoints:
                 warnings.append(f"{_join(s.root, rel)}: {note}, recorded by metadata only")
         return Created(cid, rows, [p for p, _ in probe_data], unavailable, warnings)
 
-    def probes(self, packages: bool, services: bool):
+    def probes(self, packages: bool, services: bool, recorded: dict[str, bytes] | None = None):
+        """The probes to run; given a checkpoint's states, those it recorded, looking
+        at the same interpreters and services it did (not today's defaults)."""
         cfg = ProbeConfig(
             pip=list(self.config.pip),
             pip_find_links=list(self.config.pip_find_links),
             services=list(self.config.services_list),
         )
-        return available_probes(cfg, packages=packages, services=services)
+        if recorded is not None:
+            packages = bool(set(recorded) & set(PACKAGE_PROBES))
+            services = "services" in recorded
+            if "pip" in recorded:
+                cfg.pip = sorted(json.loads(recorded["pip"]).get("environments", {})) or cfg.pip
+            if "services" in recorded:
+                cfg.services = sorted(json.loads(recorded["services"]).get("services", {}))
+        probes = available_probes(cfg, packages=packages, services=services)
+        return [p for p in probes if recorded is None or p.name in recorded]
 
     # --- reading -------------------------------------------------------------
 
@@ -232,10 +242,7 @@ class Checkpoints:
             trees.append(TreeDiff(then.root, changes))
         probes = []
         recorded = self.store.checkpoint_probes(cid)
-        names = set(recorded)
-        for probe in self.probes(bool(names & set(PACKAGE_PROBES)), "services" in names):
-            if probe.name not in recorded:
-                continue
+        for probe in self.probes(False, False, recorded):
             reason = probe.unavailable()
             if reason:
                 probes.append(ProbeDiff(probe.name, [], reason))
@@ -250,10 +257,7 @@ class Checkpoints:
         row = self.get(cid)
         report = RestoreReport(row)
         recorded = self.store.checkpoint_probes(cid)
-        names = set(recorded)
-        probes = {
-            p.name: p for p in self.probes(bool(names & set(PACKAGE_PROBES)), "services" in names)
-        }
+        probes = {p.name: p for p in self.probes(False, False, recorded)}
 
         def restore_probe(name: str) -> None:
             probe = probes.get(name)
