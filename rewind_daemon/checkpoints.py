@@ -7,10 +7,14 @@ afterwards by taking its state again and expecting no difference.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from collections.abc import Set as AbstractSet
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -103,6 +107,7 @@ class Checkpoints:
         self.objects = ObjectStore(paths.data_dir / "objects")
         self.artifacts = paths.data_dir / "debs"
         self._previous: dict[str, snapshot.Snapshot] = {}
+        self._manifest_refs: dict[str, set[str]] = {}  # manifest -> objects it needs
 
     # --- taking ------------------------------------------------------------
 
@@ -170,24 +175,31 @@ class Checkpoints:
             state = probe.capture(artifacts)
             probe_data.append((probe.name, json.dumps(state, sort_keys=True).encode()))
         try:
-            with self.objects.batch() as batch:
-                snaps = self.snapshot_trees(trees, batch)
-        except OSError as e:
-            raise RwError(
-                f"cannot write the checkpoint: {e.strerror or e}: {e.filename or ''}".rstrip(": "),
-                EXIT_INCOMPLETE,
-            ) from None
-        rows = [TreeRow(s.root, s.manifest or "", s.taken_ns, len(s.entries)) for s in snaps]
-        with self.store.transaction():
-            cid = self.store.add_checkpoint(
-                created_at=time.time(),
-                origin=origin,
-                trees=rows,
-                probes=probe_data,
-                label=label,
-                session=session,
-                step=step,
+            # Shared: `rw gc` (exclusive) must not take objects written here
+            # before the checkpoint that names them is committed.
+            with self.objects_lock(exclusive=False):
+                with self.objects.batch() as batch:
+                    snaps = self.snapshot_trees(trees, batch)
+                rows = [
+                    TreeRow(s.root, s.manifest or "", s.taken_ns, len(s.entries)) for s in snaps
+                ]
+                with self.store.transaction():
+                    cid = self.store.add_checkpoint(
+                        created_at=time.time(),
+                        origin=origin,
+                        trees=rows,
+                        probes=probe_data,
+                        label=label,
+                        session=session,
+                        step=step,
+                    )
+        except (OSError, sqlite3.Error) as e:
+            reason = (
+                f"{e.strerror or e}: {e.filename or ''}".rstrip(": ")
+                if isinstance(e, OSError)
+                else str(e)
             )
+            raise RwError(f"cannot write the checkpoint: {reason}", EXIT_INCOMPLETE) from None
         for s in snaps:
             self._previous[s.root] = s
         warnings = []
@@ -303,10 +315,25 @@ class Checkpoints:
         with self.store.transaction():
             return self.store.remove_checkpoints(ids)
 
-    def gc(self, dry_run: bool = False) -> GcReport:
+    @contextmanager
+    def objects_lock(self, exclusive: bool) -> Iterator[None]:
+        self.objects.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.objects.root / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)
+
+    def gc(self, dry_run: bool = False, in_use: AbstractSet[str] = frozenset()) -> GcReport:
         """Retention, then unreferenced objects: keep the last `keep_per_session`
         checkpoints of each session, then drop the oldest until the objects fit
-        in `max_total_size`."""
+        in `max_total_size`. `in_use`: objects the caller still relies on (the
+        daemon's current snapshots of watched trees)."""
+        with self.objects_lock(exclusive=True):
+            return self._gc(dry_run, in_use)
+
+    def _gc(self, dry_run: bool, in_use: AbstractSet[str]) -> GcReport:
         report = GcReport()
         rows = self.store.checkpoints(state=None)
         doomed: set[int] = set()
@@ -326,7 +353,7 @@ class Checkpoints:
             if sum(sizes.get(d, 0) for d in live) <= self.config.max_total_size:
                 break
             doomed.add(kept.pop(0).id)
-        live = self._referenced([r.id for r in rows if r.id not in doomed])
+        live = self._referenced([r.id for r in rows if r.id not in doomed]) | in_use
         garbage = [d for d in sizes if d not in live]
         report.checkpoints = sorted(doomed)
         report.objects = len(garbage)
@@ -347,12 +374,13 @@ class Checkpoints:
         live: set[str] = set()
         manifests = {t.manifest for cid in ids for t in self.store.checkpoint_trees(cid)}
         for m in manifests:
-            live.add(m)
-            try:
-                snap = snapshot.Snapshot.from_manifest(self.objects.read(m), 0, m)
-            except ObjectError:
-                continue
-            live.update(e.data for e in snap.entries.values() if e.kind == "file" and e.data)
+            if m not in self._manifest_refs:
+                try:
+                    snap = snapshot.Snapshot.from_manifest(self.objects.read(m), 0, m)
+                    self._manifest_refs[m] = objects_of(snap)
+                except ObjectError:
+                    self._manifest_refs[m] = {m}
+            live |= self._manifest_refs[m]
         return live
 
     def _debs_in_use(self, ids: list[int]) -> set[str]:
@@ -392,6 +420,26 @@ class GcReport:
     objects: int = 0
     bytes: int = 0
     debs: list[Path] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {
+            "checkpoints": self.checkpoints,
+            "objects": self.objects,
+            "bytes": self.bytes,
+            "debs": [str(p) for p in self.debs],
+        }
+
+    @classmethod
+    def from_json(cls, doc: dict) -> GcReport:
+        return cls(doc["checkpoints"], doc["objects"], doc["bytes"], [Path(p) for p in doc["debs"]])
+
+
+def objects_of(snap: snapshot.Snapshot) -> set[str]:
+    """The objects a snapshot needs: its manifest and its files' content."""
+    refs = {e.data for e in snap.entries.values() if e.kind == "file" and e.data}
+    if snap.manifest:
+        refs.add(snap.manifest)
+    return refs
 
 
 def _join(root: str, rel: str) -> str:

@@ -27,6 +27,7 @@ from . import __version__, travel
 from .checkpoints import Checkpoints
 from .client import process_running
 from .config import Config
+from .config import load as load_config
 from .errors import RwError
 from .ingest import SPOOL_SUFFIX, Ingester, SpoolReader
 from .paths import Paths, ensure_private_dir
@@ -444,6 +445,16 @@ class Daemon:
         self.watcher.reload()
         self._open_acks()
         return {"trees": sorted(self.watcher.trees)}
+
+    def _op_gc(self, req: dict) -> dict:
+        """Garbage collection runs here when the daemon is up: only it knows which
+        objects its current snapshots still lend to the next checkpoint."""
+        try:
+            config = load_config(self.paths.config_file)  # retention as the file says now
+        except RwError as e:
+            raise ValueError(str(e)) from None
+        cps = Checkpoints(self.paths, self.store, config)
+        return cps.gc(bool(req.get("dry_run")), self.watcher.in_use()).to_json()
 
     def _op_stop(self, req: dict) -> dict:
         return {"stopping": True, "pid": os.getpid()}

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .checkpoints import Checkpoints, Watch, watches
+from .checkpoints import Checkpoints, Watch, objects_of, watches
 from .snapshot import Snapshot, SnapshotUnstable
 from .store import TreeRow
 
@@ -212,6 +212,14 @@ class TreeWatcher:
                 step=step,
                 state="pending",
             )
+
+    def in_use(self) -> set[str]:
+        """Objects the current snapshots rely on (their digests are lent to the next)."""
+        refs: set[str] = set()
+        for tree in self.trees.values():
+            if tree.snap is not None:
+                refs |= objects_of(tree.snap)
+        return refs
 
     # --- acknowledgements ----------------------------------------------------------
 

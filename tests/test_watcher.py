@@ -114,3 +114,22 @@ def test_a_stopped_daemon_means_no_checkpoint_and_a_bounded_wait(watched, shells
     # steps: 1-2 true, 3 echo, 4-9 true; going back 7 finished steps targets step 3
     out = sh.run("rw back 7 --dry-run")
     assert "no checkpoint was taken before step 3" in out
+
+
+def test_gc_keeps_what_the_daemon_still_lends(watched, shells):
+    """With the daemon up, rw gc runs in it: objects of its current snapshots stay,
+    even when no checkpoint names them any more."""
+    sh = shells("bash")
+    sid = ready(sh)
+    sh.run(f"echo new > {watched}/keep.txt")
+    sh.run("true")
+    cps = step_checkpoints(sid)
+    rw("checkpoint", "rm", *map(str, cps.values()))
+    out = rw("gc").stdout
+    assert "removed 0 checkpoint(s)" in out
+    sh.run("true")  # a checkpoint from the daemon's current snapshot, objects kept
+    last = max(step_checkpoints(sid).items())[1]
+    assert "every object intact" in rw("doctor", check=False).stdout
+    (watched / "keep.txt").write_text("changed again\n")
+    assert rw("checkpoint", "restore", str(last), "--yes").returncode == 0
+    assert (watched / "keep.txt").read_text() == "new\n"

@@ -9,8 +9,16 @@ import os
 import click
 
 from .. import client
-from ..checkpoints import Checkpoints, Comparison, RestoreReport, Watch, normalise, watches
-from ..errors import EXIT_INCOMPLETE, EXIT_PROBLEM, NotFound, RwError
+from ..checkpoints import (
+    Checkpoints,
+    Comparison,
+    GcReport,
+    RestoreReport,
+    Watch,
+    normalise,
+    watches,
+)
+from ..errors import EXIT_INCOMPLETE, EXIT_PROBLEM, DaemonUnavailable, NotFound, RwError
 from ..store import Store
 from . import CONTEXT, cli
 from .common import get_config, get_paths, json_option, print_json
@@ -433,7 +441,12 @@ def gc_cmd(dry_run: bool) -> None:
     Example:
         rw gc --dry-run
     """
-    report = open_checkpoints().gc(dry_run)
+    try:
+        # The daemon, when up, collects: it knows what its snapshots still need.
+        reply = client.request(get_paths(), "gc", dry_run=dry_run, timeout=600)
+        report = GcReport.from_json(reply)
+    except DaemonUnavailable:
+        report = open_checkpoints().gc(dry_run)
     verb = "would remove" if dry_run else "removed"
     click.echo(
         f"{verb} {len(report.checkpoints)} checkpoint(s), {report.objects} object(s) "
