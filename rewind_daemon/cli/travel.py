@@ -178,9 +178,10 @@ def branch_cmd(
 def rewind_cmd(session: str, step: int, exec_: bool, dry_run: bool, yes: bool) -> None:
     """Show SESSION up to STEP and how the state before STEP differs from now.
 
-    In a recorded shell it then puts this shell in that state (directory and
-    environment), and what you run next records into a branch of SESSION
-    after step STEP-1. With --exec it replays SESSION from STEP instead.
+    In a recorded shell it then puts this shell in that state (directory,
+    environment, and watched files from the checkpoint taken before STEP),
+    and what you run next records into a branch of SESSION after step
+    STEP-1. With --exec it replays SESSION from STEP instead.
 
     \b
     Example:
