@@ -17,7 +17,9 @@ import hashlib
 import os
 import sqlite3
 import zlib
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from .errors import RwError, StoreError
@@ -25,6 +27,13 @@ from .errors import RwError, StoreError
 CHUNK = 1024 * 1024
 PACKED_MAX = 256 * 1024  # compressed objects up to this size live in objects.db
 _LEVEL = 1  # fast: checkpoints sit in front of the user's commands
+# Small objects are compressed by worker threads (zlib lets go of the GIL)
+# while the caller reads the next files, in jobs of this many bytes or objects.
+_JOB_BYTES = 256 * 1024
+_JOB_OBJECTS = 64
+_SAMPLE = 16 * 1024
+_WORKERS = min(3, (os.cpu_count() or 1) - 1)
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | getattr(os, "O_NOATIME", 0)
 
 
 class ObjectError(RwError):
@@ -170,6 +179,11 @@ class Batch:
         self.packed: dict[str, bytes] = {}
         self.loose: dict[str, Path] = {}
         self.written_bytes = 0
+        self._job: list[tuple[str, bytes]] = []  # content not compressed yet
+        self._job_bytes = 0
+        self._queued: set[str] = set()  # digests in _job or in _jobs
+        self._jobs: deque[Future[list[tuple[str, bytes]]]] = deque()
+        self._pool: ThreadPoolExecutor | None = None
 
     def __enter__(self) -> Batch:
         return self
@@ -183,12 +197,12 @@ class Batch:
     def known(self, digest: str) -> bool:
         # Packed objects are deduplicated by INSERT OR IGNORE at commit, which
         # is cheaper than asking the database about each one first.
-        return digest in self.packed or digest in self.loose
+        return digest in self.packed or digest in self.loose or digest in self._queued
 
     def put_bytes(self, data: bytes) -> str:
         digest = hashlib.sha256(data).hexdigest()
         if not self.known(digest):
-            self._add(digest, [zlib.compress(data, _LEVEL)])
+            self._add(digest, [_deflate(data)])
         return digest
 
     def put_file(self, path: str, expect: os.stat_result | None = None) -> tuple[str, int]:
@@ -197,26 +211,28 @@ class Batch:
         With `expect`, raises FileChanged if the file is not the one that was
         stat'ed (another size, mtime or inode) or changes while it is read.
         """
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NOATIME", 0))
+        fd = os.open(path, _READ_FLAGS)
         try:
             before = os.fstat(fd)
             if expect is not None and _moved(expect, before):
                 raise FileChanged(path)
             if before.st_size < CHUNK:
-                data = os.read(fd, CHUNK)
+                data = _read_all(fd, before.st_size)
                 if _moved(before, os.fstat(fd)):
                     raise FileChanged(path)
                 digest = hashlib.sha256(data).hexdigest()
                 if not self.known(digest):
-                    self._add(digest, [zlib.compress(data, _LEVEL)])
+                    self._compress_later(digest, data)
                 return digest, len(data)
             h = hashlib.sha256()
-            comp = zlib.compressobj(_LEVEL)
+            comp = None
             parts: list[bytes] = []
             size = 0
             while chunk := os.read(fd, CHUNK):
                 size += len(chunk)
                 h.update(chunk)
+                if comp is None:
+                    comp = zlib.compressobj(_level(chunk))
                 parts.append(comp.compress(chunk))
             if _moved(before, os.fstat(fd)):
                 raise FileChanged(path)
@@ -224,9 +240,49 @@ class Batch:
             os.close(fd)
         digest = h.hexdigest()
         if not self.known(digest):
-            parts.append(comp.flush())
+            parts.append(comp.flush() if comp is not None else _deflate(b""))
             self._add(digest, parts)
         return digest, size
+
+    def _compress_later(self, digest: str, data: bytes) -> None:
+        if _WORKERS < 1:
+            self._add(digest, [_deflate(data)])
+            return
+        self._queued.add(digest)
+        self._job.append((digest, data))
+        self._job_bytes += len(data)
+        if self._job_bytes >= _JOB_BYTES or len(self._job) >= _JOB_OBJECTS:
+            job, self._job, self._job_bytes = self._job, [], 0
+            while self._jobs and self._jobs[0].done():
+                self._collect(self._jobs.popleft().result())
+            if len(self._jobs) >= 2 * _WORKERS:
+                self._collect(_deflate_all(job))  # the workers are behind: help
+                return
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(_WORKERS, thread_name_prefix="rw-deflate")
+            self._jobs.append(self._pool.submit(_deflate_all, job))
+
+    def _collect(self, done: list[tuple[str, bytes]]) -> None:
+        for digest, compressed in done:
+            self._queued.discard(digest)
+            self._add(digest, [compressed])
+
+    def _finish_jobs(self, keep: bool) -> None:
+        """Wait for the workers; keep what they compressed, or drop it."""
+        job, self._job, self._job_bytes = self._job, [], 0
+        try:
+            while self._jobs:
+                done = self._jobs.popleft().result()
+                if keep:
+                    self._collect(done)
+            if keep:
+                self._collect(_deflate_all(job))
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(cancel_futures=True)
+                self._pool = None
+            self._jobs.clear()
+            self._queued.clear()
 
     def _add(self, digest: str, parts: list[bytes]) -> None:
         n = sum(len(p) for p in parts)
@@ -244,6 +300,7 @@ class Batch:
         self.loose[digest] = tmp
 
     def commit(self) -> None:
+        self._finish_jobs(keep=True)
         if self.loose:
             fd = os.open(self.tmp_dir, os.O_RDONLY)
             try:
@@ -260,13 +317,15 @@ class Batch:
             db = self.store.db
             with db:
                 db.execute("BEGIN IMMEDIATE")
+                # In key order: the b-tree is then appended to, not split all over.
                 db.executemany(
                     "INSERT OR IGNORE INTO objects (digest, data) VALUES (?, ?)",
-                    [(bytes.fromhex(d), data) for d, data in self.packed.items()],
+                    sorted((bytes.fromhex(d), data) for d, data in self.packed.items()),
                 )
             self.packed.clear()
 
     def abort(self) -> None:
+        self._finish_jobs(keep=False)
         for tmp in self.loose.values():
             try:
                 tmp.unlink()
@@ -274,6 +333,42 @@ class Batch:
                 pass
         self.loose.clear()
         self.packed.clear()
+
+
+def _read_all(fd: int, size: int) -> bytes:
+    """A file's content, expected to be `size` bytes: read in one call when
+    it is, to the end when the file says more than its size (as /proc does)."""
+    data = os.read(fd, size + 1)
+    if len(data) <= size:
+        return data
+    parts = [data]
+    while chunk := os.read(fd, CHUNK):
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _deflate(data: bytes) -> bytes:
+    """zlib with a window and hash table no larger than the data needs: the
+    same stream for small data, but zlib's default 256 KiB of state, set up
+    anew for each object, cost more than compressing a small file."""
+    wbits = min(15, max(10, len(data).bit_length()))
+    comp = zlib.compressobj(_level(data), zlib.DEFLATED, wbits, wbits - 6)
+    return comp.compress(data) + comp.flush()
+
+
+def _level(data: bytes) -> int:
+    """_LEVEL, or 0 (stored as is) for data that a sample says is already
+    compressed (archives, images): deflating it costs ten times as much as
+    storing it, for nothing."""
+    if len(data) < _SAMPLE * 4:
+        return _LEVEL
+    middle = len(data) // 2
+    sample = data[middle : middle + _SAMPLE]
+    return 0 if len(zlib.compress(sample, _LEVEL)) > 0.9 * _SAMPLE else _LEVEL
+
+
+def _deflate_all(job: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    return [(digest, _deflate(data)) for digest, data in job]
 
 
 def _moved(a: os.stat_result, b: os.stat_result) -> bool:

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from rewind_daemon import snapshot
-from rewind_daemon.objects import ObjectError, ObjectStore
+from rewind_daemon.objects import ObjectError, ObjectStore, _read_all
 
 
 def tree_state(root) -> dict:
@@ -184,3 +184,91 @@ def test_root_that_does_not_exist_yet(tmp_path, objects):
     (root / "f").write_text("x")
     result = snapshot.restore(snap, objects)
     assert result.failed == [] and not root.exists()
+
+
+def test_directory_replaced_by_a_symlink_while_walking_is_not_followed(tree, objects, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "secret").write_text("not part of the tree\n")
+    sub = str(tree / "sub")
+
+    def swap(path: str) -> None:
+        if path == sub:  # just before it is listed
+            os.rename(sub, sub + ".old")
+            os.symlink(elsewhere, sub)
+
+    with objects.batch() as b:
+        snap = snapshot.take(str(tree), b, on_dir=swap)
+    assert not any(p.startswith("sub/") for p in snap.entries)
+
+
+def test_root_directory_attributes_are_part_of_the_snapshot(tree, objects):
+    first = take(tree, objects)
+    first.taken_ns -= 5 * 10**9
+    os.chmod(tree, 0o700)
+    again = take(tree, objects, first)
+    assert not again.unchanged and again.entries["."].mode == 0o700
+    assert again.manifest != first.manifest
+
+
+def test_diff_is_ordered_by_path_with_each_paths_changes_together(tree, objects):
+    a = take(tree, objects)
+    (tree / "0-first.txt").write_text("new\n")
+    (tree / "zz-last").mkdir()
+    os.unlink(tree / "sub" / "b.txt")
+    (tree / "run.sh").write_text("#!/bin/sh\necho bye\n")
+    os.chmod(tree / "run.sh", 0o700)
+    b = take(tree, objects, a)
+    changes = [(c.path, c.what) for c in snapshot.diff(a, b)]
+    assert changes == [
+        ("0-first.txt", "created"),
+        ("run.sh", "modified"),
+        ("run.sh", "mode"),
+        ("sub/b.txt", "deleted"),
+        ("zz-last", "created"),
+    ]
+    assert snapshot.diff(b, b) == []
+
+
+def test_many_objects_are_compressed_aside_and_kept_or_dropped(tmp_path, objects):
+    contents = [f"file {i}\n".encode() * (i % 50 + 1) for i in range(500)]
+    files = []
+    for i, data in enumerate(contents):
+        p = tmp_path / f"f{i}"
+        p.write_bytes(data)
+        files.append(str(p))
+    with objects.batch() as b:
+        digests = [b.put_file(p)[0] for p in files]
+    assert [objects.read(d) for d in digests] == contents
+    other = ObjectStore(tmp_path / "other")
+    with pytest.raises(RuntimeError), other.batch() as b:
+        for p in files:
+            b.put_file(p)
+        raise RuntimeError("interrupted")
+    assert not any(other.has(d) for d in digests)
+
+
+def test_incompressible_content_is_stored_as_is_and_read_back(tmp_path, objects):
+    noise = os.urandom(2 * 1024 * 1024 + 5)  # read in chunks
+    small_noise = os.urandom(200_000)  # read at once
+    text = b"the same line again\n" * 20_000
+    for name, data in (("noise", noise), ("small", small_noise), ("text", text)):
+        (tmp_path / name).write_bytes(data)
+    with objects.batch() as b:
+        got = {n: b.put_file(str(tmp_path / n))[0] for n in ("noise", "small", "text")}
+    assert objects.read(got["noise"]) == noise
+    assert objects.read(got["small"]) == small_noise
+    assert objects.read(got["text"]) == text
+    sizes = objects.sizes()
+    assert sizes[got["noise"]] < len(noise) * 1.01  # stored, not inflated
+    assert sizes[got["text"]] < len(text) / 20  # still compressed
+
+
+def test_a_file_longer_than_its_stat_size_is_read_to_the_end():
+    r, w = os.pipe()
+    os.write(w, b"more than zero bytes")
+    os.close(w)
+    try:
+        assert _read_all(r, 0) == b"more than zero bytes"
+    finally:
+        os.close(r)
