@@ -55,7 +55,44 @@ services_list = []
 # size of stored objects in bytes (oldest checkpoints go first).
 keep_per_session = 200
 max_total_size = 2147483648
+
+[guard]
+# rw guard: seconds without output before the run is halted (TIMEOUT).
+timeout = 30
+# Rules are regexes searched in each line of output, colour codes removed.
+ignore_case = true
+error = ['\\bERROR\\b', '\\bCRITICAL\\b', '\\bFATAL\\b', 'Exception\\b', '\\bTraceback\\b', '^E:']
+warning = ['\\bWARN(ING)?\\b', '\\bdeprecated\\b']
+skip = ['\\bSKIP', '\\bnot found\\b']
+prompt = ['\\[y/n\\]', '\\(y/n\\)', '\\[yes/no\\]', '\\(yes/no\\)', 'password[^:\\n]*:\\s*$',
+          'passphrase[^:\\n]*:\\s*$', 'press (enter|return|any key)']
+# Lines that are fine even though a rule matches them.
+allow = []
+# With strict = true (or rw guard --strict), every line must match one of these.
+expect = []
+strict = false
+# Hold the command's processes in a cgroup v2 subtree when one can be made.
+cgroup = true
 """
+
+
+GUARD_RULES: dict[str, list[str]] = tomllib.loads(DEFAULT_TEXT)["guard"]
+
+
+@dataclass
+class GuardConfig:
+    """[guard]: what halts a guarded run."""
+
+    timeout: float = 30.0
+    ignore_case: bool = True
+    error: list[str] = field(default_factory=lambda: list(GUARD_RULES["error"]))
+    warning: list[str] = field(default_factory=lambda: list(GUARD_RULES["warning"]))
+    skip: list[str] = field(default_factory=lambda: list(GUARD_RULES["skip"]))
+    prompt: list[str] = field(default_factory=lambda: list(GUARD_RULES["prompt"]))
+    allow: list[str] = field(default_factory=list)
+    expect: list[str] = field(default_factory=list)
+    strict: bool = False
+    cgroup: bool = True
 
 
 @dataclass
@@ -76,6 +113,7 @@ class Config:
     services_list: list[str] = field(default_factory=list)
     keep_per_session: int = 200
     max_total_size: int = 2 * 1024 * 1024 * 1024
+    guard: GuardConfig = field(default_factory=GuardConfig)
 
     def ignore_regexes(self) -> list[re.Pattern[str]]:
         return [_compile(p, "ignore") for p in self.ignore]
@@ -145,6 +183,19 @@ def load(path: Path) -> Config:
         setattr(cfg, key, _strings(cp, key, path))
     cfg.keep_per_session = _number(cp, "keep_per_session", cfg.keep_per_session, path, int)
     cfg.max_total_size = _number(cp, "max_total_size", cfg.max_total_size, path, int)
+    guard = _table(data, "guard", path)
+    g = cfg.guard
+    g.timeout = _number(guard, "timeout", g.timeout, path, float)
+    for key in ("ignore_case", "strict", "cgroup"):
+        value = guard.get(key, getattr(g, key))
+        if not isinstance(value, bool):
+            raise RwError(f"config {path}: guard.{key} must be true or false")
+        setattr(g, key, value)
+    for key in ("error", "warning", "skip", "prompt", "allow", "expect"):
+        if key in guard:
+            setattr(g, key, _strings(guard, key, path))
+        for p in getattr(g, key):
+            _compile(p, f"guard.{key}")
     cfg.ignore_regexes()
     cfg.redact_regexes()
     return cfg

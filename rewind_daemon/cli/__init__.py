@@ -23,6 +23,7 @@ COMMAND_MODULES = {
     "replay": "replay", "breakpoint": "replay",
     "diff": "compare", "export": "share", "import": "share",
     "watch": "checkpoint", "checkpoint": "checkpoint", "gc": "checkpoint",
+    "guard": "guard",
 }  # fmt: skip
 
 

@@ -1,0 +1,132 @@
+"""rw guard: the circuit breaker."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from ..checkpoints import normalise
+from ..errors import RwError
+from ..guard import GuardRequest, guard, last_request, render_markdown, render_text
+from ..store import Store
+from . import CONTEXT, cli
+from .common import get_config, get_paths
+
+REPORT_FORMATS = {".md": "md", ".markdown": "md", ".json": "json"}
+
+
+def _report_format(path: str | None) -> str | None:
+    if path is None:
+        return None
+    fmt = REPORT_FORMATS.get(os.path.splitext(path)[1].lower())
+    if fmt is None:
+        raise RwError(f"--report {path}: name it .md (Markdown) or .json (JSON)")
+    return fmt
+
+
+@cli.command("guard", context_settings={**CONTEXT, "allow_interspersed_args": False})
+@click.option(
+    "--paths", "paths_", multiple=True, help="A path to checkpoint, besides watched ones."
+)
+@click.option("--packages/--no-packages", default=None, help="Checkpoint dpkg and pip packages.")
+@click.option("--services/--no-services", default=None, help="Checkpoint service states.")
+@click.option("--timeout", type=float, help="Halt after this many seconds without output (30).")
+@click.option("--allow", multiple=True, metavar="REGEX", help="A line that is fine (whitelist).")
+@click.option("--expect", multiple=True, metavar="REGEX", help="Every line must match one.")
+@click.option("--strict", is_flag=True, default=None, help="Halt on lines no --expect matches.")
+@click.option("--no-rollback", is_flag=True, default=None, help="Halt and report; restore nothing.")
+@click.option("--report", "report_file", metavar="FILE", help="Write the report (.md or .json).")
+@click.option("--again", is_flag=True, help="Run the last guarded command again (new checkpoint).")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def guard_cmd(
+    paths_: tuple[str, ...],
+    packages: bool | None,
+    services: bool | None,
+    timeout: float | None,
+    allow: tuple[str, ...],
+    expect: tuple[str, ...],
+    strict: bool | None,
+    no_rollback: bool | None,
+    report_file: str | None,
+    again: bool,
+    command: tuple[str, ...],
+) -> None:
+    """Run COMMAND; on the first issue, halt it and roll the machine back.
+
+    Takes a checkpoint (watched and given paths; packages and services as
+    configured), runs COMMAND on a terminal streaming its output, and halts
+    it at the first error, warning, skipped step, prompt, stall (--timeout)
+    or, with --strict/--expect, unexpected line: kills its whole process
+    tree, restores the checkpoint, verifies it and reports the line that
+    tripped. Exit status: 0 the command passed (the checkpoint is kept);
+    1 halted and rolled back; 3 no checkpoint could be taken (the command
+    did not run) or the rollback is incomplete. Rules: [guard] in the config.
+
+    \b
+    Example:
+        rw guard --paths /etc/myapp --packages -- ./install.sh --verbose
+        rw guard --allow 'WARNING: cache is cold' --report run.md -- make deploy
+        rw guard --again          # the last guarded command, after a fix
+    """
+    fmt = _report_format(report_file)
+    p = get_paths()
+    config = get_config(p)
+    if again:
+        if command:
+            raise RwError("--again runs the last guarded command: give no COMMAND")
+        store = Store.open_for_reading(p.db)
+        try:
+            request = last_request(store)
+        finally:
+            if store is not None:
+                store.close()
+        request.paths += [normalise(x) for x in paths_ if normalise(x) not in request.paths]
+        request.allow += list(allow)
+        request.expect += list(expect)
+        click.echo(f"rw: again: {request.command_line}  (in {request.cwd})", err=True)
+    elif not command:
+        raise RwError("nothing to run: rw guard [OPTIONS] -- COMMAND [ARGS...]")
+    else:
+        request = GuardRequest(
+            list(command), os.getcwd(), [normalise(x) for x in paths_],
+            allow=list(allow), expect=list(expect),
+        )  # fmt: skip
+    for name, value in (("packages", packages), ("services", services), ("timeout", timeout)):
+        if value is not None:
+            setattr(request, name, value)
+    if strict:
+        request.strict = True
+    if no_rollback:
+        request.rollback = False
+    sys.stdout.flush()
+    report = guard(
+        p,
+        config,
+        request,
+        out_fd=sys.stdout.fileno(),
+        in_fd=_stdin_fd(),
+        notify=lambda msg: click.echo(f"rw: {msg}", err=True),
+    )
+    click.echo("\n" + render_text(report), err=True, nl=False)
+    if report_file is not None:
+        text = (
+            json.dumps(report.to_json(), indent=2) + "\n"
+            if fmt == "json"
+            else render_markdown(report)
+        )
+        try:
+            with open(report_file, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        except OSError as e:
+            click.echo(f"rw: cannot write the report to {report_file}: {e.strerror}", err=True)
+    raise SystemExit(report.exit_code)
+
+
+def _stdin_fd() -> int | None:
+    try:
+        return sys.stdin.fileno()
+    except (AttributeError, ValueError, OSError):
+        return None
