@@ -24,3 +24,7 @@ def test_benchmark_runs_in_quick_mode(script):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "result: " in proc.stdout
     assert "Traceback" not in proc.stderr
+
+
+def test_guard_benchmark_runs_in_quick_mode():
+    test_benchmark_runs_in_quick_mode("guard")
