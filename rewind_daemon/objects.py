@@ -76,6 +76,10 @@ class ObjectStore:
                 else:
                     self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
                     db = sqlite3.connect(path, timeout=30, isolation_level=None)
+                    # For a new store: most objects (compressed small files) then
+                    # fit in their b-tree page instead of spilling into overflow
+                    # pages, which makes it a third smaller and faster to fill.
+                    db.execute("PRAGMA page_size=16384")
                     db.execute("PRAGMA journal_mode=WAL")
                     # The checkpoints that name these objects are committed after
                     # them: an object must be on disk first.

@@ -211,17 +211,20 @@ def load(objects: ObjectStore, digest: str, taken_ns: int) -> Snapshot:
 
 
 def _entry(st: os.stat_result, data: str | None = None, note: str | None = None) -> Entry:
-    return Entry(
-        _KINDS.get(stat.S_IFMT(st.st_mode), "unknown"),
-        stat.S_IMODE(st.st_mode),
-        st.st_uid,
-        st.st_gid,
-        st.st_size,
-        st.st_mtime_ns,
-        st.st_ctime_ns,
-        st.st_ino,
-        data,
-        note,
+    return _new_tuple(
+        Entry,
+        (
+            _KINDS.get(st.st_mode & _IFMT, "unknown"),
+            st.st_mode & 0o7777,
+            st.st_uid,
+            st.st_gid,
+            st.st_size,
+            st.st_mtime_ns,
+            st.st_ctime_ns,
+            st.st_ino,
+            data,
+            note,
+        ),
     )
 
 
