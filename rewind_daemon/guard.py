@@ -15,6 +15,7 @@ import shlex
 import signal
 import socket
 import sqlite3
+import termios
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -242,8 +243,8 @@ def guard(
     if result.trip is not None:
         notify(f"halted: {describe_trip(result.trip)}")
         if request.rollback:
-            notify(f"rolling back to checkpoint {made.id}")
-            rollback = roll_back(cps, made.id, result.survivors)
+            notify(f"rolling back to checkpoint {made.id} (Ctrl-C waits until it is done)")
+            rollback = roll_back(cps, made.id, result.survivors, in_fd)
         else:
             rollback = Rollback(NO_ROLLBACK)
     report = _report(request, sid, made.id, covered, not_covered, result, rollback)
@@ -290,24 +291,43 @@ def _checkpoint(
 
 
 @contextmanager
-def _shielded() -> Iterator[None]:
-    """A rollback is not interrupted half-way: Ctrl-C, SIGTERM and SIGHUP wait."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    saved = {s: signal.signal(s, signal.SIG_IGN) for s in sigs}
+def _shielded(terminal_fd: int | None) -> Iterator[None]:
+    """A rollback is not interrupted half-way. Ctrl-C on the terminal sends no
+    signal meanwhile (the dpkg and pip commands it runs would get it too), and
+    SIGINT, SIGTERM and SIGHUP sent to rw wait. No signal is ignored outright:
+    that would be inherited by a service the rollback starts."""
+    saved_mode = None
+    if terminal_fd is not None and os.isatty(terminal_fd):
+        try:
+            if os.tcgetpgrp(terminal_fd) == os.getpgrp():
+                saved_mode = termios.tcgetattr(terminal_fd)
+                mode = termios.tcgetattr(terminal_fd)
+                mode[3] &= ~termios.ISIG
+                termios.tcsetattr(terminal_fd, termios.TCSANOW, mode)
+        except (OSError, termios.error):
+            saved_mode = None
+    saved = {}
+    if threading.current_thread() is threading.main_thread():
+        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            saved[s] = signal.signal(s, lambda *_: None)
     try:
         yield
     finally:
         for s, handler in saved.items():
             signal.signal(s, handler)
+        if saved_mode is not None:
+            try:
+                termios.tcsetattr(terminal_fd, termios.TCSANOW, saved_mode)  # type: ignore[arg-type]
+            except (OSError, termios.error):
+                pass
 
 
-def roll_back(cps: Checkpoints, cid: int, survivors: list[str]) -> Rollback:
+def roll_back(
+    cps: Checkpoints, cid: int, survivors: list[str], terminal_fd: int | None = None
+) -> Rollback:
     """Restore checkpoint `cid` (packages, files, services), then verify it by
     comparing everything with the checkpoint again."""
-    with _shielded():
+    with _shielded(terminal_fd):
         try:
             restored = cps.restore(cid)
         except (RwError, OSError, sqlite3.Error) as e:

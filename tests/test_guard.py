@@ -25,10 +25,12 @@ from rewind_daemon.guard_process import cgroup2_root
 from rewind_daemon.guard_rules import Classifier, RuleSet, required_literals
 from rewind_daemon.store import Store
 
-from .conftest import RW, rw, rw_json, write_config
+from .conftest import RW, rw, rw_json, wait_for, write_config
 from .test_probes import (
     build_deb,
+    init_script,  # noqa: F401 - a fixture
     needs_root_dpkg,
+    needs_root_sysv,
     pid_alive,
     rwtest_packages,  # noqa: F401 - a fixture
     venv,  # noqa: F401 - a fixture
@@ -292,6 +294,26 @@ def test_a_wheel_installed_before_a_failure_is_uninstalled(
         [python, "-m", "pip", "list", "--format=json"], capture_output=True, text=True
     )
     assert dist not in {p["name"] for p in json.loads(listed.stdout)}
+
+
+@needs_root_sysv
+def test_a_service_the_command_stopped_is_started_again(
+    home,
+    init_script,  # noqa: F811
+):
+    name, pidfile = init_script
+    write_config(home, CONFIG + f"[checkpoint]\nservices_list = ['{name}']\n")
+    subprocess.run(["service", name, "start"], check=True, capture_output=True)
+    stop = f"service {name} stop >/dev/null; echo 'ERROR: stopped it'"
+    proc = guard("--services", "--no-packages", "--", "sh", "-c", stop)
+    assert proc.returncode == 1, proc.stderr
+    assert f"services: {name}: stopped -> running (start)" in proc.stderr
+    assert "Checkpoint Status: Rollback completed successfully" in proc.stderr
+    pid = int(pidfile.read_text())
+    assert pid_alive(pid)
+    # Started during the rollback, it still stops: no signal was left ignored.
+    subprocess.run(["service", name, "stop"], check=True, capture_output=True)
+    wait_for(lambda: not pid_alive(pid), timeout=5)
 
 
 def test_a_silent_command_times_out_within_about_a_second(site, tmp_path):
