@@ -161,6 +161,7 @@ def checkpoint(objects: ObjectStore, root: str, previous: snapshot.Snapshot | No
 
 
 def bench_tree(n: int, runs: int, work: Path, v: Verdicts, quick: bool) -> None:
+    first_runs = min(runs, 3)  # the slowest part, and no target
     rng = random.Random(n)
     tree = make_tree(work / "tree", n, rng)
     root = str(tree.root)
@@ -176,17 +177,17 @@ def bench_tree(n: int, runs: int, work: Path, v: Verdicts, quick: bool) -> None:
     entries = n + tree.dirs + tree.links + len(list((tree.root / "assets").iterdir())) + 1
     print(
         f"\n  tree: {n:,} files in {tree.dirs} directories, {tree.links} symlinks, a few larger"
-        f" files; {tree.nbytes / 1e6:.1f} MB; page cache warm; median of {runs} runs"
+        f" files; {tree.nbytes / 1e6:.1f} MB; page cache warm; medians (of N runs)"
     )
-    rows: list[tuple[str, float, str]] = []
+    rows: list[tuple[str, float, int, str]] = []
 
     # First checkpoint: an empty object store each time.
     tar = ["sh", "-c", "tar -cf - . | wc -c"]
     wall(tar, tree.root)
-    t_tar = statistics.median(wall(tar, tree.root)[0] for _ in range(runs))
+    t_tar = statistics.median(wall(tar, tree.root)[0] for _ in range(first_runs))
     firsts = []
     objects = ObjectStore(work / "objects")
-    for i in range(runs):
+    for i in range(first_runs):
         if i:
             objects.close()
             shutil.rmtree(objects.root)
@@ -196,8 +197,8 @@ def bench_tree(n: int, runs: int, work: Path, v: Verdicts, quick: bool) -> None:
     assert isinstance(base, snapshot.Snapshot)
     if len(base.entries) != entries:
         raise SystemExit(f"bench: {len(base.entries)} entries recorded, {entries} expected")
-    rows.append(("first checkpoint (empty store)", t_first, ""))
-    rows.append(("tar -cf - . | wc -c (pipe)", t_tar, f"rw {t_first / t_tar:.2f}x"))
+    rows.append(("first checkpoint (empty store)", t_first, first_runs, ""))
+    rows.append(("tar -cf - . | wc -c (a pipe)", t_tar, first_runs, f"rw {t_first / t_tar:.2f}x"))
 
     # No change: the previous snapshot in memory, every entry old enough to trust.
     def no_change() -> None:
@@ -215,11 +216,11 @@ def bench_tree(n: int, runs: int, work: Path, v: Verdicts, quick: bool) -> None:
     t_git = median_wall([*git, "status", "--porcelain"], dict(os.environ), runs * 3, warm_up=False)
     dry = ["rsync", "-a", "--dry-run", f"{root}/", f"{copy}/"]
     t_dry = median_wall(dry, dict(os.environ), runs * 3)
-    rows.append(("no-change checkpoint (in-process)", t_same, ""))
-    rows.append(("git status --porcelain", t_git, f"rw {t_same / t_git:.2f}x"))
-    rows.append(("rsync -a --dry-run tree/ copy/", t_dry, f"rw {t_same / t_dry:.2f}x"))
-    rows.append(("  load a manifest (snapshot.load)", t_load, ""))
-    rows.append(("  serialise a manifest", t_dump, ""))
+    rows.append(("no-change checkpoint (in-process)", t_same, runs * 3, ""))
+    rows.append(("git status --porcelain", t_git, runs * 3, f"rw {t_same / t_git:.2f}x"))
+    rows.append(("rsync -a --dry-run tree/ copy/", t_dry, runs * 3, f"rw {t_same / t_dry:.2f}x"))
+    rows.append(("  load a manifest (snapshot.load)", t_load, runs, ""))
+    rows.append(("  serialise a manifest", t_dump, runs, ""))
 
     # 1% changed: the same files each run, new content each run.
     order = list(tree.files)
@@ -234,7 +235,8 @@ def bench_tree(n: int, runs: int, work: Path, v: Verdicts, quick: bool) -> None:
         if len(snapshot.diff(base, snap)) != len(some):
             raise SystemExit("bench: the 1% checkpoint did not see the changed files")
         changed.append(t)
-    rows.append((f"1% changed checkpoint ({len(some):,} files)", statistics.median(changed), ""))
+    t_some = statistics.median(changed)
+    rows.append((f"1% changed checkpoint ({len(some):,} files)", t_some, runs, ""))
 
     # Restore of 1,000 changed files: rw from the snapshot, rsync from the copy.
     t_rw, t_rsync = [], []
@@ -251,8 +253,8 @@ def bench_tree(n: int, runs: int, work: Path, v: Verdicts, quick: bool) -> None:
     if snapshot.diff(after, base):
         raise SystemExit("bench: rsync did not give back the tree")
     t_restore, t_rs = statistics.median(t_rw), statistics.median(t_rsync)
-    rows.append((f"restore of {len(restored):,} changed files", t_restore, ""))
-    rows.append(("rsync -a copy/ tree/ (same changes)", t_rs, f"rw {t_restore / t_rs:.2f}x"))
+    rows.append((f"restore of {len(restored):,} changed files", t_restore, runs, ""))
+    rows.append(("rsync -a copy/ tree/ (same changes)", t_rs, runs, f"rw {t_restore / t_rs:.2f}x"))
     objects.close()
 
     # The real command, interpreter start included: the previous checkpoint
@@ -266,12 +268,12 @@ def bench_tree(n: int, runs: int, work: Path, v: Verdicts, quick: bool) -> None:
         t_cli_first = median_wall(argv, env, 1, warm_up=False)
         t_cli = median_wall(argv, env, runs * 2)
         t_version = median_wall([rw, "--version"], env, runs * 2)
-    rows.append(("rw checkpoint create, first (CLI)", t_cli_first, ""))
-    rows.append(("rw checkpoint create, no change (CLI)", t_cli, ""))
-    rows.append(("rw --version", t_version, f"create {t_cli / t_version:.2f}x"))
+    rows.append(("rw checkpoint create, first (CLI)", t_cli_first, 1, ""))
+    rows.append(("rw checkpoint create, no change (CLI)", t_cli, runs * 2, ""))
+    rows.append(("rw --version", t_version, runs * 2, f"create {t_cli / t_version:.2f}x"))
 
-    for label, t, note in rows:
-        print(f"  {label:<42} {t * 1000:9.1f} ms  {note}")
+    for label, t, k, note in rows:
+        print(f"  {label:<40} {t * 1000:9.1f} ms  ({k:2})  {note}")
     limit = TARGET_NO_CHANGE_MS * n / 10_000
     scaled = "" if n == 10_000 else f" (prorated from {TARGET_NO_CHANGE_MS:g} ms per 10,000)"
     if n == 10_000 or quick:

@@ -11,16 +11,17 @@ always complete, and a crash leaves at most temporary files, swept later.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import hashlib
 import os
 import sqlite3
 import zlib
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 from .errors import RwError, StoreError
 
@@ -53,6 +54,8 @@ def _syncfs(fd: int) -> None:
     """Flush the filesystem holding fd: one sync for a whole batch of objects."""
     global _libc
     if _libc is None:
+        import ctypes.util  # here: a tenth of the time rw takes to start
+
         _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
     if _libc.syncfs(fd) != 0:
         os.fsync(fd)
@@ -263,6 +266,8 @@ class Batch:
                 self._collect(_deflate_all(job))  # the workers are behind: help
                 return
             if self._pool is None:
+                from concurrent.futures import ThreadPoolExecutor  # (slow to import)
+
                 self._pool = ThreadPoolExecutor(_WORKERS, thread_name_prefix="rw-deflate")
             self._jobs.append(self._pool.submit(_deflate_all, job))
 

@@ -47,6 +47,7 @@ _IFREG, _IFDIR, _IFLNK = stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK
 _IFCHR, _IFBLK = stat.S_IFCHR, stat.S_IFBLK
 _FILE, _SYMLINK = "file", "symlink"
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class Entry(NamedTuple):
@@ -568,7 +569,8 @@ def _put(path: str, e: Entry, cur: Entry | None, objects: ObjectStore) -> None:
         if e.kind == "file":
             if e.data is None:
                 raise RwError(f"not restorable: its content was not kept ({e.note})")
-            _write_atomic(path, objects.read(e.data))
+            _write_atomic(path, objects.read(e.data), e)
+            return  # with its attributes, set before it got its name
         elif e.kind == "symlink":
             assert e.data is not None
             tmp = _tmp_name(path)
@@ -585,28 +587,41 @@ def _put(path: str, e: Entry, cur: Entry | None, objects: ObjectStore) -> None:
     _attrs(path, e)
 
 
-def _attrs(path: str, e: Entry) -> None:
-    st = os.lstat(path)
+def _attrs(where: str | int, e: Entry) -> None:
+    """Owner, mode and mtime as `e` recorded, set on a path (a symlink itself,
+    not what it points to) or on an open file."""
+    follow = isinstance(where, int)  # (True is the only choice for a descriptor)
+    st = os.stat(where, follow_symlinks=follow)
     if (st.st_uid, st.st_gid) != (e.uid, e.gid):
-        os.chown(path, e.uid, e.gid, follow_symlinks=False)
+        os.chown(where, e.uid, e.gid, follow_symlinks=follow)
     if e.kind != "symlink" and stat.S_IMODE(st.st_mode) != e.mode:
-        os.chmod(path, e.mode)
+        os.chmod(where, e.mode)
     if st.st_mtime_ns != e.mtime_ns:
-        os.utime(path, ns=(st.st_atime_ns, e.mtime_ns), follow_symlinks=False)
+        os.utime(where, ns=(st.st_atime_ns, e.mtime_ns), follow_symlinks=follow)
 
 
 def _tmp_name(path: str) -> str:
-    d, name = os.path.split(path)
-    return os.path.join(d, f".{name}.rw-{os.getpid()}")
+    head, _, name = path.rpartition("/")  # (path is absolute)
+    return f"{head}/.{name}.rw-{os.getpid()}"
 
 
-def _write_atomic(path: str, data: bytes) -> None:
+def _write_atomic(path: str, data: bytes, e: Entry) -> None:
     tmp = _tmp_name(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    # Created with its permission bits (umask permitting), so that chmod is
+    # rarely needed; the rest of its attributes follow before the rename.
+    fd = os.open(tmp, _CREATE_FLAGS, e.mode & 0o777)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            _attrs(fd, e)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise

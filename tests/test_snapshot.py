@@ -272,3 +272,18 @@ def test_a_file_longer_than_its_stat_size_is_read_to_the_end():
         assert _read_all(r, 0) == b"more than zero bytes"
     finally:
         os.close(r)
+
+
+def test_rewritten_files_get_their_mode_and_mtime_back(tree, objects):
+    for name, mode in (("ro.txt", 0o444), ("open.sh", 0o777), ("odd", 0o640)):
+        (tree / name).write_text(f"{name} as it was\n")
+        os.chmod(tree / name, mode)
+    before = tree_state(tree)
+    snap = take(tree, objects)
+    for name in ("ro.txt", "open.sh", "odd"):
+        os.chmod(tree / name, 0o600)
+        (tree / name).write_text("something else entirely\n")
+    result = snapshot.restore(snap, objects)
+    assert result.failed == []
+    assert tree_state(tree) == before
+    assert not [p for p in os.listdir(tree) if ".rw-" in p]  # no temporary files left
