@@ -178,7 +178,8 @@ class ObjectStore:
 
 class Batch:
     """Objects written together: committed on a clean exit of the `with` block,
-    discarded on an exception."""
+    discarded on an exception. Small files are compressed by worker threads
+    while the caller goes on reading; commit waits for them."""
 
     def __init__(self, store: ObjectStore):
         self.store = store
@@ -280,11 +281,9 @@ class Batch:
         """Wait for the workers; keep what they compressed, or drop it."""
         job, self._job, self._job_bytes = self._job, [], 0
         try:
-            while self._jobs:
-                done = self._jobs.popleft().result()
-                if keep:
-                    self._collect(done)
             if keep:
+                while self._jobs:
+                    self._collect(self._jobs.popleft().result())
                 self._collect(_deflate_all(job))
         finally:
             if self._pool is not None:
