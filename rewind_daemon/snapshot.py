@@ -111,11 +111,23 @@ class Excludes:
             p = p.lstrip("/")
             if p:
                 self.rules.append((re.compile(_glob_regex(p)), anchored, dir_only, negate))
+        # Most entries match no pattern: one regex for the names and one for
+        # the paths tell that at once, instead of one regex per pattern.
+        self._any: dict[bool, tuple[re.Pattern[str] | None, re.Pattern[str] | None]] = {}
+        for is_dir in (False, True):
+            excluding = [r for r in self.rules if not r[3] and (is_dir or not r[2])]
+            self._any[is_dir] = (
+                _union([rx for rx, anchored, _, _ in excluding if not anchored]),
+                _union([rx for rx, anchored, _, _ in excluding if anchored]),
+            )
 
     def __bool__(self) -> bool:
         return bool(self.rules)
 
     def excluded(self, rel: str, name: str, is_dir: bool) -> bool:
+        by_name, by_path = self._any[is_dir]
+        if not (by_name and by_name.fullmatch(name)) and not (by_path and by_path.fullmatch(rel)):
+            return False  # (a `!pattern` alone never excludes)
         hit = False
         for rx, anchored, dir_only, negate in self.rules:
             if dir_only and not is_dir:
@@ -123,6 +135,10 @@ class Excludes:
             if rx.fullmatch(rel if anchored else name):
                 hit = not negate
         return hit
+
+
+def _union(rxs: list[re.Pattern[str]]) -> re.Pattern[str] | None:
+    return re.compile("|".join(f"(?:{rx.pattern})" for rx in rxs)) if rxs else None
 
 
 def _glob_regex(pat: str) -> str:

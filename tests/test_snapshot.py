@@ -287,3 +287,23 @@ def test_rewritten_files_get_their_mode_and_mtime_back(tree, objects):
     assert result.failed == []
     assert tree_state(tree) == before
     assert not [p for p in os.listdir(tree) if ".rw-" in p]  # no temporary files left
+
+
+def test_excludes_quick_check_agrees_with_every_pattern_in_turn():
+    ex = snapshot.Excludes(
+        ["*.log", "!keep.log", "build/", "/top/only", "docs/**/*.tmp", "a?c", "[ab]*.o", "!a*"]
+    )
+
+    def in_turn(rel, name, is_dir):
+        hit = False
+        for rx, anchored, dir_only, negate in ex.rules:
+            if (not dir_only or is_dir) and rx.fullmatch(rel if anchored else name):
+                hit = not negate
+        return hit
+
+    names = ["x.log", "keep.log", "build", "only", "n.tmp", "abc", "b.o", "a.o", "plain"]
+    for parent in ["", "top/", "docs/", "docs/deep/", "src/build/"]:
+        for name in names:
+            for is_dir in (False, True):
+                rel = parent + name
+                assert ex.excluded(rel, name, is_dir) == in_turn(rel, name, is_dir), rel
