@@ -13,6 +13,7 @@ import re
 import shutil
 import stat
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable
@@ -196,7 +197,7 @@ class DpkgProbe:
         """Purge packages; return the reason for each one still installed."""
         if not keys:
             return {}
-        ran = run(["dpkg", "--purge", *keys], timeout=CHANGE_TIMEOUT, env=DPKG_ENV)
+        ran = _change(["dpkg", "--purge", *keys], env=DPKG_ENV)
         pending = sorted(self._installed(keys))
         reasons = {key: _dpkg_reason(ran, key) for key in pending}
         # One at a time, in rounds, for the order dpkg refused to find on its own.
@@ -204,7 +205,7 @@ class DpkgProbe:
         while progress:
             progress = False
             for key in list(pending):
-                ran = run(["dpkg", "--purge", key], timeout=CHANGE_TIMEOUT, env=DPKG_ENV)
+                ran = _change(["dpkg", "--purge", key], env=DPKG_ENV)
                 if self._installed([key]):
                     reasons[key] = _dpkg_reason(ran, key)
                 else:
@@ -227,7 +228,7 @@ class DpkgProbe:
                 debs[change] = found[0]
         if debs:
             argv = ["dpkg", "--install", *CONF_OPTIONS, *map(str, debs.values())]
-            ran = run(argv, timeout=CHANGE_TIMEOUT, env=DPKG_ENV)
+            ran = _change(argv, env=DPKG_ENV)
             now = self._installed(c.item for c in debs)
             for change in debs:
                 ok = now.get(change.item) == change.recorded
@@ -246,7 +247,7 @@ class DpkgProbe:
         argv = ["apt-get", "install", "-y", "--allow-downgrades", "--no-remove"]
         argv += ["--no-install-recommends"]
         argv += [f"-o=Dpkg::Options::={option}" for option in CONF_OPTIONS]
-        ran = run([*argv, f"{apt_name}={change.recorded}"], timeout=CHANGE_TIMEOUT, env=DPKG_ENV)
+        ran = _change([*argv, f"{apt_name}={change.recorded}"], env=DPKG_ENV)
         if self._installed([change.item]).get(change.item) == change.recorded:
             return None
         return f"{missing} ({ran.reason()})"
@@ -263,10 +264,27 @@ class DpkgProbe:
             group = [c for c, m in marks.items() if m == manual]
             if group:
                 argv = ["apt-mark", _mark(manual), *[c.item for c in group]]
-                ran = run(argv, timeout=CHANGE_TIMEOUT)
+                ran = _change(argv)
                 if not ran.ok:
                     failed.update({c: ran.reason() for c in group})
         return failed
+
+
+LOCK_WAIT = 120.0  # seconds to wait for another dpkg or apt to finish
+_LOCK_MESSAGES = ("frontend lock", "database is locked", "Could not get lock", "lock-frontend")
+
+
+def _change(argv: list[str], env: dict[str, str] | None = None) -> Ran:
+    """Run a command that changes packages, waiting while another dpkg or apt
+    holds the package database lock (as apt itself does)."""
+    deadline = time.monotonic() + LOCK_WAIT
+    while True:
+        ran = run(argv, timeout=CHANGE_TIMEOUT, env=env)
+        text = ran.stderr + ran.stdout
+        held = not ran.ok and any(m in text for m in _LOCK_MESSAGES)
+        if not held or time.monotonic() > deadline:
+            return ran
+        time.sleep(1.0)
 
 
 def _mark(manual: bool) -> str:
