@@ -26,7 +26,7 @@ from .checkpoints import Checkpoints, Created, Watch, normalise, watches
 from .config import Config, GuardConfig
 from .errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_PROBLEM, NotFound, RwError
 from .guard_process import ProcessTree, RunResult, run
-from .guard_rules import Classifier, RuleSet, Trip
+from .guard_rules import ERROR, Classifier, RuleSet, Trip
 from .paths import Paths
 from .redact import Redactor
 from .store import MAX_OUTPUT, Store, env_blob
@@ -214,31 +214,39 @@ def guard(
     for p in request.paths:
         if not os.path.lexists(p):
             raise NotFound(f"{p}: no such file or directory")
+    redactor = Redactor(config.redact_regexes())
+    stored_command, secrets = redactor.text(request.command_line)
+    request.redacted = secrets > 0
     sid = new_session_id()
-    cps, made = _checkpoint(paths, config, request, sid)
+    cps, made = _checkpoint(paths, config, request, sid, f"rw guard: {stored_command}"[:200])
     covered = [f"{t.root} ({t.entries} entries)" for t in made.trees] + made.probes
     not_covered = [f"{name}: {why}" for name, why in made.unavailable]
     notify(f"checkpoint {made.id}: {', '.join(covered)}")
     for line in not_covered + made.warnings:
         notify(f"checkpoint: {line}")
-    redactor = Redactor(config.redact_regexes())
-    stored_command, secrets = redactor.text(request.command_line)
-    request.redacted = secrets > 0
     try:
         _record_start(cps.store, sid, request, stored_command, redactor)
     except sqlite3.Error as e:
+        cps.store.close()
         raise RwError(f"cannot record the run, so it did not start: {e}", EXIT_INCOMPLETE) from None
 
-    result = run(
-        request.command,
-        classifier=classifier,
-        tree=ProcessTree(config.guard.cgroup),
-        timeout=timeout,
-        cwd=request.cwd,
-        out_fd=out_fd,
-        in_fd=in_fd,
-        keep=MAX_OUTPUT,
-    )
+    tree = ProcessTree(config.guard.cgroup)
+    try:
+        result = run(
+            request.command,
+            classifier=classifier,
+            tree=tree,
+            timeout=timeout,
+            cwd=request.cwd,
+            out_fd=out_fd,
+            in_fd=in_fd,
+            keep=MAX_OUTPUT,
+        )
+    except OSError as e:  # no terminal to be had, or the like: stop whatever started
+        now = time.time()
+        trip = Trip(ERROR, None, None, f"rw could not run the command: {e}")
+        result = RunResult(trip, None, 0, b"", now, now, True, tree.kill(), None, "")
+        tree.close()
     rollback = None
     if result.trip is not None:
         notify(f"halted: {describe_trip(result.trip)}")
@@ -258,7 +266,7 @@ def guard(
 
 
 def _checkpoint(
-    paths: Paths, config: Config, request: GuardRequest, sid: str
+    paths: Paths, config: Config, request: GuardRequest, sid: str, label: str
 ) -> tuple[Checkpoints, Created]:
     """Never proceed without a valid checkpoint: any failure is exit 3."""
     store = None
@@ -272,7 +280,7 @@ def _checkpoint(
             list(trees.values()),
             packages=config.packages if request.packages is None else request.packages,
             services=config.services if request.services is None else request.services,
-            label=f"rw guard: {request.command_line}"[:200],
+            label=label,
             origin="guard",
             session=sid,
             step=1,
@@ -281,10 +289,9 @@ def _checkpoint(
     except (RwError, OSError, sqlite3.Error) as e:
         if store is not None:
             store.close()
-        if isinstance(e, OSError) and not isinstance(e, sqlite3.Error):
-            why = f"{e.strerror or e}: {e.filename}" if e.filename else str(e.strerror or e)
-        else:
-            why = str(e)
+        why = str(e)
+        if isinstance(e, OSError) and e.strerror:
+            why = f"{e.strerror}: {e.filename}" if e.filename else e.strerror
         raise RwError(
             f"cannot take the checkpoint, so the command did not run: {why}", EXIT_INCOMPLETE
         ) from None
@@ -461,7 +468,8 @@ def render_text(report: GuardReport) -> str:
         detail = f" ({r.trip.detail})" if r.trip.line_no is not None and r.trip.detail else ""
         out.append(f"  Type: {r.trip.kind}{detail}")
     else:
-        out.append(f"  Exit status: {r.exit_status}; {r.lines} lines, no issue")
+        lines = f"{r.lines} line{'' if r.lines == 1 else 's'}"
+        out.append(f"  Exit status: {r.exit_status}; {lines}, no issue")
     out.append(f"  Checkpoint Status: {r.checkpoint_status}")
     rb = r.rollback
     if rb is not None and rb.reverted:

@@ -28,7 +28,8 @@ LINE_KINDS = (ERROR, PROMPT, WARNING, SKIP)
 
 # ECMA-48 control sequences (colours, cursor movement) and OSC strings (titles).
 _ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
-_PARTIAL_KEEP = 64 * 1024  # of a line with no newline yet, the end kept for prompt checks
+_PARTIAL_KEEP = 64 * 1024  # of a line with no newline yet, the end kept
+_PROMPT_TAIL = 512  # of that, the end searched for a prompt
 
 
 @dataclass(frozen=True)
@@ -237,7 +238,8 @@ class Classifier:
         """A line still being written that asks for input: the command waits for an answer."""
         if self.prompt is None:
             return None
-        text = self._partial.decode("utf-8", "replace")
+        # A prompt is short and at the end: binary output without newlines stays cheap.
+        text = self._partial[-_PROMPT_TAIL:].decode("utf-8", "replace")
         if "\x1b" in text:
             text = _ANSI.sub("", text)
         text = text.rsplit("\r", 1)[-1] if "\r" in text.rstrip("\r") else text

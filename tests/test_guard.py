@@ -586,6 +586,20 @@ def test_again_reruns_the_last_guarded_command_with_a_fresh_checkpoint(site, tmp
     assert b["request"]["cwd"] == a["request"]["cwd"] and b["checkpoint"] != a["checkpoint"]
 
 
+def test_a_secret_in_the_command_is_not_stored(home, site):
+    proc = guard("--paths", str(site), "--", "sh", "-c", "echo ok", "--password", "hunter2")
+    assert proc.returncode == 0, proc.stderr
+    [sid] = guard_sessions(home)
+    [step] = rw_json("log", sid)
+    assert step["command"] == "sh -c 'echo ok' --password <redacted>"
+    [cp] = rw_json("checkpoint", "list")
+    assert "hunter2" not in cp["label"]
+    data = b"".join(p.read_bytes() for p in (home / "data").glob("rw.db*"))
+    assert b"hunter2" not in data
+    again = guard("--again")
+    assert again.returncode == 2 and "held a secret" in again.stderr
+
+
 def test_usage_errors_are_one_line_exit_2(site):
     for args, message in [
         ((), "nothing to run"),
