@@ -363,11 +363,13 @@ class _Terminal:
     def __init__(self, fd: int | None):
         self.fd = fd
         self.saved: list | None = None
+        self.background = False  # then it is not read either (that would stop rw)
         if fd is None or not os.isatty(fd):
             return
         try:
             if os.tcgetpgrp(fd) != os.getpgrp():
-                return  # in the background: leave the terminal alone
+                self.background = True
+                return
             self.saved = termios.tcgetattr(fd)
             mode = termios.tcgetattr(fd)
             mode[0] &= ~(termios.BRKINT | termios.ICRNL | termios.INPCK | termios.ISTRIP
@@ -515,6 +517,8 @@ def run(
     fcntl.ioctl(slave, termios.TIOCSWINSZ, _winsize([in_fd, out_fd]))
     _slave_mode(slave, in_fd, echo=in_fd is not None and os.isatty(in_fd))
     terminal = _Terminal(in_fd)
+    if terminal.background:
+        in_fd = None
     try:
         try:
             proc = subprocess.Popen(

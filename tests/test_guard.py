@@ -388,6 +388,22 @@ def test_terminal_size_and_input_reach_the_command(site):
     assert child.exitstatus == 0
 
 
+def test_in_the_background_the_terminal_is_left_alone(site):
+    shell = pexpect.spawn(
+        "bash", ["--norc", "--noprofile", "-i"], encoding="utf-8", timeout=20,
+        env={**os.environ, "PS1": "$ "},
+    )  # fmt: skip
+    shell.sendline(
+        f"{RW} guard --paths {site} -- sh -c 'sleep 1; echo bg-''done' & wait $!; echo rc=$?"
+    )
+    time.sleep(0.5)
+    shell.sendline("true")  # typed meanwhile: for the shell, not for rw in the background
+    shell.expect_exact("bg-done")  # rw was not stopped for reading the terminal (SIGTTIN)
+    shell.expect_exact("rc=0")
+    shell.sendline("exit")
+    shell.expect(pexpect.EOF)
+
+
 def test_ctrl_c_halts_and_rolls_back(site):
     before = tree_state(site)
     child = spawn(

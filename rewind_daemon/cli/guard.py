@@ -28,15 +28,17 @@ def _report_format(path: str | None) -> str | None:
 
 
 @cli.command("guard", context_settings={**CONTEXT, "allow_interspersed_args": False})
-@click.option(
-    "--paths", "paths_", multiple=True, help="A path to checkpoint, besides watched ones."
-)
+@click.option("--paths", "paths_", multiple=True, metavar="PATH", help="Also checkpoint PATH.")
 @click.option("--packages/--no-packages", default=None, help="Checkpoint dpkg and pip packages.")
 @click.option("--services/--no-services", default=None, help="Checkpoint service states.")
-@click.option("--timeout", type=float, help="Halt after this many seconds without output (30).")
+@click.option(
+    "--timeout", type=float, metavar="SECONDS", help="Halt after this long without output (30)."
+)
 @click.option("--allow", multiple=True, metavar="REGEX", help="A line that is fine (whitelist).")
-@click.option("--expect", multiple=True, metavar="REGEX", help="Every line must match one.")
-@click.option("--strict", is_flag=True, default=None, help="Halt on lines no --expect matches.")
+@click.option(
+    "--expect", multiple=True, metavar="REGEX", help="An expected line; others halt (strict)."
+)
+@click.option("--strict", is_flag=True, default=None, help="Halt on lines --expect misses.")
 @click.option("--no-rollback", is_flag=True, default=None, help="Halt and report; restore nothing.")
 @click.option("--report", "report_file", metavar="FILE", help="Write the report (.md or .json).")
 @click.option("--again", is_flag=True, help="Run the last guarded command again (new checkpoint).")
