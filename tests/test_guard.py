@@ -616,6 +616,17 @@ def test_a_secret_in_the_command_is_not_stored(home, site):
     assert again.returncode == 2 and "held a secret" in again.stderr
 
 
+def test_rules_come_from_the_config(home, site):
+    write_config(home, CONFIG + "[guard]\nwarning = []\nerror = ['^boom$']\ntimeout = 5\n")
+    assert guard("--paths", str(site), "--", "echo", "WARNING: fine now").returncode == 0
+    proc = guard("--paths", str(site), "--", "sh", "-c", "echo 'an error'; echo boom")
+    assert proc.returncode == 1 and "Trigger: line 2: boom" in proc.stderr
+    write_config(home, CONFIG + "[guard]\nallow = ['(']\n")
+    proc = guard("--paths", str(site), "--", "true")
+    assert proc.returncode == 2 and "invalid regex in guard.allow" in proc.stderr
+    assert proc.stderr.count("\n") == 1
+
+
 def test_usage_errors_are_one_line_exit_2(site):
     for args, message in [
         ((), "nothing to run"),
