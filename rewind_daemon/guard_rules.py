@@ -82,9 +82,21 @@ def compile_patterns(patterns: Sequence[str], what: str, flags: int = 0) -> re.P
     if not patterns:
         return None
     try:
-        return re.compile("|".join(f"(?:{p})" for p in patterns), flags | re.MULTILINE)
-    except re.error as e:  # e.g. global flags inside one of them
+        return re.compile("|".join(_scoped(p) for p in patterns), flags | re.MULTILINE)
+    except re.error as e:
         raise RwError(f"invalid regex in {what}: {e}") from None
+
+
+_GLOBAL_FLAGS = re.compile(r"\(\?([aiLmsux]+)\)")
+
+
+def _scoped(pattern: str) -> str:
+    """`pattern` as a group to join with others: leading global flags, `(?i)x`,
+    which may only start a whole regex, become the group's own, `(?i:x)`."""
+    m = _GLOBAL_FLAGS.match(pattern)
+    if m:
+        return f"(?{m.group(1)}:{pattern[m.end() :]})"
+    return f"(?:{pattern})"
 
 
 def required_literals(pattern: str) -> list[str] | None:

@@ -167,6 +167,9 @@ def test_strict_expect_and_bad_regexes():
         Classifier(default_rules(strict=True))
     with pytest.raises(Exception, match="invalid regex in allow"):
         Classifier(default_rules(allow=["("]))
+    # Leading global flags are a rule's own, not every rule's.
+    c = Classifier(RuleSet(error=["(?i)BOOM"], warning=["(?x) w a r n"], ignore_case=False))
+    assert (c.feed(b"ok\nBoom\n").line_no, c.feed(b"WARN\nwarn\n").line_no) == (2, 4)
 
 
 def test_the_literal_shortcut_finds_what_the_regexes_find():
