@@ -279,15 +279,14 @@ def take(
         return Snapshot(root, taken_ns, {}, rules.patterns, size_cap, unchanged=not prev)
     entries: dict[str, Entry] = {}
     p = prev.get(ROOT)
+    changed = False
     if stat.S_ISDIR(st.st_mode):
         entries[ROOT] = _entry(st)
         changed = _walk(root, entries, prev, trust_before, sink, size_cap, rules, skip, on_dir)
     elif p is not None and _unchanged(p, st, trust_before):
         entries[ROOT] = p
-        changed = False
     else:
         entries[ROOT] = _read(root, st, sink, size_cap)
-        changed = False
     if entries[ROOT] != p or len(entries) != len(prev):
         changed = True
     snap = Snapshot(root, taken_ns, entries, rules.patterns, size_cap)

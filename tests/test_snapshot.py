@@ -95,10 +95,12 @@ def test_restore_gives_back_the_exact_tree(tree, objects):
 
 def test_unchanged_tree_reuses_everything(tree, objects):
     first = take(tree, objects)
-    first.taken_ns -= 5 * 10**9  # long enough ago for every entry to be trusted
+    first.taken_ns += 5 * 10**9  # as if taken long after every entry last changed: all trusted
     again = take(tree, objects, first)
     assert again.unchanged and again.manifest == first.manifest
     assert again.entries == first.entries
+    # Files were trusted, not read again: their entries are the same objects.
+    assert all(again.entries[p] is e for p, e in first.entries.items() if e.kind == "file")
 
 
 def test_file_changed_twice_in_one_tick_is_caught(tree, objects):
@@ -204,7 +206,7 @@ def test_directory_replaced_by_a_symlink_while_walking_is_not_followed(tree, obj
 
 def test_root_directory_attributes_are_part_of_the_snapshot(tree, objects):
     first = take(tree, objects)
-    first.taken_ns -= 5 * 10**9
+    first.taken_ns += 5 * 10**9  # every entry trusted
     os.chmod(tree, 0o700)
     again = take(tree, objects, first)
     assert not again.unchanged and again.entries["."].mode == 0o700
@@ -307,3 +309,16 @@ def test_excludes_quick_check_agrees_with_every_pattern_in_turn():
             for is_dir in (False, True):
                 rel = parent + name
                 assert ex.excluded(rel, name, is_dir) == in_turn(rel, name, is_dir), rel
+
+
+def test_a_watched_file_as_root(tree, objects):
+    f = tree / "a.txt"
+    first = take(f, objects)
+    assert list(first.entries) == ["."] and first.entries["."].kind == "file"
+    first.taken_ns += 5 * 10**9  # every entry trusted
+    again = take(f, objects, first)
+    assert again.unchanged and again.entries["."] is first.entries["."]
+    f.write_text("alpha, changed\n")
+    later = take(f, objects, first)
+    assert not later.unchanged
+    assert objects.read(later.entries["."].data) == b"alpha, changed\n"
