@@ -97,6 +97,16 @@ def shells(rw_home, tmp_path):
         sh.close()
 
 
+def make_site(tmp_path: Path) -> Path:
+    """A small tree to checkpoint: a config file, a page and an empty directory."""
+    root = tmp_path / "site"
+    (root / "conf").mkdir(parents=True)
+    (root / "conf" / "app.ini").write_text("mode=prod\n")
+    (root / "index.html").write_text("<h1>hi</h1>\n")
+    (root / "empty").mkdir()
+    return root
+
+
 def steps_of(session: str) -> list[dict]:
     return rw_json("log", session)
 

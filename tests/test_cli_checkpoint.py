@@ -13,7 +13,7 @@ from rewind_daemon import snapshot
 from rewind_daemon.objects import ObjectStore
 from rewind_daemon.store import Store
 
-from .conftest import rw, rw_json, write_config
+from .conftest import make_site, rw, rw_json, write_config
 from .test_probes import (
     INIT_SCRIPT,
     build_deb,
@@ -27,12 +27,7 @@ from .test_snapshot import tree_state
 
 @pytest.fixture
 def site(rw_home, tmp_path):
-    root = tmp_path / "site"
-    (root / "conf").mkdir(parents=True)
-    (root / "conf" / "app.ini").write_text("mode=prod\n")
-    (root / "index.html").write_text("<h1>hi</h1>\n")
-    (root / "empty").mkdir()
-    return root
+    return make_site(tmp_path)
 
 
 def test_watch_add_list_rm(site, rw_home):

@@ -26,7 +26,7 @@ from rewind_daemon.guard_process import cgroup2_root
 from rewind_daemon.guard_rules import Classifier, RuleSet, required_literals
 from rewind_daemon.store import Store
 
-from .conftest import RW, rw, rw_json, wait_for, write_config
+from .conftest import RW, make_site, rw, rw_json, wait_for, write_config
 from .test_probes import (
     build_deb,
     init_script,  # noqa: F401 - a fixture
@@ -70,12 +70,7 @@ def home(rw_home):
 
 @pytest.fixture
 def site(home, tmp_path):
-    root = tmp_path / "site"
-    (root / "conf").mkdir(parents=True)
-    (root / "conf" / "app.ini").write_text("mode=prod\n")
-    (root / "index.html").write_text("<h1>hi</h1>\n")
-    (root / "empty").mkdir()
-    return root
+    return make_site(tmp_path)
 
 
 def guard_sessions(home: Path) -> list[str]:
