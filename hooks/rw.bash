@@ -62,10 +62,9 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 			\builtin printf '%s\0' $'\036RW1' "$@" $'\036END' >>"$__rw_spool"
 		}
 
+		# Every few seconds, a liveness check (a zombie has no fds); start the
+		# daemon in the background if it is gone.
 		__rw_ensure_daemon() {
-			# Every few seconds, a liveness check (a zombie has no fds); start
-			# the daemon in the background if it is gone.
-			((SECONDS >= __rw_next_check)) || return 0
 			__rw_next_check=$((SECONDS + 5))
 			[[ -n $__rw_dpid && -e /proc/$__rw_dpid/fd/0 ]] && return 0
 			[[ -r $__rw_pid_file ]] && { \builtin read -r __rw_dpid <"$__rw_pid_file" || :; }
@@ -191,35 +190,33 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 			return 0
 		}
 
+		# PROMPT_COMMAND's entry, after every command line: the end record, with
+		# the environment the command left behind.
 		__rw_precmd() {
 			local __rw_st=$? __rw_ps="${BP_PIPESTATUS[*]:-${PIPESTATUS[*]}}"
-			__rw_end "$__rw_st" "$__rw_ps" 2>/dev/null
-			return "$__rw_st"
-		}
-
-		__rw_end() {
 			\builtin local -
 			\builtin set +euf +o pipefail
 			# A line the DEBUG trap missed (the trap was replaced, or the line
 			# ran no simple command) is recorded now.
-			[[ $__rw_lines == "$__rw_seen" ]] || __rw_begin ""
+			[[ $__rw_lines == "$__rw_seen" ]] || __rw_begin "" 2>/dev/null
 			if [[ -n $__rw_pending ]]; then
-				__rw_now
+				__rw_t=${EPOCHREALTIME-}
+				[[ -n $__rw_t ]] || \builtin printf -v __rw_t '%(%s)T' -1
 				{
-					\builtin printf '%s\0' $'\036RW1' E "$__rw_psid" "$__rw_pending" "$__rw_t" "$1" \
-						"$2" "$PWD" declare && \builtin export -p && \builtin printf '\0\036END\0'
-				} >>"$__rw_pspool"
+					\builtin printf '%s\0' $'\036RW1' E "$__rw_psid" "$__rw_pending" "$__rw_t" \
+						"$__rw_st" "$__rw_ps" "$PWD" declare && \builtin export -p && \builtin printf '\0\036END\0'
+				} 2>/dev/null >>"$__rw_pspool"
 				__rw_pending=
 			fi
-			[[ -n $__rw_opened ]] || __rw_open ""
+			[[ -n $__rw_opened ]] || __rw_open "" 2>/dev/null
 			# At the prompt HISTCMD is one past the last history entry, whatever
 			# ran before: keep the entry's number, for telling new lines from
 			# lines history kept out.
 			[[ -n ${HISTCMD-} && $HISTCMD != *[!0-9]* ]] && __rw_lasthist=$((HISTCMD - 1))
 			__rw_t0='' __rw_c0=''
 			[[ ${PS0-} == *"$__rw_ps0"* ]] || PS0=$__rw_ps0${PS0-}
-			__rw_ensure_daemon
-			return 0
+			((SECONDS < __rw_next_check)) || __rw_ensure_daemon 2>/dev/null
+			return "$__rw_st"
 		}
 
 		__rw_install() {

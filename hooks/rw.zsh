@@ -43,10 +43,9 @@ if [[ -o interactive ]]; then
 			{ \builtin print -rN -- $'\x1eRW1' "$@" $'\x1eEND'; } 2>/dev/null >>!"$__rw_spool"
 		}
 
+		# Every few seconds, a liveness check (a zombie has no fds); start the
+		# daemon in the background if it is gone.
 		__rw_ensure_daemon() {
-			# Every few seconds, a liveness check (a zombie has no fds); start
-			# the daemon in the background if it is gone.
-			((SECONDS >= __rw_next_check)) || return 0
 			__rw_next_check=$((SECONDS + 5))
 			[[ -n $__rw_dpid && -e /proc/$__rw_dpid/fd/0 ]] && return 0
 			[[ -r $__rw_pid_file ]] && { \builtin read -r __rw_dpid <"$__rw_pid_file" || :; }
@@ -93,7 +92,11 @@ if [[ -o interactive ]]; then
 			[[ -z $__rw_cmd || $__rw_cmd == [[:space:]]* ]] && return 0
 			((++__rw_seq))
 			__rw_pending=$__rw_seq __rw_psid=$__rw_sid __rw_pspool=$__rw_spool
-			__rw_write B "$__rw_sid" "$__rw_seq" "${EPOCHREALTIME:-$EPOCHSECONDS}" "$PWD" "$__rw_cmd"
+			# (__rw_write inlined: a zsh function call costs about 10 microseconds.)
+			{
+				\builtin print -rN -- $'\x1eRW1' B "$__rw_sid" "$__rw_seq" \
+					"${EPOCHREALTIME:-$EPOCHSECONDS}" "$PWD" "$__rw_cmd" $'\x1eEND'
+			} 2>/dev/null >>!"$__rw_spool"
 			[[ ! -p $__rw_ack ]] || __rw_await "$__rw_seq" 2>/dev/null
 			return 0
 		}
@@ -112,7 +115,7 @@ if [[ -o interactive ]]; then
 				__rw_pending=
 			fi
 			[[ -n $__rw_opened ]] || __rw_open ""
-			__rw_ensure_daemon
+			((SECONDS < __rw_next_check)) || __rw_ensure_daemon
 			return "$__rw_st"
 		}
 

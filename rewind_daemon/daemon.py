@@ -50,7 +50,7 @@ _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 class _Inotify:
     """Minimal inotify through libc, so no dependency is needed for it."""
 
-    MASK = 0x2 | 0x8 | 0x100 | 0x80  # MODIFY | CLOSE_WRITE | CREATE | MOVED_TO
+    MASK = 0x8 | 0x100 | 0x80
 
     def __init__(self, directory: Path):
         libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)

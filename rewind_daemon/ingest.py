@@ -35,6 +35,7 @@ HIST_SUFFIX = ".hist"
 SPOOL_SUFFIX = ".spool"
 # Our own bookkeeping variables are not part of the user's environment.
 PRIVATE_ENV = ("RW_SESSION",)
+_NUMBER = re.compile(r"-?\d+")
 
 
 def _time(value: str) -> float:
@@ -63,6 +64,7 @@ class Ingester:
         self._next_number: dict[str, int] = {}
         self._sessions: set[str] = set()
         self._ignored: set[tuple[str, int]] = set()
+        self._begun_here: set[tuple[str, int]] = set()
         self._env_cache: OrderedDict[bytes, int] = OrderedDict()
         # For the daemon's step checkpoints: sessions opened, and steps begun
         # as (session, seq, number, started_at), since it last looked.
@@ -133,6 +135,9 @@ class Ingester:
         number = self._next_number.get(sid) or self.store.next_step_number(sid)
         if self.store.begin_step(sid, number, seq, command, cwd, _time(started)):
             self._next_number[sid] = number + 1
+            if len(self._begun_here) >= 4096:  # steps whose shell died before they ended
+                self._begun_here.clear()
+            self._begun_here.add((sid, seq))
             self.begun.append((sid, seq, number, _time(started)))
         # else: already ingested (a spool read twice after a crash)
 
@@ -143,17 +148,21 @@ class Ingester:
             self._ignored.discard((sid, seq))
             return
         self.ended = True
-        state = self.store.step_is_open(sid, seq)
-        if state is None:
-            raise ValueError(f"end of a step never begun ({sid[:24]} #{seq})")
-        if not state:
-            return  # already ingested (a spool read twice after a crash)
+        if (sid, seq) in self._begun_here:
+            # Begun by this ingester and not ended since: no need to ask the store.
+            self._begun_here.discard((sid, seq))
+        else:
+            state = self.store.step_is_open(sid, seq)
+            if state is None:
+                raise ValueError(f"end of a step never begun ({sid[:24]} #{seq})")
+            if not state:
+                return  # already ingested (a spool read twice after a crash)
         self.store.end_step(
             sid,
             seq,
             ended_at=_time(ended),
             exit_code=_int_or_none(status),
-            pipestatus=" ".join(re.findall(r"-?\d+", pipestatus)),
+            pipestatus=" ".join(_NUMBER.findall(pipestatus)),
             cwd=cwd,
             env_id=self._env_id(fmt, f[7:]),
         )
@@ -202,6 +211,7 @@ class Ingester:
         self._next_number.clear()
         self._env_cache.clear()
         self._sessions.clear()
+        self._begun_here.clear()
 
 
 class SpoolReader:
