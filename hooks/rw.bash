@@ -47,14 +47,13 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 		__rw_next_start=0
 		__rw_next_check=0
 		# PS0 is expanded once for each command line the shell reads. This
-		# expansion prints nothing (lookups in an empty associative array) but
-		# counts the line and notes when and where it began.
+		# expansion prints nothing (a lookup in an empty associative array) but
+		# flags that a new line is about to run. (Kept this small on purpose:
+		# an arithmetic expansion or $PWD here costs the prompt 20-30 us.)
 		\builtin declare -gA __rw_nil
 		# shellcheck disable=SC2016
-		__rw_ps0='${__rw_nil[${__rw_t0:=${EPOCHREALTIME-}}${__rw_c0:=$PWD}$((++__rw_lines))]-}'
-		__rw_lines=0
-		__rw_seen=0
-		__rw_t0='' __rw_c0=''
+		__rw_ps0='${__rw_nil[${__rw_go:=1}]-}'
+		__rw_go=''
 
 		__rw_write() {
 			# One record: NUL-terminated fields between start and end markers.
@@ -114,14 +113,14 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 		# Runs once for each new command line, before its first simple command.
 		__rw_begin() {
 			# The user's options (errexit, nounset, pipefail...) must not apply
-			# to us; `local -` restores them when the function returns.
-			\builtin local -
-			\builtin set +euf +o pipefail
-			__rw_seen=$__rw_lines
-			[[ -n $__rw_t0 ]] || {
-				__rw_now
-				__rw_t0=$__rw_t
+			# to us; `local -` restores them when the function returns. (Only
+			# when one is set: most shells have none, and this is the hot path.)
+			[[ $- != *[euf]* && ! -o pipefail ]] || {
+				\builtin local -
+				\builtin set +euf +o pipefail
 			}
+			__rw_go=''
+			__rw_now
 			if [[ -n $1 && -o history && ${HISTCMD-} != "$__rw_lasthist" ]]; then
 				# Fast path: the line made a new history entry (HISTCMD moved), so
 				# `history 1` goes straight into the record. The daemon strips its
@@ -131,8 +130,8 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 				__rw_pending=$__rw_seq __rw_psid=$__rw_sid __rw_pspool=$__rw_spool
 				[[ -z ${HISTTIMEFORMAT-} ]] || local HISTTIMEFORMAT=''
 				{
-					\builtin printf '%s\0' $'\036RW1' H "$__rw_sid" "$__rw_seq" "$__rw_t0" \
-						"${__rw_c0:-$PWD}" && \builtin history 1 && \builtin printf '\0\036END\0'
+					\builtin printf '%s\0' $'\036RW1' H "$__rw_sid" "$__rw_seq" "$__rw_t" \
+						"$PWD" && \builtin history 1 && \builtin printf '\0\036END\0'
 				} >>"$__rw_spool"
 				[[ ! -p $__rw_ack ]] || __rw_await "$__rw_seq"
 				return 0
@@ -175,7 +174,7 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 			[[ -z $__rw_cmd || $__rw_cmd == [[:space:]]* ]] && return 0
 			((++__rw_seq))
 			__rw_pending=$__rw_seq __rw_psid=$__rw_sid __rw_pspool=$__rw_spool
-			__rw_write B "$__rw_sid" "$__rw_seq" "$__rw_t0" "${__rw_c0:-$PWD}" "$__rw_cmd"
+			__rw_write B "$__rw_sid" "$__rw_seq" "$__rw_t" "$PWD" "$__rw_cmd"
 			[[ ! -p $__rw_ack ]] || __rw_await "$__rw_seq"
 			return 0
 		}
@@ -185,7 +184,7 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 			# cheap. The trap passes "$_" (unused) so $_ survives it.
 			# (Not for our own PROMPT_COMMAND entry: a line that ran no simple
 			# command, such as a function definition, is caught there.)
-			[[ $__rw_lines == "$__rw_seen" || $BASH_COMMAND == __rw_precmd* ]] ||
+			[[ -z $__rw_go || $BASH_COMMAND == __rw_precmd* ]] ||
 				__rw_begin "$BASH_COMMAND" 2>/dev/null
 			return 0
 		}
@@ -194,11 +193,13 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 		# the environment the command left behind.
 		__rw_precmd() {
 			local __rw_st=$? __rw_ps="${BP_PIPESTATUS[*]:-${PIPESTATUS[*]}}"
-			\builtin local -
-			\builtin set +euf +o pipefail
+			[[ $- != *[euf]* && ! -o pipefail ]] || {
+				\builtin local -
+				\builtin set +euf +o pipefail
+			}
 			# A line the DEBUG trap missed (the trap was replaced, or the line
 			# ran no simple command) is recorded now.
-			[[ $__rw_lines == "$__rw_seen" ]] || __rw_begin "" 2>/dev/null
+			[[ -z $__rw_go ]] || __rw_begin "" 2>/dev/null
 			if [[ -n $__rw_pending ]]; then
 				__rw_t=${EPOCHREALTIME-}
 				[[ -n $__rw_t ]] || \builtin printf -v __rw_t '%(%s)T' -1
@@ -213,7 +214,6 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 			# ran before: keep the entry's number, for telling new lines from
 			# lines history kept out.
 			[[ -n ${HISTCMD-} && $HISTCMD != *[!0-9]* ]] && __rw_lasthist=$((HISTCMD - 1))
-			__rw_t0='' __rw_c0=''
 			[[ ${PS0-} == *"$__rw_ps0"* ]] || PS0=$__rw_ps0${PS0-}
 			((SECONDS < __rw_next_check)) || __rw_ensure_daemon 2>/dev/null
 			return "$__rw_st"
