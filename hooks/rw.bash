@@ -191,6 +191,13 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 
 		# PROMPT_COMMAND's entry, after every command line: the end record, with
 		# the environment the command left behind.
+		# Ours, ahead of a DEBUG trap the user already had: $1 and $2 are the
+		# status and $_ the user's trap must see.
+		__rw_chain() {
+			[[ -z ${__rw_go-} || $BASH_COMMAND == __rw_precmd* ]] || __rw_debug "$2"
+			return "$1"
+		}
+
 		__rw_precmd() {
 			local __rw_st=$? __rw_ps="${BP_PIPESTATUS[*]:-${PIPESTATUS[*]}}"
 			[[ $- != *[euf]* && ! -o pipefail ]] || {
@@ -243,14 +250,24 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 					PROMPT_COMMAND="__rw_precmd${PROMPT_COMMAND:+$'\n'$PROMPT_COMMAND}"
 				fi
 			fi
-			# A DEBUG trap the user already had keeps running, after ours.
-			__rw_prev=$(\builtin trap -p DEBUG)
+			# A DEBUG trap the user already had keeps running, after ours. ($1 is
+			# `trap -p DEBUG` as the caller saw it: a function does not see the
+			# DEBUG trap, as it does not inherit it.)
+			__rw_prev=$1
 			if [[ $__rw_prev != *__rw_debug* ]]; then
 				__rw_prev=${__rw_prev#"trap -- '"}
 				__rw_prev=${__rw_prev%"' DEBUG"}
 				__rw_prev=${__rw_prev//"'\\''"/"'"}
-				# shellcheck disable=SC2064 # the previous trap is expanded now, on purpose
-				\builtin trap "__rw_debug \"\$_\"${__rw_prev:+; $__rw_prev}" DEBUG
+				if [[ -z $__rw_prev ]]; then
+					# The test in the trap itself spares a function call for every
+					# simple command but a line's first ([[ ]] leaves $_ alone).
+					# shellcheck disable=SC2016 # expanded when the trap runs
+					\builtin trap '[[ -z ${__rw_go-} || $BASH_COMMAND == __rw_precmd* ]] || __rw_debug "$_"' DEBUG
+				else
+					# The user's trap then finds $? and $_ as they were.
+					# shellcheck disable=SC2064 # the previous trap is expanded now, on purpose
+					\builtin trap "__rw_chain \"\$?\" \"\$_\"; $__rw_prev" DEBUG
+				fi
 			fi
 			return 0
 		}
@@ -288,5 +305,5 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 		__rw_opened=''
 		__rw_ensure_daemon 2>/dev/null
 	fi
-	__rw_install
+	__rw_install "$(\builtin trap -p DEBUG)"
 fi

@@ -228,10 +228,17 @@ def test_bash_with_bash_preexec_loaded(daemon, shells, tmp_path):
 
 
 def test_bash_existing_debug_trap_keeps_running(daemon, shells):
-    sh = shells("bash", before_init=["RW_D=0", "trap 'RW_D=$((RW_D+1))' DEBUG"])
+    sh = shells("bash", before_init=["RW_D=0", "trap 'RW_LAST=$?; RW_D=$((RW_D+1))' DEBUG"])
+    before = int(sh.run("echo $RW_D"))
     sh.run("true")
-    assert int(sh.run("echo $RW_D")) >= 2
-    assert commands(steps_of(sh.session_id())) == ["true", "echo $RW_D"]
+    # It still runs after the init (once per simple command: true, echo and
+    # the prompt's own), and finds $? as the user's last command left it.
+    assert int(sh.run("echo $RW_D")) - before >= 3
+    sh.run("false")
+    assert sh.run("echo $RW_LAST") == "1"
+    assert commands(steps_of(sh.session_id())) == [
+        "echo $RW_D", "true", "echo $RW_D", "false", "echo $RW_LAST"
+    ]  # fmt: skip
 
 
 def test_secrets_are_redacted_and_ignore_patterns_drop(rw_home, shells, kind):
