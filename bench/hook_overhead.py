@@ -82,7 +82,7 @@ DIRECT = {
     "bash": "__rwb_t=$(trap -p DEBUG); trap - DEBUG; "
     "__rwb_0=$EPOCHREALTIME; for ((__rwb_i = 0; __rwb_i < {n}; __rwb_i++)); do :; done; "
     "__rwb_1=$EPOCHREALTIME; for ((__rwb_i = 0; __rwb_i < {n}; __rwb_i++)); do "
-    "__rw_go=1; __rw_lasthist=; __rw_debug :; __rw_precmd; done; "
+    "__rw_go=1; __rw_lasthist=; __rw_begin : :; __rw_precmd; done; "
     "__rwb_2=$EPOCHREALTIME; for ((__rwb_i = 0; __rwb_i < {n}; __rwb_i++)); do "
     '/bin/true; /bin/true; done; __rwb_3=$EPOCHREALTIME; eval "$__rwb_t"; '
     'echo "RWB""ENCH $__rwb_0 $__rwb_1 $__rwb_2 $__rwb_3"',

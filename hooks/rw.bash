@@ -110,38 +110,46 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 			[[ -n ${BASH_ALIASES[$w]+x} && "${BASH_ALIASES[$w]}${1#"$w"}" == *"$2"* ]]
 		}
 
-		# Runs once for each new command line, before its first simple command.
+		# Runs once for each new command line, before its first simple command
+		# (the DEBUG trap calls it; $1 is the command about to run, $2 passes
+		# $_ through). This is the hot path: few statements, no subshell.
 		__rw_begin() {
 			# The user's options (errexit, nounset, pipefail...) must not apply
 			# to us; `local -` restores them when the function returns. (Only
-			# when one is set: most shells have none, and this is the hot path.)
+			# when one is set: most shells have none.)
 			[[ $- != *[euf]* && ! -o pipefail ]] || {
 				\builtin local -
 				\builtin set +euf +o pipefail
 			}
-			__rw_go=''
-			__rw_now
+			__rw_go='' __rw_t=${EPOCHREALTIME-}
+			[[ -n $__rw_t ]] || \builtin printf -v __rw_t '%(%s)T' -1
 			if [[ -n $1 && -o history && ${HISTCMD-} != "$__rw_lasthist" ]]; then
-				# Fast path: the line made a new history entry (HISTCMD moved), so
-				# `history 1` goes straight into the record. The daemon strips its
-				# number and drops a line that begins with a space.
-				__rw_lasthist=$HISTCMD
-				((++__rw_seq))
+				# The line made a new history entry (HISTCMD moved), so `history 1`
+				# goes straight into the record. The daemon strips its number and
+				# drops a line that begins with a space.
+				__rw_seq=$((__rw_seq + 1)) __rw_lasthist=$HISTCMD
 				__rw_pending=$__rw_seq __rw_psid=$__rw_sid __rw_pspool=$__rw_spool
 				[[ -z ${HISTTIMEFORMAT-} ]] || local HISTTIMEFORMAT=''
 				{
 					\builtin printf '%s\0' $'\036RW1' H "$__rw_sid" "$__rw_seq" "$__rw_t" \
 						"$PWD" && \builtin history 1 && \builtin printf '\0\036END\0'
-				} >>"$__rw_spool"
-				[[ ! -p $__rw_ack ]] || __rw_await "$__rw_seq"
-				return 0
+				} 2>/dev/null >>"$__rw_spool"
+			else
+				__rw_begin_other "$1" 2>/dev/null || return 0
 			fi
+			[[ ! -p $__rw_ack ]] || __rw_await "$__rw_seq" 2>/dev/null
+			return 0
+		}
+
+		# A line that made no new history entry, or history is off: find its
+		# text, and whether to record it. Status 1: not recorded.
+		__rw_begin_other() {
 			local __rw_h='' __rw_cmd='' __rw_new='' __rw_n=''
 			if [[ -o history ]]; then
 				if [[ -n ${HISTTIMEFORMAT-} ]]; then
-					HISTTIMEFORMAT='' \builtin history 1 >|"$__rw_histfile" || return 0
+					HISTTIMEFORMAT='' \builtin history 1 >|"$__rw_histfile" || return 1
 				else
-					\builtin history 1 >|"$__rw_histfile" || return 0
+					\builtin history 1 >|"$__rw_histfile" || return 1
 				fi
 				\builtin read -r -d '' __rw_h <"$__rw_histfile"
 				__rw_h=${__rw_h%$'\n'}
@@ -168,36 +176,33 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 				# A repeat of the last entry (ignoredups, erasedups) is recorded;
 				# anything else (a leading space, HISTIGNORE) is not.
 				[[ $HISTCONTROL == *ignoredups* || $HISTCONTROL == *ignoreboth* ||
-					$HISTCONTROL == *erasedups* ]] || return 0
-				[[ -n $1 && $__rw_cmd == *"$1"* ]] || __rw_is_alias_of "$__rw_cmd" "$1" || return 0
+					$HISTCONTROL == *erasedups* ]] || return 1
+				[[ -n $1 && $__rw_cmd == *"$1"* ]] || __rw_is_alias_of "$__rw_cmd" "$1" || return 1
 			fi
-			[[ -z $__rw_cmd || $__rw_cmd == [[:space:]]* ]] && return 0
+			[[ -z $__rw_cmd || $__rw_cmd == [[:space:]]* ]] && return 1
 			((++__rw_seq))
 			__rw_pending=$__rw_seq __rw_psid=$__rw_sid __rw_pspool=$__rw_spool
 			__rw_write B "$__rw_sid" "$__rw_seq" "$__rw_t" "$PWD" "$__rw_cmd"
-			[[ ! -p $__rw_ack ]] || __rw_await "$__rw_seq"
 			return 0
 		}
 
+		# For bash-preexec, which calls its preexec functions before every
+		# command line (ours ignores its argument, as bash-preexec passes the
+		# history line; "$_" passes $_ through).
 		__rw_debug() {
-			# The DEBUG trap runs before every simple command, so it must be
-			# cheap. The trap passes "$_" (unused) so $_ survives it.
-			# (Not for our own PROMPT_COMMAND entry: a line that ran no simple
-			# command, such as a function definition, is caught there.)
-			[[ -z $__rw_go || $BASH_COMMAND == __rw_precmd* ]] ||
-				__rw_begin "$BASH_COMMAND" 2>/dev/null
+			[[ -z $__rw_go || $BASH_COMMAND == __rw_precmd* ]] || __rw_begin "$BASH_COMMAND" "$_"
 			return 0
+		}
+
+		# The DEBUG trap, when the user already had one: ours, then theirs, which
+		# finds $? and $_ as they were ($1 and $2).
+		__rw_chain() {
+			[[ -z ${__rw_go-} || $BASH_COMMAND == __rw_precmd* ]] || __rw_begin "$BASH_COMMAND" "$2"
+			return "$1"
 		}
 
 		# PROMPT_COMMAND's entry, after every command line: the end record, with
 		# the environment the command left behind.
-		# Ours, ahead of a DEBUG trap the user already had: $1 and $2 are the
-		# status and $_ the user's trap must see.
-		__rw_chain() {
-			[[ -z ${__rw_go-} || $BASH_COMMAND == __rw_precmd* ]] || __rw_debug "$2"
-			return "$1"
-		}
-
 		__rw_precmd() {
 			local __rw_st=$? __rw_ps="${BP_PIPESTATUS[*]:-${PIPESTATUS[*]}}"
 			[[ $- != *[euf]* && ! -o pipefail ]] || {
@@ -206,7 +211,7 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 			}
 			# A line the DEBUG trap missed (the trap was replaced, or the line
 			# ran no simple command) is recorded now.
-			[[ -z $__rw_go ]] || __rw_begin "" 2>/dev/null
+			[[ -z $__rw_go ]] || __rw_begin ""
 			if [[ -n $__rw_pending ]]; then
 				__rw_t=${EPOCHREALTIME-}
 				[[ -n $__rw_t ]] || \builtin printf -v __rw_t '%(%s)T' -1
@@ -254,7 +259,7 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 			# `trap -p DEBUG` as the caller saw it: a function does not see the
 			# DEBUG trap, as it does not inherit it.)
 			__rw_prev=$1
-			if [[ $__rw_prev != *__rw_debug* ]]; then
+			if [[ $__rw_prev != *__rw_* ]]; then
 				__rw_prev=${__rw_prev#"trap -- '"}
 				__rw_prev=${__rw_prev%"' DEBUG"}
 				__rw_prev=${__rw_prev//"'\\''"/"'"}
@@ -262,7 +267,7 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 					# The test in the trap itself spares a function call for every
 					# simple command but a line's first ([[ ]] leaves $_ alone).
 					# shellcheck disable=SC2016 # expanded when the trap runs
-					\builtin trap '[[ -z ${__rw_go-} || $BASH_COMMAND == __rw_precmd* ]] || __rw_debug "$_"' DEBUG
+					\builtin trap '[[ -z ${__rw_go-} || $BASH_COMMAND == __rw_precmd* ]] || __rw_begin "$BASH_COMMAND" "$_"' DEBUG
 				else
 					# The user's trap then finds $? and $_ as they were.
 					# shellcheck disable=SC2064 # the previous trap is expanded now, on purpose
