@@ -3,7 +3,7 @@
 Spool files for a few sessions (three bash, one zsh) hold 50,000 commands as
 the hooks write them: a B record and an E record per command, each E with the
 whole exported environment (about 40 variables, in `export -p` form for bash
-and as a NAME=VALUE list for zsh), which changes when the user cds or exports
+and as zsh's `export` lists them), which changes when the user cds or exports
 something. The files are put in a fresh RW_HOME's spool directory and
 `rw daemon run` is started on them, so the daemon catches up as it does after
 a reboot. The clock runs from the daemon's "listening" log line (its
@@ -102,6 +102,17 @@ def _declare(env: dict[str, str]) -> str:
     return "".join(f'declare -x {k}="{quote(v)}"\n' for k, v in sorted(env.items()))
 
 
+def _zsh_export(env: dict[str, str]) -> str:
+    """What zsh's `export` lists for `env` (printable values)."""
+
+    def quote(v: str) -> str:
+        if v and all(c.isalnum() or c in "_./:-+,%@" for c in v):
+            return v
+        return "'" + v.replace("'", "'\\''") + "'"
+
+    return "".join(f"{k}={quote(v)}\n" for k, v in sorted(env.items()))
+
+
 def generate(commands: int, seed: int = 7) -> Workload:
     rng = random.Random(seed)
     w = Workload()
@@ -150,8 +161,7 @@ def generate(commands: int, seed: int = 7) -> Workload:
                 if shell == "bash":
                     payload = ["declare", _declare({**env, "RW_SESSION": sid})]
                 else:
-                    items = [f"{k}={v}" for k, v in env.items()]
-                    payload = ["list", str(len(items)), *items]
+                    payload = ["zsh", _zsh_export({**env, "RW_SESSION": sid})]
                 digest = env_blob(env)[0]
                 if digest not in env_ids:
                     w.envs.append(dict(env))

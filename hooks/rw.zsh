@@ -105,12 +105,13 @@ if [[ -o interactive ]]; then
 			local __rw_st=$? __rw_ps="${pipestatus[*]}"
 			\builtin emulate -L zsh
 			if [[ -n $__rw_pending ]]; then
-				\builtin setopt extendedglob
-				# NAME=value of every exported parameter, in one expansion
+				# The environment as `export` lists it, which costs half what
+				# collecting NAME=value pairs from $parameters does.
 				{
 					\builtin print -rN -- $'\x1eRW1' E "$__rw_psid" "$__rw_pending" \
-						"${EPOCHREALTIME:-$EPOCHSECONDS}" "$__rw_st" "$__rw_ps" "$PWD" list0 \
-						${${(k)parameters[(R)*export*]}/(#m)*/$MATCH=${(P)MATCH}} $'\x1eEND'
+						"${EPOCHREALTIME:-$EPOCHSECONDS}" "$__rw_st" "$__rw_ps" "$PWD" zsh
+					\builtin export
+					\builtin print -rn -- $'\0\x1eEND\0'
 				} 2>/dev/null >>!"$__rw_pspool"
 				__rw_pending=
 			fi

@@ -16,6 +16,8 @@ Types (fields after TYPE):
        env_format "declare": one field, bash `export -p` output
        env_format "list":    a count, then that many NAME=VALUE fields
        env_format "list0":   NAME=VALUE fields up to the end marker (zsh)
+       env_format "zsh":     one field, zsh `export` output (NAME=VALUE lines,
+                             values quoted as zsh quotes them)
     N  name session:  sid name
     X  session end:   sid ended_at
     A  the shell got the daemon's checkpoint for a step before running it: sid seq
@@ -63,7 +65,7 @@ def _env_ok(fields: list[str], at: int) -> bool:
     if len(fields) <= at:
         return False
     fmt, rest = fields[at], len(fields) - at - 1
-    if fmt == "declare":
+    if fmt in ("declare", "zsh"):
         return rest == 1
     if fmt == "list":
         return rest >= 1 and fields[at + 1].isdigit() and rest == 1 + int(fields[at + 1])
@@ -204,7 +206,119 @@ def parse_env(fmt: str, payload: list[str]) -> dict[str, str]:
         return parse_list(payload[1:])
     if fmt == "list0":
         return parse_list(payload)
+    if fmt == "zsh":
+        return parse_zsh_export(payload[0])
     return {}
+
+
+_ZSH_NAME = re.compile(r"(?:export |typeset -x )?([A-Za-z_][A-Za-z0-9_]*)=")
+_ZSH_SIMPLE = {
+    "n": b"\n", "t": b"\t", "r": b"\r", "e": b"\x1b", "E": b"\x1b", "a": b"\a",
+    "b": b"\b", "f": b"\f", "v": b"\v", "\\": b"\\", "'": b"'", '"': b'"',
+}  # fmt: skip
+_ZSH_WIDTH = {"u": 4, "U": 8, "x": 2}
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def parse_zsh_export(text: str) -> dict[str, str]:
+    """Parse zsh's `export` listing (NAME=VALUE lines) into a dict.
+
+    zsh prints a value bare, in single quotes ('it'\\''s'), or as $'...' with
+    \\n, \\t, \\\\, \\', \\uXXXX, \\UXXXXXXXX, \\C-X (control) and \\M-X (the byte
+    with its high bit set) for what it cannot print. Escaped bytes are
+    decoded as UTF-8, invalid sequences replaced, as everywhere in records.
+    (zsh writes a C1 control character and the raw byte alike, \\M-\\C-X: those
+    come back replaced.)
+    """
+    env: dict[str, str] = {}
+    i, n = 0, len(text)
+    while i < n:
+        end = text.find("\n", i)
+        m = _ZSH_NAME.match(text, i)
+        if m is None or (0 <= end < m.end()):
+            i = n if end < 0 else end + 1  # not NAME=...: skip the line
+            continue
+        value, i = _zsh_word(text, m.end())
+        env[m.group(1)] = value
+        i += 1  # the newline
+    return env
+
+
+def _zsh_word(text: str, i: int) -> tuple[str, int]:
+    """The value starting at text[i], up to an unquoted newline; (value, its end)."""
+    out: list[str] = []
+    n = len(text)
+    while i < n:
+        c = text[i]
+        if c == "\n":
+            break
+        if c == "'":
+            j = text.find("'", i + 1)
+            j = n if j < 0 else j
+            out.append(text[i + 1 : j])
+            i = j + 1
+        elif c == "$" and text.startswith("$'", i):
+            raw, i = _zsh_dollar(text, i + 2)
+            out.append(raw.decode("utf-8", "replace"))
+        elif c == "\\" and i + 1 < n:
+            out.append(text[i + 1])
+            i += 2
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out), i
+
+
+def _zsh_dollar(text: str, i: int) -> tuple[bytes, int]:
+    """A $'...' body from text[i]; (its bytes, the index after the closing quote)."""
+    out = bytearray()
+    n = len(text)
+    while i < n:
+        c = text[i]
+        if c == "'":
+            return bytes(out), i + 1
+        if c != "\\":
+            out += c.encode("utf-8", "surrogateescape")
+            i += 1
+            continue
+        b, i = _zsh_escape(text, i)
+        out += b
+    return bytes(out), n
+
+
+def _zsh_escape(text: str, i: int) -> tuple[bytes, int]:
+    """One escape at text[i] (a backslash) inside $'...'; (its bytes, the index after it)."""
+    e = text[i + 1 : i + 2]
+    if text.startswith("M-", i + 1):
+        j = i + 3
+        if text.startswith("\\", j):
+            b, j = _zsh_escape(text, j)
+        else:
+            b, j = text[j : j + 1].encode("utf-8", "surrogateescape"), j + 1
+        return (bytes([b[0] | 0x80]) + b[1:] if b else b"\x80"), j
+    if text.startswith("C-", i + 1):
+        x = text[i + 3 : i + 4]
+        return (b"\x7f" if x == "?" else bytes([ord(x or "@") & 0x1F])), i + 4
+    if e in _ZSH_WIDTH:
+        start = j = i + 2
+        while j < min(len(text), start + _ZSH_WIDTH[e]) and text[j] in _HEX:
+            j += 1
+        if j > start:
+            code = int(text[start:j], 16)
+            if e == "x":
+                return bytes([code]), j
+            try:
+                return chr(code).encode("utf-8"), j
+            except (ValueError, UnicodeEncodeError):  # beyond U+10FFFF, or a surrogate
+                return "\ufffd".encode(), j
+    if e in _ZSH_SIMPLE:
+        return _ZSH_SIMPLE[e], i + 2
+    if e.isdigit() and e < "8":
+        j = i + 1
+        while j < min(len(text), i + 4) and "0" <= text[j] <= "7":
+            j += 1
+        return bytes([int(text[i + 1 : j], 8) & 0xFF]), j
+    return ("\\" + e).encode("utf-8", "surrogateescape"), i + 2
 
 
 def parse_list(items: list[str]) -> dict[str, str]:

@@ -46,7 +46,7 @@ def test_cd_export_unset_are_recorded(daemon, shells, kind, tmp_path):
     target.mkdir()
     start = sh.run("pwd")
     sh.run(f"cd {target}")
-    sh.run("export RW_T_A='one two' RW_T_B=$'line1\\nline2\\t\"q\"'")
+    sh.run("export RW_T_A='one two' RW_T_B=$'line1\\nline2\\t\"q\"' RW_T_C=$'it\\'s \\\\ é ✓ \\x01'")
     sh.run("unset RW_T_A")
     sid = sh.session_id()
     steps = steps_of(sid)
@@ -55,6 +55,7 @@ def test_cd_export_unset_are_recorded(daemon, shells, kind, tmp_path):
     after_export = rw_json("show", sid, "3")
     assert after_export["env"]["RW_T_A"] == "one two"
     assert after_export["env"]["RW_T_B"] == 'line1\nline2\t"q"'
+    assert after_export["env"]["RW_T_C"] == "it's \\ é ✓ \x01"
     after_unset = rw_json("show", sid, "4")
     assert "RW_T_A" not in after_unset["env"]
     assert after_unset["env_changes"] == {"RW_T_A": {"before": "one two", "after": None}}

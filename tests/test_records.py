@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 from rewind_daemon import records
@@ -72,6 +73,42 @@ def test_parse_declare_matches_real_bash_export():
         assert env[k] == v, k
     assert "FAKE" not in env
     assert "RW_UNSET_BUT_EXPORTED" not in env
+
+
+def _zsh_export(script: str, locale: str) -> str:
+    env = {"PATH": os.environ["PATH"], "LC_ALL": locale}
+    proc = subprocess.run(["zsh", "-f", "-c", script], env=env, capture_output=True, check=True)
+    return proc.stdout.decode("utf-8", "surrogateescape")
+
+
+def test_parse_zsh_export_matches_real_zsh_for_every_byte():
+    # In the C locale zsh escapes every byte it cannot print (\C-X, \M-X...).
+    script = "".join(f"export RW_B{i}=$'x\\x{i:02x}y'\n" for i in range(1, 256))
+    env = records.parse_zsh_export(_zsh_export(script + "export\n", "C"))
+    for i in range(1, 256):
+        assert env[f"RW_B{i}"] == bytes([0x78, i, 0x79]).decode("utf-8", "replace"), i
+
+
+def test_parse_zsh_export_matches_real_zsh_for_text():
+    values = {
+        "RW_PLAIN": "simple",
+        "RW_EMPTY": "",
+        "RW_QUOTES": 'it\'s "quoted" $HOME `x` \\ back \\',
+        "RW_NEWLINE": "line1\nline2\nRW_FAKE=1\n",
+        "RW_CONTROL": "tab\tbell\a esc\x1b del\x7f end",
+        "RW_UNICODE": "héllo ✓ 日本語 😀",
+        "RW_SEPARATOR": "a\u2028b\u00a0c",
+        "RW_EQUALS": "a=b=c",
+        "RW_DOLLAR_QUOTE": "$'not an escape'",
+    }
+    script = "".join(f"export {k}=$'{_ansi(v)}'\n" for k, v in values.items())
+    script += "typeset -i RW_INT=7; export RW_INT\nexport\n"
+    for locale in ("C.UTF-8", "C"):
+        env = records.parse_zsh_export(_zsh_export(script, locale))
+        for k, v in values.items():
+            assert env[k] == v, (locale, k)
+        assert env["RW_INT"] == "7"
+        assert "RW_FAKE" not in env
 
 
 def _ansi(value: str) -> str:
