@@ -47,8 +47,7 @@ def test_cd_export_unset_are_recorded(daemon, shells, kind, tmp_path):
     start = sh.run("pwd")
     sh.run(f"cd {target}")
     sh.run(
-        "export RW_T_A='one two' RW_T_B=$'line1\\nline2\\t\"q\"'"
-        " RW_T_C=$'it\\'s \\\\ é ✓ \\x01'"
+        "export RW_T_A='one two' RW_T_B=$'line1\\nline2\\t\"q\"' RW_T_C=$'it\\'s \\\\ é ✓ \\x01'"
     )
     sh.run("unset RW_T_A")
     sid = sh.session_id()
