@@ -16,6 +16,7 @@ import json
 import os
 import re
 import stat
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -31,6 +32,10 @@ DEFAULT_SIZE_CAP = 64 * 1024 * 1024
 # 2 s ticks): it is hashed again next time.
 RACY_NS = 2_000_000_000
 ROOT = "."
+# A tree with at least this many entries in the previous snapshot is compared
+# in two processes: a stat pass in Python is mostly interpreter time, and a
+# forked child lends it a second core (threads would share one, for the GIL).
+PARALLEL_MIN = 4000
 
 _KINDS = {
     stat.S_IFREG: "file",
@@ -64,6 +69,7 @@ class Entry(NamedTuple):
 
 
 _ROW = 1 + len(Entry._fields)  # a manifest row: path, then the entry
+_NO_ENTRY = Entry("", 0, 0, 0, 0, 0, 0, 0, None, None)
 _new_tuple = tuple.__new__
 
 
@@ -182,6 +188,17 @@ class Snapshot:
     size_cap: int = DEFAULT_SIZE_CAP
     manifest: str | None = None  # digest of the stored manifest, once stored
     unchanged: bool = False  # every entry is as in the snapshot it was taken against
+    _tops: dict[str, int] | None = field(default=None, repr=False, compare=False)
+
+    def top_counts(self) -> dict[str, int]:
+        """Entries per top-level name (the name itself and all below it)."""
+        if self._tops is None:
+            tops: dict[str, int] = {}
+            for rel in self.entries:
+                top = rel.partition("/")[0]
+                tops[top] = tops.get(top, 0) + 1
+            self._tops = tops
+        return self._tops
 
     @property
     def specials(self) -> list[tuple[str, str]]:
@@ -282,7 +299,14 @@ def take(
     changed = False
     if stat.S_ISDIR(st.st_mode):
         entries[ROOT] = _entry(st)
-        changed = _walk(root, entries, prev, trust_before, sink, size_cap, rules, skip, on_dir)
+        split = None
+        if on_dir is None and previous is not None and len(prev) >= PARALLEL_MIN:
+            split = _split_walk(root, entries, previous, trust_before, sink, size_cap, rules, skip)
+        if split is not None:
+            changed, entries = split
+        else:
+            entries = {ROOT: _entry(st)}
+            changed = _walk(root, entries, prev, trust_before, sink, size_cap, rules, skip, on_dir)
     elif p is not None and _unchanged(p, st, trust_before):
         entries[ROOT] = p
     else:
@@ -306,9 +330,11 @@ def _walk(
     rules: Excludes,
     skip: Iterable[str],
     on_dir,
+    defer: frozenset[str] = frozenset(),
 ) -> bool:
     """Add everything below the directory `root` to `entries`; True if any
-    entry differs from `prev`'s.
+    entry differs from `prev`'s. (The directories named in `defer`, at the
+    top level, are recorded but not entered.)
 
     This loop runs once per entry of the tree, and a checkpoint where nothing
     changed is nothing but this loop: it is written for speed. Directories
@@ -377,7 +403,8 @@ def _walk(
                         if path in skip_dirs:
                             continue
                         e = _entry(st)
-                        stack.append((rel, path))
+                        if rel not in defer:
+                            stack.append((rel, path))
                         p = prev_get(rel)
                     else:
                         if fmt == _IFCHR or fmt == _IFBLK:
@@ -391,6 +418,196 @@ def _walk(
         finally:
             os.close(fd)
     return changed
+
+
+def _split_walk(
+    root: str,
+    entries: dict[str, Entry],
+    previous: Snapshot,
+    trust_before: int,
+    sink: Sink,
+    size_cap: int,
+    rules: Excludes,
+    skip: Iterable[str],
+) -> tuple[bool, dict[str, Entry]] | None:
+    """_walk, with the top-level directories holding about half the previous
+    entries compared by a forked child, which reports only what differs.
+    Returns (changed, all the entries), `entries` holding the parent's part.
+
+    None when this cannot be done here or the child saw entries created or
+    deleted (its report would not be enough): the caller walks it all.
+    """
+    if threading.active_count() > 1 or not hasattr(os, "fork"):
+        return None  # forking a threaded process is not safe
+    prev = previous.entries
+    tops = previous.top_counts()
+    dirs = sorted(
+        ((n, t) for t, n in tops.items() if t != ROOT and prev.get(t, _NO_ENTRY).kind == "dir"),
+        reverse=True,
+    )
+    half, given, theirs = len(prev) // 2, 0, []
+    for n, t in dirs:
+        if given + n <= half * 1.1:
+            theirs.append(t)
+            given += n
+    if given < len(prev) * 0.3:
+        return None  # one directory holds most of the tree: no even split
+    _reap()
+    r, w = os.pipe()
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(r)
+        os.close(w)
+        return None
+    if pid == 0:  # the child: compare, report, and leave without any clean-up
+        status = 1
+        try:
+            os.close(r)
+            found = _compare_below(root, theirs, prev, trust_before, rules, frozenset(skip))
+            data = json.dumps(found).encode()
+            while data:
+                data = data[os.write(w, data) :]
+            os.close(w)  # the parent reads on at once; tearing down this process takes a while
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(w)
+    try:
+        changed = _walk(
+            root, entries, prev, trust_before, sink, size_cap, rules, skip, None, frozenset(theirs)
+        )
+        chunks = []
+        while chunk := os.read(r, 1 << 16):
+            chunks.append(chunk)
+    finally:
+        os.close(r)
+        if os.waitpid(pid, os.WNOHANG)[0] == 0:
+            _children.append(pid)  # still exiting: reaped next time
+    try:
+        found = json.loads(b"".join(chunks))
+    except ValueError:
+        return None  # the child failed
+    below_theirs = given - len(theirs)  # their entries, less the directories themselves
+    if (
+        found is None
+        or found["seen"] != below_theirs
+        or len(entries) != len(prev) - below_theirs
+        or not entries.keys() <= prev.keys()
+    ):
+        return None  # entries created or deleted
+    mine, entries = entries, dict(prev)
+    entries.update(mine)
+    # What the child saw differ (or could not trust: racy entries) is read here.
+    for rel in found["changed"]:
+        path = os.path.join(root, rel)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return None
+        p = prev[rel]
+        fmt = st.st_mode & _IFMT
+        if fmt == _IFREG or fmt == _IFLNK:
+            e = p if _unchanged(p, st, trust_before) else _read(path, st, sink, size_cap)
+        elif fmt == _IFCHR or fmt == _IFBLK:
+            e = _entry(st, f"{os.major(st.st_rdev)},{os.minor(st.st_rdev)}")
+        elif fmt == _IFDIR and p.kind != "dir":
+            return None  # a file replaced by a directory: its contents are new
+        else:
+            e = _entry(st)
+        if e != p:
+            changed = True
+        entries[rel] = e
+    return changed, entries
+
+
+_children: list[int] = []
+
+
+def _reap() -> None:
+    """Collect the split walk's children that were still exiting."""
+    for pid in list(_children):
+        try:
+            done = os.waitpid(pid, os.WNOHANG)[0] != 0
+        except ChildProcessError:
+            done = True
+        if done:
+            _children.remove(pid)
+
+
+def _compare_below(
+    root: str,
+    tops: list[str],
+    prev: dict[str, Entry],
+    trust_before: int,
+    rules: Excludes,
+    skip_dirs: frozenset[str],
+) -> dict | None:
+    """(In the forked child.) What differs from `prev` below the top-level
+    directories `tops`: {"seen": entries seen, "changed": [paths]}, or None
+    when an entry is new (or there are too many changes to be worth a report)."""
+    prev_get = prev.get
+    has_rules = bool(rules)
+    changed: list[str] = []
+    seen = 0
+    stack = [(t, os.path.join(root, t)) for t in tops]
+    while stack:
+        rel_dir, abs_dir = stack.pop()
+        prefix = rel_dir + "/"
+        base = abs_dir + "/"
+        try:
+            fd = os.open(abs_dir, _DIR_FLAGS)
+        except OSError:
+            return None
+        try:
+            with os.scandir(fd) as it:
+                for de in it:
+                    name = de.name
+                    rel = prefix + name
+                    if has_rules and rules.excluded(rel, name, de.is_dir(follow_symlinks=False)):
+                        continue
+                    try:
+                        st = de.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        return None
+                    mode = st.st_mode
+                    fmt = mode & _IFMT
+                    if fmt == _IFDIR and base + name in skip_dirs:
+                        continue
+                    p = prev_get(rel)
+                    if p is None:
+                        return None
+                    seen += 1
+                    if fmt == _IFREG or fmt == _IFLNK:
+                        if (
+                            p[1:8]
+                            == (
+                                mode & 0o7777,
+                                st.st_uid,
+                                st.st_gid,
+                                st.st_size,
+                                st.st_mtime_ns,
+                                st.st_ctime_ns,
+                                st.st_ino,
+                            )
+                            and p[8] is not None
+                            and p[5] < trust_before
+                            and p[6] < trust_before
+                            and p[0] == (_FILE if fmt == _IFREG else _SYMLINK)
+                        ):
+                            continue
+                    elif fmt == _IFDIR:
+                        stack.append((rel, base + name))
+                        if p == _entry(st):
+                            continue
+                    elif fmt != _IFCHR and fmt != _IFBLK and p == _entry(st):
+                        continue
+                    changed.append(rel)
+                    if len(changed) > 50_000:
+                        return None
+        finally:
+            os.close(fd)
+    return {"seen": seen, "changed": changed}
 
 
 def _unchanged(p: Entry, st: os.stat_result, trust_before: int) -> bool:

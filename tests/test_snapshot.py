@@ -32,6 +32,14 @@ def tree_state(root) -> dict:
     return out
 
 
+@pytest.fixture(autouse=True, params=["serial", "split"])
+def walk_mode(request, monkeypatch):
+    """Every test runs twice: trees compared in one process, and (however
+    small) half compared by a forked child."""
+    monkeypatch.setattr(snapshot, "PARALLEL_MIN", 10**9 if request.param == "serial" else 1)
+    return request.param
+
+
 @pytest.fixture
 def objects(tmp_path):
     return ObjectStore(tmp_path / "objects")
@@ -322,3 +330,64 @@ def test_a_watched_file_as_root(tree, objects):
     later = take(f, objects, first)
     assert not later.unchanged
     assert objects.read(later.entries["."].data) == b"alpha, changed\n"
+
+
+def test_split_walk_agrees_with_one_process_on_every_kind_of_change(tmp_path, objects, walk_mode):
+    if walk_mode == "serial":
+        pytest.skip("compares the two modes itself")
+    root = tmp_path / "t"
+    for top in ("one", "two", "three", "four"):
+        for sub in ("x", "y"):
+            (root / top / sub).mkdir(parents=True)
+            for i in range(5):
+                (root / top / sub / f"f{i}").write_text(f"{top}/{sub}/{i}\n")
+        os.symlink("x/f0", root / top / "ln")
+    (root / "top.txt").write_text("top\n")
+    old = time.time_ns() - 10 * 10**9
+    for dirpath, dirnames, filenames in os.walk(root, topdown=False):
+        for name in filenames + dirnames:
+            os.utime(os.path.join(dirpath, name), ns=(old, old), follow_symlinks=False)
+    base = take(root, objects)
+    results = []
+    real = snapshot._split_walk
+
+    def spy(*args):
+        out = real(*args)
+        results.append(out is not None)
+        return out
+
+    changes = {
+        "nothing": lambda: None,
+        "modified": lambda: [(root / t / "x" / "f1").write_text("new\n") for t in ("one", "four")],
+        "chmod dir": lambda: os.chmod(root / "two" / "y", 0o700),
+        "chmod file": lambda: os.chmod(root / "three" / "x" / "f2", 0o600),
+        "symlink": lambda: (
+            os.unlink(root / "one" / "ln"),
+            os.symlink("y/f1", root / "one" / "ln"),
+        ),
+        "created": lambda: (root / "three" / "y" / "new").write_text("n\n"),
+        "deleted": lambda: os.unlink(root / "two" / "x" / "f3"),
+        "file to dir": lambda: (
+            os.unlink(root / "four" / "y" / "f4"),
+            (root / "four" / "y" / "f4").mkdir(),
+        ),
+        "dir to file": lambda: (
+            [os.unlink(p) for p in (root / "one" / "y").iterdir()],
+            os.rmdir(root / "one" / "y"),
+            (root / "one" / "y").write_text("was a dir\n"),
+        ),
+    }
+    for what, change in changes.items():
+        change()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(snapshot, "_split_walk", spy)
+            split = snapshot.take(str(root), snapshot.DigestOnly(), base)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(snapshot, "PARALLEL_MIN", 10**9)
+            serial = snapshot.take(str(root), snapshot.DigestOnly(), base)
+        assert split.entries == serial.entries, what
+        assert split.unchanged == serial.unchanged == (what == "nothing"), what
+        base = take(root, objects)
+    # The child's report stood in for a walk where no entry came or went; where
+    # one did on its side, the whole tree was walked again (in one process).
+    assert results[:5] == [True] * 5 and False in results[5:]
