@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
 
 from .errors import RwError, StoreError
+from .fsops import syncfs
 
 CHUNK = 1024 * 1024
 PACKED_MAX = 256 * 1024  # compressed objects up to this size live in objects.db
@@ -45,20 +46,6 @@ class ObjectError(RwError):
 
 class FileChanged(RwError):
     """A file changed while it was being read."""
-
-
-_libc = None
-
-
-def _syncfs(fd: int) -> None:
-    """Flush the filesystem holding fd: one sync for a whole batch of objects."""
-    global _libc
-    if _libc is None:
-        import ctypes.util  # here: importing it takes 13-20 ms, for every rw command
-
-        _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    if _libc.syncfs(fd) != 0:
-        os.fsync(fd)
 
 
 class ObjectStore:
@@ -140,6 +127,34 @@ class ObjectStore:
         if hashlib.sha256(data).hexdigest() != digest:
             raise ObjectError(f"object {digest[:12]} is corrupt (content does not match)")
         return data
+
+    def read_many(self, digests: list[str]) -> Iterator[tuple[str, bytes | ObjectError]]:
+        """(digest, content) for each of `digests`, in order, from one query;
+        an object that cannot be read comes as the ObjectError read() raises."""
+        rows: dict[bytes, bytes] = {}
+        try:
+            keys = list({bytes.fromhex(d) for d in digests})
+            for i in range(0, len(keys), 500):  # (SQLite's limit on parameters)
+                chunk = keys[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                q = f"SELECT digest, data FROM objects WHERE digest IN ({marks})"
+                rows.update(self.db.execute(q, chunk).fetchall())
+        except (ValueError, sqlite3.DatabaseError):
+            rows = {}  # read them one by one, below, for a reason per object
+        for d in digests:
+            raw = rows.get(bytes.fromhex(d)) if rows else None
+            try:
+                if raw is None:
+                    yield d, self.read(d)
+                    continue
+                data = zlib.decompress(raw)
+                if hashlib.sha256(data).hexdigest() != d:
+                    raise ObjectError(f"object {d[:12]} is corrupt (content does not match)")
+                yield d, data
+            except ObjectError as e:
+                yield d, e
+            except zlib.error as e:
+                yield d, ObjectError(f"object {d[:12]} is unreadable: {e}")
 
     def verify(self, digest: str) -> str | None:
         """None if the object is intact, else what is wrong with it."""
@@ -312,12 +327,12 @@ class Batch:
         if self.loose:
             fd = os.open(self.tmp_dir, os.O_RDONLY)
             try:
-                _syncfs(fd)  # every temporary file's data is on disk ...
+                syncfs(fd)  # every temporary file's data is on disk ...
                 for digest, tmp in self.loose.items():
                     final = self.store.path(digest)
                     final.parent.mkdir(mode=0o700, exist_ok=True)
                     os.replace(tmp, final)  # ... before it gets its name
-                _syncfs(fd)  # and the names are durable too
+                syncfs(fd)  # and the names are durable too
             finally:
                 os.close(fd)
             self.loose.clear()

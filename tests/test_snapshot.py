@@ -101,6 +101,29 @@ def test_restore_gives_back_the_exact_tree(tree, objects):
     assert tree_state(tree) == before
 
 
+@pytest.mark.parametrize("swap", ["exchange", "rename"])
+def test_a_rewritten_file_replaces_the_old_one_and_leaves_nothing_behind(
+    tree, objects, monkeypatch, swap
+):
+    """Files that exist are swapped in (RENAME_EXCHANGE) and the old ones
+    unlinked; where the kernel cannot swap, a rename over them does."""
+    if swap == "rename":
+        monkeypatch.setattr(snapshot, "exchange", lambda a, b: False)
+    before = tree_state(tree)
+    snap = take(tree, objects)
+    (tree / "a.txt").write_text("changed, and longer than before\n")
+    (tree / "run.sh").write_text("#!/bin/sh\necho changed\n")
+    outside = tree.parent / "outside"
+    os.link(tree / "a.txt", outside)  # another name for it, not watched
+    result = snapshot.restore(snap, objects)
+    assert result.failed == []
+    assert tree_state(tree) == before
+    assert not list(tree.rglob(".*.rw-*"))  # no temporary names left
+    # A new file took the name: the other name keeps what it had.
+    assert outside.read_text() == "changed, and longer than before\n"
+    assert (tree / "a.txt").stat().st_nlink == 1
+
+
 def test_unchanged_tree_reuses_everything(tree, objects):
     first = take(tree, objects)
     first.taken_ns += 5 * 10**9  # as if taken long after every entry last changed: all trusted
