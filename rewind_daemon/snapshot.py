@@ -37,6 +37,7 @@ ROOT = "."
 # in two processes: a stat pass in Python is mostly interpreter time, and a
 # forked child lends it a second core (threads would share one, for the GIL).
 PARALLEL_MIN = 4000
+_REPORT_MAX = 50_000  # changes beyond which the child's report is not worth sending
 
 _KINDS = {
     stat.S_IFREG: "file",
@@ -482,7 +483,9 @@ def _split_walk(
         status = 1
         try:
             os.close(r)
-            found = _compare_below(root, theirs, prev, trust_before, rules, frozenset(skip))
+            # A sink that only hashes can hash here too; one that stores cannot.
+            reader = (sink, size_cap) if isinstance(sink, DigestOnly) else None
+            found = _compare_below(root, theirs, prev, trust_before, rules, frozenset(skip), reader)
             data = json.dumps(found).encode()
             while data:
                 data = data[os.write(w, data) :]
@@ -516,6 +519,11 @@ def _split_walk(
         return None  # entries created or deleted
     mine, entries = entries, dict(prev)
     entries.update(mine)
+    for row in found["read"]:  # what the child read itself
+        e = _new_tuple(Entry, row[1:])
+        if e != prev[row[0]]:
+            changed = True
+        entries[row[0]] = e
     # What the child saw differ (or could not trust: racy entries) is read here.
     for rel in found["changed"]:
         path = os.path.join(root, rel)
@@ -560,13 +568,18 @@ def _compare_below(
     trust_before: int,
     rules: Excludes,
     skip_dirs: frozenset[str],
+    reader: tuple[Sink, int] | None,
 ) -> dict | None:
     """(In the forked child.) What differs from `prev` below the top-level
-    directories `tops`: {"seen": entries seen, "changed": [paths]}, or None
-    when an entry is new (or there are too many changes to be worth a report)."""
+    directories `tops`: {"seen": entries seen, "changed": [paths], "read":
+    [[path, *entry]]}, or None when an entry is new (or there are too many
+    changes to be worth a report). With a `reader` (a sink that only hashes,
+    and the size cap) the files and symlinks that differ are read here and
+    reported in "read"; without, they are left in "changed" for the parent."""
     prev_get = prev.get
     has_rules = bool(rules)
     changed: list[str] = []
+    read: list[list] = []
     seen = 0
     stack = [(t, os.path.join(root, t)) for t in tops]
     while stack:
@@ -614,6 +627,11 @@ def _compare_below(
                             and p[0] == (_FILE if fmt == _IFREG else _SYMLINK)
                         ):
                             continue
+                        if reader is not None:
+                            read.append([rel, *_read(base + name, st, reader[0], reader[1])])
+                            if len(read) > _REPORT_MAX:
+                                return None
+                            continue
                     elif fmt == _IFDIR:
                         stack.append((rel, base + name))
                         if p == _entry(st):
@@ -621,11 +639,11 @@ def _compare_below(
                     elif fmt != _IFCHR and fmt != _IFBLK and p == _entry(st):
                         continue
                     changed.append(rel)
-                    if len(changed) > 50_000:
+                    if len(changed) > _REPORT_MAX:
                         return None
         finally:
             os.close(fd)
-    return {"seen": seen, "changed": changed}
+    return {"seen": seen, "changed": changed, "read": read}
 
 
 def _unchanged(p: Entry, st: os.stat_result, trust_before: int) -> bool:
