@@ -114,12 +114,12 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 		# (the DEBUG trap calls it; $1 is the command about to run, $2 passes
 		# $_ through). This is the hot path: few statements, no subshell.
 		__rw_begin() {
-			# The user's options (errexit, nounset, pipefail...) must not apply
-			# to us; `local -` restores them when the function returns. (Only
-			# when one is set: most shells have none.)
-			[[ $- != *[euf]* && ! -o pipefail ]] || {
+			# The user's options (allexport, errexit, noglob, nounset, xtrace,
+			# pipefail) must not apply to us; `local -` restores them when the
+			# function returns. (Only when one is set: most shells have none.)
+			[[ $- != *[aefux]* && ! -o pipefail ]] || {
 				\builtin local -
-				\builtin set +euf +o pipefail
+				\builtin set +aefux +o pipefail
 			}
 			__rw_go='' __rw_t=${EPOCHREALTIME-}
 			[[ -n $__rw_t ]] || \builtin printf -v __rw_t '%(%s)T' -1
@@ -205,9 +205,9 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 		# the environment the command left behind.
 		__rw_precmd() {
 			local __rw_st=$? __rw_ps="${BP_PIPESTATUS[*]:-${PIPESTATUS[*]}}"
-			[[ $- != *[euf]* && ! -o pipefail ]] || {
+			[[ $- != *[aefux]* && ! -o pipefail ]] || {
 				\builtin local -
-				\builtin set +euf +o pipefail
+				\builtin set +aefux +o pipefail
 			}
 			# A line the DEBUG trap missed (the trap was replaced, or the line
 			# ran no simple command) is recorded now.
@@ -233,7 +233,7 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 
 		__rw_install() {
 			\builtin local -
-			\builtin set +euf +o pipefail
+			\builtin set +aefux +o pipefail
 			[[ $PS0 == *"$__rw_ps0"* ]] || PS0=$__rw_ps0${PS0-}
 			if [[ -n ${bash_preexec_imported-}${__bp_imported-} ]]; then
 				# bash-preexec owns the DEBUG trap and PROMPT_COMMAND: join it.
@@ -269,9 +269,12 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 					# shellcheck disable=SC2016 # expanded when the trap runs
 					\builtin trap '[[ -z ${__rw_go-} || $BASH_COMMAND == __rw_precmd* ]] || __rw_begin "$BASH_COMMAND" "$_"' DEBUG
 				else
-					# The user's trap then finds $? and $_ as they were.
+					# The user's trap then finds $? and $_ as they were (as an if's
+					# condition, a non-zero status does not trip errexit).
 					# shellcheck disable=SC2064 # the previous trap is expanded now, on purpose
-					\builtin trap "__rw_chain \"\$?\" \"\$_\"; $__rw_prev" DEBUG
+					\builtin trap "if __rw_chain \"\$?\" \"\$_\"; then $__rw_prev
+else $__rw_prev
+fi" DEBUG
 				fi
 			fi
 			return 0
@@ -295,7 +298,7 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 		# step $1 of session $2 (default: this one).
 		__rw_branch() {
 			\builtin local -
-			\builtin set +euf +o pipefail
+			\builtin set +aefux +o pipefail
 			__rw_parent=${2:-$__rw_sid}
 			__rw_now
 			\builtin printf -v __rw_sid '%s%05x%04x' "${__rw_t//[.,]/}" "$$" "$RANDOM"

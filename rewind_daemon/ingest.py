@@ -191,6 +191,8 @@ class Ingester:
         env = records.parse_env(fmt, payload)
         for name in PRIVATE_ENV:
             env.pop(name, None)
+        for name in [n for n in env if n.startswith("__rw_")]:
+            del env[name]  # the hooks' own, exported by a user's `set -a`
         env, n = self.redactor.env(env)
         self._count_redactions(n)
         env_id = self.store.add_env(*env_blob(env))

@@ -228,7 +228,8 @@ def parse_zsh_export(text: str) -> dict[str, str]:
     with its high bit set) for what it cannot print. Escaped bytes are
     decoded as UTF-8, invalid sequences replaced, as everywhere in records.
     (zsh writes a C1 control character and the raw byte alike, \\M-\\C-X: those
-    come back replaced.)
+    come back replaced. It lists an exported array, which is not in the
+    environment, as NAME=( ... ): skipped.)
     """
     env: dict[str, str] = {}
     i, n = 0, len(text)
@@ -237,6 +238,9 @@ def parse_zsh_export(text: str) -> dict[str, str]:
         m = _ZSH_NAME.match(text, i)
         if m is None or (0 <= end < m.end()):
             i = n if end < 0 else end + 1  # not NAME=...: skip the line
+            continue
+        if text.startswith("(", m.end()):  # an exported array: not in the environment
+            i = n if end < 0 else end + 1
             continue
         value, i = _zsh_word(text, m.end())
         env[m.group(1)] = value
@@ -290,8 +294,10 @@ def _zsh_escape(text: str, i: int) -> tuple[bytes, int]:
     """One escape at text[i] (a backslash) inside $'...'; (its bytes, the index after it)."""
     e = text[i + 1 : i + 2]
     if text.startswith("M-", i + 1):
+        # \M- then what the byte is without its high bit: \C-X, \n, \t, or the
+        # character itself, a backslash included (0xDC is written \M-\).
         j = i + 3
-        if text.startswith("\\", j):
+        if text.startswith("\\C-", j) or text[j : j + 2] in ("\\n", "\\t"):
             b, j = _zsh_escape(text, j)
         else:
             b, j = text[j : j + 1].encode("utf-8", "surrogateescape"), j + 1

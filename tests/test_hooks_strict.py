@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import steps_of
+from .conftest import rw_json, steps_of
 
 HOOKS = Path(__file__).resolve().parent.parent / "hooks"
 
@@ -70,3 +70,27 @@ def test_strict_mode_survives_no_daemon_and_an_empty_pid_file(no_autostart, shel
     assert sh.p.isalive()
     spool = list((no_autostart / "data" / "spool").glob("*.spool"))
     assert len(spool) == 1 and b"echo still-here" in spool[0].read_bytes()
+
+
+def test_bash_errexit_with_a_debug_trap_of_the_users_own(daemon, shells):
+    """Chained after ours, the user's DEBUG trap sees $? as their command
+    left it, and a failed command before `||` does not end the shell."""
+    sh = shells("bash", init=False, before_init=["set -e", "trap 'RW_LAST=$?' DEBUG"])
+    assert sh.run(f'eval "$({sh.bin_dir}/rw init bash)"') == ""
+    assert sh.run("false || echo ok=$RW_LAST") == "ok=1"
+    assert sh.run("echo alive") == "alive"
+    assert sh.p.isalive()
+    commands = [s["command"] for s in steps_of(sh.session_id())]
+    assert commands[-2:] == ["false || echo ok=$RW_LAST", "echo alive"]
+
+
+def test_bash_allexport_does_not_export_the_hooks_variables(daemon, shells):
+    sh = shells("bash", init=False, before_init=["set -a"])
+    assert sh.run(f'eval "$({sh.bin_dir}/rw init bash)"') == ""
+    sh.run("RW_MINE=1")
+    assert sh.run("env | grep -c '^RW_MINE='") == "1"  # allexport still works for the user
+    sid = sh.session_id()
+    step = steps_of(sid)[-1]["step"]
+    recorded = rw_json("show", sid, str(step))["env"]
+    assert recorded["RW_MINE"] == "1"
+    assert not [k for k in recorded if k.startswith("__rw_")]

@@ -83,10 +83,18 @@ def _zsh_export(script: str, locale: str) -> str:
 
 def test_parse_zsh_export_matches_real_zsh_for_every_byte():
     # In the C locale zsh escapes every byte it cannot print (\C-X, \M-X...).
-    script = "".join(f"export RW_B{i}=$'x\\x{i:02x}y'\n" for i in range(1, 256))
-    env = records.parse_zsh_export(_zsh_export(script + "export\n", "C"))
+    # Each byte inside a value and at its end (before the closing quote),
+    # then a variable after them all, which must not be swallowed.
+    script = "".join(
+        f"export RW_B{i}=$'x\\x{i:02x}y' RW_E{i}=$'x\\x{i:02x}'\n" for i in range(1, 256)
+    )
+    script += "export RW_ZZ=last; typeset -a rw_arr=(a 'b c'); export rw_arr\nexport\n"
+    env = records.parse_zsh_export(_zsh_export(script, "C"))
     for i in range(1, 256):
         assert env[f"RW_B{i}"] == bytes([0x78, i, 0x79]).decode("utf-8", "replace"), i
+        assert env[f"RW_E{i}"] == bytes([0x78, i]).decode("utf-8", "replace"), i
+    assert env["RW_ZZ"] == "last"
+    assert "rw_arr" not in env  # an exported array is not in the environment
 
 
 def test_parse_zsh_export_matches_real_zsh_for_text():
