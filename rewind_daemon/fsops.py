@@ -25,8 +25,14 @@ def libc():
 
 
 def syncfs(fd: int) -> None:
-    """Flush the whole filesystem holding fd (fsync of fd where syncfs fails)."""
+    """Flush the whole filesystem holding fd (fsync of fd where there is no
+    syncfs); OSError when the kernel reports that it could not."""
     if libc().syncfs(fd) != 0:
+        import ctypes
+
+        err = ctypes.get_errno()
+        if err != errno.ENOSYS:
+            raise OSError(err, os.strerror(err))
         os.fsync(fd)
 
 

@@ -116,10 +116,11 @@ class ObjectStore:
             return row[0]
         return self.path(digest).read_bytes()
 
-    def read(self, digest: str) -> bytes:
-        """The content of an object, checked against its name."""
+    def read(self, digest: str, raw: bytes | None = None) -> bytes:
+        """The content of an object, checked against its name (`raw`: its
+        stored bytes, when the caller already has them, see packed())."""
         try:
-            data = zlib.decompress(self._raw(digest))
+            data = zlib.decompress(self._raw(digest) if raw is None else raw)
         except FileNotFoundError:
             raise ObjectError(f"object {digest[:12]} is missing from the store") from None
         except (OSError, zlib.error, sqlite3.DatabaseError) as e:
@@ -128,33 +129,21 @@ class ObjectStore:
             raise ObjectError(f"object {digest[:12]} is corrupt (content does not match)")
         return data
 
-    def read_many(self, digests: list[str]) -> Iterator[tuple[str, bytes | ObjectError]]:
-        """(digest, content) for each of `digests`, in order, from one query;
-        an object that cannot be read comes as the ObjectError read() raises."""
-        rows: dict[bytes, bytes] = {}
+    def packed(self, digests: list[str]) -> dict[str, bytes]:
+        """The stored (compressed) bytes of those of `digests` packed in the
+        database, in one query per 500; pass them to read() one at a time.
+        (Large objects are files: read() reads them itself.)"""
+        out: dict[str, bytes] = {}
+        keys = list({bytes.fromhex(d) for d in digests})
         try:
-            keys = list({bytes.fromhex(d) for d in digests})
             for i in range(0, len(keys), 500):  # (SQLite's limit on parameters)
                 chunk = keys[i : i + 500]
                 marks = ",".join("?" * len(chunk))
                 q = f"SELECT digest, data FROM objects WHERE digest IN ({marks})"
-                rows.update(self.db.execute(q, chunk).fetchall())
-        except (ValueError, sqlite3.DatabaseError):
-            rows = {}  # read them one by one, below, for a reason per object
-        for d in digests:
-            raw = rows.get(bytes.fromhex(d)) if rows else None
-            try:
-                if raw is None:
-                    yield d, self.read(d)
-                    continue
-                data = zlib.decompress(raw)
-                if hashlib.sha256(data).hexdigest() != d:
-                    raise ObjectError(f"object {d[:12]} is corrupt (content does not match)")
-                yield d, data
-            except ObjectError as e:
-                yield d, e
-            except zlib.error as e:
-                yield d, ObjectError(f"object {d[:12]} is unreadable: {e}")
+                out.update((d.hex(), data) for d, data in self.db.execute(q, chunk))
+        except sqlite3.DatabaseError:
+            return {}  # read() then says, object by object, what is wrong
+        return out
 
     def verify(self, digest: str) -> str | None:
         """None if the object is intact, else what is wrong with it."""

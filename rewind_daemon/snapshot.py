@@ -107,7 +107,7 @@ class _Differs(DigestOnly):
 
     def __init__(self, target: Snapshot):
         self.entries = target.entries
-        self.cut = len(target.root) + 1
+        self.cut = len(target.root.rstrip("/")) + 1
 
     def put_file(self, path: str, expect: os.stat_result | None = None) -> tuple[str, int]:
         e = self.entries.get(path[self.cut :])
@@ -503,8 +503,11 @@ def _split_walk(
             chunks.append(chunk)
     finally:
         os.close(r)
-        if os.waitpid(pid, os.WNOHANG)[0] == 0:
-            _children.append(pid)  # still exiting: reaped next time
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0] == 0:
+                _children.append(pid)  # still exiting: reaped next time
+        except ChildProcessError:
+            pass  # SIGCHLD is ignored here: the kernel reaps it
     try:
         found = json.loads(b"".join(chunks))
     except ValueError:
@@ -791,18 +794,37 @@ def restore(target: Snapshot, objects: ObjectStore, skip: Iterable[str] = ()) ->
             pass
         except OSError as err:
             failed[rel] = f"cannot remove: {err.strerror}"
-    # 2. Create and rewrite, parents first.
-    wanted = sorted((c.path for c in changes if c.what != "deleted"), key=lambda p: (_depth(p), p))
+    # 2. Create and rewrite, parents first. New file contents are written
+    # under temporary names, synced, and only then given their names, so that
+    # a crash leaves each file either as it was or as restored.
+    wanted = sorted({c.path for c in changes if c.what != "deleted"}, key=lambda p: (_depth(p), p))
     contents = _Prefetched(_to_write(wanted, target, now), objects)
+    written: list[tuple[str, str, str, bool]] = []  # (rel, temporary, path, replacing)
+    devices: dict[int, str] = {}  # device -> a temporary file on it
     for rel in wanted:
         e = target.entries[rel]
         cur = now.entries.get(rel)
         if cur is not None and cur.kind != e.kind:
             cur = None  # removed in step 1
         try:
-            _put(full(rel), e, cur, contents)
+            temp = _put(full(rel), e, cur, contents)
         except (OSError, ObjectError, RwError) as err:
             failed[rel] = getattr(err, "strerror", None) or str(err)
+            continue
+        if temp is not None:
+            tmp, dev = temp
+            written.append((rel, tmp, full(rel), cur is not None and cur.kind == _FILE))
+            devices.setdefault(dev, tmp)
+    unsynced = _sync(devices)
+    for rel, tmp, path, replacing in written:
+        if os.lstat(tmp).st_dev in unsynced:
+            _discard(tmp)
+            failed[rel] = "not restored: its new content could not be written to disk"
+            continue
+        try:
+            _swap_in(tmp, path, replacing)
+        except OSError as err:
+            failed[rel] = err.strerror or str(err)
     # 3. Directory modes, owners and mtimes last, deepest first: creating and
     # deleting entries above moved their mtimes.
     dirs = [p for p, e in target.entries.items() if e.kind == "dir" and p not in failed]
@@ -811,17 +833,10 @@ def restore(target: Snapshot, objects: ObjectStore, skip: Iterable[str] = ()) ->
             _attrs(full(rel), target.entries[rel])
         except OSError as err:
             failed[rel] = f"cannot set attributes: {err.strerror}"
-    # What was written is on disk before it is checked, and before rw says so.
-    if changes:
-        try:
-            fd = os.open(root if os.path.isdir(root) else os.path.dirname(root), os.O_RDONLY)
-        except OSError:
-            pass
-        else:
-            try:
-                syncfs(fd)
-            finally:
-                os.close(fd)
+    # The new names are on disk too before they are checked, and before rw
+    # says the restore is done.
+    if _sync({dev: os.path.dirname(tmp) for dev, tmp in devices.items()}):
+        failed.setdefault(ROOT, "the restored names could not be written to disk")
     # 4. Verify: what was written above has a new ctime (and mostly a new
     # inode), so it is read again; entries untouched keep the trust they had in
     # step 1.
@@ -836,9 +851,9 @@ def restore(target: Snapshot, objects: ObjectStore, skip: Iterable[str] = ()) ->
 
 
 class _Prefetched:
-    """The content of the files a restore writes, read from the store a
+    """The content of the files a restore writes, fetched from the store a
     batch at a time in the order it will ask for them (one query per batch,
-    not one per file)."""
+    not one per file), kept compressed until asked for."""
 
     BATCH = 256
 
@@ -846,19 +861,15 @@ class _Prefetched:
         self.queue = digests
         self.at = 0
         self.objects = objects
-        self.batch: dict[str, bytes | ObjectError] = {}
+        self.batch: dict[str, bytes] = {}
 
     def read(self, digest: str) -> bytes:
-        while digest not in self.batch and self.at < len(self.queue):
+        if digest not in self.batch and self.at < len(self.queue):
             chunk = self.queue[self.at : self.at + self.BATCH]
-            self.at += len(chunk)
-            self.batch = dict(self.objects.read_many(chunk))
-        data = self.batch.get(digest)
-        if data is None:
-            return self.objects.read(digest)  # (not foreseen: read on its own)
-        if isinstance(data, ObjectError):
-            raise data
-        return data
+            if digest in chunk:
+                self.at += len(chunk)
+                self.batch = self.objects.packed(chunk)
+        return self.objects.read(digest, self.batch.get(digest))
 
 
 def _to_write(wanted: list[str], target: Snapshot, now: Snapshot) -> list[str]:
@@ -878,23 +889,20 @@ def _depth(rel: str) -> int:
     return -1 if rel == ROOT else rel.count("/")
 
 
-def _put(
-    path: str,
-    e: Entry,
-    cur: Entry | None,
-    contents: _Prefetched,
-) -> None:
+def _put(path: str, e: Entry, cur: Entry | None, contents: _Prefetched) -> tuple[str, int] | None:
+    """Make `path` what `e` records. A file's new content is only written,
+    under a temporary name: returns (that name, its device) for the caller to
+    swap in."""
     if e.kind == "dir":
         if cur is None:
             os.mkdir(path, 0o700)
-        return  # attributes in step 3
+        return None  # attributes in step 3
     same_content = cur is not None and not _content_differs(cur, e)
     if not same_content:
         if e.kind == "file":
             if e.data is None:
                 raise RwError(f"not restorable: its content was not kept ({e.note})")
-            _write_atomic(path, contents.read(e.data), e, cur is not None and cur.kind == _FILE)
-            return  # with its attributes, set before it got its name
+            return _write_temp(path, contents.read(e.data), e)
         elif e.kind == "symlink":
             assert e.data is not None
             tmp = _tmp_name(path)
@@ -909,6 +917,7 @@ def _put(
         else:
             raise RwError(f"a {e.kind} cannot be restored")
     _attrs(path, e)
+    return None
 
 
 def _attrs(where: str | int, e: Entry) -> None:
@@ -929,16 +938,12 @@ def _tmp_name(path: str) -> str:
     return f"{head}/.{name}.rw-{os.getpid()}"
 
 
-def _write_atomic(path: str, data: bytes, e: Entry, replacing: bool) -> None:
-    """Write `path` whole under a temporary name, then give it the name.
-
-    A file that exists is swapped with the new one (RENAME_EXCHANGE) and the
-    old one unlinked: renaming over it would make ext4 allocate and flush the
-    new file's blocks there and then (auto_da_alloc), a third of the cost of a
-    restore; restore() syncs the filesystem once, after all its writes."""
+def _write_temp(path: str, data: bytes, e: Entry) -> tuple[str, int]:
+    """Write `data` under a temporary name beside `path`, with the attributes
+    `e` records; (the temporary name, its device)."""
     tmp = _tmp_name(path)
     # Created with its permission bits (umask permitting), so that chmod is
-    # rarely needed; the rest of its attributes follow before the rename.
+    # rarely needed; the rest of its attributes follow.
     fd = os.open(tmp, _CREATE_FLAGS, e.mode & 0o777)
     try:
         try:
@@ -946,18 +951,53 @@ def _write_atomic(path: str, data: bytes, e: Entry, replacing: bool) -> None:
             while view:
                 view = view[os.write(fd, view) :]
             _attrs(fd, e)
+            dev = os.fstat(fd).st_dev
         finally:
             os.close(fd)
+    except BaseException:
+        _discard(tmp)
+        raise
+    return tmp, dev
+
+
+def _swap_in(tmp: str, path: str, replacing: bool) -> None:
+    """Give the temporary file `tmp` the name `path`.
+
+    A file that is there is swapped out (renameat2 RENAME_EXCHANGE) and
+    unlinked: renaming over it would make ext4 allocate and flush the new
+    file's blocks there and then (auto_da_alloc), while restore() has synced
+    them all at once already. Where the kernel cannot swap, os.replace."""
+    try:
         if not (replacing and exchange(tmp, path)):
             os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    if replacing:
+            return
         try:
             os.unlink(tmp)  # the old file, now under the temporary name
-        except FileNotFoundError:
-            pass
+        except IsADirectoryError:
+            exchange(tmp, path)  # a directory took the name meanwhile: give it back
+            raise
+    except BaseException:
+        _discard(tmp)
+        raise
+
+
+def _discard(tmp: str) -> None:
+    try:
+        os.unlink(tmp)
+    except (FileNotFoundError, IsADirectoryError):
+        pass
+
+
+def _sync(where: dict[int, str]) -> set[int]:
+    """syncfs each filesystem (device -> a path on it); the devices it failed for."""
+    failed = set()
+    for dev, path in where.items():
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                syncfs(fd)
+            finally:
+                os.close(fd)
+        except OSError:
+            failed.add(dev)
+    return failed

@@ -413,3 +413,56 @@ def test_split_walk_agrees_with_one_process_on_every_kind_of_change(tmp_path, ob
     # The child's report stood in for a walk where no entry came or went; where
     # one did on its side, the whole tree was walked again (in one process).
     assert results[:5] == [True] * 5 and False in results[5:]
+
+
+def test_split_walk_when_sigchld_is_ignored(tree, objects):
+    """A process may inherit SIGCHLD ignored: its children are reaped by the
+    kernel, and waiting for one fails."""
+    import signal
+
+    base = take(tree, objects)
+    (tree / "a.txt").write_text("changed\n")
+    old = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    try:
+        now = snapshot.take(str(tree), snapshot.DigestOnly(), base)
+    finally:
+        signal.signal(signal.SIGCHLD, old)
+    assert [(c.path, c.what) for c in snapshot.diff(base, now)] == [("a.txt", "modified")]
+
+
+def test_restore_that_cannot_sync_keeps_the_old_files(tree, objects, monkeypatch):
+    snap = take(tree, objects)
+    (tree / "a.txt").write_text("changed since\n")
+    (tree / "sub" / "b.txt").write_text("also changed\n")
+    changed = tree_state(tree)
+
+    def broken(fd):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(snapshot, "syncfs", broken)
+    result = snapshot.restore(snap, objects)
+    failed = dict(result.failed)
+    assert "could not be written to disk" in failed["a.txt"]
+    assert "could not be written to disk" in failed["sub/b.txt"]
+    assert tree_state(tree) == changed  # nothing half-done, no temporary file left
+
+
+def test_restore_gives_a_name_back_to_a_directory_that_took_it(tree, objects, monkeypatch):
+    """Between planning and swapping in, a file became a directory: it is left
+    as it is now and reported, and nothing is hidden under a temporary name."""
+    snap = take(tree, objects)
+    (tree / "a.txt").write_text("changed since\n")
+    real = snapshot._sync
+
+    def meanwhile(where):
+        if any(".rw-" in p for p in where.values()):  # after the new contents are written
+            os.unlink(tree / "a.txt")
+            (tree / "a.txt").mkdir()
+            (tree / "a.txt" / "inside").write_text("someone else's\n")
+        return real(where)
+
+    monkeypatch.setattr(snapshot, "_sync", meanwhile)
+    result = snapshot.restore(snap, objects)
+    assert "a.txt" in dict(result.failed)
+    assert (tree / "a.txt" / "inside").read_text() == "someone else's\n"
+    assert not list(tree.rglob(".*.rw-*"))
