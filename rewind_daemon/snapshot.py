@@ -399,16 +399,13 @@ def _walk(
                         p = prev_get(rel)
                         if (
                             p is not None
-                            and p[1:8]
-                            == (
-                                mode & 0o7777,
-                                st.st_uid,
-                                st.st_gid,
-                                st.st_size,
-                                st.st_mtime_ns,
-                                st.st_ctime_ns,
-                                st.st_ino,
-                            )
+                            and p[6] == st.st_ctime_ns
+                            and p[5] == st.st_mtime_ns
+                            and p[4] == st.st_size
+                            and p[7] == st.st_ino
+                            and p[1] == mode & 0o7777
+                            and p[2] == st.st_uid
+                            and p[3] == st.st_gid
                             and p[8] is not None
                             and p[5] < trust_before
                             and p[6] < trust_before
@@ -614,16 +611,13 @@ def _compare_below(
                     seen += 1
                     if fmt == _IFREG or fmt == _IFLNK:
                         if (
-                            p[1:8]
-                            == (
-                                mode & 0o7777,
-                                st.st_uid,
-                                st.st_gid,
-                                st.st_size,
-                                st.st_mtime_ns,
-                                st.st_ctime_ns,
-                                st.st_ino,
-                            )
+                            p[6] == st.st_ctime_ns
+                            and p[5] == st.st_mtime_ns
+                            and p[4] == st.st_size
+                            and p[7] == st.st_ino
+                            and p[1] == mode & 0o7777
+                            and p[2] == st.st_uid
+                            and p[3] == st.st_gid
                             and p[8] is not None
                             and p[5] < trust_before
                             and p[6] < trust_before
