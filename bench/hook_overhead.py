@@ -13,7 +13,9 @@ prompt marker:
 
 In each round every shell, in a shuffled order, gets K separate command lines
 (`:`), each sent only once the previous prompt is back; the round's figure is
-the mean round trip, from writing the line to reading the next prompt. Added
+the mean round trip, from writing the line to reading the next prompt. After
+the rw shell's round the script has the daemon ingest what is pending (`rw
+sessions`), so that none of its work lands in another shell's round. Added
 latency is the median over rounds of the difference to `none` in the same
 round, which cancels drift. A second line of evidence times the hook
 functions themselves inside the rw shell (EPOCHREALTIME, calls in a loop).
@@ -187,6 +189,10 @@ def bench_shell(kind: str, rounds: int, k: int, direct_n: int, direct_reps: int,
                     ms = shells[name].round_trips(k) * 1000
                     if r:  # round 0 warms up
                         per[name].append(ms)
+                    if name == "rw":
+                        # What the daemon has yet to ingest is ingested now,
+                        # not in the next shell's round.
+                        sync(home)
             sync(home)
             daemon_cpu = cpu_seconds(daemon_pid) - daemon_cpu
             d_rw, d_fork = [], []

@@ -40,9 +40,13 @@ log = logging.getLogger("rw.daemon")
 MAX_REQUEST = 1024 * 1024
 POLL_SECONDS = 1.0
 MAINTENANCE_SECONDS = 5.0
-# Records arriving within this window are ingested in one transaction: a
-# command's begin and end records usually share one.
+# Records are ingested once their spools have been quiet this long (so a
+# command's begin and end records usually share one transaction, and a burst
+# of commands is not slowed by the daemon competing for the CPU), but never
+# later than BATCH_MAX after the first of them. (A shell waiting for its step
+# checkpoint, and a client's sync, are answered at once.)
 BATCH_DELAY = 0.02
+BATCH_MAX = 1.0
 CLIENT_IDLE_SECONDS = 30.0
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
@@ -92,7 +96,8 @@ class Daemon:
         self.sel = selectors.DefaultSelector()
         self.clients: dict[int, _Client] = {}
         self.dirty: set[str] = set()
-        self.dirty_since = 0.0
+        self.dirty_since = 0.0  # when the pending records began to arrive
+        self.ingest_at = 0.0  # when to ingest them, if their spools are quiet by then
         self.running = True
         self.host = socket.gethostname()
 
@@ -192,7 +197,7 @@ class Daemon:
             now = time.monotonic()
             timeout = min(next_poll, next_maint) - now
             if self.dirty:
-                timeout = min(timeout, self.dirty_since + self._batch_delay() - now)
+                timeout = min(timeout, self.ingest_at - now)
             for key, _ in self.sel.select(max(0.0, timeout)):
                 if key.data == "accept":
                     self._accept()
@@ -201,6 +206,7 @@ class Daemon:
                     names = {n for n in self.inotify.read_names() if n.endswith(SPOOL_SUFFIX)}
                     if names and not self.dirty:
                         self.dirty_since = time.monotonic()
+                        self.ingest_at = self.dirty_since + self._batch_delay()
                         # Leave further events queued until the batch is ingested:
                         # the kernel merges repeats, so a burst costs one wake-up.
                         self.sel.unregister(self.inotify.fd)
@@ -215,7 +221,7 @@ class Daemon:
                 else:
                     self._serve(key.data)
             now = time.monotonic()
-            if self.dirty and now >= self.dirty_since + self._batch_delay():
+            if self.dirty and now >= self.ingest_at and self._quiet(now):
                 self._ingest(self.dirty)
                 self.dirty = set()
                 if self.inotify is not None:
@@ -227,6 +233,23 @@ class Daemon:
             if now >= next_maint:
                 next_maint = now + MAINTENANCE_SECONDS
                 self._maintain()
+
+    def _quiet(self, now: float) -> bool:
+        """Whether the dirty spools have not been written to for BATCH_DELAY
+        (or it is BATCH_MAX since they became dirty); if not, look again later."""
+        if self.watcher.active or now >= self.dirty_since + BATCH_MAX:
+            return True
+        latest = 0
+        for name in self.dirty:
+            try:
+                latest = max(latest, os.stat(self.paths.spool_dir / name).st_mtime_ns)
+            except OSError:
+                pass
+        ago = time.time() - latest / 1e9
+        if ago >= BATCH_DELAY:
+            return True
+        self.ingest_at = now + BATCH_DELAY - ago
+        return False
 
     def _batch_delay(self) -> float:
         # A shell waiting for its step checkpoint is answered at once.
