@@ -48,11 +48,12 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 		__rw_next_check=0
 		# PS0 is expanded once for each command line the shell reads. This
 		# expansion prints nothing (a lookup in an empty associative array) but
-		# flags that a new line is about to run. (Kept this small on purpose:
-		# an arithmetic expansion or $PWD here costs the prompt 20-30 us.)
+		# flags that a new line is about to run, with the time it starts.
+		# (Kept this small on purpose: an arithmetic expansion or $PWD here
+		# costs the prompt 20-30 us.)
 		\builtin declare -gA __rw_nil
 		# shellcheck disable=SC2016
-		__rw_ps0='${__rw_nil[${__rw_go:=1}]-}'
+		__rw_ps0='${__rw_nil[${__rw_go:=${EPOCHREALTIME:-1}}]-}'
 		__rw_go=''
 
 		__rw_write() {
@@ -113,6 +114,9 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 		# Runs once for each new command line, before its first simple command
 		# (the DEBUG trap calls it; $1 is the command about to run, $2 passes
 		# $_ through). This is the hot path: few statements, no subshell.
+		# PROMPT_COMMAND calls it with $1 empty for a line the trap did not see
+		# begin (one that ran no simple command in this shell, such as a bare
+		# `( ... )` subshell): that line has run already.
 		__rw_begin() {
 			# The user's options (allexport, errexit, noglob, nounset, xtrace,
 			# pipefail) must not apply to us; `local -` restores them when the
@@ -121,8 +125,11 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 				\builtin local -
 				\builtin set +aefux +o pipefail
 			}
-			__rw_go='' __rw_t=${EPOCHREALTIME-}
-			[[ -n $__rw_t ]] || \builtin printf -v __rw_t '%(%s)T' -1
+			__rw_t=$__rw_go __rw_go=''
+			[[ $__rw_t == *[.,]* ]] || {
+				__rw_t=${EPOCHREALTIME-}
+				[[ -n $__rw_t ]] || \builtin printf -v __rw_t '%(%s)T' -1
+			}
 			if [[ -n $1 && -o history && ${HISTCMD-} != "$__rw_lasthist" ]]; then
 				# The line made a new history entry (HISTCMD moved), so `history 1`
 				# goes straight into the record. The daemon strips its number and
@@ -137,7 +144,9 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 			else
 				__rw_begin_other "$1" 2>/dev/null || return 0
 			fi
-			[[ ! -p $__rw_ack ]] || __rw_await "$__rw_seq" 2>/dev/null
+			# A step checkpoint is only for a line that has not run yet: taken
+			# now, it would hold what the line did.
+			[[ -z $1 || ! -p $__rw_ack ]] || __rw_await "$__rw_seq" 2>/dev/null
 			return 0
 		}
 
@@ -190,14 +199,14 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 		# command line (ours ignores its argument, as bash-preexec passes the
 		# history line; "$_" passes $_ through).
 		__rw_debug() {
-			[[ -z $__rw_go || $BASH_COMMAND == __rw_precmd* ]] || __rw_begin "$BASH_COMMAND" "$_"
+			[[ -z $__rw_go || $BASH_SUBSHELL != 0 || $BASH_COMMAND == __rw_precmd* ]] || __rw_begin "$BASH_COMMAND" "$_"
 			return 0
 		}
 
 		# The DEBUG trap, when the user already had one: ours, then theirs, which
 		# finds $? and $_ as they were ($1 and $2).
 		__rw_chain() {
-			[[ -z ${__rw_go-} || $BASH_COMMAND == __rw_precmd* ]] || __rw_begin "$BASH_COMMAND" "$2"
+			[[ -z ${__rw_go-} || $BASH_SUBSHELL != 0 || $BASH_COMMAND == __rw_precmd* ]] || __rw_begin "$BASH_COMMAND" "$2"
 			return "$1"
 		}
 
@@ -267,7 +276,7 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 					# The test in the trap itself spares a function call for every
 					# simple command but a line's first ([[ ]] leaves $_ alone).
 					# shellcheck disable=SC2016 # expanded when the trap runs
-					\builtin trap '[[ -z ${__rw_go-} || $BASH_COMMAND == __rw_precmd* ]] || __rw_begin "$BASH_COMMAND" "$_"' DEBUG
+					\builtin trap '[[ -z ${__rw_go-} || $BASH_SUBSHELL != 0 || $BASH_COMMAND == __rw_precmd* ]] || __rw_begin "$BASH_COMMAND" "$_"' DEBUG
 				else
 					# The user's trap then finds $? and $_ as they were (as an if's
 					# condition, a non-zero status does not trip errexit).

@@ -133,3 +133,22 @@ def test_gc_keeps_what_the_daemon_still_lends(watched, shells):
     (watched / "keep.txt").write_text("changed again\n")
     assert rw("checkpoint", "restore", str(last), "--yes").returncode == 0
     assert (watched / "keep.txt").read_text() == "new\n"
+
+
+def test_a_line_that_ran_before_the_hook_saw_it_gets_no_checkpoint(watched, shells):
+    """A bare ( ... ) subshell runs no simple command in the shell itself, so
+    bash's DEBUG trap does not fire before it: the line is recorded when the
+    prompt comes back, with the time it started, and without a checkpoint
+    (one taken then would hold what the line did)."""
+    sh = shells("bash")
+    sid = ready(sh)
+    sh.run(f"cd {watched}")
+    sh.run("(sleep 0.3; echo more >> log.txt)")
+    sh.run("echo done")
+    steps = {s["step"]: s for s in rw_json("log", sid, "--json")}
+    subshell = [n for n, s in steps.items() if s["command"].startswith("(sleep")]
+    assert len(subshell) == 1  # recorded once
+    n = subshell[0]
+    assert steps[n]["duration_ms"] >= 250  # from when the line began
+    assert rw_json("show", sid, str(n))["checkpoint"] is None
+    assert rw_json("show", sid, str(n + 1))["checkpoint"] is not None  # the next one has one
