@@ -248,7 +248,9 @@ class Daemon:
         ago = time.time() - latest / 1e9
         if ago >= BATCH_DELAY:
             return True
-        self.ingest_at = now + BATCH_DELAY - ago
+        # (A spool written "in the future", the clock having been set back,
+        # must not put this off beyond BATCH_MAX.)
+        self.ingest_at = min(now + BATCH_DELAY - ago, self.dirty_since + BATCH_MAX)
         return False
 
     def _batch_delay(self) -> float:

@@ -10,8 +10,9 @@ import time
 import pexpect
 import pytest
 
-from rewind_daemon import records
+from rewind_daemon import paths, records
 from rewind_daemon.client import process_running
+from rewind_daemon.store import Store
 
 from .conftest import daemon_pid, rw, rw_json, steps_of, wait_for
 
@@ -186,3 +187,35 @@ def test_exit_closes_the_session_and_its_last_step(daemon, shells, kind):
     steps = steps_of(sid)
     assert [s["command"] for s in steps] == ["echo a", "exit 3"]
     assert steps[1]["ended_at"] is not None and steps[1]["exit_code"] is None
+
+
+def test_daemon_ingests_within_a_second_while_records_keep_coming(daemon):
+    """The daemon waits for the spools to go quiet before ingesting, but a
+    shell that never stops writing is stored while it writes, within about a
+    second (BATCH_MAX, and the one-second poll). Read from the database
+    without a sync request, which would have it ingest at once."""
+    home = daemon
+    spool = home / "data" / "spool" / "burst-session.spool"
+    sid = "burst-session"
+    with open(spool, "ab") as f:
+        f.write(records.encode("S", sid, "", "bash", "5.2", "1", "", "1.0", "/", "h", "u"))
+    store_path = paths.resolve().db
+    start = time.monotonic()
+    stored = 0
+    i = 0
+    while time.monotonic() - start < 3.0:
+        i += 1
+        with open(spool, "ab") as f:  # a record every 5 ms, as a busy shell would
+            f.write(records.encode("B", sid, str(i), f"{i}.5", "/", f"cmd {i}"))
+            f.write(records.encode("E", sid, str(i), f"{i}.9", "0", "0", "/", "none"))
+        time.sleep(0.005)
+        if time.monotonic() - start > 1.6:
+            store = Store.open_for_reading(store_path)
+            if store is not None:
+                try:
+                    stored = store.step_count()
+                finally:
+                    store.close()
+            if stored:
+                break
+    assert stored > 0, "nothing ingested within 1.6 s of continuous writes"
