@@ -610,7 +610,19 @@ def _compare_below(
                         return None
                     seen += 1
                     if fmt == _IFREG or fmt == _IFLNK:
-                        if _unchanged(p, st, trust_before):
+                        if (
+                            p[6] == st.st_ctime_ns
+                            and p[5] == st.st_mtime_ns
+                            and p[4] == st.st_size
+                            and p[7] == st.st_ino
+                            and p[1] == mode & 0o7777
+                            and p[2] == st.st_uid
+                            and p[3] == st.st_gid
+                            and p[8] is not None
+                            and p[5] < trust_before
+                            and p[6] < trust_before
+                            and p[0] == (_FILE if fmt == _IFREG else _SYMLINK)
+                        ):
                             continue
                         if reader is not None:
                             read.append([rel, *_read(base + name, st, reader[0], reader[1])])
@@ -633,21 +645,23 @@ def _compare_below(
 
 def _unchanged(p: Entry, st: os.stat_result, trust_before: int) -> bool:
     """Whether `p`, recorded earlier, still stands for the file or symlink
-    stat'ed as `st`: same stat fields, content known, and both timestamps
-    older than `trust_before` (not racy). (_walk, the one-process stat pass,
-    has this inlined.)"""
+    stat'ed as `st` (the loop in _walk has this inlined)."""
+    fmt = st.st_mode & _IFMT
     return (
-        p[6] == st.st_ctime_ns
-        and p[5] == st.st_mtime_ns
-        and p[4] == st.st_size
-        and p[7] == st.st_ino
-        and p[1] == st.st_mode & 0o7777
-        and p[2] == st.st_uid
-        and p[3] == st.st_gid
-        and p[8] is not None
-        and p[5] < trust_before
-        and p[6] < trust_before
-        and p[0] == (_FILE if st.st_mode & _IFMT == _IFREG else _SYMLINK)
+        p[1:8]
+        == (
+            st.st_mode & 0o7777,
+            st.st_uid,
+            st.st_gid,
+            st.st_size,
+            st.st_mtime_ns,
+            st.st_ctime_ns,
+            st.st_ino,
+        )
+        and p.data is not None
+        and p.mtime_ns < trust_before
+        and p.ctime_ns < trust_before
+        and p.kind == (_FILE if fmt == _IFREG else _SYMLINK)
     )
 
 
