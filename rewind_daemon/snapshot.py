@@ -645,7 +645,9 @@ def _compare_below(
 
 def _unchanged(p: Entry, st: os.stat_result, trust_before: int) -> bool:
     """Whether `p`, recorded earlier, still stands for the file or symlink
-    stat'ed as `st` (the loop in _walk has this inlined)."""
+    stat'ed as `st`. (_walk and _compare_below have this inlined: their loops
+    are the whole cost of a no-change checkpoint, and calling this from the
+    split walk's child cost it about 5 ms of 28 at 10,000 files.)"""
     fmt = st.st_mode & _IFMT
     return (
         p[1:8]
