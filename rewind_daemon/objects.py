@@ -85,6 +85,11 @@ class ObjectStore:
                 raise StoreError(f"object store {path}: {e}") from None
         return self._db
 
+    def twin(self) -> ObjectStore:
+        """Another handle on this store, for another thread (a connection is
+        not shared between threads)."""
+        return ObjectStore(self.root, self.readonly)
+
     def close(self) -> None:
         if self._db is not None:
             self._db.close()

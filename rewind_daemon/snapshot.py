@@ -778,49 +778,54 @@ def restore(target: Snapshot, objects: ObjectStore, skip: Iterable[str] = ()) ->
     def full(rel: str) -> str:
         return root if rel == ROOT else os.path.join(root, rel)
 
-    # 1. Remove what the checkpoint did not have, deepest first.
+    # 1. Remove what the checkpoint did not have: files first (in several
+    # threads: freeing an inode is kernel work), then directories, deepest first.
     doomed = [c.path for c in changes if c.what in ("deleted", "replaced")]
-    for rel in sorted(doomed, key=_depth, reverse=True):
+    gone = [rel for rel in doomed if now.entries[rel].kind != "dir"]
+    failed.update(_spread(lambda part: _remove(part, full), gone))
+    emptied = [rel for rel in doomed if now.entries[rel].kind == "dir"]
+    for rel in sorted(emptied, key=_depth, reverse=True):
         try:
-            if now.entries[rel].kind == "dir":
-                os.rmdir(full(rel))
-            else:
-                os.unlink(full(rel))
+            os.rmdir(full(rel))
         except FileNotFoundError:
             pass
         except OSError as err:
             failed[rel] = f"cannot remove: {err.strerror}"
     # 2. Create and rewrite, parents first. New file contents are written
     # under temporary names, synced, and only then given their names, so that
-    # a crash leaves each file either as it was or as restored.
+    # a crash leaves each file either as it was or as restored. Directories
+    # and the rest are made here; file contents by _write_all, in threads.
     wanted = sorted({c.path for c in changes if c.what != "deleted"}, key=lambda p: (_depth(p), p))
-    contents = _Prefetched(_to_write(wanted, target, now), objects)
-    written: list[tuple[str, str, str, bool]] = []  # (rel, temporary, path, replacing)
-    devices: dict[int, str] = {}  # device -> a temporary file on it
+    rewrite: list[tuple[str, Entry, bool]] = []  # (rel, entry, replacing a file)
     for rel in wanted:
         e = target.entries[rel]
         cur = now.entries.get(rel)
         if cur is not None and cur.kind != e.kind:
             cur = None  # removed in step 1
         try:
-            temp = _put(full(rel), e, cur, contents)
-        except (OSError, ObjectError, RwError) as err:
+            if e.kind == _FILE and (cur is None or _content_differs(cur, e)):
+                if e.data is None:
+                    raise RwError(f"not restorable: its content was not kept ({e.note})")
+                rewrite.append((rel, e, cur is not None))
+            else:
+                _put(full(rel), e, cur)
+        except (OSError, RwError) as err:
             failed[rel] = getattr(err, "strerror", None) or str(err)
-            continue
-        if temp is not None:
-            tmp, dev = temp
-            written.append((rel, tmp, full(rel), cur is not None and cur.kind == _FILE))
-            devices.setdefault(dev, tmp)
-    unsynced = _sync(devices)
-    for rel, tmp, path, replacing in written:
-        if os.lstat(tmp).st_dev in unsynced:
-            _discard(tmp)
-            failed[rel] = "not restored: its new content could not be written to disk"
-            continue
-        try:
-            _swap_in(tmp, path, replacing)
-        except OSError as err:
-            failed[rel] = err.strerror or str(err)
+    written: list[tuple[str, str, int, bool]] = []  # (rel, temporary, device, replacing)
+    made: list[str] = []  # every temporary file, for an interrupted restore to remove
+    try:
+        for rel, outcome in _spread(lambda part: _write_all(part, full, objects, made), rewrite):
+            if isinstance(outcome, str):
+                failed[rel] = outcome
+            else:
+                written.append((rel, *outcome))
+        devices = {dev: tmp for _rel, tmp, dev, _r in reversed(written)}  # device -> a file on it
+        unsynced = _sync(devices)
+        failed.update(_spread(lambda part: _swap_all(part, full, unsynced), written))
+    except BaseException:
+        for tmp in made:
+            _discard(tmp)  # (a new file not swapped in yet, or an old one swapped out)
+        raise
     # 3. Directory modes, owners and mtimes last, deepest first: creating and
     # deleting entries above moved their mtimes.
     dirs = [p for p, e in target.entries.items() if e.kind == "dir" and p not in failed]
@@ -868,38 +873,18 @@ class _Prefetched:
         return self.objects.read(digest, self.batch.get(digest))
 
 
-def _to_write(wanted: list[str], target: Snapshot, now: Snapshot) -> list[str]:
-    """The objects restore's step 2 will write, in its order."""
-    out = []
-    for rel in wanted:
-        e = target.entries[rel]
-        if e.kind != _FILE or e.data is None:
-            continue
-        cur = now.entries.get(rel)
-        if cur is None or cur.kind != _FILE or _content_differs(cur, e):
-            out.append(e.data)
-    return out
-
-
 def _depth(rel: str) -> int:
     return -1 if rel == ROOT else rel.count("/")
 
 
-def _put(path: str, e: Entry, cur: Entry | None, contents: _Prefetched) -> tuple[str, int] | None:
-    """Make `path` what `e` records. A file's new content is only written,
-    under a temporary name: returns (that name, its device) for the caller to
-    swap in."""
+def _put(path: str, e: Entry, cur: Entry | None) -> None:
+    """Make `path` what `e` records, but for a file's content (_write_all)."""
     if e.kind == "dir":
         if cur is None:
             os.mkdir(path, 0o700)
-        return None  # attributes in step 3
-    same_content = cur is not None and not _content_differs(cur, e)
-    if not same_content:
-        if e.kind == "file":
-            if e.data is None:
-                raise RwError(f"not restorable: its content was not kept ({e.note})")
-            return _write_temp(path, contents.read(e.data), e)
-        elif e.kind == "symlink":
+        return  # attributes in step 3
+    if cur is None or (e.kind != _FILE and _content_differs(cur, e)):
+        if e.kind == "symlink":
             assert e.data is not None
             tmp = _tmp_name(path)
             os.symlink(e.data, tmp)
@@ -913,7 +898,89 @@ def _put(path: str, e: Entry, cur: Entry | None, contents: _Prefetched) -> tuple
         else:
             raise RwError(f"a {e.kind} cannot be restored")
     _attrs(path, e)
-    return None
+
+
+# Restores spread their file work over this many threads: creating, renaming
+# and freeing inodes is kernel work, done outside the GIL.
+WORKERS = max(1, min(4, os.cpu_count() or 1))
+_SPREAD_MIN = 32  # items below which a thread is not worth starting
+
+
+def _spread(work, items: list) -> list:
+    """work(part) for WORKERS stripes of `items` at once, its results joined
+    (in no particular order). `work` reports failures in its results."""
+    n = min(WORKERS, len(items) // _SPREAD_MIN)
+    if n < 2:
+        return work(items)
+    results: list[list | None] = [None] * n
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            results[i] = work(items[i::n])
+        except BaseException as err:  # (re-raised below, in the caller's thread)
+            errors.append(err)
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(1, n)]
+    for t in threads:
+        t.start()
+    run(0)
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return [r for part in results if part is not None for r in part]
+
+
+def _remove(rels: list[str], full) -> list[tuple[str, str]]:
+    failed = []
+    for rel in rels:
+        try:
+            os.unlink(full(rel))
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            failed.append((rel, f"cannot remove: {err.strerror}"))
+    return failed
+
+
+def _write_all(
+    part: list[tuple[str, Entry, bool]], full, objects: ObjectStore, made: list[str]
+) -> list:
+    """Write each file's content under a temporary name beside it (listed in
+    `made`): [(rel, (temporary, device, replacing))], or [(rel, why not)]. (A
+    thread of its own has a connection of its own to the store.)"""
+    if threading.current_thread() is not threading.main_thread():
+        objects = objects.twin()
+    try:
+        contents = _Prefetched([e.data or "" for _rel, e, _r in part], objects)
+        out: list = []
+        for rel, e, replacing in part:
+            try:
+                tmp, dev = _write_temp(full(rel), contents.read(e.data or ""), e)
+                made.append(tmp)
+            except (OSError, ObjectError) as err:
+                out.append((rel, getattr(err, "strerror", None) or str(err)))
+            else:
+                out.append((rel, (tmp, dev, replacing)))
+        return out
+    finally:
+        if threading.current_thread() is not threading.main_thread():
+            objects.close()
+
+
+def _swap_all(part: list[tuple[str, str, int, bool]], full, unsynced: set[int]) -> list:
+    failed = []
+    for rel, tmp, dev, replacing in part:
+        if dev in unsynced:
+            _discard(tmp)
+            failed.append((rel, "not restored: its new content could not be written to disk"))
+            continue
+        try:
+            _swap_in(tmp, full(rel), replacing)
+        except OSError as err:
+            failed.append((rel, err.strerror or str(err)))
+    return failed
 
 
 def _attrs(where: str | int, e: Entry) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 import time
 
 import pytest
@@ -34,9 +35,13 @@ def tree_state(root) -> dict:
 
 @pytest.fixture(autouse=True, params=["serial", "split"])
 def walk_mode(request, monkeypatch):
-    """Every test runs twice: trees compared in one process, and (however
-    small) half compared by a forked child."""
-    monkeypatch.setattr(snapshot, "PARALLEL_MIN", 10**9 if request.param == "serial" else 1)
+    """Every test runs twice: trees compared in one process and restored in
+    one thread, and (however small) half compared by a forked child and the
+    files restored by three threads."""
+    serial = request.param == "serial"
+    monkeypatch.setattr(snapshot, "PARALLEL_MIN", 10**9 if serial else 1)
+    monkeypatch.setattr(snapshot, "WORKERS", 1 if serial else 3)
+    monkeypatch.setattr(snapshot, "_SPREAD_MIN", 1)
     return request.param
 
 
@@ -465,4 +470,54 @@ def test_restore_gives_a_name_back_to_a_directory_that_took_it(tree, objects, mo
     result = snapshot.restore(snap, objects)
     assert "a.txt" in dict(result.failed)
     assert (tree / "a.txt" / "inside").read_text() == "someone else's\n"
+    assert not list(tree.rglob(".*.rw-*"))
+
+
+def test_many_files_restored_at_once(tmp_path, objects, monkeypatch, walk_mode):
+    """Restores spread their file work over threads: every file comes back,
+    whichever thread wrote it, and nothing is left under a temporary name."""
+    root = tmp_path / "many"
+    for d in range(6):
+        (root / f"d{d}").mkdir(parents=True)
+        for f in range(40):
+            (root / f"d{d}" / f"f{f}.txt").write_text(f"{d}/{f}\n" * (f + 1))
+    before = tree_state(root)
+    snap = take(root, objects)
+    for d in range(6):
+        for f in range(0, 40, 2):
+            (root / f"d{d}" / f"f{f}.txt").write_text("rewritten\n")  # modified
+        for f in range(1, 40, 4):
+            os.unlink(root / f"d{d}" / f"f{f}.txt")  # deleted
+        for f in range(40, 60):
+            (root / f"d{d}" / f"f{f}.txt").write_text("new\n")  # created
+    writers = set()
+    real = snapshot._write_temp
+
+    def write_temp(*args):
+        writers.add(threading.get_ident())
+        return real(*args)
+
+    monkeypatch.setattr(snapshot, "_write_temp", write_temp)
+    result = snapshot.restore(snap, objects)
+    assert result.failed == []
+    assert len(result.applied) == 6 * (20 + 10 + 20)
+    assert tree_state(root) == before
+    assert not list(root.rglob(".*.rw-*"))
+    assert len(writers) == (1 if walk_mode == "serial" else 3)
+
+
+def test_an_interrupted_restore_leaves_no_temporary_file(tree, objects, monkeypatch):
+    snap = take(tree, objects)
+    (tree / "a.txt").write_text("changed since\n")
+    (tree / "sub" / "b.txt").write_text("also changed\n")
+    changed = tree_state(tree)
+
+    def interrupted(where):
+        raise KeyboardInterrupt  # Ctrl-C once the new contents are written
+
+    monkeypatch.setattr(snapshot, "_sync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        snapshot.restore(snap, objects)
+    files = {k: v for k, v in tree_state(tree).items() if v[0] != "dir"}
+    assert files == {k: v for k, v in changed.items() if v[0] != "dir"}  # each file as it was
     assert not list(tree.rglob(".*.rw-*"))
