@@ -8,8 +8,6 @@ has exactly one writer.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import errno
 import fcntl
 import json
@@ -29,6 +27,7 @@ from .client import process_running
 from .config import Config
 from .config import load as load_config
 from .errors import RwError
+from .fsops import Inotify
 from .ingest import SPOOL_SUFFIX, Ingester, SpoolReader
 from .paths import Paths, ensure_private_dir
 from .redact import Redactor
@@ -51,34 +50,15 @@ CLIENT_IDLE_SECONDS = 30.0
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
-class _Inotify:
-    """Minimal inotify through libc, so no dependency is needed for it."""
-
-    MASK = 0x8 | 0x100 | 0x80
-
-    def __init__(self, directory: Path):
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-        self.fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-        if self.fd < 0:
-            raise OSError(ctypes.get_errno(), "inotify_init1")
-        if libc.inotify_add_watch(self.fd, os.fsencode(directory), self.MASK) < 0:
-            err = ctypes.get_errno()
-            os.close(self.fd)
-            raise OSError(err, "inotify_add_watch")
-
-    def read_names(self) -> set[str]:
-        names: set[str] = set()
-        while True:
-            try:
-                data = os.read(self.fd, 65536)
-            except BlockingIOError:
-                return names
-            pos = 0
-            while pos + 16 <= len(data):
-                _wd, _mask, _cookie, length = struct.unpack_from("iIII", data, pos)
-                raw = data[pos + 16 : pos + 16 + length].rstrip(b"\0")
-                names.add(os.fsdecode(raw))
-                pos += 16 + length
+def _spool_watch(directory: Path) -> Inotify:
+    """inotify on the spool directory: a spool created, moved in or written."""
+    ino = Inotify()
+    try:
+        ino.add(directory, Inotify.CLOSE_WRITE | Inotify.CREATE | Inotify.MOVED_TO)
+    except OSError:
+        ino.close()
+        raise
+    return ino
 
 
 class _Client:
@@ -128,13 +108,13 @@ class Daemon:
             signal.signal(sig, self._on_signal)
         self.sel.register(wake_r, selectors.EVENT_READ, "wake")
         try:
-            self.inotify: _Inotify | None = _Inotify(self.paths.spool_dir)
+            self.inotify: Inotify | None = _spool_watch(self.paths.spool_dir)
             self.sel.register(self.inotify.fd, selectors.EVENT_READ, "inotify")
         except OSError as e:
             log.warning("inotify unavailable (%s); polling spools every %ss", e, POLL_SECONDS)
             self.inotify = None
-        if self.watcher.fd >= 0:
-            self.sel.register(self.watcher.fd, selectors.EVENT_READ, "trees")
+        if self.watcher.inotify is not None:
+            self.sel.register(self.watcher.inotify.fd, selectors.EVENT_READ, "trees")
         self._open_acks()
         self._write_pid()
         log.info("rw daemon %s pid %d listening on %s", __version__, os.getpid(), self.paths.socket)
@@ -203,7 +183,7 @@ class Daemon:
                     self._accept()
                 elif key.data == "inotify":
                     assert self.inotify is not None
-                    names = {n for n in self.inotify.read_names() if n.endswith(SPOOL_SUFFIX)}
+                    names = {n for _w, _m, n in self.inotify.read() if n.endswith(SPOOL_SUFFIX)}
                     if names and not self.dirty:
                         self.dirty_since = time.monotonic()
                         self.ingest_at = self.dirty_since + self._batch_delay()

@@ -50,3 +50,57 @@ def exchange(a: str, b: str) -> bool:
     if err in _NO_EXCHANGE:
         return False
     raise OSError(err, os.strerror(err), b)
+
+
+class Inotify:
+    """An inotify instance (non-blocking), through libc."""
+
+    MODIFY, ATTRIB, CLOSE_WRITE = 0x2, 0x4, 0x8
+    MOVED_FROM, MOVED_TO, CREATE, DELETE = 0x40, 0x80, 0x100, 0x200
+    DELETE_SELF, MOVE_SELF, UNMOUNT = 0x400, 0x800, 0x2000
+    Q_OVERFLOW, IGNORED, ISDIR = 0x4000, 0x8000, 0x40000000
+    ONLYDIR, DONT_FOLLOW = 0x01000000, 0x02000000
+
+    def __init__(self) -> None:
+        self.fd = libc().inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        if self.fd < 0:
+            raise _os_error("inotify_init1")
+
+    def add(self, path: str | os.PathLike, mask: int) -> int:
+        """Watch `path`; its watch descriptor (the same for the same inode)."""
+        wd = libc().inotify_add_watch(self.fd, os.fsencode(path), mask)
+        if wd < 0:
+            raise _os_error(os.fsdecode(path))
+        return wd
+
+    def remove(self, wd: int) -> None:
+        libc().inotify_rm_watch(self.fd, wd)
+
+    def read(self) -> list[tuple[int, int, str]]:
+        """The events waiting: (watch descriptor, mask, name or "")."""
+        import struct
+
+        out: list[tuple[int, int, str]] = []
+        while True:
+            try:
+                data = os.read(self.fd, 65536)
+            except BlockingIOError:
+                return out
+            pos = 0
+            while pos + 16 <= len(data):
+                wd, mask, _cookie, length = struct.unpack_from("iIII", data, pos)
+                name = data[pos + 16 : pos + 16 + length].rstrip(b"\0")
+                out.append((wd, mask, os.fsdecode(name)))
+                pos += 16 + length
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _os_error(what: str) -> OSError:
+    import ctypes
+
+    err = ctypes.get_errno()
+    return OSError(err, os.strerror(err), what)

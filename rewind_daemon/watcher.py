@@ -13,26 +13,25 @@ is never used.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import errno
 import logging
 import os
 import stat
-import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .checkpoints import Checkpoints, Watch, objects_of, watches
+from .fsops import Inotify
 from .snapshot import Snapshot, SnapshotUnstable
 from .store import TreeRow
 
 log = logging.getLogger("rw.watcher")
 
-# MODIFY ATTRIB CLOSE_WRITE MOVED_FROM MOVED_TO CREATE DELETE DELETE_SELF MOVE_SELF
-_MASK = 0x2 | 0x4 | 0x8 | 0x40 | 0x80 | 0x100 | 0x200 | 0x400 | 0x800
-_IGNORED, _Q_OVERFLOW = 0x8000, 0x4000
+_MASK = (
+    Inotify.MODIFY | Inotify.ATTRIB | Inotify.CLOSE_WRITE | Inotify.MOVED_FROM | Inotify.MOVED_TO
+    | Inotify.CREATE | Inotify.DELETE | Inotify.DELETE_SELF | Inotify.MOVE_SELF
+)  # fmt: skip
 ACK_SUFFIX = ".ack"
 
 
@@ -52,10 +51,11 @@ class TreeWatcher:
         self.trees: dict[str, _Tree] = {}
         self.wd_root: dict[int, str] = {}
         self.acks: dict[str, int] = {}  # session -> fd of its acknowledgement FIFO
-        self._libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-        self.fd = self._libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-        if self.fd < 0:
-            log.warning("inotify unavailable: watched trees are read in full for each command")
+        self.inotify: Inotify | None = None
+        try:
+            self.inotify = Inotify()
+        except OSError as e:
+            log.warning("inotify unavailable (%s): watched trees are read for each command", e)
 
     @property
     def active(self) -> bool:
@@ -82,19 +82,20 @@ class TreeWatcher:
     def _forget(self, root: str) -> None:
         tree = self.trees.pop(root)
         for wd in tree.wds:
-            self._libc.inotify_rm_watch(self.fd, wd)
+            if self.inotify is not None:
+                self.inotify.remove(wd)
             self.wd_root.pop(wd, None)
 
     # --- inotify ----------------------------------------------------------------
 
     def _add_watch(self, root: str, path: str) -> None:
         tree = self.trees.get(root)
-        if tree is None or not tree.watched or self.fd < 0:
+        if tree is None or not tree.watched or self.inotify is None:
             return
-        wd = self._libc.inotify_add_watch(self.fd, os.fsencode(path), _MASK)
-        if wd < 0:
-            err = ctypes.get_errno()
-            if err in (errno.ENOSPC, errno.ENOMEM):
+        try:
+            wd = self.inotify.add(path, _MASK)
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.ENOMEM):
                 log.warning(
                     "inotify watch limit reached under %s: it is read in full for each command "
                     "(raise fs.inotify.max_user_watches)",
@@ -107,36 +108,28 @@ class TreeWatcher:
 
     def drain(self) -> None:
         """Read pending events; mark the trees they touch dirty."""
-        if self.fd < 0:
+        if self.inotify is None:
             return
-        while True:
-            try:
-                data = os.read(self.fd, 65536)
-            except BlockingIOError:
-                return
-            except OSError as e:
-                log.warning("reading inotify failed: %s", e)
+        try:
+            events = self.inotify.read()
+        except OSError as e:
+            log.warning("reading inotify failed: %s", e)
+            events = [(-1, Inotify.Q_OVERFLOW, "")]
+        for wd, mask, _name in events:
+            if mask & Inotify.Q_OVERFLOW:
                 for t in self.trees.values():
                     t.dirty = True
-                return
-            pos = 0
-            while pos + 16 <= len(data):
-                wd, mask, _cookie, length = struct.unpack_from("iIII", data, pos)
-                pos += 16 + length
-                if mask & _Q_OVERFLOW:
-                    for t in self.trees.values():
-                        t.dirty = True
-                    continue
-                root = self.wd_root.get(wd)
-                if root is None:
-                    continue
-                tree = self.trees.get(root)
-                if mask & _IGNORED:
-                    self.wd_root.pop(wd, None)
-                    if tree is not None:
-                        tree.wds.discard(wd)
+                continue
+            root = self.wd_root.get(wd)
+            if root is None:
+                continue
+            tree = self.trees.get(root)
+            if mask & Inotify.IGNORED:
+                self.wd_root.pop(wd, None)
                 if tree is not None:
-                    tree.dirty = True
+                    tree.wds.discard(wd)
+            if tree is not None:
+                tree.dirty = True
 
     # --- snapshots ----------------------------------------------------------------
 
