@@ -18,12 +18,12 @@ import re
 import stat
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
 from .errors import RwError
-from .fsops import exchange, syncfs
+from .fsops import Inotify, exchange, syncfs
 from .objects import FileChanged, ObjectError, ObjectStore
 
 FORMAT = 1
@@ -532,15 +532,9 @@ def _split_walk(
         except FileNotFoundError:
             return None
         p = prev[rel]
-        fmt = st.st_mode & _IFMT
-        if fmt == _IFREG or fmt == _IFLNK:
-            e = p if _unchanged(p, st, trust_before) else _read(path, st, sink, size_cap)
-        elif fmt == _IFCHR or fmt == _IFBLK:
-            e = _entry(st, f"{os.major(st.st_rdev)},{os.minor(st.st_rdev)}")
-        elif fmt == _IFDIR and p.kind != "dir":
+        if stat.S_ISDIR(st.st_mode) and p.kind != "dir":
             return None  # a file replaced by a directory: its contents are new
-        else:
-            e = _entry(st)
+        e = _reread(path, st, p, trust_before, sink, size_cap)
         if e != p:
             changed = True
         entries[rel] = e
@@ -667,6 +661,21 @@ def _unchanged(p: Entry, st: os.stat_result, trust_before: int) -> bool:
     )
 
 
+def _reread(
+    path: str, st: os.stat_result, p: Entry | None, trust_before: int, sink: Sink, size_cap: int
+) -> Entry:
+    """The entry for `path`, stat'ed as `st`, with `p` recorded for it earlier
+    (the walks' loops have this inlined)."""
+    fmt = st.st_mode & _IFMT
+    if fmt == _IFREG or fmt == _IFLNK:
+        if p is not None and _unchanged(p, st, trust_before):
+            return p
+        return _read(path, st, sink, size_cap)
+    if fmt == _IFCHR or fmt == _IFBLK:
+        return _entry(st, f"{os.major(st.st_rdev)},{os.minor(st.st_rdev)}")
+    return _entry(st)
+
+
 def _read(path: str, st: os.stat_result, sink: Sink, size_cap: int) -> Entry:
     if stat.S_ISLNK(st.st_mode):
         return _entry(st, os.readlink(path))
@@ -769,11 +778,23 @@ class RestoreResult:
 
 def restore(target: Snapshot, objects: ObjectStore, skip: Iterable[str] = ()) -> RestoreResult:
     """Make the tree at target.root what `target` recorded, then verify it."""
+    watched = _Watched.start(target)
+    try:
+        return _restore(target, objects, skip, watched)
+    finally:
+        if watched is not None:
+            watched.close()
+
+
+def _restore(
+    target: Snapshot, objects: ObjectStore, skip: Iterable[str], watched: _Watched | None
+) -> RestoreResult:
     root = target.root
     now = take(root, _Differs(target), target, target.excludes, target.size_cap, skip)
     changes = diff(now, target)
     result = RestoreResult()
     failed: dict[str, str] = {}
+    tick = watched.read if watched is not None else None
 
     def full(rel: str) -> str:
         return root if rel == ROOT else os.path.join(root, rel)
@@ -782,7 +803,7 @@ def restore(target: Snapshot, objects: ObjectStore, skip: Iterable[str] = ()) ->
     # threads: freeing an inode is kernel work), then directories, deepest first.
     doomed = [c.path for c in changes if c.what in ("deleted", "replaced")]
     gone = [rel for rel in doomed if now.entries[rel].kind != "dir"]
-    failed.update(_spread(lambda part: _remove(part, full), gone))
+    failed.update(_spread(lambda part: _remove(part, full), gone, tick))
     emptied = [rel for rel in doomed if now.entries[rel].kind == "dir"]
     for rel in sorted(emptied, key=_depth, reverse=True):
         try:
@@ -797,6 +818,7 @@ def restore(target: Snapshot, objects: ObjectStore, skip: Iterable[str] = ()) ->
     # and the rest are made here; file contents by _write_all, in threads.
     wanted = sorted({c.path for c in changes if c.what != "deleted"}, key=lambda p: (_depth(p), p))
     rewrite: list[tuple[str, Entry, bool]] = []  # (rel, entry, replacing a file)
+    made_dirs: list[str] = []
     for rel in wanted:
         e = target.entries[rel]
         cur = now.entries.get(rel)
@@ -807,21 +829,25 @@ def restore(target: Snapshot, objects: ObjectStore, skip: Iterable[str] = ()) ->
                 if e.data is None:
                     raise RwError(f"not restorable: its content was not kept ({e.note})")
                 rewrite.append((rel, e, cur is not None))
-            else:
-                _put(full(rel), e, cur)
+                continue
+            _put(full(rel), e, cur)
+            if e.kind == "dir" and cur is None:
+                made_dirs.append(rel)
+                if watched is not None:
+                    watched.watch(rel)
         except (OSError, RwError) as err:
             failed[rel] = getattr(err, "strerror", None) or str(err)
     written: list[tuple[str, str, int, bool]] = []  # (rel, temporary, device, replacing)
     made: list[str] = []  # every temporary file, for an interrupted restore to remove
     try:
-        for rel, outcome in _spread(lambda part: _write_all(part, full, objects, made), rewrite):
+        for rel, outcome in _spread(lambda p: _write_all(p, full, objects, made), rewrite, tick):
             if isinstance(outcome, str):
                 failed[rel] = outcome
             else:
                 written.append((rel, *outcome))
         devices = {dev: tmp for _rel, tmp, dev, _r in reversed(written)}  # device -> a file on it
         unsynced = _sync(devices)
-        failed.update(_spread(lambda part: _swap_all(part, full, unsynced), written))
+        failed.update(_spread(lambda part: _swap_all(part, full, unsynced), written, tick))
     except BaseException:
         for tmp in made:
             _discard(tmp)  # (a new file not swapped in yet, or an old one swapped out)
@@ -838,17 +864,149 @@ def restore(target: Snapshot, objects: ObjectStore, skip: Iterable[str] = ()) ->
     # says the restore is done.
     if _sync({dev: os.path.dirname(tmp) for dev, tmp in devices.items()}):
         failed.setdefault(ROOT, "the restored names could not be written to disk")
-    # 4. Verify: what was written above has a new ctime (and mostly a new
-    # inode), so it is read again; entries untouched keep the trust they had in
-    # step 1.
-    after = take(root, DigestOnly(), target, target.excludes, target.size_cap, skip)
-    left = diff(after, target)
+    # 4. Verify: a snapshot taken again must match the checkpoint. What was
+    # written above has a new ctime (and mostly a new inode), so it is read
+    # again; entries untouched keep the trust they had in step 1. Where inotify
+    # watched the tree throughout, only what restore touched and what inotify
+    # reported is looked at again: the rest is as step 1 read it.
+    touched = [c.path for c in changes]
+    left = None
+    if watched is not None:
+        left = watched.verify(target, now, touched, made_dirs, skip)
+    if left is None:
+        after = take(root, DigestOnly(), target, target.excludes, target.size_cap, skip)
+        left = diff(after, target)
     for c in left:
         if c.path not in failed:
             failed[c.path] = f"still {c.what} after restore {c.detail}".rstrip()
     result.failed = sorted(failed.items())
     result.applied = [c for c in changes if c.path not in failed]
     return result
+
+
+class _Watched:
+    """What happens in a tree while it is restored, as inotify reports it.
+
+    Every directory the checkpoint has is watched before restore reads the
+    tree, and every directory restore makes as soon as it is made, so any
+    change after an entry was read is reported: the verifying pass then reads
+    again only what restore touched and what was reported, and trusts its
+    first reading of the rest (as the daemon trusts its snapshots between
+    events). Not seen, here as there: a file written through a hard link from
+    outside the tree, or through a shared memory map. Where the watches cannot
+    be relied on (the event queue overflowed, a watched directory was moved or
+    deleted, a directory appeared that restore did not make, a watch could not
+    be added) verify() says so, and the whole tree is read again."""
+
+    MASK = (
+        Inotify.MODIFY | Inotify.ATTRIB | Inotify.MOVED_FROM | Inotify.MOVED_TO | Inotify.CREATE
+        | Inotify.DELETE | Inotify.DELETE_SELF | Inotify.MOVE_SELF
+        | Inotify.ONLYDIR | Inotify.DONT_FOLLOW
+    )  # fmt: skip
+    LOST = (
+        Inotify.Q_OVERFLOW | Inotify.IGNORED | Inotify.UNMOUNT
+        | Inotify.DELETE_SELF | Inotify.MOVE_SELF
+    )  # fmt: skip
+
+    def __init__(self, root: str, inotify: Inotify):
+        self.root = root
+        self.inotify = inotify
+        self.dirs: dict[int, str] = {}  # watch descriptor -> directory
+        self.dirty: set[str] = set()  # paths inotify named
+        self.new_dirs: set[str] = set()  # directories that appeared
+        self.lost = False
+
+    @classmethod
+    def start(cls, target: Snapshot) -> _Watched | None:
+        if target.entries.get(ROOT, _NO_ENTRY).kind != "dir":
+            return None  # a file: read again at no cost
+        try:
+            watched = cls(target.root, Inotify())
+        except OSError:
+            return None
+        for rel, e in target.entries.items():
+            if e.kind == "dir":
+                watched.watch(rel)
+                if watched.lost:
+                    watched.close()
+                    return None
+        return watched
+
+    def watch(self, rel: str) -> None:
+        path = self.root if rel == ROOT else os.path.join(self.root, rel)
+        try:
+            wd = self.inotify.add(path, self.MASK)
+        except (FileNotFoundError, NotADirectoryError):
+            return  # not a directory now: restore makes it, and watches it then
+        except OSError:
+            self.lost = True  # (the limit on watches, most likely)
+            return
+        if self.dirs.setdefault(wd, rel) != rel:
+            self.lost = True  # one directory under two names (a bind mount)
+
+    def read(self) -> None:
+        """Take in the events waiting (often, so that the queue never overflows)."""
+        try:
+            events = self.inotify.read()
+        except OSError:
+            self.lost = True
+            return
+        for wd, mask, name in events:
+            rel = self.dirs.get(wd)
+            if mask & self.LOST or rel is None:
+                self.lost = True
+            elif not name:
+                self.dirty.add(rel)
+            else:
+                path = name if rel == ROOT else f"{rel}/{name}"
+                self.dirty.add(path)
+                if mask & Inotify.ISDIR and mask & (Inotify.CREATE | Inotify.MOVED_TO):
+                    self.new_dirs.add(path)
+
+    def verify(
+        self,
+        target: Snapshot,
+        now: Snapshot,
+        touched: list[str],
+        made_dirs: list[str],
+        skip: Iterable[str],
+    ) -> list[Change] | None:
+        """What still differs from `target`, or None if the watches cannot
+        tell (read the whole tree again)."""
+        self.read()
+        made = set(made_dirs)
+        if self.lost or not self.new_dirs <= made:
+            return None
+        check = set(touched) | self.dirty
+        for rel in made_dirs:  # (in case something came in before its watch did)
+            try:
+                check.update(f"{rel}/{name}" for name in os.listdir(os.path.join(self.root, rel)))
+            except OSError:
+                check.add(rel)
+        rules = Excludes(target.excludes)
+        skip_dirs = frozenset(skip)
+        trust_before = target.taken_ns - RACY_NS
+        sink = DigestOnly()
+        found: dict[str, Entry] = {}
+        for rel in check:
+            path = self.root if rel == ROOT else os.path.join(self.root, rel)
+            try:
+                st = os.lstat(path)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            is_dir = stat.S_ISDIR(st.st_mode)
+            if path in skip_dirs or rules.excluded(rel, rel.rpartition("/")[2], is_dir):
+                continue
+            was = now.entries.get(rel)
+            if is_dir and rel not in made and (was is None or was.kind != "dir"):
+                return None  # a directory where there was none: its contents are unseen
+            p = target.entries.get(rel)
+            found[rel] = _reread(path, st, p, trust_before, sink, target.size_cap)
+        expected = {rel: target.entries[rel] for rel in check if rel in target.entries}
+        return diff(Snapshot(self.root, 0, found), Snapshot(self.root, 0, expected))
+
+    def close(self) -> None:
+        self.inotify.close()
 
 
 class _Prefetched:
@@ -906,81 +1064,96 @@ WORKERS = max(1, min(4, os.cpu_count() or 1))
 _SPREAD_MIN = 32  # items below which a thread is not worth starting
 
 
-def _spread(work, items: list) -> list:
-    """work(part) for WORKERS stripes of `items` at once, its results joined
-    (in no particular order). `work` reports failures in its results."""
+_TICK = 64  # items between two calls of _spread's tick
+
+
+def _spread(work, items: list, tick=None) -> list:
+    """Run the generator work(part) over WORKERS stripes of `items` at once;
+    what they yield, but None, in no particular order. `tick()` is called in
+    the caller's thread every _TICK items of its own stripe."""
     n = min(WORKERS, len(items) // _SPREAD_MIN)
-    if n < 2:
-        return work(items)
-    results: list[list | None] = [None] * n
+    results: list[list] = [[] for _ in range(max(n, 1))]
     errors: list[BaseException] = []
 
-    def run(i: int) -> None:
+    def run(i: int, part: list) -> None:
         try:
-            results[i] = work(items[i::n])
+            out = results[i]
+            for k, r in enumerate(work(part), 1):
+                if r is not None:
+                    out.append(r)
+                if tick is not None and i == 0 and k % _TICK == 0:
+                    tick()
         except BaseException as err:  # (re-raised below, in the caller's thread)
             errors.append(err)
 
-    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(1, n)]
-    for t in threads:
-        t.start()
-    run(0)
-    for t in threads:
-        t.join()
+    if n < 2:
+        run(0, items)
+    else:
+        threads = [
+            threading.Thread(target=run, args=(i, items[i::n]), daemon=True) for i in range(1, n)
+        ]
+        for t in threads:
+            t.start()
+        run(0, items[0::n])
+        for t in threads:
+            t.join()
     if errors:
         raise errors[0]
-    return [r for part in results if part is not None for r in part]
+    return [r for part in results for r in part]
 
 
-def _remove(rels: list[str], full) -> list[tuple[str, str]]:
-    failed = []
+def _remove(rels: list[str], full) -> Iterator[tuple[str, str] | None]:
+    """Unlink each; yields (rel, why) for those that could not be."""
     for rel in rels:
         try:
             os.unlink(full(rel))
         except FileNotFoundError:
             pass
         except OSError as err:
-            failed.append((rel, f"cannot remove: {err.strerror}"))
-    return failed
+            yield rel, f"cannot remove: {err.strerror}"
+            continue
+        yield None
 
 
 def _write_all(
     part: list[tuple[str, Entry, bool]], full, objects: ObjectStore, made: list[str]
-) -> list:
+) -> Iterator[tuple[str, object]]:
     """Write each file's content under a temporary name beside it (listed in
-    `made`): [(rel, (temporary, device, replacing))], or [(rel, why not)]. (A
-    thread of its own has a connection of its own to the store.)"""
-    if threading.current_thread() is not threading.main_thread():
+    `made`); yields (rel, (temporary, device, replacing)), or (rel, why not).
+    (A thread of its own has a connection of its own to the store.)"""
+    mine = threading.current_thread() is threading.main_thread()
+    if not mine:
         objects = objects.twin()
     try:
         contents = _Prefetched([e.data or "" for _rel, e, _r in part], objects)
-        out: list = []
         for rel, e, replacing in part:
             try:
                 tmp, dev = _write_temp(full(rel), contents.read(e.data or ""), e)
                 made.append(tmp)
             except (OSError, ObjectError) as err:
-                out.append((rel, getattr(err, "strerror", None) or str(err)))
+                yield rel, getattr(err, "strerror", None) or str(err)
             else:
-                out.append((rel, (tmp, dev, replacing)))
-        return out
+                yield rel, (tmp, dev, replacing)
     finally:
-        if threading.current_thread() is not threading.main_thread():
+        if not mine:
             objects.close()
 
 
-def _swap_all(part: list[tuple[str, str, int, bool]], full, unsynced: set[int]) -> list:
-    failed = []
+def _swap_all(
+    part: list[tuple[str, str, int, bool]], full, unsynced: set[int]
+) -> Iterator[tuple[str, str] | None]:
+    """Swap each temporary file in; yields (rel, why) for those that were not."""
     for rel, tmp, dev, replacing in part:
         if dev in unsynced:
             _discard(tmp)
-            failed.append((rel, "not restored: its new content could not be written to disk"))
+            yield rel, "not restored: its new content could not be written to disk"
             continue
         try:
             _swap_in(tmp, full(rel), replacing)
         except OSError as err:
-            failed.append((rel, err.strerror or str(err)))
-    return failed
+            yield rel, err.strerror or str(err)
+            continue
+        yield None
 
 
 def _attrs(where: str | int, e: Entry) -> None:

@@ -35,13 +35,16 @@ def tree_state(root) -> dict:
 
 @pytest.fixture(autouse=True, params=["serial", "split"])
 def walk_mode(request, monkeypatch):
-    """Every test runs twice: trees compared in one process and restored in
-    one thread, and (however small) half compared by a forked child and the
-    files restored by three threads."""
+    """Every test runs twice: trees compared in one process, restored in one
+    thread and verified by reading the whole tree again; and (however small)
+    half compared by a forked child, the files restored by three threads and
+    the restore verified with what inotify reported."""
     serial = request.param == "serial"
     monkeypatch.setattr(snapshot, "PARALLEL_MIN", 10**9 if serial else 1)
     monkeypatch.setattr(snapshot, "WORKERS", 1 if serial else 3)
     monkeypatch.setattr(snapshot, "_SPREAD_MIN", 1)
+    if serial:
+        monkeypatch.setattr(snapshot._Watched, "start", classmethod(lambda cls, target: None))
     return request.param
 
 
@@ -521,3 +524,71 @@ def test_an_interrupted_restore_leaves_no_temporary_file(tree, objects, monkeypa
     files = {k: v for k, v in tree_state(tree).items() if v[0] != "dir"}
     assert files == {k: v for k, v in changed.items() if v[0] != "dir"}  # each file as it was
     assert not list(tree.rglob(".*.rw-*"))
+
+
+def _meanwhile(monkeypatch, change):
+    """Run change() once restore has written its new files and before it
+    gives them their names: as another process would, during the restore."""
+    real = snapshot._sync
+    done = []
+
+    def sync(where):
+        if not done and any(".rw-" in p for p in where.values()):
+            done.append(change())
+        return real(where)
+
+    monkeypatch.setattr(snapshot, "_sync", sync)
+
+
+def test_verifying_reads_again_only_what_it_must(tree, objects, monkeypatch, walk_mode):
+    snap = take(tree, objects)
+    (tree / "a.txt").write_text("changed\n")
+    walks = []
+    real = snapshot.take
+
+    def counted(*args, **kw):
+        walks.append(args[0])
+        return real(*args, **kw)
+
+    monkeypatch.setattr(snapshot, "take", counted)
+    result = snapshot.restore(snap, objects)
+    assert result.failed == []
+    assert (tree / "a.txt").read_text() == "alpha\n"
+    # The plan, and (without inotify) the verifying pass.
+    assert len(walks) == (2 if walk_mode == "serial" else 1)
+
+
+def test_a_change_made_during_the_restore_is_reported(tree, objects, monkeypatch):
+    snap = take(tree, objects)
+    (tree / "a.txt").write_text("changed\n")
+    _meanwhile(monkeypatch, lambda: (tree / "run.sh").write_text("#!/bin/sh\necho other\n"))
+    result = snapshot.restore(snap, objects)
+    failed = dict(result.failed)
+    assert set(failed) == {"run.sh"}
+    assert "still modified" in failed["run.sh"]
+    assert (tree / "a.txt").read_text() == "alpha\n"
+
+
+def test_a_directory_that_appears_during_the_restore_is_read_in_full(tree, objects, monkeypatch):
+    snap = take(tree, objects)
+    (tree / "a.txt").write_text("changed\n")
+
+    def arrive():
+        (tree / "sub" / "late" / "deeper").mkdir(parents=True)
+        (tree / "sub" / "late" / "deeper" / "x").write_text("x\n")
+
+    _meanwhile(monkeypatch, arrive)
+    result = snapshot.restore(snap, objects)
+    failed = dict(result.failed)
+    assert {"sub/late", "sub/late/deeper", "sub/late/deeper/x"} <= set(failed)
+    assert "a.txt" not in failed
+
+
+def test_a_watched_directory_moved_during_the_restore(tree, objects, monkeypatch):
+    snap = take(tree, objects)
+    (tree / "a.txt").write_text("changed\n")
+    _meanwhile(monkeypatch, lambda: os.rename(tree / "sub" / "deep", tree / "elsewhere"))
+    result = snapshot.restore(snap, objects)
+    failed = dict(result.failed)
+    assert "still created" in failed["sub/deep/c.bin"]  # (gone from where it was)
+    assert "elsewhere" in failed and "elsewhere/c.bin" in failed
