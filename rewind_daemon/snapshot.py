@@ -978,6 +978,7 @@ class _Watched:
         if self.lost or not self.new_dirs <= made:
             return None
         check = set(touched) | self.dirty
+        check.difference_update(_tmp_name(rel) for rel in touched)  # (restore's own, gone)
         for rel in made_dirs:  # (in case something came in before its watch did)
             try:
                 check.update(f"{rel}/{name}" for name in os.listdir(os.path.join(self.root, rel)))
@@ -1156,9 +1157,9 @@ def _swap_all(
         yield None
 
 
-def _attrs(where: str | int, e: Entry) -> None:
+def _attrs(where: str | int, e: Entry) -> os.stat_result:
     """Owner, mode and mtime as `e` recorded, set on a path (a symlink itself,
-    not what it points to) or on an open file."""
+    not what it points to) or on an open file; its stat from before."""
     follow = isinstance(where, int)  # (True is the only choice for a descriptor)
     st = os.stat(where, follow_symlinks=follow)
     if (st.st_uid, st.st_gid) != (e.uid, e.gid):
@@ -1167,11 +1168,12 @@ def _attrs(where: str | int, e: Entry) -> None:
         os.chmod(where, e.mode)
     if st.st_mtime_ns != e.mtime_ns:
         os.utime(where, ns=(st.st_atime_ns, e.mtime_ns), follow_symlinks=follow)
+    return st
 
 
 def _tmp_name(path: str) -> str:
-    head, _, name = path.rpartition("/")  # (path is absolute)
-    return f"{head}/.{name}.rw-{os.getpid()}"
+    head, sep, name = path.rpartition("/")
+    return f"{head}{sep}.{name}.rw-{os.getpid()}"
 
 
 def _write_temp(path: str, data: bytes, e: Entry) -> tuple[str, int]:
@@ -1186,8 +1188,7 @@ def _write_temp(path: str, data: bytes, e: Entry) -> tuple[str, int]:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
-            _attrs(fd, e)
-            dev = os.fstat(fd).st_dev
+            dev = _attrs(fd, e).st_dev
         finally:
             os.close(fd)
     except BaseException:
