@@ -774,6 +774,7 @@ def _content_differs(x: Entry, y: Entry) -> bool:
 class RestoreResult:
     applied: list[Change] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    reread: bool = True  # verified by reading the whole tree again (not through inotify)
 
 
 def restore(target: Snapshot, objects: ObjectStore, skip: Iterable[str] = ()) -> RestoreResult:
@@ -873,6 +874,7 @@ def _restore(
     left = None
     if watched is not None:
         left = watched.verify(target, now, touched, made_dirs, skip)
+    result.reread = left is None
     if left is None:
         after = take(root, DigestOnly(), target, target.excludes, target.size_cap, skip)
         left = diff(after, target)

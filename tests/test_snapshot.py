@@ -556,6 +556,7 @@ def test_verifying_reads_again_only_what_it_must(tree, objects, monkeypatch, wal
     assert (tree / "a.txt").read_text() == "alpha\n"
     # The plan, and (without inotify) the verifying pass.
     assert len(walks) == (2 if walk_mode == "serial" else 1)
+    assert result.reread == (walk_mode == "serial")
 
 
 def test_a_change_made_during_the_restore_is_reported(tree, objects, monkeypatch):
@@ -582,6 +583,7 @@ def test_a_directory_that_appears_during_the_restore_is_read_in_full(tree, objec
     failed = dict(result.failed)
     assert {"sub/late", "sub/late/deeper", "sub/late/deeper/x"} <= set(failed)
     assert "a.txt" not in failed
+    assert result.reread
 
 
 def test_a_watched_directory_moved_during_the_restore(tree, objects, monkeypatch):
@@ -592,3 +594,4 @@ def test_a_watched_directory_moved_during_the_restore(tree, objects, monkeypatch
     failed = dict(result.failed)
     assert "still created" in failed["sub/deep/c.bin"]  # (gone from where it was)
     assert "elsewhere" in failed and "elsewhere/c.bin" in failed
+    assert result.reread
