@@ -183,7 +183,7 @@ class Daemon:
                     self._accept()
                 elif key.data == "inotify":
                     assert self.inotify is not None
-                    names = {n for _w, _m, n in self.inotify.read() if n.endswith(SPOOL_SUFFIX)}
+                    names = {n for _wd, n in self.inotify.read() if n.endswith(SPOOL_SUFFIX)}
                     if names and not self.dirty:
                         self.dirty_since = time.monotonic()
                         self.ingest_at = self.dirty_since + self._batch_delay()

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import errno
 import os
+import struct
 
 _libc = None
+_EVENT = struct.Struct("iIII")  # struct inotify_event, before its name
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
 # renameat2 cannot exchange here (old kernel or libc, or a filesystem
@@ -76,22 +78,23 @@ class Inotify:
     def remove(self, wd: int) -> None:
         libc().inotify_rm_watch(self.fd, wd)
 
-    def read(self) -> list[tuple[int, int, str]]:
-        """The events waiting: (watch descriptor, mask, name or "")."""
-        import struct
-
-        out: list[tuple[int, int, str]] = []
+    def read(self) -> dict[tuple[int, str], int]:
+        """The events waiting, merged: (watch descriptor, name or "") -> the
+        union of their masks. (A restore raises several per file it writes.)"""
+        merged: dict[tuple[int, bytes], int] = {}
+        unpack = _EVENT.unpack_from
         while True:
             try:
                 data = os.read(self.fd, 65536)
             except BlockingIOError:
-                return out
-            pos = 0
-            while pos + 16 <= len(data):
-                wd, mask, _cookie, length = struct.unpack_from("iIII", data, pos)
-                name = data[pos + 16 : pos + 16 + length].rstrip(b"\0")
-                out.append((wd, mask, os.fsdecode(name)))
+                break
+            pos, end = 0, len(data)
+            while pos + 16 <= end:
+                wd, mask, _cookie, length = unpack(data, pos)
+                key = (wd, data[pos + 16 : pos + 16 + length])
+                merged[key] = merged.get(key, 0) | mask
                 pos += 16 + length
+        return {(wd, os.fsdecode(raw.rstrip(b"\0"))): mask for (wd, raw), mask in merged.items()}
 
     def close(self) -> None:
         if self.fd >= 0:

@@ -953,7 +953,7 @@ class _Watched:
         except OSError:
             self.lost = True
             return
-        for wd, mask, name in events:
+        for (wd, name), mask in events.items():
             rel = self.dirs.get(wd)
             if mask & self.LOST or rel is None:
                 self.lost = True

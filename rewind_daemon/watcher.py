@@ -114,8 +114,8 @@ class TreeWatcher:
             events = self.inotify.read()
         except OSError as e:
             log.warning("reading inotify failed: %s", e)
-            events = [(-1, Inotify.Q_OVERFLOW, "")]
-        for wd, mask, _name in events:
+            events = {(-1, ""): Inotify.Q_OVERFLOW}
+        for (wd, _name), mask in events.items():
             if mask & Inotify.Q_OVERFLOW:
                 for t in self.trees.values():
                     t.dirty = True
