@@ -9,11 +9,6 @@ import struct
 
 _libc = None
 _EVENT = struct.Struct("iIII")  # struct inotify_event, before its name
-_AT_FDCWD = -100
-_RENAME_EXCHANGE = 2
-# renameat2 cannot exchange here (old kernel or libc, or a filesystem
-# without it), or b is gone: os.replace does instead.
-_NO_EXCHANGE = {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV, errno.ENOENT}
 
 
 def libc():
@@ -36,22 +31,6 @@ def syncfs(fd: int) -> None:
         if err != errno.ENOSYS:
             raise OSError(err, os.strerror(err))
         os.fsync(fd)
-
-
-def exchange(a: str, b: str) -> bool:
-    """Swap the names a and b atomically (renameat2 RENAME_EXCHANGE); False
-    when that cannot be done here, having changed nothing."""
-    lib = libc()
-    if getattr(lib, "renameat2", None) is None:
-        return False
-    if lib.renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
-        return True
-    import ctypes
-
-    err = ctypes.get_errno()
-    if err in _NO_EXCHANGE:
-        return False
-    raise OSError(err, os.strerror(err), b)
 
 
 class Inotify:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
 from .errors import RwError
-from .fsops import Inotify, exchange, syncfs
+from .fsops import Inotify, syncfs
 from .objects import FileChanged, ObjectError, ObjectStore
 
 FORMAT = 1
@@ -818,7 +818,7 @@ def _restore(
     # a crash leaves each file either as it was or as restored. Directories
     # and the rest are made here; file contents by _write_all, in threads.
     wanted = sorted({c.path for c in changes if c.what != "deleted"}, key=lambda p: (_depth(p), p))
-    rewrite: list[tuple[str, Entry, bool]] = []  # (rel, entry, replacing a file)
+    rewrite: list[tuple[str, Entry]] = []
     made_dirs: list[str] = []
     for rel in wanted:
         e = target.entries[rel]
@@ -829,7 +829,7 @@ def _restore(
             if e.kind == _FILE and (cur is None or _content_differs(cur, e)):
                 if e.data is None:
                     raise RwError(f"not restorable: its content was not kept ({e.note})")
-                rewrite.append((rel, e, cur is not None))
+                rewrite.append((rel, e))
                 continue
             _put(full(rel), e, cur)
             if e.kind == "dir" and cur is None:
@@ -838,7 +838,7 @@ def _restore(
                     watched.watch(rel)
         except (OSError, RwError) as err:
             failed[rel] = getattr(err, "strerror", None) or str(err)
-    written: list[tuple[str, str, int, bool]] = []  # (rel, temporary, device, replacing)
+    written: list[tuple[str, str, int]] = []  # (rel, temporary, device)
     made: list[str] = []  # every temporary file, for an interrupted restore to remove
     try:
         for rel, outcome in _spread(lambda p: _write_all(p, full, objects, made), rewrite, tick):
@@ -846,7 +846,7 @@ def _restore(
                 failed[rel] = outcome
             else:
                 written.append((rel, *outcome))
-        devices = {dev: tmp for _rel, tmp, dev, _r in reversed(written)}  # device -> a file on it
+        devices = {dev: tmp for _rel, tmp, dev in reversed(written)}  # device -> a file on it
         unsynced = _sync(devices)
         failed.update(_spread(lambda part: _swap_all(part, full, unsynced), written, tick))
     except BaseException:
@@ -1119,40 +1119,40 @@ def _remove(rels: list[str], full) -> Iterator[tuple[str, str] | None]:
 
 
 def _write_all(
-    part: list[tuple[str, Entry, bool]], full, objects: ObjectStore, made: list[str]
+    part: list[tuple[str, Entry]], full, objects: ObjectStore, made: list[str]
 ) -> Iterator[tuple[str, object]]:
     """Write each file's content under a temporary name beside it (listed in
-    `made`); yields (rel, (temporary, device, replacing)), or (rel, why not).
+    `made`); yields (rel, (temporary, device)), or (rel, why not).
     (A thread of its own has a connection of its own to the store.)"""
     mine = threading.current_thread() is threading.main_thread()
     if not mine:
         objects = objects.twin()
     try:
-        contents = _Prefetched([e.data or "" for _rel, e, _r in part], objects)
-        for rel, e, replacing in part:
+        contents = _Prefetched([e.data or "" for _rel, e in part], objects)
+        for rel, e in part:
             try:
                 tmp, dev = _write_temp(full(rel), contents.read(e.data or ""), e)
                 made.append(tmp)
             except (OSError, ObjectError) as err:
                 yield rel, getattr(err, "strerror", None) or str(err)
             else:
-                yield rel, (tmp, dev, replacing)
+                yield rel, (tmp, dev)
     finally:
         if not mine:
             objects.close()
 
 
 def _swap_all(
-    part: list[tuple[str, str, int, bool]], full, unsynced: set[int]
+    part: list[tuple[str, str, int]], full, unsynced: set[int]
 ) -> Iterator[tuple[str, str] | None]:
     """Swap each temporary file in; yields (rel, why) for those that were not."""
-    for rel, tmp, dev, replacing in part:
+    for rel, tmp, dev in part:
         if dev in unsynced:
             _discard(tmp)
             yield rel, "not restored: its new content could not be written to disk"
             continue
         try:
-            _swap_in(tmp, full(rel), replacing)
+            _swap_in(tmp, full(rel))
         except OSError as err:
             yield rel, err.strerror or str(err)
             continue
@@ -1199,22 +1199,11 @@ def _write_temp(path: str, data: bytes, e: Entry) -> tuple[str, int]:
     return tmp, dev
 
 
-def _swap_in(tmp: str, path: str, replacing: bool) -> None:
-    """Give the temporary file `tmp` the name `path`.
-
-    A file that is there is swapped out (renameat2 RENAME_EXCHANGE) and
-    unlinked: renaming over it would make ext4 allocate and flush the new
-    file's blocks there and then (auto_da_alloc), while restore() has synced
-    them all at once already. Where the kernel cannot swap, os.replace."""
+def _swap_in(tmp: str, path: str) -> None:
+    """Give the temporary file `tmp` the name `path`, in place of what has it.
+    (Its content is on disk already, so ext4 has nothing to flush here.)"""
     try:
-        if not (replacing and exchange(tmp, path)):
-            os.replace(tmp, path)
-            return
-        try:
-            os.unlink(tmp)  # the old file, now under the temporary name
-        except IsADirectoryError:
-            exchange(tmp, path)  # a directory took the name meanwhile: give it back
-            raise
+        os.replace(tmp, path)
     except BaseException:
         _discard(tmp)
         raise
