@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import threading
@@ -589,4 +590,23 @@ def test_a_watched_directory_moved_during_the_restore(tree, objects, monkeypatch
     failed = dict(result.failed)
     assert "still created" in failed["sub/deep/c.bin"]  # (gone from where it was)
     assert "elsewhere" in failed and "elsewhere/c.bin" in failed
+    assert result.reread
+
+
+def test_without_enough_inotify_watches_the_whole_tree_is_read_again(tree, objects, monkeypatch):
+    snap = take(tree, objects)
+    (tree / "a.txt").write_text("changed\n")
+    real = snapshot.Inotify.add
+    added = []
+
+    def add(self, path, mask):
+        if len(added) == 2:  # as the kernel does past fs.inotify.max_user_watches
+            raise OSError(errno.ENOSPC, "No space left on device")
+        added.append(path)
+        return real(self, path, mask)
+
+    monkeypatch.setattr(snapshot.Inotify, "add", add)
+    result = snapshot.restore(snap, objects)
+    assert result.failed == []
+    assert (tree / "a.txt").read_text() == "alpha\n"
     assert result.reread
