@@ -998,7 +998,9 @@ class _Watched:
             except (FileNotFoundError, NotADirectoryError):
                 continue
             is_dir = stat.S_ISDIR(st.st_mode)
-            if path in skip_dirs or rules.excluded(rel, rel.rpartition("/")[2], is_dir):
+            if rel != ROOT and (
+                path in skip_dirs or rules.excluded(rel, rel.rpartition("/")[2], is_dir)
+            ):
                 continue
             was = now.entries.get(rel)
             if is_dir and rel not in made and (was is None or was.kind != "dir"):
