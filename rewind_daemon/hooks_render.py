@@ -17,11 +17,21 @@ SHELLS = ("bash", "zsh")
 
 # The shell function `rw` runs the installed program by absolute path, so a
 # PATH change cannot break it. Commands that change this shell (going back,
-# branching) print shell code, which the function evaluates.
+# branching from the last failure: `rw branch` with options only) print
+# shell code, which the function evaluates.
 _FUNCTION = """
 function rw {
-	if [[ ${1-} == back || (${1-} == branch && $# -eq 1) ||
-		(${1-} == rewind && " $* " != *" --exec "*) ]]; then
+	local __rw_eval= __rw_a
+	case ${1-} in
+	back) __rw_eval=1 ;;
+	rewind) [[ " $* " == *" --exec "* ]] || __rw_eval=1 ;;
+	branch)
+		__rw_eval=1
+		for __rw_a in "${@:2}"; do
+			[[ $__rw_a == -* ]] || __rw_eval=
+		done ;;
+	esac
+	if [[ -n $__rw_eval ]]; then
 		local __rw_code
 		__rw_code=$(RW_EVAL=@SHELL@ "$__rw_bin" "$@") || return
 		eval "$__rw_code"

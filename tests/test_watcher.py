@@ -69,6 +69,21 @@ def test_back_restores_the_watched_directory(watched, shells, kind):
     assert rw_json("show", sid, "4")["checkpoint"] == cps[4]
 
 
+def test_branch_restores_the_files_from_before_the_failure(watched, shells, kind):
+    sh = shells(kind)
+    ready(sh)
+    sh.run(f"cd {watched}")
+    sh.run("echo 'line 2' >> log.txt")
+    before = tree_state(watched)  # what the failing command will find
+    sh.run("echo 'mode=broken' >> conf/app.ini; rm keep.txt; touch half-done; (exit 4)")
+    sh.run("echo after > after.txt")
+    assert not (watched / "keep.txt").exists()
+    out = sh.run("rw branch --yes")
+    assert "restored and verified" in out, out
+    assert tree_state(watched) == before
+    assert (watched / "log.txt").read_text() == "line 1\nline 2\n"  # the step before stays
+
+
 def test_back_shows_first_and_asks(watched, shells, kind):
     sh = shells(kind)
     ready(sh)
