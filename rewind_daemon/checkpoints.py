@@ -24,6 +24,7 @@ from .errors import EXIT_INCOMPLETE, NotFound, RwError
 from .objects import ObjectError, ObjectStore, sweep_temporary
 from .paths import Paths
 from .probes import ProbeChange, ProbeConfig, available_probes
+from .snapshot import full_path
 from .store import CheckpointRow, Store, TreeRow
 
 PACKAGE_PROBES = ("dpkg", "pip")
@@ -205,9 +206,9 @@ class Checkpoints:
         warnings = []
         for s in snaps:
             for rel, kind in s.specials:
-                warnings.append(f"{_join(s.root, rel)}: a {kind}, recorded but not its content")
+                warnings.append(f"{full_path(s.root, rel)}: a {kind}, recorded but not its content")
             for rel, note in s.not_kept:
-                warnings.append(f"{_join(s.root, rel)}: {note}, recorded by metadata only")
+                warnings.append(f"{full_path(s.root, rel)}: {note}, recorded by metadata only")
         return Created(cid, rows, [p for p, _ in probe_data], unavailable, warnings)
 
     def probes(self, packages: bool, services: bool, recorded: dict[str, bytes] | None = None):
@@ -301,7 +302,7 @@ class Checkpoints:
                 continue
             result = snapshot.restore(then, self.objects, self.own_dirs())
             report.restored += [c.describe(then.root) for c in result.applied]
-            report.failed += [f"{_join(then.root, rel)}: {why}" for rel, why in result.failed]
+            report.failed += [f"{full_path(then.root, rel)}: {why}" for rel, why in result.failed]
             self._previous.pop(then.root, None)
         restore_probe("services")
         return report
@@ -406,7 +407,7 @@ class Checkpoints:
                 continue
             for rel, entry in snap.entries.items():
                 if entry.kind == "file" and entry.data:
-                    files.setdefault(entry.data, _join(snap.root, rel))
+                    files.setdefault(entry.data, full_path(snap.root, rel))
         for digest, path in sorted(files.items(), key=lambda kv: kv[1]):
             why = self.objects.verify(digest)
             if why:
@@ -440,7 +441,3 @@ def objects_of(snap: snapshot.Snapshot) -> set[str]:
     if snap.manifest:
         refs.add(snap.manifest)
     return refs
-
-
-def _join(root: str, rel: str) -> str:
-    return root if rel == snapshot.ROOT else os.path.join(root, rel)

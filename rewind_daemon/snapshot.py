@@ -717,7 +717,7 @@ class Change:
     detail: str = ""
 
     def describe(self, root: str) -> str:
-        full = root if self.path == ROOT else os.path.join(root, self.path)
+        full = full_path(root, self.path)
         return f"{self.what:<9} {full}{'  ' + self.detail if self.detail else ''}"
 
 
@@ -798,7 +798,7 @@ def _restore(
     tick = watched.read if watched is not None else None
 
     def full(rel: str) -> str:
-        return root if rel == ROOT else os.path.join(root, rel)
+        return full_path(root, rel)
 
     # 1. Remove what the checkpoint did not have: files first (in several
     # threads: freeing an inode is kernel work), then directories, deepest first.
@@ -935,7 +935,7 @@ class _Watched:
         return watched
 
     def watch(self, rel: str) -> None:
-        path = self.root if rel == ROOT else os.path.join(self.root, rel)
+        path = full_path(self.root, rel)
         try:
             wd = self.inotify.add(path, self.MASK)
         except (FileNotFoundError, NotADirectoryError):
@@ -992,7 +992,7 @@ class _Watched:
         sink = DigestOnly()
         found: dict[str, Entry] = {}
         for rel in check:
-            path = self.root if rel == ROOT else os.path.join(self.root, rel)
+            path = full_path(self.root, rel)
             try:
                 st = os.lstat(path)
             except (FileNotFoundError, NotADirectoryError):
@@ -1036,6 +1036,11 @@ class _Prefetched:
         return self.objects.read(digest, self.batch.get(digest))
 
 
+def full_path(root: str, rel: str) -> str:
+    """The path of the entry `rel` of the tree at `root`."""
+    return root if rel == ROOT else os.path.join(root, rel)
+
+
 def _depth(rel: str) -> int:
     return -1 if rel == ROOT else rel.count("/")
 
@@ -1069,8 +1074,6 @@ def _put(path: str, e: Entry, cur: Entry | None) -> None:
 # 1 thread 484 ms, 2 422, 3 408, 4 391; then 4 429, 6 449, 8 456.)
 WORKERS = 4
 _SPREAD_MIN = 32  # items below which a thread is not worth starting
-
-
 _TICK = 64  # items between two calls of _spread's tick
 
 

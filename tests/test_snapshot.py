@@ -434,11 +434,30 @@ def test_split_walk_when_sigchld_is_ignored(tree, objects):
     assert [(c.path, c.what) for c in snapshot.diff(base, now)] == [("a.txt", "modified")]
 
 
-def test_restore_that_cannot_sync_keeps_the_old_files(tree, objects, monkeypatch):
+def _meanwhile(monkeypatch, change):
+    """Run change() once restore has written its new files and before it
+    gives them their names: as another process would, during the restore."""
+    real = snapshot._sync
+    done = []
+
+    def sync(where):
+        if not done and any(".rw-" in p for p in where.values()):
+            done.append(change())
+        return real(where)
+
+    monkeypatch.setattr(snapshot, "_sync", sync)
+
+
+def _two_changed(tree, objects):
+    """A snapshot of `tree`, then two of its files changed: (snapshot, the tree now)."""
     snap = take(tree, objects)
     (tree / "a.txt").write_text("changed since\n")
     (tree / "sub" / "b.txt").write_text("also changed\n")
-    changed = tree_state(tree)
+    return snap, tree_state(tree)
+
+
+def test_restore_that_cannot_sync_keeps_the_old_files(tree, objects, monkeypatch):
+    snap, changed = _two_changed(tree, objects)
 
     def broken(fd):
         raise OSError(5, "Input/output error")
@@ -456,16 +475,13 @@ def test_restore_gives_a_name_back_to_a_directory_that_took_it(tree, objects, mo
     as it is now and reported, and nothing is hidden under a temporary name."""
     snap = take(tree, objects)
     (tree / "a.txt").write_text("changed since\n")
-    real = snapshot._sync
 
-    def meanwhile(where):
-        if any(".rw-" in p for p in where.values()):  # after the new contents are written
-            os.unlink(tree / "a.txt")
-            (tree / "a.txt").mkdir()
-            (tree / "a.txt" / "inside").write_text("someone else's\n")
-        return real(where)
+    def take_the_name():
+        os.unlink(tree / "a.txt")
+        (tree / "a.txt").mkdir()
+        (tree / "a.txt" / "inside").write_text("someone else's\n")
 
-    monkeypatch.setattr(snapshot, "_sync", meanwhile)
+    _meanwhile(monkeypatch, take_the_name)
     result = snapshot.restore(snap, objects)
     assert "a.txt" in dict(result.failed)
     assert (tree / "a.txt" / "inside").read_text() == "someone else's\n"
@@ -506,10 +522,7 @@ def test_many_files_restored_at_once(tmp_path, objects, monkeypatch, walk_mode):
 
 
 def test_an_interrupted_restore_leaves_no_temporary_file(tree, objects, monkeypatch):
-    snap = take(tree, objects)
-    (tree / "a.txt").write_text("changed since\n")
-    (tree / "sub" / "b.txt").write_text("also changed\n")
-    changed = tree_state(tree)
+    snap, changed = _two_changed(tree, objects)
 
     def interrupted(where):
         raise KeyboardInterrupt  # Ctrl-C once the new contents are written
@@ -520,20 +533,6 @@ def test_an_interrupted_restore_leaves_no_temporary_file(tree, objects, monkeypa
     files = {k: v for k, v in tree_state(tree).items() if v[0] != "dir"}
     assert files == {k: v for k, v in changed.items() if v[0] != "dir"}  # each file as it was
     assert not list(tree.rglob(".*.rw-*"))
-
-
-def _meanwhile(monkeypatch, change):
-    """Run change() once restore has written its new files and before it
-    gives them their names: as another process would, during the restore."""
-    real = snapshot._sync
-    done = []
-
-    def sync(where):
-        if not done and any(".rw-" in p for p in where.values()):
-            done.append(change())
-        return real(where)
-
-    monkeypatch.setattr(snapshot, "_sync", sync)
 
 
 def test_verifying_reads_again_only_what_it_must(tree, objects, monkeypatch, walk_mode):
