@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import base64
-import json
 import re
 import shlex
 import time
 from dataclasses import dataclass
 
-from . import __version__
+from . import __version__, display
 from .errors import RwError
 from .redact import MASK
 from .store import SessionRow, StepRow, Store
@@ -63,7 +62,7 @@ def export_session(
     if fmt == "md":
         return to_markdown(sel)
     if fmt == "json":
-        return json.dumps(to_document(store, sel), indent=2, ensure_ascii=False) + "\n"
+        return display.json_text(to_document(store, sel)) + "\n"
     raise RwError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
 
 
@@ -85,8 +84,34 @@ class _Envs:
         return self._cache[env_id]
 
 
+_ANSI_C = re.compile(r"[\\']|" + display.CONTROL_BUT_LINES.pattern)
+
+
+def _ansi_c_char(m: re.Match[str]) -> str:
+    c = m.group()
+    if c in "\\'":
+        return "\\" + c
+    if c == "\x1b":
+        return "\\e"
+    return "".join(f"\\x{b:02x}" for b in c.encode())
+
+
+def shell_quoted(text: str) -> str:
+    """`text` as one bash word, exactly: single-quoted, or `$'...'` when it holds
+    control characters, so that reading the script shows them as escapes."""
+    if not display.has_control(text, lines=True):
+        return shlex.quote(text)
+    return "$'" + _ANSI_C.sub(_ansi_c_char, text) + "'"
+
+
+def _comment(text: str) -> str:
+    """`text` for a `#` line: nothing in it can end the comment or drive a terminal."""
+    return "# " + display.escaped(text)
+
+
 def _env_lines(before: dict[str, str], after: dict[str, str]) -> list[str]:
-    """Shell lines that turn environment `before` into `after`."""
+    """Shell lines that turn environment `before` into `after` (env_changes leaves
+    out the names bash cannot assign)."""
     lines = []
     for name, _old, new in env_changes(before, after):
         if new is None:
@@ -95,22 +120,32 @@ def _env_lines(before: dict[str, str], after: dict[str, str]) -> list[str]:
             lines.append(f': "${{{name}:?set {name}: its recorded value was redacted}}"')
             lines.append(f"export {name}")
         else:
-            lines.append(f"export {name}={shlex.quote(new)}")
+            lines.append(f"export {name}={shell_quoted(new)}")
     return lines
 
 
 def _commented(command: str) -> list[str]:
-    return ["#   " + line for line in command.split("\n")]
+    return ["#   " + display.escaped(line, lines=True) for line in command.split("\n")]
 
 
 def _failed(step: StepRow) -> bool:
     return step.exit_code not in (None, 0)
 
 
-def _pipe_failed(step: StepRow) -> bool:
-    """Succeeded although a pipeline stage failed: under pipefail it would not."""
-    codes = (step.pipestatus or "").split()
-    return step.exit_code == 0 and len(codes) > 1 and any(c != "0" for c in codes)
+# Each step runs in the script's own shell, so cd, exports and functions carry
+# on, but as a quoted string: a heredoc or quote it leaves open cannot swallow
+# the steps after it. The script sets no -e/-u/pipefail of its own (they would
+# change what the recorded lines do); a step that succeeded live and fails now
+# stops it, with its exit status.
+_STEP_CHECK = """\
+# Each step runs as it was typed, without -e, -u or pipefail unless it set them;
+# the script stops at a step that succeeded when recorded and fails now.
+__rw_step_ok() {
+  [ "$2" = 0 ] && return
+  printf 'rw export: step %s %s\\n' "$1" \\
+    "${3:-failed with exit status $2; it succeeded when recorded}" >&2
+  exit "$2"
+}"""
 
 
 def to_script(store: Store, sel: Selection, *, include_failed: bool = False) -> str:
@@ -118,10 +153,11 @@ def to_script(store: Store, sel: Selection, *, include_failed: bool = False) -> 
 
     Each command reproduces its own changes to the directory and environment;
     what left-out steps changed is replayed with `cd`/`export`/`unset` lines.
+    Every recorded value reaches the script quoted, or escaped in a comment.
     """
     s = sel.session
     envs = _Envs(store)
-    out = ["#!/usr/bin/env bash", *_script_header(sel, include_failed), "set -euo pipefail", ""]
+    out = ["#!/usr/bin/env bash", *_script_header(sel, include_failed), _STEP_CHECK, ""]
     recorded = store.env_before(s.id, sel.first)  # the env id in effect, as recorded
     # What the script's shell holds, as far as it is known (None: unknown).
     env = envs.get(recorded)
@@ -146,7 +182,7 @@ def to_script(store: Store, sel: Selection, *, include_failed: bool = False) -> 
                 out += _commented(step.command)
             continue
         if step.cwd_before and step.cwd_before != cwd:
-            out.append(f"cd {shlex.quote(step.cwd_before)}")
+            out.append(f"cd -- {shell_quoted(step.cwd_before)} || exit")
         if env is not None and wanted is not None and wanted is not env:
             out += _env_lines(env, wanted)
         if MASK in step.command:
@@ -155,13 +191,11 @@ def to_script(store: Store, sel: Selection, *, include_failed: bool = False) -> 
                 "put the command back here with the secret in it:"
             )
             out += _commented(step.command)
-            message = f"rw export: step {step.number} held a redacted secret: edit this script"
-            out.append(f"echo {shlex.quote(message)} >&2; false")
-        elif _pipe_failed(step):
-            out.append(f"# step {step.number} succeeded with PIPESTATUS {step.pipestatus}:")
-            out += ["set +o pipefail", step.command, "set -o pipefail"]
+            out.append(f"__rw_step_ok {step.number} 1 'held a redacted secret: edit this script'")
         else:
-            out.append(step.command)
+            out.append(f"# step {step.number}")
+            out.append(f"eval {shell_quoted(step.command)}")
+            out.append(f"__rw_step_ok {step.number} $?")
         # The command itself redoes its own cd and exports.
         cwd = step.cwd_after or step.cwd_before or cwd
         if step.env_id is not None:
@@ -174,11 +208,12 @@ def _script_header(sel: Selection, include_failed: bool) -> list[str]:
     label = s.id + (f" ({s.name})" if s.name else "")
     where = " on ".join(x for x in (s.shell or "a shell", s.host) if x)
     lines = [
-        f"# rw session {label}, steps {sel.first} to {sel.last},",
-        f"# recorded in {where} from {_when(s.started_at)}; exported by rw {__version__}.",
+        _comment(f"rw session {label}, steps {sel.first} to {sel.last},"),
+        _comment(f"recorded in {where} from {_when(s.started_at)}; exported by rw {__version__}."),
     ]
     if s.shell and s.shell != "bash":
-        lines.append(f"# The commands were typed into {s.shell}; this script runs them in bash.")
+        typed = f"The commands were typed into {s.shell}; this script runs them in bash."
+        lines.append(_comment(typed))
     if s.origin == "import":
         lines.append("# Imported from a history file: directories and environment are unknown.")
     if include_failed:
@@ -231,26 +266,28 @@ def _code_span(text: str) -> str:
 
 def _table_command(command: str, width: int = 60) -> str:
     first, _, rest = command.partition("\n")
-    text = first + (" …" if rest else "")
+    text = display.escaped(first) + (" …" if rest else "")
     if len(text) > width:
         text = text[: width - 1] + "…"
     return _code_span(text).replace("|", "\\|")
 
 
 def to_markdown(sel: Selection) -> str:
+    """A runbook; recorded text in it has its control characters escaped."""
     s = sel.session
-    title = s.name or f"session {s.id}"
+    esc = display.escaped
+    title = esc(s.name or f"session {s.id}")
     failed = sum(1 for st in sel.steps if _failed(st))
     out = [f"# {title}", ""]
     facts = [
-        ("Session", f"`{s.id}`" + (f" ({s.name})" if s.name else "")),
-        ("Shell", " ".join(x for x in (s.shell, s.shell_version) if x) or "?"),
-        ("Host", " as ".join(x for x in (s.host, s.user) if x) or "?"),
+        ("Session", _code_span(esc(s.id)) + (f" ({esc(s.name)})" if s.name else "")),
+        ("Shell", esc(" ".join(x for x in (s.shell, s.shell_version) if x)) or "?"),
+        ("Host", esc(" as ".join(x for x in (s.host, s.user) if x)) or "?"),
         ("Started", _when(s.started_at)),
         ("Steps", f"{sel.first} to {sel.last}, {failed} failed" if sel.steps else "none"),
     ]
     if s.parent_id:
-        facts.append(("Branch of", f"`{s.parent_id}` after step {s.branch_point}"))
+        facts.append(("Branch of", f"{_code_span(esc(s.parent_id))} after step {s.branch_point}"))
     if s.origin == "import":
         facts.append(("Origin", "imported history: exit codes and directories are unknown"))
     out += [f"- **{k}:** {v}" for k, v in facts]
@@ -258,25 +295,26 @@ def to_markdown(sel: Selection) -> str:
         return "\n".join(out) + "\n"
     out += ["", "| Step | Command | Exit | Duration | Directory |", "|---:|---|---:|---:|---|"]
     for st in sel.steps:
-        cwd = _code_span(st.cwd_before).replace("|", "\\|") if st.cwd_before else "?"
+        cwd = _code_span(esc(st.cwd_before)).replace("|", "\\|") if st.cwd_before else "?"
         out.append(
             f"| {st.number} | {_table_command(st.command)} | {_exit_text(st)} "
             f"| {duration_text(st)} | {cwd} |"
         )
     lang = s.shell if s.shell in ("bash", "zsh", "sh") else "sh"
     for st in sel.steps:
-        mark = fence(st.command)
-        out += ["", f"## Step {st.number}", "", f"{mark}{lang}", st.command, mark, ""]
+        command = esc(st.command, lines=True)
+        mark = fence(command)
+        out += ["", f"## Step {st.number}", "", f"{mark}{lang}", command, mark, ""]
         about = [f"exit code {_exit_text(st)}", duration_text(st)]
         if st.cwd_before:
-            about.append(f"in {_code_span(st.cwd_before)}")
+            about.append(f"in {_code_span(esc(st.cwd_before))}")
         if st.cwd_after and st.cwd_after != st.cwd_before:
-            about.append(f"then in {_code_span(st.cwd_after)}")
+            about.append(f"then in {_code_span(esc(st.cwd_after))}")
         if len((st.pipestatus or "").split()) > 1:
-            about.append(f"PIPESTATUS {st.pipestatus}")
+            about.append(f"PIPESTATUS {esc(st.pipestatus or '')}")
         out.append(", ".join(about) + f"; started {_when(st.started_at)}.")
         if st.number in sel.outputs:
-            text = sel.outputs[st.number].decode(errors="replace").rstrip("\n")
+            text = esc(sel.outputs[st.number].decode(errors="replace").rstrip("\n"), lines=True)
             mark = fence(text)
             out += ["", "Output:", "", f"{mark}text", text, mark] if text else []
     return "\n".join(out) + "\n"

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
+import stat
 import subprocess
 from pathlib import Path
 
@@ -51,12 +53,23 @@ def shellcheck(path: Path) -> subprocess.CompletedProcess:
 
 
 def body(script: str) -> list[str]:
-    """The lines that run: no comments, no blank lines, no shebang or set line."""
-    return [
-        line
-        for line in script.splitlines()
-        if line.strip() and not line.startswith("#") and line != "set -euo pipefail"
-    ]
+    """The lines that run, with each step's command as it was typed (unquoted from
+    its eval): no comments, blank lines, step checks or their definition."""
+    lines = iter(script.split("\n}\n", 1)[1].splitlines())  # after __rw_step_ok's
+    out = []
+    for line in lines:
+        if not line.strip() or line.startswith(("#", "__rw_step_ok ")):
+            continue
+        if line.startswith("eval "):
+            quoted = line[5:]
+            while True:  # until the quoted command is whole
+                try:
+                    line = shlex.split(quoted)[0]
+                    break
+                except ValueError:
+                    quoted += "\n" + next(lines)
+        out.append(line)
+    return out
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -80,15 +93,16 @@ def test_sh_export_passes_shellcheck_and_rebuilds_the_files(build, tmp_path):
     script = tmp_path / "build.sh"
     rw("export", "build", "--format", "sh", "-o", str(script))
     text = script.read_text()
-    assert os.access(script, os.X_OK)
-    assert text.startswith("#!/usr/bin/env bash\n") and "\nset -euo pipefail\n" in text
+    assert stat.S_IMODE(script.stat().st_mode) == 0o600
+    # no -e, -u or pipefail of its own: each step runs under the options it had live
+    assert text.startswith("#!/usr/bin/env bash\n") and "\nset " not in text
     check = shellcheck(script)
     assert check.returncode == 0, check.stdout
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
     lines = body(text)
     # cd only where the directory changed other than by the command itself
     assert [x for x in lines if x.startswith("cd ")] == [
-        f"cd {tmp_path / 'home'}",
+        f"cd -- {tmp_path / 'home'} || exit",
         f"cd {work}",
         "cd out",
         SUB_C,
@@ -98,7 +112,7 @@ def test_sh_export_passes_shellcheck_and_rebuilds_the_files(build, tmp_path):
     assert lines.count("export LATE=from-a-failed-step") == 1
     assert "false" not in text and "ls no-such-file" not in text
     assert "rw name build" not in lines and "#   rw name build" in text
-    assert lines[-3:] == ["set +o pipefail", "yes | head -n 2 > e.txt", "set -o pipefail"]
+    assert lines[-1] == "yes | head -n 2 > e.txt"  # succeeds without pipefail, as it did
     # Run it where nothing of the session is left: the same files come back.
     shutil.rmtree(work)
     work.mkdir()
@@ -124,7 +138,7 @@ def test_from_to_select_steps_and_set_up_their_state(build):
     assert "steps 7 to 9" in text
     assert body(text) == [
         "export GREETING='hi there'",  # made by step 6, before the range
-        f"cd {build}/out",
+        f"cd -- {build}/out || exit",
         PRINTF_B,
         "export LATE=from-a-failed-step",  # made by step 8, which failed
         SUB_C,
@@ -284,3 +298,178 @@ def test_recorded_output_is_exported_and_round_trips(daemon, shells, tmp_path):
     again = json.loads(rw("export", copy, "--format", "json").stdout)
     assert [s.get("output") for s in again["steps"]] == [s.get("output") for s in doc["steps"]]
     assert again["steps"][2]["output_base64"] == doc["steps"][2]["output_base64"]
+
+
+# --- hostile values, each step's own status, file modes -------------------------------
+
+
+def import_document(path: Path, session: dict, steps: list[dict], start_env=None) -> str:
+    """`rw import json` of a document made of these parts; returns the new session id."""
+    times = {"started_at": 1700000000}
+    doc = {
+        "format": "rw-session",
+        "version": 1,
+        "session": {"id": "doc", **times, **session},
+        "start_env": start_env,
+        "steps": [
+            {"started_at": 1700000001 + i, "ended_at": 1700000001 + i, **s}
+            for i, s in enumerate(steps)
+        ],
+    }
+    path.write_text(json.dumps(doc))
+    return rw_json("import", "json", str(path), "--new-id")["session"]
+
+
+def run_script(script: Path, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", str(script)], cwd=cwd, env=clean_env(**env), capture_output=True, text=True
+    )
+
+
+def test_hostile_values_reach_the_script_quoted_or_escaped(rw_home, tmp_path):
+    """A session name, host, shell, directory, variable names and values and commented
+    commands that would each run `touch pwned-*` if written into the script as they are."""
+    run_dir = tmp_path / "run"
+    hostile_dir = run_dir / "d'$(touch pwned-cwd)'\n;touch pwned-cwd2;\x1b]0;t\x07"
+    hostile_dir.mkdir(parents=True)
+    value = "$(touch pwned-value)'\n`touch pwned-value2`\x1b[31m\u202e\\"
+    env = {"V": value, "BAD;touch pwned-name": "x", "A\ntouch pwned-name2": "y"}
+    where = {"cwd_before": str(hostile_dir), "cwd_after": str(hostile_dir)}
+    sid = import_document(
+        tmp_path / "hostile.json",
+        {
+            "name": "n\ntouch pwned-session-name\n",
+            "host": "h\ntouch pwned-host",
+            "shell": "bash\ntouch pwned-shell",
+        },
+        [
+            {"command": "true", "exit_code": 0, "env": {}, **where},
+            {"command": "false #\ntouch pwned-failed", "exit_code": 1, "env": env, **where},
+            {"command": 'printf %s "$V" > v.out', "exit_code": 0, "env": env, **where},
+            {"command": "rw name x\ntouch pwned-rw", "exit_code": 0, "env": env, **where},
+            {"command": "sleep 1\ntouch pwned-running", "exit_code": None, "ended_at": None},
+        ],
+        start_env={},
+    )
+    for args in ([], ["--include-failed"], ["--from", "2"]):
+        script = tmp_path / "hostile.sh"
+        rw("export", sid, "-o", str(script), *args)
+        (hostile_dir / "v.out").unlink(missing_ok=True)
+        run = run_script(script, run_dir)
+        text = script.read_text()
+        assert not list(tmp_path.rglob("pwned-*")), (args, text)
+        assert run.returncode == 0, run.stderr
+        assert (hostile_dir / "v.out").read_text() == value  # the value, exactly
+        assert text.startswith("#!/usr/bin/env bash\n")
+        assert "# rw session " in text and "(n\\ntouch pwned-session-name\\n)" in text
+        assert "\x1b" not in text and "\u202e" not in text  # escaped, for who reads it
+
+
+def test_a_name_given_with_rw_name_cannot_inject(daemon, shells, tmp_path):
+    sh = shells("bash")
+    sh.run(f"cd {tmp_path}")
+    sh.run("rw name $'x\\ntouch pwned-name'")
+    sh.run("touch made")
+    script = tmp_path / "named.sh"
+    rw("export", sh.session_id(), "-o", str(script))
+    (tmp_path / "made").unlink()
+    run = run_script(script, tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "made").exists() and not list(tmp_path.rglob("pwned-*"))
+    assert "(x\\ntouch pwned-name)" in script.read_text()
+
+
+def test_each_step_succeeds_or_fails_as_it_did_when_recorded(daemon, shells, tmp_path):
+    sh = shells("bash")
+    sh.run(f"cd {tmp_path}")
+    sh.run("touch f")
+    steps = [
+        "grep -q nothing f; echo after > a.txt",
+        "true | false | true; echo ok > b.txt",
+        'echo "${RW_UNSET_VAR}" > c.txt',
+        "cat input.txt > copy.txt",
+        "touch last",
+    ]
+    (tmp_path / "input.txt").write_text("in\n")
+    for command in steps:
+        sh.run(command)
+    assert [s["exit_code"] for s in steps_of(sh.session_id())] == [0] * 7
+    script = tmp_path / "steps.sh"
+    rw("export", sh.session_id(), "-o", str(script))
+    assert shellcheck(script).returncode == 0, shellcheck(script).stdout
+    made = ["a.txt", "b.txt", "c.txt", "copy.txt", "last"]
+    for name in made:
+        (tmp_path / name).unlink()
+    run = run_script(script, tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert all((tmp_path / name).exists() for name in made)
+    # A step that succeeded when recorded and fails now stops the script, named.
+    for name in made:
+        (tmp_path / name).unlink()
+    (tmp_path / "input.txt").unlink()
+    run = run_script(script, tmp_path)
+    assert run.returncode == 1
+    assert "rw export: step 6 failed with exit status 1; it succeeded when recorded" in run.stderr
+    assert (tmp_path / "c.txt").exists() and not (tmp_path / "last").exists()
+
+
+def test_a_broken_step_cannot_swallow_the_steps_after_it(rw_home, tmp_path):
+    """An unterminated heredoc or quote in one step stays in that step."""
+    ok = {"exit_code": 0}
+    sid = import_document(
+        tmp_path / "broken.json",
+        {"name": "broken", "shell": "bash"},
+        [
+            {"command": "cat <<EOF > here.txt\nhello", **ok},
+            {"command": "touch after-heredoc", **ok},
+            {"command": "echo 'unterminated", **ok},
+            {"command": "touch not-reached", **ok},
+        ],
+    )
+    script = tmp_path / "broken.sh"
+    rw("export", sid, "-o", str(script))
+    run = run_script(script, tmp_path)
+    assert (tmp_path / "here.txt").read_text() == "hello\n"
+    assert (tmp_path / "after-heredoc").exists()
+    # the open quote is a syntax error in its own step, which succeeded when recorded
+    assert run.returncode == 2 and "rw export: step 3 failed with exit status 2" in run.stderr
+    assert not (tmp_path / "not-reached").exists()
+
+
+def mode_of(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_files_written_with_o_are_private_unless_mode_says(daemon, shells, tmp_path):
+    sh = shells("bash")
+    sh.run("rw name modes")
+    sh.run(f"touch {tmp_path}/ran")
+    old = os.umask(0o022)
+    try:
+        for fmt in ("sh", "md", "json"):
+            path = tmp_path / f"out.{fmt}"
+            rw("export", "modes", "--format", fmt, "-o", str(path))
+            assert mode_of(path) == 0o600, fmt
+        existing = tmp_path / "existing.sh"
+        existing.write_text("old\n")
+        existing.chmod(0o644)
+        rw("export", "modes", "-o", str(existing))
+        assert mode_of(existing) == 0o600 and existing.read_text().startswith("#!")
+        rw("export", "modes", "-o", str(existing), "--mode", "0755")
+        assert mode_of(existing) == 0o755
+        (tmp_path / "ran").unlink()
+        assert subprocess.run([str(existing)], cwd=tmp_path).returncode == 0
+        assert (tmp_path / "ran").exists()
+        rw("export", "modes", "-o", str(existing), "--mode", "640")
+        assert mode_of(existing) == 0o640
+    finally:
+        os.umask(old)
+    for args, message in [
+        (["-o", str(existing), "--mode", "999"], "'999' is not a mode like 0600 or 0755"),
+        (["-o", str(existing), "--mode", "4755"], "is not a mode"),
+        (["-o", str(existing), "--mode", "u+x"], "is not a mode"),
+        (["--mode", "0700"], "--mode goes with -o FILE"),
+    ]:
+        bad = rw("export", "modes", *args, check=False)
+        assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr
+    assert mode_of(existing) == 0o640

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import stat
 
 import click
 
@@ -15,19 +17,28 @@ from . import CONTEXT, cli
 from .common import get_config, get_paths, json_option, print_json, synced_store
 
 
-def _write(path: str, text: str, executable: bool) -> None:
+def _write(path: str, text: str, mode: int) -> None:
+    """`text` into `path` (`-`: stdout). A regular file gets `mode` before anything
+    is written to it, also when it was already there with another."""
     if path == "-":
         click.echo(text, nl=False)
         return
     try:
-        with open(path, "w", encoding="utf-8") as fh:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(fd, "w", encoding="utf-8") as fh:
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                os.fchmod(fd, mode)
             fh.write(text)
-        if executable:
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(path, 0o777 & ~umask)
     except OSError as e:
         raise RwError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def _file_mode(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    if value is None:
+        return None
+    if not re.fullmatch(r"0?[0-7]{3}", value):
+        raise click.BadParameter(f"{value!r} is not a mode like 0600 or 0755")
+    return int(value, 8)
 
 
 @cli.command("export", context_settings=CONTEXT)
@@ -43,6 +54,12 @@ def _write(path: str, text: str, executable: bool) -> None:
 @click.option(
     "-o", "--output", default="-", metavar="FILE", help="Write to FILE (default: stdout)."
 )
+@click.option(
+    "--mode",
+    metavar="MODE",
+    callback=_file_mode,
+    help="Permissions of the -o FILE, in octal (default: 0600; 0700 makes a script executable).",
+)
 @click.option("--from", "first", type=click.IntRange(min=1), help="First step (default: 1).")
 @click.option("--to", "last", type=click.IntRange(min=1), help="Last step (default: the last).")
 @click.option(
@@ -52,8 +69,8 @@ def _write(path: str, text: str, executable: bool) -> None:
     "anyway).",
 )
 def export_cmd(
-    session: str | None, fmt: str, output: str, first: int | None, last: int | None,
-    include_failed: bool,
+    session: str | None, fmt: str, output: str, mode: int | None, first: int | None,
+    last: int | None, include_failed: bool,
 ) -> None:  # fmt: skip
     """Export SESSION (this shell's session, or the last one) as a script,
     a runbook or JSON.
@@ -61,21 +78,26 @@ def export_cmd(
     The sh script changes directory where the session did, sets what failed
     or left-out steps changed in the environment, and stops at a value that
     was redacted when recorded. rw commands and failed steps are left out.
-    A script written with -o is made executable.
+    Each step runs as it was typed (no -e, -u or pipefail unless it set
+    them), and the script stops at a step that succeeded when recorded and
+    fails now. A file written with -o is readable by you only (0600)
+    unless --mode says otherwise.
 
     \b
     Example:
-        rw export deploy --format sh -o deploy.sh
+        rw export deploy --format sh -o deploy.sh --mode 0700
         rw export deploy --format md --from 3 --to 9 > runbook.md
         rw export deploy --format json | ssh other rw import json
     """
+    if mode is not None and output == "-":
+        raise RwError("--mode goes with -o FILE")
     store = synced_store(get_paths())
     sid = resolve_session(store, session)
     assert store is not None
     text = exporting.export_session(
         store, sid, fmt, first=first, last=last, include_failed=include_failed
     )
-    _write(output, text, executable=fmt == "sh")
+    _write(output, text, 0o600 if mode is None else mode)
 
 
 @cli.command("import", context_settings=CONTEXT)
