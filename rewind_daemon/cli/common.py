@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 import click
 
 from .. import client, paths
 from ..config import Config, load
+from ..display import escaped, json_text
 from ..errors import RwError
 from ..store import Store
 
@@ -49,8 +49,17 @@ def synced_store(p: paths.Paths) -> Store | None:
 
 
 def print_json(data: object) -> None:
-    json.dump(data, sys.stdout, indent=2, ensure_ascii=False)
-    sys.stdout.write("\n")
+    sys.stdout.write(json_text(data) + "\n")
+
+
+def one_line(command: str, width: int | None = None) -> str:
+    """The first line of `command` for a listing: escaped, ` …` when more lines
+    follow, cut at `width`."""
+    first, _, rest = command.partition("\n")
+    text = escaped(first) + (" …" if rest else "")
+    if width is not None and len(text) > width:
+        text = text[: width - 1] + "…"
+    return text
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")

@@ -5,10 +5,11 @@ from __future__ import annotations
 import click
 
 from .. import diffing
+from ..display import escaped
 from ..errors import EXIT_PROBLEM
 from ..history import resolve_session
 from . import CONTEXT, cli
-from .common import get_paths, json_option, print_json, synced_store
+from .common import get_paths, json_option, one_line, print_json, synced_store
 
 _MARK = {"same": "=", "command": "~", "exit_code": "!", "output": "o", "only_a": "-",
          "only_b": "+"}  # fmt: skip
@@ -44,7 +45,7 @@ def diff_cmd(a: str, b: str, show_all: bool, as_json: bool) -> None:
     if as_json:
         print_json(result.to_json())
     else:
-        click.echo(f"A: {sid_a}\nB: {sid_b}")
+        click.echo(f"A: {escaped(sid_a)}\nB: {escaped(sid_b)}")
         if result.divergence is None:
             click.echo("the runs are the same")
         else:
@@ -57,18 +58,14 @@ def diff_cmd(a: str, b: str, show_all: bool, as_json: bool) -> None:
             assert row is not None
             na = p.a.number if p.a else "-"
             nb = p.b.number if p.b else "-"
-            line = f"{_MARK[p.status]} {na:>5} {nb:>5}  {_first_line(row.command)}"
+            line = f"{_MARK[p.status]} {na:>5} {nb:>5}  {one_line(row.command)}"
             if p.status == "command" and p.b is not None:
-                line += f"  →  {_first_line(p.b.command)}"
+                line += f"  →  {one_line(p.b.command)}"
             if p.status == "exit_code" and p.a and p.b:
                 line += f"   exit {_code(p.a.exit_code)} → {_code(p.b.exit_code)}"
             click.echo(line)
     if result.differs:
         raise SystemExit(EXIT_PROBLEM)
-
-
-def _first_line(command: str) -> str:
-    return command.split("\n", 1)[0]
 
 
 def _code(value: int | None) -> str:

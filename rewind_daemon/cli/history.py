@@ -7,9 +7,10 @@ import time
 import click
 
 from .. import client, history
+from ..display import escaped
 from ..errors import NotFound, RwError
 from . import CONTEXT, cli
-from .common import get_paths, json_option, print_json, synced_store
+from .common import get_paths, json_option, one_line, print_json, synced_store
 
 session_arg = click.argument("session", required=False)
 
@@ -26,12 +27,6 @@ def _took(ms: float | None) -> str:
     if ms < 60_000:
         return f"{ms / 1000:.1f}s"
     return f"{ms / 60_000:.0f}m{(ms % 60_000) / 1000:02.0f}s"
-
-
-def _one_line(command: str, width: int = 100) -> str:
-    first, _, rest = command.partition("\n")
-    text = first + (" …" if rest else "")
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 @cli.command("sessions", context_settings=CONTEXT)
@@ -52,13 +47,14 @@ def sessions_cmd(limit: int | None, as_json: bool) -> None:
     for s in sessions:
         r = s.row
         mark = "*" if r.id == current else " "
-        name = r.name or "-"
+        name = escaped(r.name or "-")
         state = "" if r.ended_at else "  (open)"
-        parent = f"  from {r.parent_id}" if r.parent_id else ""
+        parent = f"  from {escaped(r.parent_id)}" if r.parent_id else ""
         if r.parent_id and r.branch_point is not None:
             parent += f" after step {r.branch_point}"
         click.echo(
-            f"{mark} {r.id}  {name:<16} {r.shell or '?':<4} {_when(r.started_at)}"
+            f"{mark} {escaped(r.id)}  {name:<16} {escaped(r.shell or '?'):<4} "
+            f"{_when(r.started_at)}"
             f"  {r.steps:>5} steps{state}{parent}"
         )
 
@@ -84,14 +80,14 @@ def log_cmd(session: str | None, failed: bool, limit: int | None, as_json: bool)
     if as_json:
         print_json([s.to_json() for s in steps])
         return
-    label = f"{sess.row.id}" + (f" ({sess.row.name})" if sess.row.name else "")
-    click.echo(f"session {label}: {sess.row.steps} steps")
+    label = sess.row.id + (f" ({sess.row.name})" if sess.row.name else "")
+    click.echo(f"session {escaped(label)}: {sess.row.steps} steps")
     for s in steps:
         r = s.row
         code = "-" if r.exit_code is None else str(r.exit_code)
         click.echo(
             f"{r.number:>5}  {code:>4}  {_when(r.started_at)}  {_took(s.duration_ms):>7}  "
-            f"{_one_line(r.command)}"
+            f"{one_line(r.command, 100)}"
         )
 
 
@@ -120,12 +116,12 @@ def show_cmd(args: tuple[str, ...], full_env: bool, as_json: bool) -> None:
         print_json(detail.to_json())
         return
     r = detail.step.row
-    click.echo(f"session   {r.session}")
+    click.echo(f"session   {escaped(r.session)}")
     click.echo(f"step      {r.number}")
-    click.echo("command   " + r.command.replace("\n", "\n          "))
-    click.echo(f"cwd       {r.cwd_before}")
+    click.echo("command   " + escaped(r.command, lines=True).replace("\n", "\n          "))
+    click.echo(f"cwd       {escaped(str(r.cwd_before))}")
     if r.cwd_after and r.cwd_after != r.cwd_before:
-        click.echo(f"cwd after {r.cwd_after}")
+        click.echo(f"cwd after {escaped(r.cwd_after)}")
     click.echo(f"started   {_when(r.started_at)}")
     click.echo(f"took      {_took(detail.step.duration_ms)}")
     click.echo(f"exit      {'-' if r.exit_code is None else r.exit_code}")
@@ -135,17 +131,17 @@ def show_cmd(args: tuple[str, ...], full_env: bool, as_json: bool) -> None:
         click.echo(f"files     checkpoint {detail.checkpoint} (taken before the step)")
     for key, (before, after) in detail.env_changes.items():
         if before is None:
-            click.echo(f"env       +{key}={after}")
+            click.echo(f"env       +{escaped(f'{key}={after}')}")
         elif after is None:
-            click.echo(f"env       -{key}")
+            click.echo(f"env       -{escaped(key)}")
         else:
-            click.echo(f"env       ~{key}={after}")
+            click.echo(f"env       ~{escaped(f'{key}={after}')}")
     if full_env:
         for key, value in sorted(detail.env.items()):
-            click.echo(f"  {key}={value}")
+            click.echo(f"  {escaped(f'{key}={value}')}")
     if detail.output is not None:
         click.echo("output:")
-        click.echo(detail.output.decode(errors="replace"), nl=False)
+        click.echo(escaped(detail.output.decode(errors="replace"), lines=True), nl=False)
 
 
 @cli.command("name", context_settings=CONTEXT)
@@ -166,4 +162,4 @@ def name_cmd(name: str) -> None:
     p = get_paths()
     client.ensure_running(p)
     reply = client.request(p, "name", session=sid, name=name)
-    click.echo(f"session {reply['session']} is now named {reply['name']}")
+    click.echo(f"session {escaped(reply['session'])} is now named {escaped(reply['name'])}")

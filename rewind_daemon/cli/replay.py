@@ -12,6 +12,7 @@ import click
 
 from .. import breakpoints as bps
 from .. import records
+from ..display import escaped
 from ..errors import EXIT_PROBLEM, RwError
 from ..history import resolve_session
 from ..replay import (
@@ -43,7 +44,7 @@ class TerminalController(Controller):
         self, pause: Pause, state: tuple[str, dict[str, str]], definitions: Callable[[], str]
     ) -> Action:
         click.echo(f"\nrw: paused before step {pause.number} ({pause.reason})", err=True)
-        click.echo(f"rw:   {pause.command}", err=True)
+        click.echo(f"rw:   {escaped(pause.command, lines=True)}", err=True)
         while True:
             answer = click.prompt(
                 "rw: [c]ontinue [n]ext [s]kip [e]dit s[h]ell [b]ack [q]uit",
@@ -54,8 +55,9 @@ class TerminalController(Controller):
                 click.echo("rw: answer c, n, s, e, h, b or q", err=True)
                 continue
             if kind == EDIT:
-                return Action(EDIT, command=click.prompt("rw: command", default=pause.command,
-                                                         err=True))  # fmt: skip
+                shown = escaped(pause.command)
+                return Action(EDIT, command=click.prompt(f"rw: command [{shown}]",
+                              default=pause.command, show_default=False, err=True))  # fmt: skip
             if kind == SHELL:
                 cwd, env, defs = _subshell(self.shell, *state, definitions())
                 return Action(SHELL, state=(cwd, env), definitions=defs)
@@ -141,7 +143,7 @@ def replay_cmd(
         raise RwError(f"session {sid} has no steps in that range")
     if dry_run:
         for s in steps:
-            click.echo(f"{s.number:>5}  {s.command}")
+            click.echo(f"{s.number:>5}  {escaped(s.command, lines=True)}")
         return
     points = bps.BreakpointSet([] if no_breakpoints else bps.listing(store, sid))
     interactive = sys.stdin.isatty() and sys.stderr.isatty()
@@ -152,15 +154,15 @@ def replay_cmd(
         controller=TerminalController(shell) if interactive else Controller(), sink=_stream,
         shell=shell,
     )  # fmt: skip
-    click.echo(f"rw: replaying {len(steps)} step(s) of {sid}", err=True)
+    click.echo(f"rw: replaying {len(steps)} step(s) of {escaped(sid)}", err=True)
     try:
         result = replay.run()
     except RwError as e:
-        click.echo(f"rw: {e}", err=True)
+        click.echo(f"rw: {escaped(str(e))}", err=True)
         raise SystemExit(e.exit_code) from None
     click.echo(f"rw: recorded as session {result.session}", err=True)
     if result.stopped:
-        click.echo(f"rw: {result.stopped}", err=True)
+        click.echo(f"rw: {escaped(result.stopped)}", err=True)
         raise SystemExit(EXIT_PROBLEM)
 
 
@@ -197,7 +199,7 @@ def breakpoint_add(
     store = synced_store_for_writing(p)
     sid = resolve_session(store, session)
     for bp in bps.add(store, sid, step=step, pattern=pattern, target=target, on_error=on_error):
-        click.echo(f"breakpoint {bp.id}: {bp.describe()}")
+        click.echo(f"breakpoint {bp.id}: {escaped(bp.describe())}")
 
 
 @breakpoint_group.command("list", context_settings=CONTEXT)
@@ -218,7 +220,7 @@ def breakpoint_list(session: str, as_json: bool) -> None:
         print_json([bp.to_json() for bp in points])
         return
     for bp in points:
-        click.echo(f"{bp.id:>4}  {bp.describe()}")
+        click.echo(f"{bp.id:>4}  {escaped(bp.describe())}")
 
 
 @breakpoint_group.command("rm", context_settings=CONTEXT)

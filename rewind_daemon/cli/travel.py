@@ -7,11 +7,12 @@ import os
 import click
 
 from .. import client, subshell, travel
+from ..display import escaped
 from ..errors import EXIT_INCOMPLETE, EXIT_PROBLEM, NotFound, RwError
 from ..history import current_session_id, resolve_session
 from ..hooks_render import rw_executable
 from . import CONTEXT, cli
-from .common import get_paths, synced_store
+from .common import get_paths, one_line, synced_store
 
 
 def _live_shell(dry_run: bool) -> tuple[str, str]:
@@ -30,7 +31,7 @@ def _live_shell(dry_run: bool) -> tuple[str, str]:
 
 def _apply(plan: travel.Restore, shell: str, dry_run: bool, yes: bool) -> None:
     for line in travel.describe(plan, dry_run, shell):
-        click.echo(f"rw: {line}", err=True)
+        click.echo(f"rw: {escaped(line)}", err=True)
     restore_files(plan.session, plan.target.number, dry_run, yes)
     if not dry_run:
         click.echo(travel.shell_code(plan, shell), nl=False)
@@ -43,7 +44,7 @@ def restore_files(sid: str, step: int, dry_run: bool, yes: bool) -> None:
     from .checkpoint import confirm, open_checkpoints, print_report
 
     def say(line: str) -> None:
-        click.echo(f"rw: {line}", err=True)
+        click.echo(f"rw: {escaped(line)}", err=True)
 
     cps = open_checkpoints()
     if not watches(cps.store, cps.config):
@@ -153,12 +154,13 @@ def branch_cmd(
     if step > row.steps:
         raise RwError(f"session {parent} has steps 1 to {row.steps}, not {step}")
     if dry_run:
-        click.echo(f"would make a branch of {parent} holding its steps 1 to {step}")
+        click.echo(f"would make a branch of {escaped(parent)} holding its steps 1 to {step}")
         return
     client.ensure_running(p)
     reply = client.request(p, "branch", session=parent, step=step, name=name)
     sid = reply["session"]
-    click.echo(f"session {sid} ({reply['name']}): a branch of {parent} after step {step}")
+    label = f"{sid} ({reply['name']})"
+    click.echo(f"session {escaped(label)}: a branch of {escaped(parent)} after step {step}")
     if exec_:
         state = travel.state_after(store, parent, step, dict(os.environ))
         for var in state.redacted:
@@ -201,21 +203,24 @@ def rewind_cmd(session: str, step: int, exec_: bool, dry_run: bool, yes: bool) -
         raise NotFound(f"session {sid} has no step {step}")
     shell = os.environ.get("RW_EVAL", "")
     live = shell in ("bash", "zsh") and current_session_id() is not None
-    say = (lambda line: click.echo(line, err=True)) if live else click.echo
-    say(f"session {sid}, up to step {step}:")
+
+    def say(line: str) -> None:
+        click.echo(line, err=live)
+
+    say(f"session {escaped(sid)}, up to step {step}:")
     for row in store.steps(sid):
         if row.number >= step:
             break
         mark = "  " if row.exit_code in (0, None) else "✗ "
         code = "-" if row.exit_code is None else str(row.exit_code)
-        say(f"  {mark}{row.number:>4}  {code:>4}  {row.command.splitlines()[0]}")
-    say(f"  → {step:>4}        {target.command.splitlines()[0]}")
+        say(f"  {mark}{row.number:>4}  {code:>4}  {one_line(row.command)}")
+    say(f"  → {step:>4}        {one_line(target.command)}")
     failed = [r.number for r in store.steps(sid, failed=True) if r.number < step]
     say(f"failed before step {step}: {', '.join(map(str, failed)) if failed else 'none'}")
     plan = travel.restore_before(store, sid, target, dict(os.environ), os.getcwd())
     lines = travel.describe(plan, dry_run or not live, shell)
     for line in lines[1:]:
-        say(line)
+        say(escaped(line))
     if live:
         restore_files(sid, step, dry_run, yes)
     if live and not dry_run:
