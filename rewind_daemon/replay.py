@@ -47,10 +47,8 @@ class Controller:
     def pause(
         self, pause: Pause, state: tuple[str, dict[str, str]], definitions: Callable[[], str]
     ) -> Action:
-        raise RwError(
-            f"stopped at step {pause.number} ({pause.reason}): {pause.command.splitlines()[0]}",
-            EXIT_PROBLEM,
-        )
+        first = pause.command.split("\n", 1)[0]  # "" for an empty command
+        raise RwError(f"stopped at step {pause.number} ({pause.reason}): {first}", EXIT_PROBLEM)
 
 
 @dataclass

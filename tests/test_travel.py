@@ -208,3 +208,25 @@ def test_rewind_exec_replays_from_the_step(daemon, shells, tmp_path):
     proc = rw("rewind", "job", "2", "--exec")
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "out.txt").read_text() == "replayed\n"
+
+
+def test_rewind_over_a_step_with_an_empty_command(daemon, shells, tmp_path):
+    from .test_cli_export import import_document
+
+    ok = {"exit_code": 0, "cwd_before": str(tmp_path), "cwd_after": str(tmp_path)}
+    sid = import_document(
+        tmp_path / "empty.json",
+        {"name": "empty", "shell": "bash"},
+        [{"command": "echo one", **ok}, {"command": "", **ok}, {"command": "touch three", **ok}],
+    )
+    for step in ("2", "3"):
+        proc = rw("rewind", sid, step, check=False)
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+        assert f"→ {step:>4}" in proc.stdout
+    # replayed from the empty step, stopped there by a breakpoint: one line, exit 1
+    rw("breakpoint", "add", sid, "--step", "2")
+    proc = rw("rewind", sid, "2", "--exec", check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "rw: stopped at step 2 (breakpoint" in proc.stderr
+    rw("replay", sid, "--from", "2", "--no-breakpoints")
+    assert (tmp_path / "three").exists()
