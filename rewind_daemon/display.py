@@ -5,7 +5,8 @@ and imported files. Printed as they are, an ESC or BEL in them drives the
 reader's terminal (`rw name $'demo\\e]0;title\\a'` set its title) and a bidi
 override reorders what a reviewer reads. Every human renderer (the CLI, the
 Markdown and script exports) passes them through `escaped`; JSON keeps them
-exact, as `\\uXXXX` escapes.
+exact, as `\\uXXXX` escapes. Backslashes are left as they are: the escapes are
+for reading, not for parsing back (that is what --json is for).
 """
 
 from __future__ import annotations

@@ -140,7 +140,7 @@ def _failed(step: StepRow) -> bool:
 _STEP_CHECK = """\
 # Each step runs as it was typed, without -e, -u or pipefail unless it set them;
 # the script stops at a step that succeeded when recorded and fails now.
-__rw_step_ok() {
+__rw_step_ok() {  # STEP STATUS [WHY]
   [ "$2" = 0 ] && return
   printf 'rw export: step %s %s\\n' "$1" \\
     "${3:-failed with exit status $2; it succeeded when recorded}" >&2
@@ -195,7 +195,11 @@ def to_script(store: Store, sel: Selection, *, include_failed: bool = False) -> 
         else:
             out.append(f"# step {step.number}")
             out.append(f"eval {shell_quoted(step.command)}")
-            out.append(f"__rw_step_ok {step.number} $?")
+            if step.exit_code is None:  # imported from a history file
+                why = '"failed with exit status $?; its status was not recorded"'
+                out.append(f"__rw_step_ok {step.number} $? {why}")
+            else:
+                out.append(f"__rw_step_ok {step.number} $?")
         # The command itself redoes its own cd and exports.
         cwd = step.cwd_after or step.cwd_before or cwd
         if step.env_id is not None:

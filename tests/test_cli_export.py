@@ -436,6 +436,19 @@ def test_a_broken_step_cannot_swallow_the_steps_after_it(rw_home, tmp_path):
     assert not (tmp_path / "not-reached").exists()
 
 
+def test_a_history_step_that_fails_stops_the_script(rw_home, tmp_path):
+    """Imported history has no exit codes: a failing step stops the script, saying so."""
+    history = tmp_path / "history"
+    history.write_text("echo fine > fine.txt\nrw-no-such-command\ntouch never\n")
+    sid = rw_json("import", "bash", str(history))["session"]
+    script = tmp_path / "history.sh"
+    rw("export", sid, "-o", str(script))
+    run = run_script(script, tmp_path)
+    assert run.returncode == 127 and (tmp_path / "fine.txt").exists()
+    assert "step 2 failed with exit status 127; its status was not recorded" in run.stderr
+    assert not (tmp_path / "never").exists()
+
+
 def mode_of(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
