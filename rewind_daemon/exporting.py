@@ -132,11 +132,9 @@ def _failed(step: StepRow) -> bool:
     return step.exit_code not in (None, 0)
 
 
-# Each step runs in the script's own shell, so cd, exports and functions carry
-# on, but as a quoted string: a heredoc or quote it leaves open cannot swallow
-# the steps after it. The script sets no -e/-u/pipefail of its own (they would
-# change what the recorded lines do); a step that succeeded live and fails now
-# stops it, with its exit status.
+# Steps run by eval in the script's shell, so cd, exports and functions carry on
+# while a heredoc or quote one leaves open cannot swallow the next; no options of
+# the script's own, since they would change what a recorded line does.
 _STEP_CHECK = """\
 # Each step runs as it was typed, without -e, -u or pipefail unless it set them;
 # the script stops at a step that succeeded when recorded and fails now.
