@@ -363,6 +363,7 @@ def test_hostile_values_reach_the_script_quoted_or_escaped(rw_home, tmp_path):
         assert text.startswith("#!/usr/bin/env bash\n")
         assert "# rw session " in text and "(n\\ntouch pwned-session-name\\n)" in text
         assert "\x1b" not in text and "\u202e" not in text  # escaped, for who reads it
+        assert shellcheck(script).returncode == 0, shellcheck(script).stdout
 
 
 def test_a_name_given_with_rw_name_cannot_inject(daemon, shells, tmp_path):
