@@ -28,7 +28,7 @@ from .config import Config
 from .config import load as load_config
 from .errors import RwError
 from .fsops import Inotify
-from .ingest import SPOOL_SUFFIX, Ingester, SpoolReader
+from .ingest import DROPPED, SPOOL_SUFFIX, Ingester, SpoolReader
 from .logonce import LogOnce
 from .paths import Paths, ensure_private_dir
 from .redact import Redactor
@@ -88,6 +88,7 @@ class Daemon:
         self.clients: dict[int, _Client] = {}
         self.waiting: set[_Client] = set()  # clients with requests left for their next turn
         self.requests_log = LogOnce(log)
+        self.ingest_log = LogOnce(log)  # by spool: a store that keeps failing is said once
         self.dirty: set[str] = set()
         self.dirty_since = 0.0  # when the pending records began to arrive
         self.ingest_at = 0.0  # when to ingest them, if their spools are quiet by then
@@ -261,7 +262,11 @@ class Daemon:
             try:
                 total += self.spools.ingest_file(self.paths.spool_dir / name)
             except Exception:  # noqa: BLE001 - one bad spool must not stop the daemon
-                log.exception("ingesting %s failed; will retry", name)
+                self.ingest_log.warning(
+                    name, "ingesting %s failed; will retry", name, exc_info=True
+                )
+            else:
+                self.ingest_log.forget(name)
         self._step_checkpoints()
         return total
 
@@ -322,7 +327,7 @@ class Daemon:
                         self.store.end_session(sid, ended or session.started_at)
                 self.spools.remove_if_done(self.paths.spool_dir / f"{sid}{SPOOL_SUFFIX}")
         except Exception:  # noqa: BLE001
-            log.exception("maintenance failed; will retry")
+            self.ingest_log.warning("", "maintenance failed; will retry", exc_info=True)
 
     # --- clients -------------------------------------------------------------------
     # Every client is served a few requests at a time, without blocking: one that
@@ -494,7 +499,7 @@ class Daemon:
             "socket": str(self.paths.socket),
             "watching": "inotify" if self.inotify else "polling",
             "records": stats.records,
-            "dropped": stats.dropped,
+            "dropped": self.store.counter(DROPPED),
             "redactions": self.store.counter("redactions"),
         }
 
