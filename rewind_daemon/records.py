@@ -194,8 +194,10 @@ def parse(buf: bytes, final: bool = False) -> Iterator[tuple[Record | Dropped, i
             continue
         if end < 0:
             if n - start >= MAX_RECORD:
-                yield Dropped("oversized record", n - pos), n
-                return
+                # Its first MAX_RECORD bytes; the rest is garbage up to the next record.
+                yield Dropped("oversized record", start + MAX_RECORD - pos), start + MAX_RECORD
+                pos = start + MAX_RECORD
+                continue
             if final:
                 yield Dropped("truncated record at end of spool", n - pos), n
             return

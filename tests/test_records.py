@@ -174,3 +174,13 @@ def test_every_field_is_checked_for_its_type_and_range():
         items = parse_all(rec + after)
         assert isinstance(items[0][0], Dropped) and reason in items[0][0].reason, (rec, items)
         assert items[1][0] == Record("N", ["s1", "still read"])
+
+
+def test_an_oversized_record_does_not_take_the_records_after_it():
+    good = records.encode("N", "s1", "after")
+    big = records.MAGIC + b"B\x00" + b"x" * (records.MAX_RECORD + 1000)
+    buf = big + good
+    assert len(buf) < records.MAX_RECORD + 64 * 1024  # one chunk of the daemon's reads
+    items = parse_all(buf)
+    assert [type(i) for i, _ in items] == [Dropped, Dropped, Record]
+    assert items[-1] == (Record("N", ["s1", "after"]), len(buf))
