@@ -327,7 +327,7 @@ class Daemon:
                         self.store.end_session(sid, ended or session.started_at)
                 self.spools.remove_if_done(self.paths.spool_dir / f"{sid}{SPOOL_SUFFIX}")
         except Exception:  # noqa: BLE001
-            self.ingest_log.warning("", "maintenance failed; will retry", exc_info=True)
+            self.ingest_log.warning("maintenance", "maintenance failed; will retry", exc_info=True)
 
     # --- clients -------------------------------------------------------------------
     # Every client is served a few requests at a time, without blocking: one that
@@ -420,10 +420,8 @@ class Daemon:
             client.out += _encode(reply)
             if reply.get("stopping"):
                 self.running = False
-        else:
-            if b"\n" in client.buf[: MAX_REQUEST + 1]:
-                self.waiting.add(client)
-        if client.buf.find(b"\n", 0, MAX_REQUEST + 1) < 0 and len(client.buf) > MAX_REQUEST:
+        answerable = client.buf.find(b"\n", 0, MAX_REQUEST + 1) >= 0
+        if not answerable and len(client.buf) > MAX_REQUEST:
             self.requests_log.warning(
                 "too large", "hung up on a client: request over %d bytes", MAX_REQUEST
             )
@@ -432,17 +430,16 @@ class Daemon:
             client.eof = True
         if not self._send(client):
             return
-        answerable = client.buf.find(b"\n", 0, MAX_REQUEST + 1) >= 0
         if client.eof and not client.out and not answerable:
             self._drop(client)  # it has every answer it asked for
             return
+        room = len(client.out) < MAX_UNSENT
+        if answerable and room:
+            self.waiting.add(client)  # the rest in its next turn, after the others'
         events = selectors.EVENT_WRITE if client.out else 0
-        if not client.eof and not answerable and len(client.out) < MAX_UNSENT:
+        if not client.eof and not answerable and room:
             events |= selectors.EVENT_READ
-        if events or client in self.waiting:
-            self._watch(client, events)
-        else:
-            self.waiting.add(client)  # answers sent, requests left: its next turn
+        self._watch(client, events)
 
     def _send(self, client: _Client) -> bool:
         """Send what the socket takes now; False when the client is gone."""

@@ -21,6 +21,9 @@ Types (fields after TYPE):
     N  name session:  sid name
     X  session end:   sid ended_at
     A  the shell got the daemon's checkpoint for a step before running it: sid seq
+
+Every field is checked for its type and range (FIELD_KINDS) before a record
+is yielded: one that fails is dropped alone, and parsing goes on after it.
 """
 
 from __future__ import annotations
