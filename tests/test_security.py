@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import resource
 import shutil
 import socket
 import sqlite3
@@ -265,7 +266,7 @@ def test_a_client_that_never_reads_or_floods_does_not_block_others(daemon):
         s = _connect(home)
         assert _ask(s, b'{"op": "ping"}')["pid"] == pid
         s.close()
-        assert time.monotonic() - start < 0.5
+        assert time.monotonic() - start < 1.0  # today: 2 s, blocked on the one that never reads
     answers = b""
     while answers.count(b"\n") < 20_000:
         answers += flood.recv(65536)
@@ -281,3 +282,29 @@ def test_a_client_that_never_reads_or_floods_does_not_block_others(daemon):
         pass  # the daemon hung up before taking it all
     s.close()
     assert _ask(_connect(home), b'{"op": "ping"}')["pid"] == pid
+
+
+def test_many_idle_connections_do_not_lock_others_out(daemon):
+    """Connections that stay open and silent must not use up the daemon's file
+    descriptors: the idlest is hung up on to make room for a new one."""
+    home = daemon
+    pid = daemon_pid(home)
+    hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)[1]
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (256, hard))
+    idle = []
+    try:
+        deadline = time.monotonic() + 10
+        while len(idle) < 400 and time.monotonic() < deadline:
+            try:
+                idle.append(_connect(home))
+            except BlockingIOError:  # its backlog is full: it must accept some first
+                time.sleep(0.01)
+        s = _connect(home)
+        s.settimeout(3)
+        assert _ask(s, b'{"op": "ping"}')["pid"] == pid
+        assert len(idle) == 400
+    finally:
+        for c in idle:
+            c.close()
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (hard, hard))
+    assert (home / "data" / "daemon.log").read_text().count("accept failed") <= 1
