@@ -256,13 +256,14 @@ def daemon_status(home) -> dict:
     return json.loads(rw("daemon", "status", "--json").stdout)
 
 
-def test_bad_records_are_dropped_alone_and_the_shell_goes_on_being_recorded(daemon, shells):
+@pytest.mark.parametrize("kind", ["bash", "zsh"])
+def test_bad_records_are_dropped_alone_and_the_shell_goes_on_being_recorded(daemon, shells, kind):
     """Today one record with an integer past 2^63 or a NaN time rolls back its
     chunk, is retried every second with a traceback, and nothing its shell
     types afterwards is stored."""
     home = daemon
     pid = daemon_pid(home)
-    sh = shells("bash")
+    sh = shells(kind)
     sh.run("echo before")
     sid = sh.session_id()
     bad = bad_records(sid)
@@ -336,3 +337,6 @@ def test_a_full_disk_loses_no_record_and_drops_only_the_bad_one(daemon, shells):
     assert [s["command"] for s in steps] == ["echo before"] + [f"echo full-{i}" for i in range(10)]
     assert all(s["exit_code"] == 0 for s in steps)
     assert daemon_status(home)["dropped"] == 1 and daemon_pid(home) == pid
+    db = sqlite3.connect(f"file:{home / 'data' / 'rw.db'}?mode=ro", uri=True)
+    assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    db.close()
