@@ -218,7 +218,7 @@ class Daemon:
                 else:
                     self._serve(key.data, events)
             for client in list(self.waiting):
-                self._answer(client)
+                self._serve(client, 0)
             now = time.monotonic()
             if self.dirty and now >= self.ingest_at and self._quiet(now):
                 self._ingest(self.dirty)
@@ -389,22 +389,26 @@ class Daemon:
                 self._drop(client)
 
     def _serve(self, client: _Client, events: int) -> None:
-        if events & selectors.EVENT_WRITE and not self._send(client):
-            return
-        if events & selectors.EVENT_READ:
-            try:
-                data = client.sock.recv(65536)
-            except (BlockingIOError, InterruptedError):
-                data = None
-            except OSError:
-                self._drop(client)
+        try:
+            if events & selectors.EVENT_WRITE and not self._send(client):
                 return
-            if data == b"":
-                client.eof = True
-            elif data:
-                client.last = time.monotonic()
-                client.buf += data
-        self._answer(client)
+            if events & selectors.EVENT_READ:
+                try:
+                    data = client.sock.recv(65536)
+                except (BlockingIOError, InterruptedError):
+                    data = None
+                except OSError:
+                    self._drop(client)
+                    return
+                if data == b"":
+                    client.eof = True
+                elif data:
+                    client.last = time.monotonic()
+                    client.buf += data
+            self._answer(client)
+        except Exception:  # noqa: BLE001 - no client may end the daemon
+            self.requests_log.warning("serve", "serving a client failed", exc_info=True)
+            self._drop(client)
 
     def _answer(self, client: _Client) -> None:
         """Answer the client's complete requests (a turn's worth), send what can be
