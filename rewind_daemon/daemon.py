@@ -28,7 +28,8 @@ from .config import Config
 from .config import load as load_config
 from .errors import RwError
 from .fsops import Inotify
-from .ingest import SPOOL_SUFFIX, Ingester, SpoolReader
+from .ingest import DROPPED, SPOOL_SUFFIX, Ingester, SpoolReader
+from .logonce import LogOnce
 from .paths import Paths, ensure_private_dir
 from .redact import Redactor
 from .store import Store
@@ -36,7 +37,14 @@ from .watcher import TreeWatcher
 
 log = logging.getLogger("rw.daemon")
 
-MAX_REQUEST = 1024 * 1024
+# A request is one JSON line; the largest real one (a name) is far smaller.
+MAX_REQUEST = 64 * 1024
+# While this much of a client's replies is unsent, its further requests wait
+# (a client that never reads costs memory up to here, and nobody else time).
+MAX_UNSENT = 256 * 1024
+# Requests answered for one client before the others get their turn.
+REQUESTS_PER_TURN = 32
+MAX_CLIENTS = 128
 POLL_SECONDS = 1.0
 MAINTENANCE_SECONDS = 5.0
 # Records are ingested once their spools have been quiet this long (so a
@@ -64,7 +72,10 @@ def _spool_watch(directory: Path) -> Inotify:
 class _Client:
     def __init__(self, sock: socket.socket):
         self.sock = sock
-        self.buf = b""
+        self.buf = bytearray()  # received, not yet answered
+        self.out = bytearray()  # answers not yet sent
+        self.eof = False  # it sent all it will: answer, then hang up
+        self.events = 0  # what the selector watches it for
         self.last = time.monotonic()
 
 
@@ -75,6 +86,9 @@ class Daemon:
         self.started = time.time()
         self.sel = selectors.DefaultSelector()
         self.clients: dict[int, _Client] = {}
+        self.waiting: set[_Client] = set()  # clients with requests left for their next turn
+        self.requests_log = LogOnce(log)
+        self.ingest_log = LogOnce(log)  # by spool: a store that keeps failing is said once
         self.dirty: set[str] = set()
         self.dirty_since = 0.0  # when the pending records began to arrive
         self.ingest_at = 0.0  # when to ingest them, if their spools are quiet by then
@@ -155,7 +169,8 @@ class Daemon:
         except Exception:  # noqa: BLE001 - never lose the shutdown path
             log.exception("final ingest failed")
         for client in list(self.clients.values()):
-            self._drop(client)
+            if self._send(client):  # what fits now, such as the answer to stop
+                self._drop(client)
         self.watcher.close_all()
         self.server.close()
         for p in (self.paths.socket, self.paths.pid_file):
@@ -178,7 +193,9 @@ class Daemon:
             timeout = min(next_poll, next_maint) - now
             if self.dirty:
                 timeout = min(timeout, self.ingest_at - now)
-            for key, _ in self.sel.select(max(0.0, timeout)):
+            if self.waiting:
+                timeout = 0.0
+            for key, events in self.sel.select(max(0.0, timeout)):
                 if key.data == "accept":
                     self._accept()
                 elif key.data == "inotify":
@@ -199,7 +216,9 @@ class Daemon:
                     except BlockingIOError:
                         pass
                 else:
-                    self._serve(key.data)
+                    self._serve(key.data, events)
+            for client in list(self.waiting):
+                self._serve(client, 0)
             now = time.monotonic()
             if self.dirty and now >= self.ingest_at and self._quiet(now):
                 self._ingest(self.dirty)
@@ -243,7 +262,11 @@ class Daemon:
             try:
                 total += self.spools.ingest_file(self.paths.spool_dir / name)
             except Exception:  # noqa: BLE001 - one bad spool must not stop the daemon
-                log.exception("ingesting %s failed; will retry", name)
+                self.ingest_log.warning(
+                    name, "ingesting %s failed; will retry", name, exc_info=True
+                )
+            else:
+                self.ingest_log.forget(name)
         self._step_checkpoints()
         return total
 
@@ -304,9 +327,12 @@ class Daemon:
                         self.store.end_session(sid, ended or session.started_at)
                 self.spools.remove_if_done(self.paths.spool_dir / f"{sid}{SPOOL_SUFFIX}")
         except Exception:  # noqa: BLE001
-            log.exception("maintenance failed; will retry")
+            self.ingest_log.warning("maintenance", "maintenance failed; will retry", exc_info=True)
 
     # --- clients -------------------------------------------------------------------
+    # Every client is served a few requests at a time, without blocking: one that
+    # sends garbage gets an error per line, one that never reads its replies is
+    # paused, then hung up on when idle; none can stall the others or the ingest.
 
     def _accept(self) -> None:
         while True:
@@ -315,7 +341,9 @@ class Daemon:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as e:
-                log.warning("accept failed: %s", e)
+                self.requests_log.warning("accept", "accept failed: %s", e)
+                if e.errno in (errno.EMFILE, errno.ENFILE) and self.clients:
+                    self._drop(min(self.clients.values(), key=lambda c: c.last))
                 return
             try:
                 creds = sock.getsockopt(
@@ -329,16 +357,30 @@ class Daemon:
                 log.warning("refused connection from uid %d (pid %d)", uid, pid)
                 sock.close()
                 continue
+            if len(self.clients) >= MAX_CLIENTS:
+                self._drop(min(self.clients.values(), key=lambda c: c.last))
             sock.setblocking(False)
             client = _Client(sock)
             self.clients[sock.fileno()] = client
-            self.sel.register(sock, selectors.EVENT_READ, client)
+            self._watch(client, selectors.EVENT_READ)
+
+    def _watch(self, client: _Client, events: int) -> None:
+        if events == client.events:
+            return
+        if not events:
+            self.sel.unregister(client.sock)
+        elif not client.events:
+            self.sel.register(client.sock, events, client)
+        else:
+            self.sel.modify(client.sock, events, client)
+        client.events = events
 
     def _drop(self, client: _Client) -> None:
-        fd = client.sock.fileno()
-        if fd >= 0:
-            self.sel.unregister(client.sock)
-            self.clients.pop(fd, None)
+        if client.sock.fileno() < 0:
+            return
+        self._watch(client, 0)
+        self.clients.pop(client.sock.fileno(), None)
+        self.waiting.discard(client)
         client.sock.close()
 
     def _reap_idle_clients(self, now: float) -> None:
@@ -346,61 +388,100 @@ class Daemon:
             if now - client.last > CLIENT_IDLE_SECONDS:
                 self._drop(client)
 
-    def _serve(self, client: _Client) -> None:
+    def _serve(self, client: _Client, events: int) -> None:
         try:
-            data = client.sock.recv(65536)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self._drop(client)
-            return
-        client.last = time.monotonic()
-        client.buf += data
-        while b"\n" in client.buf:
-            line, client.buf = client.buf.split(b"\n", 1)
-            reply = self._handle(line)
-            if not self._send(client, reply):
+            if events & selectors.EVENT_WRITE and not self._send(client):
                 return
+            if events & selectors.EVENT_READ:
+                try:
+                    data = client.sock.recv(65536)
+                except (BlockingIOError, InterruptedError):
+                    data = None
+                except OSError:
+                    self._drop(client)
+                    return
+                if data == b"":
+                    client.eof = True
+                elif data:
+                    client.last = time.monotonic()
+                    client.buf += data
+            self._answer(client)
+        except Exception:  # noqa: BLE001 - no client may end the daemon
+            self.requests_log.warning("serve", "serving a client failed", exc_info=True)
+            self._drop(client)
+
+    def _answer(self, client: _Client) -> None:
+        """Answer the client's complete requests (a turn's worth), send what can be
+        sent, and watch it for what it needs next."""
+        self.waiting.discard(client)
+        for _ in range(REQUESTS_PER_TURN):
+            end = client.buf.find(b"\n", 0, MAX_REQUEST + 1)
+            if end < 0 or len(client.out) >= MAX_UNSENT:
+                break
+            line = bytes(client.buf[:end])
+            del client.buf[: end + 1]
+            reply = self._handle(line)
+            client.out += _encode(reply)
             if reply.get("stopping"):
                 self.running = False
-        if len(client.buf) > MAX_REQUEST:
-            log.warning("dropped a client: request over %d bytes", MAX_REQUEST)
-            self._send(client, {"ok": False, "error": "request too large"})
-            self._drop(client)
+        answerable = client.buf.find(b"\n", 0, MAX_REQUEST + 1) >= 0
+        if not answerable and len(client.buf) > MAX_REQUEST:
+            self.requests_log.warning(
+                "too large", "hung up on a client: request over %d bytes", MAX_REQUEST
+            )
+            client.out += _encode({"ok": False, "error": "request too large"})
+            client.buf.clear()
+            client.eof = True
+        if not self._send(client):
+            return
+        if client.eof and not client.out and not answerable:
+            self._drop(client)  # it has every answer it asked for
+            return
+        room = len(client.out) < MAX_UNSENT
+        if answerable and room:
+            self.waiting.add(client)  # the rest in its next turn, after the others'
+        events = selectors.EVENT_WRITE if client.out else 0
+        if not client.eof and not answerable and room:
+            events |= selectors.EVENT_READ
+        self._watch(client, events)
 
-    def _send(self, client: _Client, reply: dict) -> bool:
-        data = json.dumps(reply).encode() + b"\n"
-        try:
-            client.sock.setblocking(True)
-            client.sock.settimeout(2.0)
-            client.sock.sendall(data)
-            client.sock.setblocking(False)
-            return True
-        except OSError:
-            self._drop(client)
-            return False
+    def _send(self, client: _Client) -> bool:
+        """Send what the socket takes now; False when the client is gone."""
+        while client.out:
+            try:
+                sent = client.sock.send(client.out)
+            except (BlockingIOError, InterruptedError):
+                return True
+            except OSError:
+                self._drop(client)
+                return False
+            del client.out[:sent]
+            client.last = time.monotonic()
+        return True
 
     def _handle(self, line: bytes) -> dict:
+        """The reply to one request line. Nothing a client sends may raise out of here."""
         try:
             req = json.loads(line)
-        except (ValueError, UnicodeDecodeError):
-            log.warning("dropped a malformed request (%d bytes)", len(line))
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            self.requests_log.warning(
+                "malformed", "dropped a malformed request (%d bytes)", len(line)
+            )
             return {"ok": False, "error": "malformed request"}
         if not isinstance(req, dict) or not isinstance(req.get("op"), str):
-            log.warning("dropped a request without an op")
+            self.requests_log.warning("no op", "dropped a request without an op")
             return {"ok": False, "error": "request needs an op"}
-        handler = getattr(self, f"_op_{req['op']}", None)
+        op = req["op"]
+        handler = getattr(self, f"_op_{op}", None) if op.isidentifier() else None
         if handler is None:
-            log.warning("dropped a request with unknown op %r", req["op"][:40])
-            return {"ok": False, "error": f"unknown op {req['op'][:40]!r}"}
+            self.requests_log.warning("unknown op", "dropped a request with unknown op %r", op[:40])
+            return {"ok": False, "error": f"unknown op {op[:40]!r}"}
         try:
             return {"ok": True, **handler(req)}
         except ValueError as e:
             return {"ok": False, "error": str(e)}
         except Exception as e:  # noqa: BLE001 - a request must never take the daemon down
-            log.exception("request %s failed", req["op"])
+            self.requests_log.warning(f"op {op}", "request %s failed", op, exc_info=True)
             return {"ok": False, "error": f"internal error: {e}"}
 
     def _op_ping(self, req: dict) -> dict:
@@ -419,13 +500,13 @@ class Daemon:
             "socket": str(self.paths.socket),
             "watching": "inotify" if self.inotify else "polling",
             "records": stats.records,
-            "dropped": stats.dropped,
+            "dropped": self.store.counter(DROPPED),
             "redactions": self.store.counter("redactions"),
         }
 
     def _op_name(self, req: dict) -> dict:
-        sid, name = req.get("session"), req.get("name")
-        if not isinstance(sid, str) or not isinstance(name, str) or not name.strip():
+        sid, name = _text_arg(req, "session"), _text_arg(req, "name")
+        if sid is None or name is None or not name.strip():
             raise ValueError("name needs a session and a non-empty name")
         self._ingest(self.spools.spool_files_names())
         with self.store.transaction():
@@ -434,10 +515,10 @@ class Daemon:
         return {"session": sid, "name": name.strip()}
 
     def _op_branch(self, req: dict) -> dict:
-        parent, step, name = req.get("session"), req.get("step"), req.get("name")
-        if not isinstance(parent, str) or not isinstance(step, int) or isinstance(step, bool):
+        parent, step, name = _text_arg(req, "session"), req.get("step"), _text_arg(req, "name")
+        if parent is None or not isinstance(step, int) or isinstance(step, bool):
             raise ValueError("branch needs a session and a step number")
-        if name is not None and (not isinstance(name, str) or not name.strip()):
+        if name is not None and not name.strip():
             raise ValueError("a branch name must be a non-empty string")
         self._ingest(self.spools.spool_files_names())
         try:
@@ -458,11 +539,33 @@ class Daemon:
             config = load_config(self.paths.config_file)  # retention as the file says now
         except RwError as e:
             raise ValueError(str(e)) from None
+        dry_run = req.get("dry_run", False)
+        if not isinstance(dry_run, bool):
+            raise ValueError("dry_run must be true or false")
         cps = Checkpoints(self.paths, self.store, config)
-        return cps.gc(bool(req.get("dry_run")), self.watcher.in_use()).to_json()
+        return cps.gc(dry_run, self.watcher.in_use()).to_json()
 
     def _op_stop(self, req: dict) -> dict:
         return {"stopping": True, "pid": os.getpid()}
+
+
+def _encode(reply: dict) -> bytes:
+    return json.dumps(reply).encode() + b"\n"
+
+
+def _text_arg(req: dict, key: str) -> str | None:
+    """A request's string argument (None when absent); ValueError when it is not
+    text the store can hold."""
+    value = req.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > 4096 or "\x00" in value:
+        raise ValueError(f"{key} must be a string of at most 4096 characters, without NUL")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise ValueError(f"{key} is not valid Unicode") from None
+    return value
 
 
 def main(paths: Paths, config: Config, verbose: bool = True) -> int:

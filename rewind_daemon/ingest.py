@@ -8,12 +8,15 @@ import hashlib
 import logging
 import os
 import re
+import sqlite3
 from collections import OrderedDict
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import records
+from .errors import StoreError
+from .logonce import LogOnce
 from .records import Dropped, Record
 from .redact import Redactor
 from .store import Store, env_blob
@@ -33,6 +36,7 @@ CHUNK = records.MAX_RECORD + 64 * 1024
 PUNCH_EVERY = 1024 * 1024
 HIST_SUFFIX = ".hist"
 SPOOL_SUFFIX = ".spool"
+DROPPED = "dropped"  # the store's counter of records dropped, ever
 # Our own bookkeeping variables are not part of the user's environment.
 PRIVATE_ENV = ("RW_SESSION",)
 _NUMBER = re.compile(r"-?\d+")
@@ -44,6 +48,18 @@ def _time(value: str) -> float:
 
 def _int_or_none(value: str) -> int | None:
     return int(value) if value.lstrip("-").isdigit() else None
+
+
+def _store_trouble(e: Exception) -> bool:
+    """Whether an error is the store's (full, busy, failing, closed), not a record's:
+    values can only break a constraint (a NaN into NOT NULL) or be too big."""
+    if isinstance(e, (sqlite3.IntegrityError, sqlite3.DataError)):
+        return False
+    return isinstance(e, (sqlite3.Error, OSError, MemoryError, StoreError))
+
+
+def _why(e: Exception) -> str:
+    return str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
 
 
 @dataclass
@@ -61,6 +77,7 @@ class Ingester:
         self.redactor = redactor
         self.ignore = ignore
         self.stats = IngestStats()
+        self._drops_log = LogOnce(log)
         self._next_number: dict[str, int] = {}
         self._sessions: set[str] = set()
         self._ignored: set[tuple[str, int]] = set()
@@ -75,17 +92,36 @@ class Ingester:
         self.ended = False
 
     def apply(self, item: Record | Dropped, source: str) -> None:
+        """Store one record, or drop it and count it: whatever is wrong with a
+        record loses that record alone. An error of the store itself (disk full,
+        busy) raises, for the caller to roll back and retry: then nothing is lost."""
         if isinstance(item, Dropped):
-            self.stats.dropped += 1
-            log.warning("%s: dropped %d bytes: %s", source, item.size, item.reason)
+            self._drop(source, "dropped %d bytes: %s", item.size, item.reason)
             return
-        try:
-            handler = getattr(self, f"_on_{item.type}")
-            handler(item.fields)
-            self.stats.records += 1
-        except (ValueError, IndexError) as e:
-            self.stats.dropped += 1
-            log.warning("%s: dropped malformed %s record: %s", source, item.type, e)
+        handler = getattr(self, f"_on_{item.type}", None)
+        if handler is None:
+            self._drop(source, "dropped a %s record: not one the daemon stores", item.type)
+            return
+        for retry in (False, True):
+            try:
+                with self.store.savepoint():
+                    handler(item.fields)
+            except Exception as e:  # noqa: BLE001 - sorted out below
+                if _store_trouble(e):
+                    raise
+                self._forget_rows()  # they may name rows the savepoint took back
+                if retry or isinstance(e, ValueError):
+                    self._drop(source, "dropped a %s record: %s", item.type, _why(e))
+                    return
+                # Anything else may have come of a stale cache: once more from the store.
+            else:
+                self.stats.records += 1
+                return
+
+    def _drop(self, source: str, msg: str, *args: object) -> None:
+        self.stats.dropped += 1
+        self.store.add_counter(DROPPED, 1)
+        self._drops_log.warning(source, f"%s: {msg}", source, *args)
 
     def _on_S(self, f: list[str]) -> None:
         sid, parent, shell, version, pid, tty, started, cwd, host, user = f[:10]
@@ -210,6 +246,9 @@ class Ingester:
         """After a rolled-back transaction the caches may name rows that do not exist."""
         self.opened.clear()
         self.begun.clear()
+        self._forget_rows()
+
+    def _forget_rows(self) -> None:
         self._next_number.clear()
         self._env_cache.clear()
         self._sessions.clear()

@@ -21,12 +21,15 @@ Types (fields after TYPE):
     N  name session:  sid name
     X  session end:   sid ended_at
     A  the shell got the daemon's checkpoint for a step before running it: sid seq
+
+Every field is checked for its type and range (FIELD_KINDS) before a record
+is yielded: one that fails is dropped alone, and parsing goes on after it.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 MAGIC = b"\x1eRW1\x00"
@@ -37,6 +40,16 @@ FIELD_COUNTS = {"A": 2, "B": 5, "H": 5, "N": 2, "X": 2}
 # Where the environment payload starts in the records that carry one
 # (R: the executor's report after a step: exit_code pipestatus cwd env...).
 ENV_AT = {"S": 11, "E": 6, "R": 3}
+
+INT64_MAX = 2**63 - 1  # SQLite's INTEGER
+INT_MIN, INT_MAX = -(2**31), 2**31 - 1  # a shell's $? (zsh keeps `return 1000`, -1)
+# Seconds since 1970 (a machine without a real-time clock records there until
+# its clock is set) and before 2200: anything else is no reading of a clock.
+MAX_TIME = 7258118400.0
+_SID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
+_UNSIGNED = re.compile(r"[0-9]{1,19}\Z")
+_SIGNED = re.compile(r"-?[0-9]{1,10}\Z")
+_TIME = re.compile(r"[0-9]{1,11}(?:[.,][0-9]{0,20})?\Z")
 
 
 @dataclass(frozen=True)
@@ -68,22 +81,91 @@ def _env_ok(fields: list[str], at: int) -> bool:
     if fmt in ("declare", "zsh"):
         return rest == 1
     if fmt == "list":
-        return rest >= 1 and fields[at + 1].isdigit() and rest == 1 + int(fields[at + 1])
+        return (
+            rest >= 1 and bool(_UNSIGNED.match(fields[at + 1])) and rest == 1 + int(fields[at + 1])
+        )
     if fmt == "list0":
         return True
     return fmt == "none" and rest == 0
 
 
+# --- what each field may hold: a checker returns what is wrong, or None ----------
+# (No field can hold a NUL: it ends the field, as it ends a shell string.)
+
+
+def _session_id(v: str) -> str | None:
+    return None if _SID.match(v) else f"session id {v[:24]!r} is not one rw makes"
+
+
+def _parent_id(v: str) -> str | None:
+    return None if v == "" else _session_id(v)
+
+
+def _counter(v: str) -> str | None:
+    """A sequence number or a step number: 1 and up, within SQLite's INTEGER."""
+    ok = _UNSIGNED.match(v) and 1 <= int(v) <= INT64_MAX
+    return None if ok else f"{v[:24]!r} is not a number from 1 to 2^63-1"
+
+
+def _optional_counter(v: str) -> str | None:
+    return None if v == "" else _counter(v)
+
+
+def _pid(v: str) -> str | None:
+    ok = v == "" or (_UNSIGNED.match(v) and 1 <= int(v) <= INT_MAX)
+    return None if ok else f"pid {v[:24]!r} is not a process id"
+
+
+def _exit_code(v: str) -> str | None:
+    ok = v == "" or (_SIGNED.match(v) and INT_MIN <= int(v) <= INT_MAX)
+    return None if ok else f"exit code {v[:24]!r} is not one a shell gives"
+
+
+def _time(v: str) -> str | None:
+    ok = _TIME.match(v) and float(v.replace(",", ".")) < MAX_TIME
+    return None if ok else f"time {v[:24]!r} is not seconds from 1970 to 2200"
+
+
+def _history(v: str) -> str | None:
+    return None if _HISTORY_LINE.match(v) else "not a line of bash history output"
+
+
+def _text(v: str) -> str | None:
+    return None
+
+
+_Check = Callable[[str], "str | None"]
+# The fields each type begins with, in order (an environment payload may follow).
+FIELD_KINDS: dict[str, tuple[_Check, ...]] = {
+    # sid parent shell version pid tty started cwd host user [branch_point]
+    "S": (_session_id, _parent_id, _text, _text, _pid, _text, _time, _text, _text, _text,
+          _optional_counter),
+    "B": (_session_id, _counter, _time, _text, _text),
+    "H": (_session_id, _counter, _time, _text, _history),
+    # sid seq ended exit_code pipestatus (as the shell joined it: kept as text) cwd
+    "E": (_session_id, _counter, _time, _exit_code, _text, _text),
+    "N": (_session_id, _text),
+    "X": (_session_id, _time),
+    "A": (_session_id, _counter),
+    "R": (),  # the executor's own report, read by the executor alone
+}  # fmt: skip
+
+
 def _validate(rtype: str, fields: list[str]) -> str | None:
+    if rtype not in FIELD_KINDS:
+        return f"unknown record type {rtype[:16]!r}"
     if rtype in FIELD_COUNTS:
         if len(fields) != FIELD_COUNTS[rtype]:
             return f"{rtype} record with {len(fields)} fields"
-        return None
-    if rtype == "S" and len(fields) == 10:
-        return None  # written by an earlier version: no branch point, no environment
-    if rtype in ENV_AT:
-        return None if _env_ok(fields, ENV_AT[rtype]) else f"{rtype} record with a bad environment"
-    return f"unknown record type {rtype[:16]!r}"
+    elif rtype == "S" and len(fields) == 10:
+        pass  # written by an earlier version: no branch point, no environment
+    elif not _env_ok(fields, ENV_AT[rtype]):
+        return f"{rtype} record with a bad environment"
+    for check, value in zip(FIELD_KINDS[rtype], fields):
+        problem = check(value)
+        if problem:
+            return f"{rtype} record: {problem}"
+    return None
 
 
 def parse(buf: bytes, final: bool = False) -> Iterator[tuple[Record | Dropped, int]]:
@@ -115,15 +197,20 @@ def parse(buf: bytes, final: bool = False) -> Iterator[tuple[Record | Dropped, i
             continue
         if end < 0:
             if n - start >= MAX_RECORD:
-                yield Dropped("oversized record", n - pos), n
-                return
+                # Its first MAX_RECORD bytes; the rest is garbage up to the next record.
+                yield Dropped("oversized record", start + MAX_RECORD - pos), start + MAX_RECORD
+                pos = start + MAX_RECORD
+                continue
             if final:
                 yield Dropped("truncated record at end of spool", n - pos), n
             return
         parts = buf[start:end].decode("utf-8", "replace").split("\x00")
         rtype, fields = parts[0], parts[1:]
         pos = end + len(END)
-        problem = _validate(rtype, fields)
+        try:
+            problem = _validate(rtype, fields)
+        except Exception as e:  # noqa: BLE001 - whatever is wrong with a record drops it alone
+            problem = f"{rtype[:16]!r} record: {type(e).__name__}: {e}"
         if problem:
             yield Dropped(problem, pos - (start - len(MAGIC))), pos
         else:
@@ -147,7 +234,8 @@ def _ansi_unquote(s: str) -> str:
     def sub(m: re.Match[str]) -> str:
         e = m.group(1)
         if e[0] in "xuU":
-            return chr(int(e[1:], 16))
+            code = int(e[1:], 16)
+            return chr(code) if code <= 0x10FFFF else "\ufffd"
         if e[0] in "01234567":
             return chr(int(e, 8))
         if e[0] == "c":

@@ -259,6 +259,19 @@ class Store:
             raise
         self.db.execute("COMMIT")
 
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """Inside a transaction: what the block wrote is undone, alone, if it raises."""
+        self.db.execute("SAVEPOINT rw_part")
+        try:
+            yield
+        except BaseException:
+            if self.db.in_transaction:  # (sqlite may have rolled it all back itself)
+                self.db.execute("ROLLBACK TO rw_part")
+                self.db.execute("RELEASE rw_part")
+            raise
+        self.db.execute("RELEASE rw_part")
+
     # --- ingest (the daemon is the one writer) ------------------------------
 
     def upsert_session(

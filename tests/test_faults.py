@@ -4,7 +4,9 @@ Whatever happens to the daemon, the shell keeps answering and nothing is lost.""
 from __future__ import annotations
 
 import os
+import resource
 import signal
+import sqlite3
 import time
 
 import pexpect
@@ -219,3 +221,122 @@ def test_daemon_ingests_within_a_second_while_records_keep_coming(daemon):
             if stored:
                 break
     assert stored > 0, "nothing ingested within 1.6 s of continuous writes"
+
+
+def bad_records(sid: str) -> list[bytes]:
+    """Records no shell writes, each wrong in one field, for session `sid`."""
+    t = "1700000000.5"
+    env = ("none",)
+    return [
+        records.encode("B", sid, str(2**63), t, "/", "seq past SQLite's INTEGER"),
+        records.encode("B", sid, "0", t, "/", "seq 0"),
+        records.encode("B", sid, "-3", t, "/", "negative seq"),
+        records.encode("B", sid, "\u0663", t, "/", "an Arabic digit"),
+        records.encode("B", sid, "900001", "nan", "/", "NaN time"),
+        records.encode("B", sid, "900002", "inf", "/", "infinite time"),
+        records.encode("B", sid, "900003", "1e400", "/", "time overflowing a float"),
+        records.encode("B", sid, "900004", "99999999999", "/", "year 5138"),
+        records.encode("B", sid, "900005", "-5", "/", "before 1970"),
+        records.encode("B", "../../elsewhere", "900006", t, "/", "a session id with a path"),
+        records.encode("H", sid, "900007", t, "/", "not history output"),
+        records.encode("E", sid, "1", t, str(2**63), "0", "/", *env),
+        records.encode("E", sid, "1", t, "0x10", "0", "/", *env),
+        records.encode("E", sid, "1", t, "0", "0", "/", "list", "9" * 5000, "A=1"),
+        records.encode("S", "pid-too-big", "", "bash", "5.2", str(2**64), "", t, "/", "h", "u"),
+        records.encode("S", "branch-point-too-big", sid, "bash", "5.2", "7", "", t, "/", "h", "u",
+                       str(2**63), *env),
+        records.encode("X", sid, "nan"),
+        records.encode("A", sid, str(2**70)),
+    ]  # fmt: skip
+
+
+def daemon_status(home) -> dict:
+    import json
+
+    return json.loads(rw("daemon", "status", "--json").stdout)
+
+
+@pytest.mark.parametrize("kind", ["bash", "zsh"])
+def test_bad_records_are_dropped_alone_and_the_shell_goes_on_being_recorded(daemon, shells, kind):
+    """Today one record with an integer past 2^63 or a NaN time rolls back its
+    chunk, is retried every second with a traceback, and nothing its shell
+    types afterwards is stored."""
+    home = daemon
+    pid = daemon_pid(home)
+    sh = shells(kind)
+    sh.run("echo before")
+    sid = sh.session_id()
+    bad = bad_records(sid)
+    with open(home / "data" / "spool" / f"{sid}.spool", "ab") as f:
+        f.write(b"".join(bad))
+    for i in range(5):
+        sh.run(f"echo after-{i}; (exit {i})")
+    time.sleep(2.5)  # the daemon polls every second: long enough to retry, were it to
+    steps = steps_of(sid)
+    assert [s["command"] for s in steps] == ["echo before"] + [
+        f"echo after-{i}; (exit {i})" for i in range(5)
+    ]
+    assert [s["exit_code"] for s in steps] == [0, 0, 1, 2, 3, 4]
+    assert not [s for s in rw_json("sessions") if s["id"].endswith("too-big")]
+    status = daemon_status(home)
+    assert status["pid"] == pid and status["dropped"] == len(bad)
+    log = (home / "data" / "daemon.log").read_text()
+    assert "Traceback" not in log
+    assert log.count("dropped") == 1, log  # said once, not once per record or per second
+
+
+def test_a_record_the_store_refuses_is_dropped_alone(daemon):
+    """Whatever a record breaks in the store, it loses that record, not its
+    neighbours (here a trigger refuses one command, as a constraint would)."""
+    home = daemon
+    db = sqlite3.connect(home / "data" / "rw.db")
+    db.execute(
+        "CREATE TRIGGER poison BEFORE INSERT ON steps WHEN NEW.command = 'poison'"
+        " BEGIN SELECT RAISE(ABORT, 'refused'); END"
+    )
+    db.close()
+    sid = "refused-session"
+    spool = [records.encode("S", sid, "", "bash", "5.2", "1", "", "1.0", "/", "h", "u")]
+    for i, command in enumerate(["one", "poison", "three"], 1):
+        spool.append(records.encode("B", sid, str(i), f"{i}.5", "/", command))
+        spool.append(records.encode("E", sid, str(i), f"{i}.9", str(i), "0", "/", "none"))
+    (home / "data" / "spool" / f"{sid}.spool").write_bytes(b"".join(spool))
+    rw("daemon", "status")
+    steps = steps_of(sid)
+    assert [(s["step"], s["command"], s["exit_code"]) for s in steps] == [
+        (1, "one", 1),
+        (2, "three", 3),
+    ]
+    # the poisoned step's begin is dropped; its end then names a step never begun
+    assert daemon_status(home)["dropped"] == 2
+
+
+def test_a_full_disk_loses_no_record_and_drops_only_the_bad_one(daemon, shells):
+    """A store that cannot write is not the records' fault: they are retried
+    until it can, and none is dropped (a bad one among them still is, once)."""
+    home = daemon
+    pid = daemon_pid(home)
+    sh = shells("bash")
+    sh.run("echo before")
+    sid = sh.session_id()
+    hard = resource.prlimit(pid, resource.RLIMIT_FSIZE)[1]
+    # The daemon can write no file past 4 KiB: the store's writes fail as on a full disk.
+    resource.prlimit(pid, resource.RLIMIT_FSIZE, (4096, hard))
+    try:
+        for i in range(10):
+            sh.run(f"echo full-{i}")
+            if i == 5:
+                with open(home / "data" / "spool" / f"{sid}.spool", "ab") as f:
+                    f.write(records.encode("B", sid, "0", "1.0", "/", "a bad record"))
+        time.sleep(2.5)  # retried, and failing, every second
+        assert [s["command"] for s in steps_of(sid)] == ["echo before"]
+        assert daemon_status(home)["dropped"] == 0
+    finally:
+        resource.prlimit(pid, resource.RLIMIT_FSIZE, (hard, hard))
+    steps = steps_of(sid)
+    assert [s["command"] for s in steps] == ["echo before"] + [f"echo full-{i}" for i in range(10)]
+    assert all(s["exit_code"] == 0 for s in steps)
+    assert daemon_status(home)["dropped"] == 1 and daemon_pid(home) == pid
+    db = sqlite3.connect(f"file:{home / 'data' / 'rw.db'}?mode=ro", uri=True)
+    assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    db.close()

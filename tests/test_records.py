@@ -133,3 +133,54 @@ def test_history_command_from_bash_history_output():
     assert records.history_command("    9  for i in 1; do\necho $i\ndone\n") == (
         "for i in 1; do\necho $i\ndone"
     )
+
+
+def test_every_field_is_checked_for_its_type_and_range():
+    t = "1700000000.5"
+    good = [
+        records.encode("S", "s1", "", "zsh", "5.9", "4194304", "", "0", "/", "h", "u", "", "none"),
+        records.encode("S", "s2", "s1", "bash", "5.2", "", "", t, "/", "h", "u", "3", "none"),
+        records.encode("B", "s1", str(2**63 - 1), "1700000000,25", "/", "a locale's comma"),
+        records.encode("B", "s1", "2", "1796234926.2963056564", "/", "zsh's ten decimals"),
+        records.encode("E", "s1", "2", t, "-1", "0 1", "/", "none"),  # zsh: `return -1`
+        records.encode("E", "s1", "3", t, "1000", "", "/", "none"),  # zsh: `return 1000`
+        records.encode("E", "s1", "4", t, "", "", "/", "none"),
+        records.encode("H", "s1", "5", t, "/", "    7  echo hi\n"),
+        records.encode("X", "s1", "7258118399"),
+    ]
+    assert [type(i) for i, _ in parse_all(b"".join(good))] == [Record] * len(good)
+    bad = {
+        records.encode("B", "s1", str(2**63), t, "/", "x"): "not a number from 1 to 2^63-1",
+        records.encode("B", "s1", "0", t, "/", "x"): "not a number from 1",
+        records.encode("B", "s1", "\u0663", t, "/", "x"): "not a number from 1",
+        records.encode("B", "s1", "1", "nan", "/", "x"): "is not seconds from 1970",
+        records.encode("B", "s1", "1", "1e400", "/", "x"): "is not seconds from 1970",
+        records.encode("B", "s1", "1", "7258118400", "/", "x"): "is not seconds from 1970",
+        records.encode("B", "s1", "1", "-1", "/", "x"): "is not seconds from 1970",
+        records.encode("B", "a/../b", "1", t, "/", "x"): "is not one rw makes",
+        records.encode("B", "", "1", t, "/", "x"): "is not one rw makes",
+        records.encode("E", "s1", "1", t, str(2**31), "", "/", "none"): "is not one a shell",
+        records.encode("E", "s1", "1", t, "1", "", "/", "list", "9" * 5000): "bad environment",
+        records.encode("E", "s1", "1", t, "1", "", "/", "list", "\u00b2", "A"): "bad environment",
+        records.encode("S", "s1", "", "bash", "5", "0", "", t, "/", "h", "u"): "is not a process",
+        records.encode("S", "s1", "", "bash", "5", "1", "", t, "/", "h", "u", "0", "none"): (
+            "not a number from 1"
+        ),
+        records.encode("H", "s1", "1", t, "/", "echo not history"): "not a line of bash history",
+        records.encode("A", "s1", "-1"): "not a number from 1",
+    }
+    after = records.encode("N", "s1", "still read")
+    for rec, reason in bad.items():
+        items = parse_all(rec + after)
+        assert isinstance(items[0][0], Dropped) and reason in items[0][0].reason, (rec, items)
+        assert items[1][0] == Record("N", ["s1", "still read"])
+
+
+def test_an_oversized_record_does_not_take_the_records_after_it():
+    good = records.encode("N", "s1", "after")
+    big = records.MAGIC + b"B\x00" + b"x" * (records.MAX_RECORD + 1000)
+    buf = big + good
+    assert len(buf) < records.MAX_RECORD + 64 * 1024  # one chunk of the daemon's reads
+    items = parse_all(buf)
+    assert [type(i) for i, _ in items] == [Dropped, Dropped, Record]
+    assert items[-1] == (Record("N", ["s1", "after"]), len(buf))

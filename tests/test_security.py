@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import os
 import random
+import resource
 import shutil
 import socket
 import sqlite3
 import stat
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -186,3 +188,123 @@ def test_ten_thousand_malformed_messages_leave_daemon_up_and_store_unchanged(dae
     while time.monotonic() < deadline and "dropped" not in (home / "data/daemon.log").read_text():
         time.sleep(0.05)
     assert "dropped" in (home / "data" / "daemon.log").read_text()
+
+
+def _connect(home: Path) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(10)
+    s.connect(str(home / "run" / "daemon.sock"))
+    return s
+
+
+def _ask(s: socket.socket, line: bytes) -> dict:
+    """Send one request line and read its one-line reply."""
+    s.sendall(line + b"\n")
+    buf = b""
+    while not buf.endswith(b"\n"):
+        chunk = s.recv(65536)
+        assert chunk, f"the daemon hung up on {line[:40]!r}"
+        buf += chunk
+    return json.loads(buf)
+
+
+def test_deep_nesting_and_bad_arguments_get_an_error_and_the_daemon_keeps_serving(daemon):
+    home = daemon
+    pid = daemon_pid(home)
+    s = _connect(home)
+    hostile = [
+        b"[" * 1000,  # RecursionError in json.loads
+        b'{"a":' * 5000,
+        b"[" * 60_000,
+        b'{"op": "name", "session": 1, "name": "x"}',
+        b'{"op": "name", "session": "s", "name": "a\\u0000b"}',
+        b'{"op": "name", "session": "s", "name": "\\ud800"}',
+        b'{"op": "name", "session": "s", "name": ["x"]}',
+        b'{"op": "branch", "session": "s", "step": "1"}',
+        b'{"op": "branch", "session": "s", "step": true}',
+        b'{"op": "branch", "session": "s", "step": 1e400}',
+        b'{"op": "branch", "session": "s", "step": 99999999999999999999999}',
+        b'{"op": "branch", "session": "s", "step": 1, "name": {"x": 1}}',
+        b'{"op": "gc", "dry_run": "no"}',
+        b'{"op": "__init__"}',
+        b'{"op": "ping\\u0000"}',
+        b'{"op": ["ping"]}',
+        b"9" * 5000,  # over Python's digit limit for int()
+    ]
+    for line in hostile:
+        reply = _ask(s, line)
+        assert reply["ok"] is False and reply["error"], (line[:40], reply)
+        assert _ask(s, b'{"op": "ping"}')["pid"] == pid  # the same connection still works
+    # The same malformed request a thousand times is logged once, not a thousand times.
+    s.sendall(b"[" * 1000 + b"\n" + (b"[[[\n" * 999))
+    reply = b""
+    while reply.count(b"\n") < 1000:
+        reply += s.recv(65536)
+    s.close()
+    assert daemon_pid(home) == pid
+    assert rw("daemon", "status").returncode == 0
+    assert (home / "data" / "daemon.log").read_text().count("malformed request") == 1
+
+
+def test_a_client_that_never_reads_or_floods_does_not_block_others(daemon):
+    home = daemon
+    pid = daemon_pid(home)
+    hog = _connect(home)
+    hog.setblocking(False)
+    sent = 0
+    try:  # requests until its socket is full, never reading a reply
+        while sent < 64 * 1024 * 1024:
+            sent += hog.send(b'{"op": "status"}\n' * 1000)
+    except BlockingIOError:
+        pass
+    # and one that pipelines 20,000 requests (reading its replies while it sends)
+    flood = _connect(home)
+    sender = threading.Thread(target=flood.sendall, args=(b'{"op": "ping"}\n' * 20_000,))
+    sender.start()
+    for _ in range(20):
+        start = time.monotonic()
+        s = _connect(home)
+        assert _ask(s, b'{"op": "ping"}')["pid"] == pid
+        s.close()
+        assert time.monotonic() - start < 1.0  # today: 2 s, blocked on the one that never reads
+    answers = b""
+    while answers.count(b"\n") < 20_000:
+        answers += flood.recv(65536)
+    sender.join()
+    assert answers.count(b'"ok": true') == 20_000
+    flood.close()
+    hog.close()
+    # and a request without an end of line that keeps growing is cut off
+    s = _connect(home)
+    try:
+        s.sendall(b"x" * (4 * 1024 * 1024))
+    except OSError:
+        pass  # the daemon hung up before taking it all
+    s.close()
+    assert _ask(_connect(home), b'{"op": "ping"}')["pid"] == pid
+
+
+def test_many_idle_connections_do_not_lock_others_out(daemon):
+    """Connections that stay open and silent must not use up the daemon's file
+    descriptors: the idlest is hung up on to make room for a new one."""
+    home = daemon
+    pid = daemon_pid(home)
+    hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)[1]
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (256, hard))
+    idle = []
+    try:
+        deadline = time.monotonic() + 10
+        while len(idle) < 400 and time.monotonic() < deadline:
+            try:
+                idle.append(_connect(home))
+            except BlockingIOError:  # its backlog is full: it must accept some first
+                time.sleep(0.01)
+        s = _connect(home)
+        s.settimeout(3)
+        assert _ask(s, b'{"op": "ping"}')["pid"] == pid
+        assert len(idle) == 400
+    finally:
+        for c in idle:
+            c.close()
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (hard, hard))
+    assert (home / "data" / "daemon.log").read_text().count("accept failed") <= 1
