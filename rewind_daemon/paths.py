@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 APP = "rw"
+# The form of the session ids rw makes (digits and hex, see the hooks), loosely:
+# letters, digits, `-` and `_`, so that no id can name a file outside its directory.
+_SESSION_ID = re.compile(r"[0-9A-Za-z][0-9A-Za-z_-]{0,127}")
 
 
 @dataclass(frozen=True)
@@ -91,3 +95,12 @@ def ensure_private_dir(path: Path) -> Path:
     if st.st_mode & 0o077:
         os.chmod(path, 0o700)
     return path
+
+
+def session_file(directory: Path, sid: str, suffix: str) -> Path | None:
+    """The file `directory`/`sid``suffix` of a session (its spool, ack FIFO, history
+    scratch file), or None when `sid` is not in the form of rw's ids: ids come from
+    files (spools, imports) and must never reach outside `directory`."""
+    if not isinstance(sid, str) or not _SESSION_ID.fullmatch(sid):
+        return None
+    return directory / f"{sid}{suffix}"
