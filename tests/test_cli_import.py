@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import time
 from datetime import datetime
 
 import pytest
 
-from .conftest import RW, rw, rw_json, steps_of
+from .conftest import RW, daemon_pid, rw, rw_json, steps_of
 
 TOKEN = "ghp_" + "a1B2" * 9
 
@@ -322,3 +323,74 @@ def test_history_times_out_of_range_are_refused(rw_home, tmp_path):
     proc = rw("import", "zsh", str(zsh), check=False)
     assert proc.returncode == 2 and "is not from 1970 to tomorrow" in proc.stderr
     assert rw("sessions").returncode == 0 and rw_json("sessions") == []
+
+
+# --- a big import shares the store ---------------------------------------------------------
+
+
+def test_a_big_import_lets_other_writers_and_the_daemon_go_on(daemon, shells, tmp_path):
+    sh = shells("bash")
+    sh.run("true")
+    daemon_before = daemon_pid(daemon)
+    t0 = time.time() - 100000
+    steps = [
+        {"command": f"make target{i} --password=hunter{i}", "started_at": t0 + i,
+         "ended_at": t0 + i + 0.5, "exit_code": 0, "cwd_before": "/srv",
+         "env": {"STAGE": str(i % 7)}}
+        for i in range(60000)
+    ]  # fmt: skip
+    big = tmp_path / "big.json"
+    big.write_text(document({"id": "big", "name": "big", "started_at": t0}, steps))
+    small = tmp_path / "small_history"
+    small.write_text("echo small\n")
+    importing = subprocess.Popen(
+        [RW, "import", "json", str(big)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    time.sleep(2)  # reading and checking the document, then its first batches
+    writes, names = [], []
+    while importing.poll() is None:
+        start = time.monotonic()
+        proc = rw("import", "bash", str(small), "--name", f"w{len(writes)}", check=False)
+        writes.append((proc.returncode, proc.stderr, time.monotonic() - start))
+        names.append(sh.run(f"rw name during-{len(names)}", timeout=30))
+    out, err = importing.communicate()
+    assert importing.returncode == 0, err
+    assert "imported 60000 steps" in out
+    assert len(writes) >= 2, "the import ended before the other writers ran"
+    for rc, stderr, took in writes:
+        assert rc == 0 and stderr == "", stderr
+        assert took < 5, f"a writer waited {took:.1f}s for the import"
+    assert all("is now named during-" in n for n in names), names
+    assert daemon_pid(daemon) == daemon_before
+    assert "another rw daemon is running" not in (daemon / "data" / "daemon.log").read_text()
+    assert next(s["steps"] for s in rw_json("sessions") if s["name"] == "big") == 60000
+
+
+def test_a_locked_store_is_busy_not_damaged_and_no_second_daemon_starts(daemon, shells, tmp_path):
+    sh = shells("bash")
+    sh.run("true")
+    sid = sh.run("echo $RW_SESSION").strip()
+    small = tmp_path / "small_history"
+    small.write_text("echo small\n")
+    # another program holds the write lock longer than rw waits for it
+    holder = sqlite3.connect(daemon / "data" / "rw.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        sh.run("echo typed-while-locked")  # the daemon waits for the lock to ingest it
+        writer = subprocess.Popen(
+            [RW, "import", "bash", str(small)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        named = rw("name", "busy", check=False, env={**os.environ, "RW_SESSION": sid})
+        _, err = writer.communicate(timeout=30)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert writer.returncode == 1
+    assert err == "rw: the store is busy (another rw is writing); try again\n"
+    assert named.returncode == 1 and "the daemon is running but did not answer" in named.stderr
+    assert "another rw daemon is running" not in (daemon / "data" / "daemon.log").read_text()
+    # and once the lock is gone, all goes on, nothing lost
+    rw("name", "busy", env={**os.environ, "RW_SESSION": sid})
+    assert "echo typed-while-locked" in [s["command"] for s in steps_of("busy")]
