@@ -97,10 +97,14 @@ def ensure_private_dir(path: Path) -> Path:
     return path
 
 
+def is_session_id(sid: object) -> bool:
+    """Whether `sid` has the form of the ids rw makes. Ids come from files (spools,
+    imports), and become file names: no other form is stored or used."""
+    return isinstance(sid, str) and _SESSION_ID.fullmatch(sid) is not None
+
+
 def session_file(directory: Path, sid: str, suffix: str) -> Path | None:
     """The file `directory`/`sid``suffix` of a session (its spool, ack FIFO, history
-    scratch file), or None when `sid` is not in the form of rw's ids: ids come from
-    files (spools, imports) and must never reach outside `directory`."""
-    if not isinstance(sid, str) or not _SESSION_ID.fullmatch(sid):
-        return None
-    return directory / f"{sid}{suffix}"
+    scratch file), or None when `sid` is not a session id: it never names a file
+    outside `directory`."""
+    return directory / f"{sid}{suffix}" if is_session_id(sid) else None

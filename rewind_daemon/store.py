@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import StoreBusy, StoreError
+from .paths import is_session_id
 
 SCHEMA_VERSION = 4
 
@@ -303,6 +304,8 @@ class Store:
         """Insert a session; False when it already exists (then only a missing pid
         and tty are filled in: a shell adopting a branch made beforehand). A session
         with a branch point starts with copies of its parent's steps up to it."""
+        if not is_session_id(sid):
+            raise ValueError(f"not a session id: {sid[:40]!r}")
         if self.session_exists(sid):
             self.db.execute(
                 "UPDATE sessions SET pid=coalesce(pid, ?), tty=coalesce(tty, ?) WHERE id=?",
@@ -534,6 +537,8 @@ class Store:
     def insert_session(self, s: SessionRow) -> None:
         """Insert a session row as given (imports; its `steps` count is ignored).
         Its steps go in with bulk_insert_steps, before it."""
+        if not is_session_id(s.id):
+            raise ValueError(f"not a session id: {s.id[:40]!r}")
         self.db.execute(
             "INSERT INTO sessions (id, name, shell, shell_version, host, user, tty, pid, cwd,"
             " started_at, ended_at, parent_id, branch_point, origin, env_id)"
