@@ -347,7 +347,7 @@ def test_a_big_import_lets_other_writers_and_the_daemon_go_on(daemon, shells, tm
         [RW, "import", "json", str(big)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True,
     )  # fmt: skip
-    time.sleep(2)  # reading and checking the document, then its first batches
+    time.sleep(1)  # reading and checking the document, then its first batches
     writes, names = [], []
     while importing.poll() is None:
         start = time.monotonic()
