@@ -388,7 +388,7 @@ def save(
                 for number, step in enumerate(batch, first + 1):
                     if step.output is not None:
                         store.set_output(sid, number, step.output)
-        start_env, n = redactor.env(session.start_env) if session.start_env else (None, 0)
+        start_env, n = (None, 0) if session.start_env is None else redactor.env(session.start_env)
         with store.transaction():
             store.insert_session(
                 SessionRow(
