@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
@@ -59,8 +60,27 @@ def ping(paths: Paths, timeout: float = 1.0) -> dict | None:
         return None
 
 
+def lock_held(paths: Paths) -> bool:
+    """Whether a daemon holds its lock: it runs, even when too busy to answer a ping."""
+    try:
+        fd = os.open(paths.lock_file, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        # A shared lock, dropped at once: it conflicts only with the daemon's.
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
 def spawn(paths: Paths) -> None:
-    """Start the daemon in the background, detached from this process."""
+    """Start the daemon in the background, detached from this process, unless
+    one is running already (a second one would only find the lock held)."""
+    if lock_held(paths):
+        return
     ensure_private_dir(paths.runtime_dir)
     ensure_private_dir(paths.data_dir)
     fd = os.open(paths.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -81,7 +101,7 @@ def spawn(paths: Paths) -> None:
 
 
 def ensure_running(paths: Paths, wait: float = 5.0) -> dict:
-    """Ping the daemon, starting it if needed; raise when it does not come up."""
+    """Ping the daemon, starting it if none runs; raise when it does not answer."""
     reply = ping(paths)
     if reply:
         return reply
@@ -92,6 +112,11 @@ def ensure_running(paths: Paths, wait: float = 5.0) -> dict:
         reply = ping(paths, timeout=0.5)
         if reply:
             return reply
+    if lock_held(paths):
+        raise DaemonUnavailable(
+            f"the daemon is running but did not answer within {wait:.0f}s (busy?); try again,"
+            f" or see {paths.log_file}"
+        )
     raise DaemonUnavailable(f"the daemon did not start; see {paths.log_file}")
 
 

@@ -325,7 +325,7 @@ class Daemon:
                     session = self.store.get_session(sid)
                     if session is not None:
                         self.store.end_session(sid, ended or session.started_at)
-                self.spools.remove_if_done(self.paths.spool_dir / f"{sid}{SPOOL_SUFFIX}")
+                self.spools.remove_if_done(sid)
         except Exception:  # noqa: BLE001
             self.ingest_log.warning("maintenance", "maintenance failed; will retry", exc_info=True)
 

@@ -11,7 +11,7 @@ from .config import load
 from .errors import RwError
 from .history import current_session_id
 from .ingest import SPOOL_SUFFIX
-from .paths import Paths
+from .paths import Paths, session_file
 from .store import SCHEMA_VERSION, Store
 
 
@@ -113,7 +113,8 @@ def run_checks(paths: Paths) -> list[Check]:
         )
     else:
         recorded = store is not None and store.get_session(sid) is not None
-        spooled = (paths.spool_dir / f"{sid}{SPOOL_SUFFIX}").exists()
+        spool = session_file(paths.spool_dir, sid, SPOOL_SUFFIX)
+        spooled = spool is not None and spool.exists()
         checks.append(
             Check(
                 "hooks",

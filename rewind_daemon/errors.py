@@ -29,6 +29,15 @@ class DaemonUnavailable(RwError):
     exit_code = EXIT_PROBLEM
 
 
+class StoreBusy(RwError):
+    """Another process holds the store's write lock for longer than we wait."""
+
+    exit_code = EXIT_PROBLEM
+
+    def __init__(self) -> None:
+        super().__init__("the store is busy (another rw is writing); try again")
+
+
 class StoreError(RwError):
     """The store is unreadable, corrupt or of a newer schema."""
 

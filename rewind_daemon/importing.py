@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import getpass
 import json
+import math
 import os
 import re
 import socket
+import sqlite3
 import sys
 import time
 from collections.abc import Sequence
@@ -21,6 +24,7 @@ from .store import SessionRow, Store, env_blob
 from .travel import new_session_id
 
 KINDS = ("bash", "zsh", "json")
+BATCH = 2000  # steps stored per transaction
 _BASH_TIMESTAMP = re.compile(r"#(\d{1,12})[ \t\r]*")
 _ZSH_META = re.compile(rb"\x83(.)", re.DOTALL)
 _ZSH_EXTENDED = re.compile(r": *(\d{1,12}):(\d{1,12});(.*)", re.DOTALL)
@@ -41,22 +45,18 @@ class ImportedStep:
 
 @dataclass
 class ImportedSession:
-    """A session read from a file, not yet stored. `id` None: it gets a new one."""
+    """A session read from a file, not yet stored (it gets an id when it is)."""
 
     shell: str | None
     started_at: float
     ended_at: float | None
     name: str | None = None
-    id: str | None = None
     shell_version: str | None = None
     host: str | None = None
     user: str | None = None
     tty: str | None = None
     pid: int | None = None
     cwd: str | None = None
-    parent_id: str | None = None
-    branch_point: int | None = None
-    origin: str = "import"
     start_env: dict[str, str] | None = None
     steps: list[ImportedStep] = field(default_factory=list)
     left_out: int = 0  # commands typed with a leading space or matching `ignore`
@@ -126,6 +126,8 @@ def parse(
         user=_user(),
     )
     for started, ended, command in entries:
+        if not (sane_time(started) and sane_time(ended)):
+            raise RwError(f"{source}: a time ({ended:.0f}) is not from 1970 to tomorrow")
         if command[:1].isspace() or any(p.search(command) for p in ignore):
             session.left_out += 1
             continue
@@ -200,9 +202,26 @@ def _user() -> str | None:
 
 # --- rw's own JSON -----------------------------------------------------------------------
 
+# What a stored value may be: SQLite's integers are 64-bit, and times are shown
+# as dates, which Python can only make between the years 1 and 9999.
+PID_MAX = 2**31 - 1  # pid_t
+EXIT_MAX = 255  # what a shell reports in $?
+INT_MAX = 2**63 - 1
+FUTURE_SLACK = 86400.0  # another host's clock may be ahead, not by more than a day
+
+
+def latest_time() -> float:
+    """The latest time an imported step may have: tomorrow."""
+    return time.time() + FUTURE_SLACK
+
+
+def sane_time(when: float | None) -> bool:
+    return when is None or (math.isfinite(when) and 0 <= when <= latest_time())
+
 
 class _Fields:
-    """Typed access to one object of a JSON document, with one-line errors."""
+    """Typed, range-checked access to one object of a JSON document, with one-line
+    errors: nothing in a document is stored unless it is what rw itself records."""
 
     def __init__(self, obj: object, where: str, source: str):
         if not isinstance(obj, dict):
@@ -214,48 +233,63 @@ class _Fields:
 
     def text(self, key: str, required: bool = False) -> str | None:
         value = self.obj.get(key)
-        if isinstance(value, str) or (value is None and not required):
+        if value is None and not required:
+            return None
+        if isinstance(value, str) and "\0" not in value:
             return value
-        raise self._bad(key, "a string" if required else "a string or null")
+        raise self._bad(key, "a string without NUL" + ("" if required else " or null"))
 
-    def integer(self, key: str) -> int | None:
+    def integer(self, key: str, low: int = 0, high: int = INT_MAX) -> int | None:
         value = self.obj.get(key)
-        if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        if value is None or (
+            isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+        ):
             return value
-        raise self._bad(key, "an integer or null")
+        raise self._bad(key, f"an integer from {low} to {high}, or null")
 
-    def number(self, key: str, required: bool = False) -> float | None:
+    def time(self, key: str, required: bool = False) -> float | None:
+        """Epoch seconds, finite, from 1970 to tomorrow."""
         value = self.obj.get(key)
         if value is None and not required:
             return None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise self._bad(key, "a number" if required else "a number or null")
+            try:
+                when = float(value)
+            except OverflowError:  # an integer too large for a float
+                when = math.inf
+            if sane_time(when):
+                return when
+        what = "a number (epoch seconds) from 1970 to tomorrow"
+        raise self._bad(key, what if required else what + ", or null")
 
     def env(self, key: str) -> dict[str, str] | None:
         value = self.obj.get(key)
         if value is None:
             return None
-        if isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
+        if isinstance(value, dict) and all(
+            isinstance(v, str) and "\0" not in k + v for k, v in value.items()
+        ):
             return value
-        raise self._bad(key, "an object of strings or null")
+        raise self._bad(key, "an object of strings without NUL, or null")
 
     def codes(self, key: str) -> str | None:
         value = self.obj.get(key)
         if value is None:
             return None
         if isinstance(value, list) and all(
-            isinstance(v, int) and not isinstance(v, bool) for v in value
+            isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= EXIT_MAX for v in value
         ):
             return " ".join(map(str, value))
-        raise self._bad(key, "a list of integers or null")
+        raise self._bad(key, f"a list of integers from 0 to {EXIT_MAX}, or null")
 
 
 def parse_document(data: bytes, source: str) -> ImportedSession:
-    """The session in a document written by `rw export --format json`."""
+    """The session in a document written by `rw export --format json`. Its id,
+    origin and parent are not taken: what is stored gets an id of this rw's making
+    and origin `import` (see save)."""
     try:
         doc = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise RwError(f"{source}: not a JSON document: {e}") from None
     if not isinstance(doc, dict) or doc.get("format") != DOCUMENT_FORMAT:
         raise RwError(f"{source}: not a session exported by rw export --format json")
@@ -269,37 +303,33 @@ def parse_document(data: bytes, source: str) -> ImportedSession:
     if not isinstance(steps, list):
         raise RwError(f"{source}: steps must be a list")
     session = ImportedSession(
-        id=s.text("id"),
         name=s.text("name"),
         shell=s.text("shell"),
         shell_version=s.text("shell_version"),
         host=s.text("host"),
         user=s.text("user"),
         tty=s.text("tty"),
-        pid=s.integer("pid"),
+        pid=s.integer("pid", 1, PID_MAX),
         cwd=s.text("cwd"),
-        started_at=s.number("started_at", required=True) or 0.0,
-        ended_at=s.number("ended_at"),
-        parent_id=s.text("parent"),
-        branch_point=s.integer("branch_point"),
-        origin=s.text("origin") or "import",
+        started_at=s.time("started_at", required=True) or 0.0,
+        ended_at=s.time("ended_at"),
         start_env=_Fields(doc, "document", source).env("start_env"),
     )
     previous = 0
     for i, raw in enumerate(steps):
         f = _Fields(raw, f"steps[{i}]", source)
-        number = f.integer("step")
+        number = f.integer("step", 1)
         if number is not None and number <= previous:
             raise RwError(f"{source}: steps[{i}].step must follow {previous}")
         previous = number or previous + 1
         session.steps.append(
             ImportedStep(
                 command=f.text("command", required=True) or "",
-                started_at=f.number("started_at", required=True) or 0.0,
-                ended_at=f.number("ended_at"),
+                started_at=f.time("started_at", required=True) or 0.0,
+                ended_at=f.time("ended_at"),
                 cwd_before=f.text("cwd_before"),
                 cwd_after=f.text("cwd_after"),
-                exit_code=f.integer("exit_code"),
+                exit_code=f.integer("exit_code", 0, EXIT_MAX),
                 pipestatus=f.codes("pipestatus"),
                 env=f.env("env"),
                 output=_output(raw, f"{source}: steps[{i}]"),
@@ -323,62 +353,67 @@ def _output(raw: dict, where: str) -> bytes | None:
 
 
 def save(
-    store: Store,
-    session: ImportedSession,
-    redactor: Redactor,
-    *,
-    name: str | None = None,
-    new_id: bool = False,
+    store: Store, session: ImportedSession, redactor: Redactor, *, name: str | None = None
 ) -> ImportResult:
-    """Store `session` in one transaction, its secrets redacted. It keeps its id
-    unless it has none or `new_id`; an id already stored is an error."""
-    redactions = 0
+    """Store `session`, its secrets redacted, under a new id and origin `import`.
 
-    def env_id(env: dict[str, str] | None) -> int | None:
-        nonlocal redactions
-        if env is None:
-            return None
-        env, n = redactor.env(env)
-        redactions += n
-        return store.add_env(*env_blob(env))
-
-    sid = new_session_id() if new_id or not session.id else session.id
+    Its steps go in BATCH at a time, each batch its own short transaction, so a
+    big import never holds the store for long (the daemon and other writers go
+    on between batches). The session row goes in last, so the session appears
+    whole or not at all; what an import that fails midway wrote is removed."""
+    sid = new_session_id()
     name = name or session.name
-    with store.transaction():
-        if store.session_exists(sid):
-            raise RwError(f"session {sid} already exists (use --new-id to import a copy)")
-        store.insert_session(
-            SessionRow(
-                id=sid,
-                name=name,
-                shell=session.shell,
-                shell_version=session.shell_version,
-                host=session.host,
-                user=session.user,
-                tty=session.tty,
-                pid=session.pid,
-                cwd=session.cwd,
-                started_at=session.started_at,
-                ended_at=session.ended_at,
-                parent_id=session.parent_id,
-                branch_point=session.branch_point,
-                origin=session.origin,
-                env_id=env_id(session.start_env),
-                steps=len(session.steps),
+    redactions = 0
+    try:
+        for first in range(0, len(session.steps), BATCH):
+            batch = session.steps[first : first + BATCH]
+            commands, envs = [], []
+            for step in batch:  # redacting takes most of the time: not in the transaction
+                command, n = redactor.text(step.command)
+                env, m = redactor.env(step.env) if step.env is not None else (None, 0)
+                commands.append(command)
+                envs.append(None if env is None else env_blob(env))
+                redactions += n + m
+            with store.transaction():
+                rows = []
+                for number, (step, command, blob) in enumerate(
+                    zip(batch, commands, envs), first + 1
+                ):
+                    rows.append(
+                        (sid, number, number, command, step.cwd_before, step.cwd_after,
+                         step.started_at, step.ended_at, step.exit_code, step.pipestatus,
+                         None if blob is None else store.add_env(*blob))
+                    )  # fmt: skip
+                store.bulk_insert_steps(rows)
+                for number, step in enumerate(batch, first + 1):
+                    if step.output is not None:
+                        store.set_output(sid, number, step.output)
+        start_env, n = (None, 0) if session.start_env is None else redactor.env(session.start_env)
+        with store.transaction():
+            store.insert_session(
+                SessionRow(
+                    id=sid,
+                    name=name,
+                    shell=session.shell,
+                    shell_version=session.shell_version,
+                    host=session.host,
+                    user=session.user,
+                    tty=session.tty,
+                    pid=session.pid,
+                    cwd=session.cwd,
+                    started_at=session.started_at,
+                    ended_at=session.ended_at,
+                    parent_id=None,
+                    branch_point=None,
+                    origin="import",
+                    env_id=None if start_env is None else store.add_env(*env_blob(start_env)),
+                    steps=len(session.steps),
+                )
             )
-        )
-        rows = []
-        for number, step in enumerate(session.steps, 1):
-            command, n = redactor.text(step.command)
-            redactions += n
-            rows.append(
-                (sid, number, number, command, step.cwd_before, step.cwd_after,
-                 step.started_at, step.ended_at, step.exit_code, step.pipestatus,
-                 env_id(step.env))
-            )  # fmt: skip
-        store.bulk_insert_steps(rows)
-        for number, step in enumerate(session.steps, 1):
-            if step.output is not None:
-                store.set_output(sid, number, step.output)
-        store.add_counter("redactions", redactions)
+            store.add_counter("redactions", redactions + n)
+    except BaseException:
+        with contextlib.suppress(RwError, sqlite3.Error):
+            with store.transaction():
+                store.remove_steps(sid)
+        raise
     return ImportResult(sid, name, len(session.steps), session.left_out)

@@ -17,6 +17,7 @@ from pathlib import Path
 from . import records
 from .errors import StoreError
 from .logonce import LogOnce
+from .paths import session_file
 from .records import Dropped, Record
 from .redact import Redactor
 from .store import Store, env_blob
@@ -347,8 +348,12 @@ class SpoolReader:
         finally:
             os.close(fd)
 
-    def remove_if_done(self, path: Path) -> bool:
+    def remove_if_done(self, sid: str) -> bool:
         """Delete a finished session's spool once everything in it is stored."""
+        path = session_file(self.spool_dir, sid, SPOOL_SUFFIX)
+        hist = session_file(self.scratch_dir, sid, HIST_SUFFIX)
+        if path is None or hist is None:
+            return False
         try:
             size = path.stat().st_size
         except FileNotFoundError:
@@ -356,7 +361,7 @@ class SpoolReader:
         if self.store.spool_offset(path.name) < size:
             return False
         path.unlink(missing_ok=True)
-        (self.scratch_dir / (path.name[: -len(SPOOL_SUFFIX)] + HIST_SUFFIX)).unlink(missing_ok=True)
+        hist.unlink(missing_ok=True)
         self._punched.pop(path.name, None)
         self._offsets.pop(path.name, None)
         with self.store.transaction():

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 APP = "rw"
+# The form of the session ids rw makes (digits and hex, see the hooks), loosely:
+# letters, digits, `-` and `_`, so that no id can name a file outside its directory.
+_SESSION_ID = re.compile(r"[0-9A-Za-z][0-9A-Za-z_-]{0,127}")
 
 
 @dataclass(frozen=True)
@@ -91,3 +95,16 @@ def ensure_private_dir(path: Path) -> Path:
     if st.st_mode & 0o077:
         os.chmod(path, 0o700)
     return path
+
+
+def is_session_id(sid: object) -> bool:
+    """Whether `sid` has the form of the ids rw makes. Ids come from files (spools,
+    imports), and become file names: no other form is stored or used."""
+    return isinstance(sid, str) and _SESSION_ID.fullmatch(sid) is not None
+
+
+def session_file(directory: Path, sid: str, suffix: str) -> Path | None:
+    """The file `directory`/`sid``suffix` of a session (its spool, ack FIFO, history
+    scratch file), or None when `sid` is not a session id: it never names a file
+    outside `directory`."""
+    return directory / f"{sid}{suffix}" if is_session_id(sid) else None

@@ -11,7 +11,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import StoreError
+from .errors import StoreBusy, StoreError
+from .paths import is_session_id
 
 SCHEMA_VERSION = 4
 
@@ -132,6 +133,12 @@ CREATE TABLE watches (
 
 MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4}
 MAX_OUTPUT = 1024 * 1024  # bytes of a step's output kept
+BUSY_TIMEOUT_MS = 10000  # how long a writer waits for another's transaction
+
+
+def is_busy(e: sqlite3.Error) -> bool:
+    """Whether `e` says another connection holds the lock (not that the file is bad)."""
+    return isinstance(e, sqlite3.OperationalError) and ("locked" in str(e) or "busy" in str(e))
 
 
 @dataclass(frozen=True)
@@ -218,7 +225,7 @@ class Store:
                 self.db = sqlite3.connect(path, timeout=10, isolation_level=None)
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.execute("PRAGMA busy_timeout=10000")
+            self.db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             self._migrate(readonly)
         except sqlite3.DatabaseError as e:
             raise StoreError(f"store {path}: {e}") from None
@@ -251,13 +258,28 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        self.db.execute("BEGIN IMMEDIATE")
+        """A write transaction; StoreBusy when another writer keeps the lock
+        beyond the busy timeout."""
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:
+            if is_busy(e):
+                raise StoreBusy() from None
+            raise
         try:
             yield
         except BaseException:
-            self.db.execute("ROLLBACK")
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
             raise
-        self.db.execute("COMMIT")
+        try:
+            self.db.execute("COMMIT")
+        except sqlite3.OperationalError as e:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            if is_busy(e):
+                raise StoreBusy() from None
+            raise
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
@@ -295,6 +317,8 @@ class Store:
         """Insert a session; False when it already exists (then only a missing pid
         and tty are filled in: a shell adopting a branch made beforehand). A session
         with a branch point starts with copies of its parent's steps up to it."""
+        if not is_session_id(sid):
+            raise ValueError(f"not a session id: {sid[:40]!r}")
         if self.session_exists(sid):
             self.db.execute(
                 "UPDATE sessions SET pid=coalesce(pid, ?), tty=coalesce(tty, ?) WHERE id=?",
@@ -439,17 +463,26 @@ class Store:
         return [SessionRow(*r) for r in self.db.execute(q)]
 
     def session_ids_named(self, name: str) -> list[str]:
-        q = "SELECT id FROM sessions WHERE name=? ORDER BY started_at DESC"
-        return [r[0] for r in self.db.execute(q, (name,))]
+        """Sessions named `name`, the best match first: recorded ones (most recent
+        first) before imported ones, whose names and times came from a file. An
+        imported one is left out when `name` is also the start of a recorded id."""
+        q = (
+            "SELECT id FROM sessions s WHERE name=? AND (origin != 'import' OR NOT EXISTS"
+            " (SELECT 1 FROM sessions r WHERE r.origin != 'import' AND r.id >= ? AND r.id < ?))"
+            " ORDER BY origin = 'import', started_at DESC, rowid DESC"
+        )
+        return [r[0] for r in self.db.execute(q, (name, name, name + "\U0010ffff"))]
 
     def session_ids_with_prefix(self, prefix: str) -> list[str]:
         q = "SELECT id FROM sessions WHERE id >= ? AND id < ? ORDER BY id LIMIT 5"
         return [r[0] for r in self.db.execute(q, (prefix, prefix + "\U0010ffff"))]
 
     def latest_session_id(self, exclude: str | None = None) -> str | None:
+        """The most recent session recorded here (`last`): imported ones only by
+        name or id, since a file says when they started."""
         row = self.db.execute(
-            "SELECT id FROM sessions WHERE id IS NOT ? ORDER BY started_at DESC, rowid DESC"
-            " LIMIT 1",
+            "SELECT id FROM sessions WHERE id IS NOT ? AND origin != 'import'"
+            " ORDER BY started_at DESC, rowid DESC LIMIT 1",
             (exclude,),
         ).fetchone()
         return row[0] if row else None
@@ -509,9 +542,16 @@ class Store:
             rows,
         )
 
+    def remove_steps(self, sid: str) -> None:
+        """Delete the steps and outputs of `sid` (an import that did not finish)."""
+        self.db.execute("DELETE FROM step_outputs WHERE session=?", (sid,))
+        self.db.execute("DELETE FROM steps WHERE session=?", (sid,))
+
     def insert_session(self, s: SessionRow) -> None:
         """Insert a session row as given (imports; its `steps` count is ignored).
-        Its steps go in with bulk_insert_steps, in the same transaction."""
+        Its steps go in with bulk_insert_steps, before it."""
+        if not is_session_id(s.id):
+            raise ValueError(f"not a session id: {s.id[:40]!r}")
         self.db.execute(
             "INSERT INTO sessions (id, name, shell, shell_version, host, user, tty, pid, cwd,"
             " started_at, ended_at, parent_id, branch_point, origin, env_id)"

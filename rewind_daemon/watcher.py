@@ -23,6 +23,7 @@ from pathlib import Path
 
 from .checkpoints import Checkpoints, Watch, objects_of, watches
 from .fsops import Inotify
+from .paths import session_file
 from .snapshot import Snapshot, SnapshotUnstable
 from .store import TreeRow
 
@@ -216,8 +217,8 @@ class TreeWatcher:
 
     # --- acknowledgements ----------------------------------------------------------
 
-    def ack_path(self, sid: str) -> Path:
-        return self.scratch_dir / f"{sid}{ACK_SUFFIX}"
+    def ack_path(self, sid: str) -> Path | None:
+        return session_file(self.scratch_dir, sid, ACK_SUFFIX)
 
     def open_ack(self, sid: str) -> None:
         """Create the session's FIFO (the hook waits on it only if it exists) and
@@ -225,6 +226,9 @@ class TreeWatcher:
         if sid in self.acks or not self.active:
             return
         path = self.ack_path(sid)
+        if path is None:
+            log.warning("no acknowledgement FIFO for %r: not a session id", sid[:40])
+            return
         try:
             self.scratch_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             try:
@@ -240,10 +244,9 @@ class TreeWatcher:
         fd = self.acks.pop(sid, None)
         if fd is not None:
             os.close(fd)
-        try:
-            self.ack_path(sid).unlink()
-        except FileNotFoundError:
-            pass
+        path = self.ack_path(sid)
+        if path is not None:
+            path.unlink(missing_ok=True)
 
     def close_all(self) -> None:
         for sid in list(self.acks):

@@ -3,13 +3,17 @@ branch work on."""
 
 from __future__ import annotations
 
+import json
 import os
+import socket
+import sqlite3
 import subprocess
+import time
 from datetime import datetime
 
 import pytest
 
-from .conftest import RW, rw, rw_json, steps_of
+from .conftest import RW, daemon_pid, rw, rw_json, steps_of
 
 TOKEN = "ghp_" + "a1B2" * 9
 
@@ -185,3 +189,208 @@ def test_export_and_branch_work_on_imported_history(daemon, tmp_path, bash_file)
     assert {s["exit_code"] for s in branch} == {None}
     session = next(s for s in rw_json("sessions") if s["name"] == "old-bash-branch-2")
     assert session["origin"] == "branch" and session["branch_point"] == 2
+
+
+# --- rw import json: what a document says is not trusted ---------------------------------
+
+
+def document(session: dict, steps: list[dict]) -> str:
+    return json.dumps({"format": "rw-session", "version": 1, "session": session, "steps": steps})
+
+
+def dead_pid() -> int:
+    proc = subprocess.run(["sh", "-c", "echo $$"], capture_output=True, text=True)
+    return int(proc.stdout)
+
+
+def test_a_json_id_never_names_a_file_outside_rws_directories(rw_home, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "important.ack").write_text("keep me\n")
+    (outside / "important.spool").write_bytes(b"")
+    (outside / "important.hist").write_text("keep me too\n")
+    before = {p.name: p.read_bytes() for p in outside.iterdir()}
+    # As an open shell session of this host whose shell has gone: the daemon's
+    # maintenance would end it and clean up its spool and FIFO.
+    hostile = "../" * 16 + str(outside / "important").lstrip("/")
+    path = tmp_path / "hostile.json"
+    path.write_text(
+        document(
+            {"id": hostile, "name": "hostile", "origin": "shell", "started_at": time.time() - 60,
+             "ended_at": None, "host": socket.gethostname(), "pid": dead_pid(), "shell": "bash"},
+            [{"command": "true", "started_at": time.time() - 50}],
+        )
+    )  # fmt: skip
+    imported = rw_json("import", "json", str(path))
+    assert imported["session"] != hostile
+    rw("daemon", "start")  # it maintains the store once before it answers
+    rw("sessions")
+    session = next(s for s in rw_json("sessions") if s["name"] == "hostile")
+    assert session["id"] == imported["session"] and session["origin"] == "import"
+    assert session["ended_at"] is None  # the daemon left it alone: it is no shell of its
+    assert {p.name: p.read_bytes() for p in outside.iterdir()} == before
+
+
+def test_an_imported_session_never_shadows_what_was_recorded(daemon, shells, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    sh = shells("bash")
+    sh.run("rw name deploy")
+    sh.run(f"cd {work} && echo mine > mine.txt")
+    sid = sh.run("echo $RW_SESSION").strip()
+    sh.close()
+    # named like it, started after it, and claiming to be a shell session
+    path = tmp_path / "evil.json"
+    doc = {"id": "theirs", "name": "deploy", "origin": "shell", "started_at": time.time() + 60}
+    steps = [
+        {"command": "true", "started_at": time.time() + 61},
+        {"command": f"touch {work}/pwned", "started_at": time.time() + 62, "cwd_before": "/"},
+    ]
+    path.write_text(document(doc, steps))
+    imported = rw_json("import", "json", str(path))["session"]
+    assert imported != "theirs"
+    prefix = tmp_path / "prefix.json"
+    prefix.write_text(document({**doc, "name": sid[:12]}, steps))
+    by_prefix = rw_json("import", "json", str(prefix))["session"]
+    for ref in ("deploy", "last", sid[:12]):
+        assert {s["session"] for s in steps_of(ref)} == {sid}, ref
+    (work / "mine.txt").unlink()
+    replay = subprocess.run(
+        [RW, "replay", "deploy", "--from", "2"], capture_output=True, text=True,
+        stdin=subprocess.DEVNULL, timeout=60,
+    )  # fmt: skip
+    assert replay.returncode == 0, replay.stderr
+    assert (work / "mine.txt").read_text() == "mine\n" and not (work / "pwned").exists()
+    # the imports are there, by id, as imports
+    assert [s["command"] for s in steps_of(imported)][1] == f"touch {work}/pwned"
+    origins = {s["id"]: s["origin"] for s in rw_json("sessions")}
+    assert origins[imported] == origins[by_prefix] == "import" and origins[sid] == "shell"
+    # and by name when nothing recorded has it
+    rw("import", "json", str(path), "--name", "theirs")
+    assert [s["command"] for s in steps_of("theirs")][1] == f"touch {work}/pwned"
+
+
+GOOD_SESSION = {"id": "s", "name": "bad", "shell": "bash", "started_at": 1700000000}
+GOOD_STEP = {"command": "ls", "started_at": 1700000001, "ended_at": 1700000002, "exit_code": 0}
+
+
+@pytest.mark.parametrize(
+    "session,step,message",
+    [
+        ({"pid": 2**64}, {}, "session.pid must be an integer from 1 to"),
+        ({"pid": 2**63}, {}, "session.pid must be an integer from 1 to"),
+        ({"pid": 0}, {}, "session.pid must be an integer from 1 to"),
+        ({}, {"exit_code": 2**64}, "steps[0].exit_code must be an integer from 0 to 255"),
+        ({}, {"exit_code": -1}, "steps[0].exit_code must be an integer from 0 to 255"),
+        ({}, {"pipestatus": [0, 2**64]}, "steps[0].pipestatus must be a list of integers"),
+        ({}, {"step": 2**64}, "steps[0].step must be an integer from 1 to"),
+        ({"started_at": "NaN"}, {}, "session.started_at must be a number"),
+        ({"started_at": "Infinity"}, {}, "session.started_at must be a number"),
+        ({"started_at": "1e400"}, {}, "session.started_at must be a number"),
+        ({"started_at": 10**400}, {}, "session.started_at must be a number"),
+        ({"started_at": 1e15}, {}, "session.started_at must be a number"),
+        ({"started_at": 4102444800}, {}, "session.started_at must be a number"),  # 2100
+        ({"started_at": -1}, {}, "session.started_at must be a number"),
+        ({"ended_at": "NaN"}, {}, "session.ended_at must be a number"),
+        ({}, {"started_at": "-Infinity"}, "steps[0].started_at must be a number"),
+        ({}, {"ended_at": 1e300}, "steps[0].ended_at must be a number"),
+        ({"cwd": "/a\u0000b"}, {}, "session.cwd must be a string without NUL"),
+        ({}, {"command": "ls\u0000-la"}, "steps[0].command must be a string without NUL"),
+    ],
+)
+def test_out_of_range_json_is_one_line_exit_2_and_stores_nothing(
+    rw_home, tmp_path, session, step, message
+):
+    text = document({**GOOD_SESSION, **session}, [{**GOOD_STEP, **step}])
+    # json.dumps writes NaN and friends bare; these stand for them
+    for word in ("NaN", "-Infinity", "Infinity", "1e400"):
+        text = text.replace(f'"{word}"', word)
+    path = tmp_path / "bad.json"
+    path.write_text(text)
+    proc = rw("import", "json", str(path), check=False)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert len(proc.stderr.splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert rw_json("sessions") == []
+
+
+def test_history_times_out_of_range_are_refused(rw_home, tmp_path):
+    path = tmp_path / "history"
+    path.write_text("#999999999999\necho far-away\n")
+    proc = rw("import", "bash", str(path), check=False)
+    assert proc.returncode == 2 and "is not from 1970 to tomorrow" in proc.stderr
+    zsh = tmp_path / "zsh_history"
+    zsh.write_text(": 1700000000:999999999999;echo long\n")
+    proc = rw("import", "zsh", str(zsh), check=False)
+    assert proc.returncode == 2 and "is not from 1970 to tomorrow" in proc.stderr
+    assert rw("sessions").returncode == 0 and rw_json("sessions") == []
+
+
+# --- a big import shares the store ---------------------------------------------------------
+
+
+def test_a_big_import_lets_other_writers_and_the_daemon_go_on(daemon, shells, tmp_path):
+    sh = shells("bash")
+    sh.run("true")
+    daemon_before = daemon_pid(daemon)
+    t0 = time.time() - 100000
+    steps = [
+        {"command": f"make target{i} --password=hunter{i}", "started_at": t0 + i,
+         "ended_at": t0 + i + 0.5, "exit_code": 0, "cwd_before": "/srv",
+         "env": {"STAGE": str(i % 7)}}
+        for i in range(60000)
+    ]  # fmt: skip
+    big = tmp_path / "big.json"
+    big.write_text(document({"id": "big", "name": "big", "started_at": t0}, steps))
+    small = tmp_path / "small_history"
+    small.write_text("echo small\n")
+    importing = subprocess.Popen(
+        [RW, "import", "json", str(big)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    time.sleep(1)  # reading and checking the document, then its first batches
+    writes, names = [], []
+    while importing.poll() is None:
+        start = time.monotonic()
+        proc = rw("import", "bash", str(small), "--name", f"w{len(writes)}", check=False)
+        writes.append((proc.returncode, proc.stderr, time.monotonic() - start))
+        names.append(sh.run(f"rw name during-{len(names)}", timeout=30))
+    out, err = importing.communicate()
+    assert importing.returncode == 0, err
+    assert "imported 60000 steps" in out
+    assert len(writes) >= 2, "the import ended before the other writers ran"
+    for rc, stderr, took in writes:
+        assert rc == 0 and stderr == "", stderr
+        assert took < 5, f"a writer waited {took:.1f}s for the import"
+    assert all("is now named during-" in n for n in names), names
+    assert daemon_pid(daemon) == daemon_before
+    assert "another rw daemon is running" not in (daemon / "data" / "daemon.log").read_text()
+    assert next(s["steps"] for s in rw_json("sessions") if s["name"] == "big") == 60000
+
+
+def test_a_locked_store_is_busy_not_damaged_and_no_second_daemon_starts(daemon, shells, tmp_path):
+    sh = shells("bash")
+    sh.run("true")
+    sid = sh.run("echo $RW_SESSION").strip()
+    small = tmp_path / "small_history"
+    small.write_text("echo small\n")
+    # another program holds the write lock longer than rw waits for it
+    holder = sqlite3.connect(daemon / "data" / "rw.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        sh.run("echo typed-while-locked")  # the daemon waits for the lock to ingest it
+        writer = subprocess.Popen(
+            [RW, "import", "bash", str(small)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        named = rw("name", "busy", check=False, env={**os.environ, "RW_SESSION": sid})
+        _, err = writer.communicate(timeout=30)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert writer.returncode == 1
+    assert err == "rw: the store is busy (another rw is writing); try again\n"
+    assert named.returncode == 1 and "the daemon is running but did not answer" in named.stderr
+    assert "another rw daemon is running" not in (daemon / "data" / "daemon.log").read_text()
+    # and once the lock is gone, all goes on, nothing lost
+    rw("name", "busy", env={**os.environ, "RW_SESSION": sid})
+    assert "echo typed-while-locked" in [s["command"] for s in steps_of("busy")]

@@ -10,7 +10,8 @@ import sys
 import click
 
 from .. import __version__
-from ..errors import EXIT_PROBLEM, EXIT_USAGE, RwError
+from ..errors import EXIT_PROBLEM, EXIT_USAGE, RwError, StoreBusy
+from ..store import is_busy
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -46,6 +47,9 @@ class RwGroup(click.Group):
             click.echo(f"rw: {e}", err=True)
             ctx.exit(e.exit_code)
         except sqlite3.DatabaseError as e:
+            if is_busy(e):  # a lock another rw holds is not damage
+                click.echo(f"rw: {StoreBusy()}", err=True)
+                ctx.exit(StoreBusy.exit_code)
             click.echo(f"rw: the store is damaged or unreadable ({e}); see rw doctor", err=True)
             ctx.exit(EXIT_PROBLEM)
         except BrokenPipeError:

@@ -106,7 +106,9 @@ def export_cmd(
 @click.option(
     "--name", help="Name of the session (default: import-<shell>-history, or as recorded)."
 )
-@click.option("--new-id", is_flag=True, help="json: store under a new id, so a copy can coexist.")
+@click.option(
+    "--new-id", is_flag=True, hidden=True, help="Accepted for old scripts: imports get new ids."
+)
 @json_option
 def import_cmd(kind: str, file: str | None, name: str | None, new_id: bool, as_json: bool) -> None:
     """Import a shell history file, or a session exported as JSON, as a new session.
@@ -118,16 +120,19 @@ def import_cmd(kind: str, file: str | None, name: str | None, new_id: bool, as_j
     commands the config ignores, are left out; secrets are redacted.
 
     A json FILE (default: stdin) made by `rw export --format json` comes back
-    as the same session: same id, steps, times, exit codes, directories,
-    environments and origin. If that id is already stored, the import fails
-    unless --new-id gives the copy a new one. `-` reads stdin.
+    with its name, steps, times, exit codes, directories and environments,
+    checked field by field. It gets a new id and origin `import`, whatever the
+    file says, and never shadows what you recorded: a session recorded here
+    wins a name both have, and `last` is the last one recorded here; address
+    the import by its id, or by its name when no recorded session has it.
+    `-` reads stdin.
 
     \b
     Example:
         rw import bash
         rw import zsh ~/old-laptop/.zsh_history --name laptop
         rw export deploy --format json > deploy.json
-        rw import json deploy.json --new-id --name deploy-copy
+        rw import json deploy.json --name deploy-copy
     """
     p = get_paths()
     config = get_config(p)
@@ -138,9 +143,7 @@ def import_cmd(kind: str, file: str | None, name: str | None, new_id: bool, as_j
     )
     store = Store(p.db)
     try:
-        result = importing.save(
-            store, session, Redactor(config.redact_regexes()), name=name, new_id=new_id
-        )
+        result = importing.save(store, session, Redactor(config.redact_regexes()), name=name)
     finally:
         store.close()
     if as_json:
