@@ -1113,7 +1113,6 @@ def sweep_leftovers(root: str, skip: Iterable[str] = ()) -> list[str]:
                             found.append(full_path(root, rel))
             except OSError:
                 continue  # gone, unreadable, or not the directory it was: not followed
-            tree.forget(rel_dir)  # (done with it: keeps few open)
     finally:
         tree.close()
     return sorted(found)
