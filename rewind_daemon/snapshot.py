@@ -934,7 +934,7 @@ def restore(target: Snapshot, objects: ObjectStore, skip: Iterable[str] = ()) ->
     or for another directory meanwhile) is reported for what lies below it,
     never followed, so nothing outside the tree is ever written."""
     tree = _Dirs(target.root)
-    watched = _Watched.start(target)
+    watched = _Watched.start(target, tree)
     try:
         return _restore(target, objects, skip, watched, tree)
     finally:
@@ -952,7 +952,9 @@ def _restore(
 ) -> RestoreResult:
     root = target.root
     now = take(root, _Differs(target), target, target.excludes, target.size_cap, skip)
-    tree.expect({rel: e.ino for rel, e in now.entries.items() if e.kind == "dir"})
+    if tree.expect({rel: e.ino for rel, e in now.entries.items() if e.kind == "dir"}):
+        if watched is not None:
+            watched.lost = True  # it watches a directory replaced before the plan saw it
     result = RestoreResult()
     result.swept = _sweep(tree, now)
     changes = diff(now, target)
@@ -1144,9 +1146,20 @@ class _Dirs:
             self.fds[ROOT] = [root_fd, 1]
         self.lock = threading.RLock()
 
-    def expect(self, inos: dict[str, int]) -> None:
+    def expect(self, inos: dict[str, int]) -> bool:
+        """The inodes the plan saw; True if a directory opened before was
+        another (it is closed, and will be opened again only if it is the
+        plan's)."""
+        replaced = False
         with self.lock:
-            self.inos.update(inos)
+            for rel, ino in inos.items():
+                if self.inos.setdefault(rel, ino) != ino:
+                    self.inos[rel] = ino
+                    replaced = True
+                    slot = self.fds.pop(rel, None)
+                    if slot is not None:
+                        os.close(slot[0])
+        return replaced
 
     def split(self, rel: str) -> tuple[str, str]:
         """(The directory holding `rel`, its name there.)"""
@@ -1256,30 +1269,31 @@ class _Watched:
     deleted, a directory appeared that restore did not make, a watch could not
     be added) verify() says so, and the whole tree is read again."""
 
+    # Added through /proc/self/fd/N, a link to follow: no DONT_FOLLOW.
     MASK = (
         Inotify.MODIFY | Inotify.ATTRIB | Inotify.MOVED_FROM | Inotify.MOVED_TO | Inotify.CREATE
-        | Inotify.DELETE | Inotify.DELETE_SELF | Inotify.MOVE_SELF
-        | Inotify.ONLYDIR | Inotify.DONT_FOLLOW
+        | Inotify.DELETE | Inotify.DELETE_SELF | Inotify.MOVE_SELF | Inotify.ONLYDIR
     )  # fmt: skip
     LOST = (
         Inotify.Q_OVERFLOW | Inotify.IGNORED | Inotify.UNMOUNT
         | Inotify.DELETE_SELF | Inotify.MOVE_SELF
     )  # fmt: skip
 
-    def __init__(self, root: str, inotify: Inotify):
+    def __init__(self, root: str, inotify: Inotify, tree: _Dirs):
         self.root = root
         self.inotify = inotify
+        self.tree = tree
         self.dirs: dict[int, str] = {}  # watch descriptor -> directory
         self.dirty: set[str] = set()  # paths inotify named
         self.new_dirs: set[str] = set()  # directories that appeared
         self.lost = False
 
     @classmethod
-    def start(cls, target: Snapshot) -> _Watched | None:
+    def start(cls, target: Snapshot, tree: _Dirs) -> _Watched | None:
         if target.entries.get(ROOT, _NO_ENTRY).kind != "dir":
             return None  # a file: read again at no cost
         try:
-            watched = cls(target.root, Inotify())
+            watched = cls(target.root, Inotify(), tree)
         except OSError:
             return None
         for rel, e in target.entries.items():
@@ -1291,12 +1305,16 @@ class _Watched:
         return watched
 
     def watch(self, rel: str) -> None:
-        path = full_path(self.root, rel)
+        """Watch the directory `rel`, the very one `tree` opens (never a
+        symlink's target)."""
         try:
-            wd = self.inotify.add(path, self.MASK)
+            with self.tree.dir(rel) as fd:
+                wd = self.inotify.add(f"/proc/self/fd/{fd}", self.MASK)
         except (FileNotFoundError, NotADirectoryError):
             return  # not a directory now: restore makes it, and watches it then
-        except OSError:
+        except OSError as err:
+            if err.errno == errno.ESTALE:
+                return  # a symlink now: restore replaces it, and watches the directory then
             self.lost = True  # (the limit on watches, most likely)
             return
         if self.dirs.setdefault(wd, rel) != rel:

@@ -46,7 +46,7 @@ def walk_mode(request, monkeypatch):
     monkeypatch.setattr(snapshot, "WORKERS", 1 if serial else 3)
     monkeypatch.setattr(snapshot, "_SPREAD_MIN", 1)
     if serial:
-        monkeypatch.setattr(snapshot._Watched, "start", classmethod(lambda cls, target: None))
+        monkeypatch.setattr(snapshot._Watched, "start", classmethod(lambda cls, target, tree: None))
     return request.param
 
 
