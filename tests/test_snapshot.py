@@ -665,3 +665,29 @@ def test_a_watched_file_is_restored_beside_its_name(tmp_path, objects):
     assert result.failed == []
     assert f.read_text() == "as checkpointed\n" and stat.S_IMODE(f.stat().st_mode) == 0o640
     assert sorted(os.listdir(tmp_path)) == ["app.conf", "objects"]
+
+
+def test_a_directory_swapped_for_a_symlink_mid_restore_is_reported_not_followed(
+    tree, objects, tmp_path, monkeypatch
+):
+    """Between writing the new contents and giving them their names, `sub` is
+    replaced by a symlink to a directory elsewhere: nothing there changes
+    (not its mode, not its files), and the restore says `sub` is not right."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    (elsewhere / "b.txt").write_text("not part of the tree\n")
+    os.chmod(elsewhere / "b.txt", 0o600)
+    os.chmod(tree / "sub", 0o755)
+    snap, _ = _two_changed(tree, objects)
+    os.chmod(tree / "sub", 0o711)  # (its mode is to be put back too)
+    before = {p.name: (p.stat().st_mode, p.read_bytes()) for p in elsewhere.iterdir()}
+
+    def swap():
+        os.rename(tree / "sub", tree / "sub.old")
+        os.symlink(elsewhere, tree / "sub")
+
+    _meanwhile(monkeypatch, swap)
+    result = snapshot.restore(snap, objects)
+    assert "sub" in dict(result.failed)
+    assert stat.S_IMODE(elsewhere.stat().st_mode) == 0o700
+    assert {p.name: (p.stat().st_mode, p.read_bytes()) for p in elsewhere.iterdir()} == before
