@@ -302,8 +302,7 @@ class Checkpoints:
                 continue
             result = snapshot.restore(then, self.objects, self.own_dirs())
             report.restored += [
-                f"removed   {full_path(then.root, rel)}  (left by an interrupted restore)"
-                for rel in result.swept
+                f"removed   {path}  (left by an interrupted restore)" for path in result.swept
             ]
             report.restored += [c.describe(then.root) for c in result.applied]
             report.failed += [f"{full_path(then.root, rel)}: {why}" for rel, why in result.failed]

@@ -10,6 +10,7 @@ when it was hashed to be trusted (a "racy" entry, re-hashed).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -19,7 +20,6 @@ import stat
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
@@ -923,7 +923,7 @@ class RestoreResult:
     applied: list[Change] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     reread: bool = True  # verified by reading the whole tree again (not through inotify)
-    swept: list[str] = field(default_factory=list)  # interrupted restores' temporary files removed
+    swept: list[str] = field(default_factory=list)  # killed restores' temporary files removed
 
 
 def restore(target: Snapshot, objects: ObjectStore, skip: Iterable[str] = ()) -> RestoreResult:
@@ -1071,7 +1071,9 @@ def _is_leftover(name: str) -> bool:
 
 def _sweep(tree: _Dirs, now: Snapshot) -> list[str]:
     """Remove from the tree, and from `now`, the temporary files of restores
-    killed before they could clean up; the paths removed."""
+    killed before they could clean up; the paths removed (absolute)."""
+    if now.entries.get(ROOT, _NO_ENTRY).kind != "dir":
+        return _sweep_beside(tree)
     swept = []
     for rel in [rel for rel in now.entries if ".rw-" in rel]:
         e = now.entries[rel]
@@ -1085,7 +1087,25 @@ def _sweep(tree: _Dirs, now: Snapshot) -> list[str]:
         except OSError:
             continue
         del now.entries[rel]
-        swept.append(rel)
+        swept.append(full_path(now.root, rel))
+    return swept
+
+
+def _sweep_beside(tree: _Dirs) -> list[str]:
+    """For a tree that is one file (or symlink): its restores' temporary
+    files are beside it, `.NAME.rw-PID` in its directory; those of killed
+    restores removed, and their paths."""
+    swept = []
+    try:
+        with tree.dir(tree.PARENT) as fd:
+            for name in os.listdir(fd):
+                m = _LEFTOVER.fullmatch(name)
+                if m and m.group(1) == tree.root_name and _is_leftover(name):
+                    with contextlib.suppress(OSError):
+                        os.unlink(name, dir_fd=fd)
+                        swept.append(os.path.join(tree.head, name))
+    except OSError:
+        pass
     return swept
 
 
@@ -1097,6 +1117,8 @@ def sweep_leftovers(root: str, skip: Iterable[str] = ()) -> list[str]:
     tree = _Dirs(root)
     found = []
     try:
+        if not os.path.isdir(root) or os.path.islink(root):
+            return _sweep_beside(tree)
         todo = [ROOT]
         while todo:
             rel_dir = todo.pop()
@@ -1134,7 +1156,7 @@ class _Dirs:
     recently used first, are closed, and opened again the same way if needed."""
 
     MAX_OPEN = 256
-    _PARENT = ""  # the key of the root's parent (no entry of the tree has it)
+    PARENT = ""  # the key of the root's parent (no entry of the tree has it)
 
     def __init__(self, root: str, root_fd: int | None = None, inos: dict[str, int] | None = None):
         head, self.root_name = os.path.split(root.rstrip("/") or "/")
@@ -1164,7 +1186,7 @@ class _Dirs:
     def split(self, rel: str) -> tuple[str, str]:
         """(The directory holding `rel`, its name there.)"""
         if rel == ROOT:
-            return self._PARENT, self.root_name
+            return self.PARENT, self.root_name
         head, _, name = rel.rpartition("/")
         return head or ROOT, name
 
@@ -1184,7 +1206,7 @@ class _Dirs:
         with self.lock:
             self.fds[rel][1] -= 1
 
-    @contextmanager
+    @contextlib.contextmanager
     def dir(self, rel: str) -> Iterator[int]:
         fd = self.hold(rel)
         try:
@@ -1192,7 +1214,7 @@ class _Dirs:
         finally:
             self.release(rel)
 
-    @contextmanager
+    @contextlib.contextmanager
     def parent_of(self, rel: str) -> Iterator[tuple[int, str]]:
         """(The open directory holding `rel`, its name there.)"""
         parent, name = self.split(rel)
@@ -1219,7 +1241,7 @@ class _Dirs:
             self.fds.clear()
 
     def _open(self, rel: str) -> int:
-        if rel == self._PARENT:
+        if rel == self.PARENT:
             return os.open(self.head, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         parent, name = self.split(rel)
         at = self.hold(parent)
@@ -1241,7 +1263,7 @@ class _Dirs:
         for rel, (fd, users) in list(self.fds.items()):
             if len(self.fds) <= self.MAX_OPEN * 3 // 4:
                 break
-            if users == 0 and rel != self._PARENT:
+            if users == 0 and rel != self.PARENT:
                 del self.fds[rel]
                 os.close(fd)
 

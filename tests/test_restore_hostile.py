@@ -267,3 +267,25 @@ def test_a_killed_restore_leaves_nothing_the_next_one_does_not_sweep(rw_home, tm
     report = rw("doctor", check=False)
     assert str(dead) in report.stdout and not dead.exists()
     assert alive.exists() and lookalike.exists()
+
+
+def test_a_watched_files_leftovers_beside_it_are_swept(tmp_path):
+    """A tree that is one file is restored through a temporary file beside it:
+    a killed restore's is removed by the next one, and only that."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    f = tmp_path / "app.conf"
+    f.write_text("as checkpointed\n")
+    objects = ObjectStore(tmp_path / "objects")
+    with objects.batch() as b:
+        snap = snapshot.take(str(f), b)
+        snapshot.store(snap, b)
+    f.write_text("changed\n")
+    left = tmp_path / f".app.conf.rw-{dead.pid}"
+    left.write_text("a killed restore's copy\n")
+    other = tmp_path / f".other.conf.rw-{dead.pid}"  # another tree's: not this restore's
+    other.write_text("x\n")
+    result = snapshot.restore(snap, objects)
+    assert result.failed == [] and result.swept == [str(left)]
+    assert not left.exists() and other.exists()
+    assert f.read_text() == "as checkpointed\n"
