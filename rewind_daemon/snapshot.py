@@ -1065,7 +1065,7 @@ def _is_leftover(name: str) -> bool:
     except ProcessLookupError:
         return True
     except (PermissionError, OverflowError):
-        return False
+        pass  # (someone else's process, or no pid at all: left alone)
     return False
 
 
@@ -1158,10 +1158,10 @@ class _Dirs:
     MAX_OPEN = 256
     PARENT = ""  # the key of the root's parent (no entry of the tree has it)
 
-    def __init__(self, root: str, root_fd: int | None = None, inos: dict[str, int] | None = None):
+    def __init__(self, root: str, root_fd: int | None = None):
         head, self.root_name = os.path.split(root.rstrip("/") or "/")
         self.head = head or "/"
-        self.inos = dict(inos or {})
+        self.inos: dict[str, int] = {}  # rel -> the inode expected there
         self.fds: dict[str, list[int]] = {}  # rel -> [descriptor, users]
         self.borrowed = root_fd  # the caller's, never closed here
         if root_fd is not None:
