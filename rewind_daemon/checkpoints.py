@@ -301,6 +301,9 @@ class Checkpoints:
                 report.failed.append(f"{t.root}: {e}")
                 continue
             result = snapshot.restore(then, self.objects, self.own_dirs())
+            report.restored += [
+                f"removed   {path}  (left by an interrupted restore)" for path in result.swept
+            ]
             report.restored += [c.describe(then.root) for c in result.applied]
             report.failed += [f"{full_path(then.root, rel)}: {why}" for rel, why in result.failed]
             self._previous.pop(then.root, None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
 from dataclasses import dataclass
 
@@ -137,8 +138,32 @@ def run_checks(paths: Paths) -> list[Check]:
     checks.append(Check("redactions", True, f"{redactions} secret(s) redacted so far"))
     if store is not None:
         checks.append(_checkpoint_objects(paths, store))
+        checks.append(_restore_leftovers(paths, store))
         store.close()
     return checks
+
+
+def _restore_leftovers(paths: Paths, store: Store) -> Check:
+    """Temporary copies that killed restores left in watched trees, removed."""
+    from .checkpoints import Checkpoints, watches
+    from .snapshot import sweep_leftovers
+
+    try:
+        config = load(paths.config_file)
+        own = Checkpoints(paths, store, config).own_dirs()
+        swept = [p for w in watches(store, config) for p in sweep_leftovers(w.path, own)]
+    except (RwError, sqlite3.Error):
+        return Check("restore leftovers", True, "not looked for (see the checks above)")
+    if not swept:
+        return Check("restore leftovers", True, "none in the watched trees")
+    more = f" (and {len(swept) - 3} more)" if len(swept) > 3 else ""
+    return Check(
+        "restore leftovers",
+        True,
+        f"removed {len(swept)} temporary file(s) left by interrupted restores: "
+        + ", ".join(swept[:3])
+        + more,
+    )
 
 
 def _checkpoint_objects(paths: Paths, store: Store) -> Check:

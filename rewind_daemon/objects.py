@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+import stat
 import zlib
 from collections import deque
 from collections.abc import Iterator
@@ -35,7 +36,10 @@ _JOB_BYTES = 256 * 1024
 _JOB_OBJECTS = 64
 _SAMPLE = 16 * 1024
 _WORKERS = min(3, (os.cpu_count() or 1) - 1)
-_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | getattr(os, "O_NOATIME", 0)
+# O_NONBLOCK: a file swapped for a FIFO since it was stat'ed must not stall the read.
+_READ_FLAGS = (
+    os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOATIME", 0)
+)
 
 
 class ObjectError(RwError):
@@ -222,16 +226,19 @@ class Batch:
             self._add(digest, [_deflate(data)])
         return digest
 
-    def put_file(self, path: str, expect: os.stat_result | None = None) -> tuple[str, int]:
-        """Store a regular file's content; returns (digest, size read).
+    def put_file(
+        self, path: str, expect: os.stat_result | None = None, dir_fd: int | None = None
+    ) -> tuple[str, int]:
+        """Store a regular file's content (`path` relative to `dir_fd` if given,
+        never through a symlink); returns (digest, size read).
 
         With `expect`, raises FileChanged if the file is not the one that was
         stat'ed (another size, mtime or inode) or changes while it is read.
         """
-        fd = os.open(path, _READ_FLAGS)
+        fd = os.open(path, _READ_FLAGS, dir_fd=dir_fd)
         try:
             before = os.fstat(fd)
-            if expect is not None and _moved(expect, before):
+            if not stat.S_ISREG(before.st_mode) or (expect is not None and _moved(expect, before)):
                 raise FileChanged(path)
             if before.st_size < CHUNK:
                 data = _read_all(fd, before.st_size)

@@ -10,6 +10,7 @@ when it was hashed to be trusted (a "racy" entry, re-hashed).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -22,7 +23,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
-from .errors import RwError
+from .errors import EXIT_USAGE, RwError
 from .fsops import Inotify, syncfs
 from .objects import FileChanged, ObjectError, ObjectStore
 
@@ -54,7 +55,10 @@ _IFREG, _IFDIR, _IFLNK = stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK
 _IFCHR, _IFBLK = stat.S_IFCHR, stat.S_IFBLK
 _FILE, _SYMLINK = "file", "symlink"
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+# A restore's temporary name for NAME: `.NAME.rw-PID` (see _tmp_name).
+_LEFTOVER = re.compile(r"\.(.+)\.rw-([1-9][0-9]*)", re.DOTALL)
 
 
 class Entry(NamedTuple):
@@ -80,15 +84,23 @@ class SnapshotUnstable(RwError):
 
 
 class Sink(Protocol):
-    def put_file(self, path: str, expect: os.stat_result | None = None) -> tuple[str, int]: ...
+    def put_file(
+        self, path: str, expect: os.stat_result | None = None, dir_fd: int | None = None
+    ) -> tuple[str, int]: ...
 
 
 class DigestOnly:
     """Hashes files without keeping their content (for comparing with now)."""
 
-    def put_file(self, path: str, expect: os.stat_result | None = None) -> tuple[str, int]:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    def put_file(
+        self, path: str, expect: os.stat_result | None = None, dir_fd: int | None = None
+    ) -> tuple[str, int]:
+        # O_NONBLOCK: a file swapped for a FIFO since it was stat'ed must not stall the read.
+        fd = os.open(path, _READ_FLAGS, dir_fd=dir_fd)
         try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or (expect is not None and st.st_ino != expect.st_ino):
+                raise FileChanged(path)
             h = hashlib.sha256()
             size = 0
             while chunk := os.read(fd, 1024 * 1024):
@@ -109,11 +121,10 @@ class _Differs(DigestOnly):
         self.entries = target.entries
         self.cut = len(target.root.rstrip("/")) + 1
 
-    def put_file(self, path: str, expect: os.stat_result | None = None) -> tuple[str, int]:
+    def differs(self, path: str, st: os.stat_result) -> bool:
+        """Whether the file at `path` (absolute) is known to differ without reading it."""
         e = self.entries.get(path[self.cut :])
-        if expect is not None and e is not None and e.kind == _FILE and e.size != expect.st_size:
-            return self.DIFFERS, expect.st_size
-        return super().put_file(path, expect)
+        return e is not None and e.kind == _FILE and e.size != st.st_size
 
 
 class Excludes:
@@ -247,6 +258,7 @@ class Snapshot:
                 raise ValueError("an entry has the wrong number of fields")
             # tuple.__new__ rather than Entry(*row): a third of the time.
             entries = {row[0]: _new_tuple(Entry, row[1:]) for row in rows}
+            _check_names(entries, digest)
             return cls(
                 doc["root"],
                 taken_ns,
@@ -257,6 +269,29 @@ class Snapshot:
             )
         except (ValueError, KeyError, TypeError) as e:
             raise ObjectError(f"manifest {digest or ''} is not a snapshot: {e}") from None
+
+
+class UnsafeManifest(ObjectError):
+    """A manifest names an entry outside its tree (`..`, absolute, NUL...)."""
+
+    exit_code = EXIT_USAGE
+
+
+def _check_names(entries: dict[str, Entry], digest: str | None) -> None:
+    """Refuse a name that could lead a restore out of its tree: each is a
+    relative path of plain components (no `..`, `.`, empty part or NUL)."""
+    names = [n for n in entries if n != ROOT]
+    # One pass in C over all the names, "/" around each: a bad one shows as
+    # "//" (absolute, empty part, trailing "/"), "/./", "/../" or a NUL.
+    joined = "/\n/".join(names)
+    if "\0" not in joined and not any(bad in f"/{joined}/" for bad in ("//", "/./", "/../")):
+        return
+    for name in names:  # (only to say which)
+        parts = name.split("/")
+        if "\0" in name or any(part in ("", ".", "..") for part in parts):
+            raise UnsafeManifest(
+                f"manifest {digest or ''} is refused: it names {name!r}, outside its tree"
+            )
 
 
 def load(objects: ObjectStore, digest: str, taken_ns: int) -> Snapshot:
@@ -296,6 +331,9 @@ def take(
     `skip` lists absolute directories never entered (rw's own data);
     `on_dir(path)` is called before each directory is listed (the daemon adds
     its inotify watch there, so no change after the listing goes unseen).
+    Below `root`, every directory is opened from its parent's descriptor and
+    no symlink is followed: whatever happens to the tree meanwhile, nothing
+    outside it is read.
     """
     taken_ns = time.time_ns()
     rules = Excludes(excludes)
@@ -309,27 +347,53 @@ def take(
     ):
         prev = previous.entries
         trust_before = previous.taken_ns - RACY_NS
+    gone = Snapshot(root, taken_ns, {}, rules.patterns, size_cap, unchanged=not prev)
     try:
         st = os.lstat(root)
     except FileNotFoundError:
-        return Snapshot(root, taken_ns, {}, rules.patterns, size_cap, unchanged=not prev)
+        return gone
     entries: dict[str, Entry] = {}
     p = prev.get(ROOT)
     changed = False
     if stat.S_ISDIR(st.st_mode):
-        entries[ROOT] = _entry(st)
-        split = None
-        if on_dir is None and previous is not None and len(prev) >= PARALLEL_MIN:
-            split = _split_walk(root, entries, previous, trust_before, sink, size_cap, rules, skip)
-        if split is not None:
-            changed, entries = split
-        else:
-            entries = {ROOT: _entry(st)}
-            changed = _walk(root, entries, prev, trust_before, sink, size_cap, rules, skip, on_dir)
+        if on_dir is not None:
+            on_dir(root)
+        try:
+            fd = os.open(root, _DIR_FLAGS)
+        except (FileNotFoundError, NotADirectoryError):
+            return gone
+        except PermissionError:
+            fd = -1
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                raise SnapshotUnstable(f"{root} kept changing while rw read it; try again") from err
+            raise
+        try:
+            if fd >= 0 and os.fstat(fd).st_ino != st.st_ino:
+                raise SnapshotUnstable(f"{root} kept changing while rw read it; try again")
+            entries[ROOT] = _entry(st, None, None if fd >= 0 else "unreadable")
+            split = None
+            if fd >= 0 and on_dir is None and previous is not None and len(prev) >= PARALLEL_MIN:
+                split = _split_walk(
+                    fd, root, entries, previous, trust_before, sink, size_cap, rules, skip
+                )
+            if split is not None:
+                changed, entries = split
+            elif fd >= 0:
+                entries = {ROOT: _entry(st)}
+                changed = _walk(
+                    fd, root, entries, prev, trust_before, sink, size_cap, rules, skip, on_dir
+                )
+        finally:
+            if fd >= 0:
+                os.close(fd)
     elif p is not None and _unchanged(p, st, trust_before):
         entries[ROOT] = p
     else:
-        entries[ROOT] = _read(root, st, sink, size_cap)
+        e = _read(None, root, root, st, sink, size_cap)
+        if e is None:
+            return gone
+        entries[ROOT] = e
     if entries[ROOT] != p or len(entries) != len(prev):
         changed = True
     snap = Snapshot(root, taken_ns, entries, rules.patterns, size_cap)
@@ -340,6 +404,7 @@ def take(
 
 
 def _walk(
+    root_fd: int,
     root: str,
     entries: dict[str, Entry],
     prev: dict[str, Entry],
@@ -351,92 +416,124 @@ def _walk(
     on_dir,
     defer: frozenset[str] = frozenset(),
 ) -> bool:
-    """Add everything below the directory `root` to `entries`; True if any
-    entry differs from `prev`'s. (The directories named in `defer`, at the
-    top level, are recorded but not entered.)
+    """Add everything below the directory `root` (open as `root_fd`) to
+    `entries`; True if any entry differs from `prev`'s. (The directories
+    named in `defer`, at the top level, are recorded but not entered.)
 
     This loop runs once per entry of the tree, and a checkpoint where nothing
     changed is nothing but this loop: it is written for speed. Directories
     are listed through a descriptor, so each entry costs one fstatat of a
-    name rather than a lookup of its whole path.
+    name rather than a lookup of its whole path; each is opened from its
+    parent's (which stays open until its subdirectories are done), without
+    following a symlink, and must be the inode the listing saw.
     """
     prev_get = prev.get
     skip_dirs = frozenset(skip)
     has_rules = bool(rules)
     changed = False
-    stack = [(ROOT, root)]
-    while stack:
-        rel_dir, abs_dir = stack.pop()
-        prefix = "" if rel_dir == ROOT else rel_dir + "/"
-        base = abs_dir if abs_dir.endswith("/") else abs_dir + "/"
-        if on_dir is not None:
-            on_dir(abs_dir)
-        try:
-            fd = os.open(abs_dir, _DIR_FLAGS)
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        except PermissionError:
-            entries[rel_dir] = entries[rel_dir]._replace(note="unreadable")
-            continue
-        except OSError as err:
-            if err.errno == errno.ELOOP:
-                continue  # replaced by a symlink since it was listed
-            raise
-        try:
-            with os.scandir(fd) as it:
-                for de in it:
-                    name = de.name
-                    rel = prefix + name
-                    if has_rules and rules.excluded(rel, name, de.is_dir(follow_symlinks=False)):
-                        continue
-                    try:
-                        st = de.stat(follow_symlinks=False)
-                    except FileNotFoundError:
-                        continue  # gone since the listing
-                    mode = st.st_mode
-                    fmt = mode & _IFMT
-                    if fmt == _IFREG or fmt == _IFLNK:
-                        p = prev_get(rel)
-                        if (
-                            p is not None
-                            and p[6] == st.st_ctime_ns
-                            and p[5] == st.st_mtime_ns
-                            and p[4] == st.st_size
-                            and p[7] == st.st_ino
-                            and p[1] == mode & 0o7777
-                            and p[2] == st.st_uid
-                            and p[3] == st.st_gid
-                            and p[8] is not None
-                            and p[5] < trust_before
-                            and p[6] < trust_before
-                            and p[0] == (_FILE if fmt == _IFREG else _SYMLINK)
+    # Directories listed whose subdirectories are still to be walked:
+    # (descriptor, rel prefix, absolute prefix, [(name, inode)]).
+    open_dirs: list[tuple[int, str, str, list[tuple[str, int]]]] = []
+    fd, prefix, base = root_fd, "", root if root.endswith("/") else root + "/"
+    try:
+        while True:
+            if fd >= 0:
+                subdirs: list[tuple[str, int]] = []
+                open_dirs.append((fd, prefix, base, subdirs))
+                with os.scandir(fd) as it:
+                    for de in it:
+                        name = de.name
+                        rel = prefix + name
+                        if has_rules and rules.excluded(
+                            rel, name, de.is_dir(follow_symlinks=False)
                         ):
-                            entries[rel] = p
                             continue
-                        e = _read(base + name, st, sink, size_cap)
-                    elif fmt == _IFDIR:
-                        path = base + name
-                        if path in skip_dirs:
-                            continue
-                        e = _entry(st)
-                        if rel not in defer:
-                            stack.append((rel, path))
-                        p = prev_get(rel)
-                    else:
-                        if fmt == _IFCHR or fmt == _IFBLK:
-                            e = _entry(st, f"{os.major(st.st_rdev)},{os.minor(st.st_rdev)}")
-                        else:
+                        try:
+                            st = de.stat(follow_symlinks=False)
+                        except FileNotFoundError:
+                            continue  # gone since the listing
+                        mode = st.st_mode
+                        fmt = mode & _IFMT
+                        if fmt == _IFREG or fmt == _IFLNK:
+                            p = prev_get(rel)
+                            if (
+                                p is not None
+                                and p[6] == st.st_ctime_ns
+                                and p[5] == st.st_mtime_ns
+                                and p[4] == st.st_size
+                                and p[7] == st.st_ino
+                                and p[1] == mode & 0o7777
+                                and p[2] == st.st_uid
+                                and p[3] == st.st_gid
+                                and p[8] is not None
+                                and p[5] < trust_before
+                                and p[6] < trust_before
+                                and p[0] == (_FILE if fmt == _IFREG else _SYMLINK)
+                            ):
+                                entries[rel] = p
+                                continue
+                            e = _read(fd, name, base + name, st, sink, size_cap)
+                            if e is None:
+                                continue  # gone since the listing
+                        elif fmt == _IFDIR:
+                            if base + name in skip_dirs:
+                                continue
                             e = _entry(st)
-                        p = prev_get(rel)
-                    if p != e:
-                        changed = True
-                    entries[rel] = e
-        finally:
-            os.close(fd)
-    return changed
+                            if rel not in defer:
+                                subdirs.append((name, st.st_ino))
+                            p = prev_get(rel)
+                        else:
+                            if fmt == _IFCHR or fmt == _IFBLK:
+                                e = _entry(st, f"{os.major(st.st_rdev)},{os.minor(st.st_rdev)}")
+                            else:
+                                e = _entry(st)
+                            p = prev_get(rel)
+                        if p != e:
+                            changed = True
+                        entries[rel] = e
+            while open_dirs and not open_dirs[-1][3]:
+                done = open_dirs.pop()[0]
+                if done != root_fd:
+                    os.close(done)
+            if not open_dirs:
+                return changed
+            parent, pre, bas, subdirs = open_dirs[-1]
+            name, ino = subdirs.pop()
+            prefix, base = pre + name + "/", bas + name + "/"
+            if on_dir is not None:
+                on_dir(bas + name)
+            fd = _open_subdir(parent, name, ino)
+            if fd == -2:
+                rel = pre + name
+                entries[rel] = entries[rel]._replace(note="unreadable")
+    finally:
+        for f, *_ in open_dirs:
+            if f != root_fd:
+                os.close(f)
+
+
+def _open_subdir(parent: int, name: str, ino: int) -> int:
+    """The directory `name` in `parent` opened, if it is still the inode `ino`
+    the listing saw and not a symlink; else -1 (gone or replaced since: its
+    entry stands as listed), or -2 (not readable)."""
+    try:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+    except (FileNotFoundError, NotADirectoryError):
+        return -1
+    except PermissionError:
+        return -2
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return -1  # replaced by a symlink since it was listed
+        raise
+    if os.fstat(fd).st_ino != ino:
+        os.close(fd)
+        return -1
+    return fd
 
 
 def _split_walk(
+    root_fd: int,
     root: str,
     entries: dict[str, Entry],
     previous: Snapshot,
@@ -482,7 +579,9 @@ def _split_walk(
             os.close(r)
             # A sink that only hashes can hash here too; one that stores cannot.
             reader = (sink, size_cap) if isinstance(sink, DigestOnly) else None
-            found = _compare_below(root, theirs, prev, trust_before, rules, frozenset(skip), reader)
+            found = _compare_below(
+                root_fd, root, theirs, prev, trust_before, rules, frozenset(skip), reader
+            )
             data = json.dumps(found).encode()
             while data:
                 data = data[os.write(w, data) :]
@@ -493,8 +592,9 @@ def _split_walk(
     os.close(w)
     try:
         changed = _walk(
-            root, entries, prev, trust_before, sink, size_cap, rules, skip, None, frozenset(theirs)
-        )
+            root_fd, root, entries, prev, trust_before, sink, size_cap, rules, skip, None,
+            frozenset(theirs),
+        )  # fmt: skip
         chunks = []
         while chunk := os.read(r, 1 << 16):
             chunks.append(chunk)
@@ -525,19 +625,26 @@ def _split_walk(
             changed = True
         entries[row[0]] = e
     # What the child saw differ (or could not trust: racy entries) is read here.
-    for rel in found["changed"]:
-        path = os.path.join(root, rel)
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            return None
-        p = prev[rel]
-        if stat.S_ISDIR(st.st_mode) and p.kind != "dir":
-            return None  # a file replaced by a directory: its contents are new
-        e = _reread(path, st, p, trust_before, sink, size_cap)
-        if e != p:
-            changed = True
-        entries[rel] = e
+    tree = _Dirs(root, root_fd)
+    try:
+        for rel in found["changed"]:
+            try:
+                with tree.parent_of(rel) as (at, name):
+                    st = os.stat(name, dir_fd=at, follow_symlinks=False)
+                    p = prev[rel]
+                    if stat.S_ISDIR(st.st_mode) and p.kind != "dir":
+                        return None  # a file replaced by a directory: its contents are new
+                    path = os.path.join(root, rel)
+                    got = _reread(at, name, path, st, p, trust_before, sink, size_cap)
+            except OSError:
+                return None  # gone, or a directory on the way replaced
+            if got is None:
+                return None
+            if got != p:
+                changed = True
+            entries[rel] = got
+    finally:
+        tree.close()
     return changed, entries
 
 
@@ -556,6 +663,7 @@ def _reap() -> None:
 
 
 def _compare_below(
+    root_fd: int,
     root: str,
     tops: list[str],
     prev: dict[str, Entry],
@@ -569,72 +677,91 @@ def _compare_below(
     [[path, *entry]]}, or None when an entry is new (or there are too many
     changes to be worth a report). With a `reader` (a sink that only hashes,
     and the size cap) the files and symlinks that differ are read here and
-    reported in "read"; without, they are left in "changed" for the parent."""
+    reported in "read"; without, they are left in "changed" for the parent.
+    Directories are opened as _walk opens them."""
     prev_get = prev.get
     has_rules = bool(rules)
     changed: list[str] = []
     read: list[list] = []
     seen = 0
-    stack = [(t, os.path.join(root, t)) for t in tops]
-    while stack:
-        rel_dir, abs_dir = stack.pop()
-        prefix = rel_dir + "/"
-        base = abs_dir + "/"
-        try:
-            fd = os.open(abs_dir, _DIR_FLAGS)
-        except OSError:
-            return None
-        try:
-            with os.scandir(fd) as it:
-                for de in it:
-                    name = de.name
-                    rel = prefix + name
-                    if has_rules and rules.excluded(rel, name, de.is_dir(follow_symlinks=False)):
-                        continue
-                    try:
-                        st = de.stat(follow_symlinks=False)
-                    except FileNotFoundError:
-                        return None
-                    mode = st.st_mode
-                    fmt = mode & _IFMT
-                    if fmt == _IFDIR and base + name in skip_dirs:
-                        continue
-                    p = prev_get(rel)
-                    if p is None:
-                        return None
-                    seen += 1
-                    if fmt == _IFREG or fmt == _IFLNK:
-                        if (
-                            p[6] == st.st_ctime_ns
-                            and p[5] == st.st_mtime_ns
-                            and p[4] == st.st_size
-                            and p[7] == st.st_ino
-                            and p[1] == mode & 0o7777
-                            and p[2] == st.st_uid
-                            and p[3] == st.st_gid
-                            and p[8] is not None
-                            and p[5] < trust_before
-                            and p[6] < trust_before
-                            and p[0] == (_FILE if fmt == _IFREG else _SYMLINK)
+    base = root if root.endswith("/") else root + "/"
+    open_dirs: list[tuple[int, str, str, list[tuple[str, int]]]] = [
+        (root_fd, "", base, [(t, prev[t].ino) for t in tops])
+    ]
+    fd, prefix = -1, ""
+    try:
+        while True:
+            if fd >= 0:
+                subdirs: list[tuple[str, int]] = []
+                open_dirs.append((fd, prefix, base, subdirs))
+                with os.scandir(fd) as it:
+                    for de in it:
+                        name = de.name
+                        rel = prefix + name
+                        if has_rules and rules.excluded(
+                            rel, name, de.is_dir(follow_symlinks=False)
                         ):
                             continue
-                        if reader is not None:
-                            read.append([rel, *_read(base + name, st, reader[0], reader[1])])
-                            if len(read) > _REPORT_MAX:
-                                return None
+                        try:
+                            st = de.stat(follow_symlinks=False)
+                        except FileNotFoundError:
+                            return None
+                        mode = st.st_mode
+                        fmt = mode & _IFMT
+                        if fmt == _IFDIR and base + name in skip_dirs:
                             continue
-                    elif fmt == _IFDIR:
-                        stack.append((rel, base + name))
-                        if p == _entry(st):
+                        p = prev_get(rel)
+                        if p is None:
+                            return None
+                        seen += 1
+                        if fmt == _IFREG or fmt == _IFLNK:
+                            if (
+                                p[6] == st.st_ctime_ns
+                                and p[5] == st.st_mtime_ns
+                                and p[4] == st.st_size
+                                and p[7] == st.st_ino
+                                and p[1] == mode & 0o7777
+                                and p[2] == st.st_uid
+                                and p[3] == st.st_gid
+                                and p[8] is not None
+                                and p[5] < trust_before
+                                and p[6] < trust_before
+                                and p[0] == (_FILE if fmt == _IFREG else _SYMLINK)
+                            ):
+                                continue
+                            if reader is not None:
+                                e = _read(fd, name, base + name, st, reader[0], reader[1])
+                                if e is None:
+                                    return None
+                                read.append([rel, *e])
+                                if len(read) > _REPORT_MAX:
+                                    return None
+                                continue
+                        elif fmt == _IFDIR:
+                            subdirs.append((name, st.st_ino))
+                            if p == _entry(st):
+                                continue
+                        elif fmt != _IFCHR and fmt != _IFBLK and p == _entry(st):
                             continue
-                    elif fmt != _IFCHR and fmt != _IFBLK and p == _entry(st):
-                        continue
-                    changed.append(rel)
-                    if len(changed) > _REPORT_MAX:
-                        return None
-        finally:
-            os.close(fd)
-    return {"seen": seen, "changed": changed, "read": read}
+                        changed.append(rel)
+                        if len(changed) > _REPORT_MAX:
+                            return None
+            while open_dirs and not open_dirs[-1][3]:
+                done = open_dirs.pop()[0]
+                if done != root_fd:
+                    os.close(done)
+            if not open_dirs:
+                return {"seen": seen, "changed": changed, "read": read}
+            parent, pre, bas, subdirs = open_dirs[-1]
+            name, ino = subdirs.pop()
+            prefix, base = pre + name + "/", bas + name + "/"
+            fd = _open_subdir(parent, name, ino)
+            if fd < 0:
+                return None
+    finally:
+        for f, *_ in open_dirs:
+            if f != root_fd:
+                os.close(f)
 
 
 def _unchanged(p: Entry, st: os.stat_result, trust_before: int) -> bool:
@@ -662,38 +789,59 @@ def _unchanged(p: Entry, st: os.stat_result, trust_before: int) -> bool:
 
 
 def _reread(
-    path: str, st: os.stat_result, p: Entry | None, trust_before: int, sink: Sink, size_cap: int
-) -> Entry:
-    """The entry for `path`, stat'ed as `st`, with `p` recorded for it earlier
-    (the walks' loops have this inlined)."""
+    dir_fd: int | None,
+    name: str,
+    path: str,
+    st: os.stat_result,
+    p: Entry | None,
+    trust_before: int,
+    sink: Sink,
+    size_cap: int,
+) -> Entry | None:
+    """The entry for `name` in `dir_fd` (`path`, absolute, to say which),
+    stat'ed as `st`, with `p` recorded for it earlier (the walks' loops have
+    this inlined); None if it is gone."""
     fmt = st.st_mode & _IFMT
     if fmt == _IFREG or fmt == _IFLNK:
         if p is not None and _unchanged(p, st, trust_before):
             return p
-        return _read(path, st, sink, size_cap)
+        return _read(dir_fd, name, path, st, sink, size_cap)
     if fmt == _IFCHR or fmt == _IFBLK:
         return _entry(st, f"{os.major(st.st_rdev)},{os.minor(st.st_rdev)}")
     return _entry(st)
 
 
-def _read(path: str, st: os.stat_result, sink: Sink, size_cap: int) -> Entry:
-    if stat.S_ISLNK(st.st_mode):
-        return _entry(st, os.readlink(path))
-    if st.st_size > size_cap:
-        return _entry(st, None, "too large")
-    for _ in range(3):
-        try:
-            digest, _size = sink.put_file(path, st)
-            return _entry(st, digest)
-        except FileChanged:
+def _read(
+    dir_fd: int | None, name: str, path: str, st: os.stat_result, sink: Sink, size_cap: int
+) -> Entry | None:
+    """The entry for the file or symlink `name` in `dir_fd` (`path`, absolute,
+    to say which), stat'ed as `st`, its content put in `sink`; None if it is
+    gone (removed since it was listed)."""
+    differs = getattr(sink, "differs", None)
+    try:
+        for _ in range(3):
             try:
-                st = os.lstat(path)
-            except FileNotFoundError:
-                break
-            if not stat.S_ISREG(st.st_mode):
-                return _entry(st)
-        except PermissionError:
-            return _entry(st, None, "unreadable")
+                if stat.S_ISLNK(st.st_mode):
+                    return _entry(st, os.readlink(name, dir_fd=dir_fd))
+                if not stat.S_ISREG(st.st_mode):
+                    return _entry(st)  # (a file no more: replaced since it was listed)
+                if st.st_size > size_cap:
+                    return _entry(st, None, "too large")
+                if differs is not None and differs(path, st):
+                    return _entry(st, _Differs.DIFFERS)
+                digest, _size = sink.put_file(name, st, dir_fd)
+                return _entry(st, digest)
+            except FileChanged:
+                pass
+            except PermissionError:
+                return _entry(st, None, "unreadable")
+            except OSError as err:
+                # (A symlink now, or readlink of what is no longer one.)
+                if err.errno not in (errno.ELOOP, errno.EINVAL):
+                    raise
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
     raise SnapshotUnstable(f"{path} kept changing while rw read it; try again")
 
 
@@ -775,40 +923,55 @@ class RestoreResult:
     applied: list[Change] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     reread: bool = True  # verified by reading the whole tree again (not through inotify)
+    swept: list[str] = field(default_factory=list)  # killed restores' temporary files removed
 
 
 def restore(target: Snapshot, objects: ObjectStore, skip: Iterable[str] = ()) -> RestoreResult:
-    """Make the tree at target.root what `target` recorded, then verify it."""
-    watched = _Watched.start(target)
+    """Make the tree at target.root what `target` recorded, then verify it.
+
+    Every change goes through descriptors of the tree's directories (_Dirs):
+    a directory that is no longer the one the plan saw (swapped for a symlink
+    or for another directory meanwhile) is reported for what lies below it,
+    never followed, so nothing outside the tree is ever written."""
+    tree = _Dirs(target.root)
+    watched = _Watched.start(target, tree)
     try:
-        return _restore(target, objects, skip, watched)
+        return _restore(target, objects, skip, watched, tree)
     finally:
         if watched is not None:
             watched.close()
+        tree.close()
 
 
 def _restore(
-    target: Snapshot, objects: ObjectStore, skip: Iterable[str], watched: _Watched | None
+    target: Snapshot,
+    objects: ObjectStore,
+    skip: Iterable[str],
+    watched: _Watched | None,
+    tree: _Dirs,
 ) -> RestoreResult:
     root = target.root
     now = take(root, _Differs(target), target, target.excludes, target.size_cap, skip)
-    changes = diff(now, target)
+    if tree.expect({rel: e.ino for rel, e in now.entries.items() if e.kind == "dir"}):
+        if watched is not None:
+            watched.lost = True  # it watches a directory replaced before the plan saw it
     result = RestoreResult()
+    result.swept = _sweep(tree, now)
+    changes = diff(now, target)
     failed: dict[str, str] = {}
     tick = watched.read if watched is not None else None
-
-    def full(rel: str) -> str:
-        return full_path(root, rel)
 
     # 1. Remove what the checkpoint did not have: files first (in several
     # threads: freeing an inode is kernel work), then directories, deepest first.
     doomed = [c.path for c in changes if c.what in ("deleted", "replaced")]
     gone = [rel for rel in doomed if now.entries[rel].kind != "dir"]
-    failed.update(_spread(lambda part: _remove(part, full), gone, tick))
+    failed.update(_spread(lambda part: _remove(part, tree), gone, tick))
     emptied = [rel for rel in doomed if now.entries[rel].kind == "dir"]
     for rel in sorted(emptied, key=_depth, reverse=True):
         try:
-            os.rmdir(full(rel))
+            tree.forget(rel)
+            with tree.parent_of(rel) as (fd, name):
+                os.rmdir(name, dir_fd=fd)
         except FileNotFoundError:
             pass
         except OSError as err:
@@ -831,39 +994,41 @@ def _restore(
                     raise RwError(f"not restorable: its content was not kept ({e.note})")
                 rewrite.append((rel, e))
                 continue
-            _put(full(rel), e, cur)
+            _put(tree, rel, e, cur)
             if e.kind == "dir" and cur is None:
                 made_dirs.append(rel)
                 if watched is not None:
                     watched.watch(rel)
         except (OSError, RwError) as err:
             failed[rel] = getattr(err, "strerror", None) or str(err)
-    written: list[tuple[str, str, int]] = []  # (rel, temporary, device)
-    made: list[str] = []  # every temporary file, for an interrupted restore to remove
+    written: list[tuple[str, str, int]] = []  # (rel, temporary name, device)
+    made: list[tuple[str, str]] = []  # every temporary file, for an interrupted restore to remove
+    devices: dict[int, str] = {}  # device -> a file written on it
     try:
-        for rel, outcome in _spread(lambda p: _write_all(p, full, objects, made), rewrite, tick):
+        for rel, outcome in _spread(lambda p: _write_all(p, tree, objects, made), rewrite, tick):
             if isinstance(outcome, str):
                 failed[rel] = outcome
             else:
                 written.append((rel, *outcome))
-        devices = {dev: tmp for _rel, tmp, dev in reversed(written)}  # device -> a file on it
-        unsynced = _sync(devices)
-        failed.update(_spread(lambda part: _swap_all(part, full, unsynced), written, tick))
+        devices = {dev: rel for rel, _tmp, dev in reversed(written)}
+        unsynced = _sync(devices, tree)
+        failed.update(_spread(lambda part: _swap_all(part, tree, unsynced), written, tick))
     except BaseException:
-        for tmp in made:
-            _discard(tmp)  # (a new file not swapped in yet, or an old one swapped out)
+        for rel, tmp in made:
+            _discard(tree, rel, tmp)  # (a new file not swapped in yet, or an old one swapped out)
         raise
     # 3. Directory modes, owners and mtimes last, deepest first: creating and
     # deleting entries above moved their mtimes.
     dirs = [p for p, e in target.entries.items() if e.kind == "dir" and p not in failed]
     for rel in sorted(dirs, key=_depth, reverse=True):
         try:
-            _attrs(full(rel), target.entries[rel])
+            with tree.dir(rel) as fd:
+                _attrs(fd, target.entries[rel])
         except OSError as err:
             failed[rel] = f"cannot set attributes: {err.strerror}"
     # The new names are on disk too before they are checked, and before rw
     # says the restore is done.
-    if _sync({dev: os.path.dirname(tmp) for dev, tmp in devices.items()}):
+    if _sync(devices, tree):
         failed.setdefault(ROOT, "the restored names could not be written to disk")
     # 4. Verify: a snapshot taken again must match the checkpoint. What was
     # written above has a new ctime (and mostly a new inode), so it is read
@@ -873,7 +1038,7 @@ def _restore(
     touched = [c.path for c in changes]
     left = None
     if watched is not None:
-        left = watched.verify(target, now, touched, made_dirs, skip)
+        left = watched.verify(target, now, touched, made_dirs, skip, tree)
     result.reread = left is None
     if left is None:
         after = take(root, DigestOnly(), target, target.excludes, target.size_cap, skip)
@@ -884,6 +1049,232 @@ def _restore(
     result.failed = sorted(failed.items())
     result.applied = [c for c in changes if c.path not in failed]
     return result
+
+
+def _is_leftover(name: str) -> bool:
+    """Whether `name` is a restore's temporary name (`.NAME.rw-PID`) left by a
+    process that is no longer running (killed before it could remove it)."""
+    m = _LEFTOVER.fullmatch(name)
+    if m is None:
+        return False
+    pid = int(m.group(2))
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError):
+        pass  # (someone else's process, or no pid at all: left alone)
+    return False
+
+
+def _sweep(tree: _Dirs, now: Snapshot) -> list[str]:
+    """Remove from the tree, and from `now`, the temporary files of restores
+    killed before they could clean up; the paths removed (absolute)."""
+    if now.entries.get(ROOT, _NO_ENTRY).kind != "dir":
+        return _sweep_beside(tree)
+    swept = []
+    for rel in [rel for rel in now.entries if ".rw-" in rel]:
+        e = now.entries[rel]
+        if e.kind not in (_FILE, _SYMLINK) or not _is_leftover(rel.rpartition("/")[2]):
+            continue
+        try:
+            with tree.parent_of(rel) as (fd, name):
+                if os.stat(name, dir_fd=fd, follow_symlinks=False).st_ino != e.ino:
+                    continue  # not the file the plan saw
+                os.unlink(name, dir_fd=fd)
+        except OSError:
+            continue
+        del now.entries[rel]
+        swept.append(full_path(now.root, rel))
+    return swept
+
+
+def _sweep_beside(tree: _Dirs) -> list[str]:
+    """For a tree that is one file (or symlink): its restores' temporary
+    files are beside it, `.NAME.rw-PID` in its directory; those of killed
+    restores removed, and their paths."""
+    swept = []
+    try:
+        with tree.dir(tree.PARENT) as fd:
+            for name in os.listdir(fd):
+                m = _LEFTOVER.fullmatch(name)
+                if m and m.group(1) == tree.root_name and _is_leftover(name):
+                    with contextlib.suppress(OSError):
+                        os.unlink(name, dir_fd=fd)
+                        swept.append(os.path.join(tree.head, name))
+    except OSError:
+        pass
+    return swept
+
+
+def sweep_leftovers(root: str, skip: Iterable[str] = ()) -> list[str]:
+    """Remove the temporary files (`.NAME.rw-PID`) that restores killed before
+    they could clean up left in the tree at `root`; their paths. (A restore
+    does this itself; `rw doctor` does it for every watched tree.)"""
+    skip_dirs = frozenset(skip)
+    tree = _Dirs(root)
+    found = []
+    try:
+        if not os.path.isdir(root) or os.path.islink(root):
+            return _sweep_beside(tree)
+        todo = [ROOT]
+        while todo:
+            rel_dir = todo.pop()
+            try:
+                with tree.dir(rel_dir) as fd, os.scandir(fd) as it:
+                    for de in it:
+                        rel = de.name if rel_dir == ROOT else f"{rel_dir}/{de.name}"
+                        if de.is_dir(follow_symlinks=False):
+                            if full_path(root, rel) not in skip_dirs:
+                                todo.append(rel)
+                        elif _is_leftover(de.name):
+                            try:
+                                os.unlink(de.name, dir_fd=fd)
+                            except OSError:
+                                continue
+                            found.append(full_path(root, rel))
+            except OSError:
+                continue  # gone, unreadable, or not the directory it was: not followed
+    finally:
+        tree.close()
+    return sorted(found)
+
+
+class _Dirs:
+    """The directories of one tree, kept open by relative path as they are
+    needed: each opened from its parent's descriptor (the root from its
+    parent's, opened by the path given), never through a symlink, and checked
+    to be the inode the plan saw there (or, for one restore made, the inode it
+    had when first opened). Whatever happens to the tree meanwhile (a
+    directory swapped for a symlink to elsewhere, or for another directory),
+    nothing done through them lands outside it: a directory that is not the
+    one expected raises an OSError that says so, and is never followed.
+
+    Thread-safe. At most MAX_OPEN stay open: those not in use, least
+    recently used first, are closed, and opened again the same way if needed."""
+
+    MAX_OPEN = 256
+    PARENT = ""  # the key of the root's parent (no entry of the tree has it)
+
+    def __init__(self, root: str, root_fd: int | None = None):
+        head, self.root_name = os.path.split(root.rstrip("/") or "/")
+        self.head = head or "/"
+        self.inos: dict[str, int] = {}  # rel -> the inode expected there
+        self.fds: dict[str, list[int]] = {}  # rel -> [descriptor, users]
+        self.borrowed = root_fd  # the caller's, never closed here
+        if root_fd is not None:
+            self.fds[ROOT] = [root_fd, 1]
+        self.lock = threading.RLock()
+
+    def expect(self, inos: dict[str, int]) -> bool:
+        """The inodes the plan saw; True if a directory opened before was
+        another (it is closed, and will be opened again only if it is the
+        plan's)."""
+        replaced = False
+        with self.lock:
+            for rel, ino in inos.items():
+                if self.inos.setdefault(rel, ino) != ino:
+                    self.inos[rel] = ino
+                    replaced = True
+                    slot = self.fds.pop(rel, None)
+                    if slot is not None:
+                        os.close(slot[0])
+        return replaced
+
+    def split(self, rel: str) -> tuple[str, str]:
+        """(The directory holding `rel`, its name there.)"""
+        if rel == ROOT:
+            return self.PARENT, self.root_name
+        head, _, name = rel.rpartition("/")
+        return head or ROOT, name
+
+    def hold(self, rel: str) -> int:
+        """The directory `rel`, open, until release(rel)."""
+        with self.lock:
+            slot = self.fds.pop(rel, None)
+            if slot is None:
+                slot = [self._open(rel), 0]
+            self.fds[rel] = slot  # (last: the most recently used)
+            slot[1] += 1
+            if len(self.fds) > self.MAX_OPEN:
+                self._trim()
+            return slot[0]
+
+    def release(self, rel: str) -> None:
+        with self.lock:
+            self.fds[rel][1] -= 1
+
+    @contextlib.contextmanager
+    def dir(self, rel: str) -> Iterator[int]:
+        fd = self.hold(rel)
+        try:
+            yield fd
+        finally:
+            self.release(rel)
+
+    @contextlib.contextmanager
+    def parent_of(self, rel: str) -> Iterator[tuple[int, str]]:
+        """(The open directory holding `rel`, its name there.)"""
+        parent, name = self.split(rel)
+        fd = self.hold(parent)
+        try:
+            yield fd, name
+        finally:
+            self.release(parent)
+
+    def forget(self, rel: str) -> None:
+        """`rel` is being removed (or is done with): close it if unused."""
+        with self.lock:
+            self.inos.pop(rel, None)
+            slot = self.fds.get(rel)
+            if slot is not None and slot[1] == 0:
+                del self.fds[rel]
+                os.close(slot[0])
+
+    def close(self) -> None:
+        with self.lock:
+            for fd, _users in self.fds.values():
+                if fd != self.borrowed:
+                    os.close(fd)
+            self.fds.clear()
+
+    def _open(self, rel: str) -> int:
+        if rel == self.PARENT:
+            return os.open(self.head, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        parent, name = self.split(rel)
+        at = self.hold(parent)
+        try:
+            fd = os.open(name, _DIR_FLAGS, dir_fd=at)
+        except OSError as err:
+            if err.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise self._not_as_planned(rel) from None
+            raise
+        finally:
+            self.release(parent)
+        ino = os.fstat(fd).st_ino
+        if self.inos.setdefault(rel, ino) != ino:
+            os.close(fd)
+            raise self._not_as_planned(rel)
+        return fd
+
+    def _trim(self) -> None:
+        for rel, (fd, users) in list(self.fds.items()):
+            if len(self.fds) <= self.MAX_OPEN * 3 // 4:
+                break
+            if users == 0 and rel != self.PARENT:
+                del self.fds[rel]
+                os.close(fd)
+
+    @staticmethod
+    def _not_as_planned(rel: str) -> OSError:
+        where = "the tree's root" if rel == ROOT else rel
+        return OSError(
+            errno.ESTALE,
+            f"{where} is not the directory the restore planned on (replaced meanwhile, "
+            "or a symlink now): not followed",
+        )
 
 
 class _Watched:
@@ -900,30 +1291,31 @@ class _Watched:
     deleted, a directory appeared that restore did not make, a watch could not
     be added) verify() says so, and the whole tree is read again."""
 
+    # Added through /proc/self/fd/N, a link to follow: no DONT_FOLLOW.
     MASK = (
         Inotify.MODIFY | Inotify.ATTRIB | Inotify.MOVED_FROM | Inotify.MOVED_TO | Inotify.CREATE
-        | Inotify.DELETE | Inotify.DELETE_SELF | Inotify.MOVE_SELF
-        | Inotify.ONLYDIR | Inotify.DONT_FOLLOW
+        | Inotify.DELETE | Inotify.DELETE_SELF | Inotify.MOVE_SELF | Inotify.ONLYDIR
     )  # fmt: skip
     LOST = (
         Inotify.Q_OVERFLOW | Inotify.IGNORED | Inotify.UNMOUNT
         | Inotify.DELETE_SELF | Inotify.MOVE_SELF
     )  # fmt: skip
 
-    def __init__(self, root: str, inotify: Inotify):
+    def __init__(self, root: str, inotify: Inotify, tree: _Dirs):
         self.root = root
         self.inotify = inotify
+        self.tree = tree
         self.dirs: dict[int, str] = {}  # watch descriptor -> directory
         self.dirty: set[str] = set()  # paths inotify named
         self.new_dirs: set[str] = set()  # directories that appeared
         self.lost = False
 
     @classmethod
-    def start(cls, target: Snapshot) -> _Watched | None:
+    def start(cls, target: Snapshot, tree: _Dirs) -> _Watched | None:
         if target.entries.get(ROOT, _NO_ENTRY).kind != "dir":
             return None  # a file: read again at no cost
         try:
-            watched = cls(target.root, Inotify())
+            watched = cls(target.root, Inotify(), tree)
         except OSError:
             return None
         for rel, e in target.entries.items():
@@ -935,12 +1327,16 @@ class _Watched:
         return watched
 
     def watch(self, rel: str) -> None:
-        path = full_path(self.root, rel)
+        """Watch the directory `rel`, the very one `tree` opens (never a
+        symlink's target)."""
         try:
-            wd = self.inotify.add(path, self.MASK)
+            with self.tree.dir(rel) as fd:
+                wd = self.inotify.add(f"/proc/self/fd/{fd}", self.MASK)
         except (FileNotFoundError, NotADirectoryError):
             return  # not a directory now: restore makes it, and watches it then
-        except OSError:
+        except OSError as err:
+            if err.errno == errno.ESTALE:
+                return  # a symlink now: restore replaces it, and watches the directory then
             self.lost = True  # (the limit on watches, most likely)
             return
         if self.dirs.setdefault(wd, rel) != rel:
@@ -972,9 +1368,10 @@ class _Watched:
         touched: list[str],
         made_dirs: list[str],
         skip: Iterable[str],
+        tree: _Dirs,
     ) -> list[Change] | None:
         """What still differs from `target`, or None if the watches cannot
-        tell (read the whole tree again)."""
+        tell (read the whole tree again). Read through `tree`'s directories."""
         self.read()
         made = set(made_dirs)
         if self.lost or not self.new_dirs <= made:
@@ -983,7 +1380,8 @@ class _Watched:
         check.difference_update(_tmp_name(rel) for rel in touched)  # (restore's own, gone)
         for rel in made_dirs:  # (in case something came in before its watch did)
             try:
-                check.update(f"{rel}/{name}" for name in os.listdir(os.path.join(self.root, rel)))
+                with tree.dir(rel) as fd:
+                    check.update(f"{rel}/{name}" for name in os.listdir(fd))
             except OSError:
                 check.add(rel)
         rules = Excludes(target.excludes)
@@ -994,19 +1392,24 @@ class _Watched:
         for rel in check:
             path = full_path(self.root, rel)
             try:
-                st = os.lstat(path)
+                with tree.parent_of(rel) as (at, name):
+                    st = os.stat(name, dir_fd=at, follow_symlinks=False)
+                    is_dir = stat.S_ISDIR(st.st_mode)
+                    if rel != ROOT and (
+                        path in skip_dirs or rules.excluded(rel, rel.rpartition("/")[2], is_dir)
+                    ):
+                        continue
+                    was = now.entries.get(rel)
+                    if is_dir and rel not in made and (was is None or was.kind != "dir"):
+                        return None  # a directory where there was none: its contents are unseen
+                    p = target.entries.get(rel)
+                    e = _reread(at, name, path, st, p, trust_before, sink, target.size_cap)
             except (FileNotFoundError, NotADirectoryError):
                 continue
-            is_dir = stat.S_ISDIR(st.st_mode)
-            if rel != ROOT and (
-                path in skip_dirs or rules.excluded(rel, rel.rpartition("/")[2], is_dir)
-            ):
-                continue
-            was = now.entries.get(rel)
-            if is_dir and rel not in made and (was is None or was.kind != "dir"):
-                return None  # a directory where there was none: its contents are unseen
-            p = target.entries.get(rel)
-            found[rel] = _reread(path, st, p, trust_before, sink, target.size_cap)
+            except OSError:
+                return None  # a directory on the way is not the one it was
+            if e is not None:
+                found[rel] = e
         expected = {rel: target.entries[rel] for rel in check if rel in target.entries}
         return diff(Snapshot(self.root, 0, found), Snapshot(self.root, 0, expected))
 
@@ -1045,27 +1448,36 @@ def _depth(rel: str) -> int:
     return -1 if rel == ROOT else rel.count("/")
 
 
-def _put(path: str, e: Entry, cur: Entry | None) -> None:
-    """Make `path` what `e` records, but for a file's content (_write_all)."""
-    if e.kind == "dir":
-        if cur is None:
-            os.mkdir(path, 0o700)
-        return  # attributes in step 3
-    if cur is None or (e.kind != _FILE and _content_differs(cur, e)):
-        if e.kind == "symlink":
-            assert e.data is not None
-            tmp = _tmp_name(path)
-            os.symlink(e.data, tmp)
-            os.replace(tmp, path)
-        elif e.kind == "fifo":
-            os.mkfifo(path, 0o600)
-        elif e.kind in ("chardev", "blockdev"):
-            major, minor = (int(x) for x in (e.data or "0,0").split(","))
-            fmt = stat.S_IFCHR if e.kind == "chardev" else stat.S_IFBLK
-            os.mknod(path, fmt | 0o600, os.makedev(major, minor))
-        else:
-            raise RwError(f"a {e.kind} cannot be restored")
-    _attrs(path, e)
+def _put(tree: _Dirs, rel: str, e: Entry, cur: Entry | None) -> None:
+    """Make `rel` what `e` records, but for a file's content (_write_all)."""
+    with tree.parent_of(rel) as (at, name):
+        if e.kind == "dir":
+            if cur is None:
+                os.mkdir(name, 0o700, dir_fd=at)
+                tree.hold(rel)  # (its inode, from now on the one expected there)
+                tree.release(rel)
+            return  # attributes in step 3
+        ino = cur.ino if cur is not None else None
+        if cur is None or (e.kind != _FILE and _content_differs(cur, e)):
+            ino = None
+            if e.kind == "symlink":
+                assert e.data is not None
+                tmp = _tmp_name(name)
+                try:
+                    os.symlink(e.data, tmp, dir_fd=at)
+                except FileExistsError:  # (left by a killed restore of this pid)
+                    os.unlink(tmp, dir_fd=at)
+                    os.symlink(e.data, tmp, dir_fd=at)
+                os.replace(tmp, name, src_dir_fd=at, dst_dir_fd=at)
+            elif e.kind == "fifo":
+                os.mkfifo(name, 0o600, dir_fd=at)
+            elif e.kind in ("chardev", "blockdev"):
+                major, minor = (int(x) for x in (e.data or "0,0").split(","))
+                fmt = stat.S_IFCHR if e.kind == "chardev" else stat.S_IFBLK
+                os.mknod(name, fmt | 0o600, os.makedev(major, minor), dir_fd=at)
+            else:
+                raise RwError(f"a {e.kind} cannot be restored")
+        _attrs_at(at, name, e, ino)
 
 
 # Restores spread their file work over this many threads: creating, renaming
@@ -1112,11 +1524,12 @@ def _spread(work, items: list, tick=None) -> list:
     return [r for part in results for r in part]
 
 
-def _remove(rels: list[str], full) -> Iterator[tuple[str, str] | None]:
+def _remove(rels: list[str], tree: _Dirs) -> Iterator[tuple[str, str] | None]:
     """Unlink each; yields (rel, why) for those that could not be."""
     for rel in rels:
         try:
-            os.unlink(full(rel))
+            with tree.parent_of(rel) as (at, name):
+                os.unlink(name, dir_fd=at)
         except FileNotFoundError:
             pass
         except OSError as err:
@@ -1126,10 +1539,10 @@ def _remove(rels: list[str], full) -> Iterator[tuple[str, str] | None]:
 
 
 def _write_all(
-    part: list[tuple[str, Entry]], full, objects: ObjectStore, made: list[str]
+    part: list[tuple[str, Entry]], tree: _Dirs, objects: ObjectStore, made: list[tuple[str, str]]
 ) -> Iterator[tuple[str, object]]:
     """Write each file's content under a temporary name beside it (listed in
-    `made`); yields (rel, (temporary, device)), or (rel, why not).
+    `made`); yields (rel, (temporary name, device)), or (rel, why not).
     (A thread of its own has a connection of its own to the store.)"""
     mine = threading.current_thread() is threading.main_thread()
     if not mine:
@@ -1138,8 +1551,8 @@ def _write_all(
         contents = _Prefetched([e.data or "" for _rel, e in part], objects)
         for rel, e in part:
             try:
-                tmp, dev = _write_temp(full(rel), contents.read(e.data or ""), e)
-                made.append(tmp)
+                tmp, dev = _write_temp(tree, rel, contents.read(e.data or ""), e)
+                made.append((rel, tmp))
             except (OSError, ObjectError) as err:
                 yield rel, getattr(err, "strerror", None) or str(err)
             else:
@@ -1150,34 +1563,62 @@ def _write_all(
 
 
 def _swap_all(
-    part: list[tuple[str, str, int]], full, unsynced: set[int]
+    part: list[tuple[str, str, int]], tree: _Dirs, unsynced: set[int]
 ) -> Iterator[tuple[str, str] | None]:
     """Swap each temporary file in; yields (rel, why) for those that were not."""
     for rel, tmp, dev in part:
         if dev in unsynced:
-            _discard(tmp)
+            _discard(tree, rel, tmp)
             yield rel, "not restored: its new content could not be written to disk"
             continue
         try:
-            _swap_in(tmp, full(rel))
+            _swap_in(tree, rel, tmp)
         except OSError as err:
             yield rel, err.strerror or str(err)
             continue
         yield None
 
 
-def _attrs(where: str | int, e: Entry) -> os.stat_result:
-    """Owner, mode and mtime as `e` recorded, set on a path (a symlink itself,
-    not what it points to) or on an open file; its stat from before."""
-    follow = isinstance(where, int)  # (True is the only choice for a descriptor)
-    st = os.stat(where, follow_symlinks=follow)
+def _attrs(fd: int, e: Entry) -> os.stat_result:
+    """Owner, mode and mtime as `e` recorded, set on an open file or
+    directory; its stat from before."""
+    st = os.fstat(fd)
+    _set_attrs(fd, st, e)
+    return st
+
+
+def _attrs_at(at: int, name: str, e: Entry, ino: int | None) -> None:
+    """Owner, mode and mtime as `e` recorded, set on `name` in the directory
+    `at` itself, never on what a symlink points to; `ino`, when known, the
+    inode the plan saw there (anything else is left alone and reported)."""
+    if e.kind == "symlink":
+        st = os.stat(name, dir_fd=at, follow_symlinks=False)
+        if not stat.S_ISLNK(st.st_mode):
+            raise OSError(errno.ESTALE, "replaced since the restore began: left alone")
+        if (st.st_uid, st.st_gid) != (e.uid, e.gid):
+            os.chown(name, e.uid, e.gid, dir_fd=at, follow_symlinks=False)
+        if st.st_mtime_ns != e.mtime_ns:
+            os.utime(name, ns=(st.st_atime_ns, e.mtime_ns), dir_fd=at, follow_symlinks=False)
+        return
+    # An O_PATH descriptor pins the inode without opening it (a FIFO or a
+    # device would be): its /proc name reaches that inode and nothing else.
+    fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=at)
+    try:
+        st = os.fstat(fd)
+        if _KINDS.get(st.st_mode & _IFMT) != e.kind or (ino is not None and st.st_ino != ino):
+            raise OSError(errno.ESTALE, "replaced since the restore began: left alone")
+        _set_attrs(f"/proc/self/fd/{fd}", st, e)
+    finally:
+        os.close(fd)
+
+
+def _set_attrs(where: int | str, st: os.stat_result, e: Entry) -> None:
     if (st.st_uid, st.st_gid) != (e.uid, e.gid):
-        os.chown(where, e.uid, e.gid, follow_symlinks=follow)
-    if e.kind != "symlink" and stat.S_IMODE(st.st_mode) != e.mode:
+        os.chown(where, e.uid, e.gid)
+    if stat.S_IMODE(st.st_mode) != e.mode:
         os.chmod(where, e.mode)
     if st.st_mtime_ns != e.mtime_ns:
-        os.utime(where, ns=(st.st_atime_ns, e.mtime_ns), follow_symlinks=follow)
-    return st
+        os.utime(where, ns=(st.st_atime_ns, e.mtime_ns))
 
 
 def _tmp_name(path: str) -> str:
@@ -1185,54 +1626,67 @@ def _tmp_name(path: str) -> str:
     return f"{head}{sep}.{name}.rw-{os.getpid()}"
 
 
-def _write_temp(path: str, data: bytes, e: Entry) -> tuple[str, int]:
-    """Write `data` under a temporary name beside `path`, with the attributes
+def _write_temp(tree: _Dirs, rel: str, data: bytes, e: Entry) -> tuple[str, int]:
+    """Write `data` under a temporary name beside `rel`, with the attributes
     `e` records; (the temporary name, its device)."""
-    tmp = _tmp_name(path)
-    # Created with its permission bits (umask permitting), so that chmod is
-    # rarely needed; the rest of its attributes follow.
-    fd = os.open(tmp, _CREATE_FLAGS, e.mode & 0o777)
-    try:
+    with tree.parent_of(rel) as (at, name):
+        tmp = _tmp_name(name)
+        # Created with its permission bits (umask permitting), so that chmod is
+        # rarely needed; the rest of its attributes follow.
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            dev = _attrs(fd, e).st_dev
-        finally:
-            os.close(fd)
-    except BaseException:
-        _discard(tmp)
-        raise
+            fd = os.open(tmp, _CREATE_FLAGS, e.mode & 0o777, dir_fd=at)
+        except FileExistsError:  # (left by a killed restore of this pid)
+            os.unlink(tmp, dir_fd=at)
+            fd = os.open(tmp, _CREATE_FLAGS, e.mode & 0o777, dir_fd=at)
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                dev = _attrs(fd, e).st_dev
+            finally:
+                os.close(fd)
+        except BaseException:
+            _unlink_quietly(at, tmp)
+            raise
     return tmp, dev
 
 
-def _swap_in(tmp: str, path: str) -> None:
-    """Give the temporary file `tmp` the name `path`, in place of what has it.
-    (Its content is on disk already, so ext4 has nothing to flush here.)"""
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        _discard(tmp)
-        raise
+def _swap_in(tree: _Dirs, rel: str, tmp: str) -> None:
+    """Give the temporary file `tmp` beside `rel` the name of `rel`, in place
+    of what has it. (Its content is on disk already, so ext4 has nothing to
+    flush here.)"""
+    with tree.parent_of(rel) as (at, name):
+        try:
+            os.replace(tmp, name, src_dir_fd=at, dst_dir_fd=at)
+        except BaseException:
+            _unlink_quietly(at, tmp)
+            raise
 
 
-def _discard(tmp: str) -> None:
+def _discard(tree: _Dirs, rel: str, tmp: str) -> None:
     try:
-        os.unlink(tmp)
+        with tree.parent_of(rel) as (at, _name):
+            _unlink_quietly(at, tmp)
+    except OSError:
+        pass  # (its directory is not the one it was: a later restore sweeps it)
+
+
+def _unlink_quietly(at: int, name: str) -> None:
+    try:
+        os.unlink(name, dir_fd=at)
     except (FileNotFoundError, IsADirectoryError):
         pass
 
 
-def _sync(where: dict[int, str]) -> set[int]:
-    """syncfs each filesystem (device -> a path on it); the devices it failed for."""
+def _sync(where: dict[int, str], tree: _Dirs) -> set[int]:
+    """syncfs each filesystem (device -> an entry written on it); the devices
+    it failed for."""
     failed = set()
-    for dev, path in where.items():
+    for dev, rel in where.items():
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                syncfs(fd)
-            finally:
-                os.close(fd)
+            with tree.parent_of(rel) as (at, _name):
+                syncfs(at)
         except OSError:
             failed.add(dev)
     return failed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import stat
 import threading
@@ -45,7 +46,7 @@ def walk_mode(request, monkeypatch):
     monkeypatch.setattr(snapshot, "WORKERS", 1 if serial else 3)
     monkeypatch.setattr(snapshot, "_SPREAD_MIN", 1)
     if serial:
-        monkeypatch.setattr(snapshot._Watched, "start", classmethod(lambda cls, target: None))
+        monkeypatch.setattr(snapshot._Watched, "start", classmethod(lambda cls, target, tree: None))
     return request.param
 
 
@@ -440,10 +441,10 @@ def _meanwhile(monkeypatch, change):
     real = snapshot._sync
     done = []
 
-    def sync(where):
-        if not done and any(".rw-" in p for p in where.values()):
+    def sync(where, tree):
+        if not done and where:  # (the first: after the new contents are written)
             done.append(change())
-        return real(where)
+        return real(where, tree)
 
     monkeypatch.setattr(snapshot, "_sync", sync)
 
@@ -524,7 +525,7 @@ def test_many_files_restored_at_once(tmp_path, objects, monkeypatch, walk_mode):
 def test_an_interrupted_restore_leaves_no_temporary_file(tree, objects, monkeypatch):
     snap, changed = _two_changed(tree, objects)
 
-    def interrupted(where):
+    def interrupted(where, tree):
         raise KeyboardInterrupt  # Ctrl-C once the new contents are written
 
     monkeypatch.setattr(snapshot, "_sync", interrupted)
@@ -609,3 +610,84 @@ def test_without_enough_inotify_watches_the_whole_tree_is_read_again(tree, objec
     assert result.failed == []
     assert (tree / "a.txt").read_text() == "alpha\n"
     assert result.reread
+
+
+def test_a_parent_swapped_for_a_symlink_before_a_file_is_read_is_not_followed(
+    tree, objects, tmp_path
+):
+    """Checkpoint creation reads each file through its directory's descriptor:
+    `sub` replaced by a symlink to elsewhere between its listing and the read
+    of a file in it, the file read is still the tree's."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "b.txt").write_text("not part of the tree\n")
+    sub = tree / "sub"
+
+    class Swapping(snapshot.DigestOnly):
+        def put_file(self, path, *args):
+            if os.path.basename(path) == "b.txt" and not sub.is_symlink():
+                os.rename(sub, tree / "sub.old")
+                os.symlink(elsewhere, sub)
+            return super().put_file(path, *args)
+
+    snap = snapshot.take(str(tree), Swapping())
+    assert snap.entries["sub/b.txt"].data == hashlib.sha256(b"beta\n").hexdigest()
+
+
+def test_a_restore_with_more_directories_than_it_keeps_open(tmp_path, objects, monkeypatch):
+    """The directories a restore holds open are capped: those closed to stay
+    under the cap are opened again, checked the same way, when needed."""
+    monkeypatch.setattr(snapshot._Dirs, "MAX_OPEN", 4)
+    root = tmp_path / "wide"
+    for d in range(12):
+        (root / f"d{d}" / "inner").mkdir(parents=True)
+        for f in range(6):
+            (root / f"d{d}" / "inner" / f"f{f}").write_text(f"{d}/{f}\n")
+    before = tree_state(root)
+    snap = take(root, objects)
+    for d in range(12):
+        for f in range(6):
+            (root / f"d{d}" / "inner" / f"f{f}").write_text("rewritten, longer\n")
+        os.chmod(root / f"d{d}", 0o700)
+    result = snapshot.restore(snap, objects)
+    assert result.failed == []
+    assert tree_state(root) == before
+
+
+def test_a_watched_file_is_restored_beside_its_name(tmp_path, objects):
+    f = tmp_path / "app.conf"
+    f.write_text("as checkpointed\n")
+    os.chmod(f, 0o640)
+    snap = take(f, objects)
+    f.write_text("changed\n")
+    os.chmod(f, 0o600)
+    result = snapshot.restore(snap, objects)
+    assert result.failed == []
+    assert f.read_text() == "as checkpointed\n" and stat.S_IMODE(f.stat().st_mode) == 0o640
+    assert sorted(os.listdir(tmp_path)) == ["app.conf", "objects"]
+
+
+def test_a_directory_swapped_for_a_symlink_mid_restore_is_reported_not_followed(
+    tree, objects, tmp_path, monkeypatch
+):
+    """Between writing the new contents and giving them their names, `sub` is
+    replaced by a symlink to a directory elsewhere: nothing there changes
+    (not its mode, not its files), and the restore says `sub` is not right."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    (elsewhere / "b.txt").write_text("not part of the tree\n")
+    os.chmod(elsewhere / "b.txt", 0o600)
+    os.chmod(tree / "sub", 0o755)
+    snap, _ = _two_changed(tree, objects)
+    os.chmod(tree / "sub", 0o711)  # (its mode is to be put back too)
+    before = {p.name: (p.stat().st_mode, p.read_bytes()) for p in elsewhere.iterdir()}
+
+    def swap():
+        os.rename(tree / "sub", tree / "sub.old")
+        os.symlink(elsewhere, tree / "sub")
+
+    _meanwhile(monkeypatch, swap)
+    result = snapshot.restore(snap, objects)
+    assert "sub" in dict(result.failed)
+    assert stat.S_IMODE(elsewhere.stat().st_mode) == 0o700
+    assert {p.name: (p.stat().st_mode, p.read_bytes()) for p in elsewhere.iterdir()} == before
