@@ -84,7 +84,11 @@ class Daemon:
     # --- lifecycle ---------------------------------------------------------------
 
     def run(self) -> int:
+        # The runtime dir is the scratch dir too: the hooks make and read their
+        # FIFOs where the daemon does (paths.py decides it, once).
         ensure_private_dir(self.paths.runtime_dir)
+        if self.paths.notice:
+            log.warning("%s", self.paths.notice)
         ensure_private_dir(self.paths.data_dir)
         ensure_private_dir(self.paths.spool_dir)
         lock = os.open(self.paths.lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -417,6 +421,7 @@ class Daemon:
             "version": __version__,
             "uptime": round(time.time() - self.started, 3),
             "socket": str(self.paths.socket),
+            "scratch": str(self.paths.scratch_dir),
             "watching": "inotify" if self.inotify else "polling",
             "records": stats.records,
             "dropped": stats.dropped,

@@ -220,21 +220,28 @@ class TreeWatcher:
         return self.scratch_dir / f"{sid}{ACK_SUFFIX}"
 
     def open_ack(self, sid: str) -> None:
-        """Create the session's FIFO (the hook waits on it only if it exists) and
-        hold it open, so writes never block and never fail for want of a reader."""
+        """Make the session's FIFO (unless its shell made it first) and hold it
+        open, so writes never block and never fail for want of a reader. It lives
+        in the private runtime dir; a name that is not a FIFO of ours is refused
+        (never followed: O_NOFOLLOW, then fstat before any write)."""
         if sid in self.acks or not self.active:
             return
         path = self.ack_path(sid)
         try:
-            self.scratch_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             try:
                 os.mkfifo(path, 0o600)
             except FileExistsError:
-                if not stat.S_ISFIFO(os.lstat(path).st_mode):
-                    return
-            self.acks[sid] = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+                pass
+            fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError as e:
             log.warning("cannot make %s: %s", path, e)
+            return
+        st = os.fstat(fd)
+        if not stat.S_ISFIFO(st.st_mode) or st.st_uid != os.getuid():
+            os.close(fd)
+            log.warning("%s is not a FIFO of ours; no step checkpoints for %s", path, sid)
+            return
+        self.acks[sid] = fd
 
     def close_ack(self, sid: str) -> None:
         fd = self.acks.pop(sid, None)

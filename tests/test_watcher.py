@@ -167,3 +167,36 @@ def test_a_line_that_ran_before_the_hook_saw_it_gets_no_checkpoint(watched, shel
     assert steps[n]["duration_ms"] >= 250  # from when the line began
     assert rw_json("show", sid, str(n))["checkpoint"] is None
     assert rw_json("show", sid, str(n + 1))["checkpoint"] is not None  # the next one has one
+
+
+def test_a_new_shell_with_a_cold_daemon_checkpoints_its_first_commands(watched, shells, kind):
+    """The daemon is not running; the hooks start it, and the first commands,
+    sent at once (a paste into a new terminal), each wait for their checkpoint."""
+    original = tree_state(watched)
+    rw("daemon", "stop")
+    sh = shells(kind)
+    lines = [f"cd {watched}", "touch new.txt", "echo 'line 2' >> log.txt", "rm old.txt"]
+    sh.p.send("".join(line + "\n" for line in lines))
+    for _ in lines:
+        sh.p.expect_exact(PROMPT)
+    sid = sh.session_id()
+    assert set(step_checkpoints(sid)) >= {1, 2, 3, 4}
+    out = sh.run("rw back 3 --yes")
+    assert "restored and verified" in out, out
+    assert tree_state(watched) == original
+
+
+def test_a_daemon_that_does_not_answer_is_told_once(watched, shells, rw_home, kind):
+    write_config(rw_home, "[watch]\ntimeout = 0.3\n")
+    sh = shells(kind)
+    ready(sh)
+    pid = daemon_pid(rw_home)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        first = sh.run("true")
+        later = [sh.run("true") for _ in range(3)]
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert first.count("rw: the daemon did not answer within 0.3s") == 1, first
+    assert "rw doctor" in first
+    assert later == ["", "", ""]
