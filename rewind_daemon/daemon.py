@@ -160,7 +160,7 @@ class Daemon:
             log.exception("final ingest failed")
         for client in list(self.clients.values()):
             self._drop(client)
-        self.watcher.close_all()
+        self.watcher.close_all(remove=False)
         self.server.close()
         for p in (self.paths.socket, self.paths.pid_file):
             try:
@@ -282,12 +282,14 @@ class Daemon:
                 log.exception("refreshing watched trees failed")
 
     def _open_acks(self) -> None:
+        here = [sid for sid, _pid, host in self.store.open_sessions() if host == self.host]
+        for sid in here:
+            if self.watcher.active:
+                self.watcher.open_ack(sid)
+            else:
+                self.watcher.close_ack(sid)  # removes the FIFO: its shell stops waiting
         if not self.watcher.active:
             self.watcher.close_all()
-            return
-        for sid, _pid, host in self.store.open_sessions():
-            if host == self.host:
-                self.watcher.open_ack(sid)
 
     def _maintain(self) -> None:
         """Ingest everything, close sessions whose shell is gone, remove their spools."""

@@ -243,18 +243,21 @@ class TreeWatcher:
             return
         self.acks[sid] = fd
 
-    def close_ack(self, sid: str) -> None:
+    def close_ack(self, sid: str, remove: bool = True) -> None:
         fd = self.acks.pop(sid, None)
         if fd is not None:
             os.close(fd)
-        try:
-            self.ack_path(sid).unlink()
-        except FileNotFoundError:
-            pass
+        if remove:
+            try:
+                self.ack_path(sid).unlink()
+            except FileNotFoundError:
+                pass
 
-    def close_all(self) -> None:
+    def close_all(self, remove: bool = True) -> None:
+        """remove=False when the daemon stops: its shells hold their FIFOs open,
+        and the next daemon must answer on those very FIFOs, not on new ones."""
         for sid in list(self.acks):
-            self.close_ack(sid)
+            self.close_ack(sid, remove)
 
     def ack(self, sid: str, seq: int, ok: bool) -> None:
         fd = self.acks.get(sid)

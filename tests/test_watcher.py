@@ -200,3 +200,19 @@ def test_a_daemon_that_does_not_answer_is_told_once(watched, shells, rw_home, ki
     assert first.count("rw: the daemon did not answer within 0.3s") == 1, first
     assert "rw doctor" in first
     assert later == ["", "", ""]
+
+
+def test_checkpoints_go_on_after_the_daemon_restarts(watched, shells, kind):
+    """The shell keeps its FIFO open: a restarted daemon must answer on that one."""
+    original = tree_state(watched)
+    sh = shells(kind)
+    sid = ready(sh)
+    rw("daemon", "stop")
+    rw("daemon", "start")
+    sh.run(f"cd {watched}")
+    sh.run("touch new.txt")
+    sh.run("rm old.txt")
+    assert {3, 4} <= set(step_checkpoints(sid))
+    out = sh.run("rw back 2 --yes")
+    assert "restored and verified" in out, out
+    assert tree_state(watched) == original
