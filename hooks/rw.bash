@@ -74,7 +74,8 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 			\builtin printf -v __rw_sec '%(%s)T' -1
 			((__rw_sec >= __rw_next_start)) || return 0
 			__rw_next_start=$((__rw_sec + 30))
-			__rw_cold=1
+			# (A daemon that never answered this shell is not waited for so long again.)
+			[[ -n $__rw_told ]] || __rw_cold=1
 			("$__rw_bin" daemon start --no-wait </dev/null >/dev/null 2>&1 &)
 			return 0
 		}
@@ -87,6 +88,7 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 		__rw_await() {
 			[[ -p $__rw_ack ]] || return 0
 			((SECONDS >= __rw_ackskip)) || return 0
+			# 10 s covers the interpreter's start and a first read of the watched trees.
 			local __rw_to=$__rw_timeout
 			[[ -z $__rw_cold ]] || __rw_to=10
 			if [[ $__rw_ackof != "$__rw_ack" ]]; then

@@ -54,7 +54,8 @@ if [[ -o interactive ]]; then
 			[[ $__rw_autostart == 1 ]] || return 0
 			((EPOCHSECONDS >= __rw_next_start)) || return 0
 			__rw_next_start=$((EPOCHSECONDS + 30))
-			__rw_cold=1
+			# (A daemon that never answered this shell is not waited for so long again.)
+			[[ -n $__rw_told ]] || __rw_cold=1
 			("$__rw_bin" daemon start --no-wait </dev/null >/dev/null 2>&1 &)
 			return 0
 		}
@@ -66,6 +67,7 @@ if [[ -o interactive ]]; then
 		# valid; a command that stopped waiting never gets a late one.
 		__rw_await() {
 			((SECONDS >= __rw_ackskip)) || return 0
+			# 10 s covers the interpreter's start and a first read of the watched trees.
 			local __rw_to=$__rw_timeout
 			[[ -z $__rw_cold ]] || __rw_to=10
 			if [[ $__rw_ackof != "$__rw_ack" ]]; then

@@ -37,9 +37,8 @@ def watched(rw_home, tmp_path):
 
 
 def ready(sh) -> str:
-    """The shell's session, once the daemon has made its FIFO. (Until then a
-    command does not wait for a checkpoint: a shell's first command, typed the
-    instant its first prompt shows, or while the daemon is busy, has none.)"""
+    """The shell's session, once its FIFO is there (the shell makes it when paths
+    are watched as it starts; the daemon, for a shell that was already running)."""
     sh.run("true")
     sid = sh.session_id()
     wait_for(lambda: (paths.resolve().scratch_dir / f"{sid}.ack").exists())
@@ -216,3 +215,24 @@ def test_checkpoints_go_on_after_the_daemon_restarts(watched, shells, kind):
     out = sh.run("rw back 2 --yes")
     assert "restored and verified" in out, out
     assert tree_state(watched) == original
+
+
+def test_a_daemon_that_never_comes_up_costs_one_bounded_wait(watched, shells, rw_home):
+    """The hooks start the daemon, which cannot run (another process holds its
+    lock): the first command waits a bounded time, the user is told once, and
+    the next commands do not wait."""
+    import fcntl
+
+    rw("daemon", "stop")
+    with open(rw_home / "run" / "daemon.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        sh = shells("bash")
+        t = time.monotonic()
+        first = sh.run("true", timeout=30)
+        waited = time.monotonic() - t
+        t = time.monotonic()
+        later = [sh.run("true") for _ in range(3)]
+        rest = (time.monotonic() - t) / 3
+    assert 5 <= waited < 12, waited
+    assert first.count("rw: the daemon did not answer") == 1, first
+    assert later == ["", "", ""] and rest < 1
