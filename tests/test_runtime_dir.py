@@ -199,3 +199,30 @@ def test_the_hooks_and_the_daemon_keep_their_fifos_in_rw_home(rw_home, shells, t
     sid = sh.session_id()
     wait_for(lambda: (rw_home / "run" / f"{sid}.ack").exists())
     assert stat.S_ISFIFO((rw_home / "run" / f"{sid}.ack").lstat().st_mode)
+
+
+@needs_root
+def test_the_daemon_never_answers_on_a_fifo_of_another_user(rw_home, shells, tmp_path):
+    """Whatever sits at a session's FIFO name, the daemon writes only to a FIFO
+    of its own user, opened without following a symlink."""
+    from rewind_daemon import paths
+
+    from .conftest import rw, rw_json, write_config
+
+    site = tmp_path / "site"
+    site.mkdir()
+    write_config(
+        rw_home, f"[watch]\npaths = [{str(site)!r}]\ntimeout = 0.3\n[daemon]\nautostart = false\n"
+    )
+    sh = shells("bash")
+    [spool] = (rw_home / "data" / "spool").glob("*.spool")  # its first prompt opened it
+    ack = paths.resolve().scratch_dir / f"{spool.stem}.ack"
+    ack.unlink(missing_ok=True)
+    os.mkfifo(ack, 0o600)
+    os.chown(ack, 65534, 65534)
+    rw("daemon", "start")
+    out = sh.run("true")
+    assert rw_json("show", spool.stem, "1")["checkpoint"] is None
+    log = (rw_home / "data" / "daemon.log").read_text()
+    assert f"{ack} is not a FIFO of ours" in log, log
+    assert "did not answer" in out, out
