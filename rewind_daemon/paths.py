@@ -27,8 +27,8 @@ class Paths:
     data_dir: Path
     config_dir: Path
     runtime_dir: Path
-    # Why the runtime dir is not the usual one, when this process just chose a
-    # fallback (to be told once); `runtime_note` keeps saying it for `rw doctor`.
+    # Why the runtime dir is not the usual one, until the user has been told
+    # (by `rw init`, at a shell's start); `runtime_note` says it for `rw doctor`.
     notice: str = ""
 
     @property
@@ -80,6 +80,15 @@ class Paths:
         except OSError:
             return ""
 
+    def notice_told(self) -> None:
+        """The user has seen `notice`: no shell start repeats it."""
+        try:
+            runtime, note, _told = _read_record(self.runtime_record)
+            if runtime == str(self.runtime_dir):
+                _write_record(self.runtime_record, runtime, note, told=True)
+        except OSError:
+            pass
+
 
 def resolve() -> Paths:
     home = os.environ.get("RW_HOME")
@@ -92,13 +101,12 @@ def resolve() -> Paths:
     config = Path(platformdirs.user_config_dir(APP))
     record = Paths(data, config, data).runtime_record
     try:
-        recorded = _read_record(record)[0]
+        recorded, note, told = _read_record(record)
     except OSError:
         recorded = ""
     if recorded and _private(Path(recorded)):
-        return Paths(data, config, Path(recorded))
-    runtime, notice = _decide_runtime(data, record)
-    return Paths(data, config, runtime, notice)
+        return Paths(data, config, Path(recorded), "" if told else note)
+    return Paths(data, config, *_decide_runtime(data, record))
 
 
 def ensure_private_dir(path: Path) -> Path:
@@ -150,10 +158,18 @@ def _safe_parent(path: Path) -> bool:
     return bool(st.st_mode & stat.S_ISVTX) and st.st_uid in (0, os.getuid())
 
 
-def _read_record(record: Path) -> tuple[str, str]:
-    """(runtime dir, why it is a fallback) as recorded."""
-    lines = record.read_text().split("\n")
-    return lines[0], lines[1] if len(lines) > 1 else ""
+def _read_record(record: Path) -> tuple[str, str, bool]:
+    """(runtime dir, why it is a fallback, whether the user was told) as recorded."""
+    lines = [*record.read_text().split("\n"), "", ""]
+    return lines[0], lines[1], lines[2] == "told"
+
+
+def _write_record(record: Path, runtime: str, note: str, told: bool = False) -> None:
+    tmp = record.with_name(f"{record.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(f"{runtime}\n{note}\n{'told' if told else ''}\n")
+    os.replace(tmp, record)
 
 
 def _decide_runtime(data: Path, record: Path) -> tuple[Path, str]:
@@ -165,9 +181,9 @@ def _decide_runtime(data: Path, record: Path) -> tuple[Path, str]:
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            recorded = _read_record(record)[0]
+            recorded, note, told = _read_record(record)
             if recorded and _private(Path(recorded)):
-                return Path(recorded), ""  # another process decided meanwhile
+                return Path(recorded), "" if told else note  # decided meanwhile
         except OSError:
             pass
         refused = ""
@@ -190,11 +206,7 @@ def _decide_runtime(data: Path, record: Path) -> tuple[Path, str]:
             parent = tmp if _safe_parent(tmp) else data
             chosen = Path(tempfile.mkdtemp(prefix=f"{APP}-{uid}-", dir=parent))
         note = f"{refused}; using {chosen} instead" if refused else ""
-        tmp_record = record.with_name(f"{record.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp_record, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(f"{chosen}\n{note}\n")
-        os.replace(tmp_record, record)
+        _write_record(record, str(chosen), note)
         return chosen, note
     finally:
         os.close(lock)

@@ -149,6 +149,18 @@ def test_a_runtime_dir_another_user_made_is_never_used(box, kind):
 
 
 @needs_root
+def test_the_fallback_is_told_at_the_next_shell_start_when_the_daemon_chose_it(box):
+    taken = box.tmp / f"rw-{os.getuid()}"
+    as_nobody("mkdir", "-m", "755", str(taken))
+    assert box.rw("daemon", "start").returncode == 0  # chooses the fallback, logs it
+    _, said = box.shell("bash")
+    assert said.count(f"{taken} belongs to uid 65534") == 1, said
+    for kind in ("bash", "zsh"):
+        assert box.shell(kind)[1] == ""
+    assert box.rw("daemon", "status").returncode == 0
+
+
+@needs_root
 def test_a_daemon_and_a_shell_that_disagree_about_xdg_runtime_dir_agree(box):
     """The daemon starts where XDG_RUNTIME_DIR is unset; the shell has one. Both
     use the runtime dir decided first, so every step gets its checkpoint."""

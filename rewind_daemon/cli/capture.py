@@ -28,8 +28,9 @@ def init_cmd(shell: str) -> None:
 
     p = get_paths()
     code = render(shell, p, get_config(p))
-    if p.notice:  # only when the runtime dir was chosen just now: said once
+    if p.notice:  # said at one shell's start, not at every one
         click.echo(f"rw: {p.notice} (see: rw doctor)", err=True)
+        p.notice_told()
     click.echo(code, nl=False)
 
 
