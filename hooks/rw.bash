@@ -110,14 +110,15 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 			# No answer in time: this command has no checkpoint, and for a while
 			# the next ones do not wait either. The user is told, once.
 			__rw_ackskip=$((SECONDS + 30)) __rw_cold=''
-			[[ -n $__rw_told ]] || __rw_late=1
+			[[ -n $__rw_told ]] || __rw_late=$__rw_to
 			return 0
 		}
 
-		# Outside __rw_await, whose stderr is /dev/null.
+		# Outside __rw_await, whose stderr is /dev/null. ($__rw_late: how long it waited.)
 		__rw_tell_late() {
-			__rw_late='' __rw_told=1
-			\builtin printf 'rw: the daemon did not answer within %ss, so this command has no checkpoint of the watched files (see: rw doctor)\n' "$__rw_timeout" >&2
+			__rw_told=1
+			\builtin printf 'rw: the daemon did not answer within %ss, so this command has no checkpoint of the watched files (see: rw doctor)\n' "$__rw_late" >&2
+			__rw_late=''
 		}
 
 		# Made by the shell when paths are watched, so its first commands wait even

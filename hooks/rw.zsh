@@ -89,14 +89,15 @@ if [[ -o interactive ]]; then
 			# No answer in time: this command has no checkpoint, and for a while
 			# the next ones do not wait either. The user is told, once.
 			__rw_ackskip=$((SECONDS + 30)) __rw_cold=''
-			[[ -n $__rw_told ]] || __rw_late=1
+			[[ -n $__rw_told ]] || __rw_late=$__rw_to
 			return 0
 		}
 
-		# Outside __rw_await, whose stderr is /dev/null.
+		# Outside __rw_await, whose stderr is /dev/null. ($__rw_late: how long it waited.)
 		__rw_tell_late() {
-			__rw_late='' __rw_told=1
-			\builtin print -ru2 -- "rw: the daemon did not answer within ${__rw_timeout}s, so this command has no checkpoint of the watched files (see: rw doctor)"
+			__rw_told=1
+			\builtin print -ru2 -- "rw: the daemon did not answer within ${__rw_late}s, so this command has no checkpoint of the watched files (see: rw doctor)"
+			__rw_late=''
 		}
 
 		# Made by the shell when paths are watched, so its first commands wait even
