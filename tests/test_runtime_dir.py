@@ -238,3 +238,21 @@ def test_the_daemon_never_answers_on_a_fifo_of_another_user(rw_home, shells, tmp
     log = (rw_home / "data" / "daemon.log").read_text()
     assert f"{ack} is not a FIFO of ours" in log, log
     assert "did not answer" in out, out
+
+
+def test_a_runtime_dir_that_is_a_symlink_is_refused_not_followed(rw_home, tmp_path):
+    from .conftest import rw
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o755)
+    rw_home.mkdir()
+    (rw_home / "run").symlink_to(elsewhere)
+    proc = rw("init", "bash", check=False)
+    assert proc.returncode == 2 and proc.stdout == ""
+    refused = f"{rw_home / 'run'} is a symlink or not a directory; refusing to use it"
+    assert proc.stderr == f"rw: {refused}\n"
+    assert stat.S_IMODE(elsewhere.stat().st_mode) == 0o755  # no chmod through the link
+    assert list(elsewhere.iterdir()) == []
+    doctor = rw("doctor", check=False).stdout
+    assert "BAD  runtime dir" in doctor and "fix: point RW_HOME at a directory of yours" in doctor
+    assert "chmod" not in doctor
