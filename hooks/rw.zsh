@@ -103,7 +103,7 @@ if [[ -o interactive ]]; then
 		# Made by the shell when paths are watched, so its first commands wait even
 		# while the daemon is still starting (one fork, when a session begins).
 		__rw_make_ack() {
-			[[ -p $__rw_ack ]] || \command mkfifo -m 600 -- "$__rw_ack" 2>/dev/null
+			[[ -p $__rw_ack ]] || \command mkfifo -m 600 -- "$__rw_ack" 2>/dev/null || :
 		}
 
 		__rw_preexec() {

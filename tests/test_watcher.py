@@ -236,3 +236,13 @@ def test_a_daemon_that_never_comes_up_costs_one_bounded_wait(watched, shells, rw
     assert 5 <= waited < 12, waited
     assert first.count("rw: the daemon did not answer within 10s") == 1, first
     assert later == ["", "", ""] and rest < 1
+
+
+def test_a_shell_under_set_e_survives_when_it_cannot_make_its_fifo(watched, shells, kind):
+    """The FIFO is made by an external command at a session's start; when that
+    fails (here: no mkfifo on PATH), the rc file under `set -e` goes on."""
+    from .conftest import BIN
+
+    sh = shells(kind, init=False, before_init=[f"PATH={BIN}", "set -eu -o pipefail"])
+    assert sh.run(f'eval "$(rw init {kind})"') == ""
+    assert sh.run("echo still here") == "still here"
