@@ -17,6 +17,7 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 		__rw_tty=@RW_TTY@
 		__rw_user=@RW_USER@
 		__rw_timeout=@RW_TIMEOUT@
+		__rw_watching=@RW_WATCHING@
 
 		__rw_now() {
 			if [[ -n ${EPOCHREALTIME-} ]]; then
@@ -39,7 +40,7 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 		__rw_spool=$__rw_spool_dir/$__rw_sid.spool
 		__rw_histfile=$__rw_scratch_dir/$__rw_sid.hist
 		__rw_ack=$__rw_scratch_dir/$__rw_sid.ack
-		__rw_ackfd='' __rw_ackof='' __rw_ackskip=0
+		__rw_ackfd='' __rw_ackof='' __rw_ackskip=0 __rw_cold='' __rw_late='' __rw_told=''
 		__rw_seq=0
 		__rw_pending='' __rw_psid='' __rw_pspool=''
 		__rw_lasthist=
@@ -73,17 +74,23 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 			\builtin printf -v __rw_sec '%(%s)T' -1
 			((__rw_sec >= __rw_next_start)) || return 0
 			__rw_next_start=$((__rw_sec + 30))
+			# (A daemon that never answered this shell is not waited for so long again.)
+			[[ -n $__rw_told ]] || __rw_cold=1
 			("$__rw_bin" daemon start --no-wait </dev/null >/dev/null 2>&1 &)
 			return 0
 		}
 
 		# When rw watches paths, the daemon keeps this session's FIFO: it checkpoints
 		# the watched files before each command, and the command waits for that
-		# (at most __rw_timeout seconds). Confirming with an A record makes the
-		# checkpoint valid; a command that stopped waiting never gets a late one.
+		# (at most __rw_timeout seconds; while a daemon this shell started is still
+		# coming up, longer). Confirming with an A record makes the checkpoint
+		# valid; a command that stopped waiting never gets a late one.
 		__rw_await() {
 			[[ -p $__rw_ack ]] || return 0
 			((SECONDS >= __rw_ackskip)) || return 0
+			# 10 s covers the interpreter's start and a first read of the watched trees.
+			local __rw_to=$__rw_timeout
+			[[ -z $__rw_cold ]] || __rw_to=10
 			if [[ $__rw_ackof != "$__rw_ack" ]]; then
 				[[ -z $__rw_ackfd ]] || \builtin exec {__rw_ackfd}<&-
 				\builtin exec {__rw_ackfd}<>"$__rw_ack" || {
@@ -93,16 +100,31 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 				__rw_ackof=$__rw_ack
 			fi
 			local __rw_line
-			while \builtin read -r -t "$__rw_timeout" -u "$__rw_ackfd" __rw_line; do
+			while \builtin read -r -t "$__rw_to" -u "$__rw_ackfd" __rw_line; do
 				if [[ $__rw_line == "$__rw_sid $1 "* ]]; then
 					[[ $__rw_line != *" ok" ]] || __rw_write A "$__rw_sid" "$1"
+					__rw_cold=''
 					return 0
 				fi
 			done
 			# No answer in time: this command has no checkpoint, and for a while
-			# the next ones do not wait either.
-			__rw_ackskip=$((SECONDS + 30))
+			# the next ones do not wait either. The user is told, once.
+			__rw_ackskip=$((SECONDS + 30)) __rw_cold=''
+			[[ -n $__rw_told ]] || __rw_late=$__rw_to
 			return 0
+		}
+
+		# Outside __rw_await, whose stderr is /dev/null. ($__rw_late: how long it waited.)
+		__rw_tell_late() {
+			__rw_told=1
+			\builtin printf 'rw: the daemon did not answer within %ss, so this command has no checkpoint of the watched files (see: rw doctor)\n' "$__rw_late" >&2
+			__rw_late=''
+		}
+
+		# Made by the shell when paths are watched, so its first commands wait even
+		# while the daemon is still starting (one fork, when a session begins).
+		__rw_make_ack() {
+			[[ -p $__rw_ack ]] || \command mkfifo -m 600 -- "$__rw_ack" 2>/dev/null || :
 		}
 
 		__rw_is_alias_of() {
@@ -146,7 +168,10 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 			fi
 			# A step checkpoint is only for a line that has not run yet: taken
 			# now, it would hold what the line did.
-			[[ -z $1 || ! -p $__rw_ack ]] || __rw_await "$__rw_seq" 2>/dev/null
+			[[ -z $1 || ! -p $__rw_ack ]] || {
+				__rw_await "$__rw_seq" 2>/dev/null
+				[[ -z $__rw_late ]] || __rw_tell_late
+			}
 			return 0
 		}
 
@@ -309,6 +334,7 @@ fi" DEBUG
 			\builtin local -
 			\builtin set +aefux +o pipefail
 			__rw_parent=${2:-$__rw_sid}
+			[[ ! -p $__rw_ack ]] || __rw_watching=1
 			__rw_now
 			\builtin printf -v __rw_sid '%s%05x%04x' "${__rw_t//[.,]/}" "$$" "$RANDOM"
 			\builtin export RW_SESSION=$__rw_sid
@@ -316,10 +342,12 @@ fi" DEBUG
 			__rw_histfile=$__rw_scratch_dir/$__rw_sid.hist
 			__rw_ack=$__rw_scratch_dir/$__rw_sid.ack
 			__rw_seq=0
+			[[ -z $__rw_watching ]] || __rw_make_ack
 			__rw_open "$1" 2>/dev/null
 			return 0
 		}
 		__rw_opened=''
+		[[ -z $__rw_watching ]] || __rw_make_ack
 		__rw_ensure_daemon 2>/dev/null
 	fi
 	__rw_install "$(\builtin trap -p DEBUG)"

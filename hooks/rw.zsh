@@ -19,6 +19,7 @@ if [[ -o interactive ]]; then
 		typeset -g __rw_user=@RW_USER@
 		typeset -g __rw_scratch_dir=@RW_SCRATCH_DIR@
 		typeset -g __rw_timeout=@RW_TIMEOUT@
+		typeset -g __rw_watching=@RW_WATCHING@
 		typeset -g __rw_t=${EPOCHREALTIME:-$EPOCHSECONDS}
 		typeset -g __rw_sid
 		\builtin printf -v __rw_sid '%s%05x%04x' "${__rw_t//[.,]/}" "$$" "$RANDOM"
@@ -32,7 +33,7 @@ if [[ -o interactive ]]; then
 		\builtin export RW_SESSION=$__rw_sid
 		typeset -g __rw_spool=$__rw_spool_dir/$__rw_sid.spool
 		typeset -g __rw_ack=$__rw_scratch_dir/$__rw_sid.ack
-		typeset -g __rw_ackfd='' __rw_ackof=''
+		typeset -g __rw_ackfd='' __rw_ackof='' __rw_cold='' __rw_late='' __rw_told=''
 		typeset -gi __rw_ackskip=0
 		typeset -gi __rw_seq=0
 		typeset -g __rw_pending='' __rw_dpid='' __rw_psid='' __rw_pspool=''
@@ -53,16 +54,22 @@ if [[ -o interactive ]]; then
 			[[ $__rw_autostart == 1 ]] || return 0
 			((EPOCHSECONDS >= __rw_next_start)) || return 0
 			__rw_next_start=$((EPOCHSECONDS + 30))
+			# (A daemon that never answered this shell is not waited for so long again.)
+			[[ -n $__rw_told ]] || __rw_cold=1
 			("$__rw_bin" daemon start --no-wait </dev/null >/dev/null 2>&1 &)
 			return 0
 		}
 
 		# When rw watches paths, the daemon keeps this session's FIFO: it checkpoints
 		# the watched files before each command, and the command waits for that
-		# (at most __rw_timeout seconds). Confirming with an A record makes the
-		# checkpoint valid; a command that stopped waiting never gets a late one.
+		# (at most __rw_timeout seconds; while a daemon this shell started is still
+		# coming up, longer). Confirming with an A record makes the checkpoint
+		# valid; a command that stopped waiting never gets a late one.
 		__rw_await() {
 			((SECONDS >= __rw_ackskip)) || return 0
+			# 10 s covers the interpreter's start and a first read of the watched trees.
+			local __rw_to=$__rw_timeout
+			[[ -z $__rw_cold ]] || __rw_to=10
 			if [[ $__rw_ackof != "$__rw_ack" ]]; then
 				[[ -z $__rw_ackfd ]] || \builtin exec {__rw_ackfd}<&-
 				\builtin exec {__rw_ackfd}<>"$__rw_ack" || {
@@ -72,16 +79,31 @@ if [[ -o interactive ]]; then
 				__rw_ackof=$__rw_ack
 			fi
 			local __rw_line
-			while \builtin read -r -t "$__rw_timeout" -u "$__rw_ackfd" __rw_line; do
+			while \builtin read -r -t "$__rw_to" -u "$__rw_ackfd" __rw_line; do
 				if [[ $__rw_line == "$__rw_sid $1 "* ]]; then
 					[[ $__rw_line != *" ok" ]] || __rw_write A "$__rw_sid" "$1"
+					__rw_cold=''
 					return 0
 				fi
 			done
 			# No answer in time: this command has no checkpoint, and for a while
-			# the next ones do not wait either.
-			__rw_ackskip=$((SECONDS + 30))
+			# the next ones do not wait either. The user is told, once.
+			__rw_ackskip=$((SECONDS + 30)) __rw_cold=''
+			[[ -n $__rw_told ]] || __rw_late=$__rw_to
 			return 0
+		}
+
+		# Outside __rw_await, whose stderr is /dev/null. ($__rw_late: how long it waited.)
+		__rw_tell_late() {
+			__rw_told=1
+			\builtin print -ru2 -- "rw: the daemon did not answer within ${__rw_late}s, so this command has no checkpoint of the watched files (see: rw doctor)"
+			__rw_late=''
+		}
+
+		# Made by the shell when paths are watched, so its first commands wait even
+		# while the daemon is still starting (one fork, when a session begins).
+		__rw_make_ack() {
+			[[ -p $__rw_ack ]] || \command mkfifo -m 600 -- "$__rw_ack" 2>/dev/null || :
 		}
 
 		__rw_preexec() {
@@ -97,7 +119,10 @@ if [[ -o interactive ]]; then
 				\builtin print -rN -- $'\x1eRW1' B "$__rw_sid" "$__rw_seq" \
 					"${EPOCHREALTIME:-$EPOCHSECONDS}" "$PWD" "$__rw_cmd" $'\x1eEND'
 			} 2>/dev/null >>!"$__rw_spool"
-			[[ ! -p $__rw_ack ]] || __rw_await "$__rw_seq" 2>/dev/null
+			[[ ! -p $__rw_ack ]] || {
+				__rw_await "$__rw_seq" 2>/dev/null
+				[[ -z $__rw_late ]] || __rw_tell_late
+			}
 			return 0
 		}
 
@@ -138,16 +163,19 @@ if [[ -o interactive ]]; then
 		__rw_branch() {
 			\builtin emulate -L zsh
 			__rw_parent=${2:-$__rw_sid}
+			[[ ! -p $__rw_ack ]] || __rw_watching=1
 			\builtin printf -v __rw_sid '%s%05x%04x' "${${EPOCHREALTIME:-$EPOCHSECONDS}//[.,]/}" \
 				"$$" "$RANDOM"
 			\builtin export RW_SESSION=$__rw_sid
 			__rw_spool=$__rw_spool_dir/$__rw_sid.spool
 			__rw_ack=$__rw_scratch_dir/$__rw_sid.ack
 			__rw_seq=0
+			[[ -z $__rw_watching ]] || __rw_make_ack
 			__rw_open "$1"
 			return 0
 		}
 		typeset -g __rw_opened=''
+		[[ -z $__rw_watching ]] || __rw_make_ack
 		__rw_ensure_daemon
 	fi
 	# Re-evaluating this file is harmless: our hooks are removed, then added.

@@ -98,7 +98,11 @@ class Daemon:
     # --- lifecycle ---------------------------------------------------------------
 
     def run(self) -> int:
+        # The runtime dir is the scratch dir too: the hooks make and read their
+        # FIFOs where the daemon does (paths.py decides it, once).
         ensure_private_dir(self.paths.runtime_dir)
+        if self.paths.notice:
+            log.warning("%s", self.paths.notice)
         ensure_private_dir(self.paths.data_dir)
         ensure_private_dir(self.paths.spool_dir)
         lock = os.open(self.paths.lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -171,7 +175,7 @@ class Daemon:
         for client in list(self.clients.values()):
             if self._send(client):  # what fits now, such as the answer to stop
                 self._drop(client)
-        self.watcher.close_all()
+        self.watcher.close_all(remove=False)
         self.server.close()
         for p in (self.paths.socket, self.paths.pid_file):
             try:
@@ -301,12 +305,14 @@ class Daemon:
                 log.exception("refreshing watched trees failed")
 
     def _open_acks(self) -> None:
+        here = [sid for sid, _pid, host in self.store.open_sessions() if host == self.host]
+        for sid in here:
+            if self.watcher.active:
+                self.watcher.open_ack(sid)
+            else:
+                self.watcher.close_ack(sid)  # removes the FIFO: its shell stops waiting
         if not self.watcher.active:
             self.watcher.close_all()
-            return
-        for sid, _pid, host in self.store.open_sessions():
-            if host == self.host:
-                self.watcher.open_ack(sid)
 
     def _maintain(self) -> None:
         """Ingest everything, close sessions whose shell is gone, remove their spools."""
@@ -498,6 +504,7 @@ class Daemon:
             "version": __version__,
             "uptime": round(time.time() - self.started, 3),
             "socket": str(self.paths.socket),
+            "scratch": str(self.paths.scratch_dir),
             "watching": "inotify" if self.inotify else "polling",
             "records": stats.records,
             "dropped": self.store.counter(DROPPED),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+import time
 from dataclasses import dataclass
 
 from . import client
@@ -68,19 +69,7 @@ def run_checks(paths: Paths) -> list[Check]:
             Check("daemon", False, f"not reachable at {paths.socket}", "run: rw daemon start")
         )
 
-    try:
-        st = paths.runtime_dir.stat()
-        private = stat.S_IMODE(st.st_mode) & 0o077 == 0 and st.st_uid == os.getuid()
-        checks.append(
-            Check(
-                "runtime dir",
-                private,
-                f"{paths.runtime_dir} mode {stat.S_IMODE(st.st_mode):04o}",
-                "" if private else f"chmod 700 {paths.runtime_dir}",
-            )
-        )
-    except FileNotFoundError:
-        checks.append(Check("runtime dir", True, f"{paths.runtime_dir} (not created yet)"))
+    checks.append(_runtime_dir(paths))
 
     store: Store | None = None
     try:
@@ -139,6 +128,7 @@ def run_checks(paths: Paths) -> list[Check]:
     if store is not None:
         checks.append(_checkpoint_objects(paths, store))
         checks.append(_restore_leftovers(paths, store))
+        checks.append(_step_confirmations(paths, store, sid))
         store.close()
     return checks
 
@@ -163,6 +153,60 @@ def _restore_leftovers(paths: Paths, store: Store) -> Check:
         f"removed {len(swept)} temporary file(s) left by interrupted restores: "
         + ", ".join(swept[:3])
         + more,
+    )
+
+
+def _runtime_dir(paths: Paths) -> Check:
+    """The dir of the socket and the FIFOs: a directory of ours, private. (Its
+    fixes never chmod through a name that might be a symlink or another's.)"""
+    d = paths.runtime_dir
+    note = paths.runtime_note
+    try:
+        st = d.lstat()
+    except FileNotFoundError:
+        return Check("runtime dir", True, f"{d} (not created yet)")
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+        # Only RW_HOME names it outright; otherwise rw has chosen another already.
+        return Check(
+            "runtime dir",
+            False,
+            f"{d} is a symlink, not a directory, or belongs to uid {st.st_uid}",
+            "point RW_HOME at a directory of yours" if os.environ.get("RW_HOME") else "",
+        )
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o077:
+        return Check("runtime dir", False, f"{d} mode {mode:04o}", f"chmod 700 -- {d}")
+    return Check("runtime dir", True, f"{d} mode {mode:04o}" + (f" ({note})" if note else ""))
+
+
+def _step_confirmations(paths: Paths, store: Store, sid: str | None) -> Check:
+    """Shells confirm each step checkpoint once the daemon has answered on their
+    FIFO; a shell whose latest ones all stay pending does not hear the daemon
+    (its hooks and the daemon use different runtime dirs, or it times out)."""
+    try:
+        timeout = load(paths.config_file).watch_timeout
+    except RwError:
+        timeout = 0.5
+    settled = time.time() - timeout - 1  # by then a shell that heard has confirmed
+    latest: dict[str, list[str]] = {}
+    for c in reversed(store.checkpoints(state=None)):
+        if c.origin == "step" and c.session and c.created_at < settled:
+            states = latest.setdefault(c.session, [])
+            if len(states) < 3:
+                states.append(c.state)
+    deaf = [s for s, states in latest.items() if len(states) == 3 and "ok" not in states]
+    open_ = {s for s, _pid, _host in store.open_sessions()}
+    deaf = sorted((s for s in deaf if s in open_), key=lambda s: s != sid)
+    if not deaf:
+        return Check("step checkpoints", True, "confirmed by their shells")
+    who = "this shell" if deaf[0] == sid else f"session {deaf[0]}"
+    return Check(
+        "step checkpoints",
+        False,
+        f"{who} does not hear the daemon: its last step checkpoints stayed pending "
+        f"(the daemon answers in {paths.scratch_dir})",
+        "start a new shell (its hooks then use the daemon's runtime dir); if it still fails, "
+        "raise [watch] timeout in the config",
     )
 
 

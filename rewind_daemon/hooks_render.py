@@ -6,6 +6,7 @@ import getpass
 import os
 import shlex
 import shutil
+import sqlite3
 import sys
 from importlib import resources
 
@@ -61,21 +62,40 @@ def _tty() -> str:
     return ""
 
 
+def _watching(paths: Paths, config: Config) -> bool:
+    """Whether paths are watched: then the shell makes its acknowledgement FIFO
+    at once, so its first commands wait for their checkpoints even while the
+    daemon is still starting."""
+    if config.watch_paths:
+        return True
+    from .store import Store
+
+    try:
+        store = Store.open_for_reading(paths.db)
+    except RwError:
+        return False
+    if store is None:
+        return False
+    try:
+        return bool(store.watches())
+    except sqlite3.Error:  # a store from before watched paths
+        return False
+    finally:
+        store.close()
+
+
 def render(shell: str, paths: Paths, config: Config) -> str:
     if shell not in SHELLS:
         raise RwError(f"unsupported shell {shell!r}; choose one of: {', '.join(SHELLS)}")
     ensure_private_dir(paths.data_dir)
     ensure_private_dir(paths.spool_dir)
-    ensure_private_dir(paths.runtime_dir)
-    try:
-        scratch = ensure_private_dir(paths.scratch_dir)
-    except (OSError, RwError):
-        scratch = paths.runtime_dir  # e.g. someone else owns /dev/shm/rw-UID
+    ensure_private_dir(paths.runtime_dir)  # which is the scratch dir too
     template = resources.files("rewind_daemon.hooks").joinpath(f"rw.{shell}").read_text()
     values = {
         "@RW_BIN@": rw_executable(),
         "@RW_SPOOL_DIR@": str(paths.spool_dir),
-        "@RW_SCRATCH_DIR@": str(scratch),
+        "@RW_SCRATCH_DIR@": str(paths.scratch_dir),
+        "@RW_WATCHING@": "1" if _watching(paths, config) else "",
         "@RW_TIMEOUT@": f"{config.watch_timeout:g}",
         "@RW_PID_FILE@": str(paths.pid_file),
         "@RW_AUTOSTART@": "1" if config.autostart else "0",

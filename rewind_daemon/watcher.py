@@ -221,8 +221,10 @@ class TreeWatcher:
         return session_file(self.scratch_dir, sid, ACK_SUFFIX)
 
     def open_ack(self, sid: str) -> None:
-        """Create the session's FIFO (the hook waits on it only if it exists) and
-        hold it open, so writes never block and never fail for want of a reader."""
+        """Make the session's FIFO (unless its shell made it first) and hold it
+        open, so writes never block and never fail for want of a reader. It lives
+        in the private runtime dir; a name that is not a FIFO of ours is refused
+        (never followed: O_NOFOLLOW, then fstat before any write)."""
         if sid in self.acks or not self.active:
             return
         path = self.ack_path(sid)
@@ -230,27 +232,35 @@ class TreeWatcher:
             log.warning("no acknowledgement FIFO for %r: not a session id", sid[:40])
             return
         try:
-            self.scratch_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             try:
                 os.mkfifo(path, 0o600)
             except FileExistsError:
-                if not stat.S_ISFIFO(os.lstat(path).st_mode):
-                    return
-            self.acks[sid] = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+                pass
+            fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError as e:
             log.warning("cannot make %s: %s", path, e)
+            return
+        st = os.fstat(fd)
+        if not stat.S_ISFIFO(st.st_mode) or st.st_uid != os.getuid():
+            os.close(fd)
+            log.warning("%s is not a FIFO of ours; no step checkpoints for %s", path, sid)
+            return
+        self.acks[sid] = fd
 
-    def close_ack(self, sid: str) -> None:
+    def close_ack(self, sid: str, remove: bool = True) -> None:
         fd = self.acks.pop(sid, None)
         if fd is not None:
             os.close(fd)
-        path = self.ack_path(sid)
-        if path is not None:
-            path.unlink(missing_ok=True)
+        if remove:
+            path = self.ack_path(sid)
+            if path is not None:
+                path.unlink(missing_ok=True)
 
-    def close_all(self) -> None:
+    def close_all(self, remove: bool = True) -> None:
+        """remove=False when the daemon stops: its shells hold their FIFOs open,
+        and the next daemon must answer on those very FIFOs, not on new ones."""
         for sid in list(self.acks):
-            self.close_ack(sid)
+            self.close_ack(sid, remove)
 
     def ack(self, sid: str, seq: int, ok: bool) -> None:
         fd = self.acks.get(sid)

@@ -37,9 +37,8 @@ def watched(rw_home, tmp_path):
 
 
 def ready(sh) -> str:
-    """The shell's session, once the daemon has made its FIFO. (Until then a
-    command does not wait for a checkpoint: a shell's first command, typed the
-    instant its first prompt shows, or while the daemon is busy, has none.)"""
+    """The shell's session, once its FIFO is there (the shell makes it when paths
+    are watched as it starts; the daemon, for a shell that was already running)."""
     sh.run("true")
     sid = sh.session_id()
     wait_for(lambda: (paths.resolve().scratch_dir / f"{sid}.ack").exists())
@@ -167,3 +166,83 @@ def test_a_line_that_ran_before_the_hook_saw_it_gets_no_checkpoint(watched, shel
     assert steps[n]["duration_ms"] >= 250  # from when the line began
     assert rw_json("show", sid, str(n))["checkpoint"] is None
     assert rw_json("show", sid, str(n + 1))["checkpoint"] is not None  # the next one has one
+
+
+def test_a_new_shell_with_a_cold_daemon_checkpoints_its_first_commands(watched, shells, kind):
+    """The daemon is not running; the hooks start it, and the first commands,
+    sent at once (a paste into a new terminal), each wait for their checkpoint."""
+    original = tree_state(watched)
+    rw("daemon", "stop")
+    sh = shells(kind)
+    lines = [f"cd {watched}", "touch new.txt", "echo 'line 2' >> log.txt", "rm old.txt"]
+    sh.p.send("".join(line + "\n" for line in lines))
+    for _ in lines:
+        sh.p.expect_exact(PROMPT)
+    sid = sh.session_id()
+    assert set(step_checkpoints(sid)) >= {1, 2, 3, 4}
+    out = sh.run("rw back 3 --yes")
+    assert "restored and verified" in out, out
+    assert tree_state(watched) == original
+
+
+def test_a_daemon_that_does_not_answer_is_told_once(watched, shells, rw_home, kind):
+    write_config(rw_home, "[watch]\ntimeout = 0.3\n")
+    sh = shells(kind)
+    ready(sh)
+    pid = daemon_pid(rw_home)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        first = sh.run("true")
+        later = [sh.run("true") for _ in range(3)]
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert first.count("rw: the daemon did not answer within 0.3s") == 1, first
+    assert "rw doctor" in first
+    assert later == ["", "", ""]
+
+
+def test_checkpoints_go_on_after_the_daemon_restarts(watched, shells, kind):
+    """The shell keeps its FIFO open: a restarted daemon must answer on that one."""
+    original = tree_state(watched)
+    sh = shells(kind)
+    sid = ready(sh)
+    rw("daemon", "stop")
+    rw("daemon", "start")
+    sh.run(f"cd {watched}")
+    sh.run("touch new.txt")
+    sh.run("rm old.txt")
+    assert {3, 4} <= set(step_checkpoints(sid))
+    out = sh.run("rw back 2 --yes")
+    assert "restored and verified" in out, out
+    assert tree_state(watched) == original
+
+
+def test_a_daemon_that_never_comes_up_costs_one_bounded_wait(watched, shells, rw_home):
+    """The hooks start the daemon, which cannot run (another process holds its
+    lock): the first command waits a bounded time, the user is told once, and
+    the next commands do not wait."""
+    import fcntl
+
+    rw("daemon", "stop")
+    with open(rw_home / "run" / "daemon.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        sh = shells("bash")
+        t = time.monotonic()
+        first = sh.run("true", timeout=30)
+        waited = time.monotonic() - t
+        t = time.monotonic()
+        later = [sh.run("true") for _ in range(3)]
+        rest = (time.monotonic() - t) / 3
+    assert 5 <= waited < 12, waited
+    assert first.count("rw: the daemon did not answer within 10s") == 1, first
+    assert later == ["", "", ""] and rest < 1
+
+
+def test_a_shell_under_set_e_survives_when_it_cannot_make_its_fifo(watched, shells, kind):
+    """The FIFO is made by an external command at a session's start; when that
+    fails (here: no mkfifo on PATH), the rc file under `set -e` goes on."""
+    from .conftest import BIN
+
+    sh = shells(kind, init=False, before_init=[f"PATH={BIN}", "set -eu -o pipefail"])
+    assert sh.run(f'eval "$(rw init {kind})"') == ""
+    assert sh.run("echo still here") == "still here"

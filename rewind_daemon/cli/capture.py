@@ -27,7 +27,11 @@ def init_cmd(shell: str) -> None:
     from ..hooks_render import render
 
     p = get_paths()
-    click.echo(render(shell, p, get_config(p)), nl=False)
+    code = render(shell, p, get_config(p))
+    if p.notice:  # said at one shell's start, not at every one
+        click.echo(f"rw: {p.notice} (see: rw doctor)", err=True)
+        p.notice_told()
+    click.echo(code, nl=False)
 
 
 @cli.group("daemon", context_settings=CONTEXT)
@@ -97,7 +101,7 @@ def daemon_status(as_json: bool) -> None:
         print_json({"running": True, **reply})
         return
     click.echo(f"rw daemon running: pid {reply['pid']}, up {reply['uptime']:.0f}s")
-    for key in ("socket", "watching", "records", "dropped", "redactions"):
+    for key in ("socket", "scratch", "watching", "records", "dropped", "redactions"):
         click.echo(f"  {key}: {reply[key]}")
 
 
