@@ -30,7 +30,6 @@ from .errors import RwError
 from .fsops import Inotify
 from .ingest import SPOOL_SUFFIX, Ingester, SpoolReader
 from .paths import Paths, ensure_private_dir
-from .redact import Redactor
 from .store import Store
 from .watcher import TreeWatcher
 
@@ -94,7 +93,7 @@ class Daemon:
             log.error("another rw daemon is running (lock %s is held)", self.paths.lock_file)
             return 1
         self.store = Store(self.paths.db)
-        redactor = Redactor(self.config.redact_regexes())
+        redactor = self.config.redactor()
         self.ingester = Ingester(self.store, redactor, self.config.ignore_regexes())
         self.spools = SpoolReader(self.paths.spool_dir, self.ingester, self.paths.scratch_dir)
         self.watcher = TreeWatcher(
