@@ -74,3 +74,16 @@ def test_a_store_left_world_readable_by_an_older_rw_is_made_private(rw_home, tmp
     rw_with_umask(0o022, "import", "bash", str(history), "--name", "again")
     assert stat.S_IMODE(db.stat().st_mode) == 0o600
     assert stat.S_IMODE(db.parent.stat().st_mode) == 0o700
+
+
+def test_a_guard_report_and_the_store_of_a_guarded_run_are_private(rw_home, tmp_path):
+    write_config(rw_home, "[daemon]\nautostart = false\n")
+    site = make_site(tmp_path)
+    report = tmp_path / "run.md"
+    rw_with_umask(0o022, "guard", "--no-packages", "--no-services", "--paths", str(site),
+                  "--report", str(report), "--", "echo", "deployed")  # fmt: skip
+    assert "deployed" in report.read_text()
+    assert stat.S_IMODE(report.stat().st_mode) == 0o600
+    found = modes(rw_home / "data")
+    assert "rw.db" in found and "objects/objects.db" in found
+    assert {n: oct(m) for n, m in found.items() if m & 0o077} == {}
