@@ -21,8 +21,22 @@ _SECRET_WORD = (
     r"private[_\-]?key|credentials?)"
 )
 _SECRET_TRIGGERS = ("passw", "passphrase", "token", "secret", "key", "credential")
-# The rest of one simple command: up to the next ; & | or line.
-_SAME_COMMAND = r"[^;&|\n]*?"
+
+# Both helpers below keep every rule linear in the length of the text: a
+# record may be megabytes, and a pattern that backtracks over it again from
+# each place it could start would stall ingest for minutes.
+
+
+def _secret_key(chars: str) -> str:
+    """A whole word of `chars` that holds a secret word, never backtracked into
+    (an atomic group, which `re` has only from Python 3.11)."""
+    return rf"(?=[{chars}]*?{_SECRET_WORD})(?=(?P<key>[{chars}]+))(?P=key)"
+
+
+def _rest_of_command(*programs: str) -> str:
+    """The rest of one simple command (up to the next ; & | or line), but not
+    past another of `programs`, where the rule starts again."""
+    return r"(?:(?!" + "|".join(programs) + r")[^;&|\n])*?"
 
 
 @dataclass(frozen=True)
@@ -56,7 +70,7 @@ RULES: tuple[Rule, ...] = (
         "-----END RSA PRIVATE KEY-----\nEOF",
         f"cat > id <<EOF\n-----BEGIN RSA PRIVATE KEY-----\n{MASK}\n"
         "-----END RSA PRIVATE KEY-----\nEOF",
-        r"(?s)-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----\s*(?P<s>.*?)\s*"
+        r"(?s)-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----(?P<s>.*?)"
         r"(?:-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|\Z)",
         ("private key",),
     ),
@@ -155,7 +169,7 @@ RULES: tuple[Rule, ...] = (
         "the password of `scheme://user:password@host`",
         "psql postgres://app:pa55w0rd@db/app",
         f"psql postgres://app:{MASK}@db/app",
-        r"\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^/\s:@]+:(?P<s>[^@\s/]+)@",
+        r"(?<![a-zA-Z0-9+.\-])[a-zA-Z][a-zA-Z0-9+.\-]*://[^/\s:@]+:(?P<s>[^@\s/]+)@",
         ("://",),
     ),
     Rule(
@@ -163,7 +177,10 @@ RULES: tuple[Rule, ...] = (
         "`-pPASSWORD` of mysql (mysqldump, mariadb, …); a bare `-p`, which prompts, is left",
         "mysql -u root -phunter2 app",
         f"mysql -u root -p{MASK} app",
-        r"\b(?:mysql|mariadb)[\w\-]*" + _SAME_COMMAND + r"(?<!\S)-p" + _VALUE,
+        r"\b(?:mysql|mariadb)[\w\-]*"
+        + _rest_of_command("mysql", "mariadb")
+        + r"(?<!\S)-p"
+        + _VALUE,
         ("mysql", "mariadb"),
     ),
     Rule(
@@ -171,7 +188,9 @@ RULES: tuple[Rule, ...] = (
         "the password of curl `-u`/`--user`/`-U`/`--proxy-user USER:PASSWORD`",
         "curl -u alice:hunter2 https://example.com",
         f"curl -u alice:{MASK} https://example.com",
-        r"\bcurl\b" + _SAME_COMMAND + r"(?<!\S)(?:-[uU]|--(?:proxy-)?user(?![\w\-]))(?:=|\s*)"
+        r"\bcurl\b"
+        + _rest_of_command("curl")
+        + r"(?<!\S)(?:-[uU]|--(?:proxy-)?user(?![\w\-]))(?:=|\s*)"
         r"""(?:'[^':]*:(?P<s>[^']+)'|"[^":]*:(?P<s2>[^"]+)"|[^\s'":;&|]*:(?P<s3>[^\s'";&|]+))""",
         ("curl",),
     ),
@@ -188,8 +207,8 @@ RULES: tuple[Rule, ...] = (
         "`docker login -p PASSWORD` (podman, nerdctl, buildah too)",
         "docker login -u ci -p hunter2 registry.example.com",
         f"docker login -u ci -p {MASK} registry.example.com",
-        r"\b(?:docker|podman|nerdctl|buildah)(?:\s+-\S+(?:\s+[^\s\-]\S*)?)*\s+login\b"
-        + _SAME_COMMAND
+        r"\b(?:docker|podman|nerdctl|buildah)(?:\s+-\S+(?:\s+[^\s\-]\S*)?){0,8}\s+login\b"
+        + _rest_of_command("docker", "podman", "nerdctl", "buildah")
         + r"(?<!\S)-p(?:=|\s+)?(?!-)"
         + _VALUE,
         ("login",),
@@ -209,7 +228,7 @@ RULES: tuple[Rule, ...] = (
         '`"client_secret"`, `"api_key"`, `"auth"`, …), quotes escaped or not',
         """curl -d '{"user": "a", "password": "hunter2"}' https://api""",
         f"""curl -d '{{"user": "a", "password": "{MASK}"}}' https://api""",
-        r'(?i)\\?"(?:[\w.\-]*' + _SECRET_WORD + r'[\w.\-]*|auth)\\?"\s*:\s*\\?"'
+        r'(?i)\\?"(?:' + _secret_key(r"\w.\-") + r'|auth)\\?"\s*:\s*\\?"'
         r'(?P<s>(?:[^"\\]|\\[^"])+)\\?"',
         (*_SECRET_TRIGGERS, "auth"),
     ),
@@ -219,7 +238,10 @@ RULES: tuple[Rule, ...] = (
         "secret, api_key, access_key, private_key or credential (also `--password=VALUE`)",
         "mysql -u root --password=hunter2",
         f"mysql -u root --password={MASK}",
-        r"(?i)[A-Za-z0-9_.\-]*" + _SECRET_WORD + r"[A-Za-z0-9_\-]*(?:\s*=\s*|\s*:\s+)" + _VALUE,
+        r"(?i)(?<![A-Za-z0-9_.\-])"
+        + _secret_key(r"A-Za-z0-9_.\-")
+        + r"(?:\s*=\s*|\s*:\s+)"
+        + _VALUE,
         _SECRET_TRIGGERS,
     ),
     Rule(
@@ -228,8 +250,10 @@ RULES: tuple[Rule, ...] = (
         "not `--password-stdin` or `--password-file`",
         "docker login -u ci --password hunter2 ghcr.io",
         f"docker login -u ci --password {MASK} ghcr.io",
-        r"(?i)(?<!\S)--?[A-Za-z0-9_\-]*" + _SECRET_WORD + r"[A-Za-z0-9_\-]*"
-        r"(?<!stdin)(?<!file)(?<!\-fd)\s+(?!-)" + _VALUE,
+        r"(?i)(?<!\S)--?"
+        + _secret_key(r"A-Za-z0-9_\-")
+        + r"(?<!stdin)(?<!file)(?<!\-fd)\s+(?!-)"
+        + _VALUE,
         _SECRET_TRIGGERS,
     ),
     Rule(
@@ -309,6 +333,8 @@ _REFERENCE = re.compile(r'"?\$\{?[A-Za-z_][A-Za-z0-9_]*\}?"?')
 
 
 def _secret_span(m: re.Match[str]) -> tuple[int, int] | None:
+    """Where the secret is: the first group s, s2, s3 that took part (None: the
+    whole match)."""
     for group in ("s", "s2", "s3"):
         if group in m.re.groupindex and m.start(group) >= 0:
             return m.span(group)
@@ -353,14 +379,16 @@ class Redactor:
         def mask(m: re.Match[str]) -> str:
             nonlocal count
             whole = m.group(0)
-            span = _secret_span(m)
-            secret = whole if span is None else m.string[span[0] : span[1]]
-            if secret == MASK or _REFERENCE.fullmatch(secret):
+            start, end = _secret_span(m) or m.span()
+            secret = m.string[start:end]
+            # Whitespace around a secret (the lines of a key block) stays.
+            start += len(secret) - len(secret.lstrip())
+            end -= len(secret) - len(secret.rstrip())
+            secret = m.string[start:end]
+            if not secret or secret == MASK or _REFERENCE.fullmatch(secret):
                 return whole  # already masked by an earlier rule, or only names a variable
             count += 1
-            if span is None:
-                return MASK
-            start, end = span[0] - m.start(), span[1] - m.start()
+            start, end = start - m.start(), end - m.start()
             return whole[:start] + MASK + whole[end:]
 
         def mask_named(m: re.Match[str]) -> str:

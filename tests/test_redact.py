@@ -4,6 +4,8 @@ config's additions, and real shells whose secrets never reach the store."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -229,6 +231,32 @@ def test_two_secrets_in_one_line_count_twice_and_masks_are_not_masked_again():
     out, n = r.text("mysql -phunter2 app; curl -u a:b2 https://x")
     assert (out, n) == (f"mysql -p{MASK} app; curl -u a:{MASK} https://x", 2)
     assert r.text(out) == (out, 0)
+
+
+HOSTILE = """
+import time
+from rewind_daemon.redact import Redactor
+n = 200_000
+texts = ["token" * (n // 5), "a" * n + "token", "mysql " * (n // 6), "curl -u " * (n // 8),
+         "docker login " * (n // 13), '"password' * (n // 9), "--password" + " " * n,
+         "-----BEGIN PRIVATE KEY-----" + " " * n + "x", "a." * (n // 2) + "://"]
+r = Redactor()
+for text in texts:
+    t = time.monotonic()
+    r.text(text)
+    print(f"{time.monotonic() - t:.2f}s {text[:12]!r}")
+"""
+
+
+def test_redaction_takes_time_linear_in_the_text():
+    # A record may be megabytes: a pattern that backtracked over the text from
+    # every place it could start took minutes on 2 KB of "tokentoken...".
+    proc = subprocess.run(
+        [sys.executable, "-c", HOSTILE], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    times = [float(line.split("s ")[0]) for line in proc.stdout.splitlines()]
+    assert len(times) == 9 and max(times) < 5, proc.stdout
 
 
 def test_env_values_by_name_and_by_content():
