@@ -135,9 +135,6 @@ class Config:
                 )
         return patterns
 
-    def redactor(self) -> Redactor:
-        return Redactor(self.redact_regexes(), self.redact_env_name_regexes())
-
     def redact_env_name_regexes(self) -> list[re.Pattern[str]]:
         """The [redact] env_names globs, as patterns a whole name must match."""
         for glob in self.redact_env_names:
@@ -149,6 +146,9 @@ class Config:
         return [
             re.compile("^" + fnmatch.translate(g), re.IGNORECASE) for g in self.redact_env_names
         ]
+
+    def redactor(self) -> Redactor:
+        return Redactor(self.redact_regexes(), self.redact_env_name_regexes())
 
 
 _ENV_GLOB = re.compile(r"[A-Za-z0-9_*?]+")
@@ -202,6 +202,10 @@ def load(path: Path) -> Config:
     cfg = Config(_strings(data, "ignore", path), autostart=autostart, source=path)
     redact = data.get("redact", [])
     if isinstance(redact, dict):
+        # A misspelt key here would leave secrets in clear without a word.
+        for key in redact:
+            if key not in ("patterns", "env_names"):
+                raise RwError(f"config {path}: [redact] has no key {key!r} (patterns, env_names)")
         cfg.redact = _strings(redact, "patterns", path)
         cfg.redact_env_names = _strings(redact, "env_names", path)
     else:  # the older form: a top-level list of patterns

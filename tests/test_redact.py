@@ -333,6 +333,7 @@ def test_the_default_config_text_loads_and_redacts_only_the_built_ins(tmp_path):
          "(letters, digits, _, and the wildcards * and ?)"),
         ("[redact]\nenv_names = 'X'\n", "'env_names' must be a list of strings"),
         ("redact = 'x'\n", "'redact' must be a list of strings"),
+        ("[redact]\nenv_name = ['X']\n", "[redact] has no key 'env_name' (patterns, env_names)"),
     ],
 )  # fmt: skip
 def test_bad_redact_config_is_one_clear_error(tmp_path, text, message):
