@@ -386,6 +386,7 @@ def test_secrets_typed_in_a_real_shell_never_reach_the_store(rw_home, shells, tm
         "-----BEGIN RSA PRIVATE KEY-----\nHunter2pem\n-----END RSA PRIVATE KEY-----\n"
     )  # what ran is what was typed; only what is stored is masked
     shown = rw("log", sid).stdout + rw("log", sid, "--json").stdout
+    shown += "".join(rw("show", sid, str(n)).stdout for n in range(1, len(steps) + 1))
     last = rw_json("show", sid, str(len(steps)))
     db = [rw_home / "data" / n for n in ("rw.db", "rw.db-wal")]
     stored = (
