@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import RwError
+from .redact import Redactor
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -20,9 +22,13 @@ DEFAULT_TEXT = """\
 # Commands matching any of these regexes are not recorded.
 ignore = []
 
-# Extra secret patterns (regexes) to redact, on top of the built-in ones.
-# A pattern with a group redacts only the group.
-redact = []
+[redact]
+# Secret patterns (regexes) to redact, on top of the built-in rules. A pattern
+# with a group named s, (?P<s>...), redacts only that group.
+patterns = []
+# Names of environment variables whose values are secret (globs, any case,
+# such as 'ACME_*_PIN'), on top of the built-in ones.
+env_names = []
 
 [daemon]
 # Start the daemon from the shell hooks when it is not running.
@@ -98,7 +104,7 @@ class GuardConfig:
 @dataclass
 class Config:
     ignore: list[str] = field(default_factory=list)
-    redact: list[str] = field(default_factory=list)
+    redact: list[str] = field(default_factory=list)  # [redact] patterns
     autostart: bool = True
     source: Path | None = None
     watch_paths: list[str] = field(default_factory=list)
@@ -114,12 +120,38 @@ class Config:
     keep_per_session: int = 200
     max_total_size: int = 2 * 1024 * 1024 * 1024
     guard: GuardConfig = field(default_factory=GuardConfig)
+    redact_env_names: list[str] = field(default_factory=list)
 
     def ignore_regexes(self) -> list[re.Pattern[str]]:
         return [_compile(p, "ignore") for p in self.ignore]
 
     def redact_regexes(self) -> list[re.Pattern[str]]:
-        return [_compile(p, "redact") for p in self.redact]
+        patterns = [_compile(p, "redact.patterns") for p in self.redact]
+        for p in patterns:
+            if p.search(""):
+                raise RwError(
+                    f"config: redact.patterns: {p.pattern!r} matches the empty string, "
+                    "so it would mask between every two characters"
+                )
+        return patterns
+
+    def redact_env_name_regexes(self) -> list[re.Pattern[str]]:
+        """The [redact] env_names globs, as patterns a whole name must match."""
+        for glob in self.redact_env_names:
+            if not _ENV_GLOB.fullmatch(glob):
+                raise RwError(
+                    f"config: redact.env_names: {glob!r} is not a variable name glob "
+                    "(letters, digits, _, and the wildcards * and ?)"
+                )
+        return [
+            re.compile("^" + fnmatch.translate(g), re.IGNORECASE) for g in self.redact_env_names
+        ]
+
+    def redactor(self) -> Redactor:
+        return Redactor(self.redact_regexes(), self.redact_env_name_regexes())
+
+
+_ENV_GLOB = re.compile(r"[A-Za-z0-9_*?]+")
 
 
 def _compile(pattern: str, key: str) -> re.Pattern[str]:
@@ -167,7 +199,17 @@ def load(path: Path) -> Config:
     autostart = daemon.get("autostart", True)
     if not isinstance(autostart, bool):
         raise RwError(f"config {path}: daemon.autostart must be true or false")
-    cfg = Config(_strings(data, "ignore", path), _strings(data, "redact", path), autostart, path)
+    cfg = Config(_strings(data, "ignore", path), autostart=autostart, source=path)
+    redact = data.get("redact", [])
+    if isinstance(redact, dict):
+        # A misspelt key here would leave secrets in clear without a word.
+        for key in redact:
+            if key not in ("patterns", "env_names"):
+                raise RwError(f"config {path}: [redact] has no key {key!r} (patterns, env_names)")
+        cfg.redact = _strings(redact, "patterns", path)
+        cfg.redact_env_names = _strings(redact, "env_names", path)
+    else:  # the older form: a top-level list of patterns
+        cfg.redact = _strings(data, "redact", path)
     watch = _table(data, "watch", path)
     cfg.watch_paths = _strings(watch, "paths", path)
     cfg.watch_exclude = _strings(watch, "exclude", path)
@@ -198,4 +240,5 @@ def load(path: Path) -> Config:
             _compile(p, f"guard.{key}")
     cfg.ignore_regexes()
     cfg.redact_regexes()
+    cfg.redact_env_name_regexes()
     return cfg

@@ -31,7 +31,6 @@ from .fsops import Inotify
 from .ingest import DROPPED, SPOOL_SUFFIX, Ingester, SpoolReader
 from .logonce import LogOnce
 from .paths import Paths, ensure_private_dir
-from .redact import Redactor
 from .store import Store
 from .watcher import TreeWatcher
 
@@ -112,7 +111,7 @@ class Daemon:
             log.error("another rw daemon is running (lock %s is held)", self.paths.lock_file)
             return 1
         self.store = Store(self.paths.db)
-        redactor = Redactor(self.config.redact_regexes())
+        redactor = self.config.redactor()
         self.ingester = Ingester(self.store, redactor, self.config.ignore_regexes())
         self.spools = SpoolReader(self.paths.spool_dir, self.ingester, self.paths.scratch_dir)
         self.watcher = TreeWatcher(

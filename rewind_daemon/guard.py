@@ -214,7 +214,7 @@ def guard(
     for p in request.paths:
         if not os.path.lexists(p):
             raise NotFound(f"{p}: no such file or directory")
-    redactor = Redactor(config.redact_regexes())
+    redactor = config.redactor()
     stored_command, secrets = redactor.text(request.command_line)
     request.redacted = secrets > 0
     sid = new_session_id()

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 from .errors import RwError, StoreError
 from .fsops import syncfs
+from .store import private_db_file
 
 CHUNK = 1024 * 1024
 PACKED_MAX = 256 * 1024  # compressed objects up to this size live in objects.db
@@ -68,7 +69,7 @@ class ObjectStore:
                 elif self.readonly:
                     db = sqlite3.connect(":memory:", isolation_level=None)
                 else:
-                    self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+                    private_db_file(path)
                     db = sqlite3.connect(path, timeout=30, isolation_level=None)
                     # For a new store: most objects (compressed small files) then
                     # fit in their b-tree page instead of spilling into overflow
@@ -318,7 +319,8 @@ class Batch:
             return
         self.tmp_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = self.tmp_dir / f"{digest}.{os.getpid()}"
-        with open(tmp, "wb") as f:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with open(fd, "wb") as f:
             for p in parts:
                 f.write(p)
         self.loose[digest] = tmp

@@ -1,89 +1,409 @@
-"""Secret redaction, applied before anything reaches the store."""
+"""Secret redaction, applied before anything reaches the store.
+
+RULES is the one list of what is redacted. The README's table is made from it
+(`markdown_table`, checked by a test), and every rule's example is a test case.
+"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 MASK = "<redacted>"
 
+# A shell word: quoted (the quotes are redacted with it) or bare.
 _VALUE = r"""(?P<s>"[^"]*"|'[^']*'|[^\s'";&|]+)"""
+# A word that makes a key, option or JSON field name secret. Not "tokenize":
+# TOKENIZERS_PARALLELISM is not a secret.
 _SECRET_WORD = (
-    r"(?:password|passwd|passphrase|token|secret|api[_\-]?key|access[_\-]?key|"
+    r"(?:password|passwd|passphrase|token(?!i[sz])|secret|api[_\-]?key|access[_\-]?key|"
     r"private[_\-]?key|credentials?)"
 )
+_SECRET_TRIGGERS = ("passw", "passphrase", "token", "secret", "key", "credential")
 
-# Each pattern either redacts its whole match or, when it has a group named
-# `s`, only that group.
-BUILTIN_PATTERNS: list[str] = [
-    # AWS access key ids
-    r"\b(?P<s>(?:AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA)[A-Z0-9]{16})\b",
-    # GitHub, GitLab, Slack tokens
-    r"\b(?P<s>gh[pousr]_[A-Za-z0-9]{36,255})\b",
-    r"\b(?P<s>github_pat_[A-Za-z0-9_]{22,255})\b",
-    r"\b(?P<s>glpat-[A-Za-z0-9_\-]{20,})",
-    r"\b(?P<s>xox[abposr]-[A-Za-z0-9\-]{10,})",
-    r"(?P<s>https://hooks\.slack\.com/services/[A-Za-z0-9/_\-]+)",
-    # Authorization headers (keep the scheme word)
-    r"(?i)\b(?:proxy-)?authorization\s*:\s*(?:(?:bearer|basic|token|digest)\s+)?(?P<s>[^\s'\"]+)",
-    # key=value and key: value assignments of secret-looking keys
-    r"(?i)[A-Za-z0-9_.\-]*" + _SECRET_WORD + r"[A-Za-z0-9_\-]*(?:\s*=\s*|\s*:\s+)" + _VALUE,
-    # --password VALUE style options
-    r"(?i)(?<!\S)--?[A-Za-z0-9_\-]*" + _SECRET_WORD + r"[A-Za-z0-9_\-]*\s+(?!-)" + _VALUE,
-    # `aws configure set aws_secret_access_key VALUE`
-    r"(?i)\baws_(?:secret_access_key|session_token)\s+" + _VALUE,
-    # credentials in URLs: scheme://user:password@host
-    r"\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^/\s:@]+:(?P<s>[^@\s/]+)@",
-]
+# Both helpers below keep every rule linear in the length of the text: a
+# record may be megabytes, and a pattern that backtracks over it again from
+# each place it could start would stall ingest for minutes.
 
-# Environment variables whose whole value is a secret.
-SECRET_ENV_NAME = re.compile(
-    r"(?i)(password|passwd|passphrase|token|secret|api_?key|access_?key|private_?key|credential)"
+
+def _secret_key(chars: str) -> str:
+    """A whole word of `chars` that holds a secret word, never backtracked into
+    (an atomic group, which `re` has only from Python 3.11)."""
+    return rf"(?=[{chars}]*?{_SECRET_WORD})(?=(?P<key>[{chars}]+))(?P=key)"
+
+
+def _rest_of_command(*programs: str) -> str:
+    """The rest of one simple command (up to the next ; & | or line), but not
+    past another of `programs`, where the rule starts again."""
+    return r"(?:(?!" + "|".join(programs) + r")[^;&|\n])*?"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One redaction rule.
+
+    A text rule's `pattern` is a regex over a command (or any stored text): its
+    groups named s, s2, s3 are the secret (the first that took part is masked),
+    or without one the whole match. An env rule's `pattern` is searched,
+    ignoring case, in an environment variable's name: the whole value of a
+    variable so named is masked, in stored environments and in `NAME=value`
+    words of commands. `triggers` are lowercase words one of which every match
+    holds; a text holding none of them skips the rule (most text holds none).
+    """
+
+    name: str
+    matches: str
+    example: str
+    redacted: str
+    pattern: str
+    triggers: tuple[str, ...] = ()
+    kind: str = "text"
+
+
+RULES: tuple[Rule, ...] = (
+    Rule(
+        "pem-private-key",
+        "the body of a PEM or PGP private key block, also inside a heredoc; "
+        "without its END line, up to the end",
+        "cat > id <<EOF\n-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n"
+        "-----END RSA PRIVATE KEY-----\nEOF",
+        f"cat > id <<EOF\n-----BEGIN RSA PRIVATE KEY-----\n{MASK}\n"
+        "-----END RSA PRIVATE KEY-----\nEOF",
+        r"(?s)-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----(?P<s>.*?)"
+        r"(?:-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|\Z)",
+        ("private key",),
+    ),
+    Rule(
+        "aws-access-key-id",
+        "AWS access key ids (`AKIA…`, `ASIA…` and the other id prefixes)",
+        "export AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE",
+        f"export AWS_ACCESS_KEY_ID={MASK}",
+        r"\b(?P<s>(?:AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA)[A-Z0-9]{16})\b",
+        ("akia", "asia", "agpa", "aida", "aroa", "aipa", "anpa", "anva"),
+    ),
+    Rule(
+        "github-token",
+        "GitHub tokens `ghp_`, `gho_`, `ghu_`, `ghs_`, `ghr_`",
+        "git clone https://ghp_0123456789abcdefghijklmnopqrstuvwxyzAB@github.com/o/r",
+        f"git clone https://{MASK}@github.com/o/r",
+        r"\b(?P<s>gh[pousr]_[A-Za-z0-9]{36,255})\b",
+        ("ghp_", "gho_", "ghu_", "ghs_", "ghr_"),
+    ),
+    Rule(
+        "github-fine-grained-token",
+        "GitHub fine-grained tokens `github_pat_`",
+        "gh auth login --with-token github_pat_11ABCDEFG0123456789_abcdefghijklmnop",
+        f"gh auth login --with-token {MASK}",
+        r"\b(?P<s>github_pat_[A-Za-z0-9_]{22,255})\b",
+        ("github_pat_",),
+    ),
+    Rule(
+        "gitlab-token",
+        "GitLab tokens `glpat-`, `gldt-`, `glrt-`, `glptt-`",
+        "curl -H 'PRIVATE-TOKEN: glpat-abcdefghij0123456789' https://gitlab.example",
+        f"curl -H 'PRIVATE-TOKEN: {MASK}' https://gitlab.example",
+        r"\b(?P<s>gl(?:pat|dt|rt|ptt)-[A-Za-z0-9_\-]{20,})",
+        ("glpat-", "gldt-", "glrt-", "glptt-"),
+    ),
+    Rule(
+        "slack-token",
+        "Slack tokens `xoxa-`, `xoxb-`, `xoxp-`, `xoxo-`, `xoxs-`, `xoxr-`",
+        "./notify xoxb-1234567890-abcdefghij",
+        f"./notify {MASK}",
+        r"\b(?P<s>xox[abposr]-[A-Za-z0-9\-]{10,})",
+        ("xox",),
+    ),
+    Rule(
+        "slack-webhook",
+        "Slack incoming webhook URLs",
+        "curl -d @msg https://hooks.slack.com/services/T000/B000/XXXX",
+        f"curl -d @msg {MASK}",
+        r"(?P<s>https://hooks\.slack\.com/services/[A-Za-z0-9/_\-]+)",
+        ("hooks.slack",),
+    ),
+    Rule(
+        "stripe-key",
+        "Stripe secret and restricted keys `sk_live_`, `sk_test_`, `rk_live_`, `rk_test_`",
+        "curl -u sk_live_4eC39HqLyjWDarjtT1zdp7dc: https://api.stripe.com",
+        f"curl -u {MASK}: https://api.stripe.com",
+        r"\b(?P<s>[sr]k_(?:live|test)_[A-Za-z0-9]{10,})",
+        ("k_live_", "k_test_"),
+    ),
+    Rule(
+        "vault-token",
+        "HashiCorp Vault tokens `hvs.`, `hvb.`, `hvr.`",
+        "vault login hvs.CAESIJ2rjxQq3RWE8AbGfQ1pZxk0",
+        f"vault login {MASK}",
+        r"\b(?P<s>hv[sbr]\.[A-Za-z0-9_\-]{20,})",
+        ("hvs.", "hvb.", "hvr."),
+    ),
+    Rule(
+        "vault-token-legacy",
+        "Vault's older service tokens: `s.` and 24 letters or digits, a word of its own",
+        "VAULT_ADDR=https://v vault login s.Oi1lRMJ2XrJkhKjUbJjNXoXz",
+        f"VAULT_ADDR=https://v vault login {MASK}",
+        r"(?<![\w.\-/])(?P<s>s\.[A-Za-z0-9]{24})(?![\w.\-/])",
+        ("s.",),
+    ),
+    Rule(
+        "npm-token",
+        "npm access tokens `npm_`",
+        "npm config set //registry.npmjs.org/:_authToken npm_abcdefghijklmnopqrstuvwxyz0123456789",
+        f"npm config set //registry.npmjs.org/:_authToken {MASK}",
+        r"\b(?P<s>npm_[A-Za-z0-9]{36})\b",
+        ("npm_",),
+    ),
+    Rule(
+        "authorization-header",
+        "the credentials of `Authorization:` and `Proxy-Authorization:` headers "
+        "(the scheme is kept)",
+        "curl -H 'Authorization: Bearer eyJhbGciOi.abc.def' https://api",
+        f"curl -H 'Authorization: Bearer {MASK}' https://api",
+        r"(?i)\b(?:proxy-)?authorization\s*:\s*(?:(?:bearer|basic|token|digest)\s+)?"
+        r"(?P<s>[^\s'\"]+)",
+        ("authorization",),
+    ),
+    Rule(
+        "url-credentials",
+        "the password of `scheme://user:password@host`",
+        "psql postgres://app:pa55w0rd@db/app",
+        f"psql postgres://app:{MASK}@db/app",
+        r"(?<![a-zA-Z0-9+.\-])[a-zA-Z][a-zA-Z0-9+.\-]*://[^/\s:@]+:(?P<s>[^@\s/]+)@",
+        ("://",),
+    ),
+    Rule(
+        "mysql-password",
+        "`-pPASSWORD` of mysql (mysqldump, mariadb, …); a bare `-p`, which prompts, is left",
+        "mysql -u root -phunter2 app",
+        f"mysql -u root -p{MASK} app",
+        r"\b(?:mysql|mariadb)[\w\-]*"
+        + _rest_of_command("mysql", "mariadb")
+        + r"(?<!\S)-p"
+        + _VALUE,
+        ("mysql", "mariadb"),
+    ),
+    Rule(
+        "curl-user",
+        "the password of curl `-u`/`--user`/`-U`/`--proxy-user USER:PASSWORD`",
+        "curl -u alice:hunter2 https://example.com",
+        f"curl -u alice:{MASK} https://example.com",
+        r"\bcurl\b"
+        + _rest_of_command("curl")
+        + r"(?<!\S)(?:-[uU]|--(?:proxy-)?user(?![\w\-]))(?:=|\s*)"
+        r"""(?:'[^':]*:(?P<s>[^']+)'|"[^":]*:(?P<s2>[^"]+)"|[^\s'":;&|]*:(?P<s3>[^\s'";&|]+))""",
+        ("curl",),
+    ),
+    Rule(
+        "sshpass",
+        "`sshpass -p PASSWORD` (the options of the command it runs are left)",
+        "sshpass -p hunter2 ssh -p 2222 deploy@host",
+        f"sshpass -p {MASK} ssh -p 2222 deploy@host",
+        r"\bsshpass(?:\s+(?:-[fdP]\s*\S+|-[evhV]+))*\s+-p\s*" + _VALUE,
+        ("sshpass",),
+    ),
+    Rule(
+        "docker-login",
+        "`docker login -p PASSWORD` (podman, nerdctl, buildah too)",
+        "docker login -u ci -p hunter2 registry.example.com",
+        f"docker login -u ci -p {MASK} registry.example.com",
+        r"\b(?:docker|podman|nerdctl|buildah)(?:\s+-\S+(?:\s+[^\s\-]\S*)?){0,8}\s+login\b"
+        + _rest_of_command("docker", "podman", "nerdctl", "buildah")
+        + r"(?<!\S)-p(?:=|\s+)?(?!-)"
+        + _VALUE,
+        ("login",),
+    ),
+    Rule(
+        "openssl-pass",
+        "openssl's `-passin`/`-passout`/`-pass pass:PASSWORD` (`env:` and `file:` are left)",
+        "openssl rsa -in k.pem -passin pass:hunter2 -out k.der",
+        f"openssl rsa -in k.pem -passin pass:{MASK} -out k.der",
+        r"""(?<!\S)--?pass(?:in|out)?(?:\s+|=)"""
+        r"""(?:'pass:(?P<s>[^']+)'|"pass:(?P<s2>[^"]+)"|pass:(?P<s3>[^\s'";&|]+))""",
+        ("pass:",),
+    ),
+    Rule(
+        "json-secret-field",
+        'string values of JSON fields named like secrets (`"password"`, `"token"`, '
+        '`"client_secret"`, `"api_key"`, `"auth"`, …), quotes escaped or not',
+        """curl -d '{"user": "a", "password": "hunter2"}' https://api""",
+        f"""curl -d '{{"user": "a", "password": "{MASK}"}}' https://api""",
+        r'(?i)\\?"(?:' + _secret_key(r"\w.\-") + r'|auth)\\?"\s*:\s*\\?"'
+        r'(?P<s>(?:[^"\\]|\\[^"])+)\\?"',
+        (*_SECRET_TRIGGERS, "auth"),
+    ),
+    Rule(
+        "secret-assignment",
+        "`KEY=VALUE` and `KEY: VALUE` where KEY holds password, passwd, passphrase, token, "
+        "secret, api_key, access_key, private_key or credential (also `--password=VALUE`)",
+        "mysql -u root --password=hunter2",
+        f"mysql -u root --password={MASK}",
+        r"(?i)(?<![A-Za-z0-9_.\-])"
+        + _secret_key(r"A-Za-z0-9_.\-")
+        + r"(?:\s*=\s*|\s*:\s+)"
+        + _VALUE,
+        _SECRET_TRIGGERS,
+    ),
+    Rule(
+        "secret-option",
+        "the argument of an option named like a secret (`--password VALUE`, `--api-key VALUE`); "
+        "not `--password-stdin` or `--password-file`",
+        "docker login -u ci --password hunter2 ghcr.io",
+        f"docker login -u ci --password {MASK} ghcr.io",
+        r"(?i)(?<!\S)--?"
+        + _secret_key(r"A-Za-z0-9_\-")
+        + r"(?<!stdin)(?<!file)(?<!\-fd)\s+(?!-)"
+        + _VALUE,
+        _SECRET_TRIGGERS,
+    ),
+    Rule(
+        "aws-secret-access-key",
+        "`aws configure set aws_secret_access_key`/`aws_session_token VALUE`",
+        "aws configure set aws_secret_access_key wJalrXUtnFEMI/K7MDENG",
+        f"aws configure set aws_secret_access_key {MASK}",
+        r"(?i)\baws_(?:secret_access_key|session_token)\s+" + _VALUE,
+        ("aws_",),
+    ),
+    Rule(
+        "secret-env-assignment",
+        "`NAME=VALUE` words of a command (`export`, `env`, a prefix assignment; NAME in "
+        "capitals) whose NAME an env rule below or the config's `env_names` matches",
+        "DB_PASS=hunter2 ./migrate",
+        f"DB_PASS={MASK} ./migrate",
+        r"(?<![^\s;&|(])(?P<name>[A-Z_][A-Z0-9_]*)=" + _VALUE,
+        ("pass", "pwd", "key", "secret", "token", "credential"),
+    ),
+    Rule(
+        "env-secret-word",
+        "variables whose name holds PASSWORD, PASSWD, PASSPHRASE, SECRET, TOKEN (not "
+        "TOKENIZER…), CREDENTIAL, API_KEY, ACCESS_KEY or PRIVATE_KEY",
+        "GITHUB_TOKEN=ghx1",
+        f"GITHUB_TOKEN={MASK}",
+        r"password|passwd|passphrase|secret|token(?!i[sz])|credential|api_?key|access_?key|"
+        r"private_?key",
+        kind="env",
+    ),
+    Rule(
+        "env-pass",
+        "variables named `PASS` or `*_PASS`",
+        "DB_PASS=hunter2",
+        f"DB_PASS={MASK}",
+        r"(?:^|_)pass$",
+        kind="env",
+    ),
+    Rule(
+        "env-pwd",
+        "variables named `*_PWD` (such as `MYSQL_PWD`; not `PWD` or `OLDPWD`)",
+        "MYSQL_PWD=hunter2",
+        f"MYSQL_PWD={MASK}",
+        r"_pwd$",
+        kind="env",
+    ),
+    Rule(
+        "env-key",
+        "variables named `KEY` or `*_KEY`",
+        "STRIPE_KEY=abc123",
+        f"STRIPE_KEY={MASK}",
+        r"(?:^|_)key$",
+        kind="env",
+    ),
 )
 
-
-# Every built-in pattern needs one of these words in its match; most text has
-# none, and a few substring searches are far cheaper than every pattern.
-_TRIGGERS = (
-    "akia", "asia", "agpa", "aida", "aroa", "aipa", "anpa", "anva", "gh", "glpat-", "xox",
-    "hooks.slack", "authorization", "passw", "passphrase", "token", "secret", "key",
-    "credential",
-)  # fmt: skip
+TEXT_RULES = tuple(r for r in RULES if r.kind == "text")
+ENV_RULES = tuple(r for r in RULES if r.kind == "env")
+_BY_NAME = "secret-env-assignment"
 
 
-def _may_hold_secret(value: str) -> bool:
-    low = value.lower()
-    if any(t in low for t in _TRIGGERS):
-        return True
-    return "://" in low and "@" in low
+def markdown_table() -> str:
+    """The rules as the README shows them."""
+
+    def cell(text: str) -> str:
+        text = text.replace("|", "\\|").replace("\n", "⏎")
+        return f"`{text}`" if "`" not in text else text
+
+    lines = ["| rule | redacts | example | stored as |", "| --- | --- | --- | --- |"]
+    for r in RULES:
+        where = " (a variable's name)" if r.kind == "env" else ""
+        lines.append(f"| {r.name}{where} | {r.matches} | {cell(r.example)} | {cell(r.redacted)} |")
+    return "\n".join(lines) + "\n"
+
+
+# `"$PW"`, `${PW}`: a reference to a variable, not the secret itself.
+_REFERENCE = re.compile(r'"?\$\{?[A-Za-z_][A-Za-z0-9_]*\}?"?')
+
+
+def _secret_span(m: re.Match[str]) -> tuple[int, int] | None:
+    """Where the secret is: the first group s, s2, s3 that took part (None: the
+    whole match)."""
+    for group in ("s", "s2", "s3"):
+        if group in m.re.groupindex and m.start(group) >= 0:
+            return m.span(group)
+    return None
 
 
 class Redactor:
-    def __init__(self, extra: Iterable[re.Pattern[str]] = ()):
-        self.builtin = [re.compile(p) for p in BUILTIN_PATTERNS]
-        self.extra = list(extra)
+    def __init__(
+        self, extra: Iterable[re.Pattern[str]] = (), env_names: Iterable[re.Pattern[str]] = ()
+    ):
+        """`extra`: more text patterns (s groups as in RULES); `env_names`: more
+        patterns a secret variable's name matches (config's globs, compiled)."""
+        env_names = list(env_names)
+        self.secret_name = re.compile(
+            "|".join([*(r.pattern for r in ENV_RULES), *(p.pattern for p in env_names)]),
+            re.IGNORECASE,
+        )
+        self.rules: list[tuple[re.Pattern[str], tuple[str, ...], bool]] = []
+        for r in TEXT_RULES:
+            by_name = r.name == _BY_NAME
+            # The config's names need not hold any of the built-in words.
+            triggers = () if by_name and env_names else r.triggers
+            self.rules.append((re.compile(r.pattern), triggers, by_name))
+        self.rules += [(p, (), False) for p in extra]
+        # One search for all the rules' words first: most text holds none, and
+        # then only the rules without words (the config's) run.
+        words = sorted({t for _, triggers, _ in self.rules for t in triggers})
+        self._gate = re.compile("|".join(map(re.escape, words)))
+        self._always = [rule for rule in self.rules if not rule[1]]
         # Environments differ from one another in a variable or two: remember
         # what each recent (name, value) became.
         self._env_cache: dict[tuple[str, str], tuple[str, int]] = {}
 
     def text(self, value: str) -> tuple[str, int]:
         """Return `value` with secrets masked, and how many were masked."""
-        count = [0]
+        low = value.lower()
+        rules = self.rules if self._gate.search(low) else self._always
+        if not rules:
+            return value, 0
+        count = 0
 
         def mask(m: re.Match[str]) -> str:
-            secret = m.group("s") if "s" in m.re.groupindex else None
-            if secret == MASK or (secret is None and m.group(0) == MASK):
-                return m.group(0)  # already masked by an earlier pattern
-            count[0] += 1
-            if secret is None:
-                return MASK
-            start, end = m.start("s") - m.start(), m.end("s") - m.start()
-            return m.group(0)[:start] + MASK + m.group(0)[end:]
+            nonlocal count
+            whole = m.group(0)
+            start, end = _secret_span(m) or m.span()
+            secret = m.string[start:end]
+            # Whitespace around a secret (the lines of a key block) stays.
+            start += len(secret) - len(secret.lstrip())
+            end -= len(secret) - len(secret.rstrip())
+            secret = m.string[start:end]
+            if not secret or secret == MASK or _REFERENCE.fullmatch(secret):
+                return whole  # already masked by an earlier rule, or only names a variable
+            count += 1
+            start, end = start - m.start(), end - m.start()
+            return whole[:start] + MASK + whole[end:]
 
-        patterns = self.builtin + self.extra if _may_hold_secret(value) else self.extra
-        for pattern in patterns:
-            value = pattern.sub(mask, value)
-        return value, count[0]
+        def mask_named(m: re.Match[str]) -> str:
+            return mask(m) if self.secret_name.search(m.group("name")) else m.group(0)
+
+        for pattern, triggers, by_name in rules:
+            # A plain loop: a generator here doubles the cost of redaction.
+            for word in triggers:
+                if word in low:
+                    break
+            else:
+                if triggers:
+                    continue  # none of the rule's words is in the text
+            value = pattern.sub(mask_named if by_name else mask, value)
+        return value, count
 
     def env(self, env: dict[str, str]) -> tuple[dict[str, str], int]:
         out: dict[str, str] = {}
@@ -94,7 +414,7 @@ class Redactor:
         for name, value in env.items():
             hit = cache.get((name, value))
             if hit is None:
-                if value and SECRET_ENV_NAME.search(name):
+                if value and self.secret_name.search(name):
                     hit = (MASK, 1)
                 else:
                     hit = self.text(value)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
+import stat
 import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import StoreBusy, StoreError
-from .paths import is_session_id
+from .paths import ensure_private_dir, is_session_id
 
 SCHEMA_VERSION = 4
 
@@ -213,21 +215,46 @@ def env_blob(env: dict[str, str]) -> tuple[bytes, bytes]:
     return hashlib.sha256(raw).digest(), zlib.compress(raw, 6)
 
 
+def private_db_file(path: Path, create: bool = True) -> None:
+    """Make the SQLite file `path` 0600 in a private directory, creating it when
+    `create`, whatever the umask: SQLite gives its -wal and -shm the database
+    file's mode, so they are 0600 too (those of an older rw are made so)."""
+    if create:
+        ensure_private_dir(path.parent)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | (os.O_CREAT if create else 0), 0o600)
+    except FileNotFoundError:
+        return
+    try:
+        st = os.fstat(fd)
+        if st.st_mode & 0o077 and st.st_uid == os.geteuid():
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    for side in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            st = side.lstat()
+        except FileNotFoundError:
+            continue
+        if stat.S_ISREG(st.st_mode) and st.st_mode & 0o077 and st.st_uid == os.geteuid():
+            os.chmod(side, 0o600)
+
+
 class Store:
     def __init__(self, path: Path, readonly: bool = False):
         self.path = path
         try:
+            private_db_file(path, create=not readonly)
             if readonly:
                 uri = f"file:{path}?mode=ro"
                 self.db = sqlite3.connect(uri, uri=True, timeout=10, isolation_level=None)
             else:
-                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
                 self.db = sqlite3.connect(path, timeout=10, isolation_level=None)
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             self._migrate(readonly)
-        except sqlite3.DatabaseError as e:
+        except (sqlite3.DatabaseError, OSError) as e:
             raise StoreError(f"store {path}: {e}") from None
 
     @classmethod

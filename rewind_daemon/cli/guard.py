@@ -120,7 +120,9 @@ def guard_cmd(
             else render_markdown(report)
         )
         try:
-            with open(report_file, "w", encoding="utf-8") as fh:
+            # 0600: the report holds the command line as typed.
+            fd = os.open(report_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            with open(fd, "w", encoding="utf-8") as fh:
                 fh.write(text)
         except OSError as e:
             click.echo(f"rw: cannot write the report to {report_file}: {e.strerror}", err=True)

@@ -11,7 +11,6 @@ import click
 from .. import exporting, importing
 from ..errors import RwError
 from ..history import resolve_session
-from ..redact import Redactor
 from ..store import Store
 from . import CONTEXT, cli
 from .common import get_config, get_paths, json_option, print_json, synced_store
@@ -143,7 +142,7 @@ def import_cmd(kind: str, file: str | None, name: str | None, new_id: bool, as_j
     )
     store = Store(p.db)
     try:
-        result = importing.save(store, session, Redactor(config.redact_regexes()), name=name)
+        result = importing.save(store, session, config.redactor(), name=name)
     finally:
         store.close()
     if as_json:
