@@ -295,11 +295,23 @@ fi" DEBUG
 		__rw_open() {
 			__rw_opened=1
 			__rw_now
+			# The session's spool and scratch file are created here, 0600 whatever
+			# the user's umask, which is put back as it was. (Read from /proc:
+			# capturing what `umask` prints would fork.)
+			local __rw_um=''
+			\builtin read -r -d '' __rw_um </proc/self/status
+			__rw_um=${__rw_um#*$'\n'Umask:}
+			__rw_um=${__rw_um%%$'\n'*}
+			__rw_um=${__rw_um//[[:space:]]/}
+			[[ $__rw_um == [0-7][0-7][0-7][0-7] ]] || __rw_um=''
+			[[ -z $__rw_um ]] || \builtin umask 077
+			\builtin : >>"$__rw_histfile"
 			{
 				\builtin printf '%s\0' $'\036RW1' S "$__rw_sid" "$__rw_parent" bash "$BASH_VERSION" \
 					"$$" "$__rw_tty" "$__rw_t" "$PWD" "${HOSTNAME-}" "${USER:-$__rw_user}" "$1" \
 					declare && \builtin export -p && \builtin printf '\0\036END\0'
 			} >>"$__rw_spool"
+			[[ -z $__rw_um ]] || \builtin umask "$__rw_um"
 		}
 
 		# `rw back`, `rw branch` and `rw rewind` call this (through the rw

@@ -127,9 +127,19 @@ if [[ -o interactive ]]; then
 			\builtin emulate -L zsh
 			\builtin setopt extendedglob
 			__rw_opened=1
+			# The session's spool is created here, 0600 whatever the user's umask,
+			# which is put back as it was. (Read from /proc: capturing what
+			# `umask` prints would fork.)
+			local __rw_um=''
+			\builtin read -r -d '' __rw_um </proc/self/status
+			__rw_um=${${__rw_um#*$'\n'Umask:}%%$'\n'*}
+			__rw_um=${__rw_um//[[:space:]]/}
+			[[ $__rw_um == [0-7][0-7][0-7][0-7] ]] || __rw_um=''
+			[[ -z $__rw_um ]] || \builtin umask 077
 			__rw_write S "$__rw_sid" "$__rw_parent" zsh "$ZSH_VERSION" "$$" "$__rw_tty" \
 				"${EPOCHREALTIME:-$EPOCHSECONDS}" "$PWD" "${HOST-}" "${USER:-$__rw_user}" "$1" \
 				list0 ${${(k)parameters[(R)*export*]}/(#m)*/$MATCH=${(P)MATCH}}
+			[[ -z $__rw_um ]] || \builtin umask "$__rw_um"
 		}
 
 		# `rw back`, `rw branch` and `rw rewind` call this (through the rw

@@ -30,7 +30,7 @@ def _fallocate(fd: int, mode: int, offset: int, length: int) -> int:
 
 
 CHUNK = records.MAX_RECORD + 64 * 1024
-PUNCH_EVERY = 1024 * 1024
+_ZEROS = bytes(1024 * 1024)
 HIST_SUFFIX = ".hist"
 SPOOL_SUFFIX = ".spool"
 # Our own bookkeeping variables are not part of the user's environment.
@@ -253,7 +253,11 @@ class SpoolReader:
                 offset = self._offsets[key] = self.store.spool_offset(key)
             try:
                 with open(path, "rb") as fh:
-                    size = os.fstat(fh.fileno()).st_size
+                    st = os.fstat(fh.fileno())
+                    size = st.st_size
+                    if st.st_mode & 0o077 and st.st_uid == os.getuid():
+                        # Made by a hook under the user's umask (an older one).
+                        os.fchmod(fh.fileno(), 0o600)
                     if offset > size:
                         log.warning("%s: shorter than its ingested offset; starting over", key)
                         offset = self._offsets[key] = 0
@@ -287,24 +291,29 @@ class SpoolReader:
                 return total
 
     def _release(self, path: Path, ingested: int) -> None:
-        """Give back the disk space of ingested records while the shell keeps appending.
+        """Remove the ingested records from disk at once: they hold commands and
+        environments in clear, secrets included.
 
-        Punching a hole keeps the file's size and offsets, so it is safe against
-        a concurrent O_APPEND writer; where the filesystem cannot, the space
-        comes back when the session ends and its spool is removed.
+        Punching a hole keeps the file's size and offsets (the partial blocks at
+        its edges are zeroed), so it is safe against the shell appending with
+        O_APPEND meanwhile. Where the filesystem cannot punch holes, the bytes
+        are overwritten with zeros; their space comes back when the session ends
+        and its spool is removed.
         """
-        done = ingested - ingested % 4096
-        if done - self._punched.get(path.name, 0) < PUNCH_EVERY:
+        start = self._punched.get(path.name, 0)
+        if ingested <= start:
             return
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
         except OSError:
             return
         try:
-            if _fallocate(fd, _PUNCH_HOLE | _KEEP_SIZE, 0, done) == 0:
-                self._punched[path.name] = done
-            else:
-                self._punched[path.name] = 1 << 62  # unsupported here: stop trying
+            if _fallocate(fd, _PUNCH_HOLE | _KEEP_SIZE, start, ingested - start) != 0:
+                for at in range(start, ingested, len(_ZEROS)):
+                    os.pwrite(fd, _ZEROS[: min(len(_ZEROS), ingested - at)], at)
+            self._punched[path.name] = ingested
+        except OSError as e:
+            log.warning("%s: cannot erase its ingested records: %s", path.name, e)
         finally:
             os.close(fd)
 
