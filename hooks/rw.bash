@@ -41,7 +41,7 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 		__rw_ack=$__rw_scratch_dir/$__rw_sid.ack
 		__rw_ackfd='' __rw_ackof='' __rw_ackskip=0
 		__rw_seq=0
-		__rw_pending='' __rw_psid='' __rw_pspool=''
+		__rw_pending='' __rw_psid='' __rw_pspool='' __rw_unrec=''
 		__rw_lasthist=
 		__rw_dpid=
 		__rw_next_start=0
@@ -142,7 +142,10 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 						"$PWD" && \builtin history 1 && \builtin printf '\0\036END\0'
 				} 2>/dev/null >>"$__rw_spool"
 			else
-				__rw_begin_other "$1" 2>/dev/null || return 0
+				__rw_begin_other "$1" 2>/dev/null || {
+					__rw_unrec=1
+					return 0
+				}
 			fi
 			# A step checkpoint is only for a line that has not run yet: taken
 			# now, it would hold what the line did.
@@ -229,6 +232,15 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 						"$__rw_st" "$__rw_ps" "$PWD" declare && \builtin export -p && \builtin printf '\0\036END\0'
 				} 2>/dev/null >>"$__rw_pspool"
 				__rw_pending=
+			elif [[ -n $__rw_unrec ]]; then
+				# A line not recorded may have exported a secret: the daemon keeps
+				# what it set out of the environments stored after it.
+				__rw_unrec=
+				__rw_now
+				{
+					\builtin printf '%s\0' $'\036RW1' U "$__rw_sid" "$__rw_t" declare &&
+						\builtin export -p && \builtin printf '\0\036END\0'
+				} 2>/dev/null >>"$__rw_spool"
 			fi
 			[[ -n $__rw_opened ]] || __rw_open "" 2>/dev/null
 			# At the prompt HISTCMD is one past the last history entry, whatever

@@ -35,7 +35,7 @@ if [[ -o interactive ]]; then
 		typeset -g __rw_ackfd='' __rw_ackof=''
 		typeset -gi __rw_ackskip=0
 		typeset -gi __rw_seq=0
-		typeset -g __rw_pending='' __rw_dpid='' __rw_psid='' __rw_pspool=''
+		typeset -g __rw_pending='' __rw_dpid='' __rw_psid='' __rw_pspool='' __rw_unrec=''
 		typeset -gi __rw_next_start=0 __rw_next_check=0
 
 		__rw_write() {
@@ -89,7 +89,10 @@ if [[ -o interactive ]]; then
 			# $1 is the line as typed (empty when history is off: then $3, the
 			# expanded text). A leading space means "do not record".
 			local __rw_cmd=${1:-$3}
-			[[ -z $__rw_cmd || $__rw_cmd == [[:space:]]* ]] && return 0
+			if [[ -z $__rw_cmd || $__rw_cmd == [[:space:]]* ]]; then
+				__rw_unrec=1
+				return 0
+			fi
 			((++__rw_seq))
 			__rw_pending=$__rw_seq __rw_psid=$__rw_sid __rw_pspool=$__rw_spool
 			# (__rw_write inlined: a zsh function call costs about 10 microseconds.)
@@ -114,6 +117,15 @@ if [[ -o interactive ]]; then
 					\builtin print -rn -- $'\0\x1eEND\0'
 				} 2>/dev/null >>!"$__rw_pspool"
 				__rw_pending=
+			elif [[ -n $__rw_unrec ]]; then
+				# A line not recorded may have exported a secret: the daemon keeps
+				# what it set out of the environments stored after it.
+				__rw_unrec=
+				{
+					\builtin print -rN -- $'\x1eRW1' U "$__rw_sid" "${EPOCHREALTIME:-$EPOCHSECONDS}" zsh
+					\builtin export
+					\builtin print -rn -- $'\0\x1eEND\0'
+				} 2>/dev/null >>!"$__rw_spool"
 			fi
 			[[ -n $__rw_opened ]] || __rw_open ""
 			((SECONDS < __rw_next_check)) || __rw_ensure_daemon

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import hashlib
+import json
 import logging
 import os
 import re
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from . import records
 from .records import Dropped, Record
-from .redact import Redactor
+from .redact import MASK, Redactor
 from .store import Store, env_blob
 
 log = logging.getLogger("rw.ingest")
@@ -46,6 +47,10 @@ def _int_or_none(value: str) -> int | None:
     return int(value) if value.lstrip("-").isdigit() else None
 
 
+def _digest(salt: str, value: str) -> str:
+    return hashlib.sha256(f"{salt}\0{value}".encode("utf-8", "surrogateescape")).hexdigest()
+
+
 @dataclass
 class IngestStats:
     records: int = 0
@@ -66,6 +71,9 @@ class Ingester:
         self._ignored: set[tuple[str, int]] = set()
         self._begun_here: set[tuple[str, int]] = set()
         self._env_cache: OrderedDict[bytes, int] = OrderedDict()
+        # Per session: a salt, and the digests of the values that lines not
+        # recorded gave to variables (see _on_U).
+        self._hidden: dict[str, tuple[str, dict[str, str]]] = {}
         # For the daemon's step checkpoints: sessions opened, and steps begun
         # as (session, seq, number, started_at), since it last looked.
         # (number None: a step not recorded, such as a line typed with a leading
@@ -105,7 +113,7 @@ class Ingester:
             cwd=cwd,
             host=host,
             user=user,
-            env_id=self._env_id(f[11], f[12:]) if len(f) > 11 else None,
+            env_id=self._env_id(f[11], f[12:], sid, parent) if len(f) > 11 else None,
             branch_point=branch_point,
         )
         self.opened.append(sid)
@@ -146,6 +154,7 @@ class Ingester:
         seq = int(seq_s)
         if (sid, seq) in self._ignored:
             self._ignored.discard((sid, seq))
+            self._on_U([sid, ended, *f[6:]])
             return
         self.ended = True
         if (sid, seq) in self._begun_here:
@@ -164,7 +173,7 @@ class Ingester:
             exit_code=_int_or_none(status),
             pipestatus=" ".join(_NUMBER.findall(pipestatus)),
             cwd=cwd,
-            env_id=self._env_id(fmt, f[7:]),
+            env_id=self._env_id(fmt, f[7:], sid),
         )
 
     def _on_A(self, f: list[str]) -> None:
@@ -180,21 +189,66 @@ class Ingester:
         sid, ended = f
         self.store.end_session(sid, _time(ended))
 
-    def _env_id(self, fmt: str, payload: list[str]) -> int | None:
-        if fmt == "none":
-            return None
-        raw_key = hashlib.sha1("\0".join((fmt, *payload)).encode("utf-8", "replace")).digest()
-        cached = self._env_cache.get(raw_key)
-        if cached is not None:
-            self._env_cache.move_to_end(raw_key)
-            return cached
+    def _on_U(self, f: list[str]) -> None:
+        """A line that was not recorded ran (typed with a leading space, kept out
+        of history, or ignored by the config): the values it gave variables are
+        left out of every environment stored after it in this session (and its
+        branches), for as long as the variables keep them."""
+        sid, fmt, payload = f[0], f[2], f[3:]
+        if not self.store.session_exists(sid):
+            raise ValueError(f"unrecorded line of unknown session {sid[:24]!r}")
+        env = self._parse_env(fmt, payload)
+        before = self.store.env_before(sid, self.store.next_step_number(sid))
+        stored = self.store.env(before) if before is not None else {}
+        salt, names = self._hidden_in(sid)
+        changed = {k: _digest(salt, v) for k, v in env.items() if stored.get(k) != v}
+        if changed:
+            names.update(changed)
+            self.store.set_meta(f"hidden-env:{sid}", json.dumps([salt, names]))
+
+    def _hidden_in(self, sid: str, parent: str = "") -> tuple[str, dict[str, str]]:
+        """The session's hidden variables (a new session inherits its parent's)."""
+        hidden = self._hidden.get(sid)
+        if hidden is None:
+            saved = self.store.meta(f"hidden-env:{sid}")
+            if saved is None and parent and self._hidden_in(parent)[1]:
+                saved = json.dumps(self._hidden_in(parent))
+                self.store.set_meta(f"hidden-env:{sid}", saved)
+            salt, names = json.loads(saved) if saved else (os.urandom(16).hex(), {})
+            hidden = self._hidden[sid] = (salt, names)
+        return hidden
+
+    def _parse_env(self, fmt: str, payload: list[str]) -> dict[str, str]:
         env = records.parse_env(fmt, payload)
         for name in PRIVATE_ENV:
             env.pop(name, None)
         for name in [n for n in env if n.startswith("__rw_")]:
             del env[name]  # the hooks' own, exported by a user's `set -a`
+        return env
+
+    def _env_id(self, fmt: str, payload: list[str], sid: str = "", parent: str = "") -> int | None:
+        if fmt == "none":
+            return None
+        salt, names = self._hidden_in(sid, parent) if sid else ("", {})
+        raw = "\0".join((fmt, *payload, *(f"{k}={v}" for k, v in names.items())))
+        raw_key = hashlib.sha1(raw.encode("utf-8", "replace")).digest()
+        cached = self._env_cache.get(raw_key)
+        if cached is not None:
+            self._env_cache.move_to_end(raw_key)
+            return cached
+        env = self._parse_env(fmt, payload)
+        hidden = 0
+        for name, digest in list(names.items()):
+            if name in env and _digest(salt, env[name]) == digest:
+                env[name] = MASK
+                hidden += 1
+            else:  # set again since, by a recorded line (or unset)
+                del names[name]
+                self.store.set_meta(
+                    f"hidden-env:{sid}", json.dumps([salt, names]) if names else None
+                )
         env, n = self.redactor.env(env)
-        self._count_redactions(n)
+        self._count_redactions(n + hidden)
         env_id = self.store.add_env(*env_blob(env))
         self._env_cache[raw_key] = env_id
         if len(self._env_cache) > 256:
@@ -212,6 +266,7 @@ class Ingester:
         self.begun.clear()
         self._next_number.clear()
         self._env_cache.clear()
+        self._hidden.clear()
         self._sessions.clear()
         self._begun_here.clear()
 

@@ -21,6 +21,8 @@ Types (fields after TYPE):
     N  name session:  sid name
     X  session end:   sid ended_at
     A  the shell got the daemon's checkpoint for a step before running it: sid seq
+    U  a line not recorded has run (a leading space, HISTIGNORE), at its end:
+       sid ended_at env_format env...: the environment it left behind
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ MAX_RECORD = 8 * 1024 * 1024
 FIELD_COUNTS = {"A": 2, "B": 5, "H": 5, "N": 2, "X": 2}
 # Where the environment payload starts in the records that carry one
 # (R: the executor's report after a step: exit_code pipestatus cwd env...).
-ENV_AT = {"S": 11, "E": 6, "R": 3}
+ENV_AT = {"S": 11, "E": 6, "R": 3, "U": 2}
 
 
 @dataclass(frozen=True)

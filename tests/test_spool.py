@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import secrets
+import sqlite3
 import stat
+import zlib
 from pathlib import Path
 
 import pytest
@@ -48,3 +51,51 @@ def test_spool_keeps_no_clear_text_once_ingested_and_is_private(daemon, shells, 
     # What it held was stored all the same.
     shown = rw("log", sid, "--json").stdout
     assert "echo after" in shown and token not in shown and bearer not in shown
+
+
+def stored_text(home: Path) -> str:
+    """Everything in the store as text: its rows, environments decompressed."""
+    db = sqlite3.connect(f"file:{home / 'data' / 'rw.db'}?mode=ro", uri=True)
+    try:
+        parts = [repr(db.execute(f"SELECT * FROM {t}").fetchall()) for t in ("sessions", "steps")]
+        parts += [zlib.decompress(d).decode() for (d,) in db.execute("SELECT data FROM envs")]
+        parts += [repr(db.execute("SELECT * FROM meta").fetchall())]
+    finally:
+        db.close()
+    return "\n".join(parts)
+
+
+@pytest.mark.parametrize(
+    "kind, before", [("bash", []), ("bash", ["HISTCONTROL=ignorespace"]), ("zsh", [])]
+)
+def test_a_variable_exported_by_a_line_not_recorded_stays_out_of_the_store(
+    daemon, shells, kind, before
+):
+    value = f"s3cr3t{secrets.token_hex(6)}"
+    sh = shells(kind, before_init=before)
+    sh.run("echo first")
+    sh.run(f" export HIDDEN_THING={value} PLAIN_THING=also-{value}")
+    sh.run("echo next")
+    assert sh.run("echo $HIDDEN_THING") == value
+    # A restarted daemon still knows what to keep out.
+    rw("daemon", "stop")
+    rw("daemon", "start")
+    sh.run("echo after-restart")
+    sid = sh.session_id()
+    log = rw("log", sid, "--json").stdout
+    assert [s["command"] for s in json.loads(log)] == [
+        "echo first", "echo next", "echo $HIDDEN_THING", "echo after-restart",
+    ]  # fmt: skip
+    shown = [
+        rw("show", sid, str(n), "--env", *fmt).stdout for n in (2, 4) for fmt in ([], ["--json"])
+    ]
+    env = json.loads(shown[-1])["env"]
+    assert env["HIDDEN_THING"] == "<redacted>" and env["PLAIN_THING"] == "<redacted>"
+    for text in (log, *shown, stored_text(daemon)):
+        assert value not in text
+    # Once a recorded line gives it another value, that value is recorded.
+    sh.run("export HIDDEN_THING=public-now")
+    sh.run("echo last")
+    env = json.loads(rw("show", sid, "6", "--json").stdout)["env"]
+    assert env["HIDDEN_THING"] == "public-now" and env["PLAIN_THING"] == "<redacted>"
+    assert value not in stored_text(daemon)
