@@ -28,7 +28,7 @@ from .config import Config
 from .config import load as load_config
 from .errors import RwError
 from .fsops import Inotify
-from .ingest import SPOOL_SUFFIX, Ingester, SpoolReader
+from .ingest import SPOOL_SUFFIX, Ingester, SpoolReader, space_problem
 from .paths import Paths, ensure_private_dir
 from .redact import Redactor
 from .store import Store
@@ -80,6 +80,7 @@ class Daemon:
         self.ingest_at = 0.0  # when to ingest them, if their spools are quiet by then
         self.running = True
         self.host = socket.gethostname()
+        self.failing: dict[str, str] = {}  # spool name: why it cannot be ingested now
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -242,8 +243,13 @@ class Daemon:
         for name in sorted(names):
             try:
                 total += self.spools.ingest_file(self.paths.spool_dir / name)
-            except Exception:  # noqa: BLE001 - one bad spool must not stop the daemon
-                log.exception("ingesting %s failed; will retry", name)
+                if self.failing.pop(name, None) is not None:
+                    log.info("ingesting %s works again", name)
+            except Exception as e:  # noqa: BLE001 - one bad spool must not stop the daemon
+                # Said once (a full disk would have it said every second).
+                if self.failing.get(name) != str(e):
+                    log.exception("ingesting %s failed; will retry", name)
+                self.failing[name] = str(e)
         self._step_checkpoints()
         return total
 
@@ -421,7 +427,16 @@ class Daemon:
             "records": stats.records,
             "dropped": stats.dropped,
             "redactions": self.store.counter("redactions"),
+            "problems": self._problems(),
+            "lost_commands": self.store.counter("lost_commands"),
+            "last_loss": json.loads(self.store.meta("last_loss") or "null"),
         }
+
+    def _problems(self) -> list[str]:
+        """What keeps commands from being stored right now."""
+        out = [f"cannot ingest {name}: {why}" for name, why in sorted(self.failing.items())]
+        space = space_problem(self.paths.spool_dir, self.paths.data_dir)
+        return [space, *out] if space else out
 
     def _op_name(self, req: dict) -> dict:
         sid, name = req.get("session"), req.get("name")

@@ -206,6 +206,18 @@ class Ingester:
             names.update(changed)
             self.store.set_meta(f"hidden-env:{sid}", json.dumps([salt, names]))
 
+    def _on_L(self, f: list[str]) -> None:
+        """A shell could not write its records for a while: say so, keep the count."""
+        sid, count, since, until, why = f
+        n = int(count)
+        if n < 1 or n > 1 << 40:
+            raise ValueError(f"lost-commands count {count[:24]!r}")
+        loss = {"session": sid, "commands": n, "since": _time(since), "until": _time(until)}
+        loss["why"] = why
+        self.store.add_counter("lost_commands", n)
+        self.store.set_meta("last_loss", json.dumps(loss))
+        log.warning("session %s: %d command(s) could not be recorded: %s", sid, n, why)
+
     def _hidden_in(self, sid: str, parent: str = "") -> tuple[str, dict[str, str]]:
         """The session's hidden variables (a new session inherits its parent's)."""
         hidden = self._hidden.get(sid)
@@ -269,6 +281,23 @@ class Ingester:
         self._hidden.clear()
         self._sessions.clear()
         self._begun_here.clear()
+
+
+LOW_SPACE = 64 * 1024
+
+
+def space_problem(*dirs: Path) -> str | None:
+    """What is wrong when a directory's filesystem is (nearly) full: records
+    written there are lost."""
+    for d in dirs:
+        try:
+            st = os.statvfs(d)
+        except OSError:
+            continue
+        free = (st.f_bfree if os.getuid() == 0 else st.f_bavail) * st.f_frsize
+        if free < LOW_SPACE:
+            return f"no space left on device: {free} bytes free in {d}; commands typed now are lost"
+    return None
 
 
 class SpoolReader:

@@ -21,6 +21,8 @@ Types (fields after TYPE):
     N  name session:  sid name
     X  session end:   sid ended_at
     A  the shell got the daemon's checkpoint for a step before running it: sid seq
+    L  records could not be written (the disk was full): sid count since until why,
+       written once they can be again; count command lines were lost
     U  a line not recorded has run (a leading space, HISTIGNORE), at its end:
        sid ended_at env_format env...: the environment it left behind
 """
@@ -35,7 +37,7 @@ MAGIC = b"\x1eRW1\x00"
 END = b"\x00\x1eEND\x00"
 MAX_RECORD = 8 * 1024 * 1024
 
-FIELD_COUNTS = {"A": 2, "B": 5, "H": 5, "N": 2, "X": 2}
+FIELD_COUNTS = {"A": 2, "B": 5, "H": 5, "L": 5, "N": 2, "X": 2}
 # Where the environment payload starts in the records that carry one
 # (R: the executor's report after a step: exit_code pipestatus cwd env...).
 ENV_AT = {"S": 11, "E": 6, "R": 3, "U": 2}

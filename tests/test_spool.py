@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import secrets
 import sqlite3
 import stat
+import subprocess
 import zlib
 from pathlib import Path
 
 import pytest
 
-from .conftest import rw, wait_for
+from .conftest import kill_daemon, rw, wait_for
 
 SHELLS = ["bash", "zsh"]
 
@@ -99,3 +102,72 @@ def test_a_variable_exported_by_a_line_not_recorded_stays_out_of_the_store(
     env = json.loads(rw("show", sid, "6", "--json").stdout)["env"]
     assert env["HIDDEN_THING"] == "public-now" and env["PLAIN_THING"] == "<redacted>"
     assert value not in stored_text(daemon)
+
+
+@pytest.fixture
+def small_data_dir(rw_home):
+    """The data directory (store, spools, log) on a 1 MB filesystem of its own."""
+    data = rw_home / "data"
+    data.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(data)],
+                   check=True)  # fmt: skip
+    try:
+        yield data
+    finally:
+        kill_daemon(rw_home)
+        subprocess.run(["umount", "-l", str(data)], check=False)
+
+
+def fill(directory: Path) -> Path:
+    """Write a file until its filesystem has no room left."""
+    path = directory / "filler"
+    with open(path, "ab", buffering=0) as f:
+        for size in (65536, 4096, 1):
+            try:
+                while True:
+                    f.write(bytes(size))
+            except OSError as e:
+                assert e.errno == errno.ENOSPC, e
+    return path
+
+
+def doctor_check(name: str) -> dict:
+    checks = json.loads(rw("doctor", "--json", check=False).stdout)
+    return next(c for c in checks if c["check"] == name)
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="mounting a small filesystem needs root")
+def test_a_full_disk_is_told_once_reported_and_recording_resumes(small_data_dir, shells, kind):
+    rw("daemon", "start")
+    sh = shells(kind)
+    sh.run("echo before")
+    sid = sh.session_id()
+    message = "rw: a command could not be recorded: no space left on device"
+    said = []
+    for i in range(30):
+        # (What the daemon frees by ingesting, and the room left in the spool's
+        # last page, take a few more records.)
+        filler = fill(small_data_dir)
+        said.append(sh.run(f"echo lost-{i}"))
+        if any(message in out for out in said[:-5]):
+            break
+    told = [i for i, out in enumerate(said) if message in out]
+    assert len(told) == 1 and said[told[0]].startswith(f"lost-{told[0]}\n{message}"), said
+    assert said[told[0] + 1 :] == [f"lost-{i}" for i in range(told[0] + 1, len(said))]
+    check = doctor_check("recording")
+    assert not check["ok"] and "no space left on device" in check["detail"], check
+    status = rw("daemon", "status").stdout
+    assert "PROBLEM: no space left on device" in status, status
+
+    filler.unlink()
+    assert sh.run("echo back-1") == "back-1"
+    sh.run("echo back-2")
+    commands = [s["command"] for s in json.loads(rw("log", sid, "--json").stdout)]
+    assert commands[0] == "echo before" and commands[-2:] == ["echo back-1", "echo back-2"]
+    assert not {f"echo lost-{i}" for i in range(told[0] + 1, len(said))} & set(commands)
+    check = doctor_check("recording")
+    assert check["ok"] and "could not be recorded" in check["detail"], check
+    assert f"in session {sid}: no space left on device" in check["detail"]
+    reply = json.loads(rw("daemon", "status", "--json").stdout)
+    assert reply["problems"] == [] and reply["lost_commands"] >= len(said) - told[0], reply
+    assert "lost: " in rw("daemon", "status").stdout
