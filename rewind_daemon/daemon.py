@@ -434,7 +434,11 @@ class Daemon:
 
     def _problems(self) -> list[str]:
         """What keeps commands from being stored right now."""
-        out = [f"cannot ingest {name}: {why}" for name, why in sorted(self.failing.items())]
+        out = [
+            f"cannot ingest {name}: {why}"
+            for name, why in sorted(self.failing.items())
+            if (self.paths.spool_dir / name).exists()
+        ]
         space = space_problem(self.paths.spool_dir, self.paths.data_dir)
         return [space, *out] if space else out
 
