@@ -42,7 +42,8 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 		__rw_ack=$__rw_scratch_dir/$__rw_sid.ack
 		__rw_ackfd='' __rw_ackof='' __rw_ackskip=0 __rw_cold='' __rw_late='' __rw_told=''
 		__rw_seq=0
-		__rw_pending='' __rw_psid='' __rw_pspool=''
+		__rw_pending='' __rw_psid='' __rw_pspool='' __rw_unrec=''
+		__rw_wfail='' __rw_nlost='' __rw_lost_since='' __rw_why=''
 		__rw_lasthist=
 		__rw_dpid=
 		__rw_next_start=0
@@ -60,7 +61,7 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 		__rw_write() {
 			# One record: NUL-terminated fields between start and end markers.
 			# (Callers send stderr to /dev/null once, for all they do.)
-			\builtin printf '%s\0' $'\036RW1' "$@" $'\036END' >>"$__rw_spool"
+			\builtin printf '%s\0' $'\036RW1' "$@" $'\036END' >>"$__rw_spool" || __rw_wfail=1
 		}
 
 		# Every few seconds, a liveness check (a zombie has no fds); start the
@@ -162,9 +163,12 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 				{
 					\builtin printf '%s\0' $'\036RW1' H "$__rw_sid" "$__rw_seq" "$__rw_t" \
 						"$PWD" && \builtin history 1 && \builtin printf '\0\036END\0'
-				} 2>/dev/null >>"$__rw_spool"
+				} 2>/dev/null >>"$__rw_spool" || __rw_wfail=1
 			else
-				__rw_begin_other "$1" 2>/dev/null || return 0
+				__rw_begin_other "$1" 2>/dev/null || {
+					__rw_unrec=1
+					return 0
+				}
 			fi
 			# A step checkpoint is only for a line that has not run yet: taken
 			# now, it would hold what the line did.
@@ -252,8 +256,17 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 				{
 					\builtin printf '%s\0' $'\036RW1' E "$__rw_psid" "$__rw_pending" "$__rw_t" \
 						"$__rw_st" "$__rw_ps" "$PWD" declare && \builtin export -p && \builtin printf '\0\036END\0'
-				} 2>/dev/null >>"$__rw_pspool"
+				} 2>/dev/null >>"$__rw_pspool" || __rw_wfail=1
 				__rw_pending=
+			elif [[ -n $__rw_unrec ]]; then
+				# A line not recorded may have exported a secret: the daemon keeps
+				# what it set out of the environments stored after it.
+				__rw_unrec=
+				__rw_now
+				{
+					\builtin printf '%s\0' $'\036RW1' U "$__rw_sid" "$__rw_t" declare &&
+						\builtin export -p && \builtin printf '\0\036END\0'
+				} 2>/dev/null >>"$__rw_spool" || __rw_wfail=1
 			fi
 			[[ -n $__rw_opened ]] || __rw_open "" 2>/dev/null
 			# At the prompt HISTCMD is one past the last history entry, whatever
@@ -262,7 +275,39 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 			[[ -n ${HISTCMD-} && $HISTCMD != *[!0-9]* ]] && __rw_lasthist=$((HISTCMD - 1))
 			[[ ${PS0-} == *"$__rw_ps0"* ]] || PS0=$__rw_ps0${PS0-}
 			((SECONDS < __rw_next_check)) || __rw_ensure_daemon 2>/dev/null
+			[[ -z $__rw_wfail$__rw_nlost ]] || __rw_lost
 			return "$__rw_st"
+		}
+
+		# A record could not be written (no space left, the spool dir gone):
+		# count the command lines lost, tell the user once, and once records go
+		# through again, leave the daemon a note of the gap (an L record).
+		__rw_lost() {
+			if [[ -n $__rw_wfail ]]; then
+				__rw_wfail=
+				if [[ -z $__rw_nlost ]]; then
+					__rw_nlost=0 __rw_lost_since=$__rw_t
+					if [[ ! -d $__rw_spool_dir ]]; then
+						__rw_why="the spool directory $__rw_spool_dir is missing"
+					elif [[ ! -w $__rw_spool_dir || (-e $__rw_spool && ! -w $__rw_spool) ]]; then
+						__rw_why="$__rw_spool_dir is not writable"
+					else
+						__rw_why="no space left on device in $__rw_spool_dir"
+					fi
+					\builtin printf 'rw: a command could not be recorded: %s; until then none will be (see rw doctor)\n' \
+						"$__rw_why" >&2
+				fi
+				((++__rw_nlost))
+				return 0
+			fi
+			__rw_now
+			__rw_write L "$__rw_sid" "$__rw_nlost" "$__rw_lost_since" "$__rw_t" "$__rw_why" 2>/dev/null
+			if [[ -n $__rw_wfail ]]; then
+				__rw_wfail=
+			else
+				__rw_nlost=
+			fi
+			return 0
 		}
 
 		__rw_install() {
@@ -320,11 +365,25 @@ fi" DEBUG
 		__rw_open() {
 			__rw_opened=1
 			__rw_now
+			# The session's spool and scratch file are created here, 0600 whatever
+			# the user's umask, which is put back as it was. (Read from /proc:
+			# capturing what `umask` prints would fork.)
+			local __rw_um=''
+			\builtin read -r -d '' __rw_um </proc/self/status
+			__rw_um=${__rw_um#*$'\n'Umask:}
+			__rw_um=${__rw_um%%$'\n'*}
+			__rw_um=${__rw_um//[[:space:]]/}
+			[[ $__rw_um == [0-7][0-7][0-7][0-7] ]] || __rw_um=''
+			[[ -z $__rw_um ]] || \builtin umask 077
+			\builtin : >>"$__rw_histfile"
 			{
 				\builtin printf '%s\0' $'\036RW1' S "$__rw_sid" "$__rw_parent" bash "$BASH_VERSION" \
 					"$$" "$__rw_tty" "$__rw_t" "$PWD" "${HOSTNAME-}" "${USER:-$__rw_user}" "$1" \
 					declare && \builtin export -p && \builtin printf '\0\036END\0'
-			} >>"$__rw_spool"
+			} >>"$__rw_spool" || {
+				__rw_wfail=1 __rw_opened='' # opened again at the next prompt
+			}
+			[[ -z $__rw_um ]] || \builtin umask "$__rw_um"
 		}
 
 		# `rw back`, `rw branch` and `rw rewind` call this (through the rw

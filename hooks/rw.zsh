@@ -36,12 +36,14 @@ if [[ -o interactive ]]; then
 		typeset -g __rw_ackfd='' __rw_ackof='' __rw_cold='' __rw_late='' __rw_told=''
 		typeset -gi __rw_ackskip=0
 		typeset -gi __rw_seq=0
-		typeset -g __rw_pending='' __rw_dpid='' __rw_psid='' __rw_pspool=''
+		typeset -g __rw_pending='' __rw_dpid='' __rw_psid='' __rw_pspool='' __rw_unrec=''
+		typeset -g __rw_wfail='' __rw_nlost='' __rw_lost_since='' __rw_why=''
 		typeset -gi __rw_next_start=0 __rw_next_check=0
 
 		__rw_write() {
 			# One record: NUL-terminated fields between start and end markers.
-			{ \builtin print -rN -- $'\x1eRW1' "$@" $'\x1eEND'; } 2>/dev/null >>!"$__rw_spool"
+			{ \builtin print -rN -- $'\x1eRW1' "$@" $'\x1eEND'; } 2>/dev/null >>!"$__rw_spool" ||
+				__rw_wfail=1
 		}
 
 		# Every few seconds, a liveness check (a zombie has no fds); start the
@@ -111,14 +113,17 @@ if [[ -o interactive ]]; then
 			# $1 is the line as typed (empty when history is off: then $3, the
 			# expanded text). A leading space means "do not record".
 			local __rw_cmd=${1:-$3}
-			[[ -z $__rw_cmd || $__rw_cmd == [[:space:]]* ]] && return 0
+			if [[ -z $__rw_cmd || $__rw_cmd == [[:space:]]* ]]; then
+				__rw_unrec=1
+				return 0
+			fi
 			((++__rw_seq))
 			__rw_pending=$__rw_seq __rw_psid=$__rw_sid __rw_pspool=$__rw_spool
 			# (__rw_write inlined: a zsh function call costs about 10 microseconds.)
 			{
 				\builtin print -rN -- $'\x1eRW1' B "$__rw_sid" "$__rw_seq" \
 					"${EPOCHREALTIME:-$EPOCHSECONDS}" "$PWD" "$__rw_cmd" $'\x1eEND'
-			} 2>/dev/null >>!"$__rw_spool"
+			} 2>/dev/null >>!"$__rw_spool" || __rw_wfail=1
 			[[ ! -p $__rw_ack ]] || {
 				__rw_await "$__rw_seq" 2>/dev/null
 				[[ -z $__rw_late ]] || __rw_tell_late
@@ -134,15 +139,53 @@ if [[ -o interactive ]]; then
 				# collecting NAME=value pairs from $parameters does.
 				{
 					\builtin print -rN -- $'\x1eRW1' E "$__rw_psid" "$__rw_pending" \
-						"${EPOCHREALTIME:-$EPOCHSECONDS}" "$__rw_st" "$__rw_ps" "$PWD" zsh
-					\builtin export
-					\builtin print -rn -- $'\0\x1eEND\0'
-				} 2>/dev/null >>!"$__rw_pspool"
+						"${EPOCHREALTIME:-$EPOCHSECONDS}" "$__rw_st" "$__rw_ps" "$PWD" zsh &&
+						\builtin export && \builtin print -rn -- $'\0\x1eEND\0'
+				} 2>/dev/null >>!"$__rw_pspool" || __rw_wfail=1
 				__rw_pending=
+			elif [[ -n $__rw_unrec ]]; then
+				# A line not recorded may have exported a secret: the daemon keeps
+				# what it set out of the environments stored after it.
+				__rw_unrec=
+				{
+					\builtin print -rN -- $'\x1eRW1' U "$__rw_sid" "${EPOCHREALTIME:-$EPOCHSECONDS}" zsh &&
+						\builtin export && \builtin print -rn -- $'\0\x1eEND\0'
+				} 2>/dev/null >>!"$__rw_spool" || __rw_wfail=1
 			fi
 			[[ -n $__rw_opened ]] || __rw_open ""
 			((SECONDS < __rw_next_check)) || __rw_ensure_daemon
+			[[ -z $__rw_wfail$__rw_nlost ]] || __rw_lost
 			return "$__rw_st"
+		}
+
+		# A record could not be written (no space left, the spool dir gone):
+		# count the command lines lost, tell the user once, and once records go
+		# through again, leave the daemon a note of the gap (an L record).
+		__rw_lost() {
+			\builtin emulate -L zsh
+			if [[ -n $__rw_wfail ]]; then
+				__rw_wfail=
+				if [[ -z $__rw_nlost ]]; then
+					__rw_nlost=0 __rw_lost_since=${EPOCHREALTIME:-$EPOCHSECONDS}
+					if [[ ! -d $__rw_spool_dir ]]; then
+						__rw_why="the spool directory $__rw_spool_dir is missing"
+					elif [[ ! -w $__rw_spool_dir || (-e $__rw_spool && ! -w $__rw_spool) ]]; then
+						__rw_why="$__rw_spool_dir is not writable"
+					else
+						__rw_why="no space left on device in $__rw_spool_dir"
+					fi
+					\builtin print -ru2 -- "rw: a command could not be recorded: $__rw_why; until then none will be (see rw doctor)"
+				fi
+				((++__rw_nlost))
+				return 0
+			fi
+			__rw_write L "$__rw_sid" "$__rw_nlost" "$__rw_lost_since" "${EPOCHREALTIME:-$EPOCHSECONDS}" "$__rw_why"
+			if [[ -n $__rw_wfail ]]; then
+				__rw_wfail=
+			else
+				__rw_nlost=
+			fi
+			return 0
 		}
 
 		# The session's first record, with the environment it starts from. It is
@@ -152,9 +195,23 @@ if [[ -o interactive ]]; then
 			\builtin emulate -L zsh
 			\builtin setopt extendedglob
 			__rw_opened=1
-			__rw_write S "$__rw_sid" "$__rw_parent" zsh "$ZSH_VERSION" "$$" "$__rw_tty" \
-				"${EPOCHREALTIME:-$EPOCHSECONDS}" "$PWD" "${HOST-}" "${USER:-$__rw_user}" "$1" \
-				list0 ${${(k)parameters[(R)*export*]}/(#m)*/$MATCH=${(P)MATCH}}
+			# The session's spool is created here, 0600 whatever the user's umask,
+			# which is put back as it was. (Read from /proc: capturing what
+			# `umask` prints would fork.)
+			local __rw_um=''
+			\builtin read -r -d '' __rw_um </proc/self/status
+			__rw_um=${${__rw_um#*$'\n'Umask:}%%$'\n'*}
+			__rw_um=${__rw_um//[[:space:]]/}
+			[[ $__rw_um == [0-7][0-7][0-7][0-7] ]] || __rw_um=''
+			[[ -z $__rw_um ]] || \builtin umask 077
+			{
+				\builtin print -rN -- $'\x1eRW1' S "$__rw_sid" "$__rw_parent" zsh "$ZSH_VERSION" "$$" \
+					"$__rw_tty" "${EPOCHREALTIME:-$EPOCHSECONDS}" "$PWD" "${HOST-}" "${USER:-$__rw_user}" \
+					"$1" list0 ${${(k)parameters[(R)*export*]}/(#m)*/$MATCH=${(P)MATCH}} $'\x1eEND'
+			} 2>/dev/null >>!"$__rw_spool" || {
+				__rw_wfail=1 __rw_opened='' # opened again at the next prompt
+			}
+			[[ -z $__rw_um ]] || \builtin umask "$__rw_um"
 		}
 
 		# `rw back`, `rw branch` and `rw rewind` call this (through the rw

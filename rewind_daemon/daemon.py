@@ -28,7 +28,7 @@ from .config import Config
 from .config import load as load_config
 from .errors import RwError
 from .fsops import Inotify
-from .ingest import DROPPED, SPOOL_SUFFIX, Ingester, SpoolReader
+from .ingest import DROPPED, SPOOL_SUFFIX, Ingester, SpoolReader, space_problem
 from .logonce import LogOnce
 from .paths import Paths, ensure_private_dir
 from .store import Store
@@ -93,6 +93,7 @@ class Daemon:
         self.ingest_at = 0.0  # when to ingest them, if their spools are quiet by then
         self.running = True
         self.host = socket.gethostname()
+        self.failing: dict[str, str] = {}  # spool name: why it cannot be ingested now
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -264,12 +265,16 @@ class Daemon:
         for name in sorted(names):
             try:
                 total += self.spools.ingest_file(self.paths.spool_dir / name)
-            except Exception:  # noqa: BLE001 - one bad spool must not stop the daemon
+            except Exception as e:  # noqa: BLE001 - one bad spool must not stop the daemon
+                # Said once (a full disk would have it said every second).
                 self.ingest_log.warning(
                     name, "ingesting %s failed; will retry", name, exc_info=True
                 )
+                self.failing[name] = str(e)
             else:
                 self.ingest_log.forget(name)
+                if self.failing.pop(name, None) is not None:
+                    log.info("ingesting %s works again", name)
         self._step_checkpoints()
         return total
 
@@ -508,7 +513,20 @@ class Daemon:
             "records": stats.records,
             "dropped": self.store.counter(DROPPED),
             "redactions": self.store.counter("redactions"),
+            "problems": self._problems(),
+            "lost_commands": self.store.counter("lost_commands"),
+            "last_loss": json.loads(self.store.meta("last_loss") or "null"),
         }
+
+    def _problems(self) -> list[str]:
+        """What keeps commands from being stored right now."""
+        out = [
+            f"cannot ingest {name}: {why}"
+            for name, why in sorted(self.failing.items())
+            if (self.paths.spool_dir / name).exists()
+        ]
+        space = space_problem(self.paths.spool_dir, self.paths.data_dir)
+        return [space, *out] if space else out
 
     def _op_name(self, req: dict) -> dict:
         sid, name = _text_arg(req, "session"), _text_arg(req, "name")

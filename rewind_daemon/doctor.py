@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import stat
@@ -12,7 +13,7 @@ from . import client
 from .config import load
 from .errors import RwError
 from .history import current_session_id
-from .ingest import SPOOL_SUFFIX
+from .ingest import SPOOL_SUFFIX, space_problem
 from .paths import Paths, session_file
 from .store import SCHEMA_VERSION, Store
 
@@ -123,6 +124,7 @@ def run_checks(paths: Paths) -> list[Check]:
             "" if size == 0 or reply else "start the daemon to ingest them: rw daemon start",
         )
     )
+    checks.append(_recording(paths, store, reply is not None))
     redactions = store.counter("redactions") if store else 0
     checks.append(Check("redactions", True, f"{redactions} secret(s) redacted so far"))
     if store is not None:
@@ -208,6 +210,34 @@ def _step_confirmations(paths: Paths, store: Store, sid: str | None) -> Check:
         "start a new shell (its hooks then use the daemon's runtime dir); if it still fails, "
         "raise [watch] timeout in the config",
     )
+
+
+def _recording(paths: Paths, store: Store | None, daemon_up: bool) -> Check:
+    """Whether what the shells type reaches the store now, and what was lost."""
+    problems = []
+    if daemon_up:
+        try:
+            problems = client.request(paths, "status").get("problems", [])
+        except RwError:
+            pass
+    else:
+        problems = [p for p in [space_problem(paths.spool_dir, paths.data_dir)] if p]
+    lost = store.counter("lost_commands") if store else 0
+    last = json.loads(store.meta("last_loss") or "null") if store else None
+    past = ""
+    if lost and last:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last["since"]))
+        until = time.strftime("%H:%M:%S", time.localtime(last["until"]))
+        past = (
+            f"{lost} command(s) could not be recorded so far; the last {last['commands']} "
+            f"from {when} to {until} in session {last['session']}: {last['why']}"
+        )
+    if problems:
+        fix = f"free space where rw keeps its data (df -h {paths.data_dir})"
+        if not any(p.startswith("no space") for p in problems):
+            fix = f"see the daemon's log, {paths.log_file}"
+        return Check("recording", False, "; ".join([*problems, *([past] if past else [])]), fix)
+    return Check("recording", True, past or "every command typed so far reached the spool")
 
 
 def _checkpoint_objects(paths: Paths, store: Store) -> Check:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import hashlib
+import json
 import logging
 import os
 import re
@@ -19,7 +20,7 @@ from .errors import StoreError
 from .logonce import LogOnce
 from .paths import session_file
 from .records import Dropped, Record
-from .redact import Redactor
+from .redact import MASK, Redactor
 from .store import Store, env_blob
 
 log = logging.getLogger("rw.ingest")
@@ -34,7 +35,7 @@ def _fallocate(fd: int, mode: int, offset: int, length: int) -> int:
 
 
 CHUNK = records.MAX_RECORD + 64 * 1024
-PUNCH_EVERY = 1024 * 1024
+_ZEROS = bytes(1024 * 1024)
 HIST_SUFFIX = ".hist"
 SPOOL_SUFFIX = ".spool"
 DROPPED = "dropped"  # the store's counter of records dropped, ever
@@ -63,6 +64,10 @@ def _why(e: Exception) -> str:
     return str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
 
 
+def _digest(salt: str, value: str) -> str:
+    return hashlib.sha256(f"{salt}\0{value}".encode("utf-8", "surrogateescape")).hexdigest()
+
+
 @dataclass
 class IngestStats:
     records: int = 0
@@ -84,6 +89,9 @@ class Ingester:
         self._ignored: set[tuple[str, int]] = set()
         self._begun_here: set[tuple[str, int]] = set()
         self._env_cache: OrderedDict[bytes, int] = OrderedDict()
+        # Per session: a salt, and the digests of the values that lines not
+        # recorded gave to variables (see _on_U).
+        self._hidden: dict[str, tuple[str, dict[str, str]]] = {}
         # For the daemon's step checkpoints: sessions opened, and steps begun
         # as (session, seq, number, started_at), since it last looked.
         # (number None: a step not recorded, such as a line typed with a leading
@@ -142,7 +150,7 @@ class Ingester:
             cwd=cwd,
             host=host,
             user=user,
-            env_id=self._env_id(f[11], f[12:]) if len(f) > 11 else None,
+            env_id=self._env_id(f[11], f[12:], sid, parent) if len(f) > 11 else None,
             branch_point=branch_point,
         )
         self.opened.append(sid)
@@ -183,6 +191,7 @@ class Ingester:
         seq = int(seq_s)
         if (sid, seq) in self._ignored:
             self._ignored.discard((sid, seq))
+            self._on_U([sid, ended, *f[6:]])
             return
         self.ended = True
         if (sid, seq) in self._begun_here:
@@ -201,7 +210,7 @@ class Ingester:
             exit_code=_int_or_none(status),
             pipestatus=" ".join(_NUMBER.findall(pipestatus)),
             cwd=cwd,
-            env_id=self._env_id(fmt, f[7:]),
+            env_id=self._env_id(fmt, f[7:], sid),
         )
 
     def _on_A(self, f: list[str]) -> None:
@@ -217,21 +226,78 @@ class Ingester:
         sid, ended = f
         self.store.end_session(sid, _time(ended))
 
-    def _env_id(self, fmt: str, payload: list[str]) -> int | None:
-        if fmt == "none":
-            return None
-        raw_key = hashlib.sha1("\0".join((fmt, *payload)).encode("utf-8", "replace")).digest()
-        cached = self._env_cache.get(raw_key)
-        if cached is not None:
-            self._env_cache.move_to_end(raw_key)
-            return cached
+    def _on_U(self, f: list[str]) -> None:
+        """A line that was not recorded ran (typed with a leading space, kept out
+        of history, or ignored by the config): the values it gave variables are
+        left out of every environment stored after it in this session (and its
+        branches), for as long as the variables keep them."""
+        sid, fmt, payload = f[0], f[2], f[3:]
+        if not self.store.session_exists(sid):
+            raise ValueError(f"unrecorded line of unknown session {sid[:24]!r}")
+        env = self._parse_env(fmt, payload)
+        before = self.store.env_before(sid, self.store.next_step_number(sid))
+        stored = self.store.env(before) if before is not None else {}
+        salt, names = self._hidden_in(sid)
+        changed = {k: _digest(salt, v) for k, v in env.items() if stored.get(k) != v}
+        if changed:
+            names.update(changed)
+            self.store.set_meta(f"hidden-env:{sid}", json.dumps([salt, names]))
+
+    def _on_L(self, f: list[str]) -> None:
+        """A shell could not write its records for a while: say so, keep the count."""
+        sid, count, since, until, why = f
+        n = int(count)
+        if n < 1 or n > 1 << 40:
+            raise ValueError(f"lost-commands count {count[:24]!r}")
+        loss = {"session": sid, "commands": n, "since": _time(since), "until": _time(until)}
+        loss["why"] = why
+        self.store.add_counter("lost_commands", n)
+        self.store.set_meta("last_loss", json.dumps(loss))
+        log.warning("session %s: %d command(s) could not be recorded: %s", sid, n, why)
+
+    def _hidden_in(self, sid: str, parent: str = "") -> tuple[str, dict[str, str]]:
+        """The session's hidden variables (a new session inherits its parent's)."""
+        hidden = self._hidden.get(sid)
+        if hidden is None:
+            saved = self.store.meta(f"hidden-env:{sid}")
+            if saved is None and parent and self._hidden_in(parent)[1]:
+                saved = json.dumps(self._hidden_in(parent))
+                self.store.set_meta(f"hidden-env:{sid}", saved)
+            salt, names = json.loads(saved) if saved else (os.urandom(16).hex(), {})
+            hidden = self._hidden[sid] = (salt, names)
+        return hidden
+
+    def _parse_env(self, fmt: str, payload: list[str]) -> dict[str, str]:
         env = records.parse_env(fmt, payload)
         for name in PRIVATE_ENV:
             env.pop(name, None)
         for name in [n for n in env if n.startswith("__rw_")]:
             del env[name]  # the hooks' own, exported by a user's `set -a`
+        return env
+
+    def _env_id(self, fmt: str, payload: list[str], sid: str = "", parent: str = "") -> int | None:
+        if fmt == "none":
+            return None
+        salt, names = self._hidden_in(sid, parent) if sid else ("", {})
+        raw = "\0".join((fmt, *payload, *(f"{k}={v}" for k, v in names.items())))
+        raw_key = hashlib.sha1(raw.encode("utf-8", "replace")).digest()
+        cached = self._env_cache.get(raw_key)
+        if cached is not None:
+            self._env_cache.move_to_end(raw_key)
+            return cached
+        env = self._parse_env(fmt, payload)
+        hidden = 0
+        for name, digest in list(names.items()):
+            if name in env and _digest(salt, env[name]) == digest:
+                env[name] = MASK
+                hidden += 1
+            else:  # set again since, by a recorded line (or unset)
+                del names[name]
+                self.store.set_meta(
+                    f"hidden-env:{sid}", json.dumps([salt, names]) if names else None
+                )
         env, n = self.redactor.env(env)
-        self._count_redactions(n)
+        self._count_redactions(n + hidden)
         env_id = self.store.add_env(*env_blob(env))
         self._env_cache[raw_key] = env_id
         if len(self._env_cache) > 256:
@@ -252,8 +318,26 @@ class Ingester:
     def _forget_rows(self) -> None:
         self._next_number.clear()
         self._env_cache.clear()
+        self._hidden.clear()
         self._sessions.clear()
         self._begun_here.clear()
+
+
+LOW_SPACE = 64 * 1024
+
+
+def space_problem(*dirs: Path) -> str | None:
+    """What is wrong when a directory's filesystem is (nearly) full: records
+    written there are lost."""
+    for d in dirs:
+        try:
+            st = os.statvfs(d)
+        except OSError:
+            continue
+        free = (st.f_bfree if os.getuid() == 0 else st.f_bavail) * st.f_frsize
+        if free < LOW_SPACE:
+            return f"no space left on device: {free} bytes free in {d}; commands typed now are lost"
+    return None
 
 
 class SpoolReader:
@@ -293,7 +377,11 @@ class SpoolReader:
                 offset = self._offsets[key] = self.store.spool_offset(key)
             try:
                 with open(path, "rb") as fh:
-                    size = os.fstat(fh.fileno()).st_size
+                    st = os.fstat(fh.fileno())
+                    size = st.st_size
+                    if st.st_mode & 0o077 and st.st_uid == os.getuid():
+                        # Made by a hook under the user's umask (an older one).
+                        os.fchmod(fh.fileno(), 0o600)
                     if offset > size:
                         log.warning("%s: shorter than its ingested offset; starting over", key)
                         offset = self._offsets[key] = 0
@@ -327,24 +415,29 @@ class SpoolReader:
                 return total
 
     def _release(self, path: Path, ingested: int) -> None:
-        """Give back the disk space of ingested records while the shell keeps appending.
+        """Remove the ingested records from disk at once: they hold commands and
+        environments in clear, secrets included.
 
-        Punching a hole keeps the file's size and offsets, so it is safe against
-        a concurrent O_APPEND writer; where the filesystem cannot, the space
-        comes back when the session ends and its spool is removed.
+        Punching a hole keeps the file's size and offsets (the partial blocks at
+        its edges are zeroed), so it is safe against the shell appending with
+        O_APPEND meanwhile. Where the filesystem cannot punch holes, the bytes
+        are overwritten with zeros; their space comes back when the session ends
+        and its spool is removed.
         """
-        done = ingested - ingested % 4096
-        if done - self._punched.get(path.name, 0) < PUNCH_EVERY:
+        start = self._punched.get(path.name, 0)
+        if ingested <= start:
             return
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
         except OSError:
             return
         try:
-            if _fallocate(fd, _PUNCH_HOLE | _KEEP_SIZE, 0, done) == 0:
-                self._punched[path.name] = done
-            else:
-                self._punched[path.name] = 1 << 62  # unsupported here: stop trying
+            if _fallocate(fd, _PUNCH_HOLE | _KEEP_SIZE, start, ingested - start) != 0:
+                for at in range(start, ingested, len(_ZEROS)):
+                    os.pwrite(fd, _ZEROS[: min(len(_ZEROS), ingested - at)], at)
+            self._punched[path.name] = ingested
+        except OSError as e:
+            log.warning("%s: cannot erase its ingested records: %s", path.name, e)
         finally:
             os.close(fd)
 

@@ -21,6 +21,10 @@ Types (fields after TYPE):
     N  name session:  sid name
     X  session end:   sid ended_at
     A  the shell got the daemon's checkpoint for a step before running it: sid seq
+    L  records could not be written (the disk was full): sid count since until why,
+       written once they can be again; count command lines were lost
+    U  a line not recorded has run (a leading space, HISTIGNORE), at its end:
+       sid ended_at env_format env...: the environment it left behind
 
 Every field is checked for its type and range (FIELD_KINDS) before a record
 is yielded: one that fails is dropped alone, and parsing goes on after it.
@@ -36,10 +40,10 @@ MAGIC = b"\x1eRW1\x00"
 END = b"\x00\x1eEND\x00"
 MAX_RECORD = 8 * 1024 * 1024
 
-FIELD_COUNTS = {"A": 2, "B": 5, "H": 5, "N": 2, "X": 2}
+FIELD_COUNTS = {"A": 2, "B": 5, "H": 5, "L": 5, "N": 2, "X": 2}
 # Where the environment payload starts in the records that carry one
 # (R: the executor's report after a step: exit_code pipestatus cwd env...).
-ENV_AT = {"S": 11, "E": 6, "R": 3}
+ENV_AT = {"S": 11, "E": 6, "R": 3, "U": 2}
 
 INT64_MAX = 2**63 - 1  # SQLite's INTEGER
 INT_MIN, INT_MAX = -(2**31), 2**31 - 1  # a shell's $? (zsh keeps `return 1000`, -1)
@@ -147,6 +151,8 @@ FIELD_KINDS: dict[str, tuple[_Check, ...]] = {
     "N": (_session_id, _text),
     "X": (_session_id, _time),
     "A": (_session_id, _counter),
+    "L": (_session_id, _counter, _time, _time, _text),  # sid count since until why
+    "U": (_session_id, _time),  # sid ended, then the environment
     "R": (),  # the executor's own report, read by the executor alone
 }  # fmt: skip
 

@@ -103,6 +103,10 @@ def daemon_status(as_json: bool) -> None:
     click.echo(f"rw daemon running: pid {reply['pid']}, up {reply['uptime']:.0f}s")
     for key in ("socket", "scratch", "watching", "records", "dropped", "redactions"):
         click.echo(f"  {key}: {reply[key]}")
+    if reply.get("lost_commands"):
+        click.echo(f"  lost: {reply['lost_commands']} command(s) could not be recorded (rw doctor)")
+    for problem in reply.get("problems", []):
+        click.echo(f"  PROBLEM: {problem}")
 
 
 @daemon_group.command("run", context_settings=CONTEXT)
