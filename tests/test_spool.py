@@ -171,3 +171,28 @@ def test_a_full_disk_is_told_once_reported_and_recording_resumes(small_data_dir,
     reply = json.loads(rw("daemon", "status", "--json").stdout)
     assert reply["problems"] == [] and reply["lost_commands"] >= len(said) - told[0], reply
     assert "lost: " in rw("daemon", "status").stdout
+
+
+def test_a_nested_shell_keeps_out_what_its_parent_hid(daemon, shells, kind, tmp_path):
+    value = f"s3cr3t{secrets.token_hex(6)}"
+    sh = shells(kind)
+    sh.run(f" export HIDDEN_THING={value}")
+    sh.run("echo outer")
+    outer = sh.session_id()
+    rc = tmp_path / "home" / f".rw_nested_{kind}"
+    extra = "unset zle_bracketed_paste; unsetopt prompt_sp\n" if kind == "zsh" else ""
+    rc.write_text(f"PS1='<''rwp> '\n{extra}eval \"$({sh.bin_dir}/rw init {kind})\"\n")
+    if kind == "bash":
+        sh.p.sendline(f"bash --rcfile {rc} -i")
+    else:
+        (rc.parent / ".zshrc").write_text(rc.read_text())
+        sh.p.sendline(f"ZDOTDIR={rc.parent} zsh -i")
+    sh.p.expect_exact("<rwp> ")
+    assert sh.run("echo $HIDDEN_THING") == value
+    sh.run("exit")
+    sh.run("echo outer-again")
+    inner = [s for s in json.loads(rw("sessions", "--json").stdout) if s["parent"] == outer]
+    assert len(inner) == 1
+    env = json.loads(rw("show", inner[0]["id"], "1", "--json").stdout)["env"]
+    assert env["HIDDEN_THING"] == "<redacted>"
+    assert value not in stored_text(daemon)
