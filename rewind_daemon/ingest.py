@@ -249,8 +249,7 @@ class Ingester:
         n = int(count)
         if n < 1 or n > 1 << 40:
             raise ValueError(f"lost-commands count {count[:24]!r}")
-        loss = {"session": sid, "commands": n, "since": _time(since), "until": _time(until)}
-        loss["why"] = why
+        loss = dict(session=sid, commands=n, since=_time(since), until=_time(until), why=why)
         self.store.add_counter("lost_commands", n)
         self.store.set_meta("last_loss", json.dumps(loss))
         log.warning("session %s: %d command(s) could not be recorded: %s", sid, n, why)

@@ -78,6 +78,7 @@ def test_a_variable_exported_by_a_line_not_recorded_stays_out_of_the_store(
     sh = shells(kind, before_init=before)
     sh.run("echo first")
     sh.run(f" export HIDDEN_THING={value} PLAIN_THING=also-{value}")
+    assert sh.run(" (exit 7)") == "" and sh.run("echo $?") == "7"
     sh.run("echo next")
     assert sh.run("echo $HIDDEN_THING") == value
     # A restarted daemon still knows what to keep out.
@@ -87,10 +88,10 @@ def test_a_variable_exported_by_a_line_not_recorded_stays_out_of_the_store(
     sid = sh.session_id()
     log = rw("log", sid, "--json").stdout
     assert [s["command"] for s in json.loads(log)] == [
-        "echo first", "echo next", "echo $HIDDEN_THING", "echo after-restart",
+        "echo first", "echo $?", "echo next", "echo $HIDDEN_THING", "echo after-restart",
     ]  # fmt: skip
     shown = [
-        rw("show", sid, str(n), "--env", *fmt).stdout for n in (2, 4) for fmt in ([], ["--json"])
+        rw("show", sid, str(n), "--env", *fmt).stdout for n in (3, 5) for fmt in ([], ["--json"])
     ]
     env = json.loads(shown[-1])["env"]
     assert env["HIDDEN_THING"] == "<redacted>" and env["PLAIN_THING"] == "<redacted>"
@@ -99,7 +100,7 @@ def test_a_variable_exported_by_a_line_not_recorded_stays_out_of_the_store(
     # Once a recorded line gives it another value, that value is recorded.
     sh.run("export HIDDEN_THING=public-now")
     sh.run("echo last")
-    env = json.loads(rw("show", sid, "6", "--json").stdout)["env"]
+    env = json.loads(rw("show", sid, "7", "--json").stdout)["env"]
     assert env["HIDDEN_THING"] == "public-now" and env["PLAIN_THING"] == "<redacted>"
     assert value not in stored_text(daemon)
 
@@ -154,6 +155,8 @@ def test_a_full_disk_is_told_once_reported_and_recording_resumes(small_data_dir,
     told = [i for i, out in enumerate(said) if message in out]
     assert len(told) == 1 and said[told[0]].startswith(f"lost-{told[0]}\n{message}"), said
     assert said[told[0] + 1 :] == [f"lost-{i}" for i in range(told[0] + 1, len(said))]
+    fill(small_data_dir)
+    assert sh.run("(exit 5)") == "" and sh.run("echo $?") == "5"
     check = doctor_check("recording")
     assert not check["ok"] and "no space left on device" in check["detail"], check
     status = rw("daemon", "status").stdout
@@ -171,3 +174,28 @@ def test_a_full_disk_is_told_once_reported_and_recording_resumes(small_data_dir,
     reply = json.loads(rw("daemon", "status", "--json").stdout)
     assert reply["problems"] == [] and reply["lost_commands"] >= len(said) - told[0], reply
     assert "lost: " in rw("daemon", "status").stdout
+
+
+def test_a_nested_shell_keeps_out_what_its_parent_hid(daemon, shells, kind, tmp_path):
+    value = f"s3cr3t{secrets.token_hex(6)}"
+    sh = shells(kind)
+    sh.run(f" export HIDDEN_THING={value}")
+    sh.run("echo outer")
+    outer = sh.session_id()
+    rc = tmp_path / "home" / f".rw_nested_{kind}"
+    extra = "unset zle_bracketed_paste; unsetopt prompt_sp\n" if kind == "zsh" else ""
+    rc.write_text(f"PS1='<''rwp> '\n{extra}eval \"$({sh.bin_dir}/rw init {kind})\"\n")
+    if kind == "bash":
+        sh.p.sendline(f"bash --rcfile {rc} -i")
+    else:
+        (rc.parent / ".zshrc").write_text(rc.read_text())
+        sh.p.sendline(f"ZDOTDIR={rc.parent} zsh -i")
+    sh.p.expect_exact("<rwp> ")
+    assert sh.run("echo $HIDDEN_THING") == value
+    sh.run("exit")
+    sh.run("echo outer-again")
+    inner = [s for s in json.loads(rw("sessions", "--json").stdout) if s["parent"] == outer]
+    assert len(inner) == 1
+    env = json.loads(rw("show", inner[0]["id"], "1", "--json").stdout)["env"]
+    assert env["HIDDEN_THING"] == "<redacted>"
+    assert value not in stored_text(daemon)
