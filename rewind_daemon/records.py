@@ -36,6 +36,8 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from .paths import is_session_id
+
 MAGIC = b"\x1eRW1\x00"
 END = b"\x00\x1eEND\x00"
 MAX_RECORD = 8 * 1024 * 1024
@@ -50,7 +52,6 @@ INT_MIN, INT_MAX = -(2**31), 2**31 - 1  # a shell's $? (zsh keeps `return 1000`,
 # Seconds since 1970 (a machine without a real-time clock records there until
 # its clock is set) and before 2200: anything else is no reading of a clock.
 MAX_TIME = 7258118400.0
-_SID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 _UNSIGNED = re.compile(r"[0-9]{1,19}\Z")
 _SIGNED = re.compile(r"-?[0-9]{1,10}\Z")
 _TIME = re.compile(r"[0-9]{1,11}(?:[.,][0-9]{0,20})?\Z")
@@ -98,7 +99,7 @@ def _env_ok(fields: list[str], at: int) -> bool:
 
 
 def _session_id(v: str) -> str | None:
-    return None if _SID.match(v) else f"session id {v[:24]!r} is not one rw makes"
+    return None if is_session_id(v) else f"session id {v[:24]!r} is not one rw makes"
 
 
 def _parent_id(v: str) -> str | None:
