@@ -140,20 +140,31 @@ def parse(
 
 
 def bash_entries(text: str, mtime: float) -> list[tuple[float, float, str]]:
-    """(start, end, command) of each line of a bash history file. A `#<epoch>` line
-    dates the lines after it; lines before the first one take its date, and a file
-    without any takes its modification time."""
+    """(start, end, command) of each entry of a bash history file, read as bash's
+    `history -r` reads it. A `#<epoch>` line dates the lines after it; lines before
+    the first one take its date, and a file without any takes its modification
+    time. In a file that begins with one (bash wrote it with HISTTIMEFORMAT set),
+    an entry is everything up to the next: a multi-line command saved with
+    `shopt -s lithist` is one entry, its lines joined by newlines. Empty lines
+    are skipped, as bash skips them."""
     lines = text.split("\n")
     first = next((m for m in map(_BASH_TIMESTAMP.fullmatch, lines) if m), None)
+    multiline = bool(lines) and _BASH_TIMESTAMP.fullmatch(lines[0]) is not None
     when = float(first.group(1)) if first else mtime
-    out = []
+    out: list[tuple[float, float, str]] = []
+    dated = False  # the last line read was a timestamp: the next line starts an entry
     for line in lines:
         m = _BASH_TIMESTAMP.fullmatch(line)
         if m:
-            when = float(m.group(1))
-        elif line.strip():
-            out.append((when, when, line))
-    return out
+            when, dated = float(m.group(1)), True
+        elif line:
+            if multiline and not dated and out:
+                start, end, command = out[-1]
+                out[-1] = (start, end, command + "\n" + line)
+            else:
+                out.append((when, when, line))
+            dated = False
+    return [entry for entry in out if entry[2].strip()]
 
 
 def _zsh_text(data: bytes) -> str:

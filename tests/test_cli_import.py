@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import sqlite3
 import subprocess
@@ -14,6 +15,7 @@ from datetime import datetime
 import pytest
 
 from .conftest import RW, daemon_pid, rw, rw_json, steps_of
+from .shell import PROMPT
 
 TOKEN = "ghp_" + "a1B2" * 9
 
@@ -75,6 +77,50 @@ def test_bash_history_with_timestamps(rw_home, bash_file):
     # the text log shows the unknown exit codes as `-`
     log = rw("log", "import-bash-history").stdout.splitlines()
     assert log[1].split()[:2] == ["1", "-"]
+
+
+def _bash_reads(path) -> list[str]:
+    """The entries bash's own `history -r` reads from `path` (with HISTTIMEFORMAT
+    set, as when it wrote the file)."""
+    script = (
+        "set -o history; shopt -s lithist cmdhist; HISTTIMEFORMAT=$'\\036'; history -c; "
+        'history -r "$1"; history'
+    )
+    out = subprocess.run(
+        ["bash", "--norc", "-c", script, "bash", str(path)],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return [e.rstrip("\n") for e in re.split(r"(?m)^ *\d+  \x1e", out)[1:]]
+
+
+def test_bash_lithist_multi_line_entries_are_one_step_each(rw_home, shells, tmp_path):
+    histfile = tmp_path / "lithist_history"
+    sh = shells(
+        "bash",
+        init=False,
+        env={"HISTFILE": str(histfile)},
+        before_init=["shopt -s lithist cmdhist; HISTTIMEFORMAT='%F %T '"],
+    )
+    for line in ["for i in 1 2; do", 'echo "n=$i"', "done"]:
+        sh.p.sendline(line)
+    sh.p.expect_exact("n=2")
+    sh.p.expect_exact(PROMPT)
+    sh.run("echo single")
+    sh.run("f() {\n  echo in-f\n}")
+    sh.run('history -w "$HISTFILE"')
+    text = histfile.read_text()
+    assert text.startswith("#") and "for i in 1 2; do\necho" in text  # as lithist writes it
+    expected = _bash_reads(histfile)
+    assert 'for i in 1 2; do\necho "n=$i"\ndone' in expected
+    assert "f() {\n  echo in-f\n}" in expected
+
+    rw("import", "bash", str(histfile), "--name", "lit")
+    steps = steps_of("lit")
+    assert [s["command"] for s in steps] == expected
+    # unknown directories: null in JSON, "unknown" for people
+    assert steps[0]["cwd"] is None
+    assert rw_json("show", "lit", "1")["cwd"] is None
+    assert "cwd       unknown\n" in rw("show", "lit", "1").stdout
 
 
 def test_bash_history_without_timestamps_takes_the_files_time(rw_home, tmp_path):

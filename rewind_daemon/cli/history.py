@@ -119,7 +119,7 @@ def show_cmd(args: tuple[str, ...], full_env: bool, as_json: bool) -> None:
     click.echo(f"session   {escaped(r.session)}")
     click.echo(f"step      {r.number}")
     click.echo("command   " + escaped(r.command, lines=True).replace("\n", "\n          "))
-    click.echo(f"cwd       {escaped(str(r.cwd_before))}")
+    click.echo(f"cwd       {'unknown' if r.cwd_before is None else escaped(r.cwd_before)}")
     if r.cwd_after and r.cwd_after != r.cwd_before:
         click.echo(f"cwd after {escaped(r.cwd_after)}")
     click.echo(f"started   {_when(r.started_at)}")
