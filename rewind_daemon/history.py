@@ -95,14 +95,29 @@ def current_session_id() -> str | None:
     return os.environ.get("RW_SESSION") or None
 
 
+@dataclass(frozen=True)
+class Resolved:
+    """The session a reference names, and a note when it had to choose."""
+
+    id: str
+    note: str | None = None
+
+
 def resolve_session(store: Store | None, ref: str | None) -> str:
     """Session id for a name, id, id prefix, `current` or `last`."""
+    return resolve(store, ref).id
+
+
+def resolve(store: Store | None, ref: str | None) -> Resolved:
+    """The session `ref` names (a name, id, id prefix, `current` or `last`; None:
+    this shell's, else the last). A name that several sessions have means the
+    recorded one, the newest; the note then says which and what the others are."""
     if store is None:
         raise NotFound("nothing has been recorded yet")
     if ref in (None, "", "current"):
         sid = current_session_id()
         if sid and store.get_session(sid):
-            return sid
+            return Resolved(sid)
         if ref == "current":
             raise NotFound("this shell is not recorded by rw (no RW_SESSION); see rw doctor")
         ref = "last"
@@ -110,16 +125,26 @@ def resolve_session(store: Store | None, ref: str | None) -> str:
         sid = store.latest_session_id()
         if sid is None:
             raise NotFound("nothing has been recorded yet")
-        return sid
+        return Resolved(sid)
     assert ref is not None
     if store.get_session(ref):
-        return ref
+        return Resolved(ref)
     named = store.session_ids_named(ref)
+    if len(named) > 1:
+        chosen = store.get_session(named[0])
+        assert chosen is not None
+        when = datetime.fromtimestamp(chosen.started_at).strftime("%Y-%m-%d %H:%M")
+        others = ", ".join(named[1:4]) + (", ..." if len(named) > 4 else "")
+        return Resolved(
+            named[0],
+            f"{len(named)} sessions are named {ref!r}: using {named[0]} ({chosen.origin}, "
+            f"started {when}); give an id for another ({others}; see rw sessions)",
+        )
     if named:
-        return named[0]
+        return Resolved(named[0])
     prefixed = store.session_ids_with_prefix(ref)
     if len(prefixed) == 1:
-        return prefixed[0]
+        return Resolved(prefixed[0])
     if len(prefixed) > 1:
         raise RwError(f"session prefix {ref!r} is ambiguous: {', '.join(prefixed[:4])}, ...")
     raise NotFound(f"no session named or numbered {ref!r}; see rw sessions")

@@ -21,7 +21,14 @@ from ..checkpoints import (
 from ..errors import EXIT_INCOMPLETE, EXIT_PROBLEM, DaemonUnavailable, NotFound, RwError
 from ..store import Store
 from . import CONTEXT, cli
-from .common import get_config, get_paths, json_option, print_json
+from .common import (
+    get_config,
+    get_paths,
+    json_option,
+    print_json,
+    resolve_session,
+    synced_store,
+)
 
 
 def open_checkpoints() -> Checkpoints:
@@ -194,7 +201,9 @@ def _when(ts: float) -> str:
 
 
 @checkpoint_group.command("list", context_settings=CONTEXT)
-@click.option("--session", help="Only the step checkpoints of this session.")
+@click.option(
+    "--session", help="Only the step checkpoints of this session (name, id prefix, current, last)."
+)
 @json_option
 def checkpoint_list(session: str | None, as_json: bool) -> None:
     """List checkpoints, oldest first.
@@ -204,6 +213,8 @@ def checkpoint_list(session: str | None, as_json: bool) -> None:
         rw checkpoint list
     """
     cps = open_checkpoints()
+    if session is not None:  # a name, id prefix, current or last, as everywhere
+        session = resolve_session(synced_store(get_paths()), session)
     rows = cps.store.checkpoints(session=session)
     docs: list[dict] = []
     for r in rows:

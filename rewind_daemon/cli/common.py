@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from .. import client, paths
+from .. import client, history, paths
 from ..config import Config, load
 from ..display import escaped, json_text
 from ..errors import RwError
@@ -46,6 +46,16 @@ def synced_store(p: paths.Paths) -> Store | None:
                 err=True,
             )
     return Store.open_for_reading(p.db)
+
+
+def resolve_session(store: Store | None, ref: str | None) -> str:
+    """The id of the session `ref` names (see history.resolve); when a name was
+    shared, which one was taken is said on stderr. Every option or argument that
+    takes a session goes through here."""
+    found = history.resolve(store, ref)
+    if found.note:
+        click.echo(f"rw: {escaped(found.note)}", err=True)
+    return found.id
 
 
 def print_json(data: object) -> None:

@@ -7,9 +7,8 @@ import click
 from .. import diffing
 from ..display import escaped
 from ..errors import EXIT_PROBLEM
-from ..history import resolve_session
 from . import CONTEXT, cli
-from .common import get_paths, json_option, one_line, print_json, synced_store
+from .common import get_paths, json_option, one_line, print_json, resolve_session, synced_store
 
 _MARK = {"same": "=", "command": "~", "exit_code": "!", "output": "o", "only_a": "-",
          "only_b": "+"}  # fmt: skip

@@ -10,7 +10,7 @@ from .. import client, history
 from ..display import escaped
 from ..errors import NotFound, RwError
 from . import CONTEXT, cli
-from .common import get_paths, json_option, one_line, print_json, synced_store
+from .common import get_paths, json_option, one_line, print_json, resolve_session, synced_store
 
 session_arg = click.argument("session", required=False)
 
@@ -53,7 +53,7 @@ def sessions_cmd(limit: int | None, as_json: bool) -> None:
         if r.parent_id and r.branch_point is not None:
             parent += f" after step {r.branch_point}"
         click.echo(
-            f"{mark} {escaped(r.id)}  {name:<16} {escaped(r.shell or '?'):<4} "
+            f"{mark} {escaped(r.id)}  {name:<16} {escaped(r.shell or '?'):<4} {r.origin:<6} "
             f"{_when(r.started_at)}"
             f"  {r.steps:>5} steps{state}{parent}"
         )
@@ -74,8 +74,9 @@ def log_cmd(session: str | None, failed: bool, limit: int | None, as_json: bool)
         rw log --failed --limit 20
         rw log deploy-prod --json
     """
+    store = synced_store(get_paths())
     sess, steps = history.session_log(
-        synced_store(get_paths()), session, failed=failed, limit=limit
+        store, resolve_session(store, session), failed=failed, limit=limit
     )
     if as_json:
         print_json([s.to_json() for s in steps])
@@ -111,7 +112,8 @@ def show_cmd(args: tuple[str, ...], full_env: bool, as_json: bool) -> None:
         step = int(step_s)
     except ValueError:
         raise RwError(f"STEP must be a number, not {step_s!r}") from None
-    detail = history.step_detail(synced_store(get_paths()), session, step)
+    store = synced_store(get_paths())
+    detail = history.step_detail(store, resolve_session(store, session), step)
     if as_json:
         print_json(detail.to_json())
         return

@@ -14,7 +14,6 @@ from .. import breakpoints as bps
 from .. import records
 from ..display import escaped
 from ..errors import EXIT_PROBLEM, RwError
-from ..history import resolve_session
 from ..replay import (
     BACK,
     CONTINUE,
@@ -29,7 +28,14 @@ from ..replay import (
     Replay,
 )
 from . import CONTEXT, cli
-from .common import get_paths, json_option, print_json, synced_store, synced_store_for_writing
+from .common import (
+    get_paths,
+    json_option,
+    print_json,
+    resolve_session,
+    synced_store,
+    synced_store_for_writing,
+)
 
 _KEYS = {"c": CONTINUE, "n": NEXT, "s": SKIP, "e": EDIT, "h": SHELL, "b": BACK, "q": QUIT}
 

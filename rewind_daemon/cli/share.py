@@ -10,10 +10,9 @@ import click
 
 from .. import exporting, importing
 from ..errors import RwError
-from ..history import resolve_session
 from ..store import Store
 from . import CONTEXT, cli
-from .common import get_config, get_paths, json_option, print_json, synced_store
+from .common import get_config, get_paths, json_option, print_json, resolve_session, synced_store
 
 
 def _write(path: str, text: str, mode: int) -> None:

@@ -9,10 +9,10 @@ import click
 from .. import client, subshell, travel
 from ..display import escaped
 from ..errors import EXIT_INCOMPLETE, EXIT_PROBLEM, NotFound, RwError
-from ..history import current_session_id, resolve_session
+from ..history import current_session_id
 from ..hooks_render import rw_executable
 from . import CONTEXT, cli
-from .common import get_paths, one_line, synced_store
+from .common import get_paths, one_line, resolve_session, synced_store
 
 
 def _live_shell(dry_run: bool) -> tuple[str, str]:
