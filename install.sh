@@ -89,15 +89,35 @@ rc_line() {
 	printf 'if [ -x %s ]; then eval "$(%s init %s)"; fi  %s\n' "$ref" "$ref" "$1" "$MARKER"
 }
 
+readonly KEEP_BACKUPS=3
+
+# A copy of an rc file before we change it: one per content (a copy already
+# made of the same text is renamed to be the newest, not made again), and
+# only the last $KEEP_BACKUPS kept, so install/uninstall cycles do not pile up.
 backup() {
-	local dest n=0
+	local dest n=0 old same='' all=()
 	dest=$1.rw-backup-$(date +%Y%m%d-%H%M%S)
 	local base=$dest
 	while [[ -e $dest ]]; do
 		dest=$base.$((++n))
 	done
-	cp -p -- "$1" "$dest"
+	for old in "$1".rw-backup-*; do
+		[[ -f $old && ! -L $old ]] && cmp -s -- "$1" "$old" && same=$old
+	done
+	if [[ -n $same ]]; then
+		mv -- "$same" "$dest"
+	else
+		cp -p -- "$1" "$dest"
+	fi
 	printf '  backed up %s to %s\n' "$1" "$dest"
+	for old in "$1".rw-backup-*; do
+		[[ -f $old && ! -L $old ]] && all+=("$old")
+	done
+	# Oldest first: the names hold the time, and a same-second copy gets .1, .2 ...
+	mapfile -t all < <(printf '%s\n' "${all[@]}" | sort -V)
+	for ((n = 0; n + KEEP_BACKUPS < ${#all[@]}; n++)); do
+		rm -f -- "${all[n]}"
+	done
 }
 
 # Drop our lines in place (not by renaming), so a symlinked rc file stays a
@@ -220,7 +240,14 @@ rw_dirs() {
 		home=$(absolute "$RW_HOME")
 		printf '%s\n' "$home/data" "$home/config" "$home/run"
 	else
-		printf '%s\n' "${XDG_DATA_HOME:-$HOME/.local/share}/rw" "${XDG_CONFIG_HOME:-$HOME/.config}/rw"
+		local data=${XDG_DATA_HOME:-$HOME/.local/share}/rw host runtime=''
+		printf '%s\n' "$data" "${XDG_CONFIG_HOME:-$HOME/.config}/rw"
+		# The runtime dir (socket, pid and lock files) is where rw recorded it.
+		host=$(uname -n)
+		if [[ -f $data/runtime-${host//\//_} ]]; then
+			read -r runtime <"$data/runtime-${host//\//_}" || true
+		fi
+		[[ -z $runtime ]] || printf '%s\n' "$runtime"
 	fi
 }
 
@@ -256,7 +283,9 @@ do_uninstall() {
 		for d in "${dirs[@]}"; do
 			case $d in
 			"" | / | "$HOME" | "$HOME/") warn "refusing to delete $d" ;;
-			*) if [[ -e $d ]]; then
+			*) if [[ $d == "${dirs[2]-}" && -e $d && (-L $d || ! -O $d || ! -d $d) ]]; then
+				warn "$d is not a directory of yours; left it alone"
+			elif [[ -e $d ]]; then
 				rm -rf -- "$d"
 				printf '  deleted %s\n' "$d"
 			fi ;;

@@ -211,6 +211,48 @@ def test_no_rc_then_uninstall_purge(fresh):
     assert not backups(fresh.home / ".bashrc") and not backups(fresh.home / ".zshrc")
 
 
+def test_cycles_keep_one_backup_per_change_and_purge_leaves_nothing(fresh, tmp_path):
+    # rw's own locations, not RW_HOME's: the runtime dir is chosen and recorded
+    runtime = tmp_path / "xdg-runtime"
+    runtime.mkdir(mode=0o700)
+    del fresh.env["RW_HOME"]
+    fresh.env["XDG_RUNTIME_DIR"] = str(runtime)
+    bashrc = fresh.home / ".bashrc"
+    for _ in range(2):
+        fresh.run()
+        fresh.run("--uninstall")
+    # one copy of each text the files had before a change (the bashrc gained
+    # the newline it lacked), not one per run
+    hooked = BASHRC + "\n" + hook_line("bash")
+    texts = [p.read_text() for p in backups(bashrc)]
+    assert sorted(texts) == sorted([BASHRC, BASHRC + "\n", hooked])
+    zsh_texts = [p.read_text() for p in backups(fresh.home / ".zshrc")]
+    assert sorted(zsh_texts) == sorted([ZSHRC, ZSHRC + hook_line("zsh")])
+    # new texts: the newest three are kept
+    bashrc.write_text(BASHRC + "\n# edited\n")
+    fresh.run()
+    fresh.run("--uninstall")
+    assert [p.read_text() for p in backups(bashrc)] == [
+        hooked,
+        BASHRC + "\n# edited\n",
+        BASHRC + "\n# edited\n" + hook_line("bash"),
+    ]
+    assert bashrc.read_text() == BASHRC + "\n# edited\n"
+    assert (runtime / "rw" / "daemon.lock").exists()  # a plain uninstall keeps it
+
+    # the environment is gone already: --purge still finds every directory rw made
+    out = fresh.run("--uninstall", "--purge").stdout
+    assert f"deleted {runtime / 'rw'}" in out
+    assert list(runtime.iterdir()) == []
+    assert not (fresh.home / ".local/share/rw").exists()
+
+
+def hook_line(shell: str) -> str:
+    """The line install.sh adds for `shell`, with its newline."""
+    rw = '"$HOME/.local/bin/rw"'
+    return f'if [ -x {rw} ]; then eval "$({rw} init {shell})"; fi  {MARKER}\n'
+
+
 @pytest.mark.parametrize(
     "args, code, text",
     [
