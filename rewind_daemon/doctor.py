@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
+import shlex
 import sqlite3
 import stat
 import time
@@ -11,9 +13,10 @@ from dataclasses import dataclass
 
 from . import client
 from .config import load
+from .display import escaped
 from .errors import RwError
 from .history import current_session_id
-from .ingest import SPOOL_SUFFIX, space_problem
+from .ingest import DROPPED, SPOOL_SUFFIX, space_problem
 from .paths import Paths, session_file
 from .store import SCHEMA_VERSION, Store
 
@@ -76,7 +79,7 @@ def run_checks(paths: Paths) -> list[Check]:
     try:
         store = Store.open_for_reading(paths.db)
     except RwError as e:
-        checks.append(Check("store", False, str(e), f"move {paths.db} aside and restart"))
+        checks.append(Check("store", False, str(e), _store_access_fix(paths)))
     problems = store.integrity() if store is not None else []
     if store is not None and problems:
         checks.append(
@@ -93,27 +96,7 @@ def run_checks(paths: Paths) -> list[Check]:
         checks.append(Check("store", True, f"{paths.db} (nothing recorded yet)"))
 
     sid = current_session_id()
-    if not sid:
-        checks.append(
-            Check(
-                "hooks",
-                False,
-                "this shell is not recorded (RW_SESSION is not set)",
-                'add to your shell rc: eval "$(rw init bash)"  (or zsh)',
-            )
-        )
-    else:
-        recorded = store is not None and store.get_session(sid) is not None
-        spool = session_file(paths.spool_dir, sid, SPOOL_SUFFIX)
-        spooled = spool is not None and spool.exists()
-        checks.append(
-            Check(
-                "hooks",
-                recorded or spooled,
-                f"session {sid}" + ("" if recorded else " (not ingested yet)"),
-                "" if recorded or spooled else f"the spool dir {paths.spool_dir} is not writable",
-            )
-        )
+    checks.append(_hooks(paths, store, sid))
 
     files, size = spool_backlog(paths, store)
     checks.append(
@@ -127,12 +110,99 @@ def run_checks(paths: Paths) -> list[Check]:
     checks.append(_recording(paths, store, reply is not None))
     redactions = store.counter("redactions") if store else 0
     checks.append(Check("redactions", True, f"{redactions} secret(s) redacted so far"))
+    checks.append(_dropped(paths, store))
     if store is not None:
         checks.append(_checkpoint_objects(paths, store))
         checks.append(_restore_leftovers(paths, store))
         checks.append(_step_confirmations(paths, store, sid))
         store.close()
     return checks
+
+
+def _hooks(paths: Paths, store: Store | None, sid: str | None) -> Check:
+    """This shell records (when rw doctor runs in one), and no open shell has
+    lost the hook that ends its commands: a shell whose prompt hook was replaced
+    after rw init (PROMPT_COMMAND="...", precmd_functions=(...)) still records
+    each command's start, never its end, so a step stays open when the next
+    begins."""
+    broken = []
+    if store is not None:
+        open_ = [s for s, _pid, _host in store.open_sessions()]
+        for s in sorted(open_, key=lambda s: s != sid):  # this shell's first
+            before = store.steps(s, limit=20)[:-1]  # the latest may still run
+            unended = 0
+            while unended < len(before) and before[-1 - unended].ended_at is None:
+                unended += 1
+            if unended:  # named by the first of them: often what replaced the hook
+                broken.append((s, before[-unended]))
+    if broken:
+        s, step = broken[0]
+        row = store.get_session(s) if store is not None else None
+        shell = row.shell if row and row.shell in ("bash", "zsh") else "bash"
+        hook = "precmd_functions" if shell == "zsh" else "PROMPT_COMMAND"
+        who = "this shell" if s == sid else f"session {s} ({shell}, pid {row.pid if row else '?'})"
+        more = f" (and {len(broken) - 1} other shell(s))" if len(broken) > 1 else ""
+        command = escaped(step.command.split("\n", 1)[0])[:60]
+        return Check(
+            "hooks",
+            False,
+            f"{who}{more} records when commands start but not when they end, since "
+            f"step {step.number} ({command}): its {hook} was replaced after "
+            "rw init, so exit codes, directories and environments are lost",
+            f'run eval "$(rw init {shell})" again in that shell; in your rc file, put it '
+            f"after whatever sets {hook}",
+        )
+    if not sid:
+        return Check(
+            "hooks",
+            True,
+            "skipped for this process: it is not run from a recorded shell (RW_SESSION "
+            'is not set); a shell records once its rc file has: eval "$(rw init bash)"',
+        )
+    recorded = store is not None and store.get_session(sid) is not None
+    spool = session_file(paths.spool_dir, sid, SPOOL_SUFFIX)
+    spooled = spool is not None and spool.exists()
+    return Check(
+        "hooks",
+        recorded or spooled,
+        f"session {sid}" + ("" if recorded else " (not ingested yet)"),
+        "" if recorded or spooled else f"the spool dir {paths.spool_dir} is not writable",
+    )
+
+
+def _dropped(paths: Paths, store: Store | None) -> Check:
+    """Spool bytes the daemon could not read as records (damaged, cut short, not
+    rw's): the commands in them are lost. Reported, as lost commands are: they
+    are past, and the daemon's log says what they were."""
+    dropped = store.counter(DROPPED) if store else 0
+    if not dropped:
+        return Check("spool records", True, "every record read so far was stored")
+    return Check(
+        "spool records",
+        True,
+        f"{dropped} record(s) or damaged part(s) of spool files dropped so far "
+        f"(what and when: {paths.log_file})",
+    )
+
+
+def _store_access_fix(paths: Paths) -> str:
+    """How to make a store that cannot be opened readable again: give it back
+    its owner and mode. (Moving it aside would hide what was recorded.)"""
+    user = getpass.getuser()
+    d = paths.data_dir
+    if not os.access(d, os.R_OK | os.W_OK | os.X_OK):
+        return f"chmod 700 {shlex.quote(str(d))}"
+    names = [paths.db.name, paths.db.name + "-wal", paths.db.name + "-shm"]
+    files = [d / n for n in names if (d / n).exists()]
+    theirs = [f for f in files if f.stat().st_uid != os.getuid()]
+    stuck = [f for f in files if not os.access(f, os.R_OK | os.W_OK)]
+    if not (theirs or stuck):
+        return f"see the daemon's log, {paths.log_file}; keep {paths.db} as it is"
+    quoted = " ".join(shlex.quote(str(f)) for f in files)
+    chmod = f"chmod 600 {quoted}"
+    if theirs:
+        return f"as root: chown {shlex.quote(user)} {quoted} && {chmod}"
+    return chmod
 
 
 def _restore_leftovers(paths: Paths, store: Store) -> Check:

@@ -179,11 +179,13 @@ def config_show(as_json: bool) -> None:
 def doctor_cmd(as_json: bool) -> None:
     """Check that the daemon, the hooks, the spool and the store are healthy.
 
-    Exits 1 when a check fails, and says how to fix it.
+    Exits 1 when a check fails, and says how to fix it. Run outside a recorded
+    shell (cron, monitoring), it skips this shell's hook check.
 
     \b
     Example:
         rw doctor
+        rw doctor --json     # from cron
     """
     from .. import doctor
 
