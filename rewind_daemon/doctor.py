@@ -197,7 +197,10 @@ def _store_access_fix(paths: Paths) -> str:
     theirs = [f for f in files if f.stat().st_uid != os.getuid()]
     stuck = [f for f in files if not os.access(f, os.R_OK | os.W_OK)]
     if not (theirs or stuck):
-        return f"see the daemon's log, {paths.log_file}; keep {paths.db} as it is"
+        return (
+            f"it is damaged, not locked away: keep it as it is, and save what it holds with "
+            f"sqlite3 {shlex.quote(str(paths.db))} .recover > rw-recovered.sql"
+        )
     quoted = " ".join(shlex.quote(str(f)) for f in files)
     chmod = f"chmod 600 {quoted}"
     if theirs:
