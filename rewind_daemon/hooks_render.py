@@ -104,4 +104,5 @@ def render(shell: str, paths: Paths, config: Config) -> str:
     }
     for key, value in values.items():
         template = template.replace(key, shlex.quote(value))
-    return template + _FUNCTION.replace("@SHELL@", shell)
+    completion = resources.files("rewind_daemon.hooks").joinpath(f"complete.{shell}").read_text()
+    return template + _FUNCTION.replace("@SHELL@", shell) + completion

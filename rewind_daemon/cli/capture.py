@@ -19,6 +19,9 @@ from .common import get_config, get_paths, json_option, print_json
 def init_cmd(shell: str) -> None:
     """Print the hook code for SHELL, to be evaluated by your shell's rc file.
 
+    It also sets up TAB completion of rw's commands, options, sessions and
+    steps (in zsh, with the completion system compinit loads).
+
     \b
     Example (~/.bashrc, ~/.zshrc):
         eval "$(rw init bash)"

@@ -22,6 +22,7 @@ from ..errors import EXIT_INCOMPLETE, EXIT_PROBLEM, DaemonUnavailable, NotFound,
 from ..store import Store
 from . import CONTEXT, cli
 from .common import (
+    complete_session,
     get_config,
     get_paths,
     json_option,
@@ -202,7 +203,9 @@ def _when(ts: float) -> str:
 
 @checkpoint_group.command("list", context_settings=CONTEXT)
 @click.option(
-    "--session", help="Only the step checkpoints of this session (name, id prefix, current, last)."
+    "--session",
+    shell_complete=complete_session,
+    help="Only the step checkpoints of this session (name, id prefix, current, last).",
 )
 @json_option
 def checkpoint_list(session: str | None, as_json: bool) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
@@ -11,6 +13,9 @@ from ..config import Config, load
 from ..display import escaped, json_text
 from ..errors import RwError
 from ..store import Store
+
+if TYPE_CHECKING:  # imported at TAB time only
+    from click.shell_completion import CompletionItem
 
 
 def get_paths() -> paths.Paths:
@@ -73,6 +78,64 @@ def one_line(command: str, width: int | None = None) -> str:
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+
+
+# TAB completion (click's machinery, at TAB time only): sessions and steps from
+# the store as it is, with no sync, so that it answers at once. Any trouble
+# completes nothing rather than print into the user's command line.
+def _store_as_is() -> Store | None:
+    return Store.open_for_reading(get_paths().db)
+
+
+def _items(found: list) -> list[CompletionItem]:
+    from click.shell_completion import CompletionItem
+
+    return [CompletionItem(c.value, help=c.help or None) for c in found]
+
+
+def complete_session(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    from .. import completion
+
+    try:
+        return _items(completion.sessions(_store_as_is(), incomplete))
+    except (RwError, sqlite3.Error, OSError):
+        return []
+
+
+def complete_step(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """Steps of the session the command line names already (its `session`
+    argument), else of this shell's or the last session."""
+    from .. import completion
+
+    # (Before an option's value, click leaves the arguments unparsed, in ctx.args.)
+    words = [a for a in ctx.args if not a.startswith("-")]
+    ref = ctx.params.get("session") or (words[0] if words else None)
+    try:
+        return _items(completion.steps(_store_as_is(), ref, incomplete))
+    except (RwError, sqlite3.Error, OSError):
+        return []
+
+
+def complete_session_or_step(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """For `[SESSION] STEP`: first a session or a step of this shell's; after a
+    session, its steps."""
+    from .. import completion
+
+    typed = ctx.params.get(param.name or "") or ()
+    try:
+        store = _store_as_is()
+        if typed:
+            return _items(completion.steps(store, typed[0], incomplete))
+        found = completion.steps(store, None, incomplete) if incomplete.isdigit() else []
+        return _items(found + completion.sessions(store, incomplete))
+    except (RwError, sqlite3.Error, OSError):
+        return []
 
 
 def synced_store_for_writing(p: paths.Paths) -> Store:

@@ -8,15 +8,23 @@ from .. import diffing
 from ..display import escaped
 from ..errors import EXIT_PROBLEM
 from . import CONTEXT, cli
-from .common import get_paths, json_option, one_line, print_json, resolve_session, synced_store
+from .common import (
+    complete_session,
+    get_paths,
+    json_option,
+    one_line,
+    print_json,
+    resolve_session,
+    synced_store,
+)
 
 _MARK = {"same": "=", "command": "~", "exit_code": "!", "output": "o", "only_a": "-",
          "only_b": "+"}  # fmt: skip
 
 
 @cli.command("diff", context_settings=CONTEXT)
-@click.argument("a")
-@click.argument("b")
+@click.argument("a", shell_complete=complete_session)
+@click.argument("b", shell_complete=complete_session)
 @click.option("--all", "show_all", is_flag=True, help="List the steps that are the same too.")
 @json_option
 def diff_cmd(a: str, b: str, show_all: bool, as_json: bool) -> None:

@@ -10,9 +10,18 @@ from .. import client, history
 from ..display import escaped
 from ..errors import NotFound, RwError
 from . import CONTEXT, cli
-from .common import get_paths, json_option, one_line, print_json, resolve_session, synced_store
+from .common import (
+    complete_session,
+    complete_session_or_step,
+    get_paths,
+    json_option,
+    one_line,
+    print_json,
+    resolve_session,
+    synced_store,
+)
 
-session_arg = click.argument("session", required=False)
+session_arg = click.argument("session", required=False, shell_complete=complete_session)
 
 
 def _when(ts: float) -> str:
@@ -93,7 +102,10 @@ def log_cmd(session: str | None, failed: bool, limit: int | None, as_json: bool)
 
 
 @cli.command("show", context_settings=CONTEXT)
-@click.argument("args", nargs=-1, required=True, metavar="[SESSION] STEP")
+@click.argument(
+    "args", nargs=-1, required=True, metavar="[SESSION] STEP",
+    shell_complete=complete_session_or_step,
+)  # fmt: skip
 @click.option("--env", "full_env", is_flag=True, help="Print the whole environment after the step.")
 @json_option
 def show_cmd(args: tuple[str, ...], full_env: bool, as_json: bool) -> None:

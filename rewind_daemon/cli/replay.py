@@ -29,6 +29,8 @@ from ..replay import (
 )
 from . import CONTEXT, cli
 from .common import (
+    complete_session,
+    complete_step,
     get_paths,
     json_option,
     print_json,
@@ -115,9 +117,15 @@ def _stream(chunk: bytes) -> None:
 
 
 @cli.command("replay", context_settings=CONTEXT)
-@click.argument("session")
-@click.option("--from", "first", type=click.IntRange(min=1), help="First step to run.")
-@click.option("--to", "last", type=click.IntRange(min=1), help="Last step to run.")
+@click.argument("session", shell_complete=complete_session)
+@click.option(
+    "--from", "first", type=click.IntRange(min=1), shell_complete=complete_step,
+    help="First step to run.",
+)  # fmt: skip
+@click.option(
+    "--to", "last", type=click.IntRange(min=1), shell_complete=complete_step,
+    help="Last step to run.",
+)  # fmt: skip
 @click.option("--step", "every_step", is_flag=True, help="Pause before every step.")
 @click.option("--no-breakpoints", is_flag=True, help="Ignore the session's breakpoints.")
 @click.option("--dry-run", is_flag=True, help="List the steps that would run; run nothing.")
@@ -183,8 +191,8 @@ def breakpoint_group() -> None:
 
 
 @breakpoint_group.command("add", context_settings=CONTEXT)
-@click.argument("session")
-@click.option("--step", type=int, help="Break before step N.")
+@click.argument("session", shell_complete=complete_session)
+@click.option("--step", type=int, shell_complete=complete_step, help="Break before step N.")
 @click.option("--pattern", help="Break where this regex matches.")
 @click.option(
     "--in", "target", type=click.Choice(["command", "output"]), default="command",

@@ -12,7 +12,16 @@ from .. import exporting, importing
 from ..errors import RwError
 from ..store import Store
 from . import CONTEXT, cli
-from .common import get_config, get_paths, json_option, print_json, resolve_session, synced_store
+from .common import (
+    complete_session,
+    complete_step,
+    get_config,
+    get_paths,
+    json_option,
+    print_json,
+    resolve_session,
+    synced_store,
+)
 
 
 def _write(path: str, text: str, mode: int) -> None:
@@ -40,7 +49,7 @@ def _file_mode(ctx: click.Context, param: click.Parameter, value: str | None) ->
 
 
 @cli.command("export", context_settings=CONTEXT)
-@click.argument("session", required=False)
+@click.argument("session", required=False, shell_complete=complete_session)
 @click.option(
     "--format",
     "fmt",
@@ -58,8 +67,14 @@ def _file_mode(ctx: click.Context, param: click.Parameter, value: str | None) ->
     callback=_file_mode,
     help="Permissions of the -o FILE, in octal (default: 0600; 0700 makes a script executable).",
 )
-@click.option("--from", "first", type=click.IntRange(min=1), help="First step (default: 1).")
-@click.option("--to", "last", type=click.IntRange(min=1), help="Last step (default: the last).")
+@click.option(
+    "--from", "first", type=click.IntRange(min=1), shell_complete=complete_step,
+    help="First step (default: 1).",
+)  # fmt: skip
+@click.option(
+    "--to", "last", type=click.IntRange(min=1), shell_complete=complete_step,
+    help="Last step (default: the last).",
+)  # fmt: skip
 @click.option(
     "--include-failed",
     is_flag=True,

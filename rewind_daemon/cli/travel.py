@@ -12,7 +12,14 @@ from ..errors import EXIT_INCOMPLETE, EXIT_PROBLEM, NotFound, RwError
 from ..history import current_session_id
 from ..hooks_render import rw_executable
 from . import CONTEXT, cli
-from .common import get_paths, one_line, resolve_session, synced_store
+from .common import (
+    complete_session,
+    complete_step,
+    get_paths,
+    one_line,
+    resolve_session,
+    synced_store,
+)
 
 
 def _live_shell(dry_run: bool) -> tuple[str, str]:
@@ -102,8 +109,8 @@ def back_cmd(n: int, dry_run: bool, yes: bool) -> None:
 
 
 @cli.command("branch", context_settings=CONTEXT)
-@click.argument("session", required=False)
-@click.argument("step", type=click.IntRange(min=1), required=False)
+@click.argument("session", required=False, shell_complete=complete_session)
+@click.argument("step", type=click.IntRange(min=1), required=False, shell_complete=complete_step)
 @click.option("--name", help="Name of the new session (default: <name>-branch-<STEP>).")
 @click.option("--exec", "exec_", is_flag=True, help="Open a shell in the state after STEP.")
 @click.option("--dry-run", is_flag=True, help="Only say what would change.")
@@ -172,8 +179,8 @@ def branch_cmd(
 
 
 @cli.command("rewind", context_settings=CONTEXT)
-@click.argument("session")
-@click.argument("step", type=click.IntRange(min=1))
+@click.argument("session", shell_complete=complete_session)
+@click.argument("step", type=click.IntRange(min=1), shell_complete=complete_step)
 @click.option("--exec", "exec_", is_flag=True, help="Replay SESSION from STEP.")
 @click.option("--dry-run", is_flag=True, help="Only show; change nothing.")
 @click.option("--yes", "-y", is_flag=True, help="Restore watched files without asking.")
