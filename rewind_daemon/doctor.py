@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
+import pwd
 import shlex
 import sqlite3
 import stat
@@ -188,7 +188,7 @@ def _dropped(paths: Paths, store: Store | None) -> Check:
 def _store_access_fix(paths: Paths) -> str:
     """How to make a store that cannot be opened readable again: give it back
     its owner and mode. (Moving it aside would hide what was recorded.)"""
-    user = getpass.getuser()
+    user = pwd.getpwuid(os.getuid()).pw_name
     d = paths.data_dir
     if not os.access(d, os.R_OK | os.W_OK | os.X_OK):
         return f"chmod 700 {shlex.quote(str(d))}"

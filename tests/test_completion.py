@@ -37,6 +37,8 @@ def recorded_shell(shells, kind: str) -> Shell:
 def test_tab_completes_commands_and_session_names(daemon, shells, kind):
     sh = recorded_shell(shells, kind)
     sid = sh.run("echo $RW_SESSION")
+    # `rw show 1`: a step of the last session (this shell's), not ids that start so
+    assert complete("bash_complete", "rw show 1") == ["1"]
     out = typed_with_tab(sh, "rw sh", "deploy-prod 1")  # `rw show deploy-prod 1`
     assert "command   echo one" in out
     out = typed_with_tab(sh, "rw log dep", " --limit 1")  # `rw log deploy-prod --limit 1`

@@ -123,8 +123,8 @@ def complete_step(
 def complete_session_or_step(
     ctx: click.Context, param: click.Parameter, incomplete: str
 ) -> list[CompletionItem]:
-    """For `[SESSION] STEP`: first a session or a step of this shell's; after a
-    session, its steps."""
+    """For `[SESSION] STEP`: first a session, or a step of this shell's when a
+    few digits are typed (ids are long); after a session, its steps."""
     from .. import completion
 
     typed = ctx.params.get(param.name or "") or ()
@@ -132,8 +132,9 @@ def complete_session_or_step(
         store = _store_as_is()
         if typed:
             return _items(completion.steps(store, typed[0], incomplete))
-        found = completion.steps(store, None, incomplete) if incomplete.isdigit() else []
-        return _items(found + completion.sessions(store, incomplete))
+        if incomplete.isdigit() and len(incomplete) < 8:
+            return _items(completion.steps(store, None, incomplete))
+        return _items(completion.sessions(store, incomplete))
     except (RwError, sqlite3.Error, OSError):
         return []
 
