@@ -13,14 +13,15 @@ __rw_complete() {
 	while IFS= read -r __rw_item; do
 		case ${__rw_item%%,*} in
 		plain) COMPREPLY+=("${__rw_item#*,}") ;;
-		dir) compopt -o dirnames 2>/dev/null ;;
-		file) compopt -o default 2>/dev/null ;;
+		dir) compopt -o dirnames 2>/dev/null || : ;;
+		file) compopt -o default 2>/dev/null || : ;;
 		esac
 	done <<<"$__rw_out"
 	return 0
 }
 
 if [[ $- == *i* ]]; then
-	\builtin complete -o nosort -F __rw_complete rw 2>/dev/null ||
-		\builtin complete -F __rw_complete rw 2>/dev/null
+	# (-o default: where rw offers nothing, such as a FILE, bash completes file names.)
+	\builtin complete -o default -o nosort -F __rw_complete rw 2>/dev/null ||
+		\builtin complete -o default -F __rw_complete rw 2>/dev/null
 fi

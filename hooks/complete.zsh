@@ -8,9 +8,9 @@
 # after `rw init`.
 
 __rw_complete() {
-	emulate -L zsh
+	# (Called by compsys, which has set the options it and this need.)
 	local -a __rw_resp __rw_plain __rw_described
-	local __rw_type __rw_key __rw_descr __rw_i
+	local __rw_type __rw_key __rw_descr __rw_i __rw_paths=
 	__rw_resp=("${(@f)$(COMP_WORDS="${words[*]}" COMP_CWORD=$((CURRENT - 1)) \
 		_RW_COMPLETE=zsh_complete "${__rw_bin:-rw}" 2>/dev/null)}")
 	# Three lines an item: its type, its value, its description (`_`: none).
@@ -25,12 +25,14 @@ __rw_complete() {
 				__rw_described+=("$__rw_key:$__rw_descr")
 			fi
 			;;
-		dir) _path_files -/ ;;
-		file) _path_files -f ;;
+		dir) __rw_paths=1 && _path_files -/ ;;
+		file) __rw_paths=1 && _path_files -f ;;
 		esac
 	done
 	((${#__rw_described})) && _describe -V unsorted __rw_described -U
 	((${#__rw_plain})) && compadd -U -V unsorted -a __rw_plain
+	# Where rw offers nothing (a FILE, a PATH, a command to guard): file names.
+	((${#__rw_described} + ${#__rw_plain})) || [[ -n $__rw_paths ]] || _files
 	return 0
 }
 

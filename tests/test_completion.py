@@ -47,6 +47,10 @@ def test_tab_completes_commands_and_session_names(daemon, shells, kind):
     assert f"session {sid} (deploy-prod):" in out and len(out.strip().splitlines()) == 3
     out = typed_with_tab(sh, f"rw export {sid[:10]}", " --from 1 --to 1")  # an id prefix
     assert "echo one" in out
+    # where rw has nothing to offer (a FILE), file names, as without rw
+    sh.run("echo 'echo from-a-file' > histfile-for-tab")
+    out = typed_with_tab(sh, "rw import bash histfile-f", " --name from-tab")
+    assert "imported 1 steps from histfile-for-tab into session" in out
 
 
 def test_zsh_lists_step_numbers_with_their_commands(daemon, shells):
