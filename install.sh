@@ -13,14 +13,15 @@ Usage: ./install.sh [--no-rc]
 
 Installs rw from this directory into its own virtual environment, links `rw`
 into the bin directory, adds one line to ~/.bashrc and ~/.zshrc (those that
-exist; a backup is made first) and starts the rw daemon. Safe to run again:
+exist; a backup is made first, the last three kept) and starts the rw daemon. Safe to run again:
 it upgrades in place and never adds a second line.
 
 Options:
   --no-rc      leave ~/.bashrc and ~/.zshrc alone
   --uninstall  stop the daemon, remove the rc lines, the link and the
                environment; what rw recorded is kept
-  --purge      with --uninstall: also delete recorded data and configuration
+  --purge      with --uninstall: also delete recorded data, configuration
+               and runtime files (socket, pid and lock files)
   -h, --help   show this help
 
 Environment:
