@@ -13,8 +13,8 @@ Usage: ./install.sh [--no-rc]
 
 Installs rw from this directory into its own virtual environment, links `rw`
 into the bin directory, adds one line to ~/.bashrc and ~/.zshrc (those that
-exist; a backup is made first, the last three kept) and starts the rw daemon. Safe to run again:
-it upgrades in place and never adds a second line.
+exist; a backup is made first, the last three kept) and starts the rw
+daemon. Safe to run again: it upgrades in place and never adds a second line.
 
 Options:
   --no-rc      leave ~/.bashrc and ~/.zshrc alone
