@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from .errors import NotFound, RwError
 from .redact import MASK
+from .rw_commands import is_rw_command
 from .store import StepRow, Store
 
 # Variables that describe the running shell or terminal rather than the work
@@ -52,11 +53,13 @@ def env_changes(
 
 
 def _completed_steps(store: Store, sid: str) -> list[StepRow]:
+    """The finished steps a user counts: rw's own (`rw log`, `rw back 2 --dry-run`)
+    are not among them, so a dry run and the real one land on the same step."""
     steps = store.steps(sid)
     # The last step still running is the `rw back` (or `rw branch`) asking.
     if steps and steps[-1].ended_at is None:
         steps.pop()
-    return steps
+    return [s for s in steps if not is_rw_command(s.command)]
 
 
 def restore_before(
@@ -89,7 +92,9 @@ def restore_before(
 def plan_back(store: Store, sid: str, n: int, now_env: dict[str, str], now_cwd: str) -> Restore:
     steps = _completed_steps(store, sid)
     if n > len(steps):
-        raise RwError(f"session {sid} has {len(steps)} finished step(s); cannot go back {n}")
+        raise RwError(
+            f"session {sid} has {len(steps)} finished step(s) besides rw's own; cannot go back {n}"
+        )
     return restore_before(store, sid, steps[-n], now_env, now_cwd)
 
 

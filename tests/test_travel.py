@@ -230,3 +230,39 @@ def test_rewind_over_a_step_with_an_empty_command(daemon, shells, tmp_path):
     assert "rw: stopped at step 2 (breakpoint" in proc.stderr
     rw("replay", sid, "--from", "2", "--no-breakpoints")
     assert (tmp_path / "three").exists()
+
+
+def test_a_dry_run_and_the_real_back_land_on_the_same_step(daemon, shells, kind):
+    """rw's own steps (the dry run, rw log) are not counted: `rw back 2` goes
+    where `rw back 2 --dry-run` said it would."""
+    sh = shells(kind)
+    for value in ("one", "two", "three"):
+        sh.run(f"export RW_A={value}")
+    dry = sh.run("rw back 2 --dry-run")
+    assert "would go back to before step 2" in dry and "export RW_A=one (was three)" in dry
+    sh.run("rw log > /dev/null")
+    sh.run("command rw show 1 > /dev/null")
+    out = sh.run("rw back 2")
+    assert "went back to before step 2" in out and "export RW_A=one (was three)" in out
+    assert sh.run("echo $RW_A") == "one"
+    # in the branch, the steps the user counts are again the ones typed
+    sh.run("export RW_A=four")
+    sh.run("rw log > /dev/null")
+    assert "went back to before step" in sh.run("rw back 1")
+    assert sh.run("echo $RW_A") == "one"
+    failed = sh.run("rw back 9; echo status=$?")
+    assert "3 finished step(s) besides rw's own" in failed and failed.endswith("status=2")
+
+
+def test_log_marks_rws_own_steps(daemon, shells, kind):
+    sh = shells(kind)
+    sh.run("echo hello")
+    sh.run("rw name marked")
+    sh.run("RW_X=1 \\rw log > /dev/null")
+    steps = rw_json("log", "marked")
+    assert [s["rw_command"] for s in steps] == [None, "name", "log"]
+    on_terminal = sh.run("rw log").splitlines()
+    assert "echo hello" in on_terminal[1] and "\x1b[2m" not in on_terminal[1]
+    for line in on_terminal[2:]:
+        assert line.startswith("\x1b[2m") and line.endswith("\x1b[0m"), repr(line)
+    assert "\x1b" not in rw("log", "marked").stdout  # dimmed only on a terminal

@@ -11,6 +11,7 @@ from ..display import escaped
 from ..errors import EXIT_INCOMPLETE, EXIT_PROBLEM, NotFound, RwError
 from ..history import current_session_id, resolve_session
 from ..hooks_render import rw_executable
+from ..rw_commands import is_rw_command
 from . import CONTEXT, cli
 from .common import get_paths, one_line, synced_store
 
@@ -213,7 +214,8 @@ def rewind_cmd(session: str, step: int, exec_: bool, dry_run: bool, yes: bool) -
             break
         mark = "  " if row.exit_code in (0, None) else "✗ "
         code = "-" if row.exit_code is None else str(row.exit_code)
-        say(f"  {mark}{row.number:>4}  {code:>4}  {one_line(row.command)}")
+        line = f"  {mark}{row.number:>4}  {code:>4}  {one_line(row.command)}"
+        say(click.style(line, dim=True) if is_rw_command(row.command) else line)
     say(f"  → {step:>4}        {one_line(target.command)}")
     failed = [r.number for r in store.steps(sid, failed=True) if r.number < step]
     say(f"failed before step {step}: {', '.join(map(str, failed)) if failed else 'none'}")
