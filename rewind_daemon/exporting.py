@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import re
-import shlex
 import time
 from dataclasses import dataclass
 
@@ -13,6 +12,7 @@ from .errors import RwError
 from .redact import MASK
 from .store import SessionRow, StepRow, Store
 from .travel import env_changes
+from .travel import quote as shell_quoted
 
 FORMATS = ("sh", "md", "json")
 DOCUMENT_FORMAT = "rw-session"
@@ -82,26 +82,6 @@ class _Envs:
         if env_id not in self._cache:
             self._cache[env_id] = self.store.env(env_id)
         return self._cache[env_id]
-
-
-_ANSI_C = re.compile(r"[\\']|" + display.CONTROL_BUT_LINES.pattern)
-
-
-def _ansi_c_char(m: re.Match[str]) -> str:
-    c = m.group()
-    if c in "\\'":
-        return "\\" + c
-    if c == "\x1b":
-        return "\\e"
-    return "".join(f"\\x{b:02x}" for b in c.encode())
-
-
-def shell_quoted(text: str) -> str:
-    """`text` as one bash word, exactly: single-quoted, or `$'...'` when it holds
-    control characters, so that reading the script shows them as escapes."""
-    if not display.has_control(text, lines=True):
-        return shlex.quote(text)
-    return "$'" + _ANSI_C.sub(_ansi_c_char, text) + "'"
 
 
 def _comment(text: str) -> str:

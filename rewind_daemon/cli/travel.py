@@ -99,7 +99,7 @@ def back_cmd(n: int, dry_run: bool, yes: bool) -> None:
     store = synced_store(get_paths())
     resolve_session(store, sid)
     assert store is not None
-    _apply(travel.plan_back(store, sid, n, dict(os.environ), os.getcwd()), shell, dry_run, yes)
+    _apply(travel.plan_back(store, sid, n, dict(os.environ), travel.here()), shell, dry_run, yes)
 
 
 @cli.command("branch", context_settings=CONTEXT)
@@ -141,7 +141,7 @@ def branch_cmd(
         store = synced_store(get_paths())
         resolve_session(store, sid)
         assert store is not None
-        plan = travel.plan_branch_from_failure(store, sid, dict(os.environ), os.getcwd())
+        plan = travel.plan_branch_from_failure(store, sid, dict(os.environ), travel.here())
         _apply(plan, shell, dry_run, yes)
         return
     if step is None:
@@ -219,7 +219,7 @@ def rewind_cmd(session: str, step: int, exec_: bool, dry_run: bool, yes: bool) -
     say(f"  → {step:>4}        {one_line(target.command)}")
     failed = [r.number for r in store.steps(sid, failed=True) if r.number < step]
     say(f"failed before step {step}: {', '.join(map(str, failed)) if failed else 'none'}")
-    plan = travel.restore_before(store, sid, target, dict(os.environ), os.getcwd())
+    plan = travel.restore_before(store, sid, target, dict(os.environ), travel.here())
     lines = travel.describe(plan, dry_run or not live, shell)
     for line in lines[1:]:
         say(escaped(line))
