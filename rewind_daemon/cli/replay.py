@@ -14,7 +14,7 @@ from .. import breakpoints as bps
 from .. import records
 from ..display import escaped
 from ..errors import EXIT_PROBLEM, RwError
-from ..history import resolve_session
+from ..history import current_session_id, resolve_session
 from ..replay import (
     BACK,
     CONTINUE,
@@ -27,9 +27,19 @@ from ..replay import (
     Controller,
     Pause,
     Replay,
+    Secret,
+    replaying_sessions,
 )
+from ..rw_commands import is_rw_command
 from . import CONTEXT, cli
-from .common import get_paths, json_option, print_json, synced_store, synced_store_for_writing
+from .common import (
+    get_config,
+    get_paths,
+    json_option,
+    print_json,
+    synced_store,
+    synced_store_for_writing,
+)
 
 _KEYS = {"c": CONTINUE, "n": NEXT, "s": SKIP, "e": EDIT, "h": SHELL, "b": BACK, "q": QUIT}
 
@@ -63,6 +73,14 @@ class TerminalController(Controller):
                 return Action(SHELL, state=(cwd, env), definitions=defs)
             return Action(kind)
 
+    def secret(self, secret: Secret) -> str:
+        click.echo(
+            f"rw: step {secret.step} holds a value stored redacted: {escaped(secret.where)}",
+            err=True,
+        )
+        what = secret.name or f"value {secret.index}, as it stood in the command"
+        return click.prompt(f"rw: {what} (not shown, not stored)", hide_input=True, err=True)
+
 
 def _subshell(
     shell: str, cwd: str, env: dict[str, str], definitions: str
@@ -91,7 +109,7 @@ def _subshell(
             )
             subprocess.call(["bash", "--rcfile", str(out / "rc"), "-i"], env=env, cwd=cwd)
         try:
-            text = (out / "env").read_text()
+            text = (out / "env").read_bytes().decode("utf-8", "surrogateescape")
             new_env = (
                 records.parse_list(text.split("\0")) if shell == "zsh"
                 else records.parse_declare(text)
@@ -114,6 +132,14 @@ def _stream(chunk: bytes) -> None:
 @click.option("--to", "last", type=click.IntRange(min=1), help="Last step to run.")
 @click.option("--step", "every_step", is_flag=True, help="Pause before every step.")
 @click.option("--no-breakpoints", is_flag=True, help="Ignore the session's breakpoints.")
+@click.option(
+    "--create-dirs", is_flag=True,
+    help="Make a step's directory when it no longer exists (default: stop before the step).",
+)  # fmt: skip
+@click.option(
+    "--env-secrets", is_flag=True,
+    help="Take a redacted NAME=<redacted> value from the variable NAME of this environment.",
+)  # fmt: skip
 @click.option("--dry-run", is_flag=True, help="List the steps that would run; run nothing.")
 def replay_cmd(
     session: str,
@@ -121,6 +147,8 @@ def replay_cmd(
     last: int | None,
     every_step: bool,
     no_breakpoints: bool,
+    create_dirs: bool,
+    env_secrets: bool,
     dry_run: bool,
 ) -> None:
     """Re-run SESSION's steps in one persistent shell, from the state before --from.
@@ -131,19 +159,34 @@ def replay_cmd(
     with --step, it pauses and asks what to do; without a terminal a
     breakpoint stops the replay with exit status 1.
 
+    rw's own commands (rw log, rw back 2, rw replay ...) are not run again:
+    each is shown, and what it changed in the shell is applied. A step runs
+    only in the directory it ran in: when that is gone the replay stops
+    (or, with --create-dirs, makes it). A value stored redacted is asked
+    for (or, with --env-secrets, taken from the environment); without a
+    terminal the replay stops before that step.
+
     \b
     Example:
         rw breakpoint add deploy --on-error
         rw replay deploy --from 40
+        API_TOKEN=... rw replay deploy --env-secrets
     """
-    store = synced_store_for_writing(get_paths())
+    p = get_paths()
+    store = synced_store_for_writing(p)
     sid = resolve_session(store, session)
+    if sid == current_session_id() or sid in replaying_sessions(store):
+        raise RwError(
+            f"this rw replay runs inside session {sid}, so it cannot replay it (that would "
+            "replay itself); replay it from another shell"
+        )
     steps = [s for s in store.steps(sid) if (first or 1) <= s.number <= (last or s.number)]
     if not steps:
         raise RwError(f"session {sid} has no steps in that range")
     if dry_run:
         for s in steps:
-            click.echo(f"{s.number:>5}  {escaped(s.command, lines=True)}")
+            mark = "  (rw's own: not run)" if is_rw_command(s.command) else ""
+            click.echo(f"{s.number:>5}  {escaped(s.command, lines=True)}{mark}")
         return
     points = bps.BreakpointSet([] if no_breakpoints else bps.listing(store, sid))
     interactive = sys.stdin.isatty() and sys.stderr.isatty()
@@ -152,7 +195,8 @@ def replay_cmd(
     replay = Replay(
         store, sid, steps, breakpoints=points, every_step=every_step,
         controller=TerminalController(shell) if interactive else Controller(), sink=_stream,
-        shell=shell,
+        shell=shell, create_dirs=create_dirs, env_secrets=env_secrets,
+        redactor=get_config(p).redactor(), say=_say,
     )  # fmt: skip
     click.echo(f"rw: replaying {len(steps)} step(s) of {escaped(sid)}", err=True)
     try:
@@ -164,6 +208,10 @@ def replay_cmd(
     if result.stopped:
         click.echo(f"rw: {escaped(result.stopped)}", err=True)
         raise SystemExit(EXIT_PROBLEM)
+
+
+def _say(line: str) -> None:
+    click.echo(f"rw: {escaped(line)}", err=True)
 
 
 @cli.group("breakpoint", context_settings=CONTEXT)
