@@ -184,7 +184,6 @@ class Replay:
                     if stop:
                         result.stopped = stop
                         break
-                    env = dict(ex.env)
                     number += 1
                     i += 1
                     continue
@@ -198,7 +197,7 @@ class Replay:
                 why_after, pause_next, then_pause = None, False, False
                 if reason and not no_pause_once:
                     action = self.controller.pause(
-                        Pause(step.number, command, reason), (ex.cwd, dict(env)), ex.definitions
+                        Pause(step.number, command, reason), (ex.cwd, dict(ex.env)), ex.definitions
                     )
                     if action.kind == QUIT:
                         result.stopped = f"quit before step {step.number}"
@@ -225,8 +224,7 @@ class Replay:
                             )
                             continue
                         states.pop()
-                        env = back_env
-                        ex = ex.restart(cwd, env, ex.definitions())
+                        ex = ex.restart(cwd, back_env, ex.definitions())
                         i, no_pause_once = j, True
                         continue
                     if action.kind == EDIT and action.command:
@@ -239,14 +237,13 @@ class Replay:
                     result.stopped = stop
                     break
                 runnable = self._fill_secrets(step.number, command)
-                states.append((i, ex.cwd, dict(env)))
+                states.append((i, ex.cwd, dict(ex.env)))
                 res = self._run_step(ex, sid, number, runnable, recorded=command)
                 result.ran.append(step.number)
                 number += 1
                 if res.exit_code is None:
                     result.stopped = f"the shell exited during step {step.number}"
                     break
-                env = res.env
                 hit = self.breakpoints.after(res.exit_code, res.output.decode(errors="replace"))
                 why_after = hit.describe() if hit else None
                 pause_next = then_pause

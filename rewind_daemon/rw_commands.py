@@ -4,8 +4,8 @@ Decided from the command text when it is asked, so sessions recorded before
 this existed are read the same way. A step is rw's own when the first simple
 command of its line runs rw: `rw`, `\\rw`, `'rw'`, `command rw`, a path
 ending in `/rw`, after `NAME=value` assignments, `env`, `sudo`, `exec`,
-`time` or `noglob`. `rw back N`, `rw branch` and the breakpoints count past
-these steps, `rw log` marks them, and replay never runs them again.
+`time` or `noglob`. `rw back N` and `rw branch` count past these steps,
+`rw log` marks them, and replay never runs them again.
 """
 
 from __future__ import annotations

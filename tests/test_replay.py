@@ -433,6 +433,9 @@ def test_back_at_a_pause_when_the_directory_was_deleted(daemon, shells, tmp_path
     p.sendline("b")
     p.expect_exact(f"cannot go back to step 3: its directory {work} no longer exists")
     p.expect_exact(PROMPT)
+    p.sendline("h")  # a shell in the paused state: there is no such directory
+    p.expect_exact(f"no shell: the paused directory {work} no longer exists")
+    p.expect_exact(PROMPT)
     p.sendline("q")
     p.expect(pexpect.EOF)
     p.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -69,6 +70,10 @@ class TerminalController(Controller):
                 return Action(EDIT, command=click.prompt(f"rw: command [{shown}]",
                               default=pause.command, show_default=False, err=True))  # fmt: skip
             if kind == SHELL:
+                if not os.path.isdir(state[0]):
+                    click.echo(f"rw: no shell: the paused directory {escaped(state[0])} "
+                               "no longer exists", err=True)  # fmt: skip
+                    continue
                 cwd, env, defs = _subshell(self.shell, *state, definitions())
                 return Action(SHELL, state=(cwd, env), definitions=defs)
             return Action(kind)
