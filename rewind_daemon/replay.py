@@ -179,7 +179,11 @@ class Replay:
                 step = self.steps[i]
                 command = step.command
                 if rw_verb(command) is not None:
-                    # rw's own (rw log, rw back 2, rw replay ...): never run again
+                    # rw's own (rw log, rw back 2, rw replay ...): never run again;
+                    # a breakpoint on it pauses before the next step instead
+                    bp = self.breakpoints.before(step.number, command)
+                    if bp and not why_after:
+                        why_after = f"{bp.describe()} (on rw's own step {step.number})"
                     stop = self._apply_rw_step(ex, sid, number, step)
                     if stop:
                         result.stopped = stop

@@ -440,3 +440,29 @@ def test_back_at_a_pause_when_the_directory_was_deleted(daemon, shells, tmp_path
     p.expect(pexpect.EOF)
     p.close()
     assert p.exitstatus == 1 and "Traceback" not in p.before
+
+
+@pytest.mark.parametrize("kind", ["bash", "zsh"])
+def test_a_replay_keeps_bytes_that_are_not_utf8(daemon, shells, kind, tmp_path):
+    sh = shells(kind)
+    sh.run("rw name raw")
+    sh.run(f"cd {tmp_path}")
+    sh.run("export RW_A=$'\\xff\\xfe' RW_B=$'ok\\xffmid\\xc3\\xa9end'")
+    sh.run('printf %s "$RW_A|$RW_B" > out.bin')
+    sh.run("true")
+    (tmp_path / "out.bin").unlink()
+    rw("breakpoint", "add", "raw", "--step", "1")  # on rw's own step: pauses before step 2
+    proc = fenced_replay("raw", "--from", "1")
+    assert (
+        proc.returncode == 1
+        and "stopped at step 2 (the step before hit breakpoint at step 1 (on rw's own step 1))"
+        in proc.stderr
+    )
+    proc = fenced_replay("raw", "--from", "4", "--no-breakpoints")  # from the stored state
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out.bin").read_bytes() == b"\xff\xfe|ok\xffmid\xc3\xa9end"
+    proc = fenced_replay("raw", "--from", "3", "--no-breakpoints")  # through the executor
+    assert proc.returncode == 0, proc.stderr
+    replayed = [s for s in rw_json("sessions") if s["origin"] == "replay"][0]["id"]
+    env = rw_json("show", replayed, "5")["env"]
+    assert env["RW_A"] == "\udcff\udcfe" and env["RW_B"] == "ok\udcffmidéend"
