@@ -330,8 +330,9 @@ def test_a_shell_cannot_replay_its_own_session(daemon, shells, kind):
     assert not [s for s in rw_json("sessions") if s["origin"] == "replay"]
 
 
-def test_a_replayed_rw_back_applies_what_it_changed(daemon, shells, tmp_path):
-    sh = shells("bash")
+@pytest.mark.parametrize("kind", ["bash", "zsh"])
+def test_a_replayed_rw_back_applies_what_it_changed(daemon, shells, kind, tmp_path):
+    sh = shells(kind)
     sh.run("rw name travelled")
     sh.run(f"cd {tmp_path}")
     sh.run("export RW_A=one")
@@ -372,9 +373,9 @@ def test_a_step_whose_directory_is_gone_never_runs_elsewhere(daemon, shells, kin
     assert list(elsewhere.iterdir()) == []
 
 
-@pytest.fixture
-def secret_session(daemon, shells, tmp_path):
-    sh = shells("bash")
+@pytest.fixture(params=["bash", "zsh"])
+def secret_session(daemon, shells, tmp_path, request):
+    sh = shells(request.param)
     sh.run("rw name secret")
     sh.run(f"cd {tmp_path}")
     sh.run("export API_TOKEN='hunter2 x'")
