@@ -19,6 +19,8 @@ _WRAPPERS = frozenset({"command", "exec", "time", "noglob", "nocorrect", "env", 
 _WITH_ARGUMENT = frozenset({"-u", "-g", "-C", "-D", "-h", "-p", "-r", "-t", "-U", "-S", "-P"})
 _ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\[[^]]*\])?\+?=")
 _OPERATOR = frozenset(";&|()<>")
+# `rw` as a word of its own, or the end of a path: only such lines are split.
+_RW_WORD = re.compile(r"""(?<![^\s/'"\\(;&|])rw(?![^\s'";&|)])""")
 # Verbs whose run changed the shell that typed them (through the rw function).
 SHELL_CHANGING = frozenset({"back", "branch", "rewind"})
 
@@ -45,7 +47,7 @@ def _first_words(command: str, limit: int = 24) -> list[str]:
 def rw_verb(command: str) -> str | None:
     """The verb of the rw command `command` runs ("" for a bare `rw` or
     `rw --help`), or None when its first simple command is not rw."""
-    if "rw" not in command:
+    if "rw" not in command or not _RW_WORD.search(command):
         return None  # most lines: no need to split them
     words = _first_words(command)
     i = 0
