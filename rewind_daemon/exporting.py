@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from . import __version__, display
 from .errors import RwError
 from .redact import MASK
+from .rw_commands import is_rw_command
 from .store import SessionRow, StepRow, Store
 from .travel import env_changes
 from .travel import quote as shell_quoted
@@ -18,10 +19,8 @@ FORMATS = ("sh", "md", "json")
 DOCUMENT_FORMAT = "rw-session"
 DOCUMENT_VERSION = 1
 
+
 # `rw name`, `rw back`, ...: they act on the recording, not on the work recorded.
-_RW_COMMAND = re.compile(r"\s*(?:\\?command\s+)?rw(?:\s|\Z)")
-
-
 @dataclass(frozen=True)
 class Selection:
     """The session and the steps chosen for an export."""
@@ -146,7 +145,7 @@ def to_script(store: Store, sel: Selection, *, include_failed: bool = False) -> 
         wanted = envs.get(recorded)
         if step.env_id is not None:
             recorded = step.env_id
-        if _RW_COMMAND.match(step.command):
+        if is_rw_command(step.command):
             out.append(f"# step {step.number}, an rw command, is left out:")
             out += _commented(step.command)
             continue
