@@ -110,28 +110,39 @@ def replaying_sessions(store: Store) -> set[str]:
     each replay among its ancestor processes, and the session it replays. A
     replay refuses them (a step that replays its own session would start
     replays without end)."""
-    ancestors = _ancestor_pids()
+    ancestors = _ancestors()
     part_of: set[str] = set()
     for row in store.sessions():
-        if row.origin == "replay" and row.ended_at is None and row.pid in ancestors:
-            part_of.add(row.id)
-            if row.parent_id:
-                part_of.add(row.parent_id)
+        if row.origin != "replay" or row.ended_at is not None or row.pid not in ancestors:
+            continue
+        if ancestors[row.pid] > row.started_at + 1:
+            continue  # a pid used again since (a replay that was killed)
+        part_of.add(row.id)
+        if row.parent_id:
+            part_of.add(row.parent_id)
     return part_of
 
 
-def _ancestor_pids() -> set[int]:
-    pids: set[int] = set()
+def _ancestors() -> dict[int, float]:
+    """This process's ancestors: pid -> when it started (seconds since 1970)."""
+    try:
+        with open("/proc/stat", "rb") as f:
+            boot = next(float(line.split()[1]) for line in f if line.startswith(b"btime "))
+        tick = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, StopIteration):
+        return {}
+    found: dict[int, float] = {}
     pid = os.getppid()
-    while pid > 1 and pid not in pids:
-        pids.add(pid)
+    while pid > 1 and pid not in found:
         try:
             with open(f"/proc/{pid}/stat", "rb") as f:
                 # pid (comm) state ppid ...: comm may hold spaces and parentheses
-                pid = int(f.read().rsplit(b")", 1)[1].split()[1])
+                fields = f.read().rsplit(b")", 1)[1].split()
+            found[pid] = boot + int(fields[19]) / tick
+            pid = int(fields[1])
         except (OSError, ValueError, IndexError):
             break
-    return pids
+    return found
 
 
 class Replay:

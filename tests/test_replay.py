@@ -467,3 +467,30 @@ def test_a_replay_keeps_bytes_that_are_not_utf8(daemon, shells, kind, tmp_path):
     replayed = [s for s in rw_json("sessions") if s["origin"] == "replay"][0]["id"]
     env = rw_json("show", replayed, "5")["env"]
     assert env["RW_A"] == "\udcff\udcfe" and env["RW_B"] == "ok\udcffmidéend"
+
+
+def test_a_killed_replay_whose_pid_came_back_blocks_nothing(daemon, tmp_path):
+    """A replay killed before it could end its session leaves it open; when its pid
+    is used again by a process above a new replay, that is not the old replay."""
+    import time
+
+    from rewind_daemon import paths
+    from rewind_daemon.store import Store
+    from rewind_daemon.travel import new_session_id
+
+    from .test_cli_export import import_document
+
+    ok = {"exit_code": 0, "cwd_before": str(tmp_path), "cwd_after": str(tmp_path)}
+    source = import_document(tmp_path / "s.json", {"name": "old", "shell": "bash"},
+                             [{"command": "echo ran > ran.txt", **ok}])  # fmt: skip
+    store = Store(paths.resolve().db)
+    with store.transaction():
+        store.upsert_session(
+            new_session_id(), parent_id=source, shell="bash", shell_version="",
+            pid=os.getpid(), tty=None, started_at=time.time() - 3600, cwd=str(tmp_path),
+            host="", user="", origin="replay",
+        )  # fmt: skip
+    store.close()
+    proc = fenced_replay(source)  # this test's process is the replay's parent
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "ran.txt").read_text() == "ran\n"
