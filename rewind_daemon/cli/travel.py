@@ -87,7 +87,8 @@ def back_cmd(n: int, dry_run: bool, yes: bool) -> None:
     Restores the working directory, the exported environment (set, changed
     and unset variables) and the files of watched paths (shown first, and
     asked unless --yes). What you run next goes to a new branch session;
-    the history so far is kept. N defaults to 1.
+    the history so far is kept. N defaults to 1 and counts the commands you
+    ran: rw's own (rw log, rw back --dry-run ...) are not counted.
 
     \b
     Example:
