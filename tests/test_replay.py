@@ -361,6 +361,8 @@ def test_a_step_whose_directory_is_gone_never_runs_elsewhere(daemon, shells, kin
     for f in gone.iterdir():
         f.unlink()
     gone.rmdir()
+    listed = replay("dirs", "--dry-run").stdout
+    assert f"echo written > out.txt  (its directory {gone} no longer exists)" in listed
     proc = fenced_replay("dirs", "--from", "2", cwd=elsewhere)
     assert proc.returncode == 1, proc.stderr
     assert f"stopped before step 3: its directory {gone} no longer exists" in proc.stderr
@@ -387,6 +389,8 @@ def secret_session(daemon, shells, tmp_path, request):
 
 def test_a_redacted_step_without_a_terminal_stops_naming_it(secret_session):
     work = secret_session
+    listed = replay("secret", "--dry-run").stdout
+    assert "export API_TOKEN=<redacted>  (asks for a value stored redacted)" in listed
     env = {k: v for k, v in os.environ.items() if k != "API_TOKEN"}
     proc = fenced_replay("secret", "--from", "2", env=env)
     assert proc.returncode == 1, proc.stderr

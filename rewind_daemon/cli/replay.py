@@ -16,6 +16,7 @@ from .. import records
 from ..display import escaped
 from ..errors import EXIT_PROBLEM, RwError
 from ..history import current_session_id, resolve_session
+from ..redact import MASK
 from ..replay import (
     BACK,
     CONTINUE,
@@ -32,6 +33,7 @@ from ..replay import (
     replaying_sessions,
 )
 from ..rw_commands import is_rw_command
+from ..store import StepRow
 from . import CONTEXT, cli
 from .common import (
     get_config,
@@ -190,8 +192,7 @@ def replay_cmd(
         raise RwError(f"session {sid} has no steps in that range")
     if dry_run:
         for s in steps:
-            mark = "  (rw's own: not run)" if is_rw_command(s.command) else ""
-            click.echo(f"{s.number:>5}  {escaped(s.command, lines=True)}{mark}")
+            click.echo(f"{s.number:>5}  {escaped(s.command, lines=True)}{_note(s)}")
         return
     points = bps.BreakpointSet([] if no_breakpoints else bps.listing(store, sid))
     interactive = sys.stdin.isatty() and sys.stderr.isatty()
@@ -213,6 +214,18 @@ def replay_cmd(
     if result.stopped:
         click.echo(f"rw: {escaped(result.stopped)}", err=True)
         raise SystemExit(EXIT_PROBLEM)
+
+
+def _note(step: StepRow) -> str:
+    """What a dry run says of a step that will not simply run."""
+    if is_rw_command(step.command):
+        return "  (rw's own: not run)"
+    notes = []
+    if MASK in step.command:
+        notes.append("asks for a value stored redacted")
+    if step.cwd_before and not os.path.isdir(step.cwd_before):
+        notes.append(f"its directory {escaped(step.cwd_before)} no longer exists")
+    return f"  ({'; '.join(notes)})" if notes else ""
 
 
 def _say(line: str) -> None:
