@@ -300,6 +300,9 @@ def test_bytes_that_are_not_utf8_come_back_exact(daemon, shells, kind):
     shown = rw_json("show", "bytes", "3")["env"]
     assert shown["RW_A"] == "\udcff\udcfe"  # exact in JSON, as \udcff escapes
     assert "RW_A=\\xff\\xfe" in rw("show", "bytes", "3", "--env").stdout
+    for fmt in ("sh", "md", "json"):  # exports too: no traceback, bytes kept
+        exported = rw("export", "bytes", "--format", fmt, "--from", "3").stdout
+        assert fmt != "sh" or "export RW_A=$'\\xff\\xfe'" in exported
 
 
 TERMINAL = {"TMUX": "/tmp/tmux-0/default,11,0", "TMUX_PANE": "%1", "WINDOWID": "111",
