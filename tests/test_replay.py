@@ -327,6 +327,7 @@ def test_a_shell_cannot_replay_its_own_session(daemon, shells, kind):
     sh.run("echo one")
     out = sh.run("rw replay current; echo status=$?")
     assert "cannot replay it" in out and out.endswith("status=2"), out
+    assert "    1  echo one\n" in sh.run("rw replay current --dry-run")  # only shows
     assert not [s for s in rw_json("sessions") if s["origin"] == "replay"]
 
 

@@ -182,11 +182,6 @@ def replay_cmd(
     p = get_paths()
     store = synced_store_for_writing(p)
     sid = resolve_session(store, session)
-    if sid == current_session_id() or sid in replaying_sessions(store):
-        raise RwError(
-            f"this rw replay runs inside session {sid}, so it cannot replay it (that would "
-            "replay itself); replay it from another shell"
-        )
     steps = [s for s in store.steps(sid) if (first or 1) <= s.number <= (last or s.number)]
     if not steps:
         raise RwError(f"session {sid} has no steps in that range")
@@ -194,6 +189,11 @@ def replay_cmd(
         for s in steps:
             click.echo(f"{s.number:>5}  {escaped(s.command, lines=True)}{_note(s)}")
         return
+    if sid == current_session_id() or sid in replaying_sessions(store):
+        raise RwError(
+            f"this rw replay runs inside session {sid}, so it cannot replay it (that would "
+            "replay itself); replay it from another shell"
+        )
     points = bps.BreakpointSet([] if no_breakpoints else bps.listing(store, sid))
     interactive = sys.stdin.isatty() and sys.stderr.isatty()
     row = store.get_session(sid)
