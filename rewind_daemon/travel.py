@@ -303,4 +303,6 @@ def state_after(store: Store, sid: str, step: int, now_env: dict[str, str]) -> S
                 env[name] = now_env[name]
             continue
         env[name] = value
-    return ShellState(cwd if os.path.isdir(cwd) else here(), env, redacted)
+    # A directory gone since: here, or home when here is gone too.
+    cwd = next((d for d in (cwd, here(), os.path.expanduser("~")) if os.path.isdir(d)), "/")
+    return ShellState(cwd, env, redacted)
