@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -357,3 +358,23 @@ def test_back_and_branch_in_a_deleted_directory(daemon, shells, kind, tmp_path):
     if kind == "zsh":
         sh.p.send("\x15")  # the failed command waits on the command line: clear it
     assert sh.run("echo ${RW_A-unset}") == "unset"
+
+
+def test_branch_exec_from_a_deleted_directory_into_one_gone_too(daemon, tmp_path):
+    import subprocess
+
+    from .conftest import RW
+    from .test_cli_export import import_document
+
+    gone = tmp_path / "gone"
+    ok = {"exit_code": 0, "cwd_before": str(gone), "cwd_after": str(gone)}
+    sid = import_document(tmp_path / "s.json", {"name": "x", "shell": "bash"},
+                          [{"command": "echo hi", **ok}])  # fmt: skip
+    gone.mkdir()
+    script = f"cd {gone} && rmdir {gone} && echo 'pwd; exit 0' | {RW} branch {sid} 1 --exec"
+    home = tmp_path / "home"
+    home.mkdir()
+    proc = subprocess.run(["sh", "-c", script], capture_output=True, text=True,
+                          env={**os.environ, "HOME": str(home)}, timeout=60)  # fmt: skip
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stdout.splitlines()[-1] == str(home)  # pwd, in the shell it opened
