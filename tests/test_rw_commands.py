@@ -28,7 +28,7 @@ from rewind_daemon.rw_commands import rw_verb
         ("ls; rw log", None),
         ("echo rw back", None),
         ("rwx back", None),
-        ("cd /tmp/rw", None),
+        ("cd ~/src/rw", None),
         ("grep -r rw .", None),
         ("./rw-tool back", None),
         ("", None),

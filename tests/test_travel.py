@@ -306,7 +306,7 @@ def test_bytes_that_are_not_utf8_come_back_exact(daemon, shells, kind):
         assert fmt != "sh" or "export RW_A=$'\\xff\\xfe'" in exported
 
 
-TERMINAL = {"TMUX": "/tmp/tmux-0/default,11,0", "TMUX_PANE": "%1", "WINDOWID": "111",
+TERMINAL = {"TMUX": "tmux-a/default,11,0", "TMUX_PANE": "%1", "WINDOWID": "111",
             "SSH_TTY": "/dev/pts/7", "TERM_SESSION_ID": "w0t0p0:a"}  # fmt: skip
 
 
@@ -315,7 +315,7 @@ def test_rewind_into_another_terminal_leaves_terminal_bound_variables(daemon, sh
     sh.run("rw name term")
     sh.run("export RW_A=one")
     sh.run("export RW_A=two")
-    theirs = {"TMUX": "/tmp/tmux-0/other,22,1", "TMUX_PANE": "%7", "WINDOWID": "222",
+    theirs = {"TMUX": "tmux-b/other,22,1", "TMUX_PANE": "%7", "WINDOWID": "222",
               "SSH_TTY": "/dev/pts/9", "TERM_SESSION_ID": "w1t1p1:b"}  # fmt: skip
     other = shells(kind, env=theirs)
     out = other.run("rw rewind term 3")
