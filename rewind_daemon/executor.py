@@ -60,6 +60,14 @@ SHELL_ARGS = {"bash": ["--norc", "--noprofile", "-c"], "zsh": ["-f", "-c"]}
 OutputSink = Callable[[bytes], None]
 
 
+def _here() -> str:
+    """The current directory; "/" when it was deleted (a shell must start somewhere)."""
+    try:
+        return os.getcwd()
+    except OSError:
+        return "/"
+
+
 def _place_fds(commands: int, report: int) -> None:
     """In the child: the command pipe on fd 3, the report pipe on fd 4."""
     high_c = fcntl.fcntl(commands, fcntl.F_DUPFD, 10)
@@ -91,8 +99,9 @@ class Executor:
         cmd_r, self._cmd_w = os.pipe()
         self._rep_r, rep_w = os.pipe()
         env = {k: v for k, v in env.items() if k != "__RW_MARK"}
+        self.env = dict(env)  # the shell's exported environment, as of the last step
         env["__RW_MARK"] = self.mark
-        self.cwd = cwd if os.path.isdir(cwd) else os.getcwd()
+        self.cwd = cwd if os.path.isdir(cwd) else _here()
         self.shell = shell
         self.proc = subprocess.Popen(
             [shell, *SHELL_ARGS[shell], _LOOPS[shell]],
@@ -117,7 +126,8 @@ class Executor:
         if "\0" in command:
             raise RwError("a command cannot contain a NUL byte")
         try:
-            os.write(self._cmd_w, command.encode() + b"\0")
+            # Bytes that are not UTF-8 (kept as surrogates) go as they came.
+            os.write(self._cmd_w, command.encode("utf-8", "surrogateescape") + b"\0")
         except BrokenPipeError:
             raise ShellGone("the shell has exited") from None
         mark = b"\n" + self.mark.encode() + b"\n"
@@ -151,16 +161,25 @@ class Executor:
                 if not chunk:
                     return self._gone(output, sink)
                 self._rep_buf += chunk
-                for item, end in records.parse(self._rep_buf):
-                    self._rep_buf = self._rep_buf[end:]
-                    if isinstance(item, records.Record) and item.type == "R":
-                        report = item.fields
-                    break
+                report = self._report()
         code, pipestatus, cwd, fmt = report[:4]
         env = records.parse_env(fmt, report[4:])
         env.pop("__RW_MARK", None)
-        self.cwd = cwd
+        self.cwd, self.env = cwd, env
         return StepResult(int(code), pipestatus, cwd, env, bytes(output))
+
+    def _report(self) -> list[str] | None:
+        """The fields of the shell's report, once it is whole. Read here rather
+        than by records.parse: values that are not UTF-8 must keep their bytes
+        (as surrogates), where the spool reader replaces them."""
+        end = self._rep_buf.find(records.END)
+        if end < 0:
+            return None
+        body, self._rep_buf = self._rep_buf[:end], self._rep_buf[end + len(records.END) :]
+        fields = [f.decode("utf-8", "surrogateescape") for f in body.split(b"\0")]
+        if fields[:2] != [records.MAGIC[:-1].decode(), "R"] or len(fields) < 6:
+            raise RwError("the replay's shell sent a report rw cannot read")
+        return fields[2:]
 
     def definitions(self) -> str:
         """This shell's functions and aliases, as code another shell can run."""

@@ -4,24 +4,23 @@ from __future__ import annotations
 
 import base64
 import re
-import shlex
 import time
 from dataclasses import dataclass
 
 from . import __version__, display
 from .errors import RwError
 from .redact import MASK
+from .rw_commands import is_rw_command
 from .store import SessionRow, StepRow, Store
 from .travel import env_changes
+from .travel import quote as shell_quoted
 
 FORMATS = ("sh", "md", "json")
 DOCUMENT_FORMAT = "rw-session"
 DOCUMENT_VERSION = 1
 
+
 # `rw name`, `rw back`, ...: they act on the recording, not on the work recorded.
-_RW_COMMAND = re.compile(r"\s*(?:\\?command\s+)?rw(?:\s|\Z)")
-
-
 @dataclass(frozen=True)
 class Selection:
     """The session and the steps chosen for an export."""
@@ -82,26 +81,6 @@ class _Envs:
         if env_id not in self._cache:
             self._cache[env_id] = self.store.env(env_id)
         return self._cache[env_id]
-
-
-_ANSI_C = re.compile(r"[\\']|" + display.CONTROL_BUT_LINES.pattern)
-
-
-def _ansi_c_char(m: re.Match[str]) -> str:
-    c = m.group()
-    if c in "\\'":
-        return "\\" + c
-    if c == "\x1b":
-        return "\\e"
-    return "".join(f"\\x{b:02x}" for b in c.encode())
-
-
-def shell_quoted(text: str) -> str:
-    """`text` as one bash word, exactly: single-quoted, or `$'...'` when it holds
-    control characters, so that reading the script shows them as escapes."""
-    if not display.has_control(text, lines=True):
-        return shlex.quote(text)
-    return "$'" + _ANSI_C.sub(_ansi_c_char, text) + "'"
 
 
 def _comment(text: str) -> str:
@@ -166,7 +145,7 @@ def to_script(store: Store, sel: Selection, *, include_failed: bool = False) -> 
         wanted = envs.get(recorded)
         if step.env_id is not None:
             recorded = step.env_id
-        if _RW_COMMAND.match(step.command):
+        if is_rw_command(step.command):
             out.append(f"# step {step.number}, an rw command, is left out:")
             out += _commented(step.command)
             continue

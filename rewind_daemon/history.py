@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from .errors import NotFound, RwError
+from .rw_commands import rw_verb
 from .store import SessionRow, StepRow, Store
 
 
@@ -53,6 +54,11 @@ class Step:
         return round((r.ended_at - r.started_at) * 1000, 3)
 
     @property
+    def rw_command(self) -> str | None:
+        """The verb when this step ran rw itself (`rw log`: "log"), else None."""
+        return rw_verb(self.row.command)
+
+    @property
     def pipestatus(self) -> list[int]:
         raw = self.row.pipestatus or ""
         return [int(x) for x in raw.split() if x.lstrip("-").isdigit()]
@@ -70,6 +76,7 @@ class Step:
             "started_at": iso(r.started_at),
             "ended_at": iso(r.ended_at),
             "duration_ms": self.duration_ms,
+            "rw_command": self.rw_command,
         }
 
 

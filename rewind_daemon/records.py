@@ -238,18 +238,29 @@ _ANSI_SIMPLE = {
 
 
 def _ansi_unquote(s: str) -> str:
-    def sub(m: re.Match[str]) -> str:
+    """The value of a bash $'...' body. \\xHH and \\ooo are bytes: what is not
+    UTF-8 among them is kept as surrogates (surrogateescape), so the bytes come
+    back exact."""
+    out = bytearray()
+    pos = 0
+    for m in _ANSI.finditer(s):
+        out += s[pos : m.start()].encode("utf-8", "surrogateescape")
+        pos = m.end()
         e = m.group(1)
-        if e[0] in "xuU":
+        if e[0] == "x":
+            out.append(int(e[1:], 16))
+        elif e[0] in "uU":
             code = int(e[1:], 16)
-            return chr(code) if code <= 0x10FFFF else "\ufffd"
-        if e[0] in "01234567":
-            return chr(int(e, 8))
-        if e[0] == "c":
-            return chr(ord(e[1]) & 0x1F)
-        return _ANSI_SIMPLE.get(e, "\\" + e)
-
-    return _ANSI.sub(sub, s)
+            ok = code <= 0x10FFFF and not 0xD800 <= code <= 0xDFFF
+            out += (chr(code) if ok else "\ufffd").encode("utf-8")
+        elif e[0] in "01234567":
+            out.append(int(e, 8) & 0xFF)
+        elif e[0] == "c":
+            out.append(ord(e[1]) & 0x1F)
+        else:
+            out += _ANSI_SIMPLE.get(e, "\\" + e).encode("utf-8", "surrogateescape")
+    out += s[pos:].encode("utf-8", "surrogateescape")
+    return out.decode("utf-8", "surrogateescape")
 
 
 _DQ_VALUE = re.compile(r'"((?:[^"\\]|\\.)*)"', re.S)
@@ -321,10 +332,11 @@ def parse_zsh_export(text: str) -> dict[str, str]:
     zsh prints a value bare, in single quotes ('it'\\''s'), or as $'...' with
     \\n, \\t, \\\\, \\', \\uXXXX, \\UXXXXXXXX, \\C-X (control) and \\M-X (the byte
     with its high bit set) for what it cannot print. Escaped bytes are
-    decoded as UTF-8, invalid sequences replaced, as everywhere in records.
-    (zsh writes a C1 control character and the raw byte alike, \\M-\\C-X: those
-    come back replaced. It lists an exported array, which is not in the
-    environment, as NAME=( ... ): skipped.)
+    decoded as UTF-8; bytes that are not UTF-8 are kept as surrogates
+    (surrogateescape), so they come back exact. (zsh writes a C1 control
+    character and the raw byte alike, \\M-\\C-X: those come back as the byte.
+    It lists an exported array, which is not in the environment, as
+    NAME=( ... ): skipped.)
     """
     env: dict[str, str] = {}
     i, n = 0, len(text)
@@ -358,7 +370,7 @@ def _zsh_word(text: str, i: int) -> tuple[str, int]:
             i = j + 1
         elif c == "$" and text.startswith("$'", i):
             raw, i = _zsh_dollar(text, i + 2)
-            out.append(raw.decode("utf-8", "replace"))
+            out.append(raw.decode("utf-8", "surrogateescape"))
         elif c == "\\" and i + 1 < n:
             out.append(text[i + 1])
             i += 2

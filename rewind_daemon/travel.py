@@ -8,13 +8,33 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
+from . import display
 from .errors import NotFound, RwError
 from .redact import MASK
+from .rw_commands import is_rw_command
 from .store import StepRow, Store
 
+# Variables bound to the terminal (or multiplexer pane, or connection) a shell
+# runs in: copied into another terminal's shell they would point it at the
+# first one's pane, window, tty or display. The README lists them.
+TERMINAL_BOUND = frozenset({
+    "TERM", "COLORTERM", "TERM_PROGRAM", "TERM_PROGRAM_VERSION", "TERM_SESSION_ID",
+    "TMUX", "TMUX_PANE", "STY", "WINDOW", "ZELLIJ", "ZELLIJ_PANE_ID", "ZELLIJ_SESSION_NAME",
+    "WINDOWID", "DISPLAY", "WAYLAND_DISPLAY", "XAUTHORITY",
+    "SSH_TTY", "SSH_CONNECTION", "SSH_CLIENT", "SSH_AUTH_SOCK", "GPG_TTY",
+    "VTE_VERSION", "GNOME_TERMINAL_SCREEN", "GNOME_TERMINAL_SERVICE",
+    "KONSOLE_DBUS_SERVICE", "KONSOLE_DBUS_SESSION", "KONSOLE_DBUS_WINDOW", "KONSOLE_VERSION",
+    "ITERM_SESSION_ID", "KITTY_WINDOW_ID", "KITTY_PID", "KITTY_LISTEN_ON",
+    "ALACRITTY_WINDOW_ID", "ALACRITTY_SOCKET", "WEZTERM_PANE", "WEZTERM_UNIX_SOCKET",
+    "TERMINATOR_UUID", "TILIX_ID", "WT_SESSION", "WT_PROFILE_ID", "INSIDE_EMACS",
+    "VSCODE_IPC_HOOK_CLI", "VSCODE_GIT_IPC_HANDLE",
+})  # fmt: skip
 # Variables that describe the running shell or terminal rather than the work
 # done in it: going back leaves them alone.
-UNTOUCHED = frozenset({"_", "PWD", "OLDPWD", "SHLVL", "RW_SESSION", "RW_EVAL", "COLUMNS", "LINES"})
+UNTOUCHED = (
+    frozenset({"_", "PWD", "OLDPWD", "SHLVL", "RW_SESSION", "RW_EVAL", "COLUMNS", "LINES"})
+    | TERMINAL_BOUND
+)
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
@@ -39,6 +59,37 @@ class Restore:
         return self.cwd is None and not self.set_env and not self.unset_env
 
 
+def here() -> str:
+    """The current directory, or where the shell thinks it is ($PWD, "" unset)
+    when it was deleted (os.getcwd() raises then)."""
+    try:
+        return os.getcwd()
+    except OSError:
+        return os.environ.get("PWD", "")
+
+
+_ANSI_C = re.compile(r"[\\']|" + display.CONTROL_BUT_LINES.pattern)
+
+
+def _ansi_c_char(m: re.Match[str]) -> str:
+    c = m.group()
+    if c in "\\'":
+        return "\\" + c
+    if c == "\x1b":
+        return "\\e"
+    # a byte that was not UTF-8 (a surrogate) is that byte again
+    return "".join(f"\\x{b:02x}" for b in c.encode("utf-8", "surrogateescape"))
+
+
+def quote(text: str) -> str:
+    """`text` as one bash or zsh word that gives back its exact bytes:
+    single-quoted, or `$'...'` when it holds control characters or bytes that
+    are not UTF-8, so that the code shows them as escapes."""
+    if not display.has_control(text, lines=True):
+        return shlex.quote(text)
+    return "$'" + _ANSI_C.sub(_ansi_c_char, text) + "'"
+
+
 def env_changes(
     before: dict[str, str], after: dict[str, str]
 ) -> list[tuple[str, str | None, str | None]]:
@@ -52,11 +103,13 @@ def env_changes(
 
 
 def _completed_steps(store: Store, sid: str) -> list[StepRow]:
+    """The finished steps a user counts: rw's own (`rw log`, `rw back 2 --dry-run`)
+    are not among them, so a dry run and the real one land on the same step."""
     steps = store.steps(sid)
     # The last step still running is the `rw back` (or `rw branch`) asking.
     if steps and steps[-1].ended_at is None:
         steps.pop()
-    return steps
+    return [s for s in steps if not is_rw_command(s.command)]
 
 
 def restore_before(
@@ -64,11 +117,10 @@ def restore_before(
 ) -> Restore:
     plan = Restore(session=sid, target=target, branch_point=target.number - 1)
     cwd = target.cwd_before
-    if cwd and os.path.realpath(cwd) != os.path.realpath(now_cwd):
-        if os.path.isdir(cwd):
-            plan.cwd = cwd
-        else:
-            plan.cwd_missing = True
+    if cwd and not os.path.isdir(cwd):
+        plan.cwd_missing = True  # (also when the shell is still in it, deleted)
+    elif cwd and os.path.realpath(cwd) != os.path.realpath(now_cwd):
+        plan.cwd = cwd
     env_id = store.env_before(sid, target.number)
     if env_id is None:
         plan.env_known = False
@@ -89,7 +141,9 @@ def restore_before(
 def plan_back(store: Store, sid: str, n: int, now_env: dict[str, str], now_cwd: str) -> Restore:
     steps = _completed_steps(store, sid)
     if n > len(steps):
-        raise RwError(f"session {sid} has {len(steps)} finished step(s); cannot go back {n}")
+        raise RwError(
+            f"session {sid} has {len(steps)} finished step(s) besides rw's own; cannot go back {n}"
+        )
     return restore_before(store, sid, steps[-n], now_env, now_cwd)
 
 
@@ -122,7 +176,7 @@ def step_checkpoint(store: Store, sid: str, step: int) -> int | None:
 
 def shell_code(plan: Restore, shell: str) -> str:
     """Code for the `rw` shell function to evaluate (bash and zsh alike)."""
-    q = shlex.quote
+    q = quote
     lines = []
     if plan.cwd is not None:
         lines.append(f"\\builtin cd -- {q(plan.cwd)}")
@@ -230,12 +284,12 @@ def state_after(store: Store, sid: str, step: int, now_env: dict[str, str]) -> S
         session = store.get_session(sid)
         if session is None:
             raise NotFound(f"no session {sid!r}")
-        cwd = session.cwd or os.getcwd()
+        cwd = session.cwd or here()
     else:
         row = store.step(sid, step)
         if row is None:
             raise NotFound(f"session {sid} has no step {step}")
-        cwd = row.cwd_after or row.cwd_before or os.getcwd()
+        cwd = row.cwd_after or row.cwd_before or here()
     env_id = store.env_before(sid, step + 1)
     recorded = store.env(env_id) if env_id is not None else dict(now_env)
     env = {k: v for k, v in now_env.items() if k in UNTOUCHED}
@@ -249,4 +303,6 @@ def state_after(store: Store, sid: str, step: int, now_env: dict[str, str]) -> S
                 env[name] = now_env[name]
             continue
         env[name] = value
-    return ShellState(cwd if os.path.isdir(cwd) else os.getcwd(), env, redacted)
+    # A directory gone since: here, or home when here is gone too.
+    cwd = next((d for d in (cwd, here(), os.path.expanduser("~")) if os.path.isdir(d)), "/")
+    return ShellState(cwd, env, redacted)

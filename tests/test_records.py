@@ -91,8 +91,8 @@ def test_parse_zsh_export_matches_real_zsh_for_every_byte():
     script += "export RW_ZZ=last; typeset -a rw_arr=(a 'b c'); export rw_arr\nexport\n"
     env = records.parse_zsh_export(_zsh_export(script, "C"))
     for i in range(1, 256):
-        assert env[f"RW_B{i}"] == bytes([0x78, i, 0x79]).decode("utf-8", "replace"), i
-        assert env[f"RW_E{i}"] == bytes([0x78, i]).decode("utf-8", "replace"), i
+        assert env[f"RW_B{i}"] == bytes([0x78, i, 0x79]).decode("utf-8", "surrogateescape"), i
+        assert env[f"RW_E{i}"] == bytes([0x78, i]).decode("utf-8", "surrogateescape"), i
     assert env["RW_ZZ"] == "last"
     assert "rw_arr" not in env  # an exported array is not in the environment
 

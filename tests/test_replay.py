@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 
 import pexpect
@@ -210,3 +211,291 @@ def test_show_prints_a_replayed_steps_output(recorded):
     assert shown.endswith("output:\nWARNING: disk is one\n")
     assert rw_json("show", replayed, "7")["output"] == "WARNING: disk is one\n"
     assert rw_json("show", "job", "7")["output"] is None  # live steps record no output
+
+
+def test_skip_stays_in_step_mode(recorded):
+    """`s` skips the step and pauses before the next, with --step and after `n`."""
+    work = recorded
+    p = spawn_replay("job", "--from", "5", "--step")
+    for step in (5, 6):
+        p.expect_exact(f"paused before step {step} (stepping)")
+        p.expect_exact(PROMPT)
+        p.sendline("s")
+    p.expect_exact("paused before step 7 (stepping)")
+    p.expect_exact(PROMPT)
+    p.sendline("q")
+    p.expect(pexpect.EOF)
+    p.close()
+    assert p.exitstatus == 1
+    rw("breakpoint", "add", "job", "--step", "4")
+    (work / "done.txt").unlink()
+    p = spawn_replay("job", "--from", "4")
+    p.expect_exact("paused before step 4 (breakpoint at step 4)")
+    p.expect_exact(PROMPT)
+    p.sendline("n")  # run step 4, stop before 5
+    p.expect_exact("paused before step 5 (stepping)")
+    p.expect_exact(PROMPT)
+    p.sendline("s")  # skip 5: still stepping
+    p.expect_exact("paused before step 6 (stepping)")
+    p.expect_exact(PROMPT)
+    p.sendline("q")
+    p.expect(pexpect.EOF)
+    p.close()
+    assert p.exitstatus == 1
+    assert not (work / "done.txt").exists()
+
+
+def _parents() -> dict[int, int]:
+    parent = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat", "rb") as f:
+                    parent[int(d)] = int(f.read().rsplit(b")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                pass
+    return parent
+
+
+def _kill_tree(root: int) -> None:
+    """Stop, then kill, `root` and every process below it (replays of old code
+    forked without end, each executor in a process group of its own)."""
+    tree = {root}
+    for _ in range(50):
+        for pid in tree:
+            try:
+                os.kill(pid, signal.SIGSTOP)
+            except ProcessLookupError:
+                pass
+        parent = _parents()
+        more = {p for p, pp in parent.items() if pp in tree} - tree
+        if not more:
+            break
+        tree |= more
+    for pid in tree:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def fenced_replay(*args: str, timeout: float = 30, **kw) -> subprocess.CompletedProcess:
+    proc = subprocess.Popen(
+        [RW, "replay", *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, start_new_session=True, **kw,
+    )  # fmt: skip
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_tree(proc.pid)
+        proc.communicate()
+        raise AssertionError(f"rw replay {' '.join(args)} still ran after {timeout}s") from None
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def test_a_replay_never_replays_rw_commands_or_itself(daemon, tmp_path):
+    """A session that replays itself: by an rw step (skipped) and through a shell
+    rw cannot see into (refused by the nested replay). Old code: nested replays
+    without end."""
+    from .test_cli_export import import_document
+
+    ok = {"exit_code": 0, "cwd_before": str(tmp_path), "cwd_after": str(tmp_path)}
+    import_document(
+        tmp_path / "loop.json", {"name": "loop", "shell": "bash"},
+        [
+            {"command": "echo one >> ran.txt", **ok},
+            {"command": f"{RW} replay loop", **ok},
+            {"command": f"sh -c '{RW} replay loop; echo nested=$?' >> ran.txt 2>&1", **ok},
+            {"command": f"RW_X=1 {RW} log loop >> ran.txt", **ok},
+        ],
+    )  # fmt: skip
+    proc = fenced_replay("loop")
+    assert proc.returncode == 0, proc.stderr
+    assert "step 2 is rw's own, not run again" in proc.stderr
+    assert "step 4 is rw's own, not run again" in proc.stderr
+    ran = (tmp_path / "ran.txt").read_text()
+    assert ran.startswith("one\nrw: this rw replay runs inside session "), ran
+    assert ran.endswith("nested=2\n") and ran.count("one") == 1
+    assert [s["origin"] for s in rw_json("sessions")].count("replay") == 1
+    listed = replay("loop", "--dry-run").stdout
+    assert f"    2  {RW} replay loop  (rw's own: not run)" in listed
+
+
+@pytest.mark.parametrize("kind", ["bash", "zsh"])
+def test_a_shell_cannot_replay_its_own_session(daemon, shells, kind):
+    sh = shells(kind)
+    sh.run("echo one")
+    out = sh.run("rw replay current; echo status=$?")
+    assert "cannot replay it" in out and out.endswith("status=2"), out
+    assert "    1  echo one\n" in sh.run("rw replay current --dry-run")  # only shows
+    assert not [s for s in rw_json("sessions") if s["origin"] == "replay"]
+
+
+@pytest.mark.parametrize("kind", ["bash", "zsh"])
+def test_a_replayed_rw_back_applies_what_it_changed(daemon, shells, kind, tmp_path):
+    sh = shells(kind)
+    sh.run("rw name travelled")
+    sh.run(f"cd {tmp_path}")
+    sh.run("export RW_A=one")
+    sh.run("export RW_A=two; cd /")
+    sh.run("rw back 1")  # back to RW_A=one, in tmp_path
+    proc = fenced_replay("travelled", "--from", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert "step 5 is rw's own, not run again: rw back 1" in proc.stderr
+    assert f"applied: cd {tmp_path}, export RW_A" in proc.stderr
+    replayed = next(s["id"] for s in rw_json("sessions") if s["origin"] == "replay")
+    step = rw_json("show", replayed, "5")
+    assert step["command"] == "rw back 1" and step["rw_command"] == "back"
+    assert step["cwd_after"] == str(tmp_path) and step["env"]["RW_A"] == "one"
+    assert step["exit_code"] == 0 and step["output"] == ""
+
+
+@pytest.mark.parametrize("kind", ["bash", "zsh"])
+def test_a_step_whose_directory_is_gone_never_runs_elsewhere(daemon, shells, kind, tmp_path):
+    gone, elsewhere = tmp_path / "gone", tmp_path / "elsewhere"
+    gone.mkdir()
+    elsewhere.mkdir()
+    sh = shells(kind)
+    sh.run("rw name dirs")
+    sh.run(f"cd {gone}")
+    sh.run("echo written > out.txt")
+    for f in gone.iterdir():
+        f.unlink()
+    gone.rmdir()
+    listed = replay("dirs", "--dry-run").stdout
+    assert f"echo written > out.txt  (its directory {gone} no longer exists)" in listed
+    proc = fenced_replay("dirs", "--from", "2", cwd=elsewhere)
+    assert proc.returncode == 1, proc.stderr
+    assert f"stopped before step 3: its directory {gone} no longer exists" in proc.stderr
+    assert "--create-dirs" in proc.stderr and "Traceback" not in proc.stderr
+    assert list(elsewhere.iterdir()) == [] and not gone.exists()
+    proc = fenced_replay("dirs", "--from", "2", "--create-dirs", cwd=elsewhere)
+    assert proc.returncode == 0, proc.stderr
+    assert f"made {gone}, the directory of step 3" in proc.stderr
+    assert (gone / "out.txt").read_text() == "written\n"
+    assert list(elsewhere.iterdir()) == []
+
+
+@pytest.fixture(params=["bash", "zsh"])
+def secret_session(daemon, shells, tmp_path, request):
+    sh = shells(request.param)
+    sh.run("rw name secret")
+    sh.run(f"cd {tmp_path}")
+    sh.run("export API_TOKEN='hunter2 x'")
+    sh.run('echo "token=$API_TOKEN" > token.txt')
+    assert rw_json("log", "secret")[2]["command"] == "export API_TOKEN=<redacted>"
+    (tmp_path / "token.txt").unlink()
+    return tmp_path
+
+
+def test_a_redacted_step_without_a_terminal_stops_naming_it(secret_session):
+    work = secret_session
+    listed = replay("secret", "--dry-run").stdout
+    assert "export API_TOKEN=<redacted>  (asks for a value stored redacted)" in listed
+    env = {k: v for k, v in os.environ.items() if k != "API_TOKEN"}
+    proc = fenced_replay("secret", "--from", "2", env=env)
+    assert proc.returncode == 1, proc.stderr
+    assert "stopped before step 3: it holds a value stored redacted" in proc.stderr
+    assert "API_TOKEN in: export API_TOKEN=<redacted>" in proc.stderr
+    assert not (work / "token.txt").exists()
+    # from the environment, when asked to
+    proc = fenced_replay("secret", "--from", "2", "--env-secrets",
+                         env={**env, "API_TOKEN": "from env's 'value'"})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert (work / "token.txt").read_text() == "token=from env's 'value'\n"
+    replayed = [s["id"] for s in rw_json("sessions") if s["origin"] == "replay"][0]
+    stored = rw("show", replayed, "3", "--env", "--json").stdout
+    assert "from env" not in stored and "API_TOKEN=<redacted>" in stored
+
+
+def test_a_redacted_step_on_a_terminal_asks_for_the_value(secret_session):
+    work = secret_session
+    p = spawn_replay("secret", "--from", "2")
+    p.expect_exact("step 3 holds a value stored redacted: API_TOKEN in: export API_TOKEN=")
+    p.expect_exact("API_TOKEN (not shown, not stored)")
+    p.sendline("typed value")
+    p.expect(pexpect.EOF)
+    p.close()
+    assert p.exitstatus == 0
+    assert "typed value" not in p.before  # not echoed
+    assert (work / "token.txt").read_text() == "token=typed value\n"
+
+
+def test_back_at_a_pause_when_the_directory_was_deleted(daemon, shells, tmp_path):
+    work = tmp_path / "work"
+    sh = shells("bash")
+    for line in ["rw name del", f"mkdir -p {work} && cd {work}", "echo a > a.txt", "echo b > b"]:
+        sh.run(line)
+    p = pexpect.spawn(RW, ["replay", "del", "--from", "3", "--step"], encoding="utf-8",
+                      timeout=20, env=dict(os.environ), cwd=str(work))  # fmt: skip
+    p.expect_exact("paused before step 3")
+    p.expect_exact(PROMPT)
+    p.sendline("n")
+    p.expect_exact("paused before step 4")
+    p.expect_exact(PROMPT)
+    for f in work.iterdir():
+        f.unlink()
+    work.rmdir()  # the replay's own directory and the steps'
+    p.sendline("b")
+    p.expect_exact(f"cannot go back to step 3: its directory {work} no longer exists")
+    p.expect_exact(PROMPT)
+    p.sendline("h")  # a shell in the paused state: there is no such directory
+    p.expect_exact(f"no shell: the paused directory {work} no longer exists")
+    p.expect_exact(PROMPT)
+    p.sendline("q")
+    p.expect(pexpect.EOF)
+    p.close()
+    assert p.exitstatus == 1 and "Traceback" not in p.before
+
+
+@pytest.mark.parametrize("kind", ["bash", "zsh"])
+def test_a_replay_keeps_bytes_that_are_not_utf8(daemon, shells, kind, tmp_path):
+    sh = shells(kind)
+    sh.run("rw name raw")
+    sh.run(f"cd {tmp_path}")
+    sh.run("export RW_A=$'\\xff\\xfe' RW_B=$'ok\\xffmid\\xc3\\xa9end'")
+    sh.run('printf %s "$RW_A|$RW_B" > out.bin')
+    sh.run("true")
+    (tmp_path / "out.bin").unlink()
+    rw("breakpoint", "add", "raw", "--step", "1")  # on rw's own step: pauses before step 2
+    proc = fenced_replay("raw", "--from", "1")
+    assert (
+        proc.returncode == 1
+        and "stopped at step 2 (the step before hit breakpoint at step 1 (on rw's own step 1))"
+        in proc.stderr
+    )
+    proc = fenced_replay("raw", "--from", "4", "--no-breakpoints")  # from the stored state
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out.bin").read_bytes() == b"\xff\xfe|ok\xffmid\xc3\xa9end"
+    proc = fenced_replay("raw", "--from", "3", "--no-breakpoints")  # through the executor
+    assert proc.returncode == 0, proc.stderr
+    replayed = [s for s in rw_json("sessions") if s["origin"] == "replay"][0]["id"]
+    env = rw_json("show", replayed, "5")["env"]
+    assert env["RW_A"] == "\udcff\udcfe" and env["RW_B"] == "ok\udcffmidéend"
+
+
+def test_a_killed_replay_whose_pid_came_back_blocks_nothing(daemon, tmp_path):
+    """A replay killed before it could end its session leaves it open; when its pid
+    is used again by a process above a new replay, that is not the old replay."""
+    import time
+
+    from rewind_daemon import paths
+    from rewind_daemon.store import Store
+    from rewind_daemon.travel import new_session_id
+
+    from .test_cli_export import import_document
+
+    ok = {"exit_code": 0, "cwd_before": str(tmp_path), "cwd_after": str(tmp_path)}
+    source = import_document(tmp_path / "s.json", {"name": "old", "shell": "bash"},
+                             [{"command": "echo ran > ran.txt", **ok}])  # fmt: skip
+    store = Store(paths.resolve().db)
+    with store.transaction():
+        store.upsert_session(
+            new_session_id(), parent_id=source, shell="bash", shell_version="",
+            pid=os.getpid(), tty=None, started_at=time.time() - 3600, cwd=str(tmp_path),
+            host="", user="", origin="replay",
+        )  # fmt: skip
+    store.close()
+    proc = fenced_replay(source)  # this test's process is the replay's parent
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "ran.txt").read_text() == "ran\n"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import re
+
 import pytest
 
 from .conftest import rw, rw_json, steps_of
@@ -230,3 +233,148 @@ def test_rewind_over_a_step_with_an_empty_command(daemon, shells, tmp_path):
     assert "rw: stopped at step 2 (breakpoint" in proc.stderr
     rw("replay", sid, "--from", "2", "--no-breakpoints")
     assert (tmp_path / "three").exists()
+
+
+def test_a_dry_run_and_the_real_back_land_on_the_same_step(daemon, shells, kind):
+    """rw's own steps (the dry run, rw log) are not counted: `rw back 2` goes
+    where `rw back 2 --dry-run` said it would."""
+    sh = shells(kind)
+    for value in ("one", "two", "three"):
+        sh.run(f"export RW_A={value}")
+    dry = sh.run("rw back 2 --dry-run")
+    assert "would go back to before step 2" in dry and "export RW_A=one (was three)" in dry
+    sh.run("rw log > /dev/null")
+    sh.run("command rw show 1 > /dev/null")
+    out = sh.run("rw back 2")
+    assert "went back to before step 2" in out and "export RW_A=one (was three)" in out
+    assert sh.run("echo $RW_A") == "one"
+    # in the branch, the steps the user counts are again the ones typed
+    sh.run("export RW_A=four")
+    sh.run("rw log > /dev/null")
+    assert "went back to before step" in sh.run("rw back 1")
+    assert sh.run("echo $RW_A") == "one"
+    failed = sh.run("rw back 9; echo status=$?")
+    assert "3 finished step(s) besides rw's own" in failed and failed.endswith("status=2")
+
+
+def test_log_marks_rws_own_steps(daemon, shells, kind):
+    sh = shells(kind)
+    sh.run("echo hello")
+    sh.run("rw name marked")
+    sh.run("RW_X=1 \\rw log > /dev/null")
+    steps = rw_json("log", "marked")
+    assert [s["rw_command"] for s in steps] == [None, "name", "log"]
+    on_terminal = sh.run("rw log").splitlines()
+    assert "echo hello" in on_terminal[1] and "\x1b[2m" not in on_terminal[1]
+    for line in on_terminal[2:]:
+        assert line.startswith("\x1b[2m") and line.endswith("\x1b[0m"), repr(line)
+    assert "\x1b" not in rw("log", "marked").stdout  # dimmed only on a terminal
+
+
+HEX = (
+    'for v in RW_A RW_B RW_C; do printf "%s=" $v; '
+    'printf %s "${(P)v}" | od -An -tx1 | tr -d " \\n"; echo; done'
+)
+
+
+def hex_values(sh) -> str:
+    line = HEX if sh.kind == "zsh" else HEX.replace("${(P)v}", "${!v}")
+    return sh.run(line)
+
+
+def test_bytes_that_are_not_utf8_come_back_exact(daemon, shells, kind):
+    """Bytes in, same bytes out: $'\\xff\\xfe', invalid UTF-8 amid text, a newline,
+    through rw back in the same shell and rw rewind into another one."""
+    sh = shells(kind)
+    sh.run("rw name bytes")
+    sh.run("export RW_A=$'\\xff\\xfe' RW_B=$'ok\\xffmid\\xc3\\xa9\\x80end' RW_C=$'one\\ntwo'")
+    want = hex_values(sh)
+    assert "RW_A=fffe" in want and "RW_B=6f6bff6d6964c3a9" in want and "RW_C=6f6e650a74776f" in want
+    sh.run("export RW_A=plain RW_B=plain RW_C=plain")
+    out = sh.run("rw back 1")
+    assert "Traceback" not in out and "export RW_A=\\xff\\xfe (was plain)" in out
+    assert hex_values(sh) == want
+    other = shells(kind)
+    other.run("export RW_A=other RW_B=other RW_C=other")
+    assert "Traceback" not in other.run("rw rewind bytes 4")
+    assert hex_values(other) == want
+    shown = rw_json("show", "bytes", "3")["env"]
+    assert shown["RW_A"] == "\udcff\udcfe"  # exact in JSON, as \udcff escapes
+    assert "RW_A=\\xff\\xfe" in rw("show", "bytes", "3", "--env").stdout
+    for fmt in ("sh", "md", "json"):  # exports too: no traceback, bytes kept
+        exported = rw("export", "bytes", "--format", fmt, "--from", "3").stdout
+        assert fmt != "sh" or "export RW_A=$'\\xff\\xfe'" in exported
+
+
+TERMINAL = {"TMUX": "tmux-a/default,11,0", "TMUX_PANE": "%1", "WINDOWID": "111",
+            "SSH_TTY": "/dev/pts/7", "TERM_SESSION_ID": "w0t0p0:a"}  # fmt: skip
+
+
+def test_rewind_into_another_terminal_leaves_terminal_bound_variables(daemon, shells, kind):
+    sh = shells(kind, env=TERMINAL)
+    sh.run("rw name term")
+    sh.run("export RW_A=one")
+    sh.run("export RW_A=two")
+    theirs = {"TMUX": "tmux-b/other,22,1", "TMUX_PANE": "%7", "WINDOWID": "222",
+              "SSH_TTY": "/dev/pts/9", "TERM_SESSION_ID": "w1t1p1:b"}  # fmt: skip
+    other = shells(kind, env=theirs)
+    out = other.run("rw rewind term 3")
+    assert "export RW_A=one" in out and "TMUX" not in out
+    line = 'echo "$RW_A $TMUX $TMUX_PANE $WINDOWID $SSH_TTY $TERM_SESSION_ID"'
+    assert other.run(line) == "one " + " ".join(theirs.values())
+    other.run("rw back 1")  # going back in a branch leaves them too
+    assert other.run(line).endswith(" ".join(theirs.values()))
+
+
+def test_the_readme_lists_the_terminal_bound_variables():
+    from pathlib import Path
+
+    from rewind_daemon.travel import TERMINAL_BOUND
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("<!-- terminal-bound variables -->")[1].split("<!-- end -->")[0]
+    listed = set(re.findall(r"`([A-Z_]+)`", section))
+    assert listed == TERMINAL_BOUND
+
+
+def test_back_and_branch_in_a_deleted_directory(daemon, shells, kind, tmp_path):
+    sh = shells(kind)
+    sh.run(f"cd {tmp_path}")
+    sh.run("mkdir gone && cd gone")
+    sh.run("export RW_A=1; ls missing-file")
+    sh.run(f"rm -rf {tmp_path}/gone")
+    out = sh.run("rw back 1 --dry-run; echo status=$?")
+    assert "Traceback" not in out and out.endswith("status=0"), out
+    out = sh.run("rw back 2; echo status=$?")
+    assert "Traceback" not in out and out.endswith("status=0"), out
+    assert "cannot cd to" in out and "no longer exists" in out
+    assert sh.run("echo ${RW_A-unset}") == "unset"
+    sh.run(f"cd {tmp_path} && mkdir again && cd again")
+    sh.run("export RW_A=2; ls missing-file")
+    sh.run(f"rm -rf {tmp_path}/again")
+    out = sh.run("rw branch; echo status=$?")
+    assert "Traceback" not in out and out.endswith("status=0"), out
+    assert "went back to before step" in out and "cannot cd to" in out
+    if kind == "zsh":
+        sh.p.send("\x15")  # the failed command waits on the command line: clear it
+    assert sh.run("echo ${RW_A-unset}") == "unset"
+
+
+def test_branch_exec_from_a_deleted_directory_into_one_gone_too(daemon, tmp_path):
+    import subprocess
+
+    from .conftest import RW
+    from .test_cli_export import import_document
+
+    gone = tmp_path / "gone"
+    ok = {"exit_code": 0, "cwd_before": str(gone), "cwd_after": str(gone)}
+    sid = import_document(tmp_path / "s.json", {"name": "x", "shell": "bash"},
+                          [{"command": "echo hi", **ok}])  # fmt: skip
+    gone.mkdir()
+    script = f"cd {gone} && rmdir {gone} && echo 'pwd; exit 0' | {RW} branch {sid} 1 --exec"
+    home = tmp_path / "home"
+    home.mkdir()
+    proc = subprocess.run(["sh", "-c", script], capture_output=True, text=True,
+                          env={**os.environ, "HOME": str(home)}, timeout=60)  # fmt: skip
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stdout.splitlines()[-1] == str(home)  # pwd, in the shell it opened

@@ -90,12 +90,12 @@ def test_back_shows_first_and_asks(watched, shells, kind):
     out = sh.run("rw back 1 --dry-run")
     assert "would restore watched files" in out and "modified" in out and "keep.txt" in out
     assert (watched / "keep.txt").read_text() == "changed\n"
-    sh.p.sendline("rw back 2")  # before the echo (step 2)
+    sh.p.sendline("rw back 1")  # before the echo (step 2): rw's own steps are not counted
     sh.p.expect_exact("restore these files? [y/N] ")
     sh.p.sendline("n")
     sh.p.expect_exact(PROMPT)
     assert (watched / "keep.txt").read_text() == "changed\n"
-    sh.p.sendline("rw back 3")  # the declined `rw back 2` was a step too
+    sh.p.sendline("rw back 1")  # nor is the declined `rw back 1`
     sh.p.expect_exact("restore these files? [y/N] ")
     sh.p.sendline("y")
     sh.p.expect_exact(PROMPT)

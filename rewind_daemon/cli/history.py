@@ -95,10 +95,12 @@ def log_cmd(session: str | None, failed: bool, limit: int | None, as_json: bool)
     for s in steps:
         r = s.row
         code = "-" if r.exit_code is None else str(r.exit_code)
-        click.echo(
+        line = (
             f"{r.number:>5}  {code:>4}  {_when(r.started_at)}  {_took(s.duration_ms):>7}  "
             f"{one_line(r.command, 100)}"
         )
+        # rw's own steps (not counted by rw back): dimmed, on a terminal.
+        click.echo(click.style(line, dim=True) if s.rw_command is not None else line)
 
 
 @cli.command("show", context_settings=CONTEXT)

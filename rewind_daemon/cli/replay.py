@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -14,6 +15,8 @@ from .. import breakpoints as bps
 from .. import records
 from ..display import escaped
 from ..errors import EXIT_PROBLEM, RwError
+from ..history import current_session_id
+from ..redact import MASK
 from ..replay import (
     BACK,
     CONTINUE,
@@ -26,11 +29,16 @@ from ..replay import (
     Controller,
     Pause,
     Replay,
+    Secret,
+    replaying_sessions,
 )
+from ..rw_commands import is_rw_command
+from ..store import StepRow
 from . import CONTEXT, cli
 from .common import (
     complete_session,
     complete_step,
+    get_config,
     get_paths,
     json_option,
     print_json,
@@ -67,9 +75,21 @@ class TerminalController(Controller):
                 return Action(EDIT, command=click.prompt(f"rw: command [{shown}]",
                               default=pause.command, show_default=False, err=True))  # fmt: skip
             if kind == SHELL:
+                if not os.path.isdir(state[0]):
+                    click.echo(f"rw: no shell: the paused directory {escaped(state[0])} "
+                               "no longer exists", err=True)  # fmt: skip
+                    continue
                 cwd, env, defs = _subshell(self.shell, *state, definitions())
                 return Action(SHELL, state=(cwd, env), definitions=defs)
             return Action(kind)
+
+    def secret(self, secret: Secret) -> str:
+        click.echo(
+            f"rw: step {secret.step} holds a value stored redacted: {escaped(secret.where)}",
+            err=True,
+        )
+        what = secret.name or f"value {secret.index}, as it stood in the command"
+        return click.prompt(f"rw: {what} (not shown, not stored)", hide_input=True, err=True)
 
 
 def _subshell(
@@ -99,7 +119,7 @@ def _subshell(
             )
             subprocess.call(["bash", "--rcfile", str(out / "rc"), "-i"], env=env, cwd=cwd)
         try:
-            text = (out / "env").read_text()
+            text = (out / "env").read_bytes().decode("utf-8", "surrogateescape")
             new_env = (
                 records.parse_list(text.split("\0")) if shell == "zsh"
                 else records.parse_declare(text)
@@ -128,6 +148,14 @@ def _stream(chunk: bytes) -> None:
 )  # fmt: skip
 @click.option("--step", "every_step", is_flag=True, help="Pause before every step.")
 @click.option("--no-breakpoints", is_flag=True, help="Ignore the session's breakpoints.")
+@click.option(
+    "--create-dirs", is_flag=True,
+    help="Make a step's directory when it no longer exists (default: stop before the step).",
+)  # fmt: skip
+@click.option(
+    "--env-secrets", is_flag=True,
+    help="Take a redacted NAME=<redacted> value from the variable NAME of this environment.",
+)  # fmt: skip
 @click.option("--dry-run", is_flag=True, help="List the steps that would run; run nothing.")
 def replay_cmd(
     session: str,
@@ -135,6 +163,8 @@ def replay_cmd(
     last: int | None,
     every_step: bool,
     no_breakpoints: bool,
+    create_dirs: bool,
+    env_secrets: bool,
     dry_run: bool,
 ) -> None:
     """Re-run SESSION's steps in one persistent shell, from the state before --from.
@@ -145,20 +175,34 @@ def replay_cmd(
     with --step, it pauses and asks what to do; without a terminal a
     breakpoint stops the replay with exit status 1.
 
+    rw's own commands (rw log, rw back 2, rw replay ...) are not run again:
+    each is shown, and what it changed in the shell is applied. A step runs
+    only in the directory it ran in: when that is gone the replay stops
+    (or, with --create-dirs, makes it). A value stored redacted is asked
+    for (or, with --env-secrets, taken from the environment); without a
+    terminal the replay stops before that step.
+
     \b
     Example:
         rw breakpoint add deploy --on-error
         rw replay deploy --from 40
+        API_TOKEN=... rw replay deploy --env-secrets
     """
-    store = synced_store_for_writing(get_paths())
+    p = get_paths()
+    store = synced_store_for_writing(p)
     sid = resolve_session(store, session)
     steps = [s for s in store.steps(sid) if (first or 1) <= s.number <= (last or s.number)]
     if not steps:
         raise RwError(f"session {sid} has no steps in that range")
     if dry_run:
         for s in steps:
-            click.echo(f"{s.number:>5}  {escaped(s.command, lines=True)}")
+            click.echo(f"{s.number:>5}  {escaped(s.command, lines=True)}{_note(s)}")
         return
+    if sid == current_session_id() or sid in replaying_sessions(store):
+        raise RwError(
+            f"this rw replay runs inside session {sid}, so it cannot replay it (that would "
+            "replay itself); replay it from another shell"
+        )
     points = bps.BreakpointSet([] if no_breakpoints else bps.listing(store, sid))
     interactive = sys.stdin.isatty() and sys.stderr.isatty()
     row = store.get_session(sid)
@@ -166,7 +210,8 @@ def replay_cmd(
     replay = Replay(
         store, sid, steps, breakpoints=points, every_step=every_step,
         controller=TerminalController(shell) if interactive else Controller(), sink=_stream,
-        shell=shell,
+        shell=shell, create_dirs=create_dirs, env_secrets=env_secrets,
+        redactor=get_config(p).redactor(), say=_say,
     )  # fmt: skip
     click.echo(f"rw: replaying {len(steps)} step(s) of {escaped(sid)}", err=True)
     try:
@@ -178,6 +223,22 @@ def replay_cmd(
     if result.stopped:
         click.echo(f"rw: {escaped(result.stopped)}", err=True)
         raise SystemExit(EXIT_PROBLEM)
+
+
+def _note(step: StepRow) -> str:
+    """What a dry run says of a step that will not simply run."""
+    if is_rw_command(step.command):
+        return "  (rw's own: not run)"
+    notes = []
+    if MASK in step.command:
+        notes.append("asks for a value stored redacted")
+    if step.cwd_before and not os.path.isdir(step.cwd_before):
+        notes.append(f"its directory {escaped(step.cwd_before)} no longer exists")
+    return f"  ({'; '.join(notes)})" if notes else ""
+
+
+def _say(line: str) -> None:
+    click.echo(f"rw: {escaped(line)}", err=True)
 
 
 @cli.group("breakpoint", context_settings=CONTEXT)

@@ -11,6 +11,7 @@ from ..display import escaped
 from ..errors import EXIT_INCOMPLETE, EXIT_PROBLEM, NotFound, RwError
 from ..history import current_session_id
 from ..hooks_render import rw_executable
+from ..rw_commands import is_rw_command
 from . import CONTEXT, cli
 from .common import (
     complete_session,
@@ -93,7 +94,8 @@ def back_cmd(n: int, dry_run: bool, yes: bool) -> None:
     Restores the working directory, the exported environment (set, changed
     and unset variables) and the files of watched paths (shown first, and
     asked unless --yes). What you run next goes to a new branch session;
-    the history so far is kept. N defaults to 1.
+    the history so far is kept. N defaults to 1 and counts the commands you
+    ran: rw's own (rw log, rw back --dry-run ...) are not counted.
 
     \b
     Example:
@@ -105,7 +107,7 @@ def back_cmd(n: int, dry_run: bool, yes: bool) -> None:
     store = synced_store(get_paths())
     resolve_session(store, sid)
     assert store is not None
-    _apply(travel.plan_back(store, sid, n, dict(os.environ), os.getcwd()), shell, dry_run, yes)
+    _apply(travel.plan_back(store, sid, n, dict(os.environ), travel.here()), shell, dry_run, yes)
 
 
 @cli.command("branch", context_settings=CONTEXT)
@@ -147,7 +149,7 @@ def branch_cmd(
         store = synced_store(get_paths())
         resolve_session(store, sid)
         assert store is not None
-        plan = travel.plan_branch_from_failure(store, sid, dict(os.environ), os.getcwd())
+        plan = travel.plan_branch_from_failure(store, sid, dict(os.environ), travel.here())
         _apply(plan, shell, dry_run, yes)
         return
     if step is None:
@@ -220,11 +222,12 @@ def rewind_cmd(session: str, step: int, exec_: bool, dry_run: bool, yes: bool) -
             break
         mark = "  " if row.exit_code in (0, None) else "✗ "
         code = "-" if row.exit_code is None else str(row.exit_code)
-        say(f"  {mark}{row.number:>4}  {code:>4}  {one_line(row.command)}")
+        line = f"  {mark}{row.number:>4}  {code:>4}  {one_line(row.command)}"
+        say(click.style(line, dim=True) if is_rw_command(row.command) else line)
     say(f"  → {step:>4}        {one_line(target.command)}")
     failed = [r.number for r in store.steps(sid, failed=True) if r.number < step]
     say(f"failed before step {step}: {', '.join(map(str, failed)) if failed else 'none'}")
-    plan = travel.restore_before(store, sid, target, dict(os.environ), os.getcwd())
+    plan = travel.restore_before(store, sid, target, dict(os.environ), travel.here())
     lines = travel.describe(plan, dry_run or not live, shell)
     for line in lines[1:]:
         say(escaped(line))
