@@ -365,6 +365,7 @@ class Checkpoints:
         debs = self._debs_in_use([r.id for r in rows if r.id not in doomed])
         if self.artifacts.is_dir():
             report.debs = [p for p in self.artifacts.iterdir() if p.name not in debs]
+        report.disk_before = report.disk_after = self.objects.disk_usage()
         if not dry_run:
             with self.store.transaction():
                 self.store.remove_checkpoints(doomed)
@@ -372,6 +373,8 @@ class Checkpoints:
             for p in report.debs:
                 p.unlink(missing_ok=True)
             sweep_temporary(self.objects)
+            self.objects.compact()
+            report.disk_after = self.objects.disk_usage()
         return report
 
     def _referenced(self, ids: list[int]) -> set[str]:
@@ -424,6 +427,8 @@ class GcReport:
     objects: int = 0
     bytes: int = 0
     debs: list[Path] = field(default_factory=list)
+    disk_before: int = 0  # bytes the object store took on disk before and after
+    disk_after: int = 0
 
     def to_json(self) -> dict:
         return {
@@ -431,11 +436,20 @@ class GcReport:
             "objects": self.objects,
             "bytes": self.bytes,
             "debs": [str(p) for p in self.debs],
+            "disk_before": self.disk_before,
+            "disk_after": self.disk_after,
         }
 
     @classmethod
     def from_json(cls, doc: dict) -> GcReport:
-        return cls(doc["checkpoints"], doc["objects"], doc["bytes"], [Path(p) for p in doc["debs"]])
+        return cls(
+            doc["checkpoints"],
+            doc["objects"],
+            doc["bytes"],
+            [Path(p) for p in doc["debs"]],
+            doc.get("disk_before", 0),  # (a daemon started before these were reported)
+            doc.get("disk_after", 0),
+        )
 
 
 def objects_of(snap: snapshot.Snapshot) -> set[str]:

@@ -452,3 +452,15 @@ def gc_cmd(dry_run: bool) -> None:
         f"{verb} {len(report.checkpoints)} checkpoint(s), {report.objects} object(s) "
         f"({report.bytes} bytes), {len(report.debs)} kept .deb file(s)"
     )
+    if not dry_run and report.disk_before:
+        before, after = _size(report.disk_before), _size(report.disk_after)
+        click.echo(f"object store on disk: {before} -> {after}")
+
+
+def _size(n: int) -> str:
+    value, unit = float(n), "bytes"
+    for bigger in ("KiB", "MiB", "GiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, bigger
+    return f"{n} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
