@@ -475,8 +475,10 @@ def render_text(report: GuardReport) -> str:
     if rb is not None and rb.reverted:
         out.append("  Reverted:")
         out += [f"    {line}" for line in rb.reverted]
-    elif rb is not None and rb.status != NO_ROLLBACK:
+    elif rb is not None and rb.status == ROLLED_BACK:
         out.append("  Reverted: nothing (nothing had changed)")
+    elif rb is not None and rb.status == ROLLBACK_FAILED:
+        out.append("  Reverted: nothing")
     if r.remaining:
         out.append("  Remains (not as the checkpoint recorded it):")
         out += [f"    {line}" for line in r.remaining]

@@ -31,7 +31,14 @@ SCRIPTS = ("preinst", "postinst", "prerm", "postrm", "config")
 CONTROL_DATA = ("templates", "triggers", "shlibs", "symbols", "md5sums")
 # Fields of the status database that do not belong in a binary package.
 STATUS_ONLY = {"status", "config-version", "conffiles"}
-INSTALLS = ("install", "reinstall")
+INSTALLS = ("install", "reinstall", "configure")
+INSTALLED = "installed"
+CONFIG_FILES = "config-files"
+# Installed, with trigger processing still owed: configuring finishes them.
+TRIGGERS = ("triggers-awaited", "triggers-pending")
+# Where dpkg leaves a package it was stopped in the middle of (killed, or a
+# maintainer script failed). dpkg --audit names them.
+HALF_DONE = ("half-installed", "unpacked", "half-configured")
 
 
 def deb_file_name(name: str, version: str, arch: str) -> str:
@@ -53,18 +60,23 @@ class DpkgProbe:
     # -- capture ----------------------------------------------------------
 
     def capture(self, artifacts: Path | None = None) -> dict:
-        versions = self._installed()
+        states = self._states()
         auto = self._auto_marked()
-        packages = {
-            key: {"version": version, "manual": self._apt_key(key) not in auto}
-            for key, version in sorted(versions.items())
-        }
-        state: dict = {"packages": packages}
-        state["artifacts"] = self._keep(versions, artifacts) if artifacts is not None else []
+        packages: dict[str, dict] = {}
+        for key, (version, status) in sorted(states.items()):
+            entry: dict = {"version": version, "manual": self._apt_key(key) not in auto}
+            if status != INSTALLED:
+                entry["status"] = status
+            packages[key] = entry
+        # What dpkg --audit already found wrong: a rollback answers only for the rest.
+        state: dict = {"packages": packages, "audit": sorted(self._audit())}
+        installed = {k: v for k, (v, st) in states.items() if _target(st) == INSTALLED}
+        state["artifacts"] = self._keep(installed, artifacts) if artifacts is not None else []
         return state
 
-    def _installed(self, keys: Iterable[str] = ()) -> dict[str, str]:
-        """name:arch -> version of the installed packages (of `keys`, or all)."""
+    def _states(self, keys: Iterable[str] = ()) -> dict[str, tuple[str, str]]:
+        """name:arch -> (version, dpkg status) of every package dpkg knows of in
+        any state but not-installed (of `keys`, or all)."""
         keys = list(keys)
         fmt = "${Package}\t${Architecture}\t${Version}\t${Status}\n"
         ran = run(["dpkg-query", "-W", f"-f={fmt}", *keys])
@@ -74,8 +86,29 @@ class DpkgProbe:
         found = {}
         for line in ran.stdout.splitlines():
             parts = line.split("\t")
-            if len(parts) == 4 and parts[3].split()[-1:] == ["installed"]:
-                found[f"{parts[0]}:{parts[1]}"] = parts[2]
+            status = parts[3].split()[-1:] if len(parts) == 4 else []
+            if status and status != ["not-installed"]:
+                found[f"{parts[0]}:{parts[1]}"] = (parts[2], status[0])
+        return found
+
+    def _installed(self, keys: Iterable[str] = ()) -> dict[str, str]:
+        """name:arch -> version of the packages fully installed (of `keys`, or all)."""
+        return {k: v for k, (v, status) in self._states(keys).items() if status == INSTALLED}
+
+    def _audit(self) -> dict[str, str]:
+        """Package name -> what dpkg --audit says is wrong with it."""
+        ran = run(["dpkg", "--audit"])
+        found: dict[str, str] = {}
+        header: list[str] = []
+        for line in ran.stdout.splitlines():
+            if not line.strip():
+                header = []
+            elif line[0] in " \t" and line.split():
+                text = " ".join(header).split(".")[0]
+                text = text.replace("The following packages are ", "").replace("  ", " ")
+                found.setdefault(line.split()[0], text.strip(" :") or "named by dpkg --audit")
+            else:
+                header.append(line.strip())
         return found
 
     def _native_arch(self) -> str:
@@ -90,17 +123,17 @@ class DpkgProbe:
         return f"{name}:{self._native_arch()}" if arch == "all" else key
 
     def _auto_marked(self) -> set[str]:
-        """name:arch of the packages apt marks as automatically installed."""
+        """name:arch of the packages apt marks as automatically installed.
+
+        Read from apt's own file, as apt-mark does: apt-mark takes seconds to
+        load apt's cache, and a rollback asks four times."""
         native = self._native_arch()
-        if have("apt-mark"):
-            ran = run(["apt-mark", "showauto"])
-            if ran.ok:
-                names = ran.stdout.split()
-                return {n if ":" in n else f"{n}:{native}" for n in names}
         try:
             text = EXTENDED_STATES.read_text(encoding="utf-8", errors="replace")
         except OSError:
-            return set()
+            ran = run(["apt-mark", "showauto"]) if have("apt-mark") else None
+            names = ran.stdout.split() if ran is not None and ran.ok else []
+            return {n if ":" in n else f"{n}:{native}" for n in names}
         auto = set()
         for stanza in _stanzas(text):
             if stanza.get("Auto-Installed") == "1" and "Package" in stanza:
@@ -144,12 +177,21 @@ class DpkgProbe:
         changes = []
         for key in sorted(set(rec) | set(cur)):
             r, c = rec.get(key), cur.get(key)
-            if r is None:
-                changes.append(ProbeChange(self.name, key, "remove", None, c["version"]))
-            elif c is None:
-                changes.append(ProbeChange(self.name, key, "install", r["version"], None))
-            elif r["version"] != c["version"]:
-                changes.append(ProbeChange(self.name, key, "reinstall", r["version"], c["version"]))
+            want = _target(_status(r)) if r is not None else None
+            have = _status(c) if c is not None else None
+            if want == "":
+                continue  # recorded half-done: no state anyone would go back to
+            if want is None:
+                changes.append(ProbeChange(self.name, key, "remove", None, _shown(c)))
+            elif want == CONFIG_FILES:
+                if have != CONFIG_FILES:
+                    changes.append(ProbeChange(self.name, key, "deinstall", _shown(r), _shown(c)))
+            elif c is None or have == CONFIG_FILES:
+                changes.append(ProbeChange(self.name, key, "install", r["version"], _shown(c)))
+            elif r["version"] != c["version"] or have == "half-installed":
+                changes.append(ProbeChange(self.name, key, "reinstall", r["version"], _shown(c)))
+            elif have != INSTALLED:
+                changes.append(ProbeChange(self.name, key, "configure", r["version"], _shown(c)))
             elif r["manual"] != c["manual"]:
                 action = "mark-manual" if r["manual"] else "mark-auto"
                 changes.append(
@@ -171,11 +213,18 @@ class DpkgProbe:
         removals = [c for c in changes if c.action == "remove"]
         installs = [c for c in changes if c.action in INSTALLS]
         purge_failed = self._purge([c.item for c in removals])
-        outcome.update(self._install(installs, artifacts))
+        # A package stopped while being configured (or owed its triggers) is
+        # finished in place; only what that does not mend is installed again.
+        configured = self._configure([c for c in installs if c.action == "configure"])
+        unmended = [c for c in installs if c.action != "configure" or c not in configured]
+        outcome.update(self._install(unmended, artifacts))
         # A package added since may be needed by a newer version that was just replaced.
         if purge_failed:
             purge_failed = self._purge(list(purge_failed))
         outcome.update({c: purge_failed.get(c.item) for c in removals})
+        for change in configured:
+            outcome[change] = None
+        outcome.update(self._deinstall([c for c in changes if c.action == "deinstall"], artifacts))
         # A fresh install is manual to apt, and a stale auto mark may linger from a
         # removal done with dpkg, so every reinstalled package gets its recorded mark.
         recorded_pkgs = recorded.get("packages", {})
@@ -184,7 +233,23 @@ class DpkgProbe:
         for change, reason in self._mark(marks).items():
             prefix = f"installed {change.recorded}, but " if change.action in INSTALLS else ""
             outcome[change] = prefix + reason
-        result = ProbeRestore()
+        # What dpkg itself finds wrong now and did not at the checkpoint is not restored.
+        known = set(recorded.get("audit", []))
+        by_name = {c.item.rsplit(":", 1)[0]: c for c in changes}
+        extra: list[tuple[ProbeChange, str]] = []
+        for name, problem in sorted(self._audit().items()):
+            bare = name.rsplit(":", 1)[0]
+            if name in known or bare in known:
+                continue
+            why = f"dpkg --audit: {problem}"
+            changed = by_name.get(bare)
+            if changed is not None:
+                outcome[changed] = outcome.get(changed) or why
+                continue
+            keys = [k for k in recorded_pkgs if k.rsplit(":", 1)[0] == bare] or [name]
+            shown = _shown(recorded_pkgs.get(keys[0]))
+            extra.append((ProbeChange(self.name, keys[0], "repair", shown, shown), why))
+        result = ProbeRestore(failed=extra)
         for change in changes:
             failure = outcome.get(change)
             if failure is None:
@@ -194,24 +259,57 @@ class DpkgProbe:
         return result
 
     def _purge(self, keys: list[str]) -> dict[str, str]:
-        """Purge packages; return the reason for each one still installed."""
+        """Purge packages, also those dpkg was stopped in the middle of installing
+        (which it otherwise wants reinstalled first); return the reason for each
+        one still there."""
         if not keys:
             return {}
-        ran = _change(["dpkg", "--purge", *keys], env=DPKG_ENV)
-        pending = sorted(self._installed(keys))
+        argv = ["dpkg", "--purge", "--force-remove-reinstreq"]
+        ran = _change([*argv, *keys], env=DPKG_ENV)
+        pending = sorted(self._states(keys))
         reasons = {key: _dpkg_reason(ran, key) for key in pending}
         # One at a time, in rounds, for the order dpkg refused to find on its own.
         progress = bool(pending) and len(keys) > 1
         while progress:
             progress = False
             for key in list(pending):
-                ran = _change(["dpkg", "--purge", key], env=DPKG_ENV)
-                if self._installed([key]):
+                ran = _change([*argv, key], env=DPKG_ENV)
+                if self._states([key]):
                     reasons[key] = _dpkg_reason(ran, key)
                 else:
                     pending.remove(key)
                     progress = True
         return {key: reasons[key] for key in pending}
+
+    def _configure(self, changes: list[ProbeChange]) -> set[ProbeChange]:
+        """Configure packages left unpacked, half-configured or owing triggers;
+        return those now installed at their recorded version."""
+        if not changes:
+            return set()
+        argv = ["dpkg", "--configure", *CONF_OPTIONS, *[c.item for c in changes]]
+        _change(argv, env=DPKG_ENV)
+        now = self._installed(c.item for c in changes)
+        return {c for c in changes if now.get(c.item) == c.recorded}
+
+    def _deinstall(
+        self, changes: list[ProbeChange], artifacts: Path | None
+    ) -> dict[ProbeChange, str | None]:
+        """Back to configuration files only: remove the package, installing it
+        first from its .deb if it is gone altogether."""
+        outcome: dict[ProbeChange, str | None] = {}
+        for change in changes:
+            version = (change.recorded or "").split(" ", 1)[0]
+            if change.current is None:
+                install = ProbeChange(self.name, change.item, "install", version, None)
+                why = self._install([install], artifacts)[install]
+                if why is not None:
+                    outcome[change] = f"its configuration files need the package first: {why}"
+                    continue
+            ran = _change(["dpkg", "--remove", change.item], env=DPKG_ENV)
+            state = self._states([change.item]).get(change.item)
+            ok = state is not None and state[1] == CONFIG_FILES
+            outcome[change] = None if ok else _dpkg_reason(ran, change.item)
+        return outcome
 
     def _install(
         self, installs: list[ProbeChange], artifacts: Path | None
@@ -289,6 +387,26 @@ def _change(argv: list[str], env: dict[str, str] | None = None) -> Ran:
 
 def _mark(manual: bool) -> str:
     return "manual" if manual else "auto"
+
+
+def _status(entry: dict) -> str:
+    return entry.get("status", INSTALLED)  # (checkpoints before states were kept)
+
+
+def _target(status: str) -> str:
+    """The state a restore brings a package recorded in `status` back to:
+    installed, config-files, or "" (a half-done state, left alone)."""
+    if status == INSTALLED or status in TRIGGERS:
+        return INSTALLED
+    return CONFIG_FILES if status == CONFIG_FILES else ""
+
+
+def _shown(entry: dict | None) -> str | None:
+    """A package's version, with its state when that is not plainly installed."""
+    if entry is None:
+        return None
+    status = _status(entry)
+    return entry["version"] if status == INSTALLED else f"{entry['version']} ({status})"
 
 
 def _stanzas(text: str) -> list[dict[str, str]]:
