@@ -218,6 +218,9 @@ class Snapshot:
     size_cap: int = DEFAULT_SIZE_CAP
     manifest: str | None = None  # digest of the stored manifest, once stored
     unchanged: bool = False  # every entry is as in the snapshot it was taken against
+    # Hard links inside the tree: groups (sorted, each of 2 or more) of files
+    # that are one inode. Recorded since manifests carry them; none in older ones.
+    links: tuple[tuple[str, ...], ...] = ()
     _tops: dict[str, int] | None = field(default=None, repr=False, compare=False)
 
     def top_counts(self) -> dict[str, int]:
@@ -247,6 +250,8 @@ class Snapshot:
             "size_cap": self.size_cap,
             "entries": [(p, *entries[p]) for p in sorted(entries)],
         }
+        if self.links:  # (absent otherwise: a tree without links keeps its manifest)
+            doc["links"] = [list(group) for group in self.links]
         return json.dumps(doc, separators=(",", ":")).encode()
 
     @classmethod
@@ -259,6 +264,10 @@ class Snapshot:
             # tuple.__new__ rather than Entry(*row): a third of the time.
             entries = {row[0]: _new_tuple(Entry, row[1:]) for row in rows}
             _check_names(entries, digest)
+            links = tuple(tuple(group) for group in doc.get("links", ()))
+            for group in links:
+                if len(group) < 2 or any(entries.get(m, _NO_ENTRY).kind != _FILE for m in group):
+                    raise ValueError("a group of hard links names something that is not a file")
             return cls(
                 doc["root"],
                 taken_ns,
@@ -266,6 +275,7 @@ class Snapshot:
                 tuple(doc.get("excludes", ())),
                 int(doc.get("size_cap", DEFAULT_SIZE_CAP)),
                 digest,
+                links=links,
             )
         except (ValueError, KeyError, TypeError) as e:
             raise ObjectError(f"manifest {digest or ''} is not a snapshot: {e}") from None
@@ -400,7 +410,36 @@ def take(
     if not changed and previous is not None:
         snap.unchanged = True
         snap.manifest = previous.manifest
+        # (a link made or broken changes the inode's ctime, so an entry differs)
+        snap.links = previous.links
+    else:
+        snap.links = _link_groups(root, entries)
     return snap
+
+
+def _link_groups(root: str, entries: dict[str, Entry]) -> tuple[tuple[str, ...], ...]:
+    """The files of `entries` that are one inode, in groups. Files with the same
+    inode number are one only on the same filesystem (a mount inside the tree
+    numbers its own), so each candidate is looked at again: few trees have any."""
+    first: dict[int, str] = {}
+    shared: dict[int, list[str]] = {}
+    for rel, e in entries.items():
+        if e[0] == _FILE:
+            other = first.setdefault(e[7], rel)
+            if other != rel:
+                shared.setdefault(e[7], [other]).append(rel)
+    groups = []
+    for ino, rels in shared.items():
+        by_inode: dict[tuple[int, int], list[str]] = {}
+        for rel in rels:
+            try:
+                st = os.lstat(full_path(root, rel))
+            except OSError:
+                continue
+            if st.st_ino == ino and st.st_nlink > 1 and stat.S_ISREG(st.st_mode):
+                by_inode.setdefault((st.st_dev, st.st_ino), []).append(rel)
+        groups += [tuple(sorted(g)) for g in by_inode.values() if len(g) > 1]
+    return tuple(sorted(groups))
 
 
 def _walk(
@@ -861,7 +900,7 @@ class Change:
     the first to the second."""
 
     path: str
-    what: str  # created | deleted | modified | mode | owner | replaced | touched
+    what: str  # created deleted modified mode owner replaced touched linked unlinked
     detail: str = ""
 
     def describe(self, root: str) -> str:
@@ -888,7 +927,25 @@ def diff(a: Snapshot, b: Snapshot) -> list[Change]:
         for path, y in theirs.items():
             if path not in ours:
                 out.append(Change(path, "created", y.kind if y.kind != "file" else ""))
+    if a.links or b.links:
+        out += _link_changes(a, b)
     out.sort(key=lambda c: c.path)  # stable: one path's changes stay in their order
+    return out
+
+
+def _link_changes(a: Snapshot, b: Snapshot) -> list[Change]:
+    """Files present on both sides whose group of hard links is another in `b`."""
+    in_a = {m: g for g in a.links for m in g}
+    in_b = {m: g for g in b.links for m in g}
+    out = []
+    for path in sorted(set(in_a) | set(in_b)):
+        x, y = in_a.get(path), in_b.get(path)
+        if x == y or path not in a.entries or path not in b.entries:
+            continue
+        if y is None:
+            out.append(Change(path, "unlinked"))
+        else:
+            out.append(Change(path, "linked", "with " + next(m for m in y if m != path)))
     return out
 
 
@@ -960,6 +1017,15 @@ def _restore(
     changes = diff(now, target)
     failed: dict[str, str] = {}
     tick = watched.read if watched is not None else None
+    # Hard links: a group of the checkpoint with any change is made whole again,
+    # its first file written (when it must be) and the others linked to it. A
+    # file linked now where the checkpoint had it on its own gets its own inode.
+    changed = {c.path for c in changes}
+    relink = [g for g in target.links if not changed.isdisjoint(g)]
+    followers = {m: g[0] for g in relink for m in g[1:]}
+    now_groups = {m: g for g in now.links for m in g}
+    own_inode = {c.path for c in changes if c.what == "unlinked"}
+    own_inode.update(g[0] for g in relink if not set(now_groups.get(g[0], ())) <= set(g))
 
     # 1. Remove what the checkpoint did not have: files first (in several
     # threads: freeing an inode is kernel work), then directories, deepest first.
@@ -984,12 +1050,14 @@ def _restore(
     rewrite: list[tuple[str, Entry]] = []
     made_dirs: list[str] = []
     for rel in wanted:
+        if rel in followers:
+            continue  # linked to its group's first file after the writes
         e = target.entries[rel]
         cur = now.entries.get(rel)
         if cur is not None and cur.kind != e.kind:
             cur = None  # removed in step 1
         try:
-            if e.kind == _FILE and (cur is None or _content_differs(cur, e)):
+            if e.kind == _FILE and (cur is None or _content_differs(cur, e) or rel in own_inode):
                 if e.data is None:
                     raise RwError(f"not restorable: its content was not kept ({e.note})")
                 rewrite.append((rel, e))
@@ -1013,6 +1081,7 @@ def _restore(
         devices = {dev: rel for rel, _tmp, dev in reversed(written)}
         unsynced = _sync(devices, tree)
         failed.update(_spread(lambda part: _swap_all(part, tree, unsynced), written, tick))
+        failed.update(_link_all(followers, tree, failed, made, devices))
     except BaseException:
         for rel, tmp in made:
             _discard(tree, rel, tmp)  # (a new file not swapped in yet, or an old one swapped out)
@@ -1043,12 +1112,98 @@ def _restore(
     if left is None:
         after = take(root, DigestOnly(), target, target.excludes, target.size_cap, skip)
         left = diff(after, target)
+    if relink or own_inode:
+        for rel, why in _links_left(tree, target, relink, own_inode):
+            failed.setdefault(rel, why)
     for c in left:
         if c.path not in failed:
-            failed[c.path] = f"still {c.what} after restore {c.detail}".rstrip()
+            failed[c.path] = _still(c)
     result.failed = sorted(failed.items())
     result.applied = [c for c in changes if c.path not in failed]
     return result
+
+
+def _still(c: Change) -> str:
+    """What a change the verifying pass found means: what the restore did not do."""
+    if c.what == "linked":
+        return f"not a hard link of {c.detail.removeprefix('with ')} after restore"
+    if c.what == "unlinked":
+        return "still a hard link of another file after restore"
+    return f"still {c.what} after restore {c.detail}".rstrip()
+
+
+def _link_all(
+    followers: dict[str, str],
+    tree: _Dirs,
+    failed: dict[str, str],
+    made: list[tuple[str, str]],
+    devices: dict[int, str],
+) -> dict[str, str]:
+    """Make each follower a hard link of its group's first file: linked under a
+    temporary name beside it, then renamed over it, all through the tree's
+    directories and never through a symlink; {rel: why} for those that were not."""
+    out = {}
+    for rel, first in sorted(followers.items(), key=lambda kv: (_depth(kv[0]), kv[0])):
+        if first in failed:
+            out[rel] = f"not linked: {first} was not restored"
+            continue
+        try:
+            with tree.parent_of(first) as (src, src_name), tree.parent_of(rel) as (at, name):
+                have = os.stat(src_name, dir_fd=src, follow_symlinks=False)
+                if not stat.S_ISREG(have.st_mode):
+                    raise OSError(errno.ESTALE, f"{first} is not a file now: not linked to it")
+                try:
+                    cur = os.stat(name, dir_fd=at, follow_symlinks=False)
+                    if (cur.st_dev, cur.st_ino) == (have.st_dev, have.st_ino):
+                        continue  # linked already
+                except FileNotFoundError:
+                    pass
+                tmp = _tmp_name(name)
+                try:
+                    os.link(src_name, tmp, src_dir_fd=src, dst_dir_fd=at, follow_symlinks=False)
+                except FileExistsError:  # (left by a killed restore of this pid)
+                    os.unlink(tmp, dir_fd=at)
+                    os.link(src_name, tmp, src_dir_fd=src, dst_dir_fd=at, follow_symlinks=False)
+                made.append((rel, tmp))
+            _swap_in(tree, rel, tmp)
+            devices.setdefault(have.st_dev, rel)
+        except OSError as err:
+            out[rel] = err.strerror or str(err)
+    return out
+
+
+def _links_left(
+    tree: _Dirs, target: Snapshot, relink: list[tuple[str, ...]], own_inode: set[str]
+) -> list[tuple[str, str]]:
+    """(rel, why) for each file whose hard links are not as `target` recorded:
+    a group's files not one inode, or a file meant to be on its own that shares
+    its inode with another file of the tree that should not."""
+    inode: dict[str, tuple[int, int] | None] = {}
+
+    def of(rel: str) -> tuple[int, int] | None:
+        if rel not in inode:
+            try:
+                with tree.parent_of(rel) as (at, name):
+                    st = os.stat(name, dir_fd=at, follow_symlinks=False)
+                inode[rel] = (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
+            except OSError:
+                inode[rel] = None
+        return inode[rel]
+
+    out = []
+    for group in relink:
+        broken = [rel for rel in group[1:] if of(rel) is None or of(rel) != of(group[0])]
+        out += [(rel, f"not a hard link of {group[0]} after restore") for rel in broken]
+        if broken:
+            out.append((group[0], f"not a hard link of {broken[0]} after restore"))
+    groups = {m: g for g in target.links for m in g}
+    checked = [m for g in relink for m in g] + sorted(own_inode)
+    for rel in sorted(own_inode):
+        mates = [m for m in checked if m != rel and m not in groups.get(rel, ())]
+        shared = [m for m in mates if of(m) is not None and of(m) == of(rel)]
+        if shared:
+            out.append((rel, f"still a hard link of {shared[0]} after restore"))
+    return out
 
 
 def _is_leftover(name: str) -> bool:
