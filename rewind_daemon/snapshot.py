@@ -26,6 +26,7 @@ from typing import NamedTuple, Protocol
 from .errors import EXIT_USAGE, RwError
 from .fsops import Inotify, syncfs
 from .objects import FileChanged, ObjectError, ObjectStore
+from .progress import no_progress
 
 FORMAT = 1
 DEFAULT_SIZE_CAP = 64 * 1024 * 1024
@@ -334,13 +335,15 @@ def take(
     size_cap: int = DEFAULT_SIZE_CAP,
     skip: Iterable[str] = (),
     on_dir=None,
+    progress=None,
 ) -> Snapshot:
     """Snapshot the tree at `root` (absolute), storing new content in `sink`.
 
     `previous` lends digests to entries whose stat fields are unchanged;
     `skip` lists absolute directories never entered (rw's own data);
     `on_dir(path)` is called before each directory is listed (the daemon adds
-    its inotify watch there, so no change after the listing goes unseen).
+    its inotify watch there, so no change after the listing goes unseen);
+    `progress(entries)` after each directory is read (in one process only).
     Below `root`, every directory is opened from its parent's descriptor and
     no symlink is followed: whatever happens to the tree meanwhile, nothing
     outside it is read.
@@ -392,8 +395,9 @@ def take(
             elif fd >= 0:
                 entries = {ROOT: _entry(st)}
                 changed = _walk(
-                    fd, root, entries, prev, trust_before, sink, size_cap, rules, skip, on_dir
-                )
+                    fd, root, entries, prev, trust_before, sink, size_cap, rules, skip, on_dir,
+                    progress=progress,
+                )  # fmt: skip
         finally:
             if fd >= 0:
                 os.close(fd)
@@ -454,6 +458,7 @@ def _walk(
     skip: Iterable[str],
     on_dir,
     defer: frozenset[str] = frozenset(),
+    progress=None,
 ) -> bool:
     """Add everything below the directory `root` (open as `root_fd`) to
     `entries`; True if any entry differs from `prev`'s. (The directories
@@ -530,6 +535,8 @@ def _walk(
                         if p != e:
                             changed = True
                         entries[rel] = e
+                if progress is not None:
+                    progress(len(entries))
             while open_dirs and not open_dirs[-1][3]:
                 done = open_dirs.pop()[0]
                 if done != root_fd:
@@ -983,17 +990,20 @@ class RestoreResult:
     swept: list[str] = field(default_factory=list)  # killed restores' temporary files removed
 
 
-def restore(target: Snapshot, objects: ObjectStore, skip: Iterable[str] = ()) -> RestoreResult:
+def restore(
+    target: Snapshot, objects: ObjectStore, skip: Iterable[str] = (), progress=None
+) -> RestoreResult:
     """Make the tree at target.root what `target` recorded, then verify it.
 
     Every change goes through descriptors of the tree's directories (_Dirs):
     a directory that is no longer the one the plan saw (swapped for a symlink
     or for another directory meanwhile) is reported for what lies below it,
-    never followed, so nothing outside the tree is ever written."""
+    never followed, so nothing outside the tree is ever written.
+    `progress(what, done, total)` is told how far it is (see progress.py)."""
     tree = _Dirs(target.root)
     watched = _Watched.start(target, tree)
     try:
-        return _restore(target, objects, skip, watched, tree)
+        return _restore(target, objects, skip, watched, tree, progress or no_progress)
     finally:
         if watched is not None:
             watched.close()
@@ -1006,9 +1016,14 @@ def _restore(
     skip: Iterable[str],
     watched: _Watched | None,
     tree: _Dirs,
+    progress,
 ) -> RestoreResult:
     root = target.root
-    now = take(root, _Differs(target), target, target.excludes, target.size_cap, skip)
+    total = len(target.entries)
+    now = take(
+        root, _Differs(target), target, target.excludes, target.size_cap, skip,
+        progress=lambda n: progress(f"restore {root}, entries read", n, total),
+    )  # fmt: skip
     if tree.expect({rel: e.ino for rel, e in now.entries.items() if e.kind == "dir"}):
         if watched is not None:
             watched.lost = True  # it watches a directory replaced before the plan saw it
@@ -1031,7 +1046,12 @@ def _restore(
     # threads: freeing an inode is kernel work), then directories, deepest first.
     doomed = [c.path for c in changes if c.what in ("deleted", "replaced")]
     gone = [rel for rel in doomed if now.entries[rel].kind != "dir"]
-    failed.update(_spread(lambda part: _remove(part, tree), gone, tick))
+    removing = f"restore {root}, files removed"
+    failed.update(
+        _spread(
+            lambda part: _remove(part, tree), gone, tick, lambda n: progress(removing, n, len(gone))
+        )
+    )
     emptied = [rel for rel in doomed if now.entries[rel].kind == "dir"]
     for rel in sorted(emptied, key=_depth, reverse=True):
         try:
@@ -1073,7 +1093,13 @@ def _restore(
     made: list[tuple[str, str]] = []  # every temporary file, for an interrupted restore to remove
     devices: dict[int, str] = {}  # device -> a file written on it
     try:
-        for rel, outcome in _spread(lambda p: _write_all(p, tree, objects, made), rewrite, tick):
+        writing = f"restore {root}, files written"
+        for rel, outcome in _spread(
+            lambda p: _write_all(p, tree, objects, made),
+            rewrite,
+            tick,
+            lambda n: progress(writing, n, len(rewrite)),
+        ):
             if isinstance(outcome, str):
                 failed[rel] = outcome
             else:
@@ -1110,7 +1136,10 @@ def _restore(
         left = watched.verify(target, now, touched, made_dirs, skip, tree)
     result.reread = left is None
     if left is None:
-        after = take(root, DigestOnly(), target, target.excludes, target.size_cap, skip)
+        after = take(
+            root, DigestOnly(), target, target.excludes, target.size_cap, skip,
+            progress=lambda n: progress(f"restore {root}, entries verified", n, total),
+        )  # fmt: skip
         left = diff(after, target)
     if relink or own_inode:
         for rel, why in _links_left(tree, target, relink, own_inode):
@@ -1644,10 +1673,11 @@ _SPREAD_MIN = 32  # items below which a thread is not worth starting
 _TICK = 64  # items between two calls of _spread's tick
 
 
-def _spread(work, items: list, tick=None) -> list:
+def _spread(work, items: list, tick=None, progress=None) -> list:
     """Run the generator work(part) over WORKERS stripes of `items` at once;
     what they yield, but None, in no particular order. `tick()` is called in
-    the caller's thread every _TICK items of its own stripe."""
+    the caller's thread every _TICK items of its own stripe, and so is
+    `progress(about how many items are done)`."""
     n = min(WORKERS, len(items) // _SPREAD_MIN)
     results: list[list] = [[] for _ in range(max(n, 1))]
     errors: list[BaseException] = []
@@ -1658,8 +1688,11 @@ def _spread(work, items: list, tick=None) -> list:
             for k, r in enumerate(work(part), 1):
                 if r is not None:
                     out.append(r)
-                if tick is not None and i == 0 and k % _TICK == 0:
-                    tick()
+                if i == 0 and k % _TICK == 0:
+                    if tick is not None:
+                        tick()
+                    if progress is not None:
+                        progress(min(k * max(n, 1), len(items)))
         except BaseException as err:  # (re-raised below, in the caller's thread)
             errors.append(err)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from ..errors import EXIT_INCOMPLETE, EXIT_PROBLEM, RwError
+from ..progress import Progress, no_progress
 from . import CHANGE_TIMEOUT, ProbeChange, ProbeRestore, Ran, have, run
 
 DPKG_INFO = Path("/var/lib/dpkg/info")
@@ -59,7 +60,7 @@ class DpkgProbe:
 
     # -- capture ----------------------------------------------------------
 
-    def capture(self, artifacts: Path | None = None) -> dict:
+    def capture(self, artifacts: Path | None = None, progress: Progress = no_progress) -> dict:
         states = self._states()
         auto = self._auto_marked()
         packages: dict[str, dict] = {}
@@ -71,7 +72,8 @@ class DpkgProbe:
         # What dpkg --audit already found wrong: a rollback answers only for the rest.
         state: dict = {"packages": packages, "audit": sorted(self._audit())}
         installed = {k: v for k, (v, st) in states.items() if _target(st) == INSTALLED}
-        state["artifacts"] = self._keep(installed, artifacts) if artifacts is not None else []
+        kept = self._keep(installed, artifacts, progress) if artifacts is not None else []
+        state["artifacts"] = kept
         return state
 
     def _states(self, keys: Iterable[str] = ()) -> dict[str, tuple[str, str]]:
@@ -140,7 +142,9 @@ class DpkgProbe:
                 auto.add(f"{stanza['Package']}:{stanza.get('Architecture', native)}")
         return auto
 
-    def _keep(self, versions: dict[str, str], artifacts: Path) -> list[str]:
+    def _keep(
+        self, versions: dict[str, str], artifacts: Path, progress: Progress = no_progress
+    ) -> list[str]:
         """Make sure artifacts holds a .deb of each installed package; return their names."""
         kept, to_build = [], []
         for key, version in sorted(versions.items()):
@@ -166,8 +170,12 @@ class DpkgProbe:
                     return None
                 return target.name
 
+            what = "checkpoint, .debs of installed packages rebuilt"
             with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-                kept += [name for name in pool.map(build, to_build) if name]
+                for done, built in enumerate(pool.map(build, to_build), 1):
+                    progress(what, done, len(to_build))
+                    if built:
+                        kept.append(built)
         return sorted(kept)
 
     # -- diff -------------------------------------------------------------

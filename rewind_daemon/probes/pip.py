@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 from ..errors import EXIT_PROBLEM, RwError
+from ..progress import Progress, no_progress
 from . import CHANGE_TIMEOUT, ProbeChange, ProbeRestore, Ran, run
 
 PIP_ENV = {"PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"}
@@ -77,7 +78,7 @@ class PipProbe:
                 problems.append(f"{python}: pip is not installed for it")
         return "; ".join(problems) or None
 
-    def capture(self, artifacts: Path | None = None) -> dict:
+    def capture(self, artifacts: Path | None = None, progress: Progress = no_progress) -> dict:
         return {
             "environments": {python: self._list(python) for python in self.interpreters},
             "unowned": {python: self._unowned(python) for python in self.interpreters},
