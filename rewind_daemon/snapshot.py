@@ -425,6 +425,9 @@ def _link_groups(root: str, entries: dict[str, Entry]) -> tuple[tuple[str, ...],
     """The files of `entries` that are one inode, in groups. Files with the same
     inode number are one only on the same filesystem (a mount inside the tree
     numbers its own), so each candidate is looked at again: few trees have any."""
+    inos = [e[7] for e in entries.values() if e[0] == _FILE]
+    if len(set(inos)) == len(inos):
+        return ()  # (the common case, found in C)
     first: dict[int, str] = {}
     shared: dict[int, list[str]] = {}
     for rel, e in entries.items():

@@ -37,9 +37,6 @@ INSTALLED = "installed"
 CONFIG_FILES = "config-files"
 # Installed, with trigger processing still owed: configuring finishes them.
 TRIGGERS = ("triggers-awaited", "triggers-pending")
-# Where dpkg leaves a package it was stopped in the middle of (killed, or a
-# maintainer script failed). dpkg --audit names them.
-HALF_DONE = ("half-installed", "unpacked", "half-configured")
 
 
 def deb_file_name(name: str, version: str, arch: str) -> str:
@@ -406,6 +403,8 @@ def _target(status: str) -> str:
     installed, config-files, or "" (a half-done state, left alone)."""
     if status == INSTALLED or status in TRIGGERS:
         return INSTALLED
+    # Half-installed, unpacked, half-configured: where dpkg leaves a package it
+    # was stopped in the middle of (killed, or a maintainer script failed).
     return CONFIG_FILES if status == CONFIG_FILES else ""
 
 
