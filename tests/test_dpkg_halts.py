@@ -10,6 +10,8 @@ Needs root and dpkg; every package has a random name and is purged afterwards
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -148,6 +150,37 @@ def test_halted_in_preinst_half_installed_is_purged(home, tmp_path, rwtest_packa
     proc = guard("dpkg", "-i", str(deb))
     assert "ERROR: rwtest halting in preinst install" in proc.stderr
     rolled_back(proc, prefix, {}, f"dpkg: {name}:all 1.0 (half-installed) -> absent (remove)")
+    assert not Path(f"/usr/share/{name}").exists()
+
+
+@pytest.mark.skipif(shutil.which("apt-get") is None, reason="needs apt-get")
+def test_apt_get_halted_at_unpacking_is_purged(home, tmp_path, rwtest_packages):  # noqa: F811
+    """The run of the issue: apt-get halted on its `Unpacking` line, while dpkg
+    writes the package's files (a big one, so that the halt comes before the end)."""
+    prefix = rwtest_packages
+    name = f"{prefix}-apt"
+    root = tmp_path / "pkg"
+    (root / "DEBIAN").mkdir(parents=True)
+    (root / "usr" / "share" / name).mkdir(parents=True)
+    (root / "usr" / "share" / name / "blob").write_bytes(os.urandom(30_000_000))
+    (root / "DEBIAN" / "control").write_text(
+        f"Package: {name}\nVersion: 1.0\nArchitecture: all\n"
+        "Maintainer: rw tests <rw@example.invalid>\nDescription: rw halt test\n"
+    )
+    deb = tmp_path / deb_file_name(name, "1.0", "all")
+    sh("dpkg-deb", "--root-owner-group", "-Znone", "--build", str(root), str(deb))
+    proc = subprocess.run(
+        [RW, "guard", "--packages", "--no-services", "--strict", "--expect", "^(?!Unpacking)"]
+        + ["--", "apt-get", "install", "-y", str(deb)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert re.search(rf"Trigger: line \d+: Unpacking {name} \(1\.0\) \.\.\.", proc.stderr)
+    state = re.search(rf"dpkg: {name}:all 1\.0 \(([a-z-]+)\) -> absent \(remove\)", proc.stderr)
+    assert state is not None, proc.stderr  # the state dpkg was stopped in, not "nothing"
+    rolled_back(proc, prefix, {})
     assert not Path(f"/usr/share/{name}").exists()
 
 
