@@ -5,9 +5,10 @@ and call it as they go (often: it is cheap); they never print. The CLI hands
 them a `TerminalProgress`, which draws one line on stderr when stderr is a
 terminal: what, how far (and of how many), how long it has taken or, with a
 total, about how long is left. Quick work shows nothing (the line appears
-after half a second), the line is redrawn at most ten times a second, and
-it is cleared when the work ends. When stderr is not a terminal it does
-nothing at all, so scripts and pipes see exactly what they saw before.
+after half a second); the line is redrawn ten times a second, also while
+the work reports nothing, and cleared when the work ends. When stderr is
+not a terminal it does nothing at all, so scripts and pipes see exactly
+what they saw before.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ def no_progress(what: str, done: int | None = None, total: int | None = None) ->
 
 
 class TerminalProgress:
+    """The line on a terminal. A call only notes how far the work is (cheap
+    enough for a loop); a thread of its own draws the latest state, so that
+    work that reports nothing for a while still shows for how long it runs."""
+
     DELAY = 0.5  # seconds of work before anything is drawn
     INTERVAL = 0.1  # seconds between two redraws
 
@@ -40,23 +45,39 @@ class TerminalProgress:
         except (AttributeError, ValueError, OSError):
             self.active = False
         self.started = time.monotonic()
-        self.phase = ""
+        self.state: tuple[str, int | None, int | None] | None = None
         self.phase_started = self.started
-        self.last = 0.0
         self.shown = False
+        self.drawn = ""  # the text on the line now
         self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.ticker: threading.Thread | None = None
 
     def __call__(self, what: str, done: int | None = None, total: int | None = None) -> None:
         if not self.active:
             return
-        with self.lock:
-            now = time.monotonic()
-            if what != self.phase:
-                self.phase, self.phase_started = what, now
-            if now - self.started < self.DELAY or now - self.last < self.INTERVAL:
-                return
-            self.last = now
-            self._draw(self._text(what, done, total, now - self.phase_started))
+        if self.state is None or self.state[0] != what:
+            self.phase_started = time.monotonic()
+        self.state = (what, done, total)
+        if self.ticker is None:
+            with self.lock:
+                if self.ticker is None:
+                    self.stop.clear()
+                    self.ticker = threading.Thread(
+                        target=self._tick, daemon=True, name="rw-progress"
+                    )
+                    self.ticker.start()
+
+    def _tick(self) -> None:
+        wait = max(self.started + self.DELAY - time.monotonic(), 0.0)
+        while not self.stop.wait(wait):
+            wait = self.INTERVAL
+            with self.lock:
+                state = self.state
+                if state is not None and not self.stop.is_set():
+                    text = self._text(*state, time.monotonic() - self.phase_started)
+                    if text != self.drawn:
+                        self._draw(text)
 
     @staticmethod
     def _text(what: str, done: int | None, total: int | None, elapsed: float) -> str:
@@ -78,12 +99,19 @@ class TerminalProgress:
         try:
             self.stream.write("\r" + text[: max(width - 1, 1)] + "\x1b[K")
             self.stream.flush()
-            self.shown = True
+            self.shown, self.drawn = True, text
         except (OSError, ValueError):
             self.active = False  # the terminal went away: the work goes on regardless
+            self.stop.set()
 
     def close(self) -> None:
-        """Clear the line (the work is done)."""
+        """Stop drawing and clear the line (the work, or this part of it, is done)."""
+        ticker = self.ticker
+        if ticker is not None:
+            self.stop.set()
+            ticker.join()
+            self.ticker = None
+        self.state = None
         with self.lock:
             if self.shown and self.active:
                 try:
@@ -91,7 +119,7 @@ class TerminalProgress:
                     self.stream.flush()
                 except (OSError, ValueError):
                     pass
-            self.shown = False
+            self.shown, self.drawn = False, ""
 
     def __enter__(self) -> TerminalProgress:
         return self
@@ -102,23 +130,9 @@ class TerminalProgress:
     @contextlib.contextmanager
     def waiting(self, what: str) -> Iterator[None]:
         """For work that reports nothing as it goes (another process's): say
-        what is going on, and for how long, until the block ends."""
-        if not self.active:
-            yield
-            return
-        stop = threading.Event()
-
-        def tick() -> None:
-            while not stop.wait(self.INTERVAL):
-                self(what)
-
-        thread = threading.Thread(target=tick, daemon=True, name="rw-progress")
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join()
+        what is going on, and for how long, while the block runs."""
+        self(what)
+        yield
 
 
 def _duration(seconds: float) -> str:

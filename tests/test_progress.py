@@ -12,9 +12,16 @@ import time
 import pexpect
 import pytest
 
+from rewind_daemon.probes.dpkg import DpkgProbe
 from rewind_daemon.progress import TerminalProgress
 
 from .conftest import RW, write_config
+from .test_probes import (
+    build_deb,
+    needs_root_dpkg,
+    rwtest_packages,  # noqa: F401 - a fixture
+    sh,
+)
 
 DRAW = re.compile(r"\r([^\r\x1b]*)\x1b\[K")
 
@@ -137,3 +144,39 @@ def test_nothing_at_all_when_not_a_terminal(tmp_path):
             time.sleep(0.3)
         progress.close()
     assert (tmp_path / "err").read_text() == ""
+
+
+def test_work_that_reports_nothing_for_a_while_still_shows_how_long_it_runs():
+    master, slave = os.openpty()
+    try:
+        with open(slave, "w", closefd=False) as tty:
+            progress = TerminalProgress(tty)
+            progress("restore: dpkg")  # then a long dpkg run, and not a word from it
+            time.sleep(2.2)
+            progress.close()
+        chunks = []
+        while select.select([master], [], [], 0.5)[0]:
+            chunks.append(os.read(master, 1 << 20))
+        out = b"".join(chunks).decode()
+    finally:
+        os.close(master)
+        os.close(slave)
+    # From half a second in, redrawn only when the text changes: once a second here.
+    assert drawn(out) == ["restore: dpkg (1 s)", "restore: dpkg (2 s)"], out
+    assert out.endswith("\r\x1b[K")
+
+
+@needs_root_dpkg
+def test_kept_debs_rebuilt_are_counted(tmp_path, rwtest_packages):  # noqa: F811
+    prefix = rwtest_packages
+    tag = prefix.split("-", 1)[1]
+    debs = [build_deb(tmp_path, f"{prefix}-{n}", "1.0", tag) for n in "abc"]
+    sh("dpkg", "--install", *map(str, debs))
+    calls = []
+    artifacts = tmp_path / "artifacts"
+    artifacts.mkdir()
+    probe = DpkgProbe(keep_debs=lambda name: name.startswith(prefix))
+    state = probe.capture(artifacts, lambda *args: calls.append(args))
+    assert len(state["artifacts"]) == 3
+    what = "checkpoint, .debs of installed packages rebuilt"
+    assert calls == [(what, 1, 3), (what, 2, 3), (what, 3, 3)]
