@@ -332,3 +332,37 @@ def test_probe_upgrade_killed_in_unpack_and_config_files(tmp_path, rwtest_packag
     assert states(prefix) == before
     assert audit() == ""
     assert probe.diff(recorded, probe.capture()) == []
+
+
+@pytest.mark.parametrize("kept", [True, False])
+def test_a_package_whose_dpkg_files_were_damaged_is_reinstalled(
+    home,
+    tmp_path,
+    rwtest_packages,  # noqa: F811
+    kept,
+):
+    """Nothing in its state changed, but dpkg --audit finds it damaged: with
+    its .deb kept it is reinstalled; without, the rollback says it is not done."""
+    prefix = rwtest_packages
+    name = f"{prefix}-dmg"
+    deb = make_deb(tmp_path, name, "1.0")
+    sh("dpkg", "-i", str(deb))
+    before = states(prefix)
+    if kept:
+        (home / "data" / "debs").mkdir(parents=True, mode=0o700)
+        os.link(deb, home / "data" / "debs" / deb.name)
+    os.unlink(deb)
+    damage = f"rm /var/lib/dpkg/info/{name}.md5sums && echo 'ERROR: damaged'"
+    proc = guard("sh", "-c", damage)
+    if kept:
+        rolled_back(proc, prefix, before, f"dpkg: {name}:all 1.0 (damaged) -> 1.0 (repair)")
+        assert Path(f"/var/lib/dpkg/info/{name}.md5sums").exists()
+        return
+    assert proc.returncode == 3, proc.stderr
+    assert "Rollback failed - manual intervention required" in proc.stderr
+    remains = proc.stderr.split("Remains (not as the checkpoint recorded it):")[1]
+    assert (
+        f"dpkg: {name}:all 1.0 (damaged) -> 1.0 (repair): dpkg --audit: missing the md5sums "
+        "control file in the database, they need to be reinstalled"
+    ) in remains
+    assert name in audit()

@@ -208,7 +208,8 @@ class DpkgProbe:
 
     def restore(self, recorded: dict, current: dict, artifacts: Path | None = None) -> ProbeRestore:
         changes = self.diff(recorded, current)
-        if not changes:
+        # With nothing to change, dpkg's own check may still find a package damaged.
+        if not changes and ("audit" not in recorded or os.geteuid() != 0):
             return ProbeRestore()
         if not have("dpkg"):
             raise RwError("dpkg: dpkg not found, cannot restore packages", EXIT_INCOMPLETE)
@@ -238,22 +239,36 @@ class DpkgProbe:
         for change, reason in self._mark(marks).items():
             prefix = f"installed {change.recorded}, but " if change.action in INSTALLS else ""
             outcome[change] = prefix + reason
-        # What dpkg itself finds wrong now and did not at the checkpoint is not restored.
-        known = set(recorded.get("audit", []))
+        # dpkg's own check: a package it finds damaged now (not at the checkpoint)
+        # that was installed then is reinstalled; what it still finds is reported.
+        # (A checkpoint taken before rw kept dpkg's audit cannot tell.)
         by_name = {c.item.rsplit(":", 1)[0]: c for c in changes}
-        extra: list[tuple[ProbeChange, str]] = []
-        for name, problem in sorted(self._audit().items()):
+        repairs = []
+        problems = self._new_problems(recorded)
+        for name in problems:
             bare = name.rsplit(":", 1)[0]
-            if name in known or bare in known:
+            keys = [k for k in recorded_pkgs if k.rsplit(":", 1)[0] == bare]
+            if bare in by_name or not keys:
                 continue
+            if _target(_status(recorded_pkgs[keys[0]])) == INSTALLED:
+                version = recorded_pkgs[keys[0]]["version"]
+                repair = ProbeChange(self.name, keys[0], "repair", version, f"{version} (damaged)")
+                repairs.append(repair)
+                by_name[bare] = repair
+        if repairs:
+            outcome.update(self._install(repairs, artifacts))
+            changes += repairs
+            problems = self._new_problems(recorded)
+        extra: list[tuple[ProbeChange, str]] = []
+        for name, problem in sorted(problems.items()):
             why = f"dpkg --audit: {problem}"
-            changed = by_name.get(bare)
+            changed = by_name.get(name.rsplit(":", 1)[0])
             if changed is not None:
                 outcome[changed] = outcome.get(changed) or why
-                continue
-            keys = [k for k in recorded_pkgs if k.rsplit(":", 1)[0] == bare] or [name]
-            shown = _shown(recorded_pkgs.get(keys[0]))
-            extra.append((ProbeChange(self.name, keys[0], "repair", shown, shown), why))
+            else:
+                keys = [k for k in recorded_pkgs if k.rsplit(":", 1)[0] == name] or [name]
+                then = _shown(recorded_pkgs.get(keys[0]))
+                extra.append((ProbeChange(self.name, keys[0], "repair", then, "damaged"), why))
         result = ProbeRestore(failed=extra)
         for change in changes:
             failure = outcome.get(change)
@@ -262,6 +277,17 @@ class DpkgProbe:
             else:
                 result.failed.append((change, failure))
         return result
+
+    def _new_problems(self, recorded: dict) -> dict[str, str]:
+        """What dpkg --audit finds now that it did not when `recorded` was taken."""
+        if "audit" not in recorded:
+            return {}
+        known = set(recorded["audit"])
+        return {
+            name: problem
+            for name, problem in self._audit().items()
+            if name not in known and name.rsplit(":", 1)[0] not in known
+        }
 
     def _purge(self, keys: list[str]) -> dict[str, str]:
         """Purge packages, also those dpkg was stopped in the middle of installing
