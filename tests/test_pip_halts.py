@@ -29,8 +29,8 @@ def wheel_with_files(out: Path, dist: str, version: str, modules: int) -> Path:
     """A pure-Python wheel of a package with many modules and one late top-level module."""
     module = dist.replace("-", "_")
     info = f"{module}-{version}.dist-info"
-    files = {f"{module}/__init__.py": "VERSION = 1\n"}
-    files.update({f"{module}/m{i}.py": f"N = {i}\n" for i in range(modules)})
+    files = {f"{module}/__init__.py": f"VERSION = {version!r}\n"}
+    files.update({f"{module}/m{i}.py": f"N = {i}  # {version}\n" for i in range(modules)})
     files[f"zz_{module}_late.py"] = "LATE = 1\n"
     files[f"{info}/METADATA"] = f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n"
     files[f"{info}/WHEEL"] = (
@@ -110,3 +110,53 @@ def test_a_pip_install_stopped_half_way_is_swept(rw_home, tmp_path, stopped_at):
         assert f"pip: {dist} ({python}) 1.0 -> absent (remove)" in proc.stderr
     assert sorted(os.listdir(site_dir)) == before_files
     assert listed(python) == before_dists
+
+
+def test_a_pip_upgrade_stopped_half_way_goes_back_to_the_old_version(rw_home, tmp_path):
+    env_dir = tmp_path / "env"
+    sh(sys.executable, "-m", "venv", str(env_dir))
+    python = str(env_dir / "bin" / "python")
+    site_dir = sh(python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))")
+    site = Path(site_dir.stdout.strip())
+    dist = f"rwtest-{uuid.uuid4().hex[:8]}-up"
+    module = dist.replace("-", "_")
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    wheel_with_files(wheels, dist, "1.0", modules=20)
+    wheel_with_files(wheels, dist, "2.0", modules=30)
+    pip = [python, "-m", "pip", "--disable-pip-version-check", "-q"]
+    sh(*pip, "install", "--no-index", "--find-links", str(wheels), f"{dist}==1.0")
+    write_config(
+        rw_home,
+        f"[daemon]\nautostart = false\n[checkpoint]\npip = ['{python}']\n"
+        f"pip_find_links = ['{wheels}']\n",
+    )
+    before_files = sorted(os.listdir(site))
+    before_modules = sorted(os.listdir(site / module))
+    upgrade = (
+        f"mkdir -p {site}/{module}-2.0.dist-info/RECORD && PIP_ROOT_USER_ACTION=ignore {python}"
+        f" -m pip --disable-pip-version-check -q install --no-index --find-links {wheels}"
+        f" {dist}==2.0"
+    )
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("sh", "mkdir"):
+        (bin_dir / tool).symlink_to(shutil.which(tool) or f"/bin/{tool}")
+    proc = subprocess.run(
+        [RW, "guard", "--packages", "--no-services", "--allow", "invalid metadata", "--"]
+        + ["sh", "-c", upgrade],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PATH": str(bin_dir)},
+    )
+    assert "Could not install packages" in proc.stdout, proc.stdout + proc.stderr
+    assert proc.returncode == 1, proc.stderr
+    assert "Checkpoint Status: Rollback completed successfully" in proc.stderr, proc.stderr
+    assert "nothing had changed" not in proc.stderr
+    assert sorted(os.listdir(site)) == before_files
+    assert sorted(os.listdir(site / module)) == before_modules
+    assert f"pip: {site}/{module}-2.0.dist-info ({python}) owned by no distribution" in proc.stderr
+    assert (site / module / "m3.py").read_text() == "N = 3  # 1.0\n"
+    assert listed(python)[dist] == "1.0"
