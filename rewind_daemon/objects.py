@@ -206,14 +206,17 @@ class ObjectStore:
         A connection reading meanwhile (the daemon's) only delays the log's
         truncation to a later checkpoint."""
         db = self.db
-        if db.execute("PRAGMA freelist_count").fetchone()[0]:
-            if db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:
-                # (executescript steps it to the end; execute would free one page)
-                db.executescript("PRAGMA incremental_vacuum;")
-            else:
-                db.execute("PRAGMA auto_vacuum=INCREMENTAL")
-                db.execute("VACUUM")
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        try:
+            if db.execute("PRAGMA freelist_count").fetchone()[0]:
+                if db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:
+                    # (executescript steps it to the end; execute would free one page)
+                    db.executescript("PRAGMA incremental_vacuum;")
+                else:
+                    db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+                    db.execute("VACUUM")
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except sqlite3.OperationalError:
+            pass  # busy for longer than the timeout: the next rw gc tries again
         for sub in os.scandir(self.root):
             if len(sub.name) == 2 and sub.is_dir(follow_symlinks=False):
                 try:

@@ -85,3 +85,22 @@ def test_gc_shrinks_the_object_store(rw_home, tmp_path, how):
     for extra in ("bulk", "big1.bin", "big2.bin"):
         assert not (site / extra).exists()
     assert tree_state(site) == kept
+
+
+def test_a_store_too_busy_to_compact_is_left_for_the_next_gc(tmp_path):
+    store = ObjectStore(tmp_path / "objects")
+    with store.batch() as batch:
+        digests = [batch.put_bytes(os.urandom(5000)) for _ in range(200)]
+    store.remove(digests)
+    store.db.execute("PRAGMA busy_timeout=100")  # (30 s in use)
+    other = sqlite3.connect(tmp_path / "objects" / "objects.db", isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")  # another process, writing
+    try:
+        store.compact()  # no exception: nothing given back this time
+        assert store.db.execute("PRAGMA freelist_count").fetchone()[0] > 0
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    store.compact()
+    assert store.db.execute("PRAGMA freelist_count").fetchone()[0] == 0
+    store.close()
