@@ -24,6 +24,7 @@ from .errors import EXIT_INCOMPLETE, NotFound, RwError
 from .objects import ObjectError, ObjectStore, sweep_temporary
 from .paths import Paths
 from .probes import ProbeChange, ProbeConfig, available_probes
+from .progress import Progress, no_progress
 from .snapshot import full_path
 from .store import CheckpointRow, Store, TreeRow
 
@@ -127,18 +128,24 @@ class Checkpoints:
                     prev = None  # no digests to lend: every file is read again
         return prev
 
-    def snapshot_trees(self, trees: Iterable[Watch], batch, on_dir=None) -> list[snapshot.Snapshot]:
+    def snapshot_trees(
+        self, trees: Iterable[Watch], batch, on_dir=None, progress: Progress = no_progress
+    ) -> list[snapshot.Snapshot]:
         snaps = []
         excludes = tuple(self.config.watch_exclude)
         for w in trees:
+            previous = self.previous(w.path)
+            total = len(previous.entries) if previous is not None else None
+            what = f"checkpoint {w.path}, entries read"
             snap = snapshot.take(
                 w.path,
                 batch,
-                self.previous(w.path),
+                previous,
                 excludes + w.excludes,
                 self.config.max_file_size,
                 self.own_dirs(),
                 on_dir,
+                progress=lambda n, what=what, total=total: progress(what, n, total),
             )
             snapshot.store(snap, batch)
             snaps.append(snap)
@@ -155,6 +162,7 @@ class Checkpoints:
         session: str | None = None,
         step: int | None = None,
         keep_debs: bool | None = None,
+        progress: Progress = no_progress,
     ) -> Created:
         if not trees and not packages and not services:
             raise RwError(
@@ -173,14 +181,15 @@ class Checkpoints:
             if keep and probe.name == "dpkg":
                 self.artifacts.mkdir(mode=0o700, parents=True, exist_ok=True)
                 artifacts = self.artifacts
-            state = probe.capture(artifacts)
+            progress(f"checkpoint: {probe.name}")
+            state = probe.capture(artifacts, progress)
             probe_data.append((probe.name, json.dumps(state, sort_keys=True).encode()))
         try:
             # Shared: `rw gc` (exclusive) must not take objects written here
             # before the checkpoint that names them is committed.
             with self.objects_lock(exclusive=False):
                 with self.objects.batch() as batch:
-                    snaps = self.snapshot_trees(trees, batch)
+                    snaps = self.snapshot_trees(trees, batch, progress=progress)
                 rows = [
                     TreeRow(s.root, s.manifest or "", s.taken_ns, len(s.entries)) for s in snaps
                 ]
@@ -240,16 +249,19 @@ class Checkpoints:
     def tree(self, row: TreeRow) -> snapshot.Snapshot:
         return snapshot.load(self.objects, row.manifest, row.taken_ns)
 
-    def compare(self, cid: int, since: bool = False) -> Comparison:
+    def compare(
+        self, cid: int, since: bool = False, progress: Progress = no_progress
+    ) -> Comparison:
         """Now against checkpoint `cid`: file changes as a restore would make them,
         or (`since`) as they happened after the checkpoint."""
         row = self.get(cid)
         trees = []
         for t in self.store.checkpoint_trees(cid):
             then = self.tree(t)
+            what, total = f"{then.root}, entries compared", len(then.entries)
             now = snapshot.take(
                 then.root, snapshot.DigestOnly(), then, then.excludes, then.size_cap,
-                self.own_dirs(),
+                self.own_dirs(), progress=lambda n, w=what, t=total: progress(w, n, t),
             )  # fmt: skip
             changes = snapshot.diff(then, now) if since else snapshot.diff(now, then)
             trees.append(TreeDiff(then.root, changes))
@@ -266,7 +278,9 @@ class Checkpoints:
 
     # --- restoring -----------------------------------------------------------
 
-    def restore(self, cid: int, comparison: Comparison | None = None) -> RestoreReport:
+    def restore(
+        self, cid: int, comparison: Comparison | None = None, progress: Progress = no_progress
+    ) -> RestoreReport:
         row = self.get(cid)
         report = RestoreReport(row)
         recorded = self.store.checkpoint_probes(cid)
@@ -281,6 +295,7 @@ class Checkpoints:
                 report.failed.append(f"{name}: cannot run here: {reason}")
                 return
             then_state = json.loads(recorded[name])
+            progress(f"restore: {name}")
             result = probe.restore(then_state, probe.capture(None), self.artifacts)
             report.restored += [c.describe() for c in result.done]
             report.failed += [f"{c.describe()}: {why}" for c, why in result.failed]
@@ -300,7 +315,7 @@ class Checkpoints:
             except ObjectError as e:
                 report.failed.append(f"{t.root}: {e}")
                 continue
-            result = snapshot.restore(then, self.objects, self.own_dirs())
+            result = snapshot.restore(then, self.objects, self.own_dirs(), progress)
             report.restored += [
                 f"removed   {path}  (left by an interrupted restore)" for path in result.swept
             ]
@@ -329,15 +344,20 @@ class Checkpoints:
         finally:
             os.close(fd)
 
-    def gc(self, dry_run: bool = False, in_use: AbstractSet[str] = frozenset()) -> GcReport:
+    def gc(
+        self,
+        dry_run: bool = False,
+        in_use: AbstractSet[str] = frozenset(),
+        progress: Progress = no_progress,
+    ) -> GcReport:
         """Retention, then unreferenced objects: keep the last `keep_per_session`
         checkpoints of each session, then drop the oldest until the objects fit
         in `max_total_size`. `in_use`: objects the caller still relies on (the
         daemon's current snapshots of watched trees)."""
         with self.objects_lock(exclusive=True):
-            return self._gc(dry_run, in_use)
+            return self._gc(dry_run, in_use, progress)
 
-    def _gc(self, dry_run: bool, in_use: AbstractSet[str]) -> GcReport:
+    def _gc(self, dry_run: bool, in_use: AbstractSet[str], progress: Progress) -> GcReport:
         report = GcReport()
         rows = self.store.checkpoints(state=None)
         doomed: set[int] = set()
@@ -350,14 +370,15 @@ class Checkpoints:
         for group in by_session.values():
             # (keep_per_session = 0 keeps none: group[:None] is all of them)
             doomed.update(r.id for r in group[: -self.config.keep_per_session or None])
+        progress("gc: listing objects")
         sizes = self.objects.sizes()
         kept = [r for r in rows if r.id not in doomed]
         while kept:
-            live = self._referenced([r.id for r in kept])
+            live = self._referenced([r.id for r in kept], progress)
             if sum(sizes.get(d, 0) for d in live) <= self.config.max_total_size:
                 break
             doomed.add(kept.pop(0).id)
-        live = self._referenced([r.id for r in rows if r.id not in doomed]) | in_use
+        live = self._referenced([r.id for r in rows if r.id not in doomed], progress) | in_use
         garbage = [d for d in sizes if d not in live]
         report.checkpoints = sorted(doomed)
         report.objects = len(garbage)
@@ -365,19 +386,25 @@ class Checkpoints:
         debs = self._debs_in_use([r.id for r in rows if r.id not in doomed])
         if self.artifacts.is_dir():
             report.debs = [p for p in self.artifacts.iterdir() if p.name not in debs]
+        report.disk_before = report.disk_after = self.objects.disk_usage()
         if not dry_run:
             with self.store.transaction():
                 self.store.remove_checkpoints(doomed)
+            progress(f"gc: removing {len(garbage):,} objects")
             self.objects.remove(garbage)
             for p in report.debs:
                 p.unlink(missing_ok=True)
             sweep_temporary(self.objects)
+            progress("gc: giving the space back to the disk")
+            self.objects.compact()
+            report.disk_after = self.objects.disk_usage()
         return report
 
-    def _referenced(self, ids: list[int]) -> set[str]:
+    def _referenced(self, ids: list[int], progress: Progress = no_progress) -> set[str]:
         live: set[str] = set()
         manifests = {t.manifest for cid in ids for t in self.store.checkpoint_trees(cid)}
-        for m in manifests:
+        for i, m in enumerate(manifests):
+            progress("gc, checkpoints read", i, len(manifests))
             if m not in self._manifest_refs:
                 try:
                     snap = snapshot.Snapshot.from_manifest(self.objects.read(m), 0, m)
@@ -424,6 +451,8 @@ class GcReport:
     objects: int = 0
     bytes: int = 0
     debs: list[Path] = field(default_factory=list)
+    disk_before: int = 0  # bytes the object store took on disk before and after
+    disk_after: int = 0
 
     def to_json(self) -> dict:
         return {
@@ -431,11 +460,20 @@ class GcReport:
             "objects": self.objects,
             "bytes": self.bytes,
             "debs": [str(p) for p in self.debs],
+            "disk_before": self.disk_before,
+            "disk_after": self.disk_after,
         }
 
     @classmethod
     def from_json(cls, doc: dict) -> GcReport:
-        return cls(doc["checkpoints"], doc["objects"], doc["bytes"], [Path(p) for p in doc["debs"]])
+        return cls(
+            doc["checkpoints"],
+            doc["objects"],
+            doc["bytes"],
+            [Path(p) for p in doc["debs"]],
+            doc.get("disk_before", 0),  # (a daemon started before these were reported)
+            doc.get("disk_after", 0),
+        )
 
 
 def objects_of(snap: snapshot.Snapshot) -> set[str]:

@@ -28,6 +28,7 @@ from .errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_PROBLEM, NotFound, RwError
 from .guard_process import ProcessTree, RunResult, run
 from .guard_rules import ERROR, Classifier, RuleSet, Trip
 from .paths import Paths
+from .progress import Progress, no_progress
 from .redact import Redactor
 from .store import MAX_OUTPUT, Store, env_blob
 from .travel import new_session_id
@@ -201,6 +202,7 @@ def guard(
     out_fd: int | None = None,
     in_fd: int | None = None,
     notify: Notify = lambda _: None,
+    progress: Progress = no_progress,
 ) -> GuardReport:
     """Checkpoint, run `request.command` streaming to `out_fd`, and on the first
     issue kill it, roll back and verify. Raises RwError (exit 3) without running
@@ -218,7 +220,8 @@ def guard(
     stored_command, secrets = redactor.text(request.command_line)
     request.redacted = secrets > 0
     sid = new_session_id()
-    cps, made = _checkpoint(paths, config, request, sid, f"rw guard: {stored_command}"[:200])
+    label = f"rw guard: {stored_command}"[:200]
+    cps, made = _checkpoint(paths, config, request, sid, label, progress)
     covered = [f"{t.root} ({t.entries} entries)" for t in made.trees] + made.probes
     not_covered = [f"{name}: {why}" for name, why in made.unavailable]
     notify(f"checkpoint {made.id}: {', '.join(covered)}")
@@ -252,7 +255,7 @@ def guard(
         notify(f"halted: {describe_trip(result.trip)}")
         if request.rollback:
             notify(f"rolling back to checkpoint {made.id} (Ctrl-C waits until it is done)")
-            rollback = roll_back(cps, made.id, result.survivors, in_fd)
+            rollback = roll_back(cps, made.id, result.survivors, in_fd, progress)
         else:
             rollback = Rollback(NO_ROLLBACK)
     report = _report(request, sid, made.id, covered, not_covered, result, rollback)
@@ -266,7 +269,7 @@ def guard(
 
 
 def _checkpoint(
-    paths: Paths, config: Config, request: GuardRequest, sid: str, label: str
+    paths: Paths, config: Config, request: GuardRequest, sid: str, label: str, progress: Progress
 ) -> tuple[Checkpoints, Created]:
     """Never proceed without a valid checkpoint: any failure is exit 3."""
     store = None
@@ -284,6 +287,7 @@ def _checkpoint(
             origin="guard",
             session=sid,
             step=1,
+            progress=progress,
         )
         return cps, made
     except (RwError, OSError, sqlite3.Error) as e:
@@ -330,19 +334,23 @@ def _shielded(terminal_fd: int | None) -> Iterator[None]:
 
 
 def roll_back(
-    cps: Checkpoints, cid: int, survivors: list[str], terminal_fd: int | None = None
+    cps: Checkpoints,
+    cid: int,
+    survivors: list[str],
+    terminal_fd: int | None = None,
+    progress: Progress = no_progress,
 ) -> Rollback:
     """Restore checkpoint `cid` (packages, files, services), then verify it by
     comparing everything with the checkpoint again."""
     with _shielded(terminal_fd):
         try:
-            restored = cps.restore(cid)
+            restored = cps.restore(cid, progress=progress)
         except (RwError, OSError, sqlite3.Error) as e:
             return Rollback(ROLLBACK_FAILED, [], [f"the restore stopped: {e}"] + survivors)
         remaining = list(restored.failed)
         if not remaining:
             try:
-                cmp = cps.compare(cid)
+                cmp = cps.compare(cid, progress=progress)
             except (RwError, OSError, sqlite3.Error) as e:
                 remaining.append(f"cannot verify: {e}")
             else:
@@ -475,8 +483,10 @@ def render_text(report: GuardReport) -> str:
     if rb is not None and rb.reverted:
         out.append("  Reverted:")
         out += [f"    {line}" for line in rb.reverted]
-    elif rb is not None and rb.status != NO_ROLLBACK:
+    elif rb is not None and rb.status == ROLLED_BACK:
         out.append("  Reverted: nothing (nothing had changed)")
+    elif rb is not None and rb.status == ROLLBACK_FAILED:
+        out.append("  Reverted: nothing")
     if r.remaining:
         out.append("  Remains (not as the checkpoint recorded it):")
         out += [f"    {line}" for line in r.remaining]

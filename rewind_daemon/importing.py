@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .errors import RwError
 from .exporting import DOCUMENT_FORMAT, DOCUMENT_VERSION
+from .progress import Progress, no_progress
 from .redact import Redactor
 from .store import SessionRow, Store, env_blob
 from .travel import new_session_id
@@ -364,7 +365,12 @@ def _output(raw: dict, where: str) -> bytes | None:
 
 
 def save(
-    store: Store, session: ImportedSession, redactor: Redactor, *, name: str | None = None
+    store: Store,
+    session: ImportedSession,
+    redactor: Redactor,
+    *,
+    name: str | None = None,
+    progress: Progress = no_progress,
 ) -> ImportResult:
     """Store `session`, its secrets redacted, under a new id and origin `import`.
 
@@ -377,6 +383,7 @@ def save(
     redactions = 0
     try:
         for first in range(0, len(session.steps), BATCH):
+            progress("import, steps stored", first, len(session.steps))
             batch = session.steps[first : first + BATCH]
             commands, envs = [], []
             for step in batch:  # redacting takes most of the time: not in the transaction

@@ -75,6 +75,8 @@ class ObjectStore:
                     # fit in their b-tree page instead of spilling into overflow
                     # pages, which makes it a quarter smaller and faster to fill.
                     db.execute("PRAGMA page_size=16384")
+                    # rw gc gives the pages of removed objects back to the disk.
+                    db.execute("PRAGMA auto_vacuum=INCREMENTAL")
                     db.execute("PRAGMA journal_mode=WAL")
                     # The checkpoints that name these objects are committed after
                     # them: an object must be on disk first.
@@ -185,6 +187,42 @@ class ObjectStore:
                 self.path(d).unlink()
             except FileNotFoundError:
                 pass
+
+    def disk_usage(self) -> int:
+        """Bytes the store takes on disk: its database (with its WAL) and loose objects."""
+        total = 0
+        for directory, _, files in os.walk(self.root):
+            for name in files:
+                try:
+                    total += os.lstat(os.path.join(directory, name)).st_blocks * 512
+                except FileNotFoundError:
+                    pass
+        return total
+
+    def compact(self) -> None:
+        """Give the space of removed objects back to the filesystem: the database's
+        free pages (an incremental vacuum; a full VACUUM once, for a store made
+        before it had one), its write-ahead log, and empty fan-out directories.
+        A connection reading meanwhile (the daemon's) only delays the log's
+        truncation to a later checkpoint."""
+        db = self.db
+        try:
+            if db.execute("PRAGMA freelist_count").fetchone()[0]:
+                if db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:
+                    # (executescript steps it to the end; execute would free one page)
+                    db.executescript("PRAGMA incremental_vacuum;")
+                else:
+                    db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+                    db.execute("VACUUM")
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except sqlite3.OperationalError:
+            pass  # busy for longer than the timeout: the next rw gc tries again
+        for sub in os.scandir(self.root):
+            if len(sub.name) == 2 and sub.is_dir(follow_symlinks=False):
+                try:
+                    os.rmdir(sub.path)
+                except OSError:
+                    pass  # not empty
 
     def batch(self) -> Batch:
         return Batch(self)

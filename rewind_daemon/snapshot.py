@@ -26,6 +26,7 @@ from typing import NamedTuple, Protocol
 from .errors import EXIT_USAGE, RwError
 from .fsops import Inotify, syncfs
 from .objects import FileChanged, ObjectError, ObjectStore
+from .progress import no_progress
 
 FORMAT = 1
 DEFAULT_SIZE_CAP = 64 * 1024 * 1024
@@ -218,6 +219,9 @@ class Snapshot:
     size_cap: int = DEFAULT_SIZE_CAP
     manifest: str | None = None  # digest of the stored manifest, once stored
     unchanged: bool = False  # every entry is as in the snapshot it was taken against
+    # Hard links inside the tree: groups (sorted, each of 2 or more) of files
+    # that are one inode. Recorded since manifests carry them; none in older ones.
+    links: tuple[tuple[str, ...], ...] = ()
     _tops: dict[str, int] | None = field(default=None, repr=False, compare=False)
 
     def top_counts(self) -> dict[str, int]:
@@ -247,6 +251,8 @@ class Snapshot:
             "size_cap": self.size_cap,
             "entries": [(p, *entries[p]) for p in sorted(entries)],
         }
+        if self.links:  # (absent otherwise: a tree without links keeps its manifest)
+            doc["links"] = [list(group) for group in self.links]
         return json.dumps(doc, separators=(",", ":")).encode()
 
     @classmethod
@@ -259,6 +265,10 @@ class Snapshot:
             # tuple.__new__ rather than Entry(*row): a third of the time.
             entries = {row[0]: _new_tuple(Entry, row[1:]) for row in rows}
             _check_names(entries, digest)
+            links = tuple(tuple(group) for group in doc.get("links", ()))
+            for group in links:
+                if len(group) < 2 or any(entries.get(m, _NO_ENTRY).kind != _FILE for m in group):
+                    raise ValueError("a group of hard links names something that is not a file")
             return cls(
                 doc["root"],
                 taken_ns,
@@ -266,6 +276,7 @@ class Snapshot:
                 tuple(doc.get("excludes", ())),
                 int(doc.get("size_cap", DEFAULT_SIZE_CAP)),
                 digest,
+                links=links,
             )
         except (ValueError, KeyError, TypeError) as e:
             raise ObjectError(f"manifest {digest or ''} is not a snapshot: {e}") from None
@@ -324,13 +335,15 @@ def take(
     size_cap: int = DEFAULT_SIZE_CAP,
     skip: Iterable[str] = (),
     on_dir=None,
+    progress=None,
 ) -> Snapshot:
     """Snapshot the tree at `root` (absolute), storing new content in `sink`.
 
     `previous` lends digests to entries whose stat fields are unchanged;
     `skip` lists absolute directories never entered (rw's own data);
     `on_dir(path)` is called before each directory is listed (the daemon adds
-    its inotify watch there, so no change after the listing goes unseen).
+    its inotify watch there, so no change after the listing goes unseen);
+    `progress(entries)` after each directory is read (in one process only).
     Below `root`, every directory is opened from its parent's descriptor and
     no symlink is followed: whatever happens to the tree meanwhile, nothing
     outside it is read.
@@ -382,8 +395,9 @@ def take(
             elif fd >= 0:
                 entries = {ROOT: _entry(st)}
                 changed = _walk(
-                    fd, root, entries, prev, trust_before, sink, size_cap, rules, skip, on_dir
-                )
+                    fd, root, entries, prev, trust_before, sink, size_cap, rules, skip, on_dir,
+                    progress=progress,
+                )  # fmt: skip
         finally:
             if fd >= 0:
                 os.close(fd)
@@ -400,7 +414,39 @@ def take(
     if not changed and previous is not None:
         snap.unchanged = True
         snap.manifest = previous.manifest
+        # (a link made or broken changes the inode's ctime, so an entry differs)
+        snap.links = previous.links
+    else:
+        snap.links = _link_groups(root, entries)
     return snap
+
+
+def _link_groups(root: str, entries: dict[str, Entry]) -> tuple[tuple[str, ...], ...]:
+    """The files of `entries` that are one inode, in groups. Files with the same
+    inode number are one only on the same filesystem (a mount inside the tree
+    numbers its own), so each candidate is looked at again: few trees have any."""
+    inos = [e[7] for e in entries.values() if e[0] == _FILE]
+    if len(set(inos)) == len(inos):
+        return ()  # (the common case, found in C)
+    first: dict[int, str] = {}
+    shared: dict[int, list[str]] = {}
+    for rel, e in entries.items():
+        if e[0] == _FILE:
+            other = first.setdefault(e[7], rel)
+            if other != rel:
+                shared.setdefault(e[7], [other]).append(rel)
+    groups = []
+    for ino, rels in shared.items():
+        by_inode: dict[tuple[int, int], list[str]] = {}
+        for rel in rels:
+            try:
+                st = os.lstat(full_path(root, rel))
+            except OSError:
+                continue
+            if st.st_ino == ino and st.st_nlink > 1 and stat.S_ISREG(st.st_mode):
+                by_inode.setdefault((st.st_dev, st.st_ino), []).append(rel)
+        groups += [tuple(sorted(g)) for g in by_inode.values() if len(g) > 1]
+    return tuple(sorted(groups))
 
 
 def _walk(
@@ -415,6 +461,7 @@ def _walk(
     skip: Iterable[str],
     on_dir,
     defer: frozenset[str] = frozenset(),
+    progress=None,
 ) -> bool:
     """Add everything below the directory `root` (open as `root_fd`) to
     `entries`; True if any entry differs from `prev`'s. (The directories
@@ -491,6 +538,8 @@ def _walk(
                         if p != e:
                             changed = True
                         entries[rel] = e
+                if progress is not None:
+                    progress(len(entries))
             while open_dirs and not open_dirs[-1][3]:
                 done = open_dirs.pop()[0]
                 if done != root_fd:
@@ -861,7 +910,7 @@ class Change:
     the first to the second."""
 
     path: str
-    what: str  # created | deleted | modified | mode | owner | replaced | touched
+    what: str  # created deleted modified mode owner replaced touched linked unlinked
     detail: str = ""
 
     def describe(self, root: str) -> str:
@@ -888,7 +937,25 @@ def diff(a: Snapshot, b: Snapshot) -> list[Change]:
         for path, y in theirs.items():
             if path not in ours:
                 out.append(Change(path, "created", y.kind if y.kind != "file" else ""))
+    if a.links or b.links:
+        out += _link_changes(a, b)
     out.sort(key=lambda c: c.path)  # stable: one path's changes stay in their order
+    return out
+
+
+def _link_changes(a: Snapshot, b: Snapshot) -> list[Change]:
+    """Files present on both sides whose group of hard links is another in `b`."""
+    in_a = {m: g for g in a.links for m in g}
+    in_b = {m: g for g in b.links for m in g}
+    out = []
+    for path in sorted(set(in_a) | set(in_b)):
+        x, y = in_a.get(path), in_b.get(path)
+        if x == y or path not in a.entries or path not in b.entries:
+            continue
+        if y is None:
+            out.append(Change(path, "unlinked"))
+        else:
+            out.append(Change(path, "linked", "with " + next(m for m in y if m != path)))
     return out
 
 
@@ -926,17 +993,20 @@ class RestoreResult:
     swept: list[str] = field(default_factory=list)  # killed restores' temporary files removed
 
 
-def restore(target: Snapshot, objects: ObjectStore, skip: Iterable[str] = ()) -> RestoreResult:
+def restore(
+    target: Snapshot, objects: ObjectStore, skip: Iterable[str] = (), progress=None
+) -> RestoreResult:
     """Make the tree at target.root what `target` recorded, then verify it.
 
     Every change goes through descriptors of the tree's directories (_Dirs):
     a directory that is no longer the one the plan saw (swapped for a symlink
     or for another directory meanwhile) is reported for what lies below it,
-    never followed, so nothing outside the tree is ever written."""
+    never followed, so nothing outside the tree is ever written.
+    `progress(what, done, total)` is told how far it is (see progress.py)."""
     tree = _Dirs(target.root)
     watched = _Watched.start(target, tree)
     try:
-        return _restore(target, objects, skip, watched, tree)
+        return _restore(target, objects, skip, watched, tree, progress or no_progress)
     finally:
         if watched is not None:
             watched.close()
@@ -949,9 +1019,14 @@ def _restore(
     skip: Iterable[str],
     watched: _Watched | None,
     tree: _Dirs,
+    progress,
 ) -> RestoreResult:
     root = target.root
-    now = take(root, _Differs(target), target, target.excludes, target.size_cap, skip)
+    total = len(target.entries)
+    now = take(
+        root, _Differs(target), target, target.excludes, target.size_cap, skip,
+        progress=lambda n: progress(f"restore {root}, entries read", n, total),
+    )  # fmt: skip
     if tree.expect({rel: e.ino for rel, e in now.entries.items() if e.kind == "dir"}):
         if watched is not None:
             watched.lost = True  # it watches a directory replaced before the plan saw it
@@ -960,12 +1035,26 @@ def _restore(
     changes = diff(now, target)
     failed: dict[str, str] = {}
     tick = watched.read if watched is not None else None
+    # Hard links: a group of the checkpoint with any change is made whole again,
+    # its first file written (when it must be) and the others linked to it. A
+    # file linked now where the checkpoint had it on its own gets its own inode.
+    changed = {c.path for c in changes}
+    relink = [g for g in target.links if not changed.isdisjoint(g)]
+    followers = {m: g[0] for g in relink for m in g[1:]}
+    now_groups = {m: g for g in now.links for m in g}
+    own_inode = {c.path for c in changes if c.what == "unlinked"}
+    own_inode.update(g[0] for g in relink if not set(now_groups.get(g[0], ())) <= set(g))
 
     # 1. Remove what the checkpoint did not have: files first (in several
     # threads: freeing an inode is kernel work), then directories, deepest first.
     doomed = [c.path for c in changes if c.what in ("deleted", "replaced")]
     gone = [rel for rel in doomed if now.entries[rel].kind != "dir"]
-    failed.update(_spread(lambda part: _remove(part, tree), gone, tick))
+    removing = f"restore {root}, files removed"
+    failed.update(
+        _spread(
+            lambda part: _remove(part, tree), gone, tick, lambda n: progress(removing, n, len(gone))
+        )
+    )
     emptied = [rel for rel in doomed if now.entries[rel].kind == "dir"]
     for rel in sorted(emptied, key=_depth, reverse=True):
         try:
@@ -984,12 +1073,14 @@ def _restore(
     rewrite: list[tuple[str, Entry]] = []
     made_dirs: list[str] = []
     for rel in wanted:
+        if rel in followers:
+            continue  # linked to its group's first file after the writes
         e = target.entries[rel]
         cur = now.entries.get(rel)
         if cur is not None and cur.kind != e.kind:
             cur = None  # removed in step 1
         try:
-            if e.kind == _FILE and (cur is None or _content_differs(cur, e)):
+            if e.kind == _FILE and (cur is None or _content_differs(cur, e) or rel in own_inode):
                 if e.data is None:
                     raise RwError(f"not restorable: its content was not kept ({e.note})")
                 rewrite.append((rel, e))
@@ -1005,7 +1096,13 @@ def _restore(
     made: list[tuple[str, str]] = []  # every temporary file, for an interrupted restore to remove
     devices: dict[int, str] = {}  # device -> a file written on it
     try:
-        for rel, outcome in _spread(lambda p: _write_all(p, tree, objects, made), rewrite, tick):
+        writing = f"restore {root}, files written"
+        for rel, outcome in _spread(
+            lambda p: _write_all(p, tree, objects, made),
+            rewrite,
+            tick,
+            lambda n: progress(writing, n, len(rewrite)),
+        ):
             if isinstance(outcome, str):
                 failed[rel] = outcome
             else:
@@ -1013,6 +1110,7 @@ def _restore(
         devices = {dev: rel for rel, _tmp, dev in reversed(written)}
         unsynced = _sync(devices, tree)
         failed.update(_spread(lambda part: _swap_all(part, tree, unsynced), written, tick))
+        failed.update(_link_all(followers, tree, failed, made, devices))
     except BaseException:
         for rel, tmp in made:
             _discard(tree, rel, tmp)  # (a new file not swapped in yet, or an old one swapped out)
@@ -1041,14 +1139,103 @@ def _restore(
         left = watched.verify(target, now, touched, made_dirs, skip, tree)
     result.reread = left is None
     if left is None:
-        after = take(root, DigestOnly(), target, target.excludes, target.size_cap, skip)
+        after = take(
+            root, DigestOnly(), target, target.excludes, target.size_cap, skip,
+            progress=lambda n: progress(f"restore {root}, entries verified", n, total),
+        )  # fmt: skip
         left = diff(after, target)
+    if relink or own_inode:
+        for rel, why in _links_left(tree, target, relink, own_inode):
+            failed.setdefault(rel, why)
     for c in left:
         if c.path not in failed:
-            failed[c.path] = f"still {c.what} after restore {c.detail}".rstrip()
+            failed[c.path] = _still(c)
     result.failed = sorted(failed.items())
     result.applied = [c for c in changes if c.path not in failed]
     return result
+
+
+def _still(c: Change) -> str:
+    """What a change the verifying pass found means: what the restore did not do."""
+    if c.what == "linked":
+        return f"not a hard link of {c.detail.removeprefix('with ')} after restore"
+    if c.what == "unlinked":
+        return "still a hard link of another file after restore"
+    return f"still {c.what} after restore {c.detail}".rstrip()
+
+
+def _link_all(
+    followers: dict[str, str],
+    tree: _Dirs,
+    failed: dict[str, str],
+    made: list[tuple[str, str]],
+    devices: dict[int, str],
+) -> dict[str, str]:
+    """Make each follower a hard link of its group's first file: linked under a
+    temporary name beside it, then renamed over it, all through the tree's
+    directories and never through a symlink; {rel: why} for those that were not."""
+    out = {}
+    for rel, first in sorted(followers.items(), key=lambda kv: (_depth(kv[0]), kv[0])):
+        if first in failed:
+            out[rel] = f"not linked: {first} was not restored"
+            continue
+        try:
+            with tree.parent_of(first) as (src, src_name), tree.parent_of(rel) as (at, name):
+                have = os.stat(src_name, dir_fd=src, follow_symlinks=False)
+                if not stat.S_ISREG(have.st_mode):
+                    raise OSError(errno.ESTALE, f"{first} is not a file now: not linked to it")
+                try:
+                    cur = os.stat(name, dir_fd=at, follow_symlinks=False)
+                    if (cur.st_dev, cur.st_ino) == (have.st_dev, have.st_ino):
+                        continue  # linked already
+                except FileNotFoundError:
+                    pass
+                tmp = _tmp_name(name)
+                try:
+                    os.link(src_name, tmp, src_dir_fd=src, dst_dir_fd=at, follow_symlinks=False)
+                except FileExistsError:  # (left by a killed restore of this pid)
+                    os.unlink(tmp, dir_fd=at)
+                    os.link(src_name, tmp, src_dir_fd=src, dst_dir_fd=at, follow_symlinks=False)
+                made.append((rel, tmp))
+            _swap_in(tree, rel, tmp)
+            devices.setdefault(have.st_dev, rel)
+        except OSError as err:
+            out[rel] = err.strerror or str(err)
+    return out
+
+
+def _links_left(
+    tree: _Dirs, target: Snapshot, relink: list[tuple[str, ...]], own_inode: set[str]
+) -> list[tuple[str, str]]:
+    """(rel, why) for each file whose hard links are not as `target` recorded:
+    a group's files not one inode, or a file meant to be on its own that shares
+    its inode with another file of the tree that should not."""
+    inode: dict[str, tuple[int, int] | None] = {}
+
+    def of(rel: str) -> tuple[int, int] | None:
+        if rel not in inode:
+            try:
+                with tree.parent_of(rel) as (at, name):
+                    st = os.stat(name, dir_fd=at, follow_symlinks=False)
+                inode[rel] = (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
+            except OSError:
+                inode[rel] = None
+        return inode[rel]
+
+    out = []
+    for group in relink:
+        broken = [rel for rel in group[1:] if of(rel) is None or of(rel) != of(group[0])]
+        out += [(rel, f"not a hard link of {group[0]} after restore") for rel in broken]
+        if broken:
+            out.append((group[0], f"not a hard link of {broken[0]} after restore"))
+    groups = {m: g for g in target.links for m in g}
+    checked = [m for g in relink for m in g] + sorted(own_inode)
+    for rel in sorted(own_inode):
+        mates = [m for m in checked if m != rel and m not in groups.get(rel, ())]
+        shared = [m for m in mates if of(m) is not None and of(m) == of(rel)]
+        if shared:
+            out.append((rel, f"still a hard link of {shared[0]} after restore"))
+    return out
 
 
 def _is_leftover(name: str) -> bool:
@@ -1489,10 +1676,11 @@ _SPREAD_MIN = 32  # items below which a thread is not worth starting
 _TICK = 64  # items between two calls of _spread's tick
 
 
-def _spread(work, items: list, tick=None) -> list:
+def _spread(work, items: list, tick=None, progress=None) -> list:
     """Run the generator work(part) over WORKERS stripes of `items` at once;
     what they yield, but None, in no particular order. `tick()` is called in
-    the caller's thread every _TICK items of its own stripe."""
+    the caller's thread every _TICK items of its own stripe, and so is
+    `progress(about how many items are done)`."""
     n = min(WORKERS, len(items) // _SPREAD_MIN)
     results: list[list] = [[] for _ in range(max(n, 1))]
     errors: list[BaseException] = []
@@ -1503,8 +1691,11 @@ def _spread(work, items: list, tick=None) -> list:
             for k, r in enumerate(work(part), 1):
                 if r is not None:
                     out.append(r)
-                if tick is not None and i == 0 and k % _TICK == 0:
-                    tick()
+                if i == 0 and k % _TICK == 0:
+                    if tick is not None:
+                        tick()
+                    if progress is not None:
+                        progress(min(k * max(n, 1), len(items)))
         except BaseException as err:  # (re-raised below, in the caller's thread)
             errors.append(err)
 

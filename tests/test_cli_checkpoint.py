@@ -172,3 +172,18 @@ def test_system_checkpoint_restores_packages_files_and_services(
     finally:
         subprocess.run(["service", name, "stop"], capture_output=True, timeout=30)
         os.unlink(script)
+
+
+def test_hard_links_are_restored_as_links(site):
+    (site / "conf" / "shared.ini").write_text("x=1\n")
+    os.link(site / "conf" / "shared.ini", site / "shared.ini")
+    cid = str(rw_json("checkpoint", "create", "--paths", str(site))["id"])
+    os.unlink(site / "shared.ini")
+    (site / "shared.ini").write_text("x=1\n")  # same content, another file
+    diff = rw("checkpoint", "diff", cid, check=False).stdout
+    assert f"unlinked  {site}/shared.ini\n" in diff
+    dry = rw("checkpoint", "restore", cid, "--dry-run").stdout
+    assert f"linked    {site}/shared.ini  with conf/shared.ini" in dry
+    assert "restored and verified" in rw("checkpoint", "restore", cid, "--yes").stdout
+    a, b = os.lstat(site / "conf" / "shared.ini"), os.lstat(site / "shared.ini")
+    assert (a.st_ino, a.st_nlink) == (b.st_ino, 2)

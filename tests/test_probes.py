@@ -173,7 +173,9 @@ def rwtest_packages(tmp_path):
     if names:
         # Manual first: apt forgets a package's auto mark only while it is installed.
         subprocess.run(["apt-mark", "manual", *names], capture_output=True, timeout=120)
-        subprocess.run(["dpkg", "--purge", *names], capture_output=True, timeout=120)
+        # Also those a test left half-installed (dpkg wants them reinstalled first).
+        purge = ["dpkg", "--purge", "--force-remove-reinstreq", "--force-depends"]
+        subprocess.run([*purge, *names], capture_output=True, timeout=120)
 
 
 @needs_root_dpkg

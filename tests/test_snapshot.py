@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
+import shutil
 import stat
 import threading
 import time
@@ -691,3 +693,89 @@ def test_a_directory_swapped_for_a_symlink_mid_restore_is_reported_not_followed(
     assert "sub" in dict(result.failed)
     assert stat.S_IMODE(elsewhere.stat().st_mode) == 0o700
     assert {p.name: (p.stat().st_mode, p.read_bytes()) for p in elsewhere.iterdir()} == before
+
+
+def inodes(root, *rels):
+    return [(os.lstat(root / r).st_dev, os.lstat(root / r).st_ino) for r in rels]
+
+
+def test_hard_links_come_back_as_links(tree, objects):
+    """A group of hard links in the checkpoint comes back as one inode (one
+    content write, then links), whatever happened to its names meanwhile."""
+    (tree / "sub" / "deep" / "one").write_text("shared\n")
+    os.link(tree / "sub" / "deep" / "one", tree / "two")
+    os.link(tree / "sub" / "deep" / "one", tree / "sub" / "three")
+    os.link(tree / "a.txt", tree / "alias")  # a second group
+    before = tree_state(tree)
+    snap = take(tree, objects)
+    assert snap.links == (("a.txt", "alias"), ("sub/deep/one", "sub/three", "two"))
+    # The links as the manifest keeps them.
+    snap = snapshot.load(objects, snap.manifest, snap.taken_ns)
+    assert snap.links == (("a.txt", "alias"), ("sub/deep/one", "sub/three", "two"))
+
+    shutil.copy2(tree / "two", tree / "two.copy")
+    os.replace(tree / "two.copy", tree / "two")  # same content, its own inode now
+    os.unlink(tree / "sub" / "three")
+    (tree / "sub" / "three").write_text("other\n")
+    os.unlink(tree / "alias")
+    (tree / "sub" / "deep" / "one").write_text("shared, then changed\n")  # (not "two")
+    now = take(tree, objects, snap)
+    changes = {(c.path, c.what) for c in snapshot.diff(now, snap)}
+    assert {("two", "linked"), ("sub/three", "linked"), ("alias", "created")} <= changes
+
+    result = snapshot.restore(snap, objects)
+    assert result.failed == []
+    assert tree_state(tree) == before
+    [one, two, three] = inodes(tree, "sub/deep/one", "two", "sub/three")
+    assert one == two == three
+    assert os.lstat(tree / "two").st_nlink == 3
+    assert inodes(tree, "a.txt") == inodes(tree, "alias")
+    assert not list(tree.rglob(".*.rw-*"))
+    assert snapshot.diff(take(tree, objects, snap), snap) == []
+
+
+def test_files_linked_since_get_their_own_inode_back(tree, objects):
+    (tree / "b.copy").write_text("beta\n")
+    before = tree_state(tree)
+    snap = take(tree, objects)
+    assert snap.links == ()
+    os.unlink(tree / "b.copy")
+    os.link(tree / "sub" / "b.txt", tree / "b.copy")  # same content, one inode now
+    changes = {(c.path, c.what) for c in snapshot.diff(take(tree, objects, snap), snap)}
+    assert {("b.copy", "unlinked"), ("sub/b.txt", "unlinked")} <= changes
+    result = snapshot.restore(snap, objects)
+    assert result.failed == []
+    assert tree_state(tree) == before
+    assert inodes(tree, "b.copy") != inodes(tree, "sub/b.txt")
+    assert os.lstat(tree / "b.copy").st_nlink == 1
+
+
+def test_a_link_that_cannot_be_made_is_reported(tree, objects, monkeypatch):
+    os.link(tree / "a.txt", tree / "alias")
+    snap = take(tree, objects)
+    os.unlink(tree / "alias")
+    real_link = os.link
+
+    def refuse(src, dst, *a, **kw):
+        if str(dst).startswith(".alias.rw-"):
+            raise OSError(errno.EPERM, "Operation not permitted")
+        return real_link(src, dst, *a, **kw)
+
+    monkeypatch.setattr(snapshot.os, "link", refuse)
+    result = snapshot.restore(snap, objects)
+    assert result.failed == [
+        ("a.txt", "not a hard link of alias after restore"),
+        ("alias", "Operation not permitted"),
+    ]
+    assert "alias" not in {c.path for c in result.applied}
+
+
+def test_a_manifest_without_links_still_loads(tree, objects):
+    snap = take(tree, objects)
+    doc = json.loads(snap.manifest_bytes())
+    assert "links" not in doc  # a tree without links keeps the manifest it had
+    loaded = snapshot.Snapshot.from_manifest(json.dumps(doc).encode(), 0)
+    assert loaded.links == () and loaded.entries == snap.entries
+    doc["links"] = [["a.txt", "sub"]]
+    with pytest.raises(ObjectError, match="not a file"):
+        snapshot.Snapshot.from_manifest(json.dumps(doc).encode(), 0)

@@ -19,6 +19,7 @@ from ..checkpoints import (
     watches,
 )
 from ..errors import EXIT_INCOMPLETE, EXIT_PROBLEM, DaemonUnavailable, NotFound, RwError
+from ..progress import TerminalProgress
 from ..store import Store
 from . import CONTEXT, cli
 from .common import (
@@ -171,13 +172,15 @@ def checkpoint_create(
             trees.append(Watch(full))
     else:
         trees = watches(cps.store, cps.config)
-    made = cps.create(
-        trees,
-        packages=cps.config.packages if packages is None else packages,
-        services=cps.config.services if services is None else services,
-        label=label,
-        keep_debs=keep_debs,
-    )
+    with TerminalProgress() as progress:
+        made = cps.create(
+            trees,
+            packages=cps.config.packages if packages is None else packages,
+            services=cps.config.services if services is None else services,
+            label=label,
+            keep_debs=keep_debs,
+            progress=progress,
+        )
     if as_json:
         print_json(
             {
@@ -362,7 +365,8 @@ def checkpoint_diff(cid: int, as_json: bool) -> None:
         rw checkpoint diff 3
     """
     cps = open_checkpoints()
-    cmp = cps.compare(cid, since=True)
+    with TerminalProgress() as progress:
+        cmp = cps.compare(cid, since=True, progress=progress)
     if as_json:
         print_json(_comparison_json(cmp))
     elif cmp.empty:
@@ -413,7 +417,8 @@ def checkpoint_restore(cid: int, dry_run: bool, yes: bool) -> None:
         rw checkpoint restore 3 --yes
     """
     cps = open_checkpoints()
-    cmp = cps.compare(cid)
+    with TerminalProgress() as progress:
+        cmp = cps.compare(cid, progress=progress)
     if cmp.empty:
         click.echo(f"already as checkpoint {cid} recorded it; nothing to do")
         return
@@ -423,7 +428,8 @@ def checkpoint_restore(cid: int, dry_run: bool, yes: bool) -> None:
     if not yes and not confirm("apply?"):
         click.echo("rw: nothing changed", err=True)
         raise SystemExit(EXIT_PROBLEM)
-    report = cps.restore(cid)
+    with TerminalProgress() as progress:
+        report = cps.restore(cid, progress=progress)
     print_report(report, click.echo)
     if not report.complete:
         raise SystemExit(EXIT_INCOMPLETE)
@@ -455,14 +461,28 @@ def gc_cmd(dry_run: bool) -> None:
     Example:
         rw gc --dry-run
     """
-    try:
-        # The daemon, when up, collects: it knows what its snapshots still need.
-        reply = client.request(get_paths(), "gc", dry_run=dry_run, timeout=600)
-        report = GcReport.from_json(reply)
-    except DaemonUnavailable:
-        report = open_checkpoints().gc(dry_run)
+    with TerminalProgress() as progress:
+        try:
+            # The daemon, when up, collects: it knows what its snapshots still need.
+            with progress.waiting("gc (in the daemon)"):
+                reply = client.request(get_paths(), "gc", dry_run=dry_run, timeout=600)
+            report = GcReport.from_json(reply)
+        except DaemonUnavailable:
+            report = open_checkpoints().gc(dry_run, progress=progress)
     verb = "would remove" if dry_run else "removed"
     click.echo(
         f"{verb} {len(report.checkpoints)} checkpoint(s), {report.objects} object(s) "
         f"({report.bytes} bytes), {len(report.debs)} kept .deb file(s)"
     )
+    if not dry_run and report.disk_before:
+        before, after = _size(report.disk_before), _size(report.disk_after)
+        click.echo(f"object store on disk: {before} -> {after}")
+
+
+def _size(n: int) -> str:
+    value, unit = float(n), "bytes"
+    for bigger in ("KiB", "MiB", "GiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, bigger
+    return f"{n} bytes" if unit == "bytes" else f"{value:.1f} {unit}"

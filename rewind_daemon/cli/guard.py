@@ -11,6 +11,7 @@ import click
 from ..checkpoints import normalise
 from ..errors import RwError
 from ..guard import GuardRequest, guard, last_request, render_markdown, render_text
+from ..progress import TerminalProgress
 from ..store import Store
 from . import CONTEXT, cli
 from .common import get_config, get_paths
@@ -104,14 +105,21 @@ def guard_cmd(
     if no_rollback:
         request.rollback = False
     sys.stdout.flush()
-    report = guard(
-        p,
-        config,
-        request,
-        out_fd=sys.stdout.fileno(),
-        in_fd=_stdin_fd(),
-        notify=lambda msg: click.echo(f"rw: {msg}", err=True),
-    )
+
+    def notify(msg: str) -> None:
+        progress.close()  # (the checkpoint or the rollback goes on below the message)
+        click.echo(f"rw: {msg}", err=True)
+
+    with TerminalProgress() as progress:
+        report = guard(
+            p,
+            config,
+            request,
+            out_fd=sys.stdout.fileno(),
+            in_fd=_stdin_fd(),
+            notify=notify,
+            progress=progress,
+        )
     click.echo("\n" + render_text(report), err=True, nl=False)
     if report_file is not None:
         text = (

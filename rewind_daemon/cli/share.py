@@ -10,6 +10,7 @@ import click
 
 from .. import exporting, importing
 from ..errors import RwError
+from ..progress import TerminalProgress
 from ..store import Store
 from . import CONTEXT, cli
 from .common import (
@@ -150,13 +151,16 @@ def import_cmd(kind: str, file: str | None, name: str | None, new_id: bool, as_j
     p = get_paths()
     config = get_config(p)
     path = file or importing.default_file(kind)
-    data, mtime = importing.read_source(path)
-    session = importing.parse(
-        kind, data, mtime, "stdin" if path == "-" else path, config.ignore_regexes()
-    )
+    progress = TerminalProgress()
+    with progress, progress.waiting("reading the history"):
+        data, mtime = importing.read_source(path)
+        session = importing.parse(
+            kind, data, mtime, "stdin" if path == "-" else path, config.ignore_regexes()
+        )
     store = Store(p.db)
     try:
-        result = importing.save(store, session, config.redactor(), name=name)
+        with progress:
+            result = importing.save(store, session, config.redactor(), name=name, progress=progress)
     finally:
         store.close()
     if as_json:

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, Sequence
 
+from ..progress import Progress, no_progress
+
 QUERY_TIMEOUT = 60.0  # read-only queries (dpkg-query, pip list, status)
 CHANGE_TIMEOUT = 900.0  # installs and removals, which may run maintainer scripts
 
@@ -50,7 +52,7 @@ class Probe(Protocol):
 
     def unavailable(self) -> str | None: ...
 
-    def capture(self, artifacts: Path | None = None) -> dict: ...
+    def capture(self, artifacts: Path | None = None, progress: Progress = no_progress) -> dict: ...
 
     def diff(self, recorded: dict, current: dict) -> list[ProbeChange]: ...
 

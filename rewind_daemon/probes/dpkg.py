@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from ..errors import EXIT_INCOMPLETE, EXIT_PROBLEM, RwError
+from ..progress import Progress, no_progress
 from . import CHANGE_TIMEOUT, ProbeChange, ProbeRestore, Ran, have, run
 
 DPKG_INFO = Path("/var/lib/dpkg/info")
@@ -31,7 +32,11 @@ SCRIPTS = ("preinst", "postinst", "prerm", "postrm", "config")
 CONTROL_DATA = ("templates", "triggers", "shlibs", "symbols", "md5sums")
 # Fields of the status database that do not belong in a binary package.
 STATUS_ONLY = {"status", "config-version", "conffiles"}
-INSTALLS = ("install", "reinstall")
+INSTALLS = ("install", "reinstall", "configure")
+INSTALLED = "installed"
+CONFIG_FILES = "config-files"
+# Installed, with trigger processing still owed: configuring finishes them.
+TRIGGERS = ("triggers-awaited", "triggers-pending")
 
 
 def deb_file_name(name: str, version: str, arch: str) -> str:
@@ -52,19 +57,25 @@ class DpkgProbe:
 
     # -- capture ----------------------------------------------------------
 
-    def capture(self, artifacts: Path | None = None) -> dict:
-        versions = self._installed()
+    def capture(self, artifacts: Path | None = None, progress: Progress = no_progress) -> dict:
+        states = self._states()
         auto = self._auto_marked()
-        packages = {
-            key: {"version": version, "manual": self._apt_key(key) not in auto}
-            for key, version in sorted(versions.items())
-        }
-        state: dict = {"packages": packages}
-        state["artifacts"] = self._keep(versions, artifacts) if artifacts is not None else []
+        packages: dict[str, dict] = {}
+        for key, (version, status) in sorted(states.items()):
+            entry: dict = {"version": version, "manual": self._apt_key(key) not in auto}
+            if status != INSTALLED:
+                entry["status"] = status
+            packages[key] = entry
+        # What dpkg --audit already found wrong: a rollback answers only for the rest.
+        state: dict = {"packages": packages, "audit": sorted(self._audit())}
+        installed = {k: v for k, (v, st) in states.items() if _target(st) == INSTALLED}
+        kept = self._keep(installed, artifacts, progress) if artifacts is not None else []
+        state["artifacts"] = kept
         return state
 
-    def _installed(self, keys: Iterable[str] = ()) -> dict[str, str]:
-        """name:arch -> version of the installed packages (of `keys`, or all)."""
+    def _states(self, keys: Iterable[str] = ()) -> dict[str, tuple[str, str]]:
+        """name:arch -> (version, dpkg status) of every package dpkg knows of in
+        any state but not-installed (of `keys`, or all)."""
         keys = list(keys)
         fmt = "${Package}\t${Architecture}\t${Version}\t${Status}\n"
         ran = run(["dpkg-query", "-W", f"-f={fmt}", *keys])
@@ -74,8 +85,29 @@ class DpkgProbe:
         found = {}
         for line in ran.stdout.splitlines():
             parts = line.split("\t")
-            if len(parts) == 4 and parts[3].split()[-1:] == ["installed"]:
-                found[f"{parts[0]}:{parts[1]}"] = parts[2]
+            status = parts[3].split()[-1:] if len(parts) == 4 else []
+            if status and status != ["not-installed"]:
+                found[f"{parts[0]}:{parts[1]}"] = (parts[2], status[0])
+        return found
+
+    def _installed(self, keys: Iterable[str] = ()) -> dict[str, str]:
+        """name:arch -> version of the packages fully installed (of `keys`, or all)."""
+        return {k: v for k, (v, status) in self._states(keys).items() if status == INSTALLED}
+
+    def _audit(self) -> dict[str, str]:
+        """Package name -> what dpkg --audit says is wrong with it."""
+        ran = run(["dpkg", "--audit"])
+        found: dict[str, str] = {}
+        header: list[str] = []
+        for line in ran.stdout.splitlines():
+            if not line.strip():
+                header = []
+            elif line[0] in " \t" and line.split():
+                text = " ".join(header).split(".")[0]
+                text = text.replace("The following packages are ", "").replace("  ", " ")
+                found.setdefault(line.split()[0], text.strip(" :") or "named by dpkg --audit")
+            else:
+                header.append(line.strip())
         return found
 
     def _native_arch(self) -> str:
@@ -90,24 +122,26 @@ class DpkgProbe:
         return f"{name}:{self._native_arch()}" if arch == "all" else key
 
     def _auto_marked(self) -> set[str]:
-        """name:arch of the packages apt marks as automatically installed."""
+        """name:arch of the packages apt marks as automatically installed.
+
+        Read from apt's own file, as apt-mark does: apt-mark takes seconds to
+        load apt's cache, and a rollback asks four times."""
         native = self._native_arch()
-        if have("apt-mark"):
-            ran = run(["apt-mark", "showauto"])
-            if ran.ok:
-                names = ran.stdout.split()
-                return {n if ":" in n else f"{n}:{native}" for n in names}
         try:
             text = EXTENDED_STATES.read_text(encoding="utf-8", errors="replace")
         except OSError:
-            return set()
+            ran = run(["apt-mark", "showauto"]) if have("apt-mark") else None
+            names = ran.stdout.split() if ran is not None and ran.ok else []
+            return {n if ":" in n else f"{n}:{native}" for n in names}
         auto = set()
         for stanza in _stanzas(text):
             if stanza.get("Auto-Installed") == "1" and "Package" in stanza:
                 auto.add(f"{stanza['Package']}:{stanza.get('Architecture', native)}")
         return auto
 
-    def _keep(self, versions: dict[str, str], artifacts: Path) -> list[str]:
+    def _keep(
+        self, versions: dict[str, str], artifacts: Path, progress: Progress = no_progress
+    ) -> list[str]:
         """Make sure artifacts holds a .deb of each installed package; return their names."""
         kept, to_build = [], []
         for key, version in sorted(versions.items()):
@@ -133,8 +167,12 @@ class DpkgProbe:
                     return None
                 return target.name
 
+            what = "checkpoint, .debs of installed packages rebuilt"
             with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-                kept += [name for name in pool.map(build, to_build) if name]
+                for done, built in enumerate(pool.map(build, to_build), 1):
+                    progress(what, done, len(to_build))
+                    if built:
+                        kept.append(built)
         return sorted(kept)
 
     # -- diff -------------------------------------------------------------
@@ -144,12 +182,21 @@ class DpkgProbe:
         changes = []
         for key in sorted(set(rec) | set(cur)):
             r, c = rec.get(key), cur.get(key)
-            if r is None:
-                changes.append(ProbeChange(self.name, key, "remove", None, c["version"]))
-            elif c is None:
-                changes.append(ProbeChange(self.name, key, "install", r["version"], None))
-            elif r["version"] != c["version"]:
-                changes.append(ProbeChange(self.name, key, "reinstall", r["version"], c["version"]))
+            want = _target(_status(r)) if r is not None else None
+            have = _status(c) if c is not None else None
+            if want == "":
+                continue  # recorded half-done: no state anyone would go back to
+            if want is None:
+                changes.append(ProbeChange(self.name, key, "remove", None, _shown(c)))
+            elif want == CONFIG_FILES:
+                if have != CONFIG_FILES:
+                    changes.append(ProbeChange(self.name, key, "deinstall", _shown(r), _shown(c)))
+            elif c is None or have == CONFIG_FILES:
+                changes.append(ProbeChange(self.name, key, "install", r["version"], _shown(c)))
+            elif r["version"] != c["version"] or have == "half-installed":
+                changes.append(ProbeChange(self.name, key, "reinstall", r["version"], _shown(c)))
+            elif have != INSTALLED:
+                changes.append(ProbeChange(self.name, key, "configure", r["version"], _shown(c)))
             elif r["manual"] != c["manual"]:
                 action = "mark-manual" if r["manual"] else "mark-auto"
                 changes.append(
@@ -161,7 +208,8 @@ class DpkgProbe:
 
     def restore(self, recorded: dict, current: dict, artifacts: Path | None = None) -> ProbeRestore:
         changes = self.diff(recorded, current)
-        if not changes:
+        # With nothing to change, dpkg's own check may still find a package damaged.
+        if not changes and ("audit" not in recorded or os.geteuid() != 0):
             return ProbeRestore()
         if not have("dpkg"):
             raise RwError("dpkg: dpkg not found, cannot restore packages", EXIT_INCOMPLETE)
@@ -171,11 +219,18 @@ class DpkgProbe:
         removals = [c for c in changes if c.action == "remove"]
         installs = [c for c in changes if c.action in INSTALLS]
         purge_failed = self._purge([c.item for c in removals])
-        outcome.update(self._install(installs, artifacts))
+        # A package stopped while being configured (or owed its triggers) is
+        # finished in place; only what that does not mend is installed again.
+        configured = self._configure([c for c in installs if c.action == "configure"])
+        unmended = [c for c in installs if c.action != "configure" or c not in configured]
+        outcome.update(self._install(unmended, artifacts))
         # A package added since may be needed by a newer version that was just replaced.
         if purge_failed:
             purge_failed = self._purge(list(purge_failed))
         outcome.update({c: purge_failed.get(c.item) for c in removals})
+        for change in configured:
+            outcome[change] = None
+        outcome.update(self._deinstall([c for c in changes if c.action == "deinstall"], artifacts))
         # A fresh install is manual to apt, and a stale auto mark may linger from a
         # removal done with dpkg, so every reinstalled package gets its recorded mark.
         recorded_pkgs = recorded.get("packages", {})
@@ -184,7 +239,37 @@ class DpkgProbe:
         for change, reason in self._mark(marks).items():
             prefix = f"installed {change.recorded}, but " if change.action in INSTALLS else ""
             outcome[change] = prefix + reason
-        result = ProbeRestore()
+        # dpkg's own check: a package it finds damaged now (not at the checkpoint)
+        # that was installed then is reinstalled; what it still finds is reported.
+        # (A checkpoint taken before rw kept dpkg's audit cannot tell.)
+        by_name = {c.item.rsplit(":", 1)[0]: c for c in changes}
+        repairs = []
+        problems = self._new_problems(recorded)
+        for name in problems:
+            bare = name.rsplit(":", 1)[0]
+            keys = [k for k in recorded_pkgs if k.rsplit(":", 1)[0] == bare]
+            if bare in by_name or not keys:
+                continue
+            if _target(_status(recorded_pkgs[keys[0]])) == INSTALLED:
+                version = recorded_pkgs[keys[0]]["version"]
+                repair = ProbeChange(self.name, keys[0], "repair", version, f"{version} (damaged)")
+                repairs.append(repair)
+                by_name[bare] = repair
+        if repairs:
+            outcome.update(self._install(repairs, artifacts))
+            changes += repairs
+            problems = self._new_problems(recorded)
+        extra: list[tuple[ProbeChange, str]] = []
+        for name, problem in sorted(problems.items()):
+            why = f"dpkg --audit: {problem}"
+            changed = by_name.get(name.rsplit(":", 1)[0])
+            if changed is not None:
+                outcome[changed] = outcome.get(changed) or why
+            else:
+                keys = [k for k in recorded_pkgs if k.rsplit(":", 1)[0] == name] or [name]
+                then = _shown(recorded_pkgs.get(keys[0]))
+                extra.append((ProbeChange(self.name, keys[0], "repair", then, "damaged"), why))
+        result = ProbeRestore(failed=extra)
         for change in changes:
             failure = outcome.get(change)
             if failure is None:
@@ -193,25 +278,69 @@ class DpkgProbe:
                 result.failed.append((change, failure))
         return result
 
+    def _new_problems(self, recorded: dict) -> dict[str, str]:
+        """What dpkg --audit finds now that it did not when `recorded` was taken."""
+        if "audit" not in recorded:
+            return {}
+        known = set(recorded["audit"])
+        return {
+            name: problem
+            for name, problem in self._audit().items()
+            if name not in known and name.rsplit(":", 1)[0] not in known
+        }
+
     def _purge(self, keys: list[str]) -> dict[str, str]:
-        """Purge packages; return the reason for each one still installed."""
+        """Purge packages, also those dpkg was stopped in the middle of installing
+        (which it otherwise wants reinstalled first); return the reason for each
+        one still there."""
         if not keys:
             return {}
-        ran = _change(["dpkg", "--purge", *keys], env=DPKG_ENV)
-        pending = sorted(self._installed(keys))
+        argv = ["dpkg", "--purge", "--force-remove-reinstreq"]
+        ran = _change([*argv, *keys], env=DPKG_ENV)
+        pending = sorted(self._states(keys))
         reasons = {key: _dpkg_reason(ran, key) for key in pending}
         # One at a time, in rounds, for the order dpkg refused to find on its own.
         progress = bool(pending) and len(keys) > 1
         while progress:
             progress = False
             for key in list(pending):
-                ran = _change(["dpkg", "--purge", key], env=DPKG_ENV)
-                if self._installed([key]):
+                ran = _change([*argv, key], env=DPKG_ENV)
+                if self._states([key]):
                     reasons[key] = _dpkg_reason(ran, key)
                 else:
                     pending.remove(key)
                     progress = True
         return {key: reasons[key] for key in pending}
+
+    def _configure(self, changes: list[ProbeChange]) -> set[ProbeChange]:
+        """Configure packages left unpacked, half-configured or owing triggers;
+        return those now installed at their recorded version."""
+        if not changes:
+            return set()
+        argv = ["dpkg", "--configure", *CONF_OPTIONS, *[c.item for c in changes]]
+        _change(argv, env=DPKG_ENV)
+        now = self._installed(c.item for c in changes)
+        return {c for c in changes if now.get(c.item) == c.recorded}
+
+    def _deinstall(
+        self, changes: list[ProbeChange], artifacts: Path | None
+    ) -> dict[ProbeChange, str | None]:
+        """Back to configuration files only: remove the package, installing it
+        first from its .deb if it is gone altogether."""
+        outcome: dict[ProbeChange, str | None] = {}
+        for change in changes:
+            version = (change.recorded or "").split(" ", 1)[0]
+            if change.current is None:
+                install = ProbeChange(self.name, change.item, "install", version, None)
+                why = self._install([install], artifacts)[install]
+                if why is not None:
+                    outcome[change] = f"its configuration files need the package first: {why}"
+                    continue
+            ran = _change(["dpkg", "--remove", change.item], env=DPKG_ENV)
+            state = self._states([change.item]).get(change.item)
+            ok = state is not None and state[1] == CONFIG_FILES
+            outcome[change] = None if ok else _dpkg_reason(ran, change.item)
+        return outcome
 
     def _install(
         self, installs: list[ProbeChange], artifacts: Path | None
@@ -289,6 +418,28 @@ def _change(argv: list[str], env: dict[str, str] | None = None) -> Ran:
 
 def _mark(manual: bool) -> str:
     return "manual" if manual else "auto"
+
+
+def _status(entry: dict) -> str:
+    return entry.get("status", INSTALLED)  # (checkpoints before states were kept)
+
+
+def _target(status: str) -> str:
+    """The state a restore brings a package recorded in `status` back to:
+    installed, config-files, or "" (a half-done state, left alone)."""
+    if status == INSTALLED or status in TRIGGERS:
+        return INSTALLED
+    # Half-installed, unpacked, half-configured: where dpkg leaves a package it
+    # was stopped in the middle of (killed, or a maintainer script failed).
+    return CONFIG_FILES if status == CONFIG_FILES else ""
+
+
+def _shown(entry: dict | None) -> str | None:
+    """A package's version, with its state when that is not plainly installed."""
+    if entry is None:
+        return None
+    status = _status(entry)
+    return entry["version"] if status == INSTALLED else f"{entry['version']} ({status})"
 
 
 def _stanzas(text: str) -> list[dict[str, str]]:

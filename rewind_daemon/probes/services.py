@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 from ..errors import EXIT_INCOMPLETE, RwError
+from ..progress import Progress, no_progress
 from . import ProbeChange, ProbeRestore, have, run
 
 INIT_D = Path("/etc/init.d")
@@ -43,7 +44,7 @@ class ServiceProbe:
 
     # -- capture ----------------------------------------------------------
 
-    def capture(self, artifacts: Path | None = None) -> dict:
+    def capture(self, artifacts: Path | None = None, progress: Progress = no_progress) -> dict:
         if systemd_running():
             return {"init": "systemd", "services": self._systemd_states(), "artifacts": []}
         return {"init": "sysv", "services": self._sysv_states(), "artifacts": []}
