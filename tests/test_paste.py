@@ -1,0 +1,138 @@
+"""A runbook pasted into a real terminal (tmux, bracketed paste): one step per line."""
+
+from __future__ import annotations
+
+import pytest
+
+from .conftest import BIN, rw, rw_json, steps_of
+from .terminal import Terminal
+
+SHELLS = ["bash", "zsh"]
+
+
+@pytest.fixture(params=SHELLS)
+def kind(request):
+    return request.param
+
+
+@pytest.fixture
+def terminals(rw_home, tmp_path):
+    opened: list[Terminal] = []
+
+    def make(kind: str) -> Terminal:
+        t = Terminal(
+            kind, rw_home=rw_home, home=tmp_path / "home", bin_dir=BIN,
+            socket=tmp_path / f"tmux{len(opened)}.sock",
+        )  # fmt: skip
+        opened.append(t)
+        return t
+
+    yield make
+    for t in opened:
+        t.close()
+
+
+def session_of(term: Terminal) -> str:
+    for s in rw_json("sessions"):
+        if s["pid"] == term.pid and s["shell"] == term.kind and not s["parent"]:
+            return s["id"]
+    raise AssertionError(f"no session for {term.kind} pid {term.pid}")
+
+
+RUNBOOK = """\
+cd {target}
+export RW_PASTE=one
+false
+(exit 4)
+true | false | true
+# a comment line runs nothing
+for i in 1 2; do
+  echo n$i
+done
+cat <<'EOF'
+here-doc
+EOF
+export RW_PASTE=two
+echo pasted-end
+"""
+
+
+def test_a_pasted_runbook_is_one_step_per_line(daemon, terminals, kind, tmp_path):
+    target = tmp_path / "deploy"
+    target.mkdir()
+    term = terminals(kind)
+    term.paste(RUNBOOK.format(target=target))
+    assert "pasted-end" in term.screen()
+    sid = session_of(term)
+    steps = steps_of(sid)
+    cmds = [s["command"] for s in steps]
+    assert len(steps) == 9, cmds
+    assert cmds[:5] == [
+        f"cd {target}", "export RW_PASTE=one", "false", "(exit 4)", "true | false | true"
+    ]  # fmt: skip
+    assert cmds[5].startswith("for i in 1 2") and "echo n$i" in cmds[5]
+    assert cmds[6].startswith("cat <<'EOF'") and "here-doc" in cmds[6]
+    assert cmds[7:] == ["export RW_PASTE=two", "echo pasted-end"]
+    assert [s["exit_code"] for s in steps] == [0, 0, 1, 4, 0, 0, 0, 0, 0]
+    assert steps[4]["pipestatus"] == [0, 1, 0]
+    assert all(s["ended_at"] for s in steps)
+    assert steps[0]["cwd_after"] == str(target)
+    assert all(s["cwd"] == str(target) for s in steps[1:])
+    assert rw_json("show", sid, "1")["env"].get("RW_PASTE") is None
+    for n in (2, 3, 4, 5, 6, 7):
+        assert rw_json("show", sid, str(n))["env"]["RW_PASTE"] == "one", n
+    assert rw_json("show", sid, "8")["env"]["RW_PASTE"] == "two"
+    # What `rw log --failed` lists is the failed lines of the block.
+    failed = rw_json("log", sid, "--failed")
+    assert [(s["step"], s["command"]) for s in failed] == [(3, "false"), (4, "(exit 4)")]
+
+
+def test_rw_back_inside_a_pasted_block(daemon, terminals, kind, tmp_path):
+    term = terminals(kind)
+    term.paste(
+        'export RW_B=1\nexport RW_B=2\nexport RW_B=3\nrw back 2\necho "B=$RW_B" > back.out\nfalse\n'
+    )
+    assert (term.home / "back.out").read_text() == "B=1\n"
+    sid = session_of(term)
+    steps = steps_of(sid)
+    assert [s["command"] for s in steps] == [
+        "export RW_B=1", "export RW_B=2", "export RW_B=3", "rw back 2"
+    ]  # fmt: skip
+    assert all(s["exit_code"] == 0 for s in steps)
+    # What followed it went into the branch, from the state it went back to.
+    branch = [s for s in rw_json("sessions") if s["parent"] == sid]
+    assert len(branch) == 1
+    after = steps_of(branch[0]["id"])
+    assert [s["command"] for s in after][-2:] == ['echo "B=$RW_B" > back.out', "false"]
+    assert [s["exit_code"] for s in after][-2:] == [0, 1]
+
+
+def test_typed_lines_after_a_paste_are_recorded_as_before(daemon, terminals, kind):
+    term = terminals(kind)
+    term.paste("echo one\n(exit 3)\n")
+    term.type("(exit 5)")
+    term.type("echo typed")
+    steps = steps_of(session_of(term))
+    assert [(s["command"], s["exit_code"]) for s in steps] == [
+        ("echo one", 0), ("(exit 3)", 3), ("(exit 5)", 5), ("echo typed", 0)
+    ]  # fmt: skip
+    out = rw("log", session_of(term)).stdout
+    assert "running" not in out
+
+
+def test_status_pipestatus_and_last_argument_unchanged_inside_a_paste(daemon, terminals, kind):
+    term = terminals(kind)
+    pipestatus = "${PIPESTATUS[*]}" if kind == "bash" else "${pipestatus[*]}"
+    term.paste(
+        "false\n"
+        'echo "status=$?" > seen.out\n'
+        "true | false | true\n"
+        f'echo "pipestatus={pipestatus}" >> seen.out\n'
+        "echo first last-arg-value > /dev/null\n"
+        'echo "last=$_" >> seen.out\n'
+        "(exit 7)\n"
+        'echo "status=$?" >> seen.out\n'
+    )
+    seen = (term.home / "seen.out").read_text().splitlines()
+    assert seen == ["status=1", "pipestatus=0 1 0", "last=last-arg-value", "status=7"]
+    assert len(steps_of(session_of(term))) == 8
