@@ -43,7 +43,7 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 		__rw_ackfd='' __rw_ackof='' __rw_ackskip=0 __rw_cold='' __rw_late='' __rw_told=''
 		__rw_seq=0
 		__rw_pending='' __rw_psid='' __rw_pspool='' __rw_unrec=''
-		__rw_wfail='' __rw_nlost='' __rw_lost_since='' __rw_why=''
+		__rw_wfail='' __rw_nlost='' __rw_lost_since='' __rw_why='' __rw_ev=''
 		__rw_lasthist=
 		__rw_dpid=
 		__rw_next_start=0
@@ -155,6 +155,7 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 			[[ -z $__rw_pending$__rw_unrec && -z ${__rw_go[1]+x} ]] || __rw_lines "$1" 2>/dev/null
 			__rw_t=${__rw_go-}
 			__rw_go=()
+			[[ $1 != exit && $1 != 'exit '* ]] || __rw_ev=$__rw_t
 			__rw_t=${__rw_t%% *}
 			[[ $__rw_t == *[.,]* ]] || {
 				__rw_t=${EPOCHREALTIME-}
@@ -183,7 +184,31 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 				__rw_await "$__rw_seq" 2>/dev/null
 				[[ -z $__rw_late ]] || __rw_tell_late
 			}
+			[[ -z $__rw_ev ]] || __rw_exiting "$1" 2>/dev/null
 			return 0
+		}
+
+		# `exit` or `exit N` is about to end the shell, and no hook runs after
+		# it: its end is written now, with the status the shell exits with. (Not
+		# when jobs may keep the shell open, or the status is not a number yet:
+		# then the daemon ends the step when the shell is gone, status unknown.)
+		__rw_exiting() {
+			local __rw_c=${__rw_ev#* } __rw_a=${1#exit}
+			__rw_ev=''
+			__rw_a=${__rw_a#"${__rw_a%%[! ]*}"}
+			[[ -n $__rw_pending && $__rw_a != *[!0-9]* && ${#__rw_a} -le 9 ]] || return 0
+			\builtin jobs -p >|"$__rw_histfile" && [[ ! -s $__rw_histfile ]] || return 0
+			if [[ -z $__rw_a ]]; then
+				__rw_c=${__rw_c%% *} # the status of the line before it
+			else
+				__rw_c=$((10#$__rw_a & 255))
+			fi
+			__rw_now
+			{
+				\builtin printf '%s\0' $'\036RW1' E "$__rw_psid" "$__rw_pending" "$__rw_t" "$__rw_c" \
+					"$__rw_c" "$PWD" declare && \builtin export -p && \builtin printf '\0\036END\0'
+			} >>"$__rw_pspool" || __rw_wfail=1
+			__rw_pending=
 		}
 
 		# The lines of a pasted block run one after another, with no prompt

@@ -36,7 +36,7 @@ if [[ -o interactive ]]; then
 		typeset -g __rw_ackfd='' __rw_ackof='' __rw_cold='' __rw_late='' __rw_told=''
 		typeset -gi __rw_ackskip=0
 		typeset -gi __rw_seq=0
-		typeset -g __rw_pending='' __rw_dpid='' __rw_psid='' __rw_pspool='' __rw_unrec=''
+		typeset -g __rw_pending='' __rw_dpid='' __rw_psid='' __rw_pspool='' __rw_unrec='' __rw_pcmd=''
 		typeset -g __rw_wfail='' __rw_nlost='' __rw_lost_since='' __rw_why=''
 		typeset -gi __rw_next_start=0 __rw_next_check=0
 		# The steps of a block of lines being run (see __rw_split).
@@ -124,7 +124,7 @@ if [[ -o interactive ]]; then
 			[[ ${__rw_cmd%$'\n'} != *$'\n'* ]] ||
 				__rw_split "$__rw_cmd" || __rw_cmd=${__rw_units[1]}
 			((++__rw_seq))
-			__rw_pending=$__rw_seq __rw_psid=$__rw_sid __rw_pspool=$__rw_spool
+			__rw_pending=$__rw_seq __rw_psid=$__rw_sid __rw_pspool=$__rw_spool __rw_pcmd=$__rw_cmd
 			# (__rw_write inlined: a zsh function call costs about 10 microseconds.)
 			{
 				\builtin print -rN -- $'\x1eRW1' B "$__rw_sid" "$__rw_seq" \
@@ -264,12 +264,30 @@ if [[ -o interactive ]]; then
 				return 0
 			fi
 			((++__rw_seq))
-			__rw_pending=$__rw_seq __rw_psid=$__rw_sid __rw_pspool=$__rw_spool
+			__rw_pending=$__rw_seq __rw_psid=$__rw_sid __rw_pspool=$__rw_spool __rw_pcmd=$__rw_cmd
 			__rw_write B "$__rw_sid" "$__rw_seq" "${EPOCHREALTIME:-$EPOCHSECONDS}" "$PWD" "$__rw_cmd"
 			[[ ! -p $__rw_ack ]] || {
 				__rw_await "$__rw_seq" 2>/dev/null
 				[[ -z $__rw_late ]] || __rw_tell_late
 			}
+			return 0
+		}
+
+		# zsh runs this hook as it exits (not in a subshell's exit): the step that
+		# ended the shell ends too, with the status it exits with when it was
+		# `exit` (or logout, bye), else unknown (its terminal closed while it ran).
+		__rw_zshexit() {
+			local __rw_st=$?
+			\builtin emulate -L zsh
+			((ZSH_SUBSHELL == 0)) && [[ -n $__rw_pending ]] || return 0
+			[[ $__rw_pcmd == exit || $__rw_pcmd == 'exit '* || $__rw_pcmd == logout* ||
+				$__rw_pcmd == bye* ]] || __rw_st=''
+			{
+				\builtin print -rN -- $'\x1eRW1' E "$__rw_psid" "$__rw_pending" \
+					"${EPOCHREALTIME:-$EPOCHSECONDS}" "$__rw_st" "$__rw_st" "$PWD" zsh &&
+					\builtin export && \builtin print -rn -- $'\0\x1eEND\0'
+			} 2>/dev/null >>!"$__rw_pspool"
+			__rw_pending=
 			return 0
 		}
 
@@ -352,7 +370,8 @@ if [[ -o interactive ]]; then
 		__rw_ensure_daemon
 	fi
 	# Re-evaluating this file is harmless: our hooks are removed, then added.
-	typeset -ga precmd_functions preexec_functions
+	typeset -ga precmd_functions preexec_functions zshexit_functions
 	precmd_functions=(__rw_precmd "${(@)precmd_functions:#__rw_precmd}")
 	preexec_functions=("${(@)preexec_functions:#__rw_preexec}" __rw_preexec)
+	zshexit_functions=("${(@)zshexit_functions:#__rw_zshexit}" __rw_zshexit)
 fi
