@@ -196,7 +196,8 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 			local __rw_c=${__rw_ev#* } __rw_a=${1#exit}
 			__rw_ev=''
 			__rw_a=${__rw_a#"${__rw_a%%[! ]*}"}
-			[[ -n $__rw_pending && $__rw_a != *[!0-9]* && ${#__rw_a} -le 9 ]] || return 0
+			[[ ($1 == exit || $1 == 'exit '*) && -n $__rw_pending && $__rw_a != *[!0-9]* &&
+				${#__rw_a} -le 9 ]] || return 0
 			\builtin jobs -p >|"$__rw_histfile" && [[ ! -s $__rw_histfile ]] || return 0
 			if [[ -z $__rw_a ]]; then
 				__rw_c=${__rw_c%% *} # the status of the line before it

@@ -121,7 +121,7 @@ if [[ -o interactive ]]; then
 				return 0
 			fi
 			# Several lines at once (a pasted block): one step for each.
-			[[ ${__rw_cmd%$'\n'} != *$'\n'* ]] ||
+			[[ ${__rw_cmd%$'\n'} != *$'\n'* || -z $1 ]] ||
 				__rw_split "$__rw_cmd" || __rw_cmd=${__rw_units[1]}
 			((++__rw_seq))
 			__rw_pending=$__rw_seq __rw_psid=$__rw_sid __rw_pspool=$__rw_spool __rw_pcmd=$__rw_cmd
@@ -233,8 +233,9 @@ if [[ -o interactive ]]; then
 		}
 
 		# The DEBUG trap, at the first command of a later line of the block ($1:
-		# its line number; $2 and $3: $? and pipestatus): the step before it ends, with the status and environment it left, and the
-		# one that begins here is recorded.
+		# its line number; $2 and $3: $? and pipestatus): the step before it
+		# ends, with the status and environment it left, and the one that
+		# begins here is recorded.
 		__rw_unit() {
 			\builtin emulate -L zsh
 			local -i __rw_u=$__rw_unum

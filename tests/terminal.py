@@ -98,6 +98,10 @@ class Terminal:
         self._tmux("send-keys", "Enter")
         self.wait_for_prompt(before + 1, timeout)
 
+    def clear_line(self) -> None:
+        """Empty the command line (Ctrl-U)."""
+        self._tmux("send-keys", "C-u")
+
     def close(self) -> None:
         subprocess.run(
             ["tmux", "-S", str(self.socket), "kill-server"], capture_output=True, check=False

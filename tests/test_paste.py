@@ -85,6 +85,13 @@ def test_a_pasted_runbook_is_one_step_per_line(daemon, terminals, kind, tmp_path
     # What `rw log --failed` lists is the failed lines of the block.
     failed = rw_json("log", sid, "--failed")
     assert [(s["step"], s["command"]) for s in failed] == [(3, "false"), (4, "(exit 4)")]
+    # `rw branch` goes back to before the last failed line of the block.
+    term.type("rw branch")
+    term.clear_line()  # zsh puts the failed line on the command line to edit
+    term.type(f'echo "$PWD $RW_PASTE" > {term.home}/branch.out')
+    assert (term.home / "branch.out").read_text() == f"{target} one\n"
+    branch = [s for s in rw_json("sessions") if s["parent"] == sid]
+    assert len(branch) == 1 and branch[0]["branch_point"] == 3
 
 
 def test_rw_back_inside_a_pasted_block(daemon, terminals, kind, tmp_path):
