@@ -13,6 +13,7 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 		__rw_spool_dir=@RW_SPOOL_DIR@
 		__rw_scratch_dir=@RW_SCRATCH_DIR@
 		__rw_pid_file=@RW_PID_FILE@
+		__rw_stop_file=@RW_STOP_FILE@
 		__rw_autostart=@RW_AUTOSTART@
 		__rw_tty=@RW_TTY@
 		__rw_user=@RW_USER@
@@ -74,13 +75,14 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 			[[ -n $__rw_dpid && -e /proc/$__rw_dpid/fd/0 ]] && return 0
 			[[ -r $__rw_pid_file ]] && { \builtin read -r __rw_dpid <"$__rw_pid_file" || :; }
 			[[ -n $__rw_dpid && -e /proc/$__rw_dpid/fd/0 ]] && return 0
-			[[ $__rw_autostart == 1 ]] || return 0
+			# (Not while it is stopped on purpose: `rw daemon stop` until `rw daemon start`.)
+			[[ $__rw_autostart == 1 && ! -e $__rw_stop_file ]] || return 0
 			\builtin printf -v __rw_sec '%(%s)T' -1
 			((__rw_sec >= __rw_next_start)) || return 0
 			__rw_next_start=$((__rw_sec + 30))
 			# (A daemon that never answered this shell is not waited for so long again.)
 			[[ -n $__rw_told ]] || __rw_cold=1
-			("$__rw_bin" daemon start --no-wait </dev/null >/dev/null 2>&1 &)
+			("$__rw_bin" daemon start --no-wait --auto </dev/null >/dev/null 2>&1 &)
 			return 0
 		}
 

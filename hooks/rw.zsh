@@ -14,6 +14,7 @@ if [[ -o interactive ]]; then
 		typeset -g __rw_bin=@RW_BIN@
 		typeset -g __rw_spool_dir=@RW_SPOOL_DIR@
 		typeset -g __rw_pid_file=@RW_PID_FILE@
+		typeset -g __rw_stop_file=@RW_STOP_FILE@
 		typeset -g __rw_autostart=@RW_AUTOSTART@
 		typeset -g __rw_tty=@RW_TTY@
 		typeset -g __rw_user=@RW_USER@
@@ -56,12 +57,13 @@ if [[ -o interactive ]]; then
 			[[ -n $__rw_dpid && -e /proc/$__rw_dpid/fd/0 ]] && return 0
 			[[ -r $__rw_pid_file ]] && { \builtin read -r __rw_dpid <"$__rw_pid_file" || :; }
 			[[ -n $__rw_dpid && -e /proc/$__rw_dpid/fd/0 ]] && return 0
-			[[ $__rw_autostart == 1 ]] || return 0
+			# (Not while it is stopped on purpose: `rw daemon stop` until `rw daemon start`.)
+			[[ $__rw_autostart == 1 && ! -e $__rw_stop_file ]] || return 0
 			((EPOCHSECONDS >= __rw_next_start)) || return 0
 			__rw_next_start=$((EPOCHSECONDS + 30))
 			# (A daemon that never answered this shell is not waited for so long again.)
 			[[ -n $__rw_told ]] || __rw_cold=1
-			("$__rw_bin" daemon start --no-wait </dev/null >/dev/null 2>&1 &)
+			("$__rw_bin" daemon start --no-wait --auto </dev/null >/dev/null 2>&1 &)
 			return 0
 		}
 
