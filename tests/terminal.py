@@ -20,7 +20,9 @@ PROMPT = "<rwp> "
 
 
 class Terminal:
-    def __init__(self, kind: str, *, rw_home: Path, home: Path, bin_dir: Path, socket: Path):
+    def __init__(
+        self, kind: str, *, rw_home: Path, home: Path, bin_dir: Path, socket: Path, rc: str = ""
+    ):
         if shutil.which("tmux") is None:
             raise AssertionError("tmux is not installed (scripts/test installs it)")
         self.kind = kind
@@ -39,15 +41,15 @@ class Terminal:
             "USER": os.environ.get("USER", "root"),
         }
         if kind == "bash":
-            rc = home / ".rw_paste_bashrc"
-            rc.write_text(f"PS1='<''rwp> '\neval \"$({bin_dir}/rw init bash)\"\n")
-            argv = ["bash", "--noprofile", "--rcfile", str(rc), "-i"]
+            rcfile = home / ".rw_paste_bashrc"
+            rcfile.write_text(f"PS1='<''rwp> '\n{rc}\neval \"$({bin_dir}/rw init bash)\"\n")
+            argv = ["bash", "--noprofile", "--rcfile", str(rcfile), "-i"]
         else:
             zdot = home / ".rw_paste_zsh"
             zdot.mkdir(exist_ok=True)
             # zle_bracketed_paste is left as zsh sets it: on.
             (zdot / ".zshrc").write_text(
-                "PS1='<''rwp> '\nunsetopt prompt_sp\nsetopt interactive_comments\n"
+                f"PS1='<''rwp> '\nunsetopt prompt_sp\nsetopt interactive_comments\n{rc}\n"
                 f'eval "$({bin_dir}/rw init zsh)"\n'
             )
             env["ZDOTDIR"] = str(zdot)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from .conftest import BIN, rw, rw_json, steps_of
@@ -19,10 +21,10 @@ def kind(request):
 def terminals(rw_home, tmp_path):
     opened: list[Terminal] = []
 
-    def make(kind: str) -> Terminal:
+    def make(kind: str, rc: str = "") -> Terminal:
         t = Terminal(
             kind, rw_home=rw_home, home=tmp_path / "home", bin_dir=BIN,
-            socket=tmp_path / f"tmux{len(opened)}.sock",
+            socket=tmp_path / f"tmux{len(opened)}.sock", rc=rc,
         )  # fmt: skip
         opened.append(t)
         return t
@@ -143,3 +145,34 @@ def test_status_pipestatus_and_last_argument_unchanged_inside_a_paste(daemon, te
     seen = (term.home / "seen.out").read_text().splitlines()
     assert seen == ["status=1", "pipestatus=0 1 0", "last=last-arg-value", "status=7"]
     assert len(steps_of(session_of(term))) == 8
+
+
+@pytest.mark.parametrize("kind, histcontrol", [("bash", ""), ("bash", "ignoreboth"), ("zsh", "")])
+def test_a_pasted_line_with_a_leading_space_is_kept_out(daemon, terminals, kind, histcontrol):
+    """As typed: the line is not recorded, and what it exported is stored
+    redacted in the environments of the steps after it."""
+    term = terminals(kind, rc=f"HISTCONTROL={histcontrol}" if histcontrol else "")
+    secret = "pasted-hunter2-value"
+    term.paste(f"echo a\n export RW_HIDDEN={secret}\necho b\n(exit 3)\n")
+    sid = session_of(term)
+    steps = steps_of(sid)
+    assert [(s["command"], s["exit_code"]) for s in steps] == [
+        ("echo a", 0), ("echo b", 0), ("(exit 3)", 3)
+    ]  # fmt: skip
+    shown = rw("show", sid, "2", "--json").stdout
+    assert json.loads(shown)["env"]["RW_HIDDEN"] == "<redacted>"
+    assert secret not in shown and secret not in rw("log", sid, "--json").stdout
+
+
+def test_pasted_function_definitions_are_steps(daemon, terminals, kind):
+    term = terminals(kind)
+    term.paste('greet() { echo "hi-$1"; }\ngreet x\nf2() {\n  echo multi\n}\nf2\necho last\n')
+    assert "hi-x" in term.screen() and "multi" in term.screen()
+    steps = steps_of(session_of(term))
+    cmds = [s["command"] for s in steps]
+    assert len(cmds) == 5, cmds
+    assert cmds[0] == 'greet() { echo "hi-$1"; }'
+    assert cmds[1] == "greet x"
+    assert cmds[2].startswith("f2() {") and "echo multi" in cmds[2]
+    assert cmds[3:] == ["f2", "echo last"]
+    assert all(s["exit_code"] == 0 and s["ended_at"] for s in steps)
