@@ -124,7 +124,7 @@ if [[ -o interactive ]]; then
 			fi
 			# Several lines at once (a pasted block): one step for each.
 			[[ ${__rw_cmd%$'\n'} != *$'\n'* || -z $1 ]] ||
-				__rw_split "$__rw_cmd" || __rw_cmd=${__rw_units[1]}
+				__rw_split "$__rw_cmd" "${funcfiletrace[1]##*:}" || __rw_cmd=${__rw_units[1]}
 			((++__rw_seq))
 			__rw_pending=$__rw_seq __rw_psid=$__rw_sid __rw_pspool=$__rw_spool __rw_pcmd=$__rw_cmd
 			# (__rw_write inlined: a zsh function call costs about 10 microseconds.)
@@ -173,10 +173,13 @@ if [[ -o interactive ]]; then
 		# The lines of a block zsh runs as one (a pasted runbook): its complete
 		# commands, each begun where a line begins, are the steps. zsh's own
 		# parser tells a complete one: assigning a function's body parses it
-		# (and runs nothing). Status 0: one command only, nothing to split.
+		# (and runs nothing). $2: the shell's line number once it has read the
+		# block (its lines count on from earlier input). Status 0: one command
+		# only, nothing to split.
 		__rw_split() {
 			\builtin emulate -L zsh
-			[[ -o debugbeforecmd && ${#1} -le 65536 && -z ${functions[TRAPDEBUG]-} ]] || return 0
+			[[ -o debugbeforecmd && ${#1} -le 65536 && -z ${functions[TRAPDEBUG]-} &&
+				$2 == [0-9]* && $2 != *[^0-9]* ]] || return 0
 			local -a __rw_ls=("${(@f)1}") __rw_hd __rw_w
 			local -i __rw_i __rw_j __rw_from=1
 			local __rw_chunk='' __rw_l
@@ -222,6 +225,12 @@ if [[ -o interactive ]]; then
 			# block, for a command of the shell itself (not of a function or a
 			# subshell). A function (a string would reset pipestatus), defined for
 			# the shell, not for this function (emulate -L made traps local).
+			# Where each begins, in the shell's count: the block's lines, and the
+			# Enter that ended it, were the last it read.
+			local -i __rw_base=$(($2 - ${#1//[^$'\n']/} - 1))
+			for ((__rw_i = 1; __rw_i <= ${#__rw_ustarts}; __rw_i++)); do
+				__rw_ustarts[__rw_i]=$((__rw_base + __rw_ustarts[__rw_i] - 1))
+			done
 			__rw_unext=${__rw_ustarts[2]} __rw_unum=1
 			\builtin unsetopt localtraps
 			# shellcheck disable=SC2317 # zsh calls it

@@ -121,9 +121,12 @@ def test_typed_lines_after_a_paste_are_recorded_as_before(daemon, terminals, kin
     term.paste("echo one\n(exit 3)\n")
     term.type("(exit 5)")
     term.type("echo typed")
+    # A paste after typed lines (zsh counts lines on from those).
+    term.paste("echo two\nfalse\necho three\n")
     steps = steps_of(session_of(term))
     assert [(s["command"], s["exit_code"]) for s in steps] == [
-        ("echo one", 0), ("(exit 3)", 3), ("(exit 5)", 5), ("echo typed", 0)
+        ("echo one", 0), ("(exit 3)", 3), ("(exit 5)", 5), ("echo typed", 0),
+        ("echo two", 0), ("false", 1), ("echo three", 0),
     ]  # fmt: skip
     out = rw("log", session_of(term)).stdout
     assert "running" not in out
