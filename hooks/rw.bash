@@ -221,8 +221,6 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 		# trap) becomes a step, its text from history. (The cwd and environment
 		# after them are those of now: nothing ran since that could change them.)
 		__rw_lines() {
-			local __rw_n=${#__rw_go[@]} __rw_i __rw_k __rw_top __rw_h __rw_s
-			local -a __rw_hs=() __rw_at=()
 			if [[ -n $__rw_pending ]]; then
 				__rw_end "$__rw_psid" "$__rw_pspool" "$__rw_pending" "${__rw_go[0]}"
 				__rw_pending=
@@ -236,7 +234,10 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 						\builtin export -p && \builtin printf '\0\036END\0'
 				} >>"$__rw_spool" || __rw_wfail=1
 			fi
-			((__rw_n > 1)) && [[ -o history && -n ${HISTCMD-} && $__rw_lasthist == [0-9]* ]] || return 0
+			[[ -n ${__rw_go[1]+x} && -o history && -n ${HISTCMD-} && $__rw_lasthist == [0-9]* ]] ||
+				return 0
+			local __rw_n=${#__rw_go[@]} __rw_i __rw_k __rw_top __rw_h __rw_s
+			local -a __rw_hs=() __rw_at=()
 			# The history entries since the last one recorded, comments left out:
 			# one for each of these lines and, the newest, for the line itself.
 			# Any other count (a line kept out of history) and they are not recorded.
@@ -269,8 +270,8 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 		# An E record (sid spool seq), from what PS0 saved as the next line began
 		# ($4: its start time, then the status and PIPESTATUS this step left).
 		__rw_end() {
-			local __rw_e=${4#* }
-			__rw_when "$4"
+			local __rw_e=${4#* } __rw_w=${4%% *}
+			[[ $__rw_w == *[.,]* ]] || \builtin printf -v __rw_w '%(%s)T' -1
 			{
 				\builtin printf '%s\0' $'\036RW1' E "$1" "$3" "$__rw_w" "${__rw_e%% *}" \
 					"${__rw_e#* }" "$PWD" declare && \builtin export -p && \builtin printf '\0\036END\0'
