@@ -116,6 +116,24 @@ def test_rw_back_inside_a_pasted_block(daemon, terminals, kind, tmp_path):
     assert [s["exit_code"] for s in after][-2:] == [0, 1]
 
 
+def test_rw_branch_inside_a_pasted_block(daemon, terminals, kind):
+    term = terminals(kind)
+    term.paste(
+        f'export RW_X=1\nfalse\nexport RW_X=2\nrw branch\necho "X=$RW_X" > {term.home}/branch.out\n'
+    )
+    assert (term.home / "branch.out").read_text() == "X=1\n"
+    sid = session_of(term)
+    steps = steps_of(sid)
+    assert [(s["command"], s["exit_code"]) for s in steps] == [
+        ("export RW_X=1", 0), ("false", 1), ("export RW_X=2", 0), ("rw branch", 0)
+    ]  # fmt: skip
+    branch = [s for s in rw_json("sessions") if s["parent"] == sid]
+    assert len(branch) == 1 and branch[0]["branch_point"] == 1
+    assert [s["command"] for s in steps_of(branch[0]["id"])] == [
+        "export RW_X=1", f'echo "X=$RW_X" > {term.home}/branch.out'
+    ]  # fmt: skip
+
+
 def test_typed_lines_after_a_paste_are_recorded_as_before(daemon, terminals, kind):
     term = terminals(kind)
     term.paste("echo one\n(exit 3)\n")
