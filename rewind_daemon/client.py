@@ -85,7 +85,10 @@ def stopped_on_purpose(paths: Paths) -> bool:
 
 def end_stop(paths: Paths) -> None:
     """`rw daemon start`: the daemon is no longer stopped on purpose."""
-    paths.stop_file.unlink(missing_ok=True)
+    try:
+        paths.stop_file.unlink(missing_ok=True)
+    except OSError as e:
+        raise DaemonUnavailable(f"cannot let the daemon start again: {e}") from None
 
 
 def spawn(paths: Paths, explicit: bool = False) -> None:
@@ -148,8 +151,13 @@ def stop(paths: Paths, wait: float = 5.0) -> int | None:
     shells' autostart and other commands leave it so. Return its pid, or None
     when it was not running."""
     ensure_private_dir(paths.data_dir)
-    fd = os.open(paths.stop_file, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-    os.close(fd)
+    try:
+        fd = os.open(
+            paths.stop_file, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600
+        )
+        os.close(fd)
+    except OSError as e:
+        raise DaemonUnavailable(f"cannot note that the daemon stays stopped: {e}") from None
     reply = ping(paths)
     if not reply:
         return None

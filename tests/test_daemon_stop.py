@@ -87,3 +87,18 @@ def test_stop_when_not_running_still_holds_and_start_clears_it(rw_home, shells, 
     rw("daemon", "start")
     assert running()
     assert not list(rw_home.glob("data/stopped-*"))
+
+
+def test_a_stop_that_cannot_be_noted_is_one_line(daemon, tmp_path):
+    """A symlink where the stop is noted (planted, or left by anything) is not
+    followed: one line, exit 1, the daemon left running."""
+    import os
+
+    target = tmp_path / "elsewhere"
+    note = daemon / "data" / f"stopped-{os.uname().nodename.replace('/', '_') or 'localhost'}"
+    note.symlink_to(target)
+    proc = rw("daemon", "stop", check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("rw: cannot note that the daemon stays stopped")
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not target.exists() and running()
