@@ -203,6 +203,9 @@ if [[ -o interactive ]]; then
 					__rw_chunk='' __rw_from=$((__rw_i + 1))
 					continue
 				fi
+				# (A backslash at the end goes on to the next line, which the parser
+				# does not know here.)
+				[[ $__rw_l != *\\ || $__rw_l == *\\\\ ]] || continue
 				functions[__rw_syntax]=$__rw_chunk 2>/dev/null
 				((${+functions[__rw_syntax]})) || continue
 				\builtin unfunction __rw_syntax
@@ -221,10 +224,6 @@ if [[ -o interactive ]]; then
 			\builtin trap >|"$__rw_scratch_dir/$__rw_sid.hist" 2>/dev/null || return 0
 			\builtin read -r -d '' __rw_tr <"$__rw_scratch_dir/$__rw_sid.hist"
 			[[ $__rw_tr != *" DEBUG"* ]] || return 0
-			# The DEBUG trap runs before each command: ours knows its line in the
-			# block, for a command of the shell itself (not of a function or a
-			# subshell). A function (a string would reset pipestatus), defined for
-			# the shell, not for this function (emulate -L made traps local).
 			# Where each begins, in the shell's count: the block's lines, and the
 			# Enter that ended it, were the last it read.
 			local -i __rw_base=$(($2 - ${#1//[^$'\n']/} - 1))
@@ -232,6 +231,10 @@ if [[ -o interactive ]]; then
 				__rw_ustarts[__rw_i]=$((__rw_base + __rw_ustarts[__rw_i] - 1))
 			done
 			__rw_unext=${__rw_ustarts[2]} __rw_unum=1
+			# The DEBUG trap runs before each command: ours knows its line in the
+			# block, for a command of the shell itself (not of a function or a
+			# subshell). A function (a string would reset pipestatus), defined for
+			# the shell, not for this function (emulate -L made traps local).
 			\builtin unsetopt localtraps
 			# shellcheck disable=SC2317 # zsh calls it
 			TRAPDEBUG() {

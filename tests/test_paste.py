@@ -197,3 +197,15 @@ def test_pasted_function_definitions_are_steps(daemon, terminals, kind):
     assert cmds[2].startswith("f2() {") and "echo multi" in cmds[2]
     assert cmds[3:] == ["f2", "echo last"]
     assert all(s["exit_code"] == 0 and s["ended_at"] for s in steps)
+
+
+def test_blank_lines_and_continued_lines_in_a_paste(daemon, terminals, kind):
+    term = terminals(kind)
+    term.paste("echo a\n\n\necho b \\\n  c\n\nfalse\n  \necho d\n")
+    steps = steps_of(session_of(term))
+    cmds = [s["command"] for s in steps]
+    assert len(cmds) == 4, cmds
+    assert cmds[0] == "echo a" and cmds[2:] == ["false", "echo d"]
+    # bash's history joins a continued line; zsh keeps the lines as pasted
+    assert cmds[1] in ("echo b   c", "echo b \\\n  c")
+    assert [s["exit_code"] for s in steps] == [0, 0, 1, 0]
