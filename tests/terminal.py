@@ -84,14 +84,22 @@ class Terminal:
                 raise AssertionError(f"no prompt #{count}; the terminal shows:\n{self.screen()}")
             time.sleep(0.05)
 
-    def paste(self, text: str, timeout: float = 30) -> None:
-        """Paste `text` as a terminal does (bracketed), press Enter, wait for the prompt."""
+    def paste(self, text: str, timeout: float = 30, wait: bool = True) -> None:
+        """Paste `text` as a terminal does (bracketed), press Enter, and (unless
+        not `wait`) wait for the prompt."""
         before = self.prompts()
         self._tmux("load-buffer", "-b", "rw", "-", data=text.encode())
         self._tmux("paste-buffer", "-p", "-d", "-b", "rw")
         time.sleep(0.2)  # the paste is read as one, before the Enter
         self._tmux("send-keys", "Enter")
-        self.wait_for_prompt(before + 1, timeout)
+        if wait:
+            self.wait_for_prompt(before + 1, timeout)
+
+    def interrupt(self) -> None:
+        """Ctrl-C, and wait for the prompt it brings back."""
+        before = self.prompts()
+        self._tmux("send-keys", "C-c")
+        self.wait_for_prompt(before + 1)
 
     def type(self, line: str, timeout: float = 20) -> None:
         """Type `line` and Enter, and wait for the next prompt."""

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from .conftest import BIN, rw, rw_json, steps_of
+from .conftest import BIN, rw, rw_json, steps_of, wait_for
 from .terminal import Terminal
 
 SHELLS = ["bash", "zsh"]
@@ -209,3 +209,25 @@ def test_blank_lines_and_continued_lines_in_a_paste(daemon, terminals, kind):
     # bash's history joins a continued line; zsh keeps the lines as pasted
     assert cmds[1] in ("echo b   c", "echo b \\\n  c")
     assert [s["exit_code"] for s in steps] == [0, 0, 1, 0]
+
+
+def test_ctrl_c_inside_a_pasted_block(daemon, terminals, kind):
+    term = terminals(kind)
+    term.paste("echo one\nsleep 30\necho after\nfalse\n", wait=False)
+    sid = None
+
+    def sleeping():
+        nonlocal sid
+        sid = sid or next((s["id"] for s in rw_json("sessions") if s["pid"] == term.pid), None)
+        return sid and len(steps_of(sid)) == 2
+
+    wait_for(sleeping)
+    term.interrupt()
+    term.type("echo typed")
+    steps = steps_of(sid)
+    got = [(s["command"], s["exit_code"]) for s in steps]
+    assert got[:2] == [("echo one", 0), ("sleep 30", 130)]
+    # bash reads on and runs the rest of the block; zsh drops it
+    rest = [("echo after", 0), ("false", 1)] if kind == "bash" else []
+    assert got[2:] == [*rest, ("echo typed", 0)]
+    assert all(s["ended_at"] for s in steps)
