@@ -20,6 +20,13 @@ latency is the median over rounds of the difference to `none` in the same
 round, which cancels drift. A second line of evidence times the hook
 functions themselves inside the rw shell (EPOCHREALTIME, calls in a loop).
 
+Pasted blocks take another path (each line's end is written as the next one
+starts): a `none` and an `rw` shell, with a terminal type under which
+readline and zsh's line editor turn bracketed paste on, are sent blocks of
+P lines (`:`) between the bracketed-paste markers a terminal sends, then
+Enter, alternately; the figure is the added time per pasted line (median
+over rounds), and every pasted line must be stored as a step of its own.
+
     python bench/hook_overhead.py [--quick] [--check]
 """
 
@@ -98,11 +105,13 @@ DIRECT = {
 
 
 class Shell:
-    def __init__(self, kind: str, env: dict[str, str], cwd: Path, setup: list[str]):
+    def __init__(
+        self, kind: str, env: dict[str, str], cwd: Path, setup: list[str], prompt: str = ""
+    ):
         self.p = pexpect.spawn(
             kind, SHELL_ARGS[kind], env=env, cwd=str(cwd), timeout=30, dimensions=(40, 200)
         )
-        self.run(SET_PROMPT[kind])
+        self.run(prompt or SET_PROMPT[kind])
         for line in setup:
             self.run(line)
         self.run("echo SY''NC")
@@ -128,6 +137,70 @@ class Shell:
 
     def close(self) -> None:
         self.p.close(force=True)
+
+
+# What a terminal sends for a paste, when the application asked for bracketed paste.
+PASTE_START, PASTE_END = b"\x1b[200~", b"\x1b[201~"
+
+
+def paste_trip(sh: Shell, lines: int) -> float:
+    """Seconds from sending a pasted block of `lines` lines and Enter to the next prompt."""
+    fd = sh.fd
+    block = b"".join(b": pasted\n" for _ in range(lines))
+    t0 = time.perf_counter()
+    os.write(fd, PASTE_START + block + PASTE_END + b"\r")
+    buf = b""
+    while PROMPT not in buf:
+        if not select.select([fd], [], [], 60)[0]:
+            raise SystemExit("bench: a shell stopped answering a paste")
+        buf = buf[-len(PROMPT) :] + os.read(fd, 65536)
+    return time.perf_counter() - t0
+
+
+def bench_paste(kind: str, rounds: int, lines: int, v: Verdicts) -> None:
+    init = f'eval "$({rw_program()} init {kind})"'
+    with ExitStack() as stack:
+        home = stack.enter_context(rw_home())
+        user = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rw-bench-user-")))
+        start_daemon(home)
+        # A terminal type for which the line editors ask for bracketed paste
+        # (readline does not on "dumb"); zsh keeps zle_bracketed_paste.
+        env = {**realistic_env(user), "RW_HOME": str(home), "TERM": "xterm-256color"}
+        prompt = {"bash": SET_PROMPT["bash"], "zsh": "PS1='<''rwp> '; unsetopt prompt_sp"}
+        shells = {
+            name: Shell(kind, env, user, setup, prompt[kind])
+            for name, setup in (("none", []), ("rw", [init]))
+        }
+        try:
+            sync(home)  # the set-up lines
+            before = recorded_steps(home)
+            per: dict[str, list[float]] = {"none": [], "rw": []}
+            for r in range(rounds + 1):
+                for name in ("none", "rw") if r % 2 else ("rw", "none"):
+                    ms = paste_trip(shells[name], lines) * 1000
+                    if r:
+                        per[name].append(ms)
+                    if name == "rw":
+                        sync(home)
+            sync(home)
+            stored = recorded_steps(home) - before
+        finally:
+            for sh in shells.values():
+                sh.close()
+    added = quartiles([(a - b) / lines for a, b in zip(per["rw"], per["none"])])
+    print(f"  pasted blocks: {rounds} rounds x {lines} lines")
+    print(
+        f"    per block (median): none {statistics.median(per['none']):.1f} ms, "
+        f"rw {statistics.median(per['rw']):.1f} ms"
+    )
+    print(
+        f"    added by rw per pasted line: {added[1]:+.3f} ms  [{added[0]:+.3f}, {added[2]:+.3f}]"
+    )
+    expected = (rounds + 1) * lines
+    print(f"    rw stored {stored} steps ({expected} lines pasted)")
+    if stored != expected:
+        print(f"  FAIL  {kind}: pasted lines are not each a step")
+        v.failed.append(f"{kind}: pasted steps stored")
 
 
 def direct(sh: Shell, kind: str, n: int) -> tuple[float, float]:
@@ -249,12 +322,14 @@ def main() -> int:
     args = parser(__doc__.split("\n")[0]).parse_args()
     rounds, k = (6, 40) if args.quick else (30, 120)
     direct_n, direct_reps = (200, 1) if args.quick else (1000, 3)
+    paste_rounds, paste_lines = (4, 20) if args.quick else (20, 50)
     print(f"hook_overhead on {machine()}")
     v = Verdicts()
     for kind in ("bash", "zsh"):
         if shutil.which(kind) is None:
             raise SystemExit(f"bench: {kind} is not installed")
         bench_shell(kind, rounds, k, direct_n, direct_reps, v)
+        bench_paste(kind, paste_rounds, paste_lines, v)
     print()
     return v.finish(args.check)
 

@@ -13,6 +13,7 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 		__rw_spool_dir=@RW_SPOOL_DIR@
 		__rw_scratch_dir=@RW_SCRATCH_DIR@
 		__rw_pid_file=@RW_PID_FILE@
+		__rw_stop_file=@RW_STOP_FILE@
 		__rw_autostart=@RW_AUTOSTART@
 		__rw_tty=@RW_TTY@
 		__rw_user=@RW_USER@
@@ -43,20 +44,23 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 		__rw_ackfd='' __rw_ackof='' __rw_ackskip=0 __rw_cold='' __rw_late='' __rw_told=''
 		__rw_seq=0
 		__rw_pending='' __rw_psid='' __rw_pspool='' __rw_unrec=''
-		__rw_wfail='' __rw_nlost='' __rw_lost_since='' __rw_why=''
+		__rw_wfail='' __rw_nlost='' __rw_lost_since='' __rw_why='' __rw_ev=''
 		__rw_lasthist=
 		__rw_dpid=
 		__rw_next_start=0
 		__rw_next_check=0
-		# PS0 is expanded once for each command line the shell reads. This
-		# expansion prints nothing (a lookup in an empty associative array) but
-		# flags that a new line is about to run, with the time it starts.
+		# PS0 is expanded once for each command the shell reads, before it runs.
+		# This expansion prints nothing (a lookup in an empty associative array)
+		# but appends to __rw_go that a line is about to run: the time it starts,
+		# then $? and PIPESTATUS as the line before it left them. A prompt comes
+		# after each line typed; the lines of a pasted block run one after
+		# another with none between them, and this is what tells their ends.
 		# (Kept this small on purpose: an arithmetic expansion or $PWD here
 		# costs the prompt 20-30 us.)
 		\builtin declare -gA __rw_nil
+		__rw_go=()
 		# shellcheck disable=SC2016
-		__rw_ps0='${__rw_nil[${__rw_go:=${EPOCHREALTIME:-1}}]-}'
-		__rw_go=''
+		__rw_ps0='${__rw_nil[${__rw_go[${#__rw_go[@]}]:=${EPOCHREALTIME:-1} $? ${PIPESTATUS[*]}}]-}'
 
 		__rw_write() {
 			# One record: NUL-terminated fields between start and end markers.
@@ -71,13 +75,14 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 			[[ -n $__rw_dpid && -e /proc/$__rw_dpid/fd/0 ]] && return 0
 			[[ -r $__rw_pid_file ]] && { \builtin read -r __rw_dpid <"$__rw_pid_file" || :; }
 			[[ -n $__rw_dpid && -e /proc/$__rw_dpid/fd/0 ]] && return 0
-			[[ $__rw_autostart == 1 ]] || return 0
+			# (Not while it is stopped on purpose: `rw daemon stop` until `rw daemon start`.)
+			[[ $__rw_autostart == 1 && ! -e $__rw_stop_file ]] || return 0
 			\builtin printf -v __rw_sec '%(%s)T' -1
 			((__rw_sec >= __rw_next_start)) || return 0
 			__rw_next_start=$((__rw_sec + 30))
 			# (A daemon that never answered this shell is not waited for so long again.)
 			[[ -n $__rw_told ]] || __rw_cold=1
-			("$__rw_bin" daemon start --no-wait </dev/null >/dev/null 2>&1 &)
+			("$__rw_bin" daemon start --no-wait --auto </dev/null >/dev/null 2>&1 &)
 			return 0
 		}
 
@@ -148,7 +153,12 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 				\builtin local -
 				\builtin set +aefux +o pipefail
 			}
-			__rw_t=$__rw_go __rw_go=''
+			# Lines before this one that ran with no prompt between (a pasted block).
+			[[ -z $__rw_pending$__rw_unrec && -z ${__rw_go[1]+x} ]] || __rw_lines "$1" 2>/dev/null
+			__rw_t=${__rw_go-}
+			__rw_go=()
+			[[ $1 != exit && $1 != 'exit '* ]] || __rw_ev=$__rw_t
+			__rw_t=${__rw_t%% *}
 			[[ $__rw_t == *[.,]* ]] || {
 				__rw_t=${EPOCHREALTIME-}
 				[[ -n $__rw_t ]] || \builtin printf -v __rw_t '%(%s)T' -1
@@ -176,7 +186,102 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 				__rw_await "$__rw_seq" 2>/dev/null
 				[[ -z $__rw_late ]] || __rw_tell_late
 			}
+			[[ -z $__rw_ev ]] || __rw_exiting "$1" 2>/dev/null
 			return 0
+		}
+
+		# `exit` or `exit N` is about to end the shell, and no hook runs after
+		# it: its end is written now, with the status the shell exits with. (Not
+		# when jobs may keep the shell open, or the status is not a number yet:
+		# then the daemon ends the step when the shell is gone, status unknown.)
+		__rw_exiting() {
+			local __rw_c=${__rw_ev#* } __rw_a=${1#exit}
+			__rw_ev=''
+			__rw_a=${__rw_a#"${__rw_a%%[! ]*}"}
+			[[ ($1 == exit || $1 == 'exit '*) && -n $__rw_pending && $__rw_a != *[!0-9]* &&
+				${#__rw_a} -le 9 ]] || return 0
+			\builtin jobs -p >|"$__rw_histfile" && [[ ! -s $__rw_histfile ]] || return 0
+			if [[ -z $__rw_a ]]; then
+				__rw_c=${__rw_c%% *} # the status of the line before it
+			else
+				__rw_c=$((10#$__rw_a & 255))
+			fi
+			__rw_now
+			{
+				\builtin printf '%s\0' $'\036RW1' E "$__rw_psid" "$__rw_pending" "$__rw_t" "$__rw_c" \
+					"$__rw_c" "$PWD" declare && \builtin export -p && \builtin printf '\0\036END\0'
+			} >>"$__rw_pspool" || __rw_wfail=1
+			__rw_pending=
+		}
+
+		# The lines of a pasted block run one after another, with no prompt
+		# between them: here, at the next line ($1; "" at the prompt), the step
+		# still open ends with the status PS0 saw, and each line before this one
+		# that ran no simple command (a subshell, a function definition: no DEBUG
+		# trap) becomes a step, its text from history. (The cwd and environment
+		# after them are those of now: nothing ran since that could change them.)
+		__rw_lines() {
+			if [[ -n $__rw_pending ]]; then
+				__rw_end "$__rw_psid" "$__rw_pspool" "$__rw_pending" "${__rw_go[0]}"
+				__rw_pending=
+			fi
+			if [[ -n $__rw_unrec ]]; then
+				# (Written before the next line's records: see __rw_precmd.)
+				__rw_unrec=
+				__rw_now
+				{
+					\builtin printf '%s\0' $'\036RW1' U "$__rw_sid" "$__rw_t" declare &&
+						\builtin export -p && \builtin printf '\0\036END\0'
+				} >>"$__rw_spool" || __rw_wfail=1
+			fi
+			[[ -n ${__rw_go[1]+x} && -o history && -n ${HISTCMD-} && $__rw_lasthist == [0-9]* ]] ||
+				return 0
+			local __rw_n=${#__rw_go[@]} __rw_i __rw_k __rw_top __rw_h __rw_s
+			local -a __rw_hs=() __rw_at=()
+			# The history entries since the last one recorded, comments left out:
+			# one for each of these lines and, the newest, for the line itself.
+			# Any other count (a line kept out of history) and they are not recorded.
+			__rw_top=$HISTCMD
+			[[ -n $1 ]] || __rw_top=$((HISTCMD - 1))
+			for ((__rw_k = __rw_lasthist + 1; __rw_k <= __rw_top && __rw_k - __rw_lasthist <= 64; __rw_k++)); do
+				\builtin fc -ln "$__rw_k" "$__rw_k" >|"$__rw_histfile" || return 0
+				__rw_h=''
+				\builtin read -r -d '' __rw_h <"$__rw_histfile"
+				__rw_h=${__rw_h#$'\t '}
+				__rw_h=${__rw_h%$'\n'}
+				__rw_s=${__rw_h#"${__rw_h%%[![:space:]]*}"}
+				[[ -z $__rw_s || $__rw_s == '#'* ]] && continue
+				__rw_hs+=("$__rw_h")
+				__rw_at+=("$__rw_k")
+			done
+			((${#__rw_hs[@]} == __rw_n)) || return 0
+			for ((__rw_i = 0; __rw_i < __rw_n - 1; __rw_i++)); do
+				[[ ${__rw_hs[__rw_i]} != [[:space:]]* ]] || continue
+				((++__rw_seq))
+				__rw_when "${__rw_go[__rw_i]}"
+				__rw_write B "$__rw_sid" "$__rw_seq" "$__rw_w" "$PWD" "${__rw_hs[__rw_i]}"
+				__rw_end "$__rw_sid" "$__rw_spool" "$__rw_seq" "${__rw_go[__rw_i + 1]}"
+			done
+			__rw_lasthist=${__rw_at[__rw_n - 2]}
+			__rw_go=("${__rw_go[__rw_n - 1]}")
+			return 0
+		}
+
+		# An E record (sid spool seq), from what PS0 saved as the next line began
+		# ($4: its start time, then the status and PIPESTATUS this step left).
+		__rw_end() {
+			local __rw_e=${4#* } __rw_w=${4%% *}
+			[[ $__rw_w == *[.,]* ]] || \builtin printf -v __rw_w '%(%s)T' -1
+			{
+				\builtin printf '%s\0' $'\036RW1' E "$1" "$3" "$__rw_w" "${__rw_e%% *}" \
+					"${__rw_e#* }" "$PWD" declare && \builtin export -p && \builtin printf '\0\036END\0'
+			} >>"$2" || __rw_wfail=1
+		}
+
+		# The time in what PS0 saved ($1), or now (bash 4.4 has no EPOCHREALTIME).
+		__rw_when() {
+			__rw_w=${1%% *}
+			[[ $__rw_w == *[.,]* ]] || \builtin printf -v __rw_w '%(%s)T' -1
 		}
 
 		# A line that made no new history entry, or history is off: find its
@@ -228,7 +333,7 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 		# command line (ours ignores its argument, as bash-preexec passes the
 		# history line; "$_" passes $_ through).
 		__rw_debug() {
-			[[ -z $__rw_go || $BASH_SUBSHELL != 0 || $BASH_COMMAND == __rw_precmd* ]] || __rw_begin "$BASH_COMMAND" "$_"
+			[[ -z ${__rw_go-} || $BASH_SUBSHELL != 0 || $BASH_COMMAND == __rw_precmd* ]] || __rw_begin "$BASH_COMMAND" "$_"
 			return 0
 		}
 
@@ -249,7 +354,7 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 			}
 			# A line the DEBUG trap missed (the trap was replaced, or the line
 			# ran no simple command) is recorded now.
-			[[ -z $__rw_go ]] || __rw_begin ""
+			[[ -z ${__rw_go-} ]] || __rw_begin ""
 			if [[ -n $__rw_pending ]]; then
 				__rw_t=${EPOCHREALTIME-}
 				[[ -n $__rw_t ]] || \builtin printf -v __rw_t '%(%s)T' -1

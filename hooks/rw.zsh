@@ -14,6 +14,7 @@ if [[ -o interactive ]]; then
 		typeset -g __rw_bin=@RW_BIN@
 		typeset -g __rw_spool_dir=@RW_SPOOL_DIR@
 		typeset -g __rw_pid_file=@RW_PID_FILE@
+		typeset -g __rw_stop_file=@RW_STOP_FILE@
 		typeset -g __rw_autostart=@RW_AUTOSTART@
 		typeset -g __rw_tty=@RW_TTY@
 		typeset -g __rw_user=@RW_USER@
@@ -36,9 +37,12 @@ if [[ -o interactive ]]; then
 		typeset -g __rw_ackfd='' __rw_ackof='' __rw_cold='' __rw_late='' __rw_told=''
 		typeset -gi __rw_ackskip=0
 		typeset -gi __rw_seq=0
-		typeset -g __rw_pending='' __rw_dpid='' __rw_psid='' __rw_pspool='' __rw_unrec=''
+		typeset -g __rw_pending='' __rw_dpid='' __rw_psid='' __rw_pspool='' __rw_unrec='' __rw_pcmd=''
 		typeset -g __rw_wfail='' __rw_nlost='' __rw_lost_since='' __rw_why=''
 		typeset -gi __rw_next_start=0 __rw_next_check=0
+		# The steps of a block of lines being run (see __rw_split).
+		typeset -ga __rw_units=() __rw_ustarts=()
+		typeset -g __rw_unext='' __rw_unum=''
 
 		__rw_write() {
 			# One record: NUL-terminated fields between start and end markers.
@@ -53,12 +57,13 @@ if [[ -o interactive ]]; then
 			[[ -n $__rw_dpid && -e /proc/$__rw_dpid/fd/0 ]] && return 0
 			[[ -r $__rw_pid_file ]] && { \builtin read -r __rw_dpid <"$__rw_pid_file" || :; }
 			[[ -n $__rw_dpid && -e /proc/$__rw_dpid/fd/0 ]] && return 0
-			[[ $__rw_autostart == 1 ]] || return 0
+			# (Not while it is stopped on purpose: `rw daemon stop` until `rw daemon start`.)
+			[[ $__rw_autostart == 1 && ! -e $__rw_stop_file ]] || return 0
 			((EPOCHSECONDS >= __rw_next_start)) || return 0
 			__rw_next_start=$((EPOCHSECONDS + 30))
 			# (A daemon that never answered this shell is not waited for so long again.)
 			[[ -n $__rw_told ]] || __rw_cold=1
-			("$__rw_bin" daemon start --no-wait </dev/null >/dev/null 2>&1 &)
+			("$__rw_bin" daemon start --no-wait --auto </dev/null >/dev/null 2>&1 &)
 			return 0
 		}
 
@@ -117,8 +122,11 @@ if [[ -o interactive ]]; then
 				__rw_unrec=1
 				return 0
 			fi
+			# Several lines at once (a pasted block): one step for each.
+			[[ ${__rw_cmd%$'\n'} != *$'\n'* || -z $1 ]] ||
+				__rw_split "$__rw_cmd" "${funcfiletrace[1]##*:}" || __rw_cmd=${__rw_units[1]}
 			((++__rw_seq))
-			__rw_pending=$__rw_seq __rw_psid=$__rw_sid __rw_pspool=$__rw_spool
+			__rw_pending=$__rw_seq __rw_psid=$__rw_sid __rw_pspool=$__rw_spool __rw_pcmd=$__rw_cmd
 			# (__rw_write inlined: a zsh function call costs about 10 microseconds.)
 			{
 				\builtin print -rN -- $'\x1eRW1' B "$__rw_sid" "$__rw_seq" \
@@ -134,6 +142,10 @@ if [[ -o interactive ]]; then
 		__rw_precmd() {
 			local __rw_st=$? __rw_ps="${pipestatus[*]}"
 			\builtin emulate -L zsh
+			[[ -z $__rw_unext ]] || {
+				\builtin unfunction TRAPDEBUG 2>/dev/null
+				__rw_unext='' __rw_units=() __rw_ustarts=()
+			}
 			if [[ -n $__rw_pending ]]; then
 				# The environment as `export` lists it, which costs half what
 				# collecting NAME=value pairs from $parameters does.
@@ -156,6 +168,142 @@ if [[ -o interactive ]]; then
 			((SECONDS < __rw_next_check)) || __rw_ensure_daemon
 			[[ -z $__rw_wfail$__rw_nlost ]] || __rw_lost
 			return "$__rw_st"
+		}
+
+		# The lines of a block zsh runs as one (a pasted runbook): its complete
+		# commands, each begun where a line begins, are the steps. zsh's own
+		# parser tells a complete one: assigning a function's body parses it
+		# (and runs nothing). $2: the shell's line number once it has read the
+		# block (its lines count on from earlier input). Status 0: one command
+		# only, nothing to split.
+		__rw_split() {
+			\builtin emulate -L zsh
+			[[ -o debugbeforecmd && ${#1} -le 65536 && -z ${functions[TRAPDEBUG]-} &&
+				$2 == [0-9]* && $2 != *[^0-9]* ]] || return 0
+			local -a __rw_ls=("${(@f)1}") __rw_hd __rw_w
+			local -i __rw_i __rw_j __rw_from=1
+			local __rw_chunk='' __rw_l
+			__rw_units=() __rw_ustarts=()
+			for ((__rw_i = 1; __rw_i <= ${#__rw_ls}; __rw_i++)); do
+				__rw_l=${__rw_ls[__rw_i]}
+				__rw_chunk+=${__rw_chunk:+$'\n'}$__rw_l
+				# The parser takes a here-document without its end for complete:
+				# its lines are read up to the delimiter first.
+				if ((${#__rw_hd})); then
+					[[ ${__rw_l#"${__rw_l%%[^$'\t']*}"} != "${__rw_hd[1]}" ]] || shift __rw_hd
+					((${#__rw_hd})) && continue
+				elif [[ $__rw_l == *'<<'* ]]; then
+					__rw_w=("${(z)__rw_l}")
+					for ((__rw_j = 1; __rw_j < ${#__rw_w}; __rw_j++)); do
+						[[ ${__rw_w[__rw_j]} != '<<' && ${__rw_w[__rw_j]} != '<<-' ]] || __rw_hd+=("${(Q)__rw_w[__rw_j + 1]}")
+					done
+					((${#__rw_hd})) && continue
+				fi
+				if [[ $__rw_chunk != *[^[:space:]]* ]]; then
+					__rw_chunk='' __rw_from=$((__rw_i + 1))
+					continue
+				fi
+				# (A backslash at the end goes on to the next line, which the parser
+				# does not know here.)
+				[[ $__rw_l != *\\ || $__rw_l == *\\\\ ]] || continue
+				functions[__rw_syntax]=$__rw_chunk 2>/dev/null
+				((${+functions[__rw_syntax]})) || continue
+				\builtin unfunction __rw_syntax
+				__rw_units+=("$__rw_chunk")
+				__rw_ustarts+=("$__rw_from")
+				__rw_chunk='' __rw_from=$((__rw_i + 1))
+			done
+			# What a last command that did not parse spans is its own.
+			[[ -z $__rw_chunk ]] || {
+				__rw_units+=("$__rw_chunk")
+				__rw_ustarts+=("$__rw_from")
+			}
+			((${#__rw_units} > 1)) || return 0
+			# A DEBUG trap of the user's own is left alone (then the block is one step).
+			local __rw_tr=''
+			\builtin trap >|"$__rw_scratch_dir/$__rw_sid.hist" 2>/dev/null || return 0
+			\builtin read -r -d '' __rw_tr <"$__rw_scratch_dir/$__rw_sid.hist"
+			[[ $__rw_tr != *" DEBUG"* ]] || return 0
+			# Where each begins, in the shell's count: the block's lines, and the
+			# Enter that ended it, were the last it read.
+			local -i __rw_base=$(($2 - ${#1//[^$'\n']/} - 1))
+			for ((__rw_i = 1; __rw_i <= ${#__rw_ustarts}; __rw_i++)); do
+				__rw_ustarts[__rw_i]=$((__rw_base + __rw_ustarts[__rw_i] - 1))
+			done
+			__rw_unext=${__rw_ustarts[2]} __rw_unum=1
+			# The DEBUG trap runs before each command: ours knows its line in the
+			# block, for a command of the shell itself (not of a function or a
+			# subshell). A function (a string would reset pipestatus), defined for
+			# the shell, not for this function (emulate -L made traps local).
+			\builtin unsetopt localtraps
+			# shellcheck disable=SC2317 # zsh calls it
+			TRAPDEBUG() {
+				local __rw_s=$? __rw_p="${pipestatus[*]}"
+				((ZSH_SUBSHELL || ${#funcstack} > 1 || ${funcfiletrace[1]##*:} < __rw_unext)) ||
+					__rw_unit "${funcfiletrace[1]##*:}" "$__rw_s" "$__rw_p"
+				return 0
+			}
+			return 1
+		}
+
+		# The DEBUG trap, at the first command of a later line of the block ($1:
+		# its line number; $2 and $3: $? and pipestatus): the step before it
+		# ends, with the status and environment it left, and the one that
+		# begins here is recorded.
+		__rw_unit() {
+			\builtin emulate -L zsh
+			local -i __rw_u=$__rw_unum
+			while ((__rw_u < ${#__rw_ustarts} && __rw_ustarts[__rw_u + 1] <= $1)); do
+				((++__rw_u))
+			done
+			((__rw_u > __rw_unum)) || return 0
+			__rw_unum=$__rw_u
+			__rw_unext=${__rw_ustarts[__rw_u + 1]:-1000000000}
+			if [[ -n $__rw_pending ]]; then
+				{
+					\builtin print -rN -- $'\x1eRW1' E "$__rw_psid" "$__rw_pending" \
+						"${EPOCHREALTIME:-$EPOCHSECONDS}" "$2" "$3" "$PWD" zsh &&
+						\builtin export && \builtin print -rn -- $'\0\x1eEND\0'
+				} 2>/dev/null >>!"$__rw_pspool" || __rw_wfail=1
+				__rw_pending=
+			elif [[ -n $__rw_unrec ]]; then
+				__rw_unrec=
+				{
+					\builtin print -rN -- $'\x1eRW1' U "$__rw_sid" "${EPOCHREALTIME:-$EPOCHSECONDS}" zsh &&
+						\builtin export && \builtin print -rn -- $'\0\x1eEND\0'
+				} 2>/dev/null >>!"$__rw_spool" || __rw_wfail=1
+			fi
+			local __rw_cmd=${__rw_units[__rw_u]}
+			if [[ $__rw_cmd == [[:space:]]* ]]; then
+				__rw_unrec=1
+				return 0
+			fi
+			((++__rw_seq))
+			__rw_pending=$__rw_seq __rw_psid=$__rw_sid __rw_pspool=$__rw_spool __rw_pcmd=$__rw_cmd
+			__rw_write B "$__rw_sid" "$__rw_seq" "${EPOCHREALTIME:-$EPOCHSECONDS}" "$PWD" "$__rw_cmd"
+			[[ ! -p $__rw_ack ]] || {
+				__rw_await "$__rw_seq" 2>/dev/null
+				[[ -z $__rw_late ]] || __rw_tell_late
+			}
+			return 0
+		}
+
+		# zsh runs this hook as it exits (not in a subshell's exit): the step that
+		# ended the shell ends too, with the status it exits with when it was
+		# `exit` (or logout, bye), else unknown (its terminal closed while it ran).
+		__rw_zshexit() {
+			local __rw_st=$?
+			\builtin emulate -L zsh
+			((ZSH_SUBSHELL == 0)) && [[ -n $__rw_pending ]] || return 0
+			[[ $__rw_pcmd == exit || $__rw_pcmd == 'exit '* || $__rw_pcmd == logout* ||
+				$__rw_pcmd == bye* ]] || __rw_st=''
+			{
+				\builtin print -rN -- $'\x1eRW1' E "$__rw_psid" "$__rw_pending" \
+					"${EPOCHREALTIME:-$EPOCHSECONDS}" "$__rw_st" "$__rw_st" "$PWD" zsh &&
+					\builtin export && \builtin print -rn -- $'\0\x1eEND\0'
+			} 2>/dev/null >>!"$__rw_pspool"
+			__rw_pending=
+			return 0
 		}
 
 		# A record could not be written (no space left, the spool dir gone):
@@ -204,6 +352,7 @@ if [[ -o interactive ]]; then
 			__rw_um=${__rw_um//[[:space:]]/}
 			[[ $__rw_um == [0-7][0-7][0-7][0-7] ]] || __rw_um=''
 			[[ -z $__rw_um ]] || \builtin umask 077
+			\builtin : 2>/dev/null >>!"$__rw_scratch_dir/$__rw_sid.hist" # (see __rw_split)
 			{
 				\builtin print -rN -- $'\x1eRW1' S "$__rw_sid" "$__rw_parent" zsh "$ZSH_VERSION" "$$" \
 					"$__rw_tty" "${EPOCHREALTIME:-$EPOCHSECONDS}" "$PWD" "${HOST-}" "${USER:-$__rw_user}" \
@@ -236,7 +385,8 @@ if [[ -o interactive ]]; then
 		__rw_ensure_daemon
 	fi
 	# Re-evaluating this file is harmless: our hooks are removed, then added.
-	typeset -ga precmd_functions preexec_functions
+	typeset -ga precmd_functions preexec_functions zshexit_functions
 	precmd_functions=(__rw_precmd "${(@)precmd_functions:#__rw_precmd}")
 	preexec_functions=("${(@)preexec_functions:#__rw_preexec}" __rw_preexec)
+	zshexit_functions=("${(@)zshexit_functions:#__rw_zshexit}" __rw_zshexit)
 fi

@@ -13,6 +13,8 @@ import time
 from .errors import DaemonUnavailable
 from .paths import Paths, ensure_private_dir
 
+STOPPED = "the daemon was stopped on purpose (rw daemon stop); start it with: rw daemon start"
+
 
 def request(paths: Paths, op: str, timeout: float = 5.0, **fields: object) -> dict:
     """Send one request and return the reply; raises DaemonUnavailable when down."""
@@ -76,9 +78,28 @@ def lock_held(paths: Paths) -> bool:
     return False
 
 
-def spawn(paths: Paths) -> None:
+def stopped_on_purpose(paths: Paths) -> bool:
+    """Whether `rw daemon stop` said the daemon stays stopped (until `rw daemon start`)."""
+    return paths.stop_file.exists()
+
+
+def end_stop(paths: Paths) -> None:
+    """`rw daemon start`: the daemon is no longer stopped on purpose."""
+    try:
+        paths.stop_file.unlink(missing_ok=True)
+    except OSError as e:
+        raise DaemonUnavailable(f"cannot let the daemon start again: {e}") from None
+
+
+def spawn(paths: Paths, explicit: bool = False) -> None:
     """Start the daemon in the background, detached from this process, unless
-    one is running already (a second one would only find the lock held)."""
+    one is running already (a second one would only find the lock held), or
+    it was stopped on purpose and this is not `rw daemon start` (`explicit`,
+    which ends that)."""
+    if explicit:
+        end_stop(paths)
+    elif stopped_on_purpose(paths):
+        return
     if lock_held(paths):
         return
     ensure_private_dir(paths.runtime_dir)
@@ -100,12 +121,17 @@ def spawn(paths: Paths) -> None:
         log.close()
 
 
-def ensure_running(paths: Paths, wait: float = 5.0) -> dict:
-    """Ping the daemon, starting it if none runs; raise when it does not answer."""
+def ensure_running(paths: Paths, wait: float = 5.0, explicit: bool = False) -> dict:
+    """Ping the daemon, starting it if none runs; raise when it does not answer,
+    or when it was stopped on purpose and this is not `rw daemon start`."""
     reply = ping(paths)
     if reply:
+        if explicit:
+            end_stop(paths)
         return reply
-    spawn(paths)
+    if not explicit and stopped_on_purpose(paths):
+        raise DaemonUnavailable(STOPPED)
+    spawn(paths, explicit)
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         time.sleep(0.02)
@@ -121,7 +147,17 @@ def ensure_running(paths: Paths, wait: float = 5.0) -> dict:
 
 
 def stop(paths: Paths, wait: float = 5.0) -> int | None:
-    """Ask the daemon to stop; return its pid, or None when it was not running."""
+    """Ask the daemon to stop, and to stay stopped until `rw daemon start`: the
+    shells' autostart and other commands leave it so. Return its pid, or None
+    when it was not running."""
+    ensure_private_dir(paths.data_dir)
+    try:
+        fd = os.open(
+            paths.stop_file, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600
+        )
+        os.close(fd)
+    except OSError as e:
+        raise DaemonUnavailable(f"cannot note that the daemon stays stopped: {e}") from None
     reply = ping(paths)
     if not reply:
         return None

@@ -68,6 +68,11 @@ def run_checks(paths: Paths) -> list[Check]:
         except RwError:
             pass
         checks.append(Check("daemon", True, f"pid {reply['pid']}, version {reply['version']}"))
+    elif client.stopped_on_purpose(paths):
+        checks.append(
+            Check("daemon", False, "stopped on purpose (rw daemon start); shells keep spooling",
+                  "run: rw daemon start")
+        )  # fmt: skip
     else:
         checks.append(
             Check("daemon", False, f"not reachable at {paths.socket}", "run: rw daemon start")

@@ -98,6 +98,7 @@ def render(shell: str, paths: Paths, config: Config) -> str:
         "@RW_WATCHING@": "1" if _watching(paths, config) else "",
         "@RW_TIMEOUT@": f"{config.watch_timeout:g}",
         "@RW_PID_FILE@": str(paths.pid_file),
+        "@RW_STOP_FILE@": str(paths.stop_file),
         "@RW_AUTOSTART@": "1" if config.autostart else "0",
         "@RW_TTY@": _tty(),
         "@RW_USER@": getpass.getuser(),

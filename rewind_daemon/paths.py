@@ -78,6 +78,13 @@ class Paths:
         return self.data_dir / f"runtime-{host}"
 
     @property
+    def stop_file(self) -> Path:
+        """There while the daemon is stopped on purpose (`rw daemon stop`): nothing
+        starts it again on this host but `rw daemon start`."""
+        host = os.uname().nodename.replace("/", "_") or "localhost"
+        return self.data_dir / f"stopped-{host}"
+
+    @property
     def runtime_note(self) -> str:
         try:
             return _read_record(self.runtime_record)[1]

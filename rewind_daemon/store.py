@@ -481,8 +481,12 @@ class Store:
             )
 
     def open_sessions(self) -> list[tuple[str, int | None, str | None]]:
-        """(id, pid, host) of sessions not yet marked ended."""
-        q = "SELECT id, pid, host FROM sessions WHERE ended_at IS NULL AND origin='shell'"
+        """(id, pid, host) of sessions not yet marked ended that a shell records
+        (a branch too: `rw branch --exec` opens a shell to record into it)."""
+        q = (
+            "SELECT id, pid, host FROM sessions WHERE ended_at IS NULL"
+            " AND origin IN ('shell', 'branch')"
+        )
         return list(self.db.execute(q))
 
     def last_activity(self, sid: str) -> float | None:

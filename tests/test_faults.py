@@ -188,7 +188,7 @@ def test_exit_closes_the_session_and_its_last_step(daemon, shells, kind):
     wait_for(lambda: next(s for s in rw_json("sessions") if s["id"] == sid)["ended_at"], 15)
     steps = steps_of(sid)
     assert [s["command"] for s in steps] == ["echo a", "exit 3"]
-    assert steps[1]["ended_at"] is not None and steps[1]["exit_code"] is None
+    assert steps[1]["ended_at"] is not None and steps[1]["exit_code"] == 3
 
 
 def test_daemon_ingests_within_a_second_while_records_keep_coming(daemon):

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import pexpect
 import pytest
 
-from .conftest import rw_json, steps_of, write_config
+from .conftest import rw, rw_json, steps_of, wait_for, write_config
 
 SHELLS = ["bash", "zsh"]
 
@@ -246,8 +247,6 @@ def test_bash_existing_debug_trap_keeps_running(daemon, shells):
 
 def test_secrets_are_redacted_and_ignore_patterns_drop(rw_home, shells, kind):
     write_config(rw_home, 'ignore = ["^rw-ignored"]\n')
-    from .conftest import rw
-
     rw("daemon", "start")
     sh = shells(kind)
     sh.run("export GITHUB_TOKEN=ghp_abcdefghijklmnopqrstuvwxyz0123456789")
@@ -281,3 +280,68 @@ def test_bash_function_definitions_do_not_swallow_the_next_line(daemon, shells, 
     assert len(cmds) == 6, cmds
     assert cmds[1:3] == ["echo after-def", "greet x > /dev/null"]
     assert cmds[4:] == ["echo after-multi", "echo last"]
+
+
+def _session(sid):
+    return next(s for s in rw_json("sessions") if s["id"] == sid)
+
+
+def _ended(sid, steps: int):
+    """Wait until the session is closed with its last step ended; its steps."""
+
+    def done():
+        found = steps_of(sid)
+        closed = _session(sid)["ended_at"] is not None
+        return found if closed and len(found) == steps and found[-1]["ended_at"] else None
+
+    return wait_for(done, timeout=20)
+
+
+@pytest.mark.parametrize("line, status", [("exit 3", 3), ("exit", 1)])
+def test_the_last_exit_ends_as_a_step_with_its_status(daemon, shells, kind, line, status):
+    sh = shells(kind)
+    sh.run("echo hi")
+    sh.run("false")
+    sid = sh.session_id()
+    sh.p.sendline(line)
+    sh.p.expect(pexpect.EOF)
+    steps = _ended(sid, 3)
+    assert [s["command"] for s in steps] == ["echo hi", "false", line]
+    assert steps[-1]["exit_code"] == status
+    assert steps[-1]["pipestatus"] == [status]
+    assert "running" not in rw("log", sid).stdout
+
+
+def test_a_shell_closed_while_a_command_runs_ends_that_step(daemon, shells, kind):
+    sh = shells(kind)
+    sh.run("echo hi")
+    sid = sh.session_id()
+    sh.p.sendline("sleep 60")
+    wait_for(lambda: len(steps_of(sid)) == 2)
+    sh.close()  # the terminal goes away (SIGHUP)
+    steps = _ended(sid, 2)
+    assert steps[-1]["command"] == "sleep 60"
+    assert steps[-1]["exit_code"] is None  # not known: it did not end by itself
+    assert "running" not in rw("log", sid).stdout
+
+
+def test_a_branch_exec_session_is_closed_when_its_shell_exits(daemon, shells, kind):
+    sh = shells(kind)
+    sh.run("rw name job")
+    sh.run("export RW_A=one")
+    sh.p.sendline("rw branch job 2 --exec")
+    if kind == "zsh":
+        sh.p.sendline("PS1='<''rwp> '; unset zle_bracketed_paste; unsetopt prompt_sp")
+    else:
+        sh.p.sendline("PS1='<''rwp> '")
+    sh.p.expect_exact("<rwp> ")
+    sh.run("echo in-the-branch")
+    sh.run("exit 4")
+    assert sh.run("echo back") == "back"
+    branch = next(s for s in rw_json("sessions") if s["name"] == "job-branch-2")
+    steps = _ended(branch["id"], 5)
+    assert [s["command"] for s in steps][-2:] == ["echo in-the-branch", "exit 4"]
+    assert steps[-1]["exit_code"] == 4
+    assert (
+        "(open)" not in [ln for ln in rw("sessions").stdout.splitlines() if "job-branch-2" in ln][0]
+    )

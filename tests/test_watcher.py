@@ -10,7 +10,7 @@ import pytest
 
 from rewind_daemon import paths
 
-from .conftest import daemon_pid, rw, rw_json, wait_for, write_config
+from .conftest import daemon_pid, kill_daemon, rw, rw_json, wait_for, write_config
 from .shell import PROMPT
 from .test_snapshot import tree_state
 
@@ -168,11 +168,14 @@ def test_a_line_that_ran_before_the_hook_saw_it_gets_no_checkpoint(watched, shel
     assert rw_json("show", sid, str(n + 1))["checkpoint"] is not None  # the next one has one
 
 
-def test_a_new_shell_with_a_cold_daemon_checkpoints_its_first_commands(watched, shells, kind):
-    """The daemon is not running; the hooks start it, and the first commands,
-    sent at once (a paste into a new terminal), each wait for their checkpoint."""
+def test_a_new_shell_with_a_cold_daemon_checkpoints_its_first_commands(
+    watched, shells, kind, rw_home
+):
+    """The daemon is not running (it died: `rw daemon stop` would keep it
+    stopped); the hooks start it, and the first commands, sent at once (a
+    paste into a new terminal), each wait for their checkpoint."""
     original = tree_state(watched)
-    rw("daemon", "stop")
+    kill_daemon(rw_home)
     sh = shells(kind)
     lines = [f"cd {watched}", "touch new.txt", "echo 'line 2' >> log.txt", "rm old.txt"]
     sh.p.send("".join(line + "\n" for line in lines))
@@ -223,7 +226,7 @@ def test_a_daemon_that_never_comes_up_costs_one_bounded_wait(watched, shells, rw
     the next commands do not wait."""
     import fcntl
 
-    rw("daemon", "stop")
+    kill_daemon(rw_home)  # (not rw daemon stop, after which the hooks leave it stopped)
     with open(rw_home / "run" / "daemon.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         sh = shells("bash")

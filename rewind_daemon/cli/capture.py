@@ -49,8 +49,10 @@ def daemon_group() -> None:
 
 @daemon_group.command("start", context_settings=CONTEXT)
 @click.option("--no-wait", is_flag=True, help="Return at once instead of waiting for it to answer.")
-def daemon_start(no_wait: bool) -> None:
-    """Start the daemon in the background unless it is already running.
+@click.option("--auto", is_flag=True, hidden=True, help="The shells' autostart: not after a stop.")
+def daemon_start(no_wait: bool, auto: bool) -> None:
+    """Start the daemon in the background unless it is already running (after
+    `rw daemon stop`, the shells start it again only after this).
 
     \b
     Example:
@@ -58,27 +60,30 @@ def daemon_start(no_wait: bool) -> None:
     """
     p = get_paths()
     if no_wait:
-        if not client.ping(p, timeout=0.5):
-            client.spawn(p)
+        if not auto or not client.ping(p, timeout=0.5):
+            client.spawn(p, explicit=not auto)
         return
     reply = client.ping(p)
     if reply:
+        client.end_stop(p)
         click.echo(f"rw daemon already running (pid {reply['pid']})")
         return
-    reply = client.ensure_running(p)
+    reply = client.ensure_running(p, explicit=True)
     click.echo(f"rw daemon started (pid {reply['pid']})")
 
 
 @daemon_group.command("stop", context_settings=CONTEXT)
 def daemon_stop() -> None:
-    """Stop the daemon after it has ingested everything spooled.
+    """Stop the daemon after it has ingested everything spooled; it stays
+    stopped (shells keep spooling) until `rw daemon start`.
 
     \b
     Example:
         rw daemon stop
     """
     pid = client.stop(get_paths())
-    click.echo("rw daemon was not running" if pid is None else f"rw daemon stopped (pid {pid})")
+    done = "rw daemon was not running" if pid is None else f"rw daemon stopped (pid {pid})"
+    click.echo(f"{done}; it stays stopped until: rw daemon start")
 
 
 @daemon_group.command("status", context_settings=CONTEXT)
@@ -94,10 +99,15 @@ def daemon_status(as_json: bool) -> None:
     try:
         reply = client.request(p, "status", timeout=2)
     except client.DaemonUnavailable as e:
+        held = client.stopped_on_purpose(p)
         if as_json:
-            print_json({"running": False, "socket": str(p.socket), "error": str(e)})
+            print_json(
+                {"running": False, "stopped_on_purpose": held, "socket": str(p.socket),
+                 "error": str(e)}
+            )  # fmt: skip
         else:
-            click.echo(f"rw daemon is not running ({p.socket})")
+            why = "stopped on purpose; rw daemon start" if held else str(p.socket)
+            click.echo(f"rw daemon is not running ({why})")
         raise SystemExit(EXIT_PROBLEM) from None
     reply.pop("ok", None)
     if as_json:
