@@ -157,6 +157,20 @@ def _hooks(paths: Paths, store: Store | None, sid: str | None) -> Check:
             f'run eval "$(rw init {shell})" again in that shell; in your rc file, put it '
             f"after whatever sets {hook}",
         )
+    lost = os.environ.get("RW_PROMPT_HOOK_LOST", "")
+    if sid and lost in ("PROMPT_COMMAND", "precmd_functions"):
+        # Told by the rw function of this shell, which sees its own hooks. (bash
+        # still ends each command when the next begins, so the records alone
+        # cannot tell; zsh loses the ends, which the check above sees from cron.)
+        shell = "zsh" if lost == "precmd_functions" else "bash"
+        return Check(
+            "hooks",
+            False,
+            f"this shell's {lost} was replaced after rw init: rw's prompt hook no longer "
+            "runs, so commands end late (when the next one starts) or not at all",
+            f'run eval "$(rw init {shell})" again in this shell; in your rc file, put it '
+            f"after whatever sets {lost}",
+        )
     if not sid:
         return Check(
             "hooks",

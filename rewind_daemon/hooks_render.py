@@ -22,8 +22,12 @@ SHELLS = ("bash", "zsh")
 # shell code, which the function evaluates.
 _FUNCTION = """
 function rw {
-	local __rw_eval= __rw_a
+	local __rw_eval= __rw_a __rw_lost=
 	case ${1-} in
+	doctor)
+		# Only this shell can tell that its prompt hook was replaced after init.
+		[[ " ${PROMPT_COMMAND[*]-} ${precmd_functions[*]-} " == *__rw_precmd* ]] ||
+			__rw_lost=@PROMPT_HOOK@ ;;
 	back) __rw_eval=1 ;;
 	rewind) [[ " $* " == *" --exec "* ]] || __rw_eval=1 ;;
 	branch)
@@ -37,7 +41,7 @@ function rw {
 		__rw_code=$(RW_EVAL=@SHELL@ "$__rw_bin" "$@") || return
 		eval "$__rw_code"
 	else
-		"$__rw_bin" "$@"
+		RW_PROMPT_HOOK_LOST=$__rw_lost "$__rw_bin" "$@"
 	fi
 }
 """
@@ -106,4 +110,6 @@ def render(shell: str, paths: Paths, config: Config) -> str:
     for key, value in values.items():
         template = template.replace(key, shlex.quote(value))
     completion = resources.files("rewind_daemon.hooks").joinpath(f"complete.{shell}").read_text()
-    return template + _FUNCTION.replace("@SHELL@", shell) + completion
+    hook = "precmd_functions" if shell == "zsh" else "PROMPT_COMMAND"
+    function = _FUNCTION.replace("@SHELL@", shell).replace("@PROMPT_HOOK@", hook)
+    return template + function + completion

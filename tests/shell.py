@@ -71,13 +71,34 @@ class Shell:
         return "\n".join(lines).strip("\n")
 
     def interrupt_running(self, command: str, after: float = 0.5) -> str:
+        """Type `command`, press Ctrl-C once its program runs (a child of the
+        shell running it: a Ctrl-C while the hooks still run aborts the line
+        before it starts), wait for the next prompt."""
         import time
 
+        program = command.split()[0]
         self.p.sendline(command)
+        deadline = time.monotonic() + 20
+        while program not in self._children() and time.monotonic() < deadline:
+            time.sleep(0.02)
         time.sleep(after)
         self.p.sendintr()
         self.p.expect_exact(PROMPT)
         return self.p.before
+
+    def _children(self) -> list[str]:
+        """The program names of the shell's child processes."""
+        names = []
+        try:
+            pids = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
+        except OSError:
+            return names
+        for pid in pids:
+            try:
+                names.append(Path(f"/proc/{pid}/comm").read_text().strip())
+            except OSError:
+                pass
+        return names
 
     @property
     def pid(self) -> int:
