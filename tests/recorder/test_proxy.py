@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import time
 
 import pexpect
@@ -215,3 +216,36 @@ def test_the_last_bytes_are_shown_even_when_they_could_start_a_mark(rw_home):
     p.expect(pexpect.EOF)
     p.close()
     assert p.before.endswith(b"last\x1b]13") and p.exitstatus == 4
+
+
+@pytest.mark.parametrize("kind", SHELLS)
+def test_what_is_typed_is_never_recorded(recorded, kind):
+    sh = recorded(kind, marks=True)
+    sh.p.sendline("read -rs pw; echo got ${#pw}")  # a password prompt: no echo
+    time.sleep(0.3)
+    sh.p.sendline("hunter2-secret")
+    sh.p.expect_exact(PROMPT)
+    assert "got 14" in sh.p.before and "hunter2" not in sh.p.before
+    sh.run("echo typed-at-the-prompt >/dev/null")
+    assert sh.exit_status() == 0
+    spooled = sh.spool.read_bytes()
+    assert b"hunter2" not in spooled and b"typed-at-the-prompt" not in spooled
+    assert [s.data for s in read_steps(sh.spool)][:2] == [b"got 14\r\n", b""]
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="mounting a small filesystem needs root")
+def test_a_full_disk_stops_recording_once_and_the_shell_goes_on(recorded, rw_home):
+    spool = rw_home / "data" / "spool"
+    spool.mkdir(parents=True)
+    mount = ["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", str(spool)]
+    subprocess.run(mount, check=True)
+    try:
+        sh = recorded("bash", marks=True)
+        out = sh.run("seq 1 100000 | tail -1; seq 1 20000", timeout=60)
+        assert out.count(STOPPED) == 1
+        assert "cannot write the output spool: No space left on device" in out
+        assert unmarked(out).endswith("\n19999\n20000")
+        assert unmarked(sh.run("echo still here")) == "still here"
+        assert sh.exit_status("exit 9") == 9
+    finally:
+        subprocess.run(["umount", "-l", str(spool)], check=False)
