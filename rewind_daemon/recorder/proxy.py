@@ -315,9 +315,8 @@ class Proxy:
                 os.kill(self.pid, s)
             except ProcessLookupError:
                 pass
-        self._reap(block=False)
-        if self.status is None:
-            self.status = 128 + sig
+        self._reap(block=False)  # when it is already gone; init reaps it otherwise
+        self.status = 128 + sig  # rw record's own end, whatever the shell's
 
     def _reap(self, block: bool) -> None:
         if self.status is not None:

@@ -4,7 +4,9 @@ never nests, records each step's output, and degrades to pass-through."""
 from __future__ import annotations
 
 import os
+import pwd
 import re
+import shutil
 import subprocess
 import time
 
@@ -249,3 +251,67 @@ def test_a_full_disk_stops_recording_once_and_the_shell_goes_on(recorded, rw_hom
         assert sh.exit_status("exit 9") == 9
     finally:
         subprocess.run(["umount", "-l", str(spool)], check=False)
+
+
+def test_rw_record_stopped_from_outside_gives_the_terminal_back_until_fg(shells, tmp_path):
+    outer = shells("bash", init=False)
+    before = outer.run("stty -g")
+    rc = tmp_path / "inner.rc"
+    rc.write_text("PS1='<in''ner> '\n")
+    outer.p.sendline(f"{BIN}/rw record bash -- --rcfile {rc} -i")
+    outer.p.expect_exact("<inner> ")
+    outer.p.sendline("p=${RW_RECORD#*:}; kill -TSTP ${p%%:*}")
+    outer.p.expect_exact(PROMPT)  # the outer shell has its terminal back, as it was
+    assert outer.run("stty -g") == before
+    outer.p.sendline("fg")
+    outer.p.sendline("echo in-$((6*7))")
+    outer.p.expect_exact("in-42")
+    outer.p.expect_exact("<inner> ")
+    outer.p.sendline("exit 6")
+    outer.p.expect_exact(PROMPT)
+    assert outer.run("echo $?") == "6"
+    assert outer.run("stty -g") == before
+
+
+def test_without_a_terminal_rw_record_says_so(rw_home):
+    proc = subprocess.run(
+        [RW, "record", "bash"], stdin=subprocess.DEVNULL, capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert proc.stderr == "rw: rw record needs a terminal: standard input is not one\n"
+
+
+def test_the_login_shell_is_shell_then_the_passwd_entry(shells):
+    sh = shells("bash", init=False)
+    zsh = shutil.which("zsh")
+    sh.p.sendline(f"SHELL={zsh} rw record -- -f -i")
+    sh.p.sendline("echo zsh-$ZSH_VERSION; exit")
+    sh.p.expect_exact("zsh-5")
+    sh.p.expect_exact(PROMPT)
+    out = sh.run("SHELL=/bin/sh rw record -- -c 'echo ran-$0'; echo rc=$?")
+    login = pwd.getpwuid(os.getuid()).pw_shell
+    if os.path.basename(login) in ("bash", "zsh"):
+        assert out.split("\n")[-2:] == [f"ran-{login}", "rc=0"]
+    else:
+        assert out.split("\n")[-1] == "rc=2"
+
+
+def test_a_shell_rw_does_not_record_is_one_line_and_exit_2(rw_home):
+    proc = subprocess.run([RW, "record", "fish"], capture_output=True, text=True)
+    assert (proc.returncode, proc.stderr) == (2, "rw: rw record records bash or zsh, not 'fish'\n")
+
+
+def test_typing_ahead_of_a_busy_shell_never_stops_its_output(recorded):
+    # 2,000 lines typed while the shell prints and does not read: more than the
+    # terminal's input buffer holds. The proxy queues them; output keeps flowing.
+    # (bash: zsh itself drops typed-ahead lines here, with or without rw.)
+    sh = recorded("bash")
+    sh.p.sendline("for i in $(seq 1 30); do echo tick$i; sleep 0.05; done; wc -l; echo D''ONE")
+    typed = "".join(f"typed line {i:04d}\n" for i in range(2000))
+    sh.p.send(typed)
+    sh.p.sendcontrol("d")
+    sh.p.expect_exact("tick30", timeout=30)
+    sh.p.expect_exact("DONE", timeout=60)
+    assert sh.p.before.split()[-1] == "2000"
+    sh.p.expect_exact(PROMPT)
+    assert sh.run("echo alive") == "alive"
