@@ -98,7 +98,8 @@ class OutputSpool:
 
     def start(self, sid: str, seq: int) -> None:
         # An empty first chunk: the step exists, with its start time, even silent.
-        self._append(sid, _record(b"O", sid, _OUT.pack(seq, 0, self.clock())))
+        fd = self._fd(sid)  # a new session's file starts with the size, then this
+        self._write(fd, _record(b"O", sid, _OUT.pack(seq, 0, self.clock())))
         self._steps[(sid, seq)] = _Step()
 
     def output(self, sid: str, seq: int, data: bytes) -> None:
@@ -125,9 +126,10 @@ class OutputSpool:
         if step is None:
             return
         now = self.clock()
-        out = [_record(b"O", sid, _OUT.pack(seq, off, now), data) for off, data in step.tail]
-        out.append(_record(b"E", sid, _END.pack(seq, step.total, int(ended), now)))
-        self._append(sid, b"".join(out))
+        while step.tail:  # chunk by chunk: the tail is not copied whole
+            off, data = step.tail.popleft()
+            self._append(sid, _record(b"O", sid, _OUT.pack(seq, off, now), data))
+        self._append(sid, _record(b"E", sid, _END.pack(seq, step.total, int(ended), now)))
 
     def resize(self, size: tuple[int, int]) -> None:
         """The terminal's new size, noted in the spool of the session last seen."""

@@ -148,3 +148,16 @@ def test_a_full_disk_raises_to_the_caller(tmp_path):
         assert got.data and set(got.data) == {ord("x")} and not got.finished
     finally:
         subprocess.run(["umount", "-l", str(d)], check=False)
+
+
+def test_the_terminal_size_is_noted_at_a_sessions_start_and_at_each_resize(tmp_path):
+    times = iter(range(100, 200))
+    spool = OutputSpool(tmp_path, (80, 24), clock=lambda: float(next(times)))
+    step(spool, "S1", 1, b"x")
+    spool.resize((100, 30))
+    spool.close()
+    records = [r for r, _ in iter_records((tmp_path / f"S1{OUTPUT_SUFFIX}").read_bytes())]
+    sizes = [(r.size, r.time) for r in records if r.kind == "Z"]
+    assert [s for s, _ in sizes] == [(80, 24), (100, 30)]
+    assert [r.kind for r in records] == ["Z", "O", "O", "E", "Z"]
+    assert [r.time for r in records] == sorted(r.time for r in records)
