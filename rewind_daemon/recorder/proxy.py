@@ -195,6 +195,8 @@ class Proxy:
             raise
         if not data:
             return False
+        if len(data) < READ:
+            data = _read_more(master, data)
         self._show(self._split(data) if self.recording else data)
         return True
 
@@ -359,6 +361,23 @@ class Proxy:
             self.spool.close()
         except Exception:  # noqa: BLE001 - the end of a run must not fail on the spool
             pass
+
+
+def _read_more(fd: int, data: bytes) -> bytes:
+    """`data` and what else is ready on `fd`, up to READ bytes: a pseudo-terminal
+    hands out a few KiB per read, and each pass through the splitter, the spool
+    and the terminal costs the same for 4 KiB as for 64."""
+    parts, size = [data], len(data)
+    while size < READ:
+        try:
+            more = os.read(fd, READ - size)
+        except OSError:  # EAGAIN: nothing more now; EIO: seen at the next read
+            break
+        if not more:
+            break
+        parts.append(more)
+        size += len(more)
+    return b"".join(parts) if len(parts) > 1 else data
 
 
 def _drain(fd: int) -> None:
