@@ -315,3 +315,16 @@ def test_typing_ahead_of_a_busy_shell_never_stops_its_output(recorded):
     assert sh.p.before.split()[-1] == "2000"
     sh.p.expect_exact(PROMPT)
     assert sh.run("echo alive") == "alive"
+
+
+@pytest.mark.parametrize("kind", SHELLS)
+def test_a_background_job_printing_at_the_prompt_belongs_to_no_step(recorded, kind):
+    sh = recorded(kind, marks=True)
+    sh.run("{ sleep 0.5; echo bg-late; } &")
+    sh.p.expect_exact("bg-late", timeout=10)  # printed while the shell waits at its prompt
+    time.sleep(0.2)
+    sh.run("echo next")
+    assert sh.exit_status() == 0
+    steps = read_steps(sh.spool)
+    assert not [s for s in steps if b"bg-late" in s.data]
+    assert b"next\r\n" in [s.data for s in steps]

@@ -106,3 +106,20 @@ def test_a_resize_of_the_tmux_window_reaches_the_shell(tmux_record, kind):
     time.sleep(0.3)
     t.type("stty size", "Enter")
     t.wait(lambda s: "20 90" in s, "the new size")
+
+
+@pytest.mark.parametrize("kind", ["bash", "zsh"])
+def test_a_bracketed_paste_reaches_the_shell_as_one(tmux_record, kind):
+    t = tmux_record(kind)
+    if kind == "zsh":  # the tests' rc turns it off for pexpect; on here
+        t.type(
+            "unset zle_bracketed_paste; zle_bracketed_paste=($'\\e[?2004h' $'\\e[?2004l')", "Enter"
+        )
+    t.type("bind 'set enable-bracketed-paste on'" if kind == "bash" else ":", "Enter")
+    t.tmux("set-buffer", "echo pasted-$((6*7))\necho second-$((7*8))\n")
+    t.tmux("paste-buffer", "-p")  # -p: as a bracketed paste, when the program asked for it
+    t.wait(lambda s: "second-$((7*8))" in s, "the paste")
+    time.sleep(0.5)
+    assert "pasted-42" not in t.screen()  # a paste waits for Enter: it came bracketed
+    t.type("Enter")
+    t.wait(lambda s: "pasted-42" in s and "second-56" in s, "both lines run")
