@@ -14,7 +14,9 @@ integrations do, carrying rw's own parameter:
 output of a step is what the shell printed between its C and its D. A mark
 with this run's token is removed from what reaches the terminal; every other
 OSC 133 sequence (the user's own terminal integration) and a mark with another
-token are output like any other bytes, so no program can forge a step.
+token are output like any other bytes, so a file shown or another terminal's
+marks cannot start or end a step (the token is in the shell's environment: a
+program that reads it could, as it could write to the spool itself).
 
 `Splitter` is a pure, incremental parser: fed the chunks read from the
 terminal, it returns the bytes to show and the pieces of the stream. The hot
