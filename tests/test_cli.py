@@ -15,6 +15,7 @@ from rewind_daemon.cli import (  # noqa: F401
     compare,
     guard,
     history,
+    record,
     replay,
     share,
     travel,

@@ -25,6 +25,7 @@ COMMAND_MODULES = {
     "diff": "compare", "export": "share", "import": "share",
     "watch": "checkpoint", "checkpoint": "checkpoint", "gc": "checkpoint",
     "guard": "guard",
+    "record": "record",
 }  # fmt: skip
 
 
