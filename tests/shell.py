@@ -71,9 +71,9 @@ class Shell:
         return "\n".join(lines).strip("\n")
 
     def interrupt_running(self, command: str, after: float = 0.5) -> str:
-        """Type `command`, press Ctrl-C once its program runs (a child of the
-        shell running it: a Ctrl-C while the hooks still run aborts the line
-        before it starts), wait for the next prompt."""
+        """Type `command`, press Ctrl-C once its program runs (a Ctrl-C while
+        the hooks still run aborts the line before it starts), wait for the
+        next prompt."""
         import time
 
         program = command.split()[0]
@@ -87,12 +87,22 @@ class Shell:
         return self.p.before
 
     def _children(self) -> list[str]:
-        """The program names of the shell's child processes."""
-        names = []
-        try:
-            pids = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
-        except OSError:
-            return names
+        """The program names of the processes below the shell's process (its
+        children, theirs...; the shell may itself run under a proxy)."""
+        names, todo = [], [str(self.pid)]
+        while todo:
+            parent = todo.pop()
+            try:
+                pids = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+            except OSError:
+                continue
+            for pid in pids:
+                try:
+                    names.append(Path(f"/proc/{pid}/comm").read_text().strip())
+                except OSError:
+                    continue
+                todo.append(pid)
+        return names
         for pid in pids:
             try:
                 names.append(Path(f"/proc/{pid}/comm").read_text().strip())
