@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__, travel
+from . import __version__
 from .checkpoints import Checkpoints
 from .client import process_running
 from .config import Config
@@ -546,7 +546,7 @@ class Daemon:
             raise ValueError("a branch name must be a non-empty string")
         self._ingest(self.spools.spool_files_names())
         try:
-            sid, name = travel.create_branch(self.store, parent, step, name)
+            sid, name = self.store.create_branch(parent, step, name)
         except RwError as e:
             raise ValueError(str(e)) from None
         return {"session": sid, "name": name}

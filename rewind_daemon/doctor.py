@@ -15,9 +15,8 @@ from . import client
 from .config import load
 from .display import escaped
 from .errors import RwError
-from .history import current_session_id
 from .ingest import DROPPED, SPOOL_SUFFIX, space_problem
-from .paths import Paths, session_file
+from .paths import Paths, current_session_id, session_file
 from .store import SCHEMA_VERSION, Store
 
 
@@ -336,7 +335,7 @@ def _checkpoint_objects(paths: Paths, store: Store) -> Check:
     """Every object a checkpoint needs is present and matches its digest."""
     from .checkpoints import Checkpoints
 
-    if store.db.execute("PRAGMA user_version").fetchone()[0] < 4:
+    if store.schema_version() < 4:
         return Check("checkpoints", True, "none taken yet")
     try:
         cps = Checkpoints(paths, store, load(paths.config_file))

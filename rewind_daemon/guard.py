@@ -27,11 +27,10 @@ from .config import Config, GuardConfig
 from .errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_PROBLEM, NotFound, RwError
 from .guard_process import ProcessTree, RunResult, run
 from .guard_rules import ERROR, Classifier, RuleSet, Trip
-from .paths import Paths
+from .paths import Paths, new_session_id
 from .progress import Progress, no_progress
 from .redact import Redactor
 from .store import MAX_OUTPUT, Store, env_blob
-from .travel import new_session_id
 
 REPORT_STEP = 0  # the output slot holding a guarded run's report
 ROLLED_BACK = "Rollback completed successfully"

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from .errors import NotFound, RwError
+from .paths import current_session_id
 from .rw_commands import rw_verb
 from .store import SessionRow, StepRow, Store
 
@@ -96,10 +96,6 @@ class StepDetail:
             "env_changes": {k: {"before": a, "after": b} for k, (a, b) in self.env_changes.items()},
             "output": None if self.output is None else self.output.decode(errors="replace"),
         }
-
-
-def current_session_id() -> str | None:
-    return os.environ.get("RW_SESSION") or None
 
 
 @dataclass(frozen=True)

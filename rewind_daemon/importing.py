@@ -19,10 +19,10 @@ from pathlib import Path
 
 from .errors import RwError
 from .exporting import DOCUMENT_FORMAT, DOCUMENT_VERSION
+from .paths import new_session_id
 from .progress import Progress, no_progress
 from .redact import Redactor
 from .store import SessionRow, Store, env_blob
-from .travel import new_session_id
 
 KINDS = ("bash", "zsh", "json")
 BATCH = 2000  # steps stored per transaction

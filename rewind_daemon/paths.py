@@ -152,6 +152,19 @@ def is_session_id(sid: object) -> bool:
     return isinstance(sid, str) and _SESSION_ID.fullmatch(sid) is not None
 
 
+def new_session_id() -> str:
+    """An id in the same form as the hooks make: microseconds, pid, random."""
+    import random
+    import time
+
+    return f"{int(time.time() * 1_000_000)}{os.getpid():05x}{random.getrandbits(16):04x}"
+
+
+def current_session_id() -> str | None:
+    """The session of the hooked shell this process was started from, if any."""
+    return os.environ.get("RW_SESSION") or None
+
+
 def session_file(directory: Path, sid: str, suffix: str) -> Path | None:
     """The file `directory`/`sid``suffix` of a session (its spool, ack FIFO, history
     scratch file), or None when `sid` is not a session id: it never names a file

@@ -18,6 +18,7 @@ from . import travel
 from .breakpoints import BreakpointSet
 from .errors import EXIT_PROBLEM, RwError
 from .executor import Executor, OutputSink, StepResult
+from .paths import new_session_id
 from .redact import MASK, Redactor
 from .rw_commands import rw_verb
 from .store import StepRow, Store, env_blob
@@ -350,7 +351,7 @@ class Replay:
     def _open_session(self, branch_point: int) -> str:
         source = self.store.get_session(self.source)
         assert source is not None
-        sid = travel.new_session_id()
+        sid = new_session_id()
         with self.store.transaction():
             self.store.upsert_session(
                 sid, parent_id=self.source, shell=self.shell, shell_version="",

@@ -13,8 +13,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import StoreBusy, StoreError
-from .paths import ensure_private_dir, is_session_id
+from .errors import NotFound, RwError, StoreBusy, StoreError
+from .paths import ensure_private_dir, is_session_id, new_session_id
 
 SCHEMA_VERSION = 4
 
@@ -370,6 +370,40 @@ class Store:
                 (sid, parent_id, branch_point),
             )
         return cur.rowcount > 0
+
+    def create_branch(self, parent: str, step: int, name: str | None) -> tuple[str, str]:
+        """A new session holding steps 1..`step` of `parent`, origin "branch";
+        (its id, its name). The daemon makes these for hooked shells."""
+        import time
+
+        row = self.get_session(parent)
+        if row is None:
+            raise NotFound(f"no session {parent!r}")
+        if not 1 <= step <= row.steps:
+            raise RwError(f"session {parent} has steps 1 to {row.steps}, not {step}")
+        sid = new_session_id()
+        name = name or f"{row.name or parent[:12]}-branch-{step}"
+        with self.transaction():
+            self.upsert_session(
+                sid,
+                parent_id=parent,
+                shell=row.shell or "",
+                shell_version=row.shell_version or "",
+                pid=None,
+                tty=None,
+                started_at=time.time(),
+                cwd=row.cwd or "",
+                host=row.host or "",
+                user=row.user or "",
+                origin="branch",
+                env_id=row.env_id,
+                branch_point=step,
+                name=name,
+            )
+        return sid, name
+
+    def schema_version(self) -> int:
+        return self.db.execute("PRAGMA user_version").fetchone()[0]
 
     def session_exists(self, sid: str) -> bool:
         return self.db.execute("SELECT 1 FROM sessions WHERE id=?", (sid,)).fetchone() is not None

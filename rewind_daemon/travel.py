@@ -229,45 +229,6 @@ def _short(value: str, width: int = 60) -> str:
     return value if len(value) <= width else value[: width - 1] + "…"
 
 
-def new_session_id() -> str:
-    """An id in the same form as the hooks make: microseconds, pid, random."""
-    import random
-    import time
-
-    return f"{int(time.time() * 1_000_000)}{os.getpid():05x}{random.getrandbits(16):04x}"
-
-
-def create_branch(store: Store, parent: str, step: int, name: str | None) -> tuple[str, str]:
-    """A new session holding steps 1..`step` of `parent` (run by the daemon, the writer)."""
-    import time
-
-    row = store.get_session(parent)
-    if row is None:
-        raise NotFound(f"no session {parent!r}")
-    if not 1 <= step <= row.steps:
-        raise RwError(f"session {parent} has steps 1 to {row.steps}, not {step}")
-    sid = new_session_id()
-    name = name or f"{row.name or parent[:12]}-branch-{step}"
-    with store.transaction():
-        store.upsert_session(
-            sid,
-            parent_id=parent,
-            shell=row.shell or "",
-            shell_version=row.shell_version or "",
-            pid=None,
-            tty=None,
-            started_at=time.time(),
-            cwd=row.cwd or "",
-            host=row.host or "",
-            user=row.user or "",
-            origin="branch",
-            env_id=row.env_id,
-            branch_point=step,
-            name=name,
-        )
-    return sid, name
-
-
 @dataclass
 class ShellState:
     """Where a step left the shell: its directory and exported environment."""

@@ -480,8 +480,8 @@ def test_a_killed_replay_whose_pid_came_back_blocks_nothing(daemon, tmp_path):
     import time
 
     from rewind_daemon import paths
+    from rewind_daemon.paths import new_session_id
     from rewind_daemon.store import Store
-    from rewind_daemon.travel import new_session_id
 
     from .test_cli_export import import_document
 
