@@ -41,7 +41,7 @@ from _common import (
     rw_program,
 )
 
-from rewind_daemon import client, records
+from rewind_daemon.capture import client, records
 from rewind_daemon.store import Store, env_blob
 
 MIN_COMMANDS_PER_S = 10_000

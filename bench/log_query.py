@@ -36,8 +36,8 @@ from _common import (
     start_daemon,
 )
 
-from rewind_daemon import history
 from rewind_daemon.store import Store, env_blob
+from rewind_daemon.timeline import history
 
 MAX_MS = 200.0
 LIMIT = 50

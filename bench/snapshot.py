@@ -34,8 +34,8 @@ from pathlib import Path
 
 from _common import Verdicts, machine, median_wall, parser, rw_env, rw_home, rw_program
 
-from rewind_daemon import snapshot
-from rewind_daemon.objects import ObjectStore
+from rewind_daemon.checkpoints.checkpoint import snapshot
+from rewind_daemon.checkpoints.objects import ObjectStore
 
 TARGET_NO_CHANGE_MS = 60.0  # for 10,000 files; prorated for other sizes
 TARGET_VS_GIT = 1.5

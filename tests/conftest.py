@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from rewind_daemon.client import process_running
+from rewind_daemon.capture.client import process_running
 
 from .shell import Shell
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 import re
 
+from .cli.test_cli_export import import_document
 from .conftest import rw, rw_json
-from .test_cli_export import import_document
 
 # What a terminal acts on instead of showing: C0 but newline and tab, DEL, C1, bidi.
 RAW = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")

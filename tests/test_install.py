@@ -192,6 +192,42 @@ def test_uninstall_removes_everything_but_the_data(fresh):
     assert "kept in" in again.stdout and (fresh.rw_home / "data/rw.db").exists()
 
 
+# Modules of the flat layout before the parts had folders (issue 13): three
+# whose names are now folders, and others that moved into one.
+FLAT_LAYOUT = ["checkpoints.py", "guard.py", "daemon.py", "history.py", "guard_rules.py",
+               "hooks_render.py", "probes/__init__.py", "probes/dpkg.py"]  # fmt: skip
+
+
+def test_an_upgrade_in_place_leaves_nothing_of_the_old_layout(fresh):
+    fresh.run("--no-rc")
+    python = str(fresh.venv / "bin/python")
+    site = next(fresh.venv.glob("lib/python*/site-packages"))
+    package = site / "rewind_daemon"
+    # What an older install left: its modules, listed in its RECORD, and the
+    # bytecode Python wrote for them; each fails loudly if it is ever imported.
+    with (next(site.glob("rw-*.dist-info")) / "RECORD").open("a") as record:
+        for rel in FLAT_LAYOUT:
+            old = package / rel
+            old.parent.mkdir(exist_ok=True)
+            old.write_text("raise ImportError('a module of the old layout was imported')\n")
+            subprocess.run([python, "-m", "py_compile", str(old)], check=True)
+            record.write(f"rewind_daemon/{rel},,\n")
+    assert fresh.rw("--version").returncode == 0  # the folders win over the old modules
+
+    fresh.run("--no-rc")
+    left = [rel for rel in FLAT_LAYOUT if (package / rel).exists()]
+    assert left == [], f"the upgrade left {left}"
+    assert not list(package.glob("__pycache__/checkpoints.*")) and not (package / "probes").exists()
+    assert fresh.rw("--version").stdout.strip().endswith(__version__)
+    code = "import rewind_daemon.checkpoints as c, rewind_daemon.guard as g; print(c.__file__, g.__file__)"  # noqa: E501
+    where = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True)
+    assert "rewind_daemon/checkpoints/__init__.py" in where.stdout
+    assert "rewind_daemon/guard/__init__.py" in where.stdout
+    # and the installed rw works end to end: its daemon, its store
+    assert fresh.rw("daemon", "start").returncode == 0
+    assert json.loads(fresh.rw("sessions", "--json").stdout) == []
+
+
 def test_no_rc_then_uninstall_purge(fresh):
     out = fresh.run("--no-rc").stdout
     assert "init bash" in out  # it says what to add by hand

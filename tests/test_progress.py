@@ -12,16 +12,16 @@ import time
 import pexpect
 import pytest
 
-from rewind_daemon.probes.dpkg import DpkgProbe
+from rewind_daemon.checkpoints.probes.dpkg import DpkgProbe
 from rewind_daemon.progress import TerminalProgress
 
-from .conftest import RW, write_config
-from .test_probes import (
+from .checkpoints.test_probes import (
     build_deb,
     needs_root_dpkg,
     rwtest_packages,  # noqa: F401 - a fixture
     sh,
 )
+from .conftest import RW, write_config
 
 DRAW = re.compile(r"\r([^\r\x1b]*)\x1b\[K")
 

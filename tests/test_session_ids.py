@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from rewind_daemon import records
+from rewind_daemon.capture import records
 from rewind_daemon.store import Store
 
 from .conftest import make_site, rw, rw_json, wait_for

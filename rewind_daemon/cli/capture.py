@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .. import client
+from ..capture import client
 from ..config import DEFAULT_TEXT
 from ..errors import EXIT_PROBLEM
 from . import CONTEXT, cli
@@ -27,7 +27,7 @@ def init_cmd(shell: str) -> None:
         eval "$(rw init bash)"
         eval "$(rw init zsh)"
     """
-    from ..hooks_render import render
+    from ..capture.hooks_render import render
 
     p = get_paths()
     code = render(shell, p, get_config(p))
@@ -131,7 +131,7 @@ def daemon_run(quiet: bool) -> None:
     Example:
         rw daemon run
     """
-    from .. import daemon
+    from ..capture import daemon
 
     p = get_paths()
     raise SystemExit(daemon.main(p, get_config(p), verbose=not quiet))
@@ -200,7 +200,7 @@ def doctor_cmd(as_json: bool) -> None:
         rw doctor
         rw doctor --json     # from cron
     """
-    from .. import doctor
+    from ..capture import doctor
 
     checks = doctor.run_checks(get_paths())
     if as_json:

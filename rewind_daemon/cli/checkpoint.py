@@ -8,8 +8,8 @@ import os
 
 import click
 
-from .. import client
-from ..checkpoints import (
+from ..capture import client
+from ..checkpoints.checkpoint import (
     Checkpoints,
     Comparison,
     GcReport,

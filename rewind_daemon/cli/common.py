@@ -8,11 +8,13 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .. import client, history, paths
+from .. import paths
+from ..capture import client
 from ..config import Config, load
 from ..display import escaped, json_text
 from ..errors import RwError
 from ..store import Store
+from ..timeline import history
 
 if TYPE_CHECKING:  # imported at TAB time only
     from click.shell_completion import CompletionItem
@@ -96,7 +98,7 @@ def _items(found: list) -> list[CompletionItem]:
 def complete_session(
     ctx: click.Context, param: click.Parameter, incomplete: str
 ) -> list[CompletionItem]:
-    from .. import completion
+    from . import completion
 
     try:
         return _items(completion.sessions(_store_as_is(), incomplete))
@@ -109,7 +111,7 @@ def complete_step(
 ) -> list[CompletionItem]:
     """Steps of the session the command line names already (its `session`
     argument), else of this shell's or the last session."""
-    from .. import completion
+    from . import completion
 
     # (Before an option's value, click leaves the arguments unparsed, in ctx.args.)
     words = [a for a in ctx.args if not a.startswith("-")]
@@ -125,7 +127,7 @@ def complete_session_or_step(
 ) -> list[CompletionItem]:
     """For `[SESSION] STEP`: first a session, or a step of this shell's when a
     few digits are typed (ids are long); after a session, its steps."""
-    from .. import completion
+    from . import completion
 
     typed = ctx.params.get(param.name or "") or ()
     try:

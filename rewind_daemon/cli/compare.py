@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from .. import diffing
 from ..display import escaped
 from ..errors import EXIT_PROBLEM
+from ..timeline import diffing
 from . import CONTEXT, cli
 from .common import (
     complete_session,

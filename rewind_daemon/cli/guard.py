@@ -8,9 +8,9 @@ import sys
 
 import click
 
-from ..checkpoints import normalise
+from ..checkpoints.checkpoint import normalise
 from ..errors import RwError
-from ..guard import GuardRequest, guard, last_request, render_markdown, render_text
+from ..guard.runner import GuardRequest, guard, last_request, render_markdown, render_text
 from ..progress import TerminalProgress
 from ..store import Store
 from . import CONTEXT, cli

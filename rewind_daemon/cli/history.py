@@ -6,9 +6,10 @@ import time
 
 import click
 
-from .. import client, history
+from ..capture import client
 from ..display import escaped
 from ..errors import NotFound, RwError
+from ..timeline import history
 from . import CONTEXT, cli
 from .common import (
     complete_session,

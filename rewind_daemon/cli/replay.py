@@ -11,13 +11,14 @@ from pathlib import Path
 
 import click
 
-from .. import breakpoints as bps
-from .. import records
+from ..capture import records
 from ..display import escaped
 from ..errors import EXIT_PROBLEM, RwError
-from ..history import current_session_id
 from ..redact import MASK
-from ..replay import (
+from ..store import StepRow
+from ..timeline import breakpoints as bps
+from ..timeline.history import current_session_id
+from ..timeline.replay import (
     BACK,
     CONTINUE,
     EDIT,
@@ -32,8 +33,7 @@ from ..replay import (
     Secret,
     replaying_sessions,
 )
-from ..rw_commands import is_rw_command
-from ..store import StepRow
+from ..timeline.rw_commands import is_rw_command
 from . import CONTEXT, cli
 from .common import (
     complete_session,

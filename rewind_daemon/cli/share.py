@@ -8,10 +8,10 @@ import stat
 
 import click
 
-from .. import exporting, importing
 from ..errors import RwError
 from ..progress import TerminalProgress
 from ..store import Store
+from ..timeline import exporting, importing
 from . import CONTEXT, cli
 from .common import (
     complete_session,

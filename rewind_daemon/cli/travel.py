@@ -6,12 +6,13 @@ import os
 
 import click
 
-from .. import client, subshell, travel
+from ..capture import client
+from ..capture.hooks_render import rw_executable
 from ..display import escaped
 from ..errors import EXIT_INCOMPLETE, EXIT_PROBLEM, NotFound, RwError
-from ..history import current_session_id
-from ..hooks_render import rw_executable
-from ..rw_commands import is_rw_command
+from ..timeline import subshell, travel
+from ..timeline.history import current_session_id
+from ..timeline.rw_commands import is_rw_command
 from . import CONTEXT, cli
 from .common import (
     complete_session,
@@ -48,7 +49,7 @@ def _apply(plan: travel.Restore, shell: str, dry_run: bool, yes: bool) -> None:
 def restore_files(sid: str, step: int, dry_run: bool, yes: bool) -> None:
     """Watched files back as they were before `step`: shown, asked, applied.
     Everything goes to stderr: stdout is the shell code the rw function runs."""
-    from ..checkpoints import watches
+    from ..checkpoints.checkpoint import watches
     from .checkpoint import confirm, open_checkpoints, print_report
 
     def say(line: str) -> None:

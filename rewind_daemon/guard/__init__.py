@@ -1,0 +1,1 @@
+"""The circuit breaker: run a command, classify its output, halt, roll back."""

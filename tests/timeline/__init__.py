@@ -1,0 +1,1 @@
+"""Tests of rewind_daemon/timeline/."""
