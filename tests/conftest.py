@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,29 @@ def kill_daemon(home: Path) -> None:
             return
         time.sleep(0.01)
     os.kill(pid, signal.SIGKILL)
+
+
+# Signals whose handling the shells and programs the tests start inherit from
+# this process: a handler left ignored, or a signal left blocked, by code run
+# in-process would make a later test's Ctrl-C do nothing.
+_INHERITED = (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP, signal.SIGTSTP)
+
+
+@pytest.fixture(autouse=True)
+def signals_as_found():
+    """Each test starts with the signal state the suite started with, and one
+    that changed it is named (a warning), so its leak can be found and mended."""
+    handlers = {sig: signal.getsignal(sig) for sig in _INHERITED}
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    yield
+    changed = [sig.name for sig in _INHERITED if signal.getsignal(sig) != handlers[sig]]
+    now = signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    if now != mask:
+        changed.append(f"blocked {sorted(s.name for s in now ^ mask)}")
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)
+    if changed:
+        warnings.warn(f"this test left signal handling changed: {', '.join(changed)}", stacklevel=1)
 
 
 @pytest.fixture

@@ -83,8 +83,35 @@ class Shell:
             time.sleep(0.02)
         time.sleep(after)
         self.p.sendintr()
-        self.p.expect_exact(PROMPT)
+        try:
+            self.p.expect_exact(PROMPT)
+        except pexpect.TIMEOUT:
+            raise AssertionError(
+                f"no prompt after Ctrl-C; below the shell: {self._signal_state()}"
+            ) from None
         return self.p.before
+
+    def _signal_state(self) -> list[str]:
+        """Each process below the shell: its name and which signals it ignores
+        and blocks (hex masks, as /proc says), to tell why a Ctrl-C did nothing."""
+        found, todo = [], [str(self.pid)]
+        while todo:
+            parent = todo.pop()
+            try:
+                pids = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+            except OSError:
+                continue
+            for pid in pids:
+                try:
+                    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+                except OSError:
+                    continue
+                fields = dict(line.split(":\t", 1) for line in status if ":\t" in line)
+                found.append(
+                    f"{fields.get('Name')} ign={fields.get('SigIgn')} blk={fields.get('SigBlk')}"
+                )
+                todo.append(pid)
+        return found
 
     def _children(self) -> list[str]:
         """The program names of the processes below the shell's process (its
