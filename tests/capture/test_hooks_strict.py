@@ -11,7 +11,7 @@ import pytest
 
 from ..conftest import rw_json, steps_of
 
-HOOKS = Path(__file__).resolve().parent.parent / "hooks"
+HOOKS = Path(__file__).resolve().parents[2] / "hooks"
 
 
 def save_state(kind: str, out: Path) -> str:
