@@ -13,7 +13,7 @@ import pytest
 
 from rewind_daemon.recorder.spool import OUTPUT_SUFFIX, read_steps
 
-from ..conftest import BIN, RW, write_config
+from ..conftest import BIN, RW, rw, write_config
 from ..shell import PROMPT, Shell
 from .test_tmux import Tmux
 
@@ -298,3 +298,18 @@ def test_a_pasted_block_is_one_step_per_line(no_autostart, tmp_path, kind):
 def _ended(rw_home: Path, seq: int) -> bool:
     steps = [s for steps in outputs(rw_home).values() for s in steps]
     return any(s.seq == seq and s.finished for s in steps)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('[record]\noutput = "yes"\n', "record.output must be true or false"),
+        ("[record]\noutptu = true\n", "[record] has no key 'outptu' (output)"),
+        ("record = 1\n", "[record] must be a table"),
+    ],
+)
+def test_a_bad_record_switch_is_one_line_and_exit_2(rw_home, text, message):
+    write_config(rw_home, text)
+    proc = rw("init", "bash", check=False)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.endswith(f"{message}\n") and len(proc.stderr.splitlines()) == 1
