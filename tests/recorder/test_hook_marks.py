@@ -4,6 +4,7 @@ output spool is exactly what the command printed."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -313,3 +314,33 @@ def test_a_bad_record_switch_is_one_line_and_exit_2(rw_home, text, message):
     proc = rw("init", "bash", check=False)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.endswith(f"{message}\n") and len(proc.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize("kind", SHELLS)
+def test_a_shell_on_another_terminal_prints_no_marks(no_autostart, tmp_path, kind):
+    # RW_RECORD inherited from a recorded shell (a live recorder, another
+    # terminal: a tmux pane, an ssh login): the hooks mark nothing there, since
+    # no recorder would take the marks out.
+    home = tmp_path / "home"
+    write_rc(home, kind, recorded_rc(kind))
+    other, other_slave = os.openpty()  # the terminal RW_RECORD names
+    env = {
+        "PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(home), "RW_HOME": str(no_autostart),
+        "TERM": "dumb", "RW_RECORD": f"{'ab' * 12}:{os.getpid()}:{os.ttyname(other_slave)}",
+    }  # fmt: skip
+    p = pexpect.spawn(kind, ["-i"], env=env, cwd=str(home), timeout=20)
+    os.set_blocking(other, False)
+    try:
+        p.expect_exact(PROMPT.encode())
+        p.sendline("echo o''ne; false")
+        p.expect_exact(b"one\r\n")
+        p.expect_exact(PROMPT.encode())
+        p.sendline("exit")
+        p.expect(pexpect.EOF)
+        assert b"\x1b]133" not in p.before
+        with pytest.raises(BlockingIOError):  # nor on the other terminal
+            os.read(other, 4096)
+    finally:
+        p.close(force=True)
+        os.close(other)
+        os.close(other_slave)
