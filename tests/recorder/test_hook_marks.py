@@ -344,3 +344,24 @@ def test_a_shell_on_another_terminal_prints_no_marks(no_autostart, tmp_path, kin
         p.close(force=True)
         os.close(other)
         os.close(other_slave)
+
+
+@pytest.mark.parametrize("kind", SHELLS)
+def test_init_record_records_a_terminal_that_inherited_another_ones_recorder(
+    started, no_autostart, kind
+):
+    # A tmux pane or an ssh login opened from a recorded shell: RW_RECORD names
+    # the recorded terminal, not this one; this terminal gets its own recorder.
+    other, other_slave = os.openpty()
+    try:
+        stale = f"{'ab' * 12}:{os.getpid()}:{os.ttyname(other_slave)}"
+        rc = BEFORE[kind] + INIT.format(kind=kind, flags=" --record")
+        sh = started([kind, "-i"], rc, env={"RW_RECORD": stale})
+        assert sh.run("echo $PPID") == str(sh.p.pid)
+        value = sh.run("echo $RW_RECORD")
+        assert value != stale and value.split(":")[2] == sh.run("tty")
+        assert sh.exit() == 0
+    finally:
+        os.close(other)
+        os.close(other_slave)
+    assert [s.data for s in only_session(no_autostart)][0] == f"{sh.p.pid}\r\n".encode()
