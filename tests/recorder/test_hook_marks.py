@@ -365,3 +365,17 @@ def test_init_record_records_a_terminal_that_inherited_another_ones_recorder(
         os.close(other)
         os.close(other_slave)
     assert [s.data for s in only_session(no_autostart)][0] == f"{sh.p.pid}\r\n".encode()
+
+
+def test_a_zshenv_that_moves_zdotdir_is_followed(started, no_autostart, tmp_path):
+    # ~/.zshenv sets ZDOTDIR (the XDG layout); zsh then reads .zshrc from there.
+    zdot = tmp_path / "xdg-zsh"
+    zdot.mkdir()
+    (zdot / ".zshrc").write_text(BEFORE["zsh"] + "FROM_ZSHRC=moved\n")
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".zshenv").write_text(f"ZDOTDIR={zdot}\n")
+    sh = started([RW, "record", "zsh"], "PS1='wrong> '\n")
+    assert sh.run("echo $FROM_ZSHRC $ZDOTDIR") == f"moved {zdot}"
+    assert sh.exit() == 0
+    assert [s.data for s in only_session(no_autostart)][0] == f"moved {zdot}\r\n".encode()
