@@ -36,8 +36,18 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 		# it runs the rc files again, under the recorder). RW_RECORD=off: not this one.
 		if [[ $__rw_record == 1 && -z $__rw_mark && ${RW_RECORD-} != off && -z ${RW_BRANCH_INTO-} &&
 			-n $__rw_tty && -t 0 && -t 1 && -x $__rw_bin ]]; then
-			\builtin exec "$__rw_bin" record --or-shell bash ||
-				\builtin printf 'rw: output is not recorded in this shell: cannot start rw record\n' >&2
+			# A failed exec in an rc file ends bash: the interpreter rw's script
+			# names is looked for first.
+			__rw_t=''
+			{ \builtin read -r __rw_t <"$__rw_bin"; } 2>/dev/null
+			if [[ $__rw_t == '#!'* ]]; then
+				__rw_t=${__rw_t#??}
+				__rw_t=${__rw_t%% *}
+			else
+				__rw_t=$__rw_bin
+			fi
+			[[ ! -x $__rw_t ]] || \builtin exec "$__rw_bin" record --or-shell bash
+			\builtin printf 'rw: output is not recorded in this shell: cannot start rw record\n' >&2
 		fi
 
 		__rw_now() {
@@ -81,11 +91,16 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 		__rw_go=()
 		# shellcheck disable=SC2016
 		__rw_ps0='${__rw_nil[${__rw_go[${#__rw_go[@]}]:=${EPOCHREALTIME:-1} $? ${PIPESTATUS[*]}}]-}'
-		# Recorded: the line of a pasted block still running when the next one is
-		# read has ended, and its D mark says so before the next line prints.
+		# Recorded: each line read starts the next step (C, its number kept in
+		# __rw_cs), also one that runs no command of the shell itself (a bare
+		# subshell, `cmd &`), which the DEBUG trap never sees; and the line of a
+		# pasted block still running when the next one is read has ended (D).
+		# A line that is not recorded uses up its number, which no command
+		# will then have: its output goes with no step.
 		# shellcheck disable=SC2016 # expanded when PS0 is
 		[[ -z $__rw_mark ]] ||
-			__rw_ps0+='${__rw_pending:+'$'\e'']133;D;$?;rw='$__rw_mark':$__rw_psid:$__rw_pending'$'\a''}'
+			__rw_ps0+='${__rw_pending:+'$'\e'']133;D;$?;rw='$__rw_mark':$__rw_psid:$__rw_pending'$'\a''}'$'\e'']133;C;rw='$__rw_mark':$__rw_sid:$((__rw_cs = __rw_seq + 1))'$'\a'
+		__rw_cs=''
 
 		__rw_write() {
 			# One record: NUL-terminated fields between start and end markers.
@@ -202,6 +217,7 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 			else
 				__rw_begin_other "$1" 2>/dev/null || {
 					__rw_unrec=1
+					[[ $__rw_cs != "$((__rw_seq + 1))" ]] || __rw_seq=$__rw_cs
 					return 0
 				}
 			fi

@@ -39,8 +39,12 @@ if [[ -o interactive ]]; then
 		# it runs the rc files again, under the recorder). RW_RECORD=off: not this one.
 		if [[ $__rw_record == 1 && -z $__rw_mark && ${RW_RECORD-} != off && -z ${RW_BRANCH_INTO-} &&
 			-n ${TTY-} && -t 0 && -t 1 && -x $__rw_bin ]]; then
-			\builtin exec "$__rw_bin" record --or-shell zsh ||
-				\builtin print -ru2 -- 'rw: output is not recorded in this shell: cannot start rw record'
+			# A failed exec ends zsh: the interpreter rw's script names is looked for first.
+			typeset -g __rw_t=''
+			{ \builtin read -r __rw_t <"$__rw_bin"; } 2>/dev/null
+			[[ $__rw_t == '#!'* ]] && __rw_t=${${__rw_t#??}%% *} || __rw_t=$__rw_bin
+			[[ ! -x $__rw_t ]] || \builtin exec "$__rw_bin" record --or-shell zsh
+			\builtin print -ru2 -- 'rw: output is not recorded in this shell: cannot start rw record'
 		fi
 		typeset -g __rw_t=${EPOCHREALTIME:-$EPOCHSECONDS}
 		typeset -g __rw_sid

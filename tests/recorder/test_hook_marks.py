@@ -12,6 +12,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
+from rewind_daemon.capture import records
 from rewind_daemon.recorder.spool import OUTPUT_SUFFIX, read_steps
 
 from ..conftest import BIN, RW, rw, write_config
@@ -379,3 +380,57 @@ def test_a_zshenv_that_moves_zdotdir_is_followed(started, no_autostart, tmp_path
     assert sh.run("echo $FROM_ZSHRC $ZDOTDIR") == f"moved {zdot}"
     assert sh.exit() == 0
     assert [s.data for s in only_session(no_autostart)][0] == f"moved {zdot}\r\n".encode()
+
+
+def commands(rw_home: Path, sid: str) -> dict[int, str]:
+    """The command of each step number the hooks spooled for session `sid`."""
+    buf = (rw_home / "data" / "spool" / f"{sid}.spool").read_bytes()
+    found = {}
+    for r, _ in records.parse(buf, final=True):
+        if isinstance(r, records.Record) and r.type in ("B", "H"):
+            text = r.fields[4] if r.type == "B" else records.history_command(r.fields[4])
+            found[int(r.fields[1])] = text
+    return found
+
+
+@pytest.mark.parametrize("kind", SHELLS)
+def test_lines_that_run_no_command_of_the_shell_have_their_output(started, no_autostart, kind):
+    # bash's DEBUG trap never sees a bare subshell or a background job; a line
+    # typed with a leading space is not recorded, nor is its output any step's.
+    rc = recorded_rc(kind, "HISTCONTROL=ignoreboth\n" if kind == "bash" else "")
+    sh = started([RW, "record", kind], rc)
+    sh.run("(echo sub; echo sub-err >&2)")
+    sh.run(" echo hidden-output")
+    sh.run("f() { echo in-f; }")
+    sh.run("f")
+    sh.run("{ echo bg-job; } &")  # last: the shells tell of its end at their own times
+    time.sleep(0.3)
+    assert sh.exit() == 0
+    (sid,) = outputs(no_autostart)
+    by_command = {
+        commands(no_autostart, sid).get(s.seq): s.data for s in outputs(no_autostart)[sid]
+    }
+    assert by_command["(echo sub; echo sub-err >&2)"] == b"sub\r\nsub-err\r\n"
+    assert by_command["f() { echo in-f; }"] == b""
+    assert b"[1] " in by_command["{ echo bg-job; } &"]  # the job number the shell prints
+    assert by_command["f"] == b"in-f\r\n"
+    assert " echo hidden-output" not in by_command
+    assert not [c for c, data in by_command.items() if c and b"hidden-output" in data]
+
+
+@pytest.mark.parametrize("kind", SHELLS)
+def test_a_recorder_that_cannot_be_run_leaves_the_shell_as_it_was(started, no_autostart, kind):
+    # rw's program is there but cannot run (its interpreter is gone): exec
+    # would fail, which ends zsh; the shell goes on unrecorded and says so.
+    home = no_autostart.parent / "home"
+    home.mkdir(exist_ok=True)
+    broken = home / "broken-rw"
+    broken.write_text("#!/nonexistent/python3\n")
+    broken.chmod(0o755)
+    # (The init code with that program in place of rw's.)
+    rebind = f"s|^\\(\\s*\\)\\(typeset -g \\)\\?__rw_bin=.*|\\1\\2__rw_bin={broken}|"
+    init = f'eval "$(rw init {kind} --record | sed "{rebind}")"\n'
+    sh = started([kind, "-i"], BEFORE[kind] + init)
+    assert "rw: output is not recorded in this shell: cannot start rw record" in sh.p.before
+    assert sh.run("echo $$ ${RW_RECORD:-unrecorded}") == f"{sh.p.pid} unrecorded"
+    assert sh.exit("exit 6") == 6
