@@ -19,6 +19,36 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 		__rw_user=@RW_USER@
 		__rw_timeout=@RW_TIMEOUT@
 		__rw_watching=@RW_WATCHING@
+		__rw_record=@RW_RECORD@
+
+		# Under `rw record`, RW_RECORD is TOKEN:PID:TTY: this shell marks each
+		# step for the recorder (OSC 133, written to the terminal itself, so a
+		# redirection of the command's output cannot take a mark with it). Only
+		# when it names this terminal and a recorder still running: a tmux pane
+		# or an ssh login started from a recorded shell inherits it, unrecorded.
+		__rw_mark=${RW_RECORD-}
+		__rw_mtty=${__rw_mark#*:} __rw_mark=${__rw_mark%%:*}
+		__rw_mpid=${__rw_mtty%%:*} __rw_mtty=${__rw_mtty#*:}
+		[[ -n $__rw_mark && $__rw_mark != *[!0-9a-f]* && -n $__rw_mpid && $__rw_mpid != *[!0-9]* &&
+			-n $__rw_tty && $__rw_mtty == "$__rw_tty" && -d /proc/$__rw_mpid ]] || __rw_mark='' __rw_mtty=''
+		# `[record] output = true` or `rw init bash --record`: a new terminal shell
+		# not recorded yet becomes `rw record` (exec: the terminal keeps one shell;
+		# it runs the rc files again, under the recorder). RW_RECORD=off: not this one.
+		if [[ $__rw_record == 1 && -z $__rw_mark && ${RW_RECORD-} != off && -z ${RW_BRANCH_INTO-} &&
+			-n $__rw_tty && -t 0 && -t 1 && -x $__rw_bin ]]; then
+			# A failed exec in an rc file ends bash: the interpreter rw's script
+			# names is looked for first.
+			__rw_t=''
+			{ \builtin read -r __rw_t <"$__rw_bin"; } 2>/dev/null
+			if [[ $__rw_t == '#!'* ]]; then
+				__rw_t=${__rw_t#??}
+				__rw_t=${__rw_t%% *}
+			else
+				__rw_t=$__rw_bin
+			fi
+			[[ ! -x $__rw_t ]] || \builtin exec "$__rw_bin" record --or-shell bash
+			\builtin printf 'rw: output is not recorded in this shell: cannot start rw record\n' >&2
+		fi
 
 		__rw_now() {
 			if [[ -n ${EPOCHREALTIME-} ]]; then
@@ -61,6 +91,16 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 		__rw_go=()
 		# shellcheck disable=SC2016
 		__rw_ps0='${__rw_nil[${__rw_go[${#__rw_go[@]}]:=${EPOCHREALTIME:-1} $? ${PIPESTATUS[*]}}]-}'
+		# Recorded: each line read starts the next step (C, its number kept in
+		# __rw_cs), also one that runs no command of the shell itself (a bare
+		# subshell, `cmd &`), which the DEBUG trap never sees; and the line of a
+		# pasted block still running when the next one is read has ended (D).
+		# A line that is not recorded uses up its number, which no command
+		# will then have: its output goes with no step.
+		# shellcheck disable=SC2016 # expanded when PS0 is
+		[[ -z $__rw_mark ]] ||
+			__rw_ps0+='${__rw_pending:+'$'\e'']133;D;$?;rw='$__rw_mark':$__rw_psid:$__rw_pending'$'\a''}'$'\e'']133;C;rw='$__rw_mark':$__rw_sid:$((__rw_cs = __rw_seq + 1))'$'\a'
+		__rw_cs=''
 
 		__rw_write() {
 			# One record: NUL-terminated fields between start and end markers.
@@ -177,9 +217,12 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 			else
 				__rw_begin_other "$1" 2>/dev/null || {
 					__rw_unrec=1
+					[[ $__rw_cs != "$((__rw_seq + 1))" ]] || __rw_seq=$__rw_cs
 					return 0
 				}
 			fi
+			[[ -z $__rw_mark || -z $1 ]] ||
+				\builtin printf '\e]133;C;rw=%s:%s:%s\a' "$__rw_mark" "$__rw_sid" "$__rw_seq" 2>/dev/null >>"$__rw_mtty"
 			# A step checkpoint is only for a line that has not run yet: taken
 			# now, it would hold what the line did.
 			[[ -z $1 || ! -p $__rw_ack ]] || {
@@ -211,6 +254,8 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 				\builtin printf '%s\0' $'\036RW1' E "$__rw_psid" "$__rw_pending" "$__rw_t" "$__rw_c" \
 					"$__rw_c" "$PWD" declare && \builtin export -p && \builtin printf '\0\036END\0'
 			} >>"$__rw_pspool" || __rw_wfail=1
+			[[ -z $__rw_mark ]] || \builtin printf '\e]133;D;%s;rw=%s:%s:%s\a' "$__rw_c" "$__rw_mark" \
+				"$__rw_psid" "$__rw_pending" >>"$__rw_mtty"
 			__rw_pending=
 		}
 
@@ -355,6 +400,7 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 			# A line the DEBUG trap missed (the trap was replaced, or the line
 			# ran no simple command) is recorded now.
 			[[ -z ${__rw_go-} ]] || __rw_begin ""
+			[[ -z $__rw_mark ]] || __rw_mark_prompt "$__rw_st" 2>/dev/null
 			if [[ -n $__rw_pending ]]; then
 				__rw_t=${EPOCHREALTIME-}
 				[[ -n $__rw_t ]] || \builtin printf -v __rw_t '%(%s)T' -1
@@ -382,6 +428,18 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 			((SECONDS < __rw_next_check)) || __rw_ensure_daemon 2>/dev/null
 			[[ -z $__rw_wfail$__rw_nlost ]] || __rw_lost
 			return "$__rw_st"
+		}
+
+		# Recorded: the line that ran has ended with status $1 (its D mark),
+		# and the prompt starts (A): what is printed until the next C, a
+		# background job's lines included, belongs to no step.
+		__rw_mark_prompt() {
+			if [[ -n $__rw_pending ]]; then
+				\builtin printf '\e]133;D;%s;rw=%s:%s:%s\a\e]133;A;rw=%s:%s:\a' "$1" "$__rw_mark" \
+					"$__rw_psid" "$__rw_pending" "$__rw_mark" "$__rw_sid" >>"$__rw_mtty"
+			else
+				\builtin printf '\e]133;A;rw=%s:%s:\a' "$__rw_mark" "$__rw_sid" >>"$__rw_mtty"
+			fi
 		}
 
 		# A record could not be written (no space left, the spool dir gone):

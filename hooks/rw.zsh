@@ -21,6 +21,31 @@ if [[ -o interactive ]]; then
 		typeset -g __rw_scratch_dir=@RW_SCRATCH_DIR@
 		typeset -g __rw_timeout=@RW_TIMEOUT@
 		typeset -g __rw_watching=@RW_WATCHING@
+		typeset -g __rw_record=@RW_RECORD@
+		# Under `rw record`, RW_RECORD is TOKEN:PID:TTY: this shell marks each
+		# step for the recorder (OSC 133, written to the terminal itself, so a
+		# redirection of the command's output cannot take a mark with it). Only
+		# when it names this terminal and a recorder still running: a tmux pane
+		# or an ssh login started from a recorded shell inherits it, unrecorded.
+		typeset -g __rw_mark=${RW_RECORD-}
+		typeset -g __rw_mtty=${__rw_mark#*:}
+		__rw_mark=${__rw_mark%%:*}
+		typeset -g __rw_mpid=${__rw_mtty%%:*}
+		__rw_mtty=${__rw_mtty#*:}
+		[[ -n $__rw_mark && $__rw_mark != *[^0-9a-f]* && -n $__rw_mpid && $__rw_mpid != *[^0-9]* &&
+			-n ${TTY-} && $__rw_mtty == "$TTY" && -d /proc/$__rw_mpid ]] || __rw_mark='' __rw_mtty=''
+		# `[record] output = true` or `rw init zsh --record`: a new terminal shell
+		# not recorded yet becomes `rw record` (exec: the terminal keeps one shell;
+		# it runs the rc files again, under the recorder). RW_RECORD=off: not this one.
+		if [[ $__rw_record == 1 && -z $__rw_mark && ${RW_RECORD-} != off && -z ${RW_BRANCH_INTO-} &&
+			-n ${TTY-} && -t 0 && -t 1 && -x $__rw_bin ]]; then
+			# A failed exec ends zsh: the interpreter rw's script names is looked for first.
+			typeset -g __rw_t=''
+			{ \builtin read -r __rw_t <"$__rw_bin"; } 2>/dev/null
+			[[ $__rw_t == '#!'* ]] && __rw_t=${${__rw_t#??}%% *} || __rw_t=$__rw_bin
+			[[ ! -x $__rw_t ]] || \builtin exec "$__rw_bin" record --or-shell zsh
+			\builtin print -ru2 -- 'rw: output is not recorded in this shell: cannot start rw record'
+		fi
 		typeset -g __rw_t=${EPOCHREALTIME:-$EPOCHSECONDS}
 		typeset -g __rw_sid
 		\builtin printf -v __rw_sid '%s%05x%04x' "${__rw_t//[.,]/}" "$$" "$RANDOM"
@@ -132,11 +157,22 @@ if [[ -o interactive ]]; then
 				\builtin print -rN -- $'\x1eRW1' B "$__rw_sid" "$__rw_seq" \
 					"${EPOCHREALTIME:-$EPOCHSECONDS}" "$PWD" "$__rw_cmd" $'\x1eEND'
 			} 2>/dev/null >>!"$__rw_spool" || __rw_wfail=1
+			[[ -z $__rw_mark ]] ||
+				\builtin print -rn -- $'\e]133;C;rw='"$__rw_mark:$__rw_sid:$__rw_seq"$'\a' 2>/dev/null >>"$__rw_mtty"
 			[[ ! -p $__rw_ack ]] || {
 				__rw_await "$__rw_seq" 2>/dev/null
 				[[ -z $__rw_late ]] || __rw_tell_late
 			}
 			return 0
+		}
+
+		# Recorded, at the prompt: the line that ran has ended with status $1
+		# (its D mark) and the prompt starts (A): what is printed until the
+		# next C, a background job's lines included, belongs to no step.
+		__rw_mark_prompt() {
+			local __rw_m=''
+			[[ -z $__rw_pending ]] || __rw_m=$'\e]133;D;'"$1;rw=$__rw_mark:$__rw_psid:$__rw_pending"$'\a'
+			\builtin print -rn -- "$__rw_m"$'\e]133;A;'"rw=$__rw_mark:$__rw_sid:"$'\a' 2>/dev/null >>"$__rw_mtty"
 		}
 
 		__rw_precmd() {
@@ -146,6 +182,7 @@ if [[ -o interactive ]]; then
 				\builtin unfunction TRAPDEBUG 2>/dev/null
 				__rw_unext='' __rw_units=() __rw_ustarts=()
 			}
+			[[ -z $__rw_mark ]] || __rw_mark_prompt "$__rw_st"
 			if [[ -n $__rw_pending ]]; then
 				# The environment as `export` lists it, which costs half what
 				# collecting NAME=value pairs from $parameters does.
@@ -259,6 +296,9 @@ if [[ -o interactive ]]; then
 			((__rw_u > __rw_unum)) || return 0
 			__rw_unum=$__rw_u
 			__rw_unext=${__rw_ustarts[__rw_u + 1]:-1000000000}
+			# (Its C, once this line's step is known: a line not recorded has none.)
+			[[ -z $__rw_mark || -z $__rw_pending ]] ||
+				\builtin print -rn -- $'\e]133;D;'"$2;rw=$__rw_mark:$__rw_psid:$__rw_pending"$'\a' 2>/dev/null >>"$__rw_mtty"
 			if [[ -n $__rw_pending ]]; then
 				{
 					\builtin print -rN -- $'\x1eRW1' E "$__rw_psid" "$__rw_pending" \
@@ -281,6 +321,8 @@ if [[ -o interactive ]]; then
 			((++__rw_seq))
 			__rw_pending=$__rw_seq __rw_psid=$__rw_sid __rw_pspool=$__rw_spool __rw_pcmd=$__rw_cmd
 			__rw_write B "$__rw_sid" "$__rw_seq" "${EPOCHREALTIME:-$EPOCHSECONDS}" "$PWD" "$__rw_cmd"
+			[[ -z $__rw_mark ]] ||
+				\builtin print -rn -- $'\e]133;C;rw='"$__rw_mark:$__rw_sid:$__rw_seq"$'\a' 2>/dev/null >>"$__rw_mtty"
 			[[ ! -p $__rw_ack ]] || {
 				__rw_await "$__rw_seq" 2>/dev/null
 				[[ -z $__rw_late ]] || __rw_tell_late
@@ -302,6 +344,8 @@ if [[ -o interactive ]]; then
 					"${EPOCHREALTIME:-$EPOCHSECONDS}" "$__rw_st" "$__rw_st" "$PWD" zsh &&
 					\builtin export && \builtin print -rn -- $'\0\x1eEND\0'
 			} 2>/dev/null >>!"$__rw_pspool"
+			[[ -z $__rw_mark || -z $__rw_st ]] ||
+				\builtin print -rn -- $'\e]133;D;'"$__rw_st;rw=$__rw_mark:$__rw_psid:$__rw_pending"$'\a' 2>/dev/null >>"$__rw_mtty"
 			__rw_pending=
 			return 0
 		}

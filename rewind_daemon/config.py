@@ -34,6 +34,11 @@ env_names = []
 # Start the daemon from the shell hooks when it is not running.
 autostart = true
 
+[record]
+# Every new interactive terminal shell runs under `rw record`, which records
+# each command's output (RW_RECORD=off in a shell's environment: not that one).
+output = false
+
 [watch]
 # Trees whose files every command checkpoints (rw watch add adds more).
 paths = []
@@ -121,6 +126,7 @@ class Config:
     max_total_size: int = 2 * 1024 * 1024 * 1024
     guard: GuardConfig = field(default_factory=GuardConfig)
     redact_env_names: list[str] = field(default_factory=list)
+    record_output: bool = False  # [record] output
 
     def ignore_regexes(self) -> list[re.Pattern[str]]:
         return [_compile(p, "ignore") for p in self.ignore]
@@ -210,6 +216,13 @@ def load(path: Path) -> Config:
         cfg.redact_env_names = _strings(redact, "env_names", path)
     else:  # the older form: a top-level list of patterns
         cfg.redact = _strings(data, "redact", path)
+    record = _table(data, "record", path)
+    for key in record:
+        if key != "output":
+            raise RwError(f"config {path}: [record] has no key {key!r} (output)")
+    cfg.record_output = record.get("output", False)
+    if not isinstance(cfg.record_output, bool):
+        raise RwError(f"config {path}: record.output must be true or false")
     watch = _table(data, "watch", path)
     cfg.watch_paths = _strings(watch, "paths", path)
     cfg.watch_exclude = _strings(watch, "exclude", path)

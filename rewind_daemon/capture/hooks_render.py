@@ -88,7 +88,9 @@ def _watching(paths: Paths, config: Config) -> bool:
         store.close()
 
 
-def render(shell: str, paths: Paths, config: Config) -> str:
+def render(shell: str, paths: Paths, config: Config, record: bool = False) -> str:
+    """The hook code for `shell`; with `record` (or `[record] output = true`),
+    a new terminal shell runs under `rw record`."""
     if shell not in SHELLS:
         raise RwError(f"unsupported shell {shell!r}; choose one of: {', '.join(SHELLS)}")
     ensure_private_dir(paths.data_dir)
@@ -106,6 +108,7 @@ def render(shell: str, paths: Paths, config: Config) -> str:
         "@RW_AUTOSTART@": "1" if config.autostart else "0",
         "@RW_TTY@": _tty(),
         "@RW_USER@": getpass.getuser(),
+        "@RW_RECORD@": "1" if record or config.record_output else "",
     }
     for key, value in values.items():
         template = template.replace(key, shlex.quote(value))

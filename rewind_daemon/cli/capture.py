@@ -16,21 +16,27 @@ from .common import get_config, get_paths, json_option, print_json
 
 @cli.command("init", context_settings=CONTEXT)
 @click.argument("shell", type=click.Choice(["bash", "zsh"]))
-def init_cmd(shell: str) -> None:
+@click.option(
+    "--record", is_flag=True,
+    help="Run each new terminal shell under rw record (as [record] output = true does).",
+)  # fmt: skip
+def init_cmd(shell: str, record: bool) -> None:
     """Print the hook code for SHELL, to be evaluated by your shell's rc file.
 
     It also sets up TAB completion of rw's commands, options, sessions and
-    steps (in zsh, with the completion system compinit loads).
+    steps (in zsh, with the completion system compinit loads). With --record,
+    a new interactive terminal shell becomes `rw record` at that line, once
+    (RW_RECORD=off in its environment: not that shell).
 
     \b
     Example (~/.bashrc, ~/.zshrc):
         eval "$(rw init bash)"
-        eval "$(rw init zsh)"
+        eval "$(rw init zsh --record)"
     """
     from ..capture.hooks_render import render
 
     p = get_paths()
-    code = render(shell, p, get_config(p))
+    code = render(shell, p, get_config(p), record=record)
     if p.notice:  # said at one shell's start, not at every one
         click.echo(f"rw: {p.notice} (see: rw doctor)", err=True)
         p.notice_told()

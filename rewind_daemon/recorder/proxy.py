@@ -24,9 +24,9 @@ import termios
 import time
 import tty
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NoReturn
 
-from ..errors import EXIT_PROBLEM, RwError
+from ..errors import EXIT_PROBLEM, EXIT_USAGE, RwError
 from ..paths import ensure_private_dir
 from .marks import ENV, Splitter, env_value, parse_env
 from .spool import OutputSpool
@@ -34,7 +34,7 @@ from .spool import OutputSpool
 READ = 1 << 16
 QUIET_FLUSH_MS = 50  # a mark's start held back longer than this was no mark
 DRAIN_SECONDS = 1.0  # after the shell's end, what it printed last (a job it left may go on)
-FAULTS = ("splitter", "spool", "loop")  # RW_RECORD_FAULT, for tests
+FAULTS = ("splitter", "spool", "loop", "start")  # RW_RECORD_FAULT, for tests
 _WINSZ = struct.Struct("HHHH")
 _SIGNALS = (
     signal.SIGWINCH, signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP, signal.SIGINT,
@@ -88,6 +88,8 @@ class Proxy:
     # -- the run --------------------------------------------------------------
 
     def run(self) -> int:
+        if self.fault == "start":
+            raise RuntimeError("injected fault (RW_RECORD_FAULT=start)")
         saved = self._saved = termios.tcgetattr(self.stdin)
         size = window_size(self.stdin)
         master, slave = os.openpty()
@@ -457,18 +459,29 @@ def recorder_of(env: dict[str, str], fd: int = 0) -> int | None:
     return pid
 
 
-def record(shell: str, args: list[str], env: dict[str, str], spool_dir: Path) -> int:
+def record(
+    shell: str, args: list[str], env: dict[str, str], spool_dir: Path,
+    hooks: Callable[[dict[str, str]], list[str]] | None = None,
+) -> int:  # fmt: skip
     """Run `shell` (interactive unless `args` say otherwise) under the recorder
-    on this terminal; its exit status."""
+    on this terminal; its exit status. Without `args`, `hooks` (when given)
+    makes the shell's arguments and environment that load rw's hooks."""
     if not os.isatty(0):
-        raise RwError("rw record needs a terminal: standard input is not one")
+        raise NotStarted("rw record needs a terminal: standard input is not one", EXIT_USAGE)
     env = dict(env)
     fault = env.pop("RW_RECORD_FAULT", "")
     if fault and fault not in FAULTS:
-        raise RwError(f"RW_RECORD_FAULT={fault}: expected one of {', '.join(FAULTS)}")
+        raise NotStarted(
+            f"RW_RECORD_FAULT={fault}: expected one of {', '.join(FAULTS)}", EXIT_USAGE
+        )
     ensure_private_dir(spool_dir)
     token = secrets.token_hex(12)
     # RW_RECORD names the terminal, known once it exists: the proxy sets it.
+    if not args and hooks is not None:
+        try:
+            args = hooks(env)
+        except (OSError, RwError) as e:
+            raise NotStarted(f"cannot load rw's hooks: {e}") from None
     argv = [shell, *(args or ["-i"])]
     splitter: Splitter = _FaultySplitter(token) if fault == "splitter" else Splitter(token)
     spool_cls = _FaultySpool if fault == "spool" else OutputSpool
@@ -476,4 +489,30 @@ def record(shell: str, args: list[str], env: dict[str, str], spool_dir: Path) ->
     try:
         return proxy.run()
     except Exception as e:  # noqa: BLE001 - the terminal is restored; one line, no traceback
+        if not proxy.pid:
+            raise NotStarted(f"the recorder could not start: {e}") from None
         raise RwError(f"the recorder failed: {e}", EXIT_PROBLEM) from None
+
+
+class NotStarted(RwError):
+    """The recorder failed before the shell started."""
+
+    exit_code = EXIT_PROBLEM
+
+
+def shell_instead(kind: str, env: dict[str, str], why: str) -> NoReturn:
+    """Run the shell `kind` unrecorded in this process (`rw record --or-shell`,
+    which the hooks exec: the terminal must get its shell whatever happens),
+    after saying why once. RW_RECORD=off keeps its hooks from trying again."""
+    os.write(2, f"rw: output is not recorded in this shell: {why}\n".encode(errors="replace"))
+    env = {**env, ENV: "off"}
+    env.pop("RW_RECORD_FAULT", None)
+    try:
+        shell = resolve_shell(kind, env)
+    except RwError:
+        shell = kind
+    try:
+        os.execvpe(shell, [shell, "-i"], env)
+    except OSError as e:
+        os.write(2, f"rw: cannot start {shell}: {e.strerror}\n".encode(errors="replace"))
+        os._exit(127)
