@@ -62,6 +62,13 @@ services_list = []
 keep_per_session = 200
 max_total_size = 2147483648
 
+[record]
+# Recorded output (rw record): bytes kept of one step's output (beyond it, the
+# first and last half, whole lines, and the count of bytes left out), and a cap
+# on all stored output, compressed, that rw gc keeps (oldest steps' go first).
+max_step_output = 8388608
+max_total_output = 1073741824
+
 [guard]
 # rw guard: seconds without output before the run is halted (TIMEOUT).
 timeout = 30
@@ -121,6 +128,8 @@ class Config:
     max_total_size: int = 2 * 1024 * 1024 * 1024
     guard: GuardConfig = field(default_factory=GuardConfig)
     redact_env_names: list[str] = field(default_factory=list)
+    max_step_output: int = 8 * 1024 * 1024
+    max_total_output: int = 1024 * 1024 * 1024
 
     def ignore_regexes(self) -> list[re.Pattern[str]]:
         return [_compile(p, "ignore") for p in self.ignore]
@@ -225,6 +234,9 @@ def load(path: Path) -> Config:
         setattr(cfg, key, _strings(cp, key, path))
     cfg.keep_per_session = _number(cp, "keep_per_session", cfg.keep_per_session, path, int)
     cfg.max_total_size = _number(cp, "max_total_size", cfg.max_total_size, path, int)
+    record = _table(data, "record", path)
+    for key in ("max_step_output", "max_total_output"):
+        setattr(cfg, key, _number(record, key, getattr(cfg, key), path, int))
     guard = _table(data, "guard", path)
     g = cfg.guard
     g.timeout = _number(guard, "timeout", g.timeout, path, float)

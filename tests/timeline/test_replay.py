@@ -208,7 +208,7 @@ def test_show_prints_a_replayed_steps_output(recorded):
     assert replay("job", "--from", "2").returncode == 0
     replayed = next(s["id"] for s in rw_json("sessions") if s["origin"] == "replay")
     shown = rw("show", replayed, "7").stdout
-    assert shown.endswith("output:\nWARNING: disk is one\n")
+    assert shown.endswith("output    (21 bytes)\nWARNING: disk is one\n")
     assert rw_json("show", replayed, "7")["output"] == "WARNING: disk is one\n"
     assert rw_json("show", "job", "7")["output"] is None  # live steps record no output
 
