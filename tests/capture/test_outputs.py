@@ -1,0 +1,118 @@
+"""OutputReader (capture/outputs.py) over real output spools and a real store:
+when a step's output is stored, exactly once, and what damage costs."""
+
+from __future__ import annotations
+
+from rewind_daemon.capture.outputs import DAMAGED, OutputReader
+from rewind_daemon.recorder.spool import OutputSpool
+from rewind_daemon.redact import MASK, Redactor
+from rewind_daemon.store import Store
+
+SID = "S1"
+COMMON = dict(shell="bash", shell_version="5", pid=None, tty=None, cwd="/", host="h", user="u")
+
+
+def make(tmp_path):
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir(mode=0o700)
+    store = Store(tmp_path / "rw.db")
+    with store.transaction():
+        store.upsert_session(SID, parent_id=None, started_at=1.0, **COMMON)
+    return spool_dir, store, OutputSpool(spool_dir, (80, 24))
+
+
+def step(store, seq, command="cmd"):
+    with store.transaction():
+        store.begin_step(SID, store.next_step_number(SID), seq, command, "/", float(seq))
+
+
+def printed(spool, seq, data: bytes, end=True):
+    spool.start(SID, seq)
+    spool.output(SID, seq, data)
+    if end:
+        spool.end(SID, seq, True)
+
+
+def text(store, number):
+    out = store.step_output(SID, number)
+    return None if out is None else out.text
+
+
+def test_output_waits_for_its_step_and_a_step_never_recorded_loses_it(tmp_path):
+    spool_dir, store, spool = make(tmp_path)
+    reader = OutputReader(spool_dir, store, Redactor())
+    path = spool_dir / "S1.output"
+    printed(spool, 1, b"first\r\n")
+    printed(spool, 2, b"not recorded\r\n")  # a line typed with a leading space
+    printed(spool, 3, b"third\r\n")
+    assert reader.ingest_file(path) == 0  # no step yet: kept in the spool
+    assert text(store, 1) is None
+    assert store.spool_offset("S1.output") < path.read_bytes().index(b"first")
+    step(store, 1)
+    assert reader.ingest_file(path) == 1
+    assert text(store, 1) == "first\n"
+    step(store, 3)  # seq 2 never will be: its output is dropped
+    assert reader.ingest_file(path) == 1
+    assert text(store, 2) == "third\n"
+    assert store.spool_offset("S1.output") == path.stat().st_size
+    assert path.read_bytes().strip(b"\0") == b""  # what was stored is erased from the spool
+
+
+def test_a_reader_started_again_from_the_committed_offset_stores_nothing_twice(tmp_path):
+    spool_dir, store, spool = make(tmp_path)
+    path = spool_dir / "S1.output"
+    step(store, 1)
+    step(store, 2)
+    printed(spool, 1, b"one\r\n")
+    spool.start(SID, 2)
+    spool.output(SID, 2, b"two, part 1\r\n")
+    reader = OutputReader(spool_dir, store, Redactor())
+    assert reader.ingest_file(path) == 1
+    committed = store.spool_offset("S1.output")
+    assert 0 < committed < path.stat().st_size  # step 2's records wait, in the spool
+    spool.output(SID, 2, b"two, part 2\r\n")
+    spool.end(SID, 2, True)
+    # The daemon killed: a new reader starts from what the store says.
+    again = OutputReader(spool_dir, store, Redactor())
+    assert again.ingest_file(path) == 1
+    assert text(store, 1) == "one\n"
+    assert text(store, 2) == "two, part 1\ntwo, part 2\n"
+    assert again.ingest_file(path) == 0
+
+
+def test_a_damaged_record_is_dropped_alone_and_counted(tmp_path):
+    spool_dir, store, spool = make(tmp_path)
+    path = spool_dir / "S1.output"
+    for seq in (1, 2, 3):
+        step(store, seq)
+    printed(spool, 1, b"one\r\n")
+    size = path.stat().st_size
+    printed(spool, 2, b"two\r\n")
+    printed(spool, 3, b"three\r\n")
+    data = bytearray(path.read_bytes())
+    at = data.index(b"two", size)
+    data[at] ^= 0xFF  # its CRC no longer matches
+    path.write_bytes(bytes(data))
+    reader = OutputReader(spool_dir, store, Redactor())
+    reader.ingest_file(path)
+    assert text(store, 1) == "one\n"
+    assert text(store, 3) == "three\n"
+    out = store.step_output(SID, 2)
+    assert out is not None and out.text == "" and out.size == 5  # its bytes are lost, counted
+    assert store.counter(DAMAGED) == 1
+
+
+def test_the_cap_and_redaction_apply_before_the_store(tmp_path):
+    spool_dir, store, spool = make(tmp_path)
+    path = spool_dir / "S1.output"
+    step(store, 1)
+    token = "ghp_" + "A1b2" * 9
+    body = b"".join(b"line %d\r\n" % i for i in range(1000))
+    printed(spool, 1, b"key " + token.encode() + b"\r\n" + body + b"end " + token.encode())
+    OutputReader(spool_dir, store, Redactor(), cap=1000).ingest_file(path)
+    out = store.step_output(SID, 1)
+    assert out is not None
+    assert out.text.startswith(f"key {MASK}\nline 0\n") and out.text.endswith(f"end {MASK}")
+    assert token.encode() not in out.raw and len(out.raw) <= 1000
+    assert out.omitted > 0 and out.size == len(body) + 2 * len(token) + 10
+    assert token.encode() not in (tmp_path / "rw.db").read_bytes()
