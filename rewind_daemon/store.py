@@ -244,6 +244,10 @@ _STEP_COLS = (
 )
 
 
+_OUTPUT_COLS = "raw, text, size, omitted, complete"
+_OUTPUT_COLS_V3 = "output, NULL, -1, 0, 1"  # (size -1: unknown, the bytes' length)
+
+
 def _output_row(
     raw: bytes, text: bytes | None, size: int, omitted: int, complete: int
 ) -> OutputRow:
@@ -314,6 +318,8 @@ class Store:
 
     def _migrate(self, readonly: bool) -> None:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        # A store opened for reading is read as it is (the daemon migrates it).
+        self._output_cols = _OUTPUT_COLS if version >= 5 or not readonly else _OUTPUT_COLS_V3
         if version > SCHEMA_VERSION:
             raise StoreError(
                 f"store {self.path} has schema {version}; this rw knows up to "
@@ -704,16 +710,13 @@ class Store:
         )  # fmt: skip
 
     def step_output(self, sid: str, number: int) -> OutputRow | None:
-        q = (
-            "SELECT raw, text, size, omitted, complete FROM step_outputs"
-            " WHERE session=? AND number=?"
-        )
+        q = f"SELECT {self._output_cols} FROM step_outputs WHERE session=? AND number=?"
         row = self.db.execute(q, (sid, number)).fetchone()
         return _output_row(*row) if row else None
 
     def step_outputs(self, sid: str, first: int, last: int) -> dict[int, OutputRow]:
         q = (
-            "SELECT number, raw, text, size, omitted, complete FROM step_outputs"
+            f"SELECT number, {self._output_cols} FROM step_outputs"
             " WHERE session=? AND number BETWEEN ? AND ?"
         )
         return {r[0]: _output_row(*r[1:]) for r in self.db.execute(q, (sid, first, last))}

@@ -66,16 +66,22 @@ def test_a_version_4_store_keeps_its_replay_outputs_in_the_one_output_model(no_a
     db.execute("PRAGMA user_version=4")
     db.commit()
     db.close()
-    s = Store(path)
-    assert s.schema_version() == 5
-    assert s.step_output("s1", 1) == OutputRow(printed, None, len(printed), 0, True)
-    s.close()
-    shown = subprocess.run([RW, "show", "s1", "1", "--json"], capture_output=True, text=True)
-    doc = json.loads(shown.stdout)
-    assert doc["output"] == "ok built\nwarn\ufffd\n"
-    assert doc["output_bytes"] == len(printed) and doc["output_truncated"] is False
-    raw = subprocess.run([RW, "show", "s1", "1", "--raw"], capture_output=True, check=True)
-    assert raw.stdout == printed
+    old = Store.open_for_reading(path)  # no daemon to migrate it yet: read as it is
+    assert old is not None and old.schema_version() == 4
+    assert old.step_output("s1", 1) == OutputRow(printed, None, -1, 0, True)
+    old.close()
+    for migrated in (False, True):  # rw show reads it before and after the daemon migrates
+        if migrated:
+            s = Store(path)
+            assert s.schema_version() == 5
+            assert s.step_output("s1", 1) == OutputRow(printed, None, len(printed), 0, True)
+            s.close()
+        shown = subprocess.run([RW, "show", "s1", "1", "--json"], capture_output=True, text=True)
+        doc = json.loads(shown.stdout)
+        assert doc["output"] == "ok built\nwarn\ufffd\n"
+        assert doc["output_bytes"] == len(printed) and doc["output_truncated"] is False
+        raw = subprocess.run([RW, "show", "s1", "1", "--raw"], capture_output=True, check=True)
+        assert raw.stdout == printed
     # New outputs are stored beside it in the same table, text and all.
     s = Store(path)
     with s.transaction():
