@@ -37,7 +37,8 @@ from .termtext import text_of
 
 log = logging.getLogger("rw.ingest")
 
-CHUNK = MAX_BODY + 64 * 1024
+CHUNK = MAX_BODY + 64 * 1024  # the most read at once: a whole record of the largest
+READ = 1 << 20  # what is read (and stored in one transaction) at a time
 # A spool of an ended session, untouched this long, has all its recorder wrote.
 QUIET_SECONDS = 2.0
 DAMAGED = "dropped_output"  # the store's counter of damaged output records
@@ -133,13 +134,17 @@ class OutputReader:
                 final = self._final(sid, st.st_mtime)
                 if state.parsed >= st.st_size and not state.steps:
                     return 0
+                want = READ
                 while True:
                     fh.seek(state.parsed)
-                    buf = fh.read(CHUNK)
+                    buf = fh.read(want)
                     more = state.parsed + len(buf) < st.st_size
+                    before = state.parsed
                     stored += self._apply(name, state, buf, final and not more)
                     if not more:
                         break
+                    # A record larger than what was read: read more at once.
+                    want = READ if state.parsed > before else min(want * 4, CHUNK)
         except FileNotFoundError:
             self._files.pop(name, None)
             return stored

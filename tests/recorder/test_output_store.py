@@ -112,25 +112,42 @@ def test_each_steps_output_is_stored_as_text_and_exact_bytes(daemon, recorded, k
     assert TOKEN.encode() not in database_bytes(daemon)
 
 
-def test_the_daemon_killed_mid_ingest_loses_and_duplicates_nothing(daemon, recorded):
+def test_the_daemon_killed_mid_ingest_loses_and_duplicates_nothing(rw_home, recorded):
+    write_config(rw_home, "[daemon]\nautostart = false\n")
     sh = recorded("bash", rc=HOOKED["bash"])
-    sid = None
-    for i in range(1, 31):
-        if i % 10 == 0:
-            pid = daemon_pid(daemon)
-            assert pid is not None
-            os.kill(pid, signal.SIGKILL)
-            time.sleep(0.05)
-        sh.run(f"seq {i * 100} {i * 100 + 2}")
-        if i % 10 == 5:
-            rw("daemon", "start", check=False)
-    rw("daemon", "start", check=False)
+    for i in range(1, 31):  # ~110 kB each, spooled while no daemon runs
+        sh.run(f"seq {i} {i + 20000} >/dev/null; seq {i} {i + 20000}")
+    sh.exit_status()
+    db = rw_home / "data" / "rw.db"
+
+    def stored() -> int:
+        if not db.exists():
+            return 0
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            return con.execute("SELECT count(*) FROM step_outputs").fetchone()[0]
+        except sqlite3.OperationalError:  # no table yet
+            return 0
+        finally:
+            con.close()
+
+    counts = []
+    for delay in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.2, 1.5, 2.0):
+        (rw_home / "run" / "daemon.pid").unlink(missing_ok=True)
+        start = subprocess.Popen([RW, "daemon", "start"], stderr=subprocess.DEVNULL)
+        pid = wait_for(lambda: daemon_pid(rw_home), 20)  # written before it ingests
+        time.sleep(delay)
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: not os.path.exists(f"/proc/{pid}") or None)
+        start.wait(30)
+        counts.append(stored())
+    assert any(0 < n < 30 for n in counts), counts  # killed mid-ingest, at least once
+    rw("daemon", "start")
     sid = only_session()
     for i in range(1, 31):
         doc = wait_output(sid, i)
-        assert doc["output"] == "".join(f"{n}\n" for n in range(i * 100, i * 100 + 3)), i
-    db = sqlite3.connect(daemon / "data" / "rw.db")
-    assert db.execute("SELECT count(*) FROM step_outputs").fetchone()[0] == 30
+        assert doc["output"] == "".join(f"{n}\n" for n in range(i, i + 20001)), i
+    assert stored() == len(rw_json("log", sid)) == 31  # (the exit too)
 
 
 def test_the_per_step_cap_keeps_the_first_and_last_lines(rw_home, recorded):
