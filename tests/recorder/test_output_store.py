@@ -138,7 +138,7 @@ def test_the_daemon_killed_mid_ingest_loses_and_duplicates_nothing(rw_home, reco
         pid = wait_for(lambda: daemon_pid(rw_home), 20)  # written before it ingests
         time.sleep(delay)
         os.kill(pid, signal.SIGKILL)
-        wait_for(lambda: not os.path.exists(f"/proc/{pid}") or None)
+        wait_for(lambda p=pid: not os.path.exists(f"/proc/{p}") or None)
         start.wait(30)
         counts.append(stored())
     assert any(0 < n < 30 for n in counts), counts  # killed mid-ingest, at least once
