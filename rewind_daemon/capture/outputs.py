@@ -64,8 +64,13 @@ def make_output(
     masked, n = redactor.text(raw.decode("utf-8", "surrogateescape"))
     if n:
         raw = masked.encode("utf-8", "surrogateescape")
+    # The text comes of the masked bytes: a secret found in it was hidden from
+    # the rules in the bytes (an escape sequence inside it). The bytes are not
+    # kept then: the masked text stands for them.
     text, m = redactor.text(text_of(raw, command))
-    return OutputRow(raw, text, size, omitted, complete), max(n, m)
+    if m:
+        raw = text.encode()
+    return OutputRow(raw, text, size, omitted, complete), n + m
 
 
 @dataclass

@@ -3,7 +3,7 @@ when a step's output is stored, exactly once, and what damage costs."""
 
 from __future__ import annotations
 
-from rewind_daemon.capture.outputs import DAMAGED, OutputReader
+from rewind_daemon.capture.outputs import DAMAGED, OutputReader, make_output
 from rewind_daemon.recorder.spool import OutputSpool
 from rewind_daemon.redact import MASK, Redactor
 from rewind_daemon.store import Store
@@ -116,3 +116,14 @@ def test_the_cap_and_redaction_apply_before_the_store(tmp_path):
     assert token.encode() not in out.raw and len(out.raw) <= 1000
     assert out.omitted > 0 and out.size == len(body) + 2 * len(token) + 10
     assert token.encode() not in (tmp_path / "rw.db").read_bytes()
+
+
+def test_a_secret_split_by_an_escape_sequence_is_kept_out_of_the_bytes_too():
+    body = "A1b2" * 9
+    raw = b"\x1b[32mok\x1b[0m token ghp_\x1b[1m" + body.encode() + b"\x1b[0m\r\n"
+    out, n = make_output(raw, "deploy", Redactor())
+    assert n == 1
+    assert out.text == f"ok token {MASK}\n"
+    assert body.encode() not in out.raw and out.raw == out.text.encode()
+    plain, _ = make_output(b"\x1b[32mok\x1b[0m\r\n", "deploy", Redactor())
+    assert plain.raw == b"\x1b[32mok\x1b[0m\r\n"  # no secret: the bytes as they were
