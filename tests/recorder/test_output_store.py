@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import time
 
+import pexpect
 import pytest
 
 from ..conftest import RW, daemon_pid, rw, rw_json, wait_for, write_config
@@ -177,6 +178,10 @@ def test_show_prints_the_tail_and_output_prints_all(daemon, recorded):
     assert rw("show", sid, "1", "--output").stdout == "".join(f"{n}\n" for n in range(1, 51))
     both = rw("show", sid, "1", "--output", "--raw", check=False)
     assert both.returncode == 2 and len(both.stderr.splitlines()) == 1
+    # To a terminal, --raw ends with a reset (colours off, the main screen, a cursor).
+    term = pexpect.spawn(RW, ["show", sid, "1", "--raw"], env=dict(os.environ))
+    term.expect(pexpect.EOF)
+    assert term.before.endswith(b"50\r\r\n\x1b[0m\x1b[?1049l\x1b[?25h")  # (onlcr)
 
 
 def test_gc_drops_the_oldest_output_over_the_quota(rw_home, recorded):
