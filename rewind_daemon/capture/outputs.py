@@ -33,7 +33,7 @@ from ..store import MAX_OUTPUT, OutputRow, Store
 from .ingest import punch
 from .logonce import LogOnce
 from .output_spool import MAX_BODY, OUTPUT_SUFFIX, capped, iter_records
-from .termtext import text_of
+from .termtext import is_plain, text_of
 
 log = logging.getLogger("rw.ingest")
 
@@ -67,9 +67,11 @@ def make_output(
     # The text comes of the masked bytes: a secret found in it was hidden from
     # the rules in the bytes (an escape sequence inside it). The bytes are not
     # kept then: the masked text stands for them.
-    text, m = redactor.text(text_of(raw, command))
-    if m:
-        raw = text.encode()
+    text, m = text_of(raw, command), 0
+    if not is_plain(raw):  # (plain bytes: their text holds no secret they do not)
+        text, m = redactor.text(text)
+        if m:
+            raw = text.encode()
     return OutputRow(raw, text, size, omitted, complete), n + m
 
 

@@ -18,15 +18,29 @@ import re
 # two-byte escape. A string cut off by another escape ends there; one never
 # ended runs to the end of the output (its program was cut off).
 _ESCAPE = re.compile(
-    r"\x1b\[([0-?]*)[ -/]*([@-~])?"
-    r"|\x1b[\]PX^_][^\x07\x1b]*(?:\x07|\x1b\\|(?=\x1b)|$)"
-    r"|\x1b[ -/]*[0-~]?"
+    r"\x1b(?:"  # (one literal first: the regex engine then skips to each ESC fast)
+    r"\[([0-?]*)[ -/]*([@-~])?"
+    r"|[\]PX^_][^\x07\x1b]*(?:\x07|\x1b\\|(?=\x1b)|$)"
+    r"|[ -/]*[0-~]?)"
 )
 # Entering and leaving the alternate screen (xterm's 1049, 1047 and 47).
 _ALT_ON = {"?1049", "?1047", "?47"}
+_ALT_SCREEN = re.compile(r"\x1b\[\?[0-9;]*(?:1049|1047|47)[0-9;]*[hl]")
+_ERASE_LINE = re.compile(r"\x1b\[0?K")
 # Control characters that draw nothing (tab, newline, CR and BS are handled).
 _CONTROLS = re.compile(r"[\x00-\x07\x0b\x0c\x0e-\x19\x1c-\x1f\x7f]")
 _ERASE = "\x1a"  # stands for `ESC [ K` between the two passes (SUB: never kept)
+
+
+# What makes the text differ from the bytes other than in line ends: escapes,
+# backspaces, a CR not before LF, other controls.
+_NOT_PLAIN = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)")
+
+
+def is_plain(raw: bytes) -> bool:
+    """Whether the text of `raw` is its characters in the same order (CR LF made
+    LF, invalid UTF-8 replaced): nothing joined that the bytes hold apart."""
+    return _NOT_PLAIN.search(raw) is None
 
 
 def _program(command: str) -> str:
@@ -43,6 +57,9 @@ def text_of(raw: bytes, command: str = "") -> str:
     s = raw.decode("utf-8", "replace").replace(_ERASE, "")
     if "\x1b" not in s:
         return _lines(_CONTROLS.sub("", s))
+    if not _ALT_SCREEN.search(s):
+        # The common case, in C: erases marked, then every escape removed.
+        return _lines(_CONTROLS.sub("", _ESCAPE.sub("", _ERASE_LINE.sub(_ERASE, s))))
     out: list[str] = []
     pos = 0
     alt = False
@@ -79,18 +96,25 @@ def text_of(raw: bytes, command: str = "") -> str:
 
 
 def _lines(s: str) -> str:
+    if "\r" in s:
+        s = s.replace("\r\n", "\n")  # CR LF, as a terminal's line discipline writes it
     if "\r" not in s and "\b" not in s and _ERASE not in s:
         return s
-    lines = s.split("\n")
-    for i, line in enumerate(lines):
-        if line.endswith("\r"):
-            line = line[:-1]  # CR LF, as a terminal's line discipline writes it
-        if "\r" in line or "\b" in line or _ERASE in line:
-            line = _overwrite(line)
-        lines[i] = line
-    return "\n".join(lines)
+    # Only the lines that hold a CR, a backspace or an erase need work.
+    out = []
+    pos = 0
+    while (m := _SPECIAL.search(s, pos)) is not None:
+        start = s.rfind("\n", pos, m.start()) + 1
+        end = s.find("\n", m.end())
+        end = len(s) if end < 0 else end
+        out.append(s[pos:start])
+        out.append(_overwrite(s[start:end]))
+        pos = end
+    out.append(s[pos:])
+    return "".join(out)
 
 
+_SPECIAL = re.compile(r"[\r\b\x1a]")
 _PIECES = re.compile(r"[\r\b\x1a]|[^\r\b\x1a]+")
 
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from rewind_daemon.capture.termtext import text_of
+from rewind_daemon.capture.termtext import is_plain, text_of
 
 CASES = [
     ("plain lines, CR LF as a terminal gets them", b"one\r\ntwo\r\n", "", "one\ntwo\n"),
@@ -82,3 +82,21 @@ def test_text_is_made_fast():
     assert "[ok] compiling module_199999.c" in text
     mb_per_s = len(raw) / took / 1e6
     assert mb_per_s > 20, f"{mb_per_s:.0f} MB/s"
+
+
+@pytest.mark.parametrize(
+    "raw, plain",
+    [
+        (b"a\r\nb\n", True),
+        ("caf\u00e9\tok\r\n".encode(), True),
+        (b"\xff\xfe\r\n", True),
+        (b"a\x1b[1mb", False),
+        (b"ab\bc", False),
+        (b"a\rb\r\n", False),
+        (b"a\x07b", False),
+    ],
+)
+def test_plain_output_is_told_apart(raw, plain):
+    assert is_plain(raw) is plain
+    if plain:  # its text is its characters, line ends aside
+        assert text_of(raw) == raw.decode("utf-8", "replace").replace("\r\n", "\n")
