@@ -52,7 +52,7 @@ def _int_or_none(value: str) -> int | None:
     return int(value) if value.lstrip("-").isdigit() else None
 
 
-def _store_trouble(e: Exception) -> bool:
+def store_trouble(e: Exception) -> bool:
     """Whether an error is the store's (full, busy, failing, closed), not a record's:
     values can only break a constraint (a NaN into NOT NULL) or be too big."""
     if isinstance(e, (sqlite3.IntegrityError, sqlite3.DataError)):
@@ -116,7 +116,7 @@ class Ingester:
                 with self.store.savepoint():
                     handler(item.fields)
             except Exception as e:  # noqa: BLE001 - sorted out below
-                if _store_trouble(e):
+                if store_trouble(e):
                     raise
                 self._forget_rows()  # they may name rows the savepoint took back
                 if retry or isinstance(e, ValueError):

@@ -30,7 +30,7 @@ from pathlib import Path
 from ..paths import session_file
 from ..redact import Redactor
 from ..store import MAX_OUTPUT, OutputRow, Store
-from .ingest import punch
+from .ingest import punch, store_trouble
 from .logonce import LogOnce
 from .output_spool import MAX_BODY, OUTPUT_SUFFIX, capped, iter_records
 from .termtext import is_plain, text_of
@@ -147,7 +147,9 @@ class OutputReader:
                     buf = fh.read(want)
                     more = state.parsed + len(buf) < st.st_size
                     before = state.parsed
-                    stored += self._apply(name, state, buf, final and not more)
+                    # Nothing whole in the most that is read at once: damage, skipped.
+                    stuck = more and want >= CHUNK
+                    stored += self._apply(name, sid, state, buf, final and not more, stuck)
                     if not more:
                         break
                     # A record larger than what was read: read more at once.
@@ -168,30 +170,30 @@ class OutputReader:
             and time.time() - mtime >= QUIET_SECONDS
         )
 
-    def _apply(self, name: str, state: _File, buf: bytes, final: bool) -> int:
+    def _apply(
+        self, name: str, sid: str, state: _File, buf: bytes, final: bool, stuck: bool = False
+    ) -> int:
+        """Take in the records of `buf` (read at `state.parsed`; `final`: the spool
+        is complete) and store the steps that can be, in one transaction."""
         damaged: list[int] = []
         pos = 0
-        for r, end in iter_records(buf, final=final, damaged=damaged):
+        for r, end in iter_records(buf, final=final or stuck, damaged=damaged):
             at = state.parsed + pos
             pos = end
-            if r.kind == "O":
+            if r.session != sid:
+                damaged.append(end - at)  # another session's records are not this file's
+            elif r.kind == "O":
                 step = state.steps.setdefault((r.session, r.seq), _Pending(at))
                 if r.data:
                     step.parts.append((r.offset, r.data, r.time))
             elif r.kind == "E":
                 step = state.steps.setdefault((r.session, r.seq), _Pending(at))
                 step.total, step.ended = r.offset, r.ended
-        if final:
+        if final or stuck:
             pos = len(buf)
         state.parsed += pos
         stored = 0
         with self.store.transaction():
-            if damaged:
-                self.stats.dropped += len(damaged)
-                self.store.add_counter(DAMAGED, len(damaged))
-                self._log.warning(
-                    name, "%s: dropped %d damaged output record(s)", name, len(damaged)
-                )
             for key, step in list(state.steps.items()):
                 if step.total is None and not final:
                     continue
@@ -203,7 +205,20 @@ class OutputReader:
                 del state.steps[key]
                 if self.store.has_output(key[0], number):
                     continue  # stored before a crash, read again
-                stored += self._store(key[0], number, step)
+                try:
+                    with self.store.savepoint():
+                        stored += self._store(key[0], number, step)
+                except Exception as e:  # noqa: BLE001 - sorted out here
+                    if store_trouble(e):
+                        raise  # rolled back: read again, nothing lost
+                    damaged.append(0)  # this step's output alone is lost, counted
+                    log.warning("%s: dropped the output of step %d: %s", name, number, e)
+            if damaged:
+                self.stats.dropped += len(damaged)
+                self.store.add_counter(DAMAGED, len(damaged))
+                self._log.warning(
+                    name, "%s: dropped %d damaged output record(s)", name, len(damaged)
+                )
             firsts = [s.first for s in state.steps.values()]
             committed = min(firsts) if firsts else state.parsed
             if committed != state.committed:

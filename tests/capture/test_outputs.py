@@ -3,7 +3,9 @@ when a step's output is stored, exactly once, and what damage costs."""
 
 from __future__ import annotations
 
-from rewind_daemon.capture.outputs import DAMAGED, OutputReader, make_output
+import signal
+
+from rewind_daemon.capture.outputs import CHUNK, DAMAGED, OutputReader, make_output
 from rewind_daemon.recorder.spool import OutputSpool
 from rewind_daemon.redact import MASK, Redactor
 from rewind_daemon.store import Store
@@ -127,3 +129,45 @@ def test_a_secret_split_by_an_escape_sequence_is_kept_out_of_the_bytes_too():
     assert body.encode() not in out.raw and out.raw == out.text.encode()
     plain, _ = make_output(b"\x1b[32mok\x1b[0m\r\n", "deploy", Redactor())
     assert plain.raw == b"\x1b[32mok\x1b[0m\r\n"  # no secret: the bytes as they were
+
+
+def test_damage_larger_than_a_read_is_skipped_in_a_spool_still_written(tmp_path):
+    spool_dir, store, spool = make(tmp_path)
+    path = spool_dir / "S1.output"
+    step(store, 1)
+    step(store, 2)
+    printed(spool, 1, b"before\r\n")
+    with open(path, "ab") as f:
+        f.write(b"x" * (CHUNK + 4096))  # no record in more than the most read at once
+    printed(spool, 2, b"after\r\n")
+
+    def too_long(*_):
+        raise TimeoutError("the reader is stuck")
+
+    old = signal.signal(signal.SIGALRM, too_long)
+    signal.alarm(60)
+    try:
+        OutputReader(spool_dir, store, Redactor()).ingest_file(path)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    assert text(store, 1) == "before\n" and text(store, 2) == "after\n"
+    assert store.counter(DAMAGED) >= 1  # (a run per read it spans)
+
+
+def test_records_of_another_session_in_a_spool_are_dropped(tmp_path):
+    spool_dir, store, spool = make(tmp_path)
+    path = spool_dir / "S1.output"
+    step(store, 1)
+    printed(spool, 1, b"mine\r\n")
+    step(store, 2)
+    other = OutputSpool(tmp_path / "other", (80, 24))
+    other.start("S2", 1)
+    other.output("S2", 1, b"not mine\r\n")
+    other.end("S2", 1, True)
+    with open(path, "ab") as f:
+        f.write((tmp_path / "other" / "S2.output").read_bytes())
+    printed(spool, 2, b"mine too\r\n")
+    OutputReader(spool_dir, store, Redactor()).ingest_file(path)
+    assert text(store, 1) == "mine\n" and text(store, 2) == "mine too\n"
+    assert store.counter(DAMAGED) == 4  # its size, start, output and end records
