@@ -331,7 +331,7 @@ def test_the_readme_lists_the_terminal_bound_variables():
 
     from rewind_daemon.timeline.travel import TERMINAL_BOUND
 
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
     section = readme.split("<!-- terminal-bound variables -->")[1].split("<!-- end -->")[0]
     listed = set(re.findall(r"`([A-Z_]+)`", section))
     assert listed == TERMINAL_BOUND
