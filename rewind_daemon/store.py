@@ -7,6 +7,7 @@ import json
 import os
 import sqlite3
 import stat
+import struct
 import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -135,8 +136,9 @@ CREATE TABLE watches (
 
 # v5: one model for every step's output (recorded shells, replays, guard runs):
 # the bytes as the terminal got them and their text, both compressed and
-# redacted, the size the step printed, the bytes the cap left out, and whether
-# it is complete (the step's end was seen). Replays' outputs move over as they
+# redacted, the size the step printed, the bytes the cap left out, whether it
+# is complete (the step's end was seen), and when each part was printed; and
+# the recorded terminals' sizes over time (for the cast export). Replays' outputs move over as they
 # were (their text is made from the bytes when read: it is NULL).
 _SCHEMA_V5 = """
 CREATE TABLE step_outputs_v5 (
@@ -147,12 +149,21 @@ CREATE TABLE step_outputs_v5 (
     size     INTEGER NOT NULL,
     omitted  INTEGER NOT NULL DEFAULT 0,
     complete INTEGER NOT NULL DEFAULT 1,
+    timing   BLOB,
     PRIMARY KEY (session, number)
 ) WITHOUT ROWID;
 INSERT INTO step_outputs_v5 (session, number, raw, size)
     SELECT session, number, output, -1 FROM step_outputs;
 DROP TABLE step_outputs;
 ALTER TABLE step_outputs_v5 RENAME TO step_outputs;
+
+CREATE TABLE terminal_sizes (
+    session TEXT NOT NULL,
+    at      REAL NOT NULL,
+    columns INTEGER NOT NULL,
+    rows    INTEGER NOT NULL,
+    PRIMARY KEY (session, at)
+) WITHOUT ROWID;
 """
 
 MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4, 5: _SCHEMA_V5}
@@ -229,6 +240,9 @@ class OutputRow:
     size: int  # bytes the step printed
     omitted: int = 0  # of them, left out by the cap
     complete: bool = True  # the step's end was seen (not cut off by its shell's end)
+    # When its parts were printed: (offset in the output as printed, before the
+    # cap and redaction; wall time), in order. Empty where not recorded (replays).
+    timing: tuple[tuple[int, float], ...] = ()
 
 
 _SESSION_COLS = (
@@ -244,17 +258,19 @@ _STEP_COLS = (
 )
 
 
-_OUTPUT_COLS = "raw, text, size, omitted, complete"
-_OUTPUT_COLS_V3 = "output, NULL, -1, 0, 1"  # (size -1: unknown, the bytes' length)
+_OUTPUT_COLS = "raw, text, size, omitted, complete, timing"
+_OUTPUT_COLS_V3 = "output, NULL, -1, 0, 1, NULL"  # (size -1: unknown, the bytes' length)
+_TIMING = struct.Struct("<Qd")
 
 
 def _output_row(
-    raw: bytes, text: bytes | None, size: int, omitted: int, complete: int
+    raw: bytes, text: bytes | None, size: int, omitted: int, complete: int, timing: bytes | None
 ) -> OutputRow:
+    times = tuple(_TIMING.iter_unpack(zlib.decompress(timing))) if timing else ()
     return OutputRow(
         zlib.decompress(raw),
         None if text is None else zlib.decompress(text).decode(),
-        size, omitted, bool(complete),
+        size, omitted, bool(complete), times,
     )  # fmt: skip
 
 
@@ -702,12 +718,26 @@ class Store:
 
     def set_output(self, sid: str, number: int, out: OutputRow) -> None:
         text = None if out.text is None else zlib.compress(out.text.encode(), 6)
+        timing = b"".join(_TIMING.pack(o, t) for o, t in out.timing)
         self.db.execute(
             "INSERT OR REPLACE INTO step_outputs"
-            " (session, number, raw, text, size, omitted, complete) VALUES (?,?,?,?,?,?,?)",
+            " (session, number, raw, text, size, omitted, complete, timing)"
+            " VALUES (?,?,?,?,?,?,?,?)",
             (sid, number, zlib.compress(out.raw, 6), text, out.size, out.omitted,
-             int(out.complete)),
+             int(out.complete), zlib.compress(timing, 6) if timing else None),
         )  # fmt: skip
+
+    def add_terminal_size(self, sid: str, at: float, columns: int, rows: int) -> None:
+        """A recorded terminal's size from `at` on (at its start, and each resize)."""
+        self.db.execute(
+            "INSERT OR IGNORE INTO terminal_sizes (session, at, columns, rows) VALUES (?,?,?,?)",
+            (sid, at, columns, rows),
+        )
+
+    def terminal_sizes(self, sid: str) -> list[tuple[float, int, int]]:
+        """(from when, columns, rows) of a recorded session's terminal, in order."""
+        q = "SELECT at, columns, rows FROM terminal_sizes WHERE session=? ORDER BY at"
+        return [tuple(r) for r in self.db.execute(q, (sid,))]
 
     def step_output(self, sid: str, number: int) -> OutputRow | None:
         q = f"SELECT {self._output_cols} FROM step_outputs WHERE session=? AND number=?"

@@ -32,7 +32,7 @@ from ..redact import Redactor
 from ..store import MAX_OUTPUT, OutputRow, Store
 from .ingest import punch, store_trouble
 from .logonce import LogOnce
-from .output_spool import MAX_BODY, OUTPUT_SUFFIX, capped, iter_records
+from .output_spool import MAX_BODY, OUTPUT_SUFFIX, Record, capped, iter_records
 from .termtext import is_plain, text_of
 
 log = logging.getLogger("rw.ingest")
@@ -53,6 +53,7 @@ def make_output(
     size: int | None = None,
     omitted: int = 0,
     complete: bool = True,
+    timing: tuple[tuple[int, float], ...] = (),
 ) -> tuple[OutputRow, int]:
     """The stored form of a step's output `raw` (`size`: what it printed, when
     more than `raw` holds; `omitted`: bytes already left out of `raw`), and how
@@ -72,7 +73,7 @@ def make_output(
         text, m = redactor.text(text)
         if m:
             raw = text.encode()
-    return OutputRow(raw, text, size, omitted, complete), n + m
+    return OutputRow(raw, text, size, omitted, complete, timing), n + m
 
 
 @dataclass
@@ -176,6 +177,7 @@ class OutputReader:
         """Take in the records of `buf` (read at `state.parsed`; `final`: the spool
         is complete) and store the steps that can be, in one transaction."""
         damaged: list[int] = []
+        sizes: list[Record] = []
         pos = 0
         for r, end in iter_records(buf, final=final or stuck, damaged=damaged):
             at = state.parsed + pos
@@ -189,6 +191,8 @@ class OutputReader:
             elif r.kind == "E":
                 step = state.steps.setdefault((r.session, r.seq), _Pending(at))
                 step.total, step.ended = r.offset, r.ended
+            elif r.kind == "Z":
+                sizes.append(r)
         if final or stuck:
             pos = len(buf)
         state.parsed += pos
@@ -213,6 +217,8 @@ class OutputReader:
                         raise  # rolled back: read again, nothing lost
                     damaged.append(0)  # this step's output alone is lost, counted
                     log.warning("%s: dropped the output of step %d: %s", name, number, e)
+            for z in sizes:  # (the session may not be stored yet: kept all the same)
+                self.store.add_terminal_size(sid, z.time, *z.size)
             if damaged:
                 self.stats.dropped += len(damaged)
                 self.store.add_counter(DAMAGED, len(damaged))
@@ -237,6 +243,7 @@ class OutputReader:
         out, n = make_output(
             data, row.command if row else "", self.redactor,
             cap=self.cap, size=total, omitted=omitted, complete=step.ended,
+            timing=tuple(sorted((o, t) for o, _, t in step.parts)),
         )  # fmt: skip
         self.store.set_output(sid, number, out)
         if n:

@@ -171,3 +171,22 @@ def test_records_of_another_session_in_a_spool_are_dropped(tmp_path):
     OutputReader(spool_dir, store, Redactor()).ingest_file(path)
     assert text(store, 1) == "mine\n" and text(store, 2) == "mine too\n"
     assert store.counter(DAMAGED) == 4  # its size, start, output and end records
+
+
+def test_when_each_part_was_printed_and_the_terminals_sizes_are_kept(tmp_path):
+    """For the cast export: the time of each part of a step's output (at its
+    offset in the output as printed) and the terminal's size over time."""
+    spool_dir, store, _ = make(tmp_path)
+    clock = iter([100.0, 100.5, 101.0, 101.25, 102.0, 103.0, 104.0]).__next__
+    spool = OutputSpool(spool_dir, (80, 24), clock=clock)
+    path = spool_dir / "S1.output"
+    step(store, 1)
+    spool.start(SID, 1)  # the size at 100.0, the start at 100.5
+    spool.output(SID, 1, b"one\r\n")  # 101.0
+    spool.resize((120, 40))  # 101.25
+    spool.output(SID, 1, b"two\r\n")  # 102.0
+    spool.end(SID, 1, True)
+    OutputReader(spool_dir, store, Redactor()).ingest_file(path)
+    out = store.step_output(SID, 1)
+    assert out is not None and out.timing == ((0, 101.0), (5, 102.0))
+    assert store.terminal_sizes(SID) == [(100.0, 80, 24), (101.25, 120, 40)]
