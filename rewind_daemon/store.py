@@ -782,15 +782,21 @@ class Store:
 
     def output_usage(self) -> tuple[int, int]:
         """(steps with output, bytes their outputs take, compressed)."""
-        q = "SELECT count(*), coalesce(sum(length(raw) + coalesce(length(text), 0)), 0)"
+        q = (
+            "SELECT count(*), coalesce(sum(length(raw) + coalesce(length(text), 0)"
+            " + coalesce(length(timing), 0)), 0)"
+        )
         return self.db.execute(q + " FROM step_outputs").fetchone()
 
     def oldest_outputs(self) -> Iterator[tuple[str, int, int]]:
-        """(session, number, bytes taken) of every stored output, oldest step first."""
+        """(session, number, bytes taken) of every step's stored output, oldest step
+        first (not what is kept in an output slot without a step: a guarded run's
+        report)."""
         yield from self.db.execute(
-            "SELECT o.session, o.number, length(o.raw) + coalesce(length(o.text), 0)"
-            " FROM step_outputs o LEFT JOIN steps s ON s.session = o.session"
-            " AND s.number = o.number ORDER BY coalesce(s.started_at, 0), o.session, o.number"
+            "SELECT o.session, o.number,"
+            " length(o.raw) + coalesce(length(o.text), 0) + coalesce(length(o.timing), 0)"
+            " FROM step_outputs o JOIN steps s ON s.session = o.session AND s.number = o.number"
+            " ORDER BY s.started_at, o.session, o.number"
         ).fetchall()
 
     def remove_outputs(self, keys: Iterable[tuple[str, int]]) -> None:

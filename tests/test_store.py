@@ -87,3 +87,17 @@ def test_a_version_4_store_keeps_its_replay_outputs_in_the_one_output_model(no_a
     with s.transaction():
         s.set_output("s1", 2, OutputRow(b"x\r\n", "x\n", 3, 0, False))
     assert s.step_outputs("s1", 1, 2)[2] == OutputRow(b"x\r\n", "x\n", 3, 0, False)
+
+
+def test_the_output_quota_drops_only_steps_outputs_oldest_first(tmp_path):
+    s = Store(tmp_path / "rw.db")
+    common = dict(shell="bash", shell_version="5", pid=None, tty=None, cwd="/", host="h", user="u")
+    with s.transaction():
+        s.upsert_session("g", parent_id=None, started_at=1.0, **common)
+        s.begin_step("g", 1, 1, "./install.sh", "/", 9.0)
+        s.begin_step("g", 2, 2, "make", "/", 3.0)
+        s.set_output("g", 0, OutputRow(b"{}", "{}", 2))  # a guarded run's report: no step 0
+        s.set_output("g", 1, OutputRow(b"later", "later", 5))
+        s.set_output("g", 2, OutputRow(b"earlier", "earlier", 7))
+    assert [(sid, n) for sid, n, _ in s.oldest_outputs()] == [("g", 2), ("g", 1)]
+    assert s.output_usage()[0] == 3

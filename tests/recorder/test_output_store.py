@@ -194,7 +194,10 @@ def test_gc_drops_the_oldest_output_over_the_quota(rw_home, recorded):
         wait_output(sid, i)
     db = sqlite3.connect(rw_home / "data" / "rw.db")
     sizes = dict(
-        db.execute("SELECT number, length(raw) + length(text) FROM step_outputs").fetchall()
+        db.execute(
+            "SELECT number, length(raw) + length(text) + coalesce(length(timing), 0)"
+            " FROM step_outputs"
+        ).fetchall()
     )
     db.close()
     quota = sizes[4] + sizes[5] + 100
