@@ -181,17 +181,26 @@ def capped(
     to head+tail bytes; beyond, the whole lines of the first `head` bytes and of
     the last `tail` (a line longer than that is cut). Chunks lost to damage are
     left out and counted, never filled in."""
+    first, last, omitted = capped_parts(parts, total, head, tail)
+    return first + last, omitted
+
+
+def capped_parts(
+    parts: list[tuple[int, bytes, float]], total: int, head: int = HEAD, tail: int = TAIL
+) -> tuple[bytes, bytes, int]:
+    """As `capped`, the kept output in two: before and after where the cap left
+    bytes out (all of it in the first when it left out none)."""
     if total <= head + tail:
         kept = _within(parts, 0, total)
-        return kept, total - len(kept)
+        return kept, b"", total - len(kept)
     first = _within(parts, 0, head)
     last = _within(parts, total - tail, total)
     cut = first.rfind(b"\n") + 1 or len(first)
     begin = last.find(b"\n") + 1
     if begin >= len(last):
         begin = 0
-    kept = first[:cut] + last[begin:]
-    return kept, total - len(kept)
+    first, last = first[:cut], last[begin:]
+    return first, last, total - len(first) - len(last)
 
 
 def _within(parts: list[tuple[int, bytes, float]], lo: int, hi: int) -> bytes:

@@ -32,7 +32,7 @@ from ..redact import Redactor
 from ..store import MAX_OUTPUT, OutputRow, Store
 from .ingest import punch, store_trouble
 from .logonce import LogOnce
-from .output_spool import MAX_BODY, OUTPUT_SUFFIX, Record, capped, iter_records
+from .output_spool import MAX_BODY, OUTPUT_SUFFIX, Record, capped_parts, iter_records
 from .termtext import is_plain, text_of
 
 log = logging.getLogger("rw.ingest")
@@ -54,14 +54,30 @@ def make_output(
     omitted: int = 0,
     complete: bool = True,
     timing: tuple[tuple[int, float], ...] = (),
+    rest: bytes = b"",
 ) -> tuple[OutputRow, int]:
     """The stored form of a step's output `raw` (`size`: what it printed, when
-    more than `raw` holds; `omitted`: bytes already left out of `raw`), and how
-    many secrets were masked."""
-    size = len(raw) + omitted if size is None else size
-    if len(raw) > cap:
-        raw, cut = capped([(0, raw, 0.0)], len(raw), cap // 2, cap - cap // 2)
-        omitted += cut
+    more than `raw` holds; `omitted`: bytes already left out, between `raw` and
+    `rest`), and how many secrets were masked. The text says where bytes were
+    left out."""
+    size = len(raw) + len(rest) + omitted if size is None else size
+    if len(raw) + len(rest) > cap:
+        whole = [(0, raw, 0.0), (len(raw) + omitted, rest, 0.0)]
+        raw, rest, omitted = capped_parts(whole, size, cap // 2, cap - cap // 2)
+    pieces, texts, n = [], [], 0
+    for part in (raw, rest) if omitted and rest else (raw + rest,):
+        part, k, text = _masked(part, command, redactor)
+        pieces.append(part)
+        texts.append(text)
+        n += k
+    if len(texts) == 2:
+        gap = "" if not texts[0] or texts[0].endswith("\n") else "\n"
+        texts.insert(1, f"{gap}[... {omitted} bytes left out ...]\n")
+    return OutputRow(b"".join(pieces), "".join(texts), size, omitted, complete, timing), n
+
+
+def _masked(raw: bytes, command: str, redactor: Redactor) -> tuple[bytes, int, str]:
+    """(the bytes with their secrets masked, how many, their text)."""
     masked, n = redactor.text(raw.decode("utf-8", "surrogateescape"))
     if n:
         raw = masked.encode("utf-8", "surrogateescape")
@@ -73,7 +89,7 @@ def make_output(
         text, m = redactor.text(text)
         if m:
             raw = text.encode()
-    return OutputRow(raw, text, size, omitted, complete, timing), n + m
+    return raw, n + m, text
 
 
 @dataclass
@@ -238,12 +254,12 @@ class OutputReader:
         if total is None:
             total = max((o + len(d) for o, d, _ in step.parts), default=0)
         half = self.cap // 2
-        data, omitted = capped(step.parts, total, half, self.cap - half)
+        first, rest, omitted = capped_parts(step.parts, total, half, self.cap - half)
         row = self.store.step(sid, number)
         out, n = make_output(
-            data, row.command if row else "", self.redactor,
+            first, row.command if row else "", self.redactor,
             cap=self.cap, size=total, omitted=omitted, complete=step.ended,
-            timing=tuple(sorted((o, t) for o, _, t in step.parts)),
+            timing=tuple(sorted((o, t) for o, _, t in step.parts)), rest=rest,
         )  # fmt: skip
         self.store.set_output(sid, number, out)
         if n:

@@ -116,6 +116,9 @@ def test_the_cap_and_redaction_apply_before_the_store(tmp_path):
     assert out is not None
     assert out.text.startswith(f"key {MASK}\nline 0\n") and out.text.endswith(f"end {MASK}")
     assert token.encode() not in out.raw and len(out.raw) <= 1000
+    head, mark, tail = out.text.partition(f"[... {out.omitted} bytes left out ...]\n")
+    assert mark and head.endswith("\n") and tail.startswith("line ")  # where, in the text
+    assert b"left out" not in out.raw
     assert out.omitted > 0 and out.size == len(body) + 2 * len(token) + 10
     assert token.encode() not in (tmp_path / "rw.db").read_bytes()
 
