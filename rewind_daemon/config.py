@@ -38,6 +38,11 @@ autostart = true
 # Every new interactive terminal shell runs under `rw record`, which records
 # each command's output (RW_RECORD=off in a shell's environment: not that one).
 output = false
+# Bytes kept of one step's output (beyond it, the first and last half, whole
+# lines, and the count of bytes left out), and a cap on all stored output,
+# compressed, that rw gc keeps (oldest steps' go first).
+max_step_output = 8388608
+max_total_output = 1073741824
 
 [watch]
 # Trees whose files every command checkpoints (rw watch add adds more).
@@ -127,6 +132,8 @@ class Config:
     guard: GuardConfig = field(default_factory=GuardConfig)
     redact_env_names: list[str] = field(default_factory=list)
     record_output: bool = False  # [record] output
+    max_step_output: int = 8 * 1024 * 1024
+    max_total_output: int = 1024 * 1024 * 1024
 
     def ignore_regexes(self) -> list[re.Pattern[str]]:
         return [_compile(p, "ignore") for p in self.ignore]
@@ -218,8 +225,11 @@ def load(path: Path) -> Config:
         cfg.redact = _strings(data, "redact", path)
     record = _table(data, "record", path)
     for key in record:
-        if key != "output":
-            raise RwError(f"config {path}: [record] has no key {key!r} (output)")
+        if key not in ("output", "max_step_output", "max_total_output"):
+            raise RwError(
+                f"config {path}: [record] has no key {key!r} "
+                "(output, max_step_output, max_total_output)"
+            )
     cfg.record_output = record.get("output", False)
     if not isinstance(cfg.record_output, bool):
         raise RwError(f"config {path}: record.output must be true or false")
@@ -238,6 +248,8 @@ def load(path: Path) -> Config:
         setattr(cfg, key, _strings(cp, key, path))
     cfg.keep_per_session = _number(cp, "keep_per_session", cfg.keep_per_session, path, int)
     cfg.max_total_size = _number(cp, "max_total_size", cfg.max_total_size, path, int)
+    for key in ("max_step_output", "max_total_output"):
+        setattr(cfg, key, _number(record, key, getattr(cfg, key), path, int))
     guard = _table(data, "guard", path)
     g = cfg.guard
     g.timeout = _number(guard, "timeout", g.timeout, path, float)

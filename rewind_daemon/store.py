@@ -7,6 +7,7 @@ import json
 import os
 import sqlite3
 import stat
+import struct
 import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -16,7 +17,7 @@ from pathlib import Path
 from .errors import NotFound, RwError, StoreBusy, StoreError
 from .paths import ensure_private_dir, is_session_id, new_session_id
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _SCHEMA_V1 = """
 CREATE TABLE sessions (
@@ -133,8 +134,40 @@ CREATE TABLE watches (
 );
 """
 
-MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4}
-MAX_OUTPUT = 1024 * 1024  # bytes of a step's output kept
+# v5: one model for every step's output (recorded shells, replays, guard runs):
+# the bytes as the terminal got them and their text, both compressed and
+# redacted, the size the step printed, the bytes the cap left out, whether it
+# is complete (the step's end was seen), and when each part was printed; and
+# the recorded terminals' sizes over time (for the cast export). Replays' outputs move over as they
+# were (their text is made from the bytes when read: it is NULL).
+_SCHEMA_V5 = """
+CREATE TABLE step_outputs_v5 (
+    session  TEXT NOT NULL,
+    number   INTEGER NOT NULL,
+    raw      BLOB NOT NULL,
+    text     BLOB,
+    size     INTEGER NOT NULL,
+    omitted  INTEGER NOT NULL DEFAULT 0,
+    complete INTEGER NOT NULL DEFAULT 1,
+    timing   BLOB,
+    PRIMARY KEY (session, number)
+) WITHOUT ROWID;
+INSERT INTO step_outputs_v5 (session, number, raw, size)
+    SELECT session, number, output, -1 FROM step_outputs;
+DROP TABLE step_outputs;
+ALTER TABLE step_outputs_v5 RENAME TO step_outputs;
+
+CREATE TABLE terminal_sizes (
+    session TEXT NOT NULL,
+    at      REAL NOT NULL,
+    columns INTEGER NOT NULL,
+    rows    INTEGER NOT NULL,
+    PRIMARY KEY (session, at)
+) WITHOUT ROWID;
+"""
+
+MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4, 5: _SCHEMA_V5}
+MAX_OUTPUT = 8 * 1024 * 1024  # bytes of a step's output kept, by default
 BUSY_TIMEOUT_MS = 10000  # how long a writer waits for another's transaction
 
 
@@ -196,6 +229,22 @@ class StepRow:
     env_id: int | None
 
 
+@dataclass(frozen=True)
+class OutputRow:
+    """A step's output as stored: the bytes the terminal got (redacted, capped)
+    and their text (None for a replay's output stored before v5: made from the
+    bytes when read)."""
+
+    raw: bytes
+    text: str | None
+    size: int  # bytes the step printed
+    omitted: int = 0  # of them, left out by the cap
+    complete: bool = True  # the step's end was seen (not cut off by its shell's end)
+    # When its parts were printed: (offset in the output as printed, before the
+    # cap and redaction; wall time), in order. Empty where not recorded (replays).
+    timing: tuple[tuple[int, float], ...] = ()
+
+
 _SESSION_COLS = (
     "s.id, s.name, s.shell, s.shell_version, s.host, s.user, s.tty, s.pid, s.cwd, "
     "s.started_at, s.ended_at, s.parent_id, s.branch_point, s.origin, s.env_id, "
@@ -207,6 +256,22 @@ _STEP_COLS = (
     "session, number, command, cwd_before, cwd_after, started_at, ended_at, "
     "exit_code, pipestatus, env_id"
 )
+
+
+_OUTPUT_COLS = "raw, text, size, omitted, complete, timing"
+_OUTPUT_COLS_V3 = "output, NULL, -1, 0, 1, NULL"  # (size -1: unknown, the bytes' length)
+_TIMING = struct.Struct("<Qd")
+
+
+def _output_row(
+    raw: bytes, text: bytes | None, size: int, omitted: int, complete: int, timing: bytes | None
+) -> OutputRow:
+    times = tuple(_TIMING.iter_unpack(zlib.decompress(timing))) if timing else ()
+    return OutputRow(
+        zlib.decompress(raw),
+        None if text is None else zlib.decompress(text).decode(),
+        size, omitted, bool(complete), times,
+    )  # fmt: skip
 
 
 def env_blob(env: dict[str, str]) -> tuple[bytes, bytes]:
@@ -269,6 +334,8 @@ class Store:
 
     def _migrate(self, readonly: bool) -> None:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        # A store opened for reading is read as it is (the daemon migrates it).
+        self._output_cols = _OUTPUT_COLS if version >= 5 or not readonly else _OUTPUT_COLS_V3
         if version > SCHEMA_VERSION:
             raise StoreError(
                 f"store {self.path} has schema {version}; this rw knows up to "
@@ -281,6 +348,13 @@ class Store:
                 for stmt in MIGRATIONS[v].split(";"):
                     if stmt.strip():
                         self.db.execute(stmt)
+            if version < 5 <= SCHEMA_VERSION:
+                # (v4 kept outputs compressed, size unknown to SQL: it is read here.)
+                rows = self.db.execute("SELECT session, number, raw FROM step_outputs")
+                sizes = [(len(zlib.decompress(raw)), sid, n) for sid, n, raw in rows.fetchall()]
+                self.db.executemany(
+                    "UPDATE step_outputs SET size=? WHERE session=? AND number=?", sizes
+                )
             self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     @contextmanager
@@ -642,20 +716,91 @@ class Store:
 
     # --- outputs and breakpoints ------------------------------------------------
 
-    def set_output(self, sid: str, number: int, output: bytes) -> None:
+    def set_output(self, sid: str, number: int, out: OutputRow) -> None:
+        text = None if out.text is None else zlib.compress(out.text.encode(), 6)
+        timing = b"".join(_TIMING.pack(o, t) for o, t in out.timing)
         self.db.execute(
-            "INSERT OR REPLACE INTO step_outputs (session, number, output) VALUES (?,?,?)",
-            (sid, number, zlib.compress(output[-MAX_OUTPUT:], 6)),
+            "INSERT OR REPLACE INTO step_outputs"
+            " (session, number, raw, text, size, omitted, complete, timing)"
+            " VALUES (?,?,?,?,?,?,?,?)",
+            (sid, number, zlib.compress(out.raw, 6), text, out.size, out.omitted,
+             int(out.complete), zlib.compress(timing, 6) if timing else None),
+        )  # fmt: skip
+
+    def add_terminal_size(self, sid: str, at: float, columns: int, rows: int) -> None:
+        """A recorded terminal's size from `at` on (at its start, and each resize)."""
+        self.db.execute(
+            "INSERT OR IGNORE INTO terminal_sizes (session, at, columns, rows) VALUES (?,?,?,?)",
+            (sid, at, columns, rows),
         )
 
-    def output(self, sid: str, number: int) -> bytes | None:
-        q = "SELECT output FROM step_outputs WHERE session=? AND number=?"
+    def terminal_sizes(self, sid: str) -> list[tuple[float, int, int]]:
+        """(from when, columns, rows) of a recorded session's terminal, in order."""
+        q = "SELECT at, columns, rows FROM terminal_sizes WHERE session=? ORDER BY at"
+        return [tuple(r) for r in self.db.execute(q, (sid,))]
+
+    def step_output(self, sid: str, number: int) -> OutputRow | None:
+        q = f"SELECT {self._output_cols} FROM step_outputs WHERE session=? AND number=?"
         row = self.db.execute(q, (sid, number)).fetchone()
-        return zlib.decompress(row[0]) if row else None
+        return _output_row(*row) if row else None
+
+    def step_outputs(self, sid: str, first: int, last: int) -> dict[int, OutputRow]:
+        q = (
+            f"SELECT number, {self._output_cols} FROM step_outputs"
+            " WHERE session=? AND number BETWEEN ? AND ?"
+        )
+        return {r[0]: _output_row(*r[1:]) for r in self.db.execute(q, (sid, first, last))}
+
+    def output(self, sid: str, number: int) -> bytes | None:
+        """The bytes of a step's output (see step_output for the rest)."""
+        out = self.step_output(sid, number)
+        return None if out is None else out.raw
 
     def outputs(self, sid: str, first: int, last: int) -> dict[int, bytes]:
-        q = "SELECT number, output FROM step_outputs WHERE session=? AND number BETWEEN ? AND ?"
-        return {n: zlib.decompress(o) for n, o in self.db.execute(q, (sid, first, last))}
+        return {n: o.raw for n, o in self.step_outputs(sid, first, last).items()}
+
+    def has_output(self, sid: str, number: int) -> bool:
+        q = "SELECT 1 FROM step_outputs WHERE session=? AND number=?"
+        return self.db.execute(q, (sid, number)).fetchone() is not None
+
+    def step_of_seq(self, sid: str, seq: int) -> tuple[int | None, bool]:
+        """(the number of the step `seq` of `sid`, or None; whether the store has a
+        later step of the session or the session has ended: then a step not stored
+        never will be)."""
+        row = self.db.execute(
+            "SELECT number FROM steps WHERE session=? AND seq=?", (sid, seq)
+        ).fetchone()
+        if row is not None:
+            return row[0], True
+        later = self.db.execute(
+            "SELECT 1 FROM steps WHERE session=? AND seq>? LIMIT 1", (sid, seq)
+        ).fetchone()
+        ended = self.db.execute(
+            "SELECT ended_at IS NOT NULL FROM sessions WHERE id=?", (sid,)
+        ).fetchone()
+        return None, later is not None or bool(ended and ended[0])
+
+    def output_usage(self) -> tuple[int, int]:
+        """(steps with output, bytes their outputs take, compressed)."""
+        q = (
+            "SELECT count(*), coalesce(sum(length(raw) + coalesce(length(text), 0)"
+            " + coalesce(length(timing), 0)), 0)"
+        )
+        return self.db.execute(q + " FROM step_outputs").fetchone()
+
+    def oldest_outputs(self) -> Iterator[tuple[str, int, int]]:
+        """(session, number, bytes taken) of every step's stored output, oldest step
+        first (not what is kept in an output slot without a step: a guarded run's
+        report)."""
+        yield from self.db.execute(
+            "SELECT o.session, o.number,"
+            " length(o.raw) + coalesce(length(o.text), 0) + coalesce(length(o.timing), 0)"
+            " FROM step_outputs o JOIN steps s ON s.session = o.session AND s.number = o.number"
+            " ORDER BY s.started_at, o.session, o.number"
+        ).fetchall()
+
+    def remove_outputs(self, keys: Iterable[tuple[str, int]]) -> None:
+        self.db.executemany("DELETE FROM step_outputs WHERE session=? AND number=?", keys)
 
     def add_breakpoint(
         self, sid: str, kind: str, step: int | None, pattern: str | None, target: str | None

@@ -33,6 +33,8 @@ from ..store import Store
 from .client import process_running
 from .ingest import DROPPED, SPOOL_SUFFIX, Ingester, SpoolReader, space_problem
 from .logonce import LogOnce
+from .output_spool import OUTPUT_SUFFIX
+from .outputs import DAMAGED, OutputReader
 
 log = logging.getLogger("rw.daemon")
 
@@ -55,6 +57,7 @@ BATCH_DELAY = 0.02
 BATCH_MAX = 1.0
 CLIENT_IDLE_SECONDS = 30.0
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+_SUFFIXES = (SPOOL_SUFFIX, OUTPUT_SUFFIX)
 
 
 def _spool_watch(directory: Path) -> Inotify:
@@ -115,6 +118,9 @@ class Daemon:
         redactor = self.config.redactor()
         self.ingester = Ingester(self.store, redactor, self.config.ignore_regexes())
         self.spools = SpoolReader(self.paths.spool_dir, self.ingester, self.paths.scratch_dir)
+        self.outputs = OutputReader(
+            self.paths.spool_dir, self.store, redactor, self.config.max_step_output
+        )
         self.watcher = TreeWatcher(
             Checkpoints(self.paths, self.store, self.config), self.paths.scratch_dir
         )
@@ -169,7 +175,7 @@ class Daemon:
 
     def _shutdown(self) -> None:
         try:
-            self._ingest(self.spools.spool_files_names())
+            self._ingest(self._spool_names())
         except Exception:  # noqa: BLE001 - never lose the shutdown path
             log.exception("final ingest failed")
         for client in list(self.clients.values()):
@@ -204,7 +210,7 @@ class Daemon:
                     self._accept()
                 elif key.data == "inotify":
                     assert self.inotify is not None
-                    names = {n for _wd, n in self.inotify.read() if n.endswith(SPOOL_SUFFIX)}
+                    names = {n for _wd, n in self.inotify.read() if n.endswith(_SUFFIXES)}
                     if names and not self.dirty:
                         self.dirty_since = time.monotonic()
                         self.ingest_at = self.dirty_since + self._batch_delay()
@@ -231,7 +237,7 @@ class Daemon:
                     self.sel.register(self.inotify.fd, selectors.EVENT_READ, "inotify")
             if now >= next_poll:
                 next_poll = now + POLL_SECONDS
-                self._ingest(self.spools.spool_files_names())
+                self._ingest(self._spool_names())
                 self._reap_idle_clients(now)
             if now >= next_maint:
                 next_maint = now + MAINTENANCE_SECONDS
@@ -260,10 +266,19 @@ class Daemon:
         # A shell waiting for its step checkpoint is answered at once.
         return 0.0 if self.watcher.active else BATCH_DELAY
 
+    def _spool_names(self) -> list[str]:
+        """The command spools, then the output spools (a step's output is stored
+        once its step is)."""
+        return self.spools.spool_files_names() + [p.name for p in self.outputs.spool_files()]
+
     def _ingest(self, names: set[str] | list[str]) -> int:
         total = 0
-        for name in sorted(names):
+        # Commands first: the output of a step is stored beside it.
+        for name in sorted(names, key=lambda n: (n.endswith(OUTPUT_SUFFIX), n)):
             try:
+                if name.endswith(OUTPUT_SUFFIX):
+                    total += self.outputs.ingest_file(self.paths.spool_dir / name)
+                    continue
                 total += self.spools.ingest_file(self.paths.spool_dir / name)
             except Exception as e:  # noqa: BLE001 - one bad spool must not stop the daemon
                 # Said once (a full disk would have it said every second).
@@ -327,6 +342,7 @@ class Daemon:
                     if host == self.host and pid and not process_running(pid):
                         finished.add(sid)
             self.spools.ingest_all(finished)
+            self.outputs.ingest_all()
             self._step_checkpoints()
             for sid in finished:
                 self.watcher.close_ack(sid)
@@ -336,6 +352,8 @@ class Daemon:
                     if session is not None:
                         self.store.end_session(sid, ended or session.started_at)
                 self.spools.remove_if_done(sid)
+            for path in self.outputs.spool_files():
+                self.outputs.remove_if_done(path.name[: -len(OUTPUT_SUFFIX)])
         except Exception:  # noqa: BLE001
             self.ingest_log.warning("maintenance", "maintenance failed; will retry", exc_info=True)
 
@@ -498,10 +516,10 @@ class Daemon:
         return {"pid": os.getpid(), "version": __version__}
 
     def _op_sync(self, req: dict) -> dict:
-        return {"records": self._ingest(self.spools.spool_files_names())}
+        return {"records": self._ingest(self._spool_names())}
 
     def _op_status(self, req: dict) -> dict:
-        self._ingest(self.spools.spool_files_names())
+        self._ingest(self._spool_names())
         stats = self.ingester.stats
         return {
             "pid": os.getpid(),
@@ -512,6 +530,7 @@ class Daemon:
             "watching": "inotify" if self.inotify else "polling",
             "records": stats.records,
             "dropped": self.store.counter(DROPPED),
+            "dropped_output": self.store.counter(DAMAGED),
             "redactions": self.store.counter("redactions"),
             "problems": self._problems(),
             "lost_commands": self.store.counter("lost_commands"),

@@ -52,7 +52,7 @@ def _int_or_none(value: str) -> int | None:
     return int(value) if value.lstrip("-").isdigit() else None
 
 
-def _store_trouble(e: Exception) -> bool:
+def store_trouble(e: Exception) -> bool:
     """Whether an error is the store's (full, busy, failing, closed), not a record's:
     values can only break a constraint (a NaN into NOT NULL) or be too big."""
     if isinstance(e, (sqlite3.IntegrityError, sqlite3.DataError)):
@@ -116,7 +116,7 @@ class Ingester:
                 with self.store.savepoint():
                     handler(item.fields)
             except Exception as e:  # noqa: BLE001 - sorted out below
-                if _store_trouble(e):
+                if store_trouble(e):
                     raise
                 self._forget_rows()  # they may name rows the savepoint took back
                 if retry or isinstance(e, ValueError):
@@ -339,6 +339,31 @@ def space_problem(*dirs: Path) -> str | None:
     return None
 
 
+def punch(path: Path, start: int, end: int) -> bool:
+    """Erase bytes [start, end) of a spool that its writer still appends to.
+
+    Punching a hole keeps the file's size and offsets (the partial blocks at
+    its edges are zeroed), so it is safe against the shell appending with
+    O_APPEND meanwhile. Where the filesystem cannot punch holes, the bytes
+    are overwritten with zeros; their space comes back when the session ends
+    and its spool is removed.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        if _fallocate(fd, _PUNCH_HOLE | _KEEP_SIZE, start, end - start) != 0:
+            for at in range(start, end, len(_ZEROS)):
+                os.pwrite(fd, _ZEROS[: min(len(_ZEROS), end - at)], at)
+        return True
+    except OSError as e:
+        log.warning("%s: cannot erase its ingested records: %s", path.name, e)
+        return False
+    finally:
+        os.close(fd)
+
+
 class SpoolReader:
     """Reads each session's spool file from the offset last committed with its records."""
 
@@ -415,30 +440,10 @@ class SpoolReader:
 
     def _release(self, path: Path, ingested: int) -> None:
         """Remove the ingested records from disk at once: they hold commands and
-        environments in clear, secrets included.
-
-        Punching a hole keeps the file's size and offsets (the partial blocks at
-        its edges are zeroed), so it is safe against the shell appending with
-        O_APPEND meanwhile. Where the filesystem cannot punch holes, the bytes
-        are overwritten with zeros; their space comes back when the session ends
-        and its spool is removed.
-        """
+        environments in clear, secrets included (see `punch`)."""
         start = self._punched.get(path.name, 0)
-        if ingested <= start:
-            return
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-        except OSError:
-            return
-        try:
-            if _fallocate(fd, _PUNCH_HOLE | _KEEP_SIZE, start, ingested - start) != 0:
-                for at in range(start, ingested, len(_ZEROS)):
-                    os.pwrite(fd, _ZEROS[: min(len(_ZEROS), ingested - at)], at)
+        if ingested > start and punch(path, start, ingested):
             self._punched[path.name] = ingested
-        except OSError as e:
-            log.warning("%s: cannot erase its ingested records: %s", path.name, e)
-        finally:
-            os.close(fd)
 
     def remove_if_done(self, sid: str) -> bool:
         """Delete a finished session's spool once everything in it is stored."""

@@ -387,9 +387,13 @@ class Checkpoints:
         if self.artifacts.is_dir():
             report.debs = [p for p in self.artifacts.iterdir() if p.name not in debs]
         report.disk_before = report.disk_after = self.objects.disk_usage()
+        outputs = self._outputs_over_quota()
+        report.outputs = len(outputs)
+        report.output_bytes = sum(size for _, _, size in outputs)
         if not dry_run:
             with self.store.transaction():
                 self.store.remove_checkpoints(doomed)
+                self.store.remove_outputs((sid, n) for sid, n, _ in outputs)
             progress(f"gc: removing {len(garbage):,} objects")
             self.objects.remove(garbage)
             for p in report.debs:
@@ -399,6 +403,20 @@ class Checkpoints:
             self.objects.compact()
             report.disk_after = self.objects.disk_usage()
         return report
+
+    def _outputs_over_quota(self) -> list[tuple[str, int, int]]:
+        """The recorded outputs to drop, oldest steps' first, until the rest fit
+        in `[record] max_total_output` (the steps stay)."""
+        _, used = self.store.output_usage()
+        doomed = []
+        for sid, number, size in (
+            self.store.oldest_outputs() if used > self.config.max_total_output else ()
+        ):
+            if used <= self.config.max_total_output:
+                break
+            doomed.append((sid, number, size))
+            used -= size
+        return doomed
 
     def _referenced(self, ids: list[int], progress: Progress = no_progress) -> set[str]:
         live: set[str] = set()
@@ -453,9 +471,13 @@ class GcReport:
     debs: list[Path] = field(default_factory=list)
     disk_before: int = 0  # bytes the object store took on disk before and after
     disk_after: int = 0
+    outputs: int = 0  # steps whose recorded output went over the quota
+    output_bytes: int = 0
 
     def to_json(self) -> dict:
         return {
+            "outputs": self.outputs,
+            "output_bytes": self.output_bytes,
             "checkpoints": self.checkpoints,
             "objects": self.objects,
             "bytes": self.bytes,
@@ -473,6 +495,8 @@ class GcReport:
             [Path(p) for p in doc["debs"]],
             doc.get("disk_before", 0),  # (a daemon started before these were reported)
             doc.get("disk_after", 0),
+            doc.get("outputs", 0),
+            doc.get("output_bytes", 0),
         )
 
 

@@ -455,7 +455,8 @@ def gc_cmd(dry_run: bool) -> None:
 
     Keeps the last [checkpoint] keep_per_session step checkpoints of each
     session, then removes the oldest checkpoints until the stored objects fit
-    in max_total_size.
+    in max_total_size; drops the oldest steps' recorded output until all of it
+    fits in [record] max_total_output (the steps stay).
 
     \b
     Example:
@@ -474,6 +475,11 @@ def gc_cmd(dry_run: bool) -> None:
         f"{verb} {len(report.checkpoints)} checkpoint(s), {report.objects} object(s) "
         f"({report.bytes} bytes), {len(report.debs)} kept .deb file(s)"
     )
+    if report.outputs:
+        click.echo(
+            f"{verb} the recorded output of {report.outputs} step(s) "
+            f"({_size(report.output_bytes)}, compressed): over [record] max_total_output"
+        )
     if not dry_run and report.disk_before:
         before, after = _size(report.disk_before), _size(report.disk_after)
         click.echo(f"object store on disk: {before} -> {after}")

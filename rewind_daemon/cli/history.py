@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 import click
@@ -110,18 +111,31 @@ def log_cmd(session: str | None, failed: bool, limit: int | None, as_json: bool)
     shell_complete=complete_session_or_step,
 )  # fmt: skip
 @click.option("--env", "full_env", is_flag=True, help="Print the whole environment after the step.")
+@click.option("--output", "all_output", is_flag=True, help="Print all the step's output, as text.")
+@click.option(
+    "--raw", is_flag=True, help="Print the step's output as the terminal got it (colours too)."
+)
 @json_option
-def show_cmd(args: tuple[str, ...], full_env: bool, as_json: bool) -> None:
+def show_cmd(
+    args: tuple[str, ...], full_env: bool, all_output: bool, raw: bool, as_json: bool
+) -> None:
     """Show one step: command, cwd, timing, exit codes, environment changes, and
-    its output where it was recorded (replays record it).
+    the last lines of its output where it was recorded (rw record, replays and
+    guard runs record it). --output prints all of the output as text (escapes
+    removed, progress bars as they ended); --raw the bytes as the terminal got
+    them, colours and all.
 
     \b
     Example:
         rw show 12
         rw show deploy-prod 47 --env
+        rw show 47 --output | grep -i error
+        rw show 47 --raw | less -R
     """
     if len(args) > 2:
         raise RwError("usage: rw show [SESSION] STEP")
+    if sum((all_output, raw, as_json)) > 1:
+        raise RwError("--output, --raw and --json are one or the other")
     session, step_s = (None, args[0]) if len(args) == 1 else args
     try:
         step = int(step_s)
@@ -131,6 +145,19 @@ def show_cmd(args: tuple[str, ...], full_env: bool, as_json: bool) -> None:
     detail = history.step_detail(store, resolve_session(store, session), step)
     if as_json:
         print_json(detail.to_json())
+        return
+    out = detail.output
+    if all_output or raw:
+        if out is None:
+            raise NotFound(f"step {step} of {detail.step.row.session} has no recorded output")
+        if raw:
+            _write_raw(out.raw)
+        else:
+            click.echo(escaped(out.text, lines=True), nl=False)
+        if out.omitted:
+            click.echo(
+                f"rw: {out.omitted} bytes of this output were left out (the middle)", err=True
+            )
         return
     r = detail.step.row
     click.echo(f"session   {escaped(r.session)}")
@@ -156,9 +183,40 @@ def show_cmd(args: tuple[str, ...], full_env: bool, as_json: bool) -> None:
     if full_env:
         for key, value in sorted(detail.env.items()):
             click.echo(f"  {escaped(f'{key}={value}')}")
-    if detail.output is not None:
-        click.echo("output:")
-        click.echo(escaped(detail.output.decode(errors="replace"), lines=True), nl=False)
+    if out is not None:
+        _show_output_tail(out)
+
+
+TAIL_LINES = 20
+
+
+def _show_output_tail(out: history.Output) -> None:
+    text, before = out.tail(TAIL_LINES)
+    notes = [f"{out.size} bytes"]
+    if before:
+        notes.append(f"last {TAIL_LINES} lines; rw show --output for all")
+    if out.omitted:
+        notes.append(f"{out.omitted} bytes left out in the middle")
+    if not out.complete:
+        notes.append("cut off: its end was not recorded")
+    click.echo(f"output    ({'; '.join(notes)})")
+    click.echo(escaped(text, lines=True), nl=False)
+    if text and not text.endswith("\n"):
+        click.echo()
+
+
+# What --raw adds after the bytes on a terminal: colours off, out of the alternate
+# screen, the cursor shown (a step cut off mid-way must not leave the terminal so).
+_TERMINAL_RESET = b"\x1b[0m\x1b[?1049l\x1b[?25h"
+
+
+def _write_raw(data: bytes) -> None:
+    """The bytes exactly, to a file or a pipe; to a terminal, then its state reset."""
+    sys.stdout.flush()
+    sys.stdout.buffer.write(data)
+    if sys.stdout.isatty():
+        sys.stdout.buffer.write(_TERMINAL_RESET)
+    sys.stdout.buffer.flush()
 
 
 @cli.command("name", context_settings=CONTEXT)

@@ -207,11 +207,12 @@ def replay_cmd(
     interactive = sys.stdin.isatty() and sys.stderr.isatty()
     row = store.get_session(sid)
     shell = "zsh" if row and row.shell == "zsh" else "bash"
+    config = get_config(p)
     replay = Replay(
         store, sid, steps, breakpoints=points, every_step=every_step,
         controller=TerminalController(shell) if interactive else Controller(), sink=_stream,
         shell=shell, create_dirs=create_dirs, env_secrets=env_secrets,
-        redactor=get_config(p).redactor(), say=_say,
+        redactor=config.redactor(), max_output=config.max_step_output, say=_say,
     )  # fmt: skip
     click.echo(f"rw: replaying {len(steps)} step(s) of {escaped(sid)}", err=True)
     try:

@@ -22,13 +22,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
+from ..capture.outputs import make_output
 from ..checkpoints.checkpoint import Checkpoints, Created, Watch, normalise, watches
 from ..config import Config, GuardConfig
 from ..errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_PROBLEM, NotFound, RwError
 from ..paths import Paths, new_session_id
 from ..progress import Progress, no_progress
 from ..redact import Redactor
-from ..store import MAX_OUTPUT, Store, env_blob
+from ..store import MAX_OUTPUT, OutputRow, Store, env_blob
 from .process import ProcessTree, RunResult, run
 from .rules import ERROR, Classifier, RuleSet, Trip
 
@@ -259,7 +260,7 @@ def guard(
             rollback = Rollback(NO_ROLLBACK)
     report = _report(request, sid, made.id, covered, not_covered, result, rollback)
     try:
-        _record_end(cps.store, sid, report, result)
+        _record_end(cps.store, sid, report, result, redactor, config.max_step_output)
     except sqlite3.Error as e:
         notify(f"the run could not be recorded: {e}")
     finally:
@@ -408,7 +409,9 @@ def _record_start(
         store.begin_step(sid, 1, 1, command, request.cwd, now)
 
 
-def _record_end(store: Store, sid: str, report: GuardReport, result: RunResult) -> None:
+def _record_end(
+    store: Store, sid: str, report: GuardReport, result: RunResult, redactor: Redactor, cap: int
+) -> None:
     doc = report.to_json()
     if report.request.redacted:
         doc["command"] = doc["request"]["command"] = None  # the secret is not stored
@@ -419,8 +422,13 @@ def _record_end(store: Store, sid: str, report: GuardReport, result: RunResult) 
             pipestatus=str(result.exit_status if result.exit_status is not None else ""),
             cwd=report.request.cwd, env_id=session.env_id if session else None,
         )  # fmt: skip
-        store.set_output(sid, 1, result.output)
-        store.set_output(sid, REPORT_STEP, json.dumps(doc).encode())
+        program = report.request.command[0] if report.request.command else ""
+        out, _ = make_output(result.output, program, redactor, cap=cap)
+        store.set_output(sid, 1, out)
+        report_doc = json.dumps(doc)  # the report is no output: kept as it is
+        store.set_output(
+            sid, REPORT_STEP, OutputRow(report_doc.encode(), report_doc, len(report_doc))
+        )
         store.end_session(sid, time.time())
 
 

@@ -6,9 +6,10 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from ..capture.termtext import text_of
 from ..errors import NotFound, RwError
 from ..paths import current_session_id
-from ..store import SessionRow, StepRow, Store
+from ..store import OutputRow, SessionRow, StepRow, Store
 from .rw_commands import rw_verb
 
 
@@ -81,20 +82,47 @@ class Step:
 
 
 @dataclass(frozen=True)
+class Output:
+    """What a step printed, as stored (recorded shells, replays, guard runs)."""
+
+    raw: bytes  # as the terminal got it: colours, escapes (redacted, capped)
+    text: str
+    size: int  # bytes the step printed
+    omitted: int  # of them, left out by the cap (the middle)
+    complete: bool  # its end was seen (not cut off by its shell's or recorder's end)
+
+    @classmethod
+    def of(cls, row: OutputRow, command: str) -> Output:
+        # (a replay's output stored before v5 has no text yet: made from its bytes)
+        text = row.text if row.text is not None else text_of(row.raw, command)
+        return cls(row.raw, text, len(row.raw) if row.size < 0 else row.size, row.omitted,
+                   row.complete)  # fmt: skip
+
+    def tail(self, n: int) -> tuple[str, int]:
+        """The last `n` lines of the text, and how many lines come before them."""
+        lines = self.text.splitlines(keepends=True)
+        return "".join(lines[-n:]) if n else "", max(0, len(lines) - n)
+
+
+@dataclass(frozen=True)
 class StepDetail:
     step: Step
     env: dict[str, str]
     env_changes: dict[str, tuple[str | None, str | None]]
-    output: bytes | None = None  # recorded for replays
+    output: Output | None = None  # recorded by rw record, replays and guard runs
     checkpoint: int | None = None  # of the watched files, taken just before the step
 
     def to_json(self) -> dict:
+        out = self.output
         return {
             **self.step.to_json(),
             "checkpoint": self.checkpoint,
             "env": self.env,
             "env_changes": {k: {"before": a, "after": b} for k, (a, b) in self.env_changes.items()},
-            "output": None if self.output is None else self.output.decode(errors="replace"),
+            "output": None if out is None else out.text,
+            "output_bytes": None if out is None else out.size,
+            "output_truncated": None if out is None else out.omitted > 0,
+            "output_complete": None if out is None else out.complete,
         }
 
 
@@ -191,4 +219,6 @@ def step_detail(store: Store | None, ref: str | None, number: int) -> StepDetail
         checkpoint = step_checkpoint(store, sid, number)
     except sqlite3.OperationalError:  # a store from before checkpoints
         checkpoint = None
-    return StepDetail(Step(row), env, changes, store.output(sid, number), checkpoint)
+    stored = store.step_output(sid, number)
+    output = None if stored is None else Output.of(stored, row.command)
+    return StepDetail(Step(row), env, changes, output, checkpoint)

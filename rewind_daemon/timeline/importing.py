@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..capture.outputs import make_output
 from ..errors import RwError
 from ..paths import new_session_id
 from ..progress import Progress, no_progress
@@ -403,9 +404,10 @@ def save(
                          None if blob is None else store.add_env(*blob))
                     )  # fmt: skip
                 store.bulk_insert_steps(rows)
-                for number, step in enumerate(batch, first + 1):
+                for number, (step, command) in enumerate(zip(batch, commands), first + 1):
                     if step.output is not None:
-                        store.set_output(sid, number, step.output)
+                        out, _ = make_output(step.output, command, redactor)
+                        store.set_output(sid, number, out)
         start_env, n = (None, 0) if session.start_env is None else redactor.env(session.start_env)
         with store.transaction():
             store.insert_session(

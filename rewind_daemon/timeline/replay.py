@@ -14,10 +14,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..capture.outputs import make_output
 from ..errors import EXIT_PROBLEM, RwError
 from ..paths import new_session_id
 from ..redact import MASK, Redactor
-from ..store import StepRow, Store, env_blob
+from ..store import MAX_OUTPUT, StepRow, Store, env_blob
 from . import travel
 from .breakpoints import BreakpointSet
 from .executor import Executor, OutputSink, StepResult
@@ -161,6 +162,7 @@ class Replay:
         create_dirs: bool = False,
         env_secrets: bool = False,
         redactor: Redactor | None = None,
+        max_output: int = MAX_OUTPUT,
         say: Callable[[str], None] = lambda line: None,
     ):
         if not steps:
@@ -170,6 +172,7 @@ class Replay:
         self.controller, self.sink, self.shell = controller, sink, shell
         self.create_dirs, self.env_secrets = create_dirs, env_secrets
         self.redactor = redactor or Redactor()
+        self.max_output = max_output
         self.say = say
 
     def run(self) -> ReplayResult:
@@ -387,5 +390,6 @@ class Replay:
             env_id = self.store.add_env(*env_blob(env)) if env else None
             self.store.end_step(sid, number, ended_at=time.time(), exit_code=code,
                                 pipestatus=res.pipestatus, cwd=res.cwd, env_id=env_id)  # fmt: skip
-            self.store.set_output(sid, number, res.output)
+            out, _ = make_output(res.output, text, self.redactor, cap=self.max_output)
+            self.store.set_output(sid, number, out)
         return res

@@ -208,7 +208,7 @@ def test_show_prints_a_replayed_steps_output(recorded):
     assert replay("job", "--from", "2").returncode == 0
     replayed = next(s["id"] for s in rw_json("sessions") if s["origin"] == "replay")
     shown = rw("show", replayed, "7").stdout
-    assert shown.endswith("output:\nWARNING: disk is one\n")
+    assert shown.endswith("output    (21 bytes)\nWARNING: disk is one\n")
     assert rw_json("show", replayed, "7")["output"] == "WARNING: disk is one\n"
     assert rw_json("show", "job", "7")["output"] is None  # live steps record no output
 
@@ -499,3 +499,23 @@ def test_a_killed_replay_whose_pid_came_back_blocks_nothing(daemon, tmp_path):
     proc = fenced_replay(source)  # this test's process is the replay's parent
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "ran.txt").read_text() == "ran\n"
+
+
+def test_a_replayed_steps_output_is_stored_as_recorded_output_is(daemon, shells, tmp_path):
+    """One model for all output: text and bytes, capped, redacted (a token the
+    step prints is stored nowhere)."""
+    sh = shells("bash")
+    sh.run("rw name tok")
+    sh.run(r"printf '\033[1mtoken\033[0m ghp_%s\n' $(printf 'Zx9%.0s' {1..12})")
+    proc = replay("tok", "--from", "2")
+    assert proc.returncode == 0, proc.stderr
+    token = "ghp_" + "Zx9" * 12
+    assert token in proc.stdout  # shown as it runs; never stored
+    replayed = next(s["id"] for s in rw_json("sessions") if s["origin"] == "replay")
+    doc = rw_json("show", replayed, "2")
+    assert doc["output"] == "token <redacted>\n"
+    assert doc["output_bytes"] == len(f"\x1b[1mtoken\x1b[0m {token}\n")
+    raw = subprocess.run([RW, "show", replayed, "2", "--raw"], capture_output=True).stdout
+    assert raw == b"\x1b[1mtoken\x1b[0m <redacted>\n"
+    db = b"".join(p.read_bytes() for p in (daemon / "data").glob("rw.db*"))
+    assert token.encode() not in db

@@ -1,0 +1,297 @@
+"""Storing what steps printed: one model and one code path for the output of a
+recorded shell (ingested from its `.output` spool), a replay and a guard run.
+
+`make_output` caps the bytes (all up to the cap; beyond, the first and last half
+of it, snapped to lines, with the count left out), masks secrets in the bytes
+and in their text with the rules commands get, and makes the text
+(termtext.py). Nothing reaches the store before that.
+
+`OutputReader` follows the output spools as `SpoolReader` follows the command
+spools: exactly once (the offset committed in the transaction that stores the
+rows), and what it stored is erased from the spool at once. A step's output is
+stored when its end is in the spool and its step is in the store; until then
+its records stay in the spool, and the committed offset stays before its first
+record (after a crash they are read again; a step already stored is not stored
+twice). Output of a step that will never be stored (a line typed with a
+leading space, an ignored command: the store has a later step of its session,
+or the session ended) is dropped. When the session has ended and its spool has
+been quiet for a while, a step whose end never came (the recorder killed) is
+stored as it is, marked incomplete.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..paths import session_file
+from ..redact import Redactor
+from ..store import MAX_OUTPUT, OutputRow, Store
+from .ingest import punch, store_trouble
+from .logonce import LogOnce
+from .output_spool import MAX_BODY, OUTPUT_SUFFIX, Record, capped_parts, iter_records
+from .termtext import is_plain, text_of
+
+log = logging.getLogger("rw.ingest")
+
+CHUNK = MAX_BODY + 64 * 1024  # the most read at once: a whole record of the largest
+READ = 1 << 20  # what is read (and stored in one transaction) at a time
+# A spool of an ended session, untouched this long, has all its recorder wrote.
+QUIET_SECONDS = 2.0
+DAMAGED = "dropped_output"  # the store's counter of damaged output records
+
+
+def make_output(
+    raw: bytes,
+    command: str,
+    redactor: Redactor,
+    *,
+    cap: int = MAX_OUTPUT,
+    size: int | None = None,
+    omitted: int = 0,
+    complete: bool = True,
+    timing: tuple[tuple[int, float], ...] = (),
+    rest: bytes = b"",
+) -> tuple[OutputRow, int]:
+    """The stored form of a step's output `raw` (`size`: what it printed, when
+    more than `raw` holds; `omitted`: bytes already left out, between `raw` and
+    `rest`), and how many secrets were masked. The text says where bytes were
+    left out."""
+    size = len(raw) + len(rest) + omitted if size is None else size
+    if len(raw) + len(rest) > cap:
+        whole = [(0, raw, 0.0), (len(raw) + omitted, rest, 0.0)]
+        raw, rest, omitted = capped_parts(whole, size, cap // 2, cap - cap // 2)
+    pieces, texts, n = [], [], 0
+    for part in (raw, rest) if omitted and rest else (raw + rest,):
+        part, k, text = _masked(part, command, redactor)
+        pieces.append(part)
+        texts.append(text)
+        n += k
+    if len(texts) == 2:
+        gap = "" if not texts[0] or texts[0].endswith("\n") else "\n"
+        texts.insert(1, f"{gap}[... {omitted} bytes left out ...]\n")
+    return OutputRow(b"".join(pieces), "".join(texts), size, omitted, complete, timing), n
+
+
+def _masked(raw: bytes, command: str, redactor: Redactor) -> tuple[bytes, int, str]:
+    """(the bytes with their secrets masked, how many, their text)."""
+    masked, n = redactor.text(raw.decode("utf-8", "surrogateescape"))
+    if n:
+        raw = masked.encode("utf-8", "surrogateescape")
+    # The text comes of the masked bytes: a secret found in it was hidden from
+    # the rules in the bytes (an escape sequence inside it). The bytes are not
+    # kept then: the masked text stands for them.
+    text, m = text_of(raw, command), 0
+    if not is_plain(raw):  # (plain bytes: their text holds no secret they do not)
+        text, m = redactor.text(text)
+        if m:
+            raw = text.encode()
+    return raw, n + m, text
+
+
+@dataclass
+class _Pending:
+    first: int  # offset in the spool of its first record
+    parts: list[tuple[int, bytes, float]] = field(default_factory=list)
+    total: int | None = None  # from its end record
+    ended: bool = False
+
+
+@dataclass
+class _File:
+    committed: int  # the offset stored with the rows
+    parsed: int  # read up to here (records after `committed` held in `steps`)
+    steps: dict[tuple[str, int], _Pending] = field(default_factory=dict)
+    punched: int = 0
+
+
+@dataclass
+class OutputStats:
+    steps: int = 0
+    dropped: int = 0  # damaged records
+    redactions: int = 0
+
+
+class OutputReader:
+    """Reads the sessions' `.output` spools into the store (see the module's
+    docstring). The cap is `[record] max_step_output`."""
+
+    def __init__(self, spool_dir: Path, store: Store, redactor: Redactor, cap: int = MAX_OUTPUT):
+        self.spool_dir = spool_dir
+        self.store = store
+        self.redactor = redactor
+        self.cap = cap
+        self.stats = OutputStats()
+        self._files: dict[str, _File] = {}
+        self._log = LogOnce(log)
+
+    def spool_files(self) -> list[Path]:
+        try:
+            return sorted(p for p in self.spool_dir.iterdir() if p.name.endswith(OUTPUT_SUFFIX))
+        except FileNotFoundError:
+            return []
+
+    def ingest_all(self) -> int:
+        return sum(self.ingest_file(p) for p in self.spool_files())
+
+    def ingest_file(self, path: Path) -> int:
+        """Ingest what is complete in `path`; the number of steps stored."""
+        name = path.name
+        sid = name[: -len(OUTPUT_SUFFIX)]
+        state = self._files.get(name)
+        if state is None:
+            committed = self.store.spool_offset(name)
+            state = self._files[name] = _File(committed, committed)
+        stored = 0
+        try:
+            with open(path, "rb") as fh:
+                st = os.fstat(fh.fileno())
+                if st.st_uid != os.getuid():
+                    self._log.warning(name, "%s: not yours; left alone", name)
+                    return 0
+                if st.st_size < state.committed:
+                    log.warning("%s: shorter than its ingested offset; starting over", name)
+                    state = self._files[name] = _File(0, 0)
+                final = self._final(sid, st.st_mtime)
+                if state.parsed >= st.st_size and not state.steps:
+                    return 0
+                want = READ
+                while True:
+                    fh.seek(state.parsed)
+                    buf = fh.read(want)
+                    more = state.parsed + len(buf) < st.st_size
+                    before = state.parsed
+                    # Nothing whole in the most that is read at once: damage, skipped.
+                    stuck = more and want >= CHUNK
+                    stored += self._apply(name, sid, state, buf, final and not more, stuck)
+                    if not more:
+                        break
+                    # A record larger than what was read: read more at once.
+                    want = READ if state.parsed > before else min(want * 4, CHUNK)
+        except FileNotFoundError:
+            self._files.pop(name, None)
+            return stored
+        except BaseException:
+            self._files.pop(name, None)  # read again from what the store says
+            raise
+        return stored
+
+    def _final(self, sid: str, mtime: float) -> bool:
+        session = self.store.get_session(sid)
+        return (
+            session is not None
+            and session.ended_at is not None
+            and time.time() - mtime >= QUIET_SECONDS
+        )
+
+    def _apply(
+        self, name: str, sid: str, state: _File, buf: bytes, final: bool, stuck: bool = False
+    ) -> int:
+        """Take in the records of `buf` (read at `state.parsed`; `final`: the spool
+        is complete) and store the steps that can be, in one transaction."""
+        damaged: list[int] = []
+        sizes: list[Record] = []
+        pos = 0
+        for r, end in iter_records(buf, final=final or stuck, damaged=damaged):
+            at = state.parsed + pos
+            pos = end
+            if r.session != sid:
+                damaged.append(end - at)  # another session's records are not this file's
+            elif r.kind == "O":
+                step = state.steps.setdefault((r.session, r.seq), _Pending(at))
+                if r.data:
+                    step.parts.append((r.offset, r.data, r.time))
+            elif r.kind == "E":
+                step = state.steps.setdefault((r.session, r.seq), _Pending(at))
+                step.total, step.ended = r.offset, r.ended
+            elif r.kind == "Z":
+                sizes.append(r)
+        if final or stuck:
+            pos = len(buf)
+        state.parsed += pos
+        stored = 0
+        with self.store.transaction():
+            for key, step in list(state.steps.items()):
+                if step.total is None and not final:
+                    continue
+                number, never = self.store.step_of_seq(*key)
+                if number is None:
+                    if never or final:
+                        del state.steps[key]  # a step not recorded: nor is its output
+                    continue
+                del state.steps[key]
+                if self.store.has_output(key[0], number):
+                    continue  # stored before a crash, read again
+                try:
+                    with self.store.savepoint():
+                        stored += self._store(key[0], number, step)
+                except Exception as e:  # noqa: BLE001 - sorted out here
+                    if store_trouble(e):
+                        raise  # rolled back: read again, nothing lost
+                    damaged.append(0)  # this step's output alone is lost, counted
+                    log.warning("%s: dropped the output of step %d: %s", name, number, e)
+            for z in sizes:  # (the session may not be stored yet: kept all the same)
+                self.store.add_terminal_size(sid, z.time, *z.size)
+            if damaged:
+                self.stats.dropped += len(damaged)
+                self.store.add_counter(DAMAGED, len(damaged))
+                self._log.warning(
+                    name, "%s: dropped %d damaged output record(s)", name, len(damaged)
+                )
+            firsts = [s.first for s in state.steps.values()]
+            committed = min(firsts) if firsts else state.parsed
+            if committed != state.committed:
+                self.store.set_spool_offset(name, committed)
+        state.committed = committed
+        self._release(name, state)
+        return stored
+
+    def _store(self, sid: str, number: int, step: _Pending) -> int:
+        total = step.total
+        if total is None:
+            total = max((o + len(d) for o, d, _ in step.parts), default=0)
+        half = self.cap // 2
+        first, rest, omitted = capped_parts(step.parts, total, half, self.cap - half)
+        row = self.store.step(sid, number)
+        out, n = make_output(
+            first, row.command if row else "", self.redactor,
+            cap=self.cap, size=total, omitted=omitted, complete=step.ended,
+            timing=tuple(sorted((o, t) for o, _, t in step.parts)), rest=rest,
+        )  # fmt: skip
+        self.store.set_output(sid, number, out)
+        if n:
+            self.stats.redactions += n
+            self.store.add_counter("redactions", n)
+        self.stats.steps += 1
+        return 1
+
+    def _release(self, name: str, state: _File) -> None:
+        """Erase the stored records from the spool at once (see SpoolReader)."""
+        if state.committed > state.punched and punch(
+            self.spool_dir / name, state.punched, state.committed
+        ):
+            state.punched = state.committed
+
+    def remove_if_done(self, sid: str) -> bool:
+        """Delete an ended session's output spool once all of it is stored."""
+        path = session_file(self.spool_dir, sid, OUTPUT_SUFFIX)
+        if path is None:
+            return False
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return False
+        if not self._final(sid, st.st_mtime):
+            return False
+        self.ingest_file(path)
+        state = self._files.get(path.name)
+        if state is None or state.steps or state.committed < st.st_size:
+            return False
+        path.unlink(missing_ok=True)
+        self._files.pop(path.name, None)
+        with self.store.transaction():
+            self.store.forget_spool(path.name)
+        return True

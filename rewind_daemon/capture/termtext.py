@@ -1,0 +1,140 @@
+"""The text of a step's output: what a reader of the terminal saw, as plain text.
+
+Escape sequences go (CSI, OSC, DCS and the other strings, charset and other
+two-byte escapes); a carriage return goes back to the start of the line and what
+follows overwrites it, a backspace one column back, `ESC [ K` clears to the end
+of the line (so a progress bar is its last state); what a full-screen program
+drew on the alternate screen is left out, with a note `[full-screen: PROGRAM]`;
+bytes that are not UTF-8 become U+FFFD. Pure and fast: one regex pass over the
+output, and per-line work only for lines that hold a CR or a backspace.
+"""
+
+from __future__ import annotations
+
+import re
+
+# ESC followed by: CSI (params, intermediates, final), a string (OSC, DCS, SOS,
+# PM, APC) up to BEL or ST, a charset designation (ESC ( B), or any other
+# two-byte escape. A string cut off by another escape ends there; one never
+# ended runs to the end of the output (its program was cut off).
+_ESCAPE = re.compile(
+    r"\x1b(?:"  # (one literal first: the regex engine then skips to each ESC fast)
+    r"\[([0-?]*)[ -/]*([@-~])?"
+    r"|[\]PX^_][^\x07\x1b]*(?:\x07|\x1b\\|(?=\x1b)|$)"
+    r"|[ -/]*[0-~]?)"
+)
+# Entering and leaving the alternate screen (xterm's 1049, 1047 and 47).
+_ALT_ON = {"?1049", "?1047", "?47"}
+_ALT_SCREEN = re.compile(r"\x1b\[\?[0-9;]*(?:1049|1047|47)[0-9;]*[hl]")
+_ERASE_LINE = re.compile(r"\x1b\[0?K")
+# Control characters that draw nothing (tab, newline, CR and BS are handled).
+_CONTROLS = re.compile(r"[\x00-\x07\x0b\x0c\x0e-\x19\x1c-\x1f\x7f]")
+_ERASE = "\x1a"  # stands for `ESC [ K` between the two passes (SUB: never kept)
+
+
+# What makes the text differ from the bytes other than in line ends: escapes,
+# backspaces, a CR not before LF, other controls.
+_NOT_PLAIN = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)")
+
+
+def is_plain(raw: bytes) -> bool:
+    """Whether the text of `raw` is its characters in the same order (CR LF made
+    LF, invalid UTF-8 replaced): nothing joined that the bytes hold apart."""
+    return _NOT_PLAIN.search(raw) is None
+
+
+def _program(command: str) -> str:
+    """The first word of the step's command: what ran full-screen."""
+    words = command.split()
+    for w in words:
+        if "=" not in w.split("/")[0]:  # skip `VAR=value` assignments
+            return w.rsplit("/", 1)[-1] or w
+    return words[0] if words else "?"
+
+
+def text_of(raw: bytes, command: str = "") -> str:
+    """The text of `raw`, the bytes a step printed to the terminal."""
+    s = raw.decode("utf-8", "replace").replace(_ERASE, "")
+    if "\x1b" not in s:
+        return _lines(_CONTROLS.sub("", s))
+    if not _ALT_SCREEN.search(s):
+        # The common case, in C: erases marked, then every escape removed.
+        return _lines(_CONTROLS.sub("", _ESCAPE.sub("", _ERASE_LINE.sub(_ERASE, s))))
+    out: list[str] = []
+    pos = 0
+    alt = False
+    noted = False
+    for m in _ESCAPE.finditer(s):
+        if not alt:
+            out.append(s[pos : m.start()])
+        pos = m.end()
+        final = m.group(2)
+        if final is None:
+            continue
+        params = m.group(1)
+        if final in "hl" and params and params.startswith("?"):
+            modes = {f"?{p}" for p in params[1:].split(";")}
+            if modes & _ALT_ON:
+                if final == "h" and not alt:
+                    alt = True
+                    if not noted:
+                        note = f"[full-screen: {_program(command)}]"
+                        # The note on a line of its own.
+                        joined = "".join(out)
+                        if joined and not joined.endswith(("\n", "\r")):
+                            out.append("\n")
+                        out.append(note + "\n")
+                        noted = True
+                elif final == "l" and alt:
+                    alt = False
+                    noted = False
+        elif final == "K" and params in ("", "0") and not alt:
+            out.append(_ERASE)
+    if not alt:
+        out.append(s[pos:])
+    return _lines(_CONTROLS.sub("", "".join(out)))
+
+
+def _lines(s: str) -> str:
+    if "\r" in s:
+        s = s.replace("\r\n", "\n")  # CR LF, as a terminal's line discipline writes it
+    if "\r" not in s and "\b" not in s and _ERASE not in s:
+        return s
+    # Only the lines that hold a CR, a backspace or an erase need work.
+    out = []
+    pos = 0
+    while (m := _SPECIAL.search(s, pos)) is not None:
+        start = s.rfind("\n", pos, m.start()) + 1
+        end = s.find("\n", m.end())
+        end = len(s) if end < 0 else end
+        out.append(s[pos:start])
+        out.append(_overwrite(s[start:end]))
+        pos = end
+    out.append(s[pos:])
+    return "".join(out)
+
+
+_SPECIAL = re.compile(r"[\r\b\x1a]")
+_PIECES = re.compile(r"[\r\b\x1a]|[^\r\b\x1a]+")
+
+
+def _overwrite(line: str) -> str:
+    """One line as a terminal leaves it after its CRs, backspaces and erases."""
+    cells: list[str] = []
+    col = 0
+    for piece in _PIECES.findall(line):
+        if piece == "\r":
+            col = 0
+        elif piece == "\b":
+            col = max(0, col - 1)
+        elif piece == _ERASE:
+            del cells[col:]
+        else:
+            end = col + len(piece)
+            if col >= len(cells):
+                cells.extend(" " * (col - len(cells)))
+                cells.extend(piece)
+            else:
+                cells[col:end] = piece
+            col = end
+    return "".join(cells)

@@ -1,0 +1,195 @@
+"""OutputReader (capture/outputs.py) over real output spools and a real store:
+when a step's output is stored, exactly once, and what damage costs."""
+
+from __future__ import annotations
+
+import signal
+
+from rewind_daemon.capture.outputs import CHUNK, DAMAGED, OutputReader, make_output
+from rewind_daemon.recorder.spool import OutputSpool
+from rewind_daemon.redact import MASK, Redactor
+from rewind_daemon.store import Store
+
+SID = "S1"
+COMMON = dict(shell="bash", shell_version="5", pid=None, tty=None, cwd="/", host="h", user="u")
+
+
+def make(tmp_path):
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir(mode=0o700)
+    store = Store(tmp_path / "rw.db")
+    with store.transaction():
+        store.upsert_session(SID, parent_id=None, started_at=1.0, **COMMON)
+    return spool_dir, store, OutputSpool(spool_dir, (80, 24))
+
+
+def step(store, seq, command="cmd"):
+    with store.transaction():
+        store.begin_step(SID, store.next_step_number(SID), seq, command, "/", float(seq))
+
+
+def printed(spool, seq, data: bytes, end=True):
+    spool.start(SID, seq)
+    spool.output(SID, seq, data)
+    if end:
+        spool.end(SID, seq, True)
+
+
+def text(store, number):
+    out = store.step_output(SID, number)
+    return None if out is None else out.text
+
+
+def test_output_waits_for_its_step_and_a_step_never_recorded_loses_it(tmp_path):
+    spool_dir, store, spool = make(tmp_path)
+    reader = OutputReader(spool_dir, store, Redactor())
+    path = spool_dir / "S1.output"
+    printed(spool, 1, b"first\r\n")
+    printed(spool, 2, b"not recorded\r\n")  # a line typed with a leading space
+    printed(spool, 3, b"third\r\n")
+    assert reader.ingest_file(path) == 0  # no step yet: kept in the spool
+    assert text(store, 1) is None
+    assert store.spool_offset("S1.output") < path.read_bytes().index(b"first")
+    step(store, 1)
+    assert reader.ingest_file(path) == 1
+    assert text(store, 1) == "first\n"
+    step(store, 3)  # seq 2 never will be: its output is dropped
+    assert reader.ingest_file(path) == 1
+    assert text(store, 2) == "third\n"
+    assert store.spool_offset("S1.output") == path.stat().st_size
+    assert path.read_bytes().strip(b"\0") == b""  # what was stored is erased from the spool
+
+
+def test_a_reader_started_again_from_the_committed_offset_stores_nothing_twice(tmp_path):
+    spool_dir, store, spool = make(tmp_path)
+    path = spool_dir / "S1.output"
+    step(store, 1)
+    step(store, 2)
+    printed(spool, 1, b"one\r\n")
+    spool.start(SID, 2)
+    spool.output(SID, 2, b"two, part 1\r\n")
+    reader = OutputReader(spool_dir, store, Redactor())
+    assert reader.ingest_file(path) == 1
+    committed = store.spool_offset("S1.output")
+    assert 0 < committed < path.stat().st_size  # step 2's records wait, in the spool
+    spool.output(SID, 2, b"two, part 2\r\n")
+    spool.end(SID, 2, True)
+    # The daemon killed: a new reader starts from what the store says.
+    again = OutputReader(spool_dir, store, Redactor())
+    assert again.ingest_file(path) == 1
+    assert text(store, 1) == "one\n"
+    assert text(store, 2) == "two, part 1\ntwo, part 2\n"
+    assert again.ingest_file(path) == 0
+
+
+def test_a_damaged_record_is_dropped_alone_and_counted(tmp_path):
+    spool_dir, store, spool = make(tmp_path)
+    path = spool_dir / "S1.output"
+    for seq in (1, 2, 3):
+        step(store, seq)
+    printed(spool, 1, b"one\r\n")
+    size = path.stat().st_size
+    printed(spool, 2, b"two\r\n")
+    printed(spool, 3, b"three\r\n")
+    data = bytearray(path.read_bytes())
+    at = data.index(b"two", size)
+    data[at] ^= 0xFF  # its CRC no longer matches
+    path.write_bytes(bytes(data))
+    reader = OutputReader(spool_dir, store, Redactor())
+    reader.ingest_file(path)
+    assert text(store, 1) == "one\n"
+    assert text(store, 3) == "three\n"
+    out = store.step_output(SID, 2)
+    assert out is not None and out.text == "" and out.size == 5  # its bytes are lost, counted
+    assert store.counter(DAMAGED) == 1
+
+
+def test_the_cap_and_redaction_apply_before_the_store(tmp_path):
+    spool_dir, store, spool = make(tmp_path)
+    path = spool_dir / "S1.output"
+    step(store, 1)
+    token = "ghp_" + "A1b2" * 9
+    body = b"".join(b"line %d\r\n" % i for i in range(1000))
+    printed(spool, 1, b"key " + token.encode() + b"\r\n" + body + b"end " + token.encode())
+    OutputReader(spool_dir, store, Redactor(), cap=1000).ingest_file(path)
+    out = store.step_output(SID, 1)
+    assert out is not None
+    assert out.text.startswith(f"key {MASK}\nline 0\n") and out.text.endswith(f"end {MASK}")
+    assert token.encode() not in out.raw and len(out.raw) <= 1000
+    head, mark, tail = out.text.partition(f"[... {out.omitted} bytes left out ...]\n")
+    assert mark and head.endswith("\n") and tail.startswith("line ")  # where, in the text
+    assert b"left out" not in out.raw
+    assert out.omitted > 0 and out.size == len(body) + 2 * len(token) + 10
+    assert token.encode() not in (tmp_path / "rw.db").read_bytes()
+
+
+def test_a_secret_split_by_an_escape_sequence_is_kept_out_of_the_bytes_too():
+    body = "A1b2" * 9
+    raw = b"\x1b[32mok\x1b[0m token ghp_\x1b[1m" + body.encode() + b"\x1b[0m\r\n"
+    out, n = make_output(raw, "deploy", Redactor())
+    assert n == 1
+    assert out.text == f"ok token {MASK}\n"
+    assert body.encode() not in out.raw and out.raw == out.text.encode()
+    plain, _ = make_output(b"\x1b[32mok\x1b[0m\r\n", "deploy", Redactor())
+    assert plain.raw == b"\x1b[32mok\x1b[0m\r\n"  # no secret: the bytes as they were
+
+
+def test_damage_larger_than_a_read_is_skipped_in_a_spool_still_written(tmp_path):
+    spool_dir, store, spool = make(tmp_path)
+    path = spool_dir / "S1.output"
+    step(store, 1)
+    step(store, 2)
+    printed(spool, 1, b"before\r\n")
+    with open(path, "ab") as f:
+        f.write(b"x" * (CHUNK + 4096))  # no record in more than the most read at once
+    printed(spool, 2, b"after\r\n")
+
+    def too_long(*_):
+        raise TimeoutError("the reader is stuck")
+
+    old = signal.signal(signal.SIGALRM, too_long)
+    signal.alarm(60)
+    try:
+        OutputReader(spool_dir, store, Redactor()).ingest_file(path)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    assert text(store, 1) == "before\n" and text(store, 2) == "after\n"
+    assert store.counter(DAMAGED) >= 1  # (a run per read it spans)
+
+
+def test_records_of_another_session_in_a_spool_are_dropped(tmp_path):
+    spool_dir, store, spool = make(tmp_path)
+    path = spool_dir / "S1.output"
+    step(store, 1)
+    printed(spool, 1, b"mine\r\n")
+    step(store, 2)
+    other = OutputSpool(tmp_path / "other", (80, 24))
+    other.start("S2", 1)
+    other.output("S2", 1, b"not mine\r\n")
+    other.end("S2", 1, True)
+    with open(path, "ab") as f:
+        f.write((tmp_path / "other" / "S2.output").read_bytes())
+    printed(spool, 2, b"mine too\r\n")
+    OutputReader(spool_dir, store, Redactor()).ingest_file(path)
+    assert text(store, 1) == "mine\n" and text(store, 2) == "mine too\n"
+    assert store.counter(DAMAGED) == 4  # its size, start, output and end records
+
+
+def test_when_each_part_was_printed_and_the_terminals_sizes_are_kept(tmp_path):
+    """For the cast export: the time of each part of a step's output (at its
+    offset in the output as printed) and the terminal's size over time."""
+    spool_dir, store, _ = make(tmp_path)
+    clock = iter([100.0, 100.5, 101.0, 101.25, 102.0, 103.0, 104.0]).__next__
+    spool = OutputSpool(spool_dir, (80, 24), clock=clock)
+    path = spool_dir / "S1.output"
+    step(store, 1)
+    spool.start(SID, 1)  # the size at 100.0, the start at 100.5
+    spool.output(SID, 1, b"one\r\n")  # 101.0
+    spool.resize((120, 40))  # 101.25
+    spool.output(SID, 1, b"two\r\n")  # 102.0
+    spool.end(SID, 1, True)
+    OutputReader(spool_dir, store, Redactor()).ingest_file(path)
+    out = store.step_output(SID, 1)
+    assert out is not None and out.timing == ((0, 101.0), (5, 102.0))
+    assert store.terminal_sizes(SID) == [(100.0, 80, 24), (101.25, 120, 40)]

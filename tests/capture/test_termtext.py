@@ -1,0 +1,102 @@
+"""The text of recorded output (capture/termtext.py): pure, so tested directly."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from rewind_daemon.capture.termtext import is_plain, text_of
+
+CASES = [
+    ("plain lines, CR LF as a terminal gets them", b"one\r\ntwo\r\n", "", "one\ntwo\n"),
+    ("no newline at the end", b"prompt? ", "", "prompt? "),
+    (
+        "colours (SGR)",
+        b"\x1b[1;31mred\x1b[0m and \x1b[38;5;42mgreen\x1b[m\r\n",
+        "",
+        "red and green\n",
+    ),
+    ("cursor moves and erases", b"\x1b[2J\x1b[Hhome\x1b[1A\x1b[10C!\r\n", "", "home!\n"),
+    ("OSC title ended by BEL", b"\x1b]0;my title\x07text\r\n", "", "text\n"),
+    ("OSC hyperlink ended by ST", b"\x1b]8;;http://x\x1b\\link\x1b]8;;\x1b\\\r\n", "", "link\n"),
+    ("DCS string", b"a\x1bPq#0;2;0;0;0#0~~\x1b\\b\r\n", "", "ab\n"),
+    ("charset designation", b"\x1b(0lqk\x1b(B done\r\n", "", "lqk done\n"),
+    ("keypad mode escapes", b"\x1b=\x1b>x\r\n", "", "x\n"),
+    ("a progress bar overwritten with CR", b"  0%\r 50%\r100%\r\n", "", "100%\n"),
+    ("CR then a shorter text keeps the rest", b"downloading\rdone\r\n", "", "doneloading\n"),
+    ("CR then erase to the end of line", b"downloading\r\x1b[Kdone\r\n", "", "done\n"),
+    ("backspaces overwrite", b"abc\b\bX\r\n", "", "aXc\n"),
+    ("backspace at the start of a line", b"\bx\r\n", "", "x\n"),
+    ("bells and other controls go", b"ding\x07\x00\x0e!\r\n", "", "ding!\n"),
+    ("tabs stay", b"a\tb\r\n", "", "a\tb\n"),
+    (
+        "invalid UTF-8 becomes U+FFFD",
+        b"caf\xc3\xa9 \xff\xfe ok\r\n",
+        "",
+        "caf\u00e9 \ufffd\ufffd ok\n",
+    ),
+    (
+        "alternate screen left out, with a note",
+        b"before\r\n\x1b[?1049h\x1b[H~\r\n~ vim's screen\x1b[?1049lafter\r\n",
+        "vim notes.txt",
+        "before\n[full-screen: vim]\nafter\n",
+    ),
+    (
+        "the program is the command's first word, past assignments and its path",
+        b"\x1b[?1049hx\x1b[?1049l",
+        "TERM=xterm /usr/bin/less -R f",
+        "[full-screen: less]\n",
+    ),
+    (
+        "the older 47 and 1047 modes",
+        b"a\x1b[?47hzz\x1b[?47lb\x1b[?1047hyy\x1b[?1047l",
+        "top",
+        "a\n[full-screen: top]\nb\n[full-screen: top]\n",
+    ),
+    ("a full-screen program cut off", b"x\r\n\x1b[?1049hdrawn", "htop", "x\n[full-screen: htop]\n"),
+    ("an OSC never ended runs to the end", b"ok\r\n\x1b]0;cut", "", "ok\n"),
+]
+
+
+@pytest.mark.parametrize("name, raw, command, text", CASES, ids=[c[0] for c in CASES])
+def test_text_of(name, raw, command, text):
+    assert text_of(raw, command) == text
+
+
+def test_no_escape_or_control_survives_in_the_text():
+    noisy = bytes(range(256)) * 50 + b"\x1b[?1049h\x1b[?1049l" + bytes(range(32)) * 20
+    text = text_of(noisy, "x")
+    assert not any(c in text for c in "\x1b\r\x08\x07\x00")
+
+
+def test_text_is_made_fast():
+    # A build log: colours on every line, a progress bar now and then.
+    line = b"\x1b[32m[ok]\x1b[0m compiling module_%d.c with -O2 -Wall -Wextra\r\n"
+    bar = b" 10%\r 20%\r 30%\r\x1b[K100%\r\n"
+    raw = b"".join((line % i) + (bar if i % 50 == 0 else b"") for i in range(200_000))
+    start = time.perf_counter()
+    text = text_of(raw, "make")
+    took = time.perf_counter() - start
+    assert text.count("\n") == 200_000 + 200_000 // 50
+    assert "[ok] compiling module_199999.c" in text
+    mb_per_s = len(raw) / took / 1e6
+    assert mb_per_s > 20, f"{mb_per_s:.0f} MB/s"
+
+
+@pytest.mark.parametrize(
+    "raw, plain",
+    [
+        (b"a\r\nb\n", True),
+        ("caf\u00e9\tok\r\n".encode(), True),
+        (b"\xff\xfe\r\n", True),
+        (b"a\x1b[1mb", False),
+        (b"ab\bc", False),
+        (b"a\rb\r\n", False),
+        (b"a\x07b", False),
+    ],
+)
+def test_plain_output_is_told_apart(raw, plain):
+    assert is_plain(raw) is plain
+    if plain:  # its text is its characters, line ends aside
+        assert text_of(raw) == raw.decode("utf-8", "replace").replace("\r\n", "\n")
