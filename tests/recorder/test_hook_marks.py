@@ -306,7 +306,10 @@ def _ended(rw_home: Path, seq: int) -> bool:
     "text, message",
     [
         ('[record]\noutput = "yes"\n', "record.output must be true or false"),
-        ("[record]\noutptu = true\n", "[record] has no key 'outptu' (output)"),
+        (
+            "[record]\noutptu = true\n",
+            "[record] has no key 'outptu' (output, max_step_output, max_total_output)",
+        ),
         ("record = 1\n", "[record] must be a table"),
     ],
 )
