@@ -117,7 +117,11 @@ def test_each_steps_output_is_spooled_exactly(recorded, kind):
     sh.p.sendcontrol("c")  # Ctrl-C at an empty prompt: no step
     sh.p.expect_exact(PROMPT)
     sh.run("")
-    sh.run("echo 'pasted 1'\necho 'pasted 2'")
+    # Two lines at once: each ends at a prompt of its own. What is typed while
+    # a command runs is echoed into its output, so `false` waits for both.
+    sh.p.sendline("echo 'pasted 1'\necho 'pasted 2'")
+    sh.p.expect_exact(PROMPT)
+    sh.p.expect_exact(PROMPT)
     sh.run("false")
     assert sh.exit_status() == 1
     steps = read_steps(sh.spool)
