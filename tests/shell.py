@@ -103,9 +103,9 @@ class Shell:
             ) from None
         return self.p.before
 
-    def _signal_state(self) -> list[str]:
-        """Each process below the shell: its name and which signals it ignores
-        and blocks (hex masks, as /proc says), to tell why a Ctrl-C did nothing."""
+    def _below(self) -> list[dict[str, str]]:
+        """The processes below the shell's process (its children, theirs...; the
+        shell may itself run under a proxy): the fields of their /proc status."""
         found, todo = [], [str(self.pid)]
         while todo:
             parent = todo.pop()
@@ -118,36 +118,20 @@ class Shell:
                     status = Path(f"/proc/{pid}/status").read_text().splitlines()
                 except OSError:
                     continue
-                fields = dict(line.split(":\t", 1) for line in status if ":\t" in line)
-                found.append(
-                    f"{fields.get('Name')} ign={fields.get('SigIgn')} blk={fields.get('SigBlk')}"
-                )
+                found.append(dict(line.split(":\t", 1) for line in status if ":\t" in line))
                 todo.append(pid)
         return found
 
+    def _signal_state(self) -> list[str]:
+        """Each process below the shell: its name and which signals it ignores
+        and blocks (hex masks, as /proc says), to tell why a Ctrl-C did nothing."""
+        return [
+            f"{p.get('Name')} ign={p.get('SigIgn')} blk={p.get('SigBlk')}" for p in self._below()
+        ]
+
     def _children(self) -> list[str]:
-        """The program names of the processes below the shell's process (its
-        children, theirs...; the shell may itself run under a proxy)."""
-        names, todo = [], [str(self.pid)]
-        while todo:
-            parent = todo.pop()
-            try:
-                pids = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
-            except OSError:
-                continue
-            for pid in pids:
-                try:
-                    names.append(Path(f"/proc/{pid}/comm").read_text().strip())
-                except OSError:
-                    continue
-                todo.append(pid)
-        return names
-        for pid in pids:
-            try:
-                names.append(Path(f"/proc/{pid}/comm").read_text().strip())
-            except OSError:
-                pass
-        return names
+        """The program names of the processes below the shell."""
+        return [p.get("Name", "") for p in self._below()]
 
     @property
     def pid(self) -> int:
