@@ -211,7 +211,7 @@ def parse(buf: bytes, final: bool = False) -> Iterator[tuple[Record | Dropped, i
             if final:
                 yield Dropped("truncated record at end of spool", n - pos), n
             return
-        parts = buf[start:end].decode("utf-8", "replace").split("\x00")
+        parts = _fields(buf[start:end])
         rtype, fields = parts[0], parts[1:]
         pos = end + len(END)
         try:
@@ -222,6 +222,23 @@ def parse(buf: bytes, final: bool = False) -> Iterator[tuple[Record | Dropped, i
             yield Dropped(problem, pos - (start - len(MAGIC))), pos
         else:
             yield Record(rtype, fields), pos
+
+
+def _fields(body: bytes) -> list[str]:
+    """A record's NUL-separated fields. Bytes that are not UTF-8 are kept
+    exact (as surrogates) in an environment payload, whose values go back
+    into a shell; in every other field (a command, a directory) they become
+    U+FFFD, as text the store and the terminal can take."""
+    try:
+        return body.decode("utf-8").split("\x00")
+    except UnicodeDecodeError:
+        pass
+    parts = body.decode("utf-8", "surrogateescape").split("\x00")
+    env_at = ENV_AT.get(parts[0], len(parts)) + 1  # + 1: the type comes first
+    for i in range(min(env_at, len(parts))):
+        if not parts[i].isascii():
+            parts[i] = parts[i].encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return parts
 
 
 # --- environment payloads -------------------------------------------------

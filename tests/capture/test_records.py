@@ -29,6 +29,25 @@ def test_round_trip_of_every_record_type():
     assert items[-1][1] == len(buf)
 
 
+def test_bytes_not_utf8_stay_exact_in_an_environment_and_become_u_fffd_elsewhere():
+    buf = (
+        records.MAGIC
+        + b"\x00".join([b"E", b"s1", b"1", b"2.0", b"0", b"0", b"/tmp/\xff", b"list0"])
+        + b"\x00RW_X=a\xff\xfeb\x00PATH=/bin"
+        + records.END
+        + records.MAGIC
+        + b"\x00".join([b"B", b"s1", b"2", b"3.0", b"/", b"echo \xc3"])
+        + records.END
+    )
+    (end, _), (begin, _) = parse_all(buf)
+    assert end.fields[5] == "/tmp/\ufffd"
+    assert records.parse_env(end.fields[6], end.fields[7:]) == {
+        "RW_X": "a\udcff\udcfeb",
+        "PATH": "/bin",
+    }
+    assert begin.fields[4] == "echo \ufffd"
+
+
 def test_incomplete_tail_waits_unless_final():
     rec = records.encode("B", "s1", "1", "2.0", "/", "ls")
     items = parse_all(rec + rec[:10])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 
@@ -378,3 +379,15 @@ def test_branch_exec_from_a_deleted_directory_into_one_gone_too(daemon, tmp_path
                           env={**os.environ, "HOME": str(home)}, timeout=60)  # fmt: skip
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stdout.splitlines()[-1] == str(home)  # pwd, in the shell it opened
+
+
+def test_bytes_that_are_not_utf8_in_the_environment_a_shell_starts_with_are_kept(
+    daemon, shells, kind
+):
+    """The session's start record carries the environment the shell was given
+    (zsh: its values raw); bytes that are not UTF-8 there come back exact."""
+    sh = shells(kind, env={"RW_RAW": "a\udcff\udcfeb"})  # the bytes a, ff, fe, b
+    sh.run("rw name rawstart")
+    sh.run("export RW_RAW=plain")
+    doc = json.loads(rw("export", "rawstart", "--format", "json").stdout)
+    assert doc["start_env"]["RW_RAW"] == "a\udcff\udcfeb"
