@@ -568,6 +568,9 @@ class Daemon:
             sid, name = self.store.create_branch(parent, step, name)
         except RwError as e:
             raise ValueError(str(e)) from None
+        if req.get("open", True) is False:  # no shell will record into it
+            with self.store.transaction():
+                self.store.end_session(sid, time.time())
         return {"session": sid, "name": name}
 
     def _op_watches(self, req: dict) -> dict:

@@ -167,7 +167,7 @@ def branch_cmd(
         click.echo(f"would make a branch of {escaped(parent)} holding its steps 1 to {step}")
         return
     client.ensure_running(p)
-    reply = client.request(p, "branch", session=parent, step=step, name=name)
+    reply = client.request(p, "branch", session=parent, step=step, name=name, open=exec_)
     sid = reply["session"]
     label = f"{sid} ({reply['name']})"
     click.echo(f"session {escaped(label)}: a branch of {escaped(parent)} after step {step}")

@@ -143,6 +143,9 @@ def test_branch_session_step_makes_a_branch(daemon, shells, kind):
     assert session["name"] == "deploy-branch-2"
     assert session["parent"] == sh.session_id() and session["branch_point"] == 2
     assert session["origin"] == "branch"
+    assert session["ended_at"] is not None  # no shell records into it: not open
+    listed = next(line for line in rw("sessions").stdout.splitlines() if branch in line)
+    assert "(open)" not in listed
     assert [s["command"] for s in steps_of("deploy-branch-2")] == ["rw name deploy", "echo one"]
     assert rw_json("log", "deploy")[-1]["command"] == "echo two"  # the original is untouched
     named = rw("branch", "deploy", "1", "--name", "retry").stdout
@@ -168,6 +171,8 @@ def test_branch_exec_opens_a_shell_in_the_state_after_the_step(daemon, shells, k
     sh.p.expect_exact("<rwp> ")  # the subshell's first prompt with our PS1
     assert sh.run('echo "$PWD $RW_A"') == f"{work} kept"
     sh.run("echo in-the-branch")
+    opened = next(s for s in rw_json("sessions") if s["name"] == "job-branch-3")
+    assert opened["ended_at"] is None  # its shell records into it
     sh.run("exit")
     assert sh.run("echo back-home $RW_A") == "back-home later"
     branch = rw_json("log", "job-branch-3")
