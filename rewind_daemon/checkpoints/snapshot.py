@@ -19,7 +19,7 @@ import re
 import stat
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
@@ -478,83 +478,110 @@ def _walk(
     skip_dirs = frozenset(skip)
     has_rules = bool(rules)
     changed = False
-    # Directories listed whose subdirectories are still to be walked:
-    # (descriptor, rel prefix, absolute prefix, [(name, inode)]).
+    dirs = _directories(root_fd, root, None, on_dir)
+    try:
+        for fd, prefix, base, subdirs in dirs:
+            if fd < 0:
+                if fd == -2:
+                    rel = prefix[:-1]
+                    entries[rel] = entries[rel]._replace(note="unreadable")
+                continue
+            with os.scandir(fd) as it:
+                for de in it:
+                    name = de.name
+                    rel = prefix + name
+                    if has_rules and rules.excluded(rel, name, de.is_dir(follow_symlinks=False)):
+                        continue
+                    try:
+                        st = de.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue  # gone since the listing
+                    mode = st.st_mode
+                    fmt = mode & _IFMT
+                    if fmt == _IFREG or fmt == _IFLNK:
+                        p = prev_get(rel)
+                        if (
+                            p is not None
+                            and p[6] == st.st_ctime_ns
+                            and p[5] == st.st_mtime_ns
+                            and p[4] == st.st_size
+                            and p[7] == st.st_ino
+                            and p[1] == mode & 0o7777
+                            and p[2] == st.st_uid
+                            and p[3] == st.st_gid
+                            and p[8] is not None
+                            and p[5] < trust_before
+                            and p[6] < trust_before
+                            and p[0] == (_FILE if fmt == _IFREG else _SYMLINK)
+                        ):
+                            entries[rel] = p
+                            continue
+                        e = _read(fd, name, base + name, st, sink, size_cap)
+                        if e is None:
+                            continue  # gone since the listing
+                    elif fmt == _IFDIR:
+                        if base + name in skip_dirs:
+                            continue
+                        e = _entry(st)
+                        if rel not in defer:
+                            subdirs.append((name, st.st_ino))
+                        p = prev_get(rel)
+                    else:
+                        if fmt == _IFCHR or fmt == _IFBLK:
+                            e = _entry(st, f"{os.major(st.st_rdev)},{os.minor(st.st_rdev)}")
+                        else:
+                            e = _entry(st)
+                        p = prev_get(rel)
+                    if p != e:
+                        changed = True
+                    entries[rel] = e
+            if progress is not None:
+                progress(len(entries))
+    finally:
+        dirs.close()
+    return changed
+
+
+def _directories(
+    root_fd: int, root: str, tops: list[tuple[str, int]] | None, on_dir=None
+) -> Generator[tuple[int, str, str, list[tuple[str, int]]], None, None]:
+    """The directories of the tree at `root` (open as `root_fd`), depth first,
+    as (descriptor, rel prefix, absolute prefix, subdirs): the caller lists
+    the descriptor and appends to `subdirs` the (name, inode) of each
+    subdirectory to enter next. The root comes first, unless `tops` names the
+    subdirectories of it to start from. Each directory is opened from its
+    parent's (which stays open until its subdirectories are done) by
+    _open_subdir; one that could not be opened comes with its code instead
+    of a descriptor (-1: gone or replaced since its listing; -2: not
+    readable); `on_dir(path)` is called just before each is opened.
+    Descriptors are closed as the walk leaves them, and all of them when the
+    generator is closed (the root's never)."""
     open_dirs: list[tuple[int, str, str, list[tuple[str, int]]]] = []
-    fd, prefix, base = root_fd, "", root if root.endswith("/") else root + "/"
+    base = root if root.endswith("/") else root + "/"
+    fd, prefix = root_fd, ""
+    if tops is not None:
+        open_dirs.append((root_fd, "", base, list(tops)))
+        fd = -3  # the root is not listed
     try:
         while True:
             if fd >= 0:
                 subdirs: list[tuple[str, int]] = []
                 open_dirs.append((fd, prefix, base, subdirs))
-                with os.scandir(fd) as it:
-                    for de in it:
-                        name = de.name
-                        rel = prefix + name
-                        if has_rules and rules.excluded(
-                            rel, name, de.is_dir(follow_symlinks=False)
-                        ):
-                            continue
-                        try:
-                            st = de.stat(follow_symlinks=False)
-                        except FileNotFoundError:
-                            continue  # gone since the listing
-                        mode = st.st_mode
-                        fmt = mode & _IFMT
-                        if fmt == _IFREG or fmt == _IFLNK:
-                            p = prev_get(rel)
-                            if (
-                                p is not None
-                                and p[6] == st.st_ctime_ns
-                                and p[5] == st.st_mtime_ns
-                                and p[4] == st.st_size
-                                and p[7] == st.st_ino
-                                and p[1] == mode & 0o7777
-                                and p[2] == st.st_uid
-                                and p[3] == st.st_gid
-                                and p[8] is not None
-                                and p[5] < trust_before
-                                and p[6] < trust_before
-                                and p[0] == (_FILE if fmt == _IFREG else _SYMLINK)
-                            ):
-                                entries[rel] = p
-                                continue
-                            e = _read(fd, name, base + name, st, sink, size_cap)
-                            if e is None:
-                                continue  # gone since the listing
-                        elif fmt == _IFDIR:
-                            if base + name in skip_dirs:
-                                continue
-                            e = _entry(st)
-                            if rel not in defer:
-                                subdirs.append((name, st.st_ino))
-                            p = prev_get(rel)
-                        else:
-                            if fmt == _IFCHR or fmt == _IFBLK:
-                                e = _entry(st, f"{os.major(st.st_rdev)},{os.minor(st.st_rdev)}")
-                            else:
-                                e = _entry(st)
-                            p = prev_get(rel)
-                        if p != e:
-                            changed = True
-                        entries[rel] = e
-                if progress is not None:
-                    progress(len(entries))
+                yield fd, prefix, base, subdirs
+            elif fd != -3:
+                yield fd, prefix, base, []
             while open_dirs and not open_dirs[-1][3]:
                 done = open_dirs.pop()[0]
                 if done != root_fd:
                     os.close(done)
             if not open_dirs:
-                return changed
+                return
             parent, pre, bas, subdirs = open_dirs[-1]
             name, ino = subdirs.pop()
             prefix, base = pre + name + "/", bas + name + "/"
             if on_dir is not None:
                 on_dir(bas + name)
             fd = _open_subdir(parent, name, ino)
-            if fd == -2:
-                rel = pre + name
-                entries[rel] = entries[rel]._replace(note="unreadable")
     finally:
         for f, *_ in open_dirs:
             if f != root_fd:
@@ -733,84 +760,64 @@ def _compare_below(
     changed: list[str] = []
     read: list[list] = []
     seen = 0
-    base = root if root.endswith("/") else root + "/"
-    open_dirs: list[tuple[int, str, str, list[tuple[str, int]]]] = [
-        (root_fd, "", base, [(t, prev[t].ino) for t in tops])
-    ]
-    fd, prefix = -1, ""
+    dirs = _directories(root_fd, root, [(t, prev[t].ino) for t in tops])
     try:
-        while True:
-            if fd >= 0:
-                subdirs: list[tuple[str, int]] = []
-                open_dirs.append((fd, prefix, base, subdirs))
-                with os.scandir(fd) as it:
-                    for de in it:
-                        name = de.name
-                        rel = prefix + name
-                        if has_rules and rules.excluded(
-                            rel, name, de.is_dir(follow_symlinks=False)
-                        ):
-                            continue
-                        try:
-                            st = de.stat(follow_symlinks=False)
-                        except FileNotFoundError:
-                            return None
-                        mode = st.st_mode
-                        fmt = mode & _IFMT
-                        if fmt == _IFDIR and base + name in skip_dirs:
-                            continue
-                        p = prev_get(rel)
-                        if p is None:
-                            return None
-                        seen += 1
-                        if fmt == _IFREG or fmt == _IFLNK:
-                            if (
-                                p[6] == st.st_ctime_ns
-                                and p[5] == st.st_mtime_ns
-                                and p[4] == st.st_size
-                                and p[7] == st.st_ino
-                                and p[1] == mode & 0o7777
-                                and p[2] == st.st_uid
-                                and p[3] == st.st_gid
-                                and p[8] is not None
-                                and p[5] < trust_before
-                                and p[6] < trust_before
-                                and p[0] == (_FILE if fmt == _IFREG else _SYMLINK)
-                            ):
-                                continue
-                            if reader is not None:
-                                e = _read(fd, name, base + name, st, reader[0], reader[1])
-                                if e is None:
-                                    return None
-                                read.append([rel, *e])
-                                if len(read) > _REPORT_MAX:
-                                    return None
-                                continue
-                        elif fmt == _IFDIR:
-                            subdirs.append((name, st.st_ino))
-                            if p == _entry(st):
-                                continue
-                        elif fmt != _IFCHR and fmt != _IFBLK and p == _entry(st):
-                            continue
-                        changed.append(rel)
-                        if len(changed) > _REPORT_MAX:
-                            return None
-            while open_dirs and not open_dirs[-1][3]:
-                done = open_dirs.pop()[0]
-                if done != root_fd:
-                    os.close(done)
-            if not open_dirs:
-                return {"seen": seen, "changed": changed, "read": read}
-            parent, pre, bas, subdirs = open_dirs[-1]
-            name, ino = subdirs.pop()
-            prefix, base = pre + name + "/", bas + name + "/"
-            fd = _open_subdir(parent, name, ino)
+        for fd, prefix, base, subdirs in dirs:
             if fd < 0:
                 return None
+            with os.scandir(fd) as it:
+                for de in it:
+                    name = de.name
+                    rel = prefix + name
+                    if has_rules and rules.excluded(rel, name, de.is_dir(follow_symlinks=False)):
+                        continue
+                    try:
+                        st = de.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        return None
+                    mode = st.st_mode
+                    fmt = mode & _IFMT
+                    if fmt == _IFDIR and base + name in skip_dirs:
+                        continue
+                    p = prev_get(rel)
+                    if p is None:
+                        return None
+                    seen += 1
+                    if fmt == _IFREG or fmt == _IFLNK:
+                        if (
+                            p[6] == st.st_ctime_ns
+                            and p[5] == st.st_mtime_ns
+                            and p[4] == st.st_size
+                            and p[7] == st.st_ino
+                            and p[1] == mode & 0o7777
+                            and p[2] == st.st_uid
+                            and p[3] == st.st_gid
+                            and p[8] is not None
+                            and p[5] < trust_before
+                            and p[6] < trust_before
+                            and p[0] == (_FILE if fmt == _IFREG else _SYMLINK)
+                        ):
+                            continue
+                        if reader is not None:
+                            e = _read(fd, name, base + name, st, reader[0], reader[1])
+                            if e is None:
+                                return None
+                            read.append([rel, *e])
+                            if len(read) > _REPORT_MAX:
+                                return None
+                            continue
+                    elif fmt == _IFDIR:
+                        subdirs.append((name, st.st_ino))
+                        if p == _entry(st):
+                            continue
+                    elif fmt != _IFCHR and fmt != _IFBLK and p == _entry(st):
+                        continue
+                    changed.append(rel)
+                    if len(changed) > _REPORT_MAX:
+                        return None
     finally:
-        for f, *_ in open_dirs:
-            if f != root_fd:
-                os.close(f)
+        dirs.close()
+    return {"seen": seen, "changed": changed, "read": read}
 
 
 def _unchanged(p: Entry, st: os.stat_result, trust_before: int) -> bool:
