@@ -1,4 +1,5 @@
-"""Turning a recorded session into a shell script, a Markdown runbook or JSON."""
+"""Turning a recorded session into a shell script, a Markdown runbook, JSON or an
+asciicast (casting.py)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ from .. import __version__, display
 from ..errors import RwError
 from ..redact import MASK
 from ..store import SessionRow, StepRow, Store
+from .casting import to_cast
 from .history import Output
 from .rw_commands import is_rw_command
 from .travel import env_changes
 from .travel import quote as shell_quoted
 
-FORMATS = ("sh", "md", "json")
+FORMATS = ("sh", "md", "json", "cast")
 DOCUMENT_FORMAT = "rw-session"
 DOCUMENT_VERSION = 1
 
@@ -33,7 +35,9 @@ class Selection:
     outputs: dict[int, Output]  # what the steps printed, where it was recorded
 
 
-def select(store: Store, sid: str, first: int | None = None, last: int | None = None) -> Selection:
+def select(
+    store: Store, sid: str, first: int | None = None, last: int | None = None, outputs: bool = True
+) -> Selection:
     row = store.get_session(sid)
     if row is None:
         raise RwError(f"no session {sid!r}")
@@ -44,10 +48,10 @@ def select(store: Store, sid: str, first: int | None = None, last: int | None = 
         raise RwError(f"session {sid} has no steps")
     steps = [s for s in store.steps(sid) if lo <= s.number <= hi]
     commands = {s.number: s.command for s in steps}
-    outputs = {
-        n: Output.of(o, commands.get(n, "")) for n, o in store.step_outputs(sid, lo, hi).items()
-    }
-    return Selection(row, steps, lo, hi, outputs)
+    stored = store.step_outputs(sid, lo, hi) if outputs else {}
+    return Selection(
+        row, steps, lo, hi, {n: Output.of(o, commands.get(n, "")) for n, o in stored.items()}
+    )
 
 
 def export_session(
@@ -60,7 +64,9 @@ def export_session(
     include_failed: bool = False,
 ) -> str:
     """The session `sid` (steps `first`..`last`) as text in format `fmt`."""
-    sel = select(store, sid, first, last)
+    sel = select(store, sid, first, last, outputs=fmt != "cast")
+    if fmt == "cast":
+        return to_cast(store, sel.session, sel.steps, sel.first, sel.last)
     if fmt == "sh":
         return to_script(store, sel, include_failed=include_failed)
     if fmt == "md":
