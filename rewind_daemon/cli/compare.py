@@ -118,13 +118,16 @@ def _output_lines(d: diffing.OutputDiff, full: bool) -> list[str]:
     if d.a.binary or d.b.binary:
         out.append(f"binary output differs: A {d.a.size} bytes, B {d.b.size} bytes")
     elif not d.lines:
-        out.append(f"output differs: {d.changed} line(s) (rw diff --output-lines N shows them)")
+        count = "" if d.changed is None else f": {d.changed} line(s)"
+        out.append(f"output differs{count} (rw diff --output-lines N shows them)")
         return [_INDENT + x for x in out]
     for line in d.lines:
         colour = _COLOUR.get(line[:1])
         text = escaped(line, lines=True)
         out.append(click.style(text, fg=colour) if colour else text)
-    if d.more:
+    if d.more is None:
+        out.append("... and maybe more: the outputs are long (rw diff --full compares all of them)")
+    elif d.more:
         how = "" if full else " (rw diff --full shows all)"
         out.append(f"... {d.more} more line(s) differ{how}")
     return [_INDENT + x for x in out]

@@ -15,6 +15,7 @@ SAME, COMMAND, EXIT_CODE, OUTPUT, ONLY_A, ONLY_B = (
 
 CONTEXT_LINES = 3  # of a unified diff of two outputs
 OUTPUT_LINES = 12  # lines of it shown per step, unless asked for more
+MATCH_LINES = 20_000  # of each output matched line by line, unless all of it is asked for
 
 
 @dataclass(frozen=True)
@@ -49,8 +50,10 @@ class OutputDiff:
     a: OutputSide
     b: OutputSide
     lines: list[str]  # empty when either output is binary
-    more: int  # lines that differ (- or +) beyond `lines`
-    changed: int  # lines that differ in all
+    # Lines that differ (- or +) beyond `lines`, and in all; None: not counted
+    # (long outputs, matched only in their first lines: more may differ).
+    more: int | None
+    changed: int | None
 
     def to_json(self) -> dict:
         return {
@@ -147,34 +150,41 @@ def diff_outputs(
     while end < min(len(a_lines), len(b_lines)) - start and a_lines[-1 - end] == b_lines[-1 - end]:
         end += 1
     keep = max(0, start - context)
-    tail = max(0, end - context)
-    a_mid = a_lines[keep : len(a_lines) - tail]
-    b_mid = b_lines[keep : len(b_lines) - tail]
+    a_mid = a_lines[keep : len(a_lines) - max(0, end - context)]
+    b_mid = b_lines[keep : len(b_lines) - max(0, end - context)]
+    # Matching costs up to the product of the lengths: to show the first lines,
+    # long outputs are matched in their first MATCH_LINES lines only, and the
+    # hunks near that cut (which may be its doing) left out, but for the first.
+    cut = limit is not None and max(len(a_mid), len(b_mid)) > MATCH_LINES
+    if cut:
+        a_mid, b_mid = a_mid[:MATCH_LINES], b_mid[:MATCH_LINES]
+    groups = difflib.SequenceMatcher(None, a_mid, b_mid).get_grouped_opcodes(context)
     lines: list[str] = []
-    for line in difflib.unified_diff(a_mid, b_mid, n=context, lineterm=""):
-        if line.startswith(("---", "+++")) and not lines:
-            continue  # the file headers: the step numbers say which is which
-        if line.startswith("@@"):
-            line = _shift_hunk(line, keep)
-        lines.append(line)
+    for group in groups:
+        i1, i2, j1, j2 = group[0][1], group[-1][2], group[0][3], group[-1][4]
+        near_cut = cut and max(i2, j2) > MATCH_LINES - 2 * context
+        if near_cut and lines:
+            break
+        lines.append(f"@@ -{_span(keep + i1, i2 - i1)} +{_span(keep + j1, j2 - j1)} @@")
+        for tag, i1, i2, j1, j2 in group:
+            if tag == "equal":
+                lines += [" " + x for x in a_mid[i1:i2]]
+                continue
+            lines += ["-" + x for x in a_mid[i1:i2]]
+            lines += ["+" + x for x in b_mid[j1:j2]]
     changed = sum(1 for ln in lines if ln[:1] in "-+")
-    if limit is None or len(lines) <= limit:
+    if not cut and (limit is None or len(lines) <= limit):
         return OutputDiff(side_a, side_b, lines, 0, changed)
     shown = lines[:limit]
     more = changed - sum(1 for ln in shown if ln[:1] in "-+")
-    return OutputDiff(side_a, side_b, shown, more, changed)
+    return OutputDiff(side_a, side_b, shown, None if cut else more, None if cut else changed)
 
 
-def _shift_hunk(header: str, by: int) -> str:
-    """A hunk header `@@ -s,n +s,n @@` with its line numbers moved down `by`."""
-
-    def moved(part: str) -> str:
-        sign, rest = part[0], part[1:]
-        first, comma, count = rest.partition(",")
-        return f"{sign}{int(first) + by if int(first) or count != '0' else by}{comma}{count}"
-
-    _, old, new, *_ = header.split(" ")
-    return f"@@ {moved(old)} {moved(new)} @@"
+def _span(start: int, length: int) -> str:
+    """Lines `start`.. (from 0) in a hunk header, as `diff -u` writes them."""
+    if length == 1:
+        return str(start + 1)
+    return f"{start + 1 if length else start},{length}"
 
 
 def compare(

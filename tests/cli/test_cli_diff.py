@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import codecs
 import json
+import random
+import re
 from pathlib import Path
 
 import pexpect
 
 from rewind_daemon.store import StepRow
 from rewind_daemon.timeline import diffing
+from rewind_daemon.timeline.history import Output
 
 from ..conftest import RW, rw, rw_json, write_config
 
@@ -205,3 +208,52 @@ def test_a_step_whose_output_only_one_run_recorded_is_not_compared(live, shells,
     assert first == {"status": "same", "a": 1, "b": 1, "output_recorded": "a"}
     text = rw("diff", a, b, check=False).stdout
     assert f"(the output of 6 matched step(s) was recorded only in A ({a}): not compared)" in text
+
+
+def _output(lines: list[str]) -> Output:
+    text = "".join(x + "\n" for x in lines)
+    return Output(text.encode(), text, len(text), 0, True)
+
+
+def _patched(a: list[str], diff: list[str]) -> list[str]:
+    """`a` with the unified diff `diff` applied, as patch would."""
+    out, pos = [], 0
+    for line in diff:
+        if line.startswith("@@"):
+            m = re.match(r"@@ -(\d+)(?:,(\d+))? ", line)
+            assert m is not None
+            start = int(m.group(1)) - (m.group(2) != "0")
+            out += a[pos:start]
+            pos = start
+        elif line[0] in " -":
+            assert a[pos] == line[1:]
+            pos += 1
+            out += [line[1:]] if line[0] == " " else []
+        else:
+            out.append(line[1:])
+    return out + a[pos:]
+
+
+def test_output_diffs_turn_a_into_b():
+    rng = random.Random(14)
+    for _ in range(500):
+        a = [rng.choice("abcde") for _ in range(rng.randrange(0, 30))]
+        b = [x for x in a if rng.random() > 0.2] + [rng.choice("xyz") for _ in range(3)]
+        if rng.random() < 0.2:
+            rng.shuffle(b)
+        found = diffing.diff_outputs(_output(a), _output(b), limit=None)
+        assert _patched(a, found.lines if found else []) == b
+
+
+def test_long_outputs_are_matched_in_their_first_lines_unless_all_is_asked_for():
+    a = [f"line {n}" for n in range(100_000)]
+    b = list(a)
+    random.Random(3).shuffle(b)  # the worst case of matching: slow over all of it
+    shown = diffing.diff_outputs(_output(a), _output(b))
+    assert shown is not None and shown.more is None and shown.changed is None
+    assert len(shown.lines) == diffing.OUTPUT_LINES and shown.lines[1] == "-line 0"
+    shifted = diffing.diff_outputs(_output(a), _output(a[1:] + ["new last"]))
+    assert shifted is not None and shifted.lines[:2] == ["@@ -1,4 +1,3 @@", "-line 0"]
+    assert all(not x.startswith("+") for x in shifted.lines)  # the cut's own hunk is left out
+    whole = diffing.diff_outputs(_output(a), _output(a[1:] + ["new last"]), limit=None)
+    assert whole is not None and whole.changed == 2 and whole.lines[-1] == "+new last"
