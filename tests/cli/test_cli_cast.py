@@ -63,7 +63,8 @@ def test_a_recorded_session_plays_in_asciinema_with_its_timing_and_resize(live, 
     header, events = export_cast(sid, cast)
     assert header["version"] == 2
     assert (header["width"], header["height"]) == (200, 40)  # as the session started
-    assert header["env"]["TERM"] == "dumb" and isinstance(header["timestamp"], int)
+    assert header["env"]["TERM"] == "dumb" and header["env"]["SHELL"].endswith("/" + kind)
+    assert isinstance(header["timestamp"], int)
     assert header["title"] == f"rw session {sid}"
     times = [e[0] for e in events]
     assert times[0] == 0 and times == sorted(times)
