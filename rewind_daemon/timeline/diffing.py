@@ -29,7 +29,7 @@ class OutputSide:
 
     @classmethod
     def of(cls, out: Output) -> OutputSide:
-        return cls(out.size, out.omitted, out.complete, _binaryish(out))
+        return cls(out.size, out.omitted, out.complete, binaryish(out))
 
     def to_json(self) -> dict:
         return {
@@ -120,7 +120,7 @@ class StoredOutputs:
         return None if row is None else Output.of(row, step.command)
 
 
-def _binaryish(out: Output) -> bool:
+def binaryish(out: Output) -> bool:
     """Output that is not text: a NUL, or many bytes that are not UTF-8."""
     head = out.raw[:65536]
     if b"\0" in head:

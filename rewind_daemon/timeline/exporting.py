@@ -13,6 +13,7 @@ from ..errors import RwError
 from ..redact import MASK
 from ..store import SessionRow, StepRow, Store
 from .casting import to_cast
+from .diffing import binaryish
 from .history import Output
 from .rw_commands import is_rw_command
 from .travel import env_changes
@@ -272,13 +273,16 @@ MD_OUTPUT_LINES = 50
 def _markdown_output(sid: str, number: int, output: Output) -> list[str]:
     """The lines of a runbook that show a step's output: its text (escaped),
     the last MD_OUTPUT_LINES lines of it, with a note of what is not there."""
+    where = f"`rw show {display.escaped(sid)} {number}"
+    if binaryish(output):
+        return ["", f"Output: {output.size} bytes, not text ({where} --raw` has them)."]
     text, before = output.tail(MD_OUTPUT_LINES)
     text = display.escaped(text.rstrip("\n"), lines=True)
     notes = []
     if before:
         notes.append(
             f"the last {MD_OUTPUT_LINES} of {before + MD_OUTPUT_LINES} lines; "
-            f"`rw show {display.escaped(sid)} {number} --output` prints all of it"
+            f"{where} --output` prints all of it"
         )
     if output.omitted:
         notes.append(f"{output.omitted} of its {output.size} bytes were left out when recorded "

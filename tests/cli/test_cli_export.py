@@ -504,8 +504,9 @@ def test_md_and_json_show_the_text_of_a_live_shells_output(live, tmp_path):
     sh.run("printf 'a ```` run\\n'")  # 3
     sh.run("seq 1 120")  # 4
     sh.run("true")  # 5: prints nothing
+    sh.run(r"printf 'x\0y\0\377z\n'")  # 6: not text
     sid = sh.finish()
-    md = rw("export", sid, "--format", "md", "--to", "5").stdout
+    md = rw("export", sid, "--format", "md", "--to", "6").stdout
     assert "Output:\n\n```text\nred plain\n```\n" in md
     assert "\\e[1;31m" not in md and "plain\\r" not in md and "0%\\r" not in md
     assert "Output:\n\n```text\n100%\n```\n" in md
@@ -514,8 +515,9 @@ def test_md_and_json_show_the_text_of_a_live_shells_output(live, tmp_path):
     note = f"Output (the last 50 of 120 lines; `rw show {sid} 4 --output` prints all of it):"
     assert f"{note}\n\n```text\n{tail}\n```\n" in md
     assert "\n70\n" not in md
-    step5 = md[md.index("## Step 5") :]
+    step5 = md[md.index("## Step 5") : md.index("## Step 6")]
     assert "Output" not in step5
+    assert f"Output: 8 bytes, not text (`rw show {sid} 6 --raw` has them)." in md
     doc = json.loads(rw("export", sid, "--format", "json", "--to", "4").stdout)
     first = doc["steps"][0]
     assert first["output"] == "\x1b[1;31mred\x1b[0m plain\r\n"  # the bytes, for rw import
