@@ -37,23 +37,44 @@ def _label(text: str) -> str:
 
 def _chunks(out: OutputRow, start: float) -> Iterator[tuple[float, bytes]]:
     """(wall time, bytes) of the parts of a step's output as printed. The stored
-    times are at offsets in the output as printed; where the cap or a masked
-    secret made the stored bytes another length, the offsets are scaled to them."""
+    times are at offsets in the output as printed: over the cap, the bytes kept
+    are its first and last halves (each ends at a line's end, about the middle),
+    and the times of what was left out fall at the place between them; where a
+    masked secret made the bytes another length, the offsets are scaled."""
     raw = out.raw
     times = list(out.timing) or [(0, start)]
     printed = len(raw) if out.size < 0 else out.size
-    exact = printed == len(raw)
-    cuts = []
-    for offset, when in times:
-        at = offset if exact else round(offset * len(raw) / max(printed, 1))
-        cuts.append((min(max(at, 0), len(raw)), when))
-    cuts.sort(key=lambda c: c[0])
+    kept = printed - out.omitted
+    head = _middle_line_end(raw) if out.omitted else 0
+
+    def place(offset: int) -> int:
+        if out.omitted:
+            if offset >= head + out.omitted:
+                offset -= out.omitted
+            elif offset > head:
+                offset = head
+        elif kept != len(raw):
+            offset = round(offset * len(raw) / max(kept, 1))
+        return min(max(offset, 0), len(raw))
+
+    cuts = sorted(((place(o), when) for o, when in times), key=lambda c: c[0])
     for k, (at, when) in enumerate(cuts):
         end = cuts[k + 1][0] if k + 1 < len(cuts) else len(raw)
         if k == 0:
             at = 0
         if end > at:
             yield when, raw[at:end]
+
+
+def _middle_line_end(raw: bytes) -> int:
+    """Where the first half of `raw` ends: after the newline nearest its middle."""
+    mid = len(raw) // 2
+    before, after = raw.rfind(b"\n", 0, mid + 1), raw.find(b"\n", mid)
+    if before < 0 and after < 0:
+        return mid
+    if before < 0 or (after >= 0 and after - mid < mid - before):
+        return after + 1
+    return before + 1
 
 
 def _size_at(sizes: list[tuple[float, int, int]], when: float) -> tuple[int, int]:

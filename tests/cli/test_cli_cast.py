@@ -140,6 +140,7 @@ def test_capped_and_redacted_outputs_are_cast_as_stored(live, rw_home, tmp_path)
     sh = live("bash")
     sh.run(f"echo token {token} printed")  # 1
     sh.run("seq 1 5000")  # 2
+    sh.run("seq 1 2000; sleep 0.6; seq 2001 4000")  # 3: its first and last lines kept
     sid = sh.finish()
     cast = tmp_path / "capped.cast"
     _, events = export_cast(sid, cast, "--to", "2")
@@ -150,3 +151,18 @@ def test_capped_and_redacted_outputs_are_cast_as_stored(live, rw_home, tmp_path)
     assert printed.startswith(b"token ") and printed.endswith(b"4999\r\n5000\r\n")
     times = [e[0] for e in events]
     assert times == sorted(times)
+    # the lines kept of step 3 are played when they were printed: the first
+    # ones before the sleep, the last ones after it
+    _, events = export_cast(sid, cast, "--from", "3", "--to", "3")
+    lines, line = [], ""  # (the line, when its end was played)
+    for when, kind, text in events:
+        for char in text if kind == "o" else "":
+            if char == "\n":
+                lines.append((line.strip(), when))
+                line = ""
+            else:
+                line += char
+    numbers = [(int(x), when) for x, when in lines if x.isdigit()]
+    first_half = max(when for n, when in numbers if n <= 2000)
+    second_half = min(when for n, when in numbers if n > 2000)
+    assert second_half - first_half >= 0.5 and first_half < 0.3
