@@ -35,14 +35,15 @@ def _label(text: str) -> str:
     return text.encode("utf-8", "replace").decode("utf-8")
 
 
-def _chunks(out: OutputRow, start: float) -> Iterator[tuple[float, bytes]]:
+def _chunks(out: OutputRow, untimed: float) -> Iterator[tuple[float, bytes]]:
     """(wall time, bytes) of the parts of a step's output as printed. The stored
     times are at offsets in the output as printed: over the cap, the bytes kept
     are its first and last halves (each ends at a line's end, about the middle),
     and the times of what was left out fall at the place between them; where a
-    masked secret made the bytes another length, the offsets are scaled."""
+    masked secret made the bytes another length, the offsets are scaled.
+    Output stored without times comes all at once, at `untimed`."""
     raw = out.raw
-    times = list(out.timing) or [(0, start)]
+    times = list(out.timing) or [(0, untimed)]
     printed = len(raw) if out.size < 0 else out.size
     kept = printed - out.omitted
     head = _middle_line_end(raw) if out.omitted else 0
@@ -106,7 +107,8 @@ def to_cast(store: Store, session: SessionRow, steps: list[StepRow], first: int,
         if out is None:
             continue
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        chunks = list(_chunks(out, begin))
+        # (without the times of its parts, as a replay's: all of it at its end)
+        chunks = list(_chunks(out, st.ended_at or begin))
         for k, (when, data) in enumerate(chunks):
             printed = decoder.decode(data, final=k == len(chunks) - 1)
             if printed:

@@ -166,3 +166,24 @@ def test_capped_and_redacted_outputs_are_cast_as_stored(live, rw_home, tmp_path)
     first_half = max(when for n, when in numbers if n <= 2000)
     second_half = min(when for n, when in numbers if n > 2000)
     assert second_half - first_half >= 0.5 and first_half < 0.3
+
+
+def test_a_replay_has_its_output_cast_at_its_steps_times(daemon, shells, tmp_path):
+    """A replay records output without the times of its parts nor a terminal:
+    each step's output comes at once, at the step's end, on 80x24."""
+    sh = shells("bash")
+    sh.run("rw name cast-src")
+    sh.run("printf 'one\\n'")
+    sh.run("sleep 0.3; printf 'two\\n'")
+    replay = subprocess.run([RW, "replay", "cast-src", "--from", "2"], capture_output=True)
+    assert replay.returncode == 0
+    replayed = next(s["id"] for s in rw_json("sessions") if s["origin"] == "replay")
+    cast = tmp_path / "replay.cast"
+    header, events = export_cast(replayed, cast, "--from", "2")
+    assert (header["width"], header["height"]) == (80, 24)
+    assert [e[1:] for e in events] == [
+        ["m", "printf 'one\\n'"], ["o", "one\n"],
+        ["m", "sleep 0.3; printf 'two\\n'"], ["o", "two\n"],
+    ]  # fmt: skip
+    assert events[0][0] == 0 and events[3][0] - events[2][0] >= 0.25
+    assert asciinema_cat(cast) == b"one\ntwo\n"
