@@ -759,6 +759,32 @@ class Store:
     def outputs(self, sid: str, first: int, last: int) -> dict[int, bytes]:
         return {n: o.raw for n, o in self.step_outputs(sid, first, last).items()}
 
+    def outputs_alike(
+        self, sid_a: str, sid_b: str, pairs: list[tuple[int, int]]
+    ) -> list[tuple[bool, bool, bool]]:
+        """For each (step of `sid_a`, step of `sid_b`) in `pairs`: whether each has
+        a stored output, and whether the two are stored alike (bytes and text;
+        outputs stored unalike may still be the same: another zlib). SQLite
+        compares them as stored: nothing is decompressed nor copied out."""
+        raw, text = ("raw", "text") if self._output_cols == _OUTPUT_COLS else ("output", "NULL")
+        found: list[tuple[bool, bool, bool]] = []
+        for at in range(0, len(pairs), 300):  # (3 parameters a pair, fewer than 999)
+            chunk = pairs[at : at + 300]
+            values = ",".join("(?,?,?)" for _ in chunk)
+            q = (
+                f"WITH p(i, a, b) AS (VALUES {values})"
+                " SELECT oa.number IS NOT NULL, ob.number IS NOT NULL,"
+                f" coalesce(oa.{raw} = ob.{raw} AND oa.{text} IS ob.{text}, 0)"
+                " FROM p"
+                " LEFT JOIN step_outputs oa ON oa.session = ? AND oa.number = p.a"
+                " LEFT JOIN step_outputs ob ON ob.session = ? AND ob.number = p.b"
+                " ORDER BY p.i"
+            )
+            args = [x for i, (na, nb) in enumerate(chunk) for x in (i, na, nb)]
+            rows = self.db.execute(q, (*args, sid_a, sid_b))
+            found += [(bool(x), bool(y), bool(z)) for x, y, z in rows]
+        return found
+
     def has_output(self, sid: str, number: int) -> bool:
         q = "SELECT 1 FROM step_outputs WHERE session=? AND number=?"
         return self.db.execute(q, (sid, number)).fetchone() is not None

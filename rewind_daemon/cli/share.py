@@ -57,7 +57,8 @@ def _file_mode(ctx: click.Context, param: click.Parameter, value: str | None) ->
     type=click.Choice(exporting.FORMATS),
     default="sh",
     show_default=True,
-    help="sh: a bash script; md: a Markdown runbook; json: everything, for rw import json.",
+    help="sh: a bash script; md: a Markdown runbook; json: everything, for rw import json; "
+    "cast: the recorded output as an asciicast v2 file, for asciinema.",
 )
 @click.option(
     "-o", "--output", default="-", metavar="FILE", help="Write to FILE (default: stdout)."
@@ -87,7 +88,7 @@ def export_cmd(
     last: int | None, include_failed: bool,
 ) -> None:  # fmt: skip
     """Export SESSION (this shell's session, or the last one) as a script,
-    a runbook or JSON.
+    a runbook, JSON or an asciinema cast.
 
     The sh script changes directory where the session did, sets what failed
     or left-out steps changed in the environment, and stops at a value that
@@ -97,11 +98,17 @@ def export_cmd(
     fails now. A file written with -o is readable by you only (0600)
     unless --mode says otherwise.
 
+    The cast (asciicast v2) holds what the steps printed, at the times they
+    printed it, the terminal's resizes, and a marker at each step named by
+    its command; --from/--to make its time start at 0 at the first step.
+    It needs the session's output recorded (rw record).
+
     \b
     Example:
         rw export deploy --format sh -o deploy.sh --mode 0700
         rw export deploy --format md --from 3 --to 9 > runbook.md
         rw export deploy --format json | ssh other rw import json
+        rw export deploy --format cast -o deploy.cast && asciinema play deploy.cast
     """
     if mode is not None and output == "-":
         raise RwError("--mode goes with -o FILE")

@@ -1,4 +1,5 @@
-"""Turning a recorded session into a shell script, a Markdown runbook or JSON."""
+"""Turning a recorded session into a shell script, a Markdown runbook, JSON or an
+asciicast (casting.py)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,14 @@ from .. import __version__, display
 from ..errors import RwError
 from ..redact import MASK
 from ..store import SessionRow, StepRow, Store
+from .casting import to_cast
+from .diffing import binaryish
+from .history import Output
 from .rw_commands import is_rw_command
 from .travel import env_changes
 from .travel import quote as shell_quoted
 
-FORMATS = ("sh", "md", "json")
+FORMATS = ("sh", "md", "json", "cast")
 DOCUMENT_FORMAT = "rw-session"
 DOCUMENT_VERSION = 1
 
@@ -29,10 +33,12 @@ class Selection:
     steps: list[StepRow]
     first: int
     last: int
-    outputs: dict[int, bytes]  # what the steps printed, where it was recorded (replays)
+    outputs: dict[int, Output]  # what the steps printed, where it was recorded
 
 
-def select(store: Store, sid: str, first: int | None = None, last: int | None = None) -> Selection:
+def select(
+    store: Store, sid: str, first: int | None = None, last: int | None = None, outputs: bool = True
+) -> Selection:
     row = store.get_session(sid)
     if row is None:
         raise RwError(f"no session {sid!r}")
@@ -42,7 +48,11 @@ def select(store: Store, sid: str, first: int | None = None, last: int | None = 
     if not row.steps and (first or last):
         raise RwError(f"session {sid} has no steps")
     steps = [s for s in store.steps(sid) if lo <= s.number <= hi]
-    return Selection(row, steps, lo, hi, store.outputs(sid, lo, hi))
+    commands = {s.number: s.command for s in steps}
+    stored = store.step_outputs(sid, lo, hi) if outputs else {}
+    return Selection(
+        row, steps, lo, hi, {n: Output.of(o, commands.get(n, "")) for n, o in stored.items()}
+    )
 
 
 def export_session(
@@ -55,7 +65,9 @@ def export_session(
     include_failed: bool = False,
 ) -> str:
     """The session `sid` (steps `first`..`last`) as text in format `fmt`."""
-    sel = select(store, sid, first, last)
+    sel = select(store, sid, first, last, outputs=fmt != "cast")
+    if fmt == "cast":
+        return to_cast(store, sel.session, sel.steps, sel.first, sel.last)
     if fmt == "sh":
         return to_script(store, sel, include_failed=include_failed)
     if fmt == "md":
@@ -253,6 +265,37 @@ def _table_command(command: str, width: int = 60) -> str:
     return _code_span(text).replace("|", "\\|")
 
 
+# A runbook shows this many lines of a step's output, the last ones (where an
+# error is); `rw show` has all of it.
+MD_OUTPUT_LINES = 50
+
+
+def _markdown_output(sid: str, number: int, output: Output) -> list[str]:
+    """The lines of a runbook that show a step's output: its text (escaped),
+    the last MD_OUTPUT_LINES lines of it, with a note of what is not there."""
+    where = f"`rw show {display.escaped(sid)} {number}"
+    if binaryish(output):
+        return ["", f"Output: {output.size} bytes, not text ({where} --raw` has them)."]
+    text, before = output.tail(MD_OUTPUT_LINES)
+    text = display.escaped(text.rstrip("\n"), lines=True)
+    notes = []
+    if before:
+        notes.append(
+            f"the last {MD_OUTPUT_LINES} of {before + MD_OUTPUT_LINES} lines; "
+            f"{where} --output` prints all of it"
+        )
+    if output.omitted:
+        notes.append(f"{output.omitted} of its {output.size} bytes were left out when recorded "
+                     "(the middle: over the output cap)")  # fmt: skip
+    if not output.complete:
+        notes.append("its end was not recorded")
+    if not text and not notes:
+        return []
+    head = "Output" + (f" ({'; '.join(notes)})" if notes else "") + ":"
+    mark = fence(text)
+    return ["", head, "", f"{mark}text", text, mark] if text else ["", head]
+
+
 def to_markdown(sel: Selection) -> str:
     """A runbook; recorded text in it has its control characters escaped."""
     s = sel.session
@@ -295,9 +338,7 @@ def to_markdown(sel: Selection) -> str:
             about.append(f"PIPESTATUS {esc(st.pipestatus or '')}")
         out.append(", ".join(about) + f"; started {_when(st.started_at)}.")
         if st.number in sel.outputs:
-            text = esc(sel.outputs[st.number].decode(errors="replace").rstrip("\n"), lines=True)
-            mark = fence(text)
-            out += ["", "Output:", "", f"{mark}text", text, mark] if text else []
+            out += _markdown_output(sel.session.id, st.number, sel.outputs[st.number])
     return "\n".join(out) + "\n"
 
 
@@ -310,14 +351,20 @@ def _pipestatus(raw: str | None) -> list[int] | None:
     return [int(x) for x in raw.split() if x.lstrip("-").isdigit()]
 
 
-def _output_fields(output: bytes | None) -> dict:
-    """A step's recorded output: text when it is UTF-8, base64 otherwise."""
+def _output_fields(output: Output | None) -> dict:
+    """A step's recorded output: its bytes (`output` when they are UTF-8, else
+    `output_base64`: what `rw import json` reads back), and its text."""
     if output is None:
         return {}
+    fields = {
+        "output_text": output.text,
+        "output_bytes": output.size,
+        "output_truncated": output.omitted > 0,
+    }
     try:
-        return {"output": output.decode()}
+        return {"output": output.raw.decode(), **fields}
     except UnicodeDecodeError:
-        return {"output_base64": base64.b64encode(output).decode()}
+        return {"output_base64": base64.b64encode(output.raw).decode(), **fields}
 
 
 def to_document(store: Store, sel: Selection) -> dict:

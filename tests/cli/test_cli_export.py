@@ -489,3 +489,51 @@ def test_files_written_with_o_are_private_unless_mode_says(daemon, shells, tmp_p
         bad = rw("export", "modes", *args, check=False)
         assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr
     assert mode_of(existing) == 0o640
+
+
+# --- the output of live shells recorded by rw record ----------------------------------
+
+
+def test_md_and_json_show_the_text_of_a_live_shells_output(live, tmp_path):
+    """rw record bash with rw's hooks: the runbook shows what a reader of the
+    terminal saw (no escapes, the last state of a progress bar), fenced past
+    any backtick run, and only the last lines of a long output, saying so."""
+    sh = live("bash")
+    sh.run(r"printf '\033[1;31mred\033[0m plain\n'")  # 1
+    sh.run(r"printf '  0%%\r 50%%\r100%%\n'")  # 2
+    sh.run("printf 'a ```` run\\n'")  # 3
+    sh.run("seq 1 120")  # 4
+    sh.run("true")  # 5: prints nothing
+    sh.run(r"printf 'x\0y\0\377z\n'")  # 6: not text
+    sid = sh.finish()
+    md = rw("export", sid, "--format", "md", "--to", "6").stdout
+    assert "Output:\n\n```text\nred plain\n```\n" in md
+    assert "\\e[1;31m" not in md and "plain\\r" not in md and "0%\\r" not in md
+    assert "Output:\n\n```text\n100%\n```\n" in md
+    assert "Output:\n\n`````text\na ```` run\n`````\n" in md
+    tail = "\n".join(str(n) for n in range(71, 121))
+    note = f"Output (the last 50 of 120 lines; `rw show {sid} 4 --output` prints all of it):"
+    assert f"{note}\n\n```text\n{tail}\n```\n" in md
+    assert "\n70\n" not in md
+    step5 = md[md.index("## Step 5") : md.index("## Step 6")]
+    assert "Output" not in step5
+    assert f"Output: 8 bytes, not text (`rw show {sid} 6 --raw` has them)." in md
+    doc = json.loads(rw("export", sid, "--format", "json", "--to", "4").stdout)
+    first = doc["steps"][0]
+    assert first["output"] == "\x1b[1;31mred\x1b[0m plain\r\n"  # the bytes, for rw import
+    assert first["output_text"] == "red plain\n"
+    assert (first["output_bytes"], first["output_truncated"]) == (len(first["output"]), False)
+    assert doc["steps"][1]["output_text"] == "100%\n"
+
+
+def test_md_says_when_the_cap_left_part_of_an_output_out(live, rw_home):
+    write_config(rw_home, "[record]\nmax_step_output = 4096\n")
+    rw("daemon", "stop")
+    rw("daemon", "start")
+    sh = live("bash")
+    sh.run("seq 1 5000")
+    sid = sh.finish()
+    md = rw("export", sid, "--format", "md", "--to", "1").stdout
+    head = md[md.index("Output (") : md.index(":\n\n```text")]
+    assert "bytes were left out when recorded (the middle: over the output cap)" in head
+    assert md.rstrip().endswith("5000\n```") or "\n5000\n```\n" in md
