@@ -1,0 +1,463 @@
+"""The debugger's engine: a script's steps run one at a time on the executor,
+with breakpoints, and going back. It knows nothing of the protocol: each
+operation blocks until the run stops or ends and says which (a `Stopped` or an
+`Ended`); output goes to a callback as it comes.
+
+Going back is real: before a step runs (when the user commits to running it,
+so after anything typed at the paused shell), its checkpoint is taken: the
+shell's directory, exported environment, functions and aliases, and the files
+of the watched paths (a checkpoint of rw's checkpoints). Going back restarts
+the shell in that state and restores the files.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..checkpoints.checkpoint import Checkpoints, Watch
+from ..errors import RwError
+from ..timeline.executor import Executor, StepResult
+from .script import Step
+
+TAIL = 4000  # characters of a step's output shown in its Step scope
+
+FAILED, OUTPUT = "failed", "output"  # the exception filters
+
+
+@dataclass
+class LineBreakpoint:
+    id: int
+    line: int  # the line asked for
+    index: int | None  # the step it was moved to (None: no step there)
+    condition: str | None = None
+    hit_condition: str | None = None
+    log_message: str | None = None
+    hits: int = 0
+
+
+@dataclass
+class FunctionBreakpoint:
+    id: int
+    name: str
+    condition: str | None = None
+    hit_condition: str | None = None
+    hits: int = 0
+
+    def matches(self, command: str) -> bool:
+        return bool(_runs(self.name).search(command))
+
+
+def _runs(name: str) -> re.Pattern[str]:
+    """A command that runs `name` (at command position, perhaps after sudo,
+    env, command, exec, time or variable assignments)."""
+    return re.compile(
+        r"(?:^|[\n;&|({}!]|\b(?:then|do|else|if|while|until|time))\s*"
+        r"(?:[A-Za-z_][A-Za-z0-9_]*=\S*\s+)*(?:(?:sudo|command|exec|env|time|nohup)\s+)*"
+        + re.escape(name)
+        + r"(?=$|[\s;&|)])"
+    )
+
+
+_HIT = re.compile(r"\s*(==|>=|>|<=|<|%)?\s*(\d+)\s*\Z")
+
+
+def check_hit_condition(text: str) -> str | None:
+    """Why `text` is not a hit condition, or None."""
+    return (
+        None
+        if _HIT.match(text)
+        else f"a hit condition is N, ==N, >=N, >N, <=N, <N or %N, not {text!r}"
+    )
+
+
+def hit_condition_holds(text: str, hits: int) -> bool:
+    m = _HIT.match(text)
+    if m is None:
+        return True
+    op, n = m.group(1) or "==", int(m.group(2))
+    return {
+        "==": hits == n, ">=": hits >= n, ">": hits > n,
+        "<=": hits <= n, "<": hits < n, "%": n > 0 and hits % n == 0,
+    }[op]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Saved:
+    """The state before a step ran, taken when the user committed to running it."""
+
+    index: int
+    cwd: str
+    env: dict[str, str]
+    definitions: str
+    status: int  # $? before it
+    checkpoint: int | None  # the watched files' checkpoint
+
+
+@dataclass(frozen=True)
+class Ran:
+    index: int
+    exit_code: int | None
+    pipestatus: str
+    started_at: float
+    duration_ms: float
+    output: bytes
+
+    @property
+    def tail(self) -> str:
+        text = self.output.decode(errors="replace")
+        return text if len(text) <= TAIL else "…" + text[-TAIL:]
+
+
+@dataclass(frozen=True)
+class Stopped:
+    reason: str  # entry, step, breakpoint, exception, goto, pause
+    description: str = ""
+    breakpoints: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Ended:
+    exit_code: int
+
+
+Outcome = Stopped | Ended
+
+
+@dataclass
+class Launch:
+    """What the debugger runs, and how."""
+
+    path: str
+    steps: list[Step]
+    shell: str = "bash"
+    cwd: str = "."
+    env: dict[str, str] = field(default_factory=dict)
+    args: list[str] = field(default_factory=list)
+    watch: list[Watch] | None = None  # None: the configured watched paths
+
+
+class Debugger:
+    def __init__(
+        self,
+        launch: Launch,
+        checkpoints: Checkpoints | None,
+        on_output: Callable[[str, str], None],
+    ):
+        self.launch = launch
+        self.steps = launch.steps
+        self.watch = launch.watch or []
+        self.checkpoints = checkpoints if self.watch else None
+        self.on_output = on_output  # (category, text)
+        self.pc = 0  # the step about to run
+        self.history: list[tuple[Saved, Ran]] = []  # the steps run, in order
+        self.status = 0  # $? as the next step will see it
+        self.line_breakpoints: list[LineBreakpoint] = []
+        self.function_breakpoints: list[FunctionBreakpoint] = []
+        self.filters: set[str] = set()
+        self.output_pattern: re.Pattern[str] | None = None
+        self.last_exception: tuple[Ran, str] | None = None
+        self._pause = threading.Event()
+        self._running = False
+        self.ended = False
+        self.ex = Executor(launch.cwd, launch.env, launch.shell)
+        self.first_env = dict(self.ex.env)
+        if launch.args:
+            self.ex.run("set -- " + " ".join(shlex.quote(a) for a in launch.args))
+
+    # --- what the front end shows ------------------------------------------
+
+    @property
+    def current(self) -> Step | None:
+        return self.steps[self.pc] if self.pc < len(self.steps) else None
+
+    def env_changed(self) -> set[str]:
+        """Exported variables the last step changed (or set, or unset)."""
+        before = self.history[-1][0].env if self.history else self.first_env
+        now = self.ex.env
+        return {k for k in before.keys() | now.keys() if before.get(k) != now.get(k)}
+
+    def step_at_line(self, line: int) -> int | None:
+        """The step a breakpoint at `line` belongs to: the one covering it, else the next."""
+        for i, step in enumerate(self.steps):
+            if step.covers(line) or step.line > line:
+                return i
+        return None
+
+    # --- the paused shell --------------------------------------------------
+
+    def run_quietly(self, command: str) -> StepResult:
+        """A command of the debugger's own in the paused shell (not a step)."""
+        return self.ex.run(command)
+
+    def evaluate(self, command: str) -> StepResult:
+        """A command typed at the paused shell (the REPL): its changes stay."""
+        self._check_paused()
+        return self.ex.run(command)
+
+    def expand(self, words: str) -> str:
+        """Shell words expanded without side effects (hover, watch): in a
+        subshell, and never running a command."""
+        self._check_paused()
+        if re.search(r"\$\(|`|\$\{[^}]*:?=", words.replace("$((", "")):
+            raise RwError("hovers and watches expand words only; run commands in the console")
+        res = self.ex.run(f"( \\builtin printf '%s' {words} ) 2>&1")
+        text = res.output.decode(errors="replace")
+        if res.exit_code:
+            raise RwError(text.strip() or f"cannot expand {words}")
+        return text
+
+    def set_export(self, name: str, value: str) -> None:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise RwError(f"not a variable name: {name!r}")
+        self._check_paused()
+        res = self.ex.run(f"\\builtin export {name}={shlex.quote(value)}")
+        if res.exit_code:
+            raise RwError(res.output.decode(errors="replace").strip() or f"cannot set {name}")
+
+    def _check_paused(self) -> None:
+        if self._running:
+            raise RwError("the program is running; pause it first")
+        if self.ended:
+            raise RwError("the program has ended")
+
+    # --- going forwards ----------------------------------------------------
+
+    def next(self) -> Outcome:
+        """Run the step about to run, and stop before the next one."""
+        return self._go(single=True)
+
+    def continue_(self) -> Outcome:
+        """Run until a breakpoint, an exception filter, a pause or the end."""
+        return self._go(single=False)
+
+    def pause(self) -> None:
+        """Stop before the next step; interrupt the step running now."""
+        self._pause.set()
+        if self._running:
+            self.ex.interrupt_step()
+
+    def _go(self, single: bool) -> Outcome:
+        self._check_paused()
+        self._running = True
+        self._pause.clear()
+        try:
+            while True:
+                if self.pc >= len(self.steps):
+                    return self._end(self.status)
+                ran = self._run_one()
+                if ran.exit_code is None:
+                    code = int(ran.pipestatus) if ran.pipestatus.lstrip("-").isdigit() else 0
+                    return self._end(code if code >= 0 else 128 - code)
+                hit = self._exception(ran)
+                if hit:
+                    return hit
+                if self._pause.is_set():
+                    return Stopped("pause", "paused")
+                if self.pc >= len(self.steps):
+                    return self._end(self.status)
+                if single:
+                    return Stopped("step")
+                ids = self._breakpoints_at(self.pc)
+                if ids:
+                    return Stopped("breakpoint", "", tuple(ids))
+        finally:
+            self._running = False
+
+    def _run_one(self) -> Ran:
+        index = self.pc
+        step = self.steps[index]
+        definitions = self.ex.definitions()
+        checkpoint = None
+        if self.checkpoints is not None:
+            try:
+                checkpoint = self.checkpoints.create(
+                    self.watch, origin="dap",
+                    label=f"rw dap: before line {step.line} of {self.launch.path}",
+                ).id  # fmt: skip
+            except RwError as e:
+                self.on_output("stderr", f"rw dap: no checkpoint of the watched files: {e}\n")
+        saved = Saved(index, self.ex.cwd, dict(self.ex.env), definitions, self.status, checkpoint)
+        # $? as the script would see it: the previous command's status
+        command = step.command if not self.status else f"(exit {self.status})\n{step.command}"
+        started = time.time()
+        clock = time.monotonic()
+        res = self.ex.run(command, lambda b: self.on_output("stdout", b.decode(errors="replace")))
+        ran = Ran(index, res.exit_code, res.pipestatus, started,
+                  (time.monotonic() - clock) * 1000, res.output)  # fmt: skip
+        self.history.append((saved, ran))
+        self.pc = index + 1
+        if res.exit_code is not None:
+            self.status = res.exit_code
+        return ran
+
+    def _exception(self, ran: Ran) -> Stopped | None:
+        step = self.steps[ran.index]
+        if FAILED in self.filters and ran.exit_code:
+            why = f"line {step.line} exited with status {ran.exit_code}"
+            self.last_exception = (ran, why)
+            return Stopped("exception", why)
+        if OUTPUT in self.filters and self.output_pattern is not None:
+            if self.output_pattern.search(ran.output.decode(errors="replace")):
+                why = f"the output of line {step.line} matches /{self.output_pattern.pattern}/"
+                self.last_exception = (ran, why)
+                return Stopped("exception", why)
+        return None
+
+    def _breakpoints_at(self, index: int) -> list[int]:
+        """The breakpoints that stop before step `index` (logpoints print and go on)."""
+        command = self.steps[index].command
+        hit = []
+        points: list[LineBreakpoint | FunctionBreakpoint] = [
+            bp for bp in self.line_breakpoints if bp.index == index
+        ]
+        points += [bp for bp in self.function_breakpoints if bp.matches(command)]
+        for bp in points:
+            if bp.condition and not self._condition_holds(bp.condition):
+                continue
+            bp.hits += 1
+            if bp.hit_condition and not hit_condition_holds(bp.hit_condition, bp.hits):
+                continue
+            if isinstance(bp, LineBreakpoint) and bp.log_message is not None:
+                self.on_output("console", self._log_text(bp.log_message) + "\n")
+                continue
+            hit.append(bp.id)
+        return hit
+
+    def _condition_holds(self, condition: str) -> bool:
+        res = self.ex.run(f"{{ {condition}\n}} >/dev/null 2>&1")
+        if res.exit_code not in (0, 1):
+            self.on_output(
+                "stderr", f"rw dap: the condition {condition!r} exited {res.exit_code}: stopping\n"
+            )
+        return res.exit_code != 1
+
+    def _log_text(self, message: str) -> str:
+        """A logpoint's message, each {words} expanded in the paused shell."""
+        parts = _braced(message)
+        words = parts[1::2]
+        if not words:
+            return message
+        quoted = " ".join(f'"{w}"' for w in words)
+        res = self.ex.run(f"\\builtin printf '%s\\0' {quoted} 2>&1")
+        values = res.output.decode(errors="replace").split("\0")
+        out = []
+        for i, part in enumerate(parts):
+            out.append(part if i % 2 == 0 else (values[i // 2] if i // 2 < len(values) else ""))
+        return "".join(out)
+
+    def _end(self, code: int) -> Ended:
+        self.ended = True
+        return Ended(code)
+
+    # --- going back --------------------------------------------------------
+
+    def step_back(self) -> Outcome:
+        """Back to before the last step run."""
+        self._check_paused()
+        if not self.history:
+            raise RwError("nothing to step back to: no step has run")
+        self._restore(len(self.history) - 1)
+        return Stopped("step")
+
+    def reverse_continue(self) -> Outcome:
+        """Back to the last step before this one that has a breakpoint (its
+        condition holding in the state restored), or to the start."""
+        self._check_paused()
+        if not self.history:
+            raise RwError("nothing to go back to: no step has run")
+        for k in range(len(self.history) - 1, -1, -1):
+            index = self.history[k][0].index
+            if not self._has_breakpoint(index):
+                continue
+            self._restore(k)
+            ids = self._breakpoints_at(index)
+            if ids:
+                return Stopped("breakpoint", "", tuple(ids))
+        self._restore(0)
+        return Stopped("entry", "back at the start")
+
+    def _has_breakpoint(self, index: int) -> bool:
+        command = self.steps[index].command
+        return any(
+            bp.index == index and bp.log_message is None for bp in self.line_breakpoints
+        ) or any(bp.matches(command) for bp in self.function_breakpoints)
+
+    def goto(self, index: int) -> Outcome:
+        """To before step `index`: forwards skipping steps, backwards restoring."""
+        self._check_paused()
+        if not 0 <= index < len(self.steps):
+            raise RwError(f"no step {index + 1}")
+        if index < self.pc:
+            # the history's steps are in the script's order (going back cuts it)
+            k = next((k for k, (s, _) in enumerate(self.history) if s.index >= index), None)
+            if k is not None:
+                self._restore(k)
+        self.pc = index
+        return Stopped("goto", f"at line {self.steps[index].line}")
+
+    def restart(self) -> Outcome:
+        """Back to the start, everything restored."""
+        self._check_paused()
+        if self.history:
+            self._restore(0)
+        self.pc = 0
+        return Stopped("entry")
+
+    def _restore(self, k: int) -> None:
+        """The state before the k-th step run: shell and watched files."""
+        saved = self.history[k][0]
+        self.ex = self.ex.restart(saved.cwd, saved.env, saved.definitions)
+        if self.launch.args:
+            self.ex.run("set -- " + " ".join(shlex.quote(a) for a in self.launch.args))
+        if self.checkpoints is not None and saved.checkpoint is not None:
+            report = self.checkpoints.restore(saved.checkpoint)
+            for line in report.failed:
+                self.on_output("stderr", f"rw dap: not restored: {line}\n")
+        dropped = [s.checkpoint for s, _ in self.history[k:] if s.checkpoint is not None]
+        del self.history[k:]
+        self._forget(dropped)
+        self.pc = saved.index
+        self.status = saved.status
+
+    def _forget(self, checkpoints: list[int]) -> None:
+        if self.checkpoints is not None and checkpoints:
+            try:
+                self.checkpoints.remove(checkpoints)
+            except RwError:
+                pass
+
+    # --- the end -----------------------------------------------------------
+
+    def kill(self) -> None:
+        """End the shell's process group now (from any thread: a signal only);
+        the step running returns and the run ends."""
+        self._pause.set()
+        self.ex.kill()
+
+    def close(self) -> None:
+        """End the shell and what it started; drop the run's checkpoints."""
+        self.ended = True
+        self.ex.close()
+        self._forget([s.checkpoint for s, _ in self.history if s.checkpoint is not None])
+        self.history.clear()
+
+
+def _braced(message: str) -> list[str]:
+    """`message` cut at its outermost {...}: text, words, text, words, ... text."""
+    parts, depth, start, last = [], 0, 0, 0
+    for i, c in enumerate(message):
+        if c == "{":
+            if depth == 0:
+                start = i
+            depth += 1
+        elif c == "}" and depth:
+            depth -= 1
+            if depth == 0:
+                parts += [message[last:start], message[start + 1 : i]]
+                last = i + 1
+    return [*parts, message[last:]]

@@ -1,0 +1,58 @@
+"""Serving debug sessions: one on stdin and stdout, or one per connection on
+a TCP port (loopback unless told otherwise)."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import sys
+import threading
+from collections.abc import Callable
+
+from ..errors import RwError
+from .framing import Reader, Writer
+from .session import DebugSession
+
+
+def serve_stdio() -> None:
+    """One session on stdin and stdout. Anything else that writes to stdout
+    (fd 1) goes to stderr instead: the protocol's stream stays whole."""
+    protocol_out = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    with open(protocol_out, "wb", buffering=0) as out:
+        reader = Reader(io.BufferedReader(io.FileIO(os.dup(0), "rb", closefd=True)))
+        DebugSession(reader, Writer(out)).serve()
+
+
+def serve_tcp(host: str, port: int, ready: Callable[[str, int], None]) -> None:
+    """Sessions on `host:port`, one per connection, until interrupted."""
+    try:
+        listener = socket.create_server((host, port), family=_family(host), reuse_port=False)
+    except OSError as e:
+        raise RwError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    with listener:
+        bound = listener.getsockname()
+        ready(bound[0], bound[1])
+        while True:
+            conn, _ = listener.accept()
+            threading.Thread(target=_serve_connection, args=(conn,), daemon=True).start()
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def _serve_connection(conn: socket.socket) -> None:
+    with conn:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        reader = Reader(conn.makefile("rb"))
+        writer = Writer(conn.makefile("wb"))
+        try:
+            DebugSession(reader, writer).serve()
+        finally:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass

@@ -1,0 +1,665 @@
+"""One debug session: DAP requests in, runtime calls made, DAP responses and
+events out. It only translates: what runs, stops and goes back is the
+runtime's (runtime.py).
+
+Every runtime call is made on one engine thread (the store's connection and
+the executor's pipes belong to one thread), so a request is answered at once
+and a run's end is told by an event; `pause`, `terminate` and `disconnect`
+reach a running step by signal.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from .. import paths
+from ..checkpoints.checkpoint import Checkpoints, Watch, normalise, watches
+from ..config import load as load_config
+from ..errors import RwError
+from ..store import Store
+from . import script
+from .framing import FramingError, Reader, Writer
+from .runtime import (
+    FAILED,
+    OUTPUT,
+    Debugger,
+    Ended,
+    FunctionBreakpoint,
+    Launch,
+    LineBreakpoint,
+    Outcome,
+    Stopped,
+    check_hit_condition,
+)
+
+THREAD = 1
+TOP = 1  # the frame of the step about to run; those run below it are 1000 + k
+ENVIRONMENT, SHELL, STEP = 1, 2, 3  # scopes: variablesReference = frame * 8 + scope
+
+CAPABILITIES: dict[str, Any] = {
+    "supportsConfigurationDoneRequest": True,
+    "supportsStepBack": True,
+    "supportsConditionalBreakpoints": True,
+    "supportsHitConditionalBreakpoints": True,
+    "supportsLogPoints": True,
+    "supportsFunctionBreakpoints": True,
+    "supportsEvaluateForHovers": True,
+    "supportsSetVariable": True,
+    "supportsGotoTargetsRequest": True,
+    "supportsRestartRequest": True,
+    "supportsTerminateRequest": True,
+    "supportsExceptionInfoRequest": True,
+    "supportsExceptionFilterOptions": True,
+    "exceptionBreakpointFilters": [
+        {"filter": FAILED, "label": "Failed command",
+         "description": "Stop after a step that exits with a status other than 0",
+         "default": False},
+        {"filter": OUTPUT, "label": "Output matches",
+         "description": "Stop after a step whose output matches a regular expression",
+         "default": False, "supportsCondition": True,
+         "conditionDescription": "a regular expression (Python's), e.g. ERROR|WARN"},
+    ],
+}  # fmt: skip
+
+# What may come before a launch, and what needs one.
+BEFORE_LAUNCH = {"initialize", "launch", "disconnect", "terminate", "threads",
+                 "setExceptionBreakpoints", "setBreakpoints", "setFunctionBreakpoints",
+                 "configurationDone"}  # fmt: skip
+
+
+class RequestError(RwError):
+    """A request that cannot be done: an error response with this message."""
+
+
+class DebugSession:
+    def __init__(self, reader: Reader, writer: Writer):
+        self.reader, self.writer = reader, writer
+        self.engine = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rw-dap-engine")
+        self.debugger: Debugger | None = None
+        self.initialized = False
+        self.configured = False
+        self.stop_on_entry = True
+        self.running = False  # a run is under way on the engine thread
+        self.done = False
+        self.program = ""
+        self.source: dict[str, Any] = {}
+        self.next_bp_id = 1
+        self.pending_lines: list[dict] = []  # setBreakpoints before launch
+        self.filters: set[str] = set()
+        self.output_regex: str | None = None
+        self.function_points: list[FunctionBreakpoint] | None = None
+        self.request: dict = {}
+
+    # --- the loop ----------------------------------------------------------
+
+    def serve(self) -> None:
+        try:
+            while not self.done:
+                try:
+                    message = self.reader.read()
+                except FramingError as e:
+                    self.event("output", {"category": "stderr", "output": f"rw dap: {e}\n"})
+                    continue
+                except (OSError, ValueError):
+                    break
+                if message is None:
+                    break
+                self.dispatch(message)
+        finally:
+            self._shut_down()
+
+    def dispatch(self, message: dict) -> None:
+        if message.get("type") != "request" or not isinstance(message.get("command"), str):
+            self.on_output("stderr", "rw dap: a message that is not a request (skipped)\n")
+            return
+        command = message["command"]
+        args = message.get("arguments") or {}
+        self.request = message
+        handler = getattr(self, f"request_{command}", None)
+        try:
+            if not isinstance(args, dict):
+                raise RequestError(f"{command}: its arguments are not an object")
+            if handler is None:
+                raise RequestError(f"rw dap does not know the request {command!r}")
+            if command != "initialize" and not self.initialized:
+                raise RequestError(f"{command} before initialize")
+            if command not in BEFORE_LAUNCH and self.debugger is None:
+                raise RequestError(f"{command} before launch")
+            body = handler(args)
+        except RwError as e:
+            self.respond(message, None, str(e))
+            return
+        except Exception as e:  # a bug must not end the session: say it, go on
+            self.respond(message, None, f"rw dap: internal error in {command}: {e!r}")
+            return
+        if body is not _RESPONDED:
+            self.respond(message, body)
+
+    def respond(self, request: dict, body: dict | None, error: str | None = None) -> None:
+        out: dict[str, Any] = {
+            "type": "response",
+            "request_seq": request.get("seq", 0),
+            "command": request.get("command", ""),
+            "success": error is None,
+        }
+        if error is not None:
+            out["message"] = error
+            out["body"] = {"error": {"id": 1, "format": error, "showUser": True}}
+        elif body:
+            out["body"] = body
+        self.writer.send(out)
+
+    def event(self, name: str, body: dict | None = None) -> None:
+        self.writer.send({"type": "event", "event": name, **({"body": body} if body else {})})
+
+    def on_output(self, category: str, text: str) -> None:
+        if text:
+            self.event("output", {"category": category, "output": text})
+
+    # --- the engine thread -------------------------------------------------
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run `fn` on the engine thread and wait for it (RwError passes)."""
+        if self.running:
+            raise RequestError("the program is running; pause it first")
+        return self.engine.submit(fn).result()
+
+    def start(self, op: Callable[[Debugger], Outcome]) -> object:
+        """Answer the request, then run `op` on the engine thread; its outcome is
+        told by a stopped, or exited and terminated, event."""
+        if self.running:
+            raise RequestError("the program is running; pause it first")
+        debugger = self._debugger()
+        if debugger.ended:
+            raise RequestError("the program has ended")
+        self.running = True
+        self.respond(self.request, None)
+        future: Future = self.engine.submit(op, debugger)
+        future.add_done_callback(self._finished)
+        return _RESPONDED
+
+    def _finished(self, future: Future) -> None:
+        self.running = False
+        try:
+            outcome = future.result()
+        except RwError as e:
+            self.on_output("stderr", f"rw dap: {e}\n")
+            outcome = Stopped("exception", str(e))
+        except Exception as e:
+            self.on_output("stderr", f"rw dap: internal error: {e!r}\n")
+            outcome = Stopped("exception", "internal error")
+        if isinstance(outcome, Ended) and self.debugger is not None:
+            self.debugger.close()  # on the engine thread: what the script left running ends
+        self.tell(outcome)
+
+    def tell(self, outcome: Outcome) -> None:
+        if isinstance(outcome, Ended):
+            self.event("exited", {"exitCode": outcome.exit_code})
+            self.event("terminated")
+            return
+        body: dict[str, Any] = {"reason": outcome.reason, "threadId": THREAD,
+                                "allThreadsStopped": True}  # fmt: skip
+        if outcome.description:
+            body["description"] = outcome.description
+            if outcome.reason == "exception":
+                body["text"] = outcome.description
+        if outcome.breakpoints:
+            body["hitBreakpointIds"] = list(outcome.breakpoints)
+        self.event("stopped", body)
+
+    def _debugger(self) -> Debugger:
+        if self.debugger is None:
+            raise RequestError("no program launched")
+        return self.debugger
+
+    def _shut_down(self) -> None:
+        self.done = True
+        if self.debugger is not None:
+            self.debugger.kill()
+            debugger = self.debugger
+            self.engine.submit(debugger.close).result()
+        self.engine.shutdown(wait=True)
+
+    # --- starting ------------------------------------------------------------
+
+    def request_initialize(self, args: dict) -> dict:
+        if self.initialized:
+            raise RequestError("initialize was sent twice")
+        self.initialized = True
+        self.lines_at_1 = args.get("linesStartAt1", True) is not False
+        return CAPABILITIES
+
+    def request_launch(self, args: dict) -> object:
+        if self.debugger is not None:
+            raise RequestError("a program is already launched in this session")
+        launch = launch_arguments(args)
+        self.program = launch.path
+        self.source = {"name": os.path.basename(launch.path), "path": launch.path}
+        self.stop_on_entry = args.get("stopOnEntry", True) is not False
+        if not isinstance(args.get("stopOnEntry", True), bool):
+            raise RequestError("launch: stopOnEntry must be true or false")
+        self.debugger = self.engine.submit(_make_debugger, launch, self.on_output).result()
+        self._apply_filters()
+        for pending in self.pending_lines:
+            self._set_lines(pending)
+        self.respond(self.request, None)
+        self.event("initialized")  # now breakpoints can be set in the program
+        return _RESPONDED
+
+    def request_configurationDone(self, args: dict) -> object:
+        debugger = self._debugger()
+        if self.configured:
+            raise RequestError("configurationDone was sent twice")
+        self.configured = True
+        if self.stop_on_entry and debugger.steps:
+            self.respond(self.request, None)
+            self.tell(Stopped("entry"))
+            return _RESPONDED
+        return self.start(Debugger.continue_)
+
+    # --- breakpoints ---------------------------------------------------------
+
+    def request_setBreakpoints(self, args: dict) -> dict:
+        source = args.get("source") or {}
+        wanted = args.get("breakpoints")
+        if wanted is None:
+            wanted = [{"line": n} for n in args.get("lines") or []]
+        if not isinstance(wanted, list) or not all(
+            isinstance(b, dict) and isinstance(b.get("line"), int) for b in wanted
+        ):
+            raise RequestError("setBreakpoints: each breakpoint needs a line number")
+        if self.debugger is None:
+            self.pending_lines = [p for p in self.pending_lines
+                                  if p["source"].get("path") != source.get("path")]  # fmt: skip
+            self.pending_lines.append({"source": source, "breakpoints": wanted})
+            return {"breakpoints": [{"verified": False, "message": "not launched yet"}
+                                    for _ in wanted]}  # fmt: skip
+        return {"breakpoints": self._set_lines({"source": source, "breakpoints": wanted})}
+
+    def _set_lines(self, request: dict) -> list[dict]:
+        debugger = self._debugger()
+        path = request["source"].get("path") or ""
+        mine = bool(path) and _same_file(path, self.program)
+        points, out = [], []
+        for want in request["breakpoints"]:
+            bp_id = self.next_bp_id
+            self.next_bp_id += 1
+            line = want["line"]
+            if not mine:
+                why = f"not the program being debugged ({self.program})"
+                out.append({"id": bp_id, "verified": False, "message": why})
+                continue
+            problem = (
+                check_hit_condition(want["hitCondition"]) if want.get("hitCondition") else None
+            )
+            index = debugger.step_at_line(line)
+            if problem or index is None:
+                out.append({"id": bp_id, "verified": False, "line": line,
+                            "message": problem or "no command at or after this line"})  # fmt: skip
+                continue
+            points.append(LineBreakpoint(bp_id, line, index, want.get("condition") or None,
+                                         want.get("hitCondition") or None,
+                                         want.get("logMessage")))  # fmt: skip
+            out.append({"id": bp_id, "verified": True, "line": debugger.steps[index].line,
+                        "source": self.source})  # fmt: skip
+        if mine:
+            debugger.line_breakpoints = points
+        return out
+
+    def request_setFunctionBreakpoints(self, args: dict) -> dict:
+        wanted = args.get("breakpoints")
+        if not isinstance(wanted, list) or not all(
+            isinstance(b, dict) and isinstance(b.get("name"), str) and b["name"].strip()
+            for b in wanted
+        ):
+            raise RequestError("setFunctionBreakpoints: each breakpoint needs a command name")
+        points, out = [], []
+        for want in wanted:
+            bp_id = self.next_bp_id
+            self.next_bp_id += 1
+            problem = (
+                check_hit_condition(want["hitCondition"]) if want.get("hitCondition") else None
+            )
+            if problem:
+                out.append({"id": bp_id, "verified": False, "message": problem})
+                continue
+            points.append(FunctionBreakpoint(bp_id, want["name"].strip(),
+                                             want.get("condition") or None,
+                                             want.get("hitCondition") or None))  # fmt: skip
+            out.append({"id": bp_id, "verified": True})
+        self.function_points = points
+        if self.debugger is not None:
+            self.debugger.function_breakpoints = points
+        return {"breakpoints": out}
+
+    def request_setExceptionBreakpoints(self, args: dict) -> dict:
+        filters = set(args.get("filters") or [])
+        regex = None
+        for option in args.get("filterOptions") or []:
+            if not isinstance(option, dict):
+                continue
+            filters.add(option.get("filterId", ""))
+            if option.get("filterId") == OUTPUT:
+                regex = option.get("condition") or None
+        unknown = filters - {FAILED, OUTPUT}
+        if unknown:
+            raise RequestError(f"no exception filter {sorted(unknown)[0]!r} (there are "
+                               f"{FAILED!r} and {OUTPUT!r})")  # fmt: skip
+        if OUTPUT in filters:
+            if not regex:
+                raise RequestError("the output filter needs a regular expression")
+            try:
+                re.compile(regex)
+            except re.error as e:
+                raise RequestError(f"invalid regex {regex!r}: {e}") from None
+        self.filters, self.output_regex = filters, regex
+        self._apply_filters()
+        return {"breakpoints": [{"verified": True} for _ in filters]}
+
+    def _apply_filters(self) -> None:
+        if self.debugger is not None:
+            self.debugger.filters = set(self.filters)
+            self.debugger.output_pattern = (
+                re.compile(self.output_regex) if self.output_regex else None
+            )
+            if self.function_points is not None:
+                self.debugger.function_breakpoints = self.function_points
+
+    def request_exceptionInfo(self, args: dict) -> dict:
+        debugger = self._debugger()
+        if debugger.last_exception is None:
+            raise RequestError("no exception: the program did not stop on one")
+        ran, why = debugger.last_exception
+        step = debugger.steps[ran.index]
+        return {
+            "exceptionId": FAILED if ran.exit_code else OUTPUT,
+            "description": why,
+            "breakMode": "always",
+            "details": {
+                "message": ran.tail,
+                "typeName": f"exit status {ran.exit_code}",
+                "stackTrace": step.command,
+            },  # fmt: skip
+        }
+
+    # --- running -------------------------------------------------------------
+
+    def request_continue(self, args: dict) -> object:
+        return self.start(Debugger.continue_)
+
+    def request_next(self, args: dict) -> object:
+        return self.start(Debugger.next)
+
+    def request_stepIn(self, args: dict) -> object:
+        return self.start(Debugger.next)
+
+    def request_stepOut(self, args: dict) -> object:
+        return self.start(Debugger.continue_)
+
+    def request_stepBack(self, args: dict) -> object:
+        if not self._debugger().history:
+            raise RequestError("nothing to step back to: no step has run")
+        return self.start(Debugger.step_back)
+
+    def request_reverseContinue(self, args: dict) -> object:
+        if not self._debugger().history:
+            raise RequestError("nothing to go back to: no step has run")
+        return self.start(Debugger.reverse_continue)
+
+    def request_pause(self, args: dict) -> dict:
+        debugger = self._debugger()
+        if not self.running:
+            raise RequestError("the program is already paused")
+        debugger.pause()
+        return {}
+
+    def request_gotoTargets(self, args: dict) -> dict:
+        debugger = self._debugger()
+        line = args.get("line")
+        if not isinstance(line, int):
+            raise RequestError("gotoTargets: a line is needed")
+        index = debugger.step_at_line(line)
+        if index is None:
+            return {"targets": []}
+        step = debugger.steps[index]
+        label = step.command.split("\n", 1)[0]
+        return {"targets": [{"id": index + 1, "label": label, "line": step.line,
+                             "endLine": step.end_line}]}  # fmt: skip
+
+    def request_goto(self, args: dict) -> object:
+        target = args.get("targetId")
+        if not isinstance(target, int):
+            raise RequestError("goto: a targetId from gotoTargets is needed")
+        index = target - 1
+        return self.start(lambda d: d.goto(index))
+
+    def request_restart(self, args: dict) -> object:
+        return self.start(Debugger.restart)
+
+    def request_terminate(self, args: dict) -> dict:
+        if self.debugger is not None and not self.debugger.ended:
+            self.debugger.kill()
+            debugger = self.debugger
+            self.engine.submit(debugger.close).result()
+            if not self.running:
+                self.event("exited", {"exitCode": 137})
+                self.event("terminated")
+        return {}
+
+    def request_disconnect(self, args: dict) -> dict:
+        self.done = True
+        if self.debugger is not None:
+            self.debugger.kill()
+        return {}
+
+    # --- the paused shell ----------------------------------------------------
+
+    def request_evaluate(self, args: dict) -> dict:
+        expression = args.get("expression")
+        if not isinstance(expression, str) or not expression.strip():
+            raise RequestError("evaluate: nothing to evaluate")
+        debugger = self._debugger()
+        if args.get("context", "repl") == "repl":
+            res = self.call(lambda: debugger.evaluate(expression))
+            text = res.output.decode(errors="replace")
+            if res.exit_code is None:
+                raise RequestError("the command ended the paused shell")
+            if res.exit_code:
+                text += f"(exit {res.exit_code})"
+            return {"result": text.rstrip("\n"), "variablesReference": 0}
+        # hover, watch, clipboard: words expanded, nothing run
+        return {"result": self.call(lambda: debugger.expand(expression)), "variablesReference": 0}
+
+    def request_setVariable(self, args: dict) -> dict:
+        ref, name, value = args.get("variablesReference"), args.get("name"), args.get("value")
+        if ref != TOP * 8 + ENVIRONMENT:
+            raise RequestError("only the exported variables of the paused shell can be set")
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise RequestError("setVariable: a name and a value are needed")
+        debugger = self._debugger()
+        self.call(lambda: debugger.set_export(name, value))
+        return {"value": debugger.ex.env.get(name, value)}
+
+    # --- looking -------------------------------------------------------------
+
+    def request_threads(self, args: dict) -> dict:
+        return {"threads": [{"id": THREAD, "name": os.path.basename(self.program) or "script"}]}
+
+    def request_stackTrace(self, args: dict) -> dict:
+        debugger = self._debugger()
+        if self.running:
+            raise RequestError("the program is running; pause it first")
+        frames = []
+        if debugger.current is not None:
+            step = debugger.current
+            frames.append(self._frame(TOP, step, f"line {step.line}: {_first(step.command)}"))
+        for k in range(len(debugger.history) - 1, -1, -1):
+            ran = debugger.history[k][1]
+            step = debugger.steps[ran.index]
+            status = "?" if ran.exit_code is None else str(ran.exit_code)
+            frames.append(self._frame(1000 + k, step, f"ran line {step.line} "
+                                      f"({status}): {_first(step.command)}"))  # fmt: skip
+        start = args.get("startFrame") or 0
+        levels = args.get("levels") or len(frames)
+        return {"stackFrames": frames[start : start + levels], "totalFrames": len(frames)}
+
+    def _frame(self, frame_id: int, step: script.Step, name: str) -> dict:
+        return {"id": frame_id, "name": name, "source": self.source, "line": step.line,
+                "column": 1, "endLine": step.end_line}  # fmt: skip
+
+    def request_scopes(self, args: dict) -> dict:
+        frame = args.get("frameId")
+        if not isinstance(frame, int):
+            raise RequestError("scopes: a frameId is needed")
+        self._frame_state(frame)
+        names = ((ENVIRONMENT, "Environment", "locals"), (SHELL, "Shell", "registers"),
+                 (STEP, "Step", "arguments"))  # fmt: skip
+        return {"scopes": [{"name": n, "presentationHint": hint,
+                            "variablesReference": frame * 8 + kind, "expensive": False}
+                           for kind, n, hint in names]}  # fmt: skip
+
+    def _frame_state(self, frame: int) -> tuple[dict[str, str], set[str], int | None]:
+        """(exported env, names changed, history position) of a frame."""
+        debugger = self._debugger()
+        if frame == TOP:
+            return debugger.ex.env, debugger.env_changed(), None
+        k = frame - 1000
+        if not 0 <= k < len(debugger.history):
+            raise RequestError(f"no frame {frame}")
+        before = debugger.history[k - 1][0].env if k else debugger.first_env
+        env = debugger.history[k][0].env
+        return env, {n for n in before.keys() | env.keys() if before.get(n) != env.get(n)}, k
+
+    def request_variables(self, args: dict) -> dict:
+        ref = args.get("variablesReference")
+        if not isinstance(ref, int) or ref < 8:
+            raise RequestError("variables: no such variablesReference")
+        if self.running:
+            raise RequestError("the program is running; pause it first")
+        frame, kind = divmod(ref, 8)
+        env, changed, k = self._frame_state(frame)
+        debugger = self._debugger()
+        if kind == ENVIRONMENT:
+            return {"variables": [_var(n, env[n], "exported, changed" if n in changed
+                                       else "exported", changed=n in changed)
+                                  for n in sorted(env)]}  # fmt: skip
+        if kind == SHELL:
+            if k is None:
+                last = debugger.history[-1][1] if debugger.history else None
+                cwd = debugger.ex.cwd
+            else:
+                last = debugger.history[k - 1][1] if k else None
+                cwd = debugger.history[k][0].cwd
+            code = "" if last is None else str(last.exit_code)
+            return {"variables": [_var("cwd", cwd), _var("$?", code or "0"),
+                                  _var("PIPESTATUS", last.pipestatus if last else "")]}  # fmt: skip
+        if kind == STEP:
+            if k is None:
+                step = debugger.current
+                if step is None:
+                    return {"variables": []}
+                return {"variables": [_var("command", step.command), _var("line", str(step.line)),
+                                      _var("status", "about to run")]}  # fmt: skip
+            saved, ran = debugger.history[k]
+            step = debugger.steps[ran.index]
+            return {"variables": [
+                _var("command", step.command), _var("line", str(step.line)),
+                _var("exit code", "" if ran.exit_code is None else str(ran.exit_code)),
+                _var("duration", f"{ran.duration_ms:.1f} ms"),
+                _var("output", ran.tail),
+                _var("checkpoint", "" if saved.checkpoint is None else str(saved.checkpoint)),
+            ]}  # fmt: skip
+        raise RequestError("variables: no such variablesReference")
+
+
+_RESPONDED = object()
+
+
+def _first(command: str) -> str:
+    first, _, rest = command.partition("\n")
+    return first + (" …" if rest else "")
+
+
+def _var(name: str, value: str, kind: str = "", changed: bool = False) -> dict:
+    out: dict[str, Any] = {"name": name, "value": value, "variablesReference": 0}
+    if kind:
+        out["type"] = kind
+    if changed:
+        out["presentationHint"] = {"kind": "data", "attributes": ["changed"]}
+    return out
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def launch_arguments(args: dict) -> Launch:
+    """The launch request's arguments, checked: a RequestError says what is wrong."""
+    program = args.get("program")
+    if not isinstance(program, str) or not program:
+        raise RequestError("launch: say which script to debug (program)")
+    cwd = args.get("cwd") or os.getcwd()
+    if not isinstance(cwd, str) or not os.path.isdir(cwd):
+        raise RequestError(f"launch: cwd {cwd!r} is not a directory")
+    path = os.path.abspath(os.path.join(cwd, os.path.expanduser(program)))
+    try:
+        with open(path, "rb") as f:
+            text = f.read().decode("utf-8", "surrogateescape")
+    except OSError as e:
+        raise RequestError(f"launch: cannot read {path}: {e.strerror}") from None
+    try:
+        steps = script.split(text)
+    except script.ScriptError as e:
+        raise RequestError(f"launch: {path}: {e}") from None
+    shell = args.get("shell")
+    if shell is None:
+        first = text.split("\n", 1)[0]
+        shell = "zsh" if first.startswith("#!") and "zsh" in first else "bash"
+    if shell not in ("bash", "zsh"):
+        raise RequestError(f"launch: shell must be bash or zsh, not {shell!r}")
+    env = dict(os.environ)
+    extra = args.get("env") or {}
+    if not isinstance(extra, dict):
+        raise RequestError("launch: env must be an object of names and values")
+    for name, value in extra.items():
+        if value is None:
+            env.pop(name, None)
+        elif isinstance(value, str):
+            env[name] = value
+        else:
+            raise RequestError(f"launch: env {name} must be a string or null")
+    argv = args.get("args") or []
+    if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
+        raise RequestError("launch: args must be a list of strings")
+    watch = args.get("watch")
+    if watch is not None and (
+        not isinstance(watch, list) or not all(isinstance(w, str) for w in watch)
+    ):
+        raise RequestError("launch: watch must be a list of paths")
+    watched = None if watch is None else [Watch(normalise(os.path.join(cwd, w))) for w in watch]
+    return Launch(path, steps, shell, cwd, env, argv, watched)
+
+
+def _make_debugger(launch: Launch, on_output: Callable[[str, str], None]) -> Debugger:
+    """On the engine thread: the store (when files are watched) and the debugger."""
+    p = paths.resolve()
+    config = load_config(p.config_file)
+    checkpoints = None
+    if launch.watch is None:  # the configured watched paths
+        store = Store(p.db) if p.db.exists() else None
+        launch.watch = [w for w in watches(store, config) if os.path.isdir(w.path)]
+        if store is not None and launch.watch:
+            checkpoints = Checkpoints(p, store, config)
+    if launch.watch and checkpoints is None:
+        for w in launch.watch:
+            if not os.path.isdir(w.path):
+                raise RequestError(f"launch: watch {w.path} is not a directory")
+        checkpoints = Checkpoints(p, Store(p.db), config)
+    return Debugger(launch, checkpoints, on_output)

@@ -1,0 +1,200 @@
+"""The protocol layer: framing, and malformed input to the real `rw dap` on
+its stdin: every bad message gets an error response or is skipped with an
+output event, and the adapter stays up."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from rewind_daemon.dap.framing import FramingError, Reader, Writer, encode
+
+from ..conftest import RW
+
+
+def messages(data: bytes) -> list[dict | str]:
+    """What a Reader makes of `data`: messages, and the errors of those skipped."""
+    reader = Reader(io.BufferedReader(io.BytesIO(data)))  # type: ignore[arg-type]
+    out: list[dict | str] = []
+    while True:
+        try:
+            m = reader.read()
+        except FramingError as e:
+            out.append(str(e))
+            continue
+        if m is None:
+            return out
+        out.append(m)
+
+
+def test_framing_reads_messages_and_skips_bad_ones_to_the_next():
+    one, two = {"seq": 1, "type": "request"}, {"seq": 2, "type": "request", "command": "é"}
+    assert messages(encode(one) + encode(two)) == [one, two]
+    got = messages(
+        b"Content-Length: abc\r\n\r\n{}"
+        + encode(one)
+        + b"Content-Length: 5\r\n\r\n{nope"
+        + b"X-Other: 1\r\n\r\n"
+        + b"Content-Length: 99999999999\r\n\r\n"
+        + encode(two)
+        + b"Content-Length: 2\r\n\r\n[]"
+        + b"Content-Length: 10\r\n\r\n{"
+    )
+    assert got[1] == one and got[5] == two
+    assert "not a number" in got[0]
+    assert "not JSON" in got[2]
+    assert "without Content-Length" in got[3]
+    assert "over" in got[4]
+    assert "not a JSON object" in got[6]
+    assert "ended inside a message's body" in got[7]
+    assert len(got) == 8
+
+
+def test_the_writer_numbers_its_messages():
+    buf = io.BytesIO()
+    w = Writer(buf)
+    w.send({"type": "event", "event": "a"})
+    w.send({"type": "event", "event": "b"})
+    got = messages(buf.getvalue())
+    assert [(m["seq"], m["event"]) for m in got] == [(1, "a"), (2, "b")]  # type: ignore[index]
+
+
+class Adapter:
+    """The real `rw dap` on pipes, fenced: its process group is killed at the end."""
+
+    def __init__(self, env: dict[str, str]):
+        self.proc = subprocess.Popen(
+            [RW, "dap"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=env, start_new_session=True,
+        )  # fmt: skip
+        assert self.proc.stdout is not None
+        self.reader = Reader(self.proc.stdout)  # type: ignore[arg-type]
+        self.seq = 0
+
+    def raw(self, data: bytes) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(data)
+        self.proc.stdin.flush()
+
+    def request(self, command: str, **args) -> int:
+        self.seq += 1
+        self.raw(encode({"seq": self.seq, "type": "request", "command": command,
+                         "arguments": args}))  # fmt: skip
+        return self.seq
+
+    def read(self) -> dict:
+        m = self.reader.read()
+        assert m is not None, "the adapter ended"
+        return m
+
+    def response(self, seq: int) -> tuple[dict, list[dict]]:
+        """The response to request `seq`, and the events before it."""
+        events = []
+        while True:
+            m = self.read()
+            if m.get("type") == "response" and m.get("request_seq") == seq:
+                return m, events
+            events.append(m)
+
+    def close(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+
+
+@pytest.fixture
+def adapter(rw_home):
+    signal.alarm(60)  # a hard limit on the whole test
+    a = Adapter(dict(os.environ, RW_HOME=str(rw_home)))
+    yield a
+    signal.alarm(0)
+    a.close()
+
+
+def test_malformed_input_gets_an_error_and_the_adapter_stays_up(adapter, tmp_path):
+    # requests out of order: before initialize
+    r, _ = adapter.response(adapter.request("launch", program="/bin/true"))
+    assert not r["success"] and "before initialize" in r["message"]
+    r, _ = adapter.response(adapter.request("initialize", adapterID="rw"))
+    assert r["success"] and r["body"]["supportsStepBack"] is True
+    r, _ = adapter.response(adapter.request("initialize", adapterID="rw"))
+    assert not r["success"] and "twice" in r["message"]
+    # bad framing and bad JSON: skipped, each said in an output event
+    adapter.raw(b"Content-Length: lots\r\n\r\n{}")
+    adapter.raw(b"Content-Length: 7\r\n\r\n{broken")
+    adapter.raw(encode({"seq": 99, "type": "event", "event": "odd"}))
+    seq = adapter.request("threads")
+    r, events = adapter.response(seq)
+    said = [e["body"]["output"] for e in events if e.get("event") == "output"]
+    assert len(said) == 3, events
+    assert "not a number" in said[0] and "not JSON" in said[1] and "not a request" in said[2]
+    assert r["success"]
+    # unknown commands, bad arguments, and requests that need a launch first
+    r, _ = adapter.response(adapter.request("fly"))
+    assert not r["success"] and "does not know the request 'fly'" in r["message"]
+    assert r["body"]["error"]["format"] == r["message"]
+    r, _ = adapter.response(adapter.request("next", threadId=1))
+    assert not r["success"] and "before launch" in r["message"]
+    adapter.seq += 1
+    adapter.raw(encode({"seq": adapter.seq, "type": "request", "command": "launch",
+                        "arguments": [1, 2]}))  # fmt: skip
+    r, _ = adapter.response(adapter.seq)
+    assert not r["success"] and "not an object" in r["message"]
+    r, _ = adapter.response(adapter.request("launch", program=str(tmp_path / "missing.sh")))
+    assert not r["success"] and "cannot read" in r["message"]
+    r, _ = adapter.response(adapter.request("launch", program="/bin/true", shell="fish"))
+    assert not r["success"]
+    # and it still debugs
+    script = tmp_path / "s.sh"
+    script.write_text("echo hi\n")
+    r, _ = adapter.response(adapter.request("launch", program=str(script)))
+    assert r["success"]
+    assert adapter.read()["event"] == "initialized"
+    r, _ = adapter.response(adapter.request("configurationDone"))
+    assert adapter.read()["body"]["reason"] == "entry"
+    r, _ = adapter.response(adapter.request("continue", threadId=1))
+    assert r["success"]
+    out = [adapter.read() for _ in range(3)]
+    assert [m.get("event") for m in out] == ["output", "exited", "terminated"]
+    assert out[0]["body"]["output"] == "hi\n"
+    r, _ = adapter.response(adapter.request("disconnect"))
+    assert r["success"]
+    assert adapter.proc.wait(timeout=10) == 0
+
+
+def test_the_end_of_input_ends_the_adapter_and_its_shell(adapter, tmp_path):
+    script = tmp_path / "s.sh"
+    script.write_text(f"sleep 300 & echo $! > {tmp_path}/pid\necho b\n")
+    adapter.response(adapter.request("initialize", adapterID="rw"))
+    adapter.response(adapter.request("launch", program=str(script)))
+    adapter.response(adapter.request("configurationDone"))
+    adapter.response(adapter.request("next", threadId=1))
+    while adapter.read().get("event") != "stopped":
+        pass
+    pid = int((tmp_path / "pid").read_text())
+    assert adapter.proc.stdin is not None
+    adapter.proc.stdin.close()
+    assert adapter.proc.wait(timeout=10) == 0
+    assert gone(pid), "the step's background job outlived rw dap"
+
+
+def gone(pid: int, wait: float = 5) -> bool:
+    """The process has ended (or is a zombie waiting to be reaped)."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(") ", 1)[1][0] in "ZX":
+                    return True
+        except FileNotFoundError:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
