@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from ..checkpoints.checkpoint import Checkpoints, Watch
 from ..errors import RwError
 from ..timeline.executor import Executor, StepResult
+from .recording import Recording
 from .script import Step
 
 TAIL = 4000  # characters of a step's output shown in its Step scope
@@ -147,12 +149,14 @@ class Debugger:
         launch: Launch,
         checkpoints: Checkpoints | None,
         on_output: Callable[[str, str], None],
+        recording: Recording | None = None,
     ):
         self.launch = launch
         self.steps = launch.steps
         self.watch = launch.watch or []
         self.checkpoints = checkpoints if self.watch else None
         self.on_output = on_output  # (category, text)
+        self.recording = recording
         self.pc = 0  # the step about to run
         self.history: list[tuple[Saved, Ran]] = []  # the steps run, in order
         self.status = 0  # $? as the next step will see it
@@ -286,7 +290,9 @@ class Debugger:
         command = step.command if not self.status else f"(exit {self.status})\n{step.command}"
         started = time.time()
         clock = time.monotonic()
+        self._record(lambda r: r.begin(step.command, self.ex.cwd))
         res = self.ex.run(command, lambda b: self.on_output("stdout", b.decode(errors="replace")))
+        self._record(lambda r: r.end(res))
         ran = Ran(index, res.exit_code, res.pipestatus, started,
                   (time.monotonic() - clock) * 1000, res.output)  # fmt: skip
         self.history.append((saved, ran))
@@ -294,6 +300,17 @@ class Debugger:
         if res.exit_code is not None:
             self.status = res.exit_code
         return ran
+
+    def _record(self, what: Callable[[Recording], None]) -> None:
+        """Record in the run's session; a store that fails stops the recording
+        (said once), never the debugging."""
+        if self.recording is None:
+            return
+        try:
+            what(self.recording)
+        except (RwError, sqlite3.Error) as e:
+            self.recording = None
+            self.on_output("stderr", f"rw dap: this run is no longer recorded: {e}\n")
 
     def _exception(self, ran: Ran) -> Stopped | None:
         step = self.steps[ran.index]
@@ -443,6 +460,8 @@ class Debugger:
         """End the shell and what it started; drop the run's checkpoints."""
         self.ended = True
         self.ex.close()
+        self._record(lambda r: r.close())
+        self.recording = None
         self._forget([s.checkpoint for s, _ in self.history if s.checkpoint is not None])
         self.history.clear()
 

@@ -23,6 +23,7 @@ from ..errors import RwError
 from ..store import Store
 from . import script
 from .framing import FramingError, Reader, Writer
+from .recording import Recording
 from .runtime import (
     FAILED,
     OUTPUT,
@@ -247,6 +248,10 @@ class DebugSession:
         for pending in self.pending_lines:
             self._set_lines(pending)
         self.respond(self.request, None)
+        recording = self.debugger.recording
+        if recording is not None:
+            self.on_output("console", f"rw dap: this run is recorded as session {recording.id} "
+                           f"({recording.name})\n")  # fmt: skip
         self.event("initialized")  # now breakpoints can be set in the program
         return _RESPONDED
 
@@ -440,14 +445,17 @@ class DebugSession:
     def request_restart(self, args: dict) -> object:
         return self.start(Debugger.restart)
 
-    def request_terminate(self, args: dict) -> dict:
-        if self.debugger is not None and not self.debugger.ended:
-            self.debugger.kill()
-            debugger = self.debugger
+    def request_terminate(self, args: dict) -> object:
+        debugger = self.debugger
+        if debugger is not None and not debugger.ended:
+            running = self.running  # then the run's end says exited and terminated
+            debugger.kill()
             self.engine.submit(debugger.close).result()
-            if not self.running:
-                self.event("exited", {"exitCode": 137})
+            if not running:
+                self.respond(self.request, None)
+                self.event("exited", {"exitCode": 128 + 9})
                 self.event("terminated")
+                return _RESPONDED
         return {}
 
     def request_disconnect(self, args: dict) -> dict:
@@ -651,15 +659,12 @@ def _make_debugger(launch: Launch, on_output: Callable[[str, str], None]) -> Deb
     """On the engine thread: the store (when files are watched) and the debugger."""
     p = paths.resolve()
     config = load_config(p.config_file)
-    checkpoints = None
+    store = Store(p.db)
     if launch.watch is None:  # the configured watched paths
-        store = Store(p.db) if p.db.exists() else None
         launch.watch = [w for w in watches(store, config) if os.path.isdir(w.path)]
-        if store is not None and launch.watch:
-            checkpoints = Checkpoints(p, store, config)
-    if launch.watch and checkpoints is None:
-        for w in launch.watch:
-            if not os.path.isdir(w.path):
-                raise RequestError(f"launch: watch {w.path} is not a directory")
-        checkpoints = Checkpoints(p, Store(p.db), config)
-    return Debugger(launch, checkpoints, on_output)
+    for w in launch.watch:
+        if not os.path.isdir(w.path):
+            raise RequestError(f"launch: watch {w.path} is not a directory")
+    checkpoints = Checkpoints(p, store, config) if launch.watch else None
+    recording = Recording(store, config, launch.path, launch.shell, launch.cwd)
+    return Debugger(launch, checkpoints, on_output, recording)

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import signal
+import socket
 import subprocess
 import time
 
@@ -156,6 +158,7 @@ def test_malformed_input_gets_an_error_and_the_adapter_stays_up(adapter, tmp_pat
     script.write_text("echo hi\n")
     r, _ = adapter.response(adapter.request("launch", program=str(script)))
     assert r["success"]
+    assert "recorded as session" in adapter.read()["body"]["output"]
     assert adapter.read()["event"] == "initialized"
     r, _ = adapter.response(adapter.request("configurationDone"))
     assert adapter.read()["body"]["reason"] == "entry"
@@ -198,3 +201,88 @@ def gone(pid: int, wait: float = 5) -> bool:
         if time.monotonic() > deadline:
             return False
         time.sleep(0.05)
+
+
+class Server:
+    """`rw dap --port 0` (and any more options), fenced like the adapter."""
+
+    def __init__(self, env: dict[str, str], *options: str):
+        self.proc = subprocess.Popen(
+            [RW, "dap", "--port", "0", *options], stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, start_new_session=True,
+        )  # fmt: skip
+        assert self.proc.stderr is not None
+        line = self.proc.stderr.readline().decode()
+        m = re.match(r"rw dap: listening on (\S+):(\d+)$", line.strip())
+        assert m, line
+        self.host, self.port = m.group(1), int(m.group(2))
+
+    def connect(self, host: str | None = None) -> tuple[socket.socket, Reader]:
+        sock = socket.create_connection((host or self.host, self.port), timeout=20)
+        return sock, Reader(sock.makefile("rb"))  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+
+
+def ask(sock: socket.socket, reader: Reader, seq: int, command: str, **args) -> dict:
+    sock.sendall(encode({"seq": seq, "type": "request", "command": command, "arguments": args}))
+    while True:
+        m = reader.read()
+        assert m is not None
+        if m.get("request_seq") == seq:
+            return m
+
+
+def test_the_port_serves_one_session_per_connection_on_loopback_only(rw_home, tmp_path):
+    signal.alarm(60)
+    server = Server(dict(os.environ, RW_HOME=str(rw_home)))
+    try:
+        assert server.host == "127.0.0.1"
+        with pytest.raises(ConnectionRefusedError):
+            server.connect("127.0.0.2")  # loopback, but not the address it listens on
+        (tmp_path / "a.sh").write_text("export WHO=a\necho $WHO\n")
+        (tmp_path / "b.sh").write_text("export WHO=b\necho $WHO\n")
+        one, two = server.connect(), server.connect()
+        for (sock, reader), name in ((one, "a.sh"), (two, "b.sh")):
+            assert ask(sock, reader, 1, "initialize", adapterID="rw")["success"]
+            assert ask(sock, reader, 2, "launch", program=str(tmp_path / name))["success"]
+            assert ask(sock, reader, 3, "configurationDone")["success"]
+        for (sock, reader), name in ((one, "a.sh"), (two, "b.sh")):
+            ask(sock, reader, 4, "next", threadId=1)
+            while reader.read().get("event") != "stopped":  # type: ignore[union-attr]
+                pass
+            r = ask(sock, reader, 5, "evaluate", expression="$WHO", context="hover")
+            assert r["body"]["result"] == name[0]
+        one[0].close()  # one client gone: the other session goes on
+        assert ask(*two, 6, "threads")["success"]
+        two[0].close()
+        assert server.proc.poll() is None
+    finally:
+        signal.alarm(0)
+        server.close()
+
+
+def test_host_chooses_where_to_listen_and_a_bad_one_is_a_one_line_error(rw_home):
+    signal.alarm(60)
+    env = dict(os.environ, RW_HOME=str(rw_home))
+    server = Server(env, "--host", "127.0.0.2")
+    try:
+        assert server.host == "127.0.0.2"
+        sock, reader = server.connect()
+        assert ask(sock, reader, 1, "initialize", adapterID="rw")["success"]
+        sock.close()
+        with pytest.raises(ConnectionRefusedError):
+            server.connect("127.0.0.1")
+    finally:
+        signal.alarm(0)
+        server.close()
+    bad = subprocess.run([RW, "dap", "--port", "0", "--host", "no.such.host.invalid"],
+                         capture_output=True, text=True, env=env, timeout=30)  # fmt: skip
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("rw: cannot listen on no.such.host.invalid:0")
+    assert bad.stderr.count("\n") == 1

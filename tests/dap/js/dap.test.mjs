@@ -3,7 +3,7 @@
 // scenario per pytest test, by name), with RW_BIN and RW_HOME set.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -173,8 +173,8 @@ test('a logpoint prints its message with {$VAR} expanded and does not stop', asy
   const dc = await client(t);
   await start(dc, { program: file }, { lines: [{ line: 2, logMessage: 'stage is {$STAGE} ({${#STAGE}})' }] });
   await after(dc, 'terminated', () => dc.continueRequest({ threadId: 1 }));
-  const logged = dc.outputs.filter((o) => o.category === 'console').map((o) => o.output);
-  assert.deepEqual(logged, ['stage is prod (4)\n']);
+  const logged = dc.outputs.filter((o) => o.category === 'console' && !o.output.startsWith('rw dap:'));
+  assert.deepEqual(logged.map((o) => o.output), ['stage is prod (4)\n']);
 });
 
 test('a function breakpoint stops before any command running it', async (t) => {
@@ -376,6 +376,68 @@ test('a zsh script runs in zsh', async (t) => {
   await start(dc, { program: file });
   await after(dc, 'terminated', () => dc.continueRequest({ threadId: 1 }));
   assert.match(printed(dc), /zsh \d+ v/);
+});
+
+test('terminate while a step runs ends it, with one exited and one terminated', async (t) => {
+  const { file } = script(['echo start', 'sleep 60', 'echo end', ''].join('\n'));
+  const dc = await client(t);
+  await start(dc, { program: file });
+  let exits = 0;
+  dc.on('exited', () => exits++);
+  const terminated = within(dc.waitForEvent('terminated', T), 'terminated');
+  await dc.continueRequest({ threadId: 1 });
+  await new Promise((r) => setTimeout(r, 300));
+  await dc.terminateRequest({});
+  await terminated;
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(exits, 1);
+  assert.doesNotMatch(printed(dc), /end/);
+});
+
+test('restart goes back to the start, files and all', async (t) => {
+  const { dir, file } = script(['echo 1 > "$W/n"', 'export N=1', 'echo end', ''].join('\n'));
+  const w = path.join(dir, 'work');
+  fs.mkdirSync(w);
+  const dc = await client(t);
+  await start(dc, { program: file, env: { W: w }, watch: [w] }, { lines: [{ line: 3 }] });
+  await after(dc, 'stopped', () => dc.continueRequest({ threadId: 1 }));
+  assert.equal(await hover(dc, '$N'), '1');
+  const ev = await after(dc, 'stopped', () => dc.restartRequest({}));
+  assert.equal(ev.body.reason, 'entry');
+  assert.equal((await top(dc))[0].line, 1);
+  assert.equal(fs.existsSync(path.join(w, 'n')), false);
+  assert.equal(await hover(dc, '${N-unset}'), 'unset');
+});
+
+test('setVariable changes an export of the paused shell', async (t) => {
+  const { file } = script(['export STAGE=dev', 'echo "stage $STAGE"', ''].join('\n'));
+  const dc = await client(t);
+  await start(dc, { program: file });
+  await after(dc, 'stopped', () => dc.nextRequest({ threadId: 1 }));
+  const scopes = await dc.scopesRequest({ frameId: 1 });
+  const ref = scopes.body.scopes.find((s) => s.name === 'Environment').variablesReference;
+  const r = await dc.setVariableRequest({ variablesReference: ref, name: 'STAGE', value: "prod's" });
+  assert.equal(r.body.value, "prod's");
+  await after(dc, 'terminated', () => dc.continueRequest({ threadId: 1 }));
+  assert.match(printed(dc), /stage prod's/);
+});
+
+test('each debug run is recorded as a session', async (t) => {
+  const { file } = script(['export A=1', 'echo "A is $A"', 'false', ''].join('\n'));
+  const dc = await client(t);
+  await start(dc, { program: file });
+  const said = dc.outputs.map((o) => o.output).join('');
+  const sid = /recorded as session (\S+) \(dap-deploy\.sh\)/.exec(said)[1];
+  await after(dc, 'stopped', () => dc.nextRequest({ threadId: 1 }));
+  await after(dc, 'stopped', () => dc.nextRequest({ threadId: 1 }));
+  await after(dc, 'stopped', () => dc.stepBackRequest({ threadId: 1 }));
+  await after(dc, 'terminated', () => dc.continueRequest({ threadId: 1 }));
+  const steps = JSON.parse(execFileSync(RW, ['log', sid, '--json'], { encoding: 'utf8' }));
+  // what ran, in the order it ran: line 2 twice (run, stepped back, run again)
+  assert.deepEqual(steps.map((s) => [s.command, s.exit_code]),
+    [['export A=1', 0], ['echo "A is $A"', 0], ['echo "A is $A"', 0], ['false', 1]]);
+  const shown = execFileSync(RW, ['show', sid, '2', '--output'], { encoding: 'utf8' });
+  assert.match(shown, /A is 1/);
 });
 
 function alive(pid) {
