@@ -209,11 +209,13 @@ class Debugger:
         self._check_paused()
         if re.search(r"\$\(|`|\$\{[^}]*:?=", words.replace("$((", "")):
             raise RwError("hovers and watches expand words only; run commands in the console")
-        res = self.ex.run(f"( \\builtin printf '%s' {words} ) 2>&1")
+        # quoted, so that a value keeps its spaces; "${ARR[@]}" gives words: joined
+        quoted = f'"{words}"' if '"' not in words else words
+        res = self.ex.run(f"( \\builtin printf '%s ' {quoted} ) 2>&1")
         text = res.output.decode(errors="replace")
         if res.exit_code:
             raise RwError(text.strip() or f"cannot expand {words}")
-        return text
+        return text[:-1] if text.endswith(" ") else text
 
     def set_export(self, name: str, value: str) -> None:
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
@@ -234,6 +236,16 @@ class Debugger:
     def next(self) -> Outcome:
         """Run the step about to run, and stop before the next one."""
         return self._go(single=True)
+
+    def run(self) -> Outcome:
+        """From the start without stopping on entry: a breakpoint on the first
+        step stops before it."""
+        self._check_paused()
+        if self.steps and self.pc == 0:
+            ids = self._breakpoints_at(0)
+            if ids:
+                return Stopped("breakpoint", "", tuple(ids))
+        return self.continue_()
 
     def continue_(self) -> Outcome:
         """Run until a breakpoint, an exception filter, a pause or the end."""

@@ -32,26 +32,34 @@ def serve_tcp(host: str, port: int, ready: Callable[[str, int], None]) -> None:
         listener = socket.create_server((host, port), family=_family(host), reuse_port=False)
     except OSError as e:
         raise RwError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
-    with listener:
-        bound = listener.getsockname()
-        ready(bound[0], bound[1])
-        while True:
-            conn, _ = listener.accept()
-            threading.Thread(target=_serve_connection, args=(conn,), daemon=True).start()
+    sessions: set[DebugSession] = set()
+    try:
+        with listener:
+            bound = listener.getsockname()
+            ready(bound[0], bound[1])
+            while True:
+                conn, _ = listener.accept()
+                threading.Thread(
+                    target=_serve_connection, args=(conn, sessions), daemon=True
+                ).start()
+    finally:
+        for session in list(sessions):
+            session.kill()  # no shell a session started outlives the server
 
 
 def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
-def _serve_connection(conn: socket.socket) -> None:
+def _serve_connection(conn: socket.socket, sessions: set[DebugSession]) -> None:
     with conn:
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        reader = Reader(conn.makefile("rb"))
-        writer = Writer(conn.makefile("wb"))
+        session = DebugSession(Reader(conn.makefile("rb")), Writer(conn.makefile("wb")))
+        sessions.add(session)
         try:
-            DebugSession(reader, writer).serve()
+            session.serve()
         finally:
+            sessions.discard(session)
             try:
                 conn.shutdown(socket.SHUT_RDWR)
             except OSError:

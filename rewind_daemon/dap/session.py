@@ -217,6 +217,11 @@ class DebugSession:
             raise RequestError("no program launched")
         return self.debugger
 
+    def kill(self) -> None:
+        """End the program's shell now (from any thread)."""
+        if self.debugger is not None:
+            self.debugger.kill()
+
     def _shut_down(self) -> None:
         self.done = True
         if self.debugger is not None:
@@ -237,12 +242,12 @@ class DebugSession:
     def request_launch(self, args: dict) -> object:
         if self.debugger is not None:
             raise RequestError("a program is already launched in this session")
+        if not isinstance(args.get("stopOnEntry", True), bool):
+            raise RequestError("launch: stopOnEntry must be true or false")
         launch = launch_arguments(args)
         self.program = launch.path
         self.source = {"name": os.path.basename(launch.path), "path": launch.path}
-        self.stop_on_entry = args.get("stopOnEntry", True) is not False
-        if not isinstance(args.get("stopOnEntry", True), bool):
-            raise RequestError("launch: stopOnEntry must be true or false")
+        self.stop_on_entry = args.get("stopOnEntry", True)
         self.debugger = self.engine.submit(_make_debugger, launch, self.on_output).result()
         self._apply_filters()
         for pending in self.pending_lines:
@@ -264,7 +269,7 @@ class DebugSession:
             self.respond(self.request, None)
             self.tell(Stopped("entry"))
             return _RESPONDED
-        return self.start(Debugger.continue_)
+        return self.start(Debugger.run)
 
     # --- breakpoints ---------------------------------------------------------
 

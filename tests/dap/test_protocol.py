@@ -203,6 +203,22 @@ def gone(pid: int, wait: float = 5) -> bool:
         time.sleep(0.05)
 
 
+def test_sigterm_ends_the_adapter_and_the_step_it_runs(adapter, tmp_path):
+    script = tmp_path / "s.sh"
+    script.write_text(f"sleep 300 & echo $! > {tmp_path}/pid; sleep 300\necho never\n")
+    adapter.response(adapter.request("initialize", adapterID="rw"))
+    adapter.response(adapter.request("launch", program=str(script)))
+    adapter.response(adapter.request("configurationDone"))
+    adapter.response(adapter.request("continue", threadId=1))
+    deadline = time.monotonic() + 10
+    while not (tmp_path / "pid").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pid = int((tmp_path / "pid").read_text())
+    adapter.proc.terminate()  # the adapter alone, as an editor ends it
+    assert adapter.proc.wait(timeout=10) == 128 + signal.SIGTERM
+    assert gone(pid), "the step's processes outlived rw dap"
+
+
 class Server:
     """`rw dap --port 0` (and any more options), fenced like the adapter."""
 

@@ -148,6 +148,17 @@ test('a line breakpoint is moved to the command covering its line', async (t) =>
   assert.match(printed(dc), /one\ntwo\n/);
 });
 
+test('without stopOnEntry the run stops at a breakpoint, also on the first command', async (t) => {
+  const { file } = script(['echo one', 'echo two', ''].join('\n'));
+  const dc = await client(t);
+  const ev = await start(dc, { program: file, stopOnEntry: false }, { lines: [{ line: 1 }] });
+  assert.equal(ev.body.reason, 'breakpoint');
+  assert.equal((await top(dc))[0].line, 1);
+  assert.equal(printed(dc), '');
+  await after(dc, 'terminated', () => dc.continueRequest({ threadId: 1 }));
+  assert.equal(printed(dc), 'one\ntwo\n');
+});
+
 test('a conditional breakpoint stops only when its shell test holds', async (t) => {
   const { file } = script(
     ['for s in dev prod; do :; done', 'export STAGE=dev', 'echo a', 'export STAGE=prod', 'echo b', 'echo c', ''].join('\n'),
@@ -248,6 +259,10 @@ test('a REPL command runs in the paused shell and its export survives next', asy
   const r = await dc.evaluateRequest({ expression: 'export FROM_REPL=typed; echo set', context: 'repl', frameId: 1 });
   assert.equal(r.body.result.trim(), 'set');
   assert.equal(await hover(dc, '$FROM_REPL'), 'typed');
+  await dc.evaluateRequest({ expression: 'export SPACED="a  b"; ARR=(x y z)', context: 'repl', frameId: 1 });
+  assert.equal(await hover(dc, '$SPACED'), 'a  b');
+  assert.equal(await hover(dc, '${ARR[@]}'), 'x y z');
+  assert.equal(await hover(dc, '${#ARR[@]}'), '3');
   await after(dc, 'stopped', () => dc.nextRequest({ threadId: 1 }));
   assert.match(printed(dc), /got typed/);
   // hovers expand words and never run commands
