@@ -304,7 +304,7 @@ class Debugger:
         clock = time.monotonic()
         self._record(lambda r: r.begin(step.command, self.ex.cwd))
         res = self.ex.run(command, lambda b: self.on_output("stdout", b.decode(errors="replace")))
-        self._record(lambda r: r.end(res))
+        self._record(lambda r: r.end(res))  # written by flush(), after the stop is told
         ran = Ran(index, res.exit_code, res.pipestatus, started,
                   (time.monotonic() - clock) * 1000, res.output)  # fmt: skip
         self.history.append((saved, ran))
@@ -312,6 +312,10 @@ class Debugger:
         if res.exit_code is not None:
             self.status = res.exit_code
         return ran
+
+    def flush(self) -> None:
+        """Write what the recording holds (after the front end told the stop)."""
+        self._record(lambda r: r.flush())
 
     def _record(self, what: Callable[[Recording], None]) -> None:
         """Record in the run's session; a store that fails stops the recording
@@ -444,14 +448,22 @@ class Debugger:
         if self.launch.args:
             self.ex.run("set -- " + " ".join(shlex.quote(a) for a in self.launch.args))
         if self.checkpoints is not None and saved.checkpoint is not None:
-            report = self.checkpoints.restore(saved.checkpoint)
-            for line in report.failed:
-                self.on_output("stderr", f"rw dap: not restored: {line}\n")
+            self._restore_files(saved.checkpoint)
         dropped = [s.checkpoint for s, _ in self.history[k:] if s.checkpoint is not None]
         del self.history[k:]
         self._forget(dropped)
         self.pc = saved.index
         self.status = saved.status
+
+    def _restore_files(self, checkpoint: int) -> None:
+        """The watched files as checkpointed; nothing done (one stat pass) when
+        none changed since."""
+        assert self.checkpoints is not None
+        if self.checkpoints.compare(checkpoint).empty:
+            return
+        report = self.checkpoints.restore(checkpoint)
+        for line in report.failed:
+            self.on_output("stderr", f"rw dap: not restored: {line}\n")
 
     def _forget(self, checkpoints: list[int]) -> None:
         if self.checkpoints is not None and checkpoints:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .. import paths
@@ -179,23 +179,25 @@ class DebugSession:
             raise RequestError("the program has ended")
         self.running = True
         self.respond(self.request, None)
-        future: Future = self.engine.submit(op, debugger)
-        future.add_done_callback(self._finished)
+        self.engine.submit(self._run, op, debugger)
         return _RESPONDED
 
-    def _finished(self, future: Future) -> None:
-        self.running = False
+    def _run(self, op: Callable[[Debugger], Outcome], debugger: Debugger) -> None:
+        """On the engine thread: the run, then its outcome told."""
         try:
-            outcome = future.result()
+            outcome = op(debugger)
         except RwError as e:
             self.on_output("stderr", f"rw dap: {e}\n")
             outcome = Stopped("exception", str(e))
         except Exception as e:
             self.on_output("stderr", f"rw dap: internal error: {e!r}\n")
             outcome = Stopped("exception", "internal error")
+        self.running = False
         if isinstance(outcome, Ended) and self.debugger is not None:
             self.debugger.close()  # on the engine thread: what the script left running ends
         self.tell(outcome)
+        if self.debugger is not None:
+            self.debugger.flush()  # the run's record, written once the stop is told
 
     def tell(self, outcome: Outcome) -> None:
         if isinstance(outcome, Ended):

@@ -63,3 +63,9 @@ def test_a_real_dap_client(name, rw_home):
 def test_every_scenario_is_found():
     assert len(SCENARIOS) >= 15
     assert len(set(SCENARIOS)) == len(SCENARIOS)
+
+
+def test_the_dap_benchmark_runs_in_quick_mode():
+    from ..test_bench import test_benchmark_runs_in_quick_mode
+
+    test_benchmark_runs_in_quick_mode("dap")
