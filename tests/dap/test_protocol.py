@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -302,3 +303,37 @@ def test_host_chooses_where_to_listen_and_a_bad_one_is_a_one_line_error(rw_home)
     assert bad.returncode == 2
     assert bad.stderr.startswith("rw: cannot listen on no.such.host.invalid:0")
     assert bad.stderr.count("\n") == 1
+
+
+CLIENT = r"""
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=20)
+body = b'{"seq": 1, "type": "request", "command": "initialize", "arguments": {}}'
+s.sendall(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+try:
+    print(repr(s.recv(65536)))
+except ConnectionResetError:
+    print(repr(b""))
+"""
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv"
+)
+def test_another_user_cannot_use_the_port(rw_home):
+    """A debug session runs commands as the user who started rw dap: a
+    connection from another uid on this machine is closed unanswered."""
+    signal.alarm(60)
+    server = Server(dict(os.environ, RW_HOME=str(rw_home)))
+    try:
+        client = ["/usr/bin/python3", "-c", CLIENT, str(server.port)]
+        other = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                                *client], capture_output=True, text=True, timeout=30)  # fmt: skip
+        assert other.stdout.strip() == "b''", other
+        mine = subprocess.run(client, capture_output=True, text=True, timeout=30)
+        assert '"command": "initialize", "success": true' in mine.stdout, mine
+    finally:
+        signal.alarm(0)
+        server.close()
+    assert server.proc.stderr is not None
+    assert "refused a connection from uid 65534" in server.proc.stderr.read().decode()
