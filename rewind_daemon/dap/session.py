@@ -66,6 +66,9 @@ CAPABILITIES: dict[str, Any] = {
     ],
 }  # fmt: skip
 
+# The launch request's own arguments (editors add their own: type, name, ...).
+LAUNCH_ATTRIBUTES = ("program", "args", "cwd", "env", "shell", "stopOnEntry", "watch")
+
 # What may come before a launch, and what needs one.
 BEFORE_LAUNCH = {"initialize", "launch", "disconnect", "terminate", "threads",
                  "setExceptionBreakpoints", "setBreakpoints", "setFunctionBreakpoints",
