@@ -18,7 +18,10 @@ from ..timeline.executor import StepResult
 
 
 class Recording:
-    def __init__(self, store: Store, config: Config, program: str, shell: str, cwd: str):
+    def __init__(
+        self, store: Store, config: Config, program: str, shell: str, cwd: str,
+        parent: str | None = None, name: str | None = None,
+    ):  # fmt: skip
         self.store = store
         self.redactor = config.redactor()
         self.cap = config.max_step_output
@@ -28,10 +31,10 @@ class Recording:
         self.ended: tuple[int, str, StepResult, float] | None = None
         self.last_env: dict[str, str] | None = None  # the last environment stored
         self.env_id: int | None = None
-        self.name = name = f"dap-{os.path.basename(program)}"
+        self.name = name = name or f"dap-{os.path.basename(program)}"
         with store.transaction():
             store.upsert_session(
-                self.id, parent_id=None, shell=shell, shell_version="", pid=os.getpid(),
+                self.id, parent_id=parent, shell=shell, shell_version="", pid=os.getpid(),
                 tty=None, started_at=time.time(), cwd=cwd, host=socket.gethostname(),
                 user=getpass.getuser(), origin="dap", name=name,
             )  # fmt: skip

@@ -12,6 +12,7 @@ the shell in that state and restores the files.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import sqlite3
@@ -141,6 +142,10 @@ class Launch:
     env: dict[str, str] = field(default_factory=dict)
     args: list[str] = field(default_factory=list)
     watch: list[Watch] | None = None  # None: the configured watched paths
+    session: str | None = None  # a recorded session debugged (then `path` shows it)
+    refused: dict[int, str] = field(default_factory=dict)  # steps not run, and why
+    cwds: dict[int, str] = field(default_factory=dict)  # where recorded steps ran
+    text: str = ""  # what the editor shows
 
 
 class Debugger:
@@ -265,6 +270,9 @@ class Debugger:
             while True:
                 if self.pc >= len(self.steps):
                     return self._end(self.status)
+                refused = self.launch.refused.get(self.pc)
+                if refused:
+                    return Stopped("exception", refused)
                 ran = self._run_one()
                 if ran.exit_code is None:
                     code = int(ran.pipestatus) if ran.pipestatus.lstrip("-").isdigit() else 0
@@ -298,6 +306,10 @@ class Debugger:
             except RwError as e:
                 self.on_output("stderr", f"rw dap: no checkpoint of the watched files: {e}\n")
         saved = Saved(index, self.ex.cwd, dict(self.ex.env), definitions, self.status, checkpoint)
+        ran_in = self.launch.cwds.get(index)
+        if ran_in and ran_in != self.ex.cwd and os.path.isdir(ran_in):
+            # a recorded step runs where it ran (as rw replay does)
+            self.ex.run(f"\\builtin cd -- {shlex.quote(ran_in)}")
         # $? as the script would see it: the previous command's status
         command = step.command if not self.status else f"(exit {self.status})\n{step.command}"
         started = time.time()

@@ -21,7 +21,7 @@ from ..checkpoints.checkpoint import Checkpoints, Watch, normalise, watches
 from ..config import load as load_config
 from ..errors import RwError
 from ..store import Store
-from . import script
+from . import recorded, script
 from .framing import FramingError, Reader, Writer
 from .recording import Recording
 from .runtime import (
@@ -67,7 +67,7 @@ CAPABILITIES: dict[str, Any] = {
 }  # fmt: skip
 
 # The launch request's own arguments (editors add their own: type, name, ...).
-LAUNCH_ATTRIBUTES = ("program", "args", "cwd", "env", "shell", "stopOnEntry", "watch")
+LAUNCH_ATTRIBUTES = ("program", "session", "args", "cwd", "env", "shell", "stopOnEntry", "watch")
 
 # What may come before a launch, and what needs one.
 BEFORE_LAUNCH = {"initialize", "launch", "disconnect", "terminate", "threads",
@@ -97,6 +97,7 @@ class DebugSession:
         self.output_regex: str | None = None
         self.function_points: list[FunctionBreakpoint] | None = None
         self.request: dict = {}
+        self.text = ""
 
     # --- the loop ----------------------------------------------------------
 
@@ -249,11 +250,14 @@ class DebugSession:
             raise RequestError("a program is already launched in this session")
         if not isinstance(args.get("stopOnEntry", True), bool):
             raise RequestError("launch: stopOnEntry must be true or false")
-        launch = launch_arguments(args)
+        launch, extra_env = launch_arguments(args)
+        self.stop_on_entry = args.get("stopOnEntry", True)
+        self.debugger = self.engine.submit(
+            _make_debugger, launch, extra_env, self.on_output
+        ).result()
         self.program = launch.path
         self.source = {"name": os.path.basename(launch.path), "path": launch.path}
-        self.stop_on_entry = args.get("stopOnEntry", True)
-        self.debugger = self.engine.submit(_make_debugger, launch, self.on_output).result()
+        self.text = launch.text
         self._apply_filters()
         for pending in self.pending_lines:
             self._set_lines(pending)
@@ -504,6 +508,13 @@ class DebugSession:
 
     # --- looking -------------------------------------------------------------
 
+    def request_source(self, args: dict) -> dict:
+        source = args.get("source") or {}
+        path = source.get("path") if isinstance(source, dict) else None
+        if self.debugger is None or (path and not _same_file(path, self.program)):
+            raise RequestError("rw dap has only the program being debugged to show")
+        return {"content": self.text, "mimeType": "text/x-shellscript"}
+
     def request_threads(self, args: dict) -> dict:
         return {"threads": [{"id": THREAD, "name": os.path.basename(self.program) or "script"}]}
 
@@ -618,15 +629,41 @@ def _same_file(a: str, b: str) -> bool:
         return os.path.realpath(a) == os.path.realpath(b)
 
 
-def launch_arguments(args: dict) -> Launch:
-    """The launch request's arguments, checked: a RequestError says what is wrong."""
-    program = args.get("program")
+def launch_arguments(args: dict) -> tuple[Launch, dict[str, str | None]]:
+    """The launch request's arguments, checked (a RequestError says what is
+    wrong), and the environment changes it asks for."""
+    program, session = args.get("program"), args.get("session")
+    if (program is None) == (session is None):
+        raise RequestError("launch: say what to debug: a script (program) or a session")
+    cwd = args.get("cwd")
+    if cwd is not None and (not isinstance(cwd, str) or not os.path.isdir(cwd)):
+        raise RequestError(f"launch: cwd {cwd!r} is not a directory")
+    shell = args.get("shell")
+    if shell is not None and shell not in ("bash", "zsh"):
+        raise RequestError(f"launch: shell must be bash or zsh, not {shell!r}")
+    extra = args.get("env") or {}
+    if not isinstance(extra, dict) or not all(
+        isinstance(v, str) or v is None for v in extra.values()
+    ):
+        raise RequestError("launch: env must be an object of names and values (or null)")
+    argv = args.get("args") or []
+    if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
+        raise RequestError("launch: args must be a list of strings")
+    watch = args.get("watch")
+    if watch is not None and (
+        not isinstance(watch, list) or not all(isinstance(w, str) for w in watch)
+    ):
+        raise RequestError("launch: watch must be a list of paths")
+    base = cwd or os.getcwd()
+    watched = None if watch is None else [Watch(normalise(os.path.join(base, w))) for w in watch]
+    if session is not None:
+        if not isinstance(session, str) or not session:
+            raise RequestError("launch: session must be a session's name, id or last")
+        launch = Launch("", [], shell or "", cwd or "", {}, argv, watched, session=session)
+        return launch, extra
     if not isinstance(program, str) or not program:
         raise RequestError("launch: say which script to debug (program)")
-    cwd = args.get("cwd") or os.getcwd()
-    if not isinstance(cwd, str) or not os.path.isdir(cwd):
-        raise RequestError(f"launch: cwd {cwd!r} is not a directory")
-    path = os.path.abspath(os.path.join(cwd, os.path.expanduser(program)))
+    path = os.path.abspath(os.path.join(base, os.path.expanduser(program)))
     try:
         with open(path, "rb") as f:
             text = f.read().decode("utf-8", "surrogateescape")
@@ -636,45 +673,46 @@ def launch_arguments(args: dict) -> Launch:
         steps = script.split(text)
     except script.ScriptError as e:
         raise RequestError(f"launch: {path}: {e}") from None
-    shell = args.get("shell")
     if shell is None:
         first = text.split("\n", 1)[0]
         shell = "zsh" if first.startswith("#!") and "zsh" in first else "bash"
-    if shell not in ("bash", "zsh"):
-        raise RequestError(f"launch: shell must be bash or zsh, not {shell!r}")
-    env = dict(os.environ)
-    extra = args.get("env") or {}
-    if not isinstance(extra, dict):
-        raise RequestError("launch: env must be an object of names and values")
+    launch = Launch(path, steps, shell, base, dict(os.environ), argv, watched)
+    launch.text = text
+    return launch, extra
+
+
+def _with(env: dict[str, str], extra: dict[str, str | None]) -> dict[str, str]:
+    out = dict(env)
     for name, value in extra.items():
         if value is None:
-            env.pop(name, None)
-        elif isinstance(value, str):
-            env[name] = value
+            out.pop(name, None)
         else:
-            raise RequestError(f"launch: env {name} must be a string or null")
-    argv = args.get("args") or []
-    if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
-        raise RequestError("launch: args must be a list of strings")
-    watch = args.get("watch")
-    if watch is not None and (
-        not isinstance(watch, list) or not all(isinstance(w, str) for w in watch)
-    ):
-        raise RequestError("launch: watch must be a list of paths")
-    watched = None if watch is None else [Watch(normalise(os.path.join(cwd, w))) for w in watch]
-    return Launch(path, steps, shell, cwd, env, argv, watched)
+            out[name] = value
+    return out
 
 
-def _make_debugger(launch: Launch, on_output: Callable[[str, str], None]) -> Debugger:
-    """On the engine thread: the store (when files are watched) and the debugger."""
+def _make_debugger(
+    launch: Launch, extra_env: dict[str, str | None], on_output: Callable[[str, str], None]
+) -> Debugger:
+    """On the engine thread: the store, the session's steps when one is debugged,
+    and the debugger."""
     p = paths.resolve()
     config = load_config(p.config_file)
     store = Store(p.db)
+    name = parent = None
+    if launch.session is not None:
+        prog = recorded.load(store, p, launch.session, dict(os.environ))
+        name, parent = prog.name, prog.session
+        launch.path, launch.text, launch.steps = prog.path, prog.text, prog.steps
+        launch.shell = launch.shell or prog.shell
+        launch.cwd = launch.cwd or prog.cwd
+        launch.env, launch.refused, launch.cwds = prog.env, prog.refused, prog.cwds
+    launch.env = _with(launch.env, extra_env)
     if launch.watch is None:  # the configured watched paths
         launch.watch = [w for w in watches(store, config) if os.path.isdir(w.path)]
     for w in launch.watch:
         if not os.path.isdir(w.path):
             raise RequestError(f"launch: watch {w.path} is not a directory")
     checkpoints = Checkpoints(p, store, config) if launch.watch else None
-    recording = Recording(store, config, launch.path, launch.shell, launch.cwd)
+    recording = Recording(store, config, launch.path, launch.shell, launch.cwd, parent, name)
     return Debugger(launch, checkpoints, on_output, recording)

@@ -26,7 +26,6 @@ def test_the_extension_contributes_the_adapters_launch_attributes():
     assert debugger["type"] == "rw"
     launch = debugger["configurationAttributes"]["launch"]
     assert sorted(launch["properties"]) == sorted(LAUNCH_ATTRIBUTES)
-    assert launch["required"] == ["program"]
     for config in debugger["initialConfigurations"] + [
         s["body"] for s in debugger["configurationSnippets"]
     ]:

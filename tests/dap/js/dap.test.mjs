@@ -455,6 +455,56 @@ test('each debug run is recorded as a session', async (t) => {
   assert.match(shown, /A is 1/);
 });
 
+test('a recorded session is debugged as a script at a stable path', async (t) => {
+  const { dir } = script('');
+  const hist = path.join(dir, 'history');
+  fs.writeFileSync(hist, ['export STAGE=dev', 'echo "stage $STAGE"', 'rw log',
+    'export GITHUB_TOKEN=ghp_0123456789abcdefghijklmnopqrstuvwxyzAB', 'echo end', ''].join('\n'));
+  const sid = JSON.parse(execFileSync(RW, ['import', 'bash', hist, '--name', 'hist', '--json'],
+    { encoding: 'utf8' })).session;
+  const dc = await client(t);
+  const init = within(dc.waitForEvent('initialized', T), 'initialized event');
+  await dc.initializeRequest();
+  await dc.launchRequest({ session: 'hist' });
+  await init;
+  const st = await dc.threadsRequest();
+  assert.equal(st.body.threads.length, 1);
+  const stopped = within(dc.waitForEvent('stopped', T), 'stopped event');
+  await dc.configurationDoneRequest();
+  await stopped;
+  const frame = (await top(dc))[0];
+  const shown = fs.readFileSync(frame.source.path, 'utf8');
+  assert.equal(path.basename(frame.source.path), `${sid}.sh`);
+  assert.equal((await dc.sourceRequest({ source: frame.source, sourceReference: 0 })).body.content, shown);
+  const lines = shown.split('\n');
+  assert.equal(lines[frame.line - 1], 'export STAGE=dev');
+  assert.ok(lines.includes('#   rw log')); // rw's own step: shown, not run
+  // a breakpoint in the shown script
+  const last = lines.indexOf('echo end') + 1;
+  const bps = await dc.setBreakpointsRequest({ source: frame.source, breakpoints: [{ line: last }] });
+  assert.equal(bps.body.breakpoints[0].verified, true);
+  // the step with a redacted value stops the run instead of running
+  let ev = await after(dc, 'stopped', () => dc.continueRequest({ threadId: 1 }));
+  assert.equal(ev.body.reason, 'exception');
+  assert.match(ev.body.description, /holds a value stored redacted/);
+  assert.match(printed(dc), /^stage dev\n$/);
+  const targets = await dc.gotoTargetsRequest({ source: frame.source, line: last });
+  await after(dc, 'stopped', () => dc.gotoRequest({ threadId: 1, targetId: targets.body.targets[0].id }));
+  await after(dc, 'terminated', () => dc.continueRequest({ threadId: 1 }));
+  assert.match(printed(dc), /^stage dev\nend\n$/);
+  // the run is recorded as a branch of the session it debugged
+  const sessions = JSON.parse(execFileSync(RW, ['sessions', '--json'], { encoding: 'utf8' }));
+  const run = sessions.find((s) => s.name === 'hist-dap');
+  assert.equal(run.parent, sid);
+  await assert.rejects(launchAgain(), /no session|nothing/);
+
+  async function launchAgain() {
+    const other = await client(t);
+    await other.initializeRequest();
+    return other.launchRequest({ session: 'no-such-session' });
+  }
+});
+
 function alive(pid) {
   try {
     const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
