@@ -14,7 +14,8 @@ from ..display import escaped
 from ..paths import Paths, ensure_private_dir
 from ..redact import MASK
 from ..store import Store
-from ..timeline import history, travel
+from ..timeline import breakpoints, history, travel
+from ..timeline.breakpoints import BreakpointSet
 from ..timeline.rw_commands import is_rw_command
 from .script import Step
 
@@ -31,6 +32,8 @@ class RecordedProgram:
     env: dict[str, str]
     refused: dict[int, str]  # step index -> why it is not run
     cwds: dict[int, str]  # step index -> the directory it ran in
+    numbers: dict[int, int]  # step index -> its number in the session
+    stored: BreakpointSet  # the session's own breakpoints (rw breakpoint)
 
 
 def load(store: Store, p: Paths, ref: str, base_env: dict[str, str]) -> RecordedProgram:
@@ -43,6 +46,7 @@ def load(store: Store, p: Paths, ref: str, base_env: dict[str, str]) -> Recorded
     steps: list[Step] = []
     refused: dict[int, str] = {}
     cwds: dict[int, str] = {}
+    numbers: dict[int, int] = {}
     for r in rows:
         status = (
             "still running" if r.ended_at is None
@@ -58,6 +62,7 @@ def load(store: Store, p: Paths, ref: str, base_env: dict[str, str]) -> Recorded
         first = len(lines) + 1
         lines += r.command.split("\n")
         index = len(steps)
+        numbers[index] = r.number
         steps.append(Step(index + 1, first, len(lines), r.command))
         if MASK in r.command:
             refused[index] = (
@@ -78,4 +83,7 @@ def load(store: Store, p: Paths, ref: str, base_env: dict[str, str]) -> Recorded
         f.write(text)
     shell = row.shell if row.shell in ("bash", "zsh") else "bash"
     name = f"{row.name or sid[:12]}-dap"
-    return RecordedProgram(sid, name, str(path), text, steps, shell, cwd, state.env, refused, cwds)
+    stored = BreakpointSet(breakpoints.listing(store, sid))
+    return RecordedProgram(
+        sid, name, str(path), text, steps, shell, cwd, state.env, refused, cwds, numbers, stored
+    )

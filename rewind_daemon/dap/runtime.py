@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from ..checkpoints.checkpoint import Checkpoints, Watch
 from ..errors import RwError
+from ..timeline.breakpoints import BreakpointSet
 from ..timeline.executor import Executor, StepResult
 from .recording import Recording
 from .script import Step
@@ -146,6 +147,8 @@ class Launch:
     refused: dict[int, str] = field(default_factory=dict)  # steps not run, and why
     cwds: dict[int, str] = field(default_factory=dict)  # where recorded steps ran
     text: str = ""  # what the editor shows
+    numbers: dict[int, int] = field(default_factory=dict)  # recorded step numbers
+    stored: BreakpointSet | None = None  # a debugged session's own breakpoints
 
 
 class Debugger:
@@ -342,6 +345,13 @@ class Debugger:
 
     def _exception(self, ran: Ran) -> Stopped | None:
         step = self.steps[ran.index]
+        stored = self.launch.stored
+        if stored is not None:
+            hit = stored.after(ran.exit_code, ran.output.decode(errors="replace"))
+            if hit is not None:
+                why = f"rw breakpoint {hit.id}, {hit.describe()}, after line {step.line}"
+                self.last_exception = (ran, why)
+                return Stopped("exception", why)
         if FAILED in self.filters and ran.exit_code:
             why = f"line {step.line} exited with status {ran.exit_code}"
             self.last_exception = (ran, why)
@@ -361,6 +371,12 @@ class Debugger:
             bp for bp in self.line_breakpoints if bp.index == index
         ]
         points += [bp for bp in self.function_breakpoints if bp.matches(command)]
+        stored = self.launch.stored
+        if stored is not None and index in self.launch.numbers:
+            found = stored.before(self.launch.numbers[index], command)
+            if found is not None:
+                self.on_output("console", f"rw breakpoint {found.id}: {found.describe()}\n")
+                hit.append(0)  # not one the editor set: no id of its own
         for bp in points:
             if bp.condition and not self._condition_holds(bp.condition):
                 continue
@@ -428,9 +444,14 @@ class Debugger:
 
     def _has_breakpoint(self, index: int) -> bool:
         command = self.steps[index].command
-        return any(
-            bp.index == index and bp.log_message is None for bp in self.line_breakpoints
-        ) or any(bp.matches(command) for bp in self.function_breakpoints)
+        stored = self.launch.stored
+        number = self.launch.numbers.get(index)
+        return (
+            any(bp.index == index and bp.log_message is None for bp in self.line_breakpoints)
+            or any(bp.matches(command) for bp in self.function_breakpoints)
+            or (stored is not None and number is not None
+                and stored.before(number, command) is not None)
+        )  # fmt: skip
 
     def goto(self, index: int) -> Outcome:
         """To before step `index`: forwards skipping steps, backwards restoring."""

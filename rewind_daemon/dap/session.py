@@ -214,8 +214,9 @@ class DebugSession:
             body["description"] = outcome.description
             if outcome.reason == "exception":
                 body["text"] = outcome.description
-        if outcome.breakpoints:
-            body["hitBreakpointIds"] = list(outcome.breakpoints)
+        ids = [i for i in outcome.breakpoints if i]  # 0: a stored one (rw breakpoint)
+        if ids:
+            body["hitBreakpointIds"] = ids
         self.event("stopped", body)
 
     def _debugger(self) -> Debugger:
@@ -707,6 +708,7 @@ def _make_debugger(
         launch.shell = launch.shell or prog.shell
         launch.cwd = launch.cwd or prog.cwd
         launch.env, launch.refused, launch.cwds = prog.env, prog.refused, prog.cwds
+        launch.numbers, launch.stored = prog.numbers, prog.stored
     launch.env = _with(launch.env, extra_env)
     if launch.watch is None:  # the configured watched paths
         launch.watch = [w for w in watches(store, config) if os.path.isdir(w.path)]

@@ -16,7 +16,8 @@ import pytest
 from ..conftest import RW
 
 JS = Path(__file__).parent / "js"
-SCENARIOS = re.findall(r"^\s*test\(\s*['`](.+?)['`],", (JS / "dap.test.mjs").read_text(), re.M)
+SCENARIOS = re.findall(r"""^\s*test\(\s*(['"`])(.+?)\1,""", (JS / "dap.test.mjs").read_text(), re.M)
+SCENARIOS = [name for _, name in SCENARIOS]
 # the two transports of the first scenario are made by a loop
 SCENARIOS = [s for s in SCENARIOS if "${" not in s] + [
     "stop on entry at the first command over stdio",

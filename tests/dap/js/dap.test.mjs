@@ -505,6 +505,24 @@ test('a recorded session is debugged as a script at a stable path', async (t) =>
   }
 });
 
+test("a debugged session's own breakpoints (rw breakpoint) stop it too", async (t) => {
+  const { dir } = script('');
+  const hist = path.join(dir, 'history');
+  fs.writeFileSync(hist, ['echo one', 'echo two', 'echo three', 'echo WARN four', 'echo five', ''].join('\n'));
+  execFileSync(RW, ['import', 'bash', hist, '--name', 'bp', '--json']);
+  execFileSync(RW, ['breakpoint', 'add', 'bp', '--step', '2']);
+  execFileSync(RW, ['breakpoint', 'add', 'bp', '--pattern', 'WARN', '--in', 'output']);
+  const dc = await client(t);
+  await start(dc, { session: 'bp' });
+  let ev = await after(dc, 'stopped', () => dc.continueRequest({ threadId: 1 }));
+  assert.equal(ev.body.reason, 'breakpoint');
+  assert.match(fs.readFileSync((await top(dc))[0].source.path, 'utf8').split('\n')[(await top(dc))[0].line - 1], /echo two/);
+  ev = await after(dc, 'stopped', () => dc.continueRequest({ threadId: 1 }));
+  assert.equal(ev.body.reason, 'exception');
+  assert.match(ev.body.description, /output matches \/WARN\//);
+  assert.match(printed(dc), /one\ntwo\nthree\nWARN four\n$/);
+});
+
 function alive(pid) {
   try {
     const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
