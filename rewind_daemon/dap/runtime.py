@@ -488,6 +488,29 @@ class Debugger:
         self.pc = saved.index
         self.status = saved.status
 
+    def going_back(self, k: int) -> list[tuple[str, str]]:
+        """What going back to before the k-th step run would restore, as
+        (what, how) pairs: the directory, each export, the functions and
+        aliases, and each watched file (compared with now)."""
+        saved = self.history[k][0]
+        out = []
+        if saved.cwd != self.ex.cwd:
+            out.append(("cwd", f"{saved.cwd} (now {self.ex.cwd})"))
+        now = self.ex.env
+        for name in sorted(saved.env.keys() | now.keys()):
+            then = saved.env.get(name)
+            if then != now.get(name):
+                out.append((name, "unset" if then is None else then))
+        if not self.ended and saved.definitions != self.ex.definitions():
+            out.append(("functions and aliases", f"as before line {self.steps[saved.index].line}"))
+        if self.checkpoints is not None and saved.checkpoint is not None:
+            comparison = self.checkpoints.compare(saved.checkpoint)
+            for tree in comparison.trees:
+                out += [("file", c.describe(tree.root).strip()) for c in tree.changes]
+        elif self.watch:
+            out.append(("files", "no checkpoint was taken"))
+        return out
+
     def _restore_files(self, checkpoint: int) -> None:
         """The watched files as checkpointed; nothing done (one stat pass) when
         none changed since."""

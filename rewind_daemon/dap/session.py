@@ -39,7 +39,7 @@ from .runtime import (
 
 THREAD = 1
 TOP = 1  # the frame of the step about to run; those run below it are 1000 + k
-ENVIRONMENT, SHELL, STEP = 1, 2, 3  # scopes: variablesReference = frame * 8 + scope
+ENVIRONMENT, SHELL, STEP, CHECKPOINT = 1, 2, 3, 4  # scopes: reference = frame * 8 + scope
 
 CAPABILITIES: dict[str, Any] = {
     "supportsConfigurationDoneRequest": True,
@@ -548,9 +548,13 @@ class DebugSession:
         self._frame_state(frame)
         names = ((ENVIRONMENT, "Environment", "locals"), (SHELL, "Shell", "registers"),
                  (STEP, "Step", "arguments"))  # fmt: skip
-        return {"scopes": [{"name": n, "presentationHint": hint,
-                            "variablesReference": frame * 8 + kind, "expensive": False}
-                           for kind, n, hint in names]}  # fmt: skip
+        scopes = [{"name": n, "presentationHint": hint, "variablesReference": frame * 8 + kind,
+                   "expensive": False} for kind, n, hint in names]  # fmt: skip
+        if self._debugger().history:
+            # what going back would restore: the watched files are compared with now
+            scopes.append({"name": "Checkpoint", "variablesReference": frame * 8 + CHECKPOINT,
+                           "expensive": True})  # fmt: skip
+        return {"scopes": scopes}
 
     def _frame_state(self, frame: int) -> tuple[dict[str, str], set[str], int | None]:
         """(exported env, names changed, history position) of a frame."""
@@ -603,6 +607,10 @@ class DebugSession:
                 _var("output", ran.tail),
                 _var("checkpoint", "" if saved.checkpoint is None else str(saved.checkpoint)),
             ]}  # fmt: skip
+        if kind == CHECKPOINT:
+            back_to = len(debugger.history) - 1 if k is None else k
+            pairs = self.call(lambda: debugger.going_back(back_to))
+            return {"variables": [_var(what, how) for what, how in pairs]}
         raise RequestError("variables: no such variablesReference")
 
 

@@ -286,6 +286,17 @@ test('stepBack restores the environment, functions and the watched files', async
   assert.equal(fs.readFileSync(path.join(w, 'f.txt'), 'utf8'), 'two\n');
   assert.equal(fs.existsSync(path.join(w, 'g.txt')), false);
   assert.equal(await hover(dc, '$A'), '2');
+  // what stepping back would restore, before doing it
+  const scopes = await dc.scopesRequest({ frameId: 1 });
+  const cp = scopes.body.scopes.find((s) => s.name === 'Checkpoint');
+  assert.equal(cp.expensive, true);
+  const would = (await dc.variablesRequest({ variablesReference: cp.variablesReference })).body.variables;
+  const said = would.map((v) => `${v.name}: ${v.value}`);
+  assert.ok(said.includes('A: 1'), said);
+  assert.ok(said.includes('functions and aliases: as before line 4'), said);
+  assert.ok(said.some((x) => /^file: modified +.*f\.txt/.test(x)), said);
+  assert.ok(said.some((x) => /^file: created +.*g\.txt/.test(x)), said);
+  assert.ok(said.some((x) => /^file: deleted +.*made/.test(x)), said);
   const back = await after(dc, 'stopped', () => dc.stepBackRequest({ threadId: 1 }));
   assert.equal(back.body.reason, 'step');
   assert.equal((await top(dc))[0].line, 4);
