@@ -225,6 +225,32 @@ class Debugger:
             raise RwError(text.strip() or f"cannot expand {words}")
         return text[:-1] if text.endswith(" ") else text
 
+    def complete(self, line: str) -> tuple[int, list[str]]:
+        """Completions for the console's `line` (the text before the cursor):
+        where the word being completed starts, and what can take its place:
+        commands and functions first in a line, `$` variables, else file
+        names. Asked of the paused shell in a subshell (nothing changes)."""
+        self._check_paused()
+        start = max(line.rfind(c) for c in " \t;|&(<>`") + 1
+        word = line[start:]
+        first = not line[:start].strip() or line[:start].rstrip()[-1:] in (";", "|", "&", "(")
+        kind = "v" if word.startswith("$") else "c" if first else "f"
+        stem = word.lstrip("${") if kind == "v" else word
+        quoted = shlex.quote(stem)
+        if self.launch.shell == "zsh":
+            listing = {
+                "v": f"print -rl -- ${{(k)parameters[(I){quoted}*]}}",
+                "c": f"print -rl -- ${{(k)commands[(I){quoted}*]}} ${{(k)builtins[(I){quoted}*]}}"
+                f" ${{(k)functions[(I){quoted}*]}} ${{(k)aliases[(I){quoted}*]}}",
+                "f": f"print -rl -- {quoted}*(N)",
+            }[kind]
+        else:
+            listing = f"compgen -{'v' if kind == 'v' else 'c' if kind == 'c' else 'f'} -- {quoted}"
+        res = self.ex.run(f"( {listing} ) 2>/dev/null")
+        found = sorted(set(res.output.decode(errors="replace").split("\n")) - {""})[:200]
+        prefix = word[: len(word) - len(stem)]
+        return start, [prefix + f for f in found if not f.startswith("__rw_")]
+
     def set_export(self, name: str, value: str) -> None:
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
             raise RwError(f"not a variable name: {name!r}")

@@ -54,6 +54,7 @@ CAPABILITIES: dict[str, Any] = {
     "supportsRestartRequest": True,
     "supportsTerminateRequest": True,
     "supportsExceptionInfoRequest": True,
+    "supportsCompletionsRequest": True,
     "supportsExceptionFilterOptions": True,
     "exceptionBreakpointFilters": [
         {"filter": FAILED, "label": "Failed command",
@@ -98,6 +99,7 @@ class DebugSession:
         self.function_points: list[FunctionBreakpoint] | None = None
         self.request: dict = {}
         self.text = ""
+        self.columns_at_1 = True
 
     # --- the loop ----------------------------------------------------------
 
@@ -243,7 +245,7 @@ class DebugSession:
         if self.initialized:
             raise RequestError("initialize was sent twice")
         self.initialized = True
-        self.lines_at_1 = args.get("linesStartAt1", True) is not False
+        self.columns_at_1 = args.get("columnsStartAt1", True) is not False
         return CAPABILITIES
 
     def request_launch(self, args: dict) -> object:
@@ -496,6 +498,17 @@ class DebugSession:
             return {"result": text.rstrip("\n"), "variablesReference": 0}
         # hover, watch, clipboard: words expanded, nothing run
         return {"result": self.call(lambda: debugger.expand(expression)), "variablesReference": 0}
+
+    def request_completions(self, args: dict) -> dict:
+        text, column = args.get("text"), args.get("column")
+        if not isinstance(text, str) or not isinstance(column, int):
+            raise RequestError("completions: the text and the cursor's column are needed")
+        debugger = self._debugger()
+        before = text[: max(column - (1 if self.columns_at_1 else 0), 0)]
+        start, found = self.call(lambda: debugger.complete(before))
+        base = 1 if self.columns_at_1 else 0
+        return {"targets": [{"label": f, "text": f, "start": start + base,
+                             "length": len(before) - start} for f in found]}  # fmt: skip
 
     def request_setVariable(self, args: dict) -> dict:
         ref, name, value = args.get("variablesReference"), args.get("name"), args.get("value")

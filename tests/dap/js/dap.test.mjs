@@ -265,6 +265,14 @@ test('a REPL command runs in the paused shell and its export survives next', asy
   assert.equal(await hover(dc, '${#ARR[@]}'), '3');
   await after(dc, 'stopped', () => dc.nextRequest({ threadId: 1 }));
   assert.match(printed(dc), /got typed/);
+  // completions for the console: commands, $variables, file names
+  await dc.evaluateRequest({ expression: 'rw_dap_greet() { :; }', context: 'repl', frameId: 1 });
+  const labels = async (text) => (await dc.completionsRequest({ text, column: text.length + 1, frameId: 1 }))
+    .body.targets.map((x) => x.label);
+  assert.ok((await labels('rw_dap_gr')).includes('rw_dap_greet'));
+  assert.deepEqual(await labels('echo $FROM_RE'), ['$FROM_REPL']);
+  const files = await dc.completionsRequest({ text: 'cat /etc/host', column: 14, frameId: 1 });
+  assert.ok(files.body.targets.some((x) => x.label === '/etc/hostname' && x.start === 5 && x.length === 9));
   // hovers expand words and never run commands
   await assert.rejects(dc.evaluateRequest({ expression: '$(touch /tmp/x)', context: 'hover', frameId: 1 }), /expand words only/);
 });
@@ -400,6 +408,10 @@ test('a zsh script runs in zsh', async (t) => {
   const { file } = script(['#!/usr/bin/env zsh', 'typeset -A m; m[k]=v', 'print -r -- "zsh ${ZSH_VERSION%%.*} $m[k]"', ''].join('\n'), 'z.zsh');
   const dc = await client(t);
   await start(dc, { program: file });
+  const done = await dc.completionsRequest({ text: 'typese', column: 7, frameId: 1 });
+  assert.ok(done.body.targets.some((x) => x.label === 'typeset'));
+  const vars = await dc.completionsRequest({ text: 'echo $ZSH_VERS', column: 15, frameId: 1 });
+  assert.deepEqual(vars.body.targets.map((x) => x.label), ['$ZSH_VERSION']);
   await after(dc, 'terminated', () => dc.continueRequest({ threadId: 1 }));
   assert.match(printed(dc), /zsh \d+ v/);
 });
