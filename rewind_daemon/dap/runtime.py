@@ -209,7 +209,10 @@ class Debugger:
     def evaluate(self, command: str) -> StepResult:
         """A command typed at the paused shell (the REPL): its changes stay."""
         self._check_paused()
-        return self.ex.run(command)
+        res = self.ex.run(command)
+        if res.exit_code is None:
+            self.ended = True
+        return res
 
     def expand(self, words: str) -> str:
         """Shell words expanded without side effects (hover, watch): in a

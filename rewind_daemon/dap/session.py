@@ -21,6 +21,7 @@ from ..checkpoints.checkpoint import Checkpoints, Watch, normalise, watches
 from ..config import load as load_config
 from ..errors import RwError
 from ..store import Store
+from ..timeline.executor import ShellGone
 from . import recorded, script
 from .framing import FramingError, Reader, Writer
 from .recording import Recording
@@ -192,6 +193,8 @@ class DebugSession:
         """On the engine thread: the run, then its outcome told."""
         try:
             outcome = op(debugger)
+        except ShellGone:
+            outcome = Ended(1)
         except RwError as e:
             self.on_output("stderr", f"rw dap: {e}\n")
             outcome = Stopped("exception", str(e))
@@ -483,7 +486,7 @@ class DebugSession:
 
     # --- the paused shell ----------------------------------------------------
 
-    def request_evaluate(self, args: dict) -> dict:
+    def request_evaluate(self, args: dict) -> object:
         expression = args.get("expression")
         if not isinstance(expression, str) or not expression.strip():
             raise RequestError("evaluate: nothing to evaluate")
@@ -491,8 +494,13 @@ class DebugSession:
         if args.get("context", "repl") == "repl":
             res = self.call(lambda: debugger.evaluate(expression))
             text = res.output.decode(errors="replace")
-            if res.exit_code is None:
-                raise RequestError("the command ended the paused shell")
+            if res.exit_code is None:  # `exit` typed: the program ends, as it would
+                self.respond(self.request, {"result": text + "(the shell exited)",
+                                            "variablesReference": 0})  # fmt: skip
+                code = int(res.pipestatus) if res.pipestatus.lstrip("-").isdigit() else 0
+                self.engine.submit(debugger.close).result()
+                self.tell(Ended(code if code >= 0 else 128 - code))
+                return _RESPONDED
             if res.exit_code:
                 text += f"(exit {res.exit_code})"
             return {"result": text.rstrip("\n"), "variablesReference": 0}
@@ -720,9 +728,17 @@ def _make_debugger(
     and the debugger."""
     p = paths.resolve()
     config = load_config(p.config_file)
-    store = Store(p.db)
+    try:
+        store: Store | None = Store(p.db)
+    except RwError as e:
+        if launch.session is not None or launch.watch:
+            raise
+        # a script can be debugged without the store: unrecorded, no files watched
+        on_output("stderr", f"rw dap: this run is not recorded: {e}\n")
+        store, launch.watch = None, []
     name = parent = None
     if launch.session is not None:
+        assert store is not None
         prog = recorded.load(store, p, launch.session, dict(os.environ))
         name, parent = prog.name, prog.session
         launch.path, launch.text, launch.steps = prog.path, prog.text, prog.steps
@@ -736,6 +752,10 @@ def _make_debugger(
     for w in launch.watch:
         if not os.path.isdir(w.path):
             raise RequestError(f"launch: watch {w.path} is not a directory")
-    checkpoints = Checkpoints(p, store, config) if launch.watch else None
-    recording = Recording(store, config, launch.path, launch.shell, launch.cwd, parent, name)
-    return Debugger(launch, checkpoints, on_output, recording)
+    checkpoints = Checkpoints(p, store, config) if launch.watch and store else None
+    debugger = Debugger(launch, checkpoints, on_output)
+    if store is not None:  # once the shell has started: no session is left for nothing
+        debugger.recording = Recording(
+            store, config, launch.path, launch.shell, launch.cwd, parent, name
+        )
+    return debugger

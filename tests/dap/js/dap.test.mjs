@@ -404,6 +404,19 @@ test('a launch that cannot start is an error response, and the adapter stays up'
   await init;
 });
 
+test('exit typed in the console ends the program as the script would', async (t) => {
+  const { file } = script(['echo one', 'echo two', ''].join('\n'));
+  const dc = await client(t);
+  await start(dc, { program: file });
+  const exited = within(dc.waitForEvent('exited', T), 'exited');
+  const terminated = within(dc.waitForEvent('terminated', T), 'terminated');
+  const r = await dc.evaluateRequest({ expression: 'echo bye; exit 4', context: 'repl', frameId: 1 });
+  assert.match(r.body.result, /bye/);
+  assert.equal((await exited).body.exitCode, 4);
+  await terminated;
+  await assert.rejects(dc.nextRequest({ threadId: 1 }), /has ended/);
+});
+
 test('a zsh script runs in zsh', async (t) => {
   const { file } = script(['#!/usr/bin/env zsh', 'typeset -A m; m[k]=v', 'print -r -- "zsh ${ZSH_VERSION%%.*} $m[k]"', ''].join('\n'), 'z.zsh');
   const dc = await client(t);
