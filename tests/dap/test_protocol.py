@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -337,3 +338,21 @@ def test_another_user_cannot_use_the_port(rw_home):
         server.close()
     assert server.proc.stderr is not None
     assert "refused a connection from uid 65534" in server.proc.stderr.read().decode()
+
+
+def test_a_store_that_cannot_be_opened_leaves_a_script_debuggable_unrecorded(adapter, tmp_path):
+    db = Path(os.environ["RW_HOME"]) / "data" / "rw.db"
+    db.mkdir(parents=True)  # a directory where the database should be
+    script = tmp_path / "s.sh"
+    script.write_text("echo hi\n")
+    adapter.response(adapter.request("initialize", adapterID="rw"))
+    r, events = adapter.response(adapter.request("launch", program=str(script)))
+    assert r["success"], r
+    said = events[0]["body"]["output"]
+    assert said.startswith("rw dap: this run is not recorded: ") and "rw.db" in said
+    assert adapter.read()["event"] == "initialized"
+    r, _ = adapter.response(adapter.request("launch", program=str(script), watch=[str(tmp_path)]))
+    assert not r["success"]  # already launched; and watching needs the store
+    adapter.response(adapter.request("configurationDone"))
+    adapter.response(adapter.request("continue", threadId=1))
+    assert [adapter.read().get("event") for _ in range(3)][-1] == "terminated"
