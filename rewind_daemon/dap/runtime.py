@@ -202,10 +202,6 @@ class Debugger:
 
     # --- the paused shell --------------------------------------------------
 
-    def run_quietly(self, command: str) -> StepResult:
-        """A command of the debugger's own in the paused shell (not a step)."""
-        return self.ex.run(command)
-
     def evaluate(self, command: str) -> StepResult:
         """A command typed at the paused shell (the REPL): its changes stay."""
         self._check_paused()
@@ -218,11 +214,12 @@ class Debugger:
         """Shell words expanded without side effects (hover, watch): in a
         subshell, and never running a command."""
         self._check_paused()
-        if re.search(r"\$\(|`|\$\{[^}]*:?=", words.replace("$((", "")):
+        # Inside double quotes only $(...) and `...` could run a command, and a "
+        # could end the quotes; assignments (${X:=v}) change only the subshell.
+        if re.search(r'\$\((?!\()|`|"|\\\Z', words):
             raise RwError("hovers and watches expand words only; run commands in the console")
         # quoted, so that a value keeps its spaces; "${ARR[@]}" gives words: joined
-        quoted = f'"{words}"' if '"' not in words else words
-        res = self.ex.run(f"( \\builtin printf '%s ' {quoted} ) 2>&1")
+        res = self.ex.run(f'( \\builtin printf "%s " "{words}" ) 2>&1')
         text = res.output.decode(errors="replace")
         if res.exit_code:
             raise RwError(text.strip() or f"cannot expand {words}")

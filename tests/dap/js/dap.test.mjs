@@ -274,7 +274,11 @@ test('a REPL command runs in the paused shell and its export survives next', asy
   const files = await dc.completionsRequest({ text: 'cat /etc/host', column: 14, frameId: 1 });
   assert.ok(files.body.targets.some((x) => x.label === '/etc/hostname' && x.start === 5 && x.length === 9));
   // hovers expand words and never run commands
-  await assert.rejects(dc.evaluateRequest({ expression: '$(touch /tmp/x)', context: 'hover', frameId: 1 }), /expand words only/);
+  for (const sneaky of ['$(touch x)', '`touch x`', '"a" ; touch x', '${A:-$(touch x)}', 'x\\']) {
+    await assert.rejects(dc.evaluateRequest({ expression: sneaky, context: 'hover', frameId: 1 }), /expand words only/);
+  }
+  assert.equal(await hover(dc, 'a; b & c | d'), 'a; b & c | d'); // literal inside the quotes
+  assert.equal(await hover(dc, '$((2 * 21))'), '42');
 });
 
 test('stepBack restores the environment, functions and the watched files', async (t) => {
