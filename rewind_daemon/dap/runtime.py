@@ -178,8 +178,18 @@ class Debugger:
         self.ended = False
         self.ex = Executor(launch.cwd, launch.env, launch.shell)
         self.first_env = dict(self.ex.env)
-        if launch.args:
-            self.ex.run("set -- " + " ".join(shlex.quote(a) for a in launch.args))
+        self._as_the_script()
+
+    def _as_the_script(self) -> None:
+        """$0 the script's path and $1... its arguments, as when it runs."""
+        code = []
+        if self.launch.session is None:
+            zero = "0" if self.launch.shell == "zsh" else "BASH_ARGV0"
+            code.append(f"{zero}={shlex.quote(self.launch.path)}")
+        if self.launch.args:
+            code.append("set -- " + " ".join(shlex.quote(a) for a in self.launch.args))
+        if code:
+            self.ex.run("; ".join(code))
 
     # --- what the front end shows ------------------------------------------
 
@@ -504,8 +514,7 @@ class Debugger:
         """The state before the k-th step run: shell and watched files."""
         saved = self.history[k][0]
         self.ex = self.ex.restart(saved.cwd, saved.env, saved.definitions)
-        if self.launch.args:
-            self.ex.run("set -- " + " ".join(shlex.quote(a) for a in self.launch.args))
+        self._as_the_script()
         if self.checkpoints is not None and saved.checkpoint is not None:
             self._restore_files(saved.checkpoint)
         dropped = [s.checkpoint for s, _ in self.history[k:] if s.checkpoint is not None]

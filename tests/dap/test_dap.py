@@ -22,6 +22,8 @@ SCENARIOS = [name for _, name in SCENARIOS]
 SCENARIOS = [s for s in SCENARIOS if "${" not in s] + [
     "stop on entry at the first command over stdio",
     "stop on entry at the first command over --port",
+    "$0 is the script in bash",
+    "$0 is the script in zsh",
 ]
 
 

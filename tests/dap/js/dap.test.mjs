@@ -251,6 +251,28 @@ test('variables: the environment with changes marked, the shell, the step', asyn
   assert.equal(older.RW_DAP_A.value, '1');
 });
 
+test('$0 is the script and $1... its arguments, also after going back', async (t) => {
+  const { dir, file } = script(['cd "$(dirname "$0")"', 'echo "$(basename "$0") $# [$1] [$2]"', ''].join('\n'));
+  const dc = await client(t);
+  await start(dc, { program: file, args: ['one two', 'x'], cwd: '/' });
+  await after(dc, 'stopped', () => dc.nextRequest({ threadId: 1 }));
+  assert.equal((await variables(dc, 'Shell')).cwd.value, dir);
+  await after(dc, 'stopped', () => dc.stepBackRequest({ threadId: 1 }));
+  await after(dc, 'stopped', () => dc.nextRequest({ threadId: 1 }));
+  await after(dc, 'terminated', () => dc.nextRequest({ threadId: 1 }));
+  assert.equal(printed(dc), 'deploy.sh 2 [one two] [x]\n');
+});
+
+for (const shell of ['bash', 'zsh']) {
+  test(`$0 is the script in ${shell}`, async (t) => {
+    const { file } = script('echo "$0"\n');
+    const dc = await client(t);
+    await start(dc, { program: file, shell });
+    await after(dc, 'terminated', () => dc.continueRequest({ threadId: 1 }));
+    assert.equal(printed(dc), `${file}\n`);
+  });
+}
+
 test('a REPL command runs in the paused shell and its export survives next', async (t) => {
   const { file } = script(['echo start', 'echo "got $FROM_REPL"', 'echo end', ''].join('\n'));
   const dc = await client(t);
