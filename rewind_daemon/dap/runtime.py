@@ -125,6 +125,16 @@ class Stopped:
 
 
 @dataclass(frozen=True)
+class Raised:
+    """What an exception stop was about, for the exceptionInfo request."""
+
+    id: str  # failed, output, rw breakpoint, not run
+    description: str
+    step: Step
+    ran: Ran | None = None  # None: the step was not run
+
+
+@dataclass(frozen=True)
 class Ended:
     exit_code: int
 
@@ -172,7 +182,7 @@ class Debugger:
         self.function_breakpoints: list[FunctionBreakpoint] = []
         self.filters: set[str] = set()
         self.output_pattern: re.Pattern[str] | None = None
-        self.last_exception: tuple[Ran, str] | None = None
+        self.last_exception: Raised | None = None  # why the run stopped on an exception
         self._pause = threading.Event()
         self._running = False
         self.ended = False
@@ -305,13 +315,14 @@ class Debugger:
         self._check_paused()
         self._running = True
         self._pause.clear()
+        self.last_exception = None
         try:
             while True:
                 if self.pc >= len(self.steps):
                     return self._end(self.status)
                 refused = self.launch.refused.get(self.pc)
                 if refused:
-                    return Stopped("exception", refused)
+                    return self._raise(Raised("not run", refused, self.steps[self.pc]))
                 ran = self._run_one()
                 if ran.exit_code is None:
                     code = int(ran.pipestatus) if ran.pipestatus.lstrip("-").isdigit() else 0
@@ -386,18 +397,19 @@ class Debugger:
             hit = stored.after(ran.exit_code, ran.output.decode(errors="replace"))
             if hit is not None:
                 why = f"rw breakpoint {hit.id}, {hit.describe()}, after line {step.line}"
-                self.last_exception = (ran, why)
-                return Stopped("exception", why)
+                return self._raise(Raised("rw breakpoint", why, step, ran))
         if FAILED in self.filters and ran.exit_code:
             why = f"line {step.line} exited with status {ran.exit_code}"
-            self.last_exception = (ran, why)
-            return Stopped("exception", why)
+            return self._raise(Raised(FAILED, why, step, ran))
         if OUTPUT in self.filters and self.output_pattern is not None:
             if self.output_pattern.search(ran.output.decode(errors="replace")):
                 why = f"the output of line {step.line} matches /{self.output_pattern.pattern}/"
-                self.last_exception = (ran, why)
-                return Stopped("exception", why)
+                return self._raise(Raised(OUTPUT, why, step, ran))
         return None
+
+    def _raise(self, raised: Raised) -> Stopped:
+        self.last_exception = raised
+        return Stopped("exception", raised.description)
 
     def _breakpoints_at(self, index: int) -> list[int]:
         """The breakpoints that stop before step `index` (logpoints print and go on)."""

@@ -398,17 +398,17 @@ class DebugSession:
         debugger = self._debugger()
         if debugger.last_exception is None:
             raise RequestError("no exception: the program did not stop on one")
-        ran, why = debugger.last_exception
-        step = debugger.steps[ran.index]
+        raised = debugger.last_exception
+        ran = raised.ran
         return {
-            "exceptionId": FAILED if ran.exit_code else OUTPUT,
-            "description": why,
+            "exceptionId": raised.id,
+            "description": raised.description,
             "breakMode": "always",
             "details": {
-                "message": ran.tail,
-                "typeName": f"exit status {ran.exit_code}",
-                "stackTrace": step.command,
-            },  # fmt: skip
+                "message": ran.tail if ran else raised.description,
+                "typeName": f"exit status {ran.exit_code}" if ran else "not run",
+                "stackTrace": raised.step.command,
+            },
         }
 
     # --- running -------------------------------------------------------------

@@ -216,7 +216,7 @@ class Executor:
 
     def interrupt_step(self) -> None:
         """Send SIGINT to the running step's processes but not to the shell, which
-        goes on to report the step (interrupted, status 130), as at a terminal."""
+        lives on (to the step's next command, if it has one) and reports the step."""
         for name in os.listdir("/proc"):
             if not name.isdigit() or int(name) == self.proc.pid:
                 continue

@@ -227,6 +227,7 @@ test('the output filter stops after a step whose output matches', async (t) => {
   await start(dc, { program: file }, { filters: { filters: [], filterOptions: [{ filterId: 'output', condition: 'WARN|ERROR' }] } });
   const ev = await after(dc, 'stopped', () => dc.continueRequest({ threadId: 1 }));
   assert.equal(ev.body.reason, 'exception');
+  assert.equal((await dc.exceptionInfoRequest({ threadId: 1 })).body.exceptionId, 'output');
   assert.deepEqual((await top(dc)).map((f) => f.line).slice(0, 2), [3, 2]);
 });
 
@@ -549,6 +550,9 @@ test('a recorded session is debugged as a script at a stable path', async (t) =>
   let ev = await after(dc, 'stopped', () => dc.continueRequest({ threadId: 1 }));
   assert.equal(ev.body.reason, 'exception');
   assert.match(ev.body.description, /holds a value stored redacted/);
+  const info = await dc.exceptionInfoRequest({ threadId: 1 });
+  assert.equal(info.body.exceptionId, 'not run');
+  assert.match(info.body.details.stackTrace, /GITHUB_TOKEN=<redacted>/);
   assert.match(printed(dc), /^stage dev\n$/);
   const targets = await dc.gotoTargetsRequest({ source: frame.source, line: last });
   await after(dc, 'stopped', () => dc.gotoRequest({ threadId: 1, targetId: targets.body.targets[0].id }));
@@ -582,6 +586,7 @@ test("a debugged session's own breakpoints (rw breakpoint) stop it too", async (
   ev = await after(dc, 'stopped', () => dc.continueRequest({ threadId: 1 }));
   assert.equal(ev.body.reason, 'exception');
   assert.match(ev.body.description, /output matches \/WARN\//);
+  assert.equal((await dc.exceptionInfoRequest({ threadId: 1 })).body.exceptionId, 'rw breakpoint');
   assert.match(printed(dc), /one\ntwo\nthree\nWARN four\n$/);
 });
 
