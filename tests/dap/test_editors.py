@@ -7,7 +7,7 @@ import json
 import re
 from pathlib import Path
 
-from rewind_daemon.dap.session import LAUNCH_ATTRIBUTES
+from rewind_daemon.dap.launching import LAUNCH_ATTRIBUTES
 
 from .test_protocol import adapter  # noqa: F401  (the fixture)
 
