@@ -129,3 +129,15 @@ def test_a_command_that_never_ends_is_an_error_naming_its_line(text, what):
     with pytest.raises(ScriptError) as e:
         split("echo first\n" + text)
     assert "line 2" in str(e.value) and what in str(e.value)
+
+
+def test_the_steps_of_a_script_in_any_order_are_found_again():
+    """Shuffled, the tricky script's commands are still its steps, each whole."""
+    import random
+
+    commands = [s.command for s in split(TRICKY)]
+    rng = random.Random(15)
+    for _ in range(30):
+        order = rng.sample(commands, len(commands))
+        blank = rng.choice(["\n", "\n\n", "\n# a comment\n", "\n   \n"])
+        assert [s.command for s in split(blank.join(order) + "\n")] == order

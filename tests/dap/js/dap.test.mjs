@@ -396,6 +396,15 @@ test('pause interrupts a long step', async (t) => {
   const paused = within(dc.waitForEvent('stopped', T), 'stopped event');
   await dc.continueRequest({ threadId: 1 });
   await new Promise((r) => setTimeout(r, 500));
+  // while a step runs: what needs the paused shell is refused, the rest is answered
+  for (const ask of [() => dc.stackTraceRequest({ threadId: 1 }), () => dc.nextRequest({ threadId: 1 }),
+    () => dc.evaluateRequest({ expression: 'echo hi', context: 'repl' }),
+    () => dc.stepBackRequest({ threadId: 1 })]) {
+    await assert.rejects(ask(), /running; pause it first/);
+  }
+  assert.equal((await dc.threadsRequest()).body.threads.length, 1);
+  const bp = await dc.setBreakpointsRequest({ source: { path: file }, breakpoints: [{ line: 3 }] });
+  assert.equal(bp.body.breakpoints[0].verified, true);
   await dc.pauseRequest({ threadId: 1 });
   const ev = await paused;
   assert.equal(ev.body.reason, 'pause');
