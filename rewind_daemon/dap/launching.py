@@ -65,13 +65,13 @@ def launch_arguments(args: dict) -> tuple[Launch, dict[str, str | None]]:
             text = f.read().decode("utf-8", "surrogateescape")
     except OSError as e:
         raise LaunchError(f"launch: cannot read {path}: {e.strerror}") from None
-    try:
-        steps = script.split(text)
-    except script.ScriptError as e:
-        raise LaunchError(f"launch: {path}: {e}") from None
     if shell is None:
         first = text.split("\n", 1)[0]
         shell = "zsh" if first.startswith("#!") and "zsh" in first else "bash"
+    try:
+        steps = script.split(text, shell)
+    except script.ScriptError as e:
+        raise LaunchError(f"launch: {path}: {e}") from None
     launch = Launch(path, steps, shell, base, dict(os.environ), argv, watched)
     launch.text = text
     return launch, extra

@@ -43,13 +43,16 @@ class ScriptError(RwError):
     """A script whose commands cannot be told apart."""
 
 
-def split(text: str) -> list[Step]:
-    return _Splitter(text).steps()
+def split(text: str, shell: str = "bash") -> list[Step]:
+    return _Splitter(text, shell == "zsh").steps()
 
 
 class _Splitter:
-    def __init__(self, text: str):
+    def __init__(self, text: str, zsh: bool = False):
         self.text = text
+        # zsh: `}` closes a group without a `;` before it, and `{` may follow the
+        # header of a short form (`if [[ c ]] {`, `repeat 3 {`)
+        self.zsh = zsh
         self.i = 0
         self.line = 1
 
@@ -165,11 +168,22 @@ class _Splitter:
             if stack and stack[-1] == "esac" != word and text.startswith((")", "|"), self.i):
                 command_position = False
                 continue
-            if command_position and word in _CLOSERS and stack and stack[-1] == word:
+            closes = command_position or (self.zsh and word == "}")
+            if closes and word in _CLOSERS and stack and stack[-1].rstrip("+") == word:
                 stack.pop()
-                command_position = False
+                # zsh's short forms (`if [[ c ]] { ... }`, `for x (a b) { ... }`, and
+                # bash's `for x in a; { ... }`): a group that ends a compound
+                # command whose then or do never came, unless one follows it now
+                if word == "}" and stack and stack[-1] in ("done", "fi"):
+                    after = self._peek_word()
+                    if after not in ("then", "do") and after[:1] not in ("&", "|"):
+                        stack.pop()
+                command_position = True  # a reserved word may follow: `{ ...; } done`
                 continue
-            if command_position and word in _OPENERS:
+            if command_position and stack and (word, stack[-1]) in (("do", "done"), ("then", "fi")):
+                stack[-1] += "+"  # its body has begun: no short form
+            short_form = self.zsh and word == "{" and bool(stack) and stack[-1] in ("done", "fi")
+            if (command_position or short_form) and word in _OPENERS:
                 stack.append(_OPENERS[word])
             # after `function NAME` comes the body, a command of its own
             command_position = (
@@ -179,8 +193,28 @@ class _Splitter:
             ) and word != "function"
             after_function = word == "function"
         if stack or heredocs:
-            awaited = f"here-document {heredocs[0][0]!r}" if heredocs else f"`{stack[-1]}`"
+            awaited = (
+                f"here-document {heredocs[0][0]!r}" if heredocs else f"`{stack[-1].rstrip('+')}`"
+            )
             raise self._error(first, f"the script ends before the {awaited} that closes it")
+
+    def _peek_word(self) -> str:
+        """The next word or `&`/`|` operator past blanks, `;`, newlines and
+        comments (nothing consumed)."""
+        i, line = self.i, self.line
+        while self.i < len(self.text) and self.text[self.i] in " \t":
+            self.i += 1
+        if self.text.startswith(("&", "|"), self.i):
+            word = self.text[self.i : self.i + 2]
+            self.i, self.line = i, line
+            return word
+        self._skip_blank()
+        start = self.i
+        while self.i < len(self.text) and self.text[self.i] not in _WORD_END:
+            self.i += 1
+        word = self.text[start : self.i]
+        self.i, self.line = i, line
+        return word
 
     def _word_start(self) -> bool:
         return self.i == 0 or self.text[self.i - 1] in " \t\n;&|()"

@@ -109,6 +109,37 @@ def test_a_pattern_named_like_a_reserved_word_does_not_open_anything():
     assert [(s.line, s.end_line) for s in steps] == [(1, 1), (2, 2)]
 
 
+ZSH_SHORT = """\
+if [[ -n $HOME ]] {
+  print home
+} else {
+  print none
+}
+for x (a b) {
+  print $x
+}
+repeat 2 { print r }
+if { true } && [[ -n x ]]; then
+  print group-in-condition
+fi
+for i in 1 2; do { print $i } done
+while false; do :; done
+print end
+"""
+
+
+def test_zshs_short_forms_and_groups_in_conditions_are_one_step_each():
+    steps = split(ZSH_SHORT, "zsh")
+    assert [(s.line, s.end_line) for s in steps] == [
+        (1, 5), (6, 8), (9, 9), (10, 12), (13, 13), (14, 14), (15, 15),
+    ]  # fmt: skip
+    for s in steps:
+        proc = subprocess.run(["zsh", "-n", "-c", s.command], capture_output=True, text=True)
+        assert proc.returncode == 0 and not proc.stderr, (s, proc.stderr)
+    out = subprocess.run(["zsh", "-f", "-c", ZSH_SHORT], capture_output=True, text=True).stdout
+    assert out.split() == ["home", "a", "b", "r", "r", "group-in-condition", "1", "2", "end"]
+
+
 def test_function_bodies_on_the_next_line_belong_to_the_function():
     steps = split("f()\n{\n  :\n}\nfunction g\n{ :; }\necho x\n")
     assert [(s.line, s.end_line) for s in steps] == [(1, 4), (5, 6), (7, 7)]
