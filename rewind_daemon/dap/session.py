@@ -257,9 +257,11 @@ class DebugSession:
         self.source = {"name": os.path.basename(launch.path), "path": launch.path}
         self.text = launch.text
         self._apply_filters()
-        for pending in self.pending_lines:
-            self._set_lines(pending)
         self.respond(self.request, None)
+        for pending in self.pending_lines:
+            for changed in self._set_lines(pending):
+                self.event("breakpoint", {"reason": "changed", "breakpoint": changed})
+        self.pending_lines = []
         recording = self.debugger.recording
         if recording is not None:
             self.on_output("console", f"rw dap: this run is recorded as session {recording.id} "
@@ -289,22 +291,24 @@ class DebugSession:
             isinstance(b, dict) and isinstance(b.get("line"), int) for b in wanted
         ):
             raise RequestError("setBreakpoints: each breakpoint needs a line number")
+        ids = list(range(self.next_bp_id, self.next_bp_id + len(wanted)))
+        self.next_bp_id += len(wanted)
         if self.debugger is None:
+            # verified at launch, and said then by breakpoint events
             self.pending_lines = [p for p in self.pending_lines
                                   if p["source"].get("path") != source.get("path")]  # fmt: skip
-            self.pending_lines.append({"source": source, "breakpoints": wanted})
-            return {"breakpoints": [{"verified": False, "message": "not launched yet"}
-                                    for _ in wanted]}  # fmt: skip
-        return {"breakpoints": self._set_lines({"source": source, "breakpoints": wanted})}
+            self.pending_lines.append({"source": source, "breakpoints": wanted, "ids": ids})
+            return {"breakpoints": [{"id": i, "verified": False, "message": "not launched yet"}
+                                    for i in ids]}  # fmt: skip
+        return {"breakpoints": self._set_lines({"source": source, "breakpoints": wanted,
+                                                "ids": ids})}  # fmt: skip
 
     def _set_lines(self, request: dict) -> list[dict]:
         debugger = self._debugger()
         path = request["source"].get("path") or ""
         mine = bool(path) and _same_file(path, self.program)
         points, out = [], []
-        for want in request["breakpoints"]:
-            bp_id = self.next_bp_id
-            self.next_bp_id += 1
+        for bp_id, want in zip(request["ids"], request["breakpoints"]):
             line = want["line"]
             if not mine:
                 why = f"not the program being debugged ({self.program})"

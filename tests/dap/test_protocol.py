@@ -174,6 +174,35 @@ def test_malformed_input_gets_an_error_and_the_adapter_stays_up(adapter, tmp_pat
     assert adapter.proc.wait(timeout=10) == 0
 
 
+def test_breakpoints_set_before_launch_are_verified_at_launch(adapter, tmp_path):
+    script = tmp_path / "s.sh"
+    script.write_text("echo a\n\n# here\necho b\n")
+    adapter.response(adapter.request("initialize", adapterID="rw"))
+    source = {"path": str(script)}
+    r, _ = adapter.response(
+        adapter.request("setBreakpoints", source=source, breakpoints=[{"line": 3}, {"line": 9}])
+    )
+    first, second = r["body"]["breakpoints"]
+    assert not first["verified"] and not second["verified"]
+    r, events = adapter.response(adapter.request("launch", program=str(script)))
+    assert r["success"]
+    changed = []
+    while (m := adapter.read()).get("event") != "initialized":
+        if m.get("event") == "breakpoint":
+            changed.append(m["body"])
+    assert [(c["reason"], c["breakpoint"]["id"], c["breakpoint"]["verified"]) for c in changed] == [
+        ("changed", first["id"], True),
+        ("changed", second["id"], False),
+    ]
+    assert changed[0]["breakpoint"]["line"] == 4  # moved to the next command
+    adapter.response(adapter.request("configurationDone"))
+    assert adapter.read()["body"]["reason"] == "entry"
+    adapter.response(adapter.request("continue", threadId=1))
+    while (m := adapter.read()).get("event") != "stopped":
+        pass
+    assert m["body"]["reason"] == "breakpoint" and m["body"]["hitBreakpointIds"] == [first["id"]]
+
+
 def test_the_end_of_input_ends_the_adapter_and_its_shell(adapter, tmp_path):
     script = tmp_path / "s.sh"
     script.write_text(f"sleep 300 & echo $! > {tmp_path}/pid\necho b\n")
