@@ -360,8 +360,9 @@ class Debugger:
         if ran_in and ran_in != self.ex.cwd and os.path.isdir(ran_in):
             # a recorded step runs where it ran (as rw replay does)
             self.ex.run(f"\\builtin cd -- {shlex.quote(ran_in)}")
-        # $? as the script would see it: the previous command's status
-        command = step.command if not self.status else f"(exit {self.status})\n{step.command}"
+        # $? as the script would see it: the previous command's status (in an
+        # && list, so that set -e does not end the shell on it)
+        command = step.command if not self.status else f"(exit {self.status}) && :\n{step.command}"
         started = time.time()
         clock = time.monotonic()
         self._record(lambda r: r.begin(step.command, self.ex.cwd))

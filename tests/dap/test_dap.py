@@ -24,6 +24,8 @@ SCENARIOS = [s for s in SCENARIOS if "${" not in s] + [
     "stop on entry at the first command over --port",
     "$0 is the script in bash",
     "$0 is the script in zsh",
+    "set -e scripts run on past a failure that does not end them, in bash",
+    "set -e scripts run on past a failure that does not end them, in zsh",
 ]
 
 

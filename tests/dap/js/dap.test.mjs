@@ -453,6 +453,18 @@ test('exit typed in the console ends the program as the script would', async (t)
   await assert.rejects(dc.nextRequest({ threadId: 1 }), /has ended/);
 });
 
+for (const shell of ['bash', 'zsh']) {
+  test(`set -e scripts run on past a failure that does not end them, in ${shell}`, async (t) => {
+    const { file } = script(['set -e', '[ -f /nonexistent-rw ] && echo yes', 'echo "after $?"', 'false', 'echo never', ''].join('\n'));
+    const dc = await client(t);
+    await start(dc, { program: file, shell });
+    const exited = within(dc.waitForEvent('exited', T), 'exited');
+    await after(dc, 'terminated', () => dc.continueRequest({ threadId: 1 }));
+    assert.equal(printed(dc), 'after 1\n');
+    assert.equal((await exited).body.exitCode, 1);
+  });
+}
+
 test('a zsh script runs in zsh', async (t) => {
   const { file } = script(['#!/usr/bin/env zsh', 'typeset -A m; m[k]=v', 'print -r -- "zsh ${ZSH_VERSION%%.*} $m[k]"', ''].join('\n'), 'z.zsh');
   const dc = await client(t);
