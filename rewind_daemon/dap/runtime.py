@@ -225,7 +225,7 @@ class Debugger:
     def evaluate(self, command: str) -> StepResult:
         """A command typed at the paused shell (the REPL): its changes stay."""
         self._check_paused()
-        res = self.ex.run(command)
+        res = self.ex.run(_no_errexit(f"{{ {command}\n}}"))
         if res.exit_code is None:
             self.ended = True
         return res
@@ -239,7 +239,7 @@ class Debugger:
         if re.search(r'\$\((?!\()|`|"|\\\Z', words):
             raise RwError("hovers and watches expand words only; run commands in the console")
         # quoted, so that a value keeps its spaces; "${ARR[@]}" gives words: joined
-        res = self.ex.run(f'( \\builtin printf "%s " "{words}" ) 2>&1')
+        res = self.ex.run(_no_errexit(f'( \\builtin printf "%s " "{words}" ) 2>&1'))
         text = res.output.decode(errors="replace")
         if res.exit_code:
             raise RwError(text.strip() or f"cannot expand {words}")
@@ -266,7 +266,7 @@ class Debugger:
             }[kind]
         else:
             listing = f"compgen -{'v' if kind == 'v' else 'c' if kind == 'c' else 'f'} -- {quoted}"
-        res = self.ex.run(f"( {listing} ) 2>/dev/null")
+        res = self.ex.run(_no_errexit(f"( {listing} ) 2>/dev/null"))
         found = sorted(set(res.output.decode(errors="replace").split("\n")) - {""})[:200]
         prefix = word[: len(word) - len(stem)]
         return start, [prefix + f for f in found if not f.startswith("__rw_")]
@@ -439,7 +439,7 @@ class Debugger:
         return hit
 
     def _condition_holds(self, condition: str) -> bool:
-        res = self.ex.run(f"{{ {condition}\n}} >/dev/null 2>&1")
+        res = self.ex.run(_no_errexit(f"{{ {condition}\n}} >/dev/null 2>&1"))
         if res.exit_code not in (0, 1):
             self.on_output(
                 "stderr", f"rw dap: the condition {condition!r} exited {res.exit_code}: stopping\n"
@@ -592,6 +592,12 @@ class Debugger:
         self.recording = None
         self._forget([s.checkpoint for s, _ in self.history if s.checkpoint is not None])
         self.history.clear()
+
+
+def _no_errexit(command: str) -> str:
+    """`command` as the first of an && list: its failure neither ends a shell
+    under set -e (as the script's own commands would) nor hides its status."""
+    return f"{command} && :"
 
 
 def _braced(message: str) -> list[str]:

@@ -26,6 +26,8 @@ SCENARIOS = [s for s in SCENARIOS if "${" not in s] + [
     "$0 is the script in zsh",
     "set -e scripts run on past a failure that does not end them, in bash",
     "set -e scripts run on past a failure that does not end them, in zsh",
+    "under set -e what the debugger runs in the paused shell never ends it, in bash",
+    "under set -e what the debugger runs in the paused shell never ends it, in zsh",
 ]
 
 

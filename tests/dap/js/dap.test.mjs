@@ -465,6 +465,22 @@ for (const shell of ['bash', 'zsh']) {
   });
 }
 
+for (const shell of ['bash', 'zsh']) {
+  test(`under set -e what the debugger runs in the paused shell never ends it, in ${shell}`, async (t) => {
+    const { file } = script(['set -e', 'export STAGE=dev', 'echo one', 'echo two', ''].join('\n'));
+    const dc = await client(t);
+    await start(dc, { program: file, shell }, { lines: [{ line: 3, condition: '[ "$STAGE" = prod ]' }] });
+    await after(dc, 'stopped', () => dc.nextRequest({ threadId: 1 }));
+    const r = await dc.evaluateRequest({ expression: 'false', context: 'repl', frameId: 1 });
+    assert.equal(r.body.result, '(exit 1)');
+    await assert.rejects(dc.evaluateRequest({ expression: '${STAGE:?unset here}x${NOPE:?is unset}', context: 'hover', frameId: 1 }));
+    const none = await dc.completionsRequest({ text: 'zzz-no-such-command', column: 20, frameId: 1 });
+    assert.deepEqual(none.body.targets, []);
+    await after(dc, 'terminated', () => dc.continueRequest({ threadId: 1 })); // the condition is false
+    assert.equal(printed(dc), 'one\ntwo\n');
+  });
+}
+
 test('a zsh script runs in zsh', async (t) => {
   const { file } = script(['#!/usr/bin/env zsh', 'typeset -A m; m[k]=v', 'print -r -- "zsh ${ZSH_VERSION%%.*} $m[k]"', ''].join('\n'), 'z.zsh');
   const dc = await client(t);
