@@ -439,7 +439,8 @@ class Debugger:
         return hit
 
     def _condition_holds(self, condition: str) -> bool:
-        res = self.ex.run(_no_errexit(f"{{ {condition}\n}} >/dev/null 2>&1"))
+        # in a subshell: under set -u an unset variable ends it, not the script
+        res = self.ex.run(_no_errexit(f"( {condition}\n) >/dev/null 2>&1"))
         if res.exit_code not in (0, 1):
             self.on_output(
                 "stderr", f"rw dap: the condition {condition!r} exited {res.exit_code}: stopping\n"
@@ -453,7 +454,7 @@ class Debugger:
         if not words:
             return message
         quoted = " ".join(f'"{w}"' for w in words)
-        res = self.ex.run(f"\\builtin printf '%s\\0' {quoted} 2>&1")
+        res = self.ex.run(_no_errexit(f"( \\builtin printf '%s\\0' {quoted} ) 2>&1"))
         values = res.output.decode(errors="replace").split("\0")
         out = []
         for i, part in enumerate(parts):

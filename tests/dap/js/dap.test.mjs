@@ -481,6 +481,18 @@ for (const shell of ['bash', 'zsh']) {
   });
 }
 
+test('under set -u a condition or logpoint naming an unset variable leaves the script running', async (t) => {
+  const { file } = script(['set -u', 'echo one', 'echo two', ''].join('\n'));
+  const dc = await client(t);
+  await start(dc, { program: file }, {
+    lines: [{ line: 2, condition: '[ "$NOT_SET_HERE" = x ]' }, { line: 3, logMessage: 'it is {$NOT_SET_HERE}' }],
+  });
+  await after(dc, 'terminated', () => dc.continueRequest({ threadId: 1 }));
+  assert.equal(printed(dc), 'one\ntwo\n');
+  const logged = dc.outputs.filter((o) => o.category === 'console' && o.output.startsWith('it is'));
+  assert.equal(logged.length, 1);
+});
+
 test('a zsh script runs in zsh', async (t) => {
   const { file } = script(['#!/usr/bin/env zsh', 'typeset -A m; m[k]=v', 'print -r -- "zsh ${ZSH_VERSION%%.*} $m[k]"', ''].join('\n'), 'z.zsh');
   const dc = await client(t);
