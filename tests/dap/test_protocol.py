@@ -385,3 +385,21 @@ def test_a_store_that_cannot_be_opened_leaves_a_script_debuggable_unrecorded(ada
     adapter.response(adapter.request("configurationDone"))
     adapter.response(adapter.request("continue", threadId=1))
     assert [adapter.read().get("event") for _ in range(3)][-1] == "terminated"
+
+
+def test_a_launch_that_fails_leaves_no_session_behind(rw_home, tmp_path):
+    """No shell can start (none on PATH): an error response, and nothing recorded."""
+    signal.alarm(60)
+    adapter = Adapter(dict(os.environ, RW_HOME=str(rw_home), PATH=str(tmp_path / "empty")))
+    try:
+        script = tmp_path / "s.sh"
+        script.write_text("echo hi\n")
+        adapter.response(adapter.request("initialize", adapterID="rw"))
+        r, _ = adapter.response(adapter.request("launch", program=str(script)))
+        assert not r["success"] and r["message"] == "bash is not installed"
+    finally:
+        signal.alarm(0)
+        adapter.close()
+    sessions = subprocess.run([RW, "sessions", "--json"], capture_output=True, text=True,
+                              env=dict(os.environ, RW_HOME=str(rw_home)))  # fmt: skip
+    assert sessions.stdout.strip() == "[]", sessions
