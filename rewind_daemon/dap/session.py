@@ -185,8 +185,9 @@ class DebugSession:
         """On the engine thread: the run, then its outcome told."""
         try:
             outcome = op(debugger)
-        except ShellGone:
-            outcome = Ended(1)
+        except ShellGone:  # the shell ended between steps (killed): with its status
+            code = debugger.ex.proc.wait()
+            outcome = Ended(128 - code if code < 0 else code)
         except RwError as e:
             self.on_output("stderr", f"rw dap: {e}\n")
             outcome = Stopped("exception", str(e))

@@ -403,3 +403,35 @@ def test_a_launch_that_fails_leaves_no_session_behind(rw_home, tmp_path):
     sessions = subprocess.run([RW, "sessions", "--json"], capture_output=True, text=True,
                               env=dict(os.environ, RW_HOME=str(rw_home)))  # fmt: skip
     assert sessions.stdout.strip() == "[]", sessions
+
+
+def test_a_shell_killed_while_paused_ends_the_program_at_the_next_step(adapter, tmp_path):
+    script = tmp_path / "s.sh"
+    script.write_text("echo a\necho b\n")
+    adapter.response(adapter.request("initialize", adapterID="rw"))
+    adapter.response(adapter.request("launch", program=str(script)))
+    adapter.response(adapter.request("configurationDone"))
+    while adapter.read().get("event") != "stopped":
+        pass
+    shells = [
+        int(p) for p in os.listdir("/proc") if p.isdigit() and _parent(int(p)) == adapter.proc.pid
+    ]
+    assert shells
+    for pid in shells:
+        os.kill(pid, signal.SIGKILL)
+    time.sleep(0.2)
+    r, _ = adapter.response(adapter.request("next", threadId=1))
+    assert r["success"]
+    events = [adapter.read() for _ in range(2)]
+    assert [m.get("event") for m in events] == ["exited", "terminated"], events
+    assert events[0]["body"]["exitCode"] == 128 + signal.SIGKILL
+    r, _ = adapter.response(adapter.request("next", threadId=1))
+    assert not r["success"] and "ended" in r["message"]
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(") ", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
