@@ -15,8 +15,12 @@ const { DebugClient } = require('@vscode/debugadapter-testsupport');
 const RW = process.env.RW_BIN;
 const T = 15000; // ms to wait for any one event
 
+// Every scenario's files, in one folder removed when the run ends.
+const ROOT = fs.mkdtempSync(path.join(os.tmpdir(), 'rw-dap-tests-'));
+process.on('exit', () => fs.rmSync(ROOT, { recursive: true, force: true }));
+
 function script(text, name = 'deploy.sh') {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rw-dap-'));
+  const dir = fs.mkdtempSync(path.join(ROOT, 'scenario-'));
   const file = path.join(dir, name);
   fs.writeFileSync(file, text);
   return { dir, file };
