@@ -61,7 +61,7 @@ def _runs(name: str) -> re.Pattern[str]:
     env, command, exec, time or variable assignments)."""
     return re.compile(
         r"(?:^|[\n;&|({}!]|\b(?:then|do|else|if|while|until|time))\s*"
-        r"(?:[A-Za-z_][A-Za-z0-9_]*=\S*\s+)*(?:(?:sudo|command|exec|env|time|nohup)\s+)*"
+        r"(?:(?:[A-Za-z_][A-Za-z0-9_]*=\S*|sudo|command|exec|env|time|nohup)\s+)*"
         + re.escape(name)
         + r"(?=$|[\s;&|)])"
     )
