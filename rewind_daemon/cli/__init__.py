@@ -26,6 +26,7 @@ COMMAND_MODULES = {
     "watch": "checkpoint", "checkpoint": "checkpoint", "gc": "checkpoint",
     "guard": "guard",
     "record": "record",
+    "dap": "dap",
 }  # fmt: skip
 
 

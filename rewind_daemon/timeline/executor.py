@@ -214,6 +214,28 @@ class Executor:
         except ProcessLookupError:
             pass
 
+    def interrupt_step(self) -> None:
+        """Send SIGINT to the running step's processes but not to the shell, which
+        lives on (to the step's next command, if it has one) and reports the step."""
+        for name in os.listdir("/proc"):
+            if not name.isdigit() or int(name) == self.proc.pid:
+                continue
+            try:
+                with open(f"/proc/{name}/stat", "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()  # comm may hold ")"
+                if int(fields[2]) == self.proc.pid:  # its process group
+                    os.kill(int(name), signal.SIGINT)
+            except (OSError, ValueError, IndexError):
+                continue
+
+    def kill(self) -> None:
+        """SIGKILL to the shell's process group (safe from another thread: the
+        step waiting on the shell sees it end)."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
     def close(self) -> None:
         for fd in (self._cmd_w, self._rep_r):
             try:

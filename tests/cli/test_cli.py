@@ -13,6 +13,7 @@ from rewind_daemon.cli import (  # noqa: F401
     checkpoint,
     cli,
     compare,
+    dap,
     guard,
     history,
     record,

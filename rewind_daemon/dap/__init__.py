@@ -1,0 +1,1 @@
+"""`rw dap`: the Debug Adapter Protocol server over the executor."""

@@ -1,0 +1,617 @@
+"""The debugger's engine: a script's steps run one at a time on the executor,
+with breakpoints, and going back. It knows nothing of the protocol: each
+operation blocks until the run stops or ends and says which (a `Stopped` or an
+`Ended`); output goes to a callback as it comes.
+
+Going back is real: before a step runs (when the user commits to running it,
+so after anything typed at the paused shell), its checkpoint is taken: the
+shell's directory, exported environment, functions and aliases, and the files
+of the watched paths (a checkpoint of rw's checkpoints). Going back restarts
+the shell in that state and restores the files.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..checkpoints.checkpoint import Checkpoints, Watch
+from ..errors import RwError
+from ..timeline.breakpoints import BreakpointSet
+from ..timeline.executor import Executor, StepResult
+from .recording import Recording
+from .script import Step
+
+TAIL = 4000  # characters of a step's output shown in its Step scope
+
+FAILED, OUTPUT = "failed", "output"  # the exception filters
+
+
+@dataclass
+class LineBreakpoint:
+    id: int
+    line: int  # the line asked for
+    index: int | None  # the step it was moved to (None: no step there)
+    condition: str | None = None
+    hit_condition: str | None = None
+    log_message: str | None = None
+    hits: int = 0
+
+
+@dataclass
+class FunctionBreakpoint:
+    id: int
+    name: str
+    condition: str | None = None
+    hit_condition: str | None = None
+    hits: int = 0
+
+    def matches(self, command: str) -> bool:
+        return bool(_runs(self.name).search(command))
+
+
+def _runs(name: str) -> re.Pattern[str]:
+    """A command that runs `name` (at command position, perhaps after sudo,
+    env, command, exec, time or variable assignments)."""
+    return re.compile(
+        r"(?:^|[\n;&|({}!]|\b(?:then|do|else|if|while|until|time))\s*"
+        r"(?:(?:[A-Za-z_][A-Za-z0-9_]*=\S*|sudo|command|exec|env|time|nohup)\s+)*"
+        + re.escape(name)
+        + r"(?=$|[\s;&|)])"
+    )
+
+
+_HIT = re.compile(r"\s*(==|>=|>|<=|<|%)?\s*(\d+)\s*\Z")
+
+
+def check_hit_condition(text: str) -> str | None:
+    """Why `text` is not a hit condition, or None."""
+    return (
+        None
+        if _HIT.match(text)
+        else f"a hit condition is N, ==N, >=N, >N, <=N, <N or %N, not {text!r}"
+    )
+
+
+def hit_condition_holds(text: str, hits: int) -> bool:
+    m = _HIT.match(text)
+    if m is None:
+        return True
+    op, n = m.group(1) or "==", int(m.group(2))
+    return {
+        "==": hits == n, ">=": hits >= n, ">": hits > n,
+        "<=": hits <= n, "<": hits < n, "%": n > 0 and hits % n == 0,
+    }[op]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Saved:
+    """The state before a step ran, taken when the user committed to running it."""
+
+    index: int
+    cwd: str
+    env: dict[str, str]
+    definitions: str
+    status: int  # $? before it
+    checkpoint: int | None  # the watched files' checkpoint
+
+
+@dataclass(frozen=True)
+class Ran:
+    index: int
+    exit_code: int | None
+    pipestatus: str
+    started_at: float
+    duration_ms: float
+    output: bytes
+
+    @property
+    def tail(self) -> str:
+        text = self.output.decode(errors="replace")
+        return text if len(text) <= TAIL else "…" + text[-TAIL:]
+
+
+@dataclass(frozen=True)
+class Stopped:
+    reason: str  # entry, step, breakpoint, exception, goto, pause
+    description: str = ""
+    breakpoints: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Raised:
+    """What an exception stop was about, for the exceptionInfo request."""
+
+    id: str  # failed, output, rw breakpoint, not run
+    description: str
+    step: Step
+    ran: Ran | None = None  # None: the step was not run
+
+
+@dataclass(frozen=True)
+class Ended:
+    exit_code: int
+
+
+Outcome = Stopped | Ended
+
+
+@dataclass
+class Launch:
+    """What the debugger runs, and how."""
+
+    path: str
+    steps: list[Step]
+    shell: str = "bash"
+    cwd: str = "."
+    env: dict[str, str] = field(default_factory=dict)
+    args: list[str] = field(default_factory=list)
+    watch: list[Watch] | None = None  # None: the configured watched paths
+    session: str | None = None  # a recorded session debugged (then `path` shows it)
+    refused: dict[int, str] = field(default_factory=dict)  # steps not run, and why
+    cwds: dict[int, str] = field(default_factory=dict)  # where recorded steps ran
+    text: str = ""  # what the editor shows
+    numbers: dict[int, int] = field(default_factory=dict)  # recorded step numbers
+    stored: BreakpointSet | None = None  # a debugged session's own breakpoints
+
+
+class Debugger:
+    def __init__(
+        self,
+        launch: Launch,
+        checkpoints: Checkpoints | None,
+        on_output: Callable[[str, str], None],
+        recording: Recording | None = None,
+    ):
+        self.launch = launch
+        self.steps = launch.steps
+        self.watch = launch.watch or []
+        self.checkpoints = checkpoints if self.watch else None
+        self.on_output = on_output  # (category, text)
+        self.recording = recording
+        self.pc = 0  # the step about to run
+        self.history: list[tuple[Saved, Ran]] = []  # the steps run, in order
+        self.status = 0  # $? as the next step will see it
+        self.line_breakpoints: list[LineBreakpoint] = []
+        self.function_breakpoints: list[FunctionBreakpoint] = []
+        self.filters: set[str] = set()
+        self.output_pattern: re.Pattern[str] | None = None
+        self.last_exception: Raised | None = None  # why the run stopped on an exception
+        self._pause = threading.Event()
+        self._running = False
+        self.ended = False
+        self.ex = Executor(launch.cwd, launch.env, launch.shell)
+        self.first_env = dict(self.ex.env)
+        self._as_the_script()
+
+    def _as_the_script(self) -> None:
+        """$0 the script's path and $1... its arguments, as when it runs."""
+        code = []
+        if self.launch.session is None:
+            zero = "0" if self.launch.shell == "zsh" else "BASH_ARGV0"
+            code.append(f"{zero}={shlex.quote(self.launch.path)}")
+        if self.launch.args:
+            code.append("set -- " + " ".join(shlex.quote(a) for a in self.launch.args))
+        if code:
+            self.ex.run("; ".join(code))
+
+    # --- what the front end shows ------------------------------------------
+
+    @property
+    def current(self) -> Step | None:
+        return self.steps[self.pc] if self.pc < len(self.steps) else None
+
+    def env_changed(self) -> set[str]:
+        """Exported variables the last step changed (or set, or unset)."""
+        before = self.history[-1][0].env if self.history else self.first_env
+        now = self.ex.env
+        return {k for k in before.keys() | now.keys() if before.get(k) != now.get(k)}
+
+    def step_at_line(self, line: int) -> int | None:
+        """The step a breakpoint at `line` belongs to: the one covering it, else the next."""
+        for i, step in enumerate(self.steps):
+            if step.covers(line) or step.line > line:
+                return i
+        return None
+
+    # --- the paused shell --------------------------------------------------
+
+    def evaluate(self, command: str) -> StepResult:
+        """A command typed at the paused shell (the REPL): its changes stay."""
+        self._check_paused()
+        res = self.ex.run(_no_errexit(f"{{ {command}\n}}"))
+        if res.exit_code is None:
+            self.ended = True
+        return res
+
+    def expand(self, words: str) -> str:
+        """Shell words expanded without side effects (hover, watch): in a
+        subshell, and never running a command."""
+        self._check_paused()
+        # Inside double quotes only $(...) and `...` could run a command, and a "
+        # could end the quotes; assignments (${X:=v}) change only the subshell.
+        if re.search(r'\$\((?!\()|`|"|\\\Z', words):
+            raise RwError("hovers and watches expand words only; run commands in the console")
+        # quoted, so that a value keeps its spaces; "${ARR[@]}" gives words: joined
+        res = self.ex.run(_no_errexit(f'( \\builtin printf "%s " "{words}" ) 2>&1'))
+        text = res.output.decode(errors="replace")
+        if res.exit_code:
+            raise RwError(text.strip() or f"cannot expand {words}")
+        return text[:-1] if text.endswith(" ") else text
+
+    def complete(self, line: str) -> tuple[int, list[str]]:
+        """Completions for the console's `line` (the text before the cursor):
+        where the word being completed starts, and what can take its place:
+        commands and functions first in a line, `$` variables, else file
+        names. Asked of the paused shell in a subshell (nothing changes)."""
+        self._check_paused()
+        start = max(line.rfind(c) for c in " \t;|&(<>`") + 1
+        word = line[start:]
+        first = not line[:start].strip() or line[:start].rstrip()[-1:] in (";", "|", "&", "(")
+        kind = "v" if word.startswith("$") else "c" if first else "f"
+        stem = word.lstrip("${") if kind == "v" else word
+        quoted = shlex.quote(stem)
+        if self.launch.shell == "zsh":
+            listing = {
+                "v": f"print -rl -- ${{(k)parameters[(I){quoted}*]}}",
+                "c": f"print -rl -- ${{(k)commands[(I){quoted}*]}} ${{(k)builtins[(I){quoted}*]}}"
+                f" ${{(k)functions[(I){quoted}*]}} ${{(k)aliases[(I){quoted}*]}}",
+                "f": f"print -rl -- {quoted}*(N)",
+            }[kind]
+        else:
+            listing = f"compgen -{'v' if kind == 'v' else 'c' if kind == 'c' else 'f'} -- {quoted}"
+        res = self.ex.run(_no_errexit(f"( {listing} ) 2>/dev/null"))
+        found = sorted(set(res.output.decode(errors="replace").split("\n")) - {""})[:200]
+        prefix = word[: len(word) - len(stem)]
+        return start, [prefix + f for f in found if not f.startswith("__rw_")]
+
+    def set_export(self, name: str, value: str) -> None:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise RwError(f"not a variable name: {name!r}")
+        self._check_paused()
+        res = self.ex.run(f"\\builtin export {name}={shlex.quote(value)}")
+        if res.exit_code:
+            raise RwError(res.output.decode(errors="replace").strip() or f"cannot set {name}")
+
+    def _check_paused(self) -> None:
+        if self._running:
+            raise RwError("the program is running; pause it first")
+        if self.ended:
+            raise RwError("the program has ended")
+
+    # --- going forwards ----------------------------------------------------
+
+    def next(self) -> Outcome:
+        """Run the step about to run, and stop before the next one."""
+        return self._go(single=True)
+
+    def run(self) -> Outcome:
+        """From the start without stopping on entry: a breakpoint on the first
+        step stops before it."""
+        self._check_paused()
+        if self.steps and self.pc == 0:
+            ids = self._breakpoints_at(0)
+            if ids:
+                return Stopped("breakpoint", "", tuple(ids))
+        return self.continue_()
+
+    def continue_(self) -> Outcome:
+        """Run until a breakpoint, an exception filter, a pause or the end."""
+        return self._go(single=False)
+
+    def pause(self) -> None:
+        """Stop before the next step; interrupt the step running now."""
+        self._pause.set()
+        if self._running:
+            self.ex.interrupt_step()
+
+    def _go(self, single: bool) -> Outcome:
+        self._check_paused()
+        self._running = True
+        self._pause.clear()
+        self.last_exception = None
+        try:
+            while True:
+                if self.pc >= len(self.steps):
+                    return self._end(self.status)
+                refused = self.launch.refused.get(self.pc)
+                if refused:
+                    return self._raise(Raised("not run", refused, self.steps[self.pc]))
+                ran = self._run_one()
+                if ran.exit_code is None:
+                    code = int(ran.pipestatus) if ran.pipestatus.lstrip("-").isdigit() else 0
+                    return self._end(code if code >= 0 else 128 - code)
+                hit = self._exception(ran)
+                if hit:
+                    return hit
+                if self._pause.is_set():
+                    return Stopped("pause", "paused")
+                if self.pc >= len(self.steps):
+                    return self._end(self.status)
+                if single:
+                    return Stopped("step")
+                ids = self._breakpoints_at(self.pc)
+                if ids:
+                    return Stopped("breakpoint", "", tuple(ids))
+        finally:
+            self._running = False
+
+    def _run_one(self) -> Ran:
+        index = self.pc
+        step = self.steps[index]
+        definitions = self.ex.definitions()
+        checkpoint = None
+        if self.checkpoints is not None:
+            try:
+                checkpoint = self.checkpoints.create(
+                    self.watch, origin="dap",
+                    label=f"rw dap: before line {step.line} of {self.launch.path}",
+                ).id  # fmt: skip
+            except RwError as e:
+                self.on_output("stderr", f"rw dap: no checkpoint of the watched files: {e}\n")
+        saved = Saved(index, self.ex.cwd, dict(self.ex.env), definitions, self.status, checkpoint)
+        ran_in = self.launch.cwds.get(index)
+        if ran_in and ran_in != self.ex.cwd and os.path.isdir(ran_in):
+            # a recorded step runs where it ran (as rw replay does)
+            self.ex.run(f"\\builtin cd -- {shlex.quote(ran_in)}")
+        # $? as the script would see it: the previous command's status (in an
+        # && list, so that set -e does not end the shell on it)
+        command = step.command if not self.status else f"(exit {self.status}) && :\n{step.command}"
+        started = time.time()
+        clock = time.monotonic()
+        self._record(lambda r: r.begin(step.command, self.ex.cwd))
+        res = self.ex.run(command, lambda b: self.on_output("stdout", b.decode(errors="replace")))
+        self._record(lambda r: r.end(res))  # written by flush(), after the stop is told
+        ran = Ran(index, res.exit_code, res.pipestatus, started,
+                  (time.monotonic() - clock) * 1000, res.output)  # fmt: skip
+        self.history.append((saved, ran))
+        self.pc = index + 1
+        if res.exit_code is not None:
+            self.status = res.exit_code
+        return ran
+
+    def flush(self) -> None:
+        """Write what the recording holds (after the front end told the stop)."""
+        self._record(lambda r: r.flush())
+
+    def _record(self, what: Callable[[Recording], None]) -> None:
+        """Record in the run's session; a store that fails stops the recording
+        (said once), never the debugging."""
+        if self.recording is None:
+            return
+        try:
+            what(self.recording)
+        except (RwError, sqlite3.Error) as e:
+            self.recording = None
+            self.on_output("stderr", f"rw dap: this run is no longer recorded: {e}\n")
+
+    def _exception(self, ran: Ran) -> Stopped | None:
+        step = self.steps[ran.index]
+        stored = self.launch.stored
+        if stored is not None:
+            hit = stored.after(ran.exit_code, ran.output.decode(errors="replace"))
+            if hit is not None:
+                why = f"rw breakpoint {hit.id}, {hit.describe()}, after line {step.line}"
+                return self._raise(Raised("rw breakpoint", why, step, ran))
+        if FAILED in self.filters and ran.exit_code:
+            why = f"line {step.line} exited with status {ran.exit_code}"
+            return self._raise(Raised(FAILED, why, step, ran))
+        if OUTPUT in self.filters and self.output_pattern is not None:
+            if self.output_pattern.search(ran.output.decode(errors="replace")):
+                why = f"the output of line {step.line} matches /{self.output_pattern.pattern}/"
+                return self._raise(Raised(OUTPUT, why, step, ran))
+        return None
+
+    def _raise(self, raised: Raised) -> Stopped:
+        self.last_exception = raised
+        return Stopped("exception", raised.description)
+
+    def _breakpoints_at(self, index: int) -> list[int]:
+        """The breakpoints that stop before step `index` (logpoints print and go on)."""
+        command = self.steps[index].command
+        hit = []
+        points: list[LineBreakpoint | FunctionBreakpoint] = [
+            bp for bp in self.line_breakpoints if bp.index == index
+        ]
+        points += [bp for bp in self.function_breakpoints if bp.matches(command)]
+        stored = self.launch.stored
+        if stored is not None and index in self.launch.numbers:
+            found = stored.before(self.launch.numbers[index], command)
+            if found is not None:
+                self.on_output("console", f"rw breakpoint {found.id}: {found.describe()}\n")
+                hit.append(0)  # not one the editor set: no id of its own
+        for bp in points:
+            if bp.condition and not self._condition_holds(bp.condition):
+                continue
+            bp.hits += 1
+            if bp.hit_condition and not hit_condition_holds(bp.hit_condition, bp.hits):
+                continue
+            if isinstance(bp, LineBreakpoint) and bp.log_message is not None:
+                self.on_output("console", self._log_text(bp.log_message) + "\n")
+                continue
+            hit.append(bp.id)
+        return hit
+
+    def _condition_holds(self, condition: str) -> bool:
+        # in a subshell: under set -u an unset variable ends it, not the script
+        res = self.ex.run(_no_errexit(f"( {condition}\n) >/dev/null 2>&1"))
+        if res.exit_code not in (0, 1):
+            self.on_output(
+                "stderr", f"rw dap: the condition {condition!r} exited {res.exit_code}: stopping\n"
+            )
+        return res.exit_code != 1
+
+    def _log_text(self, message: str) -> str:
+        """A logpoint's message, each {words} expanded in the paused shell."""
+        parts = _braced(message)
+        words = parts[1::2]
+        if not words:
+            return message
+        quoted = " ".join(f'"{w}"' for w in words)
+        res = self.ex.run(_no_errexit(f"( \\builtin printf '%s\\0' {quoted} ) 2>&1"))
+        values = res.output.decode(errors="replace").split("\0")
+        out = []
+        for i, part in enumerate(parts):
+            out.append(part if i % 2 == 0 else (values[i // 2] if i // 2 < len(values) else ""))
+        return "".join(out)
+
+    def _end(self, code: int) -> Ended:
+        self.ended = True
+        return Ended(code)
+
+    # --- going back --------------------------------------------------------
+
+    def step_back(self) -> Outcome:
+        """Back to before the last step run."""
+        self._check_paused()
+        if not self.history:
+            raise RwError("nothing to step back to: no step has run")
+        self._restore(len(self.history) - 1)
+        return Stopped("step")
+
+    def reverse_continue(self) -> Outcome:
+        """Back to the last step before this one that has a breakpoint (its
+        condition holding in the state restored), or to the start."""
+        self._check_paused()
+        if not self.history:
+            raise RwError("nothing to go back to: no step has run")
+        for k in range(len(self.history) - 1, -1, -1):
+            index = self.history[k][0].index
+            if not self._has_breakpoint(index):
+                continue
+            self._restore(k)
+            ids = self._breakpoints_at(index)
+            if ids:
+                return Stopped("breakpoint", "", tuple(ids))
+        self._restore(0)
+        return Stopped("entry", "back at the start")
+
+    def _has_breakpoint(self, index: int) -> bool:
+        command = self.steps[index].command
+        stored = self.launch.stored
+        number = self.launch.numbers.get(index)
+        return (
+            any(bp.index == index and bp.log_message is None for bp in self.line_breakpoints)
+            or any(bp.matches(command) for bp in self.function_breakpoints)
+            or (stored is not None and number is not None
+                and stored.before(number, command) is not None)
+        )  # fmt: skip
+
+    def goto(self, index: int) -> Outcome:
+        """To before step `index`: forwards skipping steps, backwards restoring."""
+        self._check_paused()
+        if not 0 <= index < len(self.steps):
+            raise RwError(f"no step {index + 1}")
+        if index < self.pc:
+            # the history's steps are in the script's order (going back cuts it)
+            k = next((k for k, (s, _) in enumerate(self.history) if s.index >= index), None)
+            if k is not None:
+                self._restore(k)
+        self.pc = index
+        return Stopped("goto", f"at line {self.steps[index].line}")
+
+    def restart(self) -> Outcome:
+        """Back to the start, everything restored."""
+        self._check_paused()
+        if self.history:
+            self._restore(0)
+        self.pc = 0
+        return Stopped("entry")
+
+    def _restore(self, k: int) -> None:
+        """The state before the k-th step run: shell and watched files."""
+        saved = self.history[k][0]
+        self.ex = self.ex.restart(saved.cwd, saved.env, saved.definitions)
+        self._as_the_script()
+        if self.checkpoints is not None and saved.checkpoint is not None:
+            self._restore_files(saved.checkpoint)
+        dropped = [s.checkpoint for s, _ in self.history[k:] if s.checkpoint is not None]
+        del self.history[k:]
+        self._forget(dropped)
+        self.pc = saved.index
+        self.status = saved.status
+
+    def going_back(self, k: int) -> list[tuple[str, str]]:
+        """What going back to before the k-th step run would restore, as
+        (what, how) pairs: the directory, each export, the functions and
+        aliases, and each watched file (compared with now)."""
+        saved = self.history[k][0]
+        out = []
+        if saved.cwd != self.ex.cwd:
+            out.append(("cwd", f"{saved.cwd} (now {self.ex.cwd})"))
+        now = self.ex.env
+        for name in sorted(saved.env.keys() | now.keys()):
+            then = saved.env.get(name)
+            if then != now.get(name):
+                out.append((name, "unset" if then is None else then))
+        if not self.ended and saved.definitions != self.ex.definitions():
+            out.append(("functions and aliases", f"as before line {self.steps[saved.index].line}"))
+        if self.checkpoints is not None and saved.checkpoint is not None:
+            comparison = self.checkpoints.compare(saved.checkpoint)
+            for tree in comparison.trees:
+                out += [("file", c.describe(tree.root).strip()) for c in tree.changes]
+        elif self.watch:
+            out.append(("files", "no checkpoint was taken"))
+        return out
+
+    def _restore_files(self, checkpoint: int) -> None:
+        """The watched files as checkpointed; nothing done (one stat pass) when
+        none changed since."""
+        assert self.checkpoints is not None
+        if self.checkpoints.compare(checkpoint).empty:
+            return
+        report = self.checkpoints.restore(checkpoint)
+        for line in report.failed:
+            self.on_output("stderr", f"rw dap: not restored: {line}\n")
+
+    def _forget(self, checkpoints: list[int]) -> None:
+        if self.checkpoints is not None and checkpoints:
+            try:
+                self.checkpoints.remove(checkpoints)
+            except RwError:
+                pass
+
+    # --- the end -----------------------------------------------------------
+
+    def kill(self) -> None:
+        """End the shell's process group now (from any thread: a signal only);
+        the step running returns and the run ends."""
+        self._pause.set()
+        self.ex.kill()
+
+    def close(self) -> None:
+        """End the shell and what it started; drop the run's checkpoints."""
+        self.ended = True
+        self.ex.close()
+        self._record(lambda r: r.close())
+        self.recording = None
+        self._forget([s.checkpoint for s, _ in self.history if s.checkpoint is not None])
+        self.history.clear()
+
+
+def _no_errexit(command: str) -> str:
+    """`command` as the first of an && list: its failure neither ends a shell
+    under set -e (as the script's own commands would) nor hides its status."""
+    return f"{command} && :"
+
+
+def _braced(message: str) -> list[str]:
+    """`message` cut at its outermost {...}: text, words, text, words, ... text."""
+    parts, depth, start, last = [], 0, 0, 0
+    for i, c in enumerate(message):
+        if c == "{":
+            if depth == 0:
+                start = i
+            depth += 1
+        elif c == "}" and depth:
+            depth -= 1
+            if depth == 0:
+                parts += [message[last:start], message[start + 1 : i]]
+                last = i + 1
+    return [*parts, message[last:]]

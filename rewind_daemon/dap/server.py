@@ -1,0 +1,101 @@
+"""Serving debug sessions: one on stdin and stdout, or one per connection on
+a TCP port (loopback unless told otherwise)."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import sys
+import threading
+from collections.abc import Callable
+
+from ..errors import RwError
+from .framing import Reader, Writer
+from .session import DebugSession
+
+
+def serve_stdio() -> None:
+    """One session on stdin and stdout. Anything else that writes to stdout
+    (fd 1) goes to stderr instead: the protocol's stream stays whole."""
+    protocol_out = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    with open(protocol_out, "wb", buffering=0) as out:
+        reader = Reader(io.BufferedReader(io.FileIO(os.dup(0), "rb", closefd=True)))
+        DebugSession(reader, Writer(out)).serve()
+
+
+def serve_tcp(host: str, port: int, ready: Callable[[str, int], None]) -> None:
+    """Sessions on `host:port`, one per connection, until interrupted."""
+    try:
+        listener = socket.create_server((host, port), family=_family(host), reuse_port=False)
+    except OSError as e:
+        raise RwError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    sessions: set[DebugSession] = set()
+    try:
+        with listener:
+            bound = listener.getsockname()
+            ready(bound[0], bound[1])
+            while True:
+                conn, _ = listener.accept()
+                threading.Thread(
+                    target=_serve_connection, args=(conn, sessions), daemon=True
+                ).start()
+    finally:
+        for session in list(sessions):
+            session.kill()  # no shell a session started outlives the server
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def _serve_connection(conn: socket.socket, sessions: set[DebugSession]) -> None:
+    with conn:
+        owner = peer_uid(conn)
+        if owner is not None and owner != os.getuid():
+            # a debug session runs commands as this user: another one may not
+            print(f"rw dap: refused a connection from uid {owner}", file=sys.stderr)
+            return
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        session = DebugSession(Reader(conn.makefile("rb")), Writer(conn.makefile("wb")))
+        sessions.add(session)
+        try:
+            session.serve()
+        finally:
+            sessions.discard(session)
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def peer_uid(conn: socket.socket) -> int | None:
+    """The uid owning the other end of a TCP connection made on this machine
+    (from the kernel's socket table), or None for one from elsewhere."""
+    try:
+        here, there = conn.getsockname(), conn.getpeername()
+    except OSError:
+        return None
+    table = "/proc/net/tcp6" if conn.family == socket.AF_INET6 else "/proc/net/tcp"
+    want = (_proc_address(conn.family, there), _proc_address(conn.family, here))
+    try:
+        with open(table) as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                if (fields[1], fields[2]) == want:
+                    return int(fields[7])
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    return None
+
+
+def _proc_address(family: int, address: tuple) -> str:
+    """An address as /proc/net/tcp shows it: each 32-bit word of the IP in host
+    (little-endian) order, in hex, then the port."""
+    packed = socket.inet_pton(family, address[0])
+    words = [packed[i : i + 4] for i in range(0, len(packed), 4)]
+    ip = "".join(bytes(reversed(w)).hex().upper() for w in words)
+    return f"{ip}:{address[1]:04X}"
