@@ -43,6 +43,16 @@ def _report_format(path: str | None) -> str | None:
 @click.option("--no-rollback", is_flag=True, default=None, help="Halt and report; restore nothing.")
 @click.option("--report", "report_file", metavar="FILE", help="Write the report (.md or .json).")
 @click.option("--again", is_flag=True, help="Run the last guarded command again (new checkpoint).")
+@click.option(
+    "--host",
+    "hosts",
+    multiple=True,
+    metavar="[USER@]HOST",
+    help="Run it there over ssh (repeat: one host at a time, up to the first halt).",
+)
+@click.option(
+    "--ssh-config", metavar="FILE", help="ssh's -F FILE for --host (default: ssh's own config)."
+)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def guard_cmd(
     paths_: tuple[str, ...],
@@ -55,6 +65,8 @@ def guard_cmd(
     no_rollback: bool | None,
     report_file: str | None,
     again: bool,
+    hosts: tuple[str, ...],
+    ssh_config: str | None,
     command: tuple[str, ...],
 ) -> None:
     """Run COMMAND; on the first issue, halt it and roll the machine back.
@@ -68,15 +80,35 @@ def guard_cmd(
     1 halted and rolled back; 3 no checkpoint could be taken (the command
     did not run) or the rollback is incomplete. Rules: [guard] in the config.
 
+    With --host, the whole breaker runs on that host over your ssh (rw ships
+    itself there; the host needs only python3): --paths and COMMAND are the
+    remote's, `~` its user's home, the rules and options are yours; the output
+    and the report come here, and the run is stored here with its host.
+
     \b
     Example:
         rw guard --paths /etc/myapp --packages -- ./install.sh --verbose
         rw guard --allow 'WARNING: cache is cold' --report run.md -- make deploy
         rw guard --again          # the last guarded command, after a fix
+        rw guard --host deploy@web1 --paths '~/site' -- ./install.sh
     """
     fmt = _report_format(report_file)
     p = get_paths()
     config = get_config(p)
+    if hosts:
+        if again:
+            raise RwError("--again runs here: give no --host")
+        if not command:
+            raise RwError("nothing to run: rw guard --host HOST [OPTIONS] -- COMMAND [ARGS...]")
+        request = GuardRequest(
+            list(command), "~", list(paths_), allow=list(allow), expect=list(expect),
+            packages=packages, services=services, timeout=timeout, strict=bool(strict),
+            rollback=not no_rollback,
+        )  # fmt: skip
+        code = _guard_hosts(p, config, request, hosts, ssh_config, report_file, fmt)
+        raise SystemExit(code)
+    elif ssh_config is not None:
+        raise RwError("--ssh-config goes with --host")
     if again:
         if command:
             raise RwError("--again runs the last guarded command: give no COMMAND")
@@ -122,19 +154,45 @@ def guard_cmd(
         )
     click.echo("\n" + render_text(report), err=True, nl=False)
     if report_file is not None:
-        text = (
-            json.dumps(report.to_json(), indent=2) + "\n"
-            if fmt == "json"
-            else render_markdown(report)
-        )
-        try:
-            # 0600: the report holds the command line as typed.
-            fd = os.open(report_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            with open(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-        except OSError as e:
-            click.echo(f"rw: cannot write the report to {report_file}: {e.strerror}", err=True)
+        _write_report(report_file, fmt, report.to_json(), render_markdown(report))
     raise SystemExit(report.exit_code)
+
+
+def _write_report(report_file: str, fmt: str | None, doc: object, markdown: str) -> None:
+    text = json.dumps(doc, indent=2) + "\n" if fmt == "json" else markdown
+    try:
+        # 0600: the report holds the command line as typed.
+        fd = os.open(report_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with open(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as e:
+        click.echo(f"rw: cannot write the report to {report_file}: {e.strerror}", err=True)
+
+
+def _guard_hosts(
+    p, config, request, hosts: tuple[str, ...], ssh_config: str | None, report_file, fmt
+) -> int:
+    from ..remote import client, fleet
+
+    def done(run: fleet.HostRun) -> None:
+        if run.report is not None:
+            click.echo("\n" + render_text(run.report), err=True, nl=False)
+        sys.stdout.flush()
+
+    runs = fleet.guard_hosts(
+        p, config, request, list(hosts), ssh=client.ssh_program(ssh_config),
+        out_fd=sys.stdout.fileno(), done=done,
+        notify=lambda host, msg: click.echo(f"rw: {host}: {msg}", err=True),
+    )  # fmt: skip
+    if len(runs) > 1:
+        lines = [f"  {r.host}: {r.describe()}" for r in runs]
+        click.echo("\nrw guard: hosts\n" + "\n".join(lines), err=True)
+    reports = [r.report for r in runs if r.report is not None]
+    if report_file is not None and reports:
+        docs = [r.to_json() for r in reports]
+        markdown = "\n".join(render_markdown(r) for r in reports)
+        _write_report(report_file, fmt, docs[0] if len(docs) == 1 else docs, markdown)
+    return max(r.exit_code for r in runs)
 
 
 def _stdin_fd() -> int | None:

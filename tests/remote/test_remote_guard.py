@@ -1,0 +1,226 @@
+"""rw guard --host against a real OpenSSH server on 127.0.0.1 (tests/remote/
+conftest.py): a test user that has no rw, reached through the user-side ssh
+with -F; rw ships itself there, runs the breaker there, and brings the report
+and the run back here."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pexpect
+import pytest
+
+from rewind_daemon.guard.runner import stored_report
+from rewind_daemon.store import Store
+
+from ..checkpoints.test_probes import pid_alive
+from ..checkpoints.test_snapshot import tree_state
+from ..conftest import RW, rw_json, wait_for, write_config
+from .conftest import ALIAS, Remote
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def home(rw_home):
+    write_config(rw_home, "[daemon]\nautostart = false\n")
+    return rw_home
+
+
+def as_user(remote: Remote, path: Path) -> None:
+    """Give what the test made in the remote's home to its user."""
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in [dirpath, *(os.path.join(dirpath, n) for n in dirnames + filenames)]:
+            os.lchown(name, remote.uid, remote.uid)
+
+
+def remote_site(remote: Remote) -> Path:
+    site = remote.home / "site"
+    (site / "conf").mkdir(parents=True)
+    (site / "conf" / "app.ini").write_text("mode=prod\n")
+    (site / "index.html").write_text("<h1>hi</h1>\n")
+    (site / "empty").mkdir()
+    as_user(remote, site)
+    return site
+
+
+def remote_script(remote: Remote, name: str, text: str) -> str:
+    path = remote.home / name
+    path.write_text(text)
+    as_user(remote, path)
+    return f"~/{name}"
+
+
+def guard(remote: Remote, *args: str, timeout: float = 90, host: str = ALIAS):
+    return subprocess.run(
+        [RW, "guard", "--host", host, "--ssh-config", str(remote.ssh_config), *args],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def bundle_dir(remote: Remote) -> Path:
+    [where] = list((remote.home / ".cache" / "rw" / "remote").iterdir())
+    return where
+
+
+def test_rw_ships_itself_to_a_fresh_user_and_reuses_it_next_time(home, remote):
+    # The user has no rw: neither the program nor the package for its python3.
+    probe = remote.ssh("command -v rw; python3 -c 'import rewind_daemon'")
+    assert probe.returncode != 0 and "No module named 'rewind_daemon'" in probe.stderr
+
+    remote_site(remote)
+    first = guard(remote, "--paths", "~/site", "--", "sh", "-c", "echo hello there")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == "hello there\n"
+    assert "sending rw" in first.stderr
+    where = bundle_dir(remote)
+    pyz = where / "rw.pyz"
+    st = where.stat()
+    assert (st.st_uid, st.st_mode & 0o777) == (remote.uid, 0o700)
+    assert where.parent.stat().st_mode & 0o077 == 0
+    before = pyz.stat()
+
+    second = guard(remote, "--paths", "~/site", "--", "sh", "-c", "echo again")
+    assert second.returncode == 0, second.stderr
+    assert second.stdout == "again\n"
+    assert "sending rw" not in second.stderr
+    again = pyz.stat()
+    assert (again.st_ino, again.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+    # A bundle that is not what this rw ships (damaged, or another build) is
+    # replaced, not run.
+    with open(pyz, "ab") as fh:
+        fh.write(b"\0")
+    third = guard(remote, "--paths", "~/site", "--", "sh", "-c", "echo replaced")
+    assert third.returncode == 0, third.stderr
+    assert third.stdout == "replaced\n" and "sending rw" in third.stderr
+    assert bundle_dir(remote) == where
+    assert (where / "rw.pyz").stat().st_size == before.st_size
+
+
+def test_a_warning_there_halts_rolls_back_there_and_reports_here(home, remote):
+    site = remote_site(remote)
+    before = tree_state(site)
+    script = remote_script(
+        remote,
+        "install.sh",
+        "set -e\n"
+        "echo 'installing into the site'\n"
+        "mkdir -p ~/site/lib && echo payload > ~/site/lib/new.so\n"
+        "printf 'mode=dev\\n' > ~/site/conf/app.ini\n"
+        "rm -r ~/site/empty\n"
+        # a grandchild in a session of its own
+        "setsid sh -c 'echo $$ > ~/grandchild.pid; exec sleep 300' &\n"
+        "while [ ! -s ~/grandchild.pid ]; do sleep 0.01; done\n"
+        "echo 'WARNING: mode changed to dev'\n"
+        "sleep 5\n"
+        "touch ~/after-warning\n",
+    )
+    report_file = home.parent / "report.json"
+    proc = guard(remote, "--paths", "~/site", "--report", str(report_file), "--", "sh", script)
+    assert proc.returncode == 1, proc.stderr
+    # The output streamed here, as it was printed there; the report here.
+    assert proc.stdout == "installing into the site\nWARNING: mode changed to dev\n"
+    ran = f"sh {remote.home}/install.sh"  # `~` is the remote user's home
+    assert f"rw guard: HALTED: {ran}\n  Host: rwtest\n" in proc.stderr
+    assert "Trigger: line 2: WARNING: mode changed to dev" in proc.stderr
+    assert "Checkpoint Status: Rollback completed successfully" in proc.stderr
+    assert f"modified  {site}/conf/app.ini" in proc.stderr
+    # Rolled back there, the tree of processes gone there.
+    assert tree_state(site) == before
+    grandchild = int((remote.home / "grandchild.pid").read_text())
+    assert not pid_alive(grandchild)
+    assert not (remote.home / "after-warning").exists()
+
+    doc = json.loads(report_file.read_text())
+    assert doc["host"] == ALIAS and doc["exit_code"] == 1
+    assert doc["trigger"]["line"] == "WARNING: mode changed to dev"
+    assert doc["run_seconds"] < 4  # halted at the line, not after the sleep
+    assert f"deleted   {site}/lib/new.so" in doc["reverted"]
+
+    # The run is stored here, with its host, as it was recorded there.
+    [session] = [s for s in rw_json("sessions") if s["host"] == ALIAS]
+    assert session["origin"] == "guard" and session["user"] == remote.user
+    assert session["id"] == doc["session"]
+    [step] = rw_json("log", session["id"])
+    assert step["command"] == ran and step["exit_code"] == 137
+    store = Store(home / "data" / "rw.db")
+    try:
+        assert store.output(session["id"], 1) == proc.stdout.encode()
+        report = stored_report(store, session["id"])
+        assert report is not None and report.trip is not None and report.trip.line_no == 2
+    finally:
+        store.close()
+    there = Store(remote.home / ".local" / "share" / "rw" / "rw.db", readonly=True)
+    try:
+        assert there.get_session(session["id"]) is not None
+    finally:
+        there.close()
+    # That command is the remote's: `rw guard --again` never runs it here.
+    again = subprocess.run([RW, "guard", "--again"], capture_output=True, text=True, timeout=30)
+    assert again.returncode == 2 and "no guarded run recorded yet" in again.stderr
+
+
+def test_ctrl_c_here_halts_and_rolls_back_there(home, remote):
+    site = remote_site(remote)
+    before = tree_state(site)
+    child = pexpect.spawn(
+        RW,
+        ["guard", "--host", ALIAS, "--ssh-config", str(remote.ssh_config), "--paths", "~/site",
+         "--", "sh", "-c", "echo broken > ~/site/index.html; echo ready; sleep 60"],
+        encoding="utf-8", timeout=60, dimensions=(33, 111),
+    )  # fmt: skip
+    try:
+        child.expect_exact("ready")
+        child.sendcontrol("c")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 1, child.before
+    assert "Type: INTERRUPTED" in child.before
+    assert "Rollback completed successfully" in child.before
+    assert tree_state(site) == before
+    assert wait_for(lambda: not [p for p in remote.pids() if b"sleep" in _cmdline(p)])
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def test_no_python_there_is_one_line_and_exit_2(home, remote):
+    # The remote's commands get a PATH without any python3 on it.
+    env_file = remote.home / ".ssh" / "environment"
+    env_file.write_text(f"PATH={remote.home}/bin-without-python\n")
+    as_user(remote, env_file)
+    proc = guard(remote, "--", "true")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert "rw: rwtest: no Python 3.9 or later to run rw there" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_bad_host_is_one_line_and_exit_2(home, remote, tmp_path):
+    for host, message in [
+        ("nosuchhost.invalid", "rw: nosuchhost.invalid: cannot connect: "),
+        ("-oProxyCommand=touch x", "not a host to connect to"),
+        ("", "not a host to connect to"),
+    ]:
+        proc = guard(remote, "--", "true", host=host)
+        assert proc.returncode == 2, (host, proc.stderr)
+        assert proc.stderr.count("\n") == 1 and message in proc.stderr, proc.stderr
+    assert not (tmp_path / "x").exists()
+    proc = subprocess.run(
+        [RW, "guard", "--host", ALIAS, "--ssh-config", str(tmp_path / "nope"), "--", "true"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    proc = subprocess.run(
+        [RW, "guard", "--host", ALIAS, "--again"], capture_output=True, text=True, timeout=30
+    )
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
