@@ -53,6 +53,9 @@ def _report_format(path: str | None) -> str | None:
 @click.option(
     "--ssh-config", metavar="FILE", help="ssh's -F FILE for --host (default: ssh's own config)."
 )
+@click.option(
+    "--attach", is_flag=True, help="With --host: the report of the last run there (waits for it)."
+)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def guard_cmd(
     paths_: tuple[str, ...],
@@ -67,6 +70,7 @@ def guard_cmd(
     again: bool,
     hosts: tuple[str, ...],
     ssh_config: str | None,
+    attach: bool,
     command: tuple[str, ...],
 ) -> None:
     """Run COMMAND; on the first issue, halt it and roll the machine back.
@@ -91,10 +95,17 @@ def guard_cmd(
         rw guard --allow 'WARNING: cache is cold' --report run.md -- make deploy
         rw guard --again          # the last guarded command, after a fix
         rw guard --host deploy@web1 --paths '~/site' -- ./install.sh
+        rw guard --host deploy@web1 --attach   # after the connection dropped
     """
     fmt = _report_format(report_file)
     p = get_paths()
     config = get_config(p)
+    if attach and not hosts:
+        raise RwError("--attach goes with --host: rw guard --host HOST --attach")
+    if hosts and attach:
+        if command:
+            raise RwError("--attach reports the last run there: give no COMMAND")
+        raise SystemExit(_guard_hosts(p, config, None, hosts, ssh_config, report_file, fmt))
     if hosts:
         if again:
             raise RwError("--again runs here: give no --host")
@@ -177,6 +188,12 @@ def _guard_hosts(
     def done(run: fleet.HostRun) -> None:
         if run.report is not None:
             click.echo("\n" + render_text(run.report), err=True, nl=False)
+        elif run.state == fleet.NO_REPORT:
+            click.echo(
+                f"rw: {run.host}: {run.describe()} (rw guard --host {run.host} --attach "
+                "reports it)",
+                err=True,
+            )
         sys.stdout.flush()
 
     runs = fleet.guard_hosts(

@@ -17,11 +17,12 @@ import queue
 import signal
 import sys
 import threading
+import time
 from dataclasses import asdict
 from typing import BinaryIO
 
 from ..config import Config, GuardConfig
-from ..errors import EXIT_USAGE, RwError
+from ..errors import EXIT_PROBLEM, EXIT_USAGE, RwError
 from ..guard.runner import REPORT_STEP, GuardRequest, guard
 from ..paths import resolve
 from ..store import Store
@@ -148,6 +149,54 @@ def recorded_run(store: Store, sid: str) -> dict:
     }
 
 
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _attach(paths, sender: _Sender) -> int:
+    """The report of the last guarded run here (rw guard --host HOST --attach):
+    waited for while it goes on, then sent with the run as recorded."""
+    store = Store.open_for_reading(paths.db)
+    if store is None:
+        raise RwError("no guarded run there yet")
+    try:
+        runs = [s for s in store.sessions() if s.origin == "guard"]
+        if not runs:
+            raise RwError("no guarded run there yet")
+        sid = runs[0].id
+        told = False
+        while True:
+            session = store.get_session(sid)
+            if session is None:
+                raise RwError(f"the run {sid} is gone from the store there")
+            if session.ended_at is not None:
+                break
+            if not _alive(session.pid):
+                raise RwError(
+                    f"the run {sid} there ended without a report (its rw was killed)", EXIT_PROBLEM
+                )
+            if not told:
+                sender.send_json(wire.NOTE, {"message": f"waiting for the run {sid} to end"})
+                told = True
+            time.sleep(0.2)
+        run = recorded_run(store, sid)
+    finally:
+        store.close()
+    if not run.get("report"):
+        raise RwError(f"the run {sid} there has no report", EXIT_PROBLEM)
+    sender.send_json(wire.REPORT, run["report"])
+    sender.send_json(wire.SESSION, run)
+    return int(run["report"].get("exit_code") or 0)
+
+
 def serve(stdin: BinaryIO, stdout: BinaryIO, where: str) -> None:
     """The bootstrap's last call: run, then end the process at once (a thread
     still reading the connection must not hold up its end)."""
@@ -171,6 +220,8 @@ def main(stdin: BinaryIO, stdout: BinaryIO, where: str) -> int:
         if got is None or got[0] != wire.REQUEST:
             return EXIT_USAGE
         doc = json.loads(got[1])
+        if doc.get("attach"):
+            return _attach(resolve(), sender)
         config = config_from_wire(doc["config"])
         request = GuardRequest.from_json(doc["request"])
         request.command = [expand_home(w) for w in request.command]

@@ -175,7 +175,7 @@ class _Interrupts:
 def guard_remote(
     destination: str,
     config: Config,
-    request: GuardRequest,
+    request: GuardRequest | None,
     *,
     ssh: list[str],
     out_fd: int | None,
@@ -184,7 +184,8 @@ def guard_remote(
 ) -> RemoteRun:
     """Run `request` under the breaker on `destination`: its paths and command
     are the remote's (`~` its user's home). Raises RwError (exit 2) when the
-    host cannot be reached or has no Python to run rw."""
+    host cannot be reached or has no Python to run rw. With no request, the
+    report of the last guarded run there is fetched (waited for while it runs)."""
     check_destination(destination)
     b = the_bundle or bundle()
     nonce = secrets.token_hex(8)
@@ -222,7 +223,7 @@ def _talk(
     b: Bundle,
     nonce: str,
     config: Config,
-    request: GuardRequest,
+    request: GuardRequest | None,
     out_fd: int | None,
     notify: Notify,
     interrupts: _Interrupts,
@@ -280,7 +281,7 @@ def _frame(
     result: RemoteRun,
     b: Bundle,
     config: Config,
-    request: GuardRequest,
+    request: GuardRequest | None,
     out_fd: int | None,
     notify: Notify,
 ) -> None:
@@ -296,9 +297,10 @@ def _frame(
             notify(f"sending rw {b.version} ({len(b.data) // 1024} KiB) to {result.where}")
             result.sent_bundle = True
             conn.send(wire.frame(wire.BUNDLE, b.data))
-        conn.send(wire.json_frame(
-            wire.REQUEST, {"request": request.to_json(), "config": config_to_wire(config)}
-        ))  # fmt: skip
+        ask = {"attach": True} if request is None else {
+            "request": request.to_json(), "config": config_to_wire(config)
+        }  # fmt: skip
+        conn.send(wire.json_frame(wire.REQUEST, ask))
     elif kind == wire.NOTE:
         notify(str(doc.get("message", "")))
     elif kind == wire.REPORT:

@@ -46,7 +46,7 @@ def _for(notify: Callable[[str, str], None], host: str) -> client.Notify:
 def guard_hosts(
     paths: Paths,
     config: Config,
-    request: GuardRequest,
+    request: GuardRequest | None,
     hosts: list[str],
     *,
     ssh: list[str],
@@ -55,7 +55,8 @@ def guard_hosts(
     done: Callable[[HostRun], None] = lambda _: None,
 ) -> list[HostRun]:
     """Run `request` on each host in turn (see client.guard_remote); every host
-    gets a HostRun, in order, those after the first that did not pass UNTOUCHED."""
+    gets a HostRun, in order, those after the first that did not pass UNTOUCHED.
+    With no request, each host's last guarded run is reported (--attach)."""
     for host in hosts:
         client.check_destination(host)
     runs: list[HostRun] = []

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -224,3 +225,53 @@ def test_a_bad_host_is_one_line_and_exit_2(home, remote, tmp_path):
         [RW, "guard", "--host", ALIAS, "--again"], capture_output=True, text=True, timeout=30
     )
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                fields = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.append(int(name))
+    return out
+
+
+def test_a_dropped_connection_leaves_the_breaker_running_there_and_attach_reports(home, remote):
+    site = remote_site(remote)
+    before = tree_state(site)
+    proc = subprocess.Popen(
+        [RW, "guard", "--host", ALIAS, "--ssh-config", str(remote.ssh_config), "--paths", "~/site",
+         "--", "sh", "-c",
+         "echo broken > ~/site/index.html; echo ready; sleep 4; echo 'ERROR: late'; sleep 60"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        [ssh] = _children(proc.pid)
+        os.kill(ssh, signal.SIGKILL)  # the connection drops
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 1, err
+    assert "rw: rwtest: no report (the connection was lost" in err
+    assert "rw guard --host rwtest --attach" in err
+    assert tree_state(site) != before  # not rolled back because the connection dropped
+
+    # --attach waits for the run there, which halts at its own rule and rolls back.
+    attached = guard(remote, "--attach")
+    assert attached.returncode == 1, attached.stderr
+    assert "waiting for the run" in attached.stderr
+    assert "Trigger: line 2: ERROR: late" in attached.stderr
+    assert "Checkpoint Status: Rollback completed successfully" in attached.stderr
+    assert tree_state(site) == before
+    [session] = [s for s in rw_json("sessions") if s["host"] == ALIAS]
+    assert session["origin"] == "guard" and session["steps"] == 1
+    # Attaching again reports the same run, stored here once.
+    again = guard(remote, "--attach")
+    assert again.returncode == 1 and "Trigger: line 2: ERROR: late" in again.stderr
+    assert len([s for s in rw_json("sessions") if s["host"] == ALIAS]) == 1
