@@ -14,6 +14,8 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,12 +23,6 @@ import pytest
 
 SSHD = "/usr/sbin/sshd"
 ALIAS = "rwtest"
-
-needs_sshd = pytest.mark.skipif(
-    not (os.path.exists(SSHD) and shutil.which("ssh") and shutil.which("useradd")),
-    reason="needs OpenSSH's sshd and ssh, and useradd (scripts/test installs openssh-server)",
-)
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="makes a user and runs sshd: root only")
 
 
 @dataclass
@@ -38,11 +34,12 @@ class Remote:
     ssh_config: Path  # for ssh -F: Host rwtest, port, key, known host, BatchMode
     sshd_config: Path
     log: Path
+    alias: str = ALIAS
 
     def ssh(self, command: str, timeout: float = 30) -> subprocess.CompletedProcess:
         """Run `command` there with plain ssh."""
         return subprocess.run(
-            ["ssh", "-F", str(self.ssh_config), ALIAS, command],
+            ["ssh", "-F", str(self.ssh_config), self.alias, command],
             capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
         )  # fmt: skip
 
@@ -106,10 +103,22 @@ def _wait_port(port: int, proc: subprocess.Popen, log: Path) -> None:
 @pytest.fixture
 def remote(tmp_path):
     """A test user reachable as `rwtest` through the returned ssh config."""
+    with serve(tmp_path / "keys", ALIAS) as r:
+        yield r
+
+
+@pytest.fixture
+def remote2(tmp_path):
+    """Another host: another test user and another sshd, reachable as `rwtest2`."""
+    with serve(tmp_path / "keys2", "rwtest2") as r:
+        yield r
+
+
+@contextmanager
+def serve(keys: Path, alias: str) -> Iterator[Remote]:
     if os.geteuid() != 0 or not os.path.exists(SSHD):
         pytest.skip("needs root and OpenSSH's sshd (scripts/test installs openssh-server)")
     user = f"rwt{uuid.uuid4().hex[:8]}"
-    keys = tmp_path / "keys"
     keys.mkdir(mode=0o700)
     # '*': no password, and not locked (sshd without PAM refuses a locked account)
     subprocess.run(
@@ -146,7 +155,7 @@ def remote(tmp_path):
         known.write_text(f"[127.0.0.1]:{port} {(keys / 'host.pub').read_text()}")
         ssh_config = keys / "ssh_config"
         ssh_config.write_text(
-            f"Host {ALIAS}\n  HostName 127.0.0.1\n  Port {port}\n  User {user}\n"
+            f"Host {alias}\n  HostName 127.0.0.1\n  Port {port}\n  User {user}\n"
             f"  IdentityFile {keys / 'client'}\n  IdentitiesOnly yes\n"
             f"  UserKnownHostsFile {known}\n  StrictHostKeyChecking yes\n"
             "  BatchMode yes\n  ConnectTimeout 10\n  LogLevel ERROR\n"
@@ -158,7 +167,7 @@ def remote(tmp_path):
                 stdin=subprocess.DEVNULL,
             )  # fmt: skip
         _wait_port(port, sshd, log)
-        yield Remote(user, home, info.pw_uid, port, ssh_config, sshd_config, log)
+        yield Remote(user, home, info.pw_uid, port, ssh_config, sshd_config, log, alias)
     finally:
         if sshd is not None:
             sshd.terminate()

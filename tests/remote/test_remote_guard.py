@@ -275,3 +275,45 @@ def test_a_dropped_connection_leaves_the_breaker_running_there_and_attach_report
     again = guard(remote, "--attach")
     assert again.returncode == 1 and "Trigger: line 2: ERROR: late" in again.stderr
     assert len([s for s in rw_json("sessions") if s["host"] == ALIAS]) == 1
+
+
+def test_hosts_roll_one_at_a_time_and_stop_at_the_first_halt(home, remote, remote2, tmp_path):
+    both = tmp_path / "ssh_config"
+    both.write_text(remote.ssh_config.read_text() + remote2.ssh_config.read_text())
+    sites = {r.alias: remote_site(r) for r in (remote, remote2)}
+    for r in (remote, remote2):
+        remote_script(r, "install.sh", "echo v2 > ~/site/index.html; touch ~/ran; echo done\n")
+
+    def rolling(*hosts: str) -> subprocess.CompletedProcess:
+        args = [a for h in hosts for a in ("--host", h)]
+        return subprocess.run(
+            [RW, "guard", *args, "--ssh-config", str(both), "--paths", "~/site", "--",
+             "sh", "~/install.sh"],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    proc = rolling("rwtest", "rwtest2")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "done\ndone\n"
+    assert "rw guard: hosts\n  rwtest: ran\n  rwtest2: ran\n" in proc.stderr
+    assert (remote.home / "ran").exists() and (remote2.home / "ran").exists()
+    hosts = sorted(s["host"] for s in rw_json("sessions"))
+    assert hosts == ["rwtest", "rwtest2"]
+
+    # Now the first host halts: the second is left untouched.
+    for r in (remote, remote2):
+        (r.home / "ran").unlink()
+        (sites[r.alias] / "index.html").write_text("<h1>hi</h1>\n")
+    remote_script(remote, "install.sh", "echo v3 > ~/site/index.html; echo 'ERROR: disk full'\n")
+    before = {alias: tree_state(site) for alias, site in sites.items()}
+    proc = rolling("rwtest", "rwtest2")
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stdout == "ERROR: disk full\n"
+    assert (
+        "rw guard: hosts\n"
+        "  rwtest: halted (ERROR); Rollback completed successfully\n"
+        "  rwtest2: untouched\n"
+    ) in proc.stderr
+    assert {alias: tree_state(site) for alias, site in sites.items()} == before
+    assert not (remote2.home / "ran").exists()
+    assert sorted(s["host"] for s in rw_json("sessions")) == ["rwtest", "rwtest", "rwtest2"]
