@@ -54,6 +54,13 @@ def _report_format(path: str | None) -> str | None:
     "--ssh-config", metavar="FILE", help="ssh's -F FILE for --host (default: ssh's own config)."
 )
 @click.option(
+    "--parallel",
+    type=click.IntRange(min=1),
+    default=1,
+    metavar="N",
+    help="With several --host: N at a time; one halting halts and rolls back the others.",
+)
+@click.option(
     "--attach", is_flag=True, help="With --host: the report of the last run there (waits for it)."
 )
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
@@ -70,6 +77,7 @@ def guard_cmd(
     again: bool,
     hosts: tuple[str, ...],
     ssh_config: str | None,
+    parallel: int,
     attach: bool,
     command: tuple[str, ...],
 ) -> None:
@@ -105,7 +113,9 @@ def guard_cmd(
     if hosts and attach:
         if command:
             raise RwError("--attach reports the last run there: give no COMMAND")
-        raise SystemExit(_guard_hosts(p, config, None, hosts, ssh_config, report_file, fmt))
+        raise SystemExit(
+            _guard_hosts(p, config, None, hosts, ssh_config, report_file, fmt, parallel)
+        )
     if hosts:
         if again:
             raise RwError("--again runs here: give no --host")
@@ -116,10 +126,10 @@ def guard_cmd(
             packages=packages, services=services, timeout=timeout, strict=bool(strict),
             rollback=not no_rollback,
         )  # fmt: skip
-        code = _guard_hosts(p, config, request, hosts, ssh_config, report_file, fmt)
+        code = _guard_hosts(p, config, request, hosts, ssh_config, report_file, fmt, parallel)
         raise SystemExit(code)
-    elif ssh_config is not None:
-        raise RwError("--ssh-config goes with --host")
+    elif ssh_config is not None or parallel != 1:
+        raise RwError("--ssh-config and --parallel go with --host")
     if again:
         if command:
             raise RwError("--again runs the last guarded command: give no COMMAND")
@@ -181,7 +191,14 @@ def _write_report(report_file: str, fmt: str | None, doc: object, markdown: str)
 
 
 def _guard_hosts(
-    p, config, request, hosts: tuple[str, ...], ssh_config: str | None, report_file, fmt
+    p,
+    config,
+    request,
+    hosts: tuple[str, ...],
+    ssh_config: str | None,
+    report_file,
+    fmt,
+    parallel: int,
 ) -> int:
     from ..remote import client, fleet
 
@@ -194,11 +211,13 @@ def _guard_hosts(
                 "reports it)",
                 err=True,
             )
+        elif run.state == fleet.NOT_RUN:
+            click.echo(f"rw: {run.host}: {run.describe()}", err=True)
         sys.stdout.flush()
 
     runs = fleet.guard_hosts(
         p, config, request, list(hosts), ssh=client.ssh_program(ssh_config),
-        out_fd=sys.stdout.fileno(), done=done,
+        output=client.write_to(sys.stdout.fileno()), done=done, parallel=parallel,
         notify=lambda host, msg: click.echo(f"rw: {host}: {msg}", err=True),
     )  # fmt: skip
     if len(runs) > 1:

@@ -35,6 +35,7 @@ SSH_FAILED = 255  # ssh's own exit status when it could not connect or lost the 
 # A destination as ssh takes it ([user@]host, an alias, ssh://...): never an option.
 _DESTINATION = re.compile(r"[^\s\x00-\x1f\x7f-][^\s\x00-\x1f\x7f]{0,254}")
 Notify = Callable[[str], None]
+Output = Callable[[bytes], None]
 
 
 def check_destination(destination: str) -> str:
@@ -144,32 +145,64 @@ class _Connection:
             return self.proc.wait()
 
 
-class _Interrupts:
-    """Ctrl-C, SIGTERM and SIGHUP here: the first asks the remote to halt, a
-    later Ctrl-C stops waiting for it."""
+class Stop:
+    """Asks the runs in flight to halt and roll back: Ctrl-C, SIGTERM or SIGHUP
+    here, or, in a fleet, another host that did not pass (stop the line). Asked
+    again while they roll back (a second Ctrl-C), the runs stop waiting for
+    their reports: the rollbacks go on there."""
 
     def __init__(self) -> None:
-        self.count = 0
-        self.wake_r, self.wake_w = os.pipe()
-        os.set_blocking(self.wake_w, False)
-        self.saved: dict[int, object] = {}
+        self.asked = 0
+        self.why = ""
+        self.the_line = False  # first asked because another host did not pass
+        self._pipes: set[int] = set()  # write ends, one per run in flight
+        self._saved: dict[int, object] = {}
+
+    def catch_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            self.saved[sig] = signal.signal(sig, self._handle)
+            self._saved[sig] = signal.signal(sig, self._signalled)
 
-    def _handle(self, _signum, _frame) -> None:
-        self.count += 1
-        try:
-            os.write(self.wake_w, b"x")
-        except OSError:
-            pass
-
-    def close(self) -> None:
-        for sig, handler in self.saved.items():
+    def release_signals(self) -> None:
+        for sig, handler in self._saved.items():
             signal.signal(sig, handler)  # type: ignore[arg-type]
-        os.close(self.wake_r)
-        os.close(self.wake_w)
+        self._saved = {}
+
+    def _signalled(self, signum, _frame) -> None:
+        name = signal.Signals(signum).name
+        self.ask("Ctrl-C here" if name == "SIGINT" else f"{name} here")
+
+    def ask(self, why: str, the_line: bool = False) -> None:
+        """Safe in a signal handler: no lock, a byte to each run's pipe."""
+        if not self.asked:
+            self.why, self.the_line = why, the_line
+        self.asked += 1
+        for w in list(self._pipes):
+            try:
+                os.write(w, b"x")
+            except OSError:
+                pass
+
+    def listen(self) -> tuple[int, int]:
+        r, w = os.pipe()
+        os.set_blocking(w, False)
+        self._pipes.add(w)
+        if self.asked:
+            os.write(w, b"x")
+        return r, w
+
+    def forget(self, pipe: tuple[int, int]) -> None:
+        self._pipes.discard(pipe[1])
+        os.close(pipe[0])
+        os.close(pipe[1])
+
+
+def write_to(fd: int) -> Output:
+    def write(data: bytes) -> None:
+        _write_all(fd, data)
+
+    return write
 
 
 def guard_remote(
@@ -178,25 +211,34 @@ def guard_remote(
     request: GuardRequest | None,
     *,
     ssh: list[str],
-    out_fd: int | None,
+    output: Output | None,
     notify: Notify,
+    stop: Stop | None = None,
     the_bundle: Bundle | None = None,
 ) -> RemoteRun:
     """Run `request` under the breaker on `destination`: its paths and command
-    are the remote's (`~` its user's home). Raises RwError (exit 2) when the
-    host cannot be reached or has no Python to run rw. With no request, the
-    report of the last guarded run there is fetched (waited for while it runs)."""
+    are the remote's (`~` its user's home); what it prints goes to `output`.
+    Raises RwError (exit 2) when the host cannot be reached or has no Python to
+    run rw. With no request, the report of the last guarded run there is
+    fetched (waited for while it runs). Without a `stop` of the caller's, Ctrl-C
+    here halts the run there."""
     check_destination(destination)
     b = the_bundle or bundle()
     nonce = secrets.token_hex(8)
     argv = [*ssh, "-T", "-e", "none", "--", destination, remote_command(b, nonce)]
+    own = stop is None
+    if stop is None:
+        stop = Stop()
+        stop.catch_signals()
     conn = _Connection(argv)
     result = RemoteRun(destination)
-    interrupts = _Interrupts()
+    pipe = stop.listen()
     try:
-        _talk(conn, result, b, nonce, config, request, out_fd, notify, interrupts)
+        _talk(conn, result, b, nonce, config, request, output, notify, stop, pipe[0])
     finally:
-        interrupts.close()
+        stop.forget(pipe)
+        if own:
+            stop.release_signals()
         status = conn.close()
     if result.report is None and not result.lost:
         _no_run(conn, result, status, nonce)
@@ -224,9 +266,10 @@ def _talk(
     nonce: str,
     config: Config,
     request: GuardRequest | None,
-    out_fd: int | None,
+    output: Output | None,
     notify: Notify,
-    interrupts: _Interrupts,
+    stop: Stop,
+    wake: int,
 ) -> None:
     assert conn.proc.stdout is not None
     out = conn.proc.stdout.fileno()
@@ -235,17 +278,17 @@ def _talk(
     parser: wire.Parser | None = None
     asked_halt = False
     while True:
-        ready, _, _ = select.select([out, interrupts.wake_r], [], [])
-        if interrupts.wake_r in ready:
-            os.read(interrupts.wake_r, 64)
-            if interrupts.count >= 2 and asked_halt:
-                result.lost = "stopped waiting (Ctrl-C); the rollback goes on there"
+        ready, _, _ = select.select([out, wake], [], [])
+        if wake in ready:
+            os.read(wake, 64)
+            if stop.asked >= 2 and asked_halt:
+                result.lost = "stopped waiting for it; the rollback goes on there"
                 conn.proc.terminate()
                 return
             if not asked_halt:
                 asked_halt = True
-                notify("halting there and rolling back (Ctrl-C again: stop waiting)")
-                conn.send(wire.json_frame(wire.HALT, {"why": "interrupted here"}))
+                notify(f"{stop.why}: halting there and rolling back (Ctrl-C again: stop waiting)")
+                conn.send(wire.json_frame(wire.HALT, {"why": stop.why}))
         if out not in ready:
             continue
         data = os.read(out, 65536)
@@ -271,7 +314,7 @@ def _talk(
             conn.proc.terminate()
             return
         for kind, payload in frames:
-            _frame(kind, payload, conn, result, b, config, request, out_fd, notify)
+            _frame(kind, payload, conn, result, b, config, request, output, notify)
 
 
 def _frame(
@@ -282,12 +325,12 @@ def _frame(
     b: Bundle,
     config: Config,
     request: GuardRequest | None,
-    out_fd: int | None,
+    output: Output | None,
     notify: Notify,
 ) -> None:
     if kind == wire.OUT:
-        if out_fd is not None:
-            _write_all(out_fd, payload)
+        if output is not None:
+            output(payload)
         return
     doc = json.loads(payload)
     if kind == wire.HELLO:

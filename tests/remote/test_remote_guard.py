@@ -317,3 +317,46 @@ def test_hosts_roll_one_at_a_time_and_stop_at_the_first_halt(home, remote, remot
     assert {alias: tree_state(site) for alias, site in sites.items()} == before
     assert not (remote2.home / "ran").exists()
     assert sorted(s["host"] for s in rw_json("sessions")) == ["rwtest", "rwtest", "rwtest2"]
+
+
+def test_parallel_hosts_stop_the_line_when_one_halts(home, remote, remote2, tmp_path):
+    both = tmp_path / "ssh_config"
+    both.write_text(remote.ssh_config.read_text() + remote2.ssh_config.read_text())
+    sites = {r.alias: remote_site(r) for r in (remote, remote2)}
+    before = {alias: tree_state(site) for alias, site in sites.items()}
+    remote_script(
+        remote,
+        "install.sh",
+        "echo v2 > ~/site/index.html; echo started\n"
+        "while [ ! -e ~/../$PEER/started ]; do sleep 0.05; done\n"
+        "echo 'ERROR: migration failed'; sleep 30\n",
+    )
+    remote_script(
+        remote2,
+        "install.sh",
+        "echo v2 > ~/site/index.html; touch ~/started; echo started\nsleep 30; touch ~/ran\n",
+    )
+    (remote2.home).chmod(0o755)  # the first host's script waits for the second's to start
+    proc = subprocess.run(
+        [RW, "guard", "--host", "rwtest", "--host", "rwtest2", "--parallel", "2",
+         "--ssh-config", str(both), "--paths", "~/site", "--", "env",
+         f"PEER={remote2.user}", "sh", "~/install.sh"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    # Each line of output after its host's name (a shell whose child was killed
+    # may say so as it goes: that is output too).
+    lines = proc.stdout.splitlines()
+    assert {"rwtest: started", "rwtest2: started", "rwtest: ERROR: migration failed"} <= set(
+        lines
+    ), proc.stdout
+    assert all(line.startswith(("rwtest: ", "rwtest2: ")) for line in lines), proc.stdout
+    assert (
+        "rw guard: hosts\n"
+        "  rwtest: halted (ERROR); Rollback completed successfully\n"
+        "  rwtest2: rolled back (another host halted); Rollback completed successfully\n"
+    ) in proc.stderr
+    assert {alias: tree_state(site) for alias, site in sites.items()} == before
+    assert not (remote2.home / "ran").exists()
+    assert not [p for p in remote2.pids() if b"sleep" in _cmdline(p)]
+    assert sorted(s["host"] for s in rw_json("sessions")) == ["rwtest", "rwtest2"]
