@@ -51,6 +51,11 @@ def _report_format(path: str | None) -> str | None:
     help="Run it there over ssh (repeat: one host at a time, up to the first halt).",
 )
 @click.option(
+    "--hosts-file",
+    metavar="FILE",
+    help="Hosts for --host, one a line (# comments), after those given with --host.",
+)
+@click.option(
     "--ssh-config", metavar="FILE", help="ssh's -F FILE for --host (default: ssh's own config)."
 )
 @click.option(
@@ -76,6 +81,7 @@ def guard_cmd(
     report_file: str | None,
     again: bool,
     hosts: tuple[str, ...],
+    hosts_file: str | None,
     ssh_config: str | None,
     parallel: int,
     attach: bool,
@@ -108,6 +114,8 @@ def guard_cmd(
     fmt = _report_format(report_file)
     p = get_paths()
     config = get_config(p)
+    if hosts_file is not None:
+        hosts += _read_hosts(hosts_file)
     if attach and not hosts:
         raise RwError("--attach goes with --host: rw guard --host HOST --attach")
     if hosts and attach:
@@ -177,6 +185,19 @@ def guard_cmd(
     if report_file is not None:
         _write_report(report_file, fmt, report.to_json(), render_markdown(report))
     raise SystemExit(report.exit_code)
+
+
+def _read_hosts(path: str) -> tuple[str, ...]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise RwError(f"--hosts-file {path}: cannot read it: {getattr(e, 'strerror', e)}") from None
+    hosts = tuple(x.split("#", 1)[0].strip() for x in lines)
+    hosts = tuple(h for h in hosts if h)
+    if not hosts:
+        raise RwError(f"--hosts-file {path}: no host in it")
+    return hosts
 
 
 def _write_report(report_file: str, fmt: str | None, doc: object, markdown: str) -> None:

@@ -225,6 +225,11 @@ def test_a_bad_host_is_one_line_and_exit_2(home, remote, tmp_path):
         [RW, "guard", "--host", ALIAS, "--again"], capture_output=True, text=True, timeout=30
     )
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    for args in (["--hosts-file", str(tmp_path / "nope")], ["--parallel", "2"], ["--attach"]):
+        proc = subprocess.run(
+            [RW, "guard", *args, "--", "true"], capture_output=True, text=True, timeout=30
+        )
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1, (args, proc.stderr)
 
 
 def _children(pid: int) -> list[int]:
@@ -306,7 +311,13 @@ def test_hosts_roll_one_at_a_time_and_stop_at_the_first_halt(home, remote, remot
         (sites[r.alias] / "index.html").write_text("<h1>hi</h1>\n")
     remote_script(remote, "install.sh", "echo v3 > ~/site/index.html; echo 'ERROR: disk full'\n")
     before = {alias: tree_state(site) for alias, site in sites.items()}
-    proc = rolling("rwtest", "rwtest2")
+    inventory = tmp_path / "hosts"
+    inventory.write_text("# web tier\nrwtest\n\nrwtest2  # the canary goes first\n")
+    proc = subprocess.run(
+        [RW, "guard", "--hosts-file", str(inventory), "--ssh-config", str(both), "--paths",
+         "~/site", "--", "sh", "~/install.sh"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
     assert proc.returncode == 1, proc.stderr
     assert proc.stdout == "ERROR: disk full\n"
     assert (
