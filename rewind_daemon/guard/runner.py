@@ -55,6 +55,7 @@ class GuardRequest:
     strict: bool = False
     rollback: bool = True
     redacted: bool = False  # the stored command had a secret masked: it cannot run again
+    argv: list[str] | None = None  # what runs, when not `command` as given (`~` expanded there)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -66,7 +67,18 @@ class GuardRequest:
 
     @property
     def command_line(self) -> str:
-        return shlex.join(self.command)
+        if self.argv is None:
+            return shlex.join(self.command)
+        return " ".join(_as_typed(w) for w in self.command)
+
+
+def _as_typed(word: str) -> str:
+    """A word of a command run with `~` expanded (argv), as a shell reads it."""
+    if word in ("~", "~/"):
+        return word
+    if word.startswith("~/"):
+        return "~/" + shlex.quote(word[2:])
+    return shlex.quote(word)
 
 
 @dataclass
@@ -239,7 +251,7 @@ def guard(
     tree = ProcessTree(config.guard.cgroup)
     try:
         result = run(
-            request.command,
+            request.argv or request.command,
             classifier=classifier,
             tree=tree,
             timeout=timeout,

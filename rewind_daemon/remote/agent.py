@@ -224,7 +224,7 @@ def main(stdin: BinaryIO, stdout: BinaryIO, where: str) -> int:
             return _attach(resolve(), sender)
         config = config_from_wire(doc["config"])
         request = GuardRequest.from_json(doc["request"])
-        request.command = [expand_home(w) for w in request.command]
+        request.argv = [expand_home(w) for w in request.command]  # recorded as given
         request.cwd = os.path.expanduser(request.cwd or "~")
         request.paths = [os.path.normpath(os.path.join(request.cwd, expand_home(p)))
                          for p in request.paths]  # fmt: skip

@@ -22,7 +22,7 @@ _STUB = r"""
 import sys
 if sys.version_info < (3, 9):
     sys.exit(%(no_python)d)
-import hashlib, json, os, shutil, stat, tempfile
+import hashlib, json, os, shutil, stat, tempfile, zipfile
 NONCE, NAME, DIGEST = %(nonce)r, %(name)r, %(digest)r
 R, W = sys.stdin.buffer, sys.stdout.buffer
 def send(kind, doc):
@@ -36,6 +36,9 @@ def good(where):
     try:
         if not private(where):
             return False
+        with open(os.path.join(where, "lib", ".complete")) as fh:
+            if fh.read() != DIGEST:
+                return False
         with open(os.path.join(where, "rw.pyz"), "rb") as fh:
             return hashlib.sha256(fh.read()).hexdigest() == DIGEST
     except OSError:
@@ -60,13 +63,18 @@ if not cached:
     tmp = tempfile.mkdtemp(dir=base, prefix=".new-")
     with open(os.open(os.path.join(tmp, "rw.pyz"), os.O_WRONLY | os.O_CREAT, 0o600), "wb") as fh:
         fh.write(data)
+    # Unpacked, so that Python keeps the compiled modules beside them (from
+    # a zip it compiles every module again on every run).
+    zipfile.ZipFile(os.path.join(tmp, "rw.pyz")).extractall(os.path.join(tmp, "lib"))
+    with open(os.path.join(tmp, "lib", ".complete"), "w") as fh:
+        fh.write(DIGEST)
     if os.path.lexists(where):
         shutil.rmtree(where, ignore_errors=True)
     os.rename(tmp, where)
     for old in os.listdir(base):
         if old != NAME:
             shutil.rmtree(os.path.join(base, old), ignore_errors=True)
-sys.path.insert(0, os.path.join(where, "rw.pyz"))
+sys.path.insert(0, os.path.join(where, "lib"))
 from rewind_daemon.remote import agent
 agent.serve(R, W, where)
 """
