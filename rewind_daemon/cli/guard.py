@@ -226,13 +226,13 @@ def _guard_hosts(
     def done(run: fleet.HostRun) -> None:
         if run.report is not None:
             click.echo("\n" + render_text(run.report), err=True, nl=False)
-        elif run.state == fleet.NO_REPORT:
+        elif run.state == fleet.NO_REPORT and run.going_on:
             click.echo(
                 f"rw: {run.host}: {run.describe()} (rw guard --host {run.host} --attach "
                 "reports it)",
                 err=True,
             )
-        elif run.state == fleet.NOT_RUN:
+        elif run.state in (fleet.NO_REPORT, fleet.NOT_RUN):
             click.echo(f"rw: {run.host}: {run.describe()}", err=True)
         sys.stdout.flush()
 

@@ -68,11 +68,17 @@ if not cached:
     zipfile.ZipFile(os.path.join(tmp, "rw.pyz")).extractall(os.path.join(tmp, "lib"))
     with open(os.path.join(tmp, "lib", ".complete"), "w") as fh:
         fh.write(DIGEST)
-    if os.path.lexists(where):
+    if os.path.lexists(where) and not good(where):
         shutil.rmtree(where, ignore_errors=True)
-    os.rename(tmp, where)
+    try:
+        os.rename(tmp, where)
+    except OSError:  # another rw put it there meanwhile
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not good(where):
+            send("error", {"message": "cannot put rw in " + where, "exit_code": 2})
+            sys.exit(2)
     for old in os.listdir(base):
-        if old != NAME:
+        if old != NAME and not old.startswith(".new-"):
             shutil.rmtree(os.path.join(base, old), ignore_errors=True)
 sys.path.insert(0, os.path.join(where, "lib"))
 from rewind_daemon.remote import agent

@@ -32,6 +32,7 @@ from .bootstrap import NO_PYTHON, no_python_line, remote_command
 from .bundle import Bundle, bundle
 
 SSH_FAILED = 255  # ssh's own exit status when it could not connect or lost the connection
+CONNECTION_LOST = "the connection was lost"
 # A destination as ssh takes it ([user@]host, an alias, ssh://...): never an option.
 _DESTINATION = re.compile(r"[^\s\x00-\x1f\x7f-][^\s\x00-\x1f\x7f]{0,254}")
 Notify = Callable[[str], None]
@@ -69,7 +70,8 @@ class RemoteRun:
     sent_bundle: bool = False  # the remote had no bundle of this version: it got one
     python: str = ""
     where: str = ""  # the bundle's directory there
-    lost: str = ""  # why no report came back (the run goes on there)
+    lost: str = ""  # why no report came back
+    going_on: bool = False  # the run goes on there under its breaker (the connection went)
 
     @property
     def exit_code(self) -> int:
@@ -242,6 +244,9 @@ def guard_remote(
         status = conn.close()
     if result.report is None and not result.lost:
         _no_run(conn, result, status, nonce)
+    elif result.report is None and result.lost == CONNECTION_LOST and 0 <= status != SSH_FAILED:
+        result.lost = f"rw there ended without a report (exit status {status})"
+        result.going_on = False
     return result
 
 
@@ -256,7 +261,7 @@ def _no_run(conn: _Connection, result: RemoteRun, status: int, nonce: str) -> No
         )
     if not result.python:
         raise RwError(f"{dest}: cannot connect: {why or f'ssh exited {status}'}", EXIT_USAGE)
-    result.lost = why or f"ssh exited {status}"
+    result.lost, result.going_on = why or f"ssh exited {status}", True
 
 
 def _talk(
@@ -283,6 +288,7 @@ def _talk(
             os.read(wake, 64)
             if stop.asked >= 2 and asked_halt:
                 result.lost = "stopped waiting for it; the rollback goes on there"
+                result.going_on = True
                 conn.proc.terminate()
                 return
             if not asked_halt:
@@ -294,7 +300,7 @@ def _talk(
         data = os.read(out, 65536)
         if not data:
             if parser is not None and result.report is None and not result.lost:
-                result.lost = "the connection was lost"
+                result.lost, result.going_on = CONNECTION_LOST, True
             return
         if parser is None:
             before += data

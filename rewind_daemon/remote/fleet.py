@@ -18,6 +18,7 @@ from ..guard.runner import GuardReport, GuardRequest
 from ..paths import Paths
 from ..store import Store
 from . import client, sessions
+from .bundle import bundle
 
 RAN, HALTED, ROLLED_BACK = "ran", "halted", "rolled back"
 NO_REPORT, NOT_RUN, UNTOUCHED = "no report", "not run", "untouched"
@@ -30,6 +31,7 @@ class HostRun:
     report: GuardReport | None = None
     why: str = ""  # NO_REPORT, NOT_RUN: why
     error_code: int = EXIT_PROBLEM  # NOT_RUN: the error's exit code
+    going_on: bool = False  # NO_REPORT: the run goes on there (rw guard --attach reports it)
 
     @property
     def exit_code(self) -> int:
@@ -45,8 +47,10 @@ class HostRun:
             return f"halted ({r.trip.kind}); {r.checkpoint_status}"
         if self.state == ROLLED_BACK and r is not None:
             return f"rolled back (another host halted); {r.checkpoint_status}"
-        if self.state == NO_REPORT:
+        if self.state == NO_REPORT and self.going_on:
             return f"no report ({self.why}); the run goes on there under the breaker"
+        if self.state == NO_REPORT:
+            return f"no report ({self.why})"
         if self.state == NOT_RUN:
             return f"not run ({self.why})"
         return self.state
@@ -104,6 +108,7 @@ def guard_hosts(
     is the only one; among several, it is a host that did not pass."""
     for host in hosts:
         client.check_destination(host)
+    shipped = bundle()  # made (or read from the cache) once for every host
     stop = client.Stop()
     stop.catch_signals()
     lines = _Line(output) if parallel > 1 and output is not None else None
@@ -114,7 +119,7 @@ def guard_hosts(
         try:
             run = client.guard_remote(
                 host, config, request, ssh=ssh, notify=_for(notify, host), stop=stop,
-                output=lines.of(host) if lines is not None else output,
+                output=lines.of(host) if lines is not None else output, the_bundle=shipped,
             )  # fmt: skip
         except RwError as e:
             if len(hosts) == 1:
@@ -126,7 +131,7 @@ def guard_hosts(
         if run.run:
             _bring_home(paths, config, host, run, notify)
         if run.report is None:
-            return HostRun(host, NO_REPORT, why=run.lost)
+            return HostRun(host, NO_REPORT, why=run.lost, going_on=run.going_on)
         run.report.host = host
         state = RAN
         if run.report.halted:

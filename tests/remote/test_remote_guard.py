@@ -379,3 +379,23 @@ def test_parallel_hosts_stop_the_line_when_one_halts(home, remote, remote2, tmp_
     assert not (remote2.home / "ran").exists()
     assert not [p for p in remote2.pids() if b"sleep" in _cmdline(p)]
     assert sorted(s["host"] for s in rw_json("sessions")) == ["rwtest", "rwtest2"]
+
+
+def test_a_remote_rw_that_is_killed_is_said_so_here(home, remote):
+    remote_site(remote)
+    proc = subprocess.Popen(
+        [RW, "guard", "--host", ALIAS, "--ssh-config", str(remote.ssh_config), "--paths", "~/site",
+         "--", "sh", "-c", "echo ready; sleep 60"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        [agent] = [p for p in remote.pids() if _cmdline(p).startswith(b"python3\0-I\0")]
+        os.kill(agent, signal.SIGKILL)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 1, err
+    assert "rw: rwtest: no report (rw there ended without a report (exit status 137))\n" in err
+    assert "Traceback" not in err
