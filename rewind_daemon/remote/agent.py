@@ -26,6 +26,7 @@ from ..errors import EXIT_PROBLEM, EXIT_USAGE, RwError
 from ..guard.runner import REPORT_STEP, GuardRequest, guard
 from ..paths import resolve
 from ..store import Store
+from ..timeline import exporting, history
 from . import wire
 
 BACKLOG = 16 * 1024 * 1024  # bytes of output held for a slow connection before some are dropped
@@ -197,6 +198,26 @@ def _attach(paths, sender: _Sender) -> int:
     return int(run["report"].get("exit_code") or 0)
 
 
+def _pull(paths, sender: _Sender, ref: object) -> int:
+    """The sessions recorded here (or the one `ref` names), oldest first, each
+    as `rw export --format json` writes it (rw pull)."""
+    store = Store.open_for_reading(paths.db)
+    if store is None:
+        raise RwError("nothing recorded there yet")
+    try:
+        if isinstance(ref, str) and ref:
+            ids = [history.resolve(store, ref).id]
+        else:
+            ids = [s.id for s in reversed(store.sessions())]
+        for sid in ids:
+            doc = exporting.to_document(store, exporting.select(store, sid))
+            sender.send_json(wire.DOCUMENT, doc)
+    finally:
+        store.close()
+    sender.send_json(wire.END, {})
+    return 0
+
+
 def serve(stdin: BinaryIO, stdout: BinaryIO, where: str) -> None:
     """The bootstrap's last call: run, then end the process at once (a thread
     still reading the connection must not hold up its end)."""
@@ -222,6 +243,8 @@ def main(stdin: BinaryIO, stdout: BinaryIO, where: str) -> int:
         doc = json.loads(got[1])
         if doc.get("attach"):
             return _attach(resolve(), sender)
+        if "pull" in doc:
+            return _pull(resolve(), sender, doc["pull"])
         config = config_from_wire(doc["config"])
         request = GuardRequest.from_json(doc["request"])
         request.argv = [expand_home(w) for w in request.command]  # recorded as given

@@ -70,6 +70,8 @@ class RemoteRun:
     sent_bundle: bool = False  # the remote had no bundle of this version: it got one
     python: str = ""
     where: str = ""  # the bundle's directory there
+    documents: list[bytes] = field(default_factory=list)  # sessions there (rw pull)
+    ended: bool = False  # the remote said all it had to say (rw pull)
     lost: str = ""  # why no report came back
     going_on: bool = False  # the run goes on there under its breaker (the connection went)
 
@@ -224,6 +226,31 @@ def guard_remote(
     run rw. With no request, the report of the last guarded run there is
     fetched (waited for while it runs). Without a `stop` of the caller's, Ctrl-C
     here halts the run there."""
+    ask: dict = {"attach": True}
+    if request is not None:
+        ask = {"request": request.to_json(), "config": config_to_wire(config)}
+    return talk_to(destination, ask, ssh=ssh, output=output, notify=notify, stop=stop,
+                   the_bundle=the_bundle)  # fmt: skip
+
+
+def pull_remote(destination: str, ref: str | None, *, ssh: list[str], notify: Notify) -> RemoteRun:
+    """The sessions recorded on `destination` (or the one `ref` names there), as
+    JSON documents in `documents`."""
+    return talk_to(destination, {"pull": ref}, ssh=ssh, output=None, notify=notify)
+
+
+def talk_to(
+    destination: str,
+    ask: dict,
+    *,
+    ssh: list[str],
+    output: Output | None,
+    notify: Notify,
+    stop: Stop | None = None,
+    the_bundle: Bundle | None = None,
+) -> RemoteRun:
+    """Start rw on `destination` (shipping it when it is not there) and ask it
+    `ask`; what comes back is in the RemoteRun."""
     check_destination(destination)
     b = the_bundle or bundle()
     nonce = secrets.token_hex(8)
@@ -236,13 +263,13 @@ def guard_remote(
     result = RemoteRun(destination)
     pipe = stop.listen()
     try:
-        _talk(conn, result, b, nonce, config, request, output, notify, stop, pipe[0])
+        _talk(conn, result, b, nonce, ask, output, notify, stop, pipe[0])
     finally:
         stop.forget(pipe)
         if own:
             stop.release_signals()
         status = conn.close()
-    if result.report is None and not result.lost:
+    if result.report is None and not result.lost and not result.ended:
         _no_run(conn, result, status, nonce)
     elif result.report is None and result.lost == CONNECTION_LOST and 0 <= status != SSH_FAILED:
         result.lost = f"rw there ended without a report (exit status {status})"
@@ -269,8 +296,7 @@ def _talk(
     result: RemoteRun,
     b: Bundle,
     nonce: str,
-    config: Config,
-    request: GuardRequest | None,
+    ask: dict,
     output: Output | None,
     notify: Notify,
     stop: Stop,
@@ -299,7 +325,7 @@ def _talk(
             continue
         data = os.read(out, 65536)
         if not data:
-            if parser is not None and result.report is None and not result.lost:
+            if parser is not None and result.report is None and not (result.lost or result.ended):
                 result.lost, result.going_on = CONNECTION_LOST, True
             return
         if parser is None:
@@ -320,7 +346,7 @@ def _talk(
             conn.proc.terminate()
             return
         for kind, payload in frames:
-            _frame(kind, payload, conn, result, b, config, request, output, notify)
+            _frame(kind, payload, conn, result, b, ask, output, notify)
 
 
 def _frame(
@@ -329,14 +355,16 @@ def _frame(
     conn: _Connection,
     result: RemoteRun,
     b: Bundle,
-    config: Config,
-    request: GuardRequest | None,
+    ask: dict,
     output: Output | None,
     notify: Notify,
 ) -> None:
     if kind == wire.OUT:
         if output is not None:
             output(payload)
+        return
+    if kind == wire.DOCUMENT:
+        result.documents.append(payload)
         return
     doc = json.loads(payload)
     if kind == wire.HELLO:
@@ -346,16 +374,16 @@ def _frame(
             notify(f"sending rw {b.version} ({len(b.data) // 1024} KiB) to {result.where}")
             result.sent_bundle = True
             conn.send(wire.frame(wire.BUNDLE, b.data))
-        ask = {"attach": True} if request is None else {
-            "request": request.to_json(), "config": config_to_wire(config)
-        }  # fmt: skip
         conn.send(wire.json_frame(wire.REQUEST, ask))
     elif kind == wire.NOTE:
         notify(str(doc.get("message", "")))
+    elif kind == wire.END:
+        result.ended = True
     elif kind == wire.REPORT:
         result.report = GuardReport.from_json(doc)
     elif kind == wire.SESSION:
         result.run = doc if isinstance(doc, dict) else {}
+
     elif kind == wire.ERROR:
         code = doc.get("exit_code")
         raise RwError(

@@ -8,6 +8,7 @@ import base64
 import binascii
 import json
 import math
+from dataclasses import dataclass
 
 from ..capture.outputs import make_output
 from ..errors import RwError
@@ -15,6 +16,10 @@ from ..guard.runner import REPORT_STEP
 from ..paths import is_session_id, new_session_id
 from ..redact import Redactor
 from ..store import OutputRow, Store
+from ..timeline import importing
+
+# Origins a pulled session keeps (anything else is stored as an import).
+ORIGINS = ("shell", "replay", "guard", "import", "branch")
 
 
 def _text(doc: dict, key: str, required: bool = False) -> str | None:
@@ -99,3 +104,34 @@ def bring_home(
         if session_ended is not None:
             store.end_session(sid, session_ended)
     return sid
+
+
+@dataclass(frozen=True)
+class Pulled:
+    session: str  # its id here
+    name: str | None
+    steps: int
+    new: bool  # False: it was here already (pulled before)
+
+
+def pull_home(store: Store, destination: str, document: bytes, redactor: Redactor) -> Pulled:
+    """Store a session recorded on `destination` (a document as `rw export
+    --format json` writes it) with its host, checked as an import is. It keeps
+    the remote's id when that is free here, so a session pulled again is found
+    and not stored twice."""
+    session = importing.parse_document(document, destination)
+    try:
+        doc = json.loads(document)
+        rid, origin = doc["session"].get("id"), doc["session"].get("origin")
+    except (ValueError, KeyError, AttributeError):
+        rid, origin = None, None
+    origin = origin if origin in ORIGINS else "import"
+    sid = rid if is_session_id(rid) else None
+    if sid is not None and store.session_exists(sid):
+        row = store.get_session(sid)
+        if row is not None and row.host == destination:
+            return Pulled(sid, row.name, row.steps, new=False)
+        sid = None
+    session.host = destination
+    done = importing.save(store, session, redactor, sid=sid, origin=origin)
+    return Pulled(done.session, done.name, done.steps, new=True)

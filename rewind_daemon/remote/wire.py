@@ -22,6 +22,8 @@ OUT = "out"  # bytes the command printed
 NOTE = "note"  # {message}: what the breaker tells the user
 REPORT = "report"  # the guard report, as GuardReport.to_json
 SESSION = "session"  # the run as recorded there, to be stored here
+DOCUMENT = "document"  # a session there as `rw export --format json` writes it (rw pull)
+END = "end"  # {}: all that was asked is sent (rw pull)
 ERROR = "error"  # {message, exit_code}: the run could not start
 # Local to remote
 BUNDLE = "bundle"  # the zipapp, when the remote has not got it

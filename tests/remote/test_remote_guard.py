@@ -399,3 +399,42 @@ def test_a_remote_rw_that_is_killed_is_said_so_here(home, remote):
     assert proc.returncode == 1, err
     assert "rw: rwtest: no report (rw there ended without a report (exit status 137))\n" in err
     assert "Traceback" not in err
+
+
+def test_rw_pull_brings_the_hosts_sessions_home_once(home, remote):
+    remote_site(remote)
+    assert guard(remote, "--paths", "~/site", "--", "true").returncode == 0
+    # A session recorded there by rw itself (the rw it shipped there, as a user would run it).
+    history = remote.home / ".bash_history"
+    history.write_text("echo one\nls -l /tmp\n")
+    as_user(remote, history)
+    made = remote.ssh("python3 ~/.cache/rw/remote/*/rw.pyz import bash ~/.bash_history")
+    assert made.returncode == 0, made.stderr
+
+    def pull(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [RW, "pull", *args, "--ssh-config", str(remote.ssh_config)],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=90,
+        )  # fmt: skip
+
+    proc = pull(ALIAS)
+    assert proc.returncode == 0, proc.stderr
+    assert "rw: rwtest: 1 session pulled, 1 here already" in proc.stderr
+    here = {s["origin"]: s for s in rw_json("sessions") if s["host"] == ALIAS}
+    assert sorted(here) == ["guard", "import"]
+    assert [step["command"] for step in rw_json("log", here["import"]["id"])] == [
+        "echo one",
+        "ls -l /tmp",
+    ]
+    # Pulled again: nothing new.
+    again = pull(ALIAS, "--json")
+    assert again.returncode == 0, again.stderr
+    assert sorted(x["new"] for x in json.loads(again.stdout)) == [False, False]
+    assert len([s for s in rw_json("sessions") if s["host"] == ALIAS]) == 2
+    # One session, named as it is there (`last`: the last one recorded there).
+    one = pull(ALIAS, here["import"]["id"][:12], "--json")
+    assert [x["session"] for x in json.loads(one.stdout)] == [here["import"]["id"]]
+    last = pull(ALIAS, "last", "--json")
+    assert [x["session"] for x in json.loads(last.stdout)] == [here["guard"]["id"]]
+    bad = pull("nosuchhost.invalid")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
