@@ -317,6 +317,10 @@ def _talk(
                 result.going_on = True
                 conn.proc.terminate()
                 return
+            if not result.python:  # nothing asked of the remote yet: nothing runs there
+                result.lost = f"{stop.why}: stopped before anything ran there"
+                conn.proc.terminate()
+                return
             if not asked_halt:
                 asked_halt = True
                 notify(f"{stop.why}: halting there and rolling back (Ctrl-C again: stop waiting)")

@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pexpect
@@ -438,3 +439,27 @@ def test_rw_pull_brings_the_hosts_sessions_home_once(home, remote):
     assert [x["session"] for x in json.loads(last.stdout)] == [here["guard"]["id"]]
     bad = pull("nosuchhost.invalid")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
+
+
+def test_ctrl_c_before_the_remote_answers_runs_nothing_there(home, remote):
+    remote_site(remote)
+    rc = remote.home / ".ssh" / "rc"  # sshd runs it before the command: a slow login
+    rc.write_text("sleep 3\n")
+    as_user(remote, rc)
+    child = pexpect.spawn(
+        RW,
+        ["guard", "--host", ALIAS, "--ssh-config", str(remote.ssh_config), "--paths", "~/site",
+         "--", "touch", "~/ran"],
+        encoding="utf-8", timeout=30, dimensions=(33, 111),
+    )  # fmt: skip
+    try:
+        time.sleep(1.0)
+        child.sendcontrol("c")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 1, child.before
+    assert "Ctrl-C here: stopped before anything ran there" in child.before
+    time.sleep(4)
+    assert not (remote.home / "ran").exists()
+    assert "Traceback" not in child.before
