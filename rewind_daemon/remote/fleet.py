@@ -9,7 +9,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..config import Config
 from ..errors import EXIT_OK, EXIT_PROBLEM, RwError
@@ -129,7 +129,8 @@ def guard_hosts(
             if lines is not None:
                 lines.flush(host)
         if run.run:
-            _bring_home(paths, config, host, run, notify)
+            asked = None if request is None else replace(request, argv=request.command)
+            _bring_home(paths, config, host, run, notify, asked.command_line if asked else None)
         if run.report is None:
             return HostRun(host, NO_REPORT, why=run.lost, going_on=run.going_on)
         run.report.host = host
@@ -187,11 +188,18 @@ def guard_hosts(
 
 
 def _bring_home(
-    paths: Paths, config: Config, host: str, run: client.RemoteRun, notify: Notify
+    paths: Paths,
+    config: Config,
+    host: str,
+    run: client.RemoteRun,
+    notify: Notify,
+    command: str | None,
 ) -> None:
     store = Store(paths.db)
     try:
-        sid = sessions.bring_home(store, host, run.run, config.redactor(), config.max_step_output)
+        sid = sessions.bring_home(
+            store, host, run.run, config.redactor(), config.max_step_output, command
+        )
         if sid and run.report is not None:
             run.report.session = sid
     except RwError as e:

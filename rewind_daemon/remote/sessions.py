@@ -18,9 +18,6 @@ from ..redact import Redactor
 from ..store import OutputRow, Store
 from ..timeline import importing
 
-# Origins a pulled session keeps (anything else is stored as an import).
-ORIGINS = ("shell", "replay", "guard", "import", "branch")
-
 
 def _text(doc: dict, key: str, required: bool = False) -> str | None:
     value = doc.get(key)
@@ -37,6 +34,8 @@ def _time(doc: dict, key: str, required: bool = False) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise RwError(f"the remote's record: {key} is not a time")
+    if not importing.sane_time(float(value)):
+        raise RwError(f"the remote's record: {key} ({value:.0f}) is not from 1970 to tomorrow")
     return float(value)
 
 
@@ -50,12 +49,22 @@ def _int(doc: dict, key: str) -> int | None:
 
 
 def bring_home(
-    store: Store, destination: str, run: dict, redactor: Redactor, cap: int
+    store: Store,
+    destination: str,
+    run: dict,
+    redactor: Redactor,
+    cap: int,
+    command: str | None = None,
 ) -> str | None:
     """Store the remote's record of a guarded run (see agent.recorded_run); the
     id of the session here, None when there is nothing to store. The remote's
     session id is kept when it is free here, so the two stores name the run
-    alike; a run already brought home is not stored twice."""
+    alike; a run already brought home is not stored twice.
+
+    The remote's record is data, never trusted as what was typed: `command` is
+    the command line as asked here, and the run is stored as a guard run with
+    it. Without one (--attach), the remote's word is all there is, and the run
+    is stored as an import (which never stands for a session recorded here)."""
     if not run:
         return None
     s, step = run.get("session"), run.get("step")
@@ -64,7 +73,7 @@ def bring_home(
     sid = _text(s, "id", required=True) or ""
     if is_session_id(sid) and store.session_exists(sid):
         row = store.get_session(sid)
-        if row is not None and row.host == destination and row.origin == "guard":
+        if row is not None and row.host == destination and row.origin in ("guard", "import"):
             return sid  # already home
         sid = new_session_id()
     elif not is_session_id(sid):
@@ -74,7 +83,11 @@ def bring_home(
     except (binascii.Error, ValueError):
         raise RwError("the remote's record: its output is not base64") from None
     report = run.get("report")
-    command = _text(step, "command", required=True) or ""
+    origin = "guard" if command is not None else "import"
+    if command is not None:
+        command, _ = redactor.text(command)
+    else:
+        command, _ = redactor.text(_text(step, "command", required=True) or "")
     cwd = _text(step, "cwd_before") or _text(s, "cwd") or ""
     started = _time(s, "started_at", required=True) or 0.0
     step_started = _time(step, "started_at", required=True) or started
@@ -83,7 +96,7 @@ def bring_home(
             sid, parent_id=None, shell=_text(s, "shell") or "bash",
             shell_version=_text(s, "shell_version") or "", pid=_int(s, "pid"), tty=None,
             started_at=started, cwd=_text(s, "cwd") or "", host=destination,
-            user=_text(s, "user") or "", origin="guard",
+            user=_text(s, "user") or "", origin=origin,
         )  # fmt: skip
         store.begin_step(sid, 1, 1, command, cwd, step_started)
         ended = _time(step, "ended_at")
@@ -116,16 +129,15 @@ class Pulled:
 
 def pull_home(store: Store, destination: str, document: bytes, redactor: Redactor) -> Pulled:
     """Store a session recorded on `destination` (a document as `rw export
-    --format json` writes it) with its host, checked as an import is. It keeps
-    the remote's id when that is free here, so a session pulled again is found
-    and not stored twice."""
+    --format json` writes it) with its host, checked as an import is and stored
+    as one (origin `import`: it never stands for a session recorded here, as
+    `last` or under a name). It keeps the remote's id when that is free here,
+    so a session pulled again is found and not stored twice."""
     session = importing.parse_document(document, destination)
     try:
-        doc = json.loads(document)
-        rid, origin = doc["session"].get("id"), doc["session"].get("origin")
+        rid = json.loads(document)["session"].get("id")
     except (ValueError, KeyError, AttributeError):
-        rid, origin = None, None
-    origin = origin if origin in ORIGINS else "import"
+        rid = None
     sid = rid if is_session_id(rid) else None
     if sid is not None and store.session_exists(sid):
         row = store.get_session(sid)
@@ -133,5 +145,5 @@ def pull_home(store: Store, destination: str, document: bytes, redactor: Redacto
             return Pulled(sid, row.name, row.steps, new=False)
         sid = None
     session.host = destination
-    done = importing.save(store, session, redactor, sid=sid, origin=origin)
+    done = importing.save(store, session, redactor, sid=sid)
     return Pulled(done.session, done.name, done.steps, new=True)

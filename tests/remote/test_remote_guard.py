@@ -278,8 +278,9 @@ def test_a_dropped_connection_leaves_the_breaker_running_there_and_attach_report
     assert "Trigger: line 2: ERROR: late" in attached.stderr
     assert "Checkpoint Status: Rollback completed successfully" in attached.stderr
     assert tree_state(site) == before
+    # (as an import: its command is the remote's word, not what was typed here)
     [session] = [s for s in rw_json("sessions") if s["host"] == ALIAS]
-    assert session["origin"] == "guard" and session["steps"] == 1
+    assert session["origin"] == "import" and session["steps"] == 1
     # Attaching again reports the same run, stored here once.
     again = guard(remote, "--attach")
     assert again.returncode == 1 and "Trigger: line 2: ERROR: late" in again.stderr
