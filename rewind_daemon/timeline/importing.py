@@ -373,10 +373,9 @@ def save(
     name: str | None = None,
     progress: Progress = no_progress,
     sid: str | None = None,
-    origin: str = "import",
 ) -> ImportResult:
     """Store `session`, its secrets redacted, under a new id (or `sid`, one of
-    rw's making that is free) and origin `import` (or `origin`).
+    rw's making that is free) and origin `import`.
 
     Its steps go in BATCH at a time, each batch its own short transaction, so a
     big import never holds the store for long (the daemon and other writers go
@@ -428,7 +427,7 @@ def save(
                     ended_at=session.ended_at,
                     parent_id=None,
                     branch_point=None,
-                    origin=origin,
+                    origin="import",
                     env_id=None if start_env is None else store.add_env(*env_blob(start_env)),
                     steps=len(session.steps),
                 )
