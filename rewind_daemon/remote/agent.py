@@ -11,11 +11,14 @@ sent is dropped, and the run is in this host's store (its report too).
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import queue
 import signal
+import struct
 import sys
+import termios
 import threading
 import time
 from dataclasses import asdict
@@ -114,24 +117,53 @@ def _pump_output(read_fd: int, sender: _Sender) -> None:
         sender.send(wire.OUT, data, droppable=True)
 
 
-def _listen(stream: BinaryIO, done: threading.Event) -> None:
-    """Halt requests from the local rw, as a SIGINT to this process (the breaker
-    halts on it as on Ctrl-C), sent again until the run is over, so that a halt
-    asked for while the checkpoint is taken stops the command as it starts. The
-    end of the stream is no halt: the connection may have dropped, and the
-    breaker goes on."""
+def _listen(stream: BinaryIO, done: threading.Event, terminal: int | None) -> None:
+    """Frames from the local rw while the run goes on. A halt is a SIGINT to this
+    process (the breaker halts on it as on Ctrl-C), sent again until the run is
+    over, so that a halt asked for while the checkpoint is taken stops the
+    command as it starts. A resize sizes `terminal` (the command's terminal
+    takes its size from it on SIGWINCH). The end of the stream is no halt: the
+    connection may have dropped, and the breaker goes on."""
+    halting = False
     try:
         while True:
             got = wire.read_frame(stream)
             if got is None:
                 return
-            if got[0] == wire.HALT:
-                break
+            kind, payload = got
+            if kind == wire.HALT and not halting:
+                halting = True
+                threading.Thread(target=_halt, args=(done,), daemon=True).start()
+            elif kind == wire.RESIZE and terminal is not None:
+                doc = json.loads(payload)
+                _set_size(terminal, doc.get("rows"), doc.get("columns"))
+                os.kill(os.getpid(), signal.SIGWINCH)
     except (OSError, ValueError, wire.WireError):
         return
+
+
+def _halt(done: threading.Event) -> None:
     while not done.is_set():
         os.kill(os.getpid(), signal.SIGINT)
         done.wait(0.5)
+
+
+def _set_size(fd: int, rows: object, columns: object) -> None:
+    if isinstance(rows, int) and isinstance(columns, int) and 0 < rows < 10000 > columns > 0:
+        try:
+            fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+        except OSError:
+            pass
+
+
+def _terminal(size: object) -> tuple[int, int] | tuple[None, None]:
+    """A terminal of the size of the local one, for the command's to follow
+    (the command gets no input from it): (master, slave), or none."""
+    if not (isinstance(size, list) and len(size) == 2):
+        return None, None
+    master, slave = os.openpty()
+    _set_size(slave, size[0], size[1])
+    return master, slave
 
 
 def recorded_run(store: Store, sid: str) -> dict:
@@ -251,7 +283,8 @@ def main(stdin: BinaryIO, stdout: BinaryIO, where: str) -> int:
         request.cwd = os.path.expanduser(request.cwd or "~")
         request.paths = [os.path.normpath(os.path.join(request.cwd, expand_home(p)))
                          for p in request.paths]  # fmt: skip
-        threading.Thread(target=_listen, args=(stdin, done), daemon=True).start()
+        term_master, term = _terminal(doc.get("size"))
+        threading.Thread(target=_listen, args=(stdin, done, term), daemon=True).start()
         read_fd, write_fd = os.pipe()
         pump = threading.Thread(target=_pump_output, args=(read_fd, sender), daemon=True)
         pump.start()
@@ -262,6 +295,7 @@ def main(stdin: BinaryIO, stdout: BinaryIO, where: str) -> int:
                 config,
                 request,
                 out_fd=write_fd,
+                in_fd=term,
                 notify=lambda msg: sender.send_json(wire.NOTE, {"message": msg}),
             )
         finally:
@@ -269,6 +303,9 @@ def main(stdin: BinaryIO, stdout: BinaryIO, where: str) -> int:
             os.close(write_fd)
             pump.join(10)
             os.close(read_fd)
+            for fd in (term, term_master):
+                if fd is not None:
+                    os.close(fd)
         if sender.dropped:
             sender.send_json(
                 wire.NOTE, {"message": f"{sender.dropped} bytes of output were not sent here"}

@@ -159,6 +159,7 @@ class Stop:
         self.asked = 0
         self.why = ""
         self.the_line = False  # first asked because another host did not pass
+        self.resized = 0  # times the terminal here changed size (SIGWINCH)
         self._pipes: set[int] = set()  # write ends, one per run in flight
         self._saved: dict[int, object] = {}
 
@@ -167,6 +168,11 @@ class Stop:
             return
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             self._saved[sig] = signal.signal(sig, self._signalled)
+        self._saved[signal.SIGWINCH] = signal.signal(signal.SIGWINCH, self._resized)
+
+    def _resized(self, _signum, _frame) -> None:
+        self.resized += 1
+        self._wake()
 
     def release_signals(self) -> None:
         for sig, handler in self._saved.items():
@@ -182,6 +188,9 @@ class Stop:
         if not self.asked:
             self.why, self.the_line = why, the_line
         self.asked += 1
+        self._wake()
+
+    def _wake(self) -> None:
         for w in list(self._pipes):
             try:
                 os.write(w, b"x")
@@ -200,6 +209,18 @@ class Stop:
         self._pipes.discard(pipe[1])
         os.close(pipe[0])
         os.close(pipe[1])
+
+
+def terminal_size() -> list[int] | None:
+    """[rows, columns] of the terminal here (stdout's, else stdin's), if any."""
+    for fd in (1, 0):
+        try:
+            if os.isatty(fd):
+                size = os.get_terminal_size(fd)
+                return [size.lines, size.columns]
+        except OSError:
+            continue
+    return None
 
 
 def write_to(fd: int) -> Output:
@@ -229,6 +250,7 @@ def guard_remote(
     ask: dict = {"attach": True}
     if request is not None:
         ask = {"request": request.to_json(), "config": config_to_wire(config)}
+        ask["size"] = terminal_size() if output is not None else None
     return talk_to(destination, ask, ssh=ssh, output=output, notify=notify, stop=stop,
                    the_bundle=the_bundle)  # fmt: skip
 
@@ -308,10 +330,18 @@ def _talk(
     before = b""  # what the remote's shell printed before rw's frames
     parser: wire.Parser | None = None
     asked_halt = False
+    resized = stop.resized
     while True:
         ready, _, _ = select.select([out, wake], [], [])
         if wake in ready:
             os.read(wake, 64)
+            if stop.resized != resized and result.python:
+                resized = stop.resized
+                size = terminal_size()
+                if size is not None:
+                    conn.send(wire.json_frame(wire.RESIZE, {"rows": size[0], "columns": size[1]}))
+            if not stop.asked:
+                continue
             if stop.asked >= 2 and asked_halt:
                 result.lost = "stopped waiting for it; the rollback goes on there"
                 result.going_on = True

@@ -29,6 +29,7 @@ ERROR = "error"  # {message, exit_code}: the run could not start
 BUNDLE = "bundle"  # the zipapp, when the remote has not got it
 REQUEST = "request"  # {request, config}
 HALT = "halt"  # {why}: halt the run and roll back (Ctrl-C here)
+RESIZE = "resize"  # {rows, columns}: the terminal here changed size
 
 
 class WireError(Exception):

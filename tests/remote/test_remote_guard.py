@@ -464,3 +464,23 @@ def test_ctrl_c_before_the_remote_answers_runs_nothing_there(home, remote):
     time.sleep(4)
     assert not (remote.home / "ran").exists()
     assert "Traceback" not in child.before
+
+
+def test_the_command_there_gets_the_size_of_the_terminal_here(home, remote):
+    remote_site(remote)
+    child = pexpect.spawn(
+        RW,
+        ["guard", "--host", ALIAS, "--ssh-config", str(remote.ssh_config), "--paths", "~/site",
+         "--", "sh", "-c",
+         "stty size; trap 'stty size; exit 0' WINCH; echo ready; while :; do sleep 0.1; done"],
+        encoding="utf-8", timeout=60, dimensions=(33, 111),
+    )  # fmt: skip
+    try:
+        child.expect_exact("33 111")
+        child.expect_exact("ready")
+        child.setwinsize(40, 120)
+        child.expect_exact("40 120")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0, child.before
