@@ -18,14 +18,15 @@ def pull_cmd(host: str, session: str | None, ssh_config: str | None, as_json: bo
     """Bring the sessions recorded on HOST (or its SESSION) into this store.
 
     Over your ssh, as rw guard --host does (rw ships itself there when it is
-    not there). Each session is stored with HOST as its host, under its id
-    there when that is free here; a session pulled before is not stored
-    again. SESSION is a name, an id or id prefix, or `last`, there.
+    not there). Each session is stored as an import with HOST as its host,
+    under its id there when that is free here; a session pulled before is not
+    stored again. SESSION is a name, an id or id prefix, or `last`, as named
+    there.
 
     \b
     Example:
         rw pull deploy@web1
-        rw pull web1 last && rw diff web1-session local-session
+        rw pull web1 last --json     # the last session recorded on web1
     """
     from ..remote import client, sessions
     from ..store import Store
