@@ -484,3 +484,26 @@ def test_the_command_there_gets_the_size_of_the_terminal_here(home, remote):
     finally:
         child.close(force=True)
     assert child.exitstatus == 0, child.before
+
+
+def test_a_host_behind_a_jump_host_through_the_users_ssh_config(home, remote, remote2, tmp_path):
+    # rwtest2 is reached through rwtest (ProxyJump), as the user's ssh config says.
+    config = tmp_path / "ssh_config"
+    config.write_text(
+        remote.ssh_config.read_text()
+        + remote2.ssh_config.read_text().replace(
+            "  HostName 127.0.0.1\n", "  HostName 127.0.0.1\n  ProxyJump rwtest\n"
+        )
+    )
+    remote_site(remote2)
+    proc = subprocess.run(
+        [RW, "guard", "--host", "rwtest2", "--ssh-config", str(config), "--paths", "~/site",
+         "--", "sh", "-c", "echo on the far side"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "on the far side\n"
+    # The jump host took a login (nothing else here logs in to it) and ran nothing.
+    assert f"Accepted publickey for {remote.user}" in remote.log.read_text()
+    assert (remote2.home / ".cache" / "rw" / "remote").is_dir()
+    assert not (remote.home / ".cache" / "rw").exists()  # the jump host only passed it on
