@@ -507,3 +507,32 @@ def test_a_host_behind_a_jump_host_through_the_users_ssh_config(home, remote, re
     assert f"Accepted publickey for {remote.user}" in remote.log.read_text()
     assert (remote2.home / ".cache" / "rw" / "remote").is_dir()
     assert not (remote.home / ".cache" / "rw").exists()  # the jump host only passed it on
+
+
+def test_runs_go_over_the_users_controlmaster(home, remote, tmp_path):
+    config = tmp_path / "ssh_config"
+    control = tmp_path / "cm"
+    config.write_text(
+        remote.ssh_config.read_text()
+        + f"  ControlMaster auto\n  ControlPath {control}\n  ControlPersist 60\n"
+    )
+    remote_site(remote)
+    try:
+        for word in ("first", "second"):
+            proc = subprocess.run(
+                [RW, "guard", "--host", ALIAS, "--ssh-config", str(config), "--paths", "~/site",
+                 "--", "echo", word],
+                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+            assert proc.returncode == 0, proc.stderr
+            assert proc.stdout == f"{word}\n"
+            # the master the first run started is there for the next one
+            check = subprocess.run(
+                ["ssh", "-F", str(config), "-O", "check", ALIAS],
+                capture_output=True, text=True, timeout=30,
+            )  # fmt: skip
+            assert check.returncode == 0, check.stderr
+        logins = remote.log.read_text().count(f"Accepted publickey for {remote.user}")
+        assert logins == 1  # one connection, two runs
+    finally:
+        subprocess.run(["ssh", "-F", str(config), "-O", "exit", ALIAS], capture_output=True)
