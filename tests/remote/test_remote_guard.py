@@ -536,3 +536,21 @@ def test_runs_go_over_the_users_controlmaster(home, remote, tmp_path):
         assert logins == 1  # one connection, two runs
     finally:
         subprocess.run(["ssh", "-F", str(config), "-O", "exit", ALIAS], capture_output=True)
+
+
+def test_rw_ssh_names_the_ssh_command(home, remote):
+    remote_site(remote)
+    env = {**os.environ, "RW_SSH": f"ssh -F '{remote.ssh_config}' -o ConnectTimeout=20"}
+    proc = subprocess.run(
+        [RW, "guard", "--host", ALIAS, "--paths", "~/site", "--", "echo", "via RW_SSH"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "via RW_SSH\n"
+    for bad, message in (("ssh '", "RW_SSH: "), ("no-such-ssh-program", "cannot run")):
+        proc = subprocess.run(
+            [RW, "guard", "--host", ALIAS, "--", "true"], capture_output=True, text=True,
+            timeout=60, env={**os.environ, "RW_SSH": bad},
+        )  # fmt: skip
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+        assert message in proc.stderr
