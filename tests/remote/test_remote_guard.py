@@ -554,3 +554,17 @@ def test_rw_ssh_names_the_ssh_command(home, remote):
         )  # fmt: skip
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
         assert message in proc.stderr
+
+
+def test_what_the_remotes_login_prints_first_is_skipped(home, remote):
+    remote_site(remote)
+    rc = remote.home / ".ssh" / "rc"  # sshd runs it before the command; its output comes here
+    rc.write_text(
+        "echo 'Welcome to web1'\necho 'RW-REMOTE 0123456789abcdef'\nprintf 'out 3\\nabc'\n"
+    )
+    as_user(remote, rc)
+    assert "Welcome to web1" in remote.ssh("true").stdout  # what plain ssh shows
+    proc = guard(remote, "--paths", "~/site", "--", "echo", "clean")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "clean\n"
+    assert "Welcome" not in proc.stderr
