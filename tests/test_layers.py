@@ -13,7 +13,7 @@ PACKAGE = Path(rewind_daemon.__file__).parent
 
 # Bottom to top. "base" is the package's own top-level modules (paths, config,
 # errors, the store...), which everything may use and which use no part.
-LAYERS = ["base", "checkpoints", "capture", "recorder", "timeline", "guard", "dap", "cli"]
+LAYERS = ["base", "checkpoints", "capture", "recorder", "timeline", "guard", "remote", "dap", "cli"]
 
 # Where SQL may be written: the store owns the schema, the object store its pack.
 SQL_HOMES = {"store.py", "checkpoints/objects.py"}

@@ -24,7 +24,7 @@ COMMAND_MODULES = {
     "replay": "replay", "breakpoint": "replay",
     "diff": "compare", "export": "share", "import": "share",
     "watch": "checkpoint", "checkpoint": "checkpoint", "gc": "checkpoint",
-    "guard": "guard",
+    "guard": "guard", "pull": "remote",
     "record": "record",
     "dap": "dap",
 }  # fmt: skip

@@ -43,6 +43,31 @@ def _report_format(path: str | None) -> str | None:
 @click.option("--no-rollback", is_flag=True, default=None, help="Halt and report; restore nothing.")
 @click.option("--report", "report_file", metavar="FILE", help="Write the report (.md or .json).")
 @click.option("--again", is_flag=True, help="Run the last guarded command again (new checkpoint).")
+@click.option(
+    "--host",
+    "hosts",
+    multiple=True,
+    metavar="[USER@]HOST",
+    help="Run it there over ssh (repeat: one host at a time, up to the first halt).",
+)
+@click.option(
+    "--hosts-file",
+    metavar="FILE",
+    help="Hosts for --host, one a line (# comments), after those given with --host.",
+)
+@click.option(
+    "--ssh-config", metavar="FILE", help="ssh's -F FILE for --host (default: ssh's own config)."
+)
+@click.option(
+    "--parallel",
+    type=click.IntRange(min=1),
+    default=1,
+    metavar="N",
+    help="With several --host: N at a time; one halting halts and rolls back the others.",
+)
+@click.option(
+    "--attach", is_flag=True, help="With --host: the report of the last run there (waits for it)."
+)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def guard_cmd(
     paths_: tuple[str, ...],
@@ -55,6 +80,11 @@ def guard_cmd(
     no_rollback: bool | None,
     report_file: str | None,
     again: bool,
+    hosts: tuple[str, ...],
+    hosts_file: str | None,
+    ssh_config: str | None,
+    parallel: int,
+    attach: bool,
     command: tuple[str, ...],
 ) -> None:
     """Run COMMAND; on the first issue, halt it and roll the machine back.
@@ -68,15 +98,46 @@ def guard_cmd(
     1 halted and rolled back; 3 no checkpoint could be taken (the command
     did not run) or the rollback is incomplete. Rules: [guard] in the config.
 
+    With --host, the whole breaker runs on that host over your ssh (rw ships
+    itself there; the host needs only python3): --paths and COMMAND are the
+    remote's, `~` its user's home, the rules and options are yours; the output
+    and the report come here, and the run is stored here with its host.
+
     \b
     Example:
         rw guard --paths /etc/myapp --packages -- ./install.sh --verbose
         rw guard --allow 'WARNING: cache is cold' --report run.md -- make deploy
         rw guard --again          # the last guarded command, after a fix
+        rw guard --host deploy@web1 --paths '~/site' -- ./install.sh
+        rw guard --host deploy@web1 --attach   # after the connection dropped
     """
     fmt = _report_format(report_file)
     p = get_paths()
     config = get_config(p)
+    if hosts_file is not None:
+        hosts += _read_hosts(hosts_file)
+    if attach and not hosts:
+        raise RwError("--attach goes with --host: rw guard --host HOST --attach")
+    if hosts and attach:
+        if command:
+            raise RwError("--attach reports the last run there: give no COMMAND")
+        raise SystemExit(
+            _guard_hosts(p, config, None, hosts, ssh_config, report_file, fmt, parallel)
+        )
+    if hosts:
+        if again:
+            raise RwError("--again runs here: give no --host")
+        if not command:
+            raise RwError("nothing to run: rw guard --host HOST [OPTIONS] -- COMMAND [ARGS...]")
+        request = GuardRequest(
+            list(command), "~", list(paths_), allow=list(allow), expect=list(expect),
+            packages=packages, services=services, timeout=timeout, strict=bool(strict),
+            rollback=not no_rollback,
+        )  # fmt: skip
+        code = _guard_hosts(p, config, request, hosts, ssh_config, report_file, fmt, parallel)
+        raise SystemExit(code)
+    elif ssh_config is not None or parallel != 1:
+        raise RwError("--ssh-config and --parallel go with --host")
     if again:
         if command:
             raise RwError("--again runs the last guarded command: give no COMMAND")
@@ -122,19 +183,73 @@ def guard_cmd(
         )
     click.echo("\n" + render_text(report), err=True, nl=False)
     if report_file is not None:
-        text = (
-            json.dumps(report.to_json(), indent=2) + "\n"
-            if fmt == "json"
-            else render_markdown(report)
-        )
-        try:
-            # 0600: the report holds the command line as typed.
-            fd = os.open(report_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            with open(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-        except OSError as e:
-            click.echo(f"rw: cannot write the report to {report_file}: {e.strerror}", err=True)
+        _write_report(report_file, fmt, report.to_json(), render_markdown(report))
     raise SystemExit(report.exit_code)
+
+
+def _read_hosts(path: str) -> tuple[str, ...]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise RwError(f"--hosts-file {path}: cannot read it: {getattr(e, 'strerror', e)}") from None
+    hosts = tuple(x.split("#", 1)[0].strip() for x in lines)
+    hosts = tuple(h for h in hosts if h)
+    if not hosts:
+        raise RwError(f"--hosts-file {path}: no host in it")
+    return hosts
+
+
+def _write_report(report_file: str, fmt: str | None, doc: object, markdown: str) -> None:
+    text = json.dumps(doc, indent=2) + "\n" if fmt == "json" else markdown
+    try:
+        # 0600: the report holds the command line as typed.
+        fd = os.open(report_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with open(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as e:
+        click.echo(f"rw: cannot write the report to {report_file}: {e.strerror}", err=True)
+
+
+def _guard_hosts(
+    p,
+    config,
+    request,
+    hosts: tuple[str, ...],
+    ssh_config: str | None,
+    report_file,
+    fmt,
+    parallel: int,
+) -> int:
+    from ..remote import client, fleet
+
+    def done(run: fleet.HostRun) -> None:
+        if run.report is not None:
+            click.echo("\n" + render_text(run.report), err=True, nl=False)
+        elif run.state == fleet.NO_REPORT and run.going_on:
+            click.echo(
+                f"rw: {run.host}: {run.describe()} (rw guard --host {run.host} --attach "
+                "reports it)",
+                err=True,
+            )
+        elif run.state in (fleet.NO_REPORT, fleet.NOT_RUN):
+            click.echo(f"rw: {run.host}: {run.describe()}", err=True)
+        sys.stdout.flush()
+
+    runs = fleet.guard_hosts(
+        p, config, request, list(hosts), ssh=client.ssh_program(ssh_config),
+        output=client.write_to(sys.stdout.fileno()), done=done, parallel=parallel,
+        notify=lambda host, msg: click.echo(f"rw: {host}: {msg}", err=True),
+    )  # fmt: skip
+    if len(runs) > 1:
+        lines = [f"  {r.host}: {r.describe()}" for r in runs]
+        click.echo("\nrw guard: hosts\n" + "\n".join(lines), err=True)
+    reports = [r.report for r in runs if r.report is not None]
+    if report_file is not None and reports:
+        docs = [r.to_json() for r in reports]
+        markdown = "\n".join(render_markdown(r) for r in reports)
+        _write_report(report_file, fmt, docs[0] if len(docs) == 1 else docs, markdown)
+    return max(r.exit_code for r in runs)
 
 
 def _stdin_fd() -> int | None:

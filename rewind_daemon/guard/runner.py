@@ -55,6 +55,7 @@ class GuardRequest:
     strict: bool = False
     rollback: bool = True
     redacted: bool = False  # the stored command had a secret masked: it cannot run again
+    argv: list[str] | None = None  # what runs, when not `command` as given (`~` expanded there)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -66,7 +67,18 @@ class GuardRequest:
 
     @property
     def command_line(self) -> str:
-        return shlex.join(self.command)
+        if self.argv is None:
+            return shlex.join(self.command)
+        return " ".join(_as_typed(w) for w in self.command)
+
+
+def _as_typed(word: str) -> str:
+    """A word of a command run with `~` expanded (argv), as a shell reads it."""
+    if word in ("~", "~/"):
+        return word
+    if word.startswith("~/"):
+        return "~/" + shlex.quote(word[2:])
+    return shlex.quote(word)
 
 
 @dataclass
@@ -97,6 +109,7 @@ class GuardReport:
     kill_seconds: float | None = None
     containment: str = ""
     run_seconds: float = 0.0  # from the start of the command to its end or halt
+    host: str | None = None  # where it ran, when not here (rw guard --host)
 
     @property
     def halted(self) -> bool:
@@ -151,6 +164,7 @@ class GuardReport:
             "survivors": self.survivors,
             "rollback": self.rollback.status if self.rollback else None,
             "request": self.request.to_json(),
+            "host": self.host,
         }
 
     @classmethod
@@ -175,6 +189,7 @@ class GuardReport:
             kill_seconds=doc.get("kill_seconds"),
             containment=doc.get("containment") or "",
             run_seconds=doc.get("run_seconds") or 0.0,
+            host=doc.get("host"),
         )
 
 
@@ -236,7 +251,7 @@ def guard(
     tree = ProcessTree(config.guard.cgroup)
     try:
         result = run(
-            request.command,
+            request.argv or request.command,
             classifier=classifier,
             tree=tree,
             timeout=timeout,
@@ -449,8 +464,8 @@ def last_request(store: Store | None) -> GuardRequest:
         if s.origin != "guard":
             continue
         report = stored_report(store, s.id)  # type: ignore[arg-type]
-        if report is None:
-            continue
+        if report is None or report.host is not None:
+            continue  # (a run on another host is not run again here)
         if report.request.redacted or not report.request.command:
             raise RwError(
                 "the last guarded command held a secret, which was not stored: run it again in full"
@@ -478,6 +493,8 @@ def render_text(report: GuardReport) -> str:
     """The report as the terminal shows it."""
     r = report
     out = [f"rw guard: {'HALTED' if r.halted else 'passed'}: {r.request.command_line}"]
+    if r.host is not None:
+        out.append(f"  Host: {r.host}")
     if r.trip is not None:
         out.append(f"  Trigger: {trigger_text(r.trip)}")
         detail = f" ({r.trip.detail})" if r.trip.line_no is not None and r.trip.detail else ""
@@ -506,6 +523,8 @@ def render_text(report: GuardReport) -> str:
 def render_markdown(report: GuardReport) -> str:
     r = report
     rows = [("Command", f"`{r.request.command_line}`")]
+    if r.host is not None:
+        rows.append(("Host", f"`{r.host}`"))
     if r.trip is not None:
         line = trigger_text(r.trip)
         if r.trip.line_no is not None:

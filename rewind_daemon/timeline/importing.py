@@ -372,14 +372,16 @@ def save(
     *,
     name: str | None = None,
     progress: Progress = no_progress,
+    sid: str | None = None,
 ) -> ImportResult:
-    """Store `session`, its secrets redacted, under a new id and origin `import`.
+    """Store `session`, its secrets redacted, under a new id (or `sid`, one of
+    rw's making that is free) and origin `import`.
 
     Its steps go in BATCH at a time, each batch its own short transaction, so a
     big import never holds the store for long (the daemon and other writers go
     on between batches). The session row goes in last, so the session appears
     whole or not at all; what an import that fails midway wrote is removed."""
-    sid = new_session_id()
+    sid = sid or new_session_id()
     name = name or session.name
     redactions = 0
     try:

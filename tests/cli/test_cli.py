@@ -17,6 +17,7 @@ from rewind_daemon.cli import (  # noqa: F401
     guard,
     history,
     record,
+    remote,
     replay,
     share,
     travel,

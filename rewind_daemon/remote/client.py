@@ -1,0 +1,437 @@
+"""The local side of a guarded run on another host: the user's own ssh carries
+the bundle (when the remote lacks it), the request and the halt; the remote's
+output, notes, report and recorded run come back as frames.
+
+rw runs the real `ssh` program (RW_SSH names another, with options), so the
+user's ~/.ssh/config, agent, jump hosts and ControlMaster all apply. ssh is
+started with SIGINT and SIGQUIT ignored, which OpenSSH keeps (it installs its
+handlers only over a default disposition): Ctrl-C reaches rw alone, which asks
+the remote breaker to halt and roll back instead of cutting the connection.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import select
+import shlex
+import signal
+import subprocess
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..config import Config
+from ..errors import EXIT_PROBLEM, EXIT_USAGE, RwError
+from ..guard.runner import GuardReport, GuardRequest
+from . import wire
+from .agent import config_to_wire
+from .bootstrap import NO_PYTHON, no_python_line, remote_command
+from .bundle import Bundle, bundle
+
+SSH_FAILED = 255  # ssh's own exit status when it could not connect or lost the connection
+CONNECTION_LOST = "the connection was lost"
+# A destination as ssh takes it ([user@]host, an alias, ssh://...): never an option.
+_DESTINATION = re.compile(r"[^\s\x00-\x1f\x7f-][^\s\x00-\x1f\x7f]{0,254}")
+Notify = Callable[[str], None]
+Output = Callable[[bytes], None]
+
+
+def check_destination(destination: str) -> str:
+    if not _DESTINATION.fullmatch(destination):
+        raise RwError(f"--host {destination!r}: not a host to connect to ([USER@]HOST)")
+    return destination
+
+
+def ssh_program(ssh_config: str | None = None) -> list[str]:
+    """The ssh command line before the destination: RW_SSH (split as a shell
+    would) or `ssh`, and -F FILE for --ssh-config."""
+    raw = os.environ.get("RW_SSH") or "ssh"
+    try:
+        argv = shlex.split(raw)
+    except ValueError as e:
+        raise RwError(f"RW_SSH: {e}") from None
+    if not argv:
+        raise RwError("RW_SSH is empty: name the ssh program to use")
+    if ssh_config is not None:
+        if not os.path.isfile(ssh_config):
+            raise RwError(f"--ssh-config {ssh_config}: no such file")
+        argv += ["-F", ssh_config]
+    return argv
+
+
+@dataclass
+class RemoteRun:
+    destination: str
+    report: GuardReport | None = None
+    run: dict = field(default_factory=dict)  # the run as the remote recorded it
+    sent_bundle: bool = False  # the remote had no bundle of this version: it got one
+    python: str = ""
+    where: str = ""  # the bundle's directory there
+    documents: list[bytes] = field(default_factory=list)  # sessions there (rw pull)
+    ended: bool = False  # the remote said all it had to say (rw pull)
+    lost: str = ""  # why no report came back
+    going_on: bool = False  # the run goes on there under its breaker (the connection went)
+
+    @property
+    def exit_code(self) -> int:
+        return self.report.exit_code if self.report is not None else EXIT_PROBLEM
+
+
+def _ignore_interrupts() -> None:
+    for sig in (signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_IGN)
+
+
+class _Connection:
+    def __init__(self, argv: list[str]):
+        try:
+            self.proc = subprocess.Popen(
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                bufsize=0, preexec_fn=_ignore_interrupts, close_fds=True,
+            )  # fmt: skip
+        except OSError as e:
+            raise RwError(f"cannot run {argv[0]}: {e.strerror}") from None
+        self.errors: list[str] = []
+        self.no_python = False  # the remote said it has no Python to run rw
+        self.show_errors: Notify | None = None
+        self.lock = threading.Lock()
+        self.err_thread = threading.Thread(target=self._read_errors, daemon=True)
+        self.err_thread.start()
+
+    def _read_errors(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in iter(self.proc.stderr.readline, b""):
+            line = raw.decode(errors="replace").rstrip()
+            if not line:
+                continue
+            with self.lock:
+                if self.show_errors is None:
+                    self.errors.append(line)
+                    continue
+                show = self.show_errors
+            show(line)
+
+    def connected(self, show: Notify) -> None:
+        """Past the connection: what ssh and the remote say on stderr is shown."""
+        with self.lock:
+            self.show_errors = show
+            held, self.errors = self.errors, []
+        for line in held:
+            show(line)
+
+    def send(self, data: bytes) -> bool:
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(data)
+            return True
+        except (BrokenPipeError, OSError):
+            return False
+
+    def last_error(self) -> str:
+        self.err_thread.join(2)
+        with self.lock:
+            lines = [x for x in self.errors if not x.startswith("Warning: Permanently added")]
+        return lines[-1] if lines else ""
+
+    def close(self) -> int:
+        try:
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            return self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.terminate()
+            return self.proc.wait()
+
+
+class Stop:
+    """Asks the runs in flight to halt and roll back: Ctrl-C, SIGTERM or SIGHUP
+    here, or, in a fleet, another host that did not pass (stop the line). Asked
+    again while they roll back (a second Ctrl-C), the runs stop waiting for
+    their reports: the rollbacks go on there."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+        self.why = ""
+        self.the_line = False  # first asked because another host did not pass
+        self.resized = 0  # times the terminal here changed size (SIGWINCH)
+        self._pipes: set[int] = set()  # write ends, one per run in flight
+        self._saved: dict[int, object] = {}
+
+    def catch_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            self._saved[sig] = signal.signal(sig, self._signalled)
+        self._saved[signal.SIGWINCH] = signal.signal(signal.SIGWINCH, self._resized)
+
+    def _resized(self, _signum, _frame) -> None:
+        self.resized += 1
+        self._wake()
+
+    def release_signals(self) -> None:
+        for sig, handler in self._saved.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+        self._saved = {}
+
+    def _signalled(self, signum, _frame) -> None:
+        name = signal.Signals(signum).name
+        self.ask("Ctrl-C here" if name == "SIGINT" else f"{name} here")
+
+    def ask(self, why: str, the_line: bool = False) -> None:
+        """Safe in a signal handler: no lock, a byte to each run's pipe."""
+        if not self.asked:
+            self.why, self.the_line = why, the_line
+        self.asked += 1
+        self._wake()
+
+    def _wake(self) -> None:
+        for w in list(self._pipes):
+            try:
+                os.write(w, b"x")
+            except OSError:
+                pass
+
+    def listen(self) -> tuple[int, int]:
+        r, w = os.pipe()
+        os.set_blocking(w, False)
+        self._pipes.add(w)
+        if self.asked:
+            os.write(w, b"x")
+        return r, w
+
+    def forget(self, pipe: tuple[int, int]) -> None:
+        self._pipes.discard(pipe[1])
+        os.close(pipe[0])
+        os.close(pipe[1])
+
+
+def terminal_size() -> list[int] | None:
+    """[rows, columns] of the terminal here (stdout's, else stdin's), if any."""
+    for fd in (1, 0):
+        try:
+            if os.isatty(fd):
+                size = os.get_terminal_size(fd)
+                return [size.lines, size.columns]
+        except OSError:
+            continue
+    return None
+
+
+def write_to(fd: int) -> Output:
+    def write(data: bytes) -> None:
+        _write_all(fd, data)
+
+    return write
+
+
+def guard_remote(
+    destination: str,
+    config: Config,
+    request: GuardRequest | None,
+    *,
+    ssh: list[str],
+    output: Output | None,
+    notify: Notify,
+    stop: Stop | None = None,
+    the_bundle: Bundle | None = None,
+) -> RemoteRun:
+    """Run `request` under the breaker on `destination`: its paths and command
+    are the remote's (`~` its user's home); what it prints goes to `output`.
+    Raises RwError (exit 2) when the host cannot be reached or has no Python to
+    run rw. With no request, the report of the last guarded run there is
+    fetched (waited for while it runs). Without a `stop` of the caller's, Ctrl-C
+    here halts the run there."""
+    ask: dict = {"attach": True}
+    if request is not None:
+        ask = {"request": request.to_json(), "config": config_to_wire(config)}
+        ask["size"] = terminal_size() if output is not None else None
+    return talk_to(destination, ask, ssh=ssh, output=output, notify=notify, stop=stop,
+                   the_bundle=the_bundle)  # fmt: skip
+
+
+def pull_remote(destination: str, ref: str | None, *, ssh: list[str], notify: Notify) -> RemoteRun:
+    """The sessions recorded on `destination` (or the one `ref` names there), as
+    JSON documents in `documents`."""
+    return talk_to(destination, {"pull": ref}, ssh=ssh, output=None, notify=notify)
+
+
+def talk_to(
+    destination: str,
+    ask: dict,
+    *,
+    ssh: list[str],
+    output: Output | None,
+    notify: Notify,
+    stop: Stop | None = None,
+    the_bundle: Bundle | None = None,
+) -> RemoteRun:
+    """Start rw on `destination` (shipping it when it is not there) and ask it
+    `ask`; what comes back is in the RemoteRun."""
+    check_destination(destination)
+    b = the_bundle or bundle()
+    nonce = secrets.token_hex(8)
+    argv = [*ssh, "-T", "-e", "none", "--", destination, remote_command(b, nonce)]
+    own = stop is None
+    if stop is None:
+        stop = Stop()
+        stop.catch_signals()
+    conn = _Connection(argv)
+    result = RemoteRun(destination)
+    pipe = stop.listen()
+    try:
+        _talk(conn, result, b, nonce, ask, output, notify, stop, pipe[0])
+    finally:
+        stop.forget(pipe)
+        if own:
+            stop.release_signals()
+        status = conn.close()
+    if result.report is None and not result.lost and not result.ended:
+        _no_run(conn, result, status, nonce)
+    elif result.report is None and result.lost == CONNECTION_LOST and 0 <= status != SSH_FAILED:
+        result.lost = f"rw there ended without a report (exit status {status})"
+        result.going_on = False
+    return result
+
+
+def _no_run(conn: _Connection, result: RemoteRun, status: int, nonce: str) -> None:
+    why = conn.last_error()
+    dest = result.destination
+    if status == NO_PYTHON and conn.no_python:
+        raise RwError(
+            f"{dest}: no Python 3.9 or later to run rw there (python3 on the PATH of "
+            "its non-interactive shell)",
+            EXIT_USAGE,
+        )
+    if not result.python:
+        raise RwError(f"{dest}: cannot connect: {why or f'ssh exited {status}'}", EXIT_USAGE)
+    result.lost, result.going_on = why or f"ssh exited {status}", True
+
+
+def _talk(
+    conn: _Connection,
+    result: RemoteRun,
+    b: Bundle,
+    nonce: str,
+    ask: dict,
+    output: Output | None,
+    notify: Notify,
+    stop: Stop,
+    wake: int,
+) -> None:
+    assert conn.proc.stdout is not None
+    out = conn.proc.stdout.fileno()
+    start = wire.start_line(nonce)[1:]
+    before = b""  # what the remote's shell printed before rw's frames
+    parser: wire.Parser | None = None
+    asked_halt = False
+    resized = stop.resized
+    while True:
+        ready, _, _ = select.select([out, wake], [], [])
+        if wake in ready:
+            os.read(wake, 64)
+            if stop.resized != resized and result.python:
+                resized = stop.resized
+                size = terminal_size()
+                if size is not None:
+                    conn.send(wire.json_frame(wire.RESIZE, {"rows": size[0], "columns": size[1]}))
+            if not stop.asked:
+                continue
+            if stop.asked >= 2 and asked_halt:
+                result.lost = "stopped waiting for it; the rollback goes on there"
+                result.going_on = True
+                conn.proc.terminate()
+                return
+            if not result.python:  # nothing asked of the remote yet: nothing runs there
+                result.lost = f"{stop.why}: stopped before anything ran there"
+                conn.proc.terminate()
+                return
+            if not asked_halt:
+                asked_halt = True
+                notify(f"{stop.why}: halting there and rolling back (Ctrl-C again: stop waiting)")
+                conn.send(wire.json_frame(wire.HALT, {"why": stop.why}))
+        if out not in ready:
+            continue
+        data = os.read(out, 65536)
+        if not data:
+            if parser is not None and result.report is None and not (result.lost or result.ended):
+                result.lost, result.going_on = CONNECTION_LOST, True
+            return
+        if parser is None:
+            before += data
+            if no_python_line(nonce).encode() in before:
+                conn.no_python = True
+                continue
+            at = before.find(start)
+            if at < 0:
+                before = before[-4096:]
+                continue
+            parser = wire.Parser()
+            data = before[at + len(start) :]
+        try:
+            frames = parser.feed(data)
+        except wire.WireError as e:
+            result.lost = f"the remote rw said what is not a frame ({e})"
+            conn.proc.terminate()
+            return
+        for kind, payload in frames:
+            _frame(kind, payload, conn, result, b, ask, output, notify)
+
+
+def _frame(
+    kind: str,
+    payload: bytes,
+    conn: _Connection,
+    result: RemoteRun,
+    b: Bundle,
+    ask: dict,
+    output: Output | None,
+    notify: Notify,
+) -> None:
+    if kind == wire.OUT:
+        if output is not None:
+            output(payload)
+        return
+    if kind == wire.DOCUMENT:
+        result.documents.append(payload)
+        return
+    doc = json.loads(payload)
+    if kind == wire.HELLO:
+        result.python, result.where = doc.get("python", ""), doc.get("dir", "")
+        conn.connected(lambda line: notify(f"ssh: {line}"))
+        if not doc.get("cached"):
+            notify(f"sending rw {b.version} ({len(b.data) // 1024} KiB) to {result.where}")
+            result.sent_bundle = True
+            conn.send(wire.frame(wire.BUNDLE, b.data))
+        conn.send(wire.json_frame(wire.REQUEST, ask))
+    elif kind == wire.NOTE:
+        notify(str(doc.get("message", "")))
+    elif kind == wire.END:
+        result.ended = True
+    elif kind == wire.REPORT:
+        result.report = GuardReport.from_json(doc)
+    elif kind == wire.SESSION:
+        result.run = doc if isinstance(doc, dict) else {}
+
+    elif kind == wire.ERROR:
+        code = doc.get("exit_code")
+        raise RwError(
+            f"{result.destination}: {doc.get('message')}",
+            code if isinstance(code, int) and 1 <= code <= 3 else EXIT_USAGE,
+        )
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view) :]
+        except BlockingIOError:
+            select.select([], [fd], [], 1.0)
+        except OSError:
+            return

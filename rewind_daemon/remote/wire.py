@@ -1,0 +1,88 @@
+"""The wire between the local rw and the one it started over SSH: frames on the
+remote's stdin and stdout, `KIND LENGTH\\n` then LENGTH bytes.
+
+Before the first frame, a remote's shell may print anything (a login banner, a
+line of ~/.bashrc): the remote side starts its frames after a line holding a
+nonce the local side chose, and the local side skips everything before it.
+Runs on the remote too, under Python 3.9: standard library only.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import BinaryIO
+
+MAX_FRAME = 64 * 1024 * 1024
+_HEADER = re.compile(rb"([a-z]{1,16}) (\d{1,9})\n")
+
+# Remote to local
+HELLO = "hello"  # {python, cached, home}: the bootstrap is running
+OUT = "out"  # bytes the command printed
+NOTE = "note"  # {message}: what the breaker tells the user
+REPORT = "report"  # the guard report, as GuardReport.to_json
+SESSION = "session"  # the run as recorded there, to be stored here
+DOCUMENT = "document"  # a session there as `rw export --format json` writes it (rw pull)
+END = "end"  # {}: all that was asked is sent (rw pull)
+ERROR = "error"  # {message, exit_code}: the run could not start
+# Local to remote
+BUNDLE = "bundle"  # the zipapp, when the remote has not got it
+REQUEST = "request"  # {request, config}
+HALT = "halt"  # {why}: halt the run and roll back (Ctrl-C here)
+RESIZE = "resize"  # {rows, columns}: the terminal here changed size
+
+
+class WireError(Exception):
+    """The other side sent something that is not a frame."""
+
+
+def frame(kind: str, payload: bytes) -> bytes:
+    return b"%s %d\n" % (kind.encode(), len(payload)) + payload
+
+
+def json_frame(kind: str, doc: object) -> bytes:
+    return frame(kind, json.dumps(doc).encode())
+
+
+def start_line(nonce: str) -> bytes:
+    return b"\nRW-REMOTE %s\n" % nonce.encode()
+
+
+class Parser:
+    """Frames out of a byte stream that arrives in pieces."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+
+    def feed(self, data: bytes) -> list[tuple[str, bytes]]:
+        self.buf += data
+        out: list[tuple[str, bytes]] = []
+        while True:
+            nl = self.buf.find(b"\n", 0, 32)
+            if nl < 0:
+                if len(self.buf) >= 32:
+                    raise WireError(f"not a frame: {bytes(self.buf[:32])!r}")
+                return out
+            m = _HEADER.fullmatch(bytes(self.buf[: nl + 1]))
+            if m is None or int(m.group(2)) > MAX_FRAME:
+                raise WireError(f"not a frame: {bytes(self.buf[: nl + 1])!r}")
+            size = int(m.group(2))
+            if len(self.buf) < nl + 1 + size:
+                return out
+            out.append((m.group(1).decode(), bytes(self.buf[nl + 1 : nl + 1 + size])))
+            del self.buf[: nl + 1 + size]
+
+
+def read_frame(stream: BinaryIO) -> tuple[str, bytes] | None:
+    """The next frame of a blocking stream; None at its end."""
+    header = stream.readline(32)
+    if not header:
+        return None
+    m = _HEADER.fullmatch(header)
+    if m is None or int(m.group(2)) > MAX_FRAME:
+        raise WireError(f"not a frame: {header[:32]!r}")
+    size = int(m.group(2))
+    payload = stream.read(size) if size else b""
+    if len(payload) != size:
+        return None
+    return m.group(1).decode(), payload

@@ -1,0 +1,570 @@
+"""rw guard --host against a real OpenSSH server on 127.0.0.1 (tests/remote/
+conftest.py): a test user that has no rw, reached through the user-side ssh
+with -F; rw ships itself there, runs the breaker there, and brings the report
+and the run back here."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pexpect
+import pytest
+
+from rewind_daemon.guard.runner import stored_report
+from rewind_daemon.store import Store
+
+from ..checkpoints.test_probes import pid_alive
+from ..checkpoints.test_snapshot import tree_state
+from ..conftest import RW, rw_json, wait_for, write_config
+from .conftest import ALIAS, Remote
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def home(rw_home):
+    write_config(rw_home, "[daemon]\nautostart = false\n")
+    return rw_home
+
+
+def as_user(remote: Remote, path: Path) -> None:
+    """Give what the test made in the remote's home to its user."""
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in [dirpath, *(os.path.join(dirpath, n) for n in dirnames + filenames)]:
+            os.lchown(name, remote.uid, remote.uid)
+
+
+def remote_site(remote: Remote) -> Path:
+    site = remote.home / "site"
+    (site / "conf").mkdir(parents=True)
+    (site / "conf" / "app.ini").write_text("mode=prod\n")
+    (site / "index.html").write_text("<h1>hi</h1>\n")
+    (site / "empty").mkdir()
+    as_user(remote, site)
+    return site
+
+
+def remote_script(remote: Remote, name: str, text: str) -> str:
+    path = remote.home / name
+    path.write_text(text)
+    as_user(remote, path)
+    return f"~/{name}"
+
+
+def guard(remote: Remote, *args: str, timeout: float = 90, host: str = ALIAS):
+    return subprocess.run(
+        [RW, "guard", "--host", host, "--ssh-config", str(remote.ssh_config), *args],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def bundle_dir(remote: Remote) -> Path:
+    [where] = list((remote.home / ".cache" / "rw" / "remote").iterdir())
+    return where
+
+
+def test_rw_ships_itself_to_a_fresh_user_and_reuses_it_next_time(home, remote):
+    # The user has no rw: neither the program nor the package for its python3.
+    probe = remote.ssh("command -v rw; python3 -c 'import rewind_daemon'")
+    assert probe.returncode != 0 and "No module named 'rewind_daemon'" in probe.stderr
+
+    remote_site(remote)
+    first = guard(remote, "--paths", "~/site", "--", "sh", "-c", "echo hello there")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == "hello there\n"
+    assert "sending rw" in first.stderr
+    where = bundle_dir(remote)
+    pyz = where / "rw.pyz"
+    st = where.stat()
+    assert (st.st_uid, st.st_mode & 0o777) == (remote.uid, 0o700)
+    assert where.parent.stat().st_mode & 0o077 == 0
+    before = pyz.stat()
+
+    second = guard(remote, "--paths", "~/site", "--", "sh", "-c", "echo again")
+    assert second.returncode == 0, second.stderr
+    assert second.stdout == "again\n"
+    assert "sending rw" not in second.stderr
+    again = pyz.stat()
+    assert (again.st_ino, again.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    # It runs unpacked, its modules compiled once and kept.
+    assert list((where / "lib" / "rewind_daemon" / "guard").glob("__pycache__/runner.*.pyc"))
+
+    # A bundle that is not what this rw ships (damaged, or another build) is
+    # replaced, not run.
+    with open(pyz, "ab") as fh:
+        fh.write(b"\0")
+    third = guard(remote, "--paths", "~/site", "--", "sh", "-c", "echo replaced")
+    assert third.returncode == 0, third.stderr
+    assert third.stdout == "replaced\n" and "sending rw" in third.stderr
+    assert bundle_dir(remote) == where
+    assert (where / "rw.pyz").stat().st_size == before.st_size
+
+
+def test_a_warning_there_halts_rolls_back_there_and_reports_here(home, remote):
+    site = remote_site(remote)
+    before = tree_state(site)
+    script = remote_script(
+        remote,
+        "install.sh",
+        "set -e\n"
+        "echo 'installing into the site'\n"
+        "mkdir -p ~/site/lib && echo payload > ~/site/lib/new.so\n"
+        "printf 'mode=dev\\n' > ~/site/conf/app.ini\n"
+        "rm -r ~/site/empty\n"
+        # a grandchild in a session of its own
+        "setsid sh -c 'echo $$ > ~/grandchild.pid; exec sleep 300' &\n"
+        "while [ ! -s ~/grandchild.pid ]; do sleep 0.01; done\n"
+        "echo 'WARNING: mode changed to dev'\n"
+        "sleep 5\n"
+        "touch ~/after-warning\n",
+    )
+    report_file = home.parent / "report.json"
+    proc = guard(remote, "--paths", "~/site", "--report", str(report_file), "--", "sh", script)
+    assert proc.returncode == 1, proc.stderr
+    # The output streamed here, as it was printed there; the report here.
+    # (the killed script's shell may say "Killed" as it goes: output of the tree too)
+    shown = "installing into the site\nWARNING: mode changed to dev\n"
+    assert proc.stdout in (shown, shown + "Killed\n"), proc.stdout
+    assert "rw guard: HALTED: sh ~/install.sh\n  Host: rwtest\n" in proc.stderr
+    assert "Trigger: line 2: WARNING: mode changed to dev" in proc.stderr
+    assert "Checkpoint Status: Rollback completed successfully" in proc.stderr
+    assert f"modified  {site}/conf/app.ini" in proc.stderr
+    # Rolled back there, the tree of processes gone there.
+    assert tree_state(site) == before
+    grandchild = int((remote.home / "grandchild.pid").read_text())
+    assert not pid_alive(grandchild)
+    assert not (remote.home / "after-warning").exists()
+
+    doc = json.loads(report_file.read_text())
+    assert doc["host"] == ALIAS and doc["exit_code"] == 1
+    assert doc["trigger"]["line"] == "WARNING: mode changed to dev"
+    assert doc["run_seconds"] < 4  # halted at the line, not after the sleep
+    assert f"deleted   {site}/lib/new.so" in doc["reverted"]
+
+    # The run is stored here, with its host, as it was recorded there.
+    [session] = [s for s in rw_json("sessions") if s["host"] == ALIAS]
+    assert session["origin"] == "guard" and session["user"] == remote.user
+    assert session["id"] == doc["session"]
+    [step] = rw_json("log", session["id"])
+    assert step["command"] == "sh ~/install.sh" and step["exit_code"] == 137
+    store = Store(home / "data" / "rw.db")
+    try:
+        assert store.output(session["id"], 1) == proc.stdout.encode()
+        report = stored_report(store, session["id"])
+        assert report is not None and report.trip is not None and report.trip.line_no == 2
+    finally:
+        store.close()
+    there = Store(remote.home / ".local" / "share" / "rw" / "rw.db", readonly=True)
+    try:
+        assert there.get_session(session["id"]) is not None
+    finally:
+        there.close()
+    # That command is the remote's: `rw guard --again` never runs it here.
+    again = subprocess.run([RW, "guard", "--again"], capture_output=True, text=True, timeout=30)
+    assert again.returncode == 2 and "no guarded run recorded yet" in again.stderr
+
+
+def test_ctrl_c_here_halts_and_rolls_back_there(home, remote):
+    site = remote_site(remote)
+    before = tree_state(site)
+    child = pexpect.spawn(
+        RW,
+        ["guard", "--host", ALIAS, "--ssh-config", str(remote.ssh_config), "--paths", "~/site",
+         "--", "sh", "-c", "echo broken > ~/site/index.html; echo ready; sleep 60"],
+        encoding="utf-8", timeout=60, dimensions=(33, 111),
+    )  # fmt: skip
+    try:
+        child.expect_exact("ready")
+        child.sendcontrol("c")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 1, child.before
+    assert "Type: INTERRUPTED" in child.before
+    assert "Rollback completed successfully" in child.before
+    assert tree_state(site) == before
+    assert wait_for(lambda: not [p for p in remote.pids() if b"sleep" in _cmdline(p)])
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def test_no_python_there_is_one_line_and_exit_2(home, remote):
+    # The remote's commands get a PATH without any python3 on it.
+    env_file = remote.home / ".ssh" / "environment"
+    env_file.write_text(f"PATH={remote.home}/bin-without-python\n")
+    as_user(remote, env_file)
+    proc = guard(remote, "--", "true")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert "rw: rwtest: no Python 3.9 or later to run rw there" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_bad_host_is_one_line_and_exit_2(home, remote, tmp_path):
+    for host, message in [
+        ("nosuchhost.invalid", "rw: nosuchhost.invalid: cannot connect: "),
+        ("-oProxyCommand=touch x", "not a host to connect to"),
+        ("", "not a host to connect to"),
+    ]:
+        proc = guard(remote, "--", "true", host=host)
+        assert proc.returncode == 2, (host, proc.stderr)
+        assert proc.stderr.count("\n") == 1 and message in proc.stderr, proc.stderr
+    assert not (tmp_path / "x").exists()
+    proc = subprocess.run(
+        [RW, "guard", "--host", ALIAS, "--ssh-config", str(tmp_path / "nope"), "--", "true"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    proc = subprocess.run(
+        [RW, "guard", "--host", ALIAS, "--again"], capture_output=True, text=True, timeout=30
+    )
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    for args in (["--hosts-file", str(tmp_path / "nope")], ["--parallel", "2"], ["--attach"]):
+        proc = subprocess.run(
+            [RW, "guard", *args, "--", "true"], capture_output=True, text=True, timeout=30
+        )
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1, (args, proc.stderr)
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                fields = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.append(int(name))
+    return out
+
+
+def test_a_dropped_connection_leaves_the_breaker_running_there_and_attach_reports(home, remote):
+    site = remote_site(remote)
+    before = tree_state(site)
+    proc = subprocess.Popen(
+        [RW, "guard", "--host", ALIAS, "--ssh-config", str(remote.ssh_config), "--paths", "~/site",
+         "--", "sh", "-c",
+         "echo broken > ~/site/index.html; echo ready; sleep 4; echo 'ERROR: late'; sleep 60"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        [ssh] = _children(proc.pid)
+        os.kill(ssh, signal.SIGKILL)  # the connection drops
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 1, err
+    assert "rw: rwtest: no report (the connection was lost" in err
+    assert "rw guard --host rwtest --attach" in err
+    assert tree_state(site) != before  # not rolled back because the connection dropped
+
+    # --attach waits for the run there, which halts at its own rule and rolls back.
+    attached = guard(remote, "--attach")
+    assert attached.returncode == 1, attached.stderr
+    assert "waiting for the run" in attached.stderr
+    assert "Trigger: line 2: ERROR: late" in attached.stderr
+    assert "Checkpoint Status: Rollback completed successfully" in attached.stderr
+    assert tree_state(site) == before
+    # (as an import: its command is the remote's word, not what was typed here)
+    [session] = [s for s in rw_json("sessions") if s["host"] == ALIAS]
+    assert session["origin"] == "import" and session["steps"] == 1
+    # Attaching again reports the same run, stored here once.
+    again = guard(remote, "--attach")
+    assert again.returncode == 1 and "Trigger: line 2: ERROR: late" in again.stderr
+    assert len([s for s in rw_json("sessions") if s["host"] == ALIAS]) == 1
+
+
+def test_hosts_roll_one_at_a_time_and_stop_at_the_first_halt(home, remote, remote2, tmp_path):
+    both = tmp_path / "ssh_config"
+    both.write_text(remote.ssh_config.read_text() + remote2.ssh_config.read_text())
+    sites = {r.alias: remote_site(r) for r in (remote, remote2)}
+    for r in (remote, remote2):
+        remote_script(r, "install.sh", "echo v2 > ~/site/index.html; touch ~/ran; echo done\n")
+
+    def rolling(*hosts: str) -> subprocess.CompletedProcess:
+        args = [a for h in hosts for a in ("--host", h)]
+        return subprocess.run(
+            [RW, "guard", *args, "--ssh-config", str(both), "--paths", "~/site", "--",
+             "sh", "~/install.sh"],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    proc = rolling("rwtest", "rwtest2")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "done\ndone\n"
+    assert "rw guard: hosts\n  rwtest: ran\n  rwtest2: ran\n" in proc.stderr
+    assert (remote.home / "ran").exists() and (remote2.home / "ran").exists()
+    runs = {s["host"]: s["id"] for s in rw_json("sessions")}
+    assert sorted(runs) == ["rwtest", "rwtest2"]
+    # The same command on two hosts: the runs compare alike.
+    diff = subprocess.run(
+        [RW, "diff", runs["rwtest"], runs["rwtest2"]], capture_output=True, text=True, timeout=30
+    )
+    assert diff.returncode == 0, diff.stdout + diff.stderr
+
+    # Now the first host halts: the second is left untouched.
+    for r in (remote, remote2):
+        (r.home / "ran").unlink()
+        (sites[r.alias] / "index.html").write_text("<h1>hi</h1>\n")
+    remote_script(remote, "install.sh", "echo v3 > ~/site/index.html; echo 'ERROR: disk full'\n")
+    before = {alias: tree_state(site) for alias, site in sites.items()}
+    inventory = tmp_path / "hosts"
+    inventory.write_text("# web tier\nrwtest\n\nrwtest2  # the canary goes first\n")
+    proc = subprocess.run(
+        [RW, "guard", "--hosts-file", str(inventory), "--ssh-config", str(both), "--paths",
+         "~/site", "--", "sh", "~/install.sh"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stdout == "ERROR: disk full\n"
+    assert (
+        "rw guard: hosts\n"
+        "  rwtest: halted (ERROR); Rollback completed successfully\n"
+        "  rwtest2: untouched\n"
+    ) in proc.stderr
+    assert {alias: tree_state(site) for alias, site in sites.items()} == before
+    assert not (remote2.home / "ran").exists()
+    assert sorted(s["host"] for s in rw_json("sessions")) == ["rwtest", "rwtest", "rwtest2"]
+
+
+def test_parallel_hosts_stop_the_line_when_one_halts(home, remote, remote2, tmp_path):
+    both = tmp_path / "ssh_config"
+    both.write_text(remote.ssh_config.read_text() + remote2.ssh_config.read_text())
+    sites = {r.alias: remote_site(r) for r in (remote, remote2)}
+    before = {alias: tree_state(site) for alias, site in sites.items()}
+    remote_script(
+        remote,
+        "install.sh",
+        "echo v2 > ~/site/index.html; echo started\n"
+        "while [ ! -e ~/../$PEER/started ]; do sleep 0.05; done\n"
+        "echo 'ERROR: migration failed'; sleep 30\n",
+    )
+    remote_script(
+        remote2,
+        "install.sh",
+        "echo v2 > ~/site/index.html; touch ~/started; echo started\nsleep 30; touch ~/ran\n",
+    )
+    (remote2.home).chmod(0o755)  # the first host's script waits for the second's to start
+    proc = subprocess.run(
+        [RW, "guard", "--host", "rwtest", "--host", "rwtest2", "--parallel", "2",
+         "--ssh-config", str(both), "--paths", "~/site", "--", "env",
+         f"PEER={remote2.user}", "sh", "~/install.sh"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    # Each line of output after its host's name (a shell whose child was killed
+    # may say so as it goes: that is output too).
+    lines = proc.stdout.splitlines()
+    assert {"rwtest: started", "rwtest2: started", "rwtest: ERROR: migration failed"} <= set(
+        lines
+    ), proc.stdout
+    assert all(line.startswith(("rwtest: ", "rwtest2: ")) for line in lines), proc.stdout
+    assert (
+        "rw guard: hosts\n"
+        "  rwtest: halted (ERROR); Rollback completed successfully\n"
+        "  rwtest2: rolled back (another host halted); Rollback completed successfully\n"
+    ) in proc.stderr
+    assert {alias: tree_state(site) for alias, site in sites.items()} == before
+    assert not (remote2.home / "ran").exists()
+    assert not [p for p in remote2.pids() if b"sleep" in _cmdline(p)]
+    assert sorted(s["host"] for s in rw_json("sessions")) == ["rwtest", "rwtest2"]
+
+
+def test_a_remote_rw_that_is_killed_is_said_so_here(home, remote):
+    remote_site(remote)
+    proc = subprocess.Popen(
+        [RW, "guard", "--host", ALIAS, "--ssh-config", str(remote.ssh_config), "--paths", "~/site",
+         "--", "sh", "-c", "echo ready; sleep 60"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        [agent] = [p for p in remote.pids() if _cmdline(p).startswith(b"python3\0-I\0")]
+        os.kill(agent, signal.SIGKILL)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 1, err
+    assert "rw: rwtest: no report (rw there ended without a report (exit status 137))\n" in err
+    assert "Traceback" not in err
+
+
+def test_rw_pull_brings_the_hosts_sessions_home_once(home, remote):
+    remote_site(remote)
+    assert guard(remote, "--paths", "~/site", "--", "true").returncode == 0
+    # A session recorded there by rw itself (the rw it shipped there, as a user would run it).
+    history = remote.home / ".bash_history"
+    history.write_text("echo one\nls -l /tmp\n")
+    as_user(remote, history)
+    made = remote.ssh("python3 ~/.cache/rw/remote/*/rw.pyz import bash ~/.bash_history")
+    assert made.returncode == 0, made.stderr
+
+    def pull(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [RW, "pull", *args, "--ssh-config", str(remote.ssh_config)],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=90,
+        )  # fmt: skip
+
+    proc = pull(ALIAS)
+    assert proc.returncode == 0, proc.stderr
+    assert "rw: rwtest: 1 session pulled, 1 here already" in proc.stderr
+    here = {s["origin"]: s for s in rw_json("sessions") if s["host"] == ALIAS}
+    assert sorted(here) == ["guard", "import"]
+    assert [step["command"] for step in rw_json("log", here["import"]["id"])] == [
+        "echo one",
+        "ls -l /tmp",
+    ]
+    # Pulled again: nothing new.
+    again = pull(ALIAS, "--json")
+    assert again.returncode == 0, again.stderr
+    assert sorted(x["new"] for x in json.loads(again.stdout)) == [False, False]
+    assert len([s for s in rw_json("sessions") if s["host"] == ALIAS]) == 2
+    # One session, named as it is there (`last`: the last one recorded there).
+    one = pull(ALIAS, here["import"]["id"][:12], "--json")
+    assert [x["session"] for x in json.loads(one.stdout)] == [here["import"]["id"]]
+    last = pull(ALIAS, "last", "--json")
+    assert [x["session"] for x in json.loads(last.stdout)] == [here["guard"]["id"]]
+    bad = pull("nosuchhost.invalid")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
+
+
+def test_ctrl_c_before_the_remote_answers_runs_nothing_there(home, remote):
+    remote_site(remote)
+    rc = remote.home / ".ssh" / "rc"  # sshd runs it before the command: a slow login
+    rc.write_text("sleep 3\n")
+    as_user(remote, rc)
+    child = pexpect.spawn(
+        RW,
+        ["guard", "--host", ALIAS, "--ssh-config", str(remote.ssh_config), "--paths", "~/site",
+         "--", "touch", "~/ran"],
+        encoding="utf-8", timeout=30, dimensions=(33, 111),
+    )  # fmt: skip
+    try:
+        time.sleep(1.0)
+        child.sendcontrol("c")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 1, child.before
+    assert "Ctrl-C here: stopped before anything ran there" in child.before
+    time.sleep(4)
+    assert not (remote.home / "ran").exists()
+    assert "Traceback" not in child.before
+
+
+def test_the_command_there_gets_the_size_of_the_terminal_here(home, remote):
+    remote_site(remote)
+    child = pexpect.spawn(
+        RW,
+        ["guard", "--host", ALIAS, "--ssh-config", str(remote.ssh_config), "--paths", "~/site",
+         "--", "sh", "-c",
+         "stty size; trap 'stty size; exit 0' WINCH; echo ready; while :; do sleep 0.1; done"],
+        encoding="utf-8", timeout=60, dimensions=(33, 111),
+    )  # fmt: skip
+    try:
+        child.expect_exact("33 111")
+        child.expect_exact("ready")
+        child.setwinsize(40, 120)
+        child.expect_exact("40 120")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0, child.before
+
+
+def test_a_host_behind_a_jump_host_through_the_users_ssh_config(home, remote, remote2, tmp_path):
+    # rwtest2 is reached through rwtest (ProxyJump), as the user's ssh config says.
+    config = tmp_path / "ssh_config"
+    config.write_text(
+        remote.ssh_config.read_text()
+        + remote2.ssh_config.read_text().replace(
+            "  HostName 127.0.0.1\n", "  HostName 127.0.0.1\n  ProxyJump rwtest\n"
+        )
+    )
+    remote_site(remote2)
+    proc = subprocess.run(
+        [RW, "guard", "--host", "rwtest2", "--ssh-config", str(config), "--paths", "~/site",
+         "--", "sh", "-c", "echo on the far side"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "on the far side\n"
+    # The jump host took a login (nothing else here logs in to it) and ran nothing.
+    assert f"Accepted publickey for {remote.user}" in remote.log.read_text()
+    assert (remote2.home / ".cache" / "rw" / "remote").is_dir()
+    assert not (remote.home / ".cache" / "rw").exists()  # the jump host only passed it on
+
+
+def test_runs_go_over_the_users_controlmaster(home, remote, tmp_path):
+    config = tmp_path / "ssh_config"
+    control = tmp_path / "cm"
+    config.write_text(
+        remote.ssh_config.read_text()
+        + f"  ControlMaster auto\n  ControlPath {control}\n  ControlPersist 60\n"
+    )
+    remote_site(remote)
+    try:
+        for word in ("first", "second"):
+            proc = subprocess.run(
+                [RW, "guard", "--host", ALIAS, "--ssh-config", str(config), "--paths", "~/site",
+                 "--", "echo", word],
+                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+            assert proc.returncode == 0, proc.stderr
+            assert proc.stdout == f"{word}\n"
+            # the master the first run started is there for the next one
+            check = subprocess.run(
+                ["ssh", "-F", str(config), "-O", "check", ALIAS],
+                capture_output=True, text=True, timeout=30,
+            )  # fmt: skip
+            assert check.returncode == 0, check.stderr
+        logins = remote.log.read_text().count(f"Accepted publickey for {remote.user}")
+        assert logins == 1  # one connection, two runs
+    finally:
+        subprocess.run(["ssh", "-F", str(config), "-O", "exit", ALIAS], capture_output=True)
+
+
+def test_rw_ssh_names_the_ssh_command(home, remote):
+    remote_site(remote)
+    env = {**os.environ, "RW_SSH": f"ssh -F '{remote.ssh_config}' -o ConnectTimeout=20"}
+    proc = subprocess.run(
+        [RW, "guard", "--host", ALIAS, "--paths", "~/site", "--", "echo", "via RW_SSH"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "via RW_SSH\n"
+    for bad, message in (("ssh '", "RW_SSH: "), ("no-such-ssh-program", "cannot run")):
+        proc = subprocess.run(
+            [RW, "guard", "--host", ALIAS, "--", "true"], capture_output=True, text=True,
+            timeout=60, env={**os.environ, "RW_SSH": bad},
+        )  # fmt: skip
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+        assert message in proc.stderr
+
+
+def test_what_the_remotes_login_prints_first_is_skipped(home, remote):
+    remote_site(remote)
+    rc = remote.home / ".ssh" / "rc"  # sshd runs it before the command; its output comes here
+    rc.write_text(
+        "echo 'Welcome to web1'\necho 'RW-REMOTE 0123456789abcdef'\nprintf 'out 3\\nabc'\n"
+    )
+    as_user(remote, rc)
+    assert "Welcome to web1" in remote.ssh("true").stdout  # what plain ssh shows
+    proc = guard(remote, "--paths", "~/site", "--", "echo", "clean")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "clean\n"
+    assert "Welcome" not in proc.stderr
