@@ -317,19 +317,20 @@ LONG = 4096  # from this length on, a text is searched as _long_text says
 # does: where its words are denser, the rule searches the whole text.
 DENSE = 16
 
-# The words every match of some rule holds (see _STARTS).
-_KEY_WORDS = ("pass", "token", "secret", "key", "credential")
-_NAME_WORDS = ("pass", "pwd", "key", "secret", "token", "credential")
-# The secret of every token rule (AWS, GitHub, GitLab, Slack, Stripe, Vault,
-# npm) is a run of at least this many of these characters, its prefix in the
-# run or just before it (`hvs.`, `s.`).
-_TOKEN_RUN = 15
+# The words every match of the rules about keys holds (see _STARTS): the
+# secret words (_SECRET_WORD's), which also all secret variables' names
+# hold but those ending in PASS or _PWD (ENV_RULES').
+_KEY_WORDS = ("passw", "passphrase", "token", "secret", "key", "credential")
+# The secret of every token rule but Slack's and Stripe's (AWS, GitHub,
+# GitLab, Vault, npm) is a run of at least this many of these characters, its
+# prefix in the run or just before it (`hvs.`, `s.`).
+_TOKEN_RUN = 20
 _TOKEN_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
 _TOKEN_TABLE = bytes(0x61 if c in _TOKEN_CHARS else 0x2E for c in range(256))
 _TOKEN_RUNS = re.compile(rf"[A-Za-z0-9_\-]{{{_TOKEN_RUN},}}")
 _TOKEN_PREFIX = re.compile(
     r"AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|gh[pousr]_|github_pat_|gl(?:pat|dt|rt|ptt)-"
-    r"|xox[abposr]-|[sr]k_(?:live|test)_|hv[sbr]\.|s\.|npm_"
+    r"|hv[sbr]\.|s\.|npm_"
 )
 
 
@@ -437,34 +438,26 @@ def _keys(*words: str, option: bool = False) -> Callable[[_Scan], list[int]]:
     or with `option` an option (`--KEY VALUE`): what follows the run of
     characters of a key holding it, the widest of the rules' (a rule's own
     run ends there too when what it needs after it is there), and where an
-    option's run begins."""
+    option's run begins. (Each pattern takes in the rest of the run whatever
+    follows, so a run holding many words is looked at once, from its first.)"""
+    after = r"(\s)?" if option else r'(\\?"\s*:|\s*(?:=|:\s))?'
+    patterns = [re.compile(f"{word}[\\w.\\-]*{after}") for word in words]
 
     def hits(scan: _Scan) -> list[int]:
         found = scan.derived.get(hits)
-        if found is not None:
-            return found
-        low, out = scan.low, scan.derived.setdefault(hits, [])
-        end, keyed = -1, False
-        for at in sorted(scan.find(*words)):
-            if at >= end:  # (else in the run of the word before: looked at)
-                end = _KEY_RUN.match(low, at).end()  # type: ignore[union-attr]
-                if option:
-                    keyed = bool(_SPACE.match(low, end)) and (
-                        low[_run_start(low, at, _KEY_BACK) : at + 1][:1] == "-"
-                    )
-                else:
-                    keyed = _KEY_END.match(low, end) is not None
-            if keyed:
-                out.append(at)
-        return out
+        if found is None:
+            low = scan.low
+            found = scan.derived[hits] = [
+                m.start() for p in patterns for m in p.finditer(low) if m.group(1) is not None
+            ]
+            if option:  # (an option's run begins with a dash)
+                found[:] = [at for at in found if low[_run_start(low, at, _KEY_BACK)] == "-"]
+        return found
 
     return hits
 
 
-_KEY_RUN = re.compile(r"[\w.\-]*")
 _KEY_BACK = re.compile(r"(?s).*[^\w.\-]")
-_KEY_END = re.compile(r'\\?"\s*:|\s*(?:=|:\s)')
-_SPACE = re.compile(r"\s")
 
 
 def _preceded(word: str, before: str, *offsets: int) -> Callable[[_Scan], list[int]]:
@@ -523,8 +516,9 @@ def _tokens(scan: _Scan) -> list[int]:
 
 
 def _url(scan: _Scan) -> list[int]:
+    # (Only where a user, a password and an @ follow: most URLs have none.)
     run = _SCHEME_RUN
-    return [_run_start(scan.value, at, run) for at in scan.find("://")]
+    return [_run_start(scan.value, at, run) for at in scan.search(_CREDENTIALS)]
 
 
 def _docker(scan: _Scan) -> list[int]:
@@ -539,6 +533,7 @@ _JSON_AUTH = re.compile(r'auth\\?"\s*:')  # (in the lowercased text)
 _SECRET_KEYS = _keys(*_KEY_WORDS)
 _JSON_KEYS = _runs(_SECRET_KEYS, r"\w.\-", 0, -1, -2)
 _SCHEME_RUN = re.compile(r"(?s).*[^a-zA-Z0-9+.\-]")
+_CREDENTIALS = re.compile(r"://[^/\s:@]+:[^@\s/]+@")  # (in the lowercased text)
 
 # Per text rule: where its matches can begin, from where its words are. Each
 # rule's pattern says why: a match begins at the word (`\bcurl`), a fixed
@@ -551,9 +546,9 @@ _STARTS = {
     "github-token": _tokens,
     "github-fine-grained-token": _tokens,
     "gitlab-token": _tokens,
-    "slack-token": _tokens,
-    "slack-webhook": _after(("://",), -len("https")),
-    "stripe-key": _tokens,
+    "slack-token": _after(("xox",), 0),
+    "slack-webhook": _after(("hooks.slack.com/services/",), -len("https://")),
+    "stripe-key": _after(("k_live_", "k_test_"), -1),
     "vault-token": _tokens,
     "vault-token-legacy": _tokens,
     "npm-token": _tokens,
@@ -561,9 +556,9 @@ _STARTS = {
     "url-credentials": _url,
     "mysql-password": _after(("mysql", "mariadb"), 0),
     "curl-user": _after(("curl",), 0),
-    "sshpass": _preceded("pass", "ssh", -len("ssh")),
+    "sshpass": _after(("sshpass",), 0),
     "docker-login": _docker,
-    "openssl-pass": _preceded("pass", "-", -1, -2),
+    "openssl-pass": _after(("-pass",), 0, -1),
     # (A key with a secret word in it, or `auth` alone.)
     "json-secret-field": lambda scan: _both(
         _JSON_KEYS(scan), [at + o for at in scan.search(_JSON_AUTH) for o in (-1, -2)]
@@ -574,7 +569,10 @@ _STARTS = {
         *_preceded("secret", "aws_", -len("aws_"))(scan),
         *_preceded("token", "aws_session_", -len("aws_session_"))(scan),
     ],
-    "secret-env-assignment": _runs(_keys(*_NAME_WORDS), "A-Z0-9_", 0, 0),
+    # (A name holding a secret word, or ending in PASS, _PWD or KEY: `NAME=`.)
+    "secret-env-assignment": _runs(
+        lambda scan: _SECRET_KEYS(scan) + scan.find("pass=", "_pwd="), "A-Z0-9_", 0, 0
+    ),
 }
 
 
