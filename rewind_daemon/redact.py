@@ -6,8 +6,9 @@ RULES is the one list of what is redacted. The README's table is made from it
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 MASK = "<redacted>"
@@ -309,6 +310,303 @@ RULES: tuple[Rule, ...] = (
     ),
 )
 
+# --- long texts ---------------------------------------------------------------------
+
+LONG = 4096  # from this length on, a text is searched as _long_text says
+# Trying a rule at one place costs about what searching this many characters
+# does: where its words are denser, the rule searches the whole text.
+DENSE = 16
+
+# The words every match of the rules about keys holds (see _STARTS): the
+# secret words (_SECRET_WORD's), which also all secret variables' names
+# hold but those ending in PASS or _PWD (ENV_RULES').
+_KEY_WORDS = ("passw", "passphrase", "token", "secret", "key", "credential")
+# The secret of every token rule but Slack's and Stripe's (AWS, GitHub,
+# GitLab, Vault, npm) is a run of at least this many of these characters, its
+# prefix in the run or just before it (`hvs.`, `s.`).
+_TOKEN_RUN = 20
+_TOKEN_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
+_TOKEN_TABLE = bytes(0x61 if c in _TOKEN_CHARS else 0x2E for c in range(256))
+_TOKEN_RUNS = re.compile(rf"[A-Za-z0-9_\-]{{{_TOKEN_RUN},}}")
+_TOKEN_PREFIX = re.compile(
+    r"AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|gh[pousr]_|github_pat_|gl(?:pat|dt|rt|ptt)-"
+    r"|hv[sbr]\.|s\.|npm_"
+)
+
+
+class _Scan:
+    """Where the rules' words are in one text, each looked for once, when asked
+    (kept as spans, so that they can follow the text's changes: see `edited`)."""
+
+    def __init__(self, value: str, low: str | None = None):
+        self.value = value
+        self._low, self._checked = low, False
+        self._found: dict[str, list[tuple[int, int]]] = {}
+        self.derived: dict[object, list[int]] = {}  # (made from _found: not kept by `edited`)
+
+    @property
+    def low(self) -> str:
+        """The text lowercased, and the two letters that the patterns ignoring
+        case take for ASCII ones (ſ for s, ı for i) made those."""
+        low = self._low
+        if low is None or not self._checked:
+            low = self.value.lower() if low is None else low
+            if not low.isascii() and ("ſ" in low or "ı" in low):
+                low = low.replace("ſ", "s").replace("ı", "i")
+            self._low, self._checked = low, True
+        return low
+
+    def find(self, *words: str) -> list[int]:
+        """Where each of `words` is in the lowercased text."""
+        out: list[int] = []
+        for word in words:
+            hits = self._found.get(word)
+            if hits is None:
+                hits = self._found[word] = []
+                n, low = len(word), self.low
+                find, at = low.find, low.find(word)
+                while at >= 0:
+                    hits.append((at, at + n))
+                    at = find(word, at + 1)
+            out += (at for at, _ in hits)
+        return out
+
+    def search(self, pattern: re.Pattern[str]) -> list[int]:
+        """Where `pattern` matches in the lowercased text."""
+        hits = self._found.get(pattern.pattern)
+        if hits is None:
+            hits = self._found[pattern.pattern] = [m.span() for m in pattern.finditer(self.low)]
+        return [at for at, _ in hits]
+
+    def tokens(self) -> list[int]:
+        """Where a token's prefix is, in or before a long enough run of its
+        characters (the runs found in bytes, when positions there are the same)."""
+        hits = self._found.get("")
+        if hits is None:
+            value = self.value
+            if value.isascii():
+                runs = value.encode("ascii").translate(_TOKEN_TABLE)
+                long_run, spans = b"a" * _TOKEN_RUN, []
+                at = runs.find(long_run)
+                while at >= 0:
+                    end = runs.find(b".", at)
+                    end = len(runs) if end < 0 else end
+                    spans.append((at, end))
+                    at = runs.find(long_run, end)
+            else:
+                spans = [m.span() for m in _TOKEN_RUNS.finditer(value)]
+            hits = self._found[""] = [
+                m.span() for a, b in spans for m in _TOKEN_PREFIX.finditer(value, max(0, a - 4), b)
+            ]
+        return [at for at, _ in hits]
+
+    def edited(self, value: str, edits: list[tuple[int, int, int]]) -> _Scan:
+        """This scan, of the text become `value` by `edits` ((start, end, length
+        of what replaced it), in order): a word in what was replaced is gone,
+        the others moved. A replacement (the mask) makes no word, in itself or
+        with what is around it: it holds none, and begins and ends with
+        characters none holds."""
+        new = _Scan(value)
+        for key, hits in self._found.items():
+            kept, i, moved = [], 0, 0
+            for start, end in hits:
+                while i < len(edits) and edits[i][1] <= start:
+                    a, b, n = edits[i]
+                    moved += n - (b - a)
+                    i += 1
+                if i < len(edits) and edits[i][0] < end:
+                    continue
+                kept.append((start + moved, end + moved))
+            new._found[key] = kept
+        return new
+
+
+def _run_start(value: str, end: int, other: re.Pattern[str]) -> int:
+    """Where the run ending at `end` of the characters `other` (a regex
+    `(?s).*[^...]`) does not match starts: after the last it does."""
+    while end > 0:
+        lo = max(0, end - 256)
+        m = other.match(value, lo, end)  # (from the right: .* then back to the last)
+        if m is not None:
+            return m.end()
+        end = lo
+    return 0
+
+
+def _keys(*words: str, option: bool = False) -> Callable[[_Scan], list[int]]:
+    """Where one of `words` is in what can be a key (`KEY=`, `KEY: `, `"KEY":`),
+    or with `option` an option (`--KEY VALUE`): what follows the run of
+    characters of a key holding it, the widest of the rules' (a rule's own
+    run ends there too when what it needs after it is there), and where an
+    option's run begins. (Each pattern takes in the rest of the run whatever
+    follows, so a run holding many words is looked at once, from its first.)"""
+    after = r"(\s)?" if option else r'(\\?"\s*:|\s*(?:=|:\s))?'
+    patterns = [re.compile(f"{word}[\\w.\\-]*{after}") for word in words]
+
+    def hits(scan: _Scan) -> list[int]:
+        found = scan.derived.get(hits)
+        if found is None:
+            low = scan.low
+            found = scan.derived[hits] = [
+                m.start() for p in patterns for m in p.finditer(low) if m.group(1) is not None
+            ]
+            if option:  # (an option's run begins with a dash)
+                found[:] = [at for at in found if low[_run_start(low, at, _KEY_BACK)] == "-"]
+        return found
+
+    return hits
+
+
+_KEY_BACK = re.compile(r"(?s).*[^\w.\-]")
+
+
+def _preceded(word: str, before: str, *offsets: int) -> Callable[[_Scan], list[int]]:
+    """Matches begin `offsets` from `word` where `before` is right before it."""
+    n = len(before)
+
+    def starts(scan: _Scan) -> list[int]:
+        low = scan.low
+        return [
+            at + o
+            for at in scan.find(word)
+            if at >= n and low[at - n : at] == before
+            for o in offsets
+        ]
+
+    return starts
+
+
+def _runs(
+    words: Callable[[_Scan], list[int]], chars: str, flags: int, *offsets: int
+) -> Callable[[_Scan], list[int] | None]:
+    """Matches begin where the run of `chars` holding one of the `words` found
+    begins (plus `offsets`)."""
+    run = re.compile(f"(?s).*[^{chars}]", flags)
+    within = re.compile(f"[{chars}]*", flags)
+
+    def starts(scan: _Scan) -> list[int] | None:
+        value, firsts = scan.value, set()
+        last, first = -1, 0
+        hits = words(scan)
+        if len(hits) * DENSE > len(value):
+            return None
+        for at in sorted(hits):
+            # (Words in the same run share its start: each part of the text is
+            # looked at once, however many words a long run holds.)
+            if last < 0 or not within.fullmatch(value, last, at):
+                first = _run_start(value, at, run)
+            firsts.add(first)
+            last = at
+        return [first + o for first in firsts for o in offsets]
+
+    return starts
+
+
+def _after(words: tuple[str, ...], *offsets: int) -> Callable[[_Scan], list[int]]:
+    """Matches begin at one of `words` (plus `offsets`)."""
+
+    def starts(scan: _Scan) -> list[int]:
+        return [at + o for at in scan.find(*words) for o in offsets]
+
+    return starts
+
+
+def _tokens(scan: _Scan) -> list[int]:
+    return scan.tokens()
+
+
+def _url(scan: _Scan) -> list[int]:
+    # (Only where a user, a password and an @ follow: most URLs have none.)
+    run = _SCHEME_RUN
+    return [_run_start(scan.value, at, run) for at in scan.search(_CREDENTIALS)]
+
+
+def _docker(scan: _Scan) -> list[int]:
+    return scan.find("docker", "podman", "nerdctl", "buildah") if scan.find("login") else []
+
+
+def _both(one: list[int] | None, other: list[int] | None) -> list[int] | None:
+    return None if one is None or other is None else one + other
+
+
+_JSON_AUTH = re.compile(r'auth\\?"\s*:')  # (in the lowercased text)
+_SECRET_KEYS = _keys(*_KEY_WORDS)
+_JSON_KEYS = _runs(_SECRET_KEYS, r"\w.\-", 0, -1, -2)
+_SCHEME_RUN = re.compile(r"(?s).*[^a-zA-Z0-9+.\-]")
+_CREDENTIALS = re.compile(r"://[^/\s:@]+:[^@\s/]+@")  # (in the lowercased text)
+
+# Per text rule: where its matches can begin, from where its words are. Each
+# rule's pattern says why: a match begins at the word (`\bcurl`), a fixed
+# distance before it (`--pass`, `Proxy-Authorization`), or where the run of
+# characters of a key or variable name that holds the word begins (the
+# patterns' lookbehinds forbid those characters before it).
+_STARTS = {
+    "pem-private-key": _after(("-----begin ",), 0),
+    "aws-access-key-id": _tokens,
+    "github-token": _tokens,
+    "github-fine-grained-token": _tokens,
+    "gitlab-token": _tokens,
+    "slack-token": _after(("xox",), 0),
+    "slack-webhook": _after(("hooks.slack.com/services/",), -len("https://")),
+    "stripe-key": _after(("k_live_", "k_test_"), -1),
+    "vault-token": _tokens,
+    "vault-token-legacy": _tokens,
+    "npm-token": _tokens,
+    "authorization-header": _after(("authorization",), 0, -len("proxy-")),
+    "url-credentials": _url,
+    "mysql-password": _after(("mysql", "mariadb"), 0),
+    "curl-user": _after(("curl",), 0),
+    "sshpass": _after(("sshpass",), 0),
+    "docker-login": _docker,
+    "openssl-pass": _after(("-pass",), 0, -1),
+    # (A key with a secret word in it, or `auth` alone.)
+    "json-secret-field": lambda scan: _both(
+        _JSON_KEYS(scan), [at + o for at in scan.search(_JSON_AUTH) for o in (-1, -2)]
+    ),
+    "secret-assignment": _runs(_SECRET_KEYS, r"A-Za-z0-9_.\-", re.IGNORECASE, 0),
+    "secret-option": _runs(_keys(*_KEY_WORDS, option=True), r"A-Za-z0-9_\-", re.IGNORECASE, 0),
+    "aws-secret-access-key": lambda scan: [
+        *_preceded("secret", "aws_", -len("aws_"))(scan),
+        *_preceded("token", "aws_session_", -len("aws_session_"))(scan),
+    ],
+    # (A name holding a secret word, or ending in PASS, _PWD or KEY: `NAME=`.)
+    "secret-env-assignment": _runs(
+        lambda scan: _SECRET_KEYS(scan) + scan.find("pass=", "_pwd="), "A-Z0-9_", 0, 0
+    ),
+}
+
+
+def _sub_at(
+    pattern: re.Pattern[str],
+    value: str,
+    starts: list[int],
+    repl: Callable[[re.Match[str]], str],
+    edits: list[tuple[int, int, int]],
+) -> str:
+    """`pattern.sub(repl, value)` when its matches can begin only at `starts`;
+    what it replaced is added to `edits` (see _Scan.edited)."""
+    out: list[str] = []
+    done = 0
+    for at in sorted(set(starts)):
+        if at < done:
+            continue  # (also those before the start)
+        m = pattern.match(value, at)
+        if m is None or m.end() == at:
+            continue
+        whole, new = m.group(0), repl(m)
+        if new != whole:
+            # What changed: between what the two begin and end with alike.
+            same = len(os.path.commonprefix((whole, new)))
+            tail = len(os.path.commonprefix((whole[same:][::-1], new[same:][::-1])))
+            edits.append((at + same, m.end() - tail, len(new) - same - tail))
+        out += (value[done:at], new)
+        done = m.end()
+    if not out:
+        return value
+    out.append(value[done:])
+    return "".join(out)
+
+
 TEXT_RULES = tuple(r for r in RULES if r.kind == "text")
 ENV_RULES = tuple(r for r in RULES if r.kind == "env")
 _BY_NAME = "secret-env-assignment"
@@ -341,6 +639,9 @@ def _secret_span(m: re.Match[str]) -> tuple[int, int] | None:
     return None
 
 
+_Replace = Callable[[re.Match[str]], str]
+
+
 class Redactor:
     def __init__(
         self, extra: Iterable[re.Pattern[str]] = (), env_names: Iterable[re.Pattern[str]] = ()
@@ -367,13 +668,59 @@ class Redactor:
         # Environments differ from one another in a variable or two: remember
         # what each recent (name, value) became.
         self._env_cache: dict[tuple[str, str], tuple[str, int]] = {}
+        # Where each rule's matches can begin in a long text (None: anywhere).
+        self._starts = [
+            None if not triggers else _STARTS[r.name]
+            for (_, triggers, _), r in zip(self.rules, TEXT_RULES)
+        ] + [None] * (len(self.rules) - len(TEXT_RULES))
 
     def text(self, value: str) -> tuple[str, int]:
         """Return `value` with secrets masked, and how many were masked."""
         low = value.lower()
+        if len(value) >= LONG and len(low) == len(value):  # (the same positions in both)
+            return self._long_text(value, low)
         rules = self.rules if self._gate.search(low) else self._always
         if not rules:
             return value, 0
+        mask, mask_named, counted = self._maskers()
+        for pattern, triggers, by_name in rules:
+            # A plain loop: a generator here doubles the cost of redaction.
+            for word in triggers:
+                if word in low:
+                    break
+            else:
+                if triggers:
+                    continue  # none of the rule's words is in the text
+            value = pattern.sub(mask_named if by_name else mask, value)
+        return value, counted()
+
+    def _long_text(self, value: str, low: str) -> tuple[str, int]:
+        """`text` for a long text (a command's output: megabytes). Searching all
+        of it with every rule whose word it holds somewhere is what took the
+        time; each rule is tried instead only where one of its matches can
+        begin (_STARTS), found from where its words are. That gives what
+        `pattern.sub` gives: it tries each place left to right, and a match
+        can begin at no other."""
+        mask, mask_named, counted = self._maskers()
+        scan = _Scan(value, low)
+        for (pattern, _, by_name), starts in zip(self.rules, self._starts):
+            repl = mask_named if by_name else mask
+            at = None if starts is None else starts(scan)
+            if at is None or len(at) * DENSE > len(value):
+                new = pattern.sub(repl, value)  # (the same, faster where words abound)
+                if new != value:
+                    scan = _Scan(new)
+            else:
+                edits: list[tuple[int, int, int]] = []
+                new = _sub_at(pattern, value, at, repl, edits)
+                if edits:
+                    scan = scan.edited(new, edits)
+            value = new
+        return value, counted()
+
+    def _maskers(self) -> tuple[_Replace, _Replace, Callable[[], int]]:
+        """(the replacement of a rule's match, of a by-name rule's match, the count
+        of secrets they masked)."""
         count = 0
 
         def mask(m: re.Match[str]) -> str:
@@ -394,16 +741,7 @@ class Redactor:
         def mask_named(m: re.Match[str]) -> str:
             return mask(m) if self.secret_name.search(m.group("name")) else m.group(0)
 
-        for pattern, triggers, by_name in rules:
-            # A plain loop: a generator here doubles the cost of redaction.
-            for word in triggers:
-                if word in low:
-                    break
-            else:
-                if triggers:
-                    continue  # none of the rule's words is in the text
-            value = pattern.sub(mask_named if by_name else mask, value)
-        return value, count
+        return mask, mask_named, lambda: count
 
     def env(self, env: dict[str, str]) -> tuple[dict[str, str], int]:
         out: dict[str, str] = {}

@@ -717,13 +717,14 @@ class Store:
     # --- outputs and breakpoints ------------------------------------------------
 
     def set_output(self, sid: str, number: int, out: OutputRow) -> None:
-        text = None if out.text is None else zlib.compress(out.text.encode(), 6)
+        # zlib level 2: three times as fast as 6 over output, a third larger.
+        text = None if out.text is None else zlib.compress(out.text.encode(), 2)
         timing = b"".join(_TIMING.pack(o, t) for o, t in out.timing)
         self.db.execute(
             "INSERT OR REPLACE INTO step_outputs"
             " (session, number, raw, text, size, omitted, complete, timing)"
             " VALUES (?,?,?,?,?,?,?,?)",
-            (sid, number, zlib.compress(out.raw, 6), text, out.size, out.omitted,
+            (sid, number, zlib.compress(out.raw, 2), text, out.size, out.omitted,
              int(out.complete), zlib.compress(timing, 6) if timing else None),
         )  # fmt: skip
 

@@ -12,7 +12,8 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 
 @pytest.mark.parametrize(
-    "script", ["hook_overhead", "ingest", "log_query", "diff", "replay", "snapshot"]
+    "script",
+    ["hook_overhead", "ingest", "output_ingest", "log_query", "diff", "replay", "snapshot"],
 )
 def test_benchmark_runs_in_quick_mode(script):
     proc = subprocess.run(

@@ -3,14 +3,16 @@ config's additions, and real shells whose secrets never reach the store."""
 
 from __future__ import annotations
 
+import random
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from rewind_daemon import config
+from rewind_daemon import config, redact
 from rewind_daemon.errors import RwError
 from rewind_daemon.redact import ENV_RULES, MASK, RULES, TEXT_RULES, Redactor, markdown_table
 
@@ -257,6 +259,83 @@ def test_redaction_takes_time_linear_in_the_text():
     assert proc.returncode == 0, proc.stderr
     times = [float(line.split("s ")[0]) for line in proc.stdout.splitlines()]
     assert len(times) == 9 and max(times) < 5, proc.stdout
+
+
+# --- long texts (a command's output) -------------------------------------------------
+
+SEPARATORS = [" ", "\n", "\r\n", "'", '"', "=", ": ", "-", "_", "\x1b[1m", "\t", "(", "|",
+              ";", "K", "é", "İ", "\\"]  # fmt: skip
+LOG_LINES = [
+    "[ 45%] Building C object src/auth/CMakeFiles/auth.dir/keys_{n}.c.o",
+    "gcc -O2 -Wall -Wextra -Wunused-variable -c src/token_{n}.c -o build/token.o",
+    '{{"level":"info","name":"auth","id":{n},"msg":"passed"}}',
+    "Get:{n} http://mirror.example/debian bookworm/main amd64 libssl3 [{n} kB]",
+    "tests/test_secret_{n}.py ....F..s  [ 45%]",
+]
+
+
+def _long_texts(seed: int, count: int) -> list[str]:
+    """Texts of 5-20 kB: log lines, every rule's cases (masked and not), and
+    separators that join them in ways no case shows."""
+    rng = random.Random(seed)
+    cases = [t for c in POSITIVE.values() for t, _ in c if not t.isupper()]
+    cases += [t for c in NEGATIVE.values() for t in c] + [t for t, _ in TYPED]
+    cases += [r.example for r in RULES]
+    texts = []
+    for _ in range(count):
+        parts: list[str] = []
+        size = rng.randint(5000, 20000)
+        while sum(map(len, parts)) < size:
+            kind = rng.random()
+            if kind < 0.3:
+                parts.append(rng.choice(cases))
+            elif kind < 0.7:
+                parts.append(rng.choice(LOG_LINES).format(n=rng.randint(1, 99999)) + "\r\n")
+            else:
+                parts.append(rng.choice(SEPARATORS))
+        texts.append("".join(parts))
+    return texts
+
+
+def test_a_long_text_is_redacted_as_if_each_rule_searched_all_of_it(monkeypatch):
+    # A long text is searched only where the rules' matches can begin: what is
+    # masked must be what searching all of it with every rule masks.
+    r = Redactor()
+    texts = _long_texts(14, 150)
+    fast = [r.text(t) for t in texts]
+    monkeypatch.setattr(redact, "LONG", 1 << 40)  # every text searched whole
+    whole = [r.text(t) for t in texts]
+    assert sum(n for _, n in whole) > 300
+    for text, got, want in zip(texts, fast, whole):
+        assert got == want, text
+
+
+def test_a_long_text_with_secrets_on_every_line_is_redacted_as_searched_whole(monkeypatch):
+    line = "export API_TOKEN=tok{n} && curl -u ci:pw{n} https://ci:pw{n}@x/ ghp_" + "a1B2" * 9
+    text = "\n".join(line.format(n=n) for n in range(2000))
+    r = Redactor()
+    fast = r.text(text)
+    monkeypatch.setattr(redact, "LONG", 1 << 40)
+    assert fast == r.text(text) and fast[1] == 4 * 2000
+
+
+def test_a_commands_long_output_is_redacted_fast(monkeypatch):
+    # Megabytes of build log with a few secrets: every rule searching all of it
+    # where its word was anywhere took 3 times as long or more (most output,
+    # with fewer of the rules' words, 10 times or more: bench/output_ingest.py).
+    lines = [random.Random(n).choice(LOG_LINES).format(n=n) for n in range(60000)]
+    for n in range(0, 60000, 5000):
+        lines[n] = f"export GITHUB_TOKEN=ghp_{'Zx9' * 12} password: hunter{n}"
+    text = "\r\n".join(lines)
+    r = Redactor()
+    start = time.process_time()
+    out, n = r.text(text)
+    took = time.process_time() - start
+    assert n == 24 and "ghp_" not in out and "hunter" not in out
+    monkeypatch.setattr(redact, "LONG", 1 << 40)  # every rule searches all of it
+    start = time.process_time()
+    assert r.text(text) == (out, n)
+    assert took * 2 < time.process_time() - start
 
 
 def test_env_values_by_name_and_by_content():

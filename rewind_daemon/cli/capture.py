@@ -120,8 +120,10 @@ def daemon_status(as_json: bool) -> None:
         print_json({"running": True, **reply})
         return
     click.echo(f"rw daemon running: pid {reply['pid']}, up {reply['uptime']:.0f}s")
-    for key in ("socket", "scratch", "watching", "records", "dropped", "redactions"):
-        click.echo(f"  {key}: {reply[key]}")
+    for key in ("socket", "scratch", "watching", "records", "dropped", "dropped_output"):
+        if key in reply:  # (a daemon older than recorded output has no dropped_output)
+            click.echo(f"  {key}: {reply[key]}")
+    click.echo(f"  redactions: {reply['redactions']}")
     if reply.get("lost_commands"):
         click.echo(f"  lost: {reply['lost_commands']} command(s) could not be recorded (rw doctor)")
     for problem in reply.get("problems", []):

@@ -4,11 +4,16 @@ when a step's output is stored, exactly once, and what damage costs."""
 from __future__ import annotations
 
 import signal
+import time
 
+from rewind_daemon import paths, redact
+from rewind_daemon.capture import records
 from rewind_daemon.capture.outputs import CHUNK, DAMAGED, OutputReader, make_output
 from rewind_daemon.recorder.spool import OutputSpool
 from rewind_daemon.redact import MASK, Redactor
 from rewind_daemon.store import Store
+
+from ..conftest import rw, rw_json, wait_for
 
 SID = "S1"
 COMMON = dict(shell="bash", shell_version="5", pid=None, tty=None, cwd="/", host="h", user="u")
@@ -193,3 +198,64 @@ def test_when_each_part_was_printed_and_the_terminals_sizes_are_kept(tmp_path):
     out = store.step_output(SID, 1)
     assert out is not None and out.timing == ((0, 101.0), (5, 102.0))
     assert store.terminal_sizes(SID) == [(100.0, 80, 24), (101.25, 120, 40)]
+
+
+def test_daemon_status_shows_the_dropped_output_records(rw_home):
+    """`rw daemon status` says how many output records were dropped as damaged,
+    as it says how many command records were (--json has had it)."""
+    spool_dir = paths.resolve().spool_dir
+    spool_dir.mkdir(parents=True, mode=0o700)
+    sid = "1795000000000000ab"
+    (spool_dir / f"{sid}.spool").write_bytes(
+        records.encode("S", sid, "", "bash", "5", "", "", "1.0", "/", "h", "u")
+        + records.encode("B", sid, "1", "2.0", "/", "cmd")
+        + records.encode("E", sid, "1", "3.0", "0", "0", "/", "none")
+        + records.encode("B", sid, "2", "4.0", "/", "cmd")
+        + records.encode("E", sid, "2", "5.0", "0", "0", "/", "none")
+    )
+    spool = OutputSpool(spool_dir, (80, 24))
+    for seq in (1, 2):
+        spool.start(sid, seq)
+        spool.output(sid, seq, b"output\r\n")
+        spool.end(sid, seq, True)
+        with open(spool_dir / f"{sid}.output", "ab") as f:
+            f.write(b"garbage, not a record")  # (the second run: after the last record)
+    spool.close()
+    rw("daemon", "start")
+    wait_for(lambda: rw_json("daemon", "status")["dropped_output"] or None)
+    status = rw("daemon", "status").stdout
+    assert "  dropped: 0\n" in status
+    assert "  dropped_output: 1\n" in status, status
+
+
+def test_megabytes_of_output_are_made_ready_to_store_fast(monkeypatch):
+    # A build log in colour, apt's CR progress, JSON logs, and a token and a
+    # password every 100 kB: every rule searching all of the bytes and of the
+    # text where its word was anywhere in them took 3 times as long or more
+    # (the daemon's own figure: bench/output_ingest.py).
+    token = "ghp_" + "A1b2" * 9
+    lines = []
+    for n in range(40000):
+        lines.append(
+            [
+                f"[{n % 100:3d}%] \x1b[32mBuilding C object src/auth/CMakeFiles/auth.dir/"
+                f"key_{n}.c.o\x1b[0m",
+                f"(Reading database ... {n % 100}%\r(Reading database ... {n} files installed.)",
+                f'{{"level":"info","name":"auth","id":{n},"msg":"token refreshed","ok":true}}',
+                f"src/web/{n}.c:12:5: \x1b[1;35mwarning: \x1b[0munused variable 'key_len'",
+            ][n % 4]
+        )
+        if n % 1000 == 999:
+            lines.append(f"export GITHUB_TOKEN={token}\r\n  password: hunter{n}")
+    raw = "\r\n".join(lines).encode()
+    start = time.process_time()
+    out, n = make_output(raw, "make", Redactor())
+    took = time.process_time() - start
+    assert n == 2 * 40
+    assert token not in out.text and "hunter" not in out.text
+    assert token.encode() not in out.raw and b"hunter" not in out.raw
+    assert "[ 96%] Building C object src/auth/CMakeFiles/auth.dir/key_39996.c.o\n" in out.text
+    monkeypatch.setattr(redact, "LONG", 1 << 40)  # every rule searches all of it
+    start = time.process_time()
+    assert make_output(raw, "make", Redactor()) == (out, n)
+    assert took * 2 < time.process_time() - start

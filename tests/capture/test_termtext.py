@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import random
 import time
 
 import pytest
 
+from rewind_daemon.capture import termtext
 from rewind_daemon.capture.termtext import is_plain, text_of
 
 CASES = [
@@ -100,3 +102,22 @@ def test_plain_output_is_told_apart(raw, plain):
     assert is_plain(raw) is plain
     if plain:  # its text is its characters, line ends aside
         assert text_of(raw) == raw.decode("utf-8", "replace").replace("\r\n", "\n")
+
+
+def test_the_text_made_from_the_bytes_is_the_text_made_from_the_characters(monkeypatch):
+    # UTF-8 output is made text on bytes (faster); what it gives must be what
+    # the characters' way gives, escapes, controls and line ends mixed in any way.
+    rng = random.Random(14)
+    pieces = [b"a", b"\xc3\xa9", b"\xe2\x96\x88", b"\r", b"\n", b"\r\n", b"\b", b"\t", b"\x1a",
+              b"\x1b[1;31m", b"\x1b[K", b"\x1b[0K", b"\x1b]0;t\xc3\xa9\x07", b"\x1b]8;;x\x1b\\",
+              b"\x1bP\xe2\x96\x88", b"\x1b(B", b"\x1b=", b"\x1b", b"\x00", b"\x7f", b"\x1b[",
+              b"\x1b]", b"word "]  # fmt: skip
+    samples = [b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 60))) for _ in range(3000)]
+    fast = [text_of(raw) for raw in samples]
+
+    def refuse(raw: bytes) -> str:
+        raise UnicodeDecodeError("utf-8", raw, 0, 1, "the characters' way")
+
+    monkeypatch.setattr(termtext, "_plain_text", refuse)
+    for raw, text in zip(samples, fast):
+        assert text == text_of(raw), raw
