@@ -8,8 +8,9 @@ import os
 import sqlite3
 import stat
 import struct
+import time
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from pathlib import Path
 from .errors import NotFound, RwError, StoreBusy, StoreError
 from .paths import ensure_private_dir, is_session_id, new_session_id
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 _SCHEMA_V1 = """
 CREATE TABLE sessions (
@@ -166,7 +167,39 @@ CREATE TABLE terminal_sizes (
 ) WITHOUT ROWID;
 """
 
-MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4, 5: _SCHEMA_V5}
+# v6: the search index (rw search). Two contentless FTS5 tables hold only the
+# words of what is stored (commands, outputs' text: redacted), never the text
+# itself; a row's id is its step's `search_id`, made from when the step started
+# (milliseconds << 16, plus a few bits to keep ids apart), so the index lists
+# matches newest first and a time range is a range of ids. Words (unicode61),
+# not trigrams, and no positions (detail=none): the index stays a fraction of
+# the text's size; rw search checks each match in the text itself. A step not
+# indexed yet has search_id NULL (0: a branch's copy of its parent's step, found
+# in the parent); an output not indexed yet is listed in search_pending (a
+# table of its own: marking the output's row would write its blobs again). The
+# daemon indexes
+# them when idle (Store.index_pending), so ingest pays nothing for it.
+_SCHEMA_V6 = """
+ALTER TABLE steps ADD COLUMN search_id INTEGER;
+CREATE INDEX steps_by_search_id ON steps (search_id);
+CREATE INDEX steps_by_session_search_id ON steps (session, search_id);
+CREATE TABLE search_pending (
+    session TEXT NOT NULL,
+    number  INTEGER NOT NULL,
+    PRIMARY KEY (session, number)
+) WITHOUT ROWID;
+INSERT INTO search_pending (session, number) SELECT session, number FROM step_outputs;
+CREATE VIRTUAL TABLE search_commands USING fts5 (
+    command, content='', detail=none, tokenize='unicode61 remove_diacritics 2'
+);
+CREATE VIRTUAL TABLE search_outputs USING fts5 (
+    output, content='', detail=none, tokenize='unicode61 remove_diacritics 2'
+);
+"""
+
+MIGRATIONS = {
+    1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4, 5: _SCHEMA_V5, 6: _SCHEMA_V6,
+}  # fmt: skip
 MAX_OUTPUT = 8 * 1024 * 1024  # bytes of a step's output kept, by default
 BUSY_TIMEOUT_MS = 10000  # how long a writer waits for another's transaction
 
@@ -256,6 +289,66 @@ _STEP_COLS = (
     "session, number, command, cwd_before, cwd_after, started_at, ended_at, "
     "exit_code, pipestatus, env_id"
 )
+
+
+_STEP_COLS_S = ", ".join("s." + c.strip() for c in _STEP_COLS.split(","))
+
+# Search ids (schema 6): a step's is the millisecond it started << 16, plus 1
+# to 65535 (steps that started in the same millisecond).
+SEARCH_IDS_PER_MS = 1 << 16
+MAX_SEARCH_ID = (1 << 63) - 1
+INDEX_BATCH_BYTES = 256 * 1024  # of compressed outputs indexed in one batch
+INDEX_TRANSACTION = 2.0  # seconds of batches at most in one transaction
+
+
+def search_id_floor(ts: float) -> int:
+    """The search ids of steps started at `ts` or later are above this."""
+    return max(0, int(ts * 1000)) * SEARCH_IDS_PER_MS
+
+
+def _text_or_raw(cols: tuple | list) -> tuple[str | None, bytes | None]:
+    """An output's (text, None), or (None, bytes) where no text was stored, or
+    (None, None): no output."""
+    if not cols or (cols[0] is None and cols[1] is None):
+        return None, None
+    if cols[0] is not None:
+        return zlib.decompress(cols[0]).decode(), None
+    return None, zlib.decompress(cols[1])
+
+
+@dataclass(frozen=True)
+class SearchFilter:
+    """Which steps a search looks at (None: any)."""
+
+    session: str | None = None
+    cwd: str | None = None  # this directory or below it
+    failed: bool = False
+    since: float | None = None
+    until: float | None = None
+    first_id: int = 1  # search ids (see search_id_floor), from since/until/session
+    last_id: int = MAX_SEARCH_ID
+
+    def sql(self, by_time: bool) -> tuple[str, list]:
+        """SQL conditions on steps `s` (and their values); `by_time`: since and
+        until as times (where no search ids say when steps started)."""
+        cond = ""
+        args: list[object] = []
+        if self.session is not None:
+            cond += " AND s.session = ?"
+            args.append(self.session)
+        if self.cwd is not None:
+            under = self.cwd.rstrip("/") + "/"
+            cond += " AND (s.cwd_before = ? OR (s.cwd_before >= ? AND s.cwd_before < ?))"
+            args += [self.cwd, under, under[:-1] + "0"]  # ("0" follows "/")
+        if self.failed:
+            cond += " AND s.exit_code IS NOT NULL AND s.exit_code != 0"
+        if by_time and self.since is not None:
+            cond += " AND s.started_at >= ?"
+            args.append(self.since)
+        if by_time and self.until is not None:
+            cond += " AND s.started_at < ?"
+            args.append(self.until)
+        return cond, args
 
 
 _OUTPUT_COLS = "raw, text, size, omitted, complete, timing"
@@ -448,8 +541,6 @@ class Store:
     def create_branch(self, parent: str, step: int, name: str | None) -> tuple[str, str]:
         """A new session holding steps 1..`step` of `parent`, origin "branch";
         (its id, its name). The daemon makes these for hooked shells."""
-        import time
-
         row = self.get_session(parent)
         if row is None:
             raise NotFound(f"no session {parent!r}")
@@ -697,8 +788,19 @@ class Store:
         )
 
     def remove_steps(self, sid: str) -> None:
-        """Delete the steps and outputs of `sid` (an import that did not finish)."""
+        """Delete the steps and outputs of `sid` (an import that did not finish),
+        and their words in the search index."""
+        numbers = self.db.execute("SELECT number FROM step_outputs WHERE session=?", (sid,))
+        self._unindex_outputs([(sid, n) for (n,) in numbers.fetchall()])
+        indexed = self.db.execute(
+            "SELECT search_id, command FROM steps WHERE session=? AND search_id > 0", (sid,)
+        )
+        self.db.executemany(
+            "INSERT INTO search_commands (search_commands, rowid, command) VALUES ('delete',?,?)",
+            indexed.fetchall(),
+        )
         self.db.execute("DELETE FROM step_outputs WHERE session=?", (sid,))
+        self.db.execute("DELETE FROM search_pending WHERE session=?", (sid,))
         self.db.execute("DELETE FROM steps WHERE session=?", (sid,))
 
     def insert_session(self, s: SessionRow) -> None:
@@ -717,6 +819,7 @@ class Store:
     # --- outputs and breakpoints ------------------------------------------------
 
     def set_output(self, sid: str, number: int, out: OutputRow) -> None:
+        self._unindex_outputs([(sid, number)])  # (an output replaced: its old words go)
         # zlib level 2: three times as fast as 6 over output, a third larger.
         text = None if out.text is None else zlib.compress(out.text.encode(), 2)
         timing = b"".join(_TIMING.pack(o, t) for o, t in out.timing)
@@ -727,6 +830,9 @@ class Store:
             (sid, number, zlib.compress(out.raw, 2), text, out.size, out.omitted,
              int(out.complete), zlib.compress(timing, 6) if timing else None),
         )  # fmt: skip
+        self.db.execute(
+            "INSERT OR IGNORE INTO search_pending (session, number) VALUES (?,?)", (sid, number)
+        )
 
     def add_terminal_size(self, sid: str, at: float, columns: int, rows: int) -> None:
         """A recorded terminal's size from `at` on (at its start, and each resize)."""
@@ -827,7 +933,10 @@ class Store:
         ).fetchall()
 
     def remove_outputs(self, keys: Iterable[tuple[str, int]]) -> None:
+        keys = list(keys)
+        self._unindex_outputs(keys)
         self.db.executemany("DELETE FROM step_outputs WHERE session=? AND number=?", keys)
+        self.db.executemany("DELETE FROM search_pending WHERE session=? AND number=?", keys)
 
     def add_breakpoint(
         self, sid: str, kind: str, step: int | None, pattern: str | None, target: str | None
@@ -845,6 +954,247 @@ class Store:
     def remove_breakpoint(self, sid: str, bp_id: int) -> bool:
         cur = self.db.execute("DELETE FROM breakpoints WHERE session=? AND id=?", (sid, bp_id))
         return cur.rowcount > 0
+
+    # --- the search index (schema 6) ---------------------------------------------
+
+    def _unindex_outputs(self, keys: Iterable[tuple[str, int]]) -> None:
+        """Take the words of these outputs out of the index (a contentless index
+        forgets a row only when given the words it was given: the stored text)."""
+        q = (
+            "SELECT s.search_id, o.text FROM step_outputs o JOIN steps s"
+            " ON s.session = o.session AND s.number = o.number"
+            " WHERE o.session=? AND o.number=? AND s.search_id > 0 AND NOT EXISTS"
+            " (SELECT 1 FROM search_pending p WHERE p.session = o.session AND p.number = o.number)"
+        )
+        for key in keys:
+            row = self.db.execute(q, key).fetchone()
+            if row is not None and row[1] is not None:
+                self.db.execute(
+                    "INSERT INTO search_outputs (search_outputs, rowid, output)"
+                    " VALUES ('delete',?,?)",
+                    (row[0], zlib.decompress(row[1]).decode()),
+                )
+
+    def _new_search_id(self, started_at: float, taken: dict[int, int]) -> int:
+        """A search id for a step started at `started_at`; `taken`: the last id
+        given in each millisecond by this batch (not in the table yet)."""
+        base = search_id_floor(started_at) + 1
+        while True:
+            top = taken.get(base)
+            if top is None:
+                top = self.db.execute(
+                    "SELECT max(search_id) FROM steps WHERE search_id BETWEEN ? AND ?",
+                    (base, base + SEARCH_IDS_PER_MS - 2),
+                ).fetchone()[0]
+            ident = base if top is None else top + 1
+            if ident <= base + SEARCH_IDS_PER_MS - 2:
+                taken[base] = ident
+                return ident
+            base += SEARCH_IDS_PER_MS  # (that millisecond is full: the next one's)
+
+    def index_pending(self, text_of: Callable[[bytes, str], str], seconds: float) -> bool:
+        """Put what is not in the search index yet into it, batch by batch, for
+        about `seconds` (in transactions of at most INDEX_TRANSACTION seconds);
+        whether nothing is left. `text_of` makes an output's text from its bytes
+        where none was stored (replays' outputs from before schema 5); the text
+        made is stored with it."""
+        deadline = time.monotonic() + seconds
+        while True:
+            with self.transaction():
+                until = min(deadline, time.monotonic() + INDEX_TRANSACTION)
+                while True:
+                    if not self._index_batch(text_of):
+                        return True
+                    if time.monotonic() >= until:
+                        break
+            if time.monotonic() >= deadline:
+                return False
+
+    def _index_batch(self, text_of: Callable[[bytes, str], str]) -> int:
+        steps = self.db.execute(
+            "SELECT session, number, seq, command, started_at FROM steps"
+            " WHERE search_id IS NULL LIMIT 1000"
+        ).fetchall()
+        taken: dict[int, int] = {}
+        ids = [
+            (0 if seq < 0 else self._new_search_id(started_at, taken), sid, number)
+            for sid, number, seq, _, started_at in steps
+        ]  # (a branch's copy of its parent's step: 0)
+        self.db.executemany("UPDATE steps SET search_id=? WHERE session=? AND number=?", ids)
+        self.db.executemany(
+            "INSERT INTO search_commands (rowid, command) VALUES (?,?)",
+            [(ident, step[3]) for (ident, _, _), step in zip(ids, steps) if ident],
+        )
+        pending = self.db.execute(
+            "SELECT p.session, p.number, coalesce(length(o.text), length(o.raw), 0),"
+            " s.search_id, s.command FROM search_pending p"
+            " LEFT JOIN step_outputs o ON o.session = p.session AND o.number = p.number"
+            " LEFT JOIN steps s ON s.session = p.session AND s.number = p.number"
+            " WHERE s.search_id IS NOT NULL OR s.session IS NULL LIMIT 50"
+        ).fetchall()
+        outputs, size = [], 0
+        for sid, number, length, ident, command in pending:
+            outputs.append((sid, number, ident, command))
+            size += length
+            if size > INDEX_BATCH_BYTES:
+                break  # (a batch stays short: the daemon does it between other work)
+        for sid, number, ident, command in outputs:
+            self.db.execute(
+                "DELETE FROM search_pending WHERE session=? AND number=?", (sid, number)
+            )
+            row = self.db.execute(
+                "SELECT text, CASE WHEN text IS NULL THEN raw END FROM step_outputs"
+                " WHERE session=? AND number=?",
+                (sid, number),
+            ).fetchone()
+            if not ident or row is None:
+                continue  # no step (a guarded run's report), a branch's copy, or gone
+            text, raw = row
+            if text is None:  # (made once, and kept: the index's words must be the text's)
+                words = text_of(zlib.decompress(raw), command)
+                self.db.execute(
+                    "UPDATE step_outputs SET text=? WHERE session=? AND number=?",
+                    (zlib.compress(words.encode(), 6), sid, number),
+                )
+            else:
+                words = zlib.decompress(text).decode()
+            self.db.execute(
+                "INSERT INTO search_outputs (rowid, output) VALUES (?,?)", (ident, words)
+            )
+        return len(steps) + len(outputs)
+
+    def search_backlog(self) -> tuple[int, int]:
+        """(steps, outputs) not in the search index yet."""
+        steps = self.db.execute("SELECT count(*) FROM steps WHERE search_id IS NULL")
+        outputs = self.db.execute(
+            "SELECT count(*) FROM search_pending p JOIN steps s"
+            " ON s.session = p.session AND s.number = p.number"
+        )
+        return steps.fetchone()[0], outputs.fetchone()[0]
+
+    def session_search_ids(self, sid: str) -> tuple[int, int] | None:
+        """The range of search ids of a session's indexed steps (None: none are)."""
+        ends = [
+            self.db.execute(  # (one each: min and max together would read every row)
+                f"SELECT {end}(search_id) FROM steps WHERE session=? AND search_id > 0", (sid,)
+            ).fetchone()[0]
+            for end in ("min", "max")
+        ]
+        return None if ends[0] is None else (ends[0], ends[1])
+
+    def _index_match(self, table: str, words: Iterable[tuple[str, bool]]) -> str:
+        """The FTS5 query for rows of `table` holding every word, those marked
+        as prefixes as the words of the index that start so: named one by one
+        when they are few (FTS5 reads a prefix's rows all at once before the
+        first; named words are read only as far as needed)."""
+        terms = []
+        for word, prefix in words:
+            quoted = f'"{word}"'
+            if prefix and word.isascii():
+                vocab = f"temp.{table}_words"
+                self.db.execute(  # (in temp: also on a store opened for reading)
+                    f"CREATE VIRTUAL TABLE IF NOT EXISTS {vocab}"
+                    f" USING fts5vocab(main, {table}, row)"
+                )
+                low = word.lower()
+                named = [t for (t,) in self.db.execute(
+                    f"SELECT term FROM {vocab} WHERE term >= ? AND term < ? LIMIT 33",
+                    (low, low + "\U0010ffff"),
+                )]  # fmt: skip
+                if len(named) <= 32:  # (words of letters and digits: no quote inside)
+                    quoted = "(" + " OR ".join(f'"{t}"' for t in named) + ")" if named else ""
+                else:
+                    quoted += "*"
+            elif prefix:
+                quoted += "*"
+            if not quoted:
+                return ""  # (no word of the index starts so: nothing can match)
+            terms.append(quoted)
+        return " AND ".join(terms)
+
+    def search_index(
+        self, where: str, words: Iterable[tuple[str, bool]], query: SearchFilter
+    ) -> Iterator[tuple[int, StepRow, str | None]]:
+        """Indexed steps whose command (`where` "command") or output text
+        ("output") has every word of `words` ((word, whether as a prefix)), and
+        that pass `query`, newest first, lazily: (search id, step, its output's
+        text for "output")."""
+        table, extra = {
+            "command": ("search_commands", ""),
+            "output": (
+                "search_outputs",
+                " JOIN step_outputs o ON o.session = s.session AND o.number = s.number",
+            ),
+        }[where]
+        match = self._index_match(table, words)
+        if not match:
+            return
+        cond, args = query.sql(False)
+        q = (
+            f"SELECT f.rowid, {_STEP_COLS_S}{', o.text' if extra else ''}"
+            f" FROM {table} f CROSS JOIN steps s ON s.search_id = f.rowid{extra}"
+            f" WHERE {table} MATCH ? AND f.rowid BETWEEN ? AND ?{cond} ORDER BY f.rowid DESC"
+        )
+        params = [match, query.first_id, query.last_id, *args]
+        for r in self.db.execute(q, params):
+            text = zlib.decompress(r[11]).decode() if extra else None
+            yield r[0], StepRow(*r[1:11]), text
+
+    def search_scan(
+        self, query: SearchFilter, with_output: bool
+    ) -> Iterator[tuple[int, StepRow, str | None, bytes | None]]:
+        """Indexed steps that pass `query`, newest first, lazily, with their
+        output's text (or, where none was stored, bytes) when `with_output`:
+        (search id, step, text, bytes)."""
+        cond, args = query.sql(False)
+        q = (
+            f"SELECT s.search_id, {_STEP_COLS_S}"
+            + (", o.text, CASE WHEN o.text IS NULL THEN o.raw END" if with_output else "")
+            + " FROM steps s"
+            + (
+                " LEFT JOIN step_outputs o ON o.session = s.session AND o.number = s.number"
+                if with_output
+                else ""
+            )
+            + f" WHERE s.search_id BETWEEN ? AND ?{cond} ORDER BY s.search_id DESC"
+        )
+        for r in self.db.execute(q, [query.first_id, query.last_id, *args]):
+            yield (r[0], StepRow(*r[1:11]), *_text_or_raw(r[11:13] if with_output else ()))
+
+    def search_unindexed(
+        self, query: SearchFilter, with_output: bool
+    ) -> list[tuple[StepRow, str | None, bytes | None]]:
+        """Steps, and outputs, that pass `query` but are not indexed yet (what the
+        daemon has not got to): (step, text, bytes) as search_scan; a step with
+        an indexed command and an unindexed output comes with the output alone."""
+        found: list[tuple[StepRow, str | None, bytes | None]] = []
+        cond, args = query.sql(True)
+        steps = self.db.execute(
+            f"SELECT {_STEP_COLS_S}"
+            + (", o.text, CASE WHEN o.text IS NULL THEN o.raw END" if with_output else "")
+            + " FROM steps s"
+            + (
+                " LEFT JOIN step_outputs o ON o.session = s.session AND o.number = s.number"
+                if with_output
+                else ""
+            )
+            + f" WHERE s.search_id IS NULL{cond}",
+            args,
+        )
+        for r in steps:
+            found.append((StepRow(*r[:10]), *_text_or_raw(r[10:12] if with_output else ())))
+        if with_output:
+            outputs = self.db.execute(
+                f"SELECT {_STEP_COLS_S}, o.text, CASE WHEN o.text IS NULL THEN o.raw END"
+                " FROM search_pending p"
+                " CROSS JOIN steps s ON s.session = p.session AND s.number = p.number"
+                " JOIN step_outputs o ON o.session = p.session AND o.number = p.number"
+                f" WHERE s.search_id > 0{cond}",
+                args,
+            )
+            for r in outputs:
+                found.append((StepRow(*r[:10]), *_text_or_raw(r[10:12])))
+        return found
 
     # --- checkpoints and watches ------------------------------------------------
 

@@ -26,7 +26,7 @@ def test_a_version_1_store_is_migrated_and_keeps_its_data(tmp_path):
     db.commit()
     db.close()
     s = Store(path)
-    assert s.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+    assert s.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
     assert s.watches() == [] and s.checkpoints() == []
     row = s.get_session("s1")
     assert row is not None and row.env_id is None and row.steps == 1
@@ -73,7 +73,7 @@ def test_a_version_4_store_keeps_its_replay_outputs_in_the_one_output_model(no_a
     for migrated in (False, True):  # rw show reads it before and after the daemon migrates
         if migrated:
             s = Store(path)
-            assert s.schema_version() == 5
+            assert s.schema_version() == SCHEMA_VERSION
             assert s.step_output("s1", 1) == OutputRow(printed, None, len(printed), 0, True)
             s.close()
         shown = subprocess.run([RW, "show", "s1", "1", "--json"], capture_output=True, text=True)
@@ -101,3 +101,151 @@ def test_the_output_quota_drops_only_steps_outputs_oldest_first(tmp_path):
         s.set_output("g", 2, OutputRow(b"earlier", "earlier", 7))
     assert [(sid, n) for sid, n, _ in s.oldest_outputs()] == [("g", 2), ("g", 1)]
     assert s.output_usage()[0] == 3
+
+
+# --- the search index (schema 6) --------------------------------------------------
+
+COMMON = dict(shell="bash", shell_version="5", pid=None, tty=None, cwd="/", host="h", user="u")
+
+
+def index_words(s: Store, table: str, word: str) -> list[int]:
+    q = f"SELECT rowid FROM {table} WHERE {table} MATCH ? ORDER BY rowid DESC"
+    return [r[0] for r in s.db.execute(q, (f'"{word}"',))]
+
+
+def search_ids(s: Store, sid: str) -> dict[int, int]:
+    q = "SELECT number, search_id FROM steps WHERE session=?"
+    return dict(s.db.execute(q, (sid,)).fetchall())
+
+
+def text_of(raw: bytes, command: str) -> str:
+    from rewind_daemon.capture.termtext import text_of as real
+
+    return real(raw, command)
+
+
+def test_a_version_5_store_with_outputs_gets_its_search_index(no_autostart):
+    path = no_autostart / "data" / "rw.db"
+    Store(path).close()  # the private data dir, then the file made anew at v5
+    path.unlink()
+    db = sqlite3.connect(path)
+    for v in (1, 2, 3, 4, 5):
+        db.executescript(store_mod.MIGRATIONS[v])
+    db.execute("INSERT INTO sessions (id, shell, started_at) VALUES ('s1', 'bash', 1.0)")
+    db.execute(
+        "INSERT INTO sessions (id, shell, started_at, parent_id, branch_point, origin)"
+        " VALUES ('b1', 'bash', 9.0, 's1', 1, 'branch')"
+    )
+    for sid, n, seq, cmd, at in [
+        ("s1", 1, 1, "apt-get install nginx", 2.0),
+        ("s1", 2, 2, "systemctl restart nginx", 3.0),
+        ("b1", 1, -1, "apt-get install nginx", 2.0),  # a branch's copy of s1's step 1
+        ("b1", 2, 1, "curl localhost", 10.0),
+    ]:
+        db.execute(
+            "INSERT INTO steps (session, number, seq, command, started_at) VALUES (?,?,?,?,?)",
+            (sid, n, seq, cmd, at),
+        )
+    text = "Reading package lists\nE: Unable to locate package nginx\n"
+    db.execute(
+        "INSERT INTO step_outputs (session, number, raw, text, size) VALUES ('s1', 1, ?, ?, 9)",
+        (zlib.compress(text.encode()), zlib.compress(text.encode())),
+    )
+    replayed = b"\x1b[31mJob for nginx.service failed\x1b[0m\r\n"  # (text made when read)
+    db.execute(
+        "INSERT INTO step_outputs (session, number, raw, size) VALUES ('s1', 2, ?, -1)",
+        (zlib.compress(replayed),),
+    )
+    db.execute("PRAGMA user_version=5")
+    db.commit()
+    db.close()
+    s = Store(path)
+    assert s.schema_version() == SCHEMA_VERSION == 6
+    assert s.search_backlog() == (4, 2)
+    assert s.index_pending(text_of, 10) is True
+    assert s.search_backlog() == (0, 0)
+    ids = search_ids(s, "s1")
+    assert 0 < ids[1] < ids[2] and search_ids(s, "b1")[1] == 0  # the copy is found in s1
+    assert index_words(s, "search_commands", "nginx") == [ids[2], ids[1]]
+    assert index_words(s, "search_outputs", "unable") == [ids[1]]
+    assert index_words(s, "search_outputs", "service") == [ids[2]]
+    assert s.step_output("s1", 2).text == "Job for nginx.service failed\n"  # made and kept
+    # rw search finds them, once the daemon has migrated the store
+    s.close()
+    proc = subprocess.run([RW, "search", "--output", "nginx", "--json"], capture_output=True,
+                          text=True)  # fmt: skip
+    hits = json.loads(proc.stdout)
+    assert [(h["session"], h["step"], h["match"]["in"]) for h in hits] == [
+        ("s1", 2, "command"), ("s1", 1, "command"),
+    ]  # fmt: skip
+    proc = subprocess.run([RW, "search", "--output", "job for", "--json"], capture_output=True,
+                          text=True)  # fmt: skip
+    assert [h["match"]["line"] for h in json.loads(proc.stdout)] == ["Job for nginx.service failed"]
+
+
+def test_removed_outputs_and_steps_leave_no_words_in_the_index(tmp_path):
+    s = Store(tmp_path / "rw.db")
+    with s.transaction():
+        s.upsert_session("s1", parent_id=None, started_at=1.0, **COMMON)
+        for n in (1, 2, 3):
+            s.begin_step("s1", n, n, f"make target{n}", "/", float(n))
+            s.set_output("s1", n, OutputRow(b"x", f"built alpha{n}\n", 1))
+        s.set_output("s1", 0, OutputRow(b"{}", "report", 2))  # a guarded run's: no step
+    assert s.index_pending(text_of, 10) is True
+    assert s.search_backlog() == (0, 0)
+    assert len(index_words(s, "search_outputs", "built")) == 3
+    with s.transaction():  # an output stored again: its old words go, the new come later
+        s.set_output("s1", 3, OutputRow(b"y", "rebuilt beta3\n", 1))
+    assert index_words(s, "search_outputs", "alpha3") == [] and s.search_backlog() == (0, 1)
+    s.index_pending(text_of, 10)
+    assert len(index_words(s, "search_outputs", "beta3")) == 1
+    with s.transaction():  # rw gc's output quota
+        s.remove_outputs([("s1", 1)])
+    assert index_words(s, "search_outputs", "alpha1") == []
+    assert len(index_words(s, "search_outputs", "built")) == 1  # (step 2's)
+    assert len(index_words(s, "search_commands", "target1")) == 1  # the step stays
+    with s.transaction():  # a session removed
+        s.remove_steps("s1")
+    for table in ("search_commands", "search_outputs"):
+        assert s.db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0
+        s.db.execute(f"INSERT INTO {table} ({table}) VALUES ('integrity-check')")
+
+
+def test_search_ids_order_steps_by_when_they_started(tmp_path):
+    s = Store(tmp_path / "rw.db")
+    with s.transaction():
+        s.upsert_session("s1", parent_id=None, started_at=1.0, **COMMON)
+        s.upsert_session("s2", parent_id=None, started_at=1.0, **COMMON)
+        for n in range(1, 4):  # three steps in the same millisecond
+            s.begin_step("s1", n, n, "same", "/", 1000.0)
+        s.begin_step("s2", 1, 1, "earlier", "/", 999.0)
+        s.begin_step("s2", 2, 2, "later", "/", 1000.5)
+    s.index_pending(text_of, 10)
+    one, two = search_ids(s, "s1"), search_ids(s, "s2")
+    assert two[1] < one[1] < one[2] < one[3] < two[2]
+    assert store_mod.search_id_floor(1000.0) < one[1] and one[3] < store_mod.search_id_floor(
+        1000.001
+    )
+
+
+def test_the_last_word_is_found_as_a_prefix_however_many_words_start_so(tmp_path):
+    from rewind_daemon.timeline import search
+
+    s = Store(tmp_path / "rw.db")
+    with s.transaction():
+        s.upsert_session("s1", parent_id=None, started_at=1.0, **COMMON)
+        for n in range(1, 41):  # 40 words starting "deploy" (the index names 32 at most)
+            s.begin_step("s1", n, n, f"echo deploy{n:02d}x", "/", float(n))
+        s.begin_step("s1", 41, 41, "echo redeploy", "/", 41.0)
+    s.index_pending(text_of, 10)
+
+    def steps(pattern: str, **kw) -> list[int]:
+        found = search.search(s, search.Pattern.of(pattern), limit=100, **kw)
+        return [h.step.row.number for h in found.hits]
+
+    assert steps("deploy") == list(range(40, 0, -1))  # (a prefix query: > 32 words)
+    assert steps("deploy1") == list(range(19, 9, -1))  # (10 words, named)
+    assert steps("deploy07") == [7]
+    assert steps("deploy99") == [] and steps("zzzz") == []  # (no word starts so)
+    assert steps("echo deploy3") == list(range(39, 29, -1))
+    assert steps("redeploy") == [41] and steps("eploy") == []

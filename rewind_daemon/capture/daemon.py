@@ -35,6 +35,7 @@ from .ingest import DROPPED, SPOOL_SUFFIX, Ingester, SpoolReader, space_problem
 from .logonce import LogOnce
 from .output_spool import OUTPUT_SUFFIX
 from .outputs import DAMAGED, OutputReader
+from .termtext import text_of
 
 log = logging.getLogger("rw.daemon")
 
@@ -56,6 +57,11 @@ MAINTENANCE_SECONDS = 5.0
 BATCH_DELAY = 0.02
 BATCH_MAX = 1.0
 CLIENT_IDLE_SECONDS = 30.0
+# The search index is brought up to date when nothing else is to be done, in
+# slices this long; a client's sync that asks for it waits at most SYNC_INDEX
+# (rw search reads what is left itself).
+INDEX_SLICE = 0.02
+SYNC_INDEX = 0.5
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 _SUFFIXES = (SPOOL_SUFFIX, OUTPUT_SUFFIX)
 
@@ -97,6 +103,7 @@ class Daemon:
         self.running = True
         self.host = socket.gethostname()
         self.failing: dict[str, str] = {}  # spool name: why it cannot be ingested now
+        self.index_behind = True  # the search index may lack something stored
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -203,7 +210,7 @@ class Daemon:
             timeout = min(next_poll, next_maint) - now
             if self.dirty:
                 timeout = min(timeout, self.ingest_at - now)
-            if self.waiting:
+            if self.waiting or (self.index_behind and not self.dirty):
                 timeout = 0.0
             for key, events in self.sel.select(max(0.0, timeout)):
                 if key.data == "accept":
@@ -242,6 +249,9 @@ class Daemon:
             if now >= next_maint:
                 next_maint = now + MAINTENANCE_SECONDS
                 self._maintain()
+                self.index_behind = True  # (replays, guarded runs, imports write too)
+            if self.index_behind and not self.dirty and not self.waiting:
+                self._index(INDEX_SLICE)
 
     def _quiet(self, now: float) -> bool:
         """Whether the dirty spools have not been written to for BATCH_DELAY
@@ -278,8 +288,10 @@ class Daemon:
             try:
                 if name.endswith(OUTPUT_SUFFIX):
                     total += self.outputs.ingest_file(self.paths.spool_dir / name)
+                    self.index_behind = True
                     continue
                 total += self.spools.ingest_file(self.paths.spool_dir / name)
+                self.index_behind = True
             except Exception as e:  # noqa: BLE001 - one bad spool must not stop the daemon
                 # Said once (a full disk would have it said every second).
                 self.ingest_log.warning(
@@ -515,8 +527,19 @@ class Daemon:
     def _op_ping(self, req: dict) -> dict:
         return {"pid": os.getpid(), "version": __version__}
 
+    def _index(self, seconds: float) -> None:
+        try:
+            self.index_behind = not self.store.index_pending(text_of, seconds)
+        except Exception:  # noqa: BLE001 - searching reads what is not indexed itself
+            self.ingest_log.warning("index", "indexing for search failed; will retry",
+                                    exc_info=True)  # fmt: skip
+            self.index_behind = False  # (until the next maintenance)
+
     def _op_sync(self, req: dict) -> dict:
-        return {"records": self._ingest(self._spool_names())}
+        records = self._ingest(self._spool_names())
+        if req.get("index") is True:  # (rw search: the index as complete as it can be soon)
+            self._index(SYNC_INDEX)
+        return {"records": records}
 
     def _op_status(self, req: dict) -> dict:
         self._ingest(self._spool_names())

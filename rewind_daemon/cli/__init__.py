@@ -20,6 +20,7 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 COMMAND_MODULES = {
     "init": "capture", "daemon": "capture", "config": "capture", "doctor": "capture",
     "sessions": "history", "log": "history", "show": "history", "name": "history",
+    "search": "search",
     "back": "travel", "branch": "travel", "rewind": "travel",
     "replay": "replay", "breakpoint": "replay",
     "diff": "compare", "export": "share", "import": "share",

@@ -19,6 +19,7 @@ from rewind_daemon.cli import (  # noqa: F401
     record,
     remote,
     replay,
+    search,
     share,
     travel,
 )
