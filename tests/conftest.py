@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -55,6 +57,35 @@ def kill_daemon(home: Path) -> None:
             return
         time.sleep(0.01)
     os.kill(pid, signal.SIGKILL)
+
+
+# Tests that change what the whole machine shares: dpkg's packages (a guarded
+# install's rollback puts back every package, so another test's install would be
+# undone with it), init scripts and users. When tests run in parallel
+# (scripts/test: pytest-xdist), or two runs share the machine, these take turns.
+MACHINE_WIDE_MODULES = {
+    "test_probes",
+    "test_dpkg_halts",
+    "test_restore_hostile",
+    "test_cli_checkpoint",
+}
+MACHINE_WIDE_FIXTURES = {"rwtest_packages", "init_script", "other_user"}
+MACHINE_LOCK = Path(tempfile.gettempdir()) / "rw-tests-machine-wide.lock"
+
+
+@pytest.fixture(autouse=True)
+def machine_wide_tests_take_turns(request):
+    """A test that changes machine-wide state holds a lock while it runs (its
+    fixtures' set-up and clean-up included)."""
+    module = request.node.path.stem
+    if module not in MACHINE_WIDE_MODULES and not (
+        set(request.fixturenames) & MACHINE_WIDE_FIXTURES
+    ):
+        yield
+        return
+    with open(MACHINE_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 # Signals whose handling the shells and programs the tests start inherit from

@@ -82,7 +82,7 @@ class Shell:
         lines = lines[len(command.split("\n")) :]
         return "\n".join(lines).strip("\n")
 
-    def interrupt_running(self, command: str, after: float = 0.5) -> str:
+    def interrupt_running(self, command: str, after: float = 0.1) -> str:
         """Type `command`, press Ctrl-C once its program runs (a Ctrl-C while
         the hooks still run aborts the line before it starts), wait for the
         next prompt."""

@@ -78,19 +78,26 @@ class Terminal:
         return sum(1 for line in self.screen().splitlines() if line.startswith(PROMPT.strip()))
 
     def wait_for_prompt(self, count: int, timeout: float = 20) -> None:
+        self._wait(lambda: self.prompts() >= count, f"prompt #{count}", timeout)
+
+    def _wait(self, condition, what: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while self.prompts() < count:
+        while not condition():
             if time.monotonic() > deadline:
-                raise AssertionError(f"no prompt #{count}; the terminal shows:\n{self.screen()}")
-            time.sleep(0.05)
+                raise AssertionError(f"no {what}; the terminal shows:\n{self.screen()}")
+            time.sleep(0.02)
 
     def paste(self, text: str, timeout: float = 30, wait: bool = True) -> None:
         """Paste `text` as a terminal does (bracketed), press Enter, and (unless
         not `wait`) wait for the prompt."""
         before = self.prompts()
+        # The Enter goes once the line editor shows the paste's last line: the
+        # paste was read as one, before the Enter.
+        last = text.rstrip("\n").rsplit("\n", 1)[-1].strip()
+        shown = self.screen().count(last)
         self._tmux("load-buffer", "-b", "rw", "-", data=text.encode())
         self._tmux("paste-buffer", "-p", "-d", "-b", "rw")
-        time.sleep(0.2)  # the paste is read as one, before the Enter
+        self._wait(lambda: self.screen().count(last) > shown, "the paste shown", timeout)
         self._tmux("send-keys", "Enter")
         if wait:
             self.wait_for_prompt(before + 1, timeout)

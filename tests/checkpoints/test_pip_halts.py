@@ -4,48 +4,37 @@ pip writes a wheel's files one by one, its .dist-info last and RECORD last of
 all; an install that fails (here: a directory where a file must go) leaves
 what it wrote so far, which `pip list` does not show (no .dist-info) or shows
 as installed but cannot uninstall (no RECORD).
+
+The tests share one venv, made once for the module; each installs a
+distribution of its own name.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import os
 import shutil
 import subprocess
-import sys
 import uuid
-import zipfile
 from pathlib import Path
 
 import pytest
 
 from ..conftest import RW, write_config
-from .test_probes import sh
+from .test_probes import (
+    sh,
+    venv,  # noqa: F401 - a fixture
+    write_wheel,
+)
 
 
 def wheel_with_files(out: Path, dist: str, version: str, modules: int) -> Path:
     """A pure-Python wheel of a package with many modules and one late top-level module."""
     module = dist.replace("-", "_")
-    info = f"{module}-{version}.dist-info"
     files = {f"{module}/__init__.py": f"VERSION = {version!r}\n"}
     files.update({f"{module}/m{i}.py": f"N = {i}  # {version}\n" for i in range(modules)})
     files[f"zz_{module}_late.py"] = "LATE = 1\n"
-    files[f"{info}/METADATA"] = f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n"
-    files[f"{info}/WHEEL"] = (
-        "Wheel-Version: 1.0\nGenerator: rw-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
-    )
-    record = []
-    for path, text in files.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=")
-        record.append(f"{path},sha256={digest.decode()},{len(text.encode())}")
-    files[f"{info}/RECORD"] = "\n".join(record + [f"{info}/RECORD,,"]) + "\n"
-    wheel = out / f"{module}-{version}-py3-none-any.whl"
-    with zipfile.ZipFile(wheel, "w") as zf:
-        for path, text in files.items():
-            zf.writestr(path, text)
-    return wheel
+    return write_wheel(out, dist, version, files)
 
 
 def listed(python: str) -> dict[str, str]:
@@ -58,10 +47,8 @@ def listed(python: str) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("stopped_at", ["a module", "RECORD"])
-def test_a_pip_install_stopped_half_way_is_swept(rw_home, tmp_path, stopped_at):
-    env_dir = tmp_path / "env"
-    sh(sys.executable, "-m", "venv", str(env_dir))
-    python = str(env_dir / "bin" / "python")
+def test_a_pip_install_stopped_half_way_is_swept(rw_home, tmp_path, venv, stopped_at):  # noqa: F811
+    python = str(venv / "bin" / "python")
     site = sh(python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))")
     site_dir = site.stdout.strip()
     dist = f"rwtest-{uuid.uuid4().hex[:8]}-half"
@@ -112,10 +99,8 @@ def test_a_pip_install_stopped_half_way_is_swept(rw_home, tmp_path, stopped_at):
     assert listed(python) == before_dists
 
 
-def test_a_pip_upgrade_stopped_half_way_goes_back_to_the_old_version(rw_home, tmp_path):
-    env_dir = tmp_path / "env"
-    sh(sys.executable, "-m", "venv", str(env_dir))
-    python = str(env_dir / "bin" / "python")
+def test_a_pip_upgrade_stopped_half_way_goes_back_to_the_old_version(rw_home, tmp_path, venv):  # noqa: F811
+    python = str(venv / "bin" / "python")
     site_dir = sh(python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))")
     site = Path(site_dir.stdout.strip())
     dist = f"rwtest-{uuid.uuid4().hex[:8]}-up"
@@ -160,3 +145,4 @@ def test_a_pip_upgrade_stopped_half_way_goes_back_to_the_old_version(rw_home, tm
     assert f"pip: {site}/{module}-2.0.dist-info ({python}) owned by no distribution" in proc.stderr
     assert (site / module / "m3.py").read_text() == "N = 3  # 1.0\n"
     assert listed(python)[dist] == "1.0"
+    sh(*pip, "uninstall", "-y", dist)  # leave the module-scoped venv clean

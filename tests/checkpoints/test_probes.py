@@ -73,12 +73,13 @@ def ours(state: dict, prefix: str) -> dict:
     return {"packages": {k: v for k, v in state["packages"].items() if k.startswith(prefix)}}
 
 
-def write_wheel(out: Path, dist: str, version: str) -> Path:
-    """A minimal pure-Python wheel written by hand: no build backend, no network."""
+def write_wheel(out: Path, dist: str, version: str, files: dict[str, str] | None = None) -> Path:
+    """A minimal pure-Python wheel written by hand: no build backend, no network.
+    Its files are `files` (path -> text; default: one module) and its metadata."""
     module = dist.replace("-", "_")
     info = f"{module}-{version}.dist-info"
     files = {
-        f"{module}.py": f"VERSION = {version!r}\n",
+        **(files or {f"{module}.py": f"VERSION = {version!r}\n"}),
         f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n",
         f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: rw-tests\nRoot-Is-Purelib: true\n"
         "Tag: py3-none-any\n",

@@ -276,7 +276,7 @@ def test_a_pasted_block_is_one_step_per_line(no_autostart, tmp_path, kind):
         t.wait(lambda s: "<rwp>" in s, "the prompt")
         t.tmux("set-buffer", "echo p1\necho p2 >&2\nfalse\nprintf 'p4\\n'\n")
         t.tmux("paste-buffer", "-p")
-        time.sleep(0.3)
+        t.wait(lambda s: "printf 'p4" in s, "the paste shown")  # read as one, before the Enter
         t.type("Enter")
         t.wait(lambda s: s.count("<rwp>") >= 2 and "p4" in s, "the block run")
         t.type("exit", "Enter")
