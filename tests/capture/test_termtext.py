@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import time
 
 import pytest
 
@@ -72,18 +71,16 @@ def test_no_escape_or_control_survives_in_the_text():
     assert not any(c in text for c in "\x1b\r\x08\x07\x00")
 
 
-def test_text_is_made_fast():
-    # A build log: colours on every line, a progress bar now and then.
+def test_a_long_build_log_gives_each_line_its_last_state():
+    # A build log: colours on every line, a progress bar now and then. (How
+    # fast: bench/output_ingest.py, "text extraction alone".)
     line = b"\x1b[32m[ok]\x1b[0m compiling module_%d.c with -O2 -Wall -Wextra\r\n"
     bar = b" 10%\r 20%\r 30%\r\x1b[K100%\r\n"
     raw = b"".join((line % i) + (bar if i % 50 == 0 else b"") for i in range(200_000))
-    start = time.perf_counter()
     text = text_of(raw, "make")
-    took = time.perf_counter() - start
     assert text.count("\n") == 200_000 + 200_000 // 50
     assert "[ok] compiling module_199999.c" in text
-    mb_per_s = len(raw) / took / 1e6
-    assert mb_per_s > 20, f"{mb_per_s:.0f} MB/s"
+    assert text.count("100%\n") == 200_000 // 50 and "30%" not in text
 
 
 @pytest.mark.parametrize(
