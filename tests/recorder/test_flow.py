@@ -125,11 +125,11 @@ def the_recorded_shell(t: RecordedTerminal) -> int:
 
 
 def stty(shell: int, *args: str) -> str:
-    """`stty` of the recorded shell's terminal (the recorder's PTY)."""
+    """`stty` of the recorded shell's terminal (the recorder's PTY); "" when
+    it could not be read (the shell was changing it: the caller asks again)."""
     with open(f"/proc/{shell}/fd/0", "rb", buffering=0) as tty:
-        return subprocess.run(
-            ["stty", *args], stdin=tty, capture_output=True, text=True, check=True
-        ).stdout
+        proc = subprocess.run(["stty", *args], stdin=tty, capture_output=True, text=True)
+    return proc.stdout if proc.returncode == 0 else ""
 
 
 def every_file_below(root: Path) -> bytes:
