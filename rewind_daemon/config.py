@@ -7,9 +7,12 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import RwError
-from .redact import Redactor
+
+if TYPE_CHECKING:
+    from .redact import Redactor
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -161,6 +164,8 @@ class Config:
         ]
 
     def redactor(self) -> Redactor:
+        from .redact import Redactor  # (here: its rules cost 10 ms to compile)
+
         return Redactor(self.redact_regexes(), self.redact_env_name_regexes())
 
 
