@@ -13,8 +13,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -85,6 +86,55 @@ def stop_daemon(home: Path) -> None:
     subprocess.run(
         [rw_program(), "daemon", "stop"], env=rw_env(home), capture_output=True, timeout=60
     )
+
+
+class ForegroundDaemon:
+    """A `rw daemon run` started by foreground_daemon: when it was spawned and
+    when it said it was listening (perf_counter), and its log lines."""
+
+    def __init__(self) -> None:
+        self.spawned = self.listening = 0.0
+        self.log: list[str] = []
+
+
+@contextmanager
+def foreground_daemon(
+    home: Path, after_stop: Callable[[], None] | None = None
+) -> Iterator[ForegroundDaemon]:
+    """Run the daemon in the foreground, its log followed; yields once it
+    listens. On leaving: `rw daemon stop` (then `after_stop()`, before the
+    daemon is waited for), and its warnings and errors counted on stdout."""
+    d = ForegroundDaemon()
+    listening = threading.Event()
+
+    def follow(stream) -> None:
+        for line in stream:
+            if not listening.is_set() and "listening on" in line:
+                d.listening = time.perf_counter()
+                listening.set()
+            d.log.append(line)
+
+    d.spawned = time.perf_counter()
+    proc = subprocess.Popen(
+        [rw_program(), "daemon", "run"],
+        env=rw_env(home), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    reader = threading.Thread(target=follow, args=(proc.stderr,), daemon=True)
+    reader.start()
+    try:
+        if not listening.wait(60):
+            raise SystemExit(f"bench: the daemon did not start: {''.join(d.log)[-2000:]}")
+        yield d
+    finally:
+        subprocess.run([rw_program(), "daemon", "stop"], env=rw_env(home), capture_output=True)
+        if after_stop is not None:
+            after_stop()
+        proc.wait(60)
+        reader.join(10)
+    warnings = [line for line in d.log if " WARNING " in line or " ERROR " in line]
+    if warnings:
+        print(f"  daemon logged {len(warnings)} warnings/errors, first: {warnings[0].strip()}")
 
 
 def machine() -> str:

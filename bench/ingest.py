@@ -22,23 +22,20 @@ from __future__ import annotations
 import os
 import random
 import socket
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from _common import (
     Verdicts,
+    foreground_daemon,
     machine,
     parser,
     realistic_env,
-    rw_env,
     rw_home,
     rw_paths,
-    rw_program,
 )
 
 from rewind_daemon.capture import client, records
@@ -213,38 +210,10 @@ def daemon_ingest(w: Workload, home: Path) -> tuple[float, float, dict]:
     paths.spool_dir.mkdir(parents=True, mode=0o700)
     for sid, data in w.spools.items():
         (paths.spool_dir / f"{sid}.spool").write_bytes(data)
-    listening = threading.Event()
-    log: list[str] = []
-    t_listen = [0.0]
-
-    def follow(stream) -> None:
-        for line in stream:
-            if not listening.is_set() and "listening on" in line:
-                t_listen[0] = time.perf_counter()
-                listening.set()
-            log.append(line)
-
-    t_spawn = time.perf_counter()
-    proc = subprocess.Popen(
-        [rw_program(), "daemon", "run"],
-        env=rw_env(home), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    reader = threading.Thread(target=follow, args=(proc.stderr,), daemon=True)
-    reader.start()
-    try:
-        if not listening.wait(60):
-            raise SystemExit(f"bench: the daemon did not start: {''.join(log)[-2000:]}")
+    with foreground_daemon(home) as d:
         reply = client.request(paths, "status", timeout=600)
         t_done = time.perf_counter()
-    finally:
-        subprocess.run([rw_program(), "daemon", "stop"], env=rw_env(home), capture_output=True)
-        proc.wait(60)
-        reader.join(10)
-    warnings = [line for line in log if " WARNING " in line or " ERROR " in line]
-    if warnings:
-        print(f"  daemon logged {len(warnings)} warnings/errors, first: {warnings[0].strip()}")
-    return t_done - t_listen[0], t_done - t_spawn, reply
+    return t_done - d.listening, t_done - d.spawned, reply
 
 
 def check_store(w: Workload, home: Path) -> list[str]:

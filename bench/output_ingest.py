@@ -31,13 +31,12 @@ import random
 import resource
 import subprocess
 import sys
-import threading
 import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _common import Verdicts, machine, parser, rw_env, rw_home, rw_paths, rw_program
+from _common import Verdicts, foreground_daemon, machine, parser, rw_home, rw_paths
 
 from rewind_daemon.capture import client, records
 from rewind_daemon.capture.outputs import make_output
@@ -215,38 +214,15 @@ def daemon_ingest(home: Path) -> tuple[float, float]:
     """(seconds from the daemon's start of work to its answer, all ingested;
     the CPU seconds the daemon used in all, its start and stop included)."""
     paths = rw_paths(home)
-    listening = threading.Event()
-    log: list[str] = []
-    t_listen = [0.0]
+    stopped = [0.0]
 
-    def follow(stream) -> None:
-        for line in stream:
-            if not listening.is_set() and "listening on" in line:
-                t_listen[0] = time.perf_counter()
-                listening.set()
-            log.append(line)
+    def after_stop() -> None:
+        stopped[0] = _children_cpu()  # (the stop's own process, waited for)
 
-    proc = subprocess.Popen(
-        [rw_program(), "daemon", "run"],
-        env=rw_env(home), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    reader = threading.Thread(target=follow, args=(proc.stderr,), daemon=True)
-    reader.start()
-    try:
-        if not listening.wait(60):
-            raise SystemExit(f"bench: the daemon did not start: {''.join(log)[-2000:]}")
+    with foreground_daemon(home, after_stop) as d:
         client.request(paths, "status", timeout=600)
         t_done = time.perf_counter()
-    finally:
-        subprocess.run([rw_program(), "daemon", "stop"], env=rw_env(home), capture_output=True)
-        stopped = _children_cpu()  # (the stop's own process, waited for)
-        proc.wait(60)
-        reader.join(10)
-    warnings = [line for line in log if " WARNING " in line or " ERROR " in line]
-    if warnings:
-        print(f"  daemon logged {len(warnings)} warnings/errors, first: {warnings[0].strip()}")
-    return t_done - t_listen[0], _children_cpu() - stopped
+    return t_done - d.listening, _children_cpu() - stopped[0]
 
 
 def _children_cpu() -> float:
