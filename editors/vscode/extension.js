@@ -1,14 +1,25 @@
-// The few lines that start the debug adapter: `rw dap` on stdio (the rw on
-// PATH, or the one the rw.path setting names). A launch configuration with
-// "debugServer": PORT uses a running `rw dap --port PORT` instead.
+// The few lines that start the debug adapter: `rw dap` on stdio, the rw that
+// the rw.path setting names (a leading ~ is the home directory), else the rw
+// on PATH. A launch configuration with "debugServer": PORT uses a running
+// `rw dap --port PORT` instead (VS Code connects to it without asking here).
+const os = require('os');
+const path = require('path');
 const vscode = require('vscode');
+
+function rwProgram() {
+  const configured = String(vscode.workspace.getConfiguration('rw').get('path') || '').trim();
+  if (!configured) return 'rw';
+  if (configured === '~' || configured.startsWith('~/')) {
+    return path.join(os.homedir(), configured.slice(1));
+  }
+  return configured;
+}
 
 function activate(context) {
   context.subscriptions.push(
     vscode.debug.registerDebugAdapterDescriptorFactory('rw', {
       createDebugAdapterDescriptor() {
-        const rw = vscode.workspace.getConfiguration('rw').get('path') || 'rw';
-        return new vscode.DebugAdapterExecutable(rw, ['dap']);
+        return new vscode.DebugAdapterExecutable(rwProgram(), ['dap']);
       },
     }),
   );
@@ -16,4 +27,4 @@ function activate(context) {
 
 function deactivate() {}
 
-module.exports = { activate, deactivate };
+module.exports = { activate, deactivate, rwProgram };
