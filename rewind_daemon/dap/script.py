@@ -1,13 +1,15 @@
 """A shell script as the debugger's steps: each top-level command is one step
 at its lines. Comments, blank lines and the shebang are not steps; compound
-commands (if, case, loops, { }, ( )), function definitions, lines continued
-with `\\` or ending in `|`, `&&` or `||`, and here-documents belong to the
-command they are part of. Commands that share a line share a step (a
-breakpoint is set on a line).
+commands (if, case, loops, { }, ( ), and zsh's foreach, `{ } always { }`
+and short forms), function definitions, lines continued with `\\` or ending
+in `|`, `&&` or `||`, and here-documents belong to the command they are part
+of. Commands that share a line share a step (a breakpoint is set on a line).
 
 This is not a parser: it follows quotes, brackets, here-documents and the
 reserved words that open and close compound commands, which is what deciding
-where a top-level command ends needs.
+where a top-level command ends needs. A command substitution `$( )` is read
+as the commands it holds (a `case` pattern's `)` or a here-document in it
+does not close it).
 """
 
 from __future__ import annotations
@@ -20,6 +22,11 @@ from ..errors import RwError
 _OPENERS = {"if": "fi", "case": "esac", "for": "done", "while": "done",
             "until": "done", "select": "done", "{": "}", "repeat": "done"}  # fmt: skip
 _CLOSERS = {"fi", "esac", "done", "}"}
+# zsh only: `foreach x (a b) ... end`
+_ZSH_OPENERS = {"foreach": "end"}
+# zsh's loops whose body may follow their header without `do`: `for x in a b; cmd`,
+# `for x (a b) cmd`, `repeat 3 cmd` (SHORT_LOOPS, on by default)
+_ZSH_SHORT_LOOPS = {"for", "repeat", "select"}
 # Words after which the next word is again in command position.
 _LEADING = {"then", "do", "else", "elif", "if", "while", "until", "!", "time", "{", "function"}
 _ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=\S*")
@@ -90,15 +97,22 @@ class _Splitter:
     def _error(self, first: int, what: str) -> ScriptError:
         return ScriptError(f"line {first}: {what}; rw cannot tell where this command ends")
 
-    def _command(self) -> None:
-        """Past one top-level command and the newline that ends it."""
+    def _command(self, substitution: int = 0) -> None:
+        """Past one top-level command and the newline that ends it; or, in a
+        command substitution opened on line `substitution`, past the commands
+        it holds and the `)` that closes it."""
         text = self.text
         first = self.line
-        stack: list[str] = []  # closers awaited: fi, done, esac, }, )
+        stack: list[str] = []  # closers awaited: fi, done, esac, }, ), end
         heredocs: list[tuple[str, bool]] = []  # (delimiter, strip tabs) awaiting bodies
         command_position = True
         joined = False  # the line ended in |, && or ||: the command goes on
         after_function = False
+        # zsh: the stack depths of loops whose header is read and whose body may
+        # come without `do`; and a `repeat` whose count comes next
+        short_loops: set[int] = set()
+        repeat_count = False
+        last = ""  # the word before
         while self.i < len(text):
             c = text[self.i]
             if c == "\n":
@@ -108,7 +122,7 @@ class _Splitter:
                 if heredocs:
                     self._heredoc_bodies(heredocs, first)
                     heredocs = []
-                if not stack and not joined and not _FUNCTION_HEAD.search(line_text):
+                if not (stack or joined or substitution or _FUNCTION_HEAD.search(line_text)):
                     return
                 command_position = True
                 continue
@@ -133,7 +147,11 @@ class _Splitter:
                 self._dollar(first)
                 command_position = False
                 continue
-            if c == "<" and text.startswith("<<", self.i) and not text.startswith("<<<", self.i):
+            if c == "<" and text.startswith("<<<", self.i):  # a here-string: a word follows
+                self.i += 3
+                command_position = False
+                continue
+            if c == "<" and text.startswith("<<", self.i):
                 self.i += 2
                 heredocs.append(self._heredoc_word(first))
                 command_position = False
@@ -148,6 +166,11 @@ class _Splitter:
                 joined = op in ("&&", "||", "|", "|&")
                 command_position = True
                 continue
+            if c == "(" and text.startswith("((", self.i) and (command_position or last == "for"):
+                # an arithmetic command, or for's (( ; ; )) (zsh: its body may follow)
+                command_position = last == "for"
+                self._balanced(first)
+                continue
             if c == "(":
                 stack.append(")")
                 self.i += 1
@@ -156,6 +179,11 @@ class _Splitter:
             if c == ")":
                 if stack and stack[-1] == ")":
                     stack.pop()
+                elif substitution and not stack:  # the end of the $( )
+                    self.i += 1
+                    if heredocs:
+                        raise self._error(first, f"here-document {heredocs[0][0]!r} inside $( )")
+                    return
                 # else: a pattern of a case clause
                 self.i += 1
                 command_position = True
@@ -163,13 +191,30 @@ class _Splitter:
             if c in "<>":
                 self.i += 1
                 continue
-            word = self._word()
+            word = last = self._word()
+            if repeat_count:  # zsh: `repeat 3 cmd`: the command follows the count
+                repeat_count = False
+                command_position = True
+                continue
+            if (
+                command_position
+                and len(stack) - 1 in short_loops
+                and stack[-1] == "done"
+                and word not in ("do", "{")
+            ):
+                # zsh: the loop's body follows its header without `do`: it is
+                # this command (a sublist), which ends the loop
+                short_loops.discard(len(stack) - 1)
+                stack.pop()
+            elif command_position:  # `do` or `{`: the loop's body, the long way
+                short_loops.discard(len(stack) - 1)
             # in a case clause, `fi|done)` are patterns (`esac` is always the word)
             if stack and stack[-1] == "esac" != word and text.startswith((")", "|"), self.i):
                 command_position = False
                 continue
             closes = command_position or (self.zsh and word == "}")
-            if closes and word in _CLOSERS and stack and stack[-1].rstrip("+") == word:
+            closers = _CLOSERS | {"end"} if self.zsh else _CLOSERS
+            if closes and word in closers and stack and stack[-1].rstrip("+") == word:
                 stack.pop()
                 # zsh's short forms (`if [[ c ]] { ... }`, `for x (a b) { ... }`, and
                 # bash's `for x in a; { ... }`): a group that ends a compound
@@ -185,13 +230,27 @@ class _Splitter:
             short_form = self.zsh and word == "{" and bool(stack) and stack[-1] in ("done", "fi")
             if (command_position or short_form) and word in _OPENERS:
                 stack.append(_OPENERS[word])
-            # after `function NAME` comes the body, a command of its own
+                if self.zsh and word in _ZSH_SHORT_LOOPS:
+                    # its body may come without `do` once the header is read: after
+                    # the `;` or newline that ends `for x in a b`, the `)` of
+                    # `for x (a b)`, or `repeat`'s count
+                    short_loops.add(len(stack) - 1)
+                    repeat_count = word == "repeat"
+            elif command_position and self.zsh and word in _ZSH_OPENERS:
+                stack.append(_ZSH_OPENERS[word])
+            # after `function NAME` comes the body, a command of its own (zsh:
+            # `function a b { }` names several)
             command_position = (
                 word in _LEADING
                 or after_function
+                or (self.zsh and word == "always")  # `{ ... } always { ... }`
                 or (command_position and bool(_ASSIGNMENT.fullmatch(word)))
             ) and word != "function"
-            after_function = word == "function"
+            after_function = word == "function" or (
+                self.zsh and after_function and word not in ("{", "(")
+            )
+        if substitution:
+            raise self._error(substitution, "a $( that is never closed")
         if stack or heredocs:
             awaited = (
                 f"here-document {heredocs[0][0]!r}" if heredocs else f"`{stack[-1].rstrip('+')}`"
@@ -282,6 +341,19 @@ class _Splitter:
             else:
                 self._quoted(first)
             return
+        if kind == "(" and not text.startswith("((", self.i):
+            # $( ): the commands it holds, up to the `)` that closes it
+            self.i += 1
+            self._command(substitution=first)
+            return
+        self._balanced(first)
+
+    def _balanced(self, first: int) -> None:
+        """Past $((...)), ${...} (from the bracket) or an arithmetic command
+        ((...)): brackets counted, quotes and expansions passed over (`<<` is
+        a shift there, not a here-document)."""
+        text = self.text
+        kind = text[self.i]
         close = ")" if kind == "(" else "}"
         depth = 0
         while self.i < len(text):

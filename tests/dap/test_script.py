@@ -154,11 +154,14 @@ def test_function_bodies_on_the_next_line_belong_to_the_function():
         ("cat <<EOF\nbody\n", "EOF"),
         ("echo $(date\n", "$( that is never closed"),
         ("for i in 1; do\n", "`done`"),
+        ("x=$(case a in\n  a) echo ;;\nesac\necho b\n", "$( that is never closed"),
+        ("x=$(cat <<EOF\nbody\n)\n", "here-document 'EOF' is never closed"),
+        ("foreach x (a b)\n  print $x\n", "`end`"),
     ],
 )
 def test_a_command_that_never_ends_is_an_error_naming_its_line(text, what):
     with pytest.raises(ScriptError) as e:
-        split("echo first\n" + text)
+        split("echo first\n" + text, "zsh" if "foreach" in text else "bash")
     assert "line 2" in str(e.value) and what in str(e.value)
 
 
@@ -172,3 +175,77 @@ def test_the_steps_of_a_script_in_any_order_are_found_again():
         order = rng.sample(commands, len(commands))
         blank = rng.choice(["\n", "\n\n", "\n# a comment\n", "\n   \n"])
         assert [s.command for s in split(blank.join(order) + "\n")] == order
+
+
+# What the splitter once got wrong, each against what the shell itself parses
+# and runs: (shell, script, the (first, last) lines of each step).
+GAPS = {
+    "a case in $( )": (
+        "bash", 'x=$(case a in\n  a) echo A ;;\nesac)\necho "$x after"\n', [(1, 3), (4, 4)]
+    ),
+    "a case with ;;& in $( )": (
+        "bash", "x=$(case a in\n  a) echo 1 ;;&\n  *) echo 2 ;;\nesac)\necho $x\n", [(1, 4), (5, 5)]
+    ),
+    "a here-document in $( )": (
+        "bash", 'x=$(cat <<EOF\nbody )\nEOF\n)\necho "$x"\n', [(1, 4), (5, 5)]
+    ),
+    "a <<- here-document with tabs in $( )": (
+        "bash", 'x=$(cat <<-EOF\n\tbody )\n\tEOF\n)\necho "$x"\n', [(1, 4), (5, 5)]
+    ),
+    "a quoted delimiter in $( ), a lone quote in the body": (
+        "bash", "x=$(cat <<'EOF'\nit's ) \"\nEOF\n)\necho \"$x\"\n", [(1, 4), (5, 5)]
+    ),
+    "a here-string, then a here-document": (
+        "bash", "cat <<< x <<EOF\nbody\nEOF\necho after\n", [(1, 3), (4, 4)]
+    ),
+    "a here-string of a $( ) over two lines": (
+        "bash", 'cat <<< "$(echo a\n)"\necho after\n', [(1, 2), (3, 3)]
+    ),
+    "a shift in an arithmetic command": ("bash", '(( x = 1 << 2 ))\necho "$x"\n', [(1, 1), (2, 2)]),
+    "a shift in for (( ))": (
+        "bash", "for ((i = 1; i << 1 < 8; i++)); do echo $i; done\necho after\n", [(1, 1), (2, 2)]
+    ),
+    "a case in $( ) in zsh": (
+        "zsh", 'x=$(case a in\n  a) print A ;;\nesac)\nprint "$x after"\n', [(1, 3), (4, 4)]
+    ),
+    "zsh's foreach ... end": (
+        "zsh", "foreach x (a b)\n  print $x\nend\nprint after\n", [(1, 3), (4, 4)]
+    ),
+    "zsh's foreach with a loop in it": (
+        "zsh", "foreach x (a b)\n  for y in 1; do print $x$y; done\nend\nprint after\n",
+        [(1, 3), (4, 4)],
+    ),
+    "zsh's { } always { }": (
+        "zsh", "{\n  print try\n} always {\n  print finally\n}\nprint after\n", [(1, 5), (6, 6)]
+    ),
+    "zsh's function with two names": (
+        "zsh", "function a b {\n  print in $0\n}\nb\n", [(1, 3), (4, 4)]
+    ),
+    "zsh's short for": ("zsh", "for x in a b; print $x\nprint after\n", [(1, 1), (2, 2)]),
+    "zsh's short for (words)": ("zsh", "for x (a b) print $x\nprint after\n", [(1, 1), (2, 2)]),
+    "zsh's short for, its body on the next line": (
+        "zsh", "for x in a b\n  print $x\nprint after\n", [(1, 2), (3, 3)]
+    ),
+    "zsh's short for (( ))": (
+        "zsh", "for ((i = 0; i < 2; i++)) print $i\nprint after\n", [(1, 1), (2, 2)]
+    ),
+    "zsh's short repeat": ("zsh", "repeat 2 print r\nprint after\n", [(1, 1), (2, 2)]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", GAPS)
+def test_each_construct_is_one_step_as_the_shell_parses_it(name):
+    shell, text, spans = GAPS[name]
+    steps = split(text, shell)
+    assert [(s.line, s.end_line) for s in steps] == spans
+    for s in steps:
+        proc = subprocess.run([shell, "-n", "-c", s.command], capture_output=True, text=True)
+        assert proc.returncode == 0 and not proc.stderr, (s, proc.stderr)
+    # run one by one, the steps print what the whole script prints
+    argv = [shell, "-f", "-c"] if shell == "zsh" else [shell, "-c"]
+    whole = subprocess.run([*argv, text], capture_output=True, text=True)
+    parts = subprocess.run(
+        [*argv, "\n".join(s.command for s in steps)], capture_output=True, text=True
+    )
+    assert whole.returncode == 0 and whole.stdout and not whole.stderr, whole
+    assert (parts.stdout, parts.stderr) == (whole.stdout, whole.stderr)
