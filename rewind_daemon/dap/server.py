@@ -28,6 +28,7 @@ def serve_stdio() -> None:
 
 def serve_tcp(host: str, port: int, ready: Callable[[str, int], None]) -> None:
     """Sessions on `host:port`, one per connection, until interrupted."""
+    _hold_fds_3_and_4()
     try:
         listener = socket.create_server((host, port), family=_family(host), reuse_port=False)
     except OSError as e:
@@ -47,6 +48,21 @@ def serve_tcp(host: str, port: int, ready: Callable[[str, int], None]) -> None:
             session.kill()  # no shell a session started outlives the server
 
 
+def _hold_fds_3_and_4() -> None:
+    """Keep fds 3 and 4 open for the server's life (on /dev/null where free):
+    each session's shell is started with pass_fds=(3, 4) and its pipes put
+    there, and starting it while either was closed in this process (the
+    socket of a connection that just ended) failed with EBADF."""
+    for fd in (3, 4):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDONLY)
+            if null != fd:
+                os.dup2(null, fd, inheritable=False)
+                os.close(null)
+
+
 def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
@@ -59,7 +75,8 @@ def _serve_connection(conn: socket.socket, sessions: set[DebugSession]) -> None:
             print(f"rw dap: refused a connection from uid {owner}", file=sys.stderr)
             return
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        session = DebugSession(Reader(conn.makefile("rb")), Writer(conn.makefile("wb")))
+        rfile, wfile = conn.makefile("rb"), conn.makefile("wb")
+        session = DebugSession(Reader(rfile), Writer(wfile))
         sessions.add(session)
         try:
             session.serve()
@@ -69,6 +86,12 @@ def _serve_connection(conn: socket.socket, sessions: set[DebugSession]) -> None:
                 conn.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+            # the socket is closed now, not whenever the session is collected
+            for f in (rfile, wfile):
+                try:
+                    f.close()
+                except OSError:
+                    pass
 
 
 def peer_uid(conn: socket.socket) -> int | None:

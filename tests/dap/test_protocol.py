@@ -435,3 +435,50 @@ def _parent(pid: int) -> int | None:
             return int(f.read().rsplit(") ", 1)[1].split()[1])
     except (OSError, ValueError, IndexError):
         return None
+
+
+def test_malformed_input_on_the_port_leaves_the_server_serving(rw_home, tmp_path):
+    """Over --port as on stdio: bad framing, bad JSON, unknown or out-of-order
+    requests get an error (or an output event) on their connection, which
+    goes on; a connection cut inside a message, or that sends bytes that are
+    no protocol at all, ends alone, and the server serves the next, round
+    after round (a connection's socket once closed whenever it was collected,
+    and a session's shell started meanwhile failed with EBADF)."""
+    signal.alarm(90)
+    server = Server(dict(os.environ, RW_HOME=str(rw_home)))
+    script = tmp_path / "s.sh"
+    script.write_text("echo a step\n")
+    try:
+        sock, reader = server.connect()
+        r = ask(sock, reader, 1, "launch", program="/bin/true")
+        assert not r["success"] and "before initialize" in r["message"]
+        sock.sendall(b"Content-Length: lots\r\n\r\n{}" + b"Content-Length: 7\r\n\r\n{broken")
+        said = []
+        sock.sendall(encode({"seq": 2, "type": "request", "command": "fly", "arguments": {}}))
+        while (m := reader.read()) is not None and m.get("request_seq") != 2:
+            said.append(m["body"]["output"])
+        assert m is not None and not m["success"] and "'fly'" in m["message"]
+        assert len(said) == 2 and "not a number" in said[0] and "not JSON" in said[1]
+        assert ask(sock, reader, 3, "initialize", adapterID="rw")["success"]
+        for _ in range(20):
+            # cut inside a message's body
+            sock.sendall(b'Content-Length: 100\r\n\r\n{"seq": 4')
+            sock.close()
+            # a connection that speaks no protocol at all: HTTP
+            other, _ = server.connect()
+            other.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            other.close()
+            sock, reader = server.connect()
+            assert ask(sock, reader, 1, "initialize", adapterID="rw")["success"]
+            r = ask(sock, reader, 2, "launch", program=str(script))
+            assert r["success"], r["message"]
+            assert ask(sock, reader, 3, "configurationDone")["success"]
+            while (m := reader.read()) is not None and m.get("event") != "stopped":
+                pass
+            r = ask(sock, reader, 4, "evaluate", expression="echo still here", context="repl")
+            assert r["body"]["result"] == "still here"
+        sock.close()
+        assert server.proc.poll() is None
+    finally:
+        signal.alarm(0)
+        server.close()
