@@ -9,6 +9,8 @@ import json
 import os
 import re
 import shutil
+import signal
+import socket
 import subprocess
 import zipfile
 from pathlib import Path
@@ -17,7 +19,10 @@ from rewind_daemon.dap.framing import Reader, encode
 from rewind_daemon.dap.launching import LAUNCH_ATTRIBUTES
 
 from ..conftest import RW
-from .test_protocol import adapter  # noqa: F401  (the fixture)
+from .test_protocol import (
+    Server,
+    adapter,  # noqa: F401  (the fixture)
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 VSCODE = ROOT / "editors" / "vscode"
@@ -62,12 +67,136 @@ def test_the_readmes_vscode_configuration_launches(adapter, tmp_path):  # noqa: 
     assert "deploying to staging\n" in said
 
 
-def test_the_readmes_nvim_dap_configuration_names_what_the_adapter_takes():
+def lua_table(text: str):
+    """A Lua table constructor of strings, numbers and tables (what nvim-dap's
+    setup holds), as a dict, or a list when it has no keys."""
+    tokens = re.findall(r"'(?:[^'\\]|\\.)*'|\d+|\w+|[{}=,]", text)
+    pos = 0
+
+    def value():
+        nonlocal pos
+        token = tokens[pos]
+        pos += 1
+        if token == "{":
+            items, keyed = [], {}
+            while tokens[pos] != "}":
+                if tokens[pos + 1] == "=":
+                    key = tokens[pos]
+                    pos += 2
+                    keyed[key] = value()
+                else:
+                    items.append(value())
+                if tokens[pos] == ",":
+                    pos += 1
+            pos += 1
+            assert not (items and keyed), text
+            return keyed if keyed or not items else items
+        if token.startswith("'"):
+            return token[1:-1]
+        assert token.isdigit(), token
+        return int(token)
+
+    result = value()
+    assert pos == len(tokens), text
+    return result
+
+
+def nvim_dap_setup() -> tuple[list[dict], list[dict]]:
+    """The README's nvim-dap adapters (the one in a comment too) and configurations."""
     lua = re.search(r"```lua\n(.*?)```", readme_section(), re.S)
     assert lua
-    assert "command = 'rw', args = { 'dap' }" in lua.group(1)
-    keys = set(re.findall(r"^\s+(\w+) = ", lua.group(1), re.M))
-    assert keys - {"type", "request", "name"} <= set(LAUNCH_ATTRIBUTES)
+    adapters = [
+        lua_table(m.group(1))
+        for m in re.finditer(r"^(?:-- )?dap\.adapters\.rw = (\{.*\})$", lua.group(1), re.M)
+    ]
+    configurations = re.search(r"^dap\.configurations\.sh = (\{.*?^\})$", lua.group(1), re.M | re.S)
+    assert configurations
+    return adapters, lua_table(configurations.group(1))
+
+
+def test_the_readmes_nvim_dap_adapters_and_configuration_debug_a_script(rw_home, tmp_path):
+    """As nvim-dap does: the executable adapter started as it says, the server
+    adapter reached where it says (a server started on a free port stands for
+    `rw dap --port 4711`), and the configuration, its variables filled in,
+    launched on each."""
+    adapters, configurations = nvim_dap_setup()
+    assert [a["type"] for a in adapters] == ["executable", "server"]
+    executable, server = adapters
+    assert executable == {"type": "executable", "command": "rw", "args": ["dap"]}
+    assert server == {"type": "server", "host": "127.0.0.1", "port": 4711}
+    (config,) = configurations
+    assert config["type"] == "rw" and config["request"] == "launch"
+    assert set(config) - {"type", "request", "name"} <= set(LAUNCH_ATTRIBUTES)
+    script = tmp_path / "deploy.sh"
+    script.write_text('echo "deploying from $(basename "$PWD")"\n')
+    filled = {"${file}": str(script), "${workspaceFolder}": str(tmp_path)}
+    launch = {
+        k: filled.get(v, v) for k, v in config.items() if k not in ("type", "request", "name")
+    }
+    on_path = tmp_path / "bin"
+    on_path.mkdir()
+    (on_path / "rw").symlink_to(RW)
+    env = dict(os.environ, PATH=f"{on_path}:{os.environ['PATH']}", RW_HOME=str(rw_home))
+
+    def debug(send, reader) -> list[str]:
+        seq = 0
+
+        def ask(command: str, **args) -> None:
+            nonlocal seq
+            seq += 1
+            send(encode({"seq": seq, "type": "request", "command": command, "arguments": args}))
+
+        ask("initialize", adapterID="rw", clientID="neovim", linesStartAt1=True)
+        ask("launch", **launch)
+        ask("configurationDone")
+        said, failed = [], []
+        while True:
+            m = reader.read()
+            assert m is not None, "the adapter ended"
+            if m.get("type") == "response" and not m["success"]:
+                failed.append(m)
+            if m.get("event") == "stopped":
+                ask("continue", threadId=1)
+            if m.get("event") == "output" and m["body"].get("category") == "stdout":
+                said.append(m["body"]["output"])
+            if m.get("event") == "terminated":
+                assert not failed, failed
+                return said
+
+    signal.alarm(60)
+    proc = None
+    try:
+        proc = subprocess.Popen(
+            [executable["command"], *executable["args"]], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, env=env, cwd=tmp_path, start_new_session=True,
+        )  # fmt: skip
+        assert proc.stdin and proc.stdout
+        stdin = proc.stdin
+
+        def send_stdin(data: bytes) -> None:
+            stdin.write(data)
+            stdin.flush()
+
+        said = debug(send_stdin, Reader(proc.stdout))  # type: ignore[arg-type]
+        assert said == [f"deploying from {tmp_path.name}\n"]
+        stdin.close()
+        assert proc.wait(timeout=20) == 0
+        listening = Server(env)
+        try:
+            assert listening.host == server["host"]
+            sock = socket.create_connection((server["host"], listening.port), timeout=20)
+            said = debug(sock.sendall, Reader(sock.makefile("rb")))  # type: ignore[arg-type]
+            assert said == [f"deploying from {tmp_path.name}\n"]
+            sock.close()
+        finally:
+            listening.close()
+    finally:
+        signal.alarm(0)
+        if proc:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def package_the_extension(tmp_path: Path) -> Path:

@@ -26,33 +26,44 @@ function script(text, name = 'deploy.sh') {
   return { dir, file };
 }
 
-// A client on the adapter's stdio (the default), or on `rw dap --port 0`.
-async function client(t, { port = false } = {}) {
+// A client on the adapter's stdio (the default), on a new `rw dap --port 0`
+// (port: true; dc.port is where it listens), or on a running one (at: its port).
+async function client(t, { port = false, at = null } = {}) {
   let dc;
   let server = null;
-  if (port) {
-    server = spawn(RW, ['dap', '--port', '0'], { stdio: ['ignore', 'ignore', 'pipe'] });
-    const bound = await new Promise((resolve, reject) => {
-      let err = '';
-      server.stderr.on('data', (d) => {
-        err += d;
-        const m = /listening on 127\.0\.0\.1:(\d+)/.exec(err);
-        if (m) resolve(Number(m[1]));
+  if (port || at) {
+    let bound = at;
+    if (!bound) {
+      server = spawn(RW, ['dap', '--port', '0'], { stdio: ['ignore', 'ignore', 'pipe'] });
+      bound = await new Promise((resolve, reject) => {
+        let err = '';
+        server.stderr.on('data', (d) => {
+          err += d;
+          const m = /listening on 127\.0\.0\.1:(\d+)/.exec(err);
+          if (m) resolve(Number(m[1]));
+        });
+        server.on('exit', (code) => reject(new Error(`rw dap --port exited ${code}: ${err}`)));
       });
-      server.on('exit', (code) => reject(new Error(`rw dap --port exited ${code}: ${err}`)));
-    });
+    }
     dc = new DebugClient(RW, 'dap', 'rw');
     await dc.start(bound);
+    dc.port = bound;
   } else {
     dc = new DebugClient(RW, 'dap', 'rw', { env: process.env });
-    dc.defaultTimeout = T;
     await dc.start();
   }
+  dc.defaultTimeout = T;
   dc.outputs = [];
   dc.on('output', (e) => dc.outputs.push(e.body));
-  // disconnect first, then end the server (the hooks run in this order)
-  t.after(() => within(dc.stop(), 'disconnect'));
-  if (server) t.after(() => server.kill());
+  // disconnect first (unless the scenario did), then end the server, also when
+  // the disconnect failed
+  t.after(async () => {
+    try {
+      if (!dc.ended) await within(dc.stop(), 'disconnect');
+    } finally {
+      if (server) server.kill();
+    }
+  });
   return dc;
 }
 
@@ -132,6 +143,74 @@ for (const port of [false, true]) {
     assert.match(printed(dc), /stage dev/);
   });
 }
+
+// VS Code's configuration sequence as the client itself runs it (hitBreakpoint:
+// initialize and launch; on `initialized`, setBreakpoints then configurationDone),
+// then the watch console and going back, on either transport.
+async function configuredThenBack(t, port) {
+  const { dir, file } = script(
+    ['cd "$W"', 'export STAGE=dev; echo one > n', 'export STAGE=prod; echo two > n', 'echo "stage $STAGE"', 'echo end', ''].join('\n'),
+  );
+  const w = path.join(dir, 'work');
+  fs.mkdirSync(w);
+  const n = () => fs.readFileSync(path.join(w, 'n'), 'utf8');
+  const dc = await client(t, { port });
+  await dc.hitBreakpoint({ program: file, stopOnEntry: false, env: { W: w }, watch: [w] }, { path: file, line: 4 });
+  assert.equal(await hover(dc, '$STAGE'), 'prod');
+  assert.equal(n(), 'two\n');
+  // a watch expands words and never runs a command
+  const watch = (expression) => dc.evaluateRequest({ expression, context: 'watch', frameId: 1 });
+  assert.equal((await watch('$STAGE/${#STAGE}')).body.result, 'prod/4');
+  await assert.rejects(watch('$(touch made)'), /expand words only/);
+  assert.equal(fs.existsSync(path.join(w, 'made')), false);
+  // reverse continue: no breakpoint before line 4, so back to the start
+  const ev = await after(dc, 'stopped', () => dc.reverseContinueRequest({ threadId: 1 }));
+  assert.equal(ev.body.reason, 'entry');
+  assert.equal((await top(dc))[0].line, 1);
+  assert.equal(await hover(dc, '${STAGE-unset}'), 'unset');
+  assert.equal(fs.existsSync(path.join(w, 'n')), false);
+  // forwards, then one step back: the environment and the file as before line 3
+  for (let i = 0; i < 3; i++) await after(dc, 'stopped', () => dc.nextRequest({ threadId: 1 }));
+  assert.equal((await top(dc))[0].line, 4);
+  await after(dc, 'stopped', () => dc.stepBackRequest({ threadId: 1 }));
+  assert.equal((await top(dc))[0].line, 3);
+  assert.equal(await hover(dc, '$STAGE'), 'dev');
+  assert.equal(n(), 'one\n');
+  await Promise.all([
+    dc.assertStoppedLocation('breakpoint', { path: file, line: 4 }),
+    dc.continueRequest({ threadId: 1 }),
+  ]);
+  const exited = within(dc.waitForEvent('exited', T), 'exited');
+  await after(dc, 'terminated', () => dc.continueRequest({ threadId: 1 }));
+  assert.equal((await exited).body.exitCode, 0);
+  assert.equal(printed(dc), 'stage prod\nend\n');
+  return dc;
+}
+
+test('the configuration sequence, a watch, and going back, over stdio', async (t) => {
+  await configuredThenBack(t, false);
+});
+
+test('the configuration sequence, a watch, and going back, over --port', async (t) => {
+  const first = await configuredThenBack(t, true);
+  // one debug session per connection, until the server is stopped: another
+  // connection after this one's session ended debugs again
+  await within(first.stop(), 'disconnect of the first connection');
+  first.ended = true;
+  // the server ends that session after answering disconnect: let it finish
+  // (its executor's close runs twice and closes its pipes' fd numbers again;
+  // a connection made meanwhile may have been given one)
+  await new Promise((r) => setTimeout(r, 500));
+  const again = await client(t, { at: first.port });
+  const { file } = script('echo "second session"\n');
+  const stopped = await start(again, { program: file });
+  assert.equal(stopped.body.reason, 'entry');
+  await after(again, 'terminated', () => again.continueRequest({ threadId: 1 }));
+  assert.equal(printed(again), 'second session\n');
+  // (before the first client's hook ends the server)
+  await within(again.stop(), 'disconnect of the second connection');
+  again.ended = true;
+});
 
 test('a line breakpoint is moved to the command covering its line', async (t) => {
   const { file } = script(
