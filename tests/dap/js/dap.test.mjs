@@ -262,6 +262,31 @@ test('a hit condition counts the times its breakpoint was reached', async (t) =>
   assert.equal((await top(dc))[0].line, 4); // reached at 2, 3 (stop on entry is before 1)
 });
 
+test('a line breakpoint with a hit condition counts each time its line is reached, also after going back', async (t) => {
+  const { file } = script(['export N=$((N + 1))', 'echo "n=$N"', 'echo end', ''].join('\n'));
+  const dc = await client(t);
+  // line 2 stops the second time it is reached with its condition holding
+  // (a reach where it does not hold is not counted); line 3 every time
+  await start(dc, { program: file }, { lines: [{ line: 2, condition: '[ "$N" -ge 2 ]', hitCondition: '2' }, { line: 3 }] });
+  const targets = await dc.gotoTargetsRequest({ source: { path: file }, line: 1 });
+  const stopsAt = async (action) => {
+    const ev = await after(dc, 'stopped', action);
+    assert.equal(ev.body.reason, 'breakpoint');
+    return (await top(dc))[0].line;
+  };
+  const again = async () => {
+    await after(dc, 'stopped', () => dc.gotoRequest({ threadId: 1, targetId: targets.body.targets[0].id }));
+    await dc.evaluateRequest({ expression: 'export N=1', context: 'repl', frameId: 1 });
+    return stopsAt(() => dc.continueRequest({ threadId: 1 }));
+  };
+  assert.equal(await stopsAt(() => dc.continueRequest({ threadId: 1 })), 3); // n=1: not counted
+  assert.equal(await again(), 3); // n=2: counted once
+  assert.equal(await again(), 2); // n=2: the second time
+  assert.equal(await stopsAt(() => dc.continueRequest({ threadId: 1 })), 3);
+  assert.equal(await again(), 3); // the third time: ==2 no longer holds
+  assert.match(printed(dc), /^n=1\nn=2\nn=2\nn=2\n$/);
+});
+
 test('a logpoint prints its message with {$VAR} expanded and does not stop', async (t) => {
   const { file } = script(['export STAGE=prod', 'echo middle', 'echo end', ''].join('\n'));
   const dc = await client(t);
