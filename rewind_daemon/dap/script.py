@@ -28,8 +28,10 @@ _ZSH_OPENERS = {"foreach": "end"}
 # `for x (a b) cmd`, `repeat 3 cmd` (SHORT_LOOPS, on by default)
 _ZSH_SHORT_LOOPS = {"for", "repeat", "select"}
 # Words after which the next word is again in command position.
-_LEADING = {"then", "do", "else", "elif", "if", "while", "until", "!", "time", "{", "function"}
+_LEADING = {"then", "do", "else", "elif", "if", "while", "until", "!", "time", "{", "function",
+            "coproc"}  # fmt: skip
 _ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=\S*")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _WORD_END = set(" \t\n;&|()<>")
 # A line that names a function whose body follows on the next line.
 _FUNCTION_HEAD = re.compile(r"(?:\bfunction\s+\S+(?:\s*\(\s*\))?|[^\s;&|()<>]+\s*\(\s*\))\s*\Z")
@@ -191,7 +193,8 @@ class _Splitter:
             if c in "<>":
                 self.i += 1
                 continue
-            word = last = self._word()
+            before, word = last, self._word()
+            last = word
             if repeat_count:  # zsh: `repeat 3 cmd`: the command follows the count
                 repeat_count = False
                 command_position = True
@@ -245,6 +248,9 @@ class _Splitter:
                 or after_function
                 or (self.zsh and word == "always")  # `{ ... } always { ... }`
                 or (command_position and bool(_ASSIGNMENT.fullmatch(word)))
+                or (before == "time" and word == "-p")  # `time -p { ... }`
+                # `coproc NAME { ... }`: a compound command may follow the name
+                or (before == "coproc" and word not in _OPENERS and bool(_NAME.fullmatch(word)))
             ) and word != "function"
             after_function = word == "function" or (
                 self.zsh and after_function and word not in ("{", "(")

@@ -205,6 +205,19 @@ GAPS = {
     "a shift in for (( ))": (
         "bash", "for ((i = 1; i << 1 < 8; i++)); do echo $i; done\necho after\n", [(1, 1), (2, 2)]
     ),
+    "coproc NAME { } over lines": (
+        "bash",
+        'coproc C {\n  echo co; read -r _\n}\nread -r line <&"${C[0]}"; echo "got $line"\n',
+        [(1, 3), (4, 4)],
+    ),
+    "coproc { } over lines": (
+        "bash",
+        'coproc {\n  echo co; read -r _\n}\nread -r line <&"${COPROC[0]}"; echo "got $line"\n',
+        [(1, 3), (4, 4)],
+    ),
+    "time -p { } over lines": (
+        "bash", "exec 2>/dev/null\ntime -p {\n  echo a\n}\necho after\n", [(1, 1), (2, 4), (5, 5)]
+    ),
     "a case in $( ) in zsh": (
         "zsh", 'x=$(case a in\n  a) print A ;;\nesac)\nprint "$x after"\n', [(1, 3), (4, 4)]
     ),
