@@ -1,7 +1,7 @@
 """A shell script as the debugger's steps: each top-level command is one step
 at its lines. Comments, blank lines and the shebang are not steps; compound
-commands (if, case, loops, { }, ( ), and zsh's foreach, `{ } always { }`
-and short forms), function definitions, lines continued with `\\` or ending
+commands (if, case, loops, { }, ( ), and zsh's foreach, `{ } always { }`,
+`case WORD { }` and short forms), function definitions, lines continued with `\\` or ending
 in `|`, `&&` or `||`, and here-documents belong to the command they are part
 of. Commands that share a line share a step (a breakpoint is set on a line).
 
@@ -114,9 +114,15 @@ class _Splitter:
         # come without `do`; and a `repeat` whose count comes next
         short_loops: set[int] = set()
         repeat_count = False
+        # zsh: the stack depth of an `if` whose [[ ]] or (( )) test just ended: a
+        # word right after it is its body without `then` (`if [[ c ]] print yes`)
+        short_if: int | None = None
+        after_case = 0  # 1: `case` was the word before; 2: its subject was
         last = ""  # the word before
         while self.i < len(text):
             c = text[self.i]
+            if c not in " \t":
+                test_ended, short_if = short_if, None
             if c == "\n":
                 line_text = text[text.rfind("\n", 0, self.i) + 1 : self.i]
                 self.i += 1
@@ -172,6 +178,8 @@ class _Splitter:
                 # an arithmetic command, or for's (( ; ; )) (zsh: its body may follow)
                 command_position = last == "for"
                 self._balanced(first)
+                if self.zsh and last == "if" and stack and stack[-1] == "fi":
+                    short_if = len(stack) - 1
                 continue
             if c == "(":
                 stack.append(")")
@@ -195,6 +203,18 @@ class _Splitter:
                 continue
             before, word = last, self._word()
             last = word
+            if test_ended == len(stack) - 1 and stack[-1] == "fi" and word not in ("then", "{"):
+                stack.pop()  # zsh: `if [[ c ]] cmd`: cmd is the if's body and its end
+                command_position = True
+            if self.zsh and word == "]]" and stack and stack[-1] == "fi":
+                short_if = len(stack) - 1
+            case_word, after_case = after_case, 0
+            if case_word == 2 and self.zsh and word == "{" and stack and stack[-1] == "esac":
+                stack[-1] = "}esac"  # zsh: `case WORD { PATTERN) ... ;; }`
+                command_position = True
+                continue
+            if case_word == 1:
+                after_case = 2  # the case's word: `in` or (zsh) `{` follows
             if repeat_count:  # zsh: `repeat 3 cmd`: the command follows the count
                 repeat_count = False
                 command_position = True
@@ -215,6 +235,13 @@ class _Splitter:
             if stack and stack[-1] == "esac" != word and text.startswith((")", "|"), self.i):
                 command_position = False
                 continue
+            if stack and stack[-1] == "}esac" and text.startswith((")", "|"), self.i):
+                command_position = False
+                continue
+            if self.zsh and word == "}" and stack and stack[-1] == "}esac":
+                stack.pop()
+                command_position = True
+                continue
             closes = command_position or (self.zsh and word == "}")
             closers = _CLOSERS | {"end"} if self.zsh else _CLOSERS
             if closes and word in closers and stack and stack[-1].rstrip("+") == word:
@@ -233,6 +260,7 @@ class _Splitter:
             short_form = self.zsh and word == "{" and bool(stack) and stack[-1] in ("done", "fi")
             if (command_position or short_form) and word in _OPENERS:
                 stack.append(_OPENERS[word])
+                after_case = 1 if word == "case" else 0
                 if self.zsh and word in _ZSH_SHORT_LOOPS:
                     # its body may come without `do` once the header is read: after
                     # the `;` or newline that ends `for x in a b`, the `)` of

@@ -242,6 +242,14 @@ GAPS = {
     "zsh's short for (( ))": (
         "zsh", "for ((i = 0; i < 2; i++)) print $i\nprint after\n", [(1, 1), (2, 2)]
     ),
+    "zsh's case WORD { }": (
+        "zsh", "case x {\n  x) print a ;;\n  (y|z) print b ;;\n}\nprint after\n", [(1, 4), (5, 5)]
+    ),
+    "zsh's case WORD { } on one line": (
+        "zsh", "case x { x) print a ;; }\nprint after\n", [(1, 1), (2, 2)]
+    ),
+    "zsh's short if [[ ]]": ("zsh", "if [[ -n x ]] print yes\nprint after\n", [(1, 1), (2, 2)]),
+    "zsh's short if (( ))": ("zsh", "if (( 1 < 2 )) print yes\nprint after\n", [(1, 1), (2, 2)]),
     "zsh's short repeat": ("zsh", "repeat 2 print r\nprint after\n", [(1, 1), (2, 2)]),
 }  # fmt: skip
 
@@ -295,6 +303,12 @@ HANDLED = {
         "zsh", "a=(x y); print ${(j:,:)a} /(N/)\nprint after\n", [(1, 1), (2, 2)]
     ),
     "zsh's anonymous function": ("zsh", "() {\n  print $1\n} arg\nprint after\n", [(1, 3), (4, 4)]),
+    "zsh's if [[ ]] then on one line, && between tests": (
+        "zsh",
+        "if [[ -n x ]] then\n  print a\nfi\n"
+        "if [[ -n x ]] && [[ -n y ]]; then print b; fi\nprint after\n",
+        [(1, 3), (4, 4), (5, 5)],
+    ),
     "zsh's repeat with do": (
         "zsh", "repeat 2 do\n  print r\ndone\nprint after\n", [(1, 3), (4, 4)]
     ),
