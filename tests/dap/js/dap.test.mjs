@@ -231,6 +231,23 @@ test('a line breakpoint is moved to the command covering its line', async (t) =>
   assert.match(printed(dc), /one\ntwo\n/);
 });
 
+test('a case and a here-document inside $( ) are each one step of their command', async (t) => {
+  const { file } = script(['x=$(case a in', '  a) echo A ;;', 'esac)', 'y=$(cat <<EOF', 'body )', 'EOF', ')', 'echo "$x $y"', ''].join('\n'));
+  const dc = await client(t);
+  await start(dc, { program: file }, { lines: [{ line: 2 }, { line: 5 }] });
+  // breakpoints inside a command are moved to its first line
+  assert.deepEqual(dc.breakpoints.map((b) => [b.verified, b.line]), [[true, 1], [true, 4]]);
+  assert.equal((await top(dc))[0].line, 1);
+  const ev = await after(dc, 'stopped', () => dc.continueRequest({ threadId: 1 }));
+  assert.equal(ev.body.reason, 'breakpoint');
+  assert.equal((await top(dc))[0].line, 4);
+  assert.equal(await hover(dc, '$x'), 'A');
+  await after(dc, 'stopped', () => dc.nextRequest({ threadId: 1 }));
+  assert.equal((await top(dc))[0].line, 8);
+  await after(dc, 'terminated', () => dc.continueRequest({ threadId: 1 }));
+  assert.equal(printed(dc), 'A body )\n');
+});
+
 test('without stopOnEntry the run stops at a breakpoint, also on the first command', async (t) => {
   const { file } = script(['echo one', 'echo two', ''].join('\n'));
   const dc = await client(t);
