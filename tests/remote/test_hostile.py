@@ -309,3 +309,54 @@ def test_rw_pulls_many_big_sessions_in_the_memory_of_one(evil, rw_home):
     one, six = peak(1), peak(6)
     assert stored_sessions(rw_home) == 6
     assert six < one + 20 * 1024, (one, six)
+
+
+# -- 4. what runs there is what was checked --------------------------------------------------
+
+
+LOCAL_SSH = r"""
+import os, sys
+env = {k: v for k, v in os.environ.items() if k not in ("RW_HOME", "XDG_CACHE_HOME")}
+env["HOME"] = os.environ["RW_TEST_THERE"]
+os.chdir(env["HOME"])
+os.execve("/bin/sh", ["sh", "-c", sys.argv[-1]], env)
+"""
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        ("rewind_daemon/remote/agent.py", "a", "\nopen(MARKER, 'w').write('agent.py ran')\n"),
+        ("shlex.py", "w", "open(MARKER, 'w').write('a shlex of its own ran')\n"),
+        ("rewind_daemon/guard/__init__.py", "a", "\nopen(MARKER, 'w').write('guard ran')\n"),
+    ],
+    ids=["appended", "a module that shadows the standard library", "a package's init"],
+)
+def test_the_bootstrap_runs_only_what_matches_the_checked_bundle(rw_home, tmp_path, monkeypatch,
+                                                                 tamper):  # fmt: skip
+    # The real bootstrap and agent, run here by sh as ssh would run them there.
+    write_config(rw_home, "[daemon]\nautostart = false\n")
+    there = tmp_path / "there"
+    (there / "site").mkdir(parents=True)
+    fake = tmp_path / "local_ssh.py"
+    fake.write_text(LOCAL_SSH)
+    monkeypatch.setenv("RW_SSH", f"{sys.executable} {fake}")
+    monkeypatch.setenv("RW_TEST_THERE", str(there))
+    first = piped("guard", "--host", "here", "--paths", "~/site", "--", "echo", "first")
+    assert first.returncode == 0, first.stderr
+    assert "sending rw" in first.stderr and first.stdout == "first\n"
+    [where] = list((there / ".cache" / "rw" / "remote").iterdir())
+    again = piped("guard", "--host", "here", "--paths", "~/site", "--", "echo", "again")
+    assert again.returncode == 0 and "sending rw" not in again.stderr, again.stderr  # reused
+
+    marker = tmp_path / "marker"
+    name, mode, code = tamper
+    with open(where / "lib" / name, mode) as fh:
+        fh.write(code.replace("MARKER", repr(str(marker))))
+    third = piped("guard", "--host", "here", "--paths", "~/site", "--", "echo", "third")
+    assert third.returncode == 0, third.stderr
+    assert third.stdout == "third\n"
+    assert not marker.exists(), marker.read_text()
+    assert "sending rw" in third.stderr  # not as shipped: replaced
+    assert "MARKER" not in (where / "lib" / "rewind_daemon/remote/agent.py").read_text()
+    assert not (where / "lib" / "shlex.py").exists()
