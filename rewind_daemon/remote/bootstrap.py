@@ -50,6 +50,16 @@ def good(where):
 # lib/ is what runs: it must hold what the checked rw.pyz holds, byte for
 # byte, and nothing else (a module there would shadow the standard library's)
 # but Python's compiled files.
+def sha256_of(path):
+    h, fd = hashlib.sha256(), os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        while True:
+            data = os.read(fd, 1 << 20)
+            if not data:
+                return h.hexdigest()
+            h.update(data)
+    finally:
+        os.close(fd)
 def as_unpacked(lib, manifest):
     seen, todo = 0, [("", lib)]
     while todo:
@@ -66,9 +76,8 @@ def as_unpacked(lib, manifest):
                     continue
                 if rel.endswith("__pycache__/") and e.name.endswith(".pyc"):
                     continue
-                with open(e.path, "rb") as fh:
-                    if manifest.get(name) != hashlib.sha256(fh.read()).hexdigest():
-                        return False
+                if manifest.get(name) != sha256_of(e.path):
+                    return False
                 seen += 1
     return seen == len(manifest)
 home = os.path.expanduser("~")
