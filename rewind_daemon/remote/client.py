@@ -11,6 +11,7 @@ the remote breaker to halt and roll back instead of cutting the connection.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import secrets
@@ -106,7 +107,8 @@ class _Connection:
 
     def _read_errors(self) -> None:
         assert self.proc.stderr is not None
-        stderr = self.proc.stderr
+        # Buffered: the pipe is unbuffered (bufsize=0), whose readline reads a byte at a time.
+        stderr = io.BufferedReader(self.proc.stderr)  # type: ignore[type-var]
         for raw in iter(lambda: stderr.readline(4096), b""):  # (a line without end: in pieces)
             line = raw.decode(errors="replace").rstrip()
             if not line:

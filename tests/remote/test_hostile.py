@@ -33,6 +33,8 @@ def frame(kind, payload):
     out.flush()
 def send(kind, doc):
     frame(kind, json.dumps(doc).encode())
+if os.environ.get("RW_TEST_BEFORE"):  # what the remote does before rw starts there
+    exec(open(os.environ["RW_TEST_BEFORE"]).read())
 out.write(b"Welcome to evilhost\nRW-REMOTE %s\n" % nonce.encode())
 send("hello", {"python": "3.11.2", "cached": True, "home": "/home/x",
                "dir": "/home/x/.cache/rw/remote/v"})
@@ -309,6 +311,47 @@ def test_rw_pulls_many_big_sessions_in_the_memory_of_one(evil, rw_home):
     one, six = peak(1), peak(6)
     assert stored_sessions(rw_home) == 6
     assert six < one + 20 * 1024, (one, six)
+
+
+def test_a_flood_on_stderr_before_the_remote_answers_is_held_in_pieces(evil, tmp_path, monkeypatch):
+    # 32 MB without a newline on ssh's stderr, then 100,000 lines, then the
+    # run: rw keeps the last lines in pieces, not the flood.
+    def peak(flood: bool) -> int:
+        before = tmp_path / "before.py"
+        before.write_text(
+            'for _ in range(32):\n    sys.stderr.write("x" * 1000000)\nsys.stderr.write("\\n")\n'
+            'sys.stderr.write("line\\n" * 100000); sys.stderr.flush()\n'
+            if flood
+            else ""
+        )
+        monkeypatch.setenv("RW_TEST_BEFORE", str(before))
+        evil(f'send("report", {a_report(result="passed", trigger=None, exit_code=0)!r})')
+        proc = subprocess.run(
+            [sys.executable, "-c", PEAK, RW, "guard", "--host", "evilhost", "--", "./deploy.sh"],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        kib, code = proc.stdout.split()
+        assert code == "0", proc.stderr
+        assert "Traceback" not in proc.stderr
+        return int(kib)
+
+    quiet, flooded = peak(False), peak(True)
+    assert flooded < quiet + 20 * 1024, (quiet, flooded)
+
+
+def test_a_session_that_is_not_one_stops_the_pull_and_keeps_those_before(evil, rw_home):
+    evil(f"""
+        send("document", {document(1)!r})
+        send("document", {{"format": "not rw's", "session": {{}}}})
+        send("document", {document(2)!r})
+        send("end", {{}})
+    """)
+    proc = piped("pull", "evilhost")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "rw: evilhost: not a session exported by rw export --format json"
+    )
+    assert stored_sessions(rw_home) == 1
 
 
 # -- 4. what runs there is what was checked --------------------------------------------------
