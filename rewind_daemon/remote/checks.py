@@ -19,7 +19,7 @@ from ..guard.runner import NO_ROLLBACK, ROLLBACK_FAILED, ROLLED_BACK, GuardRepor
 from . import wire
 
 MAX_MESSAGE = 64 * 1024  # hello, note, error, end: a line or two of text
-MAX_REPORT = 16 * 1024 * 1024  # a report lists what the rollback reverted: it may be long
+MAX_REPORT = wire.MAX_FRAME  # a report lists every file the rollback restored: it may be long
 MAX_DOCUMENT = wire.MAX_FRAME  # one session of `rw pull`, as `rw export --format json` writes it
 MAX_PULL = 1024 * 1024 * 1024  # all the sessions of one `rw pull` (rw pull --max-bytes)
 # The most a frame of each kind may hold; a header saying more is refused

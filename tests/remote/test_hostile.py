@@ -167,7 +167,7 @@ MALFORMED = {
     "not json": ('frame("report", b"{not json")', "not JSON"),
     "a list": ('frame("report", b"[1, 2]")', "not a JSON object"),
     "nested deep": ('frame("report", b"[" * 100000)', "not JSON"),
-    "huge": ('out.write(b"report 16777217\\n"); out.flush()', "over the 16777216"),
+    "huge": ('out.write(b"report 67108865\\n"); out.flush()', "over the 67108864"),
     "note of a number": ('send("note", {"message": 5})', "the remote's note is malformed"),
     "error without message": ('send("error", {"exit_code": 2})', "message is missing"),
 }
