@@ -47,9 +47,6 @@ def good(where):
         return as_unpacked(os.path.join(where, "lib"), manifest)
     except (OSError, ValueError, KeyError, zipfile.BadZipFile):
         return False
-# lib/ is what runs: it must hold what the checked rw.pyz holds, byte for
-# byte, and nothing else (a module there would shadow the standard library's)
-# but Python's compiled files.
 def sha256_of(path):
     h, fd = hashlib.sha256(), os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     try:
@@ -60,6 +57,9 @@ def sha256_of(path):
             h.update(data)
     finally:
         os.close(fd)
+# lib/ is what runs: it must hold what the checked rw.pyz holds, byte for
+# byte, and nothing else (a module there would shadow the standard library's)
+# but Python's compiled files.
 def as_unpacked(lib, manifest):
     seen, todo = 0, [("", lib)]
     while todo:
