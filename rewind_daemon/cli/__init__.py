@@ -31,6 +31,14 @@ COMMAND_MODULES = {
 }  # fmt: skip
 
 
+def _one_line(e: RwError) -> str:
+    """An error's message as shown: escaped, since it may quote what another
+    host or a file said (rw guard --host, rw import)."""
+    from ..display import escaped
+
+    return escaped(str(e))
+
+
 class RwGroup(click.Group):
     """Loads commands when asked for; turns RwError into a one-line message and
     its exit code."""
@@ -47,7 +55,7 @@ class RwGroup(click.Group):
         try:
             return super().invoke(ctx)
         except RwError as e:
-            click.echo(f"rw: {e}", err=True)
+            click.echo(f"rw: {_one_line(e)}", err=True)
             ctx.exit(e.exit_code)
         except sqlite3.DatabaseError as e:
             if is_busy(e):  # a lock another rw holds is not damage
@@ -82,5 +90,5 @@ def main() -> None:
     try:
         cli.main(prog_name="rw")
     except RwError as e:  # raised while parsing, before invoke
-        click.echo(f"rw: {e}", err=True)
+        click.echo(f"rw: {_one_line(e)}", err=True)
         sys.exit(e.exit_code or EXIT_USAGE)

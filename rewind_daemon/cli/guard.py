@@ -9,6 +9,7 @@ import sys
 import click
 
 from ..checkpoints.checkpoint import normalise
+from ..display import escaped
 from ..errors import RwError
 from ..guard.runner import GuardRequest, guard, last_request, render_markdown, render_text
 from ..progress import TerminalProgress
@@ -228,21 +229,21 @@ def _guard_hosts(
             click.echo("\n" + render_text(run.report), err=True, nl=False)
         elif run.state == fleet.NO_REPORT and run.going_on:
             click.echo(
-                f"rw: {run.host}: {run.describe()} (rw guard --host {run.host} --attach "
+                f"rw: {run.host}: {escaped(run.describe())} (rw guard --host {run.host} --attach "
                 "reports it)",
                 err=True,
             )
         elif run.state in (fleet.NO_REPORT, fleet.NOT_RUN):
-            click.echo(f"rw: {run.host}: {run.describe()}", err=True)
+            click.echo(f"rw: {run.host}: {escaped(run.describe())}", err=True)
         sys.stdout.flush()
 
     runs = fleet.guard_hosts(
         p, config, request, list(hosts), ssh=client.ssh_program(ssh_config),
         output=client.write_to(sys.stdout.fileno()), done=done, parallel=parallel,
-        notify=lambda host, msg: click.echo(f"rw: {host}: {msg}", err=True),
+        notify=lambda host, msg: click.echo(f"rw: {host}: {escaped(msg)}", err=True),
     )  # fmt: skip
     if len(runs) > 1:
-        lines = [f"  {r.host}: {r.describe()}" for r in runs]
+        lines = [f"  {r.host}: {escaped(r.describe())}" for r in runs]
         click.echo("\nrw guard: hosts\n" + "\n".join(lines), err=True)
     reports = [r.report for r in runs if r.report is not None]
     if report_file is not None and reports:

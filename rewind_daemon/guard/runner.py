@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from ..capture.outputs import make_output
 from ..checkpoints.checkpoint import Checkpoints, Created, Watch, normalise, watches
 from ..config import Config, GuardConfig
+from ..display import escaped
 from ..errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_PROBLEM, NotFound, RwError
 from ..paths import Paths, new_session_id
 from ..progress import Progress, no_progress
@@ -489,53 +490,57 @@ def trigger_text(trip: Trip) -> str:
     return trip.detail
 
 
+# The renderers escape every value (display.escaped): a report may come from
+# another host (rw guard --host), whose words are data, never terminal controls.
+
+
 def render_text(report: GuardReport) -> str:
     """The report as the terminal shows it."""
     r = report
-    out = [f"rw guard: {'HALTED' if r.halted else 'passed'}: {r.request.command_line}"]
+    out = [f"rw guard: {'HALTED' if r.halted else 'passed'}: {escaped(r.request.command_line)}"]
     if r.host is not None:
-        out.append(f"  Host: {r.host}")
+        out.append(f"  Host: {escaped(r.host)}")
     if r.trip is not None:
-        out.append(f"  Trigger: {trigger_text(r.trip)}")
+        out.append(f"  Trigger: {escaped(trigger_text(r.trip))}")
         detail = f" ({r.trip.detail})" if r.trip.line_no is not None and r.trip.detail else ""
-        out.append(f"  Type: {r.trip.kind}{detail}")
+        out.append(f"  Type: {escaped(r.trip.kind + detail)}")
     else:
         lines = f"{r.lines} line{'' if r.lines == 1 else 's'}"
         out.append(f"  Exit status: {r.exit_status}; {lines}, no issue")
-    out.append(f"  Checkpoint Status: {r.checkpoint_status}")
+    out.append(f"  Checkpoint Status: {escaped(r.checkpoint_status)}")
     rb = r.rollback
     if rb is not None and rb.reverted:
         out.append("  Reverted:")
-        out += [f"    {line}" for line in rb.reverted]
+        out += [f"    {escaped(line)}" for line in rb.reverted]
     elif rb is not None and rb.status == ROLLED_BACK:
         out.append("  Reverted: nothing (nothing had changed)")
     elif rb is not None and rb.status == ROLLBACK_FAILED:
         out.append("  Reverted: nothing")
     if r.remaining:
         out.append("  Remains (not as the checkpoint recorded it):")
-        out += [f"    {line}" for line in r.remaining]
+        out += [f"    {escaped(line)}" for line in r.remaining]
     if rb is not None and rb.status == NO_ROLLBACK:
         out.append(f"  Undo later: rw checkpoint restore {r.checkpoint}")
-    out.append(f"  Checkpoint: {r.checkpoint}; session: {r.session}")
+    out.append(f"  Checkpoint: {r.checkpoint}; session: {escaped(str(r.session))}")
     return "\n".join(out) + "\n"
 
 
 def render_markdown(report: GuardReport) -> str:
     r = report
-    rows = [("Command", f"`{r.request.command_line}`")]
+    rows = [("Command", f"`{escaped(r.request.command_line)}`")]
     if r.host is not None:
-        rows.append(("Host", f"`{r.host}`"))
+        rows.append(("Host", f"`{escaped(r.host)}`"))
     if r.trip is not None:
-        line = trigger_text(r.trip)
+        line = escaped(trigger_text(r.trip))
         if r.trip.line_no is not None:
-            line = f"line {r.trip.line_no}: `{r.trip.line}`"
-        rows += [("Trigger", line), ("Type", r.trip.kind)]
+            line = f"line {r.trip.line_no}: `{escaped(str(r.trip.line))}`"
+        rows += [("Trigger", line), ("Type", escaped(r.trip.kind))]
     else:
         rows.append(("Exit status", str(r.exit_status)))
     rows += [
-        ("Checkpoint Status", r.checkpoint_status),
-        ("Checkpoint", f"{r.checkpoint} ({', '.join(r.covered)})"),
-        ("Session", f"`{r.session}`"),
+        ("Checkpoint Status", escaped(r.checkpoint_status)),
+        ("Checkpoint", f"{r.checkpoint} ({escaped(', '.join(r.covered))})"),
+        ("Session", f"`{escaped(str(r.session))}`"),
         ("Lines of output", str(r.lines)),
     ]
     out = [f"# rw guard: {'halted' if r.halted else 'passed'}", "", "| | |", "| --- | --- |"]
@@ -547,5 +552,5 @@ def render_markdown(report: GuardReport) -> str:
         ("Not covered by the checkpoint", r.not_covered),
     ):
         if items:
-            out += ["", f"## {title}", ""] + [f"- `{line.strip()}`" for line in items]
+            out += ["", f"## {title}", ""] + [f"- `{escaped(line.strip())}`" for line in items]
     return "\n".join(out) + "\n"

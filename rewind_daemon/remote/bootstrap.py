@@ -22,7 +22,7 @@ _STUB = r"""
 import sys
 if sys.version_info < (3, 9):
     sys.exit(%(no_python)d)
-import hashlib, json, os, shutil, stat, tempfile, zipfile
+import hashlib, io, json, os, shutil, stat, tempfile, zipfile
 NONCE, NAME, DIGEST = %(nonce)r, %(name)r, %(digest)r
 R, W = sys.stdin.buffer, sys.stdout.buffer
 def send(kind, doc):
@@ -40,9 +40,46 @@ def good(where):
             if fh.read() != DIGEST:
                 return False
         with open(os.path.join(where, "rw.pyz"), "rb") as fh:
-            return hashlib.sha256(fh.read()).hexdigest() == DIGEST
-    except OSError:
+            data = fh.read()
+        if hashlib.sha256(data).hexdigest() != DIGEST:
+            return False
+        manifest = json.loads(zipfile.ZipFile(io.BytesIO(data)).read("MANIFEST"))
+        return as_unpacked(os.path.join(where, "lib"), manifest)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
         return False
+def sha256_of(path):
+    h, fd = hashlib.sha256(), os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        while True:
+            data = os.read(fd, 1 << 20)
+            if not data:
+                return h.hexdigest()
+            h.update(data)
+    finally:
+        os.close(fd)
+# lib/ is what runs: it must hold what the checked rw.pyz holds, byte for
+# byte, and nothing else (a module there would shadow the standard library's)
+# but Python's compiled files.
+def as_unpacked(lib, manifest):
+    seen, todo = 0, [("", lib)]
+    while todo:
+        rel, path = todo.pop()
+        with os.scandir(path) as entries:
+            for e in entries:
+                name = rel + e.name
+                if e.is_symlink():
+                    return False
+                if e.is_dir():
+                    todo.append((name + "/", e.path))
+                    continue
+                if name in (".complete", "MANIFEST"):
+                    continue
+                if rel.endswith("__pycache__/") and e.name.endswith(".pyc"):
+                    continue
+                if manifest.get(name) != sha256_of(e.path):
+                    return False
+                seen += 1
+    return seen == len(manifest)
 home = os.path.expanduser("~")
 cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(home, ".cache")
 base = os.path.join(cache, "rw", "remote")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import io
+import json
 import os
 import tempfile
 import zipfile
@@ -22,6 +23,7 @@ from ..paths import APP, ensure_private_dir
 _SUFFIXES = (".py", ".typed", ".bash", ".zsh")
 _WHEN = (1980, 1, 1, 0, 0, 0)  # every member's time: the same files make the same bytes
 MAIN = "from rewind_daemon.cli import main\nmain()\n"
+MANIFEST = "MANIFEST"  # {name: sha256} of every other member
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,9 @@ def build(files: list[tuple[str, Path]]) -> bytes:
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         members = [("__main__.py", MAIN.encode())]
         members += [(name, path.read_bytes()) for name, path in files]
+        # What the remote checks its unpacked copy against before each run.
+        manifest = {name: hashlib.sha256(data).hexdigest() for name, data in members}
+        members.append((MANIFEST, json.dumps(manifest, sort_keys=True).encode()))
         for name, data in sorted(members):
             info = zipfile.ZipInfo(name, _WHEN)
             info.external_attr = 0o644 << 16

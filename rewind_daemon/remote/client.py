@@ -11,7 +11,7 @@ the remote breaker to halt and roll back instead of cutting the connection.
 
 from __future__ import annotations
 
-import json
+import io
 import os
 import re
 import secrets
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from ..config import Config
 from ..errors import EXIT_PROBLEM, EXIT_USAGE, RwError
 from ..guard.runner import GuardReport, GuardRequest
-from . import wire
+from . import checks, wire
 from .agent import config_to_wire
 from .bootstrap import NO_PYTHON, no_python_line, remote_command
 from .bundle import Bundle, bundle
@@ -37,6 +37,8 @@ CONNECTION_LOST = "the connection was lost"
 _DESTINATION = re.compile(r"[^\s\x00-\x1f\x7f-][^\s\x00-\x1f\x7f]{0,254}")
 Notify = Callable[[str], None]
 Output = Callable[[bytes], None]
+Take = Callable[[bytes], object]  # stores one pulled session as it arrives
+HELD_ERRORS = 200  # lines of ssh's stderr kept until the remote answers (the last ones)
 
 
 def check_destination(destination: str) -> str:
@@ -70,7 +72,9 @@ class RemoteRun:
     sent_bundle: bool = False  # the remote had no bundle of this version: it got one
     python: str = ""
     where: str = ""  # the bundle's directory there
-    documents: list[bytes] = field(default_factory=list)  # sessions there (rw pull)
+    take: Take | None = None  # rw pull: each session there, as it arrives
+    max_pull: int = checks.MAX_PULL  # rw pull: bytes of sessions taken at most
+    pulled: int = 0  # rw pull: bytes of sessions taken
     ended: bool = False  # the remote said all it had to say (rw pull)
     lost: str = ""  # why no report came back
     going_on: bool = False  # the run goes on there under its breaker (the connection went)
@@ -103,13 +107,16 @@ class _Connection:
 
     def _read_errors(self) -> None:
         assert self.proc.stderr is not None
-        for raw in iter(self.proc.stderr.readline, b""):
+        # Buffered: the pipe is unbuffered (bufsize=0), whose readline reads a byte at a time.
+        stderr = io.BufferedReader(self.proc.stderr)  # type: ignore[type-var]
+        for raw in iter(lambda: stderr.readline(4096), b""):  # (a line without end: in pieces)
             line = raw.decode(errors="replace").rstrip()
             if not line:
                 continue
             with self.lock:
                 if self.show_errors is None:
                     self.errors.append(line)
+                    del self.errors[:-HELD_ERRORS]
                     continue
                 show = self.show_errors
             show(line)
@@ -255,10 +262,21 @@ def guard_remote(
                    the_bundle=the_bundle)  # fmt: skip
 
 
-def pull_remote(destination: str, ref: str | None, *, ssh: list[str], notify: Notify) -> RemoteRun:
-    """The sessions recorded on `destination` (or the one `ref` names there), as
-    JSON documents in `documents`."""
-    return talk_to(destination, {"pull": ref}, ssh=ssh, output=None, notify=notify)
+def pull_remote(
+    destination: str,
+    ref: str | None,
+    *,
+    ssh: list[str],
+    notify: Notify,
+    take: Take,
+    max_bytes: int = checks.MAX_PULL,
+) -> RemoteRun:
+    """The sessions recorded on `destination` (or the one `ref` names there),
+    each given to `take` as its JSON document arrives, so that what was taken
+    stays whatever comes after it. A session over checks.MAX_DOCUMENT bytes, or
+    one taking the whole past `max_bytes`, ends the pull with RwError (exit 2)."""
+    return talk_to(destination, {"pull": ref}, ssh=ssh, output=None, notify=notify,
+                   take=take, max_bytes=max_bytes)  # fmt: skip
 
 
 def talk_to(
@@ -270,9 +288,11 @@ def talk_to(
     notify: Notify,
     stop: Stop | None = None,
     the_bundle: Bundle | None = None,
+    take: Take | None = None,
+    max_bytes: int = checks.MAX_PULL,
 ) -> RemoteRun:
     """Start rw on `destination` (shipping it when it is not there) and ask it
-    `ask`; what comes back is in the RemoteRun."""
+    `ask`; what comes back is in the RemoteRun (or given to `take`)."""
     check_destination(destination)
     b = the_bundle or bundle()
     nonce = secrets.token_hex(8)
@@ -282,7 +302,7 @@ def talk_to(
         stop = Stop()
         stop.catch_signals()
     conn = _Connection(argv)
-    result = RemoteRun(destination)
+    result = RemoteRun(destination, take=take, max_pull=max_bytes)
     pipe = stop.listen()
     try:
         _talk(conn, result, b, nonce, ask, output, notify, stop, pipe[0])
@@ -371,16 +391,50 @@ def _talk(
             if at < 0:
                 before = before[-4096:]
                 continue
-            parser = wire.Parser()
+            parser = wire.Parser(dict(checks.LIMITS))
             data = before[at + len(start) :]
         try:
-            frames = parser.feed(data)
+            frames = _feed(parser, result, data)
+            while frames:
+                for kind, payload in frames:
+                    _frame(kind, payload, conn, result, b, ask, output, notify)
+                if result.take is not None:
+                    left = max(result.max_pull - result.pulled, 0)
+                    parser.limits[wire.DOCUMENT] = min(checks.MAX_DOCUMENT, left)
+                frames = _feed(parser, result, b"")  # (what stopped the last feed, if anything)
         except wire.WireError as e:
             result.lost = f"the remote rw said what is not a frame ({e})"
             conn.proc.terminate()
             return
-        for kind, payload in frames:
-            _frame(kind, payload, conn, result, b, ask, output, notify)
+        except checks.Malformed as e:  # nothing it says is taken for what happened there
+            result.lost, result.going_on = f"{e}; {checks.UNKNOWN}", False
+            result.report = None
+            conn.proc.terminate()
+            return
+        except BaseException:
+            conn.proc.terminate()
+            raise
+
+
+def _feed(parser: wire.Parser, result: RemoteRun, data: bytes) -> list[tuple[str, bytes]]:
+    try:
+        return parser.feed(data)
+    except wire.TooBig as e:
+        raise _too_big(result, e.kind, e.size, e.limit) from None
+
+
+def _too_big(result: RemoteRun, kind: str, size: int, limit: int) -> RwError:
+    if kind != wire.DOCUMENT:
+        return checks.Malformed(f"the remote's {kind} is malformed: {size} bytes, over the "
+                                f"{limit} it may be")  # fmt: skip
+    if size > checks.MAX_DOCUMENT:
+        why = f"is over the {checks.MAX_DOCUMENT} bytes one session may be"
+    else:
+        why = f"would take what is pulled past {result.max_pull} bytes (--max-bytes)"
+    return RwError(
+        f"{result.destination}: stopped: its next session ({size} bytes) {why}; "
+        "the sessions before it are stored"
+    )
 
 
 def _frame(
@@ -398,11 +452,21 @@ def _frame(
             output(payload)
         return
     if kind == wire.DOCUMENT:
-        result.documents.append(payload)
+        if result.take is None:
+            return
+        if result.pulled + len(payload) > result.max_pull:
+            raise _too_big(result, kind, len(payload), result.max_pull - result.pulled)
+        result.pulled += len(payload)
+        result.take(payload)
         return
-    doc = json.loads(payload)
+    if kind == wire.REPORT:
+        result.report = checks.report_message(payload)
+        return
+    doc = checks.message(kind, payload)
+    if doc is None:
+        return
     if kind == wire.HELLO:
-        result.python, result.where = doc.get("python", ""), doc.get("dir", "")
+        result.python, result.where = doc["python"], doc["dir"]
         conn.connected(lambda line: notify(f"ssh: {line}"))
         if not doc.get("cached"):
             notify(f"sending rw {b.version} ({len(b.data) // 1024} KiB) to {result.where}")
@@ -410,13 +474,11 @@ def _frame(
             conn.send(wire.frame(wire.BUNDLE, b.data))
         conn.send(wire.json_frame(wire.REQUEST, ask))
     elif kind == wire.NOTE:
-        notify(str(doc.get("message", "")))
+        notify(doc["message"])
     elif kind == wire.END:
         result.ended = True
-    elif kind == wire.REPORT:
-        result.report = GuardReport.from_json(doc)
     elif kind == wire.SESSION:
-        result.run = doc if isinstance(doc, dict) else {}
+        result.run = doc
 
     elif kind == wire.ERROR:
         code = doc.get("exit_code")

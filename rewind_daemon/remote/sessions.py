@@ -17,6 +17,7 @@ from ..paths import is_session_id, new_session_id
 from ..redact import Redactor
 from ..store import OutputRow, Store
 from ..timeline import importing
+from . import checks
 
 
 def _text(doc: dict, key: str, required: bool = False) -> str | None:
@@ -83,6 +84,8 @@ def bring_home(
     except (binascii.Error, ValueError):
         raise RwError("the remote's record: its output is not base64") from None
     report = run.get("report")
+    if report is not None:
+        checks.report(report)  # read back as a GuardReport by rw guard --again, rw show
     origin = "guard" if command is not None else "import"
     if command is not None:
         command, _ = redactor.text(command)

@@ -36,6 +36,14 @@ class WireError(Exception):
     """The other side sent something that is not a frame."""
 
 
+class TooBig(WireError):
+    """A frame's header says more bytes than its kind may hold (Parser's limits)."""
+
+    def __init__(self, kind: str, size: int, limit: int):
+        super().__init__(f"a {kind} of {size} bytes, over the {limit} it may be")
+        self.kind, self.size, self.limit = kind, size, limit
+
+
 def frame(kind: str, payload: bytes) -> bytes:
     return b"%s %d\n" % (kind.encode(), len(payload)) + payload
 
@@ -51,25 +59,33 @@ def start_line(nonce: str) -> bytes:
 class Parser:
     """Frames out of a byte stream that arrives in pieces."""
 
-    def __init__(self) -> None:
+    def __init__(self, limits: dict[str, int] | None = None) -> None:
         self.buf = bytearray()
+        self.limits = limits or {}  # kind: the most its frames may hold, checked at the header
 
     def feed(self, data: bytes) -> list[tuple[str, bytes]]:
+        """The frames complete so far. What is not a frame raises WireError once
+        the frames before it are returned (the next call raises)."""
         self.buf += data
         out: list[tuple[str, bytes]] = []
         while True:
             nl = self.buf.find(b"\n", 0, 32)
             if nl < 0:
-                if len(self.buf) >= 32:
+                if len(self.buf) >= 32 and not out:
                     raise WireError(f"not a frame: {bytes(self.buf[:32])!r}")
                 return out
             m = _HEADER.fullmatch(bytes(self.buf[: nl + 1]))
-            if m is None or int(m.group(2)) > MAX_FRAME:
+            kind, size = (m.group(1).decode(), int(m.group(2))) if m else ("", 0)
+            limit = min(self.limits.get(kind, MAX_FRAME), MAX_FRAME)
+            if m is None or size > limit:
+                if out:
+                    return out
+                if m is not None and kind in self.limits:
+                    raise TooBig(kind, size, limit)
                 raise WireError(f"not a frame: {bytes(self.buf[: nl + 1])!r}")
-            size = int(m.group(2))
             if len(self.buf) < nl + 1 + size:
                 return out
-            out.append((m.group(1).decode(), bytes(self.buf[nl + 1 : nl + 1 + size])))
+            out.append((kind, bytes(self.buf[nl + 1 : nl + 1 + size])))
             del self.buf[: nl + 1 + size]
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from rewind_daemon.config import Config
 from rewind_daemon.errors import RwError
+from rewind_daemon.guard.runner import GuardReport, GuardRequest
 from rewind_daemon.remote.sessions import bring_home
 from rewind_daemon.store import Store
 
@@ -23,7 +24,8 @@ def record(command: str = "rm -rf ~", started: float | None = None) -> dict:
         "step": {"command": command, "cwd_before": "/home/u", "started_at": now,
                  "ended_at": now + 1, "exit_code": 0, "pipestatus": "0"},
         "output_base64": "aGkK",
-        "report": {"result": "passed", "command": command},
+        "report": GuardReport(GuardRequest([command], "/home/u"), None, 1, [], [], now, now + 1,
+                              0, None, 1).to_json(),
     }  # fmt: skip
 
 
