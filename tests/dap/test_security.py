@@ -1,0 +1,128 @@
+"""The debugger against the threat model (docs/security.md): another user of
+this machine at `rw dap --port`, and what a recorded environment or a hover
+may make the shell run."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from rewind_daemon.dap.peer import Peer, peer
+
+from .test_protocol import CLIENT, Server
+
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("setpriv") or not shutil.which("useradd"),
+    reason="needs root, setpriv and useradd",
+)
+
+
+@pytest.fixture
+def other_user():
+    """A second user, made for this test and removed after it, whatever happens
+    (other_user: machine-wide tests take turns, tests/conftest.py)."""
+    name = f"rwtdap{secrets.token_hex(3)}"
+    subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+                   check=True, capture_output=True)  # fmt: skip
+    try:
+        uid = int(subprocess.run(["id", "-u", name], check=True, capture_output=True,
+                                 text=True).stdout)  # fmt: skip
+        gid = int(subprocess.run(["id", "-g", name], check=True, capture_output=True,
+                                 text=True).stdout)  # fmt: skip
+        yield uid, gid
+    finally:
+        subprocess.run(["userdel", "-f", name], capture_output=True)
+
+
+# Another user's client: initialize, launch a script of its own with BASH_ENV
+# pointing at code of its own, configurationDone; then a reset (SO_LINGER 0)
+# rather than a close, so that the kernel forgets its socket while what it sent
+# can still be read.
+RESETTING_CLIENT = r"""
+import json, socket, struct, sys
+port, script, bash_env = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+def frame(seq, command, **args):
+    body = json.dumps({"seq": seq, "type": "request", "command": command,
+                       "arguments": args}).encode()
+    return b"Content-Length: %d\r\n\r\n" % len(body) + body
+s = socket.create_connection(("127.0.0.1", port), timeout=20)
+s.sendall(frame(1, "initialize", adapterID="rw")
+          + frame(2, "launch", program=script, env={"BASH_ENV": bash_env})
+          + frame(3, "configurationDone"))
+s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+s.close()
+"""
+
+
+@needs_root
+def test_another_user_that_resets_its_connection_runs_nothing(rw_home, other_user):
+    """The peer's uid must be known before a byte is read: a client of another
+    uid that sends a launch and resets (its socket gone from the kernel's table)
+    gets nothing run, and the adapter goes on serving its own user."""
+    uid, gid = other_user
+    signal.alarm(120)
+    base = Path(tempfile.mkdtemp(prefix="rw-dap-peer-", dir="/tmp"))
+    base.chmod(0o755)
+    marker = base / "ran"
+    script = base / "evil.sh"
+    script.write_text(f"touch {marker}-script\n")
+    bash_env = base / "env.sh"
+    bash_env.write_text(f"touch {marker}-bash-env\n")
+    for f in (script, bash_env):
+        f.chmod(0o644)
+    server = Server(dict(os.environ, RW_HOME=str(rw_home)))
+    try:
+        for _ in range(5):
+            client = ["/usr/bin/python3", "-c", RESETTING_CLIENT, str(server.port),
+                      str(script), str(bash_env)]  # fmt: skip
+            other = subprocess.run(
+                ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", *client],
+                capture_output=True, text=True, timeout=30,
+            )  # fmt: skip
+            assert other.returncode == 0, other
+        time.sleep(3)  # a launched script would have run by now
+        mine = subprocess.run(["/usr/bin/python3", "-c", CLIENT, str(server.port)],
+                              capture_output=True, text=True, timeout=30)  # fmt: skip
+        assert '"command": "initialize", "success": true' in mine.stdout, mine
+        ran = sorted(p.name for p in base.iterdir() if p.name.startswith("ran"))
+    finally:
+        signal.alarm(0)
+        server.close()
+        shutil.rmtree(base, ignore_errors=True)
+    assert ran == []
+    assert server.proc.stderr is not None
+    said = server.proc.stderr.read().decode()
+    assert said.count("rw dap: refused a connection") == 5, said
+
+
+def test_a_peer_is_served_only_while_it_is_established_and_known():
+    """The kernel's table, read strictly: a connected client is this uid's; one
+    that closed (FIN_WAIT2: the kernel shows uid 0 for it) or reset before it was
+    looked at is refused, never taken for a remote or a root peer."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        conn, _ = listener.accept()
+        with conn:
+            assert peer(conn) == Peer(os.getuid())
+            client.close()  # a FIN: its socket lingers in FIN_WAIT2
+            time.sleep(0.2)
+            assert "no longer established" in (peer(conn).refused or "")
+        client = socket.create_connection(("127.0.0.1", port))
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()  # a reset: its socket is gone from the table
+        time.sleep(0.2)
+        conn, _ = listener.accept()
+        with conn:
+            who = peer(conn)
+        assert who.uid is None and who.refused, who
