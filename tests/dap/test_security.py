@@ -19,7 +19,10 @@ import pytest
 
 from rewind_daemon.dap.peer import Peer, peer
 
-from .test_protocol import CLIENT, Server
+from ..cli.test_cli_export import import_document
+from ..conftest import steps_of, wait_for
+from ..timeline.test_import_env import STEP, hostile_env, pwned
+from .test_protocol import CLIENT, Adapter, Server
 
 needs_root = pytest.mark.skipif(
     os.geteuid() != 0 or not shutil.which("setpriv") or not shutil.which("useradd"),
@@ -126,3 +129,71 @@ def test_a_peer_is_served_only_while_it_is_established_and_known():
         with conn:
             who = peer(conn)
         assert who.uid is None and who.refused, who
+
+
+@pytest.fixture
+def dap(rw_home):
+    """The real `rw dap` on pipes, under a hard limit on the whole test."""
+    signal.alarm(90)
+    a = Adapter(dict(os.environ, RW_HOME=str(rw_home)))
+    yield a
+    signal.alarm(0)
+    a.close()
+
+
+def _run_to_stop(adapter: Adapter, **launch) -> list[str]:
+    """initialize, launch, configurationDone; the output said until the stop."""
+    adapter.response(adapter.request("initialize", adapterID="rw"))
+    r, events = adapter.response(adapter.request("launch", stopOnEntry=True, **launch))
+    assert r["success"], r
+    _, more = adapter.response(adapter.request("configurationDone"))
+    events += more
+    while not any(e.get("event") == "stopped" for e in events):
+        events.append(adapter.read())
+    return [e["body"]["output"] for e in events if e.get("event") == "output"]
+
+
+def _run_to_end(adapter: Adapter) -> list[str]:
+    _, events = adapter.response(adapter.request("continue", threadId=1))
+    while not any(e.get("event") == "terminated" for e in events):
+        events.append(adapter.read())
+    return [e["body"]["output"] for e in events if e.get("event") == "output"]
+
+
+@pytest.mark.parametrize("kind", ["bash", "zsh"])
+def test_a_dap_launch_of_an_imported_session_runs_only_its_steps(dap, tmp_path, kind):
+    """Stopped on entry, nothing has run (old code: BASH_ENV ran as bash started);
+    run to the end, only the step's commands ran, with the user's PATH and no
+    LD_PRELOAD (old code: BASH_ENV in a child bash, ls from the file's PATH)."""
+    env = hostile_env(tmp_path)
+    ok = {"exit_code": 0, "cwd_before": str(tmp_path), "cwd_after": str(tmp_path), "env": env}
+    sid = import_document(tmp_path / "doc.json", {"name": "hostile", "shell": kind},
+                          [{"command": STEP, **ok}], env)  # fmt: skip
+    said = _run_to_stop(dap, session=sid)
+    time.sleep(0.5)
+    assert pwned(tmp_path) == []
+    out = "".join(_run_to_end(dap))
+    assert pwned(tmp_path) == []
+    assert "hello\n" in out and "kept=kept ld=none\n" in out, out
+    assert [s for s in said if "was imported" in s], said
+
+
+@pytest.mark.parametrize("kind", ["bash", "zsh"])
+def test_a_dap_launch_of_your_own_session_sources_bash_env_only_in_children(
+    dap, daemon, shells, tmp_path, kind
+):
+    log = tmp_path / "log"
+    (tmp_path / "env.sh").write_text(f"echo sourced >> {log}\n")
+    sh = shells(kind, env={"BASH_ENV": f"{tmp_path}/env.sh"})  # as a profile exports it
+    sh.run("rw name ownenv")
+    sh.run(f"echo step >> {log}")
+    sh.run(f"bash -c 'echo child >> {log}'")
+    assert log.read_text() == "step\nsourced\nchild\n"
+    log.unlink()
+    wait_for(lambda: len(steps_of("ownenv")) == 3)  # all stored by the daemon
+    said = _run_to_stop(dap, session="ownenv")
+    assert not [s for s in said if "was imported" in s], said
+    time.sleep(0.5)
+    assert not log.exists()
+    _run_to_end(dap)
+    assert log.read_text() == "step\nsourced\nchild\n"
