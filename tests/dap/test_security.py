@@ -197,3 +197,60 @@ def test_a_dap_launch_of_your_own_session_sources_bash_env_only_in_children(
     assert not log.exists()
     _run_to_end(dap)
     assert log.read_text() == "step\nsourced\nchild\n"
+
+
+ATTACKS = [
+    "$((touch {d}/pwn1) )",  # bash: arithmetic falls back to a command substitution
+    "${{v:=${{d:-\\$}}(touch {d}/pwn2)}}${{v@P}}",  # a value made into a prompt, expanded
+    "${{x:=a[${{d:-\\$}}(touch {d}/pwn3)]}}$((x))",  # a subscript evaluated by arithmetic
+    "${{(e)v}}",  # zsh: the value of v evaluated
+    "$((x))",  # x holds an array subscript with a command substitution in it
+    "$(touch {d}/pwn4)",
+    "`touch {d}/pwn5`",
+    "${{A:-$(touch {d}/pwn6)}}",
+]
+
+
+@pytest.mark.parametrize("kind", ["bash", "zsh"])
+def test_hover_and_watch_never_run_a_command(dap, tmp_path, kind):
+    """The reviewer's strings, on hover and in a watch: refused, said so, and no
+    file made (old code: bash ran pwn1's and the commands v and x hold; zsh
+    pwn1's and, through ${(e)v}, v's); what hovers are for still works."""
+    d = tmp_path / "d"
+    d.mkdir()
+    script = tmp_path / "s.sh"
+    lines = [
+        f"v='$(touch {d}/pwn-e)'",
+        f"x='a[$(touch {d}/pwn-x)]'",
+        "A=2; S='a  b'; ARR=(x y z)",
+        "echo end",
+    ]
+    script.write_text("\n".join(lines) + "\n")
+    dap.response(dap.request("initialize", adapterID="rw"))
+    dap.response(dap.request("launch", program=str(script), shell=kind, stopOnEntry=True))
+    dap.response(dap.request("setBreakpoints", source={"path": str(script)},
+                             breakpoints=[{"line": 4}]))  # fmt: skip
+    _, events = dap.response(dap.request("configurationDone"))
+    while not any(e.get("event") == "stopped" for e in events):
+        events.append(dap.read())
+    _, events = dap.response(dap.request("continue", threadId=1))
+    while not any(e.get("event") == "stopped" for e in events):
+        events.append(dap.read())
+
+    def evaluate(text: str, context: str) -> dict:
+        r, _ = dap.response(dap.request("evaluate", expression=text, context=context, frameId=1))
+        return r
+
+    answers = [evaluate(a.format(d=d), c) for a in ATTACKS for c in ("hover", "watch")]
+    assert sorted(p.name for p in d.iterdir()) == []
+    for r in answers:
+        assert not r["success"] and r["message"].startswith("not evaluated on hover: "), r
+    first = "x" if kind == "zsh" else "y"
+    for text, want in [("$A", "2"), ("${S}", "a  b"), ("${ARR[@]}", "x y z"),
+                       ("${#ARR[@]}", "3"), ("${#S}", "4"), ("${ARR[1]}", first),
+                       ("$((A * 21))", "42"), ("${NOPE-unset}", "unset"),
+                       ("a; b & c | d", "a; b & c | d"), ("$A-$S.", "2-a  b.")]:  # fmt: skip
+        r = evaluate(text, "hover")
+        assert r["success"] and r["body"]["result"] == want, (text, r)
+    r = evaluate(f"touch {d}/from-the-console && echo made", "repl")
+    assert r["body"]["result"] == "made" and (d / "from-the-console").exists()
