@@ -5,6 +5,7 @@ its choosing (docs/security.md)."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -117,3 +118,31 @@ def test_your_own_bash_env_is_for_the_steps_children_as_it_was_live(daemon, shel
     assert "was imported" not in proc.stderr
     replayed = next(s["id"] for s in rw_json("sessions") if s["origin"] == "replay")
     assert rw_json("show", replayed, "3")["env"]["BASH_ENV"] == f"{tmp_path}/env.sh"
+
+
+def test_a_pulled_session_runs_nothing_its_host_put_in_its_environment(daemon, tmp_path):
+    """`rw pull` stores what a host sends as an import (remote.sessions.pull_home,
+    fed here the document a hostile host would send): its environment is
+    filtered the same way, and a replay of it runs only its step."""
+    from rewind_daemon.remote.sessions import pull_home
+
+    env = hostile_env(tmp_path)
+    ok = {"exit_code": 0, "cwd_before": str(tmp_path), "cwd_after": str(tmp_path), "env": env}
+    document = {
+        "format": "rw-session", "version": 1,
+        "session": {"id": "x", "name": "pulled", "shell": "bash", "started_at": 1700000000},
+        "start_env": env,
+        "steps": [{"started_at": 1700000001, "ended_at": 1700000002, "command": STEP, **ok}],
+    }  # fmt: skip
+    store = Store(paths.resolve().db)
+    try:
+        got = pull_home(store, "web1", json.dumps(document).encode(), Redactor())
+    finally:
+        store.close()
+    stored = rw_json("show", got.session, "1")["env"]
+    assert "BASH_ENV" not in stored and "LD_PRELOAD" not in stored and stored["RW_KEPT"] == "kept"
+    proc = fenced_replay(got.session)
+    assert pwned(tmp_path) == []
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["hello", "kept=kept", "ld=none"], proc
+    assert "was imported" in proc.stderr
