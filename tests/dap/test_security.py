@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from rewind_daemon.dap.peer import Peer, peer
+from rewind_daemon.dap.peer import Peer, is_local_address, peer
 
 from ..cli.test_cli_export import import_document
 from ..conftest import steps_of, wait_for
@@ -108,20 +108,24 @@ def test_another_user_that_resets_its_connection_runs_nothing(rw_home, other_use
     assert said.count("rw dap: refused a connection") == 5, said
 
 
-def test_a_peer_is_served_only_while_it_is_established_and_known():
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_a_peer_is_served_only_while_it_is_established_and_known(host):
     """The kernel's table, read strictly: a connected client is this uid's; one
     that closed (FIN_WAIT2: the kernel shows uid 0 for it) or reset before it was
     looked at is refused, never taken for a remote or a root peer."""
-    with socket.create_server(("127.0.0.1", 0)) as listener:
+    if host == "::1" and not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.create_server((host, 0), family=family) as listener:
         port = listener.getsockname()[1]
-        client = socket.create_connection(("127.0.0.1", port))
+        client = socket.create_connection((host, port))
         conn, _ = listener.accept()
         with conn:
             assert peer(conn) == Peer(os.getuid())
             client.close()  # a FIN: its socket lingers in FIN_WAIT2
             time.sleep(0.2)
             assert "no longer established" in (peer(conn).refused or "")
-        client = socket.create_connection(("127.0.0.1", port))
+        client = socket.create_connection((host, port))
         client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         client.close()  # a reset: its socket is gone from the table
         time.sleep(0.2)
@@ -254,3 +258,13 @@ def test_hover_and_watch_never_run_a_command(dap, tmp_path, kind):
         assert r["success"] and r["body"]["result"] == want, (text, r)
     r = evaluate(f"touch {d}/from-the-console && echo made", "repl")
     assert r["body"]["result"] == "made" and (d / "from-the-console").exists()
+
+
+def test_only_an_address_this_machine_cannot_bind_is_taken_for_another_machine():
+    """A peer without an entry in the table is remote only when its address is
+    not one of this machine's (the kernel refuses to bind it); else refused."""
+    assert is_local_address(socket.AF_INET, "127.0.0.5")
+    assert is_local_address(socket.AF_INET6, "::ffff:127.0.0.1")
+    assert not is_local_address(socket.AF_INET, "192.0.2.1")  # TEST-NET-1
+    here = socket.gethostbyname(socket.gethostname())
+    assert is_local_address(socket.AF_INET, here)
