@@ -31,9 +31,11 @@ from ..timeline.replay import (
     Pause,
     Replay,
     Secret,
+    foreign_notice,
     replaying_sessions,
 )
 from ..timeline.rw_commands import is_rw_command
+from ..timeline.travel import is_foreign
 from . import CONTEXT, cli
 from .common import (
     complete_session,
@@ -195,6 +197,8 @@ def replay_cmd(
     if not steps:
         raise RwError(f"session {sid} has no steps in that range")
     if dry_run:
+        if is_foreign(store, sid):
+            _say(foreign_notice(sid))
         for s in steps:
             click.echo(f"{s.number:>5}  {escaped(s.command, lines=True)}{_note(s)}")
         return

@@ -8,6 +8,7 @@ import stat
 
 import click
 
+from ..display import escaped
 from ..errors import RwError
 from ..progress import TerminalProgress
 from ..store import Store
@@ -177,3 +178,6 @@ def import_cmd(kind: str, file: str | None, name: str | None, new_id: bool, as_j
     left_out = f"; {result.left_out} left out (leading space or ignored)" if result.left_out else ""
     source = "stdin" if path == "-" else path
     click.echo(f"imported {result.steps} steps from {source} into session {label}{left_out}")
+    if result.env_left_out:
+        names = ", ".join(escaped(n) for n in result.env_left_out)
+        click.echo(f"left out of its environment (a shell or program would run them): {names}")

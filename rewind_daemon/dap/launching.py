@@ -106,6 +106,8 @@ def make_debugger(
     if launch.session is not None:
         assert store is not None
         prog = recorded.load(store, p, launch.session, dict(os.environ))
+        if prog.notice:
+            on_output("console", prog.notice)
         name, parent = prog.name, prog.session
         launch.path, launch.text, launch.steps = prog.path, prog.text, prog.steps
         launch.shell = launch.shell or prog.shell

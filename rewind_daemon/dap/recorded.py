@@ -16,6 +16,7 @@ from ..redact import MASK
 from ..store import Store
 from ..timeline import breakpoints, history, travel
 from ..timeline.breakpoints import BreakpointSet
+from ..timeline.replay import foreign_notice
 from ..timeline.rw_commands import is_rw_command
 from .script import Step
 
@@ -34,6 +35,7 @@ class RecordedProgram:
     cwds: dict[int, str]  # step index -> the directory it ran in
     numbers: dict[int, int]  # step index -> its number in the session
     stored: BreakpointSet  # the session's own breakpoints (rw breakpoint)
+    notice: str | None = None  # said once as it is launched
 
 
 def load(store: Store, p: Paths, ref: str, base_env: dict[str, str]) -> RecordedProgram:
@@ -84,6 +86,19 @@ def load(store: Store, p: Paths, ref: str, base_env: dict[str, str]) -> Recorded
     shell = row.shell if row.shell in ("bash", "zsh") else "bash"
     name = f"{row.name or sid[:12]}-dap"
     stored = BreakpointSet(breakpoints.listing(store, sid))
+    notice = foreign_notice(sid) + "\n" if state.foreign else None
     return RecordedProgram(
-        sid, name, str(path), text, steps, shell, cwd, state.env, refused, cwds, numbers, stored
+        sid,
+        name,
+        str(path),
+        text,
+        steps,
+        shell,
+        cwd,
+        state.env,
+        refused,
+        cwds,
+        numbers,
+        stored,
+        notice,
     )

@@ -25,6 +25,7 @@ from ..checkpoints.checkpoint import Checkpoints, Watch
 from ..errors import RwError
 from ..timeline.breakpoints import BreakpointSet
 from ..timeline.executor import Executor, StepResult
+from . import hover
 from .recording import Recording
 from .script import Step
 
@@ -231,19 +232,11 @@ class Debugger:
         return res
 
     def expand(self, words: str) -> str:
-        """Shell words expanded without side effects (hover, watch): in a
-        subshell, and never running a command."""
+        """Words expanded without side effects (hover, watch): parsed by rw and
+        resolved from the paused shell's variables, never handed to a shell."""
         self._check_paused()
-        # Inside double quotes only $(...) and `...` could run a command, and a "
-        # could end the quotes; assignments (${X:=v}) change only the subshell.
-        if re.search(r'\$\((?!\()|`|"|\\\Z', words):
-            raise RwError("hovers and watches expand words only; run commands in the console")
-        # quoted, so that a value keeps its spaces; "${ARR[@]}" gives words: joined
-        res = self.ex.run(_no_errexit(f'( \\builtin printf "%s " "{words}" ) 2>&1'))
-        text = res.output.decode(errors="replace")
-        if res.exit_code:
-            raise RwError(text.strip() or f"cannot expand {words}")
-        return text[:-1] if text.endswith(" ") else text
+        run = self.ex.run
+        return hover.expand(words, self.launch.shell, lambda code: run(_no_errexit(code)).output)
 
     def complete(self, line: str) -> tuple[int, list[str]]:
         """Completions for the console's `line` (the text before the cursor):

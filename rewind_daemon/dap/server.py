@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from ..errors import RwError
 from .framing import Reader, Writer
+from .peer import peer
 from .session import DebugSession
 
 
@@ -69,10 +70,12 @@ def _family(host: str) -> socket.AddressFamily:
 
 def _serve_connection(conn: socket.socket, sessions: set[DebugSession]) -> None:
     with conn:
-        owner = peer_uid(conn)
-        if owner is not None and owner != os.getuid():
-            # a debug session runs commands as this user: another one may not
-            print(f"rw dap: refused a connection from uid {owner}", file=sys.stderr)
+        # a debug session runs commands as this user: another one may not, and
+        # one that cannot be told apart from another one may not either
+        who = peer(conn)
+        if who.refused or (who.uid is not None and who.uid != os.getuid()):
+            why = f": {who.refused}" if who.refused else f" from uid {who.uid}"
+            print(f"rw dap: refused a connection{why}", file=sys.stderr)
             return
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         rfile, wfile = conn.makefile("rb"), conn.makefile("wb")
@@ -92,33 +95,3 @@ def _serve_connection(conn: socket.socket, sessions: set[DebugSession]) -> None:
                     f.close()
                 except OSError:
                     pass
-
-
-def peer_uid(conn: socket.socket) -> int | None:
-    """The uid owning the other end of a TCP connection made on this machine
-    (from the kernel's socket table), or None for one from elsewhere."""
-    try:
-        here, there = conn.getsockname(), conn.getpeername()
-    except OSError:
-        return None
-    table = "/proc/net/tcp6" if conn.family == socket.AF_INET6 else "/proc/net/tcp"
-    want = (_proc_address(conn.family, there), _proc_address(conn.family, here))
-    try:
-        with open(table) as f:
-            next(f)
-            for line in f:
-                fields = line.split()
-                if (fields[1], fields[2]) == want:
-                    return int(fields[7])
-    except (OSError, ValueError, IndexError, StopIteration):
-        return None
-    return None
-
-
-def _proc_address(family: int, address: tuple) -> str:
-    """An address as /proc/net/tcp shows it: each 32-bit word of the IP in host
-    (little-endian) order, in hex, then the port."""
-    packed = socket.inet_pton(family, address[0])
-    words = [packed[i : i + 4] for i in range(0, len(packed), 4)]
-    ip = "".join(bytes(reversed(w)).hex().upper() for w in words)
-    return f"{ip}:{address[1]:04X}"

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from ..capture import records
 from ..errors import RwError
+from . import startenv
 
 # The loop the shell runs. It reads NUL-terminated commands from fd 3 and
 # eval's them in the shell itself, so cd, export, functions and aliases carry
@@ -100,6 +101,7 @@ class Executor:
         self._rep_r, rep_w = os.pipe()
         env = {k: v for k, v in env.items() if k != "__RW_MARK"}
         self.env = dict(env)  # the shell's exported environment, as of the last step
+        env, later = startenv.split_start_env(env)  # nothing recorded runs as it starts
         env["__RW_MARK"] = self.mark
         self.cwd = cwd if os.path.isdir(cwd) else _here()
         self.shell = shell
@@ -120,6 +122,8 @@ class Executor:
         self._out = self.proc.stdout.fileno()
         self._out_buf = b""
         self._rep_buf = b""
+        if later:
+            self.run(startenv.export_code(later))
 
     def run(self, command: str, sink: OutputSink | None = None) -> StepResult:
         """Run one step; stream its output to `sink` as it comes."""

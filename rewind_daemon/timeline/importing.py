@@ -23,6 +23,7 @@ from ..paths import new_session_id
 from ..progress import Progress, no_progress
 from ..redact import Redactor
 from ..store import SessionRow, Store, env_blob
+from . import startenv
 from .exporting import DOCUMENT_FORMAT, DOCUMENT_VERSION
 
 KINDS = ("bash", "zsh", "json")
@@ -62,6 +63,7 @@ class ImportedSession:
     start_env: dict[str, str] | None = None
     steps: list[ImportedStep] = field(default_factory=list)
     left_out: int = 0  # commands typed with a leading space or matching `ignore`
+    env_left_out: list[str] = field(default_factory=list)  # names a foreign env may not set
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ class ImportResult:
     name: str | None
     steps: int
     left_out: int
+    env_left_out: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return {
@@ -77,6 +80,7 @@ class ImportResult:
             "name": self.name,
             "steps": self.steps,
             "left_out": self.left_out,
+            "env_left_out": self.env_left_out,
         }
 
 
@@ -348,7 +352,23 @@ def parse_document(data: bytes, source: str) -> ImportedSession:
                 output=_output(raw, f"{source}: steps[{i}]"),
             )
         )
+    _leave_out_untrusted_env(session)
     return session
+
+
+def _leave_out_untrusted_env(session: ImportedSession) -> None:
+    """A document's environments are another's: the variables a shell acts on
+    as it starts, names no shell can hold, and those that make programs run
+    code of the file's choosing are dropped (startenv), and named."""
+    dropped: set[str] = set()
+    if session.start_env is not None:
+        session.start_env, names = startenv.foreign_env(session.start_env)
+        dropped.update(names)
+    for step in session.steps:
+        if step.env is not None:
+            step.env, names = startenv.foreign_env(step.env)
+            dropped.update(names)
+    session.env_left_out = sorted(dropped)
 
 
 def _output(raw: dict, where: str) -> bytes | None:
@@ -438,4 +458,4 @@ def save(
             with store.transaction():
                 store.remove_steps(sid)
         raise
-    return ImportResult(sid, name, len(session.steps), session.left_out)
+    return ImportResult(sid, name, len(session.steps), session.left_out, session.env_left_out)

@@ -19,7 +19,7 @@ from ..errors import EXIT_PROBLEM, RwError
 from ..paths import new_session_id
 from ..redact import MASK, Redactor
 from ..store import MAX_OUTPUT, StepRow, Store, env_blob
-from . import travel
+from . import startenv, travel
 from .breakpoints import BreakpointSet
 from .executor import Executor, OutputSink, StepResult
 from .rw_commands import rw_verb
@@ -92,6 +92,15 @@ def _state_before(store: Store, sid: str, step: StepRow) -> tuple[str, dict[str,
     state = travel.state_after(store, sid, step.number - 1, dict(os.environ))
     cwd = step.cwd_before if step.cwd_before and os.path.isdir(step.cwd_before) else state.cwd
     return cwd, state.env
+
+
+def foreign_notice(sid: str) -> str:
+    """Said once when a session from elsewhere is run."""
+    return (
+        f"session {sid} was imported (a file, or pulled from a host): it runs the "
+        "commands it holds, as recorded there; from its environment, what a shell "
+        "or a program would run as code, and PATH, are yours"
+    )
 
 
 # `NAME=` just before a redacted value: the variable it was assigned to.
@@ -174,12 +183,15 @@ class Replay:
         self.redactor = redactor or Redactor()
         self.max_output = max_output
         self.say = say
+        self.foreign = travel.is_foreign(store, source)
 
     def run(self) -> ReplayResult:
         first = self.steps[0]
         sid = self._open_session(first.number - 1)
         result = ReplayResult(sid)
         cwd, env = _state_before(self.store, self.source, first)
+        if self.foreign:
+            self.say(foreign_notice(self.source))
         env["RW_SESSION"] = sid  # the steps run in the replay's session
         ex = Executor(cwd, env, self.shell)
         # (index, state before it) of each step run, for `back`
@@ -284,7 +296,8 @@ class Replay:
             changes = [
                 (name, new) for name, _, new in
                 travel.env_changes(self.store.env(before), self.store.env(step.env_id))
-                if new is None or MASK not in new
+                if (new is None or MASK not in new)
+                and not (self.foreign and startenv.untrusted(name))
             ]  # fmt: skip
         moved = step.cwd_after if step.cwd_after and step.cwd_after != step.cwd_before else None
         if moved is not None and not os.path.isdir(moved):

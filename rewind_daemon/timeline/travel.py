@@ -12,6 +12,7 @@ from .. import display
 from ..errors import NotFound, RwError
 from ..redact import MASK
 from ..store import StepRow, Store
+from . import startenv
 from .rw_commands import is_rw_command
 
 # Variables bound to the terminal (or multiplexer pane, or connection) a shell
@@ -236,15 +237,25 @@ class ShellState:
     cwd: str
     env: dict[str, str]
     redacted: list[str]
+    foreign: bool = False  # an imported (or pulled) session's state
+
+
+def is_foreign(store: Store, sid: str) -> bool:
+    """Whether a session came from elsewhere (an imported file, a pulled host):
+    its record is another's word, not what was typed here."""
+    row = store.get_session(sid)
+    return row is not None and row.origin == "import"
 
 
 def state_after(store: Store, sid: str, step: int, now_env: dict[str, str]) -> ShellState:
     """The state after `step` (0: as the session started); values that were
-    redacted, and the names in UNTOUCHED, keep their value from `now_env`."""
+    redacted, and the names in UNTOUCHED, keep their value from `now_env`; so do,
+    in a foreign session, the names it may not set (startenv.untrusted)."""
+    session = store.get_session(sid)
+    if session is None:
+        raise NotFound(f"no session {sid!r}")
+    foreign = session.origin == "import"
     if step == 0:
-        session = store.get_session(sid)
-        if session is None:
-            raise NotFound(f"no session {sid!r}")
         cwd = session.cwd or here()
     else:
         row = store.step(sid, step)
@@ -258,12 +269,18 @@ def state_after(store: Store, sid: str, step: int, now_env: dict[str, str]) -> S
     for name, value in recorded.items():
         if name in UNTOUCHED:
             continue
+        if foreign and startenv.untrusted(name):
+            if name in now_env:
+                env[name] = now_env[name]
+            continue
         if MASK in value:
             redacted.append(name)
             if name in now_env:
                 env[name] = now_env[name]
             continue
         env[name] = value
+    if foreign:  # what it may not set is yours, set or not in its record
+        env.update({k: v for k, v in now_env.items() if startenv.runs_code(k) and k not in env})
     # A directory gone since: here, or home when here is gone too.
     cwd = next((d for d in (cwd, here(), os.path.expanduser("~")) if os.path.isdir(d)), "/")
-    return ShellState(cwd, env, redacted)
+    return ShellState(cwd, env, redacted, foreign)

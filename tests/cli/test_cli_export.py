@@ -15,6 +15,7 @@ import click
 import pytest
 
 from rewind_daemon.cli import cli, share  # noqa: F401 - registers the commands
+from rewind_daemon.timeline.startenv import untrusted
 
 from ..conftest import RW, rw, rw_json, steps_of, write_config
 
@@ -204,10 +205,14 @@ def test_md_runbook_has_a_table_and_fences_that_survive_backticks(daemon, shells
 
 
 def docs_without_ids(doc: dict) -> dict:
-    """The document but for what an import makes its own: the id and the origin."""
+    """The document but for what an import makes its own: the id and the origin,
+    and the variables an import leaves out of its environments (PATH, ...)."""
     doc = json.loads(json.dumps(doc))
     doc["session"].pop("id")
     doc["session"].pop("origin")
+    for env in [doc.get("start_env")] + [s.get("env") for s in doc["steps"]]:
+        for name in [n for n in env or {} if untrusted(n)]:
+            del env[name]
     return doc
 
 
