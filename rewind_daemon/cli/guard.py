@@ -236,10 +236,19 @@ def _guard_hosts(
             click.echo(f"rw: {run.host}: {run.describe()}", err=True)
         sys.stdout.flush()
 
+    def earlier(host: str, report) -> None:
+        click.echo(
+            f"rw: {host}: the run {report.session} there ended after the connection was lost; "
+            "its report:",
+            err=True,
+        )
+        click.echo(render_text(report), err=True, nl=False)
+
     runs = fleet.guard_hosts(
         p, config, request, list(hosts), ssh=client.ssh_program(ssh_config),
         output=client.write_to(sys.stdout.fileno()), done=done, parallel=parallel,
-        notify=lambda host, msg: click.echo(f"rw: {host}: {msg}", err=True),
+        notify=lambda host, msg: click.echo(f"rw: {host}: {msg}", err=True), earlier=earlier,
+        keys_fd=_stdin_fd(),
     )  # fmt: skip
     if len(runs) > 1:
         lines = [f"  {r.host}: {r.describe()}" for r in runs]

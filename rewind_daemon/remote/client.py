@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from ..config import Config
 from ..errors import EXIT_PROBLEM, EXIT_USAGE, RwError
+from ..guard.process import _Terminal as UserTerminal
 from ..guard.runner import GuardReport, GuardRequest
 from . import wire
 from .agent import config_to_wire
@@ -37,6 +38,7 @@ CONNECTION_LOST = "the connection was lost"
 _DESTINATION = re.compile(r"[^\s\x00-\x1f\x7f-][^\s\x00-\x1f\x7f]{0,254}")
 Notify = Callable[[str], None]
 Output = Callable[[bytes], None]
+Earlier = Callable[[dict], None]  # a run there whose report did not come back, as recorded
 
 
 def check_destination(destination: str) -> str:
@@ -240,19 +242,25 @@ def guard_remote(
     notify: Notify,
     stop: Stop | None = None,
     the_bundle: Bundle | None = None,
+    earlier: Earlier | None = None,
+    keys_fd: int | None = None,
 ) -> RemoteRun:
     """Run `request` under the breaker on `destination`: its paths and command
     are the remote's (`~` its user's home); what it prints goes to `output`.
     Raises RwError (exit 2) when the host cannot be reached or has no Python to
-    run rw. With no request, the report of the last guarded run there is
-    fetched (waited for while it runs). Without a `stop` of the caller's, Ctrl-C
+    run rw, or while a run started there over ssh still goes on. With no
+    request, the report of the last guarded run there is fetched (waited for
+    while it runs). Runs there whose reports did not come back (the connection
+    went) and that have ended since go to `earlier` first. What `keys_fd` (a
+    terminal, taken raw as a local run takes it, or a pipe or file) gives goes
+    to the command's terminal there. Without a `stop` of the caller's, Ctrl-C
     here halts the run there."""
     ask: dict = {"attach": True}
     if request is not None:
         ask = {"request": request.to_json(), "config": config_to_wire(config)}
         ask["size"] = terminal_size() if output is not None else None
     return talk_to(destination, ask, ssh=ssh, output=output, notify=notify, stop=stop,
-                   the_bundle=the_bundle)  # fmt: skip
+                   the_bundle=the_bundle, earlier=earlier, keys_fd=keys_fd)  # fmt: skip
 
 
 def pull_remote(destination: str, ref: str | None, *, ssh: list[str], notify: Notify) -> RemoteRun:
@@ -270,6 +278,8 @@ def talk_to(
     notify: Notify,
     stop: Stop | None = None,
     the_bundle: Bundle | None = None,
+    earlier: Earlier | None = None,
+    keys_fd: int | None = None,
 ) -> RemoteRun:
     """Start rw on `destination` (shipping it when it is not there) and ask it
     `ask`; what comes back is in the RemoteRun."""
@@ -281,12 +291,17 @@ def talk_to(
     if stop is None:
         stop = Stop()
         stop.catch_signals()
+    terminal = UserTerminal(keys_fd if "request" in ask else None)
+    keys = _keys_from(terminal, keys_fd if "request" in ask else None)
+    if keys is not None:
+        ask = {**ask, "input": "terminal" if terminal.raw else "pipe"}
     conn = _Connection(argv)
     result = RemoteRun(destination)
     pipe = stop.listen()
     try:
-        _talk(conn, result, b, nonce, ask, output, notify, stop, pipe[0])
+        _talk(conn, result, b, nonce, ask, output, notify, stop, pipe[0], earlier, keys, terminal)
     finally:
+        terminal.restore()
         stop.forget(pipe)
         if own:
             stop.release_signals()
@@ -297,6 +312,21 @@ def talk_to(
         result.lost = f"rw there ended without a report (exit status {status})"
         result.going_on = False
     return result
+
+
+def _keys_from(terminal: UserTerminal, fd: int | None) -> int | None:
+    """The fd whose input goes to the command there: a terminal here in the
+    foreground (taken raw), or a pipe or a file; none for a terminal that is
+    not rw's to read (in the background)."""
+    if fd is None or terminal.background:
+        return None
+    try:
+        os.fstat(fd)
+    except OSError:
+        return None
+    if os.isatty(fd) and not terminal.raw:
+        return None
+    return fd
 
 
 def _no_run(conn: _Connection, result: RemoteRun, status: int, nonce: str) -> None:
@@ -323,6 +353,9 @@ def _talk(
     notify: Notify,
     stop: Stop,
     wake: int,
+    earlier: Earlier | None,
+    keys: int | None,
+    terminal: UserTerminal,
 ) -> None:
     assert conn.proc.stdout is not None
     out = conn.proc.stdout.fileno()
@@ -331,8 +364,27 @@ def _talk(
     parser: wire.Parser | None = None
     asked_halt = False
     resized = stop.resized
+    held: list[bytes | None] = []  # keys typed before the request went (None: their end)
     while True:
-        ready, _, _ = select.select([out, wake], [], [])
+        if held and result.python:  # the request has gone: keys may follow
+            for data in held:
+                conn.send(wire.frame(wire.INPUT, data) if data else wire.json_frame(wire.EOF, {}))
+            held = []
+        ready, _, _ = select.select([out, wake] + ([keys] if keys is not None else []), [], [])
+        if keys is not None and keys in ready:
+            try:
+                data = os.read(keys, 65536)
+            except OSError:
+                data = b""
+            if terminal.raw and b"\x03" in data:  # Ctrl-C here: a halt there, not a key
+                stop.ask("Ctrl-C here")
+                data = data[: data.index(b"\x03")]
+                held += [data] if data else []
+            else:
+                held.append(data or None)
+                if not data:
+                    keys = None
+            continue
         if wake in ready:
             os.read(wake, 64)
             if stop.resized != resized and result.python:
@@ -380,7 +432,7 @@ def _talk(
             conn.proc.terminate()
             return
         for kind, payload in frames:
-            _frame(kind, payload, conn, result, b, ask, output, notify)
+            _frame(kind, payload, conn, result, b, ask, output, notify, earlier)
 
 
 def _frame(
@@ -392,6 +444,7 @@ def _frame(
     ask: dict,
     output: Output | None,
     notify: Notify,
+    earlier: Earlier | None,
 ) -> None:
     if kind == wire.OUT:
         if output is not None:
@@ -417,13 +470,25 @@ def _frame(
         result.report = GuardReport.from_json(doc)
     elif kind == wire.SESSION:
         result.run = doc if isinstance(doc, dict) else {}
-
+        _ack(conn, result.run)
+    elif kind == wire.EARLIER and isinstance(doc, dict):
+        if earlier is not None:
+            earlier(doc)
+        _ack(conn, doc)
     elif kind == wire.ERROR:
         code = doc.get("exit_code")
-        raise RwError(
-            f"{result.destination}: {doc.get('message')}",
-            code if isinstance(code, int) and 1 <= code <= 3 else EXIT_USAGE,
-        )
+        message = f"{result.destination}: {doc.get('message')}"
+        if doc.get("busy"):
+            message += f" (rw guard --host {result.destination} --attach waits for its report)"
+        raise RwError(message, code if isinstance(code, int) and 1 <= code <= 3 else EXIT_USAGE)
+
+
+def _ack(conn: _Connection, run: dict) -> None:
+    """The run's report and record are here: the remote forgets it was unreported."""
+    session = run.get("session")
+    sid = session.get("id") if isinstance(session, dict) else None
+    if isinstance(sid, str):
+        conn.send(wire.json_frame(wire.ACK, {"session": sid}))
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -101,11 +101,16 @@ def guard_hosts(
     notify: Notify,
     done: Callable[[HostRun], None] = lambda _: None,
     parallel: int = 1,
+    earlier: Callable[[str, GuardReport], None] = lambda *_: None,
+    keys_fd: int | None = None,
 ) -> list[HostRun]:
     """Run `request` on the hosts (see client.guard_remote); every host gets a
     HostRun, in the order given. With no request, each host's last guarded run
     is reported (--attach). A host that cannot be reached raises RwError when it
-    is the only one; among several, it is a host that did not pass."""
+    is the only one; among several, it is a host that did not pass. A run there
+    whose report did not come back (the connection went) and that has ended
+    since is brought home and given to `earlier` before the host's new run.
+    With one host, what `keys_fd` gives goes to the command there."""
     for host in hosts:
         client.check_destination(host)
     shipped = bundle()  # made (or read from the cache) once for every host
@@ -115,11 +120,23 @@ def guard_hosts(
     results: dict[str, HostRun] = {}
     finished: queue.Queue[HostRun] = queue.Queue()
 
+    def came_back(host: str, doc: dict) -> None:
+        try:
+            report = GuardReport.from_json(doc["report"])
+        except (KeyError, TypeError, ValueError, AttributeError):
+            notify(host, "the report of an earlier run there is not one rw can read")
+            return
+        report.host = host
+        _bring_home(paths, config, host, client.RemoteRun(host, report, doc), notify, None)
+        earlier(host, report)
+
     def one(host: str) -> HostRun:
         try:
             run = client.guard_remote(
                 host, config, request, ssh=ssh, notify=_for(notify, host), stop=stop,
                 output=lines.of(host) if lines is not None else output, the_bundle=shipped,
+                earlier=lambda doc: came_back(host, doc),
+                keys_fd=keys_fd if len(hosts) == 1 else None,
             )  # fmt: skip
         except RwError as e:
             if len(hosts) == 1:

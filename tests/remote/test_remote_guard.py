@@ -287,6 +287,68 @@ def test_a_dropped_connection_leaves_the_breaker_running_there_and_attach_report
     assert len([s for s in rw_json("sessions") if s["host"] == ALIAS]) == 1
 
 
+def test_the_next_run_reports_a_run_whose_connection_dropped(home, remote):
+    site = remote_site(remote)
+    before = tree_state(site)
+    proc = subprocess.Popen(
+        [RW, "guard", "--host", ALIAS, "--ssh-config", str(remote.ssh_config), "--paths", "~/site",
+         "--", "sh", "-c",
+         "echo broken > ~/site/index.html; echo ready; while [ ! -e ~/go ]; do sleep 0.05; done;"
+         " echo 'ERROR: late'; sleep 60"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        [ssh] = _children(proc.pid)
+        os.kill(ssh, signal.SIGKILL)  # the connection drops
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 1 and "no report (the connection was lost" in err, err
+
+    # While it goes on there, no second guarded run starts there.
+    busy = guard(remote, "--paths", "~/site", "--", "touch", "~/second")
+    assert busy.returncode == 2, busy.stderr
+    assert busy.stderr.count("\n") == 1, busy.stderr
+    assert "still goes on there: one guarded run at a time" in busy.stderr
+    assert "(rw guard --host rwtest --attach waits for its report)" in busy.stderr
+    assert not (remote.home / "second").exists()
+    assert tree_state(site) != before
+
+    # It halts at its own rule and rolls back there; the next run reports it
+    # first (and brings it home), then runs.
+    (remote.home / "go").touch()
+    assert wait_for(lambda: tree_state(site) == before, timeout=30)
+    assert wait_for(lambda: _ended_there(remote), timeout=30)
+    proc = guard(remote, "--paths", "~/site", "--", "echo", "next")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "next\n"
+    said, report = proc.stderr.split("its report:\n", 1)
+    assert "rw: rwtest: the run " in said and "ended after the connection was lost" in said
+    assert "rw guard: HALTED: sh -c" in report
+    assert "Trigger: line 2: ERROR: late" in report
+    assert "Checkpoint Status: Rollback completed successfully" in report
+    assert report.index("ERROR: late") < report.index("rw guard: passed: echo next")
+    runs = {s["origin"]: s for s in rw_json("sessions") if s["host"] == ALIAS}
+    assert sorted(runs) == ["guard", "import"]  # the lost one (the remote's word), the new one
+    assert [step["command"] for step in rw_json("log", runs["guard"]["id"])] == ["echo next"]
+
+    # Reported once: the run after that says nothing of it.
+    third = guard(remote, "--paths", "~/site", "--", "echo", "third")
+    assert third.returncode == 0, third.stderr
+    assert "ERROR: late" not in third.stderr and "connection was lost" not in third.stderr
+    assert len([s for s in rw_json("sessions") if s["host"] == ALIAS]) == 3
+
+
+def _ended_there(remote: Remote) -> bool:
+    there = Store(remote.home / ".local" / "share" / "rw" / "rw.db", readonly=True)
+    try:
+        return all(s.ended_at is not None for s in there.sessions())
+    finally:
+        there.close()
+
+
 def test_hosts_roll_one_at_a_time_and_stop_at_the_first_halt(home, remote, remote2, tmp_path):
     both = tmp_path / "ssh_config"
     both.write_text(remote.ssh_config.read_text() + remote2.ssh_config.read_text())
@@ -568,3 +630,83 @@ def test_what_the_remotes_login_prints_first_is_skipped(home, remote):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "clean\n"
     assert "Welcome" not in proc.stderr
+
+
+def test_what_is_piped_here_reaches_the_command_there_and_its_end_too(home, remote):
+    remote_site(remote)
+
+    def piped(data: bytes | None, *command: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [RW, "guard", "--host", ALIAS, "--ssh-config", str(remote.ssh_config), "--paths",
+             "~/site", "--timeout", "20", "--", *command],
+            input=data, stdin=None if data is not None else subprocess.DEVNULL,
+            capture_output=True, timeout=90,
+        )  # fmt: skip
+
+    proc = piped(b"y\n", "sh", "-c", "read a; echo got $a")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == b"got y\n"  # (not echoed: it was not typed)
+    # The end of what is piped is the command's end of file.
+    proc = piped(b"one\ntwo\n", "sh", "-c", "cat; echo end")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == b"one\ntwo\nend\n"
+    proc = piped(b"no newline", "sh", "-c", "cat; echo; echo end")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == b"no newline\nend\n"
+    # Nothing to read here (/dev/null): the command there reads an end of file
+    # at once, as under plain ssh, instead of waiting for keys that never come.
+    proc = piped(None, "sh", "-c", "cat; echo nothing came")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == b"nothing came\n"
+    # Over a fleet, no host reads it: the command there waits, and halts.
+    proc = subprocess.run(
+        [RW, "guard", "--host", ALIAS, "--host", ALIAS, "--ssh-config", str(remote.ssh_config),
+         "--paths", "~/site", "--timeout", "2", "--", "sh", "-c", "cat; echo read"],
+        input=b"x\n", capture_output=True, timeout=90,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert b"Type: TIMEOUT" in proc.stderr and b"read" not in proc.stdout
+
+
+def test_keys_typed_here_reach_the_command_there(home, remote):
+    remote_site(remote)
+    site = remote.home / "site"
+    child = pexpect.spawn(
+        RW,
+        ["guard", "--host", ALIAS, "--ssh-config", str(remote.ssh_config), "--paths", "~/site",
+         "--", "sh", "-c",
+         "printf 'name? '; read a; echo \"hello $a\"; echo $a > ~/site/index.html; cat; echo end"],
+        encoding="utf-8", timeout=60, dimensions=(33, 111),
+    )  # fmt: skip
+    try:
+        child.expect_exact("name? ")
+        child.sendline("bob")
+        child.expect_exact("hello bob")
+        child.sendline("more")
+        child.expect_exact("more")
+        child.sendcontrol("d")  # ^D: the end of cat's input there
+        child.expect_exact("end")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0, child.before
+    assert (site / "index.html").read_text() == "bob\n"
+
+    # Keys typed while the command there waits for them; Ctrl-C still halts and rolls back.
+    child = pexpect.spawn(
+        RW,
+        ["guard", "--host", ALIAS, "--ssh-config", str(remote.ssh_config), "--paths", "~/site",
+         "--", "sh", "-c", "echo changed > ~/site/index.html; read a; echo \"got $a\"; sleep 60"],
+        encoding="utf-8", timeout=60, dimensions=(33, 111),
+    )  # fmt: skip
+    try:
+        child.sendline("early")  # typed before the command there has started
+        child.expect_exact("got early")
+        child.sendcontrol("c")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 1, child.before
+    assert "Type: INTERRUPTED" in child.before
+    assert "Rollback completed successfully" in child.before
+    assert (site / "index.html").read_text() == "bob\n"
