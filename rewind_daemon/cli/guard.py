@@ -56,6 +56,13 @@ def _report_format(path: str | None) -> str | None:
     help="Hosts for --host, one a line (# comments), after those given with --host.",
 )
 @click.option(
+    "--group",
+    "groups",
+    multiple=True,
+    metavar="NAME",
+    help="The hosts of the ssh config's Host lines marked '# rw-group: NAME' (or a glob: 'web-*').",
+)
+@click.option(
     "--ssh-config", metavar="FILE", help="ssh's -F FILE for --host (default: ssh's own config)."
 )
 @click.option(
@@ -82,6 +89,7 @@ def guard_cmd(
     again: bool,
     hosts: tuple[str, ...],
     hosts_file: str | None,
+    groups: tuple[str, ...],
     ssh_config: str | None,
     parallel: int,
     attach: bool,
@@ -110,12 +118,15 @@ def guard_cmd(
         rw guard --again          # the last guarded command, after a fix
         rw guard --host deploy@web1 --paths '~/site' -- ./install.sh
         rw guard --host deploy@web1 --attach   # after the connection dropped
+        rw guard --group web -- ./deploy.sh    # Host lines marked '# rw-group: web'
     """
     fmt = _report_format(report_file)
     p = get_paths()
     config = get_config(p)
     if hosts_file is not None:
         hosts += _read_hosts(hosts_file)
+    if groups:
+        hosts += _group_hosts(groups, ssh_config)
     if attach and not hosts:
         raise RwError("--attach goes with --host: rw guard --host HOST --attach")
     if hosts and attach:
@@ -198,6 +209,18 @@ def _read_hosts(path: str) -> tuple[str, ...]:
     if not hosts:
         raise RwError(f"--hosts-file {path}: no host in it")
     return hosts
+
+
+def _group_hosts(groups: tuple[str, ...], ssh_config: str | None) -> tuple[str, ...]:
+    from ..remote import inventory
+
+    inv = inventory.read_inventory(ssh_config)
+    for note in inv.notes:
+        click.echo(f"rw: {note}", err=True)
+    hosts: list[str] = []
+    for group in groups:
+        hosts += [h for h in inventory.group_hosts(inv, group) if h not in hosts]
+    return tuple(hosts)
 
 
 def _write_report(report_file: str, fmt: str | None, doc: object, markdown: str) -> None:

@@ -402,6 +402,56 @@ def test_hosts_roll_one_at_a_time_and_stop_at_the_first_halt(home, remote, remot
     assert sorted(s["host"] for s in rw_json("sessions")) == ["rwtest", "rwtest", "rwtest2"]
 
 
+def test_a_group_of_the_ssh_config_rolls_over_its_hosts(home, remote, remote2, tmp_path):
+    # The user's config includes one file per host (a glob); each Host line is
+    # marked, one on the line, one above it; a pattern marked too names no host.
+    conf_d = tmp_path / "conf.d"
+    conf_d.mkdir()
+    (conf_d / "10-one.conf").write_text(
+        remote.ssh_config.read_text().replace("Host rwtest\n", "Host rwtest  # rw-group: web\n")
+    )
+    (conf_d / "20-two.conf").write_text(
+        "# rw-group: web, canary\n" + remote2.ssh_config.read_text()
+    )
+    config = tmp_path / "ssh_config"
+    config.write_text(
+        f"Include {conf_d}/*.conf\n"
+        "Host rw*   # rw-group: web\n    ServerAliveInterval 15\n"
+        "Match host nothing\n    # rw-group: web\n"
+    )
+    for r in (remote, remote2):
+        remote_site(r)
+        remote_script(r, "install.sh", "echo v2 > ~/site/index.html; touch ~/ran; echo done\n")
+
+    def by_group(*groups: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [RW, "guard", *[a for g in groups for a in ("--group", g)], "--ssh-config",
+             str(config), "--paths", "~/site", "--", "sh", "~/install.sh"],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    proc = by_group("web")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "done\ndone\n"
+    assert "rw guard: hosts\n  rwtest: ran\n  rwtest2: ran\n" in proc.stderr
+    assert f"rw: {config}:5: rw-group on a Match block: ignored\n" in proc.stderr
+    assert sorted(s["host"] for s in rw_json("sessions")) == ["rwtest", "rwtest2"]
+    assert (remote.home / "ran").exists() and (remote2.home / "ran").exists()
+
+    # A glob over the Host lines' names; two groups, each host once.
+    (remote2.home / "ran").unlink()
+    proc = by_group("rwtest?")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "done\n" and (remote2.home / "ran").exists()
+    proc = by_group("canary", "web")
+    assert proc.returncode == 0, proc.stderr
+    assert "rw guard: hosts\n  rwtest2: ran\n  rwtest: ran\n" in proc.stderr
+
+    proc = by_group("db")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 2, proc.stderr  # (the note)
+    assert f"rw: --group db: marks no Host line in {config}, {conf_d}/10-one.conf" in proc.stderr
+
+
 def test_parallel_hosts_stop_the_line_when_one_halts(home, remote, remote2, tmp_path):
     both = tmp_path / "ssh_config"
     both.write_text(remote.ssh_config.read_text() + remote2.ssh_config.read_text())
