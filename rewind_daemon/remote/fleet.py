@@ -13,8 +13,8 @@ from dataclasses import dataclass, replace
 
 from ..config import Config
 from ..errors import EXIT_OK, EXIT_PROBLEM, RwError
-from ..guard.rules import INTERRUPTED
-from ..guard.runner import GuardReport, GuardRequest
+from ..guard.rules import INTERRUPTED, Classifier
+from ..guard.runner import GuardReport, GuardRequest, rule_set
 from ..paths import Paths
 from ..store import Store
 from . import client, sessions
@@ -113,6 +113,8 @@ def guard_hosts(
     With one host, what `keys_fd` gives goes to the command there."""
     for host in hosts:
         client.check_destination(host)
+    if request is not None:
+        _check_rules(config, request)
     shipped = bundle()  # made (or read from the cache) once for every host
     stop = client.Stop()
     stop.catch_signals()
@@ -202,6 +204,15 @@ def guard_hosts(
     for u in untouched:
         done(u)
     return [results.get(h) or HostRun(h, UNTOUCHED) for h in hosts]
+
+
+def _check_rules(config: Config, request: GuardRequest) -> None:
+    """What the breaker there would refuse (a bad regex, a timeout of 0) is
+    refused here, before any host is reached, as a local run refuses it."""
+    Classifier(rule_set(config.guard, request))
+    timeout = config.guard.timeout if request.timeout is None else request.timeout
+    if timeout <= 0:
+        raise RwError("--timeout must be more than 0 seconds")
 
 
 def _bring_home(

@@ -15,6 +15,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
+from rewind_daemon import __version__
 from rewind_daemon.guard.runner import stored_report
 from rewind_daemon.store import Store
 
@@ -74,11 +75,19 @@ def test_rw_ships_itself_to_a_fresh_user_and_reuses_it_next_time(home, remote):
     assert probe.returncode != 0 and "No module named 'rewind_daemon'" in probe.stderr
 
     remote_site(remote)
+    # rw of another version was there: it goes when this one is put there.
+    older = remote.home / ".cache" / "rw" / "remote" / "0.0.9-0123456789abcdef"
+    (older / "lib").mkdir(parents=True)
+    (older / "rw.pyz").write_bytes(b"PK older")
+    as_user(remote, remote.home / ".cache")
+    (remote.home / ".cache" / "rw").chmod(0o700)
+    (remote.home / ".cache" / "rw" / "remote").chmod(0o700)
     first = guard(remote, "--paths", "~/site", "--", "sh", "-c", "echo hello there")
     assert first.returncode == 0, first.stderr
     assert first.stdout == "hello there\n"
     assert "sending rw" in first.stderr
-    where = bundle_dir(remote)
+    where = bundle_dir(remote)  # (the only one)
+    assert where.name.startswith(f"{__version__}-") and not older.exists()
     pyz = where / "rw.pyz"
     st = where.stat()
     assert (st.st_uid, st.st_mode & 0o777) == (remote.uid, 0o700)
@@ -167,6 +176,51 @@ def test_a_warning_there_halts_rolls_back_there_and_reports_here(home, remote):
     # That command is the remote's: `rw guard --again` never runs it here.
     again = subprocess.run([RW, "guard", "--again"], capture_output=True, text=True, timeout=30)
     assert again.returncode == 2 and "no guarded run recorded yet" in again.stderr
+
+
+def test_exit_codes_rules_and_options_are_the_local_ones(home, remote, tmp_path):
+    # The rules of the config here ([guard]) and the options given apply there,
+    # and each case ends there as it ends here: the same exit code and trigger.
+    write_config(home, "[daemon]\nautostart = false\n[guard]\nerror = ['^BOOM']\n")
+    remote_site(remote)
+    local = tmp_path / "site"
+    local.mkdir()
+    (local / "index.html").write_text("<h1>hi</h1>\n")
+    cases = [
+        ([], "echo fine; echo ERROR is no rule here", 0, None),
+        ([], "echo BOOM now", 1, "Trigger: line 1: BOOM now\n  Type: ERROR"),
+        (["--allow", "WARNING: ok"], "echo 'WARNING: ok'", 0, None),
+        (["--strict", "--expect", "^step"], "echo step 1; echo other", 1, "Type: UNEXPECTED"),
+        (["--timeout", "1"], "sleep 5", 1, "Type: TIMEOUT"),
+        (
+            ["--no-rollback"],
+            "echo v2 > SITE/index.html; echo BOOM",
+            1,
+            "Rollback skipped (--no-rollback)",
+        ),
+        (["--allow", "("], "touch SITE/ran", 2, "rw: invalid regex in allow: '('"),
+        (["--timeout", "0"], "touch SITE/ran", 2, "rw: --timeout must be more than 0 seconds"),
+    ]
+    for options, script, code, trigger in cases:
+        here = subprocess.run(
+            [RW, "guard", "--paths", str(local), *options, "--", "sh", "-c",
+             script.replace("SITE", str(local))],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=90, cwd=tmp_path,
+        )  # fmt: skip
+        there = guard(remote, "--paths", "~/site", *options, "--", "sh", "-c",
+                      script.replace("SITE", "~/site"))  # fmt: skip
+        assert (here.returncode, there.returncode) == (code, code), (script, there.stderr)
+        if trigger is not None:
+            assert trigger in here.stderr and trigger in there.stderr, (script, there.stderr)
+    assert (remote.home / "site" / "index.html").read_text() == "v2\n"  # --no-rollback
+    assert (local / "index.html").read_text() == "v2\n"
+    # (what the breaker refuses is refused before any host is reached)
+    assert not (remote.home / "site" / "ran").exists() and not (local / "ran").exists()
+    # Nothing to checkpoint there (no --paths, no watched tree there): exit 3,
+    # the command not run, as here.
+    there = guard(remote, "--", "touch", "~/ran")
+    assert there.returncode == 3 and "so the command did not run" in there.stderr
+    assert not (remote.home / "ran").exists()
 
 
 def test_ctrl_c_here_halts_and_rolls_back_there(home, remote):
@@ -566,7 +620,10 @@ def test_ctrl_c_before_the_remote_answers_runs_nothing_there(home, remote):
         encoding="utf-8", timeout=30, dimensions=(33, 111),
     )  # fmt: skip
     try:
-        time.sleep(1.0)
+        # once rw has started ssh (the login there takes 3 s more), not before:
+        # a Ctrl-C while rw itself starts is rw's own (exit 130)
+        assert wait_for(lambda: _children(child.pid), timeout=30)
+        time.sleep(0.5)
         child.sendcontrol("c")
         child.expect(pexpect.EOF)
     finally:
