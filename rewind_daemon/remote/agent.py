@@ -237,10 +237,13 @@ def _terminal(size: object, keys: object) -> tuple[int, int] | tuple[None, None]
 class _Keys:
     """What the local rw's stdin gives, written to the terminal's master side
     once the breaker has taken that terminal raw (the command has started);
-    its end is an end of file (^D) for the command, as a terminal gives one."""
+    its end is an end of file (^D) for the command, as a terminal gives one.
+    Each chunk written is said (`taken`): the local rw keeps no more than a
+    window of input unsaid, so what waits here for a command that does not
+    read stays small."""
 
-    def __init__(self, master: int, slave: int, done: threading.Event):
-        self.master, self.slave, self.done = master, slave, done
+    def __init__(self, master: int, slave: int, done: threading.Event, sender: _Sender):
+        self.master, self.slave, self.done, self.sender = master, slave, done, sender
         self.chunks: queue.Queue[bytes | None] = queue.Queue()
         self.stopped = False
         os.set_blocking(master, False)
@@ -278,6 +281,8 @@ class _Keys:
                     select.select([], [self.master], [], 0.2)
                 except OSError:
                     return
+            if not view:  # taken: the local rw may send as much again
+                self.sender.send_json(wire.TAKEN, {"bytes": len(data)})
 
     def stop(self) -> None:
         """Before the terminal is closed: no write may reach a reused fd."""
@@ -491,7 +496,7 @@ def main(stdin: BinaryIO, stdout: BinaryIO, where: str) -> int:
         term_master, term = _terminal(doc.get("size"), doc.get("input"))
         keys = None
         if doc.get("input") in KEYS and term_master is not None and term is not None:
-            keys = _Keys(term_master, term, done)
+            keys = _Keys(term_master, term, done, sender)
         inbox = _Inbox(stdin, done, runs, term, keys)
         _send_earlier(paths, runs, sender)
         marker = _mark(runs)

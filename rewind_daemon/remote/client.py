@@ -32,6 +32,7 @@ from .agent import config_to_wire
 from .bootstrap import NO_PYTHON, no_python_line, remote_command
 from .bundle import Bundle, bundle
 
+INPUT_WINDOW = 1024 * 1024  # bytes of input sent and not yet taken there, at most
 SSH_FAILED = 255  # ssh's own exit status when it could not connect or lost the connection
 CONNECTION_LOST = "the connection was lost"
 # A destination as ssh takes it ([user@]host, an alias, ssh://...): never an option.
@@ -76,6 +77,7 @@ class RemoteRun:
     ended: bool = False  # the remote said all it had to say (rw pull)
     lost: str = ""  # why no report came back
     going_on: bool = False  # the run goes on there under its breaker (the connection went)
+    input_in_flight: int = 0  # bytes of input read here and not yet taken there
 
     @property
     def exit_code(self) -> int:
@@ -370,20 +372,25 @@ def _talk(
             for data in held:
                 conn.send(wire.frame(wire.INPUT, data) if data else wire.json_frame(wire.EOF, {}))
             held = []
-        ready, _, _ = select.select([out, wake] + ([keys] if keys is not None else []), [], [])
+        fds = [out, wake]
+        if keys is not None and result.input_in_flight < INPUT_WINDOW:
+            fds.append(keys)
+        ready, _, _ = select.select(fds, [], [])
         if keys is not None and keys in ready:
             try:
                 data = os.read(keys, 65536)
             except OSError:
                 data = b""
-            if terminal.raw and b"\x03" in data:  # Ctrl-C here: a halt there, not a key
+            interrupted = terminal.raw and b"\x03" in data
+            if interrupted:  # Ctrl-C here: a halt there, not a key
                 stop.ask("Ctrl-C here")
                 data = data[: data.index(b"\x03")]
-                held += [data] if data else []
-            else:
-                held.append(data or None)
-                if not data:
-                    keys = None
+            if data:
+                held.append(data)
+                result.input_in_flight += len(data)
+            elif not interrupted:  # the end of the input here
+                held.append(None)
+                keys = None
             continue
         if wake in ready:
             os.read(wake, 64)
@@ -466,6 +473,10 @@ def _frame(
         notify(str(doc.get("message", "")))
     elif kind == wire.END:
         result.ended = True
+    elif kind == wire.TAKEN:
+        taken = doc.get("bytes")
+        if isinstance(taken, int):
+            result.input_in_flight = max(0, result.input_in_flight - taken)
     elif kind == wire.REPORT:
         result.report = GuardReport.from_json(doc)
     elif kind == wire.SESSION:

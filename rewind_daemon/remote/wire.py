@@ -26,6 +26,7 @@ EARLIER = "earlier"  # a run whose report did not come back (the connection went
 DOCUMENT = "document"  # a session there as `rw export --format json` writes it (rw pull)
 END = "end"  # {}: all that was asked is sent (rw pull)
 ERROR = "error"  # {message, exit_code}: the run could not start
+TAKEN = "taken"  # {bytes}: input written to the command's terminal (more may be sent)
 # Local to remote
 BUNDLE = "bundle"  # the zipapp, when the remote has not got it
 REQUEST = "request"  # {request, config}

@@ -817,3 +817,28 @@ def test_keys_typed_here_reach_the_command_there(home, remote):
     assert "Type: INTERRUPTED" in child.before
     assert "Rollback completed successfully" in child.before
     assert (site / "index.html").read_text() == "bob\n"
+
+
+def test_piped_input_is_sent_no_faster_than_the_command_there_takes_it(home, remote):
+    # 16 MiB piped to a command that reads nothing for 3 s: rw there holds no
+    # more than a window of it meanwhile (its peak memory, which the command,
+    # its child, reads), and all of it arrives.
+    remote_site(remote)
+    peak = "sleep 3; grep VmHWM /proc/$PPID/status; wc -c"
+
+    def piped(data: bytes) -> tuple[int, int]:
+        proc = subprocess.run(
+            [RW, "guard", "--host", ALIAS, "--ssh-config", str(remote.ssh_config), "--paths",
+             "~/site", "--timeout", "120", "--", "sh", "-c", peak],
+            input=data, capture_output=True, timeout=300,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        kib, count = proc.stdout.split()[1], proc.stdout.split()[-1]
+        return int(kib), int(count)
+
+    small_kib, count = piped(b"y\n")
+    assert count == 2
+    big = b"y\n" * (8 * 1024 * 1024)
+    big_kib, count = piped(big)
+    assert count == len(big)
+    assert big_kib - small_kib < 6 * 1024, (small_kib, big_kib)
