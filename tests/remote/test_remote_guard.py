@@ -159,6 +159,9 @@ def test_a_warning_there_halts_rolls_back_there_and_reports_here(home, remote):
     [session] = [s for s in rw_json("sessions") if s["host"] == ALIAS]
     assert session["origin"] == "guard" and session["user"] == remote.user
     assert session["id"] == doc["session"]
+    listed = subprocess.run([RW, "sessions"], capture_output=True, text=True, timeout=30)
+    [line] = [x for x in listed.stdout.splitlines() if session["id"] in x]
+    assert line.endswith("  1 steps  on rwtest"), listed.stdout
     [step] = rw_json("log", session["id"])
     assert step["command"] == "sh ~/install.sh" and step["exit_code"] == 137
     store = Store(home / "data" / "rw.db")
