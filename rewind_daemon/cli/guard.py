@@ -276,11 +276,11 @@ def _guard_hosts(
     if len(runs) > 1:
         lines = [f"  {r.host}: {r.describe()}" for r in runs]
         click.echo("\nrw guard: hosts\n" + "\n".join(lines), err=True)
-    reports = [r.report for r in runs if r.report is not None]
-    if report_file is not None and reports:
-        docs = [r.to_json() for r in reports]
-        markdown = "\n".join(render_markdown(r) for r in reports)
-        _write_report(report_file, fmt, docs[0] if len(docs) == 1 else docs, markdown)
+    if report_file is not None and len(runs) > 1:
+        _write_report(report_file, fmt, fleet.summary_json(runs), fleet.summary_markdown(runs))
+    elif report_file is not None and runs[0].report is not None:
+        report = runs[0].report
+        _write_report(report_file, fmt, report.to_json(), render_markdown(report))
     return max(r.exit_code for r in runs)
 
 

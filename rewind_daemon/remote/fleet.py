@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from ..config import Config
 from ..errors import EXIT_OK, EXIT_PROBLEM, RwError
 from ..guard.rules import INTERRUPTED, Classifier
-from ..guard.runner import GuardReport, GuardRequest, rule_set
+from ..guard.runner import GuardReport, GuardRequest, render_markdown, rule_set
 from ..paths import Paths
 from ..store import Store
 from . import client, sessions
@@ -54,6 +54,36 @@ class HostRun:
         if self.state == NOT_RUN:
             return f"not run ({self.why})"
         return self.state
+
+    def to_json(self) -> dict:
+        return {
+            "host": self.host,
+            "state": self.state,
+            "summary": self.describe(),
+            "exit_code": self.exit_code,
+            "report": self.report.to_json() if self.report is not None else None,
+        }
+
+
+def summary_json(runs: list[HostRun]) -> dict:
+    """A fleet's --report (JSON): each host's state and report, in order."""
+    return {"exit_code": max(r.exit_code for r in runs), "hosts": [r.to_json() for r in runs]}
+
+
+def summary_markdown(runs: list[HostRun]) -> str:
+    """A fleet's --report (Markdown): a table of the hosts, then each report
+    (its headings one level down)."""
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    out = ["# rw guard: hosts", "", "| Host | State | Exit |", "| --- | --- | --- |"]
+    out += [f"| `{cell(r.host)}` | {cell(r.describe())} | {r.exit_code} |" for r in runs]
+    for r in runs:
+        if r.report is not None:
+            lines = render_markdown(r.report).splitlines()
+            out += [""] + [f"#{line}" if line.startswith("#") else line for line in lines]
+    return "\n".join(out) + "\n"
 
 
 Notify = Callable[[str, str], None]

@@ -442,9 +442,10 @@ def test_hosts_roll_one_at_a_time_and_stop_at_the_first_halt(home, remote, remot
     before = {alias: tree_state(site) for alias, site in sites.items()}
     inventory = tmp_path / "hosts"
     inventory.write_text("# web tier\nrwtest\n\nrwtest2  # the canary goes first\n")
+    report_md = tmp_path / "fleet.md"
     proc = subprocess.run(
         [RW, "guard", "--hosts-file", str(inventory), "--ssh-config", str(both), "--paths",
-         "~/site", "--", "sh", "~/install.sh"],
+         "~/site", "--report", str(report_md), "--", "sh", "~/install.sh"],
         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 1, proc.stderr
@@ -457,6 +458,12 @@ def test_hosts_roll_one_at_a_time_and_stop_at_the_first_halt(home, remote, remot
     assert {alias: tree_state(site) for alias, site in sites.items()} == before
     assert not (remote2.home / "ran").exists()
     assert sorted(s["host"] for s in rw_json("sessions")) == ["rwtest", "rwtest", "rwtest2"]
+    markdown = report_md.read_text()
+    assert markdown.startswith(
+        "# rw guard: hosts\n\n| Host | State | Exit |\n| --- | --- | --- |\n"
+        "| `rwtest` | halted (ERROR); Rollback completed successfully | 1 |\n"
+        "| `rwtest2` | untouched | 0 |\n\n## rw guard: halted\n"
+    ), markdown
 
 
 def test_a_group_of_the_ssh_config_rolls_over_its_hosts(home, remote, remote2, tmp_path):
@@ -527,8 +534,10 @@ def test_parallel_hosts_stop_the_line_when_one_halts(home, remote, remote2, tmp_
         "echo v2 > ~/site/index.html; touch ~/started; echo started\nsleep 30; touch ~/ran\n",
     )
     (remote2.home).chmod(0o755)  # the first host's script waits for the second's to start
+    report_file = tmp_path / "fleet.json"
     proc = subprocess.run(
         [RW, "guard", "--host", "rwtest", "--host", "rwtest2", "--parallel", "2",
+         "--report", str(report_file),
          "--ssh-config", str(both), "--paths", "~/site", "--", "env",
          f"PEER={remote2.user}", "sh", "~/install.sh"],
         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
@@ -549,6 +558,15 @@ def test_parallel_hosts_stop_the_line_when_one_halts(home, remote, remote2, tmp_
     assert {alias: tree_state(site) for alias, site in sites.items()} == before
     assert not (remote2.home / "ran").exists()
     assert not [p for p in remote2.pids() if b"sleep" in _cmdline(p)]
+    # The report file has each host's state and report.
+    doc = json.loads(report_file.read_text())
+    assert doc["exit_code"] == 1
+    assert [(h["host"], h["state"], h["exit_code"]) for h in doc["hosts"]] == [
+        ("rwtest", "halted", 1),
+        ("rwtest2", "rolled back", 1),
+    ]
+    assert doc["hosts"][0]["report"]["trigger"]["line"] == "ERROR: migration failed"
+    assert doc["hosts"][1]["report"]["trigger"]["type"] == "INTERRUPTED"
     assert sorted(s["host"] for s in rw_json("sessions")) == ["rwtest", "rwtest2"]
 
 
