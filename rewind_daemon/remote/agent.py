@@ -359,7 +359,6 @@ def _mark(runs: Path) -> Path:
     """This run's marker, named by this process (the run's session records its
     pid); it gets the session's id when the run ends, and goes when the local rw
     acks the report."""
-    ensure_private_dir(runs)
     marker = runs / str(os.getpid())
     marker.write_text("")
     return marker
@@ -378,17 +377,35 @@ def _forget(runs: Path, sid: str) -> None:
             pass
 
 
+def _one_at_a_time(runs: Path) -> int:
+    """A lock this process holds until it ends (an fd left open): one guarded
+    run started over ssh at a time here. Busy when another holds it."""
+    ensure_private_dir(runs)
+    fd = os.open(runs / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        going = [m for m in runs.iterdir() if m.name.isdigit() and _alive(int(m.name))]
+        sid = going[0].read_text().strip() if len(going) == 1 else ""
+        what = f"the run {sid}" if sid else "a run"
+        raise Busy(
+            f"{what} started over ssh still goes on there: one guarded run at a time"
+        ) from None
+    return fd
+
+
 def _unreported(store: Store | None, runs: Path) -> tuple[list[str], list[str]]:
     """The runs started over ssh whose reports did not reach their rw (the
-    connection went) and that have ended since: (their sessions, notes on runs
-    that ended without a report). Raises Busy when one still goes on."""
+    connection went), all ended (this process holds the lock): (their
+    sessions, notes on runs that ended without a report)."""
     try:
         markers = sorted(runs.iterdir())
     except OSError:
         return [], []
     ended, notes = [], []
     for marker in markers:
-        if not marker.name.isdigit():
+        if not marker.name.isdigit() or int(marker.name) == os.getpid():
             continue
         pid = int(marker.name)
         try:
@@ -396,15 +413,11 @@ def _unreported(store: Store | None, runs: Path) -> tuple[list[str], list[str]]:
             since = marker.stat().st_mtime - 1
         except OSError:
             continue
-        if not sid and store is not None:
+        if not sid and store is not None:  # its rw was killed before the run ended
             mine = [s for s in store.sessions()
                     if s.origin == "guard" and s.pid == pid and s.started_at >= since]  # fmt: skip
             sid = mine[0].id if mine else ""
         session = store.get_session(sid) if sid and store is not None else None
-        running = pid != os.getpid() and _alive(pid)
-        if running and (session is None or session.ended_at is None):
-            what = f"the run {sid}" if sid else "a run"
-            raise Busy(f"{what} started over ssh still goes on there: one guarded run at a time")
         if session is None:
             marker.unlink(missing_ok=True)  # its rw ended before the run was recorded
         elif session.ended_at is None:
@@ -438,7 +451,7 @@ def _pull(paths, sender: _Sender, ref: object) -> int:
 
 def _send_earlier(paths: Paths, runs: Path, sender: _Sender) -> None:
     """Before a new run: the reports of runs here that did not reach their rw
-    (their markers go when it acks them); refused while one still goes on."""
+    (their markers go when it acks them)."""
     store = Store.open_for_reading(paths.db)
     try:
         ended, notes = _unreported(store, runs)
@@ -498,6 +511,7 @@ def main(stdin: BinaryIO, stdout: BinaryIO, where: str) -> int:
         if doc.get("input") in KEYS and term_master is not None and term is not None:
             keys = _Keys(term_master, term, done, sender)
         inbox = _Inbox(stdin, done, runs, term, keys)
+        _one_at_a_time(runs)  # (held until this process ends)
         _send_earlier(paths, runs, sender)
         marker = _mark(runs)
         read_fd, write_fd = os.pipe()

@@ -356,6 +356,9 @@ def test_the_next_run_reports_a_run_whose_connection_dropped(home, remote):
     )  # fmt: skip
     try:
         assert proc.stdout.readline() == "ready\n"
+        # (one guarded run at a time there, from anywhere)
+        busy = guard(remote, "--paths", "~/site", "--", "touch", "~/second")
+        assert busy.returncode == 2 and "one guarded run at a time" in busy.stderr, busy.stderr
         [ssh] = _children(proc.pid)
         os.kill(ssh, signal.SIGKILL)  # the connection drops
         _, err = proc.communicate(timeout=30)
