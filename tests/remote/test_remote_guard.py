@@ -342,6 +342,10 @@ def test_a_dropped_connection_leaves_the_breaker_running_there_and_attach_report
     again = guard(remote, "--attach")
     assert again.returncode == 1 and "Trigger: line 2: ERROR: late" in again.stderr
     assert len([s for s in rw_json("sessions") if s["host"] == ALIAS]) == 1
+    # Attached to, it is reported: the next run does not report it again.
+    after = guard(remote, "--paths", "~/site", "--", "echo", "next")
+    assert after.returncode == 0 and after.stdout == "next\n", after.stderr
+    assert "connection was lost" not in after.stderr and "ERROR: late" not in after.stderr
 
 
 def test_the_next_run_reports_a_run_whose_connection_dropped(home, remote):
@@ -591,6 +595,10 @@ def test_a_remote_rw_that_is_killed_is_said_so_here(home, remote):
     assert proc.returncode == 1, err
     assert "rw: rwtest: no report (rw there ended without a report (exit status 137))\n" in err
     assert "Traceback" not in err
+    # The next run there says so, and runs (the lock went with the killed rw).
+    after = guard(remote, "--paths", "~/site", "--", "echo", "next")
+    assert after.returncode == 0 and after.stdout == "next\n", after.stderr
+    assert "there ended without a report (its rw was killed)" in after.stderr
 
 
 def test_rw_pull_brings_the_hosts_sessions_home_once(home, remote):
