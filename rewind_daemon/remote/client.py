@@ -293,17 +293,14 @@ def talk_to(
     if stop is None:
         stop = Stop()
         stop.catch_signals()
-    terminal = UserTerminal(keys_fd if "request" in ask else None)
-    keys = _keys_from(terminal, keys_fd if "request" in ask else None)
-    if keys is not None:
-        ask = {**ask, "input": "terminal" if terminal.raw else "pipe"}
+    keyboard = Keyboard(keys_fd if "request" in ask else None)
     conn = _Connection(argv)
     result = RemoteRun(destination)
     pipe = stop.listen()
     try:
-        _talk(conn, result, b, nonce, ask, output, notify, stop, pipe[0], earlier, keys, terminal)
+        _talk(conn, result, b, nonce, ask, output, notify, stop, pipe[0], earlier, keyboard)
     finally:
-        terminal.restore()
+        keyboard.restore()
         stop.forget(pipe)
         if own:
             stop.release_signals()
@@ -316,19 +313,35 @@ def talk_to(
     return result
 
 
-def _keys_from(terminal: UserTerminal, fd: int | None) -> int | None:
-    """The fd whose input goes to the command there: a terminal here in the
-    foreground (taken raw), or a pipe or a file; none for a terminal that is
-    not rw's to read (in the background)."""
-    if fd is None or terminal.background:
-        return None
-    try:
-        os.fstat(fd)
-    except OSError:
-        return None
-    if os.isatty(fd) and not terminal.raw:
-        return None
-    return fd
+class Keyboard:
+    """This rw's stdin for the command there. Taken only once the remote has
+    answered: until then ssh may be asking on the terminal (a password, a
+    passphrase, a host key), and the terminal is left as it is, Ctrl-C a
+    signal. Then a terminal in the foreground is taken raw, as a local run
+    takes it; a pipe or a file is read as it is; a terminal that is not rw's
+    to read (in the background) is not read."""
+
+    def __init__(self, fd: int | None):
+        self.fd = fd
+        self.terminal = UserTerminal(None)
+        self.reading: int | None = None  # the fd read, once started
+
+    def start(self) -> str | None:
+        """Start reading: "terminal", "pipe", or None (nothing is read)."""
+        if self.fd is None:
+            return None
+        try:
+            os.fstat(self.fd)
+        except OSError:
+            return None
+        self.terminal = UserTerminal(self.fd)
+        if self.terminal.background or (os.isatty(self.fd) and not self.terminal.raw):
+            return None
+        self.reading = self.fd
+        return "terminal" if self.terminal.raw else "pipe"
+
+    def restore(self) -> None:
+        self.terminal.restore()
 
 
 def _no_run(conn: _Connection, result: RemoteRun, status: int, nonce: str) -> None:
@@ -356,8 +369,7 @@ def _talk(
     stop: Stop,
     wake: int,
     earlier: Earlier | None,
-    keys: int | None,
-    terminal: UserTerminal,
+    keyboard: Keyboard,
 ) -> None:
     assert conn.proc.stdout is not None
     out = conn.proc.stdout.fileno()
@@ -366,13 +378,9 @@ def _talk(
     parser: wire.Parser | None = None
     asked_halt = False
     resized = stop.resized
-    held: list[bytes | None] = []  # keys typed before the request went (None: their end)
     while True:
-        if held and result.python:  # the request has gone: keys may follow
-            for data in held:
-                conn.send(wire.frame(wire.INPUT, data) if data else wire.json_frame(wire.EOF, {}))
-            held = []
         fds = [out, wake]
+        keys = keyboard.reading
         if keys is not None and result.input_in_flight < INPUT_WINDOW:
             fds.append(keys)
         ready, _, _ = select.select(fds, [], [])
@@ -381,16 +389,16 @@ def _talk(
                 data = os.read(keys, 65536)
             except OSError:
                 data = b""
-            interrupted = terminal.raw and b"\x03" in data
+            interrupted = keyboard.terminal.raw and b"\x03" in data
             if interrupted:  # Ctrl-C here: a halt there, not a key
                 stop.ask("Ctrl-C here")
                 data = data[: data.index(b"\x03")]
             if data:
-                held.append(data)
+                conn.send(wire.frame(wire.INPUT, data))
                 result.input_in_flight += len(data)
             elif not interrupted:  # the end of the input here
-                held.append(None)
-                keys = None
+                conn.send(wire.json_frame(wire.EOF, {}))
+                keyboard.reading = None
             continue
         if wake in ready:
             os.read(wake, 64)
@@ -439,7 +447,7 @@ def _talk(
             conn.proc.terminate()
             return
         for kind, payload in frames:
-            _frame(kind, payload, conn, result, b, ask, output, notify, earlier)
+            _frame(kind, payload, conn, result, b, ask, output, notify, earlier, keyboard)
 
 
 def _frame(
@@ -452,6 +460,7 @@ def _frame(
     output: Output | None,
     notify: Notify,
     earlier: Earlier | None,
+    keyboard: Keyboard,
 ) -> None:
     if kind == wire.OUT:
         if output is not None:
@@ -468,7 +477,8 @@ def _frame(
             notify(f"sending rw {b.version} ({len(b.data) // 1024} KiB) to {result.where}")
             result.sent_bundle = True
             conn.send(wire.frame(wire.BUNDLE, b.data))
-        conn.send(wire.json_frame(wire.REQUEST, ask))
+        keys = keyboard.start()
+        conn.send(wire.json_frame(wire.REQUEST, {**ask, "input": keys} if keys else ask))
     elif kind == wire.NOTE:
         notify(str(doc.get("message", "")))
     elif kind == wire.END:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -874,3 +875,35 @@ def test_piped_input_is_sent_no_faster_than_the_command_there_takes_it(home, rem
     big_kib, count = piped(big)
     assert count == len(big)
     assert big_kib - small_kib < 6 * 1024, (small_kib, big_kib)
+
+
+def test_what_ssh_asks_on_the_terminal_is_answered_there_not_sent(home, remote, tmp_path):
+    # ssh asks on the terminal before the remote answers (here: a host key it
+    # does not know yet); rw leaves the terminal to it until then, and only
+    # then takes it and sends the keys typed.
+    known = tmp_path / "known_hosts_empty"
+    known.write_text("")
+    config = tmp_path / "ssh_config"
+    text = remote.ssh_config.read_text()
+    text = text.replace("StrictHostKeyChecking yes", "StrictHostKeyChecking ask")
+    text = text.replace("BatchMode yes", "BatchMode no")
+    text = re.sub(r"UserKnownHostsFile \S+", f"UserKnownHostsFile {known}", text)
+    config.write_text(text)
+    remote_site(remote)
+    child = pexpect.spawn(
+        RW,
+        ["guard", "--host", ALIAS, "--ssh-config", str(config), "--paths", "~/site", "--",
+         "sh", "-c", "read a; echo \"got $a\""],
+        encoding="utf-8", timeout=60, dimensions=(33, 111),
+    )  # fmt: skip
+    try:
+        child.expect("continue connecting")
+        child.sendline("yes")
+        child.expect_exact("checkpoint")  # the remote answered: the run has begun
+        child.sendline("typed")
+        child.expect_exact("got typed")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0, child.before
+    assert "127.0.0.1" in known.read_text()  # ssh got its answer
