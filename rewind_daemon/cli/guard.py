@@ -57,6 +57,13 @@ def _report_format(path: str | None) -> str | None:
     help="Hosts for --host, one a line (# comments), after those given with --host.",
 )
 @click.option(
+    "--group",
+    "groups",
+    multiple=True,
+    metavar="NAME",
+    help="The hosts of the ssh config's Host lines marked '# rw-group: NAME' (or a glob: 'web-*').",
+)
+@click.option(
     "--ssh-config", metavar="FILE", help="ssh's -F FILE for --host (default: ssh's own config)."
 )
 @click.option(
@@ -83,6 +90,7 @@ def guard_cmd(
     again: bool,
     hosts: tuple[str, ...],
     hosts_file: str | None,
+    groups: tuple[str, ...],
     ssh_config: str | None,
     parallel: int,
     attach: bool,
@@ -111,12 +119,15 @@ def guard_cmd(
         rw guard --again          # the last guarded command, after a fix
         rw guard --host deploy@web1 --paths '~/site' -- ./install.sh
         rw guard --host deploy@web1 --attach   # after the connection dropped
+        rw guard --group web -- ./deploy.sh    # Host lines marked '# rw-group: web'
     """
     fmt = _report_format(report_file)
     p = get_paths()
     config = get_config(p)
     if hosts_file is not None:
         hosts += _read_hosts(hosts_file)
+    if groups:
+        hosts += _group_hosts(groups, ssh_config)
     if attach and not hosts:
         raise RwError("--attach goes with --host: rw guard --host HOST --attach")
     if hosts and attach:
@@ -201,6 +212,18 @@ def _read_hosts(path: str) -> tuple[str, ...]:
     return hosts
 
 
+def _group_hosts(groups: tuple[str, ...], ssh_config: str | None) -> tuple[str, ...]:
+    from ..remote import inventory
+
+    inv = inventory.read_inventory(ssh_config)
+    for note in inv.notes:
+        click.echo(f"rw: {note}", err=True)
+    hosts: list[str] = []
+    for group in groups:
+        hosts += [h for h in inventory.group_hosts(inv, group) if h not in hosts]
+    return tuple(hosts)
+
+
 def _write_report(report_file: str, fmt: str | None, doc: object, markdown: str) -> None:
     text = json.dumps(doc, indent=2) + "\n" if fmt == "json" else markdown
     try:
@@ -237,19 +260,28 @@ def _guard_hosts(
             click.echo(f"rw: {run.host}: {escaped(run.describe())}", err=True)
         sys.stdout.flush()
 
+    def earlier(host: str, report) -> None:
+        click.echo(
+            f"rw: {host}: the run {escaped(str(report.session))} there ended after the "
+            "connection was lost; its report:",
+            err=True,
+        )
+        click.echo(render_text(report), err=True, nl=False)
+
     runs = fleet.guard_hosts(
         p, config, request, list(hosts), ssh=client.ssh_program(ssh_config),
         output=client.write_to(sys.stdout.fileno()), done=done, parallel=parallel,
         notify=lambda host, msg: click.echo(f"rw: {host}: {escaped(msg)}", err=True),
+        earlier=earlier, keys_fd=_stdin_fd(),
     )  # fmt: skip
     if len(runs) > 1:
         lines = [f"  {r.host}: {escaped(r.describe())}" for r in runs]
         click.echo("\nrw guard: hosts\n" + "\n".join(lines), err=True)
-    reports = [r.report for r in runs if r.report is not None]
-    if report_file is not None and reports:
-        docs = [r.to_json() for r in reports]
-        markdown = "\n".join(render_markdown(r) for r in reports)
-        _write_report(report_file, fmt, docs[0] if len(docs) == 1 else docs, markdown)
+    if report_file is not None and len(runs) > 1:
+        _write_report(report_file, fmt, fleet.summary_json(runs), fleet.summary_markdown(runs))
+    elif report_file is not None and runs[0].report is not None:
+        report = runs[0].report
+        _write_report(report_file, fmt, report.to_json(), render_markdown(report))
     return max(r.exit_code for r in runs)
 
 

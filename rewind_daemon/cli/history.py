@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 import time
 
@@ -55,6 +56,7 @@ def sessions_cmd(limit: int | None, as_json: bool) -> None:
         print_json([s.to_json() for s in sessions])
         return
     current = history.current_session_id()
+    here = socket.gethostname()
     for s in sessions:
         r = s.row
         mark = "*" if r.id == current else " "
@@ -63,6 +65,8 @@ def sessions_cmd(limit: int | None, as_json: bool) -> None:
         parent = f"  from {escaped(r.parent_id)}" if r.parent_id else ""
         if r.parent_id and r.branch_point is not None:
             parent += f" after step {r.branch_point}"
+        if r.host and r.host != here:  # another host's (rw guard --host, rw pull, an import)
+            parent += f"  on {escaped(r.host)}"
         click.echo(
             f"{mark} {escaped(r.id)}  {name:<16} {escaped(r.shell or '?'):<4} {r.origin:<6} "
             f"{_when(r.started_at)}"

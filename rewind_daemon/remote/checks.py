@@ -33,6 +33,8 @@ LIMITS = {
     wire.SESSION: wire.MAX_FRAME,
     wire.DOCUMENT: MAX_DOCUMENT,
     wire.OUT: wire.MAX_FRAME,
+    wire.EARLIER: wire.MAX_FRAME,  # an earlier run's record: checked as a session is
+    wire.TAKEN: MAX_MESSAGE,
 }
 UNKNOWN = "whether the command ran, passed, halted or was rolled back there is unknown"
 
@@ -153,6 +155,8 @@ _MESSAGES: dict[str, Spec] = {
     wire.ERROR: _ERROR,
     wire.END: {},
     wire.SESSION: {},  # its fields are checked as it is stored (sessions.bring_home)
+    wire.EARLIER: {},  # the same, and its report by `report` (fleet)
+    wire.TAKEN: _spec(bytes=(_int, True)),
 }
 
 

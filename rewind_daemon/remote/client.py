@@ -25,12 +25,14 @@ from dataclasses import dataclass, field
 
 from ..config import Config
 from ..errors import EXIT_PROBLEM, EXIT_USAGE, RwError
+from ..guard.process import _Terminal as UserTerminal
 from ..guard.runner import GuardReport, GuardRequest
 from . import checks, wire
 from .agent import config_to_wire
 from .bootstrap import NO_PYTHON, no_python_line, remote_command
 from .bundle import Bundle, bundle
 
+INPUT_WINDOW = 1024 * 1024  # bytes of input sent and not yet taken there, at most
 SSH_FAILED = 255  # ssh's own exit status when it could not connect or lost the connection
 CONNECTION_LOST = "the connection was lost"
 # A destination as ssh takes it ([user@]host, an alias, ssh://...): never an option.
@@ -39,6 +41,7 @@ Notify = Callable[[str], None]
 Output = Callable[[bytes], None]
 Take = Callable[[bytes], object]  # stores one pulled session as it arrives
 HELD_ERRORS = 200  # lines of ssh's stderr kept until the remote answers (the last ones)
+Earlier = Callable[[dict], None]  # a run there whose report did not come back, as recorded
 
 
 def check_destination(destination: str) -> str:
@@ -78,6 +81,7 @@ class RemoteRun:
     ended: bool = False  # the remote said all it had to say (rw pull)
     lost: str = ""  # why no report came back
     going_on: bool = False  # the run goes on there under its breaker (the connection went)
+    input_in_flight: int = 0  # bytes of input read here and not yet taken there
 
     @property
     def exit_code(self) -> int:
@@ -247,19 +251,25 @@ def guard_remote(
     notify: Notify,
     stop: Stop | None = None,
     the_bundle: Bundle | None = None,
+    earlier: Earlier | None = None,
+    keys_fd: int | None = None,
 ) -> RemoteRun:
     """Run `request` under the breaker on `destination`: its paths and command
     are the remote's (`~` its user's home); what it prints goes to `output`.
     Raises RwError (exit 2) when the host cannot be reached or has no Python to
-    run rw. With no request, the report of the last guarded run there is
-    fetched (waited for while it runs). Without a `stop` of the caller's, Ctrl-C
+    run rw, or while a run started there over ssh still goes on. With no
+    request, the report of the last guarded run there is fetched (waited for
+    while it runs). Runs there whose reports did not come back (the connection
+    went) and that have ended since go to `earlier` first. What `keys_fd` (a
+    terminal, taken raw as a local run takes it, or a pipe or file) gives goes
+    to the command's terminal there. Without a `stop` of the caller's, Ctrl-C
     here halts the run there."""
     ask: dict = {"attach": True}
     if request is not None:
         ask = {"request": request.to_json(), "config": config_to_wire(config)}
         ask["size"] = terminal_size() if output is not None else None
     return talk_to(destination, ask, ssh=ssh, output=output, notify=notify, stop=stop,
-                   the_bundle=the_bundle)  # fmt: skip
+                   the_bundle=the_bundle, earlier=earlier, keys_fd=keys_fd)  # fmt: skip
 
 
 def pull_remote(
@@ -290,6 +300,8 @@ def talk_to(
     the_bundle: Bundle | None = None,
     take: Take | None = None,
     max_bytes: int = checks.MAX_PULL,
+    earlier: Earlier | None = None,
+    keys_fd: int | None = None,
 ) -> RemoteRun:
     """Start rw on `destination` (shipping it when it is not there) and ask it
     `ask`; what comes back is in the RemoteRun (or given to `take`)."""
@@ -301,12 +313,14 @@ def talk_to(
     if stop is None:
         stop = Stop()
         stop.catch_signals()
+    keyboard = Keyboard(keys_fd if "request" in ask else None)
     conn = _Connection(argv)
     result = RemoteRun(destination, take=take, max_pull=max_bytes)
     pipe = stop.listen()
     try:
-        _talk(conn, result, b, nonce, ask, output, notify, stop, pipe[0])
+        _talk(conn, result, b, nonce, ask, output, notify, stop, pipe[0], earlier, keyboard)
     finally:
+        keyboard.restore()
         stop.forget(pipe)
         if own:
             stop.release_signals()
@@ -317,6 +331,37 @@ def talk_to(
         result.lost = f"rw there ended without a report (exit status {status})"
         result.going_on = False
     return result
+
+
+class Keyboard:
+    """This rw's stdin for the command there. Taken only once the remote has
+    answered: until then ssh may be asking on the terminal (a password, a
+    passphrase, a host key), and the terminal is left as it is, Ctrl-C a
+    signal. Then a terminal in the foreground is taken raw, as a local run
+    takes it; a pipe or a file is read as it is; a terminal that is not rw's
+    to read (in the background) is not read."""
+
+    def __init__(self, fd: int | None):
+        self.fd = fd
+        self.terminal = UserTerminal(None)
+        self.reading: int | None = None  # the fd read, once started
+
+    def start(self) -> str | None:
+        """Start reading: "terminal", "pipe", or None (nothing is read)."""
+        if self.fd is None:
+            return None
+        try:
+            os.fstat(self.fd)
+        except OSError:
+            return None
+        self.terminal = UserTerminal(self.fd)
+        if self.terminal.background or (os.isatty(self.fd) and not self.terminal.raw):
+            return None
+        self.reading = self.fd
+        return "terminal" if self.terminal.raw else "pipe"
+
+    def restore(self) -> None:
+        self.terminal.restore()
 
 
 def _no_run(conn: _Connection, result: RemoteRun, status: int, nonce: str) -> None:
@@ -343,6 +388,8 @@ def _talk(
     notify: Notify,
     stop: Stop,
     wake: int,
+    earlier: Earlier | None,
+    keyboard: Keyboard,
 ) -> None:
     assert conn.proc.stdout is not None
     out = conn.proc.stdout.fileno()
@@ -352,7 +399,27 @@ def _talk(
     asked_halt = False
     resized = stop.resized
     while True:
-        ready, _, _ = select.select([out, wake], [], [])
+        fds = [out, wake]
+        keys = keyboard.reading
+        if keys is not None and result.input_in_flight < INPUT_WINDOW:
+            fds.append(keys)
+        ready, _, _ = select.select(fds, [], [])
+        if keys is not None and keys in ready:
+            try:
+                data = os.read(keys, 65536)
+            except OSError:
+                data = b""
+            interrupted = keyboard.terminal.raw and b"\x03" in data
+            if interrupted:  # Ctrl-C here: a halt there, not a key
+                stop.ask("Ctrl-C here")
+                data = data[: data.index(b"\x03")]
+            if data:
+                conn.send(wire.frame(wire.INPUT, data))
+                result.input_in_flight += len(data)
+            elif not interrupted:  # the end of the input here
+                conn.send(wire.json_frame(wire.EOF, {}))
+                keyboard.reading = None
+            continue
         if wake in ready:
             os.read(wake, 64)
             if stop.resized != resized and result.python:
@@ -397,7 +464,7 @@ def _talk(
             frames = _feed(parser, result, data)
             while frames:
                 for kind, payload in frames:
-                    _frame(kind, payload, conn, result, b, ask, output, notify)
+                    _frame(kind, payload, conn, result, b, ask, output, notify, earlier, keyboard)
                 if result.take is not None:
                     left = max(result.max_pull - result.pulled, 0)
                     parser.limits[wire.DOCUMENT] = min(checks.MAX_DOCUMENT, left)
@@ -446,6 +513,8 @@ def _frame(
     ask: dict,
     output: Output | None,
     notify: Notify,
+    earlier: Earlier | None,
+    keyboard: Keyboard,
 ) -> None:
     if kind == wire.OUT:
         if output is not None:
@@ -472,20 +541,35 @@ def _frame(
             notify(f"sending rw {b.version} ({len(b.data) // 1024} KiB) to {result.where}")
             result.sent_bundle = True
             conn.send(wire.frame(wire.BUNDLE, b.data))
-        conn.send(wire.json_frame(wire.REQUEST, ask))
+        keys = keyboard.start()
+        conn.send(wire.json_frame(wire.REQUEST, {**ask, "input": keys} if keys else ask))
     elif kind == wire.NOTE:
         notify(doc["message"])
     elif kind == wire.END:
         result.ended = True
+    elif kind == wire.TAKEN:
+        result.input_in_flight = max(0, result.input_in_flight - doc["bytes"])
     elif kind == wire.SESSION:
         result.run = doc
-
+        _ack(conn, result.run)
+    elif kind == wire.EARLIER:
+        if earlier is not None:
+            earlier(doc)
+        _ack(conn, doc)
     elif kind == wire.ERROR:
         code = doc.get("exit_code")
-        raise RwError(
-            f"{result.destination}: {doc.get('message')}",
-            code if isinstance(code, int) and 1 <= code <= 3 else EXIT_USAGE,
-        )
+        message = f"{result.destination}: {doc.get('message')}"
+        if doc.get("busy"):
+            message += f" (rw guard --host {result.destination} --attach waits for its report)"
+        raise RwError(message, code if isinstance(code, int) and 1 <= code <= 3 else EXIT_USAGE)
+
+
+def _ack(conn: _Connection, run: dict) -> None:
+    """The run's report and record are here: the remote forgets it was unreported."""
+    session = run.get("session")
+    sid = session.get("id") if isinstance(session, dict) else None
+    if isinstance(sid, str):
+        conn.send(wire.json_frame(wire.ACK, {"session": sid}))
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -13,11 +13,11 @@ from dataclasses import dataclass, replace
 
 from ..config import Config
 from ..errors import EXIT_OK, EXIT_PROBLEM, RwError
-from ..guard.rules import INTERRUPTED
-from ..guard.runner import GuardReport, GuardRequest
+from ..guard.rules import INTERRUPTED, Classifier
+from ..guard.runner import GuardReport, GuardRequest, render_markdown, rule_set
 from ..paths import Paths
 from ..store import Store
-from . import client, sessions
+from . import checks, client, sessions
 from .bundle import bundle
 
 RAN, HALTED, ROLLED_BACK = "ran", "halted", "rolled back"
@@ -54,6 +54,36 @@ class HostRun:
         if self.state == NOT_RUN:
             return f"not run ({self.why})"
         return self.state
+
+    def to_json(self) -> dict:
+        return {
+            "host": self.host,
+            "state": self.state,
+            "summary": self.describe(),
+            "exit_code": self.exit_code,
+            "report": self.report.to_json() if self.report is not None else None,
+        }
+
+
+def summary_json(runs: list[HostRun]) -> dict:
+    """A fleet's --report (JSON): each host's state and report, in order."""
+    return {"exit_code": max(r.exit_code for r in runs), "hosts": [r.to_json() for r in runs]}
+
+
+def summary_markdown(runs: list[HostRun]) -> str:
+    """A fleet's --report (Markdown): a table of the hosts, then each report
+    (its headings one level down)."""
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    out = ["# rw guard: hosts", "", "| Host | State | Exit |", "| --- | --- | --- |"]
+    out += [f"| `{cell(r.host)}` | {cell(r.describe())} | {r.exit_code} |" for r in runs]
+    for r in runs:
+        if r.report is not None:
+            lines = render_markdown(r.report).splitlines()
+            out += [""] + [f"#{line}" if line.startswith("#") else line for line in lines]
+    return "\n".join(out) + "\n"
 
 
 Notify = Callable[[str, str], None]
@@ -101,13 +131,20 @@ def guard_hosts(
     notify: Notify,
     done: Callable[[HostRun], None] = lambda _: None,
     parallel: int = 1,
+    earlier: Callable[[str, GuardReport], None] = lambda *_: None,
+    keys_fd: int | None = None,
 ) -> list[HostRun]:
     """Run `request` on the hosts (see client.guard_remote); every host gets a
     HostRun, in the order given. With no request, each host's last guarded run
     is reported (--attach). A host that cannot be reached raises RwError when it
-    is the only one; among several, it is a host that did not pass."""
+    is the only one; among several, it is a host that did not pass. A run there
+    whose report did not come back (the connection went) and that has ended
+    since is brought home and given to `earlier` before the host's new run.
+    With one host, what `keys_fd` gives goes to the command there."""
     for host in hosts:
         client.check_destination(host)
+    if request is not None:
+        _check_rules(config, request)
     shipped = bundle()  # made (or read from the cache) once for every host
     stop = client.Stop()
     stop.catch_signals()
@@ -115,11 +152,23 @@ def guard_hosts(
     results: dict[str, HostRun] = {}
     finished: queue.Queue[HostRun] = queue.Queue()
 
+    def came_back(host: str, doc: dict) -> None:
+        try:
+            report = checks.report(doc.get("report"))
+        except checks.Malformed as e:
+            notify(host, f"the report of an earlier run there is not one rw can read ({e})")
+            return
+        report.host = host
+        _bring_home(paths, config, host, client.RemoteRun(host, report, doc), notify, None)
+        earlier(host, report)
+
     def one(host: str) -> HostRun:
         try:
             run = client.guard_remote(
                 host, config, request, ssh=ssh, notify=_for(notify, host), stop=stop,
                 output=lines.of(host) if lines is not None else output, the_bundle=shipped,
+                earlier=lambda doc: came_back(host, doc),
+                keys_fd=keys_fd if len(hosts) == 1 else None,
             )  # fmt: skip
         except RwError as e:
             if len(hosts) == 1:
@@ -185,6 +234,15 @@ def guard_hosts(
     for u in untouched:
         done(u)
     return [results.get(h) or HostRun(h, UNTOUCHED) for h in hosts]
+
+
+def _check_rules(config: Config, request: GuardRequest) -> None:
+    """What the breaker there would refuse (a bad regex, a timeout of 0) is
+    refused here, before any host is reached, as a local run refuses it."""
+    Classifier(rule_set(config.guard, request))
+    timeout = config.guard.timeout if request.timeout is None else request.timeout
+    if timeout <= 0:
+        raise RwError("--timeout must be more than 0 seconds")
 
 
 def _bring_home(

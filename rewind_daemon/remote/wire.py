@@ -22,14 +22,19 @@ OUT = "out"  # bytes the command printed
 NOTE = "note"  # {message}: what the breaker tells the user
 REPORT = "report"  # the guard report, as GuardReport.to_json
 SESSION = "session"  # the run as recorded there, to be stored here
+EARLIER = "earlier"  # a run whose report did not come back (the connection went), as SESSION
 DOCUMENT = "document"  # a session there as `rw export --format json` writes it (rw pull)
 END = "end"  # {}: all that was asked is sent (rw pull)
 ERROR = "error"  # {message, exit_code}: the run could not start
+TAKEN = "taken"  # {bytes}: input written to the command's terminal (more may be sent)
 # Local to remote
 BUNDLE = "bundle"  # the zipapp, when the remote has not got it
 REQUEST = "request"  # {request, config}
 HALT = "halt"  # {why}: halt the run and roll back (Ctrl-C here)
 RESIZE = "resize"  # {rows, columns}: the terminal here changed size
+INPUT = "input"  # bytes of the local rw's stdin, for the command
+EOF = "eof"  # {}: the local rw's stdin ended
+ACK = "ack"  # {session}: the run's report and record came here
 
 
 class WireError(Exception):
