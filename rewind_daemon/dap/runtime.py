@@ -366,7 +366,11 @@ class Debugger:
         started = time.time()
         clock = time.monotonic()
         self._record(lambda r: r.begin(step.command, self.ex.cwd))
-        res = self.ex.run(command, lambda b: self.on_output("stdout", b.decode(errors="replace")))
+        res = self.ex.run(
+            command,
+            lambda b: self.on_output("stdout", b.decode(errors="replace")),
+            lambda b: self.on_output("stderr", b.decode(errors="replace")),
+        )
         self._record(lambda r: r.end(res))  # written by flush(), after the stop is told
         ran = Ran(index, res.exit_code, res.pipestatus, started,
                   (time.monotonic() - clock) * 1000, res.output)  # fmt: skip
