@@ -29,6 +29,7 @@ from .recording import Recording
 from .script import Step
 
 TAIL = 4000  # characters of a step's output shown in its Step scope
+GRACE = 2.0  # seconds a paused step has to end before its shell is ended
 
 FAILED, OUTPUT = "failed", "output"  # the exception filters
 
@@ -185,6 +186,9 @@ class Debugger:
         self.last_exception: Raised | None = None  # why the run stopped on an exception
         self._pause = threading.Event()
         self._running = False
+        self._in_step = 0  # the step running now (its serial number), or 0
+        self._serial = 0
+        self._killed = False  # kill(): terminate or disconnect
         self.ended = False
         self.ex = Executor(launch.cwd, launch.env, launch.shell)
         self.first_env = dict(self.ex.env)
@@ -306,10 +310,21 @@ class Debugger:
         return self._go(single=False)
 
     def pause(self) -> None:
-        """Stop before the next step; interrupt the step running now."""
+        """Stop before the next step; interrupt the step running now (from any
+        thread). A step that has not ended GRACE seconds later (a loop in a
+        function, a trap of the script's own) has its shell ended: the shell
+        is started again as it was before the step."""
         self._pause.set()
-        if self._running:
-            self.ex.interrupt_step()
+        serial, ex = self._in_step, self.ex
+        if serial:
+            ex.interrupt_step()
+            timer = threading.Timer(GRACE, self._end_stuck, (serial, ex))
+            timer.daemon = True
+            timer.start()
+
+    def _end_stuck(self, serial: int, ex: Executor) -> None:
+        if self._in_step == serial and self.ex is ex:
+            ex.kill()
 
     def _go(self, single: bool) -> Outcome:
         self._check_paused()
@@ -320,6 +335,8 @@ class Debugger:
             while True:
                 if self.pc >= len(self.steps):
                     return self._end(self.status)
+                if self._pause.is_set():  # paused between steps
+                    return Stopped("pause", "paused")
                 refused = self.launch.refused.get(self.pc)
                 if refused:
                     return self._raise(Raised("not run", refused, self.steps[self.pc]))
@@ -366,11 +383,18 @@ class Debugger:
         started = time.time()
         clock = time.monotonic()
         self._record(lambda r: r.begin(step.command, self.ex.cwd))
-        res = self.ex.run(
-            command,
-            lambda b: self.on_output("stdout", b.decode(errors="replace")),
-            lambda b: self.on_output("stderr", b.decode(errors="replace")),
-        )
+        self._serial += 1
+        self._in_step = self._serial
+        try:
+            res = self.ex.run(
+                command,
+                lambda b: self.on_output("stdout", b.decode(errors="replace")),
+                lambda b: self.on_output("stderr", b.decode(errors="replace")),
+            )
+        finally:
+            self._in_step = 0
+        if res.exit_code is None and self._pause.is_set() and not self._killed:
+            res = self._paused_shell_ended(saved, res)
         self._record(lambda r: r.end(res))  # written by flush(), after the stop is told
         ran = Ran(index, res.exit_code, res.pipestatus, started,
                   (time.monotonic() - clock) * 1000, res.output)  # fmt: skip
@@ -379,6 +403,19 @@ class Debugger:
         if res.exit_code is not None:
             self.status = res.exit_code
         return ran
+
+    def _paused_shell_ended(self, saved: Saved, res: StepResult) -> StepResult:
+        """The step's shell ended on a pause (zsh's does; bash's when the step
+        would not end): a new one as before the step, the step ended with 130."""
+        step = self.steps[saved.index]
+        self.ex = self.ex.restart(saved.cwd, saved.env, saved.definitions)
+        self._as_the_script()
+        self.on_output(
+            "console",
+            f"rw dap: pausing line {step.line} ended its shell; the shell was started again "
+            "as it was before that step (its directory, exports, functions and aliases)\n",
+        )
+        return StepResult(130, "130", self.ex.cwd, dict(self.ex.env), res.output)
 
     def flush(self) -> None:
         """Write what the recording holds (after the front end told the stop)."""
@@ -586,6 +623,7 @@ class Debugger:
     def kill(self) -> None:
         """End the shell's process group now (from any thread: a signal only);
         the step running returns and the run ends."""
+        self._killed = True
         self._pause.set()
         self.ex.kill()
 

@@ -32,16 +32,27 @@ from ..capture import records
 from ..errors import RwError
 
 # The loop the shell runs. It reads NUL-terminated commands from fd 3 and
-# eval's them in the shell itself, so cd, export, functions and aliases carry
+# runs them in the shell itself, so cd, export, functions and aliases carry
 # over from one step to the next as they did live.
+#
+# bash sources each step (from a here-string on fd 47) rather than eval'ing
+# it, so that a SIGINT can end a step that loops in the shell itself: its trap
+# returns from the sourced step with 130, as Ctrl-C would end it, and the
+# shell lives on with its state (under set -e too: errexit is put back after).
+# zsh eval's it; a SIGINT ends its shell (130: its trap returns from the top
+# level), and the driver starts a new one in the state from before the step.
 _LOOPS = {
     "bash": r"""
 shopt -s expand_aliases
 exec {__rw_o}>&1 {__rw_e}>&2
+trap '[[ -z ${__rw_busy-} ]] || { __rw_busy=; [[ $- != *e* ]] || { __rw_ee=1; set +e; }
+  __rw_dbg=1; trap "return 130 2>/dev/null" DEBUG; return 130 2>/dev/null; }' INT
 while IFS= read -r -d '' __rw_cmd <&3; do
-  __rw_rc=''
-  eval "$__rw_cmd"$'\n''__rw_rc=$? __rw_ps="${PIPESTATUS[*]}"'
-  __rw_x=$?
+  __rw_rc='' __rw_busy=1
+  . /dev/fd/47 47<<<"$__rw_cmd"$'\n''__rw_busy= __rw_rc=$? __rw_ps="${PIPESTATUS[*]}"'
+  __rw_x=$? __rw_busy=
+  [[ -z ${__rw_dbg-} ]] || { __rw_dbg=; trap - DEBUG; }
+  [[ -z ${__rw_ee-} ]] || { __rw_ee=; set -e; }
   [[ -n $__rw_rc ]] || __rw_rc=$__rw_x __rw_ps=$__rw_x
   printf '%s\n' "$__RW_MARK" >&$__rw_o
   printf '%s\n' "$__RW_MARK" >&$__rw_e
@@ -51,6 +62,7 @@ done
 """,
     "zsh": r"""
 exec {__rw_o}>&1 {__rw_e}>&2
+trap "return 130" INT
 while IFS= read -r -d '' __rw_cmd <&3; do
   __rw_rc=''
   eval "$__rw_cmd"$'\n''__rw_rc=$? __rw_ps="${pipestatus[*]}"'
@@ -244,26 +256,14 @@ class Executor:
         code = self.proc.wait()
         return StepResult(None, str(code), self.cwd, {}, bytes(output))
 
-    def interrupt(self) -> None:
-        """Send SIGINT to the running step's process group."""
+    def interrupt_step(self) -> None:
+        """SIGINT to the running step, as Ctrl-C in a terminal: its programs and
+        the shell. bash's step ends with 130 and the shell lives on with its
+        state; zsh's shell ends (130). Between steps, nothing happens."""
         try:
             os.killpg(self.proc.pid, signal.SIGINT)
         except ProcessLookupError:
             pass
-
-    def interrupt_step(self) -> None:
-        """Send SIGINT to the running step's processes but not to the shell, which
-        lives on (to the step's next command, if it has one) and reports the step."""
-        for name in os.listdir("/proc"):
-            if not name.isdigit() or int(name) == self.proc.pid:
-                continue
-            try:
-                with open(f"/proc/{name}/stat", "rb") as f:
-                    fields = f.read().rsplit(b")", 1)[1].split()  # comm may hold ")"
-                if int(fields[2]) == self.proc.pid:  # its process group
-                    os.kill(int(name), signal.SIGINT)
-            except (OSError, ValueError, IndexError):
-                continue
 
     def kill(self) -> None:
         """SIGKILL to the shell's process group (safe from another thread: the

@@ -78,3 +78,38 @@ def test_the_shell_ending_mid_step_keeps_both_streams(shell, tmp_path):
         res, out, err = streams(ex, "echo bye; echo bye-err >&2; exit 5")
         assert res.exit_code is None and res.pipestatus == "5"
         assert (out, err) == (b"bye\n", b"bye-err\n")
+
+
+def _interrupt_later(ex: Executor, seconds: float) -> threading.Timer:
+    timer = threading.Timer(seconds, ex.interrupt_step)
+    timer.start()
+    return timer
+
+
+@pytest.mark.parametrize(
+    "loop",
+    ["n=0; while :; do n=$((n+1)); done", "until false; do sleep 0.01; done",
+     "for i in 1 2; do while :; do :; done; done; echo not-reached", "sleep 100; echo not-reached",
+     "f() { while :; do :; done; }; f; echo not-reached"],
+)  # fmt: skip
+def test_interrupting_a_bash_step_ends_it_and_the_shell_keeps_its_state(loop, tmp_path):
+    with Executor(str(tmp_path), dict(os.environ)) as ex:
+        ex.run("set -e; cd /usr; export RW_X=1; g() { echo g-$RW_X; }")
+        timer = _interrupt_later(ex, 0.5)
+        res = ex.run(loop)
+        timer.join()
+        assert (res.exit_code, res.pipestatus, res.cwd) == (130, "130", "/usr")
+        assert b"not-reached" not in res.output
+        after = ex.run('g; echo "$-"')
+        assert after.output.startswith(b"g-1\n") and b"e" in after.output.split(b"\n")[1]
+        ex.interrupt_step()  # between steps: nothing happens
+        assert ex.run("echo still").output == b"still\n"
+
+
+def test_interrupting_a_zsh_step_ends_its_shell_with_130(tmp_path):
+    with Executor(str(tmp_path), dict(os.environ), "zsh") as ex:
+        ex.run("x=1")
+        timer = _interrupt_later(ex, 0.5)
+        res = ex.run("while :; do :; done")
+        timer.join()
+        assert (res.exit_code, res.pipestatus) == (None, "130")

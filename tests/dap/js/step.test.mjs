@@ -86,3 +86,68 @@ test('stdout and stderr are output events of their own categories', async (t) =>
   assert.equal(by(dc, 'stdout'), 'to-out\nboth\n');
   assert.match(by(dc, 'stderr'), /^to-err\nls: .*nonexistent-rw-dap.*\nboth-err\n$/);
 });
+
+// A step looping in the shell itself, one looping over a program, and a program:
+// pause ends each (status 130), the shell keeps its directory, exports and
+// functions, and the session goes on.
+async function pauses(t, shell) {
+  const { dir, file } = script([
+    'cd "$(dirname "$0")"', 'export STAGE=dev', 'greet() { echo "hi $1 from $STAGE in $PWD"; }',
+    'until false; do :; done', 'greet there',
+    'until false; do sleep 0.01; done', 'echo "status $?"',
+    'sleep 100; echo not-reached', 'greet again', '',
+  ].join('\n'));
+  const dc = await client(t);
+  await start(dc, { program: file, shell, cwd: '/' });
+  const pauseAt = async (line) => {
+    const ran = within(dc.waitForEvent('continued', T).catch(() => null), 'continued');
+    await dc.continueRequest({ threadId: 1 });
+    await Promise.race([ran, sleep(500)]);
+    await sleep(500);
+    // while it runs, the run is not stopped
+    await assert.rejects(dc.stackTraceRequest({ threadId: 1 }), /running; pause it first/);
+    const began = Date.now();
+    const ev = await after(dc, 'stopped', () => dc.pauseRequest({ threadId: 1 }));
+    assert.equal(ev.body.reason, 'pause');
+    assert.ok(Date.now() - began < 5000, `pause took ${Date.now() - began} ms`);
+    const st = await frames(dc);
+    assert.equal(st[0].line, line); // stopped before the step after the paused one
+    const scopes = await dc.scopesRequest({ frameId: st[1].id });
+    const ref = scopes.body.scopes.find((s) => s.name === 'Step').variablesReference;
+    const vars = (await dc.variablesRequest({ variablesReference: ref })).body.variables;
+    assert.equal(vars.find((v) => v.name === 'exit code').value, '130');
+  };
+  await pauseAt(5);
+  await after(dc, 'stopped', () => dc.nextRequest({ threadId: 1 }));
+  assert.match(by(dc, 'stdout'), new RegExp(`hi there from dev in ${dir}\n`));
+  await pauseAt(7);
+  assert.equal(await hover(dc, '$STAGE'), 'dev');
+  await after(dc, 'stopped', () => dc.nextRequest({ threadId: 1 }));
+  assert.match(by(dc, 'stdout'), /status 130\n$/);
+  await pauseAt(9);
+  await after(dc, 'terminated', () => dc.continueRequest({ threadId: 1 }));
+  assert.doesNotMatch(by(dc, 'stdout'), /not-reached/);
+  assert.match(by(dc, 'stdout'), new RegExp(`hi again from dev in ${dir}\n$`));
+}
+
+test('pause ends a step wherever it loops, and the session goes on, in bash', (t) => pauses(t, 'bash'));
+test('pause ends a step wherever it loops, and the session goes on, in zsh', (t) => pauses(t, 'zsh'));
+
+test('pause between steps stops before the next one, and next goes on from there', async (t) => {
+  const lines = Array.from({ length: 600 }, (_, i) => `echo ${i + 1}`);
+  const { file } = script(lines.join('\n') + '\n');
+  const dc = await client(t);
+  await start(dc, { program: file });
+  await dc.continueRequest({ threadId: 1 });
+  await sleep(300);
+  const ev = await after(dc, 'stopped', () => dc.pauseRequest({ threadId: 1 }));
+  assert.equal(ev.body.reason, 'pause');
+  const line = (await frames(dc))[0].line;
+  assert.ok(line > 1 && line < 600, `stopped at ${line}`);
+  const want = lines.slice(0, line - 1).map((l) => l.slice(5) + '\n').join('');
+  assert.equal(by(dc, 'stdout'), want); // each step before it ran whole, none after
+  const next = await after(dc, 'stopped', () => dc.nextRequest({ threadId: 1 }));
+  assert.equal(next.body.reason, 'step');
+  assert.equal((await frames(dc))[0].line, line + 1);
+  assert.equal(by(dc, 'stdout'), want + `${line}\n`);
+});
