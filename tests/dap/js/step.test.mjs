@@ -151,3 +151,87 @@ test('pause between steps stops before the next one, and next goes on from there
   assert.equal((await frames(dc))[0].line, line + 1);
   assert.equal(by(dc, 'stdout'), want + `${line}\n`);
 });
+
+// A program that sources a library from its directory.
+function withLibrary() {
+  const lib = ['# a library', 'export LIB_GREETING=hello', 'greet() { echo "$LIB_GREETING $1"; }',
+    'export FROM_LIB=yes', 'echo "lib loaded"', ''].join('\n');
+  const { dir, file } = script(['echo start', 'source ./lib.sh', 'greet world', 'echo "from lib: $FROM_LIB"', ''].join('\n'));
+  fs.writeFileSync(path.join(dir, 'lib.sh'), lib);
+  return { dir, file, lib: fs.realpathSync(path.join(dir, 'lib.sh')), text: lib };
+}
+
+async function stepsIn(t, shell) {
+  const { dir, file, lib, text } = withLibrary();
+  const dc = await client(t);
+  await start(dc, { program: file, cwd: dir, shell });
+  await after(dc, 'stopped', () => dc.nextRequest({ threadId: 1 }));
+  const ev = await after(dc, 'stopped', () => dc.stepInRequest({ threadId: 1 }));
+  assert.equal(ev.body.reason, 'step');
+  let st = await frames(dc);
+  // the sourced script's frame, above the program's frame at its source line
+  assert.deepEqual(st.slice(0, 3).map((f) => [f.source.path, f.line]), [[lib, 2], [file, 2], [file, 1]]);
+  assert.equal((await dc.sourceRequest({ source: { path: lib }, sourceReference: 0 })).body.content, text);
+  assert.equal(by(dc, 'stdout'), 'start\n'); // entering runs nothing
+  await after(dc, 'stopped', () => dc.nextRequest({ threadId: 1 }));
+  await after(dc, 'stopped', () => dc.nextRequest({ threadId: 1 }));
+  st = await frames(dc);
+  assert.deepEqual([st[0].source.path, st[0].line, st[1].line], [lib, 4, 2]);
+  assert.equal(await hover(dc, '$LIB_GREETING'), 'hello'); // in the shell, as sourcing sets it
+  await after(dc, 'stopped', () => dc.nextRequest({ threadId: 1 }));
+  assert.equal(await hover(dc, '${FROM_LIB-unset}'), 'yes');
+  // back to before the export, still in the sourced script
+  await after(dc, 'stopped', () => dc.stepBackRequest({ threadId: 1 }));
+  st = await frames(dc);
+  assert.deepEqual([st[0].source.path, st[0].line], [lib, 4]);
+  assert.equal(await hover(dc, '${FROM_LIB-unset}'), 'unset');
+  await after(dc, 'stopped', () => dc.nextRequest({ threadId: 1 }));
+  // out: the rest of it, stopping after the step that sources it
+  await after(dc, 'stopped', () => dc.stepOutRequest({ threadId: 1 }));
+  st = await frames(dc);
+  assert.deepEqual([st[0].source.path, st[0].line], [file, 3]);
+  assert.match(st[1].name, /lib\.sh line 5/); // the steps run in it are in the history
+  await after(dc, 'terminated', () => dc.continueRequest({ threadId: 1 }));
+  assert.equal(by(dc, 'stdout'), 'start\nlib loaded\nhello world\nfrom lib: yes\n');
+}
+
+test('stepIn enters a sourced script: next steps in it, stepBack too, stepOut leaves it, in bash',
+  (t) => stepsIn(t, 'bash'));
+test('stepIn enters a sourced script: next steps in it, stepBack too, stepOut leaves it, in zsh',
+  (t) => stepsIn(t, 'zsh'));
+
+test('a breakpoint in a sourced script stops there, also when the source is stepped over', async (t) => {
+  const { dir, file, lib } = withLibrary();
+  const dc = await client(t);
+  await start(dc, { program: file, cwd: dir }, { lines: [[lib, [{ line: 5 }]]] });
+  assert.deepEqual(dc.breakpoints.map((b) => [b.verified, b.line]), [[true, 5]]);
+  let ev = await after(dc, 'stopped', () => dc.continueRequest({ threadId: 1 }));
+  assert.equal(ev.body.reason, 'breakpoint');
+  assert.deepEqual(ev.body.hitBreakpointIds, [dc.breakpoints[0].id]);
+  let st = await frames(dc);
+  assert.deepEqual(st.slice(0, 2).map((f) => [f.source.path, f.line]), [[lib, 5], [file, 2]]);
+  assert.equal(await hover(dc, '${FROM_LIB-unset}'), 'yes');
+  await after(dc, 'stopped', () => dc.stepOutRequest({ threadId: 1 }));
+  assert.deepEqual((await frames(dc)).slice(0, 1).map((f) => [f.source.path, f.line]), [[file, 3]]);
+  // back to the start, then next over the source line: the breakpoint stops it
+  await after(dc, 'stopped', () => dc.restartRequest({}));
+  await after(dc, 'stopped', () => dc.nextRequest({ threadId: 1 }));
+  ev = await after(dc, 'stopped', () => dc.nextRequest({ threadId: 1 }));
+  assert.equal(ev.body.reason, 'breakpoint');
+  st = await frames(dc);
+  assert.deepEqual([st[0].source.path, st[0].line], [lib, 5]);
+  await after(dc, 'terminated', () => dc.continueRequest({ threadId: 1 }));
+});
+
+test('stepIn where no sourced script can be entered is next', async (t) => {
+  const { dir, file } = withLibrary();
+  fs.writeFileSync(file, ['LIB=./lib.sh', 'source "$LIB"', 'source ./lib.sh extra args', 'echo "$FROM_LIB"', ''].join('\n'));
+  const dc = await client(t);
+  await start(dc, { program: file, cwd: dir });
+  for (const line of [2, 3, 4]) {
+    await after(dc, 'stopped', () => dc.stepInRequest({ threadId: 1 }));
+    const st = await frames(dc);
+    assert.deepEqual([st[0].source.path, st[0].line], [file, line]);
+  }
+  assert.equal(by(dc, 'stdout'), 'lib loaded\nlib loaded\n');
+});
