@@ -39,6 +39,8 @@ from ..errors import RwError
 # it, so that a SIGINT can end a step that loops in the shell itself: its trap
 # returns from the sourced step with 130, as Ctrl-C would end it, and the
 # shell lives on with its state (under set -e too: errexit is put back after).
+# A step that names $BASH_SOURCE is eval'd as before (sourced, its BASH_SOURCE
+# would be fd 47's path): pausing it falls back on ending the shell.
 # zsh eval's it; a SIGINT ends its shell (130: its trap returns from the top
 # level), and the driver starts a new one in the state from before the step.
 _LOOPS = {
@@ -49,7 +51,11 @@ trap '[[ -z ${__rw_busy-} ]] || { __rw_busy=; [[ $- != *e* ]] || { __rw_ee=1; se
   __rw_dbg=1; trap "return 130 2>/dev/null" DEBUG; return 130 2>/dev/null; }' INT
 while IFS= read -r -d '' __rw_cmd <&3; do
   __rw_rc='' __rw_busy=1
-  . /dev/fd/47 47<<<"$__rw_cmd"$'\n''__rw_busy= __rw_rc=$? __rw_ps="${PIPESTATUS[*]}"'
+  if [[ $__rw_cmd != *BASH_SOURCE* ]]; then
+    . /dev/fd/47 47<<<"$__rw_cmd"$'\n''__rw_busy= __rw_rc=$? __rw_ps="${PIPESTATUS[*]}"'
+  else  # as before: sourced, it would name fd 47
+    eval "$__rw_cmd"$'\n''__rw_busy= __rw_rc=$? __rw_ps="${PIPESTATUS[*]}"'
+  fi
   __rw_x=$? __rw_busy=
   [[ -z ${__rw_dbg-} ]] || { __rw_dbg=; trap - DEBUG; }
   [[ -z ${__rw_ee-} ]] || { __rw_ee=; set -e; }

@@ -113,3 +113,11 @@ def test_interrupting_a_zsh_step_ends_its_shell_with_130(tmp_path):
         res = ex.run("while :; do :; done")
         timer.join()
         assert (res.exit_code, res.pipestatus) == (None, "130")
+
+
+def test_a_bash_step_naming_bash_source_sees_it_as_before(tmp_path):
+    """Steps are sourced from a pipe (so that an interrupt can end them), but
+    one that names $BASH_SOURCE must not see the pipe's path in it."""
+    with Executor(str(tmp_path), dict(os.environ)) as ex:
+        res = ex.run('echo "[${BASH_SOURCE[0]}]"; cd "$(dirname "${BASH_SOURCE[0]}")"')
+        assert res.output == b"[]\n" and res.cwd == str(tmp_path)
