@@ -661,6 +661,12 @@ class DebugSession:
                                   _var("PIPESTATUS", last.pipestatus if last else "")]}  # fmt: skip
         if kind == STEP:
             if k is None:
+                sourced = debugger.sourced
+                if frame == SOURCING and sourced is not None:  # the step sourcing it
+                    at = debugger.steps[sourced.at]
+                    return {"variables": [_var("command", at.command),
+                                          _var("line", str(at.line)),
+                                          _var("status", f"running {sourced.path}")]}  # fmt: skip
                 step = debugger.current
                 if step is None:
                     return {"variables": []}

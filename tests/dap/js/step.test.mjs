@@ -172,6 +172,14 @@ async function stepsIn(t, shell) {
   // the sourced script's frame, above the program's frame at its source line
   assert.deepEqual(st.slice(0, 3).map((f) => [f.source.path, f.line]), [[lib, 2], [file, 2], [file, 1]]);
   assert.equal((await dc.sourceRequest({ source: { path: lib }, sourceReference: 0 })).body.content, text);
+  const stepScope = async (frameId) => {
+    const scopes = await dc.scopesRequest({ frameId });
+    const ref = scopes.body.scopes.find((s) => s.name === 'Step').variablesReference;
+    const vars = (await dc.variablesRequest({ variablesReference: ref })).body.variables;
+    return Object.fromEntries(vars.map((v) => [v.name, v.value]));
+  };
+  assert.equal((await stepScope(st[0].id)).command, 'export LIB_GREETING=hello');
+  assert.equal((await stepScope(st[1].id)).command, 'source ./lib.sh');
   assert.equal(by(dc, 'stdout'), 'start\n'); // entering runs nothing
   await after(dc, 'stopped', () => dc.nextRequest({ threadId: 1 }));
   await after(dc, 'stopped', () => dc.nextRequest({ threadId: 1 }));
