@@ -477,6 +477,10 @@ class DebugSession:
         line = args.get("line")
         if not isinstance(line, int):
             raise RequestError("gotoTargets: a line is needed")
+        source = args.get("source")
+        path = source.get("path") if isinstance(source, dict) else None
+        if path and not _same_file(path, self.program):
+            return {"targets": []}  # the program's steps only (not a sourced script's)
         index = debugger.step_at_line(line)
         if index is None:
             return {"targets": []}

@@ -180,6 +180,9 @@ async function stepsIn(t, shell) {
   };
   assert.equal((await stepScope(st[0].id)).command, 'export LIB_GREETING=hello');
   assert.equal((await stepScope(st[1].id)).command, 'source ./lib.sh');
+  // jumps are to the program's steps: none offered in the sourced script
+  assert.deepEqual((await dc.gotoTargetsRequest({ source: { path: lib }, line: 4 })).body.targets, []);
+  assert.equal((await dc.gotoTargetsRequest({ source: { path: file }, line: 4 })).body.targets[0].line, 4);
   assert.equal(by(dc, 'stdout'), 'start\n'); // entering runs nothing
   await after(dc, 'stopped', () => dc.nextRequest({ threadId: 1 }));
   await after(dc, 'stopped', () => dc.nextRequest({ threadId: 1 }));
