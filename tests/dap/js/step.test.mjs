@@ -118,6 +118,10 @@ async function pauses(t, shell) {
     assert.equal(vars.find((v) => v.name === 'exit code').value, '130');
   };
   await pauseAt(5);
+  // zsh's shell ends on the interrupt: started again as before the step, and said
+  const restarted = /pausing line 4 ended its shell; the shell was started again/;
+  if (shell === 'zsh') assert.match(by(dc, 'console'), restarted);
+  else assert.doesNotMatch(by(dc, 'console'), restarted);
   await after(dc, 'stopped', () => dc.nextRequest({ threadId: 1 }));
   assert.match(by(dc, 'stdout'), new RegExp(`hi there from dev in ${dir}\n`));
   await pauseAt(7);
