@@ -27,9 +27,10 @@ from ..timeline.breakpoints import BreakpointSet
 from ..timeline.executor import Executor, StepResult
 from . import hover
 from .recording import Recording
-from .script import Step
+from .script import ScriptError, Step, split
 
 TAIL = 4000  # characters of a step's output shown in its Step scope
+GRACE = 2.0  # seconds a paused step has to end before its shell is ended
 
 FAILED, OUTPUT = "failed", "output"  # the exception filters
 
@@ -101,6 +102,7 @@ class Saved:
     definitions: str
     status: int  # $? before it
     checkpoint: int | None  # the watched files' checkpoint
+    inner: int | None = None  # a step of the file the step `index` sources
 
 
 @dataclass(frozen=True)
@@ -111,11 +113,26 @@ class Ran:
     started_at: float
     duration_ms: float
     output: bytes
+    inner: int | None = None  # a step of the file the step `index` sources
 
     @property
     def tail(self) -> str:
         text = self.output.decode(errors="replace")
         return text if len(text) <= TAIL else "…" + text[-TAIL:]
+
+
+@dataclass
+class Sourced:
+    """A sourced script stepped into: its steps run one by one in the shell,
+    as sourcing it would run them."""
+
+    path: str
+    steps: list[Step]
+    at: int  # the program's step that sources it
+    pc: int = 0  # its step about to run
+
+
+_SOURCE = re.compile(r"\s*(?:\.|source)\s+([^\s;&|<>()$`\\'\"*?\[\]{}~#]+)\s*\Z")
 
 
 @dataclass(frozen=True)
@@ -182,11 +199,17 @@ class Debugger:
         self.line_breakpoints: list[LineBreakpoint] = []
         self.function_breakpoints: list[FunctionBreakpoint] = []
         self.filters: set[str] = set()
+        self.file_breakpoints: dict[str, list[LineBreakpoint]] = {}  # in sourced files
+        self.sourced: Sourced | None = None  # the sourced script stepped into
         self.output_pattern: re.Pattern[str] | None = None
         self.last_exception: Raised | None = None  # why the run stopped on an exception
         self._pause = threading.Event()
         self._running = False
+        self._in_step = 0  # the step running now (its serial number), or 0
+        self._serial = 0
+        self._killed = False  # kill(): terminate or disconnect
         self.ended = False
+        self._sourced_files: dict[int, tuple[str, list[Step]]] = {}
         self.ex = Executor(launch.cwd, launch.env, launch.shell)
         self.first_env = dict(self.ex.env)
         self._as_the_script()
@@ -206,7 +229,78 @@ class Debugger:
 
     @property
     def current(self) -> Step | None:
+        if self.sourced is not None:
+            return self.sourced.steps[self.sourced.pc]
         return self.steps[self.pc] if self.pc < len(self.steps) else None
+
+    def step_of(self, index: int, inner: int | None) -> tuple[str, Step]:
+        """(its file, the step) of a step run or saved."""
+        if inner is None:
+            return self.launch.path, self.steps[index]
+        sourced = self._sourced_by(index)
+        assert sourced is not None
+        return sourced.path, sourced.steps[inner]
+
+    def sourced_text(self, path: str) -> str | None:
+        """The text of a sourced script stepped into, or None."""
+        for known in self._sourced_files.values():
+            if _same(known[0], path):
+                try:
+                    with open(known[0], encoding="utf-8", errors="surrogateescape") as f:
+                        return f.read()
+                except OSError:
+                    return None
+        return None
+
+    def sources(self, index: int) -> str | None:
+        """The file step `index` sources (a literal path, found as the shell
+        would find it from where the paused shell is), if it can be stepped
+        into: readable, and split into steps. None when it cannot."""
+        sourced = self._sourced_by(index)
+        return sourced.path if sourced is not None else None
+
+    def _sourced_by(self, index: int) -> Sourced | None:
+        found = self._sourced_files.get(index) or self._find_sourced(index)
+        if found is None:
+            return None
+        self._sourced_files[index] = found  # where it was found, also after going back
+        return Sourced(found[0], found[1], index)
+
+    def _find_sourced(self, index: int) -> tuple[str, list[Step]] | None:
+        m = _SOURCE.match(self.steps[index].command)
+        if m is None:
+            return None
+        name = m.group(1)
+        cwd = self.ex.cwd
+        if "/" in name:
+            candidates = [os.path.join(cwd, name)]
+        else:  # bash looks in $PATH first, zsh's `source` in the directory first
+            path = [os.path.join(d or ".", name)
+                    for d in self.ex.env.get("PATH", "").split(":")]  # fmt: skip
+            here = os.path.join(cwd, name)
+            candidates = [here, *path] if self.launch.shell == "zsh" else [*path, here]
+        for candidate in candidates:
+            if os.path.isfile(candidate) and os.access(candidate, os.R_OK):
+                try:
+                    with open(candidate, encoding="utf-8", errors="surrogateescape") as f:
+                        steps = split(f.read(), self.launch.shell)
+                except (OSError, ScriptError):
+                    return None
+                return (os.path.realpath(candidate), steps) if steps else None
+        return None
+
+    def set_file_breakpoints(self, path: str, points: list[LineBreakpoint]) -> list[Step] | None:
+        """Breakpoints in a script the program may source: its steps (to verify
+        them against), or None when it cannot be read or split."""
+        try:
+            with open(path, encoding="utf-8", errors="surrogateescape") as f:
+                steps = split(f.read(), self.launch.shell)
+        except (OSError, ScriptError):
+            return None
+        for bp in points:
+            bp.index = _step_at_line(steps, bp.line)
+        self.file_breakpoints[os.path.realpath(path)] = points
+        return steps
 
     def env_changed(self) -> set[str]:
         """Exported variables the last step changed (or set, or unset)."""
@@ -216,10 +310,7 @@ class Debugger:
 
     def step_at_line(self, line: int) -> int | None:
         """The step a breakpoint at `line` belongs to: the one covering it, else the next."""
-        for i, step in enumerate(self.steps):
-            if step.covers(line) or step.line > line:
-                return i
-        return None
+        return _step_at_line(self.steps, line)
 
     # --- the paused shell --------------------------------------------------
 
@@ -298,24 +389,63 @@ class Debugger:
         """Run until a breakpoint, an exception filter, a pause or the end."""
         return self._go(single=False)
 
-    def pause(self) -> None:
-        """Stop before the next step; interrupt the step running now."""
-        self._pause.set()
-        if self._running:
-            self.ex.interrupt_step()
+    def step_in(self) -> Outcome:
+        """Into the script that the step about to run sources (`source FILE`,
+        `. FILE`: a literal path, a readable script that splits), stopping
+        before its first command, nothing run; otherwise as next."""
+        self._check_paused()
+        if self.sourced is None and self.pc < len(self.steps):
+            if not self.launch.refused.get(self.pc):
+                sourced = self._sourced_by(self.pc)
+                if sourced is not None:
+                    self.sourced = sourced
+                    return Stopped("step")
+        return self.next()
 
-    def _go(self, single: bool) -> Outcome:
+    def step_out(self) -> Outcome:
+        """Out of the sourced script: the rest of it, stopping after the step
+        that sources it (or at a breakpoint); outside one, as continue."""
+        return self._go(single=False, out=self.sourced is not None)
+
+    def pause(self) -> None:
+        """Stop before the next step; interrupt the step running now (from any
+        thread). A step that has not ended GRACE seconds later (a loop in a
+        function, a trap of the script's own) has its shell ended: the shell
+        is started again as it was before the step."""
+        self._pause.set()
+        serial, ex = self._in_step, self.ex
+        if serial:
+            ex.interrupt_step()
+            timer = threading.Timer(GRACE, self._end_stuck, (serial, ex))
+            timer.daemon = True
+            timer.start()
+
+    def _end_stuck(self, serial: int, ex: Executor) -> None:
+        if self._in_step == serial and self.ex is ex:
+            ex.kill()
+
+    def _go(self, single: bool, out: bool = False) -> Outcome:
         self._check_paused()
         self._running = True
         self._pause.clear()
         self.last_exception = None
         try:
             while True:
-                if self.pc >= len(self.steps):
+                if self.sourced is None and self.pc >= len(self.steps):
                     return self._end(self.status)
-                refused = self.launch.refused.get(self.pc)
-                if refused:
-                    return self._raise(Raised("not run", refused, self.steps[self.pc]))
+                if self._pause.is_set():  # paused between steps
+                    return Stopped("pause", "paused")
+                if self.sourced is None:
+                    refused = self.launch.refused.get(self.pc)
+                    if refused:
+                        return self._raise(Raised("not run", refused, self.steps[self.pc]))
+                    if self._enter_for_breakpoints():
+                        # stepping over (next) a source with breakpoints inside
+                        single, out = False, single or out
+                        ids = self._breakpoints_here()
+                        if ids:
+                            return Stopped("breakpoint", "", tuple(ids))
+                inside = self.sourced is not None
                 ran = self._run_one()
                 if ran.exit_code is None:
                     code = int(ran.pipestatus) if ran.pipestatus.lstrip("-").isdigit() else 0
@@ -325,31 +455,49 @@ class Debugger:
                     return hit
                 if self._pause.is_set():
                     return Stopped("pause", "paused")
-                if self.pc >= len(self.steps):
+                if self.sourced is None and self.pc >= len(self.steps):
                     return self._end(self.status)
-                if single:
+                if single or (out and inside and self.sourced is None):
                     return Stopped("step")
-                ids = self._breakpoints_at(self.pc)
+                ids = self._breakpoints_here()
                 if ids:
                     return Stopped("breakpoint", "", tuple(ids))
         finally:
             self._running = False
 
+    def _enter_for_breakpoints(self) -> bool:
+        """Into the script the step about to run sources, when breakpoints are
+        set in it (so that they stop the run there)."""
+        if not any(self.file_breakpoints.values()):
+            return False
+        sourced = self._sourced_by(self.pc)
+        if sourced is None or not self.file_breakpoints.get(sourced.path):
+            return False
+        self.sourced = sourced
+        return True
+
+    def _breakpoints_here(self) -> list[int]:
+        return self._breakpoints_at(self.pc, None if self.sourced is None else self.sourced.pc)
+
     def _run_one(self) -> Ran:
         index = self.pc
-        step = self.steps[index]
+        sourced = self.sourced
+        inner = None if sourced is None else sourced.pc
+        path, step = (self.launch.path, self.steps[index]) if sourced is None else (
+            sourced.path, sourced.steps[sourced.pc])  # fmt: skip
         definitions = self.ex.definitions()
         checkpoint = None
         if self.checkpoints is not None:
             try:
                 checkpoint = self.checkpoints.create(
                     self.watch, origin="dap",
-                    label=f"rw dap: before line {step.line} of {self.launch.path}",
+                    label=f"rw dap: before line {step.line} of {path}",
                 ).id  # fmt: skip
             except RwError as e:
                 self.on_output("stderr", f"rw dap: no checkpoint of the watched files: {e}\n")
-        saved = Saved(index, self.ex.cwd, dict(self.ex.env), definitions, self.status, checkpoint)
-        ran_in = self.launch.cwds.get(index)
+        saved = Saved(index, self.ex.cwd, dict(self.ex.env), definitions, self.status, checkpoint,
+                      inner)  # fmt: skip
+        ran_in = self.launch.cwds.get(index) if sourced is None else None
         if ran_in and ran_in != self.ex.cwd and os.path.isdir(ran_in):
             # a recorded step runs where it ran (as rw replay does)
             self.ex.run(f"\\builtin cd -- {shlex.quote(ran_in)}")
@@ -359,15 +507,43 @@ class Debugger:
         started = time.time()
         clock = time.monotonic()
         self._record(lambda r: r.begin(step.command, self.ex.cwd))
-        res = self.ex.run(command, lambda b: self.on_output("stdout", b.decode(errors="replace")))
+        self._serial += 1
+        self._in_step = self._serial
+        try:
+            res = self.ex.run(
+                command,
+                lambda b: self.on_output("stdout", b.decode(errors="replace")),
+                lambda b: self.on_output("stderr", b.decode(errors="replace")),
+            )
+        finally:
+            self._in_step = 0
+        if res.exit_code is None and self._pause.is_set() and not self._killed:
+            res = self._paused_shell_ended(saved, res)
         self._record(lambda r: r.end(res))  # written by flush(), after the stop is told
         ran = Ran(index, res.exit_code, res.pipestatus, started,
-                  (time.monotonic() - clock) * 1000, res.output)  # fmt: skip
+                  (time.monotonic() - clock) * 1000, res.output, inner)  # fmt: skip
         self.history.append((saved, ran))
-        self.pc = index + 1
+        if sourced is not None and sourced.pc + 1 < len(sourced.steps):
+            sourced.pc += 1
+        else:  # the program's step, or the sourced script's last: on after it
+            self.sourced = None
+            self.pc = index + 1
         if res.exit_code is not None:
             self.status = res.exit_code
         return ran
+
+    def _paused_shell_ended(self, saved: Saved, res: StepResult) -> StepResult:
+        """The step's shell ended on a pause (zsh's does; bash's when the step
+        would not end): a new one as before the step, the step ended with 130."""
+        step = self.step_of(saved.index, saved.inner)[1]
+        self.ex = self.ex.restart(saved.cwd, saved.env, saved.definitions)
+        self._as_the_script()
+        self.on_output(
+            "console",
+            f"rw dap: pausing line {step.line} ended its shell; the shell was started again "
+            "as it was before that step (its directory, exports, functions and aliases)\n",
+        )
+        return StepResult(130, "130", self.ex.cwd, dict(self.ex.env), res.output)
 
     def flush(self) -> None:
         """Write what the recording holds (after the front end told the stop)."""
@@ -385,19 +561,20 @@ class Debugger:
             self.on_output("stderr", f"rw dap: this run is no longer recorded: {e}\n")
 
     def _exception(self, ran: Ran) -> Stopped | None:
-        step = self.steps[ran.index]
+        path, step = self.step_of(ran.index, ran.inner)
+        where = f"line {step.line}" + ("" if ran.inner is None else f" of {path}")
         stored = self.launch.stored
         if stored is not None:
             hit = stored.after(ran.exit_code, ran.output.decode(errors="replace"))
             if hit is not None:
-                why = f"rw breakpoint {hit.id}, {hit.describe()}, after line {step.line}"
+                why = f"rw breakpoint {hit.id}, {hit.describe()}, after {where}"
                 return self._raise(Raised("rw breakpoint", why, step, ran))
         if FAILED in self.filters and ran.exit_code:
-            why = f"line {step.line} exited with status {ran.exit_code}"
+            why = f"{where} exited with status {ran.exit_code}"
             return self._raise(Raised(FAILED, why, step, ran))
         if OUTPUT in self.filters and self.output_pattern is not None:
             if self.output_pattern.search(ran.output.decode(errors="replace")):
-                why = f"the output of line {step.line} matches /{self.output_pattern.pattern}/"
+                why = f"the output of {where} matches /{self.output_pattern.pattern}/"
                 return self._raise(Raised(OUTPUT, why, step, ran))
         return None
 
@@ -405,16 +582,19 @@ class Debugger:
         self.last_exception = raised
         return Stopped("exception", raised.description)
 
-    def _breakpoints_at(self, index: int) -> list[int]:
-        """The breakpoints that stop before step `index` (logpoints print and go on)."""
-        command = self.steps[index].command
+    def _breakpoints_at(self, index: int, inner: int | None = None) -> list[int]:
+        """The breakpoints that stop before step `index` (or its sourced
+        script's step `inner`); logpoints print and go on."""
+        path, step = self.step_of(index, inner)
+        command = step.command
         hit = []
+        lines = self.line_breakpoints if inner is None else self.file_breakpoints.get(path, [])
         points: list[LineBreakpoint | FunctionBreakpoint] = [
-            bp for bp in self.line_breakpoints if bp.index == index
+            bp for bp in lines if bp.index == (index if inner is None else inner)
         ]
         points += [bp for bp in self.function_breakpoints if bp.matches(command)]
         stored = self.launch.stored
-        if stored is not None and index in self.launch.numbers:
+        if stored is not None and inner is None and index in self.launch.numbers:
             found = stored.before(self.launch.numbers[index], command)
             if found is not None:
                 self.on_output("console", f"rw breakpoint {found.id}: {found.describe()}\n")
@@ -475,18 +655,24 @@ class Debugger:
         if not self.history:
             raise RwError("nothing to go back to: no step has run")
         for k in range(len(self.history) - 1, -1, -1):
-            index = self.history[k][0].index
-            if not self._has_breakpoint(index):
+            saved = self.history[k][0]
+            if not self._has_breakpoint(saved.index, saved.inner):
                 continue
             self._restore(k)
-            ids = self._breakpoints_at(index)
+            ids = self._breakpoints_at(saved.index, saved.inner)
             if ids:
                 return Stopped("breakpoint", "", tuple(ids))
         self._restore(0)
         return Stopped("entry", "back at the start")
 
-    def _has_breakpoint(self, index: int) -> bool:
-        command = self.steps[index].command
+    def _has_breakpoint(self, index: int, inner: int | None = None) -> bool:
+        path, step = self.step_of(index, inner)
+        command = step.command
+        if inner is not None:
+            return any(
+                bp.index == inner and bp.log_message is None
+                for bp in self.file_breakpoints.get(path, [])
+            ) or any(bp.matches(command) for bp in self.function_breakpoints)
         stored = self.launch.stored
         number = self.launch.numbers.get(index)
         return (
@@ -507,6 +693,7 @@ class Debugger:
             if k is not None:
                 self._restore(k)
         self.pc = index
+        self.sourced = None
         return Stopped("goto", f"at line {self.steps[index].line}")
 
     def restart(self) -> Outcome:
@@ -515,6 +702,7 @@ class Debugger:
         if self.history:
             self._restore(0)
         self.pc = 0
+        self.sourced = None
         return Stopped("entry")
 
     def _restore(self, k: int) -> None:
@@ -529,6 +717,10 @@ class Debugger:
         self._forget(dropped)
         self.pc = saved.index
         self.status = saved.status
+        sourced = None if saved.inner is None else self._sourced_by(saved.index)
+        if sourced is not None and saved.inner is not None:
+            sourced.pc = saved.inner
+        self.sourced = sourced
 
     def going_back(self, k: int) -> list[tuple[str, str]]:
         """What going back to before the k-th step run would restore, as
@@ -544,7 +736,8 @@ class Debugger:
             if then != now.get(name):
                 out.append((name, "unset" if then is None else then))
         if not self.ended and saved.definitions != self.ex.definitions():
-            out.append(("functions and aliases", f"as before line {self.steps[saved.index].line}"))
+            line = self.step_of(saved.index, saved.inner)[1].line
+            out.append(("functions and aliases", f"as before line {line}"))
         if self.checkpoints is not None and saved.checkpoint is not None:
             comparison = self.checkpoints.compare(saved.checkpoint)
             for tree in comparison.trees:
@@ -575,6 +768,7 @@ class Debugger:
     def kill(self) -> None:
         """End the shell's process group now (from any thread: a signal only);
         the step running returns and the run ends."""
+        self._killed = True
         self._pause.set()
         self.ex.kill()
 
@@ -608,3 +802,18 @@ def _braced(message: str) -> list[str]:
                 parts += [message[last:start], message[start + 1 : i]]
                 last = i + 1
     return [*parts, message[last:]]
+
+
+def _step_at_line(steps: list[Step], line: int) -> int | None:
+    """The step a breakpoint at `line` belongs to: the one covering it, else the next."""
+    for i, step in enumerate(steps):
+        if step.covers(line) or step.line > line:
+            return i
+    return None
+
+
+def _same(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)

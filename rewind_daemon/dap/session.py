@@ -35,6 +35,7 @@ from .runtime import (
 
 THREAD = 1
 TOP = 1  # the frame of the step about to run; those run below it are 1000 + k
+SOURCING = 2  # in a sourced script: the program's step that sources it, below TOP
 ENVIRONMENT, SHELL, STEP, CHECKPOINT = 1, 2, 3, 4  # scopes: reference = frame * 8 + scope
 
 CAPABILITIES: dict[str, Any] = {
@@ -308,6 +309,8 @@ class DebugSession:
         debugger = self._debugger()
         path = request["source"].get("path") or ""
         mine = bool(path) and _same_file(path, self.program)
+        if path and not mine and self.debugger is not None:
+            return self._set_sourced_lines(request, path)
         points, out = [], []
         for bp_id, want in zip(request["ids"], request["breakpoints"]):
             line = want["line"]
@@ -330,6 +333,36 @@ class DebugSession:
                         "source": self.source})  # fmt: skip
         if mine:
             debugger.line_breakpoints = points
+        return out
+
+    def _set_sourced_lines(self, request: dict, path: str) -> list[dict]:
+        """Breakpoints in another script: they stop the run in it when the
+        program sources it (stepped into, or run over)."""
+        debugger = self._debugger()
+        wanted = list(zip(request["ids"], request["breakpoints"]))
+        points = [LineBreakpoint(bp_id, want["line"], None, want.get("condition") or None,
+                                 want.get("hitCondition") or None, want.get("logMessage"))
+                  for bp_id, want in wanted
+                  if not check_hit_condition(want.get("hitCondition") or "1")]  # fmt: skip
+        # (only reads the file: answered also while the program runs)
+        steps = debugger.set_file_breakpoints(path, points)
+        source = {"name": os.path.basename(path), "path": path}
+        by_id = {bp.id: bp for bp in points}
+        out = []
+        for bp_id, want in wanted:
+            bp = by_id.get(bp_id)
+            if steps is None:
+                why = f"not the program being debugged ({self.program}), nor a script rw can read"
+                out.append({"id": bp_id, "verified": False, "message": why})
+            elif bp is None:
+                out.append({"id": bp_id, "verified": False, "line": want["line"],
+                            "message": check_hit_condition(want["hitCondition"])})  # fmt: skip
+            elif bp.index is None:
+                out.append({"id": bp_id, "verified": False, "line": want["line"],
+                            "message": "no command at or after this line"})  # fmt: skip
+            else:
+                out.append({"id": bp_id, "verified": True, "line": steps[bp.index].line,
+                            "source": source})  # fmt: skip
         return out
 
     def request_setFunctionBreakpoints(self, args: dict) -> dict:
@@ -417,10 +450,10 @@ class DebugSession:
         return self.start(Debugger.next)
 
     def request_stepIn(self, args: dict) -> object:
-        return self.start(Debugger.next)
+        return self.start(Debugger.step_in)
 
     def request_stepOut(self, args: dict) -> object:
-        return self.start(Debugger.continue_)
+        return self.start(Debugger.step_out)
 
     def request_stepBack(self, args: dict) -> object:
         if not self._debugger().history:
@@ -444,6 +477,10 @@ class DebugSession:
         line = args.get("line")
         if not isinstance(line, int):
             raise RequestError("gotoTargets: a line is needed")
+        source = args.get("source")
+        path = source.get("path") if isinstance(source, dict) else None
+        if path and not _same_file(path, self.program):
+            return {"targets": []}  # the program's steps only (not a sourced script's)
         index = debugger.step_at_line(line)
         if index is None:
             return {"targets": []}
@@ -530,6 +567,10 @@ class DebugSession:
     def request_source(self, args: dict) -> dict:
         source = args.get("source") or {}
         path = source.get("path") if isinstance(source, dict) else None
+        if self.debugger is not None and path and not _same_file(path, self.program):
+            text = self.debugger.sourced_text(path)
+            if text is not None:  # a sourced script stepped into
+                return {"content": text, "mimeType": "text/x-shellscript"}
         if self.debugger is None or (path and not _same_file(path, self.program)):
             raise RequestError("rw dap has only the program being debugged to show")
         return {"content": self.text, "mimeType": "text/x-shellscript"}
@@ -542,21 +583,34 @@ class DebugSession:
         if self.running:
             raise RequestError("the program is running; pause it first")
         frames = []
-        if debugger.current is not None:
+        sourced = debugger.sourced
+        if sourced is not None:
+            # the sourced script's frame above the program's
+            step = debugger.current
+            assert step is not None
+            name = os.path.basename(sourced.path)
+            frames.append(self._frame(TOP, step, f"{name} line {step.line}: "
+                                      f"{_first(step.command)}", sourced.path))  # fmt: skip
+            step = debugger.steps[sourced.at]
+            frames.append(self._frame(SOURCING, step, f"line {step.line}: {_first(step.command)}"))
+        elif debugger.current is not None:
             step = debugger.current
             frames.append(self._frame(TOP, step, f"line {step.line}: {_first(step.command)}"))
         for k in range(len(debugger.history) - 1, -1, -1):
             ran = debugger.history[k][1]
-            step = debugger.steps[ran.index]
+            path, step = debugger.step_of(ran.index, ran.inner)
             status = "?" if ran.exit_code is None else str(ran.exit_code)
-            frames.append(self._frame(1000 + k, step, f"ran line {step.line} "
-                                      f"({status}): {_first(step.command)}"))  # fmt: skip
+            where = "" if ran.inner is None else f"{os.path.basename(path)} "
+            frames.append(self._frame(1000 + k, step, f"ran {where}line {step.line} "
+                                      f"({status}): {_first(step.command)}",
+                                      None if ran.inner is None else path))  # fmt: skip
         start = args.get("startFrame") or 0
         levels = args.get("levels") or len(frames)
         return {"stackFrames": frames[start : start + levels], "totalFrames": len(frames)}
 
-    def _frame(self, frame_id: int, step: script.Step, name: str) -> dict:
-        return {"id": frame_id, "name": name, "source": self.source, "line": step.line,
+    def _frame(self, frame_id: int, step: script.Step, name: str, path: str | None = None) -> dict:
+        source = self.source if path is None else {"name": os.path.basename(path), "path": path}
+        return {"id": frame_id, "name": name, "source": source, "line": step.line,
                 "column": 1, "endLine": step.end_line}  # fmt: skip
 
     def request_scopes(self, args: dict) -> dict:
@@ -577,7 +631,7 @@ class DebugSession:
     def _frame_state(self, frame: int) -> tuple[dict[str, str], set[str], int | None]:
         """(exported env, names changed, history position) of a frame."""
         debugger = self._debugger()
-        if frame == TOP:
+        if frame == TOP or (frame == SOURCING and debugger.sourced is not None):
             return debugger.ex.env, debugger.env_changed(), None
         k = frame - 1000
         if not 0 <= k < len(debugger.history):
@@ -611,13 +665,19 @@ class DebugSession:
                                   _var("PIPESTATUS", last.pipestatus if last else "")]}  # fmt: skip
         if kind == STEP:
             if k is None:
+                sourced = debugger.sourced
+                if frame == SOURCING and sourced is not None:  # the step sourcing it
+                    at = debugger.steps[sourced.at]
+                    return {"variables": [_var("command", at.command),
+                                          _var("line", str(at.line)),
+                                          _var("status", f"running {sourced.path}")]}  # fmt: skip
                 step = debugger.current
                 if step is None:
                     return {"variables": []}
                 return {"variables": [_var("command", step.command), _var("line", str(step.line)),
                                       _var("status", "about to run")]}  # fmt: skip
             saved, ran = debugger.history[k]
-            step = debugger.steps[ran.index]
+            step = debugger.step_of(ran.index, ran.inner)[1]
             return {"variables": [
                 _var("command", step.command), _var("line", str(step.line)),
                 _var("exit code", "" if ran.exit_code is None else str(ran.exit_code)),

@@ -29,13 +29,17 @@ SCENARIOS = [s for s in SCENARIOS if "${" not in s] + [
     "under set -e what the debugger runs in the paused shell never ends it, in bash",
     "under set -e what the debugger runs in the paused shell never ends it, in zsh",
 ]
+# stepping and pausing (step.test.mjs): each scenario is run from its file
+STEPS = {name: "step.test.mjs" for _, name in re.findall(
+    r"""^\s*test\(\s*(['"`])(.+?)\1,""", (JS / "step.test.mjs").read_text(), re.M)}  # fmt: skip
+SCENARIOS += list(STEPS)
 
 
 def run_scenario(name: str, home: Path, timeout: float = 120) -> subprocess.CompletedProcess:
     env = dict(os.environ, RW_BIN=RW, RW_HOME=str(home))
     proc = subprocess.Popen(
         ["node", "--test", "--test-reporter=spec", "--test-name-pattern", f"^{re.escape(name)}$",
-         "dap.test.mjs"],
+         STEPS.get(name, "dap.test.mjs")],
         cwd=JS, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,
     )  # fmt: skip
