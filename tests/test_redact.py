@@ -338,6 +338,49 @@ def test_a_commands_long_output_is_redacted_fast(monkeypatch):
     assert took * 2 < time.process_time() - start
 
 
+def test_the_words_are_found_by_google_re2_and_without_it_alike(monkeypatch):
+    # With google-re2 one pass in C says which parts of a long text hold which
+    # words, and each is looked for there only; without it (a machine without
+    # the wheel, the remote bundle) each is looked for in all of it. Both must
+    # mask what every rule searching all of the text masks, also words across
+    # the parts' edges and texts that are not ASCII.
+    assert redact._words_set(), "google-re2 is a dependency: the fast path must be tested"
+    r = Redactor()
+    texts = _long_texts(15, 60)
+    edge = redact._PART
+    lines = [("passw", "db password: hunter{n}"), ("curl", "curl -u ci:pw{n} x"),
+             ("://", "git clone https://ci:pw{n}@git.example/r"),
+             ("auth", '{{"auth": "au{n}th"}}'), ("token", "--api-token tk{n}z")]  # fmt: skip
+    for word, line in lines:
+        for cut in range(1, len(word)):  # (the word across the edge of two parts)
+            lead = "build ok\n" * (edge // 9)
+            lead = lead[: edge - line.index(word) - cut - 1] + "\n"
+            texts.append(lead + line.format(n=cut) + "\n" + lead + "ß" + line.format(n=cut))
+    with_re2 = [r.text(t) for t in texts]
+    monkeypatch.setattr(redact, "_word_set", False)
+    without = [r.text(t) for t in texts]
+    monkeypatch.setattr(redact, "LONG", 1 << 40)  # every text searched whole
+    whole = [r.text(t) for t in texts]
+    assert sum(n for _, n in whole) > 200
+    for text, a, b, want in zip(texts, with_re2, without, whole):
+        assert a == want and b == want, text[-200:]
+
+
+def test_without_google_re2_rw_redacts_all_the_same():
+    # A machine without the C library (and the remote bundle, pure Python) falls
+    # back to looking for each word in all of a text.
+    code = (
+        "import sys; sys.modules['re2'] = None\n"
+        "from rewind_daemon import redact\n"
+        "text = 'ok\\n' * 40000 + 'password: hunter2 ghp_' + 'a1B2' * 9 + '\\n' + 'ok\\n' * 40000\n"
+        "out, n = redact.Redactor().text(text)\n"
+        "print(redact._words_set(), n, 'hunter2' in out, 'ghp_' in out)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", "2", "False", "False"]
+
+
 def test_env_values_by_name_and_by_content():
     env, n = Redactor().env(
         {"GITHUB_TOKEN": "abc", "PATH": "/bin", "DATABASE_URL": "postgres://u:pw@db/x", "E": ""}
