@@ -344,7 +344,12 @@ _WORDS = (
     "authorization", "auth", "://", "mysql", "mariadb", "curl", "sshpass", "login",
     "docker", "podman", "nerdctl", "buildah", "-pass", *_KEY_WORDS, "pass=", "_pwd=",
 )  # fmt: skip
-_PART = 1 << 16  # the parts' length (they overlap by a word, less a character)
+# What the Set looks for, where not the word: `auth` only as a JSON key (it is
+# in most JSON logs as a value), before a quote and a space or colon (or a
+# character not ASCII, `?` here). Neither it nor a word is longer than the
+# overlap of two parts, so each is wholly in one part.
+_SET_PATTERNS = {"auth": r'auth\\?"[\t-\r\x1c-\x20:?]'}
+_PART = 1 << 16
 _OVERLAP = max(map(len, _WORDS)) - 1
 _word_set: Any = None  # (made when first needed; False: google-re2 is not there)
 
@@ -362,7 +367,7 @@ def _words_set() -> Any:
             options.max_mem = 64 << 20  # (22 words: a few hundred states, far below)
             words = re2.Set.SearchSet(options)
             for word in _WORDS:
-                words.Add(re.escape(word))
+                words.Add(_SET_PATTERNS.get(word) or re.escape(word))
             words.Compile()
             _word_set = words
     return _word_set
@@ -378,7 +383,6 @@ class _Scan:
         self.value = value
         self._low, self._checked = low, False
         self._lowb: bytes | None = None
-        self._parts: dict[str, list[int]] | None = None
         self._found: dict[str, list[tuple[int, int]]] = {}
         self.derived: dict[object, list[int]] = {}  # (made from _found: not kept by `edited`)
 
@@ -408,39 +412,43 @@ class _Scan:
             self._lowb = lowb
         return lowb
 
-    def _in_parts(self, word: str) -> list[int] | None:
-        """The starts of the parts of the text that hold `word` (None: not known,
-        all of it is searched)."""
-        parts = self._parts
-        if parts is None:
-            words = _words_set()
-            if not words or word not in _WORDS:
-                return None
-            lowb, parts = self.lowb, {}
-            for at in range(0, len(lowb), _PART):
-                for i in words.Match(lowb[at : at + _PART + _OVERLAP]) or ():
-                    parts.setdefault(_WORDS[i], []).append(at)
-            self._parts = parts
-        elif word not in _WORDS:
-            return None
-        return parts.get(word, [])
+    def _find_words(self) -> bool:
+        """Look for all of _WORDS at once, each in the parts of the text that
+        hold it (kept by `edited`, as every word's hits); whether done."""
+        words = _words_set()
+        if not words:
+            return False
+        lowb = self.lowb
+        parts: dict[str, list[int]] = {}
+        for at in range(0, len(lowb), _PART):
+            for i in words.Match(lowb[at : at + _PART + _OVERLAP]) or ():
+                parts.setdefault(_WORDS[i], []).append(at)
+        size, find = len(lowb), lowb.find
+        for word in _WORDS:
+            w, hits = word.encode(), []
+            for a in parts.get(word, ()):
+                b = min(size, a + _PART + len(w) - 1)  # (a word beginning in the part)
+                at = find(w, a, b)
+                while at >= 0:
+                    hits.append((at, at + len(w)))
+                    at = find(w, at + 1, b)
+            self._found[word] = hits
+        return True
 
     def find(self, *words: str) -> list[int]:
         """Where each of `words` is in the lowercased text."""
         out: list[int] = []
         for word in words:
             hits = self._found.get(word)
-            if hits is None:
+            if hits is None and word in _WORDS and self._find_words():
+                hits = self._found[word]
+            elif hits is None:
                 hits = self._found[word] = []
                 w, lowb = word.encode(), self.lowb
-                n, size = len(w), len(lowb)
-                parts = self._in_parts(word)
-                for a, b in ((0, size),) if parts is None else ((a, a + _PART) for a in parts):
-                    b = min(size, b + n - 1)  # (a word beginning in the part)
-                    find, at = lowb.find, lowb.find(w, a, b)
-                    while at >= 0:
-                        hits.append((at, at + n))
-                        at = find(w, at + 1, b)
+                find, at = lowb.find, lowb.find(w)
+                while at >= 0:
+                    hits.append((at, at + len(w)))
+                    at = find(w, at + 1)
             out += (at for at, _ in hits)
         return out
 
