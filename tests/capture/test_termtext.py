@@ -8,6 +8,7 @@ import pytest
 
 from rewind_daemon.capture import termtext
 from rewind_daemon.capture.termtext import is_plain, text_of
+from rewind_daemon.store import plain_text
 
 CASES = [
     ("plain lines, CR LF as a terminal gets them", b"one\r\ntwo\r\n", "", "one\ntwo\n"),
@@ -118,3 +119,16 @@ def test_the_text_made_from_the_bytes_is_the_text_made_from_the_characters(monke
     monkeypatch.setattr(termtext, "_plain_text", refuse)
     for raw, text in zip(samples, fast):
         assert text == text_of(raw), raw
+
+
+def test_the_text_of_plain_output_is_its_bytes_decoded():
+    # The store keeps the text of plain output as the bytes' own and reads it
+    # back with store.plain_text: that must be text_of's, whatever the bytes.
+    rng = random.Random(7)
+    pieces = [b"a", b"word ", b"\xc3\xa9", b"\xe2\x96\x88", b"\n", b"\r\n", b"\t", b"\xff",
+              b"\xe2\x96", b"\xc3", b"\x80", b"\xef\xbf\xbd", b"\xed\xa0\x80", b"\xc2\x85",
+              b"\xc2\x9b[31m", b"{}", b"\\"]  # fmt: skip
+    samples = [b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 80))) for _ in range(3000)]
+    assert all(is_plain(raw) for raw in samples)
+    for raw in samples:
+        assert plain_text(raw) == text_of(raw), raw
