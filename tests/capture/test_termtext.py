@@ -132,3 +132,24 @@ def test_the_text_of_plain_output_is_its_bytes_decoded():
     assert all(is_plain(raw) for raw in samples)
     for raw in samples:
         assert plain_text(raw) == text_of(raw), raw
+
+
+def test_lines_overwritten_by_crs_alone_are_a_terminals():
+    # Lines of CRs alone (progress bars) are made by slices: the same as a
+    # terminal's cells written one character at a time.
+    def cells(line: str) -> str:
+        out: list[str] = []
+        col = 0
+        for ch in line:
+            if ch == "\r":
+                col = 0
+            else:
+                out[col : col + 1] = [ch]
+                col += 1
+        return "".join(out)
+
+    rng = random.Random(3)
+    pieces = ["\r", "a", "bc", "défg", "█" * 3, " ", "100%", "\r\r", "x" * 40]
+    for _ in range(3000):
+        line = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 30)))
+        assert termtext._overwrite(line) == cells(line), line
