@@ -398,6 +398,12 @@ class _Scan:
             self._low, self._checked = low, True
         return low
 
+    def lowered(self, start: int, end: int) -> str:
+        """The lowercased text from `start` to `end` (made there alone: after a
+        mask the lowercased text is not made again for a few characters)."""
+        low = self.value[start:end].lower()
+        return low if low.isascii() else low.replace("ſ", "s").replace("ı", "i")
+
     @property
     def lowb(self) -> bytes:
         lowb = self._lowb
@@ -469,11 +475,9 @@ class _Scan:
         characters (the runs found in bytes: a character a byte)."""
         hits = self._found.get("")
         if hits is None:
-            value = self.value
-            if value.isascii():
-                runs = value.encode("ascii").translate(_TOKEN_TABLE)
-            else:  # (no character that is not ASCII is a token's: ? neither)
-                runs = value.encode("ascii", "replace").translate(_TOKEN_TABLE)
+            # (Lowercased as token characters are, and no character that is
+            # not ASCII is a token's; ſ, ı and K made s, i and k only join runs.)
+            value, runs = self.value, self.lowb.translate(_TOKEN_TABLE)
             long_run, spans = b"a" * _TOKEN_RUN, []
             at = runs.find(long_run)
             while at >= 0:
@@ -558,13 +562,11 @@ def _preceded(word: str, before: str, *offsets: int) -> Callable[[_Scan], list[i
     """Matches begin `offsets` from `word` where `before` is right before it."""
     n = len(before)
 
-    b = before.encode()
-
     def starts(scan: _Scan) -> list[int]:
-        lowb = scan.lowb
         return [
-            at + o for at in scan.find(word) if at >= n and lowb[at - n : at] == b for o in offsets
-        ]
+            at + o for at in scan.find(word) if at >= n and scan.lowered(at - n, at) == before
+            for o in offsets
+        ]  # fmt: skip
 
     return starts
 
