@@ -458,15 +458,13 @@ class _Scan:
             out += (at for at, _ in hits)
         return out
 
-    def matches(self, word: str, pattern: re.Pattern[str], low: bool = True) -> list[int]:
-        """Where `pattern`, which begins with `word`, matches the lowercased text
-        (or with `low` false the text itself)."""
+    def matches(self, word: str, pattern: re.Pattern[str]) -> list[int]:
+        """Where `pattern`, which begins with `word` (ignoring case), matches."""
         hits = self._found.get(pattern.pattern)
         if hits is None:
-            at = self.find(word)
-            text, match = (self.low if low else self.value) if at else "", pattern.match
+            match, value = pattern.match, self.value
             hits = self._found[pattern.pattern] = [
-                m.span() for m in (match(text, a) for a in at) if m is not None
+                m.span() for m in (match(value, a) for a in self.find(word)) if m is not None
             ]
         return [at for at, _ in hits]
 
@@ -531,25 +529,26 @@ def _keys(*words: str, option: bool = False) -> Callable[[_Scan], list[int]]:
     option's run begins. (Each pattern takes in the rest of the run whatever
     follows, so a run holding many words is looked at once, from its first.)"""
     after = r"(\s)?" if option else r'(\\?"\s*:|\s*(?:=|:\s))?'
-    patterns = [re.compile(f"{word}[\\w.\\-]*{after}") for word in words]
+    # (Matched in the text itself, ignoring case: where the lowercased text
+    # holds a word, the text matches it so, and no character but İ, never in
+    # a long text, is a word's character (\w . -) lowercased and not before.)
+    patterns = [re.compile(f"{word}[\\w.\\-]*{after}", re.IGNORECASE) for word in words]
 
     def hits(scan: _Scan) -> list[int]:
         found = scan.derived.get(hits)
         if found is None:
-            # (Tried where the words are, as `finditer` would: most text holds
-            # none, and then the lowercased text is not even made.)
-            at = [scan.find(word) for word in words]
-            low, found = scan.low if any(at) else "", []
-            for p, starts in zip(patterns, at):
+            # (Tried where the words are, as `finditer` would.)
+            value, found = scan.value, []
+            for p, word in zip(patterns, words):
                 end = 0
-                for a in starts:
-                    if a >= end and (m := p.match(low, a)) is not None:
+                for a in scan.find(word):
+                    if a >= end and (m := p.match(value, a)) is not None:
                         end = m.end()
                         if m.group(1) is not None:
                             found.append(a)
             scan.derived[hits] = found
             if option:  # (an option's run begins with a dash)
-                found[:] = [at for at in found if low[_run_start(low, at, _KEY_BACK)] == "-"]
+                found[:] = [at for at in found if value[_run_start(value, at, _KEY_BACK)] == "-"]
         return found
 
     return hits
@@ -613,7 +612,7 @@ def _tokens(scan: _Scan) -> list[int]:
 def _url(scan: _Scan) -> list[int]:
     # (Only where a user, a password and an @ follow: most URLs have none.)
     run = _SCHEME_RUN
-    return [_run_start(scan.value, at, run) for at in scan.matches("://", _CREDENTIALS, low=False)]
+    return [_run_start(scan.value, at, run) for at in scan.matches("://", _CREDENTIALS)]
 
 
 def _docker(scan: _Scan) -> list[int]:
@@ -659,7 +658,7 @@ _STARTS = {
     # (A key with a secret word in it, or `auth` alone.)
     "json-secret-field": lambda scan: _both(
         _JSON_KEYS(scan),
-        [at + o for at in scan.matches("auth", _JSON_AUTH, low=False) for o in (-1, -2)],
+        [at + o for at in scan.matches("auth", _JSON_AUTH) for o in (-1, -2)],
     ),
     "secret-assignment": _runs(_SECRET_KEYS, r"A-Za-z0-9_.\-", re.IGNORECASE, 0),
     "secret-option": _runs(_keys(*_KEY_WORDS, option=True), r"A-Za-z0-9_\-", re.IGNORECASE, 0),

@@ -264,7 +264,11 @@ def test_redaction_takes_time_linear_in_the_text():
 # --- long texts (a command's output) -------------------------------------------------
 
 SEPARATORS = [" ", "\n", "\r\n", "'", '"', "=", ": ", "-", "_", "\x1b[1m", "\t", "(", "|",
-              ";", "K", "é", "İ", "\\"]  # fmt: skip
+              ";", "K", "é", "İ", "\\", "\u212a", "ſ", "ı"]  # fmt: skip
+# Keys spelt with the letters that match ASCII ones when case is ignored
+# (Kelvin's K, long s, dotless i): the rules ignoring case take them.
+EXOTIC = ["paſsword: hunter2", "API_\u212aEY=abc123", "--ſecret s3cr3t", '{"credentıal": "c1"}',
+          "curl -u a:ſ3 x", "Authorızation: Bearer t0k", "GITHUB_TO\u212aEN=ghx9"]  # fmt: skip
 LOG_LINES = [
     "[ 45%] Building C object src/auth/CMakeFiles/auth.dir/keys_{n}.c.o",
     "gcc -O2 -Wall -Wextra -Wunused-variable -c src/token_{n}.c -o build/token.o",
@@ -280,7 +284,7 @@ def _long_texts(seed: int, count: int) -> list[str]:
     rng = random.Random(seed)
     cases = [t for c in POSITIVE.values() for t, _ in c if not t.isupper()]
     cases += [t for c in NEGATIVE.values() for t in c] + [t for t, _ in TYPED]
-    cases += [r.example for r in RULES]
+    cases += [r.example for r in RULES] + EXOTIC
     texts = []
     for _ in range(count):
         parts: list[str] = []
