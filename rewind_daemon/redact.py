@@ -10,6 +10,7 @@ import os
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 MASK = "<redacted>"
 
@@ -327,20 +328,61 @@ _KEY_WORDS = ("passw", "passphrase", "token", "secret", "key", "credential")
 _TOKEN_RUN = 20
 _TOKEN_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
 _TOKEN_TABLE = bytes(0x61 if c in _TOKEN_CHARS else 0x2E for c in range(256))
-_TOKEN_RUNS = re.compile(rf"[A-Za-z0-9_\-]{{{_TOKEN_RUN},}}")
 _TOKEN_PREFIX = re.compile(
     r"AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|gh[pousr]_|github_pat_|gl(?:pat|dt|rt|ptt)-"
     r"|hv[sbr]\.|s\.|npm_"
 )
 
 
+# The words _Scan.find is asked for. One pass of a multi-word search in C
+# (google-re2's Set) tells which parts of a text hold which of them, and each
+# is then looked for only in those parts: looking for each in all of it took
+# about 0.5 ms a MB a word, 10 ms for the 22. Without google-re2 (a machine
+# without it, the remote bundle), each is looked for in all of it, as before.
+_WORDS = (
+    "-----begin ", "xox", "hooks.slack.com/services/", "k_live_", "k_test_",
+    "authorization", "auth", "://", "mysql", "mariadb", "curl", "sshpass", "login",
+    "docker", "podman", "nerdctl", "buildah", "-pass", *_KEY_WORDS, "pass=", "_pwd=",
+)  # fmt: skip
+# What the Set looks for, where not the word: `auth` only as a JSON key (it is
+# in most JSON logs as a value), before a quote and a space or colon (or a
+# character not ASCII, `?` here). Neither it nor a word is longer than the
+# overlap of two parts, so each is wholly in one part.
+_SET_PATTERNS = {"auth": r'auth\\?"[\t-\r\x1c-\x20:?]'}
+_PART = 1 << 16
+_OVERLAP = max(map(len, _WORDS)) - 1
+_word_set: Any = None  # (made when first needed; False: google-re2 is not there)
+
+
+def _words_set() -> Any:
+    """google-re2's Set of _WORDS, or False without google-re2."""
+    global _word_set
+    if _word_set is None:
+        try:
+            import re2
+        except ImportError:
+            _word_set = False
+        else:
+            options = re2.Options()
+            options.max_mem = 64 << 20  # (22 words: a few hundred states, far below)
+            words = re2.Set.SearchSet(options)
+            for word in _WORDS:
+                words.Add(_SET_PATTERNS.get(word) or re.escape(word))
+            words.Compile()
+            _word_set = words
+    return _word_set
+
+
 class _Scan:
     """Where the rules' words are in one text, each looked for once, when asked
-    (kept as spans, so that they can follow the text's changes: see `edited`)."""
+    (kept as spans, so that they can follow the text's changes: see `edited`).
+    They are looked for in `lowb`, the text lowercased as bytes, a character a
+    byte (those not ASCII as `?`, which no word holds): the same places."""
 
     def __init__(self, value: str, low: str | None = None):
         self.value = value
         self._low, self._checked = low, False
+        self._lowb: bytes | None = None
         self._found: dict[str, list[tuple[int, int]]] = {}
         self.derived: dict[object, list[int]] = {}  # (made from _found: not kept by `edited`)
 
@@ -356,45 +398,91 @@ class _Scan:
             self._low, self._checked = low, True
         return low
 
+    def lowered(self, start: int, end: int) -> str:
+        """The lowercased text from `start` to `end` (made there alone: after a
+        mask the lowercased text is not made again for a few characters)."""
+        low = self.value[start:end].lower()
+        return low if low.isascii() else low.replace("ſ", "s").replace("ı", "i")
+
+    @property
+    def lowb(self) -> bytes:
+        lowb = self._lowb
+        if lowb is None:
+            value = self.value
+            if value.isascii():
+                lowb = value.encode("ascii").lower()
+            elif "\u212a" in value or "ſ" in value or "ı" in value:
+                lowb = self.low.encode("ascii", "replace")
+            else:  # (no other character lowercased is ASCII but İ, not in a long text)
+                lowb = value.encode("ascii", "replace").lower()
+            self._lowb = lowb
+        return lowb
+
+    def _find_words(self) -> bool:
+        """Look for all of _WORDS at once, each in the parts of the text that
+        hold it (kept by `edited`, as every word's hits); whether done."""
+        words = _words_set()
+        if not words:
+            return False
+        lowb = self.lowb
+        parts: dict[str, list[int]] = {}
+        for at in range(0, len(lowb), _PART):
+            for i in words.Match(lowb[at : at + _PART + _OVERLAP]) or ():
+                parts.setdefault(_WORDS[i], []).append(at)
+        size, find = len(lowb), lowb.find
+        for word in _WORDS:
+            w, hits = word.encode(), []
+            for a in parts.get(word, ()):
+                b = min(size, a + _PART + len(w) - 1)  # (a word beginning in the part)
+                at = find(w, a, b)
+                while at >= 0:
+                    hits.append((at, at + len(w)))
+                    at = find(w, at + 1, b)
+            self._found[word] = hits
+        return True
+
     def find(self, *words: str) -> list[int]:
         """Where each of `words` is in the lowercased text."""
         out: list[int] = []
         for word in words:
             hits = self._found.get(word)
-            if hits is None:
+            if hits is None and word in _WORDS and self._find_words():
+                hits = self._found[word]
+            elif hits is None:
                 hits = self._found[word] = []
-                n, low = len(word), self.low
-                find, at = low.find, low.find(word)
+                w, lowb = word.encode(), self.lowb
+                find, at = lowb.find, lowb.find(w)
                 while at >= 0:
-                    hits.append((at, at + n))
-                    at = find(word, at + 1)
+                    hits.append((at, at + len(w)))
+                    at = find(w, at + 1)
             out += (at for at, _ in hits)
         return out
 
-    def search(self, pattern: re.Pattern[str]) -> list[int]:
-        """Where `pattern` matches in the lowercased text."""
+    def matches(self, word: str, pattern: re.Pattern[str]) -> list[int]:
+        """Where `pattern`, which begins with `word` (ignoring case), matches."""
         hits = self._found.get(pattern.pattern)
         if hits is None:
-            hits = self._found[pattern.pattern] = [m.span() for m in pattern.finditer(self.low)]
+            match, value = pattern.match, self.value
+            hits = self._found[pattern.pattern] = [
+                m.span() for m in (match(value, a) for a in self.find(word)) if m is not None
+            ]
         return [at for at, _ in hits]
 
     def tokens(self) -> list[int]:
         """Where a token's prefix is, in or before a long enough run of its
-        characters (the runs found in bytes, when positions there are the same)."""
+        characters (the runs found in bytes: a character a byte)."""
         hits = self._found.get("")
         if hits is None:
-            value = self.value
-            if value.isascii():
-                runs = value.encode("ascii").translate(_TOKEN_TABLE)
-                long_run, spans = b"a" * _TOKEN_RUN, []
-                at = runs.find(long_run)
-                while at >= 0:
-                    end = runs.find(b".", at)
-                    end = len(runs) if end < 0 else end
-                    spans.append((at, end))
-                    at = runs.find(long_run, end)
-            else:
-                spans = [m.span() for m in _TOKEN_RUNS.finditer(value)]
+            # (Lowercased as token characters are, and no character that is
+            # not ASCII is a token's; ſ, ı and K made s, i and k only join runs.)
+            value, runs = self.value, self.lowb.translate(_TOKEN_TABLE)
+            long_run, spans = b"a" * _TOKEN_RUN, []
+            at = runs.find(long_run)
+            while at >= 0:
+                end = runs.find(b".", at)
+                end = len(runs) if end < 0 else end
+                spans.append((at, end))
+                at = runs.find(long_run, end)
             hits = self._found[""] = [
                 m.span() for a, b in spans for m in _TOKEN_PREFIX.finditer(value, max(0, a - 4), b)
             ]
@@ -441,17 +529,26 @@ def _keys(*words: str, option: bool = False) -> Callable[[_Scan], list[int]]:
     option's run begins. (Each pattern takes in the rest of the run whatever
     follows, so a run holding many words is looked at once, from its first.)"""
     after = r"(\s)?" if option else r'(\\?"\s*:|\s*(?:=|:\s))?'
-    patterns = [re.compile(f"{word}[\\w.\\-]*{after}") for word in words]
+    # (Matched in the text itself, ignoring case: where the lowercased text
+    # holds a word, the text matches it so, and no character but İ, never in
+    # a long text, is a word's character (\w . -) lowercased and not before.)
+    patterns = [re.compile(f"{word}[\\w.\\-]*{after}", re.IGNORECASE) for word in words]
 
     def hits(scan: _Scan) -> list[int]:
         found = scan.derived.get(hits)
         if found is None:
-            low = scan.low
-            found = scan.derived[hits] = [
-                m.start() for p in patterns for m in p.finditer(low) if m.group(1) is not None
-            ]
+            # (Tried where the words are, as `finditer` would.)
+            value, found = scan.value, []
+            for p, word in zip(patterns, words):
+                end = 0
+                for a in scan.find(word):
+                    if a >= end and (m := p.match(value, a)) is not None:
+                        end = m.end()
+                        if m.group(1) is not None:
+                            found.append(a)
+            scan.derived[hits] = found
             if option:  # (an option's run begins with a dash)
-                found[:] = [at for at in found if low[_run_start(low, at, _KEY_BACK)] == "-"]
+                found[:] = [at for at in found if value[_run_start(value, at, _KEY_BACK)] == "-"]
         return found
 
     return hits
@@ -465,13 +562,10 @@ def _preceded(word: str, before: str, *offsets: int) -> Callable[[_Scan], list[i
     n = len(before)
 
     def starts(scan: _Scan) -> list[int]:
-        low = scan.low
         return [
-            at + o
-            for at in scan.find(word)
-            if at >= n and low[at - n : at] == before
+            at + o for at in scan.find(word) if at >= n and scan.lowered(at - n, at) == before
             for o in offsets
-        ]
+        ]  # fmt: skip
 
     return starts
 
@@ -518,7 +612,7 @@ def _tokens(scan: _Scan) -> list[int]:
 def _url(scan: _Scan) -> list[int]:
     # (Only where a user, a password and an @ follow: most URLs have none.)
     run = _SCHEME_RUN
-    return [_run_start(scan.value, at, run) for at in scan.search(_CREDENTIALS)]
+    return [_run_start(scan.value, at, run) for at in scan.matches("://", _CREDENTIALS)]
 
 
 def _docker(scan: _Scan) -> list[int]:
@@ -529,11 +623,13 @@ def _both(one: list[int] | None, other: list[int] | None) -> list[int] | None:
     return None if one is None or other is None else one + other
 
 
-_JSON_AUTH = re.compile(r'auth\\?"\s*:')  # (in the lowercased text)
+# (Matched in the text itself: after `auth`, found in the lowercased text,
+# nothing lowercasing changes can follow.)
+_JSON_AUTH = re.compile(r'(?i)auth\\?"\s*:')
 _SECRET_KEYS = _keys(*_KEY_WORDS)
 _JSON_KEYS = _runs(_SECRET_KEYS, r"\w.\-", 0, -1, -2)
 _SCHEME_RUN = re.compile(r"(?s).*[^a-zA-Z0-9+.\-]")
-_CREDENTIALS = re.compile(r"://[^/\s:@]+:[^@\s/]+@")  # (in the lowercased text)
+_CREDENTIALS = re.compile(r"://[^/\s:@]+:[^@\s/]+@")  # (no letters: in the text itself)
 
 # Per text rule: where its matches can begin, from where its words are. Each
 # rule's pattern says why: a match begins at the word (`\bcurl`), a fixed
@@ -561,7 +657,8 @@ _STARTS = {
     "openssl-pass": _after(("-pass",), 0, -1),
     # (A key with a secret word in it, or `auth` alone.)
     "json-secret-field": lambda scan: _both(
-        _JSON_KEYS(scan), [at + o for at in scan.search(_JSON_AUTH) for o in (-1, -2)]
+        _JSON_KEYS(scan),
+        [at + o for at in scan.matches("auth", _JSON_AUTH) for o in (-1, -2)],
     ),
     "secret-assignment": _runs(_SECRET_KEYS, r"A-Za-z0-9_.\-", re.IGNORECASE, 0),
     "secret-option": _runs(_keys(*_KEY_WORDS, option=True), r"A-Za-z0-9_\-", re.IGNORECASE, 0),
@@ -676,9 +773,11 @@ class Redactor:
 
     def text(self, value: str) -> tuple[str, int]:
         """Return `value` with secrets masked, and how many were masked."""
+        # A long text lowercased keeps each character's place (İ alone becomes
+        # two): lowercased when needed, and where the words are, in bytes.
+        if len(value) >= LONG and (value.isascii() or "\u0130" not in value):
+            return self._long_text(value, None)
         low = value.lower()
-        if len(value) >= LONG and len(low) == len(value):  # (the same positions in both)
-            return self._long_text(value, low)
         rules = self.rules if self._gate.search(low) else self._always
         if not rules:
             return value, 0
@@ -694,7 +793,7 @@ class Redactor:
             value = pattern.sub(mask_named if by_name else mask, value)
         return value, counted()
 
-    def _long_text(self, value: str, low: str) -> tuple[str, int]:
+    def _long_text(self, value: str, low: str | None) -> tuple[str, int]:
         """`text` for a long text (a command's output: megabytes). Searching all
         of it with every rule whose word it holds somewhere is what took the
         time; each rule is tried instead only where one of its matches can

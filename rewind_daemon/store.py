@@ -18,7 +18,7 @@ from pathlib import Path
 from .errors import NotFound, RwError, StoreBusy, StoreError
 from .paths import ensure_private_dir, is_session_id, new_session_id
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 _SCHEMA_V1 = """
 CREATE TABLE sessions (
@@ -197,8 +197,16 @@ CREATE VIRTUAL TABLE search_outputs USING fts5 (
 );
 """
 
+# v7: an output's text may be stored as X'' (an empty blob: zlib never makes
+# one): the bytes' own, decoded (CR LF as LF), where the bytes hold no escape,
+# CR or backspace (termtext.is_plain), so it is neither redacted, compressed nor
+# kept twice. Nothing moves: older rows keep their text; the version keeps an
+# older rw, which would take X'' for a compressed text, from reading the store.
+_SCHEMA_V7 = ""
+
 MIGRATIONS = {
     1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4, 5: _SCHEMA_V5, 6: _SCHEMA_V6,
+    7: _SCHEMA_V7,
 }  # fmt: skip
 MAX_OUTPUT = 8 * 1024 * 1024  # bytes of a step's output kept, by default
 BUSY_TIMEOUT_MS = 10000  # how long a writer waits for another's transaction
@@ -276,6 +284,8 @@ class OutputRow:
     # When its parts were printed: (offset in the output as printed, before the
     # cap and redaction; wall time), in order. Empty where not recorded (replays).
     timing: tuple[tuple[int, float], ...] = ()
+    # The text is the bytes decoded (plain_text): stored once, as the bytes.
+    plain: bool = False
 
 
 _SESSION_COLS = (
@@ -306,13 +316,28 @@ def search_id_floor(ts: float) -> int:
     return max(0, int(ts * 1000)) * SEARCH_IDS_PER_MS
 
 
+def plain_text(raw: bytes) -> str:
+    """The text of output whose bytes hold no escape, CR (but before LF) or
+    backspace (termtext.is_plain): the bytes decoded, CR LF as LF."""
+    return raw.decode("utf-8", "replace").replace("\r\n", "\n")
+
+
+# An output's bytes, where its text is not stored apart (NULL or X'': schema 7).
+_RAW_IF_NO_TEXT = "CASE WHEN o.text IS NULL OR o.text = X'' THEN o.raw END"
+
+
+def _stored_text(text: bytes, raw: bytes | None) -> str:
+    """An output's text from its columns text (not NULL) and _RAW_IF_NO_TEXT."""
+    return zlib.decompress(text).decode() if text else plain_text(zlib.decompress(raw or b""))
+
+
 def _text_or_raw(cols: tuple | list) -> tuple[str | None, bytes | None]:
     """An output's (text, None), or (None, bytes) where no text was stored, or
-    (None, None): no output."""
+    (None, None): no output (cols: text and _RAW_IF_NO_TEXT)."""
     if not cols or (cols[0] is None and cols[1] is None):
         return None, None
     if cols[0] is not None:
-        return zlib.decompress(cols[0]).decode(), None
+        return _stored_text(cols[0], cols[1]), None
     return None, zlib.decompress(cols[1])
 
 
@@ -360,9 +385,11 @@ def _output_row(
     raw: bytes, text: bytes | None, size: int, omitted: int, complete: int, timing: bytes | None
 ) -> OutputRow:
     times = tuple(_TIMING.iter_unpack(zlib.decompress(timing))) if timing else ()
+    data = zlib.decompress(raw)
+    if text == b"":  # (schema 7: the bytes' own)
+        return OutputRow(data, plain_text(data), size, omitted, bool(complete), times, True)
     return OutputRow(
-        zlib.decompress(raw),
-        None if text is None else zlib.decompress(text).decode(),
+        data, None if text is None else zlib.decompress(text).decode(),
         size, omitted, bool(complete), times,
     )  # fmt: skip
 
@@ -821,7 +848,10 @@ class Store:
     def set_output(self, sid: str, number: int, out: OutputRow) -> None:
         self._unindex_outputs([(sid, number)])  # (an output replaced: its old words go)
         # zlib level 2: three times as fast as 6 over output, a third larger.
-        text = None if out.text is None else zlib.compress(out.text.encode(), 2)
+        if out.plain:
+            text: bytes | None = b""  # (the bytes' own: see _SCHEMA_V7)
+        else:
+            text = None if out.text is None else zlib.compress(out.text.encode(), 2)
         timing = b"".join(_TIMING.pack(o, t) for o, t in out.timing)
         self.db.execute(
             "INSERT OR REPLACE INTO step_outputs"
@@ -961,7 +991,7 @@ class Store:
         """Take the words of these outputs out of the index (a contentless index
         forgets a row only when given the words it was given: the stored text)."""
         q = (
-            "SELECT s.search_id, o.text FROM step_outputs o JOIN steps s"
+            f"SELECT s.search_id, o.text, {_RAW_IF_NO_TEXT} FROM step_outputs o JOIN steps s"
             " ON s.session = o.session AND s.number = o.number"
             " WHERE o.session=? AND o.number=? AND s.search_id > 0 AND NOT EXISTS"
             " (SELECT 1 FROM search_pending p WHERE p.session = o.session AND p.number = o.number)"
@@ -972,7 +1002,7 @@ class Store:
                 self.db.execute(
                     "INSERT INTO search_outputs (search_outputs, rowid, output)"
                     " VALUES ('delete',?,?)",
-                    (row[0], zlib.decompress(row[1]).decode()),
+                    (row[0], _stored_text(row[1], row[2])),
                 )
 
     def _new_search_id(self, started_at: float, taken: dict[int, int]) -> int:
@@ -1026,7 +1056,7 @@ class Store:
             [(ident, step[3]) for (ident, _, _), step in zip(ids, steps) if ident],
         )
         pending = self.db.execute(
-            "SELECT p.session, p.number, coalesce(length(o.text), length(o.raw), 0),"
+            "SELECT p.session, p.number, coalesce(nullif(length(o.text), 0), length(o.raw), 0),"
             " s.search_id, s.command FROM search_pending p"
             " LEFT JOIN step_outputs o ON o.session = p.session AND o.number = p.number"
             " LEFT JOIN steps s ON s.session = p.session AND s.number = p.number"
@@ -1043,8 +1073,8 @@ class Store:
                 "DELETE FROM search_pending WHERE session=? AND number=?", (sid, number)
             )
             row = self.db.execute(
-                "SELECT text, CASE WHEN text IS NULL THEN raw END FROM step_outputs"
-                " WHERE session=? AND number=?",
+                f"SELECT o.text, {_RAW_IF_NO_TEXT} FROM step_outputs o"
+                " WHERE o.session=? AND o.number=?",
                 (sid, number),
             ).fetchone()
             if not ident or row is None:
@@ -1057,7 +1087,7 @@ class Store:
                     (zlib.compress(words.encode(), 6), sid, number),
                 )
             else:
-                words = zlib.decompress(text).decode()
+                words = _stored_text(text, raw)
             self.db.execute(
                 "INSERT INTO search_outputs (rowid, output) VALUES (?,?)", (ident, words)
             )
@@ -1131,13 +1161,13 @@ class Store:
             return
         cond, args = query.sql(False)
         q = (
-            f"SELECT f.rowid, {_STEP_COLS_S}{', o.text' if extra else ''}"
+            f"SELECT f.rowid, {_STEP_COLS_S}{', o.text, ' + _RAW_IF_NO_TEXT if extra else ''}"
             f" FROM {table} f CROSS JOIN steps s ON s.search_id = f.rowid{extra}"
             f" WHERE {table} MATCH ? AND f.rowid BETWEEN ? AND ?{cond} ORDER BY f.rowid DESC"
         )
         params = [match, query.first_id, query.last_id, *args]
         for r in self.db.execute(q, params):
-            text = zlib.decompress(r[11]).decode() if extra else None
+            text = _stored_text(r[11], r[12]) if extra else None
             yield r[0], StepRow(*r[1:11]), text
 
     def search_scan(
@@ -1149,7 +1179,7 @@ class Store:
         cond, args = query.sql(False)
         q = (
             f"SELECT s.search_id, {_STEP_COLS_S}"
-            + (", o.text, CASE WHEN o.text IS NULL THEN o.raw END" if with_output else "")
+            + (", o.text, " + _RAW_IF_NO_TEXT if with_output else "")
             + " FROM steps s"
             + (
                 " LEFT JOIN step_outputs o ON o.session = s.session AND o.number = s.number"
@@ -1171,7 +1201,7 @@ class Store:
         cond, args = query.sql(True)
         steps = self.db.execute(
             f"SELECT {_STEP_COLS_S}"
-            + (", o.text, CASE WHEN o.text IS NULL THEN o.raw END" if with_output else "")
+            + (", o.text, " + _RAW_IF_NO_TEXT if with_output else "")
             + " FROM steps s"
             + (
                 " LEFT JOIN step_outputs o ON o.session = s.session AND o.number = s.number"
@@ -1185,7 +1215,7 @@ class Store:
             found.append((StepRow(*r[:10]), *_text_or_raw(r[10:12] if with_output else ())))
         if with_output:
             outputs = self.db.execute(
-                f"SELECT {_STEP_COLS_S}, o.text, CASE WHEN o.text IS NULL THEN o.raw END"
+                f"SELECT {_STEP_COLS_S}, o.text, {_RAW_IF_NO_TEXT}"
                 " FROM search_pending p"
                 " CROSS JOIN steps s ON s.session = p.session AND s.number = p.number"
                 " JOIN step_outputs o ON o.session = p.session AND o.number = p.number"

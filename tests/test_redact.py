@@ -264,7 +264,11 @@ def test_redaction_takes_time_linear_in_the_text():
 # --- long texts (a command's output) -------------------------------------------------
 
 SEPARATORS = [" ", "\n", "\r\n", "'", '"', "=", ": ", "-", "_", "\x1b[1m", "\t", "(", "|",
-              ";", "K", "é", "İ", "\\"]  # fmt: skip
+              ";", "K", "é", "İ", "\\", "\u212a", "ſ", "ı"]  # fmt: skip
+# Keys spelt with the letters that match ASCII ones when case is ignored
+# (Kelvin's K, long s, dotless i): the rules ignoring case take them.
+EXOTIC = ["paſsword: hunter2", "API_\u212aEY=abc123", "--ſecret s3cr3t", '{"credentıal": "c1"}',
+          "curl -u a:ſ3 x", "Authorızation: Bearer t0k", "GITHUB_TO\u212aEN=ghx9"]  # fmt: skip
 LOG_LINES = [
     "[ 45%] Building C object src/auth/CMakeFiles/auth.dir/keys_{n}.c.o",
     "gcc -O2 -Wall -Wextra -Wunused-variable -c src/token_{n}.c -o build/token.o",
@@ -280,7 +284,7 @@ def _long_texts(seed: int, count: int) -> list[str]:
     rng = random.Random(seed)
     cases = [t for c in POSITIVE.values() for t, _ in c if not t.isupper()]
     cases += [t for c in NEGATIVE.values() for t in c] + [t for t, _ in TYPED]
-    cases += [r.example for r in RULES]
+    cases += [r.example for r in RULES] + EXOTIC
     texts = []
     for _ in range(count):
         parts: list[str] = []
@@ -336,6 +340,49 @@ def test_a_commands_long_output_is_redacted_fast(monkeypatch):
     start = time.process_time()
     assert r.text(text) == (out, n)
     assert took * 2 < time.process_time() - start
+
+
+def test_the_words_are_found_by_google_re2_and_without_it_alike(monkeypatch):
+    # With google-re2 one pass in C says which parts of a long text hold which
+    # words, and each is looked for there only; without it (a machine without
+    # the wheel, the remote bundle) each is looked for in all of it. Both must
+    # mask what every rule searching all of the text masks, also words across
+    # the parts' edges and texts that are not ASCII.
+    assert redact._words_set(), "google-re2 is a dependency: the fast path must be tested"
+    r = Redactor()
+    texts = _long_texts(15, 60)
+    edge = redact._PART
+    lines = [("passw", "db password: hunter{n}"), ("curl", "curl -u ci:pw{n} x"),
+             ("://", "git clone https://ci:pw{n}@git.example/r"),
+             ("auth", '{{"auth": "au{n}th"}}'), ("token", "--api-token tk{n}z")]  # fmt: skip
+    for word, line in lines:
+        for cut in range(1, len(word)):  # (the word across the edge of two parts)
+            lead = "build ok\n" * (edge // 9)
+            lead = lead[: edge - line.index(word) - cut - 1] + "\n"
+            texts.append(lead + line.format(n=cut) + "\n" + lead + "ß" + line.format(n=cut))
+    with_re2 = [r.text(t) for t in texts]
+    monkeypatch.setattr(redact, "_word_set", False)
+    without = [r.text(t) for t in texts]
+    monkeypatch.setattr(redact, "LONG", 1 << 40)  # every text searched whole
+    whole = [r.text(t) for t in texts]
+    assert sum(n for _, n in whole) > 200
+    for text, a, b, want in zip(texts, with_re2, without, whole):
+        assert a == want and b == want, text[-200:]
+
+
+def test_without_google_re2_rw_redacts_all_the_same():
+    # A machine without the C library (and the remote bundle, pure Python) falls
+    # back to looking for each word in all of a text.
+    code = (
+        "import sys; sys.modules['re2'] = None\n"
+        "from rewind_daemon import redact\n"
+        "text = 'ok\\n' * 40000 + 'password: hunter2 ghp_' + 'a1B2' * 9 + '\\n' + 'ok\\n' * 40000\n"
+        "out, n = redact.Redactor().text(text)\n"
+        "print(redact._words_set(), n, 'hunter2' in out, 'ghp_' in out)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", "2", "False", "False"]
 
 
 def test_env_values_by_name_and_by_content():

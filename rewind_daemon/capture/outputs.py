@@ -29,7 +29,7 @@ from pathlib import Path
 
 from ..paths import session_file
 from ..redact import Redactor
-from ..store import MAX_OUTPUT, OutputRow, Store
+from ..store import MAX_OUTPUT, OutputRow, Store, plain_text
 from .ingest import punch, store_trouble
 from .logonce import LogOnce
 from .output_spool import MAX_BODY, OUTPUT_SUFFIX, Record, capped_parts, iter_records
@@ -65,31 +65,36 @@ def make_output(
         whole = [(0, raw, 0.0), (len(raw) + omitted, rest, 0.0)]
         raw, rest, omitted = capped_parts(whole, size, cap // 2, cap - cap // 2)
     pieces, texts, n = [], [], 0
+    plain = True  # (the text is the bytes' own)
     for part in (raw, rest) if omitted and rest else (raw + rest,):
-        part, k, text = _masked(part, command, redactor)
+        part, k, text, own = _masked(part, command, redactor)
         pieces.append(part)
         texts.append(text)
         n += k
+        plain = plain and own
     if len(texts) == 2:
         gap = "" if not texts[0] or texts[0].endswith("\n") else "\n"
         texts.insert(1, f"{gap}[... {omitted} bytes left out ...]\n")
-    return OutputRow(b"".join(pieces), "".join(texts), size, omitted, complete, timing), n
+        plain = False
+    row = OutputRow(b"".join(pieces), "".join(texts), size, omitted, complete, timing, plain)
+    return row, n
 
 
-def _masked(raw: bytes, command: str, redactor: Redactor) -> tuple[bytes, int, str]:
-    """(the bytes with their secrets masked, how many, their text)."""
+def _masked(raw: bytes, command: str, redactor: Redactor) -> tuple[bytes, int, str, bool]:
+    """(the bytes with their secrets masked, how many, their text, whether the
+    text is the bytes' own: plain_text, stored once)."""
     masked, n = redactor.text(raw.decode("utf-8", "surrogateescape"))
     if n:
         raw = masked.encode("utf-8", "surrogateescape")
+    if is_plain(raw):  # (their text holds no secret they do not)
+        return raw, n, plain_text(raw), True
     # The text comes of the masked bytes: a secret found in it was hidden from
     # the rules in the bytes (an escape sequence inside it). The bytes are not
     # kept then: the masked text stands for them.
-    text, m = text_of(raw, command), 0
-    if not is_plain(raw):  # (plain bytes: their text holds no secret they do not)
-        text, m = redactor.text(text)
-        if m:
-            raw = text.encode()
-    return raw, n + m, text
+    text, m = redactor.text(text_of(raw, command))
+    if m:
+        raw = text.encode()
+    return raw, n + m, text, False
 
 
 @dataclass

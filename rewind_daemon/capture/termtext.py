@@ -156,6 +156,14 @@ _PIECES = re.compile(r"[\r\b\x1a]|[^\r\b\x1a]+")
 
 def _overwrite(line: str) -> str:
     """One line as a terminal leaves it after its CRs, backspaces and erases."""
+    if "\b" not in line and _ERASE not in line:
+        # CRs alone (progress bars): each part written over the start of the
+        # line so far, by slices, not a character at a time.
+        parts = line.split("\r")
+        out = parts[0]
+        for part in parts[1:]:
+            out = part + out[len(part) :]
+        return out
     cells: list[str] = []
     col = 0
     for piece in _PIECES.findall(line):

@@ -9,9 +9,10 @@ import time
 from rewind_daemon import paths, redact
 from rewind_daemon.capture import records
 from rewind_daemon.capture.outputs import CHUNK, DAMAGED, OutputReader, make_output
+from rewind_daemon.capture.termtext import text_of
 from rewind_daemon.recorder.spool import OutputSpool
 from rewind_daemon.redact import MASK, Redactor
-from rewind_daemon.store import Store
+from rewind_daemon.store import SearchFilter, Store
 
 from ..conftest import rw, rw_json, wait_for
 
@@ -259,3 +260,38 @@ def test_megabytes_of_output_are_made_ready_to_store_fast(monkeypatch):
     start = time.process_time()
     assert make_output(raw, "make", Redactor()) == (out, n)
     assert took * 2 < time.process_time() - start
+
+
+def test_plain_output_is_stored_once_and_read_as_its_text(tmp_path):
+    # Output without escapes, CRs or backspaces: its text is its bytes decoded,
+    # so the text is not stored apart (an empty blob, schema 7), and every
+    # reader (rw show, the search index, rw search) gets it from the bytes.
+    spool_dir, store, spool = make(tmp_path)
+    path = spool_dir / "S1.output"
+    token = "ghp_" + "A1b2" * 9
+    for seq in (1, 2, 3):
+        step(store, seq)
+    printed(spool, 1, b"caf\xc3\xa9 \xff ok\r\ntoken " + token.encode() + b"\r\n" * 3000)
+    printed(spool, 2, b"\x1b[32mgreen\x1b[0m\r\n")
+    printed(spool, 3, b"gone\r\n")
+    OutputReader(spool_dir, store, Redactor()).ingest_file(path)
+    stored = dict(store.db.execute("SELECT number, text FROM step_outputs"))
+    assert stored[1] == b"" and stored[3] == b"" and len(stored[2]) > 0
+    one = store.step_output(SID, 1)
+    assert one is not None and one.plain
+    assert one.text == f"café \ufffd ok\ntoken {MASK}" + "\n" * 3000 == text_of(one.raw)
+    assert store.step_output(SID, 2).text == "green\n"
+    assert token.encode() not in (tmp_path / "rw.db").read_bytes()
+    assert store.index_pending(text_of, 10) is True
+    ids = {n: i for n, i in store.db.execute("SELECT number, search_id FROM steps")}
+    found = store.search_index("output", [("café", False)], SearchFilter())
+    assert [(i, s.number, t) for i, s, t in found] == [(ids[1], 1, one.text)]
+    scanned = {s.number: (t, b) for _, s, t, b in store.search_scan(SearchFilter(), True)}
+    assert scanned[1] == (one.text, None) and scanned[2] == ("green\n", None)
+    with store.transaction():  # an output replaced: its words leave the index
+        store.set_output(SID, 3, make_output(b"again\r\n", "cmd", Redactor())[0])
+    assert store.index_pending(text_of, 10) is True
+    assert list(store.search_index("output", [("gone", False)], SearchFilter())) == []
+    assert [
+        s.number for _, s, _ in store.search_index("output", [("again", False)], SearchFilter())
+    ] == [3]

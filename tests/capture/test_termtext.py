@@ -8,6 +8,7 @@ import pytest
 
 from rewind_daemon.capture import termtext
 from rewind_daemon.capture.termtext import is_plain, text_of
+from rewind_daemon.store import plain_text
 
 CASES = [
     ("plain lines, CR LF as a terminal gets them", b"one\r\ntwo\r\n", "", "one\ntwo\n"),
@@ -118,3 +119,37 @@ def test_the_text_made_from_the_bytes_is_the_text_made_from_the_characters(monke
     monkeypatch.setattr(termtext, "_plain_text", refuse)
     for raw, text in zip(samples, fast):
         assert text == text_of(raw), raw
+
+
+def test_the_text_of_plain_output_is_its_bytes_decoded():
+    # The store keeps the text of plain output as the bytes' own and reads it
+    # back with store.plain_text: that must be text_of's, whatever the bytes.
+    rng = random.Random(7)
+    pieces = [b"a", b"word ", b"\xc3\xa9", b"\xe2\x96\x88", b"\n", b"\r\n", b"\t", b"\xff",
+              b"\xe2\x96", b"\xc3", b"\x80", b"\xef\xbf\xbd", b"\xed\xa0\x80", b"\xc2\x85",
+              b"\xc2\x9b[31m", b"{}", b"\\"]  # fmt: skip
+    samples = [b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 80))) for _ in range(3000)]
+    assert all(is_plain(raw) for raw in samples)
+    for raw in samples:
+        assert plain_text(raw) == text_of(raw), raw
+
+
+def test_lines_overwritten_by_crs_alone_are_a_terminals():
+    # Lines of CRs alone (progress bars) are made by slices: the same as a
+    # terminal's cells written one character at a time.
+    def cells(line: str) -> str:
+        out: list[str] = []
+        col = 0
+        for ch in line:
+            if ch == "\r":
+                col = 0
+            else:
+                out[col : col + 1] = [ch]
+                col += 1
+        return "".join(out)
+
+    rng = random.Random(3)
+    pieces = ["\r", "a", "bc", "défg", "█" * 3, " ", "100%", "\r\r", "x" * 40]
+    for _ in range(3000):
+        line = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 30)))
+        assert termtext._overwrite(line) == cells(line), line
