@@ -116,8 +116,11 @@ def test_each_steps_output_is_stored_as_text_and_exact_bytes(daemon, recorded, k
 def test_the_daemon_killed_mid_ingest_loses_and_duplicates_nothing(rw_home, recorded):
     write_config(rw_home, "[daemon]\nautostart = false\n")
     sh = recorded("bash", rc=HOOKED["bash"])
-    for i in range(1, 31):  # ~110 kB each, spooled while no daemon runs
-        sh.run(f"seq {i} {i + 20000} >/dev/null; seq {i} {i + 20000}")
+    # ~300 kB each, spooled while no daemon runs; in colour, so that the text is
+    # made and stored apart from the bytes (plain output is ingested too fast)
+    colour = """awk '{printf "\\033[1m%s\\033[0m\\n", $0}'"""
+    for i in range(1, 31):
+        sh.run(f"seq {i} {i + 20000} | {colour}")
     sh.exit_status()
     db = rw_home / "data" / "rw.db"
 
@@ -133,7 +136,7 @@ def test_the_daemon_killed_mid_ingest_loses_and_duplicates_nothing(rw_home, reco
             con.close()
 
     counts = []
-    for delay in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.2, 1.5, 2.0):
+    for delay in (0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.5, 2.0):
         (rw_home / "run" / "daemon.pid").unlink(missing_ok=True)
         start = subprocess.Popen([RW, "daemon", "start"], stderr=subprocess.DEVNULL)
         pid = wait_for(lambda: daemon_pid(rw_home), 20)  # written before it ingests
