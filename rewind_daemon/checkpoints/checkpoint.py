@@ -307,14 +307,17 @@ class Checkpoints:
                 if c.item not in failed_items
             ]
 
-        for name in PACKAGE_PROBES:
-            restore_probe(name)
+        trees = []
         for t in self.store.checkpoint_trees(cid):
             try:
-                then = self.tree(t)
+                trees.append(self.tree(t))
             except ObjectError as e:
                 report.failed.append(f"{t.root}: {e}")
-                continue
+        for then in trees:  # (before anything is touched)
+            snapshot.check_root(then, f"checkpoint {cid}")
+        for name in PACKAGE_PROBES:
+            restore_probe(name)
+        for then in trees:
             result = snapshot.restore(then, self.objects, self.own_dirs(), progress)
             report.restored += [
                 f"removed   {path}  (left by an interrupted restore)" for path in result.swept

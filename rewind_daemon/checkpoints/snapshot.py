@@ -23,7 +23,7 @@ from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
-from ..errors import EXIT_USAGE, RwError
+from ..errors import EXIT_INCOMPLETE, EXIT_USAGE, RwError
 from ..fsops import Inotify, syncfs
 from ..progress import no_progress
 from .objects import FileChanged, ObjectError, ObjectStore
@@ -40,6 +40,9 @@ ROOT = "."
 # forked child lends it a second core (threads would share one, for the GIL).
 PARALLEL_MIN = 4000
 _REPORT_MAX = 50_000  # changes beyond which the child's report is not worth sending
+# The note of a directory on another filesystem than the root's (a mount
+# point): recorded, never entered, and never restored into.
+MOUNT_POINT = "another filesystem mounted here, not entered"
 
 _KINDS = {
     stat.S_IFREG: "file",
@@ -82,6 +85,13 @@ _new_tuple = tuple.__new__
 
 class SnapshotUnstable(RwError):
     """The tree kept changing while it was being read."""
+
+
+class RootMoved(RwError):
+    """A tree's root is not where, or not what, its checkpoint recorded: a
+    symlink on its way, another directory in its place, a mount over it."""
+
+    exit_code = EXIT_INCOMPLETE
 
 
 class Sink(Protocol):
@@ -222,6 +232,11 @@ class Snapshot:
     # Hard links inside the tree: groups (sorted, each of 2 or more) of files
     # that are one inode. Recorded since manifests carry them; none in older ones.
     links: tuple[tuple[str, ...], ...] = ()
+    # Where the root was when taken: its path with no symlink in it, and its
+    # device (every directory entered is on it: a mount inside is not entered).
+    # Recorded since manifests carry them; None in older ones.
+    real_root: str | None = None
+    dev: int | None = None
     _tops: dict[str, int] | None = field(default=None, repr=False, compare=False)
 
     def top_counts(self) -> dict[str, int]:
@@ -253,6 +268,8 @@ class Snapshot:
         }
         if self.links:  # (absent otherwise: a tree without links keeps its manifest)
             doc["links"] = [list(group) for group in self.links]
+        if self.dev is not None:
+            doc["real_root"], doc["dev"] = self.real_root, self.dev
         return json.dumps(doc, separators=(",", ":")).encode()
 
     @classmethod
@@ -277,6 +294,8 @@ class Snapshot:
                 int(doc.get("size_cap", DEFAULT_SIZE_CAP)),
                 digest,
                 links=links,
+                real_root=doc.get("real_root"),
+                dev=None if doc.get("dev") is None else int(doc["dev"]),
             )
         except (ValueError, KeyError, TypeError) as e:
             raise ObjectError(f"manifest {digest or ''} is not a snapshot: {e}") from None
@@ -410,7 +429,12 @@ def take(
         entries[ROOT] = e
     if entries[ROOT] != p or len(entries) != len(prev):
         changed = True
-    snap = Snapshot(root, taken_ns, entries, rules.patterns, size_cap)
+    real_root = os.path.realpath(root)
+    if previous is not None and (previous.real_root, previous.dev) != (real_root, st.st_dev):
+        changed = True
+    snap = Snapshot(
+        root, taken_ns, entries, rules.patterns, size_cap, real_root=real_root, dev=st.st_dev
+    )
     if not changed and previous is not None:
         snap.unchanged = True
         snap.manifest = previous.manifest
@@ -478,6 +502,7 @@ def _walk(
     skip_dirs = frozenset(skip)
     has_rules = bool(rules)
     changed = False
+    dev = os.fstat(root_fd).st_dev
     dirs = _directories(root_fd, root, None, on_dir)
     try:
         for fd, prefix, base, subdirs in dirs:
@@ -522,9 +547,12 @@ def _walk(
                     elif fmt == _IFDIR:
                         if base + name in skip_dirs:
                             continue
-                        e = _entry(st)
-                        if rel not in defer:
-                            subdirs.append((name, st.st_ino))
+                        if st.st_dev != dev:
+                            e = _entry(st, None, MOUNT_POINT)
+                        else:
+                            e = _entry(st)
+                            if rel not in defer:
+                                subdirs.append((name, st.st_ino))
                         p = prev_get(rel)
                     else:
                         if fmt == _IFCHR or fmt == _IFBLK:
@@ -760,6 +788,7 @@ def _compare_below(
     changed: list[str] = []
     read: list[list] = []
     seen = 0
+    dev = os.fstat(root_fd).st_dev
     dirs = _directories(root_fd, root, [(t, prev[t].ino) for t in tops])
     try:
         for fd, prefix, base, subdirs in dirs:
@@ -807,6 +836,8 @@ def _compare_below(
                                 return None
                             continue
                     elif fmt == _IFDIR:
+                        if st.st_dev != dev:
+                            return None  # a mount point: the parent's walk notes it
                         subdirs.append((name, st.st_ino))
                         if p == _entry(st):
                             continue
@@ -1000,6 +1031,80 @@ class RestoreResult:
     swept: list[str] = field(default_factory=list)  # killed restores' temporary files removed
 
 
+def open_nofollow(path: str) -> int:
+    """The directory at the absolute `path`, opened one component at a time
+    from `/` without following a symlink (ELOOP or ENOTDIR if one is on the way)."""
+    fd = os.open("/", _DIR_FLAGS)
+    try:
+        for part in path.split("/"):
+            if part:
+                at, fd = fd, -1
+                try:
+                    fd = os.open(part, _DIR_FLAGS, dir_fd=at)
+                finally:
+                    os.close(at)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        raise
+    return fd
+
+
+def _mount_id(fd: int) -> int | None:
+    """The id of the mount the open file `fd` is on (None if /proc cannot say):
+    unlike the device, it tells a bind mount from the directory it hides."""
+    try:
+        with open(f"/proc/self/fdinfo/{fd}", "rb") as f:
+            for line in f:
+                if line.startswith(b"mnt_id:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_root(target: Snapshot, name: str = "the checkpoint") -> None:
+    """Refuse (RootMoved) to restore `target` if its root is not where it was
+    taken: its path now leads through a symlink, or to another directory or
+    filesystem than the one recorded. (A root that is gone is recreated.)"""
+    if target.dev is None:
+        return  # an older manifest: nothing recorded to compare with
+    root, real = target.root, target.real_root or target.root
+    then = target.entries.get(ROOT, _NO_ENTRY)
+    hint = "nothing restored; if that is meant, move it aside and restore again"
+    if os.path.realpath(root) != real and os.path.lexists(root):
+        raise RootMoved(
+            f"{root} now leads to {os.path.realpath(root)}, not to {real} as when "
+            f"{name} was taken (a symlink on its way): {hint}"
+        )
+    head, leaf = os.path.split(real)
+    try:
+        fd = open_nofollow(head)
+    except FileNotFoundError:
+        return  # (the restore makes nothing above its root: it fails there, and says so)
+    except OSError as err:
+        if err.errno not in (errno.ELOOP, errno.ENOTDIR):
+            raise RwError(f"cannot restore {root}: {err.strerror}", EXIT_INCOMPLETE) from None
+        raise RootMoved(
+            f"{root}: a directory on its way is a symlink (or not a directory) now: {hint}"
+        ) from None
+    try:
+        st = os.stat(leaf, dir_fd=fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    finally:
+        os.close(fd)
+    # (A file's inode changes whenever an editor saves it; a directory's does not.)
+    same = st.st_dev == target.dev and (
+        then.kind != "dir" or (stat.S_ISDIR(st.st_mode) and st.st_ino == then.ino)
+    )
+    if not same:
+        raise RootMoved(
+            f"{root} is not the {then.kind or 'entry'} {name} was taken of (replaced, "
+            f"moved, or another filesystem mounted there since): {hint}"
+        )
+
+
 def restore(
     target: Snapshot, objects: ObjectStore, skip: Iterable[str] = (), progress=None
 ) -> RestoreResult:
@@ -1008,9 +1113,11 @@ def restore(
     Every change goes through descriptors of the tree's directories (_Dirs):
     a directory that is no longer the one the plan saw (swapped for a symlink
     or for another directory meanwhile) is reported for what lies below it,
-    never followed, so nothing outside the tree is ever written.
+    never followed, so nothing outside the tree is ever written; the root is
+    reached without following a symlink, and no mount inside is entered.
     `progress(what, done, total)` is told how far it is (see progress.py)."""
-    tree = _Dirs(target.root)
+    check_root(target)
+    tree = _Dirs(target.real_root or target.root, dev=target.dev)
     watched = _Watched.start(target, tree)
     try:
         return _restore(target, objects, skip, watched, tree, progress or no_progress)
@@ -1037,6 +1144,13 @@ def _restore(
     if tree.expect({rel: e.ino for rel, e in now.entries.items() if e.kind == "dir"}):
         if watched is not None:
             watched.lost = True  # it watches a directory replaced before the plan saw it
+    # What was a mount point when the checkpoint was taken holds nothing of
+    # it: whatever is there now (unmounted since) is left as it is.
+    for rel in [rel for rel, e in target.entries.items() if e.note == MOUNT_POINT]:
+        for below in [r for r in now.entries if r.startswith(rel + "/")]:
+            del now.entries[below]
+        if now.entries.get(rel, _NO_ENTRY).kind == "dir":
+            now.entries[rel] = target.entries[rel]
     result = RestoreResult()
     result.swept = _sweep(tree, now)
     changes = diff(now, target)
@@ -1124,7 +1238,11 @@ def _restore(
         raise
     # 3. Directory modes, owners and mtimes last, deepest first: creating and
     # deleting entries above moved their mtimes.
-    dirs = [p for p, e in target.entries.items() if e.kind == "dir" and p not in failed]
+    dirs = [
+        p
+        for p, e in target.entries.items()
+        if e.kind == "dir" and p not in failed and e.note != MOUNT_POINT
+    ]
     for rel in sorted(dirs, key=_depth, reverse=True):
         try:
             with tree.dir(rel) as fd:
@@ -1352,14 +1470,17 @@ class _Dirs:
     MAX_OPEN = 256
     PARENT = ""  # the key of the root's parent (no entry of the tree has it)
 
-    def __init__(self, root: str, root_fd: int | None = None):
+    def __init__(self, root: str, root_fd: int | None = None, dev: int | None = None):
         head, self.root_name = os.path.split(root.rstrip("/") or "/")
         self.head = head or "/"
         self.inos: dict[str, int] = {}  # rel -> the inode expected there
         self.fds: dict[str, list[int]] = {}  # rel -> [descriptor, users]
         self.borrowed = root_fd  # the caller's, never closed here
+        self.dev = dev  # the device every directory must be on, when known
+        self.mount: int | None = None  # the root's mount: no other is entered
         if root_fd is not None:
             self.fds[ROOT] = [root_fd, 1]
+            self.mount = _mount_id(root_fd)
         self.lock = threading.RLock()
 
     def expect(self, inos: dict[str, int]) -> bool:
@@ -1436,7 +1557,12 @@ class _Dirs:
 
     def _open(self, rel: str) -> int:
         if rel == self.PARENT:
-            return os.open(self.head, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                return open_nofollow(self.head)
+            except OSError as err:
+                if err.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise self._not_as_planned(rel) from None
+                raise
         parent, name = self.split(rel)
         at = self.hold(parent)
         try:
@@ -1447,10 +1573,16 @@ class _Dirs:
             raise
         finally:
             self.release(parent)
-        ino = os.fstat(fd).st_ino
-        if self.inos.setdefault(rel, ino) != ino:
+        st = os.fstat(fd)
+        if self.inos.setdefault(rel, st.st_ino) != st.st_ino:
             os.close(fd)
             raise self._not_as_planned(rel)
+        mount = _mount_id(fd)
+        if rel == ROOT:
+            self.mount = mount
+        elif (self.dev is not None and st.st_dev != self.dev) or mount != self.mount:
+            os.close(fd)
+            raise OSError(errno.EXDEV, f"{rel} is a mount point now: left alone, not entered")
         return fd
 
     def _trim(self) -> None:
@@ -1463,7 +1595,7 @@ class _Dirs:
 
     @staticmethod
     def _not_as_planned(rel: str) -> OSError:
-        where = "the tree's root" if rel == ROOT else rel
+        where = {ROOT: "the tree's root", _Dirs.PARENT: "the tree's parent"}.get(rel, rel)
         return OSError(
             errno.ESTALE,
             f"{where} is not the directory the restore planned on (replaced meanwhile, "
