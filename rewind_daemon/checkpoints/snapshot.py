@@ -1164,6 +1164,7 @@ def _restore(
     followers = {m: g[0] for g in relink for m in g[1:]}
     now_groups = {m: g for g in now.links for m in g}
     own_inode = {c.path for c in changes if c.what == "unlinked"}
+    groups = {m: g for g in target.links for m in g}
     own_inode.update(g[0] for g in relink if not set(now_groups.get(g[0], ())) <= set(g))
 
     # 1. Remove what the checkpoint did not have: files first (in several
@@ -1206,7 +1207,18 @@ def _restore(
                     raise RwError(f"not restorable: its content was not kept ({e.note})")
                 rewrite.append((rel, e))
                 continue
-            _put(tree, rel, e, cur)
+            try:
+                _put(tree, rel, e, cur, len(groups.get(rel, (rel,))))
+            except _LinkedOutside:
+                # Changed in place, it would change a file outside the tree
+                # too: it gets an inode of its own, as a file written anew.
+                if e.data is None:
+                    raise RwError(
+                        "not restored: it is a hard link of a file outside the tree, "
+                        f"and its content was not kept ({e.note})"
+                    ) from None
+                rewrite.append((rel, e))
+                continue
             if e.kind == "dir" and cur is None:
                 made_dirs.append(rel)
                 if watched is not None:
@@ -1774,8 +1786,15 @@ def _depth(rel: str) -> int:
     return -1 if rel == ROOT else rel.count("/")
 
 
-def _put(tree: _Dirs, rel: str, e: Entry, cur: Entry | None) -> None:
-    """Make `rel` what `e` records, but for a file's content (_write_all)."""
+class _LinkedOutside(Exception):
+    """A file has more hard links than the tree holds: changing it in place
+    would change a file outside the tree."""
+
+
+def _put(tree: _Dirs, rel: str, e: Entry, cur: Entry | None, links: int = 1) -> None:
+    """Make `rel` what `e` records, but for a file's content (_write_all);
+    `links`, how many names the tree gives the file (_LinkedOutside if it
+    has more)."""
     with tree.parent_of(rel) as (at, name):
         if e.kind == "dir":
             if cur is None:
@@ -1803,7 +1822,7 @@ def _put(tree: _Dirs, rel: str, e: Entry, cur: Entry | None) -> None:
                 os.mknod(name, fmt | 0o600, os.makedev(major, minor), dir_fd=at)
             else:
                 raise RwError(f"a {e.kind} cannot be restored")
-        _attrs_at(at, name, e, ino)
+        _attrs_at(at, name, e, ino, links)
 
 
 # Restores spread their file work over this many threads: creating, renaming
@@ -1917,10 +1936,11 @@ def _attrs(fd: int, e: Entry) -> os.stat_result:
     return st
 
 
-def _attrs_at(at: int, name: str, e: Entry, ino: int | None) -> None:
+def _attrs_at(at: int, name: str, e: Entry, ino: int | None, links: int = 1) -> None:
     """Owner, mode and mtime as `e` recorded, set on `name` in the directory
     `at` itself, never on what a symlink points to; `ino`, when known, the
-    inode the plan saw there (anything else is left alone and reported)."""
+    inode the plan saw there (anything else is left alone and reported). A
+    file with more than `links` hard links is left alone: _LinkedOutside."""
     if e.kind == "symlink":
         st = os.stat(name, dir_fd=at, follow_symlinks=False)
         if not stat.S_ISLNK(st.st_mode):
@@ -1937,6 +1957,8 @@ def _attrs_at(at: int, name: str, e: Entry, ino: int | None) -> None:
         st = os.fstat(fd)
         if _KINDS.get(st.st_mode & _IFMT) != e.kind or (ino is not None and st.st_ino != ino):
             raise OSError(errno.ESTALE, "replaced since the restore began: left alone")
+        if e.kind == _FILE and st.st_nlink > links:
+            raise _LinkedOutside(name)
         _set_attrs(f"/proc/self/fd/{fd}", st, e)
     finally:
         os.close(fd)

@@ -7,7 +7,9 @@ mounts inside `unshare -m`, so that nothing leaks out of the test."""
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
+import stat
 import subprocess
 
 import pytest
@@ -126,3 +128,53 @@ def test_a_mount_inside_the_tree_is_never_entered(rw_home, tmp_path):
     # Restoring the first checkpoint with the tmpfs mounted leaves it alone too.
     assert (tmp_path / "mnt.ls").read_text().split() == ["f"]
     assert (t7 / "data" / "d1").read_text() == "data 1\n"
+
+
+@pytest.fixture
+def third_user():
+    """Bob: a user whose file the other user may write (through his group)."""
+    name = f"rwtbob{secrets.token_hex(3)}"
+    subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+                   check=True, capture_output=True)  # fmt: skip
+    try:
+        ids = [subprocess.run(["id", flag, name], check=True, capture_output=True, text=True)
+               for flag in ("-u", "-g")]  # fmt: skip
+        yield int(ids[0].stdout), int(ids[1].stdout)
+    finally:
+        subprocess.run(["userdel", "-f", name], capture_output=True)
+
+
+@needs_root
+def test_a_hard_link_to_a_file_outside_the_tree_is_never_changed_in_place(
+    rw_home, other_user, third_user, open_dir
+):
+    """The other user (in bob's group) writes the checkpointed content into
+    bob's file outside the tree and links it in place of theirs: root's
+    restore gives the tree's name a file of its own, and bob's keeps its
+    owner and mode."""
+    _name, uid, gid = other_user
+    bob, bobs = third_user
+    shared = open_dir / "shared"
+    shared.mkdir()
+    os.chown(shared, uid, gid)
+    (shared / "f").write_text("the content\n")
+    os.chown(shared / "f", uid, gid)
+    os.chmod(shared / "f", 0o600)
+    outside = open_dir / "outside"
+    outside.mkdir(mode=0o755)
+    (outside / "bobfile").write_text("bob's own\n")
+    os.chown(outside / "bobfile", bob, bobs)
+    os.chmod(outside / "bobfile", 0o660)
+    cid = str(rw_json("checkpoint", "create", "--paths", str(shared))["id"])
+
+    as_user(uid, gid, "sh", "-c", f"printf 'the content\\n' > {outside}/bobfile", groups=str(bobs))
+    as_user(uid, gid, "rm", str(shared / "f"))
+    as_user(uid, gid, "ln", str(outside / "bobfile"), str(shared / "f"), groups=str(bobs))
+    proc = rw("checkpoint", "restore", cid, "--yes", check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    st = os.lstat(outside / "bobfile")
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (bob, bobs, 0o660)
+    assert st.st_nlink == 1
+    mine = os.lstat(shared / "f")
+    assert (mine.st_uid, mine.st_gid, stat.S_IMODE(mine.st_mode)) == (uid, gid, 0o600)
+    assert (shared / "f").read_text() == "the content\n"
