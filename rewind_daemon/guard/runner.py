@@ -356,7 +356,14 @@ def roll_back(
     progress: Progress = no_progress,
 ) -> Rollback:
     """Restore checkpoint `cid` (packages, files, services), then verify it by
-    comparing everything with the checkpoint again."""
+    comparing everything with the checkpoint again. Not while any process of
+    the command lives: it could undo the restore as it is made."""
+    if survivors:
+        why = (
+            "not rolled back: the command's processes are still running "
+            f"(rw checkpoint restore {cid} once they are gone)"
+        )
+        return Rollback(ROLLBACK_FAILED, [], [why] + [f"still running: {s}" for s in survivors])
     with _shielded(terminal_fd):
         try:
             restored = cps.restore(cid, progress=progress)
