@@ -480,6 +480,8 @@ def gc_cmd(dry_run: bool) -> None:
             f"{verb} the recorded output of {report.outputs} step(s) "
             f"({_size(report.output_bytes)}, compressed): over [record] max_total_output"
         )
+    for line in report.kept:
+        click.echo(f"kept {line}")
     if not dry_run and report.disk_before:
         before, after = _size(report.disk_before), _size(report.disk_after)
         click.echo(f"object store on disk: {before} -> {after}")

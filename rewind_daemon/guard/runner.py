@@ -279,6 +279,7 @@ def guard(
     except sqlite3.Error as e:
         notify(f"the run could not be recorded: {e}")
     finally:
+        cps.unpin(made.id)
         cps.store.close()
     return report
 
@@ -296,6 +297,7 @@ def _checkpoint(
             trees.setdefault(normalise(p), Watch(normalise(p)))
         made = cps.create(
             list(trees.values()),
+            pin=True,  # (gc keeps it until the run is over)
             packages=config.packages if request.packages is None else request.packages,
             services=config.services if request.services is None else request.services,
             label=label,
