@@ -334,7 +334,9 @@ class Checkpoints:
         for name in PACKAGE_PROBES:
             restore_probe(name)
         for then in trees:
-            result = snapshot.restore(then, self.objects, self.own_dirs(), progress)
+            result = snapshot.restore(
+                then, self.objects, self.own_dirs(), progress, self.restore_journals()
+            )
             report.restored += [
                 f"removed   {path}  (left by an interrupted restore)" for path in result.swept
             ]
@@ -343,6 +345,14 @@ class Checkpoints:
             self._previous.pop(then.root, None)
         restore_probe("services")
         return report
+
+    def restore_journals(self) -> str:
+        """Where restores list the temporary files they make (see snapshot._Journal)."""
+        return str(self.paths.data_dir / "restores")
+
+    def sweep_leftovers(self) -> list[str]:
+        """Remove what restores killed half-way left (their journals name it)."""
+        return snapshot.sweep_leftovers(self.restore_journals())
 
     # --- removing ------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -1106,7 +1107,11 @@ def check_root(target: Snapshot, name: str = "the checkpoint") -> None:
 
 
 def restore(
-    target: Snapshot, objects: ObjectStore, skip: Iterable[str] = (), progress=None
+    target: Snapshot,
+    objects: ObjectStore,
+    skip: Iterable[str] = (),
+    progress=None,
+    journals: str | None = None,
 ) -> RestoreResult:
     """Make the tree at target.root what `target` recorded, then verify it.
 
@@ -1115,13 +1120,19 @@ def restore(
     or for another directory meanwhile) is reported for what lies below it,
     never followed, so nothing outside the tree is ever written; the root is
     reached without following a symlink, and no mount inside is entered.
-    `progress(what, done, total)` is told how far it is (see progress.py)."""
+    `progress(what, done, total)` is told how far it is (see progress.py).
+    `journals`: rw's private directory where a restore lists the temporary
+    files it is about to make (see _Journal); without, a restore killed
+    half-way leaves them for good."""
     check_root(target)
     tree = _Dirs(target.real_root or target.root, dev=target.dev)
     watched = _Watched.start(target, tree)
+    journal = _Journal(journals) if journals is not None else None
     try:
-        return _restore(target, objects, skip, watched, tree, progress or no_progress)
+        return _restore(target, objects, skip, watched, tree, progress or no_progress, journal)
     finally:
+        if journal is not None:
+            journal.end()
         if watched is not None:
             watched.close()
         tree.close()
@@ -1134,6 +1145,7 @@ def _restore(
     watched: _Watched | None,
     tree: _Dirs,
     progress,
+    journal: _Journal | None = None,
 ) -> RestoreResult:
     root = target.root
     total = len(target.entries)
@@ -1152,7 +1164,8 @@ def _restore(
         if now.entries.get(rel, _NO_ENTRY).kind == "dir":
             now.entries[rel] = target.entries[rel]
     result = RestoreResult()
-    result.swept = _sweep(tree, now)
+    if journal is not None:
+        result.swept = _sweep(journal.where, tree, target, now)
     changes = diff(now, target)
     failed: dict[str, str] = {}
     tick = watched.read if watched is not None else None
@@ -1192,6 +1205,8 @@ def _restore(
     # a crash leaves each file either as it was or as restored. Directories
     # and the rest are made here; file contents by _write_all, in threads.
     wanted = sorted({c.path for c in changes if c.what != "deleted"}, key=lambda p: (_depth(p), p))
+    if journal is not None:
+        journal.write(tree, wanted)
     rewrite: list[tuple[str, Entry]] = []
     made_dirs: list[str] = []
     for rel in wanted:
@@ -1375,94 +1390,137 @@ def _links_left(
     return out
 
 
-def _is_leftover(name: str) -> bool:
-    """Whether `name` is a restore's temporary name (`.NAME.rw-PID`) left by a
-    process that is no longer running (killed before it could remove it)."""
-    m = _LEFTOVER.fullmatch(name)
-    if m is None:
-        return False
-    pid = int(m.group(2))
-    if pid == os.getpid():
-        return False
+class _Journal:
+    """The temporary files a restore is about to make, listed in a file of
+    rw's private state (synced) before any is made, and removed once the
+    restore is over: a restore killed half-way leaves the list, and the next
+    restore of the tree (or rw doctor) removes what it names, and nothing
+    else, however much a user's file looks like one. The list is locked while
+    its restore runs: one that can be locked is a dead restore's."""
+
+    def __init__(self, where: str):
+        self.where = where
+        os.makedirs(where, mode=0o700, exist_ok=True)
+        self.path = os.path.join(where, f"{os.getpid()}.{time.time_ns()}.json")
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        self.fd = os.open(self.path, flags, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def write(self, tree: _Dirs, rels: list[str]) -> None:
+        """The temporary names the restore may make for `rels` (a few more
+        than it will: it is written once, before the first)."""
+        temps = []
+        for rel in rels:
+            parent, name = tree.split(rel)
+            temps.append([parent, _tmp_name(name)])
+        doc = {"root": os.path.join(tree.head, tree.root_name), "temps": temps}
+        data = json.dumps(doc).encode()
+        while data:
+            data = data[os.write(self.fd, data) :]
+        os.fsync(self.fd)
+
+    def end(self) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+        os.close(self.fd)
+
+
+def _dead_journals(where: str) -> Iterator[tuple[str, dict]]:
+    """(path, content) of each journal in `where` whose restore is gone."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except (PermissionError, OverflowError):
-        pass  # (someone else's process, or no pid at all: left alone)
-    return False
-
-
-def _sweep(tree: _Dirs, now: Snapshot) -> list[str]:
-    """Remove from the tree, and from `now`, the temporary files of restores
-    killed before they could clean up; the paths removed (absolute)."""
-    if now.entries.get(ROOT, _NO_ENTRY).kind != "dir":
-        return _sweep_beside(tree)
-    swept = []
-    for rel in [rel for rel in now.entries if ".rw-" in rel]:
-        e = now.entries[rel]
-        if e.kind not in (_FILE, _SYMLINK) or not _is_leftover(rel.rpartition("/")[2]):
+        names = sorted(os.listdir(where))
+    except FileNotFoundError:
+        return
+    for name in names:
+        path = os.path.join(where, name)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
             continue
         try:
-            with tree.parent_of(rel) as (fd, name):
-                if os.stat(name, dir_fd=fd, follow_symlinks=False).st_ino != e.ino:
-                    continue  # not the file the plan saw
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # its restore is running
+            with os.fdopen(os.dup(fd), "rb") as f:
+                raw = f.read()
+        finally:
+            os.close(fd)
+        try:
+            doc = json.loads(raw) if raw else {"root": "", "temps": []}
+            if not isinstance(doc["root"], str) or not isinstance(doc["temps"], list):
+                raise ValueError
+        except (ValueError, KeyError, TypeError):
+            doc = {"root": "", "temps": []}  # killed before it listed anything
+        yield path, doc
+
+
+def _sweep_journal(tree: _Dirs, doc: dict, keep: dict[str, Entry] | None) -> list[str]:
+    """Remove the temporary files a dead restore's journal names (files or
+    symlinks, never a name in `keep`, the checkpoint being restored); the
+    paths removed (absolute)."""
+    swept = []
+    for item in doc["temps"]:
+        try:
+            parent, name = str(item[0]), str(item[1])
+        except (IndexError, TypeError):
+            continue
+        if "/" in name or not _LEFTOVER.fullmatch(name) or (parent and _bad_rel(parent)):
+            continue
+        rel = name if parent == ROOT else (f"{parent}/{name}" if parent else None)
+        if keep is not None and rel is not None and rel in keep:
+            continue  # (a name the checkpoint has is not a temporary)
+        try:
+            with tree.dir(parent) as fd:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+                    continue
                 os.unlink(name, dir_fd=fd)
         except OSError:
             continue
-        del now.entries[rel]
-        swept.append(full_path(now.root, rel))
+        where = (
+            tree.head if not parent else full_path(os.path.join(tree.head, tree.root_name), parent)
+        )
+        swept.append(os.path.join(where, name))
     return swept
 
 
-def _sweep_beside(tree: _Dirs) -> list[str]:
-    """For a tree that is one file (or symlink): its restores' temporary
-    files are beside it, `.NAME.rw-PID` in its directory; those of killed
-    restores removed, and their paths."""
+def _bad_rel(rel: str) -> bool:
+    return rel != ROOT and ("\0" in rel or any(p in ("", ".", "..") for p in rel.split("/")))
+
+
+def _sweep(where: str, tree: _Dirs, target: Snapshot, now: Snapshot) -> list[str]:
+    """Remove from the tree, and from `now`, the temporary files of restores
+    of this tree killed before they could clean up (as their journals in
+    `where` list them); the paths removed (absolute)."""
+    root = os.path.join(tree.head, tree.root_name)
     swept = []
-    try:
-        with tree.dir(tree.PARENT) as fd:
-            for name in os.listdir(fd):
-                m = _LEFTOVER.fullmatch(name)
-                if m and m.group(1) == tree.root_name and _is_leftover(name):
-                    with contextlib.suppress(OSError):
-                        os.unlink(name, dir_fd=fd)
-                        swept.append(os.path.join(tree.head, name))
-    except OSError:
-        pass
+    for path, doc in _dead_journals(where):
+        if doc["root"] != root:
+            continue  # another tree's: its restore (or rw doctor) sweeps it
+        swept += _sweep_journal(tree, doc, target.entries)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    cut = len(root) + 1
+    for path in swept:
+        now.entries.pop(path[cut:], None)
     return swept
 
 
-def sweep_leftovers(root: str, skip: Iterable[str] = ()) -> list[str]:
-    """Remove the temporary files (`.NAME.rw-PID`) that restores killed before
-    they could clean up left in the tree at `root`; their paths. (A restore
-    does this itself; `rw doctor` does it for every watched tree.)"""
-    skip_dirs = frozenset(skip)
-    tree = _Dirs(root)
+def sweep_leftovers(where: str) -> list[str]:
+    """Remove the temporary files that restores killed before they could clean
+    up left, as their journals in `where` list them (and the journals); their
+    paths. (A restore does this for its tree; `rw doctor` for all.)"""
     found = []
-    try:
-        if not os.path.isdir(root) or os.path.islink(root):
-            return _sweep_beside(tree)
-        todo = [ROOT]
-        while todo:
-            rel_dir = todo.pop()
+    for path, doc in _dead_journals(where):
+        if doc["root"]:
+            tree = _Dirs(doc["root"])
             try:
-                with tree.dir(rel_dir) as fd, os.scandir(fd) as it:
-                    for de in it:
-                        rel = de.name if rel_dir == ROOT else f"{rel_dir}/{de.name}"
-                        if de.is_dir(follow_symlinks=False):
-                            if full_path(root, rel) not in skip_dirs:
-                                todo.append(rel)
-                        elif _is_leftover(de.name):
-                            try:
-                                os.unlink(de.name, dir_fd=fd)
-                            except OSError:
-                                continue
-                            found.append(full_path(root, rel))
-            except OSError:
-                continue  # gone, unreadable, or not the directory it was: not followed
-    finally:
-        tree.close()
+                found += _sweep_journal(tree, doc, None)
+            finally:
+                tree.close()
+        with contextlib.suppress(OSError):
+            os.unlink(path)
     return sorted(found)
 
 
