@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import Config
-from ..errors import EXIT_INCOMPLETE, NotFound, RwError
+from ..errors import EXIT_INCOMPLETE, EXIT_PROBLEM, NotFound, RwError
 from ..paths import Paths
 from ..progress import Progress, no_progress
 from ..store import CheckpointRow, Store, TreeRow
@@ -211,12 +211,7 @@ class Checkpoints:
                 if pin:
                     self.pin(cid)
         except (OSError, sqlite3.Error) as e:
-            reason = (
-                f"{e.strerror or e}: {e.filename or ''}".rstrip(": ")
-                if isinstance(e, OSError)
-                else str(e)
-            )
-            raise RwError(f"cannot write the checkpoint: {reason}", EXIT_INCOMPLETE) from None
+            raise RwError(f"cannot write the checkpoint: {_reason(e)}", EXIT_INCOMPLETE) from None
         for s in snaps:
             self._previous[s.root] = s
         warnings = []
@@ -293,6 +288,8 @@ class Checkpoints:
             self.pin(cid)
         try:
             return self._restore(cid, progress)
+        except (OSError, sqlite3.OperationalError) as e:
+            raise RwError(f"the restore stopped: {_reason(e)}", EXIT_INCOMPLETE) from None
         finally:
             self.unpin(cid)
 
@@ -429,8 +426,12 @@ class Checkpoints:
         guarded run or a restore), nor, for size, the newest of each tree.
         `in_use`: objects the caller still relies on (the daemon's current
         snapshots of watched trees)."""
-        with self.objects_lock(exclusive=True):
-            return self._gc(dry_run, in_use, progress)
+        try:
+            with self.objects_lock(exclusive=True):
+                sweep_temporary(self.objects)  # (first: a crash's partial files take room)
+                return self._gc(dry_run, in_use, progress)
+        except (OSError, sqlite3.OperationalError) as e:
+            raise RwError(f"gc stopped: {_reason(e)}", EXIT_PROBLEM) from None
 
     def _gc(self, dry_run: bool, in_use: AbstractSet[str], progress: Progress) -> GcReport:
         report = GcReport()
@@ -592,6 +593,12 @@ class GcReport:
             doc.get("output_bytes", 0),
             doc.get("kept", []),
         )
+
+
+def _reason(e: OSError | sqlite3.Error) -> str:
+    if isinstance(e, OSError):
+        return f"{e.strerror or e}: {e.filename or ''}".rstrip(": ")
+    return str(e)
 
 
 def objects_of(snap: snapshot.Snapshot) -> set[str]:

@@ -357,10 +357,14 @@ class Batch:
             return
         self.tmp_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = self.tmp_dir / f"{digest}.{os.getpid()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        with open(fd, "wb") as f:
-            for p in parts:
-                f.write(p)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            with open(fd, "wb") as f:
+                for p in parts:
+                    f.write(p)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # (a disk full half-way: nothing of it is kept)
+            raise
         self.loose[digest] = tmp
 
     def commit(self) -> None:
