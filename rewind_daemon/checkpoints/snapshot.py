@@ -1777,7 +1777,9 @@ class _Watched:
         for rel in made_dirs:  # (in case something came in before its watch did)
             try:
                 with tree.dir(rel) as fd:
-                    check.update(f"{rel}/{name}" for name in os.listdir(fd))
+                    check.update(
+                        name if rel == ROOT else f"{rel}/{name}" for name in os.listdir(fd)
+                    )
             except OSError:
                 check.add(rel)
         rules = Excludes(target.excludes)
