@@ -9,6 +9,7 @@ import sys
 import click
 
 from ..checkpoints.checkpoint import normalise
+from ..display import escaped
 from ..errors import RwError
 from ..guard.runner import GuardRequest, guard, last_request, render_markdown, render_text
 from ..progress import TerminalProgress
@@ -169,7 +170,7 @@ def guard_cmd(
 
     def notify(msg: str) -> None:
         progress.close()  # (the checkpoint or the rollback goes on below the message)
-        click.echo(f"rw: {msg}", err=True)
+        click.echo(escaped(f"rw: {msg}"), err=True)
 
     with TerminalProgress() as progress:
         report = guard(

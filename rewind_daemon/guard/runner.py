@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from ..capture.outputs import make_output
 from ..checkpoints.checkpoint import Checkpoints, Created, Watch, normalise, watches
 from ..config import Config, GuardConfig
+from ..display import escaped
 from ..errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_PROBLEM, NotFound, RwError
 from ..paths import Paths, new_session_id
 from ..progress import Progress, no_progress
@@ -515,14 +516,14 @@ def render_text(report: GuardReport) -> str:
     rb = r.rollback
     if rb is not None and rb.reverted:
         out.append("  Reverted:")
-        out += [f"    {line}" for line in rb.reverted]
+        out += [f"    {escaped(line)}" for line in rb.reverted]
     elif rb is not None and rb.status == ROLLED_BACK:
         out.append("  Reverted: nothing (nothing had changed)")
     elif rb is not None and rb.status == ROLLBACK_FAILED:
         out.append("  Reverted: nothing")
     if r.remaining:
         out.append("  Remains (not as the checkpoint recorded it):")
-        out += [f"    {line}" for line in r.remaining]
+        out += [f"    {escaped(line)}" for line in r.remaining]
     if rb is not None and rb.status == NO_ROLLBACK:
         out.append(f"  Undo later: rw checkpoint restore {r.checkpoint}")
     out.append(f"  Checkpoint: {r.checkpoint}; session: {r.session}")

@@ -3,6 +3,7 @@ Real rw, real files."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 
@@ -29,3 +30,39 @@ def test_a_tree_removed_whole_is_restored_and_verified(rw_home, tmp_path):
     assert guard.returncode == 1, guard.stderr
     assert "manual intervention" not in guard.stderr and "INCOMPLETE" not in guard.stderr
     assert (t9 / "a").read_text() == "a\n"
+
+
+EVIL = "evil\x1b]0;PWNED\x07\x1b[2J"
+
+
+def test_control_characters_in_file_names_never_reach_the_terminal(rw_home, tmp_path):
+    write_config(rw_home, "[daemon]\nautostart = false\n")
+    tree = tmp_path / "t"
+    tree.mkdir()
+    (tree / "a").write_text("a\n")
+    cid = str(rw_json("checkpoint", "create", "--paths", str(tree))["id"])
+    (tree / EVIL).write_text("x\n")
+    rw_json("checkpoint", "create", "--paths", str(tree))  # (show lists nothing of it)
+    said = [
+        rw("checkpoint", "diff", cid, check=False),
+        rw("checkpoint", "restore", cid, "--dry-run", check=False),
+        rw("checkpoint", "restore", cid, "--yes", check=False),
+    ]
+    (tree / EVIL).write_text("x\n")
+    guard = [RW, "guard", "--paths", str(tree), "--", "sh", "-c"]
+    env = {**os.environ, "EVIL": f"{tree}/{EVIL}b"}  # (not in the command line)
+    said.append(
+        subprocess.run(
+            [*guard, 'printf y > "$EVIL"; echo "ERROR: no"'],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+    )
+    for proc in said:
+        text = proc.stdout + proc.stderr
+        assert "\x1b" not in text and "\x07" not in text, repr(text)
+        assert "evil\\e]0;PWNED" in text, text
+    assert "Reverted:" in said[-1].stderr
