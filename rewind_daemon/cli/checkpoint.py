@@ -24,6 +24,7 @@ from ..progress import TerminalProgress
 from ..store import Store
 from . import CONTEXT, cli
 from .common import (
+    ID,
     complete_session,
     get_config,
     get_paths,
@@ -252,7 +253,7 @@ def checkpoint_list(session: str | None, as_json: bool) -> None:
 
 
 @checkpoint_group.command("show", context_settings=CONTEXT)
-@click.argument("cid", type=int, metavar="ID")
+@click.argument("cid", type=ID, metavar="ID")
 @json_option
 def checkpoint_show(cid: int, as_json: bool) -> None:
     """Show what a checkpoint holds.
@@ -358,7 +359,7 @@ def _comparison_json(cmp: Comparison) -> dict:
 
 
 @checkpoint_group.command("diff", context_settings=CONTEXT)
-@click.argument("cid", type=int, metavar="ID")
+@click.argument("cid", type=ID, metavar="ID")
 @json_option
 def checkpoint_diff(cid: int, as_json: bool) -> None:
     """What changed since checkpoint ID. Exits 1 when something did.
@@ -407,7 +408,7 @@ def print_report(report: RestoreReport, out=None) -> None:
 
 
 @checkpoint_group.command("restore", context_settings=CONTEXT)
-@click.argument("cid", type=int, metavar="ID")
+@click.argument("cid", type=ID, metavar="ID")
 @click.option("--dry-run", is_flag=True, help="Only show what would change.")
 @click.option("--yes", "-y", is_flag=True, help="Apply without asking.")
 def checkpoint_restore(cid: int, dry_run: bool, yes: bool) -> None:
@@ -442,7 +443,7 @@ def checkpoint_restore(cid: int, dry_run: bool, yes: bool) -> None:
 
 
 @checkpoint_group.command("rm", context_settings=CONTEXT)
-@click.argument("ids", type=int, nargs=-1, required=True, metavar="ID...")
+@click.argument("ids", type=ID, nargs=-1, required=True, metavar="ID...")
 def checkpoint_rm(ids: tuple[int, ...]) -> None:
     """Delete checkpoints (their objects go at the next rw gc).
 

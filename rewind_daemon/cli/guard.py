@@ -15,7 +15,7 @@ from ..guard.runner import GuardRequest, guard, last_request, render_markdown, r
 from ..progress import TerminalProgress
 from ..store import Store
 from . import CONTEXT, cli
-from .common import get_config, get_paths
+from .common import POSITIVE, get_config, get_paths
 
 REPORT_FORMATS = {".md": "md", ".markdown": "md", ".json": "json"}
 
@@ -61,7 +61,7 @@ def _report_format(path: str | None) -> str | None:
 )
 @click.option(
     "--parallel",
-    type=click.IntRange(min=1),
+    type=POSITIVE,
     default=1,
     metavar="N",
     help="With several --host: N at a time; one halting halts and rolls back the others.",
