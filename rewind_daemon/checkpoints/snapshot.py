@@ -430,7 +430,7 @@ def take(
         entries[ROOT] = e
     if entries[ROOT] != p or len(entries) != len(prev):
         changed = True
-    real_root = os.path.realpath(root)
+    real_root = real_path(root)
     if previous is not None and (previous.real_root, previous.dev) != (real_root, st.st_dev):
         changed = True
     snap = Snapshot(
@@ -1032,6 +1032,12 @@ class RestoreResult:
     swept: list[str] = field(default_factory=list)  # killed restores' temporary files removed
 
 
+def real_path(root: str) -> str:
+    """`root` with no symlink above it (a root that is a symlink is the symlink)."""
+    head, name = os.path.split(root.rstrip("/") or "/")
+    return os.path.join(os.path.realpath(head or "/"), name)
+
+
 def open_nofollow(path: str) -> int:
     """The directory at the absolute `path`, opened one component at a time
     from `/` without following a symlink (ELOOP or ENOTDIR if one is on the way)."""
@@ -1073,9 +1079,9 @@ def check_root(target: Snapshot, name: str = "the checkpoint") -> None:
     root, real = target.root, target.real_root or target.root
     then = target.entries.get(ROOT, _NO_ENTRY)
     hint = "nothing restored; if that is meant, move it aside and restore again"
-    if os.path.realpath(root) != real and os.path.lexists(root):
+    if real_path(root) != real and os.path.lexists(root):
         raise RootMoved(
-            f"{root} now leads to {os.path.realpath(root)}, not to {real} as when "
+            f"{root} now leads to {real_path(root)}, not to {real} as when "
             f"{name} was taken (a symlink on its way): {hint}"
         )
     head, leaf = os.path.split(real)

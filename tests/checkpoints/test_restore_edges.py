@@ -66,3 +66,21 @@ def test_control_characters_in_file_names_never_reach_the_terminal(rw_home, tmp_
         assert "\x1b" not in text and "\x07" not in text, repr(text)
         assert "evil\\e]0;PWNED" in text, text
     assert "Reverted:" in said[-1].stderr
+
+
+def test_a_tree_that_is_a_symlink_is_restored_as_the_symlink(rw_home, tmp_path):
+    write_config(rw_home, "[daemon]\nautostart = false\n")
+    target, other = tmp_path / "dir", tmp_path / "other"
+    for d in (target, other):
+        d.mkdir()
+        (d / "f").write_text(f"{d.name}\n")
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    cid = str(rw_json("checkpoint", "create", "--paths", str(link))["id"])
+    link.unlink()
+    link.symlink_to(other)
+    proc = rw("checkpoint", "restore", cid, "--yes", check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert os.readlink(link) == str(target)
+    assert sorted(os.listdir(tmp_path)) == ["dir", "link", "other", "rwhome"]
+    assert (target / "f").read_text() == "dir\n" and (other / "f").read_text() == "other\n"
