@@ -220,6 +220,12 @@ class Checkpoints:
                 warnings.append(f"{full_path(s.root, rel)}: a {kind}, recorded but not its content")
             for rel, note in s.not_kept:
                 warnings.append(f"{full_path(s.root, rel)}: {note}, recorded by metadata only")
+            for rel in s.changing:
+                warnings.append(
+                    f"{full_path(s.root, rel)}: kept changing while rw read it (written to all "
+                    "the time?): recorded as last read, which may be torn; to leave it out: "
+                    f"rw watch add {s.root} --exclude /{rel}"
+                )
         return Created(cid, rows, [p for p, _ in probe_data], unavailable, warnings)
 
     def probes(self, packages: bool, services: bool, recorded: dict[str, bytes] | None = None):

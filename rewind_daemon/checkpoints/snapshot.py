@@ -44,6 +44,9 @@ _REPORT_MAX = 50_000  # changes beyond which the child's report is not worth sen
 # The note of a directory on another filesystem than the root's (a mount
 # point): recorded, never entered, and never restored into.
 MOUNT_POINT = "another filesystem mounted here, not entered"
+# The note of a file that changed every time it was read (a log being
+# written): its content is what the last reading got, which may be torn.
+CHANGING = "kept changing while rw read it: recorded as last read"
 
 _KINDS = {
     stat.S_IFREG: "file",
@@ -97,7 +100,11 @@ class RootMoved(RwError):
 
 class Sink(Protocol):
     def put_file(
-        self, path: str, expect: os.stat_result | None = None, dir_fd: int | None = None
+        self,
+        path: str,
+        expect: os.stat_result | None = None,
+        dir_fd: int | None = None,
+        changing: bool = False,
     ) -> tuple[str, int]: ...
 
 
@@ -105,13 +112,19 @@ class DigestOnly:
     """Hashes files without keeping their content (for comparing with now)."""
 
     def put_file(
-        self, path: str, expect: os.stat_result | None = None, dir_fd: int | None = None
+        self,
+        path: str,
+        expect: os.stat_result | None = None,
+        dir_fd: int | None = None,
+        changing: bool = False,
     ) -> tuple[str, int]:
         # O_NONBLOCK: a file swapped for a FIFO since it was stat'ed must not stall the read.
         fd = os.open(path, _READ_FLAGS, dir_fd=dir_fd)
         try:
             st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or (expect is not None and st.st_ino != expect.st_ino):
+            if not stat.S_ISREG(st.st_mode) or (
+                expect is not None and st.st_ino != expect.st_ino and not changing
+            ):
                 raise FileChanged(path)
             h = hashlib.sha256()
             size = 0
@@ -256,7 +269,12 @@ class Snapshot:
 
     @property
     def not_kept(self) -> list[tuple[str, str]]:
-        return [(p, e.note) for p, e in self.entries.items() if e.note]
+        return [(p, e.note) for p, e in self.entries.items() if e.note and e.data is None]
+
+    @property
+    def changing(self) -> list[str]:
+        """Files recorded as last read: they changed every time they were read."""
+        return [p for p, e in self.entries.items() if e.note == CHANGING]
 
     def manifest_bytes(self) -> bytes:
         entries = self.entries
@@ -928,6 +946,11 @@ def _read(
                 if err.errno not in (errno.ELOOP, errno.EINVAL):
                     raise
             st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        if stat.S_ISREG(st.st_mode) and st.st_size <= size_cap:
+            # Written to all the time (a busy log): what the last reading got,
+            # said so; the rest of the tree is not held back for it.
+            digest, size = sink.put_file(name, None, dir_fd, changing=True)
+            return _entry(st, digest, CHANGING)._replace(size=size)
     except FileNotFoundError:
         return None
     raise SnapshotUnstable(f"{path} kept changing while rw read it; try again")
