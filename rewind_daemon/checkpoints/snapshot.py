@@ -1120,19 +1120,34 @@ def check_root(target: Snapshot, name: str = "the checkpoint") -> None:
         ) from None
     try:
         st = os.stat(leaf, dir_fd=fd, follow_symlinks=False)
+        same = st.st_dev == target.dev
+        if same and then.kind == "dir" and st.st_ino != then.ino:
+            # Another directory in its place: one its owner made anew there
+            # (rm -rf DIR; mkdir DIR) is the tree; one of another owner, or
+            # one mounted there, is not. (A file's inode changes whenever an
+            # editor saves it: only its device is compared.)
+            same = stat.S_ISDIR(st.st_mode) and st.st_uid == then.uid and _not_mounted(fd, leaf)
     except FileNotFoundError:
         return
     finally:
         os.close(fd)
-    # (A file's inode changes whenever an editor saves it; a directory's does not.)
-    same = st.st_dev == target.dev and (
-        then.kind != "dir" or (stat.S_ISDIR(st.st_mode) and st.st_ino == then.ino)
-    )
     if not same:
         raise RootMoved(
             f"{root} is not the {then.kind or 'entry'} {name} was taken of (replaced, "
             f"moved, or another filesystem mounted there since): {hint}"
         )
+
+
+def _not_mounted(parent: int, name: str) -> bool:
+    """Whether the directory `name` in `parent` is on its parent's mount."""
+    try:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+    except OSError:
+        return False
+    try:
+        return _mount_id(fd) == _mount_id(parent)
+    finally:
+        os.close(fd)
 
 
 def restore(

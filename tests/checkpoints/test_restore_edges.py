@@ -84,3 +84,19 @@ def test_a_tree_that_is_a_symlink_is_restored_as_the_symlink(rw_home, tmp_path):
     assert os.readlink(link) == str(target)
     assert sorted(os.listdir(tmp_path)) == ["dir", "link", "other", "rwhome"]
     assert (target / "f").read_text() == "dir\n" and (other / "f").read_text() == "other\n"
+
+
+def test_a_root_its_owner_made_anew_is_restored_into(rw_home, tmp_path):
+    """rm -rf DIR; mkdir DIR by the guarded command: another inode at the
+    root, made by its owner on the same filesystem: rolled back."""
+    write_config(rw_home, "[daemon]\nautostart = false\n")
+    t = tmp_path / "t"
+    (t / "sub").mkdir(parents=True)
+    (t / "sub" / "a").write_text("a\n")
+    guard = subprocess.run(
+        [RW, "guard", "--paths", str(t), "--", "sh", "-c",
+         f"mkdir {t}.new; rm -rf {t}; mv {t}.new {t}; echo new > {t}/b; echo 'ERROR: replaced'"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert guard.returncode == 1, guard.stderr
+    assert (t / "sub" / "a").read_text() == "a\n" and not (t / "b").exists()
