@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import RW, write_config
+from ..conftest import RW, rw_json, write_config
 from .test_guard import _cgroups_usable
 
 WALK_FOR = 20.0  # seconds: no walker lives longer, whatever rw does
@@ -98,3 +98,26 @@ def test_a_process_that_keeps_forking_new_pids_is_ended_before_the_rollback(
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def test_no_rollback_starts_while_a_process_of_the_command_lives(rw_home, tmp_path):
+    """The restore could be undone as it is made: it waits, and says so."""
+    from rewind_daemon.cli.checkpoint import open_checkpoints
+    from rewind_daemon.guard.runner import ROLLBACK_FAILED, roll_back
+
+    write_config(rw_home, "[daemon]\nautostart = false\n")
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "data").write_text("as checkpointed\n")
+    cid = rw_json("checkpoint", "create", "--paths", str(site))["id"]
+    (site / "data").write_text("changed\n")
+    cps = open_checkpoints()
+    try:
+        rollback = roll_back(cps, cid, ["pid 4242: sleep 300"])
+    finally:
+        cps.store.close()
+    assert rollback.status == ROLLBACK_FAILED
+    assert rollback.remaining[0].startswith("not rolled back: the command's processes")
+    assert f"rw checkpoint restore {cid}" in rollback.remaining[0]
+    assert rollback.remaining[1:] == ["still running: pid 4242: sleep 300"]
+    assert (site / "data").read_text() == "changed\n"
