@@ -771,6 +771,8 @@ class Store:
         return rows
 
     def step(self, sid: str, number: int) -> StepRow | None:
+        if not -(2**63) <= number < 2**63:
+            return None  # (no row has it: SQLite would overflow)
         q = f"SELECT {_STEP_COLS} FROM steps WHERE session=? AND number=?"
         r = self.db.execute(q, (sid, number)).fetchone()
         return StepRow(*r) if r else None
@@ -1261,6 +1263,8 @@ class Store:
         self.db.execute("UPDATE checkpoints SET state=? WHERE id=?", (state, cid))
 
     def checkpoint(self, cid: int) -> CheckpointRow | None:
+        if not -(2**63) <= cid < 2**63:
+            return None  # (no row has it: SQLite would overflow)
         row = self.db.execute(f"SELECT {_CHECKPOINT_COLS} FROM checkpoints WHERE id=?", (cid,))
         r = row.fetchone()
         return CheckpointRow(*r) if r else None

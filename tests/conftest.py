@@ -67,6 +67,7 @@ MACHINE_WIDE_MODULES = {
     "test_probes",
     "test_dpkg_halts",
     "test_restore_hostile",
+    "test_hostile_restore2",
     "test_cli_checkpoint",
 }
 MACHINE_WIDE_FIXTURES = {"rwtest_packages", "init_script", "other_user"}

@@ -228,13 +228,10 @@ def _store_access_fix(paths: Paths) -> str:
 
 def _restore_leftovers(paths: Paths, store: Store) -> Check:
     """Temporary copies that killed restores left in watched trees, removed."""
-    from ..checkpoints.checkpoint import Checkpoints, watches
-    from ..checkpoints.snapshot import sweep_leftovers
+    from ..checkpoints.checkpoint import Checkpoints
 
     try:
-        config = load(paths.config_file)
-        own = Checkpoints(paths, store, config).own_dirs()
-        swept = [p for w in watches(store, config) for p in sweep_leftovers(w.path, own)]
+        swept = Checkpoints(paths, store, load(paths.config_file)).sweep_leftovers()
     except (RwError, sqlite3.Error):
         return Check("restore leftovers", True, "not looked for (see the checks above)")
     if not swept:

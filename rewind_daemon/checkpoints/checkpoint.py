@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import secrets
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import Config
-from ..errors import EXIT_INCOMPLETE, NotFound, RwError
+from ..errors import EXIT_INCOMPLETE, EXIT_PROBLEM, NotFound, RwError
 from ..paths import Paths
 from ..progress import Progress, no_progress
 from ..store import CheckpointRow, Store, TreeRow
@@ -110,6 +111,7 @@ class Checkpoints:
         self.artifacts = paths.data_dir / "debs"
         self._previous: dict[str, snapshot.Snapshot] = {}
         self._manifest_refs: dict[str, set[str]] = {}  # manifest -> objects it needs
+        self._pins: dict[int, list[tuple[int, Path]]] = {}  # checkpoint -> [(fd, pin file)]
 
     # --- taking ------------------------------------------------------------
 
@@ -163,7 +165,10 @@ class Checkpoints:
         step: int | None = None,
         keep_debs: bool | None = None,
         progress: Progress = no_progress,
+        pin: bool = False,
     ) -> Created:
+        """Take a checkpoint; `pin`: kept from gc until unpin() (a guarded run
+        rolls back to it), from before gc can see it."""
         if not trees and not packages and not services:
             raise RwError(
                 "nothing to checkpoint: no watched paths (rw watch add PATH), "
@@ -203,13 +208,10 @@ class Checkpoints:
                         session=session,
                         step=step,
                     )
+                if pin:
+                    self.pin(cid)
         except (OSError, sqlite3.Error) as e:
-            reason = (
-                f"{e.strerror or e}: {e.filename or ''}".rstrip(": ")
-                if isinstance(e, OSError)
-                else str(e)
-            )
-            raise RwError(f"cannot write the checkpoint: {reason}", EXIT_INCOMPLETE) from None
+            raise RwError(f"cannot write the checkpoint: {_reason(e)}", EXIT_INCOMPLETE) from None
         for s in snaps:
             self._previous[s.root] = s
         warnings = []
@@ -218,6 +220,12 @@ class Checkpoints:
                 warnings.append(f"{full_path(s.root, rel)}: a {kind}, recorded but not its content")
             for rel, note in s.not_kept:
                 warnings.append(f"{full_path(s.root, rel)}: {note}, recorded by metadata only")
+            for rel in s.changing:
+                warnings.append(
+                    f"{full_path(s.root, rel)}: kept changing while rw read it (written to all "
+                    "the time?): recorded as last read, which may be torn; to leave it out: "
+                    f"rw watch add {s.root} --exclude /{rel}"
+                )
         return Created(cid, rows, [p for p, _ in probe_data], unavailable, warnings)
 
     def probes(self, packages: bool, services: bool, recorded: dict[str, bytes] | None = None):
@@ -281,6 +289,17 @@ class Checkpoints:
     def restore(
         self, cid: int, comparison: Comparison | None = None, progress: Progress = no_progress
     ) -> RestoreReport:
+        with self.objects_lock(exclusive=False):  # (not while gc runs: after, or before it)
+            self.get(cid)
+            self.pin(cid)
+        try:
+            return self._restore(cid, progress)
+        except (OSError, sqlite3.OperationalError) as e:
+            raise RwError(f"the restore stopped: {_reason(e)}", EXIT_INCOMPLETE) from None
+        finally:
+            self.unpin(cid)
+
+    def _restore(self, cid: int, progress: Progress) -> RestoreReport:
         row = self.get(cid)
         report = RestoreReport(row)
         recorded = self.store.checkpoint_probes(cid)
@@ -307,15 +326,20 @@ class Checkpoints:
                 if c.item not in failed_items
             ]
 
-        for name in PACKAGE_PROBES:
-            restore_probe(name)
+        trees = []
         for t in self.store.checkpoint_trees(cid):
             try:
-                then = self.tree(t)
+                trees.append(self.tree(t))
             except ObjectError as e:
                 report.failed.append(f"{t.root}: {e}")
-                continue
-            result = snapshot.restore(then, self.objects, self.own_dirs(), progress)
+        for then in trees:  # (before anything is touched)
+            snapshot.check_root(then, f"checkpoint {cid}")
+        for name in PACKAGE_PROBES:
+            restore_probe(name)
+        for then in trees:
+            result = snapshot.restore(
+                then, self.objects, self.own_dirs(), progress, self.restore_journals()
+            )
             report.restored += [
                 f"removed   {path}  (left by an interrupted restore)" for path in result.swept
             ]
@@ -325,6 +349,14 @@ class Checkpoints:
         restore_probe("services")
         return report
 
+    def restore_journals(self) -> str:
+        """Where restores list the temporary files they make (see snapshot._Journal)."""
+        return str(self.paths.data_dir / "restores")
+
+    def sweep_leftovers(self) -> list[str]:
+        """Remove what restores killed half-way left (their journals name it)."""
+        return snapshot.sweep_leftovers(self.restore_journals())
+
     # --- removing ------------------------------------------------------------
 
     def remove(self, ids: Iterable[int]) -> int:
@@ -333,6 +365,50 @@ class Checkpoints:
             self.get(cid)
         with self.store.transaction():
             return self.store.remove_checkpoints(ids)
+
+    # A pin is a file of data_dir/pins, named after its checkpoint and locked
+    # by the process that uses it: gc keeps a checkpoint whose pin is locked,
+    # and removes pins whose process is gone (a lock dies with it: no pid to reuse).
+
+    def pin(self, cid: int) -> None:
+        """Keep checkpoint `cid` from gc until unpin(cid), or until this process ends."""
+        pins = self.paths.data_dir / "pins"
+        pins.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = pins / f"{cid}.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        self._pins.setdefault(cid, []).append((fd, path))
+
+    def unpin(self, cid: int) -> None:
+        held = self._pins.get(cid)
+        if held:
+            fd, path = held.pop()
+            path.unlink(missing_ok=True)
+            os.close(fd)
+
+    def pinned(self) -> set[int]:
+        """The checkpoints in use (a guarded run or a restore holds them); stale pins removed."""
+        out: set[int] = set()
+        pins = self.paths.data_dir / "pins"
+        try:
+            names = os.listdir(pins)
+        except FileNotFoundError:
+            return out
+        for name in names:
+            try:
+                cid = int(name.split(".")[0])
+                fd = os.open(pins / name, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except (ValueError, OSError):
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                out.add(cid)
+            else:
+                (pins / name).unlink(missing_ok=True)  # its process has ended
+            finally:
+                os.close(fd)
+        return out
 
     @contextmanager
     def objects_lock(self, exclusive: bool) -> Iterator[None]:
@@ -352,14 +428,23 @@ class Checkpoints:
     ) -> GcReport:
         """Retention, then unreferenced objects: keep the last `keep_per_session`
         checkpoints of each session, then drop the oldest until the objects fit
-        in `max_total_size`. `in_use`: objects the caller still relies on (the
-        daemon's current snapshots of watched trees)."""
-        with self.objects_lock(exclusive=True):
-            return self._gc(dry_run, in_use, progress)
+        in `max_total_size`. Never dropped: a checkpoint in use (pinned: a
+        guarded run or a restore), nor, for size, the newest of each tree.
+        `in_use`: objects the caller still relies on (the daemon's current
+        snapshots of watched trees)."""
+        try:
+            with self.objects_lock(exclusive=True):
+                sweep_temporary(self.objects)  # (first: a crash's partial files take room)
+                return self._gc(dry_run, in_use, progress)
+        except (OSError, sqlite3.OperationalError) as e:
+            raise RwError(f"gc stopped: {_reason(e)}", EXIT_PROBLEM) from None
 
     def _gc(self, dry_run: bool, in_use: AbstractSet[str], progress: Progress) -> GcReport:
         report = GcReport()
         rows = self.store.checkpoints(state=None)
+        pinned = self.pinned()
+        busy = "in use (a guarded command or a restore is running)"
+        spared: dict[int, str] = {}
         doomed: set[int] = set()
         by_session: dict[str | None, list[CheckpointRow]] = {}
         for r in rows:
@@ -370,6 +455,11 @@ class Checkpoints:
         for group in by_session.values():
             # (keep_per_session = 0 keeps none: group[:None] is all of them)
             doomed.update(r.id for r in group[: -self.config.keep_per_session or None])
+        spared.update((cid, busy) for cid in doomed & pinned)
+        doomed -= pinned
+        newest = {t.root: r.id for r in rows if r.state == "ok" and r.id not in doomed
+                  for t in self.store.checkpoint_trees(r.id)}  # fmt: skip
+        keep = pinned | set(newest.values())
         progress("gc: listing objects")
         sizes = self.objects.sizes()
         kept = [r for r in rows if r.id not in doomed]
@@ -377,7 +467,15 @@ class Checkpoints:
             live = self._referenced([r.id for r in kept], progress)
             if sum(sizes.get(d, 0) for d in live) <= self.config.max_total_size:
                 break
-            doomed.add(kept.pop(0).id)
+            oldest = next((r for r in kept if r.id not in keep), None)
+            if oldest is None:  # over the limit with only these left: say why they stay
+                for root, cid in newest.items():
+                    spared.setdefault(cid, f"the newest checkpoint of {root}")
+                spared.update((r.id, busy) for r in kept if r.id in pinned)
+                break
+            kept.remove(oldest)
+            doomed.add(oldest.id)
+        report.kept = [f"checkpoint {cid}: {why}" for cid, why in sorted(spared.items())]
         live = self._referenced([r.id for r in rows if r.id not in doomed], progress) | in_use
         garbage = [d for d in sizes if d not in live]
         report.checkpoints = sorted(doomed)
@@ -473,6 +571,7 @@ class GcReport:
     disk_after: int = 0
     outputs: int = 0  # steps whose recorded output went over the quota
     output_bytes: int = 0
+    kept: list[str] = field(default_factory=list)  # checkpoints gc would drop, and why not
 
     def to_json(self) -> dict:
         return {
@@ -484,6 +583,7 @@ class GcReport:
             "debs": [str(p) for p in self.debs],
             "disk_before": self.disk_before,
             "disk_after": self.disk_after,
+            "kept": self.kept,
         }
 
     @classmethod
@@ -497,7 +597,14 @@ class GcReport:
             doc.get("disk_after", 0),
             doc.get("outputs", 0),
             doc.get("output_bytes", 0),
+            doc.get("kept", []),
         )
+
+
+def _reason(e: OSError | sqlite3.Error) -> str:
+    if isinstance(e, OSError):
+        return f"{e.strerror or e}: {e.filename or ''}".rstrip(": ")
+    return str(e)
 
 
 def objects_of(snap: snapshot.Snapshot) -> set[str]:

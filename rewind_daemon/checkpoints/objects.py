@@ -266,20 +266,25 @@ class Batch:
         return digest
 
     def put_file(
-        self, path: str, expect: os.stat_result | None = None, dir_fd: int | None = None
+        self,
+        path: str,
+        expect: os.stat_result | None = None,
+        dir_fd: int | None = None,
+        changing: bool = False,
     ) -> tuple[str, int]:
         """Store a regular file's content (`path` relative to `dir_fd` if given,
         never through a symlink); returns (digest, size read).
 
         With `expect`, raises FileChanged if the file is not the one that was
-        stat'ed (another size, mtime or inode) or changes while it is read.
+        stat'ed (another size, mtime or inode) or changes while it is read;
+        with `changing`, what was read is kept even if it changed meanwhile.
         """
         fd = os.open(path, _READ_FLAGS, dir_fd=dir_fd)
         try:
             before = os.fstat(fd)
             if not stat.S_ISREG(before.st_mode) or (expect is not None and _moved(expect, before)):
                 raise FileChanged(path)
-            if before.st_size < CHUNK:
+            if before.st_size < CHUNK and not changing:
                 data = _read_all(fd, before.st_size)
                 if _moved(before, os.fstat(fd)):
                     raise FileChanged(path)
@@ -297,7 +302,7 @@ class Batch:
                 if comp is None:
                     comp = zlib.compressobj(_level(chunk))
                 parts.append(comp.compress(chunk))
-            if _moved(before, os.fstat(fd)):
+            if _moved(before, os.fstat(fd)) and not changing:
                 raise FileChanged(path)
         finally:
             os.close(fd)
@@ -357,10 +362,14 @@ class Batch:
             return
         self.tmp_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = self.tmp_dir / f"{digest}.{os.getpid()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        with open(fd, "wb") as f:
-            for p in parts:
-                f.write(p)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            with open(fd, "wb") as f:
+                for p in parts:
+                    f.write(p)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # (a disk full half-way: nothing of it is kept)
+            raise
         self.loose[digest] = tmp
 
     def commit(self) -> None:

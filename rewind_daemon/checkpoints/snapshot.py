@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -23,7 +24,7 @@ from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
-from ..errors import EXIT_USAGE, RwError
+from ..errors import EXIT_INCOMPLETE, EXIT_USAGE, RwError
 from ..fsops import Inotify, syncfs
 from ..progress import no_progress
 from .objects import FileChanged, ObjectError, ObjectStore
@@ -40,6 +41,12 @@ ROOT = "."
 # forked child lends it a second core (threads would share one, for the GIL).
 PARALLEL_MIN = 4000
 _REPORT_MAX = 50_000  # changes beyond which the child's report is not worth sending
+# The note of a directory on another filesystem than the root's (a mount
+# point): recorded, never entered, and never restored into.
+MOUNT_POINT = "another filesystem mounted here, not entered"
+# The note of a file that changed every time it was read (a log being
+# written): its content is what the last reading got, which may be torn.
+CHANGING = "kept changing while rw read it: recorded as last read"
 
 _KINDS = {
     stat.S_IFREG: "file",
@@ -84,9 +91,20 @@ class SnapshotUnstable(RwError):
     """The tree kept changing while it was being read."""
 
 
+class RootMoved(RwError):
+    """A tree's root is not where, or not what, its checkpoint recorded: a
+    symlink on its way, another directory in its place, a mount over it."""
+
+    exit_code = EXIT_INCOMPLETE
+
+
 class Sink(Protocol):
     def put_file(
-        self, path: str, expect: os.stat_result | None = None, dir_fd: int | None = None
+        self,
+        path: str,
+        expect: os.stat_result | None = None,
+        dir_fd: int | None = None,
+        changing: bool = False,
     ) -> tuple[str, int]: ...
 
 
@@ -94,13 +112,19 @@ class DigestOnly:
     """Hashes files without keeping their content (for comparing with now)."""
 
     def put_file(
-        self, path: str, expect: os.stat_result | None = None, dir_fd: int | None = None
+        self,
+        path: str,
+        expect: os.stat_result | None = None,
+        dir_fd: int | None = None,
+        changing: bool = False,
     ) -> tuple[str, int]:
         # O_NONBLOCK: a file swapped for a FIFO since it was stat'ed must not stall the read.
         fd = os.open(path, _READ_FLAGS, dir_fd=dir_fd)
         try:
             st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or (expect is not None and st.st_ino != expect.st_ino):
+            if not stat.S_ISREG(st.st_mode) or (
+                expect is not None and st.st_ino != expect.st_ino and not changing
+            ):
                 raise FileChanged(path)
             h = hashlib.sha256()
             size = 0
@@ -222,6 +246,11 @@ class Snapshot:
     # Hard links inside the tree: groups (sorted, each of 2 or more) of files
     # that are one inode. Recorded since manifests carry them; none in older ones.
     links: tuple[tuple[str, ...], ...] = ()
+    # Where the root was when taken: its path with no symlink in it, and its
+    # device (every directory entered is on it: a mount inside is not entered).
+    # Recorded since manifests carry them; None in older ones.
+    real_root: str | None = None
+    dev: int | None = None
     _tops: dict[str, int] | None = field(default=None, repr=False, compare=False)
 
     def top_counts(self) -> dict[str, int]:
@@ -240,7 +269,12 @@ class Snapshot:
 
     @property
     def not_kept(self) -> list[tuple[str, str]]:
-        return [(p, e.note) for p, e in self.entries.items() if e.note]
+        return [(p, e.note) for p, e in self.entries.items() if e.note and e.data is None]
+
+    @property
+    def changing(self) -> list[str]:
+        """Files recorded as last read: they changed every time they were read."""
+        return [p for p, e in self.entries.items() if e.note == CHANGING]
 
     def manifest_bytes(self) -> bytes:
         entries = self.entries
@@ -253,6 +287,8 @@ class Snapshot:
         }
         if self.links:  # (absent otherwise: a tree without links keeps its manifest)
             doc["links"] = [list(group) for group in self.links]
+        if self.dev is not None:
+            doc["real_root"], doc["dev"] = self.real_root, self.dev
         return json.dumps(doc, separators=(",", ":")).encode()
 
     @classmethod
@@ -277,6 +313,8 @@ class Snapshot:
                 int(doc.get("size_cap", DEFAULT_SIZE_CAP)),
                 digest,
                 links=links,
+                real_root=doc.get("real_root"),
+                dev=None if doc.get("dev") is None else int(doc["dev"]),
             )
         except (ValueError, KeyError, TypeError) as e:
             raise ObjectError(f"manifest {digest or ''} is not a snapshot: {e}") from None
@@ -410,7 +448,12 @@ def take(
         entries[ROOT] = e
     if entries[ROOT] != p or len(entries) != len(prev):
         changed = True
-    snap = Snapshot(root, taken_ns, entries, rules.patterns, size_cap)
+    real_root = real_path(root)
+    if previous is not None and (previous.real_root, previous.dev) != (real_root, st.st_dev):
+        changed = True
+    snap = Snapshot(
+        root, taken_ns, entries, rules.patterns, size_cap, real_root=real_root, dev=st.st_dev
+    )
     if not changed and previous is not None:
         snap.unchanged = True
         snap.manifest = previous.manifest
@@ -478,6 +521,7 @@ def _walk(
     skip_dirs = frozenset(skip)
     has_rules = bool(rules)
     changed = False
+    dev = os.fstat(root_fd).st_dev
     dirs = _directories(root_fd, root, None, on_dir)
     try:
         for fd, prefix, base, subdirs in dirs:
@@ -522,9 +566,12 @@ def _walk(
                     elif fmt == _IFDIR:
                         if base + name in skip_dirs:
                             continue
-                        e = _entry(st)
-                        if rel not in defer:
-                            subdirs.append((name, st.st_ino))
+                        if st.st_dev != dev:
+                            e = _entry(st, None, MOUNT_POINT)
+                        else:
+                            e = _entry(st)
+                            if rel not in defer:
+                                subdirs.append((name, st.st_ino))
                         p = prev_get(rel)
                     else:
                         if fmt == _IFCHR or fmt == _IFBLK:
@@ -760,6 +807,7 @@ def _compare_below(
     changed: list[str] = []
     read: list[list] = []
     seen = 0
+    dev = os.fstat(root_fd).st_dev
     dirs = _directories(root_fd, root, [(t, prev[t].ino) for t in tops])
     try:
         for fd, prefix, base, subdirs in dirs:
@@ -807,6 +855,8 @@ def _compare_below(
                                 return None
                             continue
                     elif fmt == _IFDIR:
+                        if st.st_dev != dev:
+                            return None  # a mount point: the parent's walk notes it
                         subdirs.append((name, st.st_ino))
                         if p == _entry(st):
                             continue
@@ -896,6 +946,11 @@ def _read(
                 if err.errno not in (errno.ELOOP, errno.EINVAL):
                     raise
             st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        if stat.S_ISREG(st.st_mode) and st.st_size <= size_cap:
+            # Written to all the time (a busy log): what the last reading got,
+            # said so; the rest of the tree is not held back for it.
+            digest, size = sink.put_file(name, None, dir_fd, changing=True)
+            return _entry(st, digest, CHANGING)._replace(size=size)
     except FileNotFoundError:
         return None
     raise SnapshotUnstable(f"{path} kept changing while rw read it; try again")
@@ -1000,21 +1055,128 @@ class RestoreResult:
     swept: list[str] = field(default_factory=list)  # killed restores' temporary files removed
 
 
+def real_path(root: str) -> str:
+    """`root` with no symlink above it (a root that is a symlink is the symlink)."""
+    head, name = os.path.split(root.rstrip("/") or "/")
+    return os.path.join(os.path.realpath(head or "/"), name)
+
+
+def open_nofollow(path: str) -> int:
+    """The directory at the absolute `path`, opened one component at a time
+    from `/` without following a symlink (ELOOP or ENOTDIR if one is on the way)."""
+    fd = os.open("/", _DIR_FLAGS)
+    try:
+        for part in path.split("/"):
+            if part:
+                at, fd = fd, -1
+                try:
+                    fd = os.open(part, _DIR_FLAGS, dir_fd=at)
+                finally:
+                    os.close(at)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        raise
+    return fd
+
+
+def _mount_id(fd: int) -> int | None:
+    """The id of the mount the open file `fd` is on (None if /proc cannot say):
+    unlike the device, it tells a bind mount from the directory it hides."""
+    try:
+        with open(f"/proc/self/fdinfo/{fd}", "rb") as f:
+            for line in f:
+                if line.startswith(b"mnt_id:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_root(target: Snapshot, name: str = "the checkpoint") -> None:
+    """Refuse (RootMoved) to restore `target` if its root is not where it was
+    taken: its path now leads through a symlink, or to another directory or
+    filesystem than the one recorded. (A root that is gone is recreated.)"""
+    if target.dev is None:
+        return  # an older manifest: nothing recorded to compare with
+    root, real = target.root, target.real_root or target.root
+    then = target.entries.get(ROOT, _NO_ENTRY)
+    hint = "nothing restored; if that is meant, move it aside and restore again"
+    if real_path(root) != real and os.path.lexists(root):
+        raise RootMoved(
+            f"{root} now leads to {real_path(root)}, not to {real} as when "
+            f"{name} was taken (a symlink on its way): {hint}"
+        )
+    head, leaf = os.path.split(real)
+    try:
+        fd = open_nofollow(head)
+    except FileNotFoundError:
+        return  # (the restore makes nothing above its root: it fails there, and says so)
+    except OSError as err:
+        if err.errno not in (errno.ELOOP, errno.ENOTDIR):
+            raise RwError(f"cannot restore {root}: {err.strerror}", EXIT_INCOMPLETE) from None
+        raise RootMoved(
+            f"{root}: a directory on its way is a symlink (or not a directory) now: {hint}"
+        ) from None
+    try:
+        st = os.stat(leaf, dir_fd=fd, follow_symlinks=False)
+        same = st.st_dev == target.dev
+        if same and then.kind == "dir" and st.st_ino != then.ino:
+            # Another directory in its place: one its owner made anew there
+            # (rm -rf DIR; mkdir DIR) is the tree; one of another owner, or
+            # one mounted there, is not. (A file's inode changes whenever an
+            # editor saves it: only its device is compared.)
+            same = stat.S_ISDIR(st.st_mode) and st.st_uid == then.uid and _not_mounted(fd, leaf)
+    except FileNotFoundError:
+        return
+    finally:
+        os.close(fd)
+    if not same:
+        raise RootMoved(
+            f"{root} is not the {then.kind or 'entry'} {name} was taken of (replaced, "
+            f"moved, or another filesystem mounted there since): {hint}"
+        )
+
+
+def _not_mounted(parent: int, name: str) -> bool:
+    """Whether the directory `name` in `parent` is on its parent's mount."""
+    try:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+    except OSError:
+        return False
+    try:
+        return _mount_id(fd) == _mount_id(parent)
+    finally:
+        os.close(fd)
+
+
 def restore(
-    target: Snapshot, objects: ObjectStore, skip: Iterable[str] = (), progress=None
+    target: Snapshot,
+    objects: ObjectStore,
+    skip: Iterable[str] = (),
+    progress=None,
+    journals: str | None = None,
 ) -> RestoreResult:
     """Make the tree at target.root what `target` recorded, then verify it.
 
     Every change goes through descriptors of the tree's directories (_Dirs):
     a directory that is no longer the one the plan saw (swapped for a symlink
     or for another directory meanwhile) is reported for what lies below it,
-    never followed, so nothing outside the tree is ever written.
-    `progress(what, done, total)` is told how far it is (see progress.py)."""
-    tree = _Dirs(target.root)
+    never followed, so nothing outside the tree is ever written; the root is
+    reached without following a symlink, and no mount inside is entered.
+    `progress(what, done, total)` is told how far it is (see progress.py).
+    `journals`: rw's private directory where a restore lists the temporary
+    files it is about to make (see _Journal); without, a restore killed
+    half-way leaves them for good."""
+    check_root(target)
+    tree = _Dirs(target.real_root or target.root, dev=target.dev)
     watched = _Watched.start(target, tree)
+    journal = _Journal(journals) if journals is not None else None
     try:
-        return _restore(target, objects, skip, watched, tree, progress or no_progress)
+        return _restore(target, objects, skip, watched, tree, progress or no_progress, journal)
     finally:
+        if journal is not None:
+            journal.end()
         if watched is not None:
             watched.close()
         tree.close()
@@ -1027,6 +1189,7 @@ def _restore(
     watched: _Watched | None,
     tree: _Dirs,
     progress,
+    journal: _Journal | None = None,
 ) -> RestoreResult:
     root = target.root
     total = len(target.entries)
@@ -1037,8 +1200,16 @@ def _restore(
     if tree.expect({rel: e.ino for rel, e in now.entries.items() if e.kind == "dir"}):
         if watched is not None:
             watched.lost = True  # it watches a directory replaced before the plan saw it
+    # What was a mount point when the checkpoint was taken holds nothing of
+    # it: whatever is there now (unmounted since) is left as it is.
+    for rel in [rel for rel, e in target.entries.items() if e.note == MOUNT_POINT]:
+        for below in [r for r in now.entries if r.startswith(rel + "/")]:
+            del now.entries[below]
+        if now.entries.get(rel, _NO_ENTRY).kind == "dir":
+            now.entries[rel] = target.entries[rel]
     result = RestoreResult()
-    result.swept = _sweep(tree, now)
+    if journal is not None:
+        result.swept = _sweep(journal.where, tree, target, now)
     changes = diff(now, target)
     failed: dict[str, str] = {}
     tick = watched.read if watched is not None else None
@@ -1050,6 +1221,7 @@ def _restore(
     followers = {m: g[0] for g in relink for m in g[1:]}
     now_groups = {m: g for g in now.links for m in g}
     own_inode = {c.path for c in changes if c.what == "unlinked"}
+    groups = {m: g for g in target.links for m in g}
     own_inode.update(g[0] for g in relink if not set(now_groups.get(g[0], ())) <= set(g))
 
     # 1. Remove what the checkpoint did not have: files first (in several
@@ -1077,6 +1249,8 @@ def _restore(
     # a crash leaves each file either as it was or as restored. Directories
     # and the rest are made here; file contents by _write_all, in threads.
     wanted = sorted({c.path for c in changes if c.what != "deleted"}, key=lambda p: (_depth(p), p))
+    if journal is not None:
+        journal.write(tree, wanted)
     rewrite: list[tuple[str, Entry]] = []
     made_dirs: list[str] = []
     for rel in wanted:
@@ -1092,7 +1266,18 @@ def _restore(
                     raise RwError(f"not restorable: its content was not kept ({e.note})")
                 rewrite.append((rel, e))
                 continue
-            _put(tree, rel, e, cur)
+            try:
+                _put(tree, rel, e, cur, len(groups.get(rel, (rel,))))
+            except _LinkedOutside:
+                # Changed in place, it would change a file outside the tree
+                # too: it gets an inode of its own, as a file written anew.
+                if e.data is None:
+                    raise RwError(
+                        "not restored: it is a hard link of a file outside the tree, "
+                        f"and its content was not kept ({e.note})"
+                    ) from None
+                rewrite.append((rel, e))
+                continue
             if e.kind == "dir" and cur is None:
                 made_dirs.append(rel)
                 if watched is not None:
@@ -1124,7 +1309,11 @@ def _restore(
         raise
     # 3. Directory modes, owners and mtimes last, deepest first: creating and
     # deleting entries above moved their mtimes.
-    dirs = [p for p, e in target.entries.items() if e.kind == "dir" and p not in failed]
+    dirs = [
+        p
+        for p, e in target.entries.items()
+        if e.kind == "dir" and p not in failed and e.note != MOUNT_POINT
+    ]
     for rel in sorted(dirs, key=_depth, reverse=True):
         try:
             with tree.dir(rel) as fd:
@@ -1245,94 +1434,137 @@ def _links_left(
     return out
 
 
-def _is_leftover(name: str) -> bool:
-    """Whether `name` is a restore's temporary name (`.NAME.rw-PID`) left by a
-    process that is no longer running (killed before it could remove it)."""
-    m = _LEFTOVER.fullmatch(name)
-    if m is None:
-        return False
-    pid = int(m.group(2))
-    if pid == os.getpid():
-        return False
+class _Journal:
+    """The temporary files a restore is about to make, listed in a file of
+    rw's private state (synced) before any is made, and removed once the
+    restore is over: a restore killed half-way leaves the list, and the next
+    restore of the tree (or rw doctor) removes what it names, and nothing
+    else, however much a user's file looks like one. The list is locked while
+    its restore runs: one that can be locked is a dead restore's."""
+
+    def __init__(self, where: str):
+        self.where = where
+        os.makedirs(where, mode=0o700, exist_ok=True)
+        self.path = os.path.join(where, f"{os.getpid()}.{time.time_ns()}.json")
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        self.fd = os.open(self.path, flags, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def write(self, tree: _Dirs, rels: list[str]) -> None:
+        """The temporary names the restore may make for `rels` (a few more
+        than it will: it is written once, before the first)."""
+        temps = []
+        for rel in rels:
+            parent, name = tree.split(rel)
+            temps.append([parent, _tmp_name(name)])
+        doc = {"root": os.path.join(tree.head, tree.root_name), "temps": temps}
+        data = json.dumps(doc).encode()
+        while data:
+            data = data[os.write(self.fd, data) :]
+        os.fsync(self.fd)
+
+    def end(self) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+        os.close(self.fd)
+
+
+def _dead_journals(where: str) -> Iterator[tuple[str, dict]]:
+    """(path, content) of each journal in `where` whose restore is gone."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except (PermissionError, OverflowError):
-        pass  # (someone else's process, or no pid at all: left alone)
-    return False
-
-
-def _sweep(tree: _Dirs, now: Snapshot) -> list[str]:
-    """Remove from the tree, and from `now`, the temporary files of restores
-    killed before they could clean up; the paths removed (absolute)."""
-    if now.entries.get(ROOT, _NO_ENTRY).kind != "dir":
-        return _sweep_beside(tree)
-    swept = []
-    for rel in [rel for rel in now.entries if ".rw-" in rel]:
-        e = now.entries[rel]
-        if e.kind not in (_FILE, _SYMLINK) or not _is_leftover(rel.rpartition("/")[2]):
+        names = sorted(os.listdir(where))
+    except FileNotFoundError:
+        return
+    for name in names:
+        path = os.path.join(where, name)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
             continue
         try:
-            with tree.parent_of(rel) as (fd, name):
-                if os.stat(name, dir_fd=fd, follow_symlinks=False).st_ino != e.ino:
-                    continue  # not the file the plan saw
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # its restore is running
+            with os.fdopen(os.dup(fd), "rb") as f:
+                raw = f.read()
+        finally:
+            os.close(fd)
+        try:
+            doc = json.loads(raw) if raw else {"root": "", "temps": []}
+            if not isinstance(doc["root"], str) or not isinstance(doc["temps"], list):
+                raise ValueError
+        except (ValueError, KeyError, TypeError):
+            doc = {"root": "", "temps": []}  # killed before it listed anything
+        yield path, doc
+
+
+def _sweep_journal(tree: _Dirs, doc: dict, keep: dict[str, Entry] | None) -> list[str]:
+    """Remove the temporary files a dead restore's journal names (files or
+    symlinks, never a name in `keep`, the checkpoint being restored); the
+    paths removed (absolute)."""
+    swept = []
+    for item in doc["temps"]:
+        try:
+            parent, name = str(item[0]), str(item[1])
+        except (IndexError, TypeError):
+            continue
+        if "/" in name or not _LEFTOVER.fullmatch(name) or (parent and _bad_rel(parent)):
+            continue
+        rel = name if parent == ROOT else (f"{parent}/{name}" if parent else None)
+        if keep is not None and rel is not None and rel in keep:
+            continue  # (a name the checkpoint has is not a temporary)
+        try:
+            with tree.dir(parent) as fd:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+                    continue
                 os.unlink(name, dir_fd=fd)
         except OSError:
             continue
-        del now.entries[rel]
-        swept.append(full_path(now.root, rel))
+        where = (
+            tree.head if not parent else full_path(os.path.join(tree.head, tree.root_name), parent)
+        )
+        swept.append(os.path.join(where, name))
     return swept
 
 
-def _sweep_beside(tree: _Dirs) -> list[str]:
-    """For a tree that is one file (or symlink): its restores' temporary
-    files are beside it, `.NAME.rw-PID` in its directory; those of killed
-    restores removed, and their paths."""
+def _bad_rel(rel: str) -> bool:
+    return rel != ROOT and ("\0" in rel or any(p in ("", ".", "..") for p in rel.split("/")))
+
+
+def _sweep(where: str, tree: _Dirs, target: Snapshot, now: Snapshot) -> list[str]:
+    """Remove from the tree, and from `now`, the temporary files of restores
+    of this tree killed before they could clean up (as their journals in
+    `where` list them); the paths removed (absolute)."""
+    root = os.path.join(tree.head, tree.root_name)
     swept = []
-    try:
-        with tree.dir(tree.PARENT) as fd:
-            for name in os.listdir(fd):
-                m = _LEFTOVER.fullmatch(name)
-                if m and m.group(1) == tree.root_name and _is_leftover(name):
-                    with contextlib.suppress(OSError):
-                        os.unlink(name, dir_fd=fd)
-                        swept.append(os.path.join(tree.head, name))
-    except OSError:
-        pass
+    for path, doc in _dead_journals(where):
+        if doc["root"] != root:
+            continue  # another tree's: its restore (or rw doctor) sweeps it
+        swept += _sweep_journal(tree, doc, target.entries)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    cut = len(root) + 1
+    for path in swept:
+        now.entries.pop(path[cut:], None)
     return swept
 
 
-def sweep_leftovers(root: str, skip: Iterable[str] = ()) -> list[str]:
-    """Remove the temporary files (`.NAME.rw-PID`) that restores killed before
-    they could clean up left in the tree at `root`; their paths. (A restore
-    does this itself; `rw doctor` does it for every watched tree.)"""
-    skip_dirs = frozenset(skip)
-    tree = _Dirs(root)
+def sweep_leftovers(where: str) -> list[str]:
+    """Remove the temporary files that restores killed before they could clean
+    up left, as their journals in `where` list them (and the journals); their
+    paths. (A restore does this for its tree; `rw doctor` for all.)"""
     found = []
-    try:
-        if not os.path.isdir(root) or os.path.islink(root):
-            return _sweep_beside(tree)
-        todo = [ROOT]
-        while todo:
-            rel_dir = todo.pop()
+    for path, doc in _dead_journals(where):
+        if doc["root"]:
+            tree = _Dirs(doc["root"])
             try:
-                with tree.dir(rel_dir) as fd, os.scandir(fd) as it:
-                    for de in it:
-                        rel = de.name if rel_dir == ROOT else f"{rel_dir}/{de.name}"
-                        if de.is_dir(follow_symlinks=False):
-                            if full_path(root, rel) not in skip_dirs:
-                                todo.append(rel)
-                        elif _is_leftover(de.name):
-                            try:
-                                os.unlink(de.name, dir_fd=fd)
-                            except OSError:
-                                continue
-                            found.append(full_path(root, rel))
-            except OSError:
-                continue  # gone, unreadable, or not the directory it was: not followed
-    finally:
-        tree.close()
+                found += _sweep_journal(tree, doc, None)
+            finally:
+                tree.close()
+        with contextlib.suppress(OSError):
+            os.unlink(path)
     return sorted(found)
 
 
@@ -1352,14 +1584,17 @@ class _Dirs:
     MAX_OPEN = 256
     PARENT = ""  # the key of the root's parent (no entry of the tree has it)
 
-    def __init__(self, root: str, root_fd: int | None = None):
+    def __init__(self, root: str, root_fd: int | None = None, dev: int | None = None):
         head, self.root_name = os.path.split(root.rstrip("/") or "/")
         self.head = head or "/"
         self.inos: dict[str, int] = {}  # rel -> the inode expected there
         self.fds: dict[str, list[int]] = {}  # rel -> [descriptor, users]
         self.borrowed = root_fd  # the caller's, never closed here
+        self.dev = dev  # the device every directory must be on, when known
+        self.mount: int | None = None  # the root's mount: no other is entered
         if root_fd is not None:
             self.fds[ROOT] = [root_fd, 1]
+            self.mount = _mount_id(root_fd)
         self.lock = threading.RLock()
 
     def expect(self, inos: dict[str, int]) -> bool:
@@ -1436,7 +1671,12 @@ class _Dirs:
 
     def _open(self, rel: str) -> int:
         if rel == self.PARENT:
-            return os.open(self.head, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                return open_nofollow(self.head)
+            except OSError as err:
+                if err.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise self._not_as_planned(rel) from None
+                raise
         parent, name = self.split(rel)
         at = self.hold(parent)
         try:
@@ -1447,10 +1687,16 @@ class _Dirs:
             raise
         finally:
             self.release(parent)
-        ino = os.fstat(fd).st_ino
-        if self.inos.setdefault(rel, ino) != ino:
+        st = os.fstat(fd)
+        if self.inos.setdefault(rel, st.st_ino) != st.st_ino:
             os.close(fd)
             raise self._not_as_planned(rel)
+        mount = _mount_id(fd)
+        if rel == ROOT:
+            self.mount = mount
+        elif (self.dev is not None and st.st_dev != self.dev) or mount != self.mount:
+            os.close(fd)
+            raise OSError(errno.EXDEV, f"{rel} is a mount point now: left alone, not entered")
         return fd
 
     def _trim(self) -> None:
@@ -1463,7 +1709,7 @@ class _Dirs:
 
     @staticmethod
     def _not_as_planned(rel: str) -> OSError:
-        where = "the tree's root" if rel == ROOT else rel
+        where = {ROOT: "the tree's root", _Dirs.PARENT: "the tree's parent"}.get(rel, rel)
         return OSError(
             errno.ESTALE,
             f"{where} is not the directory the restore planned on (replaced meanwhile, "
@@ -1575,7 +1821,9 @@ class _Watched:
         for rel in made_dirs:  # (in case something came in before its watch did)
             try:
                 with tree.dir(rel) as fd:
-                    check.update(f"{rel}/{name}" for name in os.listdir(fd))
+                    check.update(
+                        name if rel == ROOT else f"{rel}/{name}" for name in os.listdir(fd)
+                    )
             except OSError:
                 check.add(rel)
         rules = Excludes(target.excludes)
@@ -1642,8 +1890,15 @@ def _depth(rel: str) -> int:
     return -1 if rel == ROOT else rel.count("/")
 
 
-def _put(tree: _Dirs, rel: str, e: Entry, cur: Entry | None) -> None:
-    """Make `rel` what `e` records, but for a file's content (_write_all)."""
+class _LinkedOutside(Exception):
+    """A file has more hard links than the tree holds: changing it in place
+    would change a file outside the tree."""
+
+
+def _put(tree: _Dirs, rel: str, e: Entry, cur: Entry | None, links: int = 1) -> None:
+    """Make `rel` what `e` records, but for a file's content (_write_all);
+    `links`, how many names the tree gives the file (_LinkedOutside if it
+    has more)."""
     with tree.parent_of(rel) as (at, name):
         if e.kind == "dir":
             if cur is None:
@@ -1671,7 +1926,7 @@ def _put(tree: _Dirs, rel: str, e: Entry, cur: Entry | None) -> None:
                 os.mknod(name, fmt | 0o600, os.makedev(major, minor), dir_fd=at)
             else:
                 raise RwError(f"a {e.kind} cannot be restored")
-        _attrs_at(at, name, e, ino)
+        _attrs_at(at, name, e, ino, links)
 
 
 # Restores spread their file work over this many threads: creating, renaming
@@ -1785,10 +2040,11 @@ def _attrs(fd: int, e: Entry) -> os.stat_result:
     return st
 
 
-def _attrs_at(at: int, name: str, e: Entry, ino: int | None) -> None:
+def _attrs_at(at: int, name: str, e: Entry, ino: int | None, links: int = 1) -> None:
     """Owner, mode and mtime as `e` recorded, set on `name` in the directory
     `at` itself, never on what a symlink points to; `ino`, when known, the
-    inode the plan saw there (anything else is left alone and reported)."""
+    inode the plan saw there (anything else is left alone and reported). A
+    file with more than `links` hard links is left alone: _LinkedOutside."""
     if e.kind == "symlink":
         st = os.stat(name, dir_fd=at, follow_symlinks=False)
         if not stat.S_ISLNK(st.st_mode):
@@ -1805,6 +2061,8 @@ def _attrs_at(at: int, name: str, e: Entry, ino: int | None) -> None:
         st = os.fstat(fd)
         if _KINDS.get(st.st_mode & _IFMT) != e.kind or (ino is not None and st.st_ino != ino):
             raise OSError(errno.ESTALE, "replaced since the restore began: left alone")
+        if e.kind == _FILE and st.st_nlink > links:
+            raise _LinkedOutside(name)
         _set_attrs(f"/proc/self/fd/{fd}", st, e)
     finally:
         os.close(fd)

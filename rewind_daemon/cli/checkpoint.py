@@ -18,11 +18,13 @@ from ..checkpoints.checkpoint import (
     normalise,
     watches,
 )
+from ..display import escaped
 from ..errors import EXIT_INCOMPLETE, EXIT_PROBLEM, DaemonUnavailable, NotFound, RwError
 from ..progress import TerminalProgress
 from ..store import Store
 from . import CONTEXT, cli
 from .common import (
+    ID,
     complete_session,
     get_config,
     get_paths,
@@ -77,11 +79,12 @@ def watch_add(path: str, excludes: tuple[str, ...]) -> None:
     cps = open_checkpoints()
     for own in cps.own_dirs():
         if own == full or own.startswith(full.rstrip("/") + "/"):
-            click.echo(f"rw: {own} (rw's own data) inside it is left out", err=True)
+            click.echo(escaped(f"rw: {own} (rw's own data) inside it is left out"), err=True)
     with cps.store.transaction():
         cps.store.add_watch(full, json.dumps(list(excludes)), datetime.datetime.now().timestamp())
     _tell_daemon()
-    click.echo(f"watching {full}" + (f" (excluding {', '.join(excludes)})" if excludes else ""))
+    excluding = f" (excluding {', '.join(excludes)})" if excludes else ""
+    click.echo(escaped(f"watching {full}{excluding}"))
 
 
 @watch_group.command("rm", context_settings=CONTEXT)
@@ -102,7 +105,7 @@ def watch_rm(path: str) -> None:
             raise RwError(f"{full} is watched by the config ({cps.config.source}): edit it there")
         raise NotFound(f"{full} is not watched (see rw watch list)")
     _tell_daemon()
-    click.echo(f"no longer watching {full}")
+    click.echo(escaped(f"no longer watching {full}"))
 
 
 @watch_group.command("list", context_settings=CONTEXT)
@@ -123,7 +126,7 @@ def watch_list(as_json: bool) -> None:
         click.echo("no watched paths (rw watch add PATH)")
     for w in ws:
         extra = f"  exclude: {', '.join(w.excludes)}" if w.excludes else ""
-        click.echo(f"{w.path}  ({w.source}){extra}")
+        click.echo(escaped(f"{w.path}  ({w.source}){extra}"))
 
 
 @cli.group("checkpoint", context_settings=CONTEXT)
@@ -193,11 +196,11 @@ def checkpoint_create(
         )
         return
     parts = [f"{t.root} ({t.entries} entries)" for t in made.trees] + made.probes
-    click.echo(f"checkpoint {made.id}: {', '.join(parts)}")
+    click.echo(escaped(f"checkpoint {made.id}: {', '.join(parts)}"))
     for name, reason in made.unavailable:
-        click.echo(f"rw: {name} not included: {reason}", err=True)
+        click.echo(escaped(f"rw: {name} not included: {reason}"), err=True)
     for w in made.warnings:
-        click.echo(f"rw: {w}", err=True)
+        click.echo(escaped(f"rw: {w}"), err=True)
 
 
 def _when(ts: float) -> str:
@@ -246,11 +249,11 @@ def checkpoint_list(session: str | None, as_json: bool) -> None:
         where = f"step {d['step']} of {d['session']}" if d["session"] else d["origin"]
         what = ", ".join(d["paths"] + d["probes"])
         label = f"  {d['label']}" if d["label"] else ""
-        click.echo(f"{d['id']:>5}  {d['created_at']}  {where:<24} {what}{label}")
+        click.echo(escaped(f"{d['id']:>5}  {d['created_at']}  {where:<24} {what}{label}"))
 
 
 @checkpoint_group.command("show", context_settings=CONTEXT)
-@click.argument("cid", type=int, metavar="ID")
+@click.argument("cid", type=ID, metavar="ID")
 @json_option
 def checkpoint_show(cid: int, as_json: bool) -> None:
     """Show what a checkpoint holds.
@@ -290,15 +293,19 @@ def checkpoint_show(cid: int, as_json: bool) -> None:
         return
     click.echo(f"checkpoint {row.id}  {doc['created_at']}  ({row.origin})")
     if row.label:
-        click.echo(f"  label: {row.label}")
+        click.echo(escaped(f"  label: {row.label}"))
     if row.session:
-        click.echo(f"  before step {row.step} of session {row.session}")
+        click.echo(escaped(f"  before step {row.step} of session {row.session}"))
     for t in trees:
-        click.echo(f"  {t['path']}: {t['entries']} entries, {t['files']} files, {t['bytes']} bytes")
+        click.echo(
+            escaped(
+                f"  {t['path']}: {t['entries']} entries, {t['files']} files, {t['bytes']} bytes"
+            )
+        )
         for s in t["special"]:
-            click.echo(f"    special file, content not kept: {s}")
+            click.echo(escaped(f"    special file, content not kept: {s}"))
         for s in t["not_restorable"]:
-            click.echo(f"    not restorable: {s}")
+            click.echo(escaped(f"    not restorable: {s}"))
     for name, state in probes.items():
         click.echo(f"  {name}: {_probe_summary(state)}")
 
@@ -314,14 +321,14 @@ def _probe_summary(state: dict) -> str:
 def _print_comparison(cmp: Comparison, heading: str) -> None:
     for t in cmp.trees:
         if t.changes:
-            click.echo(f"{heading} {t.root}:")
+            click.echo(escaped(f"{heading} {t.root}:"))
             for c in t.changes:
-                click.echo(f"  {c.describe(t.root)}")
+                click.echo(escaped(f"  {c.describe(t.root)}"))
     for p in cmp.probes:
         if p.unavailable:
-            click.echo(f"{p.probe}: cannot compare here: {p.unavailable}")
+            click.echo(escaped(f"{p.probe}: cannot compare here: {p.unavailable}"))
         for pc in p.changes:
-            click.echo(f"  {pc.describe()}")
+            click.echo(escaped(f"  {pc.describe()}"))
 
 
 def _comparison_json(cmp: Comparison) -> dict:
@@ -352,7 +359,7 @@ def _comparison_json(cmp: Comparison) -> dict:
 
 
 @checkpoint_group.command("diff", context_settings=CONTEXT)
-@click.argument("cid", type=int, metavar="ID")
+@click.argument("cid", type=ID, metavar="ID")
 @json_option
 def checkpoint_diff(cid: int, as_json: bool) -> None:
     """What changed since checkpoint ID. Exits 1 when something did.
@@ -391,17 +398,17 @@ def confirm(question: str) -> bool:
 def print_report(report: RestoreReport, out=None) -> None:
     echo = out or (lambda s: click.echo(s, err=True))
     for line in report.restored:
-        echo(f"  restored  {line}")
+        echo(escaped(f"  restored  {line}"))
     if report.complete:
         echo(f"checkpoint {report.checkpoint.id} restored and verified")
     else:
         echo(f"restore from checkpoint {report.checkpoint.id} is INCOMPLETE; not restored:")
         for line in report.failed:
-            echo(f"  {line}")
+            echo(escaped(f"  {line}"))
 
 
 @checkpoint_group.command("restore", context_settings=CONTEXT)
-@click.argument("cid", type=int, metavar="ID")
+@click.argument("cid", type=ID, metavar="ID")
 @click.option("--dry-run", is_flag=True, help="Only show what would change.")
 @click.option("--yes", "-y", is_flag=True, help="Apply without asking.")
 def checkpoint_restore(cid: int, dry_run: bool, yes: bool) -> None:
@@ -436,7 +443,7 @@ def checkpoint_restore(cid: int, dry_run: bool, yes: bool) -> None:
 
 
 @checkpoint_group.command("rm", context_settings=CONTEXT)
-@click.argument("ids", type=int, nargs=-1, required=True, metavar="ID...")
+@click.argument("ids", type=ID, nargs=-1, required=True, metavar="ID...")
 def checkpoint_rm(ids: tuple[int, ...]) -> None:
     """Delete checkpoints (their objects go at the next rw gc).
 
@@ -480,6 +487,8 @@ def gc_cmd(dry_run: bool) -> None:
             f"{verb} the recorded output of {report.outputs} step(s) "
             f"({_size(report.output_bytes)}, compressed): over [record] max_total_output"
         )
+    for line in report.kept:
+        click.echo(escaped(f"kept {line}"))
     if not dry_run and report.disk_before:
         before, after = _size(report.disk_before), _size(report.disk_after)
         click.echo(f"object store on disk: {before} -> {after}")

@@ -19,6 +19,12 @@ from ..timeline import history
 if TYPE_CHECKING:  # imported at TAB time only
     from click.shell_completion import CompletionItem
 
+# The largest integer SQLite stores: no id or step is above it, and asking for
+# one would overflow. Every id, step and count argument is bounded by it.
+MAX_INT = 2**63 - 1
+ID = click.IntRange(0, MAX_INT)
+POSITIVE = click.IntRange(1, MAX_INT)
+
 
 def get_paths() -> paths.Paths:
     return paths.resolve()

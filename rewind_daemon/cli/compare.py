@@ -11,6 +11,7 @@ from ..errors import EXIT_PROBLEM
 from ..timeline import diffing
 from . import CONTEXT, cli
 from .common import (
+    ID,
     complete_session,
     get_paths,
     json_option,
@@ -30,7 +31,7 @@ _MARK = {"same": "=", "command": "~", "exit_code": "!", "output": "o", "only_a":
 @click.option("--all", "show_all", is_flag=True, help="List the steps that are the same too.")
 @click.option(
     "--output-lines",
-    type=click.IntRange(min=0),
+    type=ID,
     default=diffing.OUTPUT_LINES,
     show_default=True,
     metavar="N",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
+import tempfile
 
 import click
 
@@ -15,7 +17,7 @@ from ..guard.runner import GuardRequest, guard, last_request, render_markdown, r
 from ..progress import TerminalProgress
 from ..store import Store
 from . import CONTEXT, cli
-from .common import get_config, get_paths
+from .common import POSITIVE, get_config, get_paths
 
 REPORT_FORMATS = {".md": "md", ".markdown": "md", ".json": "json"}
 
@@ -68,7 +70,7 @@ def _report_format(path: str | None) -> str | None:
 )
 @click.option(
     "--parallel",
-    type=click.IntRange(min=1),
+    type=POSITIVE,
     default=1,
     metavar="N",
     help="With several --host: N at a time; one halting halts and rolls back the others.",
@@ -181,7 +183,7 @@ def guard_cmd(
 
     def notify(msg: str) -> None:
         progress.close()  # (the checkpoint or the rollback goes on below the message)
-        click.echo(f"rw: {msg}", err=True)
+        click.echo(escaped(f"rw: {msg}"), err=True)
 
     with TerminalProgress() as progress:
         report = guard(
@@ -226,13 +228,23 @@ def _group_hosts(groups: tuple[str, ...], ssh_config: str | None) -> tuple[str, 
 
 def _write_report(report_file: str, fmt: str | None, doc: object, markdown: str) -> None:
     text = json.dumps(doc, indent=2) + "\n" if fmt == "json" else markdown
+    # 0600 (the report holds the command line as typed), whatever was there:
+    # written to a new file beside it, then renamed over the name (a symlink
+    # there is replaced, never followed).
+    head, name = os.path.split(os.path.abspath(report_file))
+    tmp = None
     try:
-        # 0600: the report holds the command line as typed.
-        fd = os.open(report_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=head)
         with open(fd, "w", encoding="utf-8") as fh:
+            os.fchmod(fh.fileno(), 0o600)
             fh.write(text)
+        os.replace(tmp, report_file)
     except OSError as e:
-        click.echo(f"rw: cannot write the report to {report_file}: {e.strerror}", err=True)
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        why = e.strerror or str(e)
+        click.echo(escaped(f"rw: cannot write the report to {report_file}: {why}"), err=True)
 
 
 def _guard_hosts(

@@ -14,6 +14,8 @@ from ..errors import NotFound, RwError
 from ..timeline import history
 from . import CONTEXT, cli
 from .common import (
+    MAX_INT,
+    POSITIVE,
     complete_session,
     complete_session_or_step,
     get_paths,
@@ -42,7 +44,7 @@ def _took(ms: float | None) -> str:
 
 
 @cli.command("sessions", context_settings=CONTEXT)
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="Show the N most recent.")
+@click.option("--limit", type=POSITIVE, default=None, help="Show the N most recent.")
 @json_option
 def sessions_cmd(limit: int | None, as_json: bool) -> None:
     """List recorded sessions, most recent first.
@@ -77,7 +79,7 @@ def sessions_cmd(limit: int | None, as_json: bool) -> None:
 @cli.command("log", context_settings=CONTEXT)
 @session_arg
 @click.option("--failed", is_flag=True, help="Only steps that exited non-zero.")
-@click.option("--limit", "-n", type=click.IntRange(min=1), default=None, help="Only the last N.")
+@click.option("--limit", "-n", type=POSITIVE, default=None, help="Only the last N.")
 @json_option
 def log_cmd(session: str | None, failed: bool, limit: int | None, as_json: bool) -> None:
     """Show the steps of SESSION (this shell's session, or the last one).
@@ -145,6 +147,8 @@ def show_cmd(
         step = int(step_s)
     except ValueError:
         raise RwError(f"STEP must be a number, not {step_s!r}") from None
+    if not 0 < step <= MAX_INT:
+        raise RwError(f"STEP must be from 1 to {MAX_INT}, not {step_s}")
     store = synced_store(get_paths())
     detail = history.step_detail(store, resolve_session(store, session), step)
     if as_json:

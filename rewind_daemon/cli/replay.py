@@ -38,6 +38,8 @@ from ..timeline.rw_commands import is_rw_command
 from ..timeline.travel import is_foreign
 from . import CONTEXT, cli
 from .common import (
+    ID,
+    POSITIVE,
     complete_session,
     complete_step,
     get_config,
@@ -141,11 +143,11 @@ def _stream(chunk: bytes) -> None:
 @cli.command("replay", context_settings=CONTEXT)
 @click.argument("session", shell_complete=complete_session)
 @click.option(
-    "--from", "first", type=click.IntRange(min=1), shell_complete=complete_step,
+    "--from", "first", type=POSITIVE, shell_complete=complete_step,
     help="First step to run.",
 )  # fmt: skip
 @click.option(
-    "--to", "last", type=click.IntRange(min=1), shell_complete=complete_step,
+    "--to", "last", type=POSITIVE, shell_complete=complete_step,
     help="Last step to run.",
 )  # fmt: skip
 @click.option("--step", "every_step", is_flag=True, help="Pause before every step.")
@@ -258,7 +260,12 @@ def breakpoint_group() -> None:
 
 @breakpoint_group.command("add", context_settings=CONTEXT)
 @click.argument("session", shell_complete=complete_session)
-@click.option("--step", type=int, shell_complete=complete_step, help="Break before step N.")
+@click.option(
+    "--step",
+    type=POSITIVE,
+    shell_complete=complete_step,
+    help="Break before step N.",
+)
 @click.option("--pattern", help="Break where this regex matches.")
 @click.option(
     "--in", "target", type=click.Choice(["command", "output"]), default="command",
@@ -305,7 +312,7 @@ def breakpoint_list(session: str, as_json: bool) -> None:
 
 @breakpoint_group.command("rm", context_settings=CONTEXT)
 @click.argument("session")
-@click.argument("bp_id", metavar="ID", type=int)
+@click.argument("bp_id", metavar="ID", type=ID)
 def breakpoint_rm(session: str, bp_id: int) -> None:
     """Remove breakpoint ID from SESSION.
 

@@ -13,7 +13,7 @@ from ..errors import EXIT_PROBLEM, RwError
 from ..store import Store
 from ..timeline import search
 from . import CONTEXT, cli
-from .common import complete_session, get_paths, json_option, print_json, synced_store
+from .common import POSITIVE, complete_session, get_paths, json_option, print_json, synced_store
 
 
 def _when(ts: float) -> str:
@@ -47,7 +47,7 @@ def _highlighted(m: search.Match) -> str:
 @click.option("--until", metavar="WHEN", help="Only steps started before WHEN.")
 @click.option("--failed", is_flag=True, help="Only steps that exited non-zero.")
 @click.option(
-    "--limit", "-n", type=click.IntRange(min=1), default=search.DEFAULT_LIMIT, metavar="N",
+    "--limit", "-n", type=POSITIVE, default=search.DEFAULT_LIMIT, metavar="N",
     show_default=True,
     help="Show at most N steps (the newest).",
 )  # fmt: skip

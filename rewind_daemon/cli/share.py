@@ -15,6 +15,7 @@ from ..store import Store
 from ..timeline import exporting, importing
 from . import CONTEXT, cli
 from .common import (
+    POSITIVE,
     complete_session,
     complete_step,
     get_config,
@@ -71,11 +72,11 @@ def _file_mode(ctx: click.Context, param: click.Parameter, value: str | None) ->
     help="Permissions of the -o FILE, in octal (default: 0600; 0700 makes a script executable).",
 )
 @click.option(
-    "--from", "first", type=click.IntRange(min=1), shell_complete=complete_step,
+    "--from", "first", type=POSITIVE, shell_complete=complete_step,
     help="First step (default: 1).",
 )  # fmt: skip
 @click.option(
-    "--to", "last", type=click.IntRange(min=1), shell_complete=complete_step,
+    "--to", "last", type=POSITIVE, shell_complete=complete_step,
     help="Last step (default: the last).",
 )  # fmt: skip
 @click.option(

@@ -15,6 +15,7 @@ from ..timeline.history import current_session_id
 from ..timeline.rw_commands import is_rw_command
 from . import CONTEXT, cli
 from .common import (
+    POSITIVE,
     complete_session,
     complete_step,
     get_paths,
@@ -86,7 +87,7 @@ def restore_files(sid: str, step: int, dry_run: bool, yes: bool) -> None:
 
 
 @cli.command("back", context_settings=CONTEXT)
-@click.argument("n", type=click.IntRange(min=1), default=1, required=False)
+@click.argument("n", type=POSITIVE, default=1, required=False)
 @click.option("--dry-run", is_flag=True, help="Only say what would change.")
 @click.option("--yes", "-y", is_flag=True, help="Restore watched files without asking.")
 def back_cmd(n: int, dry_run: bool, yes: bool) -> None:
@@ -113,7 +114,7 @@ def back_cmd(n: int, dry_run: bool, yes: bool) -> None:
 
 @cli.command("branch", context_settings=CONTEXT)
 @click.argument("session", required=False, shell_complete=complete_session)
-@click.argument("step", type=click.IntRange(min=1), required=False, shell_complete=complete_step)
+@click.argument("step", type=POSITIVE, required=False, shell_complete=complete_step)
 @click.option("--name", help="Name of the new session (default: <name>-branch-<STEP>).")
 @click.option("--exec", "exec_", is_flag=True, help="Open a shell in the state after STEP.")
 @click.option("--dry-run", is_flag=True, help="Only say what would change.")
@@ -183,7 +184,7 @@ def branch_cmd(
 
 @cli.command("rewind", context_settings=CONTEXT)
 @click.argument("session", shell_complete=complete_session)
-@click.argument("step", type=click.IntRange(min=1), shell_complete=complete_step)
+@click.argument("step", type=POSITIVE, shell_complete=complete_step)
 @click.option("--exec", "exec_", is_flag=True, help="Replay SESSION from STEP.")
 @click.option("--dry-run", is_flag=True, help="Only show; change nothing.")
 @click.option("--yes", "-y", is_flag=True, help="Restore watched files without asking.")

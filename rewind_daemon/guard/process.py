@@ -122,9 +122,20 @@ class ProcessTree:
         self.cgroup: Path | None = None
         self._parent_cgroup: Path | None = None
         self._known: set[int] = set()
+        # Every session and process group seen in the tree: a process that
+        # forks and exits faster than /proc is scanned is still in one of them.
+        self._groups: set[int] = set()
         self._me = os.getpid()
         self._mine_before = {p.pid for p in _processes().values() if p.ppid == self._me}
         self._ancestors = self._ancestry()
+        procs = _processes()
+        # (rw's own, and its ancestors': never the tree's, whatever it claims)
+        self._not_ours = {0, 1} | {
+            x
+            for pid in self._ancestors
+            if pid in procs
+            for x in (procs[pid].pgrp, procs[pid].session)
+        }
         self._reaper = _set_subreaper(True)
         if use_cgroup:
             self._make_cgroup()
@@ -170,6 +181,8 @@ class ProcessTree:
         """The command runs (it joined the cgroup before exec, if it could)."""
         self.root = pid
         self._known.add(pid)
+        if pid not in self._not_ours:
+            self._groups.add(pid)  # (the command leads a session of its own)
         if self.cgroup is not None and not self._in_cgroup(pid):
             self._remove_cgroup(self.cgroup)
             self.cgroup = None
@@ -197,7 +210,7 @@ class ProcessTree:
         for p in procs.values():
             if p.ppid == self._me and p.pid not in self._mine_before:
                 found.add(p.pid)  # orphans reparented to us, the subreaper
-            elif self.root and (p.session == self.root or p.pgrp == self.root):
+            elif p.session in self._groups or p.pgrp in self._groups:
                 found.add(p.pid)
         children: dict[int, list[int]] = {}
         for p in procs.values():
@@ -211,12 +224,20 @@ class ProcessTree:
         if with_marks:
             found.update(pid for pid in procs if pid not in found and _has_mark(pid, self._mark))
         self._known = {pid for pid in found if pid in procs}
+        for pid in self._known - self._ancestors:
+            self._groups.update((procs[pid].pgrp, procs[pid].session))
+        self._groups -= self._not_ours
         return {
             pid for pid in self._known if procs[pid].state != "Z" and pid not in self._ancestors
         }
 
     def kill(self) -> list[str]:
-        """SIGKILL every process of the tree; what is still alive after a second."""
+        """SIGKILL every process of the tree; what is still alive after a second.
+
+        Each pass stops what it finds before killing it (a stopped process
+        cannot fork), and signals every process group seen in the tree as a
+        whole (which reaches a child forked since the scan); it ends once a
+        scan finds nothing of the tree alive, twice in a row."""
         if self.cgroup is not None:
             try:
                 (self.cgroup / "cgroup.kill").write_text("1")
@@ -228,11 +249,17 @@ class ProcessTree:
             alive = self.members()
             if self.cgroup is not None and not alive and self._populated():
                 alive = self.members()  # in the cgroup but not yet listed: look again
-            for pid in alive:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
+            for sig in (signal.SIGSTOP, signal.SIGKILL):
+                for pid in alive:
+                    try:
+                        os.kill(pid, sig)
+                    except (ProcessLookupError, PermissionError):
+                        pass
+                for group in sorted(self._groups):
+                    try:
+                        os.killpg(group, sig)
+                    except (ProcessLookupError, PermissionError):
+                        pass
             self._reap()
             quiet = quiet + 1 if not alive else 0
             if quiet >= 2 or time.monotonic() > deadline:

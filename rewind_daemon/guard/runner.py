@@ -280,6 +280,7 @@ def guard(
     except sqlite3.Error as e:
         notify(f"the run could not be recorded: {e}")
     finally:
+        cps.unpin(made.id)
         cps.store.close()
     return report
 
@@ -297,6 +298,7 @@ def _checkpoint(
             trees.setdefault(normalise(p), Watch(normalise(p)))
         made = cps.create(
             list(trees.values()),
+            pin=True,  # (gc keeps it until the run is over)
             packages=config.packages if request.packages is None else request.packages,
             services=config.services if request.services is None else request.services,
             label=label,
@@ -357,7 +359,14 @@ def roll_back(
     progress: Progress = no_progress,
 ) -> Rollback:
     """Restore checkpoint `cid` (packages, files, services), then verify it by
-    comparing everything with the checkpoint again."""
+    comparing everything with the checkpoint again. Not while any process of
+    the command lives: it could undo the restore as it is made."""
+    if survivors:
+        why = (
+            "not rolled back: the command's processes are still running "
+            f"(rw checkpoint restore {cid} once they are gone)"
+        )
+        return Rollback(ROLLBACK_FAILED, [], [why] + [f"still running: {s}" for s in survivors])
     with _shielded(terminal_fd):
         try:
             restored = cps.restore(cid, progress=progress)

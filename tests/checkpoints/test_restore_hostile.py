@@ -255,25 +255,36 @@ def test_a_killed_restore_leaves_nothing_the_next_one_does_not_sweep(rw_home, tm
     said = out.stdout + out.stderr
     assert said.count("(left by an interrupted restore)") == len(left)
 
-    # rw doctor removes what a killed restore left in a watched tree, and only that:
-    # not a running restore's, nor a name that only looks like one.
-    rw("watch", "add", str(tree))
-    dead = tree / "d1" / f".f7.rw-{proc.pid}"
-    dead.write_text("left over\n")
-    alive = tree / f".f0.rw-{os.getpid()}"
-    alive.write_text("a running restore's\n")
-    lookalike = tree / ".notes.rw-backup"
-    lookalike.write_text("the user's\n")
+    # rw doctor removes what a killed restore left, and only that: not a
+    # name that only looks like one (a dead pid's, or no pid's).
+    for d in range(10):
+        for f in range(200):
+            (tree / f"d{d}" / f"f{f}").write_bytes(b"changed again\n")
+    proc = subprocess.Popen(
+        [shutil.which("rw") or os.path.join(os.path.dirname(sys.executable), "rw"),
+         "checkpoint", "restore", cid, "--yes"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for(
+            lambda: len(leftovers()) > 50 or proc.poll() is not None, timeout=60, interval=0.002
+        )
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    left = leftovers()
+    assert left, "the restore ended before it could be killed mid-way"
+    lookalikes = [tree / "d1" / ".f7.rw-3999999", tree / ".notes.rw-backup"]
+    for p in lookalikes:
+        p.write_text("the user's\n")
     report = rw("doctor", check=False)
-    assert str(dead) in report.stdout and not dead.exists()
-    assert alive.exists() and lookalike.exists()
+    assert f"removed {len(left)} temporary file(s)" in report.stdout, report.stdout
+    assert leftovers() == sorted(lookalikes)
 
 
 def test_a_watched_files_leftovers_beside_it_are_swept(tmp_path):
     """A tree that is one file is restored through a temporary file beside it:
     a killed restore's is removed by the next one, and only that."""
-    dead = subprocess.Popen(["true"])
-    dead.wait()
     f = tmp_path / "app.conf"
     f.write_text("as checkpointed\n")
     objects = ObjectStore(tmp_path / "objects")
@@ -281,11 +292,20 @@ def test_a_watched_files_leftovers_beside_it_are_swept(tmp_path):
         snap = snapshot.take(str(f), b)
         snapshot.store(snap, b)
     f.write_text("changed\n")
-    left = tmp_path / f".app.conf.rw-{dead.pid}"
-    left.write_text("a killed restore's copy\n")
-    other = tmp_path / f".other.conf.rw-{dead.pid}"  # another tree's: not this restore's
+    journals = str(tmp_path / "journals")
+    pid = os.fork()
+    if pid == 0:  # a restore that lists its temporary, makes it, and is killed
+        try:
+            snapshot._Journal(journals).write(snapshot._Dirs(str(f)), [snapshot.ROOT])
+            Path(tmp_path, f".app.conf.rw-{os.getpid()}").write_text("a killed restore's copy\n")
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    left = tmp_path / f".app.conf.rw-{pid}"
+    assert left.exists()
+    other = tmp_path / f".other.conf.rw-{pid}"  # not in the journal: not this restore's
     other.write_text("x\n")
-    result = snapshot.restore(snap, objects)
+    result = snapshot.restore(snap, objects, journals=journals)
     assert result.failed == [] and result.swept == [str(left)]
     assert not left.exists() and other.exists()
     assert f.read_text() == "as checkpointed\n"
