@@ -126,7 +126,11 @@ class Daemon:
         self.ingester = Ingester(self.store, redactor, self.config.ignore_regexes())
         self.spools = SpoolReader(self.paths.spool_dir, self.ingester, self.paths.scratch_dir)
         self.outputs = OutputReader(
-            self.paths.spool_dir, self.store, redactor, self.config.max_step_output
+            self.paths.spool_dir,
+            self.store,
+            redactor,
+            self.config.max_step_output,
+            known=self.ingester.known,
         )
         self.watcher = TreeWatcher(
             Checkpoints(self.paths, self.store, self.config), self.paths.scratch_dir
@@ -283,6 +287,14 @@ class Daemon:
 
     def _ingest(self, names: set[str] | list[str]) -> int:
         total = 0
+        # A step's output waits for its end (whose environment may hold secrets
+        # it printed): the end read, the output spool is read again too.
+        names = set(names) | {
+            n[: -len(SPOOL_SUFFIX)] + OUTPUT_SUFFIX
+            for n in names
+            if n.endswith(SPOOL_SUFFIX)
+            and (self.paths.spool_dir / (n[: -len(SPOOL_SUFFIX)] + OUTPUT_SUFFIX)).exists()
+        }
         # Commands first: the output of a step is stored beside it.
         for name in sorted(names, key=lambda n: (n.endswith(OUTPUT_SUFFIX), n)):
             try:
