@@ -71,7 +71,7 @@ if [[ -o interactive ]]; then
 
 		__rw_write() {
 			# One record: NUL-terminated fields between start and end markers.
-			{ \builtin print -rN -- $'\x1eRW1' "$@" $'\x1eEND'; } 2>/dev/null >>!"$__rw_spool" ||
+			{ { \builtin print -rN -- $'\x1eRW1' "$@" $'\x1eEND'; } >>!"$__rw_spool"; } 2>/dev/null ||
 				__rw_wfail=1
 		}
 
@@ -153,12 +153,12 @@ if [[ -o interactive ]]; then
 			((++__rw_seq))
 			__rw_pending=$__rw_seq __rw_psid=$__rw_sid __rw_pspool=$__rw_spool __rw_pcmd=$__rw_cmd
 			# (__rw_write inlined: a zsh function call costs about 10 microseconds.)
-			{
+			{ {
 				\builtin print -rN -- $'\x1eRW1' B "$__rw_sid" "$__rw_seq" \
 					"${EPOCHREALTIME:-$EPOCHSECONDS}" "$PWD" "$__rw_cmd" $'\x1eEND'
-			} 2>/dev/null >>!"$__rw_spool" || __rw_wfail=1
+			} >>!"$__rw_spool"; } 2>/dev/null || __rw_wfail=1
 			[[ -z $__rw_mark ]] ||
-				\builtin print -rn -- $'\e]133;C;rw='"$__rw_mark:$__rw_sid:$__rw_seq"$'\a' 2>/dev/null >>"$__rw_mtty"
+				{ \builtin print -rn -- $'\e]133;C;rw='"$__rw_mark:$__rw_sid:$__rw_seq"$'\a' >>"$__rw_mtty"; } 2>/dev/null
 			[[ ! -p $__rw_ack ]] || {
 				__rw_await "$__rw_seq" 2>/dev/null
 				[[ -z $__rw_late ]] || __rw_tell_late
@@ -172,7 +172,7 @@ if [[ -o interactive ]]; then
 		__rw_mark_prompt() {
 			local __rw_m=''
 			[[ -z $__rw_pending ]] || __rw_m=$'\e]133;D;'"$1;rw=$__rw_mark:$__rw_psid:$__rw_pending"$'\a'
-			\builtin print -rn -- "$__rw_m"$'\e]133;A;'"rw=$__rw_mark:$__rw_sid:"$'\a' 2>/dev/null >>"$__rw_mtty"
+			{ \builtin print -rn -- "$__rw_m"$'\e]133;A;'"rw=$__rw_mark:$__rw_sid:"$'\a' >>"$__rw_mtty"; } 2>/dev/null
 		}
 
 		__rw_precmd() {
@@ -186,20 +186,20 @@ if [[ -o interactive ]]; then
 			if [[ -n $__rw_pending ]]; then
 				# The environment as `export` lists it, which costs half what
 				# collecting NAME=value pairs from $parameters does.
-				{
+				{ {
 					\builtin print -rN -- $'\x1eRW1' E "$__rw_psid" "$__rw_pending" \
 						"${EPOCHREALTIME:-$EPOCHSECONDS}" "$__rw_st" "$__rw_ps" "$PWD" zsh &&
 						\builtin export && \builtin print -rn -- $'\0\x1eEND\0'
-				} 2>/dev/null >>!"$__rw_pspool" || __rw_wfail=1
+				} >>!"$__rw_pspool"; } 2>/dev/null || __rw_wfail=1
 				__rw_pending=
 			elif [[ -n $__rw_unrec ]]; then
 				# A line not recorded may have exported a secret: the daemon keeps
 				# what it set out of the environments stored after it.
 				__rw_unrec=
-				{
+				{ {
 					\builtin print -rN -- $'\x1eRW1' U "$__rw_sid" "${EPOCHREALTIME:-$EPOCHSECONDS}" zsh &&
 						\builtin export && \builtin print -rn -- $'\0\x1eEND\0'
-				} 2>/dev/null >>!"$__rw_spool" || __rw_wfail=1
+				} >>!"$__rw_spool"; } 2>/dev/null || __rw_wfail=1
 			fi
 			[[ -n $__rw_opened ]] || __rw_open ""
 			((SECONDS < __rw_next_check)) || __rw_ensure_daemon
@@ -258,7 +258,7 @@ if [[ -o interactive ]]; then
 			((${#__rw_units} > 1)) || return 0
 			# A DEBUG trap of the user's own is left alone (then the block is one step).
 			local __rw_tr=''
-			\builtin trap >|"$__rw_scratch_dir/$__rw_sid.hist" 2>/dev/null || return 0
+			{ \builtin trap >|"$__rw_scratch_dir/$__rw_sid.hist"; } 2>/dev/null || return 0
 			\builtin read -r -d '' __rw_tr <"$__rw_scratch_dir/$__rw_sid.hist"
 			[[ $__rw_tr != *" DEBUG"* ]] || return 0
 			# Where each begins, in the shell's count: the block's lines, and the
@@ -298,20 +298,20 @@ if [[ -o interactive ]]; then
 			__rw_unext=${__rw_ustarts[__rw_u + 1]:-1000000000}
 			# (Its C, once this line's step is known: a line not recorded has none.)
 			[[ -z $__rw_mark || -z $__rw_pending ]] ||
-				\builtin print -rn -- $'\e]133;D;'"$2;rw=$__rw_mark:$__rw_psid:$__rw_pending"$'\a' 2>/dev/null >>"$__rw_mtty"
+				{ \builtin print -rn -- $'\e]133;D;'"$2;rw=$__rw_mark:$__rw_psid:$__rw_pending"$'\a' >>"$__rw_mtty"; } 2>/dev/null
 			if [[ -n $__rw_pending ]]; then
-				{
+				{ {
 					\builtin print -rN -- $'\x1eRW1' E "$__rw_psid" "$__rw_pending" \
 						"${EPOCHREALTIME:-$EPOCHSECONDS}" "$2" "$3" "$PWD" zsh &&
 						\builtin export && \builtin print -rn -- $'\0\x1eEND\0'
-				} 2>/dev/null >>!"$__rw_pspool" || __rw_wfail=1
+				} >>!"$__rw_pspool"; } 2>/dev/null || __rw_wfail=1
 				__rw_pending=
 			elif [[ -n $__rw_unrec ]]; then
 				__rw_unrec=
-				{
+				{ {
 					\builtin print -rN -- $'\x1eRW1' U "$__rw_sid" "${EPOCHREALTIME:-$EPOCHSECONDS}" zsh &&
 						\builtin export && \builtin print -rn -- $'\0\x1eEND\0'
-				} 2>/dev/null >>!"$__rw_spool" || __rw_wfail=1
+				} >>!"$__rw_spool"; } 2>/dev/null || __rw_wfail=1
 			fi
 			local __rw_cmd=${__rw_units[__rw_u]}
 			if [[ $__rw_cmd == [[:space:]]* ]]; then
@@ -322,7 +322,7 @@ if [[ -o interactive ]]; then
 			__rw_pending=$__rw_seq __rw_psid=$__rw_sid __rw_pspool=$__rw_spool __rw_pcmd=$__rw_cmd
 			__rw_write B "$__rw_sid" "$__rw_seq" "${EPOCHREALTIME:-$EPOCHSECONDS}" "$PWD" "$__rw_cmd"
 			[[ -z $__rw_mark ]] ||
-				\builtin print -rn -- $'\e]133;C;rw='"$__rw_mark:$__rw_sid:$__rw_seq"$'\a' 2>/dev/null >>"$__rw_mtty"
+				{ \builtin print -rn -- $'\e]133;C;rw='"$__rw_mark:$__rw_sid:$__rw_seq"$'\a' >>"$__rw_mtty"; } 2>/dev/null
 			[[ ! -p $__rw_ack ]] || {
 				__rw_await "$__rw_seq" 2>/dev/null
 				[[ -z $__rw_late ]] || __rw_tell_late
@@ -339,13 +339,13 @@ if [[ -o interactive ]]; then
 			((ZSH_SUBSHELL == 0)) && [[ -n $__rw_pending ]] || return 0
 			[[ $__rw_pcmd == exit || $__rw_pcmd == 'exit '* || $__rw_pcmd == logout* ||
 				$__rw_pcmd == bye* ]] || __rw_st=''
-			{
+			{ {
 				\builtin print -rN -- $'\x1eRW1' E "$__rw_psid" "$__rw_pending" \
 					"${EPOCHREALTIME:-$EPOCHSECONDS}" "$__rw_st" "$__rw_st" "$PWD" zsh &&
 					\builtin export && \builtin print -rn -- $'\0\x1eEND\0'
-			} 2>/dev/null >>!"$__rw_pspool"
+			} >>!"$__rw_pspool"; } 2>/dev/null
 			[[ -z $__rw_mark || -z $__rw_st ]] ||
-				\builtin print -rn -- $'\e]133;D;'"$__rw_st;rw=$__rw_mark:$__rw_psid:$__rw_pending"$'\a' 2>/dev/null >>"$__rw_mtty"
+				{ \builtin print -rn -- $'\e]133;D;'"$__rw_st;rw=$__rw_mark:$__rw_psid:$__rw_pending"$'\a' >>"$__rw_mtty"; } 2>/dev/null
 			__rw_pending=
 			return 0
 		}
@@ -396,12 +396,12 @@ if [[ -o interactive ]]; then
 			__rw_um=${__rw_um//[[:space:]]/}
 			[[ $__rw_um == [0-7][0-7][0-7][0-7] ]] || __rw_um=''
 			[[ -z $__rw_um ]] || \builtin umask 077
-			\builtin : 2>/dev/null >>!"$__rw_scratch_dir/$__rw_sid.hist" # (see __rw_split)
-			{
+			{ \builtin : >>!"$__rw_scratch_dir/$__rw_sid.hist"; } 2>/dev/null # (see __rw_split)
+			{ {
 				\builtin print -rN -- $'\x1eRW1' S "$__rw_sid" "$__rw_parent" zsh "$ZSH_VERSION" "$$" \
 					"$__rw_tty" "${EPOCHREALTIME:-$EPOCHSECONDS}" "$PWD" "${HOST-}" "${USER:-$__rw_user}" \
 					"$1" list0 ${${(k)parameters[(R)*export*]}/(#m)*/$MATCH=${(P)MATCH}} $'\x1eEND'
-			} 2>/dev/null >>!"$__rw_spool" || {
+			} >>!"$__rw_spool"; } 2>/dev/null || {
 				__rw_wfail=1 __rw_opened='' # opened again at the next prompt
 			}
 			[[ -z $__rw_um ]] || \builtin umask "$__rw_um"
