@@ -122,7 +122,7 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 			__rw_next_start=$((__rw_sec + 30))
 			# (A daemon that never answered this shell is not waited for so long again.)
 			[[ -n $__rw_told ]] || __rw_cold=1
-			("$__rw_bin" daemon start --no-wait --auto </dev/null >/dev/null 2>&1 &)
+			("$__rw_bin" daemon start --no-wait --auto </dev/null >/dev/null 2>&1 3>&- &)
 			return 0
 		}
 
@@ -227,7 +227,7 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 			# now, it would hold what the line did.
 			[[ -z $1 || ! -p $__rw_ack ]] || {
 				__rw_await "$__rw_seq" 2>/dev/null
-				[[ -z $__rw_late ]] || __rw_tell_late
+				[[ -z $__rw_late ]] || if [[ -n $__rw_quiet ]]; then __rw_tell_late 2>&3; else __rw_tell_late; fi
 			}
 			[[ -z $__rw_ev ]] || __rw_exiting "$1" 2>/dev/null
 			return 0
@@ -392,7 +392,7 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 		# PROMPT_COMMAND's entry, after every command line: the end record, with
 		# the environment the command left behind.
 		__rw_precmd() {
-			local __rw_st=$? __rw_ps="${BP_PIPESTATUS[*]:-${PIPESTATUS[*]}}"
+			local __rw_st=$? __rw_ps="${BP_PIPESTATUS[*]:-${PIPESTATUS[*]}}" __rw_x=$-
 			[[ $- != *[aefux]* && ! -o pipefail ]] || {
 				\builtin local -
 				\builtin set +aefux +o pipefail
@@ -426,8 +426,25 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 			[[ -n ${HISTCMD-} && $HISTCMD != *[!0-9]* ]] && __rw_lasthist=$((HISTCMD - 1))
 			[[ ${PS0-} == *"$__rw_ps0"* ]] || PS0=$__rw_ps0${PS0-}
 			((SECONDS < __rw_next_check)) || __rw_ensure_daemon 2>/dev/null
-			[[ -z $__rw_wfail$__rw_nlost ]] || __rw_lost
+			# ($1 is 3 when PROMPT_COMMAND runs it: fd 3 is then the user's stderr.)
+			[[ -z $__rw_wfail$__rw_nlost ]] || if [[ ${1-} == 3 ]]; then __rw_lost 2>&3; else __rw_lost; fi
+			[[ $__rw_x != *x* ]] || [[ -n $__rw_quiet ]] || __rw_xtrace 1
+			[[ $__rw_x == *x* || -z $__rw_quiet ]] || __rw_xtrace ''
 			return "$__rw_st"
+		}
+
+		# Under xtrace (set -x), which writes to stderr, our DEBUG trap runs with
+		# stderr to /dev/null (3: the user's), so that it is not traced; not
+		# otherwise, as that costs a redirection for every simple command. (Our
+		# own trap only: a DEBUG trap of the user's we run may print.)
+		__rw_xtrace() {
+			[[ -n $__rw_trap ]] || return 0
+			__rw_quiet=$1
+			if [[ -n $1 ]]; then
+				\builtin trap -- "{ $__rw_trap; } 3>&2 2>/dev/null" DEBUG
+			else
+				\builtin trap -- "$__rw_trap" DEBUG
+			fi
 		}
 
 		# Recorded: the line that ran has ended with status $1 (its D mark),
@@ -490,11 +507,12 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 				[[ $__rw_pc == *__rw_precmd* ]] && break
 			done
 			if [[ $__rw_pc != *__rw_precmd* ]]; then
+				# (Its stderr to /dev/null, 3 the user's: see __rw_xtrace.)
 				if ((${#PROMPT_COMMAND[@]} > 1)); then
-					PROMPT_COMMAND=(__rw_precmd "${PROMPT_COMMAND[@]}")
+					PROMPT_COMMAND=("$__rw_pcmd" "${PROMPT_COMMAND[@]}")
 				else
 					# shellcheck disable=SC2128,SC2178 # a scalar (or one-element array)
-					PROMPT_COMMAND="__rw_precmd${PROMPT_COMMAND:+$'\n'$PROMPT_COMMAND}"
+					PROMPT_COMMAND="$__rw_pcmd${PROMPT_COMMAND:+$'\n'$PROMPT_COMMAND}"
 				fi
 			fi
 			# A DEBUG trap the user already had keeps running, after ours. ($1 is
@@ -509,7 +527,9 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 					# The test in the trap itself spares a function call for every
 					# simple command but a line's first ([[ ]] leaves $_ alone).
 					# shellcheck disable=SC2016 # expanded when the trap runs
-					\builtin trap '[[ -z ${__rw_go-} || $BASH_SUBSHELL != 0 || $BASH_COMMAND == __rw_precmd* ]] || __rw_begin "$BASH_COMMAND" "$_"' DEBUG
+					__rw_trap='[[ -z ${__rw_go-} || $BASH_SUBSHELL != 0 || $BASH_COMMAND == __rw_precmd* ]] || __rw_begin "$BASH_COMMAND" "$_"'
+					__rw_quiet=''
+					\builtin trap -- "$__rw_trap" DEBUG
 				else
 					# The user's trap then finds $? and $_ as they were (as an if's
 					# condition, a non-zero status does not trip errexit).
@@ -568,7 +588,8 @@ fi" DEBUG
 			__rw_open "$1" 2>/dev/null
 			return 0
 		}
-		__rw_opened=''
+		__rw_opened='' __rw_trap='' __rw_quiet=''
+		__rw_pcmd='{ __rw_precmd 3; } 3>&2 2>/dev/null'
 		[[ -z $__rw_watching ]] || __rw_make_ack
 		__rw_ensure_daemon 2>/dev/null
 	fi

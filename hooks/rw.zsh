@@ -88,7 +88,7 @@ if [[ -o interactive ]]; then
 			__rw_next_start=$((EPOCHSECONDS + 30))
 			# (A daemon that never answered this shell is not waited for so long again.)
 			[[ -n $__rw_told ]] || __rw_cold=1
-			("$__rw_bin" daemon start --no-wait --auto </dev/null >/dev/null 2>&1 &)
+			("$__rw_bin" daemon start --no-wait --auto </dev/null >/dev/null 2>&1 3>&- &)
 			return 0
 		}
 
@@ -128,7 +128,7 @@ if [[ -o interactive ]]; then
 		# Outside __rw_await, whose stderr is /dev/null. ($__rw_late: how long it waited.)
 		__rw_tell_late() {
 			__rw_told=1
-			\builtin print -ru2 -- "rw: the daemon did not answer within ${__rw_late}s, so this command has no checkpoint of the watched files (see: rw doctor)"
+			\builtin print -ru3 -- "rw: the daemon did not answer within ${__rw_late}s, so this command has no checkpoint of the watched files (see: rw doctor)"
 			__rw_late=''
 		}
 
@@ -138,32 +138,38 @@ if [[ -o interactive ]]; then
 			[[ -p $__rw_ack ]] || \command mkfifo -m 600 -- "$__rw_ack" 2>/dev/null || :
 		}
 
+		# The hooks zsh calls run in a group with stderr to /dev/null (3: the
+		# user's), so that xtrace (which writes to stderr) never traces them;
+		# what they tell the user goes to 3. (zsh ignores the redirections of a
+		# function's definition when it calls it as a hook.)
 		__rw_preexec() {
-			\builtin emulate -L zsh
-			# $1 is the line as typed (empty when history is off: then $3, the
-			# expanded text). A leading space means "do not record".
-			local __rw_cmd=${1:-$3}
-			if [[ -z $__rw_cmd || $__rw_cmd == [[:space:]]* ]]; then
-				__rw_unrec=1
+			{
+				\builtin emulate -L zsh
+				# $1 is the line as typed (empty when history is off: then $3, the
+				# expanded text). A leading space means "do not record".
+				local __rw_cmd=${1:-$3}
+				if [[ -z $__rw_cmd || $__rw_cmd == [[:space:]]* ]]; then
+					__rw_unrec=1
+					return 0
+				fi
+				# Several lines at once (a pasted block): one step for each.
+				[[ ${__rw_cmd%$'\n'} != *$'\n'* || -z $1 ]] ||
+					__rw_split "$__rw_cmd" "${funcfiletrace[1]##*:}" || __rw_cmd=${__rw_units[1]}
+				((++__rw_seq))
+				__rw_pending=$__rw_seq __rw_psid=$__rw_sid __rw_pspool=$__rw_spool __rw_pcmd=$__rw_cmd
+				# (__rw_write inlined: a zsh function call costs about 10 microseconds.)
+				{ {
+					\builtin print -rN -- $'\x1eRW1' B "$__rw_sid" "$__rw_seq" \
+						"${EPOCHREALTIME:-$EPOCHSECONDS}" "$PWD" "$__rw_cmd" $'\x1eEND'
+				} >>!"$__rw_spool"; } 2>/dev/null || __rw_wfail=1
+				[[ -z $__rw_mark ]] ||
+					{ \builtin print -rn -- $'\e]133;C;rw='"$__rw_mark:$__rw_sid:$__rw_seq"$'\a' >>"$__rw_mtty"; } 2>/dev/null
+				[[ ! -p $__rw_ack ]] || {
+					__rw_await "$__rw_seq" 2>/dev/null
+					[[ -z $__rw_late ]] || __rw_tell_late
+				}
 				return 0
-			fi
-			# Several lines at once (a pasted block): one step for each.
-			[[ ${__rw_cmd%$'\n'} != *$'\n'* || -z $1 ]] ||
-				__rw_split "$__rw_cmd" "${funcfiletrace[1]##*:}" || __rw_cmd=${__rw_units[1]}
-			((++__rw_seq))
-			__rw_pending=$__rw_seq __rw_psid=$__rw_sid __rw_pspool=$__rw_spool __rw_pcmd=$__rw_cmd
-			# (__rw_write inlined: a zsh function call costs about 10 microseconds.)
-			{ {
-				\builtin print -rN -- $'\x1eRW1' B "$__rw_sid" "$__rw_seq" \
-					"${EPOCHREALTIME:-$EPOCHSECONDS}" "$PWD" "$__rw_cmd" $'\x1eEND'
-			} >>!"$__rw_spool"; } 2>/dev/null || __rw_wfail=1
-			[[ -z $__rw_mark ]] ||
-				{ \builtin print -rn -- $'\e]133;C;rw='"$__rw_mark:$__rw_sid:$__rw_seq"$'\a' >>"$__rw_mtty"; } 2>/dev/null
-			[[ ! -p $__rw_ack ]] || {
-				__rw_await "$__rw_seq" 2>/dev/null
-				[[ -z $__rw_late ]] || __rw_tell_late
-			}
-			return 0
+			} 3>&2 2>/dev/null
 		}
 
 		# Recorded, at the prompt: the line that ran has ended with status $1
@@ -176,35 +182,37 @@ if [[ -o interactive ]]; then
 		}
 
 		__rw_precmd() {
-			local __rw_st=$? __rw_ps="${pipestatus[*]}"
-			\builtin emulate -L zsh
-			[[ -z $__rw_unext ]] || {
-				\builtin unfunction TRAPDEBUG 2>/dev/null
-				__rw_unext='' __rw_units=() __rw_ustarts=()
-			}
-			[[ -z $__rw_mark ]] || __rw_mark_prompt "$__rw_st"
-			if [[ -n $__rw_pending ]]; then
-				# The environment as `export` lists it, which costs half what
-				# collecting NAME=value pairs from $parameters does.
-				{ {
-					\builtin print -rN -- $'\x1eRW1' E "$__rw_psid" "$__rw_pending" \
-						"${EPOCHREALTIME:-$EPOCHSECONDS}" "$__rw_st" "$__rw_ps" "$PWD" zsh &&
-						\builtin export && \builtin print -rn -- $'\0\x1eEND\0'
-				} >>!"$__rw_pspool"; } 2>/dev/null || __rw_wfail=1
-				__rw_pending=
-			elif [[ -n $__rw_unrec ]]; then
-				# A line not recorded may have exported a secret: the daemon keeps
-				# what it set out of the environments stored after it.
-				__rw_unrec=
-				{ {
-					\builtin print -rN -- $'\x1eRW1' U "$__rw_sid" "${EPOCHREALTIME:-$EPOCHSECONDS}" zsh &&
-						\builtin export && \builtin print -rn -- $'\0\x1eEND\0'
-				} >>!"$__rw_spool"; } 2>/dev/null || __rw_wfail=1
-			fi
-			[[ -n $__rw_opened ]] || __rw_open ""
-			((SECONDS < __rw_next_check)) || __rw_ensure_daemon
-			[[ -z $__rw_wfail$__rw_nlost ]] || __rw_lost
-			return "$__rw_st"
+			{
+				local __rw_st=$? __rw_ps="${pipestatus[*]}"
+				\builtin emulate -L zsh
+				[[ -z $__rw_unext ]] || {
+					\builtin unfunction TRAPDEBUG 2>/dev/null
+					__rw_unext='' __rw_units=() __rw_ustarts=()
+				}
+				[[ -z $__rw_mark ]] || __rw_mark_prompt "$__rw_st"
+				if [[ -n $__rw_pending ]]; then
+					# The environment as `export` lists it, which costs half what
+					# collecting NAME=value pairs from $parameters does.
+					{ {
+						\builtin print -rN -- $'\x1eRW1' E "$__rw_psid" "$__rw_pending" \
+							"${EPOCHREALTIME:-$EPOCHSECONDS}" "$__rw_st" "$__rw_ps" "$PWD" zsh &&
+							\builtin export && \builtin print -rn -- $'\0\x1eEND\0'
+					} >>!"$__rw_pspool"; } 2>/dev/null || __rw_wfail=1
+					__rw_pending=
+				elif [[ -n $__rw_unrec ]]; then
+					# A line not recorded may have exported a secret: the daemon keeps
+					# what it set out of the environments stored after it.
+					__rw_unrec=
+					{ {
+						\builtin print -rN -- $'\x1eRW1' U "$__rw_sid" "${EPOCHREALTIME:-$EPOCHSECONDS}" zsh &&
+							\builtin export && \builtin print -rn -- $'\0\x1eEND\0'
+					} >>!"$__rw_spool"; } 2>/dev/null || __rw_wfail=1
+				fi
+				[[ -n $__rw_opened ]] || __rw_open ""
+				((SECONDS < __rw_next_check)) || __rw_ensure_daemon
+				[[ -z $__rw_wfail$__rw_nlost ]] || __rw_lost
+				return "$__rw_st"
+			} 3>&2 2>/dev/null
 		}
 
 		# The lines of a block zsh runs as one (a pasted runbook): its complete
@@ -275,10 +283,12 @@ if [[ -o interactive ]]; then
 			\builtin unsetopt localtraps
 			# shellcheck disable=SC2317 # zsh calls it
 			TRAPDEBUG() {
-				local __rw_s=$? __rw_p="${pipestatus[*]}"
-				((ZSH_SUBSHELL || ${#funcstack} > 1 || ${funcfiletrace[1]##*:} < __rw_unext)) ||
-					__rw_unit "${funcfiletrace[1]##*:}" "$__rw_s" "$__rw_p"
-				return 0
+				{
+					local __rw_s=$? __rw_p="${pipestatus[*]}"
+					((ZSH_SUBSHELL || ${#funcstack} > 1 || ${funcfiletrace[1]##*:} < __rw_unext)) ||
+						__rw_unit "${funcfiletrace[1]##*:}" "$__rw_s" "$__rw_p"
+					return 0
+				} 3>&2 2>/dev/null
 			}
 			return 1
 		}
@@ -334,20 +344,22 @@ if [[ -o interactive ]]; then
 		# ended the shell ends too, with the status it exits with when it was
 		# `exit` (or logout, bye), else unknown (its terminal closed while it ran).
 		__rw_zshexit() {
-			local __rw_st=$?
-			\builtin emulate -L zsh
-			((ZSH_SUBSHELL == 0)) && [[ -n $__rw_pending ]] || return 0
-			[[ $__rw_pcmd == exit || $__rw_pcmd == 'exit '* || $__rw_pcmd == logout* ||
-				$__rw_pcmd == bye* ]] || __rw_st=''
-			{ {
-				\builtin print -rN -- $'\x1eRW1' E "$__rw_psid" "$__rw_pending" \
-					"${EPOCHREALTIME:-$EPOCHSECONDS}" "$__rw_st" "$__rw_st" "$PWD" zsh &&
-					\builtin export && \builtin print -rn -- $'\0\x1eEND\0'
-			} >>!"$__rw_pspool"; } 2>/dev/null
-			[[ -z $__rw_mark || -z $__rw_st ]] ||
-				{ \builtin print -rn -- $'\e]133;D;'"$__rw_st;rw=$__rw_mark:$__rw_psid:$__rw_pending"$'\a' >>"$__rw_mtty"; } 2>/dev/null
-			__rw_pending=
-			return 0
+			{
+				local __rw_st=$?
+				\builtin emulate -L zsh
+				((ZSH_SUBSHELL == 0)) && [[ -n $__rw_pending ]] || return 0
+				[[ $__rw_pcmd == exit || $__rw_pcmd == 'exit '* || $__rw_pcmd == logout* ||
+					$__rw_pcmd == bye* ]] || __rw_st=''
+				{ {
+					\builtin print -rN -- $'\x1eRW1' E "$__rw_psid" "$__rw_pending" \
+						"${EPOCHREALTIME:-$EPOCHSECONDS}" "$__rw_st" "$__rw_st" "$PWD" zsh &&
+						\builtin export && \builtin print -rn -- $'\0\x1eEND\0'
+				} >>!"$__rw_pspool"; } 2>/dev/null
+				[[ -z $__rw_mark || -z $__rw_st ]] ||
+					{ \builtin print -rn -- $'\e]133;D;'"$__rw_st;rw=$__rw_mark:$__rw_psid:$__rw_pending"$'\a' >>"$__rw_mtty"; } 2>/dev/null
+				__rw_pending=
+				return 0
+			} 3>&2 2>/dev/null
 		}
 
 		# A record could not be written (no space left, the spool dir gone):
@@ -366,7 +378,7 @@ if [[ -o interactive ]]; then
 					else
 						__rw_why="no space left on device in $__rw_spool_dir"
 					fi
-					\builtin print -ru2 -- "rw: a command could not be recorded: $__rw_why; until then none will be (see rw doctor)"
+					\builtin print -ru3 -- "rw: a command could not be recorded: $__rw_why; until then none will be (see rw doctor)"
 				fi
 				((++__rw_nlost))
 				return 0
