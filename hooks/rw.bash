@@ -203,6 +203,9 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 				__rw_t=${EPOCHREALTIME-}
 				[[ -n $__rw_t ]] || \builtin printf -v __rw_t '%(%s)T' -1
 			}
+			# The spool is gone (RW_HOME deleted, then made again by a new daemon):
+			# the session starts again in it, or the daemon would not know its steps.
+			[[ -e $__rw_spool ]] || __rw_reopen 2>/dev/null
 			if [[ -n $1 && -o history && ${HISTCMD-} != "$__rw_lasthist" ]]; then
 				# The line made a new history entry (HISTCMD moved), so `history 1`
 				# goes straight into the record. The daemon strips its number and
@@ -401,6 +404,11 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 			# ran no simple command) is recorded now.
 			[[ -z ${__rw_go-} ]] || __rw_begin ""
 			[[ -z $__rw_mark ]] || __rw_mark_prompt "$__rw_st" 2>/dev/null
+			# (The step's begin went to a spool now gone: its end is not written.)
+			[[ -e $__rw_spool ]] || {
+				__rw_pending='' __rw_unrec=''
+				__rw_reopen 2>/dev/null
+			}
 			if [[ -n $__rw_pending ]]; then
 				__rw_t=${EPOCHREALTIME-}
 				[[ -n $__rw_t ]] || \builtin printf -v __rw_t '%(%s)T' -1
@@ -567,6 +575,14 @@ fi" DEBUG
 				__rw_wfail=1 __rw_opened='' # opened again at the next prompt
 			}
 			[[ -z $__rw_um ]] || \builtin umask "$__rw_um"
+		}
+
+		# The session's start written again, to a spool made anew: what was
+		# written before is lost (the L record says how much), what comes next is not.
+		__rw_reopen() {
+			local __rw_keep=$__rw_t
+			__rw_open ""
+			__rw_t=$__rw_keep
 		}
 
 		# `rw back`, `rw branch` and `rw rewind` call this (through the rw

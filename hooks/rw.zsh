@@ -157,6 +157,9 @@ if [[ -o interactive ]]; then
 					__rw_split "$__rw_cmd" "${funcfiletrace[1]##*:}" || __rw_cmd=${__rw_units[1]}
 				((++__rw_seq))
 				__rw_pending=$__rw_seq __rw_psid=$__rw_sid __rw_pspool=$__rw_spool __rw_pcmd=$__rw_cmd
+				# The spool is gone (RW_HOME deleted, then made again by a new daemon):
+				# the session starts again in it, or the daemon would not know its steps.
+				[[ -e $__rw_spool ]] || __rw_open ""
 				# (__rw_write inlined: a zsh function call costs about 10 microseconds.)
 				{ {
 					\builtin print -rN -- $'\x1eRW1' B "$__rw_sid" "$__rw_seq" \
@@ -190,6 +193,11 @@ if [[ -o interactive ]]; then
 					__rw_unext='' __rw_units=() __rw_ustarts=()
 				}
 				[[ -z $__rw_mark ]] || __rw_mark_prompt "$__rw_st"
+				# (The step's begin went to a spool now gone: its end is not written.)
+				[[ -e $__rw_spool ]] || {
+					__rw_pending='' __rw_unrec=''
+					__rw_open ""
+				}
 				if [[ -n $__rw_pending ]]; then
 					# The environment as `export` lists it, which costs half what
 					# collecting NAME=value pairs from $parameters does.
