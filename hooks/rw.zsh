@@ -71,7 +71,9 @@ if [[ -o interactive ]]; then
 
 		__rw_write() {
 			# One record: NUL-terminated fields between start and end markers.
-			{ { \builtin print -rN -- $'\x1eRW1' "$@" $'\x1eEND'; } >>!"$__rw_spool"; } 2>/dev/null ||
+			# (Called inside the hooks, whose stderr is /dev/null: zsh reports a
+			# failed redirection before a 2>/dev/null beside it would apply.)
+			{ \builtin print -rN -- $'\x1eRW1' "$@" $'\x1eEND'; } >>!"$__rw_spool" ||
 				__rw_wfail=1
 		}
 
@@ -161,10 +163,10 @@ if [[ -o interactive ]]; then
 				# the session starts again in it, or the daemon would not know its steps.
 				[[ -e $__rw_spool ]] || __rw_open ""
 				# (__rw_write inlined: a zsh function call costs about 10 microseconds.)
-				{ {
+				{
 					\builtin print -rN -- $'\x1eRW1' B "$__rw_sid" "$__rw_seq" \
 						"${EPOCHREALTIME:-$EPOCHSECONDS}" "$PWD" "$__rw_cmd" $'\x1eEND'
-				} >>!"$__rw_spool"; } 2>/dev/null || __rw_wfail=1
+				} >>!"$__rw_spool" || __rw_wfail=1
 				[[ -z $__rw_mark ]] ||
 					{ \builtin print -rn -- $'\e]133;C;rw='"$__rw_mark:$__rw_sid:$__rw_seq"$'\a' >>"$__rw_mtty"; } 2>/dev/null
 				[[ ! -p $__rw_ack ]] || {
@@ -201,20 +203,20 @@ if [[ -o interactive ]]; then
 				if [[ -n $__rw_pending ]]; then
 					# The environment as `export` lists it, which costs half what
 					# collecting NAME=value pairs from $parameters does.
-					{ {
+					{
 						\builtin print -rN -- $'\x1eRW1' E "$__rw_psid" "$__rw_pending" \
 							"${EPOCHREALTIME:-$EPOCHSECONDS}" "$__rw_st" "$__rw_ps" "$PWD" zsh &&
 							\builtin export && \builtin print -rn -- $'\0\x1eEND\0'
-					} >>!"$__rw_pspool"; } 2>/dev/null || __rw_wfail=1
+					} >>!"$__rw_pspool" || __rw_wfail=1
 					__rw_pending=
 				elif [[ -n $__rw_unrec ]]; then
 					# A line not recorded may have exported a secret: the daemon keeps
 					# what it set out of the environments stored after it.
 					__rw_unrec=
-					{ {
+					{
 						\builtin print -rN -- $'\x1eRW1' U "$__rw_sid" "${EPOCHREALTIME:-$EPOCHSECONDS}" zsh &&
 							\builtin export && \builtin print -rn -- $'\0\x1eEND\0'
-					} >>!"$__rw_spool"; } 2>/dev/null || __rw_wfail=1
+					} >>!"$__rw_spool" || __rw_wfail=1
 				fi
 				[[ -n $__rw_opened ]] || __rw_open ""
 				((SECONDS < __rw_next_check)) || __rw_ensure_daemon
@@ -318,18 +320,18 @@ if [[ -o interactive ]]; then
 			[[ -z $__rw_mark || -z $__rw_pending ]] ||
 				{ \builtin print -rn -- $'\e]133;D;'"$2;rw=$__rw_mark:$__rw_psid:$__rw_pending"$'\a' >>"$__rw_mtty"; } 2>/dev/null
 			if [[ -n $__rw_pending ]]; then
-				{ {
+				{
 					\builtin print -rN -- $'\x1eRW1' E "$__rw_psid" "$__rw_pending" \
 						"${EPOCHREALTIME:-$EPOCHSECONDS}" "$2" "$3" "$PWD" zsh &&
 						\builtin export && \builtin print -rn -- $'\0\x1eEND\0'
-				} >>!"$__rw_pspool"; } 2>/dev/null || __rw_wfail=1
+				} >>!"$__rw_pspool" || __rw_wfail=1
 				__rw_pending=
 			elif [[ -n $__rw_unrec ]]; then
 				__rw_unrec=
-				{ {
+				{
 					\builtin print -rN -- $'\x1eRW1' U "$__rw_sid" "${EPOCHREALTIME:-$EPOCHSECONDS}" zsh &&
 						\builtin export && \builtin print -rn -- $'\0\x1eEND\0'
-				} >>!"$__rw_spool"; } 2>/dev/null || __rw_wfail=1
+				} >>!"$__rw_spool" || __rw_wfail=1
 			fi
 			local __rw_cmd=${__rw_units[__rw_u]}
 			if [[ $__rw_cmd == [[:space:]]* ]]; then
@@ -358,11 +360,11 @@ if [[ -o interactive ]]; then
 				((ZSH_SUBSHELL == 0)) && [[ -n $__rw_pending ]] || return 0
 				[[ $__rw_pcmd == exit || $__rw_pcmd == 'exit '* || $__rw_pcmd == logout* ||
 					$__rw_pcmd == bye* ]] || __rw_st=''
-				{ {
+				{
 					\builtin print -rN -- $'\x1eRW1' E "$__rw_psid" "$__rw_pending" \
 						"${EPOCHREALTIME:-$EPOCHSECONDS}" "$__rw_st" "$__rw_st" "$PWD" zsh &&
 						\builtin export && \builtin print -rn -- $'\0\x1eEND\0'
-				} >>!"$__rw_pspool"; } 2>/dev/null
+				} >>!"$__rw_pspool"
 				[[ -z $__rw_mark || -z $__rw_st ]] ||
 					{ \builtin print -rn -- $'\e]133;D;'"$__rw_st;rw=$__rw_mark:$__rw_psid:$__rw_pending"$'\a' >>"$__rw_mtty"; } 2>/dev/null
 				__rw_pending=
@@ -417,6 +419,7 @@ if [[ -o interactive ]]; then
 			[[ $__rw_um == [0-7][0-7][0-7][0-7] ]] || __rw_um=''
 			[[ -z $__rw_um ]] || \builtin umask 077
 			{ \builtin : >>!"$__rw_scratch_dir/$__rw_sid.hist"; } 2>/dev/null # (see __rw_split)
+			# (Also called by __rw_branch, outside the hooks' quiet group.)
 			{ {
 				\builtin print -rN -- $'\x1eRW1' S "$__rw_sid" "$__rw_parent" zsh "$ZSH_VERSION" "$$" \
 					"$__rw_tty" "${EPOCHREALTIME:-$EPOCHSECONDS}" "$PWD" "${HOST-}" "${USER:-$__rw_user}" \
