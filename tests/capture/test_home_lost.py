@@ -3,7 +3,9 @@ and once a daemon runs again the shells' sessions are recorded again."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 
 import pytest
 
@@ -20,7 +22,11 @@ def test_a_deleted_rw_home_is_recovered_once_a_daemon_runs_again(daemon, shells,
     assert old is not None
     shutil.rmtree(daemon)
     # The daemon whose home is gone exits (and leaves nothing behind).
-    wait_for(lambda: not process_running(old), 10)
+    try:
+        wait_for(lambda: not process_running(old), 10)
+    finally:
+        if process_running(old):  # (the fixture can no longer find it)
+            os.kill(old, signal.SIGTERM)
     sh.run("echo lost")  # no spool dir: this one cannot be recorded
     rw("daemon", "start")  # as `rw doctor` says
     sh.run("echo after1")
