@@ -122,7 +122,7 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 			__rw_next_start=$((__rw_sec + 30))
 			# (A daemon that never answered this shell is not waited for so long again.)
 			[[ -n $__rw_told ]] || __rw_cold=1
-			("$__rw_bin" daemon start --no-wait --auto </dev/null >/dev/null 2>&1 &)
+			("$__rw_bin" daemon start --no-wait --auto </dev/null >/dev/null 2>&1 3>&- &)
 			return 0
 		}
 
@@ -203,6 +203,9 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 				__rw_t=${EPOCHREALTIME-}
 				[[ -n $__rw_t ]] || \builtin printf -v __rw_t '%(%s)T' -1
 			}
+			# The spool is gone (RW_HOME deleted, then made again by a new daemon):
+			# the session starts again in it, or the daemon would not know its steps.
+			[[ -e $__rw_spool ]] || __rw_reopen 2>/dev/null
 			if [[ -n $1 && -o history && ${HISTCMD-} != "$__rw_lasthist" ]]; then
 				# The line made a new history entry (HISTCMD moved), so `history 1`
 				# goes straight into the record. The daemon strips its number and
@@ -227,7 +230,7 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 			# now, it would hold what the line did.
 			[[ -z $1 || ! -p $__rw_ack ]] || {
 				__rw_await "$__rw_seq" 2>/dev/null
-				[[ -z $__rw_late ]] || __rw_tell_late
+				[[ -z $__rw_late ]] || if [[ -n $__rw_quiet ]]; then __rw_tell_late 2>&3; else __rw_tell_late; fi
 			}
 			[[ -z $__rw_ev ]] || __rw_exiting "$1" 2>/dev/null
 			return 0
@@ -392,7 +395,7 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 		# PROMPT_COMMAND's entry, after every command line: the end record, with
 		# the environment the command left behind.
 		__rw_precmd() {
-			local __rw_st=$? __rw_ps="${BP_PIPESTATUS[*]:-${PIPESTATUS[*]}}"
+			local __rw_st=$? __rw_ps="${BP_PIPESTATUS[*]:-${PIPESTATUS[*]}}" __rw_x=$-
 			[[ $- != *[aefux]* && ! -o pipefail ]] || {
 				\builtin local -
 				\builtin set +aefux +o pipefail
@@ -401,6 +404,11 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 			# ran no simple command) is recorded now.
 			[[ -z ${__rw_go-} ]] || __rw_begin ""
 			[[ -z $__rw_mark ]] || __rw_mark_prompt "$__rw_st" 2>/dev/null
+			# (The step's begin went to a spool now gone: its end is not written.)
+			[[ -e $__rw_spool ]] || {
+				__rw_pending='' __rw_unrec=''
+				__rw_reopen 2>/dev/null
+			}
 			if [[ -n $__rw_pending ]]; then
 				__rw_t=${EPOCHREALTIME-}
 				[[ -n $__rw_t ]] || \builtin printf -v __rw_t '%(%s)T' -1
@@ -426,8 +434,25 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 			[[ -n ${HISTCMD-} && $HISTCMD != *[!0-9]* ]] && __rw_lasthist=$((HISTCMD - 1))
 			[[ ${PS0-} == *"$__rw_ps0"* ]] || PS0=$__rw_ps0${PS0-}
 			((SECONDS < __rw_next_check)) || __rw_ensure_daemon 2>/dev/null
-			[[ -z $__rw_wfail$__rw_nlost ]] || __rw_lost
+			# ($1 is 3 when PROMPT_COMMAND runs it: fd 3 is then the user's stderr.)
+			[[ -z $__rw_wfail$__rw_nlost ]] || if [[ ${1-} == 3 ]]; then __rw_lost 2>&3; else __rw_lost; fi
+			[[ $__rw_x != *x* ]] || [[ -n $__rw_quiet ]] || __rw_xtrace 1
+			[[ $__rw_x == *x* || -z $__rw_quiet ]] || __rw_xtrace ''
 			return "$__rw_st"
+		}
+
+		# Under xtrace (set -x), which writes to stderr, our DEBUG trap runs with
+		# stderr to /dev/null (3: the user's), so that it is not traced; not
+		# otherwise, as that costs a redirection for every simple command. (Our
+		# own trap only: a DEBUG trap of the user's we run may print.)
+		__rw_xtrace() {
+			[[ -n $__rw_trap ]] || return 0
+			__rw_quiet=$1
+			if [[ -n $1 ]]; then
+				\builtin trap -- "{ $__rw_trap; } 3>&2 2>/dev/null" DEBUG
+			else
+				\builtin trap -- "$__rw_trap" DEBUG
+			fi
 		}
 
 		# Recorded: the line that ran has ended with status $1 (its D mark),
@@ -490,11 +515,12 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 				[[ $__rw_pc == *__rw_precmd* ]] && break
 			done
 			if [[ $__rw_pc != *__rw_precmd* ]]; then
+				# (Its stderr to /dev/null, 3 the user's: see __rw_xtrace.)
 				if ((${#PROMPT_COMMAND[@]} > 1)); then
-					PROMPT_COMMAND=(__rw_precmd "${PROMPT_COMMAND[@]}")
+					PROMPT_COMMAND=("$__rw_pcmd" "${PROMPT_COMMAND[@]}")
 				else
 					# shellcheck disable=SC2128,SC2178 # a scalar (or one-element array)
-					PROMPT_COMMAND="__rw_precmd${PROMPT_COMMAND:+$'\n'$PROMPT_COMMAND}"
+					PROMPT_COMMAND="$__rw_pcmd${PROMPT_COMMAND:+$'\n'$PROMPT_COMMAND}"
 				fi
 			fi
 			# A DEBUG trap the user already had keeps running, after ours. ($1 is
@@ -509,7 +535,9 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 					# The test in the trap itself spares a function call for every
 					# simple command but a line's first ([[ ]] leaves $_ alone).
 					# shellcheck disable=SC2016 # expanded when the trap runs
-					\builtin trap '[[ -z ${__rw_go-} || $BASH_SUBSHELL != 0 || $BASH_COMMAND == __rw_precmd* ]] || __rw_begin "$BASH_COMMAND" "$_"' DEBUG
+					__rw_trap='[[ -z ${__rw_go-} || $BASH_SUBSHELL != 0 || $BASH_COMMAND == __rw_precmd* ]] || __rw_begin "$BASH_COMMAND" "$_"'
+					__rw_quiet=''
+					\builtin trap -- "$__rw_trap" DEBUG
 				else
 					# The user's trap then finds $? and $_ as they were (as an if's
 					# condition, a non-zero status does not trip errexit).
@@ -549,6 +577,14 @@ fi" DEBUG
 			[[ -z $__rw_um ]] || \builtin umask "$__rw_um"
 		}
 
+		# The session's start written again, to a spool made anew: what was
+		# written before is lost (the L record says how much), what comes next is not.
+		__rw_reopen() {
+			local __rw_keep=$__rw_t
+			__rw_open ""
+			__rw_t=$__rw_keep
+		}
+
 		# `rw back`, `rw branch` and `rw rewind` call this (through the rw
 		# function): what is typed next records into a new session, a branch at
 		# step $1 of session $2 (default: this one).
@@ -568,7 +604,8 @@ fi" DEBUG
 			__rw_open "$1" 2>/dev/null
 			return 0
 		}
-		__rw_opened=''
+		__rw_opened='' __rw_trap='' __rw_quiet=''
+		__rw_pcmd='{ __rw_precmd 3; } 3>&2 2>/dev/null'
 		[[ -z $__rw_watching ]] || __rw_make_ack
 		__rw_ensure_daemon 2>/dev/null
 	fi

@@ -71,7 +71,9 @@ if [[ -o interactive ]]; then
 
 		__rw_write() {
 			# One record: NUL-terminated fields between start and end markers.
-			{ \builtin print -rN -- $'\x1eRW1' "$@" $'\x1eEND'; } 2>/dev/null >>!"$__rw_spool" ||
+			# (Called inside the hooks, whose stderr is /dev/null: zsh reports a
+			# failed redirection before a 2>/dev/null beside it would apply.)
+			{ \builtin print -rN -- $'\x1eRW1' "$@" $'\x1eEND'; } >>!"$__rw_spool" ||
 				__rw_wfail=1
 		}
 
@@ -88,7 +90,7 @@ if [[ -o interactive ]]; then
 			__rw_next_start=$((EPOCHSECONDS + 30))
 			# (A daemon that never answered this shell is not waited for so long again.)
 			[[ -n $__rw_told ]] || __rw_cold=1
-			("$__rw_bin" daemon start --no-wait --auto </dev/null >/dev/null 2>&1 &)
+			("$__rw_bin" daemon start --no-wait --auto </dev/null >/dev/null 2>&1 3>&- &)
 			return 0
 		}
 
@@ -128,7 +130,7 @@ if [[ -o interactive ]]; then
 		# Outside __rw_await, whose stderr is /dev/null. ($__rw_late: how long it waited.)
 		__rw_tell_late() {
 			__rw_told=1
-			\builtin print -ru2 -- "rw: the daemon did not answer within ${__rw_late}s, so this command has no checkpoint of the watched files (see: rw doctor)"
+			\builtin print -ru3 -- "rw: the daemon did not answer within ${__rw_late}s, so this command has no checkpoint of the watched files (see: rw doctor)"
 			__rw_late=''
 		}
 
@@ -138,32 +140,41 @@ if [[ -o interactive ]]; then
 			[[ -p $__rw_ack ]] || \command mkfifo -m 600 -- "$__rw_ack" 2>/dev/null || :
 		}
 
+		# The hooks zsh calls run in a group with stderr to /dev/null (3: the
+		# user's), so that xtrace (which writes to stderr) never traces them;
+		# what they tell the user goes to 3. (zsh ignores the redirections of a
+		# function's definition when it calls it as a hook.)
 		__rw_preexec() {
-			\builtin emulate -L zsh
-			# $1 is the line as typed (empty when history is off: then $3, the
-			# expanded text). A leading space means "do not record".
-			local __rw_cmd=${1:-$3}
-			if [[ -z $__rw_cmd || $__rw_cmd == [[:space:]]* ]]; then
-				__rw_unrec=1
-				return 0
-			fi
-			# Several lines at once (a pasted block): one step for each.
-			[[ ${__rw_cmd%$'\n'} != *$'\n'* || -z $1 ]] ||
-				__rw_split "$__rw_cmd" "${funcfiletrace[1]##*:}" || __rw_cmd=${__rw_units[1]}
-			((++__rw_seq))
-			__rw_pending=$__rw_seq __rw_psid=$__rw_sid __rw_pspool=$__rw_spool __rw_pcmd=$__rw_cmd
-			# (__rw_write inlined: a zsh function call costs about 10 microseconds.)
 			{
-				\builtin print -rN -- $'\x1eRW1' B "$__rw_sid" "$__rw_seq" \
-					"${EPOCHREALTIME:-$EPOCHSECONDS}" "$PWD" "$__rw_cmd" $'\x1eEND'
-			} 2>/dev/null >>!"$__rw_spool" || __rw_wfail=1
-			[[ -z $__rw_mark ]] ||
-				\builtin print -rn -- $'\e]133;C;rw='"$__rw_mark:$__rw_sid:$__rw_seq"$'\a' 2>/dev/null >>"$__rw_mtty"
-			[[ ! -p $__rw_ack ]] || {
-				__rw_await "$__rw_seq" 2>/dev/null
-				[[ -z $__rw_late ]] || __rw_tell_late
-			}
-			return 0
+				\builtin emulate -L zsh
+				# $1 is the line as typed (empty when history is off: then $3, the
+				# expanded text). A leading space means "do not record".
+				local __rw_cmd=${1:-$3}
+				if [[ -z $__rw_cmd || $__rw_cmd == [[:space:]]* ]]; then
+					__rw_unrec=1
+					return 0
+				fi
+				# Several lines at once (a pasted block): one step for each.
+				[[ ${__rw_cmd%$'\n'} != *$'\n'* || -z $1 ]] ||
+					__rw_split "$__rw_cmd" "${funcfiletrace[1]##*:}" || __rw_cmd=${__rw_units[1]}
+				((++__rw_seq))
+				__rw_pending=$__rw_seq __rw_psid=$__rw_sid __rw_pspool=$__rw_spool __rw_pcmd=$__rw_cmd
+				# The spool is gone (RW_HOME deleted, then made again by a new daemon):
+				# the session starts again in it, or the daemon would not know its steps.
+				[[ -e $__rw_spool ]] || __rw_open ""
+				# (__rw_write inlined: a zsh function call costs about 10 microseconds.)
+				{
+					\builtin print -rN -- $'\x1eRW1' B "$__rw_sid" "$__rw_seq" \
+						"${EPOCHREALTIME:-$EPOCHSECONDS}" "$PWD" "$__rw_cmd" $'\x1eEND'
+				} >>!"$__rw_spool" || __rw_wfail=1
+				[[ -z $__rw_mark ]] ||
+					{ \builtin print -rn -- $'\e]133;C;rw='"$__rw_mark:$__rw_sid:$__rw_seq"$'\a' >>"$__rw_mtty"; } 2>/dev/null
+				[[ ! -p $__rw_ack ]] || {
+					__rw_await "$__rw_seq" 2>/dev/null
+					[[ -z $__rw_late ]] || __rw_tell_late
+				}
+				return 0
+			} 3>&2 2>/dev/null
 		}
 
 		# Recorded, at the prompt: the line that ran has ended with status $1
@@ -172,39 +183,46 @@ if [[ -o interactive ]]; then
 		__rw_mark_prompt() {
 			local __rw_m=''
 			[[ -z $__rw_pending ]] || __rw_m=$'\e]133;D;'"$1;rw=$__rw_mark:$__rw_psid:$__rw_pending"$'\a'
-			\builtin print -rn -- "$__rw_m"$'\e]133;A;'"rw=$__rw_mark:$__rw_sid:"$'\a' 2>/dev/null >>"$__rw_mtty"
+			{ \builtin print -rn -- "$__rw_m"$'\e]133;A;'"rw=$__rw_mark:$__rw_sid:"$'\a' >>"$__rw_mtty"; } 2>/dev/null
 		}
 
 		__rw_precmd() {
-			local __rw_st=$? __rw_ps="${pipestatus[*]}"
-			\builtin emulate -L zsh
-			[[ -z $__rw_unext ]] || {
-				\builtin unfunction TRAPDEBUG 2>/dev/null
-				__rw_unext='' __rw_units=() __rw_ustarts=()
-			}
-			[[ -z $__rw_mark ]] || __rw_mark_prompt "$__rw_st"
-			if [[ -n $__rw_pending ]]; then
-				# The environment as `export` lists it, which costs half what
-				# collecting NAME=value pairs from $parameters does.
-				{
-					\builtin print -rN -- $'\x1eRW1' E "$__rw_psid" "$__rw_pending" \
-						"${EPOCHREALTIME:-$EPOCHSECONDS}" "$__rw_st" "$__rw_ps" "$PWD" zsh &&
-						\builtin export && \builtin print -rn -- $'\0\x1eEND\0'
-				} 2>/dev/null >>!"$__rw_pspool" || __rw_wfail=1
-				__rw_pending=
-			elif [[ -n $__rw_unrec ]]; then
-				# A line not recorded may have exported a secret: the daemon keeps
-				# what it set out of the environments stored after it.
-				__rw_unrec=
-				{
-					\builtin print -rN -- $'\x1eRW1' U "$__rw_sid" "${EPOCHREALTIME:-$EPOCHSECONDS}" zsh &&
-						\builtin export && \builtin print -rn -- $'\0\x1eEND\0'
-				} 2>/dev/null >>!"$__rw_spool" || __rw_wfail=1
-			fi
-			[[ -n $__rw_opened ]] || __rw_open ""
-			((SECONDS < __rw_next_check)) || __rw_ensure_daemon
-			[[ -z $__rw_wfail$__rw_nlost ]] || __rw_lost
-			return "$__rw_st"
+			{
+				local __rw_st=$? __rw_ps="${pipestatus[*]}"
+				\builtin emulate -L zsh
+				[[ -z $__rw_unext ]] || {
+					\builtin unfunction TRAPDEBUG 2>/dev/null
+					__rw_unext='' __rw_units=() __rw_ustarts=()
+				}
+				[[ -z $__rw_mark ]] || __rw_mark_prompt "$__rw_st"
+				# (The step's begin went to a spool now gone: its end is not written.)
+				[[ -e $__rw_spool ]] || {
+					__rw_pending='' __rw_unrec=''
+					__rw_open ""
+				}
+				if [[ -n $__rw_pending ]]; then
+					# The environment as `export` lists it, which costs half what
+					# collecting NAME=value pairs from $parameters does.
+					{
+						\builtin print -rN -- $'\x1eRW1' E "$__rw_psid" "$__rw_pending" \
+							"${EPOCHREALTIME:-$EPOCHSECONDS}" "$__rw_st" "$__rw_ps" "$PWD" zsh &&
+							\builtin export && \builtin print -rn -- $'\0\x1eEND\0'
+					} >>!"$__rw_pspool" || __rw_wfail=1
+					__rw_pending=
+				elif [[ -n $__rw_unrec ]]; then
+					# A line not recorded may have exported a secret: the daemon keeps
+					# what it set out of the environments stored after it.
+					__rw_unrec=
+					{
+						\builtin print -rN -- $'\x1eRW1' U "$__rw_sid" "${EPOCHREALTIME:-$EPOCHSECONDS}" zsh &&
+							\builtin export && \builtin print -rn -- $'\0\x1eEND\0'
+					} >>!"$__rw_spool" || __rw_wfail=1
+				fi
+				[[ -n $__rw_opened ]] || __rw_open ""
+				((SECONDS < __rw_next_check)) || __rw_ensure_daemon
+				[[ -z $__rw_wfail$__rw_nlost ]] || __rw_lost
+				return "$__rw_st"
+			} 3>&2 2>/dev/null
 		}
 
 		# The lines of a block zsh runs as one (a pasted runbook): its complete
@@ -258,7 +276,7 @@ if [[ -o interactive ]]; then
 			((${#__rw_units} > 1)) || return 0
 			# A DEBUG trap of the user's own is left alone (then the block is one step).
 			local __rw_tr=''
-			\builtin trap >|"$__rw_scratch_dir/$__rw_sid.hist" 2>/dev/null || return 0
+			{ \builtin trap >|"$__rw_scratch_dir/$__rw_sid.hist"; } 2>/dev/null || return 0
 			\builtin read -r -d '' __rw_tr <"$__rw_scratch_dir/$__rw_sid.hist"
 			[[ $__rw_tr != *" DEBUG"* ]] || return 0
 			# Where each begins, in the shell's count: the block's lines, and the
@@ -275,10 +293,12 @@ if [[ -o interactive ]]; then
 			\builtin unsetopt localtraps
 			# shellcheck disable=SC2317 # zsh calls it
 			TRAPDEBUG() {
-				local __rw_s=$? __rw_p="${pipestatus[*]}"
-				((ZSH_SUBSHELL || ${#funcstack} > 1 || ${funcfiletrace[1]##*:} < __rw_unext)) ||
-					__rw_unit "${funcfiletrace[1]##*:}" "$__rw_s" "$__rw_p"
-				return 0
+				{
+					local __rw_s=$? __rw_p="${pipestatus[*]}"
+					((ZSH_SUBSHELL || ${#funcstack} > 1 || ${funcfiletrace[1]##*:} < __rw_unext)) ||
+						__rw_unit "${funcfiletrace[1]##*:}" "$__rw_s" "$__rw_p"
+					return 0
+				} 3>&2 2>/dev/null
 			}
 			return 1
 		}
@@ -298,20 +318,20 @@ if [[ -o interactive ]]; then
 			__rw_unext=${__rw_ustarts[__rw_u + 1]:-1000000000}
 			# (Its C, once this line's step is known: a line not recorded has none.)
 			[[ -z $__rw_mark || -z $__rw_pending ]] ||
-				\builtin print -rn -- $'\e]133;D;'"$2;rw=$__rw_mark:$__rw_psid:$__rw_pending"$'\a' 2>/dev/null >>"$__rw_mtty"
+				{ \builtin print -rn -- $'\e]133;D;'"$2;rw=$__rw_mark:$__rw_psid:$__rw_pending"$'\a' >>"$__rw_mtty"; } 2>/dev/null
 			if [[ -n $__rw_pending ]]; then
 				{
 					\builtin print -rN -- $'\x1eRW1' E "$__rw_psid" "$__rw_pending" \
 						"${EPOCHREALTIME:-$EPOCHSECONDS}" "$2" "$3" "$PWD" zsh &&
 						\builtin export && \builtin print -rn -- $'\0\x1eEND\0'
-				} 2>/dev/null >>!"$__rw_pspool" || __rw_wfail=1
+				} >>!"$__rw_pspool" || __rw_wfail=1
 				__rw_pending=
 			elif [[ -n $__rw_unrec ]]; then
 				__rw_unrec=
 				{
 					\builtin print -rN -- $'\x1eRW1' U "$__rw_sid" "${EPOCHREALTIME:-$EPOCHSECONDS}" zsh &&
 						\builtin export && \builtin print -rn -- $'\0\x1eEND\0'
-				} 2>/dev/null >>!"$__rw_spool" || __rw_wfail=1
+				} >>!"$__rw_spool" || __rw_wfail=1
 			fi
 			local __rw_cmd=${__rw_units[__rw_u]}
 			if [[ $__rw_cmd == [[:space:]]* ]]; then
@@ -322,7 +342,7 @@ if [[ -o interactive ]]; then
 			__rw_pending=$__rw_seq __rw_psid=$__rw_sid __rw_pspool=$__rw_spool __rw_pcmd=$__rw_cmd
 			__rw_write B "$__rw_sid" "$__rw_seq" "${EPOCHREALTIME:-$EPOCHSECONDS}" "$PWD" "$__rw_cmd"
 			[[ -z $__rw_mark ]] ||
-				\builtin print -rn -- $'\e]133;C;rw='"$__rw_mark:$__rw_sid:$__rw_seq"$'\a' 2>/dev/null >>"$__rw_mtty"
+				{ \builtin print -rn -- $'\e]133;C;rw='"$__rw_mark:$__rw_sid:$__rw_seq"$'\a' >>"$__rw_mtty"; } 2>/dev/null
 			[[ ! -p $__rw_ack ]] || {
 				__rw_await "$__rw_seq" 2>/dev/null
 				[[ -z $__rw_late ]] || __rw_tell_late
@@ -334,20 +354,22 @@ if [[ -o interactive ]]; then
 		# ended the shell ends too, with the status it exits with when it was
 		# `exit` (or logout, bye), else unknown (its terminal closed while it ran).
 		__rw_zshexit() {
-			local __rw_st=$?
-			\builtin emulate -L zsh
-			((ZSH_SUBSHELL == 0)) && [[ -n $__rw_pending ]] || return 0
-			[[ $__rw_pcmd == exit || $__rw_pcmd == 'exit '* || $__rw_pcmd == logout* ||
-				$__rw_pcmd == bye* ]] || __rw_st=''
 			{
-				\builtin print -rN -- $'\x1eRW1' E "$__rw_psid" "$__rw_pending" \
-					"${EPOCHREALTIME:-$EPOCHSECONDS}" "$__rw_st" "$__rw_st" "$PWD" zsh &&
-					\builtin export && \builtin print -rn -- $'\0\x1eEND\0'
-			} 2>/dev/null >>!"$__rw_pspool"
-			[[ -z $__rw_mark || -z $__rw_st ]] ||
-				\builtin print -rn -- $'\e]133;D;'"$__rw_st;rw=$__rw_mark:$__rw_psid:$__rw_pending"$'\a' 2>/dev/null >>"$__rw_mtty"
-			__rw_pending=
-			return 0
+				local __rw_st=$?
+				\builtin emulate -L zsh
+				((ZSH_SUBSHELL == 0)) && [[ -n $__rw_pending ]] || return 0
+				[[ $__rw_pcmd == exit || $__rw_pcmd == 'exit '* || $__rw_pcmd == logout* ||
+					$__rw_pcmd == bye* ]] || __rw_st=''
+				{
+					\builtin print -rN -- $'\x1eRW1' E "$__rw_psid" "$__rw_pending" \
+						"${EPOCHREALTIME:-$EPOCHSECONDS}" "$__rw_st" "$__rw_st" "$PWD" zsh &&
+						\builtin export && \builtin print -rn -- $'\0\x1eEND\0'
+				} >>!"$__rw_pspool"
+				[[ -z $__rw_mark || -z $__rw_st ]] ||
+					{ \builtin print -rn -- $'\e]133;D;'"$__rw_st;rw=$__rw_mark:$__rw_psid:$__rw_pending"$'\a' >>"$__rw_mtty"; } 2>/dev/null
+				__rw_pending=
+				return 0
+			} 3>&2 2>/dev/null
 		}
 
 		# A record could not be written (no space left, the spool dir gone):
@@ -366,7 +388,7 @@ if [[ -o interactive ]]; then
 					else
 						__rw_why="no space left on device in $__rw_spool_dir"
 					fi
-					\builtin print -ru2 -- "rw: a command could not be recorded: $__rw_why; until then none will be (see rw doctor)"
+					\builtin print -ru3 -- "rw: a command could not be recorded: $__rw_why; until then none will be (see rw doctor)"
 				fi
 				((++__rw_nlost))
 				return 0
@@ -396,12 +418,13 @@ if [[ -o interactive ]]; then
 			__rw_um=${__rw_um//[[:space:]]/}
 			[[ $__rw_um == [0-7][0-7][0-7][0-7] ]] || __rw_um=''
 			[[ -z $__rw_um ]] || \builtin umask 077
-			\builtin : 2>/dev/null >>!"$__rw_scratch_dir/$__rw_sid.hist" # (see __rw_split)
-			{
+			{ \builtin : >>!"$__rw_scratch_dir/$__rw_sid.hist"; } 2>/dev/null # (see __rw_split)
+			# (Also called by __rw_branch, outside the hooks' quiet group.)
+			{ {
 				\builtin print -rN -- $'\x1eRW1' S "$__rw_sid" "$__rw_parent" zsh "$ZSH_VERSION" "$$" \
 					"$__rw_tty" "${EPOCHREALTIME:-$EPOCHSECONDS}" "$PWD" "${HOST-}" "${USER:-$__rw_user}" \
 					"$1" list0 ${${(k)parameters[(R)*export*]}/(#m)*/$MATCH=${(P)MATCH}} $'\x1eEND'
-			} 2>/dev/null >>!"$__rw_spool" || {
+			} >>!"$__rw_spool"; } 2>/dev/null || {
 				__rw_wfail=1 __rw_opened='' # opened again at the next prompt
 			}
 			[[ -z $__rw_um ]] || \builtin umask "$__rw_um"

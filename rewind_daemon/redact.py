@@ -269,10 +269,11 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "secret-env-assignment",
         "`NAME=VALUE` words of a command (`export`, `env`, a prefix assignment; NAME in "
-        "capitals) whose NAME an env rule below or the config's `env_names` matches",
+        "any case, but not a bare lower-case `key`) whose NAME an env rule below or the "
+        "config's `env_names` matches",
         "DB_PASS=hunter2 ./migrate",
         f"DB_PASS={MASK} ./migrate",
-        r"(?<![^\s;&|(])(?P<name>[A-Z_][A-Z0-9_]*)=" + _VALUE,
+        r"(?<![^\s;&|(])(?P<name>(?!key=)[A-Za-z_][A-Za-z0-9_]*)=" + _VALUE,
         ("pass", "pwd", "key", "secret", "token", "credential"),
     ),
     Rule(
@@ -668,7 +669,7 @@ _STARTS = {
     ],
     # (A name holding a secret word, or ending in PASS, _PWD or KEY: `NAME=`.)
     "secret-env-assignment": _runs(
-        lambda scan: _SECRET_KEYS(scan) + scan.find("pass=", "_pwd="), "A-Z0-9_", 0, 0
+        lambda scan: _SECRET_KEYS(scan) + scan.find("pass=", "_pwd="), "A-Za-z0-9_", 0, 0
     ),
 }
 

@@ -106,6 +106,8 @@ POSITIVE: dict[str, list[tuple[str, str]]] = {
         ("env STRIPE_KEY='k 1' ./charge", "k 1"),
         ("true; SMTP_PASS=hunter2 ./send", "hunter2"),
         ("declare -x DEPLOY_KEY=abc", "abc"),
+        ("export db_pass=lowerpass333", "lowerpass333"),  # a name in lower case
+        ("api_token=abc ./x", "abc"),
     ],
     "env-secret-word": [
         ("GITHUB_TOKEN", ""), ("PGPASSWORD", ""), ("AWS_SECRET_ACCESS_KEY", ""),

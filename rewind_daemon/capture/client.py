@@ -78,6 +78,44 @@ def lock_held(paths: Paths) -> bool:
     return False
 
 
+def daemon_pid(paths: Paths) -> int | None:
+    """The pid the daemon wrote (None: no pid file, or not a pid)."""
+    try:
+        text = paths.pid_file.read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return int(text) if text.strip().isdigit() else None
+
+
+def _state(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return b""
+
+
+def stopped(paths: Paths) -> str | None:
+    """Why the daemon cannot answer at all, found without asking it: its process
+    is stopped (SIGSTOP, Ctrl-Z). None otherwise."""
+    pid = daemon_pid(paths)
+    if pid is None or _state(pid) not in (b"T", b"t") or not lock_held(paths):
+        return None
+    return f"the daemon (pid {pid}) is stopped (SIGSTOP); kill -CONT {pid} lets it go on"
+
+
+def not_answering(paths: Paths) -> str | None:
+    """Why a daemon that runs did not answer (stopped, or busy); None when none
+    runs (no process holds its lock)."""
+    if not lock_held(paths):
+        return None
+    pid = daemon_pid(paths)
+    return stopped(paths) or (
+        f"the daemon ({'pid ' + str(pid) if pid else 'its pid unknown'}) is running but"
+        f" busy or not answering; see {paths.log_file}"
+    )
+
+
 def stopped_on_purpose(paths: Paths) -> bool:
     """Whether `rw daemon stop` said the daemon stays stopped (until `rw daemon start`)."""
     return paths.stop_file.exists()

@@ -87,6 +87,15 @@ class _Client:
         self.last = time.monotonic()
 
 
+def _file_id(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of a file; None when it is missing."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 class Daemon:
     def __init__(self, paths: Paths, config: Config):
         self.paths = paths
@@ -107,6 +116,9 @@ class Daemon:
 
     # --- lifecycle ---------------------------------------------------------------
 
+    home_lost = False
+    _held: dict[Path, tuple[int, int] | None]
+
     def run(self) -> int:
         # The runtime dir is the scratch dir too: the hooks make and read their
         # FIFOs where the daemon does (paths.py decides it, once).
@@ -122,11 +134,16 @@ class Daemon:
             log.error("another rw daemon is running (lock %s is held)", self.paths.lock_file)
             return 1
         self.store = Store(self.paths.db)
+        self._held = {p: _file_id(p) for p in (self.paths.lock_file, self.paths.db)}
         redactor = self.config.redactor()
         self.ingester = Ingester(self.store, redactor, self.config.ignore_regexes())
         self.spools = SpoolReader(self.paths.spool_dir, self.ingester, self.paths.scratch_dir)
         self.outputs = OutputReader(
-            self.paths.spool_dir, self.store, redactor, self.config.max_step_output
+            self.paths.spool_dir,
+            self.store,
+            redactor,
+            self.config.max_step_output,
+            known=self.ingester.known,
         )
         self.watcher = TreeWatcher(
             Checkpoints(self.paths, self.store, self.config), self.paths.scratch_dir
@@ -190,7 +207,7 @@ class Daemon:
                 self._drop(client)
         self.watcher.close_all(remove=False)
         self.server.close()
-        for p in (self.paths.socket, self.paths.pid_file):
+        for p in () if self.home_lost else (self.paths.socket, self.paths.pid_file):
             try:
                 if p == self.paths.pid_file and p.read_text().strip() != str(os.getpid()):
                     continue
@@ -244,6 +261,8 @@ class Daemon:
                     self.sel.register(self.inotify.fd, selectors.EVENT_READ, "inotify")
             if now >= next_poll:
                 next_poll = now + POLL_SECONDS
+                if self._home_gone():
+                    break
                 self._ingest(self._spool_names())
                 self._reap_idle_clients(now)
             if now >= next_maint:
@@ -252,6 +271,23 @@ class Daemon:
                 self.index_behind = True  # (replays, guarded runs, imports write too)
             if self.index_behind and not self.dirty and not self.waiting:
                 self._index(INDEX_SLICE)
+
+    def _home_gone(self) -> bool:
+        """Whether its lock file or its database was removed (RW_HOME or the data
+        dir deleted): then this daemon serves a store nobody can find, and a
+        daemon started now makes a new one. It exits, leaving alone the socket
+        and pid file a new daemon may have made."""
+        for path, held in self._held.items():
+            try:
+                same = _file_id(path) == held
+            except OSError:
+                same = True  # (not known: a directory not searchable now)
+            if not same:
+                log.warning("%s was removed: the daemon exits", path)
+                self.home_lost = True
+                self.running = False
+                return True
+        return False
 
     def _quiet(self, now: float) -> bool:
         """Whether the dirty spools have not been written to for BATCH_DELAY
@@ -283,6 +319,14 @@ class Daemon:
 
     def _ingest(self, names: set[str] | list[str]) -> int:
         total = 0
+        # A step's output waits for its end (whose environment may hold secrets
+        # it printed): the end read, the output spool is read again too.
+        names = set(names) | {
+            n[: -len(SPOOL_SUFFIX)] + OUTPUT_SUFFIX
+            for n in names
+            if n.endswith(SPOOL_SUFFIX)
+            and (self.paths.spool_dir / (n[: -len(SPOOL_SUFFIX)] + OUTPUT_SUFFIX)).exists()
+        }
         # Commands first: the output of a step is stored beside it.
         for name in sorted(names, key=lambda n: (n.endswith(OUTPUT_SUFFIX), n)):
             try:

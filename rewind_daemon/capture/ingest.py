@@ -20,6 +20,7 @@ from ..paths import session_file
 from ..redact import MASK, Redactor
 from ..store import Store, env_blob
 from . import records
+from .known_secrets import KnownSecrets
 from .logonce import LogOnce
 from .records import Dropped, Record
 
@@ -89,6 +90,7 @@ class Ingester:
         self._ignored: set[tuple[str, int]] = set()
         self._begun_here: set[tuple[str, int]] = set()
         self._env_cache: OrderedDict[bytes, int] = OrderedDict()
+        self.known = KnownSecrets()  # the values of secret variables (known_secrets.py)
         # Per session: a salt, and the digests of the values that lines not
         # recorded gave to variables (see _on_U).
         self._hidden: dict[str, tuple[str, dict[str, str]]] = {}
@@ -175,7 +177,7 @@ class Ingester:
             self._ignored.add((sid, seq))
             self.begun.append((sid, seq, None, _time(started)))
             return
-        command, n = self.redactor.text(command)
+        command, n = self.known.redactor(sid, self.redactor).text(command)
         self._count_redactions(n)
         number = self._next_number.get(sid) or self.store.next_step_number(sid)
         if self.store.begin_step(sid, number, seq, command, cwd, _time(started)):
@@ -278,7 +280,7 @@ class Ingester:
         if fmt == "none":
             return None
         salt, names = self._hidden_in(sid, parent) if sid else ("", {})
-        raw = "\0".join((fmt, *payload, *(f"{k}={v}" for k, v in names.items())))
+        raw = "\0".join((sid, fmt, *payload, *(f"{k}={v}" for k, v in names.items())))
         raw_key = hashlib.sha1(raw.encode("utf-8", "replace")).digest()
         cached = self._env_cache.get(raw_key)
         if cached is not None:
@@ -295,7 +297,8 @@ class Ingester:
                 self.store.set_meta(
                     f"hidden-env:{sid}", json.dumps([salt, names]) if names else None
                 )
-        env, n = self.redactor.env(env)
+        env, n = self.redactor.env(plain := env)
+        self.known.learn(sid, plain, env)
         self._count_redactions(n + hidden)
         env_id = self.store.add_env(*env_blob(env))
         self._env_cache[raw_key] = env_id

@@ -31,6 +31,7 @@ from ..paths import session_file
 from ..redact import Redactor
 from ..store import MAX_OUTPUT, OutputRow, Store, plain_text
 from .ingest import punch, store_trouble
+from .known_secrets import KnownSecrets
 from .logonce import LogOnce
 from .output_spool import MAX_BODY, OUTPUT_SUFFIX, Record, capped_parts, iter_records
 from .termtext import is_plain, text_of
@@ -124,8 +125,12 @@ class OutputReader:
     """Reads the sessions' `.output` spools into the store (see the module's
     docstring). The cap is `[record] max_step_output`."""
 
-    def __init__(self, spool_dir: Path, store: Store, redactor: Redactor, cap: int = MAX_OUTPUT):
+    def __init__(
+        self, spool_dir: Path, store: Store, redactor: Redactor, cap: int = MAX_OUTPUT,
+        known: KnownSecrets | None = None,
+    ):  # fmt: skip
         self.spool_dir = spool_dir
+        self.known = known or KnownSecrets()
         self.store = store
         self.redactor = redactor
         self.cap = cap
@@ -227,6 +232,8 @@ class OutputReader:
                     if never or final:
                         del state.steps[key]  # a step not recorded: nor is its output
                     continue
+                if not final and self.store.step_is_open(*key):
+                    continue  # its end brings the environment whose secrets it may print
                 del state.steps[key]
                 if self.store.has_output(key[0], number):
                     continue  # stored before a crash, read again
@@ -262,7 +269,7 @@ class OutputReader:
         first, rest, omitted = capped_parts(step.parts, total, half, self.cap - half)
         row = self.store.step(sid, number)
         out, n = make_output(
-            first, row.command if row else "", self.redactor,
+            first, row.command if row else "", self.known.redactor(sid, self.redactor),
             cap=self.cap, size=total, omitted=omitted, complete=step.ended,
             timing=tuple(sorted((o, t) for o, _, t in step.parts)), rest=rest,
         )  # fmt: skip

@@ -89,8 +89,8 @@ def _env_ok(fields: list[str], at: int) -> bool:
         return (
             rest >= 1 and bool(_UNSIGNED.match(fields[at + 1])) and rest == 1 + int(fields[at + 1])
         )
-    if fmt == "list0":
-        return True
+    if fmt == "list0":  # (NAME=VALUE fields: a torn record's start marker is none)
+        return all("=" in f for f in fields[at + 1 :])
     return fmt == "none" and rest == 0
 
 
@@ -180,6 +180,13 @@ def parse(buf: bytes, final: bool = False) -> Iterator[tuple[Record | Dropped, i
 
     Stops at an incomplete trailing record unless `final` (the writer is gone),
     in which case the remainder is reported as dropped.
+
+    A record begins where `buf` does or where the record before it ended. A
+    field may hold the framing's bytes (a directory named `x\\x1eRW1`, a
+    command that is `\\x1eEND`): a record is read up to the first end marker
+    that makes it a valid record, and a start marker inside it is where
+    reading starts again only when it is not (a record torn by a writer that
+    died, or by a full disk, and the good one after it).
     """
     pos = 0
     n = len(buf)
@@ -195,33 +202,60 @@ def parse(buf: bytes, final: bool = False) -> Iterator[tuple[Record | Dropped, i
             pos = nxt
             continue
         start = pos + len(MAGIC)
-        end = buf.find(END, start, start + MAX_RECORD)
-        restart = buf.find(MAGIC, start, end if end >= 0 else min(n, start + MAX_RECORD))
-        if restart >= 0 and (end < 0 or restart < end):
-            # A new record began before this one ended: the writer died mid-record.
-            yield Dropped("truncated record", restart - pos), restart
-            pos = restart
-            continue
+        limit = start + MAX_RECORD
+        end = buf.find(END, start, limit)
         if end < 0:
-            if n - start >= MAX_RECORD:
+            if n < limit and not final:
+                return  # being written
+            restart = buf.find(MAGIC, start, min(n, limit))
+            if restart >= 0:
+                # A new record began and this one never ended: its writer died mid-record.
+                yield Dropped("truncated record", restart - pos), restart
+                pos = restart
+            elif n >= limit:
                 # Its first MAX_RECORD bytes; the rest is garbage up to the next record.
-                yield Dropped("oversized record", start + MAX_RECORD - pos), start + MAX_RECORD
-                pos = start + MAX_RECORD
-                continue
-            if final:
+                yield Dropped("oversized record", limit - pos), limit
+                pos = limit
+            else:
                 yield Dropped("truncated record at end of spool", n - pos), n
-            return
-        parts = _fields(buf[start:end])
-        rtype, fields = parts[0], parts[1:]
+                return
+            continue
+        record, problem = _record(buf[start:end])
+        # An end marker a field holds: the record goes on to the next one (unless
+        # a record starts right after it, or it is not whole yet).
+        later = end
+        while problem and not buf.startswith(MAGIC, later + len(END)):
+            nxt = buf.find(END, later + 1, limit)
+            if nxt < 0:
+                if not final and n < limit and n > later + len(END):
+                    return  # its end is still being written
+                break
+            later = nxt
+            longer, why = _record(buf[start:later])
+            if why is None:
+                record, problem, end = longer, None, later
+        if problem or record is None:
+            restart = buf.find(MAGIC, start, end)
+            if restart >= 0:
+                yield Dropped("truncated record", restart - pos), restart
+                pos = restart
+                continue
+            pos = end + len(END)
+            yield Dropped(problem or "", pos - (start - len(MAGIC))), pos
+            continue
         pos = end + len(END)
-        try:
-            problem = _validate(rtype, fields)
-        except Exception as e:  # noqa: BLE001 - whatever is wrong with a record drops it alone
-            problem = f"{rtype[:16]!r} record: {type(e).__name__}: {e}"
-        if problem:
-            yield Dropped(problem, pos - (start - len(MAGIC))), pos
-        else:
-            yield Record(rtype, fields), pos
+        yield record, pos
+
+
+def _record(body: bytes) -> tuple[Record | None, str | None]:
+    """The record whose body (type and fields) this is, or what is wrong with it."""
+    parts = _fields(body)
+    rtype, fields = parts[0], parts[1:]
+    try:
+        problem = _validate(rtype, fields)
+    except Exception as e:  # noqa: BLE001 - whatever is wrong with a record drops it alone
+        problem = f"{rtype[:16]!r} record: {type(e).__name__}: {e}"
+    return (None, problem) if problem else (Record(rtype, fields), None)
 
 
 def _fields(body: bytes) -> list[str]:

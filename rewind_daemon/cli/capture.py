@@ -103,8 +103,21 @@ def daemon_status(as_json: bool) -> None:
     """
     p = get_paths()
     try:
+        hung = client.stopped(p)
+        if hung is not None:
+            raise client.DaemonUnavailable(hung)
         reply = client.request(p, "status", timeout=2)
     except client.DaemonUnavailable as e:
+        hung = client.not_answering(p)
+        if hung is not None:  # its process runs (it holds the lock): it does not answer
+            if as_json:
+                print_json(
+                    {"running": True, "answering": False, "pid": client.daemon_pid(p),
+                     "socket": str(p.socket), "error": hung}
+                )  # fmt: skip
+            else:
+                click.echo(f"rw daemon is not answering: {hung}")
+            raise SystemExit(EXIT_PROBLEM) from None
         held = client.stopped_on_purpose(p)
         if as_json:
             print_json(

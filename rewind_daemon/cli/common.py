@@ -34,12 +34,26 @@ def get_config(p: paths.Paths) -> Config:
     return load(p.config_file)
 
 
-def synced_store(p: paths.Paths) -> Store | None:
+# How long a reading command waits for the daemon to ingest (and index) what
+# is spooled: beyond, it reads what is stored and says why.
+SYNC_WAIT = 3.0
+
+
+def synced_store(p: paths.Paths, index: bool = False) -> Store | None:
     """The store for reading, after the daemon ingested what shells have spooled
-    (None when nothing was ever recorded)."""
-    try:
-        client.request(p, "sync", timeout=10)
-    except RwError:
+    (and brought the search index up to date, `index`); None when nothing was
+    ever recorded. A daemon that runs but cannot answer (stopped, busy) is not
+    waited for long, and not started again: what is stored is read as it is."""
+    hung = client.stopped(p)
+    if hung is None:
+        try:
+            client.request(p, "sync", timeout=SYNC_WAIT, **({"index": True} if index else {}))
+            return Store.open_for_reading(p.db)
+        except RwError:
+            hung = client.not_answering(p)
+    if hung is not None:
+        click.echo(f"rw: {hung}; showing what is stored so far", err=True)
+    else:
         try:
             autostart = get_config(p).autostart
         except RwError:

@@ -7,10 +7,8 @@ import time
 
 import click
 
-from ..capture import client
 from ..display import escaped
 from ..errors import EXIT_PROBLEM, RwError
-from ..store import Store
 from ..timeline import search
 from . import CONTEXT, cli
 from .common import POSITIVE, complete_session, get_paths, json_option, print_json, synced_store
@@ -81,11 +79,8 @@ def search_cmd(
     start = None if since is None else search.parse_when(since)
     end = None if until is None else search.parse_when(until)
     p = get_paths()
-    try:  # (the daemon ingests, and brings the index up to date for a moment at most)
-        client.request(p, "sync", timeout=10, index=True)
-        store = Store.open_for_reading(p.db)
-    except RwError:
-        store = synced_store(p)  # (which starts it or says it is not running)
+    # (The daemon ingests, and brings the index up to date for a moment at most.)
+    store = synced_store(p, index=True)
     found = search.search(
         store, compiled, output=in_output, session=session,
         cwd=None if cwd is None else os.path.normpath(os.path.abspath(cwd)),

@@ -176,7 +176,11 @@ def import_cmd(kind: str, file: str | None, name: str | None, new_id: bool, as_j
         print_json(result.to_json())
         return
     label = result.session + (f" ({result.name})" if result.name else "")
-    left_out = f"; {result.left_out} left out (leading space or ignored)" if result.left_out else ""
+    left_out = (
+        f"; {result.left_out} left out (leading space, ignored, or longer than rw records)"
+        if result.left_out
+        else ""
+    )
     source = "stdin" if path == "-" else path
     click.echo(f"imported {result.steps} steps from {source} into session {label}{left_out}")
     if result.env_left_out:

@@ -29,6 +29,7 @@ from typing import Callable, NoReturn
 from ..errors import EXIT_PROBLEM, EXIT_USAGE, RwError
 from ..paths import ensure_private_dir
 from .marks import ENV, Splitter, env_value, parse_env
+from .screen_modes import ScreenModes
 from .spool import OutputSpool
 
 READ = 1 << 16
@@ -84,6 +85,7 @@ class Proxy:
         self.pid = 0
         self.status: int | None = None
         self._saved: list | None = None  # the terminal's mode before the run
+        self.modes = ScreenModes()  # what the session turned on, put back at the end
 
     # -- the run --------------------------------------------------------------
 
@@ -112,6 +114,7 @@ class Proxy:
             self._raw()
             self._loop(master, wake_r)
         finally:
+            self._reset_modes()
             try:
                 termios.tcsetattr(self.stdin, termios.TCSADRAIN, saved)
             except termios.error:
@@ -124,6 +127,21 @@ class Proxy:
                     os.close(end)  # the shell, if still there, gets its hangup
             self._stop_recording_quietly()
         return self._exit_status()
+
+    def _reset_modes(self) -> None:
+        """Turn off what the session left on (the alternate screen of a program
+        killed with it, a hidden cursor): on every way out, the terminal is
+        given back as it was."""
+        resets = self.modes.resets()
+        view = memoryview(resets)
+        deadline = time.monotonic() + 1.0
+        while view and time.monotonic() < deadline:
+            try:
+                view = view[os.write(self.stdout, view) :]
+            except BlockingIOError:
+                select.select([], [self.stdout], [], 0.1)
+            except OSError:
+                return  # the terminal is gone
 
     def _spawn(self, slave: int) -> int:
         pid = os.fork()
@@ -199,7 +217,9 @@ class Proxy:
             return False
         if len(data) < READ:
             data = _read_more(master, data)
-        self._show(self._split(data) if self.recording else data)
+        shown = self._split(data) if self.recording else data
+        self.modes.feed(shown)
+        self._show(shown)
         return True
 
     def _split(self, data: bytes | None) -> bytes:

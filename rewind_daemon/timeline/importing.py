@@ -11,12 +11,15 @@ import os
 import re
 import socket
 import sqlite3
+import stat
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
+from ..capture import records
 from ..capture.outputs import make_output
 from ..errors import RwError
 from ..paths import new_session_id
@@ -98,15 +101,66 @@ def default_file(kind: str) -> str:
     return str(Path.home() / ".bash_history")
 
 
+# The most an import reads: a history far larger is not one (and would be held
+# in memory whole, several times over, while it is parsed).
+MAX_IMPORT = 64 * 1024 * 1024
+# The longest command kept: what one record of the hooks can hold.
+MAX_COMMAND = records.MAX_RECORD - 4096
+
+
 def read_source(path: str) -> tuple[bytes, float]:
-    """The bytes of `path` (`-`: stdin) and when it was last written."""
+    """The bytes of `path` (`-`: stdin) and when it was last written: a regular
+    file (or stdin) of MAX_IMPORT bytes at most."""
     if path == "-":
-        return sys.stdin.buffer.read(), time.time()
+        return _read_capped(sys.stdin.buffer, "stdin"), time.time()
     try:
         with open(path, "rb") as fh:
-            return fh.read(), os.fstat(fh.fileno()).st_mtime
+            st = os.fstat(fh.fileno())
+            _check_source(path, st)
+            return _read_capped(fh, path), st.st_mtime
     except OSError as e:
         raise RwError(f"cannot read {path}: {e.strerror or e}") from None
+
+
+def _check_source(path: str, st: os.stat_result) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        raise RwError(f"{path}: not a regular file")
+    if st.st_size > MAX_IMPORT:
+        raise RwError(f"{path}: {_mib(st.st_size)}; rw imports {_mib(MAX_IMPORT)} at most")
+
+
+def _read_capped(fh: BinaryIO, source: str) -> bytes:
+    data = fh.read(MAX_IMPORT + 1)
+    if len(data) > MAX_IMPORT:
+        raise RwError(f"{source}: more than {_mib(MAX_IMPORT)}; rw imports that much at most")
+    return bytes(data)
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1024 * 1024):.0f} MiB"
+
+
+def _check_document_text(value: object, source: str, where: str = "document") -> None:
+    """Every string of a JSON document can be stored (no lone surrogate, which
+    `\\udcff` makes), and no command is longer than the hooks record."""
+    todo = [(value, where)]
+    while todo:
+        v, at = todo.pop()
+        if isinstance(v, str):
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                raise RwError(
+                    f"{source}: {at} holds a lone surrogate (\\ud800-\\udfff), not text"
+                ) from None
+            if at.endswith(".command") and len(v) > MAX_COMMAND:
+                raise RwError(f"{source}: {at} is longer than rw records ({_mib(MAX_COMMAND)})")
+        elif isinstance(v, dict):
+            for k, item in v.items():
+                todo.append((k, f"{at} (a key)"))
+                todo.append((item, f"{at}.{k}"))
+        elif isinstance(v, list):
+            todo.extend((item, f"{at}[{i}]") for i, item in enumerate(v))
 
 
 def parse(
@@ -134,7 +188,11 @@ def parse(
     for started, ended, command in entries:
         if not (sane_time(started) and sane_time(ended)):
             raise RwError(f"{source}: a time ({ended:.0f}) is not from 1970 to tomorrow")
-        if command[:1].isspace() or any(p.search(command) for p in ignore):
+        if (
+            command[:1].isspace()
+            or len(command) > MAX_COMMAND
+            or any(p.search(command) for p in ignore)
+        ):
             session.left_out += 1
             continue
         session.steps.append(ImportedStep(command, started, ended))
@@ -310,6 +368,7 @@ def parse_document(data: bytes, source: str) -> ImportedSession:
         raise RwError(f"{source}: not a JSON document: {e}") from None
     if not isinstance(doc, dict) or doc.get("format") != DOCUMENT_FORMAT:
         raise RwError(f"{source}: not a session exported by rw export --format json")
+    _check_document_text(doc, source)
     version = doc.get("version")
     if not isinstance(version, int) or version > DOCUMENT_VERSION:
         raise RwError(f"{source}: format version {version!r} is newer than this rw: upgrade rw")

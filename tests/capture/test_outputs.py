@@ -29,9 +29,18 @@ def make(tmp_path):
     return spool_dir, store, OutputSpool(spool_dir, (80, 24))
 
 
-def step(store, seq, command="cmd"):
+def step(store, seq, command="cmd", ended=True):
     with store.transaction():
         store.begin_step(SID, store.next_step_number(SID), seq, command, "/", float(seq))
+    if ended:
+        end_step(store, seq)
+
+
+def end_step(store, seq):
+    with store.transaction():
+        store.end_step(
+            SID, seq, ended_at=seq + 0.5, exit_code=0, pipestatus="0", cwd="/", env_id=None
+        )
 
 
 def printed(spool, seq, data: bytes, end=True):
@@ -64,6 +73,21 @@ def test_output_waits_for_its_step_and_a_step_never_recorded_loses_it(tmp_path):
     assert text(store, 2) == "third\n"
     assert store.spool_offset("S1.output") == path.stat().st_size
     assert path.read_bytes().strip(b"\0") == b""  # what was stored is erased from the spool
+
+
+def test_output_waits_for_the_end_of_its_step_in_the_store(tmp_path):
+    """The end record brings the environment whose secrets the output may print
+    (known_secrets.py): until it is stored, the output stays in the spool."""
+    spool_dir, store, spool = make(tmp_path)
+    reader = OutputReader(spool_dir, store, Redactor())
+    path = spool_dir / "S1.output"
+    step(store, 1, ended=False)
+    printed(spool, 1, b"printed\r\n")
+    assert reader.ingest_file(path) == 0
+    assert text(store, 1) is None
+    end_step(store, 1)
+    assert reader.ingest_file(path) == 1
+    assert text(store, 1) == "printed\n"
 
 
 def test_a_reader_started_again_from_the_committed_offset_stores_nothing_twice(tmp_path):
