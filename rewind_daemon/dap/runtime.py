@@ -193,6 +193,9 @@ class Debugger:
         self.checkpoints = checkpoints if self.watch else None
         self.on_output = on_output  # (category, text)
         self.recording = recording
+        # "Run Without Debugging" (launch's noDebug): steps run to the end, no
+        # breakpoint, logpoint or exception filter stops or prints
+        self.no_debug = False
         self.pc = 0  # the step about to run
         self.history: list[tuple[Saved, Ran]] = []  # the steps run, in order
         self.status = 0  # $? as the next step will see it
@@ -561,6 +564,8 @@ class Debugger:
             self.on_output("stderr", f"rw dap: this run is no longer recorded: {e}\n")
 
     def _exception(self, ran: Ran) -> Stopped | None:
+        if self.no_debug:
+            return None
         path, step = self.step_of(ran.index, ran.inner)
         where = f"line {step.line}" + ("" if ran.inner is None else f" of {path}")
         stored = self.launch.stored
@@ -585,6 +590,8 @@ class Debugger:
     def _breakpoints_at(self, index: int, inner: int | None = None) -> list[int]:
         """The breakpoints that stop before step `index` (or its sourced
         script's step `inner`); logpoints print and go on."""
+        if self.no_debug:
+            return []
         path, step = self.step_of(index, inner)
         command = step.command
         hit = []

@@ -250,11 +250,15 @@ class DebugSession:
             raise RequestError("a program is already launched in this session")
         if not isinstance(args.get("stopOnEntry", True), bool):
             raise RequestError("launch: stopOnEntry must be true or false")
+        if not isinstance(args.get("noDebug", False), bool):
+            raise RequestError("launch: noDebug must be true or false")
         launch, extra_env = launch_arguments(args)
-        self.stop_on_entry = args.get("stopOnEntry", True)
+        no_debug = args.get("noDebug", False)  # the editor's "Run Without Debugging"
+        self.stop_on_entry = args.get("stopOnEntry", True) and not no_debug
         self.debugger = self.engine.submit(
             make_debugger, launch, extra_env, self.on_output
         ).result()
+        self.debugger.no_debug = no_debug
         self.program = launch.path
         self.source = {"name": os.path.basename(launch.path), "path": launch.path}
         self.text = launch.text

@@ -120,7 +120,13 @@ def test_gc_removes_what_no_checkpoint_needs(site, rw_home):
     proc = rw("checkpoint", "show", second, check=False)
     assert proc.returncode == 2 and "no checkpoint" in proc.stderr
     write_config(rw_home, "[checkpoint]\nmax_total_size = 0\n")
+    # to fit the size, the oldest go first, but the newest of a tree stays
+    out = rw("gc").stdout
+    assert "removed 0 checkpoint(s)" in out and f"kept checkpoint {first}: the newest" in out
+    third = str(rw_json("checkpoint", "create", "--paths", str(site))["id"])
     assert "removed 1 checkpoint(s)" in rw("gc").stdout
+    assert [str(c["id"]) for c in rw_json("checkpoint", "list")] == [third]
+    rw("checkpoint", "rm", third)  # what gc keeps, rm removes
     assert rw_json("checkpoint", "list") == []
 
 

@@ -203,6 +203,40 @@ def test_breakpoints_set_before_launch_are_verified_at_launch(adapter, tmp_path)
     assert m["body"]["reason"] == "breakpoint" and m["body"]["hitBreakpointIds"] == [first["id"]]
 
 
+def test_no_debug_runs_the_program_to_its_end_without_stopping(adapter, tmp_path):
+    """VS Code's "Run Without Debugging" launches with noDebug: nothing stops
+    the run (entry, breakpoints, the failed-command filter), nothing is logged."""
+    script = tmp_path / "s.sh"
+    script.write_text("echo a\nfalse\nkubectl() { :; }\nkubectl get pods\necho b\n")
+    adapter.response(adapter.request("initialize", adapterID="rw"))
+    r, _ = adapter.response(adapter.request("launch", program=str(script), noDebug=True))
+    assert r["success"]
+    while adapter.read().get("event") != "initialized":
+        pass
+    source = {"path": str(script)}
+    adapter.response(adapter.request("setBreakpoints", source=source, breakpoints=[
+        {"line": 1}, {"line": 5}, {"line": 2, "logMessage": "logged"}]))  # fmt: skip
+    adapter.response(adapter.request("setFunctionBreakpoints", breakpoints=[{"name": "kubectl"}]))
+    adapter.response(adapter.request("setExceptionBreakpoints", filters=["failed"]))
+    adapter.response(adapter.request("configurationDone"))
+    events = []
+    while (m := adapter.read()).get("event") != "terminated":
+        events.append(m)
+    assert not [m for m in events if m.get("event") == "stopped"], events
+    said = "".join(m["body"]["output"] for m in events if m.get("event") == "output")
+    assert "a\n" in said and "b\n" in said and "logged" not in said
+    (exited,) = [m for m in events if m.get("event") == "exited"]
+    assert exited["body"]["exitCode"] == 0
+
+
+def test_no_debug_must_be_true_or_false(adapter, tmp_path):
+    script = tmp_path / "s.sh"
+    script.write_text("echo a\n")
+    adapter.response(adapter.request("initialize", adapterID="rw"))
+    r, _ = adapter.response(adapter.request("launch", program=str(script), noDebug="yes"))
+    assert not r["success"] and "noDebug must be true or false" in r["message"]
+
+
 def test_the_end_of_input_ends_the_adapter_and_its_shell(adapter, tmp_path):
     script = tmp_path / "s.sh"
     script.write_text(f"sleep 300 & echo $! > {tmp_path}/pid\necho b\n")
