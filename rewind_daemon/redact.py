@@ -772,17 +772,18 @@ class Redactor:
             for (_, triggers, _), r in zip(self.rules, TEXT_RULES)
         ] + [None] * (len(self.rules) - len(TEXT_RULES))
 
-    def text(self, value: str) -> tuple[str, int]:
-        """Return `value` with secrets masked, and how many were masked."""
+    def text(self, value: str, found: list[str] | None = None) -> tuple[str, int]:
+        """Return `value` with secrets masked, and how many were masked; each
+        secret masked (as it was in `value`) is added to `found`."""
         # A long text lowercased keeps each character's place (İ alone becomes
         # two): lowercased when needed, and where the words are, in bytes.
         if len(value) >= LONG and (value.isascii() or "\u0130" not in value):
-            return self._long_text(value, None)
+            return self._long_text(value, None, found)
         low = value.lower()
         rules = self.rules if self._gate.search(low) else self._always
         if not rules:
             return value, 0
-        mask, mask_named, counted = self._maskers()
+        mask, mask_named, counted = self._maskers(found)
         for pattern, triggers, by_name in rules:
             # A plain loop: a generator here doubles the cost of redaction.
             for word in triggers:
@@ -794,14 +795,16 @@ class Redactor:
             value = pattern.sub(mask_named if by_name else mask, value)
         return value, counted()
 
-    def _long_text(self, value: str, low: str | None) -> tuple[str, int]:
+    def _long_text(
+        self, value: str, low: str | None, found: list[str] | None = None
+    ) -> tuple[str, int]:
         """`text` for a long text (a command's output: megabytes). Searching all
         of it with every rule whose word it holds somewhere is what took the
         time; each rule is tried instead only where one of its matches can
         begin (_STARTS), found from where its words are. That gives what
         `pattern.sub` gives: it tries each place left to right, and a match
         can begin at no other."""
-        mask, mask_named, counted = self._maskers()
+        mask, mask_named, counted = self._maskers(found)
         scan = _Scan(value, low)
         for (pattern, _, by_name), starts in zip(self.rules, self._starts):
             repl = mask_named if by_name else mask
@@ -818,9 +821,11 @@ class Redactor:
             value = new
         return value, counted()
 
-    def _maskers(self) -> tuple[_Replace, _Replace, Callable[[], int]]:
+    def _maskers(
+        self, found: list[str] | None = None
+    ) -> tuple[_Replace, _Replace, Callable[[], int]]:
         """(the replacement of a rule's match, of a by-name rule's match, the count
-        of secrets they masked)."""
+        of secrets they masked); each secret masked is added to `found`."""
         count = 0
 
         def mask(m: re.Match[str]) -> str:
@@ -835,6 +840,8 @@ class Redactor:
             if not secret or secret == MASK or _REFERENCE.fullmatch(secret):
                 return whole  # already masked by an earlier rule, or only names a variable
             count += 1
+            if found is not None:
+                found.append(secret)
             start, end = start - m.start(), end - m.start()
             return whole[:start] + MASK + whole[end:]
 

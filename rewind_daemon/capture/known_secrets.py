@@ -48,8 +48,9 @@ class KnownSecrets:
         while len(values) > MAX_VALUES:
             values.popitem(last=False)
 
-    def mask(self, sid: str, text: str) -> tuple[str, int]:
-        """`text` with the session's known values masked; how many were."""
+    def mask(self, sid: str, text: str, found: list[str] | None = None) -> tuple[str, int]:
+        """`text` with the session's known values masked; how many were (the
+        values masked are added to `found`)."""
         values = self._values.get(sid)
         if not values:
             return text, 0
@@ -60,6 +61,8 @@ class KnownSecrets:
             if k:
                 n += k
                 text = text.replace(v, MASK)
+                if found is not None:
+                    found.append(v)
         return text, n
 
     def redactor(self, sid: str, base: Redactor) -> Redactor:
@@ -77,7 +80,7 @@ class _SessionRedactor(Redactor):
         self.__dict__.update(base.__dict__)
         self._base, self._known, self._sid = base, known, sid
 
-    def text(self, value: str) -> tuple[str, int]:
-        value, n = self._base.text(value)
-        value, k = self._known.mask(self._sid, value)
+    def text(self, value: str, found: list[str] | None = None) -> tuple[str, int]:
+        value, n = self._base.text(value, found)
+        value, k = self._known.mask(self._sid, value, found)
         return value, n + k

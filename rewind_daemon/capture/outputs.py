@@ -2,9 +2,10 @@
 recorded shell (ingested from its `.output` spool), a replay and a guard run.
 
 `make_output` caps the bytes (all up to the cap; beyond, the first and last half
-of it, snapped to lines, with the count left out), masks secrets in the bytes
-and in their text with the rules commands get, and makes the text
-(termtext.py). Nothing reaches the store before that.
+of it, snapped to lines, with the count left out), makes the text
+(termtext.py) and masks secrets with the rules commands get: one pass over the
+text and what of the bytes the text does not show, then the secrets found
+masked in the bytes (see `_mask_found`). Nothing reaches the store before that.
 
 `OutputReader` follows the output spools as `SpoolReader` follows the command
 spools: exactly once (the offset committed in the transaction that stores the
@@ -28,13 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..paths import session_file
-from ..redact import Redactor
+from ..redact import MASK, Redactor
 from ..store import MAX_OUTPUT, OutputRow, Store, plain_text
 from .ingest import punch, store_trouble
 from .known_secrets import KnownSecrets
 from .logonce import LogOnce
 from .output_spool import MAX_BODY, OUTPUT_SUFFIX, Record, capped_parts, iter_records
-from .termtext import is_plain, text_of
+from .termtext import is_plain, text_parts
 
 log = logging.getLogger("rw.ingest")
 
@@ -84,18 +85,51 @@ def make_output(
 def _masked(raw: bytes, command: str, redactor: Redactor) -> tuple[bytes, int, str, bool]:
     """(the bytes with their secrets masked, how many, their text, whether the
     text is the bytes' own: plain_text, stored once)."""
-    masked, n = redactor.text(raw.decode("utf-8", "surrogateescape"))
-    if n:
-        raw = masked.encode("utf-8", "surrogateescape")
-    if is_plain(raw):  # (their text holds no secret they do not)
+    if is_plain(raw):  # (the text holds what the bytes hold, no more: one pass)
+        masked, n = redactor.text(raw.decode("utf-8", "surrogateescape"))
+        if n:
+            raw = masked.encode("utf-8", "surrogateescape")
         return raw, n, plain_text(raw), True
-    # The text comes of the masked bytes: a secret found in it was hidden from
-    # the rules in the bytes (an escape sequence inside it). The bytes are not
-    # kept then: the masked text stands for them.
-    text, m = redactor.text(text_of(raw, command))
-    if m:
-        raw = text.encode()
-    return raw, n + m, text, False
+    # One pass, over what a reader sees (the text: a secret an escape sequence
+    # splits in the bytes is whole there) and over all the bytes hold that the
+    # text does not show (what was overwritten, the alternate screen, string
+    # escapes' payloads): every printable run of the bytes is in one of them.
+    text, hidden = text_parts(raw, command)
+    found: list[str] = []
+    text, n = redactor.text(text, found)
+    if hidden:
+        hidden, k = redactor.text(hidden, found)
+        n += k
+    if not n:
+        return raw, 0, text, False
+    return _mask_found(raw, command, redactor, set(found), text, hidden), n, text, False
+
+
+FEW = 8  # secrets masked in the bytes one by one; more: by the rules, checked
+
+
+def _mask_found(
+    raw: bytes, command: str, redactor: Redactor, secrets: set[str], text: str, hidden: str
+) -> bytes:
+    """`raw` with the `secrets` that its masked `text` and `hidden` no longer
+    hold masked. A few are masked wherever they are whole in the bytes. Where
+    one is not (an escape sequence splits it there), or there are more (a
+    secret on every line: a search of the bytes for each would take long),
+    the rules run over the bytes, which must then show exactly the masked text
+    and hidden parts. Where that fails too, the bytes are not kept: the masked
+    text stands for them."""
+    s = raw.decode("utf-8", "surrogateescape")
+    if len(secrets) <= FEW and all(MASK not in secret and secret for secret in secrets):
+        whole = s
+        # The longest first: a secret that holds another is masked whole.
+        for secret in sorted(secrets, key=len, reverse=True):
+            whole = whole.replace(secret, MASK)
+        masked = whole.encode("utf-8", "surrogateescape")
+        seen, left = text_parts(masked, command)
+        if not any(secret in seen or secret in left for secret in secrets):
+            return masked
+    masked = redactor.text(s)[0].encode("utf-8", "surrogateescape")
+    return masked if text_parts(masked, command) == (text, hidden) else text.encode()
 
 
 @dataclass

@@ -182,3 +182,27 @@ def _overwrite(line: str) -> str:
                 cells[col:end] = piece
             col = end
     return "".join(cells)
+
+
+# A string escape's payload (OSC, DCS, SOS, PM, APC), as _ESCAPE takes it.
+_STRING = re.compile(r"\x1b[\]PX^_]([^\x07\x1b]*)")
+_PIECES_SPLIT = re.compile(r"[\r\b\n]")
+
+
+def text_parts(raw: bytes, command: str = "") -> tuple[str, str]:
+    """(the text of `raw`; what of `raw` the text does not show, a piece a
+    line: what CRs, backspaces and erases overwrote, what was drawn on the
+    alternate screen, the payloads of string escapes)."""
+    text = text_of(raw, command)
+    if is_plain(raw):
+        return text, ""
+    s = raw.decode("utf-8", "replace")
+    pieces = [m.group(1) for m in _STRING.finditer(s) if m.group(1)]
+    # (The alternate screen's switches end a piece: what is drawn there and
+    # what is printed after are not one run.)
+    stripped = _CONTROLS.sub("", _ESCAPE.sub("", _ALT_SCREEN.sub("\n", s.replace("\r\n", "\n"))))
+    alt = _ALT_SCREEN.search(s) is not None
+    for line in stripped.split("\n"):
+        if alt or "\r" in line or "\b" in line:
+            pieces += (p for p in _PIECES_SPLIT.split(line) if p)
+    return text, "\n".join(pieces)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import signal
 import time
 
+import pytest
+
 from rewind_daemon import paths, redact
 from rewind_daemon.capture import records
 from rewind_daemon.capture.outputs import CHUNK, DAMAGED, OutputReader, make_output
@@ -319,3 +321,55 @@ def test_plain_output_is_stored_once_and_read_as_its_text(tmp_path):
     assert [
         s.number for _, s, _ in store.search_index("output", [("again", False)], SearchFilter())
     ] == [3]
+
+
+# Secrets in output are looked for once, in its text and in what the text does
+# not show (make_output): each case below must leave the secret nowhere in
+# what is stored, and keep the bytes (colours) where the secret was whole.
+SECRET = "Hunter2xQ9v"
+SPLIT = [
+    # (what was printed, whether its bytes can be kept)
+    (f"\x1b[1mpassword:\x1b[0m {SECRET}\r\n".encode(), True),  # coloured, whole
+    # An escape splits it: the rules over the bytes mask it with the escape.
+    (b"password: Hunt\x1b[0mer2xQ9v\r\n", True),
+    # A token split by one: the rules miss it in the bytes.
+    (b"fetched ghp_A1b2C3d4E5f6G7h8J9\x1b[0mA1b2C3d4E5f6G7h8J9 ok\r\n", False),
+    # Overwritten by a CR: only what was overwritten holds it.
+    (f"password: {SECRET}\r\x1b[Kpassword: ********\r\n".encode(), True),
+    # Backspaced away.
+    ((f"password: {SECRET}" + "\b" * 30 + "done\x1b[K\r\n").encode(), True),
+    # An OSC 8 hyperlink's URL, and a window title.
+    (b"\x1b]8;;https://deploy:" + SECRET.encode() + b"@git.example/x\x1b\\repo\x1b]8;;\x1b\\\r\n",
+     True),
+    (b"\x1b]2;password: " + SECRET.encode() + b"\x07title set\r\n", True),
+    # Drawn on the alternate screen (left out of the text).
+    (f"\x1b[?1049h\x1b[2J\x1b[5;1Hpassword: {SECRET}\x1b[?1049l\x1b[0mok\r\n".encode(), True),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("raw,kept", SPLIT)
+def test_a_secret_the_text_hides_or_splits_is_stored_nowhere(raw, kept):
+    body = b"\x1b[32mbuild ok\x1b[0m\r\n" * 2000  # (long: the long-text search)
+    out, n = make_output(body + raw + body, "deploy", Redactor())
+    assert n >= 1
+    for part in ("Hunter2", "Hunt", "er2xQ9v", "A1b2C3d4E5f6"):
+        assert part.encode() not in out.raw, out.raw[-400:]
+        assert part not in (out.text or "")
+    assert (b"\x1b[32m" in out.raw) is kept  # colours kept where the secret was whole
+
+
+def test_many_secrets_in_coloured_output_are_masked_by_the_rules_over_the_bytes():
+    # More than a few secrets (one per line, coloured): the rules run over the
+    # bytes too and must give the masked text exactly, or the bytes are not kept.
+    lines = [f"\x1b[33mwarn\x1b[0m line {i}: password: Pw{i:04d}secret" for i in range(50)]
+    out, n = make_output("\r\n".join(lines).encode() * 40, "x", Redactor())
+    assert n == 50 * 40
+    assert b"secret" not in out.raw and "secret" not in out.text
+    assert b"\x1b[33m" in out.raw  # whole in the bytes: the bytes kept
+    # A token that a colour splits in the bytes: the rules miss it there.
+    half = "A1b2C3d4E5f6G7h8J9"
+    split = "\r\n".join([*lines, f"fetched with ghp_{half}\x1b[0m{half}"]).encode()
+    out, n = make_output(split, "x", Redactor())
+    assert n == 51
+    assert half.encode() not in out.raw and half not in out.text
+    assert b"\x1b[33m" not in out.raw  # the masked text stands for the bytes
