@@ -780,6 +780,8 @@ class Redactor:
         if len(value) >= LONG and (value.isascii() or "\u0130" not in value):
             return self._long_text(value, None, found)
         low = value.lower()
+        if not low.isascii() and ("ſ" in low or "ı" in low):
+            low = low.replace("ſ", "s").replace("ı", "i")  # (as _Scan.low: the rules take them)
         rules = self.rules if self._gate.search(low) else self._always
         if not rules:
             return value, 0

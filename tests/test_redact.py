@@ -271,6 +271,16 @@ SEPARATORS = [" ", "\n", "\r\n", "'", '"', "=", ": ", "-", "_", "\x1b[1m", "\t",
 # (Kelvin's K, long s, dotless i): the rules ignoring case take them.
 EXOTIC = ["paſsword: hunter2", "API_\u212aEY=abc123", "--ſecret s3cr3t", '{"credentıal": "c1"}',
           "curl -u a:ſ3 x", "Authorızation: Bearer t0k", "GITHUB_TO\u212aEN=ghx9"]  # fmt: skip
+
+
+@pytest.mark.parametrize("text", EXOTIC)
+def test_a_key_spelt_with_exotic_letters_is_masked_in_a_short_text_too(text):
+    # The long-text search took these; a short text's word check did not
+    # (`paſsword` lowercased is not `password`), and its secret was kept.
+    masked, n = Redactor().text(text)
+    assert n == 1 and MASK in masked, masked
+
+
 LOG_LINES = [
     "[ 45%] Building C object src/auth/CMakeFiles/auth.dir/keys_{n}.c.o",
     "gcc -O2 -Wall -Wextra -Wunused-variable -c src/token_{n}.c -o build/token.o",
