@@ -127,9 +127,9 @@ def guard_cmd(
     p = get_paths()
     config = get_config(p)
     if hosts_file is not None:
-        hosts += _read_hosts(hosts_file)
+        hosts += read_hosts_file(hosts_file)
     if groups:
-        hosts += _group_hosts(groups, ssh_config)
+        hosts += group_hosts(groups, ssh_config)
     if attach and not hosts:
         raise RwError("--attach goes with --host: rw guard --host HOST --attach")
     if hosts and attach:
@@ -201,7 +201,7 @@ def guard_cmd(
     raise SystemExit(report.exit_code)
 
 
-def _read_hosts(path: str) -> tuple[str, ...]:
+def read_hosts_file(path: str) -> tuple[str, ...]:
     try:
         with open(path, encoding="utf-8") as fh:
             lines = fh.read().splitlines()
@@ -214,7 +214,7 @@ def _read_hosts(path: str) -> tuple[str, ...]:
     return hosts
 
 
-def _group_hosts(groups: tuple[str, ...], ssh_config: str | None) -> tuple[str, ...]:
+def group_hosts(groups: tuple[str, ...], ssh_config: str | None) -> tuple[str, ...]:
     from ..remote import inventory
 
     inv = inventory.read_inventory(ssh_config)

@@ -434,7 +434,10 @@ def _pull(paths, sender: _Sender, ref: object) -> int:
     as `rw export --format json` writes it (rw pull)."""
     store = Store.open_for_reading(paths.db)
     if store is None:
-        raise RwError("nothing recorded there yet")
+        if isinstance(ref, str) and ref:
+            raise RwError("nothing recorded there yet")
+        sender.send_json(wire.END, {})  # (all of nothing: none to send)
+        return 0
     try:
         if isinstance(ref, str) and ref:
             ids = [history.resolve(store, ref).id]

@@ -641,6 +641,51 @@ def test_rw_pull_brings_the_hosts_sessions_home_once(home, remote):
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
 
 
+def test_rw_pull_over_a_group_and_a_hosts_file(home, remote, remote2, tmp_path):
+    config = tmp_path / "ssh_config"
+    config.write_text(
+        "# rw-group: web\n" + remote.ssh_config.read_text()
+        + "# rw-group: web\n" + remote2.ssh_config.read_text()
+    )  # fmt: skip
+
+    def pull(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [RW, "pull", *args, "--ssh-config", str(config)],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    first = pull("--group", "web")  # (ships rw to both: nothing recorded there yet)
+    assert first.returncode == 0, first.stderr
+    assert "rw: rwtest: 0 sessions pulled, 0 here already\n" in first.stderr
+    assert "rw: rwtest2: 0 sessions pulled, 0 here already\n" in first.stderr
+    for r, command in ((remote, "echo on-one"), (remote2, "echo on-two")):
+        history = r.home / ".bash_history"
+        history.write_text(command + "\n")
+        as_user(r, history)
+        made = r.ssh("python3 ~/.cache/rw/remote/*/rw.pyz import bash ~/.bash_history")
+        assert made.returncode == 0, made.stderr
+    proc = pull("--group", "web", "--json")
+    assert proc.returncode == 0, proc.stderr
+    got = sorted((x["host"], x["new"]) for x in json.loads(proc.stdout))
+    assert got == [("rwtest", True), ("rwtest2", True)]
+    commands = {
+        s["host"]: [step["command"] for step in rw_json("log", s["id"])]
+        for s in rw_json("sessions")
+    }
+    assert commands == {"rwtest": ["echo on-one"], "rwtest2": ["echo on-two"]}
+    # A host that cannot be reached is said and skipped; the others are pulled.
+    hosts = tmp_path / "hosts"
+    hosts.write_text("nosuchhost.invalid   # gone\nrwtest2\n")
+    proc = pull("--hosts-file", str(hosts))
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.startswith("rw: nosuchhost.invalid: "), proc.stderr
+    assert proc.stderr.endswith("rw: rwtest2: 0 sessions pulled, 1 here already\n"), proc.stderr
+    # A SESSION names one host's session.
+    proc = pull("rwtest", "last", "--group", "web")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "a SESSION is pulled from one HOST" in proc.stderr
+
+
 def test_ctrl_c_before_the_remote_answers_runs_nothing_there(home, remote):
     remote_site(remote)
     rc = remote.home / ".ssh" / "rc"  # sshd runs it before the command: a slow login
