@@ -3,9 +3,10 @@ recorded shell (ingested from its `.output` spool), a replay and a guard run.
 
 `make_output` caps the bytes (all up to the cap; beyond, the first and last half
 of it, snapped to lines, with the count left out), makes the text
-(termtext.py) and masks secrets with the rules commands get: one pass over the
-text and what of the bytes the text does not show, then the secrets found
-masked in the bytes (see `_mask_found`). Nothing reaches the store before that.
+(termtext.py) and masks secrets with the rules commands get, in the bytes and
+in their text, where one pass over the text and the lines the text does not
+show as written finds any (see `_masked`). Nothing reaches the store before
+that.
 
 `OutputReader` follows the output spools as `SpoolReader` follows the command
 spools: exactly once (the offset committed in the transaction that stores the
@@ -32,10 +33,10 @@ from ..paths import session_file
 from ..redact import MASK, Redactor
 from ..store import MAX_OUTPUT, OutputRow, Store, plain_text
 from .ingest import punch, store_trouble
-from .known_secrets import KnownSecrets
+from .known_secrets import MIN_LENGTH, KnownSecrets
 from .logonce import LogOnce
 from .output_spool import MAX_BODY, OUTPUT_SUFFIX, Record, capped_parts, iter_records
-from .termtext import is_plain, text_parts
+from .termtext import has_fast_spans, is_plain, text_of, text_parts
 
 log = logging.getLogger("rw.ingest")
 
@@ -90,46 +91,60 @@ def _masked(raw: bytes, command: str, redactor: Redactor) -> tuple[bytes, int, s
         if n:
             raw = masked.encode("utf-8", "surrogateescape")
         return raw, n, plain_text(raw), True
-    # One pass, over what a reader sees (the text: a secret an escape sequence
-    # splits in the bytes is whole there) and over all the bytes hold that the
-    # text does not show (what was overwritten, the alternate screen, string
-    # escapes' payloads): every printable run of the bytes is in one of them.
+    if not has_fast_spans():  # (finding the lines below takes the C scanner)
+        return (*_both(raw, command, redactor), False)
+    # Most output holds no secret: one pass finds that, over what a reader sees
+    # (the text: a secret that escape sequences split in the bytes is whole
+    # there) and over the lines of the bytes the text does not show as written
+    # (overwritten, joined, on the alternate screen, in escape strings, with
+    # the lines around them: termtext.hidden_spans). What a rule finds in the
+    # bytes, it finds in one of the two.
     text, hidden = text_parts(raw, command)
     found: list[str] = []
-    text, n = redactor.text(text, found)
+    n = redactor.text(text, found)[1]
     if hidden:
-        hidden, k = redactor.text(hidden, found)
-        n += k
+        n += redactor.text(hidden, found)[1]
     if not n:
         return raw, 0, text, False
-    return _mask_found(raw, command, redactor, set(found), text, hidden), n, text, False
+    # Secrets: the bytes and their text searched as they are when no first pass
+    # is made, and what the first pass found must be in neither.
+    raw, n, text = _both(raw, command, redactor)
+    left = _left(found, raw, text)
+    if left:
+        for secret in left:
+            text = text.replace(secret, MASK)
+        text, _ = redactor.text(text)
+        raw = text.encode()
+    return raw, n + len(left), text, False
 
 
-FEW = 8  # secrets masked in the bytes one by one; more: by the rules, checked
+def _both(raw: bytes, command: str, redactor: Redactor) -> tuple[bytes, int, str]:
+    """(the bytes masked, how many, their text masked): the bytes searched,
+    then their text (a secret the bytes hid from the rules is masked there, and
+    the masked text stands for the bytes)."""
+    masked, n = redactor.text(raw.decode("utf-8", "surrogateescape"))
+    if n:
+        raw = masked.encode("utf-8", "surrogateescape")
+    text, m = redactor.text(text_of(raw, command))
+    if m:
+        raw = text.encode()
+    return raw, n + m, text
 
 
-def _mask_found(
-    raw: bytes, command: str, redactor: Redactor, secrets: set[str], text: str, hidden: str
-) -> bytes:
-    """`raw` with the `secrets` that its masked `text` and `hidden` no longer
-    hold masked. A few are masked wherever they are whole in the bytes. Where
-    one is not (an escape sequence splits it there), or there are more (a
-    secret on every line: a search of the bytes for each would take long),
-    the rules run over the bytes, which must then show exactly the masked text
-    and hidden parts. Where that fails too, the bytes are not kept: the masked
-    text stands for them."""
-    s = raw.decode("utf-8", "surrogateescape")
-    if len(secrets) <= FEW and all(MASK not in secret and secret for secret in secrets):
-        whole = s
-        # The longest first: a secret that holds another is masked whole.
-        for secret in sorted(secrets, key=len, reverse=True):
-            whole = whole.replace(secret, MASK)
-        masked = whole.encode("utf-8", "surrogateescape")
-        seen, left = text_parts(masked, command)
-        if not any(secret in seen or secret in left for secret in secrets):
-            return masked
-    masked = redactor.text(s)[0].encode("utf-8", "surrogateescape")
-    return masked if text_parts(masked, command) == (text, hidden) else text.encode()
+FOUND_CHECKED = 64  # secrets the first pass found, looked for after masking (more: a few)
+
+
+def _left(found: list[str], raw: bytes, text: str) -> list[str]:
+    """The secrets of `found` still in `raw` or `text`, longest first (those
+    long enough to be told from other words: `0` in `tokens: 0` is not looked
+    for in `10.0s`)."""
+    secrets = sorted(
+        {s for s in found if len(s) >= MIN_LENGTH and MASK not in s}, key=len, reverse=True
+    )
+    return [
+        s for s in secrets[:FOUND_CHECKED]
+        if s in text or s.encode("utf-8", "surrogateescape") in raw
+    ]  # fmt: skip
 
 
 @dataclass

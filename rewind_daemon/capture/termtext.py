@@ -184,25 +184,147 @@ def _overwrite(line: str) -> str:
     return "".join(cells)
 
 
-# A string escape's payload (OSC, DCS, SOS, PM, APC), as _ESCAPE takes it.
-_STRING = re.compile(r"\x1b[\]PX^_]([^\x07\x1b]*)")
-_PIECES_SPLIT = re.compile(r"[\r\b\n]")
+CONTEXT_LINES = 2  # the lines before and after each line hidden_spans takes, with it
+
+try:  # (built by setup.py where a C compiler is; the same in Python below)
+    from ._hidden import spans as _spans_c
+except ImportError:  # pragma: no cover - a machine without a C compiler
+    _spans_c = None
+
+
+def hidden_spans(raw: bytes, context: int = CONTEXT_LINES) -> list[tuple[int, int]]:
+    """The runs of lines of `raw` (start and end offsets, each run ending
+    before its LF) that its text does not show as they were written, each
+    line with `context` lines before and after it. A line is taken when it
+    holds a CR not before LF, a backspace, a part of a string escape (OSC,
+    DCS, SOS, PM, APC), a part written on the alternate screen or a switch to
+    or from it, or a join: a word byte (ASCII letters, digits, _, and every
+    byte of a character that is not ASCII), escape sequences or controls, and
+    a word byte, which the text joins. What a redaction rule finds in the
+    bytes, it finds in the text or in these lines, as written."""
+    if _spans_c is not None:
+        return _spans_c(raw, context)
+    return _spans_py(raw, context)
+
+
+def has_fast_spans() -> bool:
+    return _spans_c is not None
+
+
+def _is_word(c: int) -> bool:
+    return 48 <= c <= 57 or 65 <= c <= 90 or 97 <= c <= 122 or c == 95 or c >= 0x80
+
+
+_CONTROL = frozenset([*range(0x08), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
+_STRING_START = frozenset(b"]PX^_")
+_ALT_MODES = (b"1049", b"1047", b"47")
+
+
+def _escape_end(b: bytes, i: int) -> tuple[int, int]:
+    """(the end of the escape sequence at b[i], not a string; 1 or 0 when it
+    switches the alternate screen on or off, else -1)."""
+    n, j, alt = len(b), i + 1, -1
+    if j < n and b[j] == 0x5B:  # [
+        j += 1
+        p = j
+        while j < n and 0x30 <= b[j] <= 0x3F:
+            j += 1
+        pe = j
+        while j < n and 0x20 <= b[j] <= 0x2F:
+            j += 1
+        if j < n and 0x40 <= b[j] <= 0x7E:
+            final = b[j]
+            j += 1
+            if final in b"hl" and pe > p and b[p] == 0x3F:
+                if any(m in _ALT_MODES for m in b[p + 1 : pe].split(b";")):
+                    alt = int(final == 0x68)
+        return j, alt
+    while j < n and 0x20 <= b[j] <= 0x2F:
+        j += 1
+    if j < n and 0x30 <= b[j] <= 0x7E:
+        j += 1
+    return j, alt
+
+
+def _spans_py(b: bytes, context: int) -> list[tuple[int, int]]:
+    """hidden_spans, a byte at a time (the C module does the same, faster)."""
+    n = len(b)
+    starts, taken = [0], [False]
+    alt = in_string = last_word = False
+    i = 0
+    while i < n:
+        c = b[i]
+        if alt or in_string:
+            taken[-1] = True
+        if in_string:
+            if c == 0x07:
+                in_string = False
+                i += 1
+            elif c == 0x1B:
+                in_string = False
+                i += 2 if i + 1 < n and b[i + 1] == 0x5C else 0
+            else:
+                if c == 0x0A:
+                    starts.append(i + 1)
+                    taken.append(False)
+                i += 1
+            last_word = False
+            continue
+        if c == 0x0A:
+            starts.append(i + 1)
+            taken.append(False)
+        elif c == 0x0D:
+            if i + 1 < n and b[i + 1] != 0x0A:
+                taken[-1] = True
+        elif c == 0x08:
+            taken[-1] = True
+        elif c == 0x1B or c in _CONTROL:
+            before = last_word
+            while i < n and (b[i] == 0x1B or b[i] in _CONTROL):
+                if b[i] == 0x1B and i + 1 < n and b[i + 1] in _STRING_START:
+                    taken[-1] = in_string = True
+                    i += 2
+                    break
+                if b[i] == 0x1B:
+                    i, switch = _escape_end(b, i)
+                    if switch >= 0:
+                        taken[-1] = True
+                        alt = bool(switch)
+                else:
+                    i += 1
+            if not in_string and before and i < n and _is_word(b[i]):
+                taken[-1] = True
+            last_word = False
+            continue
+        else:
+            last_word = _is_word(c)
+            i += 1
+            continue
+        last_word = False
+        i += 1
+    out: list[tuple[int, int]] = []
+    end = 0
+    lines = len(starts)
+    for k, t in enumerate(taken):
+        if not t:
+            continue
+        first, last = max(k - context, end), min(k + context + 1, lines)
+        if first >= last:
+            continue
+        z = starts[last] - 1 if last < lines else n
+        if out and first == end and end > 0:
+            out[-1] = (out[-1][0], z)
+        else:
+            out.append((starts[first], z))
+        end = last
+    return out
 
 
 def text_parts(raw: bytes, command: str = "") -> tuple[str, str]:
-    """(the text of `raw`; what of `raw` the text does not show, a piece a
-    line: what CRs, backspaces and erases overwrote, what was drawn on the
-    alternate screen, the payloads of string escapes)."""
+    """(the text of `raw`; its lines that the text does not show as they were
+    written, with their context: hidden_spans)."""
     text = text_of(raw, command)
     if is_plain(raw):
         return text, ""
-    s = raw.decode("utf-8", "replace")
-    pieces = [m.group(1) for m in _STRING.finditer(s) if m.group(1)]
-    # (The alternate screen's switches end a piece: what is drawn there and
-    # what is printed after are not one run.)
-    stripped = _CONTROLS.sub("", _ESCAPE.sub("", _ALT_SCREEN.sub("\n", s.replace("\r\n", "\n"))))
-    alt = _ALT_SCREEN.search(s) is not None
-    for line in stripped.split("\n"):
-        if alt or "\r" in line or "\b" in line:
-            pieces += (p for p in _PIECES_SPLIT.split(line) if p)
-    return text, "\n".join(pieces)
+    spans = hidden_spans(raw)
+    return text, "\n".join(raw[a:z].decode("utf-8", "replace") for a, z in spans)

@@ -1,0 +1,262 @@
+/* The lines of a step's output that its text does not show as written
+ * (termtext.hidden_spans): one pass over the bytes, in C.
+ *
+ * A line (the bytes between two LFs) is taken when it holds a CR not before
+ * LF, a backspace, a part of a string escape (ESC ] P X ^ _ up to BEL, ESC \,
+ * the next ESC or the end), a part written on the alternate screen or a switch
+ * to or from it (CSI ? ... 1049/1047/47 h or l), or a join: a word byte, then
+ * escape sequences or control bytes, then a word byte (word: ASCII letters,
+ * digits, _, and every byte of a character that is not ASCII). Each taken line
+ * comes with `context` lines before and after it; the answer is a list of
+ * (start, end) byte offsets of the runs of lines taken, in order, each ending
+ * before its LF. termtext.py holds the same in Python (the reference the tests
+ * compare this with). */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+static int is_word(unsigned char c)
+{
+	return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+	       c == '_' || c >= 0x80;
+}
+
+static int is_control(unsigned char c)
+{
+	/* What the text removes: not TAB, LF, CR (handled) nor BS (taken alone). */
+	return c <= 0x07 || c == 0x0b || c == 0x0c || (c >= 0x0e && c <= 0x1f) || c == 0x7f;
+}
+
+/* The end of the escape sequence at b[i] (an ESC) that is not a string, and
+ * whether it switches the alternate screen (1 on, 0 off, -1 neither). */
+static Py_ssize_t escape_end(const unsigned char *b, Py_ssize_t n, Py_ssize_t i, int *alt)
+{
+	Py_ssize_t j = i + 1;
+	*alt = -1;
+	if (j < n && b[j] == '[') {
+		Py_ssize_t p = ++j;
+		while (j < n && b[j] >= 0x30 && b[j] <= 0x3f)
+			j++;
+		Py_ssize_t pe = j;
+		while (j < n && b[j] >= 0x20 && b[j] <= 0x2f)
+			j++;
+		if (j < n && b[j] >= 0x40 && b[j] <= 0x7e) {
+			unsigned char final = b[j++];
+			if ((final == 'h' || final == 'l') && pe > p && b[p] == '?') {
+				/* ?1049, ?1047 or ?47 among the ;-separated parameters */
+				Py_ssize_t k = p + 1;
+				while (k <= pe) {
+					Py_ssize_t e = k;
+					while (e < pe && b[e] != ';')
+						e++;
+					Py_ssize_t len = e - k;
+					if ((len == 4 && (memcmp(b + k, "1049", 4) == 0 ||
+							  memcmp(b + k, "1047", 4) == 0)) ||
+					    (len == 2 && memcmp(b + k, "47", 2) == 0))
+						*alt = final == 'h';
+					k = e + 1;
+				}
+			}
+		}
+		return j;
+	}
+	while (j < n && b[j] >= 0x20 && b[j] <= 0x2f)
+		j++;
+	if (j < n && b[j] >= 0x30 && b[j] <= 0x7e)
+		j++;
+	return j;
+}
+
+static int is_string_start(unsigned char c)
+{
+	return c == ']' || c == 'P' || c == 'X' || c == '^' || c == '_';
+}
+
+typedef struct {
+	Py_ssize_t *starts; /* line starts, one per line */
+	char *taken;
+	Py_ssize_t lines, cap;
+} Lines;
+
+static int add_line(Lines *L, Py_ssize_t start)
+{
+	if (L->lines == L->cap) {
+		Py_ssize_t cap = L->cap ? L->cap * 2 : 1024;
+		Py_ssize_t *s = PyMem_RawRealloc(L->starts, cap * sizeof(Py_ssize_t));
+		if (s == NULL)
+			return -1;
+		L->starts = s;
+		char *t = PyMem_RawRealloc(L->taken, cap);
+		if (t == NULL)
+			return -1;
+		L->taken = t;
+		L->cap = cap;
+	}
+	L->starts[L->lines] = start;
+	L->taken[L->lines] = 0;
+	L->lines++;
+	return 0;
+}
+
+/* Bytes that end a run of ordinary ones: LF, CR, BS, ESC and the controls. */
+static unsigned char stop[256];
+
+/* Mark the lines; -1 when out of memory. */
+static int scan(const unsigned char *b, Py_ssize_t n, Lines *L)
+{
+	int alt = 0, in_string = 0;
+	if (add_line(L, 0) < 0)
+		return -1;
+	Py_ssize_t i = 0;
+	Py_ssize_t plain_from = 0; /* b[plain_from..i) are ordinary bytes */
+	while (i < n) {
+		if (!in_string) {
+			if (alt) {
+				L->taken[L->lines - 1] = 1;
+				while (i < n && !stop[b[i]])
+					i++;
+			} else {
+				while (i < n && !stop[b[i]])
+					i++;
+			}
+			if (i >= n)
+				break;
+		}
+		unsigned char c = b[i];
+		Py_ssize_t line = L->lines - 1;
+		if (alt || in_string)
+			L->taken[line] = 1;
+		if (in_string) {
+			if (c == 0x07) {
+				in_string = 0;
+				i++;
+			} else if (c == 0x1b) {
+				in_string = 0;
+				if (i + 1 < n && b[i + 1] == '\\')
+					i += 2;
+				/* else: cut off by another escape, which is read next */
+			} else {
+				if (c == '\n' && add_line(L, i + 1) < 0)
+					return -1;
+				i++;
+			}
+			plain_from = i;
+			continue;
+		}
+		if (c == '\n') {
+			if (add_line(L, i + 1) < 0)
+				return -1;
+			i++;
+		} else if (c == '\r') {
+			if (i + 1 < n && b[i + 1] != '\n')
+				L->taken[line] = 1;
+			i++;
+		} else if (c == 0x08) {
+			L->taken[line] = 1;
+			i++;
+		} else {
+			/* A run of escapes and controls: a join when words are on both sides. */
+			int before = i > plain_from && is_word(b[i - 1]);
+			while (i < n && (b[i] == 0x1b || is_control(b[i]))) {
+				if (b[i] == 0x1b && i + 1 < n && is_string_start(b[i + 1])) {
+					L->taken[L->lines - 1] = 1;
+					in_string = 1;
+					i += 2;
+					break;
+				}
+				if (b[i] == 0x1b) {
+					int sw;
+					i = escape_end(b, n, i, &sw);
+					if (sw >= 0) {
+						L->taken[L->lines - 1] = 1;
+						alt = sw;
+					}
+				} else {
+					i++;
+				}
+			}
+			if (!in_string && before && i < n && is_word(b[i]))
+				L->taken[L->lines - 1] = 1;
+		}
+		plain_from = i;
+	}
+	return 0;
+}
+
+static PyObject *spans(PyObject *self, PyObject *args)
+{
+	Py_buffer view;
+	Py_ssize_t context;
+	(void)self;
+	if (!PyArg_ParseTuple(args, "y*n", &view, &context))
+		return NULL;
+	const unsigned char *b = view.buf;
+	Py_ssize_t n = view.len;
+	Lines L = {NULL, NULL, 0, 0};
+	int failed;
+	Py_BEGIN_ALLOW_THREADS
+	failed = scan(b, n, &L);
+	Py_END_ALLOW_THREADS
+	PyObject *out = NULL;
+	if (failed) {
+		PyErr_NoMemory();
+		goto done;
+	}
+	out = PyList_New(0);
+	if (out == NULL)
+		goto done;
+	Py_ssize_t end = 0; /* lines before this one are in an answer already */
+	for (Py_ssize_t k = 0; k < L.lines; k++) {
+		if (!L.taken[k])
+			continue;
+		Py_ssize_t first = k - context > end ? k - context : end;
+		Py_ssize_t last = k + context + 1 < L.lines ? k + context + 1 : L.lines; /* exclusive */
+		if (first >= last)
+			continue;
+		Py_ssize_t a = L.starts[first];
+		Py_ssize_t z = last < L.lines ? L.starts[last] - 1 : n;
+		Py_ssize_t size = PyList_GET_SIZE(out);
+		PyObject *prev = size ? PyList_GET_ITEM(out, size - 1) : NULL;
+		if (prev != NULL && first == end && end > 0) {
+			/* (joined with the run before: one span) */
+			PyObject *joined = Py_BuildValue("(nn)", PyLong_AsSsize_t(PyTuple_GET_ITEM(prev, 0)), z);
+			if (joined == NULL || PyList_SetItem(out, size - 1, joined) < 0) {
+				Py_CLEAR(out);
+				goto done;
+			}
+		} else {
+			PyObject *span = Py_BuildValue("(nn)", a, z);
+			if (span == NULL || PyList_Append(out, span) < 0) {
+				Py_XDECREF(span);
+				Py_CLEAR(out);
+				goto done;
+			}
+			Py_DECREF(span);
+		}
+		end = last;
+	}
+done:
+	PyMem_RawFree(L.starts);
+	PyMem_RawFree(L.taken);
+	PyBuffer_Release(&view);
+	return out;
+}
+
+static PyMethodDef methods[] = {
+	{"spans", spans, METH_VARARGS,
+	 "spans(raw, context) -> [(start, end)]: the runs of lines of raw its text does not show "
+	 "as written, with context lines around each (see termtext.hidden_spans)."},
+	{NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+	PyModuleDef_HEAD_INIT, "_hidden", "The lines of output its text does not show (termtext.py).",
+	-1, methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__hidden(void)
+{
+	for (int c = 0; c < 256; c++)
+		stop[c] = c == '\n' || c == '\r' || c == 0x08 || c == 0x1b || is_control((unsigned char)c);
+	return PyModule_Create(&module);
+}

@@ -1,0 +1,135 @@
+"""The lines of output its text does not show as written (termtext.hidden_spans,
+the C module _hidden and its Python reference), and the one redaction pass over
+the text and those lines that make_output makes first."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+
+from rewind_daemon.capture import outputs, termtext
+from rewind_daemon.capture.outputs import make_output
+from rewind_daemon.redact import Redactor
+
+
+def needs_c() -> None:
+    if not termtext.has_fast_spans():
+        if os.environ.get("RW_TEST_NEEDS_C"):  # (scripts/test: the module must be built)
+            pytest.fail("rewind_daemon.capture._hidden was not built")
+        pytest.skip("the C module is not built here")
+
+
+def taken(raw: bytes, context: int = 0) -> list[bytes]:
+    return [raw[a:z] for a, z in termtext.hidden_spans(raw, context)]
+
+
+@pytest.mark.parametrize(
+    "raw,lines",
+    [
+        (b"\x1b[32mok\x1b[0m done\r\nplain\r\n", []),  # colours beside spaces: as the text
+        (b"ok\r\n40%\r50%\r\nnext\n", [b"40%\r50%\r"]),  # a CR not before LF
+        (b"a\nab\x08c\nz", [b"ab\x08c"]),  # a backspace
+        (b"x\ngh\x1b[0mp_abc\ny", [b"gh\x1b[0mp_abc"]),  # an escape joining two words
+        (b"x\npass\x00word\ny", [b"pass\x00word"]),  # a control joining them
+        (b"caf\xc3\xa9\x1b[1m\xc3\xa9\n", [b"caf\xc3\xa9\x1b[1m\xc3\xa9"]),  # not ASCII: words
+        (b"x\n\x1b]8;;https://u:p@h/\x1b\\link\x1b]8;;\x1b\\\ny", [b"\x1b]8;;https://u:p@h/\x1b\\link\x1b]8;;\x1b\\"]),
+        # A string escape's lines, up to its end (lines next to each other: one run).
+        (b"\x1b]52;c;one\ntwo\x07\nthree\n", [b"\x1b]52;c;one\ntwo\x07"]),
+        # The alternate screen: the lines switching and those between.
+        (b"a\n\x1b[?1049hvim\nline\x1b[?1049l\nb\n", [b"\x1b[?1049hvim\nline\x1b[?1049l"]),
+        (b"\x1b[?25h\x1b[?1h cursor and keypad\n", []),  # other modes: not the screen
+    ],
+)  # fmt: skip
+def test_the_lines_taken(raw, lines):
+    needs_c()
+    for spans in (termtext.hidden_spans, termtext._spans_py):
+        got = [raw[a:z] for a, z in spans(raw, 0)]
+        assert got == lines
+
+
+def test_context_lines_come_with_each_and_runs_join():
+    raw = b"\n".join(b"line%d" % i for i in range(12)) + b"\n"
+    raw = raw.replace(b"line3", b"li\x08ne3").replace(b"line7", b"li\rne7")
+    assert taken(raw, 1) == [b"line2\nli\x08ne3\nline4", b"line6\nli\rne7\nline8"]
+    assert taken(raw, 2) == [b"line1\nline2\nli\x08ne3\nline4\nline5\nline6\nli\rne7\nline8\nline9"]
+    assert taken(raw.replace(b"line0", b"l\x08ine0"), 0)[0] == b"l\x08ine0"  # (the first line)
+
+
+ATOMS = [
+    b"a", b"Z", b"_", b"9", b" ", b"\n", b"\r", b"\r\n", b"\x08", b"\t", b"\x00", b"\x07",
+    b"\x1b", b"\x1b[", b"\x1b[1m", b"\x1b[0m", b"\x1b[?1049h", b"\x1b[?1049l", b"\x1b[?47;1h",
+    b"\x1b[?1047l", b"\x1b[?25h", b"\x1b]0;t", b"\x1b]8;;u\x1b\\", b"\x1bP", b"\x1b\\", b"\x1b(B",
+    b"\x1b(", b"\xc3\xa9", b"\xff", b"\x7f", b"-", b";", b"?", b"[", b"\x1b[12;3H", b"\x1b[K",
+    b"\x1b[ q", b"\x1b_x", b"\x1b^", b"\x1bX",
+]  # fmt: skip
+
+
+def test_the_c_module_takes_what_the_python_reference_takes():
+    needs_c()
+    rng = random.Random(14)
+    for _ in range(20000):
+        raw = b"".join(rng.choice(ATOMS) for _ in range(rng.randint(0, 60)))
+        context = rng.choice((0, 1, 2, 3))
+        assert termtext.hidden_spans(raw, context) == termtext._spans_py(raw, context), raw
+
+
+KEYS = [
+    "password: ", "DB_PASSWORD=", "--token ", "api_key=", '"secret": "',
+    "Authorization: Bearer ", "https://bob:", "-----BEGIN RSA PRIVATE KEY-----\r\n",
+]  # fmt: skip
+NOISE = [
+    b"\x1b[31m", b"\x1b[0m", b"\r", b"\x08", b"\x1b]0;t\x07", b"\x1b]8;;http://x\x1b\\",
+    b"\x1b[K", b"\t", b"\x1a", b"\xff", b"\xe2\x82", b"\x1b[?1049h", b"\x1b[?1049l",
+    b"\x1b[5;3H", b"\x1b[2C", b"\r\n", b" ", b"ok ", b"\x1b(B", b"\x00", b"\x1b",
+]  # fmt: skip
+
+
+def _hostile(rng: random.Random) -> tuple[bytes, list[str]]:
+    parts, secrets = [], []
+    for _ in range(rng.randint(1, 4)):
+        key = rng.choice(KEYS)
+        value = "".join(rng.choice("ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnpqrstuvwxyz23456789")
+                        for _ in range(14))  # fmt: skip
+        secrets.append(value)
+        line = bytearray((key + value + ("@h/x" if key.startswith("https") else "")).encode())
+        for _ in range(rng.randint(0, 3)):
+            at = rng.randint(0, len(line))
+            line[at:at] = rng.choice(NOISE)
+        parts += [bytes(line), rng.choice([b"\r\n", b"\r", b" ", b"\x1b[0m\r\n", b"\rdone \r\n"])]
+    body = b"\x1b[32mbuild ok\x1b[0m\r\n" * rng.choice((0, 600))  # (short and long texts)
+    return body + b"".join(parts) + body, secrets
+
+
+def _kept(raw: bytes, text: str, secrets: list[str]) -> set[tuple[str, str]]:
+    where = (("raw", raw.decode("utf-8", "surrogateescape")), ("text", text))
+    return {(w, s) for s in secrets for w, x in where if s in x or s[:8] in x or s[-8:] in x}
+
+
+def test_one_pass_first_keeps_no_secret_both_passes_mask(monkeypatch):
+    # Output written to hide secrets (escapes, CRs, backspaces, the alternate
+    # screen, escape strings in and around them): what make_output keeps must
+    # be kept by the bytes-then-text search too (the way without the C module).
+    needs_c()
+    rng = random.Random(7)
+    r = Redactor()
+    worse = []
+    for _ in range(1500):
+        raw, secrets = _hostile(rng)
+        out, _ = make_output(raw, "x", r)
+        with monkeypatch.context() as m:
+            m.setattr(outputs, "has_fast_spans", lambda: False)
+            both, _ = make_output(raw, "x", r)
+        extra = _kept(out.raw, out.text, secrets) - _kept(both.raw, both.text, secrets)
+        # (the same secret kept in the text by both, and so in the bytes that it stands for)
+        if extra and not {s for _, s in extra} <= {s for w, s in _kept(b"", both.text, secrets)}:
+            worse.append((raw, sorted(extra)))
+    assert not worse, worse[:3]
+
+
+def test_without_the_c_module_the_bytes_and_the_text_are_both_searched(monkeypatch):
+    monkeypatch.setattr(outputs, "has_fast_spans", lambda: False)
+    raw = b"\x1b[32mDB_PASSWORD=hunter2xyz\x1b[0m\rconnected  \r\n" + b"\x1b[1mok\x1b[0m\r\n" * 900
+    out, n = make_output(raw, "x", Redactor())
+    assert n == 1 and b"hunter2" not in out.raw and "hunter2" not in out.text
