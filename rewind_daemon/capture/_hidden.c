@@ -242,7 +242,32 @@ done:
 	return out;
 }
 
+static PyObject *line_ends(PyObject *self, PyObject *args)
+{
+	Py_buffer view;
+	(void)self;
+	if (!PyArg_ParseTuple(args, "y*", &view))
+		return NULL;
+	const char *b = view.buf, *p = b, *end = b + view.len;
+	Py_ssize_t count = 0;
+	while ((p = memchr(p, '\n', end - p)) != NULL) {
+		count++;
+		p++;
+	}
+	PyObject *out = PyBytes_FromStringAndSize(NULL, count * (Py_ssize_t)sizeof(long long));
+	if (out != NULL) {
+		long long *at = (long long *)PyBytes_AS_STRING(out);
+		Py_ssize_t k = 0;
+		for (p = b; (p = memchr(p, '\n', end - p)) != NULL; p++)
+			at[k++] = (long long)(p - b);
+	}
+	PyBuffer_Release(&view);
+	return out;
+}
+
 static PyMethodDef methods[] = {
+	{"line_ends", line_ends, METH_VARARGS,
+	 "line_ends(raw) -> bytes: the offset of every LF of raw, as native 64-bit integers."},
 	{"spans", spans, METH_VARARGS,
 	 "spans(raw, context) -> [(start, end)]: the runs of lines of raw its text does not show "
 	 "as written, with context lines around each (see termtext.hidden_spans)."},

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +37,7 @@ from .ingest import punch, store_trouble
 from .known_secrets import MIN_LENGTH, KnownSecrets
 from .logonce import LogOnce
 from .output_spool import MAX_BODY, OUTPUT_SUFFIX, Record, capped_parts, iter_records
-from .termtext import has_fast_spans, is_plain, text_of, text_parts
+from .termtext import has_fast_spans, hidden_spans, is_plain, line_ends, same_lines, text_of
 
 log = logging.getLogger("rw.ingest")
 
@@ -99,23 +100,95 @@ def _masked(raw: bytes, command: str, redactor: Redactor) -> tuple[bytes, int, s
     # (overwritten, joined, on the alternate screen, in escape strings, with
     # the lines around them: termtext.hidden_spans). What a rule finds in the
     # bytes, it finds in one of the two.
-    text, hidden = text_parts(raw, command)
-    found: list[str] = []
-    n = redactor.text(text, found)[1]
+    text = text_of(raw, command)
+    spans = hidden_spans(raw)
+    hidden = [raw[a:z].decode("utf-8", "replace") for a, z in spans]
+    in_text: list[str] = []
+    in_hidden: list[str] = []
+    n = redactor.text(text, in_text)[1]
     if hidden:
-        n += redactor.text(hidden, found)[1]
+        n += redactor.text("\n".join(hidden), in_hidden)[1]
     if not n:
         return raw, 0, text, False
-    # Secrets: the bytes and their text searched as they are when no first pass
-    # is made, and what the first pass found must be in neither.
-    raw, n, text = _both(raw, command, redactor)
-    left = _left(found, raw, text)
-    if left:
-        for secret in left:
-            text = text.replace(secret, MASK)
-        text, _ = redactor.text(text)
-        raw = text.encode()
-    return raw, n + len(left), text, False
+    # Secrets: where they are (their lines, and the lines around them), the
+    # bytes and their text searched as they are when no first pass is made,
+    # and what the first pass found must be in neither.
+    found = in_text + in_hidden
+    regions = _regions(raw, text, spans, hidden, in_text, in_hidden)
+    if regions is None:  # (too many, or the text's lines are not the bytes')
+        regions = [(0, len(raw))]
+    pieces: list[bytes] = []
+    n = at = 0
+    for a, z in regions:
+        part, k, part_text = _both(raw[a:z], command, redactor)
+        left = _left(found, part, part_text)
+        if left:
+            for secret in left:
+                part_text = part_text.replace(secret, MASK)
+            part_text, _ = redactor.text(part_text)
+            part = part_text.encode()
+        pieces += (raw[at:a], part)
+        n += k + len(left)
+        at = z
+    if regions == [(0, len(raw))]:
+        return pieces[1], n, part_text, False
+    pieces.append(raw[at:])
+    raw = b"".join(pieces)
+    return raw, n, text_of(raw, command), False
+
+
+REGION_LINES = 2  # the lines around a secret's that its region takes
+MAX_PLACES = 256  # places of the secrets found, found one by one (more: all of it searched)
+
+
+def _regions(
+    raw: bytes,
+    text: str,
+    spans: list[tuple[int, int]],
+    hidden: list[str],
+    in_text: list[str],
+    in_hidden: list[str],
+) -> list[tuple[int, int]] | None:
+    """The parts of `raw` (whole lines) that hold the secrets the first pass
+    found, with REGION_LINES lines around each: what is searched again. None
+    when they are more than a few, or when the text's lines are not the bytes'
+    (the alternate screen, an escape string over several lines)."""
+    secrets = {s for s in in_text + in_hidden}
+    if len(secrets) > FOUND_CHECKED or any(not s or MASK in s for s in secrets):
+        return None
+    if in_text and not same_lines(raw, text):
+        return None
+    ends = memoryview(line_ends(raw)).cast("q")
+    places: list[tuple[int, str]] = []
+    for secret in set(in_text):
+        at = text.find(secret)
+        while at >= 0 and len(places) <= MAX_PLACES:
+            places.append((at, secret))
+            at = text.find(secret, at + 1)
+    lines: list[tuple[int, int]] = []
+    line = counted = 0
+    for at, secret in sorted(places):  # (the lines counted once, in order)
+        line += text.count("\n", counted, at)
+        counted = at
+        lines.append((line - REGION_LINES, line + secret.count("\n") + REGION_LINES))
+    for secret in set(in_hidden):
+        places = [(bisect_left(ends, a), bisect_left(ends, z)) for (a, z), h in zip(spans, hidden)
+                  if secret in h]  # fmt: skip
+        if not places:
+            return None  # (over two spans: with what joined them)
+        lines += places
+    if not lines or len(lines) > MAX_PLACES:
+        return None
+    lines.sort()
+    regions: list[tuple[int, int]] = []
+    for first, last in lines:
+        a = 0 if first <= 0 else ends[first - 1] + 1 if first - 1 < len(ends) else len(raw)
+        z = ends[last] if last < len(ends) else len(raw)
+        if regions and a <= regions[-1][1] + 1:
+            regions[-1] = (regions[-1][0], max(z, regions[-1][1]))
+        else:
+            regions.append((a, z))
+    return regions
 
 
 def _both(raw: bytes, command: str, redactor: Redactor) -> tuple[bytes, int, str]:

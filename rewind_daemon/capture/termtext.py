@@ -12,6 +12,7 @@ output, and per-line work only for lines that hold a CR or a backspace.
 from __future__ import annotations
 
 import re
+from array import array
 
 # ESC followed by: CSI (params, intermediates, final), a string (OSC, DCS, SOS,
 # PM, APC) up to BEL or ST, a charset designation (ESC ( B), or any other
@@ -187,9 +188,10 @@ def _overwrite(line: str) -> str:
 CONTEXT_LINES = 2  # the lines before and after each line hidden_spans takes, with it
 
 try:  # (built by setup.py where a C compiler is; the same in Python below)
+    from ._hidden import line_ends as _line_ends_c
     from ._hidden import spans as _spans_c
 except ImportError:  # pragma: no cover - a machine without a C compiler
-    _spans_c = None
+    _spans_c = _line_ends_c = None
 
 
 def hidden_spans(raw: bytes, context: int = CONTEXT_LINES) -> list[tuple[int, int]]:
@@ -209,6 +211,24 @@ def hidden_spans(raw: bytes, context: int = CONTEXT_LINES) -> list[tuple[int, in
 
 def has_fast_spans() -> bool:
     return _spans_c is not None
+
+
+def line_ends(raw: bytes) -> bytes:
+    """The offset of each LF of `raw`, as native 64-bit integers."""
+    if _line_ends_c is not None:
+        return _line_ends_c(raw)
+    ends = array("q")
+    at = raw.find(b"\n")
+    while at >= 0:
+        ends.append(at)
+        at = raw.find(b"\n", at + 1)
+    return ends.tobytes()
+
+
+def same_lines(raw: bytes, text: str) -> bool:
+    """Whether line N of `text` (of `raw`) is what line N of `raw` shows:
+    no line added or taken out (the alternate screen's, an escape string's)."""
+    return text.count("\n") == raw.count(b"\n") and not _ALT_SCREEN_BYTES.search(raw)
 
 
 def _is_word(c: int) -> bool:

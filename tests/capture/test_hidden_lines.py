@@ -133,3 +133,25 @@ def test_without_the_c_module_the_bytes_and_the_text_are_both_searched(monkeypat
     raw = b"\x1b[32mDB_PASSWORD=hunter2xyz\x1b[0m\rconnected  \r\n" + b"\x1b[1mok\x1b[0m\r\n" * 900
     out, n = make_output(raw, "x", Redactor())
     assert n == 1 and b"hunter2" not in out.raw and "hunter2" not in out.text
+
+
+def test_only_the_lines_around_a_secret_are_searched_again():
+    # A long coloured log with a token printed twice, far apart, split by a
+    # colour the second time (the rules miss it in the bytes there): the lines
+    # around each are searched again, the rest stored as it came.
+    needs_c()
+    token = "ghp_" + "A1b2C3d4E5" * 3 + "F6G7h8"
+    log = [b"\x1b[32mstep %d ok\x1b[0m" % i for i in range(3000)]
+    log[700] = b"using " + token.encode()
+    log[2500] = b"again " + token[:20].encode() + b"\x1b[1m" + token[20:].encode()
+    raw = b"\r\n".join(log) + b"\r\n"
+    out, n = make_output(raw, "deploy", Redactor())
+    assert n == 2 and token[:12].encode() not in out.raw and token[:12] not in out.text
+    kept = out.raw.split(b"\r\n")
+    assert kept[:690] == log[:690] and kept[710:2490] == log[710:2490]  # as printed
+    assert out.text.splitlines()[2500] == "again <redacted>"
+    assert out.text == termtext.text_of(out.raw, "deploy")
+    # On the alternate screen (the text's lines are not the bytes'): all of it.
+    full = raw + b"\x1b[?1049hvim\x1b[?1049l"
+    out, n = make_output(full, "vim", Redactor())
+    assert n == 2 and token[:12].encode() not in out.raw

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from rewind_daemon import paths, redact
-from rewind_daemon.capture import records
+from rewind_daemon.capture import outputs, records
 from rewind_daemon.capture.outputs import CHUNK, DAMAGED, OutputReader, make_output
 from rewind_daemon.capture.termtext import text_of
 from rewind_daemon.recorder.spool import OutputSpool
@@ -360,7 +360,9 @@ def test_a_secret_the_text_hides_or_splits_is_stored_nowhere(raw, kept):
     for part in ("Hunter2", "Hunt", "er2xQ9v", "A1b2C3d4E5f6", "hp_A1b2"):
         assert part.encode() not in out.raw, out.raw[-400:]
         assert part not in (out.text or "")
-    assert (b"\x1b[32m" in out.raw) is kept  # colours kept where the secret was whole
+    # The rest keeps its colours; where the bytes split the secret from the
+    # rules, the masked text stands for its lines alone.
+    assert out.raw.count(b"\x1b[32mbuild ok") >= (4000 if kept else 4000 - 2 * outputs.REGION_LINES)
 
 
 def test_a_short_value_found_is_not_masked_in_escape_sequences_or_other_words():
