@@ -172,11 +172,11 @@ def _regions(
         counted = at
         lines.append((line - REGION_LINES, line + secret.count("\n") + REGION_LINES))
     for secret in set(in_hidden):
-        places = [(bisect_left(ends, a), bisect_left(ends, z)) for (a, z), h in zip(spans, hidden)
-                  if secret in h]  # fmt: skip
-        if not places:
+        found = [(bisect_left(ends, a), bisect_left(ends, z)) for (a, z), h in zip(spans, hidden)
+                 if secret in h]  # fmt: skip
+        if not found:
             return None  # (over two spans: with what joined them)
-        lines += places
+        lines += found
     if not lines or len(lines) > MAX_PLACES:
         return None
     lines.sort()
