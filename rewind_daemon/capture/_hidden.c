@@ -28,7 +28,9 @@ static int is_control(unsigned char c)
 }
 
 /* The end of the escape sequence at b[i] (an ESC) that is not a string, and
- * whether it switches the alternate screen (1 on, 0 off, -1 neither). */
+ * whether it switches the alternate screen (1 on, 0 off), ends in a letter or
+ * digit before a word's (2: ESC ( B before `word`, which the text shows as
+ * `word` and the bytes as `Bword`), or neither (-1). */
 static Py_ssize_t escape_end(const unsigned char *b, Py_ssize_t n, Py_ssize_t i, int *alt)
 {
 	Py_ssize_t j = i + 1;
@@ -62,8 +64,12 @@ static Py_ssize_t escape_end(const unsigned char *b, Py_ssize_t n, Py_ssize_t i,
 	}
 	while (j < n && b[j] >= 0x20 && b[j] <= 0x2f)
 		j++;
-	if (j < n && b[j] >= 0x30 && b[j] <= 0x7e)
+	if (j < n && b[j] >= 0x30 && b[j] <= 0x7e) {
+		/* (its final byte, a letter or digit the text drops, joins what follows) */
+		if (is_word(b[j]) && j + 1 < n && is_word(b[j + 1]))
+			*alt = 2;
 		j++;
+	}
 	return j;
 }
 
@@ -167,10 +173,10 @@ static int scan(const unsigned char *b, Py_ssize_t n, Lines *L)
 				if (b[i] == 0x1b) {
 					int sw;
 					i = escape_end(b, n, i, &sw);
-					if (sw >= 0) {
+					if (sw >= 0)
 						L->taken[L->lines - 1] = 1;
+					if (sw == 0 || sw == 1)
 						alt = sw;
-					}
 				} else {
 					i++;
 				}

@@ -200,7 +200,8 @@ def hidden_spans(raw: bytes, context: int = CONTEXT_LINES) -> list[tuple[int, in
     line with `context` lines before and after it. A line is taken when it
     holds a CR not before LF, a backspace, a part of a string escape (OSC,
     DCS, SOS, PM, APC), a part written on the alternate screen or a switch to
-    or from it, or a join: a word byte (ASCII letters, digits, _, and every
+    or from it, an escape other than CSI ending in a letter or digit before a
+    word byte, or a join: a word byte (ASCII letters, digits, _, and every
     byte of a character that is not ASCII), escape sequences or controls, and
     a word byte, which the text joins. What a redaction rule finds in the
     bytes, it finds in the text or in these lines, as written."""
@@ -242,7 +243,9 @@ _ALT_MODES = (b"1049", b"1047", b"47")
 
 def _escape_end(b: bytes, i: int) -> tuple[int, int]:
     """(the end of the escape sequence at b[i], not a string; 1 or 0 when it
-    switches the alternate screen on or off, else -1)."""
+    switches the alternate screen on or off, 2 when it ends in a letter or
+    digit before a word's (the text drops it: `ESC ( B` before `AKIA…`),
+    else -1)."""
     n, j, alt = len(b), i + 1, -1
     if j < n and b[j] == 0x5B:  # [
         j += 1
@@ -262,6 +265,8 @@ def _escape_end(b: bytes, i: int) -> tuple[int, int]:
     while j < n and 0x20 <= b[j] <= 0x2F:
         j += 1
     if j < n and 0x30 <= b[j] <= 0x7E:
+        if _is_word(b[j]) and j + 1 < n and _is_word(b[j + 1]):
+            alt = 2  # (a letter or digit the text drops, before a word's)
         j += 1
     return j, alt
 
@@ -309,6 +314,7 @@ def _spans_py(b: bytes, context: int) -> list[tuple[int, int]]:
                     i, switch = _escape_end(b, i)
                     if switch >= 0:
                         taken[-1] = True
+                    if switch in (0, 1):
                         alt = bool(switch)
                 else:
                     i += 1
