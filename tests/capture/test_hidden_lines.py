@@ -41,7 +41,8 @@ def taken(raw: bytes, context: int = 0) -> list[bytes]:
         (b"a\n\x1b[?1049hvim\nline\x1b[?1049l\nb\n", [b"\x1b[?1049hvim\nline\x1b[?1049l"]),
         (b"\x1b[?25h\x1b[?1h cursor and keypad\n", []),  # other modes: not the screen
         # An escape's last letter, which the text drops, before a word.
-        (b"x\nkey: \x1bAKIA0123456789ABCDEF\n\x1b(B\x1b[m plain\n", [b"key: \x1bAKIA0123456789ABCDEF"]),
+        (b"x\nkey: \x1bAKIA0123456789ABCDEF\n\x1b(B\x1b[m plain\n",
+         [b"key: \x1bAKIA0123456789ABCDEF"]),
     ],
 )  # fmt: skip
 def test_the_lines_taken(raw, lines):
