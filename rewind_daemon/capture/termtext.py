@@ -5,8 +5,11 @@ two-byte escapes); a carriage return goes back to the start of the line and what
 follows overwrites it, a backspace one column back, `ESC [ K` clears to the end
 of the line (so a progress bar is its last state); what a full-screen program
 drew on the alternate screen is left out, with a note `[full-screen: PROGRAM]`;
-bytes that are not UTF-8 become U+FFFD. Pure and fast: one regex pass over the
-output, and per-line work only for lines that hold a CR or a backspace.
+bytes that are not UTF-8 become U+FFFD. `text_parts` also gives what the text
+does not show, for redaction. Pure and fast: one pass in C over the bytes where
+the C module (rewind_daemon/_termtext.c) was built; otherwise regexes over the
+output, and per-line work only for lines that hold a CR or a backspace, with the
+same results (`_parts`, escape by escape, is the reference of both).
 """
 
 from __future__ import annotations
@@ -74,6 +77,11 @@ def _program(command: str) -> str:
 _ESCAPE_BYTES = re.compile(_ESCAPE.pattern.encode())
 _ERASE_LINE_BYTES = re.compile(_ERASE_LINE.pattern.encode())
 _CONTROL_BYTES = bytes(c for c in range(128) if _CONTROLS.match(chr(c)))
+
+
+def in_c() -> bool:
+    """Whether the C module makes the text (built where a compiler was)."""
+    return _c is not None
 
 
 def text_of(raw: bytes, command: str = "") -> str:
