@@ -79,6 +79,9 @@ _ERASE_LINE_BYTES = re.compile(_ERASE_LINE.pattern.encode())
 _CONTROL_BYTES = bytes(c for c in range(128) if _CONTROLS.match(chr(c)))
 
 
+_C_MOST = 1 << 30  # (the C module counts a line's places in 32 bits: beyond, Python)
+
+
 def in_c() -> bool:
     """Whether the C module makes the text (built where a compiler was)."""
     return _c is not None
@@ -86,7 +89,7 @@ def in_c() -> bool:
 
 def text_of(raw: bytes, command: str = "") -> str:
     """The text of `raw`, the bytes a step printed to the terminal."""
-    if _c is not None:
+    if _c is not None and len(raw) < _C_MOST:
         return _c.text(raw, _program(command))
     return _text_py(raw, command)
 
@@ -102,7 +105,7 @@ def text_parts(raw: bytes, command: str = "") -> tuple[str, str]:
     outside an escape's own syntax is in one of the two, and a run of them
     unbroken in `raw` (escapes aside) unbroken in one: what a secret rule
     finds in the bytes, it finds in the two. "" for most output."""
-    if _c is not None:
+    if _c is not None and len(raw) < _C_MOST:
         return _c.text_parts(raw, _program(command))
     if not _MAY_HIDE.search(raw):
         return _text_py(raw, command), ""
