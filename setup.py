@@ -13,7 +13,7 @@ setup(
         Extension(
             "rewind_daemon._termtext",
             ["rewind_daemon/_termtext.c"],
-            extra_compile_args=["-O2"],
+            extra_compile_args=["-O2", "-Wall", "-Wextra"],
             optional=True,
         )
     ]

@@ -8,9 +8,12 @@ from __future__ import annotations
 import json
 import random
 import re
+import shutil
 import subprocess
 import sys
+import sysconfig
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -231,7 +234,7 @@ def test_the_scans_let_other_threads_run(c_module):
     # (A thread holding it is made to let it go only after the switch interval,
     # here longer than a scan, and C code never is: another thread counts only
     # if the scan let it go.)
-    raw = b"\x1b[32mok\x1b[0m line of a build log with some words\r\n" * 400_000
+    raw = b"\x1b[32mok\x1b[0m line of a build log with some words\r\n" * 1_200_000
     lowb = raw.lower()
     interval = sys.getswitchinterval()
     sys.setswitchinterval(0.5)
@@ -259,3 +262,16 @@ def test_the_scans_let_other_threads_run(c_module):
             assert during > 0
     finally:
         sys.setswitchinterval(interval)
+
+
+def test_the_c_module_compiles_without_a_warning(tmp_path, c_module):
+    source = Path(termtext.__file__).parent.parent / "_termtext.c"
+    include = sysconfig.get_paths()["include"]
+    cc = shutil.which("gcc") or shutil.which("cc")
+    assert cc, "the C module was built, so a compiler is here"
+    proc = subprocess.run(
+        [cc, "-O2", "-Wall", "-Wextra", "-Werror", "-fPIC", f"-I{include}", "-c", str(source),
+         "-o", str(tmp_path / "termtext.o")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
