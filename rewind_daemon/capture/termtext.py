@@ -39,8 +39,8 @@ _ESCAPE = re.compile(
 _ALT_ON = {"1049", "1047", "47"}
 _MAY_ALT = re.compile(rb"\x1b\[\?[0-?]*(?:1049|1047|47)[0-?]*[ -/]*[hl]")
 # What may put something in text_parts' hidden: a CR not ending a line, a
-# backspace, an escape other than a CSI ending in neither K nor h.
-_MAY_HIDE = re.compile(rb"[\x08\x1a]|\r(?!\n)|\x1b(?!\[[0-?]*[ -/]*[@-JL-gi-~])")
+# backspace (or a SUB), an escape other than a CSI ending in neither K nor h.
+_MAY_HIDE = re.compile(rb"\x1b(?!\[[0-?]*[ -/]*[@-JL-gi-~])")
 _ERASE_LINE = re.compile(r"\x1b\[0?K")
 # Control characters that draw nothing (tab, newline, CR and BS are handled).
 _CONTROLS = re.compile(r"[\x00-\x07\x0b\x0c\x0e-\x19\x1c-\x1f\x7f]")
@@ -107,9 +107,29 @@ def text_parts(raw: bytes, command: str = "") -> tuple[str, str]:
     finds in the bytes, it finds in the two. "" for most output."""
     if _c is not None and len(raw) < _C_MOST:
         return _c.text_parts(raw, _program(command))
-    if not _MAY_HIDE.search(raw):
+    return _text_parts_py(raw, command)
+
+
+def _text_parts_py(raw: bytes, command: str) -> tuple[str, str]:
+    """`text_parts` in Python: regexes in C where the alternate screen is not
+    used, as `_text_py`; `_parts` where it may be."""
+    if not (
+        b"\b" in raw
+        or b"\x1a" in raw
+        or raw.count(b"\r") != raw.count(b"\r\n")
+        or _MAY_HIDE.search(raw)
+    ):
         return _text_py(raw, command), ""
-    return _parts(raw, _program(command), True)
+    if _MAY_ALT.search(raw.replace(b"\x1a", b"") if b"\x1a" in raw else raw):
+        return _parts(raw, _program(command), True)
+    s = _ERASE_LINE.sub(_ERASE, raw.decode("utf-8", "replace").replace(_ERASE, ""))
+    # (Every ESC begins an escape: each ESC ] and the like begins a string.)
+    strings = [p for payload in _PAYLOADS.findall(s) for p in _pieces(payload)]
+    text, overwritten = _lines_parts(_CONTROLS.sub("", _ESCAPE.sub("", s)))
+    return text, "".join(p + "\n" for p in overwritten + strings)
+
+
+_PAYLOADS = re.compile(r"\x1b[\]PX^_]([^\x07\x1a\x1b]*)")
 
 
 def _text_py(raw: bytes, command: str) -> str:
@@ -284,6 +304,10 @@ def _lines_parts(s: str) -> tuple[str, list[str]]:
 def _overwrite_parts(line: str) -> tuple[str, list[str]]:
     """`_overwrite`, and each piece written between the line's CRs, backspaces
     and erases of which a character was overwritten or erased, whole."""
+    if "\b" not in line and _ERASE not in line:
+        # CRs alone: each piece written from the start, over all before it.
+        written = [p for p in line.split("\r") if p]
+        return _overwrite(line), written[:-1]
     cells: list[str] = []
     owner: list[int] = []  # the piece that wrote each cell
     pieces: list[str] = []

@@ -181,3 +181,7 @@ def test_lines_overwritten_by_crs_alone_are_a_terminals():
     for _ in range(3000):
         line = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 30)))
         assert termtext._overwrite(line) == cells(line), line
+        # What was overwritten: every piece between CRs but the last written.
+        lost = termtext._overwrite_parts(line)[1]
+        assert lost == [p for p in line.split("\r") if p][:-1], line
+        assert termtext._overwrite_parts(line + "\b")[1] == lost, line  # (the cells' way)
