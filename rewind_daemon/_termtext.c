@@ -43,7 +43,7 @@ static int grow(Buf *b, size_t more) {
 }
 
 static inline void put(Buf *b, const unsigned char *s, size_t k) {
-    if (grow(b, k) == 0) {
+    if (k > 0 && grow(b, k) == 0) {
         memcpy(b->p + b->n, s, k);
         b->n += k;
     }
