@@ -455,6 +455,15 @@ static size_t escape(State *st, size_t i) {
 /* 0: drawn as it is (printable ASCII, tab); 1: the others below 0x80; 2: not ASCII. */
 static unsigned char KIND[256];
 
+/* Whether the 8 bytes at s are all printable ASCII (0x20-0x7e): none below
+ * 0x20 (each less 0x20 borrows), none 0x7f or above (each plus 1 reaches 0x80). */
+static inline int printable8(const unsigned char *s) {
+    uint64_t v;
+    memcpy(&v, s, 8);
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    return (((v - 0x20 * ones) & ~v) | ((v + ones) | v)) & highs ? 0 : 1;
+}
+
 static void scan(State *st) {
     const unsigned char *r = st->raw;
     size_t n = st->n, i = 0;
@@ -462,6 +471,8 @@ static void scan(State *st) {
         unsigned char c = r[i];
         if (KIND[c] == 0) {
             size_t j = i + 1;
+            while (j + 8 <= n && printable8(r + j))
+                j += 8;
             while (j < n && KIND[r[j]] == 0)
                 j++;
             if (!st->alt)

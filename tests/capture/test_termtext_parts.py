@@ -153,6 +153,15 @@ def test_the_quicker_python_ways_make_what_the_reference_makes(monkeypatch):
         assert text_of(raw, command) == made[0], (raw, command)
 
 
+def test_each_byte_in_a_long_run_of_letters(c_module):
+    # (The C module skips runs of printable ASCII 8 bytes at a time.)
+    for byte in range(256):
+        for at in range(17):
+            raw = b"abcdefgh" * 2 + b"ijklmnopq"
+            raw = raw[:at] + bytes((byte,)) + raw[at:]
+            assert c_module.text_parts(raw, "x") == termtext._parts(raw, "x", True), raw
+
+
 def test_invalid_utf8_is_replaced_as_python_replaces_it(c_module):
     # Every byte sequence of up to three bytes from the edges of UTF-8's ranges,
     # at the end (cut off) and before an ASCII byte.
