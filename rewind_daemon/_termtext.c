@@ -353,6 +353,12 @@ static inline size_t skip_sub(const unsigned char *r, size_t j, size_t n) {
     return j;
 }
 
+/* Whether a `?` mode is the alternate screen's: xterm's 1049, 1047 or 47. */
+static inline int alt_mode(const char *field, size_t len) {
+    return (len == 4 && (!memcmp(field, "1049", 4) || !memcmp(field, "1047", 4))) ||
+           (len == 2 && !memcmp(field, "47", 2));
+}
+
 /* The escape at raw[i] (ESC): what it does; where what follows it begins. */
 static size_t escape(State *st, size_t i) {
     const unsigned char *r = st->raw;
@@ -380,17 +386,14 @@ static size_t escape(State *st, size_t i) {
             if (first != '?')
                 continue;
             if (c == ';') {
-                if ((flen == 4 && (!memcmp(field, "1049", 4) || !memcmp(field, "1047", 4))) ||
-                    (flen == 2 && !memcmp(field, "47", 2)))
-                    mode = 1;
+                mode |= alt_mode(field, flen);
                 flen = 0;
             } else if (flen < sizeof field) {
                 field[flen++] = (char)c;
             }
         }
-        if (first == '?' && ((flen == 4 && (!memcmp(field, "1049", 4) || !memcmp(field, "1047", 4))) ||
-                             (flen == 2 && !memcmp(field, "47", 2))))
-            mode = 1;
+        if (first == '?')
+            mode |= alt_mode(field, flen);
         for (;;) {
             j = skip_sub(r, j, n);
             if (j >= n || r[j] < 0x20 || r[j] > 0x2f)
