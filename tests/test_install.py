@@ -142,6 +142,12 @@ def test_rw_runs_from_the_link(installed):
     assert json.loads(status.stdout)["running"] is True
 
 
+def test_the_c_module_is_built_where_a_compiler_is(installed, c_module):
+    # (Where none is, pip goes on without it: rw doctor says so.)
+    doctor = installed.rw("doctor")
+    assert "ok   output text: made in C" in doctor.stdout, doctor.stdout
+
+
 def test_rc_lines_added_once_with_one_backup(installed):
     assert "already loads rw" in installed.runs[1].stdout
     for name, original, shell in ((".bashrc", BASHRC, "bash"), (".zshrc", ZSHRC, "zsh")):
