@@ -271,12 +271,16 @@ def test_the_scans_let_other_threads_run(c_module):
             spinner = threading.Thread(target=spin)
             spinner.start()
             started.wait()
-            before = count[0]
-            scan()
-            during = count[0] - before
+            during = []
+            for _ in range(3):  # (a loaded machine may not run the other thread at once)
+                before = count[0]
+                scan()
+                during.append(count[0] - before)
+                if during[-1]:
+                    break
             stop.set()
             spinner.join()
-            assert during > 0
+            assert during[-1] > 0, during
     finally:
         sys.setswitchinterval(interval)
 
