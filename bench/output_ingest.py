@@ -19,8 +19,10 @@ no secret in the database).
 Baselines in the same run, on the same bytes: zlib compressing them (level 6,
 one pass, the floor of storing them compressed as the store did before) and
 reading the spool files (`cat` to /dev/null). In-process figures say where
-the time goes: the text alone, the redaction alone (and without google-re2,
-as on a machine without it), `make_output` whole.
+the time goes: the text alone (in C, and in Python as where the C module is
+not built), the text with its hidden parts, the redaction alone (and with
+google-re2 instead of the C module, and with neither, as on a machine without
+them), `make_output` whole.
 
     python bench/output_ingest.py [--quick] [--check] [--mb N] [--profile]
 """
@@ -43,9 +45,9 @@ from pathlib import Path
 from _common import Verdicts, foreground_daemon, machine, parser, rw_home, rw_paths
 
 from rewind_daemon import redact
-from rewind_daemon.capture import client, records
+from rewind_daemon.capture import client, records, termtext
 from rewind_daemon.capture.outputs import make_output
-from rewind_daemon.capture.termtext import text_of
+from rewind_daemon.capture.termtext import text_of, text_parts
 from rewind_daemon.recorder.spool import OutputSpool
 from rewind_daemon.redact import MASK, Redactor
 from rewind_daemon.store import Store
@@ -299,20 +301,41 @@ def in_process(w: Workload) -> dict[str, float]:
     t0 = time.process_time()
     for command, data in w.steps:
         text_of(data, command)
-    stages["text extraction alone"] = time.process_time() - t0
+    way = "C" if termtext.in_c() else "Python: the C module is not built"
+    stages[f"text extraction alone ({way})"] = time.process_time() - t0
+    if termtext.in_c():  # (what a machine without a compiler does)
+        t0 = time.process_time()
+        for command, data in w.steps:
+            termtext._text_py(data, command)
+        stages["the same in Python"] = time.process_time() - t0
+    t0 = time.process_time()
+    for command, data in w.steps:
+        text_parts(data, command)
+    stages[f"text and hidden parts (text_parts, {way.split(':')[0]})"] = time.process_time() - t0
     t0 = time.process_time()
     for _, data in w.steps:
         r.text(data.decode("utf-8", "surrogateescape"))
     stages["redaction of the bytes alone"] = time.process_time() - t0
-    if redact._words_set():  # (what a machine without google-re2 does: the remote)
-        found, redact._word_set = redact._word_set, False
-        try:
+    # The words found by google-re2 where the C module is not built, and by
+    # neither (the remote bundle).
+    in_c, found = redact._find_all, redact._words_set()
+    ways = (
+        [("the same with google-re2 instead of the C module", None, found)]
+        if in_c and found
+        else []
+    )
+    try:
+        for name, find_all, word_set in [
+            *ways,
+            ("the same without the C module or google-re2", None, False),
+        ]:
+            redact._find_all, redact._word_set = find_all, word_set
             t0 = time.process_time()
             for _, data in w.steps:
                 r.text(data.decode("utf-8", "surrogateescape"))
-            stages["the same without google-re2"] = time.process_time() - t0
-        finally:
-            redact._word_set = found
+            stages[name] = time.process_time() - t0
+    finally:
+        redact._find_all, redact._word_set = in_c, found
     t0 = time.process_time()
     for command, data in w.steps:
         make_output(data, command, r)
@@ -378,7 +401,13 @@ def main() -> int:
     args = p.parse_args()
     mb = args.mb or (8.0 if args.quick else 64.0)
     print(f"output ingest on {machine()}")
-    words = "one pass of google-re2's Set" if redact._words_set() else "no google-re2"
+    words = (
+        "one pass of the C module"
+        if redact._find_all
+        else "one pass of google-re2's Set"
+        if redact._words_set()
+        else "each word in turn (neither the C module nor google-re2)"
+    )
     print(f"  redaction's word search: {words}")
     t0 = time.perf_counter()
     realistic = generate(mb, secrets_per_mb=3)

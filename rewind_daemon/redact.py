@@ -350,9 +350,18 @@ _WORDS = (
 # character not ASCII, `?` here). Neither it nor a word is longer than the
 # overlap of two parts, so each is wholly in one part.
 _SET_PATTERNS = {"auth": r'auth\\?"[\t-\r\x1c-\x20:?]'}
+# What the C module (_termtext.find_words, one pass for all the words) looks
+# for, where not the word: `auth` before a quote, escaped or not (_JSON_AUTH's).
+_C_WORDS = {"auth": (b'auth"', b'auth\\"')}
 _PART = 1 << 16
 _OVERLAP = max(map(len, _WORDS)) - 1
 _word_set: Any = None  # (made when first needed; False: google-re2 is not there)
+_SEARCHED = [w for word in _WORDS for w in _C_WORDS.get(word, (word.encode(),))]
+_find_all: Any
+try:  # (built by pip where a compiler and Python's headers are)
+    from ._termtext import find_words as _find_all
+except ImportError:
+    _find_all = None
 
 
 def _words_set() -> Any:
@@ -422,6 +431,15 @@ class _Scan:
     def _find_words(self) -> bool:
         """Look for all of _WORDS at once, each in the parts of the text that
         hold it (kept by `edited`, as every word's hits); whether done."""
+        if _find_all is not None:  # (in C: one pass over the text for them all)
+            found = iter(_find_all(self.lowb, _SEARCHED))
+            for word in _WORDS:
+                ats = next(found)
+                for _ in _C_WORDS.get(word, ())[1:]:
+                    ats = sorted(ats + next(found))  # (two runs in order: one merge)
+                n = len(word)
+                self._found[word] = [(at, at + n) for at in ats]
+            return True
         words = _words_set()
         if not words:
             return False

@@ -176,3 +176,16 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
         if time.monotonic() > deadline:
             raise AssertionError("timed out waiting for a condition")
         time.sleep(interval)
+
+
+@pytest.fixture
+def c_module():
+    """The C module (rewind_daemon/_termtext.c); its tests skip where it was not
+    built, but fail under scripts/test, which makes sure it is."""
+    try:
+        from rewind_daemon import _termtext
+    except ImportError:
+        if os.environ.get("RW_TEST_NEEDS_C"):
+            pytest.fail("rewind_daemon._termtext was not built (gcc and Python's headers?)")
+        pytest.skip("rewind_daemon._termtext was not built here")
+    return _termtext

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -140,6 +141,35 @@ def test_rw_runs_from_the_link(installed):
     status = installed.rw("daemon", "status", "--json")
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["running"] is True
+
+
+def test_the_c_module_is_built_where_a_compiler_is(installed, c_module):
+    # (Where none is, pip goes on without it: rw doctor says so.)
+    doctor = installed.rw("doctor")
+    assert "ok   output text: made in C" in doctor.stdout, doctor.stdout
+
+
+def test_without_a_compiler_rw_installs_and_makes_the_same_text_in_python(fresh, tmp_path):
+    # (From a copy of the tree: a build directory left in it would be reused.)
+    src = tmp_path / "src"
+    left = (".git", "build", ".venv*", "node_modules", "*.so", "__pycache__", "*.egg-info")
+    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(*left))
+    fresh.env["CC"] = "/bin/false"  # (the compiler setuptools calls, failing)
+    proc = subprocess.run(
+        [str(src / "install.sh"), "--no-rc"],
+        env=fresh.env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doctor = fresh.rw("doctor")
+    assert "ok   output text: warning: made in Python" in doctor.stdout, doctor.stdout
+    code = (
+        "from rewind_daemon.capture import termtext as t; print(t._c, t.text_parts(b'a\\rb', 'x'))"
+    )
+    made = subprocess.run(
+        [str(fresh.venv / "bin/python"), "-c", code],
+        capture_output=True, text=True, timeout=30, cwd=tmp_path,
+    )  # fmt: skip
+    assert made.stdout == "None ('b', 'a\\n')\n", made.stdout + made.stderr
 
 
 def test_rc_lines_added_once_with_one_backup(installed):

@@ -16,7 +16,7 @@ from ..display import escaped
 from ..errors import RwError
 from ..paths import Paths, current_session_id, session_file
 from ..store import SCHEMA_VERSION, Store
-from . import client
+from . import client, termtext
 from .ingest import DROPPED, SPOOL_SUFFIX, space_problem
 
 
@@ -112,6 +112,7 @@ def run_checks(paths: Paths) -> list[Check]:
         )
     )
     checks.append(_recording(paths, store, reply is not None))
+    checks.append(_output_text())
     redactions = store.counter("redactions") if store else 0
     checks.append(Check("redactions", True, f"{redactions} secret(s) redacted so far"))
     checks.append(_dropped(paths, store))
@@ -326,6 +327,19 @@ def _recording(paths: Paths, store: Store | None, daemon_up: bool) -> Check:
             fix = f"see the daemon's log, {paths.log_file}"
         return Check("recording", False, "; ".join([*problems, *([past] if past else [])]), fix)
     return Check("recording", True, past or "every command typed so far reached the spool")
+
+
+def _output_text() -> Check:
+    """Which code makes recorded output's text: C, or Python where rw was
+    installed without a compiler (the same text, several times slower)."""
+    if termtext.in_c() and termtext.has_fast_spans():
+        return Check("output text", True, "made in C")
+    return Check(
+        "output text",
+        True,
+        "warning: made in Python (rw's C modules were not built): output ingest is slower; "
+        "install gcc and the Python headers and reinstall",
+    )
 
 
 def _checkpoint_objects(paths: Paths, store: Store) -> Check:

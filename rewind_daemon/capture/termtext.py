@@ -5,28 +5,43 @@ two-byte escapes); a carriage return goes back to the start of the line and what
 follows overwrites it, a backspace one column back, `ESC [ K` clears to the end
 of the line (so a progress bar is its last state); what a full-screen program
 drew on the alternate screen is left out, with a note `[full-screen: PROGRAM]`;
-bytes that are not UTF-8 become U+FFFD. Pure and fast: one regex pass over the
-output, and per-line work only for lines that hold a CR or a backspace.
+bytes that are not UTF-8 become U+FFFD. `text_parts` also gives what the text
+does not show, for redaction. Pure and fast: one pass in C over the bytes where
+the C module (rewind_daemon/_termtext.c) was built; otherwise regexes over the
+output, and per-line work only for lines that hold a CR or a backspace, with the
+same results (`_parts`, escape by escape, is the reference of both).
 """
 
 from __future__ import annotations
 
 import re
 from array import array
+from types import ModuleType
+
+_c: ModuleType | None
+try:  # (C: built by pip where a compiler and Python's headers are; the same results)
+    from .. import _termtext as _c
+except ImportError:
+    _c = None
 
 # ESC followed by: CSI (params, intermediates, final), a string (OSC, DCS, SOS,
 # PM, APC) up to BEL or ST, a charset designation (ESC ( B), or any other
-# two-byte escape. A string cut off by another escape ends there; one never
-# ended runs to the end of the output (its program was cut off).
+# two-byte escape. A string cut off by another escape ends there (also by the
+# SUB that stands for an erase's); one never ended runs to the end of the
+# output (its program was cut off).
 _ESCAPE = re.compile(
     r"\x1b(?:"  # (one literal first: the regex engine then skips to each ESC fast)
     r"\[([0-?]*)[ -/]*([@-~])?"
-    r"|[\]PX^_][^\x07\x1b]*(?:\x07|\x1b\\|(?=\x1b)|$)"
+    r"|[\]PX^_][^\x07\x1a\x1b]*(?:\x07|\x1b\\|(?=[\x1a\x1b])|$)"
     r"|[ -/]*[0-~]?)"
 )
-# Entering and leaving the alternate screen (xterm's 1049, 1047 and 47).
-_ALT_ON = {"?1049", "?1047", "?47"}
-_ALT_SCREEN = re.compile(r"\x1b\[\?[0-9;]*(?:1049|1047|47)[0-9;]*[hl]")
+# Entering and leaving the alternate screen (xterm's 1049, 1047 and 47: one of
+# the `?` modes of a CSI ending in h or l). What may be one, bytes aside.
+_ALT_ON = {"1049", "1047", "47"}
+_MAY_ALT = re.compile(rb"\x1b\[\?[0-?]*(?:1049|1047|47)[0-?]*[ -/]*[hl]")
+# What may put something in text_parts' hidden: a CR not ending a line, a
+# backspace (or a SUB), an escape other than a CSI ending in neither K nor h.
+_MAY_HIDE = re.compile(rb"\x1b(?!\[[0-?]*[ -/]*[@-JL-gi-~])")
 _ERASE_LINE = re.compile(r"\x1b\[0?K")
 # Control characters that draw nothing (tab, newline, CR and BS are handled).
 _CONTROLS = re.compile(r"[\x00-\x07\x0b\x0c\x0e-\x19\x1c-\x1f\x7f]")
@@ -61,57 +76,140 @@ def _program(command: str) -> str:
 
 # The same, over bytes (see _plain_text).
 _ESCAPE_BYTES = re.compile(_ESCAPE.pattern.encode())
-_ALT_SCREEN_BYTES = re.compile(_ALT_SCREEN.pattern.encode())
 _ERASE_LINE_BYTES = re.compile(_ERASE_LINE.pattern.encode())
 _CONTROL_BYTES = bytes(c for c in range(128) if _CONTROLS.match(chr(c)))
 
 
+_C_MOST = 1 << 30  # (the C module counts a line's places in 32 bits: beyond, Python)
+
+
+def in_c() -> bool:
+    """Whether the C module makes the text (built where a compiler was)."""
+    return _c is not None
+
+
 def text_of(raw: bytes, command: str = "") -> str:
     """The text of `raw`, the bytes a step printed to the terminal."""
-    if not _ALT_SCREEN_BYTES.search(raw):
+    if _c is not None and len(raw) < _C_MOST:
+        return _c.text(raw, _program(command))
+    return _text_py(raw, command)
+
+
+def text_parts(raw: bytes, command: str = "") -> tuple[str, str]:
+    """(the text of `raw`, exactly `text_of`'s; what the text does not show).
+
+    The second, "hidden", holds each piece on a line of its own: every piece of
+    a line that a CR, a backspace or an erase overwrote or removed (as it was
+    written, escapes removed), what was drawn on the alternate screen (split
+    the same way), and the payloads of string escapes (OSC, among them OSC 8
+    links and OSC 52 clipboards; DCS, SOS, PM, APC). Every character printed
+    outside an escape's own syntax is in one of the two, and a run of them
+    unbroken in `raw` (escapes aside) unbroken in one: what a secret rule
+    finds in the bytes, it finds in the two. "" for most output."""
+    if _c is not None and len(raw) < _C_MOST:
+        return _c.text_parts(raw, _program(command))
+    return _text_parts_py(raw, command)
+
+
+def _text_parts_py(raw: bytes, command: str) -> tuple[str, str]:
+    """`text_parts` in Python: regexes in C where the alternate screen is not
+    used, as `_text_py`; `_parts` where it may be."""
+    if not (
+        b"\b" in raw
+        or b"\x1a" in raw
+        or raw.count(b"\r") != raw.count(b"\r\n")
+        or _MAY_HIDE.search(raw)
+    ):
+        return _text_py(raw, command), ""
+    if _MAY_ALT.search(raw.replace(b"\x1a", b"") if b"\x1a" in raw else raw):
+        return _parts(raw, _program(command), True)
+    s = _ERASE_LINE.sub(_ERASE, raw.decode("utf-8", "replace").replace(_ERASE, ""))
+    # (Every ESC begins an escape: each ESC ] and the like begins a string.)
+    strings = [p for payload in _PAYLOADS.findall(s) for p in _pieces(payload)]
+    text, overwritten = _lines_parts(_CONTROLS.sub("", _ESCAPE.sub("", s)))
+    return text, "".join(p + "\n" for p in overwritten + strings)
+
+
+_PAYLOADS = re.compile(r"\x1b[\]PX^_]([^\x07\x1a\x1b]*)")
+
+
+def _text_py(raw: bytes, command: str) -> str:
+    """`text_of` in Python: regexes in C for the common cases, `_parts` for
+    output that may use the alternate screen."""
+    if not _MAY_ALT.search(raw.replace(b"\x1a", b"") if b"\x1a" in raw else raw):
         try:
             return _plain_text(raw)
         except UnicodeDecodeError:
             pass  # (U+FFFD for what is not UTF-8: decoded first, below)
-    s = raw.decode("utf-8", "replace").replace(_ERASE, "")
-    if "\x1b" not in s:
-        return _lines(_CONTROLS.sub("", s))
-    if not _ALT_SCREEN.search(s):
-        # The common case, in C: erases marked, then every escape removed.
+        s = raw.decode("utf-8", "replace").replace(_ERASE, "")
+        if "\x1b" not in s:
+            return _lines(_CONTROLS.sub("", s))
+        # Erases marked, then every escape removed.
         return _lines(_CONTROLS.sub("", _ESCAPE.sub("", _ERASE_LINE.sub(_ERASE, s))))
+    return _parts(raw, _program(command), False)[0]
+
+
+def _parts(raw: bytes, program: str, hidden: bool) -> tuple[str, str]:
+    """`text_parts`, escape by escape (the reference of the C module's):
+    erases marked, the alternate screen left out (the note in its place),
+    strings' payloads and the alternate screen's text kept aside."""
+    s = raw.decode("utf-8", "replace").replace(_ERASE, "")
     out: list[str] = []
+    aside: list[str] = []  # the payloads, and the alternate screen's pieces when it is left
+    drawn: list[str] = []  # on the alternate screen, while it is on
     pos = 0
     alt = False
-    noted = False
     for m in _ESCAPE.finditer(s):
-        if not alt:
-            out.append(s[pos : m.start()])
+        (drawn if alt else out).append(s[pos : m.start()])
         pos = m.end()
-        final = m.group(2)
-        if final is None:
+        escape, final = m.group(0), m.group(2)
+        if escape[1:2] in _STRINGS:
+            end = -1 if escape[-1] == "\x07" else -2 if escape.endswith("\x1b\\") else None
+            aside += _pieces(escape[2:end])
+        elif final is None:
             continue
-        params = m.group(1)
-        if final in "hl" and params and params.startswith("?"):
-            modes = {f"?{p}" for p in params[1:].split(";")}
-            if modes & _ALT_ON:
-                if final == "h" and not alt:
-                    alt = True
-                    if not noted:
-                        note = f"[full-screen: {_program(command)}]"
-                        # The note on a line of its own.
-                        joined = "".join(out)
-                        if joined and not joined.endswith(("\n", "\r")):
-                            out.append("\n")
-                        out.append(note + "\n")
-                        noted = True
-                elif final == "l" and alt:
-                    alt = False
-                    noted = False
-        elif final == "K" and params in ("", "0") and not alt:
-            out.append(_ERASE)
-    if not alt:
-        out.append(s[pos:])
-    return _lines(_CONTROLS.sub("", "".join(out)))
+        elif final in "hl" and m.group(1)[:1] == "?" and _ALT_ON & set(m.group(1)[1:].split(";")):
+            if final == "h" and not alt:
+                alt = True
+                # The note on a line of its own.
+                if not _at_line_start(out):
+                    out.append("\n")
+                out.append(f"[full-screen: {program}]\n")
+            elif final == "l" and alt:
+                alt = False
+                aside += _pieces("".join(drawn))
+                drawn = []
+        elif escape in ("\x1b[K", "\x1b[0K"):
+            (drawn if alt else out).append("\n" if alt else _ERASE)
+    (drawn if alt else out).append(s[pos:])
+    if alt:
+        aside += _pieces("".join(drawn))
+    text = _CONTROLS.sub("", "".join(out))
+    if not hidden:
+        return _lines(text), ""
+    text, overwritten = _lines_parts(text)
+    return text, "".join(p + "\n" for p in overwritten + aside)
+
+
+_STRINGS = ("]", "P", "X", "^", "_")
+
+
+def _at_line_start(out: list[str]) -> bool:
+    """Whether the text so far (controls aside) is empty or ends a line."""
+    for part in reversed(out):
+        part = _CONTROLS.sub("", part)
+        if part:
+            return part.endswith("\n")
+    return True
+
+
+def _pieces(s: str) -> list[str]:
+    """The runs of `s` between its line ends, CRs and backspaces, controls
+    removed (what hidden holds of a string or of the alternate screen)."""
+    return [p for p in _BREAKS.split(_CONTROLS.sub("", s)) if p]
+
+
+_BREAKS = re.compile(r"[\r\n\b]")
 
 
 def _plain_text(raw: bytes) -> str:
@@ -185,6 +283,60 @@ def _overwrite(line: str) -> str:
     return "".join(cells)
 
 
+def _lines_parts(s: str) -> tuple[str, list[str]]:
+    """`_lines`, and the pieces of its lines that were overwritten or erased."""
+    s = s.replace("\r\n", "\n")
+    out: list[str] = []
+    hidden: list[str] = []
+    pos = 0
+    while (m := _SPECIAL.search(s, pos)) is not None:
+        start = s.rfind("\n", pos, m.start()) + 1
+        end = s.find("\n", m.end())
+        end = len(s) if end < 0 else end
+        out.append(s[pos:start])
+        line, lost = _overwrite_parts(s[start:end])
+        out.append(line)
+        hidden += lost
+        pos = end
+    out.append(s[pos:])
+    return "".join(out), hidden
+
+
+def _overwrite_parts(line: str) -> tuple[str, list[str]]:
+    """`_overwrite`, and each piece written between the line's CRs, backspaces
+    and erases of which a character was overwritten or erased, whole."""
+    if "\b" not in line and _ERASE not in line:
+        # CRs alone: each piece written from the start, over all before it.
+        written = [p for p in line.split("\r") if p]
+        return _overwrite(line), written[:-1]
+    cells: list[str] = []
+    owner: list[int] = []  # the piece that wrote each cell
+    pieces: list[str] = []
+    lost: list[bool] = []
+    col = 0
+    for piece in _PIECES.findall(line):
+        if piece == "\r":
+            col = 0
+        elif piece == "\b":
+            col = max(0, col - 1)
+        elif piece == _ERASE:
+            for i in owner[col:]:
+                lost[i] = True
+            del cells[col:], owner[col:]
+        else:
+            end = col + len(piece)
+            for i in owner[col:end]:
+                lost[i] = True
+            cells[col:end] = piece
+            owner[col:end] = [len(pieces)] * len(piece)
+            pieces.append(piece)
+            lost.append(False)
+            col = end
+    return "".join(cells), [p for p, gone in zip(pieces, lost) if gone]
+
+
+# --- the lines of the bytes the text does not show as written (outputs._masked) ---
+
 CONTEXT_LINES = 2  # the lines before and after each line hidden_spans takes, with it
 
 try:  # (built by setup.py where a C compiler is; the same in Python below)
@@ -229,7 +381,7 @@ def line_ends(raw: bytes) -> bytes:
 def same_lines(raw: bytes, text: str) -> bool:
     """Whether line N of `text` (of `raw`) is what line N of `raw` shows:
     no line added or taken out (the alternate screen's, an escape string's)."""
-    return text.count("\n") == raw.count(b"\n") and not _ALT_SCREEN_BYTES.search(raw)
+    return text.count("\n") == raw.count(b"\n") and not _MAY_ALT.search(raw)
 
 
 def _is_word(c: int) -> bool:
@@ -344,13 +496,3 @@ def _spans_py(b: bytes, context: int) -> list[tuple[int, int]]:
             out.append((starts[first], z))
         end = last
     return out
-
-
-def text_parts(raw: bytes, command: str = "") -> tuple[str, str]:
-    """(the text of `raw`; its lines that the text does not show as they were
-    written, with their context: hidden_spans)."""
-    text = text_of(raw, command)
-    if is_plain(raw):
-        return text, ""
-    spans = hidden_spans(raw)
-    return text, "\n".join(raw[a:z].decode("utf-8", "replace") for a, z in spans)

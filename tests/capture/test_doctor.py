@@ -112,3 +112,19 @@ def test_an_unreadable_store_is_fixed_by_its_mode_and_owner_never_moved(daemon, 
     proc = cron_doctor(daemon, *NO_DAC)
     assert line(proc.stdout, "store").startswith("ok   store:"), proc.stdout
     assert db.exists() and "echo kept" in rw("log", "last").stdout
+
+
+def test_doctor_says_which_code_makes_the_output_text(rw_home, tmp_path, c_module):
+    # Where the C module was not built (no compiler), rw runs on in Python,
+    # and rw doctor says so: a warning, not a failure.
+    assert line(rw("doctor", check=False).stdout, "output text") == "ok   output text: made in C"
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(
+        "import sys\nsys.modules['rewind_daemon._termtext'] = None  # (as if not built)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    out = rw("doctor", check=False, env=env).stdout
+    assert line(out, "output text") == (
+        "ok   output text: warning: made in Python (rw's C modules were not built): output "
+        "ingest is slower; install gcc and the Python headers and reinstall"
+    )

@@ -58,27 +58,55 @@ CASES = [
     ),
     ("a full-screen program cut off", b"x\r\n\x1b[?1049hdrawn", "htop", "x\n[full-screen: htop]\n"),
     ("an OSC never ended runs to the end", b"ok\r\n\x1b]0;cut", "", "ok\n"),
+    (
+        "an erase after a string cuts it off, and the text after it is kept",
+        b"\x1b]0;title\x1b[Kvisible\r\n",
+        "",
+        "visible\n",
+    ),
+    (
+        "a SUB byte inside the alternate screen's escape is removed first",
+        b"a\r\n\x1b[?10\x1a49hpassword: hunter2",
+        "vim",
+        "a\n[full-screen: vim]\n",
+    ),
+    (
+        "the note on a line of its own, controls before it aside",
+        b"a\r\n\x07\x1b[?1049hx\x1b[?1049l",
+        "top",
+        "a\n[full-screen: top]\n",
+    ),
 ]
 
 
+@pytest.fixture(params=["c", "python"])
+def way(request):
+    """text_of as the C module makes it, and as the Python code does."""
+    if request.param == "c":
+        c = request.getfixturevalue("c_module")
+        return lambda raw, command="": c.text(raw, termtext._program(command))
+    return lambda raw, command="": termtext._text_py(raw, command)
+
+
 @pytest.mark.parametrize("name, raw, command, text", CASES, ids=[c[0] for c in CASES])
-def test_text_of(name, raw, command, text):
+def test_text_of(name, raw, command, text, way):
+    assert way(raw, command) == text
     assert text_of(raw, command) == text
 
 
-def test_no_escape_or_control_survives_in_the_text():
+def test_no_escape_or_control_survives_in_the_text(way):
     noisy = bytes(range(256)) * 50 + b"\x1b[?1049h\x1b[?1049l" + bytes(range(32)) * 20
-    text = text_of(noisy, "x")
+    text = way(noisy, "x")
     assert not any(c in text for c in "\x1b\r\x08\x07\x00")
 
 
-def test_a_long_build_log_gives_each_line_its_last_state():
+def test_a_long_build_log_gives_each_line_its_last_state(way):
     # A build log: colours on every line, a progress bar now and then. (How
     # fast: bench/output_ingest.py, "text extraction alone".)
     line = b"\x1b[32m[ok]\x1b[0m compiling module_%d.c with -O2 -Wall -Wextra\r\n"
     bar = b" 10%\r 20%\r 30%\r\x1b[K100%\r\n"
     raw = b"".join((line % i) + (bar if i % 50 == 0 else b"") for i in range(200_000))
-    text = text_of(raw, "make")
+    text = way(raw, "make")
     assert text.count("\n") == 200_000 + 200_000 // 50
     assert "[ok] compiling module_199999.c" in text
     assert text.count("100%\n") == 200_000 // 50 and "30%" not in text
@@ -96,10 +124,10 @@ def test_a_long_build_log_gives_each_line_its_last_state():
         (b"a\x07b", False),
     ],
 )
-def test_plain_output_is_told_apart(raw, plain):
+def test_plain_output_is_told_apart(raw, plain, way):
     assert is_plain(raw) is plain
     if plain:  # its text is its characters, line ends aside
-        assert text_of(raw) == raw.decode("utf-8", "replace").replace("\r\n", "\n")
+        assert way(raw) == raw.decode("utf-8", "replace").replace("\r\n", "\n")
 
 
 def test_the_text_made_from_the_bytes_is_the_text_made_from_the_characters(monkeypatch):
@@ -111,14 +139,14 @@ def test_the_text_made_from_the_bytes_is_the_text_made_from_the_characters(monke
               b"\x1bP\xe2\x96\x88", b"\x1b(B", b"\x1b=", b"\x1b", b"\x00", b"\x7f", b"\x1b[",
               b"\x1b]", b"word "]  # fmt: skip
     samples = [b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 60))) for _ in range(3000)]
-    fast = [text_of(raw) for raw in samples]
+    fast = [termtext._text_py(raw, "") for raw in samples]
 
     def refuse(raw: bytes) -> str:
         raise UnicodeDecodeError("utf-8", raw, 0, 1, "the characters' way")
 
     monkeypatch.setattr(termtext, "_plain_text", refuse)
     for raw, text in zip(samples, fast):
-        assert text == text_of(raw), raw
+        assert text == termtext._text_py(raw, ""), raw
 
 
 def test_the_text_of_plain_output_is_its_bytes_decoded():
@@ -153,3 +181,7 @@ def test_lines_overwritten_by_crs_alone_are_a_terminals():
     for _ in range(3000):
         line = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 30)))
         assert termtext._overwrite(line) == cells(line), line
+        # What was overwritten: every piece between CRs but the last written.
+        lost = termtext._overwrite_parts(line)[1]
+        assert lost == [p for p in line.split("\r") if p][:-1], line
+        assert termtext._overwrite_parts(line + "\b")[1] == lost, line  # (the cells' way)
