@@ -15,8 +15,8 @@ masks what the daemon would. It answers with the row's blobs (store.py's
 What the worker does is never needed: a worker that dies, hangs (no answer
 within HANG_SECONDS and four times what the daemon would take) or answers garbage is killed, said
 once in the log, and its step is made by the daemon; a worker is not started
-again for RETRY_SECONDS. At most one step is in the worker (and one being
-written to it), so memory stays bounded. A read that makes one step ready, or
+again for RETRY_SECONDS. At most two steps are in the worker (one made, the
+next read meanwhile), so memory stays bounded. A read that makes one step ready, or
 less than PARALLEL_BYTES, is made in the daemon alone: an interactive shell's
 steps cost no process and no wait. An idle worker is ended (`idle`), and so
 is one still there when the daemon stops (`close`).
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import queue
 import struct
 import subprocess
 import sys
@@ -48,6 +49,7 @@ HANG_SECONDS = 2.0  # and four times the daemon's own time: a worker's answer wa
 RETRY_SECONDS = 60.0  # after a worker failed, made in the daemon alone so long
 IDLE_SECONDS = 30.0  # a worker unused so long is ended
 SWITCH_SECONDS = 0.0005
+IN_WORKER = 2  # jobs given to the worker at once: one made, the next read
 _HEAD = struct.Struct("<QIBQqq")  # job, masked, flags, len raw, len text, len timing
 _LEN = struct.Struct("<Q")
 _TEXT_NONE, _TIMING_NONE, _FAILED = 1, 2, 4
@@ -110,16 +112,29 @@ def _read_answer(fh: IO[bytes], job: OutputJob, ident: int) -> tuple[OutputBlobs
 
 
 def worker_main() -> int:
-    """The worker: the redaction rules first, then jobs, each answered in turn."""
+    """The worker: the redaction rules first, then jobs, each answered in turn.
+    The next job is read while one is made (a thread: the daemon can hand it
+    over at once)."""
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     setup = _read_frame(stdin)
     if setup is None:
         return 0
     extra, env_names = pickle.loads(setup)
     base = Redactor(extra, env_names)
+    frames: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+
+    def read_ahead() -> None:
+        while True:
+            frame = _read_frame(stdin)
+            frames.put(frame)
+            if frame is None:
+                return
+
+    sys.setswitchinterval(SWITCH_SECONDS)
+    threading.Thread(target=read_ahead, daemon=True).start()
     ident = 0
     while True:
-        frame = _read_frame(stdin)
+        frame = frames.get()
         if frame is None:
             return 0
         ident += 1
@@ -180,7 +195,7 @@ class OutputWorker:
         # The largest first: the last taken are small, so neither waits long for the other.
         todo = deque(sorted(range(len(jobs)), key=lambda i: -jobs[i].weight))
         lock = threading.Lock()
-        in_worker: list[int] = []  # the job the worker has, if any
+        in_worker: list[int] = []  # the jobs the worker has
         helper = threading.Thread(
             target=self._feed, args=(jobs, todo, lock, results, done, in_worker),
             name="rw-output-worker", daemon=True,
@@ -226,27 +241,34 @@ class OutputWorker:
         self, jobs: Sequence[OutputJob], todo: deque, lock: threading.Lock,
         results: list[Made], done: list[bool], in_worker: list[int],
     ) -> None:  # fmt: skip
-        """The helper thread: start the worker if needed, then give it jobs one
-        by one while some are left. Any trouble ends the worker (the daemon
-        makes what is left)."""
+        """The helper thread: start the worker if needed, then keep two jobs in
+        it (one made, the next read meanwhile) while some are left. Any trouble
+        ends the worker (the daemon makes what is left)."""
         try:
             proc = self._start()
             if proc is None:
                 return
             assert proc.stdin is not None and proc.stdout is not None
+            sent: deque[tuple[int, int]] = deque()  # (job, ident) not answered yet
             while True:
-                with lock:
-                    if not todo:
-                        return
-                    i = todo.popleft()
-                    in_worker[:] = [i]
-                self.jobs_sent += 1
-                _write_frame(proc.stdin, pickle.dumps(jobs[i], pickle.HIGHEST_PROTOCOL))
-                answer = _read_answer(proc.stdout, jobs[i], self.jobs_sent)
+                while len(sent) < IN_WORKER:
+                    with lock:
+                        if not todo:
+                            break
+                        i = todo.popleft()
+                        in_worker.append(i)
+                    self.jobs_sent += 1
+                    sent.append((i, self.jobs_sent))
+                    _write_frame(proc.stdin, pickle.dumps(jobs[i], pickle.HIGHEST_PROTOCOL))
+                if not sent:
+                    return
+                i, ident = sent.popleft()
+                answer = _read_answer(proc.stdout, jobs[i], ident)
                 if answer is not None:
                     results[i] = answer
                     done[i] = True
-                in_worker[:] = []
+                with lock:
+                    in_worker.remove(i)
         except (OSError, EOFError, ValueError) as e:
             self._fail(str(e) or type(e).__name__)
         except Exception as e:  # noqa: BLE001 - the daemon makes the steps itself
