@@ -8,6 +8,7 @@ import os
 import sqlite3
 import stat
 import struct
+import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -18,7 +19,12 @@ from pathlib import Path
 from .errors import NotFound, RwError, StoreBusy, StoreError
 from .paths import ensure_private_dir, is_session_id, new_session_id
 
-SCHEMA_VERSION = 7
+try:  # (not in the remote agent's bundle, which is pure Python: it writes zlib)
+    import zstandard
+except ImportError:  # pragma: no cover - where its wheel does not install
+    zstandard = None  # type: ignore[assignment]
+
+SCHEMA_VERSION = 8
 
 _SCHEMA_V1 = """
 CREATE TABLE sessions (
@@ -204,9 +210,17 @@ CREATE VIRTUAL TABLE search_outputs USING fts5 (
 # older rw, which would take X'' for a compressed text, from reading the store.
 _SCHEMA_V7 = ""
 
+# v8: outputs' blobs (bytes, text, timing) may be zstd frames (they begin with
+# ZSTD_MAGIC; zlib's with 0x78), written where the zstandard package is there:
+# level 1 is about three times as fast as zlib's level 2 over output, and
+# stores it a little smaller. Nothing moves: older rows stay zlib, and both
+# are read (zstd never makes an empty blob either); the version keeps an older
+# rw, which knows zlib alone, from reading the store.
+_SCHEMA_V8 = ""
+
 MIGRATIONS = {
     1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4, 5: _SCHEMA_V5, 6: _SCHEMA_V6,
-    7: _SCHEMA_V7,
+    7: _SCHEMA_V7, 8: _SCHEMA_V8,
 }  # fmt: skip
 MAX_OUTPUT = 8 * 1024 * 1024  # bytes of a step's output kept, by default
 BUSY_TIMEOUT_MS = 10000  # how long a writer waits for another's transaction
@@ -326,9 +340,47 @@ def plain_text(raw: bytes) -> str:
 _RAW_IF_NO_TEXT = "CASE WHEN o.text IS NULL OR o.text = X'' THEN o.raw END"
 
 
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # (a zlib stream's first byte is 0x78)
+ZSTD_LEVEL = 1
+ZLIB_LEVEL = 2  # three times as fast as 6 over output, a third larger
+_codecs = threading.local()  # (a zstd context is not to be shared by threads)
+
+
+def _zstd() -> tuple:
+    """This thread's zstd (compressor, decompressor)."""
+    pair = getattr(_codecs, "zstd", None)
+    if pair is None:
+        pair = _codecs.zstd = (
+            zstandard.ZstdCompressor(level=ZSTD_LEVEL),
+            zstandard.ZstdDecompressor(),
+        )
+    return pair
+
+
+def pack(data: bytes) -> bytes:
+    """An output's blob (bytes, text or timing) as stored: zstd where the
+    zstandard package is there, else zlib (see _SCHEMA_V8). The same data
+    always makes the same blob, which outputs_alike relies on."""
+    if zstandard is not None:
+        return _zstd()[0].compress(data)
+    return zlib.compress(data, ZLIB_LEVEL)
+
+
+def unpack(blob: bytes) -> bytes:
+    """The data of an output's blob, zstd or zlib."""
+    if blob[:4] != ZSTD_MAGIC:
+        return zlib.decompress(blob)
+    if zstandard is None:
+        raise StoreError(
+            "an output in the store is compressed with zstd: install the zstandard"
+            " package (pip install zstandard) to read it"
+        )
+    return _zstd()[1].decompress(blob)
+
+
 def _stored_text(text: bytes, raw: bytes | None) -> str:
     """An output's text from its columns text (not NULL) and _RAW_IF_NO_TEXT."""
-    return zlib.decompress(text).decode() if text else plain_text(zlib.decompress(raw or b""))
+    return unpack(text).decode() if text else plain_text(unpack(raw or b""))
 
 
 def _text_or_raw(cols: tuple | list) -> tuple[str | None, bytes | None]:
@@ -338,7 +390,7 @@ def _text_or_raw(cols: tuple | list) -> tuple[str | None, bytes | None]:
         return None, None
     if cols[0] is not None:
         return _stored_text(cols[0], cols[1]), None
-    return None, zlib.decompress(cols[1])
+    return None, unpack(cols[1])
 
 
 @dataclass(frozen=True)
@@ -384,14 +436,39 @@ _TIMING = struct.Struct("<Qd")
 def _output_row(
     raw: bytes, text: bytes | None, size: int, omitted: int, complete: int, timing: bytes | None
 ) -> OutputRow:
-    times = tuple(_TIMING.iter_unpack(zlib.decompress(timing))) if timing else ()
-    data = zlib.decompress(raw)
+    times = tuple(_TIMING.iter_unpack(unpack(timing))) if timing else ()
+    data = unpack(raw)
     if text == b"":  # (schema 7: the bytes' own)
         return OutputRow(data, plain_text(data), size, omitted, bool(complete), times, True)
     return OutputRow(
-        data, None if text is None else zlib.decompress(text).decode(),
+        data, None if text is None else unpack(text).decode(),
         size, omitted, bool(complete), times,
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class OutputBlobs:
+    """A step's output as its row holds it (output_blobs): made apart from the
+    store, in an ingest worker too, and stored by Store.set_output."""
+
+    raw: bytes
+    text: bytes | None  # X'': the bytes' own (schema 7); None: not made
+    size: int
+    omitted: int
+    complete: bool
+    timing: bytes | None
+
+
+def output_blobs(out: OutputRow) -> OutputBlobs:
+    """The columns of `out`'s row: its bytes, text and timing compressed."""
+    if out.plain:
+        text: bytes | None = b""  # (the bytes' own: see _SCHEMA_V7)
+    else:
+        text = None if out.text is None else pack(out.text.encode())
+    timing = b"".join(_TIMING.pack(o, t) for o, t in out.timing)
+    return OutputBlobs(
+        pack(out.raw), text, out.size, out.omitted, out.complete, pack(timing) if timing else None
+    )
 
 
 def env_blob(env: dict[str, str]) -> tuple[bytes, bytes]:
@@ -471,7 +548,7 @@ class Store:
             if version < 5 <= SCHEMA_VERSION:
                 # (v4 kept outputs compressed, size unknown to SQL: it is read here.)
                 rows = self.db.execute("SELECT session, number, raw FROM step_outputs")
-                sizes = [(len(zlib.decompress(raw)), sid, n) for sid, n, raw in rows.fetchall()]
+                sizes = [(len(unpack(raw)), sid, n) for sid, n, raw in rows.fetchall()]
                 self.db.executemany(
                     "UPDATE step_outputs SET size=? WHERE session=? AND number=?", sizes
                 )
@@ -847,21 +924,16 @@ class Store:
 
     # --- outputs and breakpoints ------------------------------------------------
 
-    def set_output(self, sid: str, number: int, out: OutputRow) -> None:
+    def set_output(self, sid: str, number: int, out: OutputRow | OutputBlobs) -> None:
+        """Store a step's output (`out` made into blobs here, or before: output_blobs)."""
         self._unindex_outputs([(sid, number)])  # (an output replaced: its old words go)
-        # zlib level 2: three times as fast as 6 over output, a third larger.
-        if out.plain:
-            text: bytes | None = b""  # (the bytes' own: see _SCHEMA_V7)
-        else:
-            text = None if out.text is None else zlib.compress(out.text.encode(), 2)
-        timing = b"".join(_TIMING.pack(o, t) for o, t in out.timing)
+        b = out if isinstance(out, OutputBlobs) else output_blobs(out)
         self.db.execute(
             "INSERT OR REPLACE INTO step_outputs"
             " (session, number, raw, text, size, omitted, complete, timing)"
             " VALUES (?,?,?,?,?,?,?,?)",
-            (sid, number, zlib.compress(out.raw, 2), text, out.size, out.omitted,
-             int(out.complete), zlib.compress(timing, 6) if timing else None),
-        )  # fmt: skip
+            (sid, number, b.raw, b.text, b.size, b.omitted, int(b.complete), b.timing),
+        )
         self.db.execute(
             "INSERT OR IGNORE INTO search_pending (session, number) VALUES (?,?)", (sid, number)
         )
@@ -903,7 +975,7 @@ class Store:
     ) -> list[tuple[bool, bool, bool]]:
         """For each (step of `sid_a`, step of `sid_b`) in `pairs`: whether each has
         a stored output, and whether the two are stored alike (bytes and text;
-        outputs stored unalike may still be the same: another zlib). SQLite
+        outputs stored unalike may still be the same: another codec). SQLite
         compares them as stored: nothing is decompressed nor copied out."""
         raw, text = ("raw", "text") if self._output_cols == _OUTPUT_COLS else ("output", "NULL")
         found: list[tuple[bool, bool, bool]] = []
@@ -1083,10 +1155,10 @@ class Store:
                 continue  # no step (a guarded run's report), a branch's copy, or gone
             text, raw = row
             if text is None:  # (made once, and kept: the index's words must be the text's)
-                words = text_of(zlib.decompress(raw), command)
+                words = text_of(unpack(raw), command)
                 self.db.execute(
                     "UPDATE step_outputs SET text=? WHERE session=? AND number=?",
-                    (zlib.compress(words.encode(), 6), sid, number),
+                    (pack(words.encode()), sid, number),
                 )
             else:
                 words = _stored_text(text, raw)

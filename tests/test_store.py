@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
+import sys
 import zlib
 
 from rewind_daemon import store as store_mod
 from rewind_daemon.store import SCHEMA_VERSION, OutputRow, Store
 
-from .conftest import RW
+from .conftest import RW, rw
 
 
 def test_a_version_1_store_is_migrated_and_keeps_its_data(tmp_path):
@@ -26,7 +28,7 @@ def test_a_version_1_store_is_migrated_and_keeps_its_data(tmp_path):
     db.commit()
     db.close()
     s = Store(path)
-    assert s.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
+    assert s.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8
     assert s.watches() == [] and s.checkpoints() == []
     row = s.get_session("s1")
     assert row is not None and row.env_id is None and row.steps == 1
@@ -160,7 +162,7 @@ def test_a_version_5_store_with_outputs_gets_its_search_index(no_autostart):
     db.commit()
     db.close()
     s = Store(path)
-    assert s.schema_version() == SCHEMA_VERSION == 7
+    assert s.schema_version() == SCHEMA_VERSION == 8
     assert s.search_backlog() == (4, 2)
     assert s.index_pending(text_of, 10) is True
     assert s.search_backlog() == (0, 0)
@@ -249,3 +251,119 @@ def test_the_last_word_is_found_as_a_prefix_however_many_words_start_so(tmp_path
     assert steps("deploy99") == [] and steps("zzzz") == []  # (no word starts so)
     assert steps("echo deploy3") == list(range(39, 29, -1))
     assert steps("redeploy") == [41] and steps("eploy") == []
+
+
+# --- the outputs' codecs (schema 8) -----------------------------------------------
+
+COLOURED = (
+    b"\x1b[1mReading package lists... 42%\rReading package lists... Done\x1b[0m\r\n"
+    b"\x1b[31mE: Unable to locate package nginx\x1b[0m\r\n"
+)
+PLAIN = b"Get:1 http://deb.example bookworm/main nginx 1.22 [640 kB]\r\nFetched 640 kB\r\n"
+
+
+def _codec_sessions(path) -> list[OutputRow]:
+    """Sessions `old` (its outputs as an older rw stored them: zlib), `new` and
+    `again` (as this rw stores them: zstd), each step printing the same; the
+    rows stored."""
+    from rewind_daemon.capture.outputs import make_output
+    from rewind_daemon.redact import Redactor
+
+    s = Store(path)
+    rows = [
+        make_output(COLOURED, "apt-get install nginx", Redactor(), timing=((0, 7.25),))[0],
+        make_output(PLAIN, "apt-get update", Redactor())[0],
+    ]
+    with s.transaction():
+        for sid, t in (("old", 10.0), ("new", 100.0), ("again", 200.0)):
+            s.upsert_session(sid, parent_id=None, started_at=t, **COMMON)
+            for n, command in ((1, "apt-get install nginx"), (2, "apt-get update")):
+                s.begin_step(sid, n, n, command, "/", t + n)
+                s.end_step(sid, n, ended_at=t + n + 0.5, exit_code=0, pipestatus="0", cwd="/",
+                           env_id=None)  # fmt: skip
+        for n, row in enumerate(rows, 1):
+            for sid in ("new", "again"):
+                s.set_output(sid, n, row)
+            # (what an older rw's set_output wrote: zlib level 2, timing 6)
+            text = b"" if row.plain else zlib.compress(row.text.encode(), 2)
+            timing = b"".join(store_mod._TIMING.pack(o, t) for o, t in row.timing)
+            s.db.execute(
+                "INSERT INTO step_outputs (session, number, raw, text, size, omitted, complete,"
+                " timing) VALUES ('old',?,?,?,?,0,1,?)",
+                (n, zlib.compress(row.raw, 2), text, row.size,
+                 zlib.compress(timing, 6) if timing else None),
+            )  # fmt: skip
+            s.db.execute("INSERT INTO search_pending (session, number) VALUES ('old', ?)", (n,))
+    s.close()
+    return rows
+
+
+def test_outputs_stored_by_zlib_and_by_zstd_read_alike_in_one_store(no_autostart):
+    """A store an older rw wrote outputs into (zlib) and this rw then (zstd):
+    show, search, diff and export read both; two outputs this rw stored alike
+    are still found equal in SQL, without being read."""
+    path = no_autostart / "data" / "rw.db"
+    rows = _codec_sessions(path)
+    s = Store(path)
+    first = dict(s.db.execute("SELECT session, substr(raw, 1, 4) FROM step_outputs WHERE number=1"))
+    assert first["old"][:1] == b"\x78" and first["new"] == first["again"] == store_mod.ZSTD_MAGIC
+    for sid in ("old", "new", "again"):
+        assert s.step_outputs(sid, 1, 2) == {1: rows[0], 2: rows[1]}
+    assert s.outputs_alike("new", "again", [(1, 1), (2, 2)]) == [(True, True, True)] * 2
+    assert s.outputs_alike("old", "new", [(1, 1)]) == [(True, True, False)]  # (read to compare)
+    s.close()
+    for sid in ("old", "new"):
+        assert rw("show", sid, "1", "--output").stdout == rows[0].text
+        raw = subprocess.run([RW, "show", sid, "1", "--raw"], capture_output=True, check=True)
+        assert raw.stdout == COLOURED
+        assert rw("show", sid, "2", "--output").stdout == rows[1].text
+    found = json.loads(rw("search", "--output", "unable", "--json").stdout)
+    assert sorted(h["session"] for h in found) == ["again", "new", "old"]
+    assert json.loads(rw("diff", "old", "new", "--json").stdout)["divergence"] is None
+    exported = [json.loads(rw("export", sid, "--format", "json").stdout) for sid in ("old", "new")]
+    assert (
+        [st["output"] for st in exported[0]["steps"]]
+        == [st["output"] for st in exported[1]["steps"]]
+        == [COLOURED.decode(), PLAIN.decode()]
+    )
+
+
+def test_without_zstandard_outputs_are_stored_with_zlib(no_autostart, tmp_path):
+    """Where zstandard cannot be imported (the remote agent's bundle), outputs
+    are written with zlib, read there as before, and read here too; an output
+    stored with zstd is refused there in one line, not a traceback."""
+    path = no_autostart / "data" / "rw.db"
+    rows = _codec_sessions(path)
+    blocker = tmp_path / "no-zstd"
+    blocker.mkdir()
+    (blocker / "zstandard.py").write_text("raise ImportError('no zstandard here')\n")
+    env = {**os.environ, "PYTHONPATH": str(blocker)}
+    code = (
+        "import sys; from rewind_daemon.store import Store, OutputRow, zstandard;"
+        "assert zstandard is None; s = Store(__import__('pathlib').Path(sys.argv[1]));"
+        "s.set_output('old', 3,"
+        " OutputRow(b'\\x1b[32mok\\x1b[0m\\r\\n', 'ok\\n', 13, timing=((0, 1.5),)));"
+        "print(s.step_output('old', 3).text, end='')"
+    )
+    there = subprocess.run([sys.executable, "-c", code, str(path)], env=env, capture_output=True,
+                           text=True)  # fmt: skip
+    assert there.returncode == 0 and there.stdout == "ok\n", there.stderr
+    s = Store(path)
+    (raw, text, timing), = s.db.execute(
+        "SELECT raw, text, timing FROM step_outputs WHERE session='old' AND number=3"
+    )  # fmt: skip
+    assert raw[:1] == text[:1] == timing[:1] == b"\x78"
+    assert s.step_output("old", 3) == OutputRow(
+        b"\x1b[32mok\x1b[0m\r\n", "ok\n", 13, timing=((0, 1.5),)
+    )
+    s.close()
+    old = subprocess.run([RW, "show", "old", "1", "--output"], env=env, capture_output=True,
+                         text=True)  # fmt: skip
+    assert old.returncode == 0 and old.stdout == rows[0].text
+    new = subprocess.run([RW, "show", "new", "1", "--output"], env=env, capture_output=True,
+                         text=True)  # fmt: skip
+    assert new.returncode == 1 and "Traceback" not in new.stderr
+    assert new.stderr.splitlines()[-1] == (
+        "rw: an output in the store is compressed with zstd: install the zstandard package"
+        " (pip install zstandard) to read it"
+    )

@@ -34,6 +34,7 @@ from .client import process_running
 from .ingest import DROPPED, SPOOL_SUFFIX, Ingester, SpoolReader, space_problem
 from .logonce import LogOnce
 from .output_spool import OUTPUT_SUFFIX
+from .output_worker import OutputWorker
 from .outputs import DAMAGED, OutputReader
 from .termtext import text_of
 
@@ -144,6 +145,9 @@ class Daemon:
             redactor,
             self.config.max_step_output,
             known=self.ingester.known,
+            worker=OutputWorker(
+                (self.config.redact_regexes(), self.config.redact_env_name_regexes())
+            ),
         )
         self.watcher = TreeWatcher(
             Checkpoints(self.paths, self.store, self.config), self.paths.scratch_dir
@@ -205,6 +209,8 @@ class Daemon:
         for client in list(self.clients.values()):
             if self._send(client):  # what fits now, such as the answer to stop
                 self._drop(client)
+        if self.outputs.worker is not None:
+            self.outputs.worker.close()
         self.watcher.close_all(remove=False)
         self.server.close()
         for p in () if self.home_lost else (self.paths.socket, self.paths.pid_file):
@@ -410,6 +416,8 @@ class Daemon:
                 self.spools.remove_if_done(sid)
             for path in self.outputs.spool_files():
                 self.outputs.remove_if_done(path.name[: -len(OUTPUT_SUFFIX)])
+            if self.outputs.worker is not None:
+                self.outputs.worker.idle()
         except Exception:  # noqa: BLE001
             self.ingest_log.warning("maintenance", "maintenance failed; will retry", exc_info=True)
 

@@ -65,6 +65,14 @@ class KnownSecrets:
                     found.append(v)
         return text, n
 
+    def values(self, sid: str) -> tuple[str, ...]:
+        """The session's values, oldest first (for restore, in an ingest worker)."""
+        return tuple(self._values.get(sid) or ())
+
+    def restore(self, sid: str, values: tuple[str, ...]) -> None:
+        """Know the session's `values` (from values()) as they were learned."""
+        self._values[sid] = OrderedDict.fromkeys(values)
+
     def redactor(self, sid: str, base: Redactor) -> Redactor:
         """`base`, which also masks the session's known values in text."""
         if not self._values.get(sid):

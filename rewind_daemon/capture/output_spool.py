@@ -69,6 +69,7 @@ def iter_records(
     unless `final` says the file is complete: then it is damage, skipped too."""
     pos = start
     bad = -1  # where the run of damage being skipped began
+    view = memoryview(buf)  # (a record's body is read in place: its data alone is copied)
 
     def skipped(upto: int) -> None:
         nonlocal bad
@@ -101,7 +102,7 @@ def iter_records(
             bad = pos if bad < 0 else bad
             pos += 1
             continue
-        body = buf[body_at : body_at + length]
+        body = view[body_at : body_at + length]
         record = None
         if _CRC.unpack_from(buf, body_at + length)[0] == zlib.crc32(body):
             record = _decode(kind, body)
@@ -114,15 +115,15 @@ def iter_records(
         pos = end
 
 
-def _decode(kind: bytes, body: bytes) -> Record | None:
+def _decode(kind: bytes, body: memoryview) -> Record | None:
     if not body or len(body) < 1 + body[0]:
         return None
     n = body[0]
-    sid, rest = body[1 : 1 + n].decode("ascii", "replace"), body[1 + n :]
+    sid, rest = str(body[1 : 1 + n], "ascii", "replace"), body[1 + n :]
     try:
         if kind == b"O":
             seq, offset, when = OUT.unpack_from(rest)
-            return Record("O", sid, seq, offset, when, rest[OUT.size :])
+            return Record("O", sid, seq, offset, when, bytes(rest[OUT.size :]))
         if kind == b"E" and len(rest) == END.size:
             seq, total, ended, when = END.unpack(rest)
             return Record("E", sid, seq, total, when, ended=bool(ended))

@@ -19,6 +19,11 @@ leading space, an ignored command: the store has a later step of its session,
 or the session ended) is dropped. When the session has ended and its spool has
 been quiet for a while, a step whose end never came (the recorder killed) is
 stored as it is, marked incomplete.
+
+The steps a read makes ready are made (`ready`: make_output and the row's
+blobs) before the transaction that stores them: where they are many, some in
+the worker process (output_worker.py) while the daemon makes the others. A
+backlog is read BACKLOG_READ at a time, so that one read makes several ready.
 """
 
 from __future__ import annotations
@@ -29,20 +34,27 @@ import time
 from bisect import bisect_left
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..paths import session_file
 from ..redact import MASK, Redactor
-from ..store import MAX_OUTPUT, OutputRow, Store, plain_text
+from ..store import MAX_OUTPUT, OutputBlobs, OutputRow, Store, output_blobs, plain_text
 from .ingest import punch, store_trouble
 from .known_secrets import MIN_LENGTH, KnownSecrets
 from .logonce import LogOnce
 from .output_spool import MAX_BODY, OUTPUT_SUFFIX, Record, capped_parts, iter_records
 from .termtext import has_fast_spans, hidden_spans, is_plain, line_ends, same_lines, text_of
 
+if TYPE_CHECKING:
+    from .output_worker import OutputWorker
+
 log = logging.getLogger("rw.ingest")
 
 CHUNK = MAX_BODY + 64 * 1024  # the most read at once: a whole record of the largest
 READ = 1 << 20  # what is read (and stored in one transaction) at a time
+# ... where more waits (a backlog): several steps made ready at once, on both
+# cores (output_worker.py), and fewer transactions.
+BACKLOG_READ = 4 << 20
 # A spool of an ended session, untouched this long, has all its recorder wrote.
 QUIET_SECONDS = 2.0
 DAMAGED = "dropped_output"  # the store's counter of damaged output records
@@ -220,6 +232,38 @@ def _left(found: list[str], raw: bytes, text: str) -> list[str]:
     ]  # fmt: skip
 
 
+@dataclass(frozen=True)
+class OutputJob:
+    """One step's output to make ready to store: make_output's arguments, and
+    the values of its session's secrets (KnownSecrets.values), so that an
+    ingest worker (output_worker.py) masks what the daemon would."""
+
+    sid: str
+    command: str
+    first: bytes
+    rest: bytes
+    cap: int
+    size: int
+    omitted: int
+    complete: bool
+    timing: tuple[tuple[int, float], ...]
+    known: tuple[str, ...] = ()
+
+    @property
+    def weight(self) -> int:
+        return len(self.first) + len(self.rest)
+
+
+def ready(job: OutputJob, redactor: Redactor) -> tuple[OutputBlobs, int]:
+    """The blobs of `job`'s row, and how many secrets were masked (`redactor`:
+    the config's, with the session's known secrets)."""
+    out, n = make_output(
+        job.first, job.command, redactor, cap=job.cap, size=job.size, omitted=job.omitted,
+        complete=job.complete, timing=job.timing, rest=job.rest,
+    )  # fmt: skip
+    return output_blobs(out), n
+
+
 @dataclass
 class _Pending:
     first: int  # offset in the spool of its first record
@@ -249,9 +293,10 @@ class OutputReader:
 
     def __init__(
         self, spool_dir: Path, store: Store, redactor: Redactor, cap: int = MAX_OUTPUT,
-        known: KnownSecrets | None = None,
+        known: KnownSecrets | None = None, worker: OutputWorker | None = None,
     ):  # fmt: skip
         self.spool_dir = spool_dir
+        self.worker = worker  # (makes some of many steps ready at once: output_worker.py)
         self.known = known or KnownSecrets()
         self.store = store
         self.redactor = redactor
@@ -290,7 +335,9 @@ class OutputReader:
                 final = self._final(sid, st.st_mtime)
                 if state.parsed >= st.st_size and not state.steps:
                     return 0
-                want = READ
+                want = READ if st.st_size - state.parsed <= READ else BACKLOG_READ
+                if want == BACKLOG_READ and self.worker is not None:
+                    self.worker.prepare()
                 while True:
                     fh.seek(state.parsed)
                     buf = fh.read(want)
@@ -302,7 +349,10 @@ class OutputReader:
                     if not more:
                         break
                     # A record larger than what was read: read more at once.
-                    want = READ if state.parsed > before else min(want * 4, CHUNK)
+                    if state.parsed > before:
+                        want = READ if st.st_size - state.parsed <= READ else BACKLOG_READ
+                    else:
+                        want = min(want * 4, CHUNK)
         except FileNotFoundError:
             self._files.pop(name, None)
             return stored
@@ -344,28 +394,39 @@ class OutputReader:
         if final or stuck:
             pos = len(buf)
         state.parsed += pos
+        # The steps that can be stored now, made ready before the transaction
+        # (on both cores when they are many): the daemon is the store's one
+        # writer, so what is read here still holds in it.
+        jobs: list[tuple[int, OutputJob]] = []
+        for key, step in list(state.steps.items()):
+            if step.total is None and not final:
+                continue
+            number, never = self.store.step_of_seq(*key)
+            if number is None:
+                if never or final:
+                    del state.steps[key]  # a step not recorded: nor is its output
+                continue
+            if not final and self.store.step_is_open(*key):
+                continue  # its end brings the environment whose secrets it may print
+            del state.steps[key]
+            if self.store.has_output(key[0], number):
+                continue  # stored before a crash, read again
+            jobs.append((number, self._job(key[0], number, step)))
+        made = self._make([job for _, job in jobs])
         stored = 0
         with self.store.transaction():
-            for key, step in list(state.steps.items()):
-                if step.total is None and not final:
+            for (number, job), result in zip(jobs, made):
+                if isinstance(result, Exception):
+                    damaged.append(0)  # this step's output alone is lost, counted
+                    log.warning("%s: dropped the output of step %d: %s", name, number, result)
                     continue
-                number, never = self.store.step_of_seq(*key)
-                if number is None:
-                    if never or final:
-                        del state.steps[key]  # a step not recorded: nor is its output
-                    continue
-                if not final and self.store.step_is_open(*key):
-                    continue  # its end brings the environment whose secrets it may print
-                del state.steps[key]
-                if self.store.has_output(key[0], number):
-                    continue  # stored before a crash, read again
                 try:
                     with self.store.savepoint():
-                        stored += self._store(key[0], number, step)
+                        stored += self._store(job.sid, number, *result)
                 except Exception as e:  # noqa: BLE001 - sorted out here
                     if store_trouble(e):
                         raise  # rolled back: read again, nothing lost
-                    damaged.append(0)  # this step's output alone is lost, counted
+                    damaged.append(0)
                     log.warning("%s: dropped the output of step %d: %s", name, number, e)
             for z in sizes:  # (the session may not be stored yet: kept all the same)
                 self.store.add_terminal_size(sid, z.time, *z.size)
@@ -383,19 +444,33 @@ class OutputReader:
         self._release(name, state)
         return stored
 
-    def _store(self, sid: str, number: int, step: _Pending) -> int:
+    def _job(self, sid: str, number: int, step: _Pending) -> OutputJob:
         total = step.total
         if total is None:
             total = max((o + len(d) for o, d, _ in step.parts), default=0)
         half = self.cap // 2
         first, rest, omitted = capped_parts(step.parts, total, half, self.cap - half)
         row = self.store.step(sid, number)
-        out, n = make_output(
-            first, row.command if row else "", self.known.redactor(sid, self.redactor),
-            cap=self.cap, size=total, omitted=omitted, complete=step.ended,
-            timing=tuple(sorted((o, t) for o, _, t in step.parts)), rest=rest,
+        return OutputJob(
+            sid, row.command if row else "", first, rest, self.cap, total, omitted, step.ended,
+            tuple(sorted((o, t) for o, _, t in step.parts)), self.known.values(sid),
         )  # fmt: skip
-        self.store.set_output(sid, number, out)
+
+    def _make(self, jobs: list[OutputJob]) -> list[tuple[OutputBlobs, int] | Exception]:
+        """Each job's blobs and masked count (or what went wrong): many at once
+        shared with the worker, else here."""
+        if self.worker is not None and self.worker.usable(jobs):
+            return self.worker.run(jobs, self._ready_here)
+        return [self._ready_here(job) for job in jobs]
+
+    def _ready_here(self, job: OutputJob) -> tuple[OutputBlobs, int] | Exception:
+        try:
+            return ready(job, self.known.redactor(job.sid, self.redactor))
+        except Exception as e:  # noqa: BLE001 - this step's output alone is lost
+            return e
+
+    def _store(self, sid: str, number: int, blobs: OutputBlobs, n: int) -> int:
+        self.store.set_output(sid, number, blobs)
         if n:
             self.stats.redactions += n
             self.store.add_counter("redactions", n)

@@ -1,0 +1,285 @@
+"""The output worker (capture/output_worker.py): a second process making many
+steps' outputs ready at once stores exactly what the daemon would, and one
+that dies or is stopped costs nothing."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+from rewind_daemon import paths
+from rewind_daemon.capture import records
+from rewind_daemon.capture.ingest import Ingester, SpoolReader
+from rewind_daemon.capture.output_worker import OutputWorker
+from rewind_daemon.capture.outputs import OutputReader, make_output
+from rewind_daemon.recorder.spool import OutputSpool
+from rewind_daemon.redact import Redactor
+
+from ..conftest import rw, rw_json, wait_for, write_config
+
+SID = "1795000000000000cafe"
+TOKEN = "ghp_" + "Q7x9" * 9  # a rule's secret
+ROOM = "Room-4711-Delta"  # the config's own pattern's secret
+KNOWN = "s3cr3t-from-the-environment"  # known from the session's environment only
+EXTRA = [re.compile(r"room (?P<s>Room-\d+-\w+)")]
+
+
+def _output(seq: int, size: int) -> bytes:
+    """`size` bytes of coloured build output with each kind of secret in it."""
+    lines, n = [], 0
+    while n < size:
+        i = len(lines)
+        if i % 997 == 5:
+            line = f"export GITHUB_TOKEN={TOKEN}"
+        elif i % 991 == 7:
+            line = f"booked room {ROOM} for step {seq}"
+        elif i % 983 == 9:
+            line = f"connecting with {KNOWN} to the database"
+        else:
+            line = f"[{i % 100:3d}%] \x1b[32mBuilding C object src/m{seq}/f{i}.c.o\x1b[0m"
+        lines.append(line)
+        n += len(line) + 2
+    return ("\r\n".join(lines) + "\r\n").encode()
+
+
+def _spools(spool_dir: Path, steps: list[bytes]) -> None:
+    """A session's command spool (its environment holds KNOWN as a secret
+    variable's value) and its output spool, as the hooks and recorder write them."""
+    spool_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    cmds = [records.encode("S", SID, "", "bash", "5.2", "", "", "1.0", "/", "h", "u")]
+    for seq in range(1, len(steps) + 1):
+        cmds.append(records.encode("B", SID, str(seq), f"{seq}.0", "/", f"make m{seq}"))
+        end = [f"{seq}.5", "0", "0", "/", "list0", f"DB_PASSWORD={KNOWN}", "HOME=/root"]
+        cmds.append(records.encode("E", SID, str(seq), *end))
+    (spool_dir / f"{SID}.spool").write_bytes(b"".join(cmds))
+    spool = OutputSpool(spool_dir, (120, 40))
+    for seq, data in enumerate(steps, 1):
+        spool.start(SID, seq)
+        for at in range(0, len(data), 65536):
+            spool.output(SID, seq, data[at : at + 65536])
+        spool.end(SID, seq, True)
+    spool.close()
+
+
+def _ingest(tmp_path: Path, spools: Path, worker: OutputWorker | None):
+    """Ingest a copy of the spools in `spools` into a store of its own."""
+    from rewind_daemon.store import Store
+
+    spool_dir = tmp_path / "spool"
+    shutil.copytree(spools, spool_dir)
+    store = Store(tmp_path / "rw.db")
+    redactor = Redactor(EXTRA)
+    ingester = Ingester(store, redactor, [])
+    SpoolReader(spool_dir, ingester).ingest_all(set())
+    reader = OutputReader(spool_dir, store, redactor, known=ingester.known, worker=worker)
+    stored = reader.ingest_all()
+    store.close()
+    return stored, reader
+
+
+def _rows(db: Path) -> list[tuple]:
+    con = sqlite3.connect(db)
+    try:
+        rows = con.execute("SELECT * FROM step_outputs ORDER BY session, number").fetchall()
+        rows += con.execute("SELECT key, value FROM meta WHERE key = 'redactions'").fetchall()
+        return rows
+    finally:
+        con.close()
+
+
+def _no_secret_in(db: Path) -> None:
+    stored = b"".join(p.read_bytes() for p in db.parent.glob(db.name + "*"))
+    from rewind_daemon.store import Store
+
+    store = Store.open_for_reading(db)
+    assert store is not None
+    try:
+        for n in range(1, 200):
+            out = store.step_output(SID, n)
+            if out is not None:
+                stored += out.raw + (out.text or "").encode()
+    finally:
+        store.close()
+    for secret in (TOKEN, ROOM, KNOWN):
+        assert secret.encode() not in stored
+
+
+def test_the_worker_stores_what_the_daemon_stores_byte_for_byte(tmp_path):
+    """Many steps ready at once, all made by the worker (alone: the daemon takes
+    none), are stored as the daemon makes them itself: the same rows, blob for
+    blob, the same count of masked secrets; the config's rule and the secrets
+    known from the session's environment are masked in the worker too."""
+    steps = [_output(seq, 150_000 + 40_000 * (seq % 5)) for seq in range(1, 13)]
+    _spools(tmp_path / "spools", steps)  # (the same, to the wall times of their records)
+    here, alone = _ingest(tmp_path / "here", tmp_path / "spools", None)
+    worker = OutputWorker((EXTRA, []))
+    worker.alone = True
+    try:
+        there, reader = _ingest(tmp_path / "worker", tmp_path / "spools", worker)
+        assert worker.pid is not None and worker.jobs_sent == len(steps)
+    finally:
+        worker.close()
+    assert here == there == len(steps)
+    rows = _rows(tmp_path / "worker" / "rw.db")
+    assert rows == _rows(tmp_path / "here" / "rw.db")
+    assert len(rows) == len(steps) + 1
+    _no_secret_in(tmp_path / "worker" / "rw.db")
+    assert reader.stats.redactions == alone.stats.redactions >= 3 * len(steps)
+
+
+def test_a_worker_that_hangs_is_given_up_and_its_steps_made_by_the_daemon(tmp_path, caplog):
+    """A worker that stops answering (SIGSTOP) is waited for a bounded time,
+    killed, and said once; the daemon makes its steps: the rows are as the
+    daemon alone makes them."""
+    steps = [_output(seq, 150_000 + 40_000 * (seq % 5)) for seq in range(1, 13)]
+    _spools(tmp_path / "spools", steps)
+    _ingest(tmp_path / "here", tmp_path / "spools", None)
+    worker = OutputWorker((EXTRA, []))
+    worker.prepare()
+    pid = worker.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        stored, _ = _ingest(tmp_path / "worker", tmp_path / "spools", worker)
+        took = time.monotonic() - t0
+    finally:
+        worker.close()
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    assert stored == len(steps) and took < 20, took
+    assert worker.jobs_sent >= 1 and worker.pid is None and not _alive(pid)
+    assert _rows(tmp_path / "worker" / "rw.db") == _rows(tmp_path / "here" / "rw.db")
+    failed = [r for r in caplog.records if "the output worker failed" in r.getMessage()]
+    assert len(failed) == 1 and "did not answer in time" in failed[0].getMessage()
+
+
+def test_a_short_ingest_starts_no_worker(tmp_path):
+    """An interactive shell's steps (one at a time, small) cost no process."""
+    worker = OutputWorker(([], []))
+    try:
+        _spools(tmp_path / "spools", [_output(1, 3000), _output(2, 5000)])
+        stored, _ = _ingest(tmp_path, tmp_path / "spools", worker)
+        assert stored == 2 and worker.pid is None and worker.jobs_sent == 0
+    finally:
+        worker.close()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _io(pid: int, what: str) -> int:
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith(what + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def _daemon_and_worker(home: Path, steps: list[bytes]) -> tuple[int, int]:
+    """A running daemon given a backlog of `steps` at once (spools moved into
+    its spool directory, as after a reboot); (its pid, its worker's pid)."""
+    write_config(
+        home, "[daemon]\nautostart = false\n[redact]\npatterns = ['room (?P<s>Room-\\d+-\\w+)']\n"
+    )
+    rw("daemon", "start")
+    pid = int((home / "run" / "daemon.pid").read_text())
+    staged = home / "staged"
+    _spools(staged, steps)
+    spool_dir = paths.resolve().spool_dir
+    for suffix in (".spool", ".output"):  # (commands first, as the hooks write them)
+        os.rename(staged / f"{SID}{suffix}", spool_dir / f"{SID}{suffix}")
+    worker = wait_for(lambda: (_children(pid) or [None])[0], timeout=30, interval=0.005)
+    return pid, worker
+
+
+def _expected(steps: list[bytes]) -> tuple[list[tuple[bytes, str | None]], int]:
+    """What the daemon alone stores of `steps`: (bytes, text) each, and the
+    secrets masked in all."""
+    from rewind_daemon.capture.known_secrets import KnownSecrets
+
+    known = KnownSecrets()
+    known.restore(SID, (KNOWN,))
+    redactor = known.redactor(SID, Redactor(EXTRA))
+    made = [make_output(d, f"make m{n}", redactor) for n, d in enumerate(steps, 1)]
+    return [(r.raw, r.text) for r, _ in made], sum(n for _, n in made)
+
+
+def _command_redactions(tmp_path: Path, steps: list[bytes]) -> int:
+    """The secrets masked in the commands and environments of `steps`' session."""
+    from rewind_daemon.store import Store
+
+    _spools(tmp_path / "commands", steps)
+    (tmp_path / "commands" / f"{SID}.output").unlink()
+    store = Store(tmp_path / "commands.db")
+    try:
+        SpoolReader(tmp_path / "commands", Ingester(store, Redactor(EXTRA), [])).ingest_all(set())
+        return store.counter("redactions")
+    finally:
+        store.close()
+
+
+def test_a_worker_killed_mid_ingest_costs_nothing(rw_home, tmp_path):
+    """SIGKILL the worker while the daemon ingests a backlog: every step's output
+    is stored once, as the daemon alone would store it, no secret in the store,
+    and the daemon says so once in its log."""
+    steps = [_output(seq, 400_000 + 50_000 * (seq % 4)) for seq in range(1, 41)]
+    pid, worker = _daemon_and_worker(rw_home, steps)
+    # Killed once it has answered (a step made), others still to make.
+    wait_for(lambda: _io(worker, "wchar") > 0, timeout=30, interval=0.002)
+    os.kill(worker, signal.SIGKILL)
+    db = paths.resolve().db
+    from rewind_daemon.store import Store
+
+    def all_stored() -> bool:
+        store = Store.open_for_reading(db)
+        try:
+            return store is not None and len(store.step_outputs(SID, 1, len(steps))) == len(steps)
+        finally:
+            if store is not None:
+                store.close()
+
+    wait_for(all_stored, timeout=120, interval=0.2)
+    assert not _alive(worker)
+    store = Store.open_for_reading(db)
+    assert store is not None
+    rows, masked = _expected(steps)
+    try:
+        got = store.step_outputs(SID, 1, len(steps))
+        assert [(o.raw, o.text) for _, o in sorted(got.items())] == rows
+        assert store.counter("redactions") == masked + _command_redactions(tmp_path, steps)
+    finally:
+        store.close()
+    _no_secret_in(db)
+    assert rw_json("daemon", "status")["dropped_output"] == 0
+    log = paths.resolve().log_file.read_text()
+    assert log.count("the output worker failed") == 1, log
+    assert _alive(pid)
+
+
+def test_daemon_stop_ends_the_worker(rw_home):
+    steps = [_output(seq, 300_000) for seq in range(1, 21)]
+    pid, worker = _daemon_and_worker(rw_home, steps)
+    assert _alive(worker)
+    rw("daemon", "stop")
+    wait_for(lambda: not _alive(pid), timeout=30)
+    assert not _alive(worker)
