@@ -18,7 +18,7 @@ from pathlib import Path
 from .errors import NotFound, RwError, StoreBusy, StoreError
 from .paths import ensure_private_dir, is_session_id, new_session_id
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 9
 
 _SCHEMA_V1 = """
 CREATE TABLE sessions (
@@ -208,6 +208,20 @@ MIGRATIONS = {
     1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4, 5: _SCHEMA_V5, 6: _SCHEMA_V6,
     7: _SCHEMA_V7,
 }  # fmt: skip
+
+# v9: commands and directories keep their exact bytes. One that is not UTF-8
+# (a directory named with byte 0xff, a command typed with one) has them in its
+# *_bytes column, and its text column holds its text form (text_form: each such
+# byte as \xHH), which search, its index and the cwd filter read; NULL where
+# the text is exact. (8 is another change's, made on its own branch.)
+_SCHEMA_V9 = """
+ALTER TABLE steps ADD COLUMN command_bytes BLOB;
+ALTER TABLE steps ADD COLUMN cwd_before_bytes BLOB;
+ALTER TABLE steps ADD COLUMN cwd_after_bytes BLOB;
+ALTER TABLE sessions ADD COLUMN cwd_bytes BLOB;
+"""
+MIGRATIONS.setdefault(8, "")
+MIGRATIONS[9] = _SCHEMA_V9
 MAX_OUTPUT = 8 * 1024 * 1024  # bytes of a step's output kept, by default
 BUSY_TIMEOUT_MS = 10000  # how long a writer waits for another's transaction
 
@@ -235,6 +249,10 @@ class SessionRow:
     origin: str
     env_id: int | None
     steps: int
+
+    def __post_init__(self) -> None:
+        if isinstance(self.cwd, bytes):  # (schema 9: its exact bytes)
+            object.__setattr__(self, "cwd", _exact_text(self.cwd))
 
 
 @dataclass(frozen=True)
@@ -269,6 +287,39 @@ class StepRow:
     pipestatus: str | None
     env_id: int | None
 
+    def __post_init__(self) -> None:
+        # (schema 9: bytes that are not UTF-8, as a column that holds them exact
+        # gives them)
+        for name in ("command", "cwd_before", "cwd_after"):
+            value = getattr(self, name)
+            if isinstance(value, bytes):
+                object.__setattr__(self, name, _exact_text(value))
+
+
+def _exact_text(data: bytes) -> str:
+    """Bytes as text, each byte that is not UTF-8 kept as a surrogate
+    (surrogateescape, as environment values are): encoded back, they are exact."""
+    return data.decode("utf-8", "surrogateescape")
+
+
+def exact_bytes(text: str | None) -> bytes | None:
+    """What a *_bytes column holds for `text`: its exact bytes where it is not
+    UTF-8 (holds surrogates), else None."""
+    if text is None or text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+        return None
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape")
+
+
+def text_form(text: str) -> str:
+    """`text` as UTF-8 can hold it: each byte that is not UTF-8 written \\xHH, as
+    rw shows it. What a text column, search and its index hold."""
+    raw = exact_bytes(text)
+    return text if raw is None else raw.decode("utf-8", "backslashreplace")
+
 
 @dataclass(frozen=True)
 class OutputRow:
@@ -288,20 +339,31 @@ class OutputRow:
     plain: bool = False
 
 
-_SESSION_COLS = (
-    "s.id, s.name, s.shell, s.shell_version, s.host, s.user, s.tty, s.pid, s.cwd, "
-    "s.started_at, s.ended_at, s.parent_id, s.branch_point, s.origin, s.env_id, "
-    # steps are numbered 1..N without gaps, so the count is an index lookup
-    "coalesce((SELECT max(number) FROM steps WHERE session = s.id), 0)"
-)
+def _session_cols(exact: bool) -> str:
+    """A SessionRow's columns (`exact`: schema 9's exact bytes where stored)."""
+    return (
+        "s.id, s.name, s.shell, s.shell_version, s.host, s.user, s.tty, s.pid, "
+        + ("coalesce(s.cwd_bytes, s.cwd), " if exact else "s.cwd, ")
+        + "s.started_at, s.ended_at, s.parent_id, s.branch_point, s.origin, s.env_id, "
+        # steps are numbered 1..N without gaps, so the count is an index lookup
+        "coalesce((SELECT max(number) FROM steps WHERE session = s.id), 0)"
+    )
+
+
 _CHECKPOINT_COLS = "id, created_at, label, origin, session, step, state"
-_STEP_COLS = (
-    "session, number, command, cwd_before, cwd_after, started_at, ended_at, "
-    "exit_code, pipestatus, env_id"
-)
 
 
-_STEP_COLS_S = ", ".join("s." + c.strip() for c in _STEP_COLS.split(","))
+def _step_cols(t: str, exact: bool) -> str:
+    """A StepRow's columns of steps `t` (t: "" or "s."; `exact`: schema 9's
+    exact bytes where stored)."""
+    cols = [f"{t}{c}" for c in ("command", "cwd_before", "cwd_after")]
+    if exact:
+        cols = [f"coalesce({c}_bytes, {c})" for c in cols]
+    return (
+        f"{t}session, {t}number, {', '.join(cols)}, {t}started_at, {t}ended_at,"
+        f" {t}exit_code, {t}pipestatus, {t}env_id"
+    )
+
 
 # Search ids (schema 6): a step's is the millisecond it started << 16, plus 1
 # to 65535 (steps that started in the same millisecond).
@@ -364,7 +426,8 @@ class SearchFilter:
         if self.cwd is not None:
             under = self.cwd.rstrip("/") + "/"
             cond += " AND (s.cwd_before = ? OR (s.cwd_before >= ? AND s.cwd_before < ?))"
-            args += [self.cwd, under, under[:-1] + "0"]  # ("0" follows "/")
+            # ("0" follows "/"; the text forms, as the column holds them)
+            args += [text_form(self.cwd), text_form(under), text_form(under[:-1] + "0")]
         if self.failed:
             cond += " AND s.exit_code IS NOT NULL AND s.exit_code != 0"
         if by_time and self.since is not None:
@@ -456,6 +519,9 @@ class Store:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
         # A store opened for reading is read as it is (the daemon migrates it).
         self._output_cols = _OUTPUT_COLS if version >= 5 or not readonly else _OUTPUT_COLS_V3
+        exact = version >= 9 or not readonly
+        self._session_cols = _session_cols(exact)
+        self._step_cols, self._step_cols_s = _step_cols("", exact), _step_cols("s.", exact)
         if version > SCHEMA_VERSION:
             raise StoreError(
                 f"store {self.path} has schema {version}; this rw knows up to "
@@ -548,18 +614,20 @@ class Store:
             return False
         cur = self.db.execute(
             "INSERT INTO sessions (id, parent_id, shell, shell_version, pid, tty, started_at,"
-            " cwd, host, user, origin, env_id, branch_point, name)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (sid, parent_id, shell, shell_version, pid, tty, started_at, cwd, host, user,
-             origin, env_id, branch_point, name),
+            " cwd, cwd_bytes, host, user, origin, env_id, branch_point, name)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (sid, parent_id, shell, shell_version, pid, tty, started_at, text_form(cwd),
+             exact_bytes(cwd), host, user, origin, env_id, branch_point, name),
         )  # fmt: skip
         if cur.rowcount and parent_id and branch_point:
             # Copied steps get negative seqs, apart from the seqs a shell will send.
             self.db.execute(
                 "INSERT INTO steps (session, number, seq, command, cwd_before, cwd_after,"
-                " started_at, ended_at, exit_code, pipestatus, env_id)"
+                " started_at, ended_at, exit_code, pipestatus, env_id, command_bytes,"
+                " cwd_before_bytes, cwd_after_bytes)"
                 " SELECT ?, number, -number, command, cwd_before, cwd_after, started_at,"
-                " ended_at, exit_code, pipestatus, env_id"
+                " ended_at, exit_code, pipestatus, env_id, command_bytes, cwd_before_bytes,"
+                " cwd_after_bytes"
                 " FROM steps WHERE session=? AND number<=?",
                 (sid, parent_id, branch_point),
             )
@@ -630,9 +698,19 @@ class Store:
     ) -> bool:
         """Insert a step; False when its (session, seq) is already stored."""
         cur = self.db.execute(
-            "INSERT INTO steps (session, number, seq, command, cwd_before, started_at)"
-            " VALUES (?,?,?,?,?,?) ON CONFLICT (session, seq) DO NOTHING",
-            (sid, number, seq, command, cwd, started_at),
+            "INSERT INTO steps (session, number, seq, command, cwd_before, started_at,"
+            " command_bytes, cwd_before_bytes)"
+            " VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (session, seq) DO NOTHING",
+            (
+                sid,
+                number,
+                seq,
+                text_form(command),
+                text_form(cwd),
+                started_at,
+                exact_bytes(command),
+                exact_bytes(cwd),
+            ),  # fmt: skip
         )
         return cur.rowcount > 0
 
@@ -648,9 +726,9 @@ class Store:
         env_id: int | None,
     ) -> bool:
         cur = self.db.execute(
-            "UPDATE steps SET ended_at=?, exit_code=?, pipestatus=?, cwd_after=?, env_id=?"
-            " WHERE session=? AND seq=? AND ended_at IS NULL",
-            (ended_at, exit_code, pipestatus, cwd, env_id, sid, seq),
+            "UPDATE steps SET ended_at=?, exit_code=?, pipestatus=?, cwd_after=?,"
+            " cwd_after_bytes=?, env_id=? WHERE session=? AND seq=? AND ended_at IS NULL",
+            (ended_at, exit_code, pipestatus, text_form(cwd), exact_bytes(cwd), env_id, sid, seq),
         )
         return cur.rowcount > 0
 
@@ -724,12 +802,12 @@ class Store:
     # --- queries ---------------------------------------------------------------
 
     def get_session(self, sid: str) -> SessionRow | None:
-        row = self.db.execute(f"SELECT {_SESSION_COLS} FROM sessions s WHERE s.id=?", (sid,))
+        row = self.db.execute(f"SELECT {self._session_cols} FROM sessions s WHERE s.id=?", (sid,))
         r = row.fetchone()
         return SessionRow(*r) if r else None
 
     def sessions(self, limit: int | None = None) -> list[SessionRow]:
-        q = f"SELECT {_SESSION_COLS} FROM sessions s ORDER BY s.started_at DESC, s.rowid DESC"
+        q = f"SELECT {self._session_cols} FROM sessions s ORDER BY s.started_at DESC, s.rowid DESC"
         if limit:
             q += f" LIMIT {int(limit)}"
         return [SessionRow(*r) for r in self.db.execute(q)]
@@ -763,7 +841,7 @@ class Store:
         where = "session=?"
         if failed:
             where += " AND exit_code IS NOT NULL AND exit_code != 0"
-        q = f"SELECT {_STEP_COLS} FROM steps WHERE {where} ORDER BY number DESC"
+        q = f"SELECT {self._step_cols} FROM steps WHERE {where} ORDER BY number DESC"
         if limit:
             q += f" LIMIT {int(limit)}"
         rows = [StepRow(*r) for r in self.db.execute(q, (sid,))]
@@ -773,7 +851,7 @@ class Store:
     def step(self, sid: str, number: int) -> StepRow | None:
         if not -(2**63) <= number < 2**63:
             return None  # (no row has it: SQLite would overflow)
-        q = f"SELECT {_STEP_COLS} FROM steps WHERE session=? AND number=?"
+        q = f"SELECT {self._step_cols} FROM steps WHERE session=? AND number=?"
         r = self.db.execute(q, (sid, number)).fetchone()
         return StepRow(*r) if r else None
 
@@ -1163,7 +1241,7 @@ class Store:
             return
         cond, args = query.sql(False)
         q = (
-            f"SELECT f.rowid, {_STEP_COLS_S}{', o.text, ' + _RAW_IF_NO_TEXT if extra else ''}"
+            f"SELECT f.rowid, {self._step_cols_s}{', o.text, ' + _RAW_IF_NO_TEXT if extra else ''}"
             f" FROM {table} f CROSS JOIN steps s ON s.search_id = f.rowid{extra}"
             f" WHERE {table} MATCH ? AND f.rowid BETWEEN ? AND ?{cond} ORDER BY f.rowid DESC"
         )
@@ -1180,7 +1258,7 @@ class Store:
         (search id, step, text, bytes)."""
         cond, args = query.sql(False)
         q = (
-            f"SELECT s.search_id, {_STEP_COLS_S}"
+            f"SELECT s.search_id, {self._step_cols_s}"
             + (", o.text, " + _RAW_IF_NO_TEXT if with_output else "")
             + " FROM steps s"
             + (
@@ -1202,7 +1280,7 @@ class Store:
         found: list[tuple[StepRow, str | None, bytes | None]] = []
         cond, args = query.sql(True)
         steps = self.db.execute(
-            f"SELECT {_STEP_COLS_S}"
+            f"SELECT {self._step_cols_s}"
             + (", o.text, " + _RAW_IF_NO_TEXT if with_output else "")
             + " FROM steps s"
             + (
@@ -1217,7 +1295,7 @@ class Store:
             found.append((StepRow(*r[:10]), *_text_or_raw(r[10:12] if with_output else ())))
         if with_output:
             outputs = self.db.execute(
-                f"SELECT {_STEP_COLS_S}, o.text, {_RAW_IF_NO_TEXT}"
+                f"SELECT {self._step_cols_s}, o.text, {_RAW_IF_NO_TEXT}"
                 " FROM search_pending p"
                 " CROSS JOIN steps s ON s.session = p.session AND s.number = p.number"
                 " JOIN step_outputs o ON o.session = p.session AND o.number = p.number"

@@ -46,6 +46,10 @@ FIELD_COUNTS = {"A": 2, "B": 5, "H": 5, "L": 5, "N": 2, "X": 2}
 # Where the environment payload starts in the records that carry one
 # (R: the executor's report after a step: exit_code pipestatus cwd env...).
 ENV_AT = {"S": 11, "E": 6, "R": 3, "U": 2}
+# The fields that keep bytes that are not UTF-8 exact (as surrogates), besides
+# an environment payload: commands and directories, which go back into a shell
+# (`rw back` cds to the directory, replay runs the command).
+EXACT_AT = {"S": (7,), "B": (3, 4), "H": (3, 4), "E": (5,)}
 
 INT64_MAX = 2**63 - 1  # SQLite's INTEGER
 INT_MIN, INT_MAX = -(2**31), 2**31 - 1  # a shell's $? (zsh keeps `return 1000`, -1)
@@ -260,17 +264,18 @@ def _record(body: bytes) -> tuple[Record | None, str | None]:
 
 def _fields(body: bytes) -> list[str]:
     """A record's NUL-separated fields. Bytes that are not UTF-8 are kept
-    exact (as surrogates) in an environment payload, whose values go back
-    into a shell; in every other field (a command, a directory) they become
-    U+FFFD, as text the store and the terminal can take."""
+    exact (as surrogates) where they go back into a shell: an environment
+    payload, a command, a directory (EXACT_AT); in every other field (a host,
+    a session's name) they become U+FFFD."""
     try:
         return body.decode("utf-8").split("\x00")
     except UnicodeDecodeError:
         pass
     parts = body.decode("utf-8", "surrogateescape").split("\x00")
     env_at = ENV_AT.get(parts[0], len(parts)) + 1  # + 1: the type comes first
+    exact = EXACT_AT.get(parts[0], ())
     for i in range(min(env_at, len(parts))):
-        if not parts[i].isascii():
+        if i - 1 not in exact and not parts[i].isascii():
             parts[i] = parts[i].encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     return parts
 
