@@ -43,6 +43,9 @@ DROPPED = "dropped"  # the store's counter of records dropped, ever
 # Our own bookkeeping variables are not part of the user's environment.
 PRIVATE_ENV = ("RW_SESSION",)
 _NUMBER = re.compile(r"-?\d+")
+# What the hooks take for a leading space ([[:space:]]): not str.isspace(), for
+# which 0x1C-0x1F are spaces too (a line typed with 0x1E first is recorded).
+_SPACE = frozenset(" \t\n\v\f\r")
 
 
 def _time(value: str) -> float:
@@ -159,7 +162,7 @@ class Ingester:
 
     def _on_H(self, f: list[str]) -> None:
         command = records.history_command(f[4])
-        if command[:1].isspace():
+        if command[:1] in _SPACE:
             # A line typed with a leading space: never recorded.
             self._ignored.add((f[0], int(f[1])))
             self.begun.append((f[0], int(f[1]), None, _time(f[2])))

@@ -1,7 +1,9 @@
 """Spool framing: what the shell hooks write and the daemon reads.
 
 A record is NUL-separated fields between a magic start field and an end
-field. Shell strings cannot contain NUL, so no field ever needs escaping:
+field. Shell strings cannot contain NUL, so no field ever needs escaping,
+and the end field's bytes are only ever a whole field, which a record's
+type tells from its own end (see parse):
 
     \\x1eRW1 \\0 TYPE \\0 field \\0 ... field \\0 \\x1eEND \\0
 
@@ -187,10 +189,11 @@ def parse(buf: bytes, final: bool = False) -> Iterator[tuple[Record | Dropped, i
 
     A record begins where `buf` does or where the record before it ended. A
     field may hold the framing's bytes (a directory named `x\\x1eRW1`, a
-    command that is `\\x1eEND`): a record is read up to the first end marker
-    that makes it a valid record, and a start marker inside it is where
-    reading starts again only when it is not (a record torn by a writer that
-    died, or by a full disk, and the good one after it).
+    command that is `\\x1eEND`, a host named `\\x1eRW1` after it), so an end
+    marker is the record's own only where its type's fields are all there
+    (_own_end): one that comes sooner is a field. A start marker inside a record
+    is where reading starts again only when the record is not valid (a record
+    torn by a writer that died, or by a full disk, and the good one after it).
     """
     pos = 0
     n = len(buf)
@@ -225,19 +228,16 @@ def parse(buf: bytes, final: bool = False) -> Iterator[tuple[Record | Dropped, i
                 return
             continue
         record, problem = _record(buf[start:end])
-        # An end marker a field holds: the record goes on to the next one (unless
-        # a record starts right after it, or it is not whole yet).
-        later = end
-        while problem and not buf.startswith(MAGIC, later + len(END)):
-            nxt = buf.find(END, later + 1, limit)
-            if nxt < 0:
-                if not final and n < limit and n > later + len(END):
-                    return  # its end is still being written
-                break
-            later = nxt
-            longer, why = _record(buf[start:later])
-            if why is None:
-                record, problem, end = longer, None, later
+        if problem:
+            # Its end marker is the one after the fields of its type: one that
+            # came sooner is a field's. (A record valid at the first one ends
+            # there: its fields are all there, and no more.)
+            own = _own_end(buf, start, min(n, limit))
+            if own is None and n < limit and not final:
+                return  # its end is still being written
+            if own is not None and own > end:
+                end = own
+                record, problem = _record(buf[start:end])
         if problem or record is None:
             restart = buf.find(MAGIC, start, end)
             if restart >= 0:
@@ -249,6 +249,72 @@ def parse(buf: bytes, final: bool = False) -> Iterator[tuple[Record | Dropped, i
             continue
         pos = end + len(END)
         yield record, pos
+
+
+def _own_end(buf: bytes, start: int, stop: int) -> int | None:
+    """Where the end marker of the record whose body (type, fields) begins at
+    buf[start] is: right after the fields its type has, whatever they hold.
+    -1: what follows them is no end marker (a record torn, or of no type: it
+    is dropped); None: buf[:stop] ends first. A type _validate does not know
+    ends at the first end marker, for it to say so."""
+
+    def skip(pos: int, k: int) -> int | None:  # past k fields from pos
+        for _ in range(k):
+            nul = buf.find(b"\x00", pos, stop)
+            if nul < 0:
+                return None
+            pos = nul + 1
+        return pos
+
+    def at_end(pos: int | None) -> int | None:  # pos: past the last field
+        if pos is None:
+            return None
+        if buf.startswith(END, pos - 1):
+            return pos - 1
+        return None if END.startswith(buf[pos - 1 : stop]) else -1
+
+    pos = skip(start, 1)
+    if pos is None:
+        return None
+    rtype = buf[start : pos - 1]
+    name = rtype.decode("utf-8", "replace")
+    if name in FIELD_COUNTS:
+        return at_end(skip(pos, FIELD_COUNTS[name]))
+    if name not in ENV_AT:
+        end = buf.find(END, start, stop)
+        return None if end < 0 else end
+    if name == "S":  # written by an earlier version: no branch point, no environment
+        old = skip(pos, 10)
+        if old is not None and buf.startswith(END, old - 1):
+            return old - 1
+    pos = skip(pos, ENV_AT[name])
+    fmt_at = pos
+    pos = skip(pos, 1) if pos is not None else None
+    if pos is None or fmt_at is None:
+        return None
+    fmt = buf[fmt_at : pos - 1]
+    if fmt in (b"declare", b"zsh"):
+        return at_end(skip(pos, 1))
+    if fmt == b"none":
+        return at_end(pos)
+    if fmt == b"list":
+        after = skip(pos, 1)
+        if after is None:
+            return None
+        count = buf[pos : after - 1]
+        if not _UNSIGNED.match(count.decode("ascii", "replace")) or int(count) > MAX_RECORD:
+            return -1
+        return at_end(skip(after, int(count)))
+    if fmt == b"list0":  # NAME=VALUE fields, up to the end marker, which has no "="
+        while True:
+            nul = buf.find(b"\x00", pos, stop)
+            if nul < 0:
+                return None
+            if b"=" not in buf[pos:nul]:
+                return at_end(pos)
+            pos = nul + 1
+    end = buf.find(END, start, stop)  # (a format _validate does not know)
+    return None if end < 0 else end
 
 
 def _record(body: bytes) -> tuple[Record | None, str | None]:
