@@ -213,12 +213,15 @@ MIGRATIONS = {
 # (a directory named with byte 0xff, a command typed with one) has them in its
 # *_bytes column, and its text column holds its text form (text_form: each such
 # byte as \xHH), which search, its index and the cwd filter read; NULL where
-# the text is exact. (8 is another change's, made on its own branch.)
+# the text is exact. A step is `partial` when its command may be only the
+# first simple command of the line (bash with history off). (8 is another
+# change's, made on its own branch.)
 _SCHEMA_V9 = """
 ALTER TABLE steps ADD COLUMN command_bytes BLOB;
 ALTER TABLE steps ADD COLUMN cwd_before_bytes BLOB;
 ALTER TABLE steps ADD COLUMN cwd_after_bytes BLOB;
 ALTER TABLE sessions ADD COLUMN cwd_bytes BLOB;
+ALTER TABLE steps ADD COLUMN partial INTEGER NOT NULL DEFAULT 0;
 """
 MIGRATIONS.setdefault(8, "")
 MIGRATIONS[9] = _SCHEMA_V9
@@ -286,13 +289,20 @@ class StepRow:
     exit_code: int | None
     pipestatus: str | None
     env_id: int | None
+    # Its command may be only the first simple command of the line it ran
+    # (bash with history off): it must not run again as if it were the line.
+    partial: bool = False
 
     def __post_init__(self) -> None:
         # (schema 9: bytes that are not UTF-8, as a column that holds them exact
-        # gives them)
+        # gives them; a partial step's command, as bytes after a NUL, which no
+        # command holds: see _step_cols)
         for name in ("command", "cwd_before", "cwd_after"):
             value = getattr(self, name)
             if isinstance(value, bytes):
+                if name == "command" and value[:1] == b"\x00":
+                    object.__setattr__(self, "partial", True)
+                    value = value[1:]
                 object.__setattr__(self, name, _exact_text(value))
 
 
@@ -359,6 +369,9 @@ def _step_cols(t: str, exact: bool) -> str:
     cols = [f"{t}{c}" for c in ("command", "cwd_before", "cwd_after")]
     if exact:
         cols = [f"coalesce({c}_bytes, {c})" for c in cols]
+        # (A partial step's command as bytes after a NUL: StepRow reads the
+        # flag from it, so every query of steps has it, in the same columns.)
+        cols[0] = f"CASE WHEN {t}partial THEN CAST(X'00' || {cols[0]} AS BLOB) ELSE {cols[0]} END"
     return (
         f"{t}session, {t}number, {', '.join(cols)}, {t}started_at, {t}ended_at,"
         f" {t}exit_code, {t}pipestatus, {t}env_id"
@@ -624,10 +637,10 @@ class Store:
             self.db.execute(
                 "INSERT INTO steps (session, number, seq, command, cwd_before, cwd_after,"
                 " started_at, ended_at, exit_code, pipestatus, env_id, command_bytes,"
-                " cwd_before_bytes, cwd_after_bytes)"
+                " cwd_before_bytes, cwd_after_bytes, partial)"
                 " SELECT ?, number, -number, command, cwd_before, cwd_after, started_at,"
                 " ended_at, exit_code, pipestatus, env_id, command_bytes, cwd_before_bytes,"
-                " cwd_after_bytes"
+                " cwd_after_bytes, partial"
                 " FROM steps WHERE session=? AND number<=?",
                 (sid, parent_id, branch_point),
             )
@@ -694,13 +707,21 @@ class Store:
         return None if row is None else bool(row[0])
 
     def begin_step(
-        self, sid: str, number: int, seq: int, command: str, cwd: str, started_at: float
+        self,
+        sid: str,
+        number: int,
+        seq: int,
+        command: str,
+        cwd: str,
+        started_at: float,
+        partial: bool = False,
     ) -> bool:
-        """Insert a step; False when its (session, seq) is already stored."""
+        """Insert a step; False when its (session, seq) is already stored.
+        `partial`: its command may be only the first of its line."""
         cur = self.db.execute(
             "INSERT INTO steps (session, number, seq, command, cwd_before, started_at,"
-            " command_bytes, cwd_before_bytes)"
-            " VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (session, seq) DO NOTHING",
+            " command_bytes, cwd_before_bytes, partial)"
+            " VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (session, seq) DO NOTHING",
             (
                 sid,
                 number,
@@ -710,6 +731,7 @@ class Store:
                 started_at,
                 exact_bytes(command),
                 exact_bytes(cwd),
+                int(partial),
             ),  # fmt: skip
         )
         return cur.rowcount > 0

@@ -169,7 +169,12 @@ class Ingester:
             return
         self._on_B([*f[:4], command])
 
-    def _on_B(self, f: list[str]) -> None:
+    def _on_P(self, f: list[str]) -> None:
+        """A step whose text is only the first simple command of its line, as far
+        as the shell can tell (bash with history off): stored marked partial."""
+        self._on_B(f, partial=True)
+
+    def _on_B(self, f: list[str], partial: bool = False) -> None:
         sid, seq_s, started, cwd, command = f
         seq = int(seq_s)
         if sid not in self._sessions:
@@ -183,7 +188,7 @@ class Ingester:
         command, n = self.known.redactor(sid, self.redactor).text(command)
         self._count_redactions(n)
         number = self._next_number.get(sid) or self.store.next_step_number(sid)
-        if self.store.begin_step(sid, number, seq, command, cwd, _time(started)):
+        if self.store.begin_step(sid, number, seq, command, cwd, _time(started), partial):
             self._next_number[sid] = number + 1
             if len(self._begun_here) >= 4096:  # steps whose shell died before they ended
                 self._begun_here.clear()

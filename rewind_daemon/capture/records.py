@@ -12,6 +12,8 @@ Types (fields after TYPE):
        [branch_point env_format env...]: the step of the parent this session
        branches from ("" when it does not), and the environment at the start
     B  step begin:    sid seq started_at cwd command
+    P  step begin whose command may be only the first simple command of its
+       line (bash with history off: `$BASH_COMMAND`): as B
     H  step begin, bash: as B, but the command is `history 1` output
        ("%5d%c %s\n": history number, a '*' or ' ', a space, the line)
     E  step end:      sid seq ended_at exit_code pipestatus cwd env_format env...
@@ -44,14 +46,14 @@ MAGIC = b"\x1eRW1\x00"
 END = b"\x00\x1eEND\x00"
 MAX_RECORD = 8 * 1024 * 1024
 
-FIELD_COUNTS = {"A": 2, "B": 5, "H": 5, "L": 5, "N": 2, "X": 2}
+FIELD_COUNTS = {"A": 2, "B": 5, "H": 5, "L": 5, "N": 2, "P": 5, "X": 2}
 # Where the environment payload starts in the records that carry one
 # (R: the executor's report after a step: exit_code pipestatus cwd env...).
 ENV_AT = {"S": 11, "E": 6, "R": 3, "U": 2}
 # The fields that keep bytes that are not UTF-8 exact (as surrogates), besides
 # an environment payload: commands and directories, which go back into a shell
 # (`rw back` cds to the directory, replay runs the command).
-EXACT_AT = {"S": (7,), "B": (3, 4), "H": (3, 4), "E": (5,)}
+EXACT_AT = {"S": (7,), "B": (3, 4), "P": (3, 4), "H": (3, 4), "E": (5,)}
 
 INT64_MAX = 2**63 - 1  # SQLite's INTEGER
 INT_MIN, INT_MAX = -(2**31), 2**31 - 1  # a shell's $? (zsh keeps `return 1000`, -1)
@@ -152,6 +154,7 @@ FIELD_KINDS: dict[str, tuple[_Check, ...]] = {
     "S": (_session_id, _parent_id, _text, _text, _pid, _text, _time, _text, _text, _text,
           _optional_counter),
     "B": (_session_id, _counter, _time, _text, _text),
+    "P": (_session_id, _counter, _time, _text, _text),
     "H": (_session_id, _counter, _time, _text, _history),
     # sid seq ended exit_code pipestatus (as the shell joined it: kept as text) cwd
     "E": (_session_id, _counter, _time, _exit_code, _text, _text),

@@ -155,7 +155,8 @@ def plan_branch_from_failure(
     if not failed:
         raise NotFound(f"session {sid} has no failed step to branch from")
     plan = restore_before(store, sid, failed[-1], now_env, now_cwd)
-    plan.edit = failed[-1].command
+    # (Half a line is not put back as if it were the line: describe says why.)
+    plan.edit = None if failed[-1].partial else failed[-1].command
     return plan
 
 
@@ -222,6 +223,11 @@ def describe(plan: Restore, dry_run: bool, shell: str | None = None) -> list[str
         if plan.edit is not None:
             where = "on your command line" if shell == "zsh" else "one Up-arrow away"
             out.append(f"  the failed command is {where}: {first}")
+        elif t.partial and t.exit_code not in (None, 0):
+            out.append(
+                "  the failed command is not put back: only the first command of its line "
+                "was recorded (bash with history off)"
+            )
     return out
 
 
