@@ -51,6 +51,10 @@ def test_back_goes_to_a_directory_whose_name_is_not_utf8(daemon, shells, kind, t
     assert steps_of(sid)[2]["cwd"] == f"{where}/nu\udcff"  # exact in JSON, as \udcff
     shown = rw("show", sid, "3").stdout
     assert f"{where}/nu\\xff" in shown and "\ufffd" not in shown, shown
+    # Search's --cwd takes the directory as its bytes (argv), not nu\xfe's steps.
+    hits = rw_json("search", "true", "--cwd", f"{where}/nu\udcff")
+    assert [h["step"] for h in hits] == [3]
+    assert rw("search", "true", "--cwd", f"{where}/nu\udcfe", check=False).returncode == 1
 
 
 # (zsh's line editor makes each byte that is not UTF-8 a `?` in the line it
