@@ -908,13 +908,20 @@ class Store:
         return [] if rows == ["ok"] else rows
 
     def bulk_insert_steps(self, rows: Iterable[tuple]) -> None:
-        """Insert prepared step rows; used by benchmarks and imports."""
+        """Insert prepared step rows (session, number, seq, command, cwd_before,
+        cwd_after, started_at, ended_at, exit_code, pipestatus, env_id[, partial]);
+        used by benchmarks and imports."""
         self.db.executemany(
             "INSERT INTO steps (session, number, seq, command, cwd_before, cwd_after,"
-            " started_at, ended_at, exit_code, pipestatus, env_id)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            rows,
-        )
+            " started_at, ended_at, exit_code, pipestatus, env_id, command_bytes,"
+            " cwd_before_bytes, cwd_after_bytes, partial)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                (*r[:3], *(None if v is None else text_form(v) for v in r[3:6]), *r[6:11],
+                 *(exact_bytes(v) for v in r[3:6]), int(bool(r[11:12] and r[11])))
+                for r in rows
+            ),
+        )  # fmt: skip
 
     def remove_steps(self, sid: str) -> None:
         """Delete the steps and outputs of `sid` (an import that did not finish),
@@ -939,10 +946,11 @@ class Store:
             raise ValueError(f"not a session id: {s.id[:40]!r}")
         self.db.execute(
             "INSERT INTO sessions (id, name, shell, shell_version, host, user, tty, pid, cwd,"
-            " started_at, ended_at, parent_id, branch_point, origin, env_id)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (s.id, s.name, s.shell, s.shell_version, s.host, s.user, s.tty, s.pid, s.cwd,
-             s.started_at, s.ended_at, s.parent_id, s.branch_point, s.origin, s.env_id),
+            " started_at, ended_at, parent_id, branch_point, origin, env_id, cwd_bytes)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (s.id, s.name, s.shell, s.shell_version, s.host, s.user, s.tty, s.pid,
+             None if s.cwd is None else text_form(s.cwd), s.started_at, s.ended_at,
+             s.parent_id, s.branch_point, s.origin, s.env_id, exact_bytes(s.cwd)),
         )  # fmt: skip
 
     # --- outputs and breakpoints ------------------------------------------------

@@ -83,8 +83,14 @@ def test_a_command_that_is_not_utf8_is_kept_exact_everywhere(daemon, shells, tmp
     assert ran.stdout == b"696e76fffe0a\n", ran
     md = rw("export", "bytes", "--format", "md").stdout
     assert "echo inv\\xff\\xfe | od" in md and "\ufffd" not in md
-    doc = json.loads(rw("export", "bytes", "--format", "json").stdout)
+    exported = rw("export", "bytes", "--format", "json").stdout
+    doc = json.loads(exported)
     assert doc["steps"][2]["command"] == step["command"]
+    # ... which rw import json takes back, bytes and all.
+    (tmp_path / "doc.json").write_text(exported)
+    rw("import", "json", str(tmp_path / "doc.json"), "--name", "again")
+    assert steps_of("again")[2]["command"] == step["command"]
+    assert "eval $'echo inv\\xff\\xfe | od" in rw("export", "again", "--format", "sh").stdout
     # Replay runs the very bytes.
     replay = rw("replay", "bytes", "--from", "2", "--to", "3")
     assert "696e76fffe0a" in replay.stdout, replay.stdout

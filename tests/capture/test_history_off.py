@@ -50,8 +50,12 @@ def test_a_line_known_only_in_part_is_marked_partial(daemon, shells, off, tmp_pa
     ran = subprocess.run(["bash", "-c", script], capture_output=True, text=True, cwd=tmp_path)
     assert ran.returncode == 1 and "was recorded partly" in ran.stderr, ran
     assert not (tmp_path / "first").exists()
-    doc = json.loads(rw("export", "part", "--format", "json").stdout)
+    exported = rw("export", "part", "--format", "json").stdout
+    doc = json.loads(exported)
     assert [s["partial"] for s in doc["steps"]] == [s["partial"] for s in steps]
+    (tmp_path / "doc.json").write_text(exported)
+    rw("import", "json", str(tmp_path / "doc.json"), "--name", "again")
+    assert [s["partial"] for s in steps_of("again")] == [s["partial"] for s in steps]
     assert "recorded partly" in rw("export", "part", "--format", "md").stdout
     # Replay (no terminal): stops before it, having run none of it.
     replay = rw("replay", "part", "--from", str(n), check=False)
