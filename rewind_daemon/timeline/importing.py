@@ -150,6 +150,15 @@ _BYTES_AT = re.compile(
 )
 
 
+def _holds_bytes(text: str) -> bool:
+    """Whether each surrogate in `text` stands for a byte (`\\udc80`-`\\udcff`)."""
+    try:
+        text.encode("utf-8", "surrogateescape")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
 def _check_document_text(value: object, source: str, where: str = "document") -> None:
     """Every string of a JSON document can be stored (no lone surrogate, which
     `\\ud800` makes, but the bytes rw export writes as `\\udcff` where the store
@@ -161,11 +170,7 @@ def _check_document_text(value: object, source: str, where: str = "document") ->
             try:
                 v.encode("utf-8")
             except UnicodeEncodeError:
-                try:
-                    if not _BYTES_AT.fullmatch(at):
-                        raise UnicodeEncodeError("utf-8", v, 0, 1, "not bytes here")
-                    v.encode("utf-8", "surrogateescape")
-                except UnicodeEncodeError:
+                if not (_BYTES_AT.fullmatch(at) and _holds_bytes(v)):
                     raise RwError(
                         f"{source}: {at} holds a lone surrogate (\\ud800-\\udfff), not text"
                     ) from None
