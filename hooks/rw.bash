@@ -335,7 +335,7 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 		# A line that made no new history entry, or history is off: find its
 		# text, and whether to record it. Status 1: not recorded.
 		__rw_begin_other() {
-			local __rw_h='' __rw_cmd='' __rw_new='' __rw_n=''
+			local __rw_h='' __rw_cmd='' __rw_new='' __rw_n='' __rw_type=B
 			if [[ -o history ]]; then
 				if [[ -n ${HISTTIMEFORMAT-} ]]; then
 					HISTTIMEFORMAT='' \builtin history 1 >|"$__rw_histfile" || return 1
@@ -358,9 +358,10 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 				[[ $__rw_n != "$__rw_lasthist" ]] && __rw_new=1
 				__rw_lasthist=$__rw_n
 			else
-				# History is off or empty: the command bash is about to run.
+				# History is off or empty: the command bash is about to run, which
+				# may be only the first of the line (a P record says so).
 				__rw_cmd=$1
-				__rw_new=1
+				__rw_new=1 __rw_type=P
 			fi
 			if [[ -z $__rw_new ]]; then
 				# No new history entry: HISTCONTROL or HISTIGNORE kept the line out.
@@ -373,7 +374,7 @@ if [[ $- == *i* ]] && ((BASH_VERSINFO[0] > 4 || (BASH_VERSINFO[0] == 4 && BASH_V
 			[[ -z $__rw_cmd || $__rw_cmd == [[:space:]]* ]] && return 1
 			((++__rw_seq))
 			__rw_pending=$__rw_seq __rw_psid=$__rw_sid __rw_pspool=$__rw_spool
-			__rw_write B "$__rw_sid" "$__rw_seq" "$__rw_t" "$PWD" "$__rw_cmd"
+			__rw_write "$__rw_type" "$__rw_sid" "$__rw_seq" "$__rw_t" "$PWD" "$__rw_cmd"
 			return 0
 		}
 

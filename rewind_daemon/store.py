@@ -24,7 +24,7 @@ try:  # (not in the remote agent's bundle, which is pure Python: it writes zlib)
 except ImportError:  # pragma: no cover - where its wheel does not install
     zstandard = None  # type: ignore[assignment]
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 _SCHEMA_V1 = """
 CREATE TABLE sessions (
@@ -218,10 +218,25 @@ _SCHEMA_V7 = ""
 # rw, which knows zlib alone, from reading the store.
 _SCHEMA_V8 = ""
 
+# v9: commands and directories keep their exact bytes. One that is not UTF-8
+# (a directory named with byte 0xff, a command typed with one) has them in its
+# *_bytes column, and its text column holds its text form (text_form: each such
+# byte as \xHH), which search, its index and the cwd filter read; NULL where
+# the text is exact. A step is `partial` when its command may be only the
+# first simple command of the line (bash with history off).
+_SCHEMA_V9 = """
+ALTER TABLE steps ADD COLUMN command_bytes BLOB;
+ALTER TABLE steps ADD COLUMN cwd_before_bytes BLOB;
+ALTER TABLE steps ADD COLUMN cwd_after_bytes BLOB;
+ALTER TABLE sessions ADD COLUMN cwd_bytes BLOB;
+ALTER TABLE steps ADD COLUMN partial INTEGER NOT NULL DEFAULT 0;
+"""
+
 MIGRATIONS = {
     1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4, 5: _SCHEMA_V5, 6: _SCHEMA_V6,
-    7: _SCHEMA_V7, 8: _SCHEMA_V8,
+    7: _SCHEMA_V7, 8: _SCHEMA_V8, 9: _SCHEMA_V9,
 }  # fmt: skip
+
 MAX_OUTPUT = 8 * 1024 * 1024  # bytes of a step's output kept, by default
 BUSY_TIMEOUT_MS = 10000  # how long a writer waits for another's transaction
 
@@ -249,6 +264,10 @@ class SessionRow:
     origin: str
     env_id: int | None
     steps: int
+
+    def __post_init__(self) -> None:
+        if isinstance(self.cwd, bytes):  # (schema 9: its exact bytes)
+            object.__setattr__(self, "cwd", _exact_text(self.cwd))
 
 
 @dataclass(frozen=True)
@@ -282,6 +301,46 @@ class StepRow:
     exit_code: int | None
     pipestatus: str | None
     env_id: int | None
+    # Its command may be only the first simple command of the line it ran
+    # (bash with history off): it must not run again as if it were the line.
+    partial: bool = False
+
+    def __post_init__(self) -> None:
+        # (schema 9: bytes that are not UTF-8, as a column that holds them exact
+        # gives them; a partial step's command, as bytes after a NUL, which no
+        # command holds: see _step_cols)
+        for name in ("command", "cwd_before", "cwd_after"):
+            value = getattr(self, name)
+            if isinstance(value, bytes):
+                if name == "command" and value[:1] == b"\x00":
+                    object.__setattr__(self, "partial", True)
+                    value = value[1:]
+                object.__setattr__(self, name, _exact_text(value))
+
+
+def _exact_text(data: bytes) -> str:
+    """Bytes as text, each byte that is not UTF-8 kept as a surrogate
+    (surrogateescape, as environment values are): encoded back, they are exact."""
+    return data.decode("utf-8", "surrogateescape")
+
+
+def exact_bytes(text: str | None) -> bytes | None:
+    """What a *_bytes column holds for `text`: its exact bytes where it is not
+    UTF-8 (holds surrogates), else None."""
+    if text is None or text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+        return None
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape")
+
+
+def text_form(text: str) -> str:
+    """`text` as UTF-8 can hold it: each byte that is not UTF-8 written \\xHH, as
+    rw shows it. What a text column, search and its index hold."""
+    raw = exact_bytes(text)
+    return text if raw is None else raw.decode("utf-8", "backslashreplace")
 
 
 @dataclass(frozen=True)
@@ -302,20 +361,34 @@ class OutputRow:
     plain: bool = False
 
 
-_SESSION_COLS = (
-    "s.id, s.name, s.shell, s.shell_version, s.host, s.user, s.tty, s.pid, s.cwd, "
-    "s.started_at, s.ended_at, s.parent_id, s.branch_point, s.origin, s.env_id, "
-    # steps are numbered 1..N without gaps, so the count is an index lookup
-    "coalesce((SELECT max(number) FROM steps WHERE session = s.id), 0)"
-)
+def _session_cols(exact: bool) -> str:
+    """A SessionRow's columns (`exact`: schema 9's exact bytes where stored)."""
+    return (
+        "s.id, s.name, s.shell, s.shell_version, s.host, s.user, s.tty, s.pid, "
+        + ("coalesce(s.cwd_bytes, s.cwd), " if exact else "s.cwd, ")
+        + "s.started_at, s.ended_at, s.parent_id, s.branch_point, s.origin, s.env_id, "
+        # steps are numbered 1..N without gaps, so the count is an index lookup
+        "coalesce((SELECT max(number) FROM steps WHERE session = s.id), 0)"
+    )
+
+
 _CHECKPOINT_COLS = "id, created_at, label, origin, session, step, state"
-_STEP_COLS = (
-    "session, number, command, cwd_before, cwd_after, started_at, ended_at, "
-    "exit_code, pipestatus, env_id"
-)
 
 
-_STEP_COLS_S = ", ".join("s." + c.strip() for c in _STEP_COLS.split(","))
+def _step_cols(t: str, exact: bool) -> str:
+    """A StepRow's columns of steps `t` (t: "" or "s."; `exact`: schema 9's
+    exact bytes where stored)."""
+    cols = [f"{t}{c}" for c in ("command", "cwd_before", "cwd_after")]
+    if exact:
+        cols = [f"coalesce({c}_bytes, {c})" for c in cols]
+        # (A partial step's command as bytes after a NUL: StepRow reads the
+        # flag from it, so every query of steps has it, in the same columns.)
+        cols[0] = f"CASE WHEN {t}partial THEN CAST(X'00' || {cols[0]} AS BLOB) ELSE {cols[0]} END"
+    return (
+        f"{t}session, {t}number, {', '.join(cols)}, {t}started_at, {t}ended_at,"
+        f" {t}exit_code, {t}pipestatus, {t}env_id"
+    )
+
 
 # Search ids (schema 6): a step's is the millisecond it started << 16, plus 1
 # to 65535 (steps that started in the same millisecond).
@@ -416,7 +489,8 @@ class SearchFilter:
         if self.cwd is not None:
             under = self.cwd.rstrip("/") + "/"
             cond += " AND (s.cwd_before = ? OR (s.cwd_before >= ? AND s.cwd_before < ?))"
-            args += [self.cwd, under, under[:-1] + "0"]  # ("0" follows "/")
+            # ("0" follows "/"; the text forms, as the column holds them)
+            args += [text_form(self.cwd), text_form(under), text_form(under[:-1] + "0")]
         if self.failed:
             cond += " AND s.exit_code IS NOT NULL AND s.exit_code != 0"
         if by_time and self.since is not None:
@@ -533,6 +607,9 @@ class Store:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
         # A store opened for reading is read as it is (the daemon migrates it).
         self._output_cols = _OUTPUT_COLS if version >= 5 or not readonly else _OUTPUT_COLS_V3
+        exact = version >= 9 or not readonly
+        self._session_cols = _session_cols(exact)
+        self._step_cols, self._step_cols_s = _step_cols("", exact), _step_cols("s.", exact)
         if version > SCHEMA_VERSION:
             raise StoreError(
                 f"store {self.path} has schema {version}; this rw knows up to "
@@ -625,18 +702,20 @@ class Store:
             return False
         cur = self.db.execute(
             "INSERT INTO sessions (id, parent_id, shell, shell_version, pid, tty, started_at,"
-            " cwd, host, user, origin, env_id, branch_point, name)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (sid, parent_id, shell, shell_version, pid, tty, started_at, cwd, host, user,
-             origin, env_id, branch_point, name),
+            " cwd, cwd_bytes, host, user, origin, env_id, branch_point, name)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (sid, parent_id, shell, shell_version, pid, tty, started_at, text_form(cwd),
+             exact_bytes(cwd), host, user, origin, env_id, branch_point, name),
         )  # fmt: skip
         if cur.rowcount and parent_id and branch_point:
             # Copied steps get negative seqs, apart from the seqs a shell will send.
             self.db.execute(
                 "INSERT INTO steps (session, number, seq, command, cwd_before, cwd_after,"
-                " started_at, ended_at, exit_code, pipestatus, env_id)"
+                " started_at, ended_at, exit_code, pipestatus, env_id, command_bytes,"
+                " cwd_before_bytes, cwd_after_bytes, partial)"
                 " SELECT ?, number, -number, command, cwd_before, cwd_after, started_at,"
-                " ended_at, exit_code, pipestatus, env_id"
+                " ended_at, exit_code, pipestatus, env_id, command_bytes, cwd_before_bytes,"
+                " cwd_after_bytes, partial"
                 " FROM steps WHERE session=? AND number<=?",
                 (sid, parent_id, branch_point),
             )
@@ -703,13 +782,32 @@ class Store:
         return None if row is None else bool(row[0])
 
     def begin_step(
-        self, sid: str, number: int, seq: int, command: str, cwd: str, started_at: float
+        self,
+        sid: str,
+        number: int,
+        seq: int,
+        command: str,
+        cwd: str,
+        started_at: float,
+        partial: bool = False,
     ) -> bool:
-        """Insert a step; False when its (session, seq) is already stored."""
+        """Insert a step; False when its (session, seq) is already stored.
+        `partial`: its command may be only the first of its line."""
         cur = self.db.execute(
-            "INSERT INTO steps (session, number, seq, command, cwd_before, started_at)"
-            " VALUES (?,?,?,?,?,?) ON CONFLICT (session, seq) DO NOTHING",
-            (sid, number, seq, command, cwd, started_at),
+            "INSERT INTO steps (session, number, seq, command, cwd_before, started_at,"
+            " command_bytes, cwd_before_bytes, partial)"
+            " VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (session, seq) DO NOTHING",
+            (
+                sid,
+                number,
+                seq,
+                text_form(command),
+                text_form(cwd),
+                started_at,
+                exact_bytes(command),
+                exact_bytes(cwd),
+                int(partial),
+            ),  # fmt: skip
         )
         return cur.rowcount > 0
 
@@ -725,9 +823,9 @@ class Store:
         env_id: int | None,
     ) -> bool:
         cur = self.db.execute(
-            "UPDATE steps SET ended_at=?, exit_code=?, pipestatus=?, cwd_after=?, env_id=?"
-            " WHERE session=? AND seq=? AND ended_at IS NULL",
-            (ended_at, exit_code, pipestatus, cwd, env_id, sid, seq),
+            "UPDATE steps SET ended_at=?, exit_code=?, pipestatus=?, cwd_after=?,"
+            " cwd_after_bytes=?, env_id=? WHERE session=? AND seq=? AND ended_at IS NULL",
+            (ended_at, exit_code, pipestatus, text_form(cwd), exact_bytes(cwd), env_id, sid, seq),
         )
         return cur.rowcount > 0
 
@@ -801,12 +899,12 @@ class Store:
     # --- queries ---------------------------------------------------------------
 
     def get_session(self, sid: str) -> SessionRow | None:
-        row = self.db.execute(f"SELECT {_SESSION_COLS} FROM sessions s WHERE s.id=?", (sid,))
+        row = self.db.execute(f"SELECT {self._session_cols} FROM sessions s WHERE s.id=?", (sid,))
         r = row.fetchone()
         return SessionRow(*r) if r else None
 
     def sessions(self, limit: int | None = None) -> list[SessionRow]:
-        q = f"SELECT {_SESSION_COLS} FROM sessions s ORDER BY s.started_at DESC, s.rowid DESC"
+        q = f"SELECT {self._session_cols} FROM sessions s ORDER BY s.started_at DESC, s.rowid DESC"
         if limit:
             q += f" LIMIT {int(limit)}"
         return [SessionRow(*r) for r in self.db.execute(q)]
@@ -840,7 +938,7 @@ class Store:
         where = "session=?"
         if failed:
             where += " AND exit_code IS NOT NULL AND exit_code != 0"
-        q = f"SELECT {_STEP_COLS} FROM steps WHERE {where} ORDER BY number DESC"
+        q = f"SELECT {self._step_cols} FROM steps WHERE {where} ORDER BY number DESC"
         if limit:
             q += f" LIMIT {int(limit)}"
         rows = [StepRow(*r) for r in self.db.execute(q, (sid,))]
@@ -850,7 +948,7 @@ class Store:
     def step(self, sid: str, number: int) -> StepRow | None:
         if not -(2**63) <= number < 2**63:
             return None  # (no row has it: SQLite would overflow)
-        q = f"SELECT {_STEP_COLS} FROM steps WHERE session=? AND number=?"
+        q = f"SELECT {self._step_cols} FROM steps WHERE session=? AND number=?"
         r = self.db.execute(q, (sid, number)).fetchone()
         return StepRow(*r) if r else None
 
@@ -885,13 +983,20 @@ class Store:
         return [] if rows == ["ok"] else rows
 
     def bulk_insert_steps(self, rows: Iterable[tuple]) -> None:
-        """Insert prepared step rows; used by benchmarks and imports."""
+        """Insert prepared step rows (session, number, seq, command, cwd_before,
+        cwd_after, started_at, ended_at, exit_code, pipestatus, env_id[, partial]);
+        used by benchmarks and imports."""
         self.db.executemany(
             "INSERT INTO steps (session, number, seq, command, cwd_before, cwd_after,"
-            " started_at, ended_at, exit_code, pipestatus, env_id)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            rows,
-        )
+            " started_at, ended_at, exit_code, pipestatus, env_id, command_bytes,"
+            " cwd_before_bytes, cwd_after_bytes, partial)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                (*r[:3], *(None if v is None else text_form(v) for v in r[3:6]), *r[6:11],
+                 *(exact_bytes(v) for v in r[3:6]), int(bool(r[11:12] and r[11])))
+                for r in rows
+            ),
+        )  # fmt: skip
 
     def remove_steps(self, sid: str) -> None:
         """Delete the steps and outputs of `sid` (an import that did not finish),
@@ -916,10 +1021,11 @@ class Store:
             raise ValueError(f"not a session id: {s.id[:40]!r}")
         self.db.execute(
             "INSERT INTO sessions (id, name, shell, shell_version, host, user, tty, pid, cwd,"
-            " started_at, ended_at, parent_id, branch_point, origin, env_id)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (s.id, s.name, s.shell, s.shell_version, s.host, s.user, s.tty, s.pid, s.cwd,
-             s.started_at, s.ended_at, s.parent_id, s.branch_point, s.origin, s.env_id),
+            " started_at, ended_at, parent_id, branch_point, origin, env_id, cwd_bytes)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (s.id, s.name, s.shell, s.shell_version, s.host, s.user, s.tty, s.pid,
+             None if s.cwd is None else text_form(s.cwd), s.started_at, s.ended_at,
+             s.parent_id, s.branch_point, s.origin, s.env_id, exact_bytes(s.cwd)),
         )  # fmt: skip
 
     # --- outputs and breakpoints ------------------------------------------------
@@ -1235,7 +1341,7 @@ class Store:
             return
         cond, args = query.sql(False)
         q = (
-            f"SELECT f.rowid, {_STEP_COLS_S}{', o.text, ' + _RAW_IF_NO_TEXT if extra else ''}"
+            f"SELECT f.rowid, {self._step_cols_s}{', o.text, ' + _RAW_IF_NO_TEXT if extra else ''}"
             f" FROM {table} f CROSS JOIN steps s ON s.search_id = f.rowid{extra}"
             f" WHERE {table} MATCH ? AND f.rowid BETWEEN ? AND ?{cond} ORDER BY f.rowid DESC"
         )
@@ -1252,7 +1358,7 @@ class Store:
         (search id, step, text, bytes)."""
         cond, args = query.sql(False)
         q = (
-            f"SELECT s.search_id, {_STEP_COLS_S}"
+            f"SELECT s.search_id, {self._step_cols_s}"
             + (", o.text, " + _RAW_IF_NO_TEXT if with_output else "")
             + " FROM steps s"
             + (
@@ -1274,7 +1380,7 @@ class Store:
         found: list[tuple[StepRow, str | None, bytes | None]] = []
         cond, args = query.sql(True)
         steps = self.db.execute(
-            f"SELECT {_STEP_COLS_S}"
+            f"SELECT {self._step_cols_s}"
             + (", o.text, " + _RAW_IF_NO_TEXT if with_output else "")
             + " FROM steps s"
             + (
@@ -1289,7 +1395,7 @@ class Store:
             found.append((StepRow(*r[:10]), *_text_or_raw(r[10:12] if with_output else ())))
         if with_output:
             outputs = self.db.execute(
-                f"SELECT {_STEP_COLS_S}, o.text, {_RAW_IF_NO_TEXT}"
+                f"SELECT {self._step_cols_s}, o.text, {_RAW_IF_NO_TEXT}"
                 " FROM search_pending p"
                 " CROSS JOIN steps s ON s.session = p.session AND s.number = p.number"
                 " JOIN step_outputs o ON o.session = p.session AND o.number = p.number"

@@ -28,7 +28,7 @@ def test_a_version_1_store_is_migrated_and_keeps_its_data(tmp_path):
     db.commit()
     db.close()
     s = Store(path)
-    assert s.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8
+    assert s.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 9
     assert s.watches() == [] and s.checkpoints() == []
     row = s.get_session("s1")
     assert row is not None and row.env_id is None and row.steps == 1
@@ -162,7 +162,7 @@ def test_a_version_5_store_with_outputs_gets_its_search_index(no_autostart):
     db.commit()
     db.close()
     s = Store(path)
-    assert s.schema_version() == SCHEMA_VERSION == 8
+    assert s.schema_version() == SCHEMA_VERSION == 9
     assert s.search_backlog() == (4, 2)
     assert s.index_pending(text_of, 10) is True
     assert s.search_backlog() == (0, 0)

@@ -43,6 +43,9 @@ DROPPED = "dropped"  # the store's counter of records dropped, ever
 # Our own bookkeeping variables are not part of the user's environment.
 PRIVATE_ENV = ("RW_SESSION",)
 _NUMBER = re.compile(r"-?\d+")
+# What the hooks take for a leading space ([[:space:]]): not str.isspace(), for
+# which 0x1C-0x1F are spaces too (a line typed with 0x1E first is recorded).
+_SPACE = frozenset(" \t\n\v\f\r")
 
 
 def _time(value: str) -> float:
@@ -159,14 +162,19 @@ class Ingester:
 
     def _on_H(self, f: list[str]) -> None:
         command = records.history_command(f[4])
-        if command[:1].isspace():
+        if command[:1] in _SPACE:
             # A line typed with a leading space: never recorded.
             self._ignored.add((f[0], int(f[1])))
             self.begun.append((f[0], int(f[1]), None, _time(f[2])))
             return
         self._on_B([*f[:4], command])
 
-    def _on_B(self, f: list[str]) -> None:
+    def _on_P(self, f: list[str]) -> None:
+        """A step whose text is only the first simple command of its line, as far
+        as the shell can tell (bash with history off): stored marked partial."""
+        self._on_B(f, partial=True)
+
+    def _on_B(self, f: list[str], partial: bool = False) -> None:
         sid, seq_s, started, cwd, command = f
         seq = int(seq_s)
         if sid not in self._sessions:
@@ -180,7 +188,7 @@ class Ingester:
         command, n = self.known.redactor(sid, self.redactor).text(command)
         self._count_redactions(n)
         number = self._next_number.get(sid) or self.store.next_step_number(sid)
-        if self.store.begin_step(sid, number, seq, command, cwd, _time(started)):
+        if self.store.begin_step(sid, number, seq, command, cwd, _time(started), partial):
             self._next_number[sid] = number + 1
             if len(self._begun_here) >= 4096:  # steps whose shell died before they ended
                 self._begun_here.clear()

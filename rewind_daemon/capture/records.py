@@ -1,7 +1,9 @@
 """Spool framing: what the shell hooks write and the daemon reads.
 
 A record is NUL-separated fields between a magic start field and an end
-field. Shell strings cannot contain NUL, so no field ever needs escaping:
+field. Shell strings cannot contain NUL, so no field ever needs escaping,
+and the end field's bytes are only ever a whole field, which a record's
+type tells from its own end (see parse):
 
     \\x1eRW1 \\0 TYPE \\0 field \\0 ... field \\0 \\x1eEND \\0
 
@@ -10,6 +12,8 @@ Types (fields after TYPE):
        [branch_point env_format env...]: the step of the parent this session
        branches from ("" when it does not), and the environment at the start
     B  step begin:    sid seq started_at cwd command
+    P  step begin whose command may be only the first simple command of its
+       line (bash with history off: `$BASH_COMMAND`): as B
     H  step begin, bash: as B, but the command is `history 1` output
        ("%5d%c %s\n": history number, a '*' or ' ', a space, the line)
     E  step end:      sid seq ended_at exit_code pipestatus cwd env_format env...
@@ -42,10 +46,14 @@ MAGIC = b"\x1eRW1\x00"
 END = b"\x00\x1eEND\x00"
 MAX_RECORD = 8 * 1024 * 1024
 
-FIELD_COUNTS = {"A": 2, "B": 5, "H": 5, "L": 5, "N": 2, "X": 2}
+FIELD_COUNTS = {"A": 2, "B": 5, "H": 5, "L": 5, "N": 2, "P": 5, "X": 2}
 # Where the environment payload starts in the records that carry one
 # (R: the executor's report after a step: exit_code pipestatus cwd env...).
 ENV_AT = {"S": 11, "E": 6, "R": 3, "U": 2}
+# The fields that keep bytes that are not UTF-8 exact (as surrogates), besides
+# an environment payload: commands and directories, which go back into a shell
+# (`rw back` cds to the directory, replay runs the command).
+EXACT_AT = {"S": (7,), "B": (3, 4), "P": (3, 4), "H": (3, 4), "E": (5,)}
 
 INT64_MAX = 2**63 - 1  # SQLite's INTEGER
 INT_MIN, INT_MAX = -(2**31), 2**31 - 1  # a shell's $? (zsh keeps `return 1000`, -1)
@@ -146,6 +154,7 @@ FIELD_KINDS: dict[str, tuple[_Check, ...]] = {
     "S": (_session_id, _parent_id, _text, _text, _pid, _text, _time, _text, _text, _text,
           _optional_counter),
     "B": (_session_id, _counter, _time, _text, _text),
+    "P": (_session_id, _counter, _time, _text, _text),
     "H": (_session_id, _counter, _time, _text, _history),
     # sid seq ended exit_code pipestatus (as the shell joined it: kept as text) cwd
     "E": (_session_id, _counter, _time, _exit_code, _text, _text),
@@ -183,10 +192,11 @@ def parse(buf: bytes, final: bool = False) -> Iterator[tuple[Record | Dropped, i
 
     A record begins where `buf` does or where the record before it ended. A
     field may hold the framing's bytes (a directory named `x\\x1eRW1`, a
-    command that is `\\x1eEND`): a record is read up to the first end marker
-    that makes it a valid record, and a start marker inside it is where
-    reading starts again only when it is not (a record torn by a writer that
-    died, or by a full disk, and the good one after it).
+    command that is `\\x1eEND`, a host named `\\x1eRW1` after it), so an end
+    marker is the record's own only where its type's fields are all there
+    (_own_end): one that comes sooner is a field. A start marker inside a record
+    is where reading starts again only when the record is not valid (a record
+    torn by a writer that died, or by a full disk, and the good one after it).
     """
     pos = 0
     n = len(buf)
@@ -221,19 +231,16 @@ def parse(buf: bytes, final: bool = False) -> Iterator[tuple[Record | Dropped, i
                 return
             continue
         record, problem = _record(buf[start:end])
-        # An end marker a field holds: the record goes on to the next one (unless
-        # a record starts right after it, or it is not whole yet).
-        later = end
-        while problem and not buf.startswith(MAGIC, later + len(END)):
-            nxt = buf.find(END, later + 1, limit)
-            if nxt < 0:
-                if not final and n < limit and n > later + len(END):
-                    return  # its end is still being written
-                break
-            later = nxt
-            longer, why = _record(buf[start:later])
-            if why is None:
-                record, problem, end = longer, None, later
+        if problem:
+            # Its end marker is the one after the fields of its type: one that
+            # came sooner is a field's. (A record valid at the first one ends
+            # there: its fields are all there, and no more.)
+            own = _own_end(buf, start, min(n, limit))
+            if own is None and n < limit and not final:
+                return  # its end is still being written
+            if own is not None and own > end:
+                end = own
+                record, problem = _record(buf[start:end])
         if problem or record is None:
             restart = buf.find(MAGIC, start, end)
             if restart >= 0:
@@ -245,6 +252,72 @@ def parse(buf: bytes, final: bool = False) -> Iterator[tuple[Record | Dropped, i
             continue
         pos = end + len(END)
         yield record, pos
+
+
+def _own_end(buf: bytes, start: int, stop: int) -> int | None:
+    """Where the end marker of the record whose body (type, fields) begins at
+    buf[start] is: right after the fields its type has, whatever they hold.
+    -1: what follows them is no end marker (a record torn, or of no type: it
+    is dropped); None: buf[:stop] ends first. A type _validate does not know
+    ends at the first end marker, for it to say so."""
+
+    def skip(pos: int, k: int) -> int | None:  # past k fields from pos
+        for _ in range(k):
+            nul = buf.find(b"\x00", pos, stop)
+            if nul < 0:
+                return None
+            pos = nul + 1
+        return pos
+
+    def at_end(pos: int | None) -> int | None:  # pos: past the last field
+        if pos is None:
+            return None
+        if buf.startswith(END, pos - 1):
+            return pos - 1
+        return None if END.startswith(buf[pos - 1 : stop]) else -1
+
+    pos = skip(start, 1)
+    if pos is None:
+        return None
+    rtype = buf[start : pos - 1]
+    name = rtype.decode("utf-8", "replace")
+    if name in FIELD_COUNTS:
+        return at_end(skip(pos, FIELD_COUNTS[name]))
+    if name not in ENV_AT:
+        end = buf.find(END, start, stop)
+        return None if end < 0 else end
+    if name == "S":  # written by an earlier version: no branch point, no environment
+        old = skip(pos, 10)
+        if old is not None and buf.startswith(END, old - 1):
+            return old - 1
+    pos = skip(pos, ENV_AT[name])
+    fmt_at = pos
+    pos = skip(pos, 1) if pos is not None else None
+    if pos is None or fmt_at is None:
+        return None
+    fmt = buf[fmt_at : pos - 1]
+    if fmt in (b"declare", b"zsh"):
+        return at_end(skip(pos, 1))
+    if fmt == b"none":
+        return at_end(pos)
+    if fmt == b"list":
+        after = skip(pos, 1)
+        if after is None:
+            return None
+        count = buf[pos : after - 1]
+        if not _UNSIGNED.match(count.decode("ascii", "replace")) or int(count) > MAX_RECORD:
+            return -1
+        return at_end(skip(after, int(count)))
+    if fmt == b"list0":  # NAME=VALUE fields, up to the end marker, which has no "="
+        while True:
+            nul = buf.find(b"\x00", pos, stop)
+            if nul < 0:
+                return None
+            if b"=" not in buf[pos:nul]:
+                return at_end(pos)
+            pos = nul + 1
+    end = buf.find(END, start, stop)  # (a format _validate does not know)
+    return None if end < 0 else end
 
 
 def _record(body: bytes) -> tuple[Record | None, str | None]:
@@ -260,17 +333,18 @@ def _record(body: bytes) -> tuple[Record | None, str | None]:
 
 def _fields(body: bytes) -> list[str]:
     """A record's NUL-separated fields. Bytes that are not UTF-8 are kept
-    exact (as surrogates) in an environment payload, whose values go back
-    into a shell; in every other field (a command, a directory) they become
-    U+FFFD, as text the store and the terminal can take."""
+    exact (as surrogates) where they go back into a shell: an environment
+    payload, a command, a directory (EXACT_AT); in every other field (a host,
+    a session's name) they become U+FFFD."""
     try:
         return body.decode("utf-8").split("\x00")
     except UnicodeDecodeError:
         pass
     parts = body.decode("utf-8", "surrogateescape").split("\x00")
     env_at = ENV_AT.get(parts[0], len(parts)) + 1  # + 1: the type comes first
+    exact = EXACT_AT.get(parts[0], ())
     for i in range(min(env_at, len(parts))):
-        if not parts[i].isascii():
+        if i - 1 not in exact and not parts[i].isascii():
             parts[i] = parts[i].encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     return parts
 

@@ -105,7 +105,7 @@ def log_cmd(session: str | None, failed: bool, limit: int | None, as_json: bool)
         code = "-" if r.exit_code is None else str(r.exit_code)
         line = (
             f"{r.number:>5}  {code:>4}  {_when(r.started_at)}  {_took(s.duration_ms):>7}  "
-            f"{one_line(r.command, 100)}"
+            f"{one_line(r.command, 100)}{'  [partial]' if r.partial else ''}"
         )
         # rw's own steps (not counted by rw back): dimmed, on a terminal.
         click.echo(click.style(line, dim=True) if s.rw_command is not None else line)
@@ -171,6 +171,10 @@ def show_cmd(
     click.echo(f"session   {escaped(r.session)}")
     click.echo(f"step      {r.number}")
     click.echo("command   " + escaped(r.command, lines=True).replace("\n", "\n          "))
+    if r.partial:
+        click.echo(
+            "partial   only the first command of the line was recorded (bash with history off)"
+        )
     click.echo(f"cwd       {'unknown' if r.cwd_before is None else escaped(r.cwd_before)}")
     if r.cwd_after and r.cwd_after != r.cwd_before:
         click.echo(f"cwd after {escaped(r.cwd_after)}")

@@ -60,7 +60,8 @@ def load(store: Store, p: Paths, ref: str, base_env: dict[str, str]) -> Recorded
             lines += ["#   " + escaped(x, lines=True) for x in r.command.split("\n")]
             lines.append("")
             continue
-        lines.append(f"# step {r.number} ({status})")
+        partly = ", recorded partly: only the first command of its line" if r.partial else ""
+        lines.append(f"# step {r.number} ({status}{partly})")
         first = len(lines) + 1
         lines += r.command.split("\n")
         index = len(steps)
@@ -70,6 +71,11 @@ def load(store: Store, p: Paths, ref: str, base_env: dict[str, str]) -> Recorded
             refused[index] = (
                 f"step {r.number} holds a value stored redacted: type the command with it "
                 "in the console, or jump past it"
+            )
+        elif r.partial:
+            refused[index] = (
+                f"step {r.number} was recorded partly (bash with history off kept only the "
+                "first command of its line): type the whole line in the console, or jump past it"
             )
         if r.cwd_before:
             cwds[index] = r.cwd_before

@@ -181,6 +181,13 @@ def to_script(store: Store, sel: Selection, *, include_failed: bool = False) -> 
             )
             out += _commented(step.command)
             out.append(f"__rw_step_ok {step.number} 1 'held a redacted secret: edit this script'")
+        elif step.partial:
+            out.append(
+                f"# step {step.number} was recorded partly (bash with history off kept only "
+                "the first command of its line); put the whole line back here:"
+            )
+            out += _commented(step.command)
+            out.append(f"__rw_step_ok {step.number} 1 'was recorded partly: edit this script'")
         else:
             out.append(f"# step {step.number}")
             out.append(f"eval {shell_quoted(step.command)}")
@@ -336,6 +343,10 @@ def to_markdown(sel: Selection) -> str:
             about.append(f"then in {_code_span(esc(st.cwd_after))}")
         if len((st.pipestatus or "").split()) > 1:
             about.append(f"PIPESTATUS {esc(st.pipestatus or '')}")
+        if st.partial:
+            about.append(
+                "recorded partly (only the first command of its line: bash with history off)"
+            )
         out.append(", ".join(about) + f"; started {_when(st.started_at)}.")
         if st.number in sel.outputs:
             out += _markdown_output(sel.session.id, st.number, sel.outputs[st.number])
@@ -403,6 +414,7 @@ def to_document(store: Store, sel: Selection) -> dict:
                 "exit_code": st.exit_code,
                 "pipestatus": _pipestatus(st.pipestatus),
                 "env": envs.get(st.env_id),
+                "partial": st.partial,
                 **_output_fields(sel.outputs.get(st.number)),
             }
             for st in sel.steps

@@ -78,6 +78,8 @@ class Step:
             "ended_at": iso(r.ended_at),
             "duration_ms": self.duration_ms,
             "rw_command": self.rw_command,
+            # Only the first command of the line is known (bash with history off).
+            "partial": r.partial,
         }
 
 

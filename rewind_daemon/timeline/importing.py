@@ -47,6 +47,7 @@ class ImportedStep:
     pipestatus: str | None = None
     env: dict[str, str] | None = None
     output: bytes | None = None
+    partial: bool = False  # only the first command of its line is known
 
 
 @dataclass
@@ -140,9 +141,28 @@ def _mib(n: int) -> str:
     return f"{n / (1024 * 1024):.0f} MiB"
 
 
+# Where rw export writes bytes that are not UTF-8 as `\\udc80`-`\\udcff`
+# (surrogateescape): commands, directories and environment values, which the
+# store keeps as bytes.
+_BYTES_AT = re.compile(
+    r"document\.(session\.cwd|start_env\..*|steps\[\d+\]\.(command|cwd_before|cwd_after|env\..*))",
+    re.S,
+)
+
+
+def _holds_bytes(text: str) -> bool:
+    """Whether each surrogate in `text` stands for a byte (`\\udc80`-`\\udcff`)."""
+    try:
+        text.encode("utf-8", "surrogateescape")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
 def _check_document_text(value: object, source: str, where: str = "document") -> None:
     """Every string of a JSON document can be stored (no lone surrogate, which
-    `\\udcff` makes), and no command is longer than the hooks record."""
+    `\\ud800` makes, but the bytes rw export writes as `\\udcff` where the store
+    keeps bytes), and no command is longer than the hooks record."""
     todo = [(value, where)]
     while todo:
         v, at = todo.pop()
@@ -150,9 +170,10 @@ def _check_document_text(value: object, source: str, where: str = "document") ->
             try:
                 v.encode("utf-8")
             except UnicodeEncodeError:
-                raise RwError(
-                    f"{source}: {at} holds a lone surrogate (\\ud800-\\udfff), not text"
-                ) from None
+                if not (_BYTES_AT.fullmatch(at) and _holds_bytes(v)):
+                    raise RwError(
+                        f"{source}: {at} holds a lone surrogate (\\ud800-\\udfff), not text"
+                    ) from None
             if at.endswith(".command") and len(v) > MAX_COMMAND:
                 raise RwError(f"{source}: {at} is longer than rw records ({_mib(MAX_COMMAND)})")
         elif isinstance(v, dict):
@@ -409,6 +430,7 @@ def parse_document(data: bytes, source: str) -> ImportedSession:
                 pipestatus=f.codes("pipestatus"),
                 env=f.env("env"),
                 output=_output(raw, f"{source}: steps[{i}]"),
+                partial=raw.get("partial") is True,
             )
         )
     _leave_out_untrusted_env(session)
@@ -482,7 +504,7 @@ def save(
                     rows.append(
                         (sid, number, number, command, step.cwd_before, step.cwd_after,
                          step.started_at, step.ended_at, step.exit_code, step.pipestatus,
-                         None if blob is None else store.add_env(*blob))
+                         None if blob is None else store.add_env(*blob), step.partial)
                     )  # fmt: skip
                 store.bulk_insert_steps(rows)
                 for number, (step, command) in enumerate(zip(batch, commands), first + 1):

@@ -27,6 +27,11 @@ from .rw_commands import rw_verb
 CONTINUE, NEXT, SKIP, EDIT, SHELL, BACK, QUIT = (
     "continue", "next", "skip", "edit", "shell", "back", "quit",
 )  # fmt: skip
+# Why a partial step (StepRow.partial) is never run as recorded.
+PARTIAL = (
+    "recorded partly: bash with history off kept only the first command of its line; "
+    "edit it into the whole line, or skip it"
+)
 
 
 @dataclass(frozen=True)
@@ -220,13 +225,14 @@ class Replay:
                     continue
                 bp = self.breakpoints.before(step.number, command)
                 reason = (
-                    f"breakpoint {bp.describe()}" if bp
+                    PARTIAL if step.partial
+                    else f"breakpoint {bp.describe()}" if bp
                     else f"the step before hit breakpoint {why_after}" if why_after
                     else "stepping" if self.every_step or pause_next
                     else None
                 )  # fmt: skip
                 why_after, pause_next, then_pause = None, False, False
-                if reason and not no_pause_once:
+                if reason and (not no_pause_once or step.partial):
                     action = self.controller.pause(
                         Pause(step.number, command, reason), (ex.cwd, dict(ex.env)), ex.definitions
                     )
@@ -260,6 +266,10 @@ class Replay:
                         continue
                     if action.kind == EDIT and action.command:
                         command = action.command
+                    elif step.partial:  # (half a line is not run as if it were the line)
+                        self.say(f"step {step.number} is not run as recorded: {PARTIAL}")
+                        no_pause_once = False
+                        continue
                     then_pause = action.kind in (NEXT, EDIT)
                 if no_pause_once:
                     no_pause_once, then_pause = False, True

@@ -23,7 +23,15 @@ from datetime import datetime, timedelta
 from ..capture.termtext import text_of
 from ..errors import RwError
 from ..paths import current_session_id
-from ..store import MAX_SEARCH_ID, SEARCH_IDS_PER_MS, SearchFilter, StepRow, Store, search_id_floor
+from ..store import (
+    MAX_SEARCH_ID,
+    SEARCH_IDS_PER_MS,
+    SearchFilter,
+    StepRow,
+    Store,
+    search_id_floor,
+    text_form,
+)
 from .history import Step, resolve_session
 from .rw_commands import rw_verb
 
@@ -220,7 +228,7 @@ def search(
             )
         for _, kind, row, text in heapq.merge(*streams, key=lambda t: (t[0], t[1])):
             m = (
-                find_in(pattern.regex, row.command, "command")
+                find_in(pattern.regex, text_form(row.command), "command")
                 if kind == 0
                 else find_in(pattern.regex, text, "output")
             )
@@ -264,8 +272,10 @@ def _this_search(store: Store) -> tuple[str, int] | None:
 def _check(
     pattern: Pattern, row: StepRow, text: str | None, raw: bytes | None, output: bool
 ) -> Match | None:
-    m = find_in(pattern.regex, row.command, "command")
+    # (A command's text form: its bytes that are not UTF-8 as \xHH, as rw shows it.)
+    command = text_form(row.command)
+    m = find_in(pattern.regex, command, "command")
     if m is None and output and (text is not None or raw is not None):
-        m = find_in(pattern.regex, text if text is not None else text_of(raw or b"", row.command),
+        m = find_in(pattern.regex, text if text is not None else text_of(raw or b"", command),
                     "output")  # fmt: skip
     return m

@@ -54,6 +54,7 @@ class Restore:
     unset_env: list[str] = field(default_factory=list)
     redacted: list[str] = field(default_factory=list)  # stored redacted: left as they are
     edit: str | None = None  # a command to put in front of the user
+    edit_partial: bool = False  # the failed command is not put there: known only in part
 
     @property
     def changes_nothing(self) -> bool:
@@ -155,7 +156,9 @@ def plan_branch_from_failure(
     if not failed:
         raise NotFound(f"session {sid} has no failed step to branch from")
     plan = restore_before(store, sid, failed[-1], now_env, now_cwd)
-    plan.edit = failed[-1].command
+    # (Half a line is not put back as if it were the line: describe says why.)
+    plan.edit = None if failed[-1].partial else failed[-1].command
+    plan.edit_partial = failed[-1].partial
     return plan
 
 
@@ -222,6 +225,11 @@ def describe(plan: Restore, dry_run: bool, shell: str | None = None) -> list[str
         if plan.edit is not None:
             where = "on your command line" if shell == "zsh" else "one Up-arrow away"
             out.append(f"  the failed command is {where}: {first}")
+        elif plan.edit_partial:
+            out.append(
+                "  the failed command is not put back: only the first command of its line "
+                "was recorded (bash with history off)"
+            )
     return out
 
 

@@ -29,23 +29,27 @@ def test_round_trip_of_every_record_type():
     assert items[-1][1] == len(buf)
 
 
-def test_bytes_not_utf8_stay_exact_in_an_environment_and_become_u_fffd_elsewhere():
+def test_bytes_not_utf8_stay_exact_in_commands_directories_and_environments_only():
     buf = (
         records.MAGIC
         + b"\x00".join([b"E", b"s1", b"1", b"2.0", b"0", b"0", b"/tmp/\xff", b"list0"])
         + b"\x00RW_X=a\xff\xfeb\x00PATH=/bin"
         + records.END
         + records.MAGIC
-        + b"\x00".join([b"B", b"s1", b"2", b"3.0", b"/", b"echo \xc3"])
+        + b"\x00".join([b"B", b"s1", b"2", b"3.0", b"/\xfe", b"echo \xc3"])
+        + records.END
+        + records.MAGIC
+        + b"\x00".join([b"N", b"s1", b"name\xff"])
         + records.END
     )
-    (end, _), (begin, _) = parse_all(buf)
-    assert end.fields[5] == "/tmp/\ufffd"
+    (end, _), (begin, _), (name, _) = parse_all(buf)
+    assert end.fields[5] == "/tmp/\udcff"
     assert records.parse_env(end.fields[6], end.fields[7:]) == {
         "RW_X": "a\udcff\udcfeb",
         "PATH": "/bin",
     }
-    assert begin.fields[4] == "echo \ufffd"
+    assert begin.fields[3:] == ["/\udcfe", "echo \udcc3"]
+    assert name.fields[1] == "name\ufffd"  # (a label, never given back to a shell)
 
 
 def test_incomplete_tail_waits_unless_final():

@@ -36,8 +36,8 @@ def test_json_text_with_a_lone_surrogate_is_refused_in_one_line(rw_home, tmp_pat
     doc = json.loads(document("echo ok"))
     if where == "key":
         doc["steps"][0]["env"] = {"A\udcffB": "v"}
-    else:
-        doc["steps"][0][where] = "a\udcffb"
+    else:  # (\udcff is the byte 0xff in a command: rw export writes it so)
+        doc["steps"][0][where] = "a\ud800b" if where == "command" else "a\udcffb"
     path = tmp_path / "doc.json"
     path.write_text(json.dumps(doc))  # (\udcff escaped: valid JSON)
     refused(run("import", "json", str(path)), "lone surrogate")
