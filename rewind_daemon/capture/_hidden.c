@@ -21,6 +21,19 @@ static int is_word(unsigned char c)
 	       c == '_' || c >= 0x80;
 }
 
+/* A byte a rule's lookaround may stand on: a word's, or . - / + | ; & ( */
+static int is_joinable(unsigned char c)
+{
+	return is_word(c) || c == '.' || c == '-' || c == '/' || c == '+' || c == '|' || c == ';' ||
+	       c == '&' || c == '(';
+}
+
+/* Controls a rule's \s takes for a space and the text removes: VT, FF, FS..US. */
+static int is_space_control(unsigned char c)
+{
+	return c == 0x0b || c == 0x0c || (c >= 0x1c && c <= 0x1f);
+}
+
 static int is_control(unsigned char c)
 {
 	/* What the text removes: not TAB, LF, CR (handled) nor BS (taken alone). */
@@ -162,7 +175,7 @@ static int scan(const unsigned char *b, Py_ssize_t n, Lines *L)
 			i++;
 		} else {
 			/* A run of escapes and controls: a join when words are on both sides. */
-			int before = i > plain_from && is_word(b[i - 1]);
+			int before = i > plain_from && is_joinable(b[i - 1]);
 			while (i < n && (b[i] == 0x1b || is_control(b[i]))) {
 				if (b[i] == 0x1b && i + 1 < n && is_string_start(b[i + 1])) {
 					L->taken[L->lines - 1] = 1;
@@ -178,10 +191,12 @@ static int scan(const unsigned char *b, Py_ssize_t n, Lines *L)
 					if (sw == 0 || sw == 1)
 						alt = sw;
 				} else {
+					if (is_space_control(b[i]))
+						L->taken[L->lines - 1] = 1;
 					i++;
 				}
 			}
-			if (!in_string && before && i < n && is_word(b[i]))
+			if (!in_string && before && i < n && is_joinable(b[i]))
 				L->taken[L->lines - 1] = 1;
 		}
 		plain_from = i;

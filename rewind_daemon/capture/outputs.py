@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -166,8 +166,8 @@ def _regions(
     when they are more than a few, or when the text's lines are not the bytes'
     (the alternate screen, an escape string over several lines)."""
     secrets = {s for s in in_text + in_hidden}
-    if len(secrets) > FOUND_CHECKED or any(not s or MASK in s for s in secrets):
-        return None
+    if len(secrets) > FOUND_CHECKED or any(not s or MASK in s or "\n" in s for s in secrets):
+        return None  # (a secret over lines, a key block's: its rule may reach beyond)
     if in_text and not same_lines(raw, text):
         return None
     ends = memoryview(line_ends(raw)).cast("q")
@@ -183,12 +183,21 @@ def _regions(
         line += text.count("\n", counted, at)
         counted = at
         lines.append((line - REGION_LINES, line + secret.count("\n") + REGION_LINES))
+    if in_hidden:
+        joined = "\n".join(hidden)  # (as the first pass read it)
+        starts, at = [], 0
+        for h in hidden:
+            starts.append(at)
+            at += len(h) + 1
     for secret in set(in_hidden):
-        found = [(bisect_left(ends, a), bisect_left(ends, z)) for (a, z), h in zip(spans, hidden)
-                 if secret in h]  # fmt: skip
-        if not found:
-            return None  # (over two spans: with what joined them)
-        lines += found
+        at = joined.find(secret)
+        while at >= 0 and len(lines) <= MAX_PLACES:
+            k = bisect_right(starts, at) - 1
+            if at + len(secret) > starts[k] + len(hidden[k]):
+                return None  # (over two spans: with what joined them)
+            a, z = spans[k]
+            lines.append((bisect_left(ends, a), bisect_left(ends, z)))
+            at = joined.find(secret, at + 1)
     if not lines or len(lines) > MAX_PLACES:
         return None
     lines.sort()

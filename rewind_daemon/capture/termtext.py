@@ -353,9 +353,11 @@ def hidden_spans(raw: bytes, context: int = CONTEXT_LINES) -> list[tuple[int, in
     holds a CR not before LF, a backspace, a part of a string escape (OSC,
     DCS, SOS, PM, APC), a part written on the alternate screen or a switch to
     or from it, an escape other than CSI ending in a letter or digit before a
-    word byte, or a join: a word byte (ASCII letters, digits, _, and every
-    byte of a character that is not ASCII), escape sequences or controls, and
-    a word byte, which the text joins. What a redaction rule finds in the
+    word byte, a control that a rule takes for a space (VT, FF, FS to US), or
+    a join: a word byte (ASCII letters, digits, _, and every byte of a
+    character that is not ASCII) or one of . - / + | ; & ( (on which rules'
+    lookarounds stand), escape sequences or controls, and another such byte:
+    the text joins them. What a redaction rule finds in the
     bytes, it finds in the text or in these lines, as written."""
     if _spans_c is not None:
         return _spans_c(raw, context)
@@ -386,6 +388,14 @@ def same_lines(raw: bytes, text: str) -> bool:
 
 def _is_word(c: int) -> bool:
     return 48 <= c <= 57 or 65 <= c <= 90 or 97 <= c <= 122 or c == 95 or c >= 0x80
+
+
+_LOOKAROUND = frozenset(b".-/+|;&(")  # (what rules' lookarounds stand on, with words)
+_SPACE_CONTROL = frozenset([0x0B, 0x0C, 0x1C, 0x1D, 0x1E, 0x1F])  # (\s to a rule)
+
+
+def _is_joinable(c: int) -> bool:
+    return _is_word(c) or c in _LOOKAROUND
 
 
 _CONTROL = frozenset([*range(0x08), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
@@ -469,13 +479,15 @@ def _spans_py(b: bytes, context: int) -> list[tuple[int, int]]:
                     if switch in (0, 1):
                         alt = bool(switch)
                 else:
+                    if b[i] in _SPACE_CONTROL:
+                        taken[-1] = True
                     i += 1
-            if not in_string and before and i < n and _is_word(b[i]):
+            if not in_string and before and i < n and _is_joinable(b[i]):
                 taken[-1] = True
             last_word = False
             continue
         else:
-            last_word = _is_word(c)
+            last_word = _is_joinable(c)
             i += 1
             continue
         last_word = False
