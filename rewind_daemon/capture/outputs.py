@@ -214,8 +214,8 @@ class OutputReader:
                 if state.parsed >= st.st_size and not state.steps:
                     return 0
                 want = READ if st.st_size - state.parsed <= READ else BACKLOG_READ
-                if want == BACKLOG_READ and self.worker is not None:
-                    self.worker.prepare()
+                if self.worker is not None:
+                    self.worker.prepare(st.st_size - state.parsed)
                 while True:
                     fh.seek(state.parsed)
                     buf = fh.read(want)
@@ -273,8 +273,8 @@ class OutputReader:
             pos = len(buf)
         state.parsed += pos
         # The steps that can be stored now, made ready before the transaction
-        # (on both cores when they are many): the daemon is the store's one
-        # writer, so what is read here still holds in it.
+        # (on both cores when they are many): the daemon alone writes recorded
+        # sessions' steps and outputs, so what is read here still holds in it.
         jobs: list[tuple[int, OutputJob]] = []
         for key, step in list(state.steps.items()):
             if step.total is None and not final:
