@@ -26,6 +26,7 @@ is one still there when the daemon stops (`close`).
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import queue
 import select
@@ -56,6 +57,7 @@ _HEAD = struct.Struct("<QIBQqq")  # job, masked, flags, len raw, len text, len t
 _LEN = struct.Struct("<Q")
 _TEXT_NONE, _TIMING_NONE, _FAILED = 1, 2, 4
 READY = b"R"
+TAKE_BACK = b"T"  # a frame: the daemon makes job N itself (a job's frame is a pickle: 0x80)
 START_BYTES = 8 << 20  # a backlog worth starting a worker for (its start: 0.2 s of CPU)
 READY_SECONDS = 10.0  # a worker not started by then is given up
 MAX_FRAME = 1 << 30
@@ -129,10 +131,14 @@ def worker_main() -> int:
     stdout.write(READY)  # (started: the daemon hands it steps from now on)
     stdout.flush()
     frames: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+    taken_back: set[int] = set()  # jobs the daemon made itself: not to be begun
 
     def read_ahead() -> None:
         while True:
             frame = _read_frame(stdin)
+            if frame is not None and frame[:1] == TAKE_BACK:
+                taken_back.add(_LEN.unpack(frame[1:])[0])
+                continue
             frames.put(frame)
             if frame is None:
                 return
@@ -145,6 +151,10 @@ def worker_main() -> int:
         if frame is None:
             return 0
         ident += 1
+        if ident in taken_back:
+            stdout.write(_answer(ident, None, 0)[0])
+            stdout.flush()
+            continue
         job: OutputJob = pickle.loads(frame)
         known = KnownSecrets()
         if job.known:
@@ -173,6 +183,7 @@ class OutputWorker:
         self.failed_at = float("-inf")
         self.alone = False  # (tests: the worker makes every step)
         self._log = LogOnce(log)
+        self._writing = threading.Lock()  # (frames to the worker, from two threads)
 
     @property
     def pid(self) -> int | None:
@@ -208,8 +219,9 @@ class OutputWorker:
         lock = threading.Lock()
         in_worker: list[int] = []  # the jobs the worker has
         stop = threading.Event()  # (the daemon made them all: none for a worker still starting)
+        sent_as: dict[int, int] = {}  # job: its number in the worker
         helper = threading.Thread(
-            target=self._feed, args=(jobs, todo, lock, results, done, in_worker, stop),
+            target=self._feed, args=(jobs, todo, lock, results, done, in_worker, stop, sent_as),
             name="rw-output-worker", daemon=True,
         )  # fmt: skip
         # The helper takes the GIL a few times a job: each time the daemon's own
@@ -229,10 +241,15 @@ class OutputWorker:
                 results[i] = local(jobs[i])
                 done[i] = True
                 spent, weight = spent + time.monotonic() - t0, weight + jobs[i].weight
-            # What the worker has is waited for: a few times as long as the
-            # daemon would take to make it (a second a MB when it made none).
             if not self.alone:
                 stop.set()
+                # The jobs waiting in the worker behind the one it makes: taken
+                # back, and made here meanwhile.
+                for i in self._take_back(lock, in_worker, sent_as):
+                    results[i] = local(jobs[i])
+                    done[i] = True
+            # What the worker has is waited for: a few times as long as the
+            # daemon would take to make it (a second a MB when it made none).
             with lock:
                 left = [jobs[i].weight for i in in_worker] or [j.weight for j in jobs]
             per_byte = max(spent / weight, 1e-7) if weight else 1e-6
@@ -251,6 +268,7 @@ class OutputWorker:
     def _feed(
         self, jobs: Sequence[OutputJob], todo: deque, lock: threading.Lock,
         results: list[Made], done: list[bool], in_worker: list[int], stop: threading.Event,
+        sent_as: dict[int, int],
     ) -> None:  # fmt: skip
         """The helper thread: once the worker has started, keep two jobs in it
         (one made, the next read meanwhile) while some are left. Any trouble
@@ -268,14 +286,17 @@ class OutputWorker:
                             break
                         i = todo.popleft()
                         in_worker.append(i)
-                    self.jobs_sent += 1
-                    sent.append((i, self.jobs_sent))
-                    _write_frame(proc.stdin, pickle.dumps(jobs[i], pickle.HIGHEST_PROTOCOL))
+                        self.jobs_sent += 1
+                        sent_as[i] = self.jobs_sent
+                    sent.append((i, sent_as[i]))
+                    frame = pickle.dumps(jobs[i], pickle.HIGHEST_PROTOCOL)
+                    with self._writing:
+                        _write_frame(proc.stdin, frame)
                 if not sent:
                     return
                 i, ident = sent.popleft()
                 answer = _read_answer(proc.stdout, jobs[i], ident)
-                if answer is not None:
+                if answer is not None and not done[i]:
                     results[i] = answer
                     done[i] = True
                 with lock:
@@ -284,6 +305,34 @@ class OutputWorker:
             self._fail(str(e) or type(e).__name__)
         except Exception as e:  # noqa: BLE001 - the daemon makes the steps itself
             self._fail(repr(e))
+
+    def _take_back(
+        self, lock: threading.Lock, in_worker: list[int], sent_as: dict[int, int]
+    ) -> list[int]:
+        """Tell the worker to skip the jobs it has not begun (all it has but the
+        first); those jobs."""
+        with lock:
+            back = in_worker[1:]
+            numbers = [sent_as[i] for i in back]
+        proc = self.proc
+        # Never waiting for the worker: not while the helper writes to it, nor
+        # into a pipe without room (a worker that hangs is found by the deadline).
+        if not back or proc is None or proc.stdin is None:
+            return []
+        if not self._writing.acquire(blocking=False):
+            return []
+        try:
+            fd = proc.stdin.fileno()
+            if not select.select([], [fd], [], 0)[1]:
+                return []
+            # (a few bytes: a pipe with room, PIPE_BUF at least, takes them whole;
+            # before or after the job's own frame, the worker hears them)
+            os.write(fd, b"".join(_LEN.pack(9) + TAKE_BACK + _LEN.pack(n) for n in numbers))
+        except (OSError, ValueError):
+            return []  # (the helper finds the worker gone, and says so)
+        finally:
+            self._writing.release()
+        return back
 
     def _started(self, proc: subprocess.Popen, stop: threading.Event) -> bool:
         """Wait for the worker to say it has started, while the daemon has steps
