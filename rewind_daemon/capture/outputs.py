@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 from ..paths import session_file
 from ..redact import Redactor
 from ..store import MAX_OUTPUT, OutputBlobs, OutputRow, Store, output_blobs, plain_text
-from .ingest import punch, store_trouble
+from .ingest import _libc, punch, store_trouble
 from .known_secrets import KnownSecrets
 from .logonce import LogOnce
 from .output_spool import MAX_BODY, OUTPUT_SUFFIX, Record, capped_parts, iter_records
@@ -142,6 +142,15 @@ def ready(job: OutputJob, redactor: Redactor) -> tuple[OutputBlobs, int]:
     return output_blobs(out), n
 
 
+def _give_back_memory() -> None:
+    """Return to the system the memory a backlog's reads took (glibc keeps
+    freed blocks of a few MB for reuse: the daemon's size would stay at its
+    peak)."""
+    trim = getattr(_libc, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
+
+
 @dataclass
 class _Pending:
     first: int  # offset in the spool of its first record
@@ -201,6 +210,7 @@ class OutputReader:
             committed = self.store.spool_offset(name)
             state = self._files[name] = _File(committed, committed)
         stored = 0
+        backlog = False  # (read BACKLOG_READ at a time)
         try:
             with open(path, "rb") as fh:
                 st = os.fstat(fh.fileno())
@@ -214,6 +224,7 @@ class OutputReader:
                 if state.parsed >= st.st_size and not state.steps:
                     return 0
                 want = READ if st.st_size - state.parsed <= READ else BACKLOG_READ
+                backlog = want == BACKLOG_READ
                 if self.worker is not None:
                     self.worker.prepare(st.st_size - state.parsed)
                 while True:
@@ -229,6 +240,7 @@ class OutputReader:
                     # A record larger than what was read: read more at once.
                     if state.parsed > before:
                         want = READ if st.st_size - state.parsed <= READ else BACKLOG_READ
+                        backlog = backlog or want == BACKLOG_READ
                     else:
                         want = min(want * 4, CHUNK)
         except FileNotFoundError:
@@ -237,6 +249,8 @@ class OutputReader:
         except BaseException:
             self._files.pop(name, None)  # read again from what the store says
             raise
+        if backlog:
+            _give_back_memory()
         return stored
 
     def _final(self, sid: str, mtime: float) -> bool:
