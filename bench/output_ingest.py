@@ -13,7 +13,9 @@ is ingested: text extracted, secrets masked in the bytes and the text, both
 compressed, stored. The daemon's CPU time is read at that answer too, less
 what an idle daemon's start to its first answer takes: the CPU the ingest
 took, whatever else runs on the machine (its search indexing when idle and
-its stop come after). Then the store is checked (every step's output there,
+its stop come after); its output worker's CPU (a second process that makes
+some steps ready when many are at once) and the daemon's memory are read
+there too. Then the store is checked (every step's output there,
 no secret in the database).
 
 Baselines in the same run, on the same bytes: zlib compressing them (level 6,
@@ -22,7 +24,8 @@ reading the spool files (`cat` to /dev/null). In-process figures say where
 the time goes: the text alone (in C, and in Python as where the C module is
 not built), the text with its hidden parts, the redaction alone (and with
 google-re2 instead of the C module, and with neither, as on a machine without
-them), `make_output` whole.
+them), `make_output` whole, the store's codec alone, `make_output` and the
+row's compressed blobs (a step's whole cost).
 
     python bench/output_ingest.py [--quick] [--check] [--mb N] [--profile]
 """
@@ -50,10 +53,11 @@ from rewind_daemon.capture.outputs import make_output
 from rewind_daemon.capture.termtext import text_of, text_parts
 from rewind_daemon.recorder.spool import OutputSpool
 from rewind_daemon.redact import MASK, Redactor
-from rewind_daemon.store import Store
+from rewind_daemon.store import ZLIB_LEVEL, ZSTD_LEVEL, Store, output_blobs, pack, zstandard
 
 MIN_MB_PER_S = 100.0
 ZLIB = "baseline, zlib level 6 of the bytes"
+CODEC = f"zstd level {ZSTD_LEVEL}" if zstandard is not None else f"zlib level {ZLIB_LEVEL}"
 WORDS = "api web worker billing auth infra deploy tools docs data etl search cache queue".split()
 PACKAGES = "libssl3 libc6 openssh-client curl git python3.11 libpq5 nginx-common tzdata".split()
 
@@ -217,11 +221,17 @@ def write_spools(w: Workload, spool_dir: Path, sid: str) -> int:
     return (spool_dir / f"{sid}.output").stat().st_size
 
 
-def daemon_ingest(home: Path) -> tuple[float, float, float]:
-    """(seconds from the daemon's start of work to its answer, all ingested;
-    the CPU seconds the daemon used to its answer, its start included; the
-    CPU seconds it used in all, its start, its search indexing when idle
-    after the answer and its stop included)."""
+@dataclass
+class Ingested:
+    seconds: float  # from the daemon's start of work to its answer, all ingested
+    answered: float  # CPU seconds the daemon used to its answer, its start included
+    cpu: float  # ... in all: its start, its indexing when idle, its stop, its worker
+    worker: float  # CPU seconds its output worker used to the answer (0: none ran)
+    rss: int  # the daemon's resident memory at its answer, kB (its worker's apart)
+    peak: int  # ... the most it had, kB
+
+
+def daemon_ingest(home: Path) -> Ingested:
     paths = rw_paths(home)
     stopped = [0.0]
 
@@ -231,8 +241,29 @@ def daemon_ingest(home: Path) -> tuple[float, float, float]:
     with foreground_daemon(home, after_stop) as d:
         client.request(paths, "status", timeout=600)
         t_done = time.perf_counter()
-        answered = _process_cpu(int(paths.pid_file.read_text().split()[0]))
-    return t_done - d.listening, answered, _children_cpu() - stopped[0]
+        pid = int(paths.pid_file.read_text().split()[0])
+        answered = _process_cpu(pid)
+        worker = sum(_process_cpu(c) for c in _children(pid))
+        rss, peak = _memory(pid)
+    return Ingested(t_done - d.listening, answered, _children_cpu() - stopped[0], worker, rss, peak)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return found
+
+
+def _memory(pid: int) -> tuple[int, int]:
+    """(VmRSS, VmHWM) of process `pid`, in kB."""
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
 
 
 def _process_cpu(pid: int) -> float:
@@ -247,7 +278,7 @@ def idle_start_cpu() -> float:
     runs = []
     for _ in range(3):
         with rw_home() as home:
-            runs.append(daemon_ingest(home)[1])
+            runs.append(daemon_ingest(home).answered)
     return min(runs)
 
 
@@ -340,6 +371,14 @@ def in_process(w: Workload) -> dict[str, float]:
     for command, data in w.steps:
         make_output(data, command, r)
     stages["make_output (cap, redaction, text)"] = time.process_time() - t0
+    t0 = time.process_time()
+    for _, data in w.steps:
+        pack(data)
+    stages[f"the store's codec ({CODEC}) of the bytes alone"] = time.process_time() - t0
+    t0 = time.process_time()
+    for command, data in w.steps:
+        output_blobs(make_output(data, command, r)[0])
+    stages["make_output and the row's blobs (what a step costs)"] = time.process_time() - t0
     return stages
 
 
@@ -363,7 +402,8 @@ def run(label: str, w: Workload, v: Verdicts, check_target: bool, idle: float) -
         spool_dir = rw_paths(home).spool_dir
         size = write_spools(w, spool_dir, sid)
         cat_s = cat_seconds([spool_dir / f"{sid}.output"])
-        ingest_s, answered_cpu, daemon_cpu = daemon_ingest(home)
+        ingested = daemon_ingest(home)
+        ingest_s, answered_cpu, daemon_cpu = ingested.seconds, ingested.answered, ingested.cpu
         problems = check_store(w, home, sid)
     stages = in_process(w)
     for stage, seconds in stages.items():
@@ -383,6 +423,16 @@ def run(label: str, w: Workload, v: Verdicts, check_target: bool, idle: float) -
     print(
         f"    daemon: {answered_cpu:.2f}s of CPU to its answer, less {idle:.2f}s that an idle "
         f"start takes = {ingest_cpu:.2f}s ingesting = {mb / ingest_cpu:.1f} MB/s of its CPU"
+    )
+    if ingested.worker:
+        both = ingest_cpu + ingested.worker
+        print(
+            f"    its output worker: {ingested.worker:.2f}s of CPU (its start included); "
+            f"daemon and worker: {both:.2f}s = {mb / both:.1f} MB/s of CPU"
+        )
+    print(
+        f"    daemon's memory at its answer: {ingested.rss / 1024:.0f} MB resident, "
+        f"{ingested.peak / 1024:.0f} MB at most"
     )
     for problem in problems:
         print(f"    PROBLEM: {problem}")

@@ -3,7 +3,8 @@
 It follows the per-session spool files the shell hooks append to (inotify,
 with a slow poll as a safety net) and answers control requests on a private
 Unix socket. Everything runs in one thread around one selector, so the store
-has exactly one writer.
+has exactly one writer (a backlog of output is partly made ready in a worker
+process, output_worker.py, which never touches the store).
 """
 
 from __future__ import annotations

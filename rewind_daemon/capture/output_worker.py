@@ -13,20 +13,23 @@ masks what the daemon would. It answers with the row's blobs (store.py's
 `output_blobs`), in a plain frame the daemon checks (never unpickled).
 
 What the worker does is never needed: a worker that dies, hangs (no answer
-within HANG_SECONDS and four times what the daemon would take) or answers garbage is killed, said
-once in the log, and its step is made by the daemon; a worker is not started
-again for RETRY_SECONDS. At most two steps are in the worker (one made, the
-next read meanwhile), so memory stays bounded. A read that makes one step ready, or
-less than PARALLEL_BYTES, is made in the daemon alone: an interactive shell's
-steps cost no process and no wait. An idle worker is ended (`idle`), and so
+within HANG_SECONDS and four times what the daemon would take) or answers
+garbage is killed, said once in the log, and its steps are made by the
+daemon; a worker is not started again for RETRY_SECONDS. At most two steps
+are in the worker (one made, the next read meanwhile), so memory stays
+bounded. A read that makes one step ready, or less than PARALLEL_BYTES, is
+made in the daemon alone: an interactive shell's steps cost no process and
+no wait. An idle worker is ended (`idle`), and so
 is one still there when the daemon stops (`close`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import queue
+import select
 import struct
 import subprocess
 import sys
@@ -53,6 +56,10 @@ IN_WORKER = 2  # jobs given to the worker at once: one made, the next read
 _HEAD = struct.Struct("<QIBQqq")  # job, masked, flags, len raw, len text, len timing
 _LEN = struct.Struct("<Q")
 _TEXT_NONE, _TIMING_NONE, _FAILED = 1, 2, 4
+READY = b"R"
+TAKE_BACK = b"T"  # a frame: the daemon makes job N itself (a job's frame is a pickle: 0x80)
+START_BYTES = 8 << 20  # a backlog worth starting a worker for (its start: 0.2 s of CPU)
+READY_SECONDS = 10.0  # a worker not started by then is given up
 MAX_FRAME = 1 << 30
 Made = Union[Tuple[OutputBlobs, int], Exception]  # (what OutputReader makes of a job)
 _NOT_MADE = RuntimeError("not made")
@@ -121,11 +128,17 @@ def worker_main() -> int:
         return 0
     extra, env_names = pickle.loads(setup)
     base = Redactor(extra, env_names)
+    stdout.write(READY)  # (started: the daemon hands it steps from now on)
+    stdout.flush()
     frames: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+    taken_back: set[int] = set()  # jobs the daemon made itself: not to be begun
 
     def read_ahead() -> None:
         while True:
             frame = _read_frame(stdin)
+            if frame is not None and frame[:1] == TAKE_BACK:
+                taken_back.add(_LEN.unpack(frame[1:])[0])
+                continue
             frames.put(frame)
             if frame is None:
                 return
@@ -138,6 +151,10 @@ def worker_main() -> int:
         if frame is None:
             return 0
         ident += 1
+        if ident in taken_back:
+            stdout.write(_answer(ident, None, 0)[0])
+            stdout.flush()
+            continue
         job: OutputJob = pickle.loads(frame)
         known = KnownSecrets()
         if job.known:
@@ -159,27 +176,32 @@ class OutputWorker:
     def __init__(self, recipe: tuple[Sequence, Sequence]):
         self.recipe = (list(recipe[0]), list(recipe[1]))
         self.proc: subprocess.Popen | None = None
+        self.ready = False  # the worker said it has started
+        self.started_at = 0.0
         self.jobs_sent = 0
         self.last_used = 0.0
         self.failed_at = float("-inf")
         self.alone = False  # (tests: the worker makes every step)
         self._log = LogOnce(log)
+        self._writing = threading.Lock()  # (frames to the worker, from two threads)
 
     @property
     def pid(self) -> int | None:
         return None if self.proc is None else self.proc.pid
 
     def usable(self, jobs: Sequence[OutputJob]) -> bool:
+        """Whether to share `jobs` with the worker: several, and a worker there."""
         return (
-            len(jobs) >= 2
+            self.proc is not None
+            and len(jobs) >= 2
             and sum(j.weight for j in jobs) >= PARALLEL_BYTES
-            and time.monotonic() - self.failed_at >= RETRY_SECONDS
         )
 
-    def prepare(self) -> None:
-        """Start the worker ahead of a backlog (it takes a fifth of a second to
-        start: meanwhile the daemon reads the spool)."""
-        if time.monotonic() - self.failed_at < RETRY_SECONDS:
+    def prepare(self, backlog: int) -> None:
+        """Start the worker when `backlog` bytes wait in a spool, at least
+        START_BYTES: it starts (a fifth of a second) while the daemon makes the
+        first steps itself."""
+        if backlog < START_BYTES or time.monotonic() - self.failed_at < RETRY_SECONDS:
             return
         try:
             self._start()
@@ -196,8 +218,10 @@ class OutputWorker:
         todo = deque(sorted(range(len(jobs)), key=lambda i: -jobs[i].weight))
         lock = threading.Lock()
         in_worker: list[int] = []  # the jobs the worker has
+        stop = threading.Event()  # (the daemon made them all: none for a worker still starting)
+        sent_as: dict[int, int] = {}  # job: its number in the worker
         helper = threading.Thread(
-            target=self._feed, args=(jobs, todo, lock, results, done, in_worker),
+            target=self._feed, args=(jobs, todo, lock, results, done, in_worker, stop, sent_as),
             name="rw-output-worker", daemon=True,
         )  # fmt: skip
         # The helper takes the GIL a few times a job: each time the daemon's own
@@ -206,31 +230,35 @@ class OutputWorker:
         interval = sys.getswitchinterval()
         sys.setswitchinterval(SWITCH_SECONDS)
         try:
-            return self._run(jobs, local, helper, results, done, todo, lock, in_worker)
+            helper.start()
+            spent, weight = 0.0, 0  # the daemon's own: how fast it makes them
+            while not self.alone:
+                with lock:
+                    if not todo:
+                        break
+                    i = todo.popleft()
+                t0 = time.monotonic()
+                results[i] = local(jobs[i])
+                done[i] = True
+                spent, weight = spent + time.monotonic() - t0, weight + jobs[i].weight
+            if not self.alone:
+                stop.set()
+                # The jobs waiting in the worker behind the one it makes: taken
+                # back, and made here meanwhile.
+                for i in self._take_back(lock, in_worker, sent_as):
+                    results[i] = local(jobs[i])
+                    done[i] = True
+            # What the worker has is waited for: a few times as long as the
+            # daemon would take to make it (a second a MB when it made none).
+            with lock:
+                left = [jobs[i].weight for i in in_worker] or [j.weight for j in jobs]
+            per_byte = max(spent / weight, 1e-7) if weight else 1e-6
+            helper.join(HANG_SECONDS + 4 * per_byte * sum(left))
+            if helper.is_alive():
+                self._fail("it did not answer in time")
+                helper.join(HANG_SECONDS)  # (killed: its pipes fail at once)
         finally:
             sys.setswitchinterval(interval)
-
-    def _run(self, jobs, local, helper, results, done, todo, lock, in_worker):  # type: ignore[no-untyped-def]
-        helper.start()
-        spent, weight = 0.0, 0  # the daemon's own: how fast it makes them
-        while not self.alone:
-            with lock:
-                if not todo:
-                    break
-                i = todo.popleft()
-            t0 = time.monotonic()
-            results[i] = local(jobs[i])
-            done[i] = True
-            spent, weight = spent + time.monotonic() - t0, weight + jobs[i].weight
-        # What the worker has is waited for: a few times as long as the daemon
-        # would take to make it (a second a MB when it made none).
-        with lock:
-            left = [jobs[i].weight for i in in_worker] or [j.weight for j in jobs]
-        per_byte = max(spent / weight, 1e-7) if weight else 1e-6
-        helper.join(HANG_SECONDS + 4 * per_byte * sum(left))
-        if helper.is_alive():
-            self._fail("it did not answer in time")
-            helper.join()
         for i, job in enumerate(jobs):
             if not done[i]:
                 results[i] = local(job)
@@ -239,14 +267,15 @@ class OutputWorker:
 
     def _feed(
         self, jobs: Sequence[OutputJob], todo: deque, lock: threading.Lock,
-        results: list[Made], done: list[bool], in_worker: list[int],
+        results: list[Made], done: list[bool], in_worker: list[int], stop: threading.Event,
+        sent_as: dict[int, int],
     ) -> None:  # fmt: skip
-        """The helper thread: start the worker if needed, then keep two jobs in
-        it (one made, the next read meanwhile) while some are left. Any trouble
+        """The helper thread: once the worker has started, keep two jobs in it
+        (one made, the next read meanwhile) while some are left. Any trouble
         ends the worker (the daemon makes what is left)."""
         try:
-            proc = self._start()
-            if proc is None:
+            proc = self.proc
+            if proc is None or not self._started(proc, stop):
                 return
             assert proc.stdin is not None and proc.stdout is not None
             sent: deque[tuple[int, int]] = deque()  # (job, ident) not answered yet
@@ -257,14 +286,17 @@ class OutputWorker:
                             break
                         i = todo.popleft()
                         in_worker.append(i)
-                    self.jobs_sent += 1
-                    sent.append((i, self.jobs_sent))
-                    _write_frame(proc.stdin, pickle.dumps(jobs[i], pickle.HIGHEST_PROTOCOL))
+                        self.jobs_sent += 1
+                        sent_as[i] = self.jobs_sent
+                    sent.append((i, sent_as[i]))
+                    frame = pickle.dumps(jobs[i], pickle.HIGHEST_PROTOCOL)
+                    with self._writing:
+                        _write_frame(proc.stdin, frame)
                 if not sent:
                     return
                 i, ident = sent.popleft()
                 answer = _read_answer(proc.stdout, jobs[i], ident)
-                if answer is not None:
+                if answer is not None and not done[i]:
                     results[i] = answer
                     done[i] = True
                 with lock:
@@ -273,6 +305,49 @@ class OutputWorker:
             self._fail(str(e) or type(e).__name__)
         except Exception as e:  # noqa: BLE001 - the daemon makes the steps itself
             self._fail(repr(e))
+
+    def _take_back(
+        self, lock: threading.Lock, in_worker: list[int], sent_as: dict[int, int]
+    ) -> list[int]:
+        """Tell the worker to skip the jobs it has not begun (all it has but the
+        first); those jobs."""
+        with lock:
+            back = in_worker[1:]
+            numbers = [sent_as[i] for i in back]
+        proc = self.proc
+        # Never waiting for the worker: not while the helper writes to it, nor
+        # into a pipe without room (a worker that hangs is found by the deadline).
+        if not back or proc is None or proc.stdin is None:
+            return []
+        if not self._writing.acquire(blocking=False):
+            return []
+        try:
+            fd = proc.stdin.fileno()
+            if not select.select([], [fd], [], 0)[1]:
+                return []
+            # (a few bytes: a pipe with room, PIPE_BUF at least, takes them whole;
+            # before or after the job's own frame, the worker hears them)
+            os.write(fd, b"".join(_LEN.pack(9) + TAKE_BACK + _LEN.pack(n) for n in numbers))
+        except (OSError, ValueError):
+            return []  # (the helper finds the worker gone, and says so)
+        finally:
+            self._writing.release()
+        return back
+
+    def _started(self, proc: subprocess.Popen, stop: threading.Event) -> bool:
+        """Wait for the worker to say it has started, while the daemon has steps
+        to make (False: it made them all first)."""
+        assert proc.stdout is not None
+        while not self.ready:
+            if stop.is_set():
+                return False
+            if time.monotonic() - self.started_at > READY_SECONDS:
+                raise EOFError("it did not start")
+            if select.select([proc.stdout], [], [], 0.01)[0]:
+                if proc.stdout.read(1) != READY:
+                    raise EOFError("it ended as it started")
+                self.ready = True
+        return True
 
     def _start(self) -> subprocess.Popen | None:
         if self.proc is not None and self.proc.poll() is None:
@@ -284,6 +359,7 @@ class OutputWorker:
             close_fds=True, cwd="/", start_new_session=True,
         )  # fmt: skip
         self.proc, self.jobs_sent = proc, 0
+        self.ready, self.started_at = False, time.monotonic()
         assert proc.stdin is not None
         _write_frame(proc.stdin, pickle.dumps(self.recipe, pickle.HIGHEST_PROTOCOL))
         return proc

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 from ..paths import session_file
 from ..redact import MASK, Redactor
 from ..store import MAX_OUTPUT, OutputBlobs, OutputRow, Store, output_blobs, plain_text
-from .ingest import punch, store_trouble
+from .ingest import _libc, punch, store_trouble
 from .known_secrets import MIN_LENGTH, KnownSecrets
 from .logonce import LogOnce
 from .output_spool import MAX_BODY, OUTPUT_SUFFIX, Record, capped_parts, iter_records
@@ -273,6 +273,15 @@ def ready(job: OutputJob, redactor: Redactor) -> tuple[OutputBlobs, int]:
     return output_blobs(out), n
 
 
+def _give_back_memory() -> None:
+    """Return to the system the memory a backlog's reads took (glibc keeps
+    freed blocks of a few MB for reuse: the daemon's size would stay at its
+    peak)."""
+    trim = getattr(_libc, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
+
+
 @dataclass
 class _Pending:
     first: int  # offset in the spool of its first record
@@ -332,6 +341,7 @@ class OutputReader:
             committed = self.store.spool_offset(name)
             state = self._files[name] = _File(committed, committed)
         stored = 0
+        backlog = False  # (read BACKLOG_READ at a time)
         try:
             with open(path, "rb") as fh:
                 st = os.fstat(fh.fileno())
@@ -345,8 +355,9 @@ class OutputReader:
                 if state.parsed >= st.st_size and not state.steps:
                     return 0
                 want = READ if st.st_size - state.parsed <= READ else BACKLOG_READ
-                if want == BACKLOG_READ and self.worker is not None:
-                    self.worker.prepare()
+                backlog = want == BACKLOG_READ
+                if self.worker is not None:
+                    self.worker.prepare(st.st_size - state.parsed)
                 while True:
                     fh.seek(state.parsed)
                     buf = fh.read(want)
@@ -360,6 +371,7 @@ class OutputReader:
                     # A record larger than what was read: read more at once.
                     if state.parsed > before:
                         want = READ if st.st_size - state.parsed <= READ else BACKLOG_READ
+                        backlog = backlog or want == BACKLOG_READ
                     else:
                         want = min(want * 4, CHUNK)
         except FileNotFoundError:
@@ -368,6 +380,8 @@ class OutputReader:
         except BaseException:
             self._files.pop(name, None)  # read again from what the store says
             raise
+        if backlog:
+            _give_back_memory()
         return stored
 
     def _final(self, sid: str, mtime: float) -> bool:
@@ -404,8 +418,8 @@ class OutputReader:
             pos = len(buf)
         state.parsed += pos
         # The steps that can be stored now, made ready before the transaction
-        # (on both cores when they are many): the daemon is the store's one
-        # writer, so what is read here still holds in it.
+        # (on both cores when they are many): the daemon alone writes recorded
+        # sessions' steps and outputs, so what is read here still holds in it.
         jobs: list[tuple[int, OutputJob]] = []
         for key, step in list(state.steps.items()):
             if step.total is None and not final:

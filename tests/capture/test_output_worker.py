@@ -15,7 +15,7 @@ from pathlib import Path
 from rewind_daemon import paths
 from rewind_daemon.capture import records
 from rewind_daemon.capture.ingest import Ingester, SpoolReader
-from rewind_daemon.capture.output_worker import OutputWorker
+from rewind_daemon.capture.output_worker import READY, START_BYTES, OutputWorker
 from rewind_daemon.capture.outputs import OutputReader, make_output
 from rewind_daemon.recorder.spool import OutputSpool
 from rewind_daemon.redact import Redactor
@@ -118,6 +118,7 @@ def test_the_worker_stores_what_the_daemon_stores_byte_for_byte(tmp_path):
     _spools(tmp_path / "spools", steps)  # (the same, to the wall times of their records)
     here, alone = _ingest(tmp_path / "here", tmp_path / "spools", None)
     worker = OutputWorker((EXTRA, []))
+    worker.prepare(START_BYTES)  # (started for less, as for a large backlog)
     worker.alone = True
     try:
         there, reader = _ingest(tmp_path / "worker", tmp_path / "spools", worker)
@@ -140,9 +141,10 @@ def test_a_worker_that_hangs_is_given_up_and_its_steps_made_by_the_daemon(tmp_pa
     _spools(tmp_path / "spools", steps)
     _ingest(tmp_path / "here", tmp_path / "spools", None)
     worker = OutputWorker((EXTRA, []))
-    worker.prepare()
+    worker.prepare(START_BYTES)
     pid = worker.pid
     assert pid is not None
+    wait_for(lambda: _io(pid, "wchar") > 0)  # (it said it has started)
     os.kill(pid, signal.SIGSTOP)
     try:
         t0 = time.monotonic()
@@ -160,12 +162,13 @@ def test_a_worker_that_hangs_is_given_up_and_its_steps_made_by_the_daemon(tmp_pa
 
 
 def test_a_short_ingest_starts_no_worker(tmp_path):
-    """An interactive shell's steps (one at a time, small) cost no process."""
+    """An interactive shell's steps (one at a time, small), or a backlog of a
+    few MB, cost no process."""
     worker = OutputWorker(([], []))
     try:
-        _spools(tmp_path / "spools", [_output(1, 3000), _output(2, 5000)])
+        _spools(tmp_path / "spools", [_output(n, 3000 + 500_000 * (n % 2)) for n in range(1, 14)])
         stored, _ = _ingest(tmp_path, tmp_path / "spools", worker)
-        assert stored == 2 and worker.pid is None and worker.jobs_sent == 0
+        assert stored == 13 and worker.pid is None and worker.jobs_sent == 0
     finally:
         worker.close()
 
@@ -245,7 +248,7 @@ def test_a_worker_killed_mid_ingest_costs_nothing(rw_home, tmp_path):
     steps = [_output(seq, 400_000 + 50_000 * (seq % 4)) for seq in range(1, 41)]
     pid, worker = _daemon_and_worker(rw_home, steps)
     # Killed once it has answered (a step made), others still to make.
-    wait_for(lambda: _io(worker, "wchar") > 0, timeout=30, interval=0.002)
+    wait_for(lambda: _io(worker, "wchar") > len(READY), timeout=30, interval=0.002)
     os.kill(worker, signal.SIGKILL)
     db = paths.resolve().db
     from rewind_daemon.store import Store
@@ -277,7 +280,7 @@ def test_a_worker_killed_mid_ingest_costs_nothing(rw_home, tmp_path):
 
 
 def test_daemon_stop_ends_the_worker(rw_home):
-    steps = [_output(seq, 300_000) for seq in range(1, 21)]
+    steps = [_output(seq, 300_000) for seq in range(1, 41)]
     pid, worker = _daemon_and_worker(rw_home, steps)
     assert _alive(worker)
     rw("daemon", "stop")
