@@ -117,7 +117,7 @@ def _masked(raw: bytes, command: str, redactor: Redactor) -> tuple[bytes, int, s
     hidden = [raw[a:z].decode("utf-8", "replace") for a, z in spans]
     in_text: list[str] = []
     in_hidden: list[str] = []
-    n = redactor.text(text, in_text)[1]
+    masked_text, n = redactor.text(text, in_text)
     if hidden:
         n += redactor.text("\n".join(hidden), in_hidden)[1]
     if not n:
@@ -131,8 +131,9 @@ def _masked(raw: bytes, command: str, redactor: Redactor) -> tuple[bytes, int, s
         regions = [(0, len(raw))]
     pieces: list[bytes] = []
     n = at = 0
+    whole = regions == [(0, len(raw))]
     for a, z in regions:
-        part, k, part_text = _both(raw[a:z], command, redactor)
+        part, k, part_text = _both(raw[a:z], command, redactor, masked_text if whole else None)
         left = _left(found, part, part_text)
         if left:
             for secret in left:
@@ -142,7 +143,7 @@ def _masked(raw: bytes, command: str, redactor: Redactor) -> tuple[bytes, int, s
         pieces += (raw[at:a], part)
         n += k + len(left)
         at = z
-    if regions == [(0, len(raw))]:
+    if whole:
         return pieces[1], n, part_text, False
     pieces.append(raw[at:])
     raw = b"".join(pieces)
@@ -212,14 +213,21 @@ def _regions(
     return regions
 
 
-def _both(raw: bytes, command: str, redactor: Redactor) -> tuple[bytes, int, str]:
+def _both(
+    raw: bytes, command: str, redactor: Redactor, searched: str | None = None
+) -> tuple[bytes, int, str]:
     """(the bytes masked, how many, their text masked): the bytes searched,
     then their text (a secret the bytes hid from the rules is masked there, and
-    the masked text stands for the bytes)."""
+    the masked text stands for the bytes). `searched`: the masked text of the
+    bytes as they were; where the masked bytes' text is that, it was searched
+    already (a secret on every line, masked alike in both)."""
     masked, n = redactor.text(raw.decode("utf-8", "surrogateescape"))
     if n:
         raw = masked.encode("utf-8", "surrogateescape")
-    text, m = redactor.text(text_of(raw, command))
+    text = text_of(raw, command)
+    if text == searched:
+        return raw, n, text
+    text, m = redactor.text(text)
     if m:
         raw = text.encode()
     return raw, n + m, text
