@@ -194,7 +194,7 @@ def parse(buf: bytes, final: bool = False) -> Iterator[tuple[Record | Dropped, i
     field may hold the framing's bytes (a directory named `x\\x1eRW1`, a
     command that is `\\x1eEND`, a host named `\\x1eRW1` after it), so an end
     marker is the record's own only where its type's fields are all there
-    (_own_end): one that comes sooner is a field. A start marker inside a record
+    (own_end): one that comes sooner is a field. A start marker inside a record
     is where reading starts again only when the record is not valid (a record
     torn by a writer that died, or by a full disk, and the good one after it).
     """
@@ -235,7 +235,7 @@ def parse(buf: bytes, final: bool = False) -> Iterator[tuple[Record | Dropped, i
             # Its end marker is the one after the fields of its type: one that
             # came sooner is a field's. (A record valid at the first one ends
             # there: its fields are all there, and no more.)
-            own = _own_end(buf, start, min(n, limit))
+            own = own_end(buf, start, min(n, limit))
             if own is None and n < limit and not final:
                 return  # its end is still being written
             if own is not None and own > end:
@@ -254,7 +254,7 @@ def parse(buf: bytes, final: bool = False) -> Iterator[tuple[Record | Dropped, i
         yield record, pos
 
 
-def _own_end(buf: bytes, start: int, stop: int) -> int | None:
+def own_end(buf: bytes, start: int, stop: int) -> int | None:
     """Where the end marker of the record whose body (type, fields) begins at
     buf[start] is: right after the fields its type has, whatever they hold.
     -1: what follows them is no end marker (a record torn, or of no type: it

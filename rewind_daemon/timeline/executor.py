@@ -222,11 +222,20 @@ class Executor:
     def _report(self) -> list[str] | None:
         """The fields of the shell's report, once it is whole. Read here rather
         than by records.parse: values that are not UTF-8 must keep their bytes
-        (as surrogates), where the spool reader replaces them."""
-        end = self._rep_buf.find(records.END)
-        if end < 0:
+        (as surrogates), where the spool reader replaces them. Its end marker is
+        the one after its fields (records.own_end): a step may leave $PWD or a
+        value holding the marker's bytes."""
+        buf, at = self._rep_buf, len(records.MAGIC)
+        if not buf.startswith(records.MAGIC):
+            if records.MAGIC.startswith(buf):
+                return None
+            raise RwError("the replay's shell sent a report rw cannot read")
+        end = records.own_end(buf, at, len(buf))
+        if end is None:
             return None
-        body, self._rep_buf = self._rep_buf[:end], self._rep_buf[end + len(records.END) :]
+        if end < 0:
+            raise RwError("the replay's shell sent a report rw cannot read")
+        body, self._rep_buf = buf[:end], buf[end + len(records.END) :]
         fields = [f.decode("utf-8", "surrogateescape") for f in body.split(b"\0")]
         if fields[:2] != [records.MAGIC[:-1].decode(), "R"] or len(fields) < 6:
             raise RwError("the replay's shell sent a report rw cannot read")

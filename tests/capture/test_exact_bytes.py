@@ -55,6 +55,14 @@ def test_back_goes_to_a_directory_whose_name_is_not_utf8(daemon, shells, kind, t
     hits = rw_json("search", "true", "--cwd", f"{where}/nu\udcff")
     assert [h["step"] for h in hits] == [3]
     assert rw("search", "true", "--cwd", f"{where}/nu\udcfe", check=False).returncode == 1
+    # rw branch, from a failure there, goes back there too.
+    sh.run("false")
+    sh.run("cd /")
+    out = sh.run("rw branch")
+    assert "cannot cd" not in out and "Traceback" not in out, out
+    if kind == "zsh":
+        sh.p.send("\x15")  # (zsh put the failed command on the line: Ctrl-U)
+    assert hexed(sh, "pwd").endswith("6e75ff0a")
 
 
 # (zsh's line editor makes each byte that is not UTF-8 a `?` in the line it

@@ -240,3 +240,18 @@ def test_real_hooks_write_markers_in_every_field_and_lose_nothing(daemon, shells
     assert (session["host"], session["user"]) == ("\x1eEND", "\x1eRW1")
     status = rw("daemon", "status").stdout
     assert "\n  dropped: 0\n" in status, status
+
+
+@pytest.mark.parametrize("kind", SHELLS)
+def test_a_replayed_step_that_leaves_pwd_holding_the_end_marker_is_read(daemon, shells, kind):
+    """The replay's shell reports each step in the spool's framing: a step
+    that leaves $PWD exactly `\\x1eEND` (before the environment's fields) is
+    read whole, as the spool reader reads it."""
+    sh = shells(kind)
+    sh.run("rw name mark")
+    sh.run("export RW_F=$'\\x1eRW1'")
+    sh.run("PWD=$'\\x1eEND'")
+    proc = rw("replay", "mark", "--from", "2", check=False)
+    assert proc.returncode == 0 and "cannot read" not in proc.stderr, proc
+    replayed = next(s for s in rw_json("sessions") if s["origin"] == "replay")
+    assert [s["cwd_after"] for s in steps_of(replayed["id"])][-1] == "\x1eEND"
