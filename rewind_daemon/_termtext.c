@@ -611,112 +611,148 @@ static int match(Hits **hits, const unsigned char *s, size_t n, size_t i, const 
     return 0;
 }
 
-static PyObject *find_words(PyObject *self, PyObject *args) {
-    (void)self;
-    Py_buffer text;
-    PyObject *words;
-    if (!PyArg_ParseTuple(args, "y*O", &text, &words))
-        return NULL;
-    PyObject *seq = PySequence_Fast(words, "find_words: words must be a sequence of bytes");
-    if (seq == NULL) {
-        PyBuffer_Release(&text);
-        return NULL;
-    }
+/* The words to look for, copied (the sequence may change while the GIL is let
+ * go), indexed by their first byte and their first pairs. */
+typedef struct {
+    Py_ssize_t nw;
+    unsigned char *chars;
+    size_t *start, *len;
+    Py_ssize_t *next;
+    /* A bit for each pair of bytes that a word of three bytes or more begins with
+     * (at0) or has after its first (at1); for each that a word of two is. */
+    uint8_t *at0, *at1, *pairs;
+    /* A bit for each hash (tri_hash) of the first three bytes of a word of three
+     * or more: most places where a pair matches are passed over with no memcmp. */
+    uint8_t *tri;
+    /* The words by first byte: of three bytes or more, of two, of one. */
+    Py_ssize_t head[256], head2[256], single[256];
+    int shorter;
+} Words;
+
+static void words_free(Words *ws) {
+    free(ws->chars), free(ws->start), free(ws->len), free(ws->next);
+    free(ws->at0), free(ws->at1), free(ws->pairs), free(ws->tri);
+}
+
+static inline unsigned tri_hash(const unsigned char *s) {
+    return ((unsigned)s[0] * 0x9e37u ^ (unsigned)s[1] * 0x2f1u ^ (unsigned)s[2]) & 0xffffu;
+}
+
+/* `words` (a sequence of bytes, none empty) into `ws`; -1 with an exception set. */
+static int words_make(Words *ws, PyObject *words, const char *who) {
+    memset(ws, 0, sizeof *ws);
+    PyObject *seq = PySequence_Fast(words, "words must be a sequence of bytes");
+    if (seq == NULL)
+        return -1;
     Py_ssize_t nw = PySequence_Fast_GET_SIZE(seq);
     size_t total = 0;
     for (Py_ssize_t w = 0; w < nw; w++) {
         PyObject *word = PySequence_Fast_GET_ITEM(seq, w);
         if (!PyBytes_Check(word) || PyBytes_GET_SIZE(word) == 0) {
-            PyErr_SetString(PyExc_ValueError, "find_words: each word must be bytes, not empty");
+            PyErr_Format(PyExc_ValueError, "%s: each word must be bytes, not empty", who);
             Py_DECREF(seq);
-            PyBuffer_Release(&text);
-            return NULL;
+            return -1;
         }
         total += (size_t)PyBytes_GET_SIZE(word);
     }
-    /* The words copied (the sequence may change while the GIL is let go). */
-    unsigned char *chars = malloc(total + 1);
-    size_t *start = malloc(((size_t)nw + 1) * sizeof *start);
-    size_t *len = malloc(((size_t)nw + 1) * sizeof *len);
-    Py_ssize_t *next = malloc(((size_t)nw + 1) * sizeof *next);
-    Hits *hits = calloc((size_t)nw + 1, sizeof *hits);
-    /* A bit for each pair of bytes that a word of three bytes or more begins with
-     * (at0) or has after its first (at1); for each that a word of two is. */
-    uint8_t *at0 = calloc(8192, 1), *at1 = calloc(8192, 1), *pairs = calloc(8192, 1);
-    if (chars == NULL || start == NULL || len == NULL || next == NULL || hits == NULL ||
-        at0 == NULL || at1 == NULL || pairs == NULL) {
-        free(chars), free(start), free(len), free(next), free(hits), free(at0), free(at1);
-        free(pairs);
+    ws->nw = nw;
+    ws->chars = malloc(total + 1);
+    ws->start = malloc(((size_t)nw + 1) * sizeof *ws->start);
+    ws->len = malloc(((size_t)nw + 1) * sizeof *ws->len);
+    ws->next = malloc(((size_t)nw + 1) * sizeof *ws->next);
+    ws->at0 = calloc(8192, 1), ws->at1 = calloc(8192, 1), ws->pairs = calloc(8192, 1);
+    ws->tri = calloc(8192, 1);
+    if (ws->chars == NULL || ws->start == NULL || ws->len == NULL || ws->next == NULL ||
+        ws->at0 == NULL || ws->at1 == NULL || ws->pairs == NULL || ws->tri == NULL) {
+        words_free(ws);
         Py_DECREF(seq);
-        PyBuffer_Release(&text);
-        return PyErr_NoMemory();
+        PyErr_NoMemory();
+        return -1;
     }
-    /* The words by first byte: of three bytes or more, of two, of one. */
-    Py_ssize_t head[256], head2[256], single[256];
     for (int b = 0; b < 256; b++)
-        head[b] = head2[b] = single[b] = -1;
-    int shorter = 0;
+        ws->head[b] = ws->head2[b] = ws->single[b] = -1;
     size_t at = 0;
     for (Py_ssize_t w = nw - 1; w >= 0; w--) { /* (lists in the words' order) */
         PyObject *word = PySequence_Fast_GET_ITEM(seq, w);
-        len[w] = (size_t)PyBytes_GET_SIZE(word);
-        start[w] = at;
-        memcpy(chars + at, PyBytes_AS_STRING(word), len[w]);
-        at += len[w];
-        const unsigned char *s = chars + start[w];
-        Py_ssize_t *list = single;
-        if (len[w] >= 3) {
+        ws->len[w] = (size_t)PyBytes_GET_SIZE(word);
+        ws->start[w] = at;
+        memcpy(ws->chars + at, PyBytes_AS_STRING(word), ws->len[w]);
+        at += ws->len[w];
+        const unsigned char *s = ws->chars + ws->start[w];
+        Py_ssize_t *list = ws->single;
+        if (ws->len[w] >= 3) {
             unsigned p0 = ((unsigned)s[0] << 8) | s[1], p1 = ((unsigned)s[1] << 8) | s[2];
-            at0[p0 >> 3] |= (uint8_t)(1u << (p0 & 7));
-            at1[p1 >> 3] |= (uint8_t)(1u << (p1 & 7));
-            list = head;
-        } else if (len[w] == 2) {
+            ws->at0[p0 >> 3] |= (uint8_t)(1u << (p0 & 7));
+            ws->at1[p1 >> 3] |= (uint8_t)(1u << (p1 & 7));
+            unsigned h = tri_hash(s);
+            ws->tri[h >> 3] |= (uint8_t)(1u << (h & 7));
+            list = ws->head;
+        } else if (ws->len[w] == 2) {
             unsigned pair = ((unsigned)s[0] << 8) | s[1];
-            pairs[pair >> 3] |= (uint8_t)(1u << (pair & 7));
-            list = head2;
+            ws->pairs[pair >> 3] |= (uint8_t)(1u << (pair & 7));
+            list = ws->head2;
         }
-        shorter |= len[w] < 3;
-        next[w] = list[s[0]];
+        ws->shorter |= ws->len[w] < 3;
+        ws->next[w] = list[s[0]];
         list[s[0]] = w;
     }
     Py_DECREF(seq);
-    const unsigned char *s = text.buf;
-    size_t n = (size_t)text.len;
+    return 0;
+}
+
+/* Whether a word of three bytes or more may begin at s[i]. */
+static inline int tri_at(const Words *ws, const unsigned char *s, size_t n, size_t i) {
+    if (i + 3 > n)
+        return 0;
+    unsigned h = tri_hash(s + i);
+    return ws->tri[h >> 3] & (1u << (h & 7));
+}
+
+/* Every place of each word in s[0..n) into hits (nw of them): 1 when memory ran
+ * out. Needs no GIL. */
+static int words_find(const Words *ws, const unsigned char *s, size_t n, Hits *hits) {
     int bad = 0;
-    Py_BEGIN_ALLOW_THREADS
     /* A word of three bytes or more holds the pair at an even place that
      * begins at its first byte or at its second: every other pair is looked at. */
     for (size_t p = 0; p + 1 < n && !bad; p += 2) {
         unsigned pair = ((unsigned)s[p] << 8) | s[p + 1], bit = 1u << (pair & 7);
-        if (p > 0 && (at1[pair >> 3] & bit))
-            bad = match(&hits, s, n, p - 1, head, next, chars, start, len);
-        if (!bad && (at0[pair >> 3] & bit))
-            bad = match(&hits, s, n, p, head, next, chars, start, len);
+        if (p > 0 && (ws->at1[pair >> 3] & bit) && tri_at(ws, s, n, p - 1))
+            bad = match(&hits, s, n, p - 1, ws->head, ws->next, ws->chars, ws->start, ws->len);
+        if (!bad && (ws->at0[pair >> 3] & bit) && tri_at(ws, s, n, p))
+            bad = match(&hits, s, n, p, ws->head, ws->next, ws->chars, ws->start, ws->len);
     }
-    for (size_t i = 0; shorter && i < n && !bad; i++) { /* (no such word in redaction's) */
+    for (size_t i = 0; ws->shorter && i < n && !bad; i++) { /* (no such word in redaction's) */
         unsigned char c = s[i];
         if (i + 1 < n) {
             unsigned pair = ((unsigned)c << 8) | s[i + 1];
-            if (pairs[pair >> 3] & (1u << (pair & 7)))
-                for (Py_ssize_t w = head2[c]; w >= 0 && !bad; w = next[w])
-                    if (s[i + 1] == chars[start[w] + 1])
+            if (ws->pairs[pair >> 3] & (1u << (pair & 7)))
+                for (Py_ssize_t w = ws->head2[c]; w >= 0 && !bad; w = ws->next[w])
+                    if (s[i + 1] == ws->chars[ws->start[w] + 1])
                         bad = add_hit(&hits[w], i);
         }
-        for (Py_ssize_t w = single[c]; w >= 0 && !bad; w = next[w])
+        for (Py_ssize_t w = ws->single[c]; w >= 0 && !bad; w = ws->next[w])
             bad = add_hit(&hits[w], i);
     }
-    Py_END_ALLOW_THREADS
-    PyBuffer_Release(&text);
+    return bad;
+}
+
+static PyObject *int_list(const Py_ssize_t *at, size_t n) {
+    PyObject *list = PyList_New((Py_ssize_t)n);
+    for (size_t k = 0; list != NULL && k < n; k++) {
+        PyObject *v = PyLong_FromSsize_t(at[k]);
+        if (v == NULL)
+            Py_CLEAR(list);
+        else
+            PyList_SET_ITEM(list, (Py_ssize_t)k, v);
+    }
+    return list;
+}
+
+/* A list of each word's hits (freed here, whatever happens); NULL when `bad`. */
+static PyObject *hit_lists(Hits *hits, Py_ssize_t nw, int bad) {
     PyObject *result = bad ? PyErr_NoMemory() : PyList_New(nw);
     for (Py_ssize_t w = 0; result != NULL && w < nw; w++) {
-        PyObject *list = PyList_New((Py_ssize_t)hits[w].n);
-        for (size_t k = 0; list != NULL && k < hits[w].n; k++) {
-            PyObject *v = PyLong_FromSsize_t(hits[w].at[k]);
-            if (v == NULL)
-                Py_CLEAR(list);
-            else
-                PyList_SET_ITEM(list, (Py_ssize_t)k, v);
-        }
+        PyObject *list = int_list(hits[w].at, hits[w].n);
         if (list == NULL)
             Py_CLEAR(result);
         else
@@ -724,9 +760,146 @@ static PyObject *find_words(PyObject *self, PyObject *args) {
     }
     for (Py_ssize_t w = 0; w < nw; w++)
         free(hits[w].at);
-    free(chars), free(start), free(len), free(next), free(hits), free(at0), free(at1);
-    free(pairs);
+    free(hits);
     return result;
+}
+
+static PyObject *find_words(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer text;
+    PyObject *words;
+    if (!PyArg_ParseTuple(args, "y*O", &text, &words))
+        return NULL;
+    Words ws;
+    if (words_make(&ws, words, "find_words") < 0) {
+        PyBuffer_Release(&text);
+        return NULL;
+    }
+    Hits *hits = calloc((size_t)ws.nw + 1, sizeof *hits);
+    if (hits == NULL) {
+        words_free(&ws);
+        PyBuffer_Release(&text);
+        return PyErr_NoMemory();
+    }
+    int bad;
+    Py_BEGIN_ALLOW_THREADS
+    bad = words_find(&ws, text.buf, (size_t)text.len, hits);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&text);
+    words_free(&ws);
+    return hit_lists(hits, ws.nw, bad);
+}
+
+/* ---- scan_words: redact._Scan's one pass ---- */
+
+/* The byte a character is in _Scan.lowb: ASCII lowercased, KELVIN SIGN k, LONG S
+ * s, DOTLESS I i (as the rules, ignoring case, take them), any other `?` (İ,
+ * whose lowercase is two characters, is not in a text scanned so). */
+static unsigned char LOWB[256];
+
+#define ONES 0x0101010101010101ULL
+#define HIGH 0x8080808080808080ULL
+
+static inline unsigned char low_byte(Py_UCS4 c) {
+    if (c < 256)
+        return LOWB[c];
+    return c == 0x212a ? 'k' : c == 0x17f ? 's' : c == 0x131 ? 'i' : '?';
+}
+
+/* scan_words(text, words, token_chars, run) -> (lowb, hits, runs): `lowb` the
+ * text as _Scan.lowb has it, `hits` find_words(lowb, words), `runs` the start
+ * and end of each run of at least `run` bytes of `token_chars` in lowb, one
+ * after the other in one list. */
+static PyObject *scan_words(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *value, *words;
+    Py_buffer chars;
+    Py_ssize_t run;
+    if (!PyArg_ParseTuple(args, "UOy*n", &value, &words, &chars, &run))
+        return NULL;
+    uint8_t token[256] = {0};
+    for (Py_ssize_t i = 0; i < chars.len; i++)
+        token[((const unsigned char *)chars.buf)[i]] = 1;
+    PyBuffer_Release(&chars);
+    if (run < 1) {
+        PyErr_SetString(PyExc_ValueError, "scan_words: run must be at least 1");
+        return NULL;
+    }
+    Words ws;
+    if (words_make(&ws, words, "scan_words") < 0)
+        return NULL;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(value);
+    PyObject *lowb = PyBytes_FromStringAndSize(NULL, n);
+    Hits *hits = calloc((size_t)ws.nw + 1, sizeof *hits);
+    if (lowb == NULL || hits == NULL) {
+        Py_XDECREF(lowb);
+        free(hits);
+        words_free(&ws);
+        return PyErr_NoMemory();
+    }
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(lowb);
+    int kind = PyUnicode_KIND(value);
+    const void *data = PyUnicode_DATA(value);
+    Hits runs = {NULL, 0, 0};
+    int bad = 0;
+    Py_BEGIN_ALLOW_THREADS
+    if (kind == PyUnicode_1BYTE_KIND) {
+        const Py_UCS1 *d = data;
+        Py_ssize_t i = 0;
+        for (; i + 8 <= n; i += 8) { /* eight ASCII bytes at once, A-Z made a-z */
+            uint64_t w;
+            memcpy(&w, d + i, 8);
+            if (w & HIGH) {
+                for (int k = 0; k < 8; k++)
+                    out[i + k] = LOWB[d[i + k]];
+                continue;
+            }
+            uint64_t upper = ((w + ONES * (0x80 - 'A')) ^ (w + ONES * (0x80 - 'Z' - 1))) & HIGH;
+            w |= upper >> 2;
+            memcpy(out + i, &w, 8);
+        }
+        for (; i < n; i++)
+            out[i] = LOWB[d[i]];
+    } else if (kind == PyUnicode_2BYTE_KIND) {
+        const Py_UCS2 *d = data;
+        for (Py_ssize_t i = 0; i < n; i++)
+            out[i] = d[i] < 256 ? LOWB[d[i]] : low_byte(d[i]);
+    } else {
+        const Py_UCS4 *d = data;
+        for (Py_ssize_t i = 0; i < n; i++)
+            out[i] = d[i] < 256 ? LOWB[d[i]] : low_byte(d[i]);
+    }
+    bad = words_find(&ws, out, (size_t)n, hits);
+    /* A run `want` long holds the byte `want` - 1 after where it may begin (at
+     * `at`: the text's start or after a byte not of a token): where that byte
+     * is none, no run begins before it, and most of the text is passed over so. */
+    size_t at = 0, want = (size_t)run, size = (size_t)n;
+    while (!bad && at + want <= size) {
+        size_t mid = at + want - 1;
+        if (!token[out[mid]]) {
+            at = mid + 1;
+            continue;
+        }
+        size_t a = mid, z = mid + 1;
+        while (a > at && token[out[a - 1]])
+            a--;
+        while (z < size && token[out[z]])
+            z++;
+        if (z - a >= want)
+            bad = add_hit(&runs, a) || add_hit(&runs, z);
+        at = z + 1;
+    }
+    Py_END_ALLOW_THREADS
+    words_free(&ws);
+    PyObject *found = hit_lists(hits, ws.nw, bad);
+    PyObject *spans = found == NULL ? NULL : int_list(runs.at, runs.n);
+    free(runs.at);
+    if (spans == NULL) {
+        Py_XDECREF(found);
+        Py_DECREF(lowb);
+        return NULL;
+    }
+    return Py_BuildValue("(NNN)", lowb, found, spans);
 }
 
 static PyMethodDef methods[] = {
@@ -737,6 +910,9 @@ static PyMethodDef methods[] = {
     {"find_words", find_words, METH_VARARGS,
      "find_words(text, words) -> list of lists: where each word (bytes) is in text, "
      "overlapping ones too, in order."},
+    {"scan_words", scan_words, METH_VARARGS,
+     "scan_words(text, words, token_chars, run) -> (lowb, hits, runs): redact._Scan's "
+     "lowercased bytes, find_words of them, and the runs of token_chars at least run long."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -748,5 +924,7 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC PyInit__termtext(void) {
     for (int c = 0; c < 256; c++)
         KIND[c] = c >= 0x80 ? 2 : ((c >= 0x20 && c < 0x7f) || c == '\t') ? 0 : 1;
+    for (int c = 0; c < 256; c++)
+        LOWB[c] = c >= 0x80 ? '?' : (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : (unsigned char)c;
     return PyModule_Create(&module);
 }

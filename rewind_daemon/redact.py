@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import re
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from operator import le
 from typing import Any
 
 MASK = "<redacted>"
@@ -350,7 +352,7 @@ _WORDS = (
 # character not ASCII, `?` here). Neither it nor a word is longer than the
 # overlap of two parts, so each is wholly in one part.
 _SET_PATTERNS = {"auth": r'auth\\?"[\t-\r\x1c-\x20:?]'}
-# What the C module (_termtext.find_words, one pass for all the words) looks
+# What the C module (_termtext.scan_words, one pass for all the words) looks
 # for, where not the word: `auth` before a quote, escaped or not (_JSON_AUTH's).
 _C_WORDS = {"auth": (b'auth"', b'auth\\"')}
 _PART = 1 << 16
@@ -359,7 +361,7 @@ _word_set: Any = None  # (made when first needed; False: google-re2 is not there
 _SEARCHED = [w for word in _WORDS for w in _C_WORDS.get(word, (word.encode(),))]
 _find_all: Any
 try:  # (built by pip where a compiler and Python's headers are)
-    from ._termtext import find_words as _find_all
+    from ._termtext import scan_words as _find_all
 except ImportError:
     _find_all = None
 
@@ -383,30 +385,22 @@ def _words_set() -> Any:
     return _word_set
 
 
+# The letters not ASCII that the rules, ignoring case, take for ASCII ones.
+_ASCII_TWINS = {0x212A: "k", 0x17F: "s", 0x131: "i"}
+
+
 class _Scan:
     """Where the rules' words are in one text, each looked for once, when asked
     (kept as spans, so that they can follow the text's changes: see `edited`).
     They are looked for in `lowb`, the text lowercased as bytes, a character a
     byte (those not ASCII as `?`, which no word holds): the same places."""
 
-    def __init__(self, value: str, low: str | None = None):
+    def __init__(self, value: str):
         self.value = value
-        self._low, self._checked = low, False
         self._lowb: bytes | None = None
+        self._runs: list[int] | None = None  # (the C module's: see tokens)
         self._found: dict[str, list[tuple[int, int]]] = {}
         self.derived: dict[object, list[int]] = {}  # (made from _found: not kept by `edited`)
-
-    @property
-    def low(self) -> str:
-        """The text lowercased, and the two letters that the patterns ignoring
-        case take for ASCII ones (ſ for s, ı for i) made those."""
-        low = self._low
-        if low is None or not self._checked:
-            low = self.value.lower() if low is None else low
-            if not low.isascii() and ("ſ" in low or "ı" in low):
-                low = low.replace("ſ", "s").replace("ı", "i")
-            self._low, self._checked = low, True
-        return low
 
     def lowered(self, start: int, end: int) -> str:
         """The lowercased text from `start` to `end` (made there alone: after a
@@ -422,8 +416,8 @@ class _Scan:
             if value.isascii():
                 lowb = value.encode("ascii").lower()
             elif "\u212a" in value or "ſ" in value or "ı" in value:
-                lowb = self.low.encode("ascii", "replace")
-            else:  # (no other character lowercased is ASCII but İ, not in a long text)
+                lowb = value.translate(_ASCII_TWINS).encode("ascii", "replace").lower()
+            else:  # (no other character lowercased is ASCII but İ: `?` here, as in C)
                 lowb = value.encode("ascii", "replace").lower()
             self._lowb = lowb
         return lowb
@@ -431,8 +425,11 @@ class _Scan:
     def _find_words(self) -> bool:
         """Look for all of _WORDS at once, each in the parts of the text that
         hold it (kept by `edited`, as every word's hits); whether done."""
-        if _find_all is not None:  # (in C: one pass over the text for them all)
-            found = iter(_find_all(self.lowb, _SEARCHED))
+        if _find_all is not None:  # (in C: lowb, the words and the token runs at once)
+            lowb, hits, self._runs = _find_all(self.value, _SEARCHED, _TOKEN_CHARS, _TOKEN_RUN)
+            if self._lowb is None:
+                self._lowb = lowb
+            found = iter(hits)
             for word in _WORDS:
                 ats = next(found)
                 for _ in _C_WORDS.get(word, ())[1:]:
@@ -492,16 +489,23 @@ class _Scan:
         characters (the runs found in bytes: a character a byte)."""
         hits = self._found.get("")
         if hits is None:
+            if self._runs is None and _find_all is not None and not self._found:
+                self._find_words()  # (the runs are found with the words)
             # (Lowercased as token characters are, and no character that is
             # not ASCII is a token's; ſ, ı and K made s, i and k only join runs.)
-            value, runs = self.value, self.lowb.translate(_TOKEN_TABLE)
-            long_run, spans = b"a" * _TOKEN_RUN, []
-            at = runs.find(long_run)
-            while at >= 0:
-                end = runs.find(b".", at)
-                end = len(runs) if end < 0 else end
-                spans.append((at, end))
-                at = runs.find(long_run, end)
+            value, spans = self.value, []
+            if self._runs is not None:
+                found = self._runs
+                spans = list(zip(found[::2], found[1::2]))
+            else:
+                runs = self.lowb.translate(_TOKEN_TABLE)
+                long_run = b"a" * _TOKEN_RUN
+                at = runs.find(long_run)
+                while at >= 0:
+                    end = runs.find(b".", at)
+                    end = len(runs) if end < 0 else end
+                    spans.append((at, end))
+                    at = runs.find(long_run, end)
             hits = self._found[""] = [
                 m.span() for a, b in spans for m in _TOKEN_PREFIX.finditer(value, max(0, a - 4), b)
             ]
@@ -515,6 +519,10 @@ class _Scan:
         characters none holds."""
         new = _Scan(value)
         for key, hits in self._found.items():
+            starts = [start for start, _ in hits]
+            if all(map(le, starts, starts[1:])):  # (they are: a part at a time, in C)
+                new._found[key] = _moved(hits, starts, edits)
+                continue
             kept, i, moved = [], 0, 0
             for start, end in hits:
                 while i < len(edits) and edits[i][1] <= start:
@@ -526,6 +534,23 @@ class _Scan:
                 kept.append((start + moved, end + moved))
             new._found[key] = kept
         return new
+
+
+def _moved(
+    hits: list[tuple[int, int]], starts: list[int], edits: list[tuple[int, int, int]]
+) -> list[tuple[int, int]]:
+    """_Scan.edited's for `hits` in order (`starts`: their starts): those that
+    begin before an edit's end and end after its start are gone, the others
+    moved as the edits before them say."""
+    kept: list[tuple[int, int]] = []
+    first = moved = 0
+    for a, b, n in edits:
+        last = bisect_left(starts, b, first)  # (these begin before this edit ends)
+        kept += [(start + moved, end + moved) for start, end in hits[first:last] if end <= a]
+        moved += n - (b - a)
+        first = last
+    kept += [(start + moved, end + moved) for start, end in hits[first:]]
+    return kept
 
 
 def _run_start(value: str, end: int, other: re.Pattern[str]) -> int:
@@ -796,10 +821,10 @@ class Redactor:
         # A long text lowercased keeps each character's place (İ alone becomes
         # two): lowercased when needed, and where the words are, in bytes.
         if len(value) >= LONG and (value.isascii() or "\u0130" not in value):
-            return self._long_text(value, None, found)
+            return self._long_text(value, found)
         low = value.lower()
         if not low.isascii() and ("ſ" in low or "ı" in low):
-            low = low.replace("ſ", "s").replace("ı", "i")  # (as _Scan.low: the rules take them)
+            low = low.replace("ſ", "s").replace("ı", "i")  # (as _Scan.lowb: the rules take them)
         rules = self.rules if self._gate.search(low) else self._always
         if not rules:
             return value, 0
@@ -815,9 +840,7 @@ class Redactor:
             value = pattern.sub(mask_named if by_name else mask, value)
         return value, counted()
 
-    def _long_text(
-        self, value: str, low: str | None, found: list[str] | None = None
-    ) -> tuple[str, int]:
+    def _long_text(self, value: str, found: list[str] | None = None) -> tuple[str, int]:
         """`text` for a long text (a command's output: megabytes). Searching all
         of it with every rule whose word it holds somewhere is what took the
         time; each rule is tried instead only where one of its matches can
@@ -825,7 +848,7 @@ class Redactor:
         `pattern.sub` gives: it tries each place left to right, and a match
         can begin at no other."""
         mask, mask_named, counted = self._maskers(found)
-        scan = _Scan(value, low)
+        scan = _Scan(value)
         for (pattern, _, by_name), starts in zip(self.rules, self._starts):
             repl = mask_named if by_name else mask
             at = None if starts is None else starts(scan)

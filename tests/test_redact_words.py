@@ -1,7 +1,8 @@
 """Redaction's search for all its rules' words at once in C (_termtext.find_words,
-used by redact._Scan._find_words when the module is built): the same places as
-looking for each word in turn, and the same redaction as google-re2's way and
-the plain one."""
+and scan_words, used by redact._Scan._find_words when the module is built: the
+text lowercased, its words and its runs of token characters in one call): the
+same places as looking for each word in turn, the same bytes and runs as
+Python's, and the same redaction as google-re2's way and the plain one."""
 
 from __future__ import annotations
 
@@ -82,3 +83,89 @@ def test_redaction_is_the_same_in_c_with_google_re2_and_with_neither(c_module, m
     plain = [r.text(t) for t in texts]
     for text, a, b, c in zip(texts, in_c, with_re2, plain):
         assert a == b == c, text[-200:]
+
+
+def _python_lowb(text: str) -> bytes:
+    scan = redact._Scan(text)
+    return scan.lowb  # (not found yet: made in Python)
+
+
+def _python_runs(lowb: bytes, chars: bytes, run: int) -> list[int]:
+    table = bytes(0x61 if c in chars else 0x2E for c in range(256))
+    out, runs, at = [], lowb.translate(table), 0
+    while True:
+        at = runs.find(b"a" * run, at)
+        if at < 0:
+            return out
+        end = runs.find(b".", at)
+        end = len(runs) if end < 0 else end
+        out += [at, end]
+        at = end
+
+
+def test_the_one_pass_is_python_s_lowercased_bytes_words_and_runs(c_module):
+    # ASCII (eight bytes at a time and the rest), Latin-1, two- and four-byte
+    # strings; the letters lowercased to ASCII ones (K, ſ, ı) and İ, whose
+    # lowercase is two characters: a character a byte all the same.
+    rng = random.Random(41)
+    bits = ["a", "B", "Z", "@", "[", "`", "{", "0", "_", "-", ".", " ", "\x7f", "\x80", "é",
+            "É", "\xff", "\u0100", "\u212a", "ſ", "ı", "\u0130", "\U0001f600", "\udc80",
+            "KEY", "Token", "://", "AKIA", "ghp_", "abcdefghij", "-pass", "auth\""]  # fmt: skip
+    words = redact._SEARCHED + [b"k", b"ab"]
+    for _ in range(20_000):
+        text = "".join(rng.choice(bits) for _ in range(rng.randint(0, 60)))
+        run = rng.randint(1, 12)
+        lowb, hits, runs = c_module.scan_words(text, words, redact._TOKEN_CHARS, run)
+        want = _python_lowb(text)
+        assert lowb == want and len(lowb) == len(text), text
+        assert hits == _each_in_turn(lowb, words), text
+        assert runs == _python_runs(lowb, redact._TOKEN_CHARS, run), (text, run)
+    text = "".join(rng.choice(bits) for _ in range(200_000))
+    lowb, hits, runs = c_module.scan_words(text, words, redact._TOKEN_CHARS, 20)
+    assert lowb == _python_lowb(text)
+    assert hits == _each_in_turn(lowb, words)
+    assert runs == _python_runs(lowb, redact._TOKEN_CHARS, 20)
+
+
+def test_a_character_is_a_byte_of_the_lowercased_text_whatever_the_text_holds():
+    # İ lowercased is two characters: with K, ſ or ı in the text too, the
+    # lowercased bytes were a character longer from it on.
+    text = "\u0130 \u212a ſ ı TOKEN"
+    assert redact._Scan(text).lowb == b"? k s i token"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("a key", [b""], b"a", 1), ("a key", [b"k"], b"a", 0), (b"a key", [b"k"], b"a", 1),
+     ("a key", [b"k"], "a", 1)],
+)  # fmt: skip
+def test_what_the_one_pass_cannot_take_is_refused(args, c_module):
+    with pytest.raises((ValueError, TypeError)):
+        c_module.scan_words(*args)
+
+
+def _moved_one_by_one(hits, edits):
+    kept, i, moved = [], 0, 0
+    for start, end in hits:
+        while i < len(edits) and edits[i][1] <= start:
+            a, b, n = edits[i]
+            moved += n - (b - a)
+            i += 1
+        if i < len(edits) and edits[i][0] < end:
+            continue
+        kept.append((start + moved, end + moved))
+    return kept
+
+
+def test_the_words_follow_the_masks_as_when_moved_one_by_one():
+    rng = random.Random(42)
+    for _ in range(20_000):
+        starts = sorted(rng.randrange(200) for _ in range(rng.randint(0, 30)))
+        hits = [(a, a + rng.randint(1, 12)) for a in starts]
+        cuts = sorted(rng.sample(range(210), 2 * rng.randint(0, 5)))
+        edits = [(a, b, rng.randint(0, 12)) for a, b in zip(cuts[::2], cuts[1::2])]
+        want = _moved_one_by_one(hits, edits)
+        assert redact._moved(hits, [a for a, _ in hits], edits) == want, (hits, edits)
+        scan = redact._Scan("x" * 300)
+        scan._found["w"] = hits
+        assert scan.edited("y" * 300, edits)._found["w"] == want

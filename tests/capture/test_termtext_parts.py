@@ -260,6 +260,7 @@ def test_the_scans_let_other_threads_run(c_module):
             lambda: c_module.text(raw, "make"),
             lambda: c_module.text_parts(raw, "make"),
             lambda: c_module.find_words(lowb, [b"token", b"://", b"passw"]),
+            lambda: c_module.scan_words(raw.decode(), [b"token", b"://"], b"abcdefghijk", 20),
         ):
             count, started, stop = [0], threading.Event(), threading.Event()
 
