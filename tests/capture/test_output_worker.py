@@ -286,3 +286,78 @@ def test_daemon_stop_ends_the_worker(rw_home):
     rw("daemon", "stop")
     wait_for(lambda: not _alive(pid), timeout=30)
     assert not _alive(worker)
+
+
+def _ready_worker() -> OutputWorker:
+    worker = OutputWorker((EXTRA, []))
+    worker.prepare(START_BYTES)
+    pid = worker.pid
+    assert pid is not None
+    wait_for(lambda: _io(pid, "wchar") > 0)  # (it said it has started)
+    return worker
+
+
+def test_steps_left_in_the_worker_between_reads_are_stored_with_the_next(tmp_path, monkeypatch):
+    """A backlog read a few MB at a time: the steps still in the worker when
+    the daemon has made the rest of a read are stored with the next read's
+    (the worker goes on meanwhile). The rows are the daemon's own, and the
+    offset stored with each read never passes a left step's first record (a
+    crash there reads it again)."""
+    steps = [_output(seq, 200_000 + 70_000 * (seq % 6)) for seq in range(1, 61)]
+    _spools(tmp_path / "spools", steps)
+    _ingest(tmp_path / "here", tmp_path / "spools", None)
+    seen: list[tuple[int, list[int]]] = []
+    apply = OutputReader._apply
+
+    def watched(self, name, sid, state, *args, **kwargs):
+        stored = apply(self, name, sid, state, *args, **kwargs)
+        firsts = [first for *_, first in state.left.steps] if state.left else []
+        seen.append((self.store.spool_offset(name), firsts))
+        return stored
+
+    monkeypatch.setattr(OutputReader, "_apply", watched)
+    worker = _ready_worker()
+    try:
+        stored, _ = _ingest(tmp_path / "worker", tmp_path / "spools", worker)
+    finally:
+        worker.close()
+    assert stored == len(steps)
+    assert _rows(tmp_path / "worker" / "rw.db") == _rows(tmp_path / "here" / "rw.db")
+    _no_secret_in(tmp_path / "worker" / "rw.db")
+    left = [(offset, firsts) for offset, firsts in seen if firsts]
+    assert len(seen) >= 3 and left, seen  # (several reads, and steps left between them)
+    assert all(offset <= min(firsts) for offset, firsts in left), left
+    assert not seen[-1][1]  # (nothing left once all is read)
+
+
+def test_a_worker_that_hangs_with_steps_left_in_it_costs_nothing(tmp_path, monkeypatch, caplog):
+    """The worker stopped (SIGSTOP) while it holds steps left from one read:
+    given up once, those steps made by the daemon, the rows as the daemon
+    alone makes them."""
+    steps = [_output(seq, 200_000 + 70_000 * (seq % 6)) for seq in range(1, 61)]
+    _spools(tmp_path / "spools", steps)
+    _ingest(tmp_path / "here", tmp_path / "spools", None)
+    worker = _ready_worker()
+    pid = worker.pid
+    assert pid is not None
+    run = OutputWorker.run
+    stopped: list[int] = []
+
+    def stopping(self, *args, **kwargs):
+        results, left = run(self, *args, **kwargs)
+        if left is not None and not stopped:
+            os.kill(pid, signal.SIGSTOP)  # (steps left in it, unanswered)
+            stopped.append(pid)
+        return results, left
+
+    monkeypatch.setattr(OutputWorker, "run", stopping)
+    try:
+        stored, _ = _ingest(tmp_path / "worker", tmp_path / "spools", worker)
+    finally:
+        worker.close()
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    assert stopped and stored == len(steps)
+    assert _rows(tmp_path / "worker" / "rw.db") == _rows(tmp_path / "here" / "rw.db")
+    failed = [r for r in caplog.records if "the output worker failed" in r.getMessage()]
+    assert len(failed) == 1 and "did not answer in time" in failed[0].getMessage()
