@@ -353,8 +353,15 @@ _WORDS = (
 # overlap of two parts, so each is wholly in one part.
 _SET_PATTERNS = {"auth": r'auth\\?"[\t-\r\x1c-\x20:?]'}
 # What the C module (_termtext.scan_words, one pass for all the words) looks
-# for, where not the word: `auth` before a quote, escaped or not (_JSON_AUTH's).
-_C_WORDS = {"auth": (b'auth"', b'auth\\"')}
+# for, where not the word: `auth` as the Set does, before a quote, escaped or
+# not, and what can begin `\s*:` (_JSON_AUTH's) as a byte of lowb.
+_C_WORDS = {
+    "auth": tuple(
+        f"auth{quote}{c}".encode()
+        for quote in ('"', '\\"')
+        for c in "\t\n\v\f\r\x1c\x1d\x1e\x1f :?"
+    )
+}
 _PART = 1 << 16
 _OVERLAP = max(map(len, _WORDS)) - 1
 _word_set: Any = None  # (made when first needed; False: google-re2 is not there)
@@ -432,8 +439,8 @@ class _Scan:
             found = iter(hits)
             for word in _WORDS:
                 ats = next(found)
-                for _ in _C_WORDS.get(word, ())[1:]:
-                    ats = sorted(ats + next(found))  # (two runs in order: one merge)
+                if word in _C_WORDS:
+                    ats = sorted([*ats, *(at for _ in _C_WORDS[word][1:] for at in next(found))])
                 n = len(word)
                 self._found[word] = [(at, at + n) for at in ats]
             return True

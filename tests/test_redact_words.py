@@ -7,6 +7,7 @@ Python's, and the same redaction as google-re2's way and the plain one."""
 from __future__ import annotations
 
 import random
+import re
 
 import pytest
 
@@ -48,9 +49,13 @@ def test_what_is_not_a_word_is_refused(words, c_module):
         c_module.find_words(b"a key", words)
 
 
+_JSON_KEY_END = re.compile(rb'\\?"[\t-\r\x1c-\x20:?]')
+
+
 def test_the_scan_finds_each_word_where_it_is(c_module, monkeypatch):
     # Every word's hits as the plain search has them; `auth` (used only as a
-    # JSON key) only where a quote follows it, escaped or not.
+    # JSON key) only where a quote follows it, escaped or not, and then a
+    # space or a colon (or a character not ASCII: a space to \s).
     texts = _long_texts(16, 40) + ['{"auth": 1, "x": "auth", \\"auth\\": 2} auth"\tAUTH"', ""]
     in_c = []
     for text in texts:
@@ -65,8 +70,8 @@ def test_the_scan_finds_each_word_where_it_is(c_module, monkeypatch):
         for word in redact._WORDS:
             scan.find(word)
             want = scan._found[word]
-            if word == "auth":
-                want = [(a, b) for a, b in want if scan.lowb.startswith((b'"', b'\\"'), b)]
+            if word == "auth":  # (and before what can begin `\s*:`, as a byte of lowb)
+                want = [(a, b) for a, b in want if _JSON_KEY_END.match(scan.lowb, b)]
             assert found[word] == want, (word, text[:200])
 
 
@@ -74,6 +79,12 @@ def test_redaction_is_the_same_in_c_with_google_re2_and_with_neither(c_module, m
     r = Redactor()
     texts = _long_texts(17, 60)
     texts.append('{"auth": "s3cr3t-v4lue", "svc": "auth"}\n' * 3000)
+    # `auth` as a JSON key before each space \s takes (ASCII or not) and a colon.
+    spaces = "\t\n\v\f\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2003\u2028\u3000"
+    texts.append(
+        "".join(f'{{"a": 1, "AUTH"{c}: "v4lue-{i}"}} \\"auth\\"{c}{c}:"w-{i}"\n' for i, c in
+                enumerate(spaces * 200))
+    )  # fmt: skip
     in_c = [r.text(t) for t in texts]
     assert sum(n for _, n in in_c) > 200
     monkeypatch.setattr(redact, "_find_all", None)
@@ -83,6 +94,7 @@ def test_redaction_is_the_same_in_c_with_google_re2_and_with_neither(c_module, m
     plain = [r.text(t) for t in texts]
     for text, a, b, c in zip(texts, in_c, with_re2, plain):
         assert a == b == c, text[-200:]
+    assert in_c[-1][1] == 2 * len(spaces) * 200  # (every one of them masked)
 
 
 def _python_lowb(text: str) -> bytes:
