@@ -396,6 +396,8 @@ SEARCH_IDS_PER_MS = 1 << 16
 MAX_SEARCH_ID = (1 << 63) - 1
 INDEX_BATCH_BYTES = 256 * 1024  # of compressed outputs indexed in one batch
 INDEX_TRANSACTION = 2.0  # seconds of batches at most in one transaction
+WAL_PAGES = 8192  # the daemon's write-ahead log copied at most this long (see defer_checkpoints)
+WAL_KEEP = 4 << 20  # bytes of the log's file kept once copied
 
 
 def search_id_floor(ts: float) -> int:
@@ -630,6 +632,25 @@ class Store:
                     "UPDATE step_outputs SET size=? WHERE session=? AND number=?", sizes
                 )
             self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def defer_checkpoints(self) -> None:
+        """The daemon's connection: SQLite copies the write-ahead log into the
+        database (a checkpoint: the copy and its fsyncs) only once it holds
+        WAL_PAGES, not every 1000 pages, so that a backlog's ingest does not
+        wait for it; it is done when the daemon is idle (`copy_log`). Once
+        copied, the log's file is cut back to WAL_KEEP by the next write."""
+        self.db.execute(f"PRAGMA wal_autocheckpoint={WAL_PAGES}")
+        self.db.execute(f"PRAGMA journal_size_limit={WAL_KEEP}")
+
+    def copy_log(self) -> None:
+        """Copy the write-ahead log into the database where it has grown beyond
+        WAL_KEEP (readers still reading it are not waited for)."""
+        try:
+            size = os.stat(f"{self.path}-wal").st_size
+        except OSError:
+            return
+        if size > WAL_KEEP:
+            self.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     @contextmanager
     def transaction(self) -> Iterator[None]:

@@ -367,3 +367,30 @@ def test_without_zstandard_outputs_are_stored_with_zlib(no_autostart, tmp_path):
         "rw: an output in the store is compressed with zstd: install the zstandard package"
         " (pip install zstandard) to read it"
     )
+
+
+def test_the_daemon_s_log_is_copied_into_the_database_when_it_says(tmp_path):
+    """The daemon's connection leaves the write-ahead log to grow (a backlog's
+    ingest does not wait for SQLite's checkpoints every 1000 pages); copy_log
+    copies it when the daemon is idle, and its file is cut back after."""
+    path = tmp_path / "rw.db"
+    s = Store(path)
+    s.defer_checkpoints()
+    wal = tmp_path / "rw.db-wal"
+    blob = os.urandom(1 << 16)
+    with s.transaction():
+        s.db.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB)")
+    for _ in range(10):  # (10 MB in the log: 2,500 pages, beyond SQLite's 1000)
+        with s.transaction():
+            s.db.executemany("INSERT INTO t (v) VALUES (?)", [(blob,)] * 16)
+    assert wal.stat().st_size > 10 << 20
+    copied = sqlite3.connect(path)  # (another connection: the database file alone)
+    before = path.stat().st_size
+    s.copy_log()
+    assert path.stat().st_size > before + (10 << 20)
+    with s.transaction():
+        s.db.execute("INSERT INTO t (v) VALUES (x'00')")
+    assert wal.stat().st_size <= store_mod.WAL_KEEP
+    assert copied.execute("SELECT count(*) FROM t").fetchone() == (161,)
+    copied.close()
+    s.close()

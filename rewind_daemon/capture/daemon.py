@@ -136,6 +136,7 @@ class Daemon:
             log.error("another rw daemon is running (lock %s is held)", self.paths.lock_file)
             return 1
         self.store = Store(self.paths.db)
+        self.store.defer_checkpoints()  # (done when idle: see _index)
         self._held = {p: _file_id(p) for p in (self.paths.lock_file, self.paths.db)}
         redactor = self.config.redactor()
         self.ingester = Ingester(self.store, redactor, self.config.ignore_regexes())
@@ -278,6 +279,8 @@ class Daemon:
                 self.index_behind = True  # (replays, guarded runs, imports write too)
             if self.index_behind and not self.dirty and not self.waiting:
                 self._index(INDEX_SLICE)
+                if not self.index_behind:  # (idle: what was written copied into the database)
+                    self._checkpoint()
 
     def _home_gone(self) -> bool:
         """Whether its lock file or its database was removed (RW_HOME or the data
@@ -587,6 +590,13 @@ class Daemon:
             self.ingest_log.warning("index", "indexing for search failed; will retry",
                                     exc_info=True)  # fmt: skip
             self.index_behind = False  # (until the next maintenance)
+
+    def _checkpoint(self) -> None:
+        try:
+            self.store.copy_log()
+        except Exception:  # noqa: BLE001 - SQLite copies the log itself beyond WAL_PAGES
+            self.ingest_log.warning("checkpoint", "copying the write-ahead log failed",
+                                    exc_info=True)  # fmt: skip
 
     def _op_sync(self, req: dict) -> dict:
         records = self._ingest(self._spool_names())
