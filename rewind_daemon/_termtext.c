@@ -793,8 +793,8 @@ static PyObject *find_words(PyObject *self, PyObject *args) {
 /* ---- scan_words: redact._Scan's one pass ---- */
 
 /* The byte a character is in _Scan.lowb: ASCII lowercased, KELVIN SIGN k, LONG S
- * s, DOTLESS I i (as the rules, ignoring case, take them), any other `?` (İ,
- * whose lowercase is two characters, is not in a text scanned so). */
+ * s, DOTLESS I and I WITH DOT ABOVE i (as the rules, ignoring case, take them),
+ * any other `?`. */
 static unsigned char LOWB[256];
 
 #define ONES 0x0101010101010101ULL
@@ -803,7 +803,7 @@ static unsigned char LOWB[256];
 static inline unsigned char low_byte(Py_UCS4 c) {
     if (c < 256)
         return LOWB[c];
-    return c == 0x212a ? 'k' : c == 0x17f ? 's' : c == 0x131 ? 'i' : '?';
+    return c == 0x212a ? 'k' : c == 0x17f ? 's' : (c == 0x131 || c == 0x130) ? 'i' : '?';
 }
 
 /* scan_words(text, words, token_chars, run) -> (lowb, hits, runs): `lowb` the

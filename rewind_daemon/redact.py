@@ -392,8 +392,9 @@ def _words_set() -> Any:
     return _word_set
 
 
-# The letters not ASCII that the rules, ignoring case, take for ASCII ones.
-_ASCII_TWINS = {0x212A: "k", 0x17F: "s", 0x131: "i"}
+# The letters not ASCII that the rules, ignoring case, take for ASCII ones
+# (Python's re: K, ſ, ı and İ, no other character).
+_ASCII_TWINS = {0x212A: "k", 0x17F: "s", 0x131: "i", 0x130: "i"}
 
 
 class _Scan:
@@ -412,8 +413,8 @@ class _Scan:
     def lowered(self, start: int, end: int) -> str:
         """The lowercased text from `start` to `end` (made there alone: after a
         mask the lowercased text is not made again for a few characters)."""
-        low = self.value[start:end].lower()
-        return low if low.isascii() else low.replace("ſ", "s").replace("ı", "i")
+        low = self.value[start:end]
+        return low.lower() if low.isascii() else low.translate(_ASCII_TWINS).lower()
 
     @property
     def lowb(self) -> bytes:
@@ -422,10 +423,8 @@ class _Scan:
             value = self.value
             if value.isascii():
                 lowb = value.encode("ascii").lower()
-            elif "\u212a" in value or "ſ" in value or "ı" in value:
+            else:  # (a character a byte: those not ASCII `?`, but _ASCII_TWINS')
                 lowb = value.translate(_ASCII_TWINS).encode("ascii", "replace").lower()
-            else:  # (no other character lowercased is ASCII but İ: `?` here, as in C)
-                lowb = value.encode("ascii", "replace").lower()
             self._lowb = lowb
         return lowb
 
@@ -581,8 +580,8 @@ def _keys(*words: str, option: bool = False) -> Callable[[_Scan], list[int]]:
     follows, so a run holding many words is looked at once, from its first.)"""
     after = r"(\s)?" if option else r'(\\?"\s*:|\s*(?:=|:\s))?'
     # (Matched in the text itself, ignoring case: where the lowercased text
-    # holds a word, the text matches it so, and no character but İ, never in
-    # a long text, is a word's character (\w . -) lowercased and not before.)
+    # holds a word, the text matches it so, and no character is a word's
+    # character (\w . -) lowercased and not before.)
     patterns = [re.compile(f"{word}[\\w.\\-]*{after}", re.IGNORECASE) for word in words]
 
     def hits(scan: _Scan) -> list[int]:
@@ -825,9 +824,9 @@ class Redactor:
     def text(self, value: str, found: list[str] | None = None) -> tuple[str, int]:
         """Return `value` with secrets masked, and how many were masked; each
         secret masked (as it was in `value`) is added to `found`."""
-        # A long text lowercased keeps each character's place (İ alone becomes
-        # two): lowercased when needed, and where the words are, in bytes.
-        if len(value) >= LONG and (value.isascii() or "\u0130" not in value):
+        # A long text: lowercased when needed, and where the words are, in
+        # bytes, a character a byte (_Scan.lowb).
+        if len(value) >= LONG:
             return self._long_text(value, found)
         low = value.lower()
         if not low.isascii() and ("ſ" in low or "ı" in low):

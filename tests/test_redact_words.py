@@ -141,9 +141,17 @@ def test_the_one_pass_is_python_s_lowercased_bytes_words_and_runs(c_module):
 
 def test_a_character_is_a_byte_of_the_lowercased_text_whatever_the_text_holds():
     # İ lowercased is two characters: with K, ſ or ı in the text too, the
-    # lowercased bytes were a character longer from it on.
-    text = "\u0130 \u212a ſ ı TOKEN"
-    assert redact._Scan(text).lowb == b"? k s i token"
+    # lowercased bytes were a character longer from it on. The four letters
+    # not ASCII that Python's re, ignoring case, takes for ASCII ones are those.
+    text = "\u0130 \u212a ſ ı TOKEN é"
+    assert redact._Scan(text).lowb == b"i k s i token ?"
+    chars = "abcdefghijklmnopqrstuvwxyz0123456789_-.:/"
+    ascii_word = re.compile(r"(?i)[a-z0-9_\-.:/]")
+    twins = [
+        (chr(c), x) for c in range(128, 0x30000) if ascii_word.fullmatch(chr(c))
+        for x in chars if re.fullmatch(f"(?i){re.escape(x)}", chr(c))
+    ]  # fmt: skip
+    assert sorted(twins) == sorted((chr(c), x) for c, x in redact._ASCII_TWINS.items())
 
 
 @pytest.mark.parametrize(
