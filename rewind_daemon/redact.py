@@ -465,20 +465,22 @@ class _Scan:
 
     def find(self, *words: str) -> list[int]:
         """Where each of `words` is in the lowercased text."""
-        out: list[int] = []
-        for word in words:
-            hits = self._found.get(word)
-            if hits is None and word in _WORDS and self._find_words():
-                hits = self._found[word]
-            elif hits is None:
-                hits = self._found[word] = []
-                w, lowb = word.encode(), self.lowb
-                find, at = lowb.find, lowb.find(w)
-                while at >= 0:
-                    hits.append((at, at + len(w)))
-                    at = find(w, at + 1)
-            out += (at for at, _ in hits)
-        return out
+        if len(words) == 1:
+            return [at for at, _ in self._hits(words[0])]
+        return [at for word in words for at, _ in self._hits(word)]
+
+    def _hits(self, word: str) -> list[tuple[int, int]]:
+        hits = self._found.get(word)
+        if hits is None and word in _WORDS and self._find_words():
+            hits = self._found[word]
+        elif hits is None:
+            hits = self._found[word] = []
+            w, lowb = word.encode(), self.lowb
+            find, at = lowb.find, lowb.find(w)
+            while at >= 0:
+                hits.append((at, at + len(w)))
+                at = find(w, at + 1)
+        return hits
 
     def matches(self, word: str, pattern: re.Pattern[str]) -> list[int]:
         """Where `pattern`, which begins with `word` (ignoring case), matches."""
