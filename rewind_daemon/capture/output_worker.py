@@ -17,18 +17,14 @@ within HANG_SECONDS and four times what the daemon would take) or answers
 garbage is killed, said once in the log, and its steps are made by the
 daemon; a worker is not started again for RETRY_SECONDS. At most two steps
 are in the worker (one made, the next read meanwhile), so memory stays
-bounded; its pipes hold a MB, so that neither waits for the other to read.
-Between two reads of a backlog the worker is not idle: the last steps of a
-read, as many as it makes while the daemon stores the others and reads on,
-are left to it (`Left`), and stored with the next read's. A read that makes
-one step ready, or less than PARALLEL_BYTES, is made in the daemon alone: an
-interactive shell's steps cost no process and no wait. An idle worker is
-ended (`idle`), and so is one still there when the daemon stops (`close`).
+bounded. A read that makes one step ready, or less than PARALLEL_BYTES, is
+made in the daemon alone: an interactive shell's steps cost no process and
+no wait. An idle worker is ended (`idle`), and so
+is one still there when the daemon stops (`close`).
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import pickle
@@ -41,13 +37,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import IO
+from typing import IO, Tuple, Union
 
 from ..redact import Redactor
 from ..store import OutputBlobs
 from .known_secrets import KnownSecrets
 from .logonce import LogOnce
-from .outputs import LEFT, Made, OutputJob, ready
+from .outputs import OutputJob, ready
 
 log = logging.getLogger("rw.ingest")
 
@@ -57,7 +53,6 @@ RETRY_SECONDS = 60.0  # after a worker failed, made in the daemon alone so long
 IDLE_SECONDS = 30.0  # a worker unused so long is ended
 SWITCH_SECONDS = 0.0005
 IN_WORKER = 2  # jobs given to the worker at once: one made, the next read
-MAX_GAP = 0.1  # the most of the worker's time left it between two runs (see run)
 _HEAD = struct.Struct("<QIBQqq")  # job, masked, flags, len raw, len text, len timing
 _LEN = struct.Struct("<Q")
 _TEXT_NONE, _TIMING_NONE, _FAILED = 1, 2, 4
@@ -66,30 +61,8 @@ TAKE_BACK = b"T"  # a frame: the daemon makes job N itself (a job's frame is a p
 START_BYTES = 8 << 20  # a backlog worth starting a worker for (its start: 0.2 s of CPU)
 READY_SECONDS = 10.0  # a worker not started by then is given up
 MAX_FRAME = 1 << 30
-PIPE_BYTES = 1 << 20  # the pipes' size (Linux's most for a user, by default)
-F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # (Python 3.10 names it)
+Made = Union[Tuple[OutputBlobs, int], Exception]  # (what OutputReader makes of a job)
 _NOT_MADE = RuntimeError("not made")
-
-
-class Left:
-    """The jobs a `run` left in the worker (`leave`): the helper thread reads
-    their answers while the daemon stores the others and reads on, and
-    `OutputWorker.collect` gives them."""
-
-    def __init__(
-        self, jobs: Sequence[OutputJob], results: list[Made], done: list[bool],
-        helper: threading.Thread, deadline: float,
-    ):  # fmt: skip
-        self.jobs, self.results, self.done = jobs, results, done
-        self.helper, self.deadline = helper, deadline
-
-
-def _widen(fd: int) -> None:
-    """Make the pipe `fd` hold PIPE_BYTES (where the system lets it: else as it is)."""
-    try:
-        fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_BYTES)
-    except OSError:
-        pass
 
 
 def _read_exact(fh: IO[bytes], n: int) -> bytes | None:
@@ -211,10 +184,6 @@ class OutputWorker:
         self.alone = False  # (tests: the worker makes every step)
         self._log = LogOnce(log)
         self._writing = threading.Lock()  # (frames to the worker, from two threads)
-        self._interval: float | None = None  # (the switch interval, while runs go on)
-        self._left = 0  # runs whose jobs left in the worker are not collected yet
-        self._ended = 0.0  # when the last run returned, or its jobs left were collected
-        self._gap = 0.0  # how long the daemon stores and reads on between runs that leave jobs
 
     @property
     def pid(self) -> int | None:
@@ -239,22 +208,12 @@ class OutputWorker:
         except OSError as e:
             self._fail(str(e))
 
-    def run(
-        self, jobs: Sequence[OutputJob], local: Callable[[OutputJob], Made],
-        earlier: Left | None = None, leave: bool = False,
-    ) -> tuple[list[Made], Left | None]:  # fmt: skip
+    def run(self, jobs: Sequence[OutputJob], local: Callable[[OutputJob], Made]) -> list[Made]:
         """`local(job)` of each job, or what the worker made of it (OutputBlobs,
         masked), in the order of `jobs`: the daemon and the worker each take the
-        next job in turn. With `leave`, the jobs still in the worker once the
-        daemon has made the rest are left there (their results LEFT: `collect`
-        gives them), so that the worker goes on while the daemon stores the
-        others and reads more; `earlier`, what an earlier run left, is waited
-        for before this run's jobs are handed to the worker."""
+        next job in turn."""
         results: list[Made] = [_NOT_MADE] * len(jobs)
         done = [False] * len(jobs)
-        if earlier is not None:  # (how long the daemon took to store and read on)
-            since = time.monotonic() - self._ended
-            self._gap = min(MAX_GAP, since if not self._gap else (self._gap + since) / 2)
         # The largest first: the last taken are small, so neither waits long for the other.
         todo = deque(sorted(range(len(jobs)), key=lambda i: -jobs[i].weight))
         lock = threading.Lock()
@@ -262,28 +221,21 @@ class OutputWorker:
         stop = threading.Event()  # (the daemon made them all: none for a worker still starting)
         sent_as: dict[int, int] = {}  # job: its number in the worker
         helper = threading.Thread(
-            target=self._feed,
-            args=(jobs, todo, lock, results, done, in_worker, stop, sent_as, earlier),
+            target=self._feed, args=(jobs, todo, lock, results, done, in_worker, stop, sent_as),
             name="rw-output-worker", daemon=True,
         )  # fmt: skip
         # The helper takes the GIL a few times a job: each time the daemon's own
         # work (Python's re, the redaction's loops) would make it wait up to the
         # switch interval (5 ms), and the worker with it.
-        self._quick_switch()
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(SWITCH_SECONDS)
         try:
             helper.start()
             spent, weight = 0.0, 0  # the daemon's own: how fast it makes them
-            gap = self._gap if leave else 0.0
             while not self.alone:
                 with lock:
                     if not todo:
                         break
-                    # Leaving them: the last jobs, as many as the worker makes
-                    # while the daemon stores the others and reads on (as long
-                    # as that took last time), are left to it.
-                    if gap and weight and self.ready:
-                        if sum(jobs[k].weight for k in todo) * spent / weight <= gap:
-                            break
                     i = todo.popleft()
                 t0 = time.monotonic()
                 results[i] = local(jobs[i])
@@ -292,74 +244,36 @@ class OutputWorker:
             if not self.alone:
                 stop.set()
                 # The jobs waiting in the worker behind the one it makes: taken
-                # back, and made here meanwhile (unless they are left there).
-                for i in [] if leave else self._take_back(lock, in_worker, sent_as):
+                # back, and made here meanwhile.
+                for i in self._take_back(lock, in_worker, sent_as):
                     results[i] = local(jobs[i])
                     done[i] = True
             # What the worker has is waited for: a few times as long as the
             # daemon would take to make it (a second a MB when it made none).
             with lock:
-                inside = [*in_worker, *todo]
-                left = [jobs[i].weight for i in inside] or [j.weight for j in jobs]
+                left = [jobs[i].weight for i in in_worker] or [j.weight for j in jobs]
             per_byte = max(spent / weight, 1e-7) if weight else 1e-6
-            deadline = time.monotonic() + HANG_SECONDS + 4 * per_byte * sum(left)
-            if leave and inside and helper.is_alive():
-                self.last_used = self._ended = time.monotonic()
-                self._left += 1
-                out = [LEFT if i in inside else results[i] for i in range(len(jobs))]
-                return out, Left(jobs, results, done, helper, deadline)
-            self._wait(helper, deadline)
+            helper.join(HANG_SECONDS + 4 * per_byte * sum(left))
+            if helper.is_alive():
+                self._fail("it did not answer in time")
+                helper.join(HANG_SECONDS)  # (killed: its pipes fail at once)
         finally:
-            self._normal_switch()
+            sys.setswitchinterval(interval)
         for i, job in enumerate(jobs):
             if not done[i]:
                 results[i] = local(job)
         self.last_used = time.monotonic()
-        return results, None
-
-    def collect(self, left: Left, local: Callable[[OutputJob], Made]) -> list[Made]:
-        """The results of all the jobs of the run that left `left`: those it
-        left in the worker waited for (made by `local` where the worker failed)."""
-        try:
-            self._wait(left.helper, left.deadline)
-        finally:
-            self._left -= 1
-            self._normal_switch()
-        for i, job in enumerate(left.jobs):
-            if not left.done[i]:
-                left.results[i] = local(job)
-        self.last_used = self._ended = time.monotonic()
-        return left.results
-
-    def _wait(self, helper: threading.Thread, deadline: float) -> None:
-        helper.join(max(0.0, deadline - time.monotonic()))
-        if helper.is_alive():
-            self._fail("it did not answer in time")
-            helper.join(HANG_SECONDS)  # (killed: its pipes fail at once)
-
-    def _quick_switch(self) -> None:
-        if self._interval is None:
-            self._interval = sys.getswitchinterval()
-            sys.setswitchinterval(SWITCH_SECONDS)
-
-    def _normal_switch(self) -> None:
-        """(Once no run goes on, and no helper reads what a run left.)"""
-        if self._interval is not None and not self._left:
-            sys.setswitchinterval(self._interval)
-            self._interval = None
+        return results
 
     def _feed(
         self, jobs: Sequence[OutputJob], todo: deque, lock: threading.Lock,
         results: list[Made], done: list[bool], in_worker: list[int], stop: threading.Event,
-        sent_as: dict[int, int], earlier: Left | None,
+        sent_as: dict[int, int],
     ) -> None:  # fmt: skip
-        """The helper thread: once the worker has started (and has answered for
-        what an earlier run left in it), keep two jobs in it (one made, the next
-        read meanwhile) while some are left. Any trouble ends the worker (the
-        daemon makes what is left)."""
+        """The helper thread: once the worker has started, keep two jobs in it
+        (one made, the next read meanwhile) while some are left. Any trouble
+        ends the worker (the daemon makes what is left)."""
         try:
-            if earlier is not None:
-                self._wait(earlier.helper, earlier.deadline)
             proc = self.proc
             if proc is None or not self._started(proc, stop):
                 return
@@ -446,9 +360,7 @@ class OutputWorker:
         )  # fmt: skip
         self.proc, self.jobs_sent = proc, 0
         self.ready, self.started_at = False, time.monotonic()
-        assert proc.stdin is not None and proc.stdout is not None
-        for pipe in (proc.stdin, proc.stdout):  # (a job or an answer in at once: neither waits)
-            _widen(pipe.fileno())
+        assert proc.stdin is not None
         _write_frame(proc.stdin, pickle.dumps(self.recipe, pickle.HIGHEST_PROTOCOL))
         return proc
 

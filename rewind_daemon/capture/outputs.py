@@ -23,10 +23,7 @@ stored as it is, marked incomplete.
 The steps a read makes ready are made (`ready`: make_output and the row's
 blobs) before the transaction that stores them: where they are many, some in
 the worker process (output_worker.py) while the daemon makes the others. A
-backlog is read BACKLOG_READ at a time, so that one read makes several ready;
-the last steps of a read may be left to the worker while the daemon stores
-the others and reads on, and are stored with the next read's (until then the
-committed offset stays before their first records, as for steps not ended).
+backlog is read BACKLOG_READ at a time, so that one read makes several ready.
 """
 
 from __future__ import annotations
@@ -37,7 +34,7 @@ import time
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Tuple, Union
+from typing import TYPE_CHECKING
 
 from ..paths import session_file
 from ..redact import MASK, Redactor
@@ -49,15 +46,9 @@ from .output_spool import MAX_BODY, OUTPUT_SUFFIX, Record, capped_parts, iter_re
 from .termtext import has_fast_spans, hidden_spans, is_plain, line_ends, same_lines, text_of
 
 if TYPE_CHECKING:
-    from .output_worker import Left, OutputWorker
+    from .output_worker import OutputWorker
 
 log = logging.getLogger("rw.ingest")
-
-# What making a step's output ready gives: its row's blobs and how many secrets
-# were masked, or what went wrong (that step's output alone is lost).
-Made = Union[Tuple[OutputBlobs, int], Exception]
-LEFT = RuntimeError("left in the worker")  # (a run's, for a job it left there: output_worker.Left)
-_DROPPED = RuntimeError("not stored: read again")
 
 CHUNK = MAX_BODY + 64 * 1024  # the most read at once: a whole record of the largest
 READ = 1 << 20  # what is read (and stored in one transaction) at a time
@@ -308,22 +299,11 @@ class _Pending:
 
 
 @dataclass
-class _Left:
-    """Steps whose outputs a read left in the worker, stored with the next
-    read's (output_worker.Left): (their place among its jobs, number, job, the
-    offset of their first record)."""
-
-    left: Left
-    steps: list[tuple[int, int, OutputJob, int]]
-
-
-@dataclass
 class _File:
     committed: int  # the offset stored with the rows
-    parsed: int  # read up to here (records after `committed` held in `steps`, or `left`)
+    parsed: int  # read up to here (records after `committed` held in `steps`)
     steps: dict[tuple[str, int], _Pending] = field(default_factory=dict)
     punched: int = 0
-    left: _Left | None = None
 
 
 @dataclass
@@ -393,7 +373,7 @@ class OutputReader:
                     before = state.parsed
                     # Nothing whole in the most that is read at once: damage, skipped.
                     stuck = more and want >= CHUNK
-                    stored += self._apply(name, sid, state, buf, final and not more, stuck, more)
+                    stored += self._apply(name, sid, state, buf, final and not more, stuck)
                     if not more:
                         break
                     # A record larger than what was read: read more at once.
@@ -403,10 +383,10 @@ class OutputReader:
                     else:
                         want = min(want * 4, CHUNK)
         except FileNotFoundError:
-            self._drop(name)
+            self._files.pop(name, None)
             return stored
         except BaseException:
-            self._drop(name)  # read again from what the store says
+            self._files.pop(name, None)  # read again from what the store says
             raise
         if backlog:
             _give_back_memory()
@@ -420,22 +400,11 @@ class OutputReader:
             and time.time() - mtime >= QUIET_SECONDS
         )
 
-    def _drop(self, name: str) -> None:
-        """Forget what was read of spool `name` (read again from the store's
-        offset), and what of it is left in the worker."""
-        state = self._files.pop(name, None)
-        if state is not None and state.left is not None and self.worker is not None:
-            self.worker.collect(state.left.left, lambda job: _DROPPED)
-
     def _apply(
-        self, name: str, sid: str, state: _File, buf: bytes, final: bool, stuck: bool = False,
-        more: bool = False,
-    ) -> int:  # fmt: skip
+        self, name: str, sid: str, state: _File, buf: bytes, final: bool, stuck: bool = False
+    ) -> int:
         """Take in the records of `buf` (read at `state.parsed`; `final`: the spool
-        is complete) and store the steps that can be, in one transaction. With
-        `more` to read, the steps still in the worker when the daemon has made
-        the others are stored with the next read's (the worker goes on
-        meanwhile)."""
+        is complete) and store the steps that can be, in one transaction."""
         damaged: list[int] = []
         sizes: list[Record] = []
         pos = 0
@@ -459,9 +428,7 @@ class OutputReader:
         # The steps that can be stored now, made ready before the transaction
         # (on both cores when they are many): the daemon alone writes recorded
         # sessions' steps and outputs, so what is read here still holds in it.
-        jobs: list[tuple[int, OutputJob, int]] = []
-        earlier = state.left  # (kept there until collected: _drop waits for it)
-        inside = {(job.sid, number) for _, number, job, _ in earlier.steps} if earlier else set()
+        jobs: list[tuple[int, OutputJob]] = []
         for key, step in list(state.steps.items()):
             if step.total is None and not final:
                 continue
@@ -473,23 +440,13 @@ class OutputReader:
             if not final and self.store.step_is_open(*key):
                 continue  # its end brings the environment whose secrets it may print
             del state.steps[key]
-            if self.store.has_output(key[0], number) or (key[0], number) in inside:
-                continue  # stored before a crash, read again (or being made)
-            jobs.append((number, self._job(key[0], number, step), step.first))
-        made, left = self._make([job for _, job, _ in jobs], earlier, more)
-        ready = [(number, job, result) for (number, job, _), result in zip(jobs, made)]
-        if earlier is not None and self.worker is not None:
-            state.left = None
-            results = self.worker.collect(earlier.left, self._ready_here)
-            ready += [(number, job, results[i]) for i, number, job, _ in earlier.steps]
-        if left is not None:
-            steps = [(i, *jobs[i]) for i, result in enumerate(made) if result is LEFT]
-            state.left = _Left(left, steps)
+            if self.store.has_output(key[0], number):
+                continue  # stored before a crash, read again
+            jobs.append((number, self._job(key[0], number, step)))
+        made = self._make([job for _, job in jobs])
         stored = 0
         with self.store.transaction():
-            for number, job, result in ready:
-                if result is LEFT:
-                    continue  # (stored with the next read's)
+            for (number, job), result in zip(jobs, made):
                 if isinstance(result, Exception):
                     damaged.append(0)  # this step's output alone is lost, counted
                     log.warning("%s: dropped the output of step %d: %s", name, number, result)
@@ -511,7 +468,6 @@ class OutputReader:
                     name, "%s: dropped %d damaged output record(s)", name, len(damaged)
                 )
             firsts = [s.first for s in state.steps.values()]
-            firsts += [first for *_, first in state.left.steps] if state.left else []
             committed = min(firsts) if firsts else state.parsed
             if committed != state.committed:
                 self.store.set_spool_offset(name, committed)
@@ -531,15 +487,12 @@ class OutputReader:
             tuple(sorted((o, t) for o, _, t in step.parts)), self.known.values(sid),
         )  # fmt: skip
 
-    def _make(
-        self, jobs: list[OutputJob], earlier: _Left | None, leave: bool
-    ) -> tuple[list[Made], Left | None]:
+    def _make(self, jobs: list[OutputJob]) -> list[tuple[OutputBlobs, int] | Exception]:
         """Each job's blobs and masked count (or what went wrong): many at once
-        shared with the worker (which may be left some: output_worker.run),
-        else here."""
+        shared with the worker, else here."""
         if self.worker is not None and self.worker.usable(jobs):
-            return self.worker.run(jobs, self._ready_here, earlier.left if earlier else None, leave)
-        return [self._ready_here(job) for job in jobs], None
+            return self.worker.run(jobs, self._ready_here)
+        return [self._ready_here(job) for job in jobs]
 
     def _ready_here(self, job: OutputJob) -> tuple[OutputBlobs, int] | Exception:
         try:
