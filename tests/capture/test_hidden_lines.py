@@ -194,3 +194,34 @@ def test_secrets_in_many_overwritten_lines_are_placed_in_one_search_each():
     lines = [b"password: Pw%08dx\rok" % (i % 64) if i % 6 == 0 else b"l\ry" for i in range(5000)]
     out, n = make_output(b"\n".join(lines) + b"\n", "x", Redactor())
     assert n >= 64 and b"Pw0000" not in out.raw and "Pw0000" not in out.text
+
+
+PLAIN_ATOMS = [
+    b"a", b" ", b"\t", b"\n", b"\r", b"\r\n", b"\r\r\n", b"\x00", b"\x08", b"\x0b", b"\x0c",
+    b"\x0e", b"\x1a", b"\x1b", b"\x1f", b"\x7f", b"\x80", b"\xff", b"\xc3\xa9", b" ",
+    b"0123456", b"~", b"\x20", b"\x9f",
+]  # fmt: skip
+
+
+def test_is_plain_in_c_answers_as_the_python_reference():
+    # One pass in C, eight bytes at a time where none can stop it: each byte
+    # value at each place of a word, a CR at the end of a word and its LF in the
+    # next, a CR ending the output, and long outputs (read without the GIL).
+    needs_c()
+    rng = random.Random(21)
+    samples = [bytes([c]) * k + b"x" * j for c in range(256) for k in (1, 2) for j in (0, 7)]
+    for at in range(20):
+        for bad in (b"\r", b"\x1b", b"\x7f", b"\x00", b"\x1f", b"\r\n", b"\t", b"\xff"):
+            samples += [b"y" * at + bad + b"z" * 9, b"y" * at + bad]
+    samples += [rng.randbytes(rng.randint(0, 40)) for _ in range(5000)]
+    # (mostly plain: one byte in 40 that may not be)
+    weights = [40 if atom.strip(bytes(range(32, 127)) + b"\t\n\x80\xff\xc3\xa9\x9f") == b""
+               or atom == b"\r\n" else 1 for atom in PLAIN_ATOMS]  # fmt: skip
+    samples += [b"".join(rng.choices(PLAIN_ATOMS, weights, k=rng.randint(0, 50)))
+                for _ in range(20000)]  # fmt: skip
+    line = b'{"level":"info","msg":"caf\xc3\xa9 ok"}\r\n'
+    for tail in (b"", b"\r", b"\x1b[0m", b"\r\r\n", b"\x7f\n", b"\n"):
+        samples += [line * 5000 + tail, tail + line * 5000, line * 2500 + tail + line * 2500]
+    plain = [termtext.is_plain(raw) for raw in samples]
+    assert plain == [termtext._is_plain_py(raw) for raw in samples]
+    assert 0.2 < sum(plain) / len(plain) < 0.8  # (both answers well represented)
