@@ -225,3 +225,21 @@ def test_is_plain_in_c_answers_as_the_python_reference():
     plain = [termtext.is_plain(raw) for raw in samples]
     assert plain == [termtext._is_plain_py(raw) for raw in samples]
     assert 0.2 < sum(plain) / len(plain) < 0.8  # (both answers well represented)
+
+
+def test_a_switch_to_the_alternate_screen_split_by_a_sub_does_not_misplace_a_secret():
+    # The text drops a SUB before it reads escapes: `ESC [ ? 1049 SUB h` is a
+    # switch, whose note adds lines to the text above the secret, while an
+    # escape string below it takes as many out. Their counts alike, the lines
+    # were taken for the bytes' and the secret's region searched was others'.
+    needs_c()
+    token = "ghp_" + "A1b2C3d4E5f6G7h8J9" * 2
+    body = b"\x1b[32mok\x1b[0m\r\n" * 50
+    switches = b"x\x1b[?1049\x1ah\x1b[?1049\x1al" * 3
+    raw = body + switches + body + b"token " + token.encode() + b"\r\n" + body
+    raw += b"\x1b]0;t" + b"\n" * 6 + b"\x07" + body
+    text = termtext.text_of(raw, "x")
+    assert text.count("\n") == raw.count(b"\n") and "[full-screen: x]" in text
+    assert not termtext.same_lines(raw, text)
+    out, n = make_output(raw, "x", Redactor())
+    assert n == 1 and token[:12].encode() not in out.raw and token[:12] not in out.text
