@@ -32,6 +32,7 @@ import logging
 import os
 import time
 from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -43,7 +44,16 @@ from .ingest import _libc, punch, store_trouble
 from .known_secrets import MIN_LENGTH, KnownSecrets
 from .logonce import LogOnce
 from .output_spool import MAX_BODY, OUTPUT_SUFFIX, Record, capped_parts, iter_records
-from .termtext import has_fast_spans, hidden_spans, is_plain, line_ends, same_lines, text_of
+from .termtext import (
+    has_fast_spans,
+    hidden_spans,
+    is_plain,
+    line_ends,
+    may_use_alternate_screen,
+    same_lines,
+    text_line_ends,
+    text_of,
+)
 
 if TYPE_CHECKING:
     from .output_worker import OutputWorker
@@ -126,7 +136,8 @@ def _masked(raw: bytes, command: str, redactor: Redactor) -> tuple[bytes, int, s
     # bytes and their text searched as they are when no first pass is made,
     # and what the first pass found must be in neither.
     found = in_text + in_hidden
-    regions = _regions(raw, text, spans, hidden, in_text, in_hidden)
+    lines = _Lines.of(raw, text)
+    regions = _regions(raw, text, lines, spans, hidden, in_text, in_hidden)
     if regions is None:  # (too many, or the text's lines are not the bytes')
         regions = [(0, len(raw))]
     pieces: list[bytes] = []
@@ -146,8 +157,64 @@ def _masked(raw: bytes, command: str, redactor: Redactor) -> tuple[bytes, int, s
     if whole:
         return pieces[1], n, part_text, False
     pieces.append(raw[at:])
-    raw = b"".join(pieces)
-    return raw, n, text_of(raw, command), False
+    out = b"".join(pieces)
+    # (the text of the lines around the secrets made again, the others' kept)
+    spliced = _spliced(raw, text, lines, regions, pieces[1:-1:2], command)
+    return out, n, text_of(out, command) if spliced is None else spliced, False
+
+
+@dataclass(frozen=True)
+class _Lines:
+    """The LFs of a step's bytes and of their text (offsets, in order), and
+    whether line N of the text is what line N of the bytes shows
+    (termtext.same_lines)."""
+
+    raw: Sequence[int]
+    text: Sequence[int]
+    aligned: bool
+
+    @classmethod
+    def of(cls, raw: bytes, text: str) -> _Lines:
+        ends = memoryview(line_ends(raw)).cast("q")
+        text_ends = memoryview(text_line_ends(text)).cast("q")
+        return cls(ends, text_ends, same_lines(raw, text, (len(ends), len(text_ends))))
+
+
+def _spliced(
+    raw: bytes, text: str, lines: _Lines, regions: list[tuple[int, int]], parts: list[bytes],
+    command: str,
+) -> str | None:  # fmt: skip
+    """The text of `raw` with each region (whole lines) put in its part: the
+    lines of `text` outside the regions, and the text of each part, where that
+    is the text of the whole (else None). It is where the text's lines are the
+    bytes' (no escape string open at an LF, no alternate screen: each line's
+    text is that of its bytes alone) and no part changes that: a part's text,
+    made with the LF after it, has as many lines as its bytes and it holds no
+    switch to the alternate screen."""
+    if not lines.aligned:
+        return None
+    out: list[str] = []
+    at = 0  # in the text
+    for (a, z), part in zip(regions, parts):
+        if (a and raw[a - 1] != 10) or (z < len(raw) and raw[z] != 10):
+            return None  # (not whole lines)
+        first = bisect_left(lines.raw, a)
+        start = lines.text[first - 1] + 1 if first else 0
+        if z < len(raw):  # (with its LF: the line ends as in the whole)
+            made = text_of(part + b"\n", command)
+            if made.count("\n") != part.count(b"\n") + 1 or not made.endswith("\n"):
+                return None
+            made, end = made[:-1], lines.text[bisect_left(lines.raw, z)]
+        else:
+            made, end = text_of(part, command), len(text)
+            if made.count("\n") != part.count(b"\n"):
+                return None
+        if may_use_alternate_screen(part):
+            return None
+        out += (text[at:start], made)
+        at = end
+    out.append(text[at:])
+    return "".join(out)
 
 
 REGION_LINES = 2  # the lines around a secret's that its region takes
@@ -157,6 +224,7 @@ MAX_PLACES = 256  # places of the secrets found, found one by one (more: all of 
 def _regions(
     raw: bytes,
     text: str,
+    lines_of: _Lines,
     spans: list[tuple[int, int]],
     hidden: list[str],
     in_text: list[str],
@@ -169,9 +237,9 @@ def _regions(
     secrets = {s for s in in_text + in_hidden}
     if len(secrets) > FOUND_CHECKED or any(not s or MASK in s or "\n" in s for s in secrets):
         return None  # (a secret over lines, a key block's: its rule may reach beyond)
-    if in_text and not same_lines(raw, text):
+    if in_text and not lines_of.aligned:
         return None
-    ends = memoryview(line_ends(raw)).cast("q")
+    ends = lines_of.raw
     places: list[tuple[int, str]] = []
     for secret in set(in_text):
         at = text.find(secret)
@@ -179,10 +247,8 @@ def _regions(
             places.append((at, secret))
             at = text.find(secret, at + 1)
     lines: list[tuple[int, int]] = []
-    line = counted = 0
-    for at, secret in sorted(places):  # (the lines counted once, in order)
-        line += text.count("\n", counted, at)
-        counted = at
+    for at, secret in sorted(places):
+        line = bisect_left(lines_of.text, at)  # (the LFs before it)
         lines.append((line - REGION_LINES, line + secret.count("\n") + REGION_LINES))
     if in_hidden:
         joined = "\n".join(hidden)  # (as the first pass read it)

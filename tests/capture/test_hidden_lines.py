@@ -243,3 +243,99 @@ def test_a_switch_to_the_alternate_screen_split_by_a_sub_does_not_misplace_a_sec
     assert not termtext.same_lines(raw, text)
     out, n = make_output(raw, "x", Redactor())
     assert n == 1 and token[:12].encode() not in out.raw and token[:12] not in out.text
+
+
+SECRET_LINES = [
+    "password: {v}", "export GITHUB_TOKEN=ghp_{v}{v}{v}abcdef", "DATABASE_URL=postgres://u:{v}@db/x",
+    '{{"api_key": "{v}"}}', "--db-password {v}", "Authorization: Bearer ey{v}{v}",
+    # (in a title: the rules over the bytes take the string's end with the value)
+    "\x1b]0;password: {v}\x07", "\x1b]2;--db-password {v}\x1b\\ set",
+    "x\x1b]0;pw\x07 password: {v}",
+]  # fmt: skip
+LINE_NOISE = [
+    b"\x1b[31m", b"\x1b[0m", b"\r", b"\x08", b"\x1b]0;", b"\x1b]8;;http://x\x1b\\", b"\x07",
+    b"\x1b\\", b"\x1b[K", b"\x1a", b"\xff", b"\xe2\x82", b"\x1b[?1049h", b"\x1b[?1049l",
+    b"\x1b[?1049\x1ah", b"\x1b[?47\x1al", b"\x1b[2C", b"\x1b(B", b"\x00", b"\x1b", b"\x1b[",
+    b"\x1bP", b"\x1b_", b" ok ", b"\t", b"\r\r", b"\xc3\xa9",
+]  # fmt: skip
+
+
+def _with_secrets(rng: random.Random) -> bytes:
+    lines = []
+    for _ in range(rng.randint(1, 6)):
+        lines += [b"\x1b[32mbuild %d ok\x1b[0m" % i for i in range(rng.choice((1, 5, 12)))]
+        value = "".join(rng.choice("ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnpqrstuvwxyz23456789")
+                        for _ in range(12))  # fmt: skip
+        line = bytearray(rng.choice(SECRET_LINES).format(v=value).encode())
+        for _ in range(rng.choice((0, 1, 2, 3))):
+            at = rng.choice((0, len(line), rng.randint(0, len(line))))
+            line[at:at] = rng.choice(LINE_NOISE)
+        lines.append(bytes(line))
+    lines += [b"\x1b[1mdone\x1b[0m"] * rng.choice((0, 3, 8))
+    ends = rng.choice([[b"\n"], [b"\r\n"], [b"\n", b"\r\n", b"\r\n\x1b[0m"]])
+    raw = b"".join(line + rng.choice(ends) for line in lines)
+    return raw[: len(raw) - rng.choice((0, 0, 1))]
+
+
+def test_the_text_spliced_after_masking_is_the_text_of_the_masked_bytes(monkeypatch):
+    # Where secrets are masked in some lines of the bytes, their text is made
+    # again for those lines alone and put among the others' as the first pass
+    # made them: it must be the text of the masked bytes whole, whatever the
+    # lines hold (escape strings never ended or over lines, the alternate
+    # screen, a SUB inside a switch to it, CRs, backspaces, bad UTF-8), and the
+    # text of the whole is made where it might not be.
+    needs_c()
+    spliced = []
+    splice = outputs._spliced
+
+    def counted(*args):
+        made = splice(*args)
+        spliced.append(made is not None)
+        return made
+
+    monkeypatch.setattr(outputs, "_spliced", counted)
+    rng = random.Random(33)
+    r = Redactor()
+    wrong = []
+    for _ in range(4000):
+        raw = _with_secrets(rng)
+        out, _ = make_output(raw, "vim", r)
+        if out.text != termtext.text_of(out.raw, "vim"):
+            wrong.append(raw)
+    assert not wrong, wrong[:3]
+    assert len(spliced) > 1000 and 0.3 < sum(spliced) / len(spliced) < 0.95  # (both ways)
+
+
+@pytest.mark.parametrize(
+    "part,spliced",
+    [
+        (b"password: <redacted>\r", True),  # (its CR LF is the whole's)
+        (b"\x1b[31mpassword: <redacted>\x1b[0m\x1b", True),
+        (b"password: <redacted> \x08\x08ok", True),
+        # A string the masking left open at the end of the part: it takes the LF
+        # after it and the lines up to the next escape (also after an empty line).
+        (b"ok\n\x1b]0;password: <redacted>", False),
+        (b"ok\npassword \x1b]0;password: <redacted>", False),
+        # Closed in it, but with an LF in it: not made apart (lines taken out).
+        (b"\x1b]0;password: <redacted>\nok\x07 done", False),
+        # The alternate screen: a note added, its lines left out.
+        (b"\x1b[?1049hpassword: <redacted>", False),
+        (b"\x1b[?1049\x1ahpassword: <redacted>\x1b[?1049l", False),
+    ],
+)  # fmt: skip
+def test_a_part_is_spliced_only_where_its_text_is_the_wholes(part, spliced):
+    # A region of whole lines (the two around line 3) put in a part: its text is
+    # spliced among the other lines' only where that is the text of the whole.
+    lines = [b"\x1b[32mline %d\x1b[0m" % i for i in range(8)]
+    raw = b"\r\n".join(lines) + b"\r\n"
+    a = raw.index(lines[2])
+    z = raw.index(lines[3]) + len(lines[3]) + 1  # (its LF's place: the CR in the region)
+    masked = raw[:a] + part + raw[z:]
+    text = termtext.text_of(raw, "vim")
+    lines_of = outputs._Lines.of(raw, text)
+    got = outputs._spliced(raw, text, lines_of, [(a, z)], [part], "vim")
+    whole = termtext.text_of(masked, "vim")
+    assert got == (whole if spliced else None)
+    # A region that is not whole lines is never spliced.
+    assert outputs._spliced(raw, text, lines_of, [(a + 1, z)], [part], "vim") is None
+    assert outputs._spliced(raw, text, lines_of, [(a, z - 1)], [part], "vim") is None
