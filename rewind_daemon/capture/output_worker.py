@@ -31,19 +31,21 @@ import pickle
 import queue
 import select
 import struct
-import subprocess
 import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import IO, Tuple, Union
+from typing import IO, TYPE_CHECKING, Tuple, Union
 
 from ..redact import Redactor
 from ..store import OutputBlobs
 from .known_secrets import KnownSecrets
 from .logonce import LogOnce
 from .outputs import OutputJob, ready
+
+if TYPE_CHECKING:
+    import subprocess  # (the daemon's side alone: not imported by the worker)
 
 log = logging.getLogger("rw.ingest")
 
@@ -352,6 +354,8 @@ class OutputWorker:
     def _start(self) -> subprocess.Popen | None:
         if self.proc is not None and self.proc.poll() is None:
             return self.proc
+        import subprocess
+
         self._reap()
         proc = subprocess.Popen(
             [sys.executable, "-m", "rewind_daemon.capture.output_worker"],
@@ -383,6 +387,8 @@ class OutputWorker:
                     pipe.close()
             except OSError:
                 pass
+        import subprocess
+
         try:
             proc.wait(timeout=2)
         except subprocess.TimeoutExpired:

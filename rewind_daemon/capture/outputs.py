@@ -40,7 +40,6 @@ from typing import TYPE_CHECKING
 from ..paths import session_file
 from ..redact import MASK, Redactor
 from ..store import MAX_OUTPUT, OutputBlobs, OutputRow, Store, output_blobs, plain_text
-from .ingest import _libc, punch, store_trouble
 from .known_secrets import MIN_LENGTH, KnownSecrets
 from .logonce import LogOnce
 from .output_spool import MAX_BODY, OUTPUT_SUFFIX, Record, capped_parts, iter_records
@@ -351,6 +350,8 @@ def _give_back_memory() -> None:
     """Return to the system the memory a backlog's reads took (glibc keeps
     freed blocks of a few MB for reuse: the daemon's size would stay at its
     peak)."""
+    from .ingest import _libc  # (the daemon's alone: not in the worker's start)
+
     trim = getattr(_libc, "malloc_trim", None)
     if trim is not None:
         trim(0)
@@ -510,6 +511,8 @@ class OutputReader:
                 continue  # stored before a crash, read again
             jobs.append((number, self._job(key[0], number, step)))
         made = self._make([job for _, job in jobs])
+        from .ingest import store_trouble  # (the daemon's alone: not in the worker's start)
+
         stored = 0
         with self.store.transaction():
             for (number, job), result in zip(jobs, made):
@@ -576,6 +579,8 @@ class OutputReader:
 
     def _release(self, name: str, state: _File) -> None:
         """Erase the stored records from the spool at once (see SpoolReader)."""
+        from .ingest import punch  # (the daemon's alone: not in the worker's start)
+
         if state.committed > state.punched and punch(
             self.spool_dir / name, state.punched, state.committed
         ):

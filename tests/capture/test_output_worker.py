@@ -9,6 +9,8 @@ import re
 import shutil
 import signal
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -286,3 +288,25 @@ def test_daemon_stop_ends_the_worker(rw_home):
     rw("daemon", "stop")
     wait_for(lambda: not _alive(pid), timeout=30)
     assert not _alive(worker)
+
+
+def test_the_worker_starts_without_what_only_the_daemon_uses():
+    # The worker's start is CPU the daemon's backlog waits on: it imports what
+    # makes an output ready, not the spool readers' code (ingest, records,
+    # ctypes) nor what starts the worker (subprocess).
+    daemons = ("subprocess", "rewind_daemon.capture.ingest", "rewind_daemon.capture.records",
+               "ctypes", "rewind_daemon.capture.daemon")  # fmt: skip
+    probe = (
+        "import runpy, sys\n"
+        "sys.argv = ['output_worker']\n"
+        "try:\n"
+        "    runpy.run_module('rewind_daemon.capture.output_worker', run_name='__main__')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        f"print(sorted(m for m in {daemons!r} if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        check=True, timeout=60,
+    )  # fmt: skip
+    assert done.stdout.strip() == "[]", done.stdout
