@@ -13,8 +13,8 @@
  * compare this with).
  *
  * Beside it, for outputs.py, what Python would do with a copy or a loop: whether
- * output is plain (termtext.is_plain, no copy of it) and the line ends of the
- * bytes and of their text. */
+ * output is plain (termtext.is_plain, no copy of it), whether it may switch to
+ * the alternate screen, and the line ends of the bytes and of their text. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -400,7 +400,65 @@ static PyObject *text_line_ends(PyObject *self, PyObject *args)
 	return NULL; /* (not reached) */
 }
 
+/* Whether the bytes may switch to or from the alternate screen as the text reads
+ * them (termtext.may_use_alternate_screen: _MAY_ALT over the bytes, SUBs removed
+ * first): ESC [ ? then parameter bytes holding 1049, 1047 or 47, intermediate
+ * bytes, and h or l. Each `?` is found by memchr (rare in output). */
+static int switch_scan(const unsigned char *b, Py_ssize_t n)
+{
+	const unsigned char *p = b, *end = b + n;
+	while ((p = memchr(p, '?', end - p)) != NULL) {
+		Py_ssize_t i = p - b, j = i - 1, k;
+		p++;
+		while (j >= 0 && b[j] == 0x1a)
+			j--;
+		if (j < 0 || b[j] != '[')
+			continue;
+		j--;
+		while (j >= 0 && b[j] == 0x1a)
+			j--;
+		if (j < 0 || b[j] != 0x1b)
+			continue;
+		unsigned char w[4] = {0, 0, 0, 0}; /* the last four parameter bytes */
+		int found = 0;
+		for (k = i + 1; k < n; k++) {
+			unsigned char c = b[k];
+			if (c == 0x1a)
+				continue;
+			if (c < 0x30 || c > 0x3f)
+				break;
+			w[0] = w[1], w[1] = w[2], w[2] = w[3], w[3] = c;
+			/* (1049, or 47: 1047 holds it) */
+			if ((w[2] == '4' && w[3] == '7') ||
+			    (w[0] == '1' && w[1] == '0' && w[2] == '4' && w[3] == '9'))
+				found = 1;
+		}
+		if (!found)
+			continue;
+		while (k < n && (b[k] == 0x1a || (b[k] >= 0x20 && b[k] <= 0x2f)))
+			k++;
+		if (k < n && (b[k] == 'h' || b[k] == 'l'))
+			return 1;
+	}
+	return 0;
+}
+
+static PyObject *may_switch_screen(PyObject *self, PyObject *args)
+{
+	Py_buffer view;
+	int answer;
+	(void)self;
+	if (!PyArg_ParseTuple(args, "y*", &view))
+		return NULL;
+	answer = switch_scan(view.buf, view.len);
+	PyBuffer_Release(&view);
+	return PyBool_FromLong(answer);
+}
+
 static PyMethodDef methods[] = {
+	{"may_switch_screen", may_switch_screen, METH_VARARGS,
+	 "may_switch_screen(raw) -> bool: whether raw may switch to or from the alternate screen "
+	 "(see termtext.may_use_alternate_screen)."},
 	{"plain", plain, METH_VARARGS,
 	 "plain(raw) -> bool: no control but TAB, LF and CR in raw, no DEL, and every CR before an LF "
 	 "(see termtext.is_plain)."},

@@ -348,11 +348,12 @@ CONTEXT_LINES = 2  # the lines before and after each line hidden_spans takes, wi
 
 try:  # (built by setup.py where a C compiler is; the same in Python below)
     from ._hidden import line_ends as _line_ends_c
+    from ._hidden import may_switch_screen as _may_switch_c
     from ._hidden import plain as _plain_c
     from ._hidden import spans as _spans_c
     from ._hidden import text_line_ends as _text_line_ends_c
 except ImportError:  # pragma: no cover - a machine without a C compiler
-    _spans_c = _line_ends_c = _plain_c = _text_line_ends_c = None
+    _spans_c = _line_ends_c = _plain_c = _text_line_ends_c = _may_switch_c = None
 
 
 def hidden_spans(raw: bytes, context: int = CONTEXT_LINES) -> list[tuple[int, int]]:
@@ -415,6 +416,13 @@ def same_lines(raw: bytes, text: str, lines: tuple[int, int] | None = None) -> b
 def may_use_alternate_screen(raw: bytes) -> bool:
     """Whether `raw` may switch to or from the alternate screen (what the text
     reads as a switch: a SUB in the escape is dropped first)."""
+    if _may_switch_c is not None:  # (one pass, no copy)
+        return _may_switch_c(raw)
+    return _may_use_alternate_screen_py(raw)
+
+
+def _may_use_alternate_screen_py(raw: bytes) -> bool:
+    """may_use_alternate_screen without the C module (and its reference)."""
     if b"\x1a" in raw:
         raw = raw.replace(b"\x1a", b"")
     return b"\x1b[?" in raw and _MAY_ALT.search(raw) is not None

@@ -339,3 +339,31 @@ def test_a_part_is_spliced_only_where_its_text_is_the_wholes(part, spliced):
     # A region that is not whole lines is never spliced.
     assert outputs._spliced(raw, text, lines_of, [(a + 1, z)], [part], "vim") is None
     assert outputs._spliced(raw, text, lines_of, [(a, z - 1)], [part], "vim") is None
+
+
+SWITCH_ATOMS = [
+    b"\x1b", b"[", b"?", b"\x1a", b"1049", b"1047", b"47", b"4", b"7", b"10", b"49", b"1",
+    b"0", b";", b"<", b"h", b"l", b" ", b"/", b"!", b"m", b"a", b"\n", b"\x1b[?", b"\x1b[",
+]  # fmt: skip
+
+
+def test_the_switch_to_the_alternate_screen_is_found_in_c_as_in_python():
+    # The C scan (each `?`, SUBs skipped as the text drops them) answers as the
+    # regex over the bytes with their SUBs removed, its reference.
+    needs_c()
+    rng = random.Random(49)
+
+    def some(k: int) -> bytes:
+        return b"".join(rng.choice(SWITCH_ATOMS) for _ in range(rng.randint(0, k)))
+
+    samples = [some(24) for _ in range(20000)]
+    # (near a switch: ESC [ ? with SUBs about, parameters, intermediates, a final)
+    params = [b"1049", b"1047", b"47", b"4", b"7", b"1", b"0", b"9", b";", b"<", b"\x1a", b"?"]
+    samples += [some(3) + rng.choice((b"\x1b[?", b"\x1b\x1a[?", b"\x1b[\x1a?"))
+                + b"".join(rng.choices(params, k=rng.randint(0, 5)))
+                + rng.choice((b"", b" ", b"\x1a")) + rng.choice((b"h", b"l", b"m", b""))
+                + some(3) for _ in range(20000)]  # fmt: skip
+    samples += [b"\x1b[32mok\x1b[0m\r\n" * 3000 + tail for tail in (b"", b"\x1b[?1049h")]
+    found = [termtext.may_use_alternate_screen(raw) for raw in samples]
+    assert found == [termtext._may_use_alternate_screen_py(raw) for raw in samples]
+    assert 0.05 < sum(found) / len(found) < 0.95
