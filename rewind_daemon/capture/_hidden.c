@@ -125,6 +125,38 @@ static int add_line(Lines *L, Py_ssize_t start)
 /* Bytes that end a run of ordinary ones: LF, CR, BS, ESC and the controls. */
 static unsigned char stop[256];
 
+#define ONES 0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+
+/* Whether any of the 8 bytes of w is below 0x20 or is 0x7f (exact: each byte's
+ * high bit is set in the answer only for such a byte, as for `haszero`). */
+static uint64_t may_stop(uint64_t w)
+{
+	uint64_t below = (w - ONES * 0x20) & ~w & HIGHS;
+	uint64_t del = w ^ (ONES * 0x7f);
+	return below | ((del - ONES) & ~del & HIGHS);
+}
+
+/* The first byte from b[i] that `stop` holds (or n), eight bytes at a time where
+ * none may be (a stop byte is below 0x20 or DEL: a TAB alone is read again). */
+static Py_ssize_t skip_ordinary(const unsigned char *b, Py_ssize_t i, Py_ssize_t n)
+{
+	for (;;) {
+		while (i + 8 <= n) {
+			uint64_t w;
+			memcpy(&w, b + i, 8);
+			if (may_stop(w))
+				break;
+			i += 8;
+		}
+		Py_ssize_t end = i + 8 < n ? i + 8 : n;
+		while (i < end && !stop[b[i]])
+			i++;
+		if (i < end || i >= n)
+			return i;
+	}
+}
+
 /* Mark the lines; -1 when out of memory. */
 static int scan(const unsigned char *b, Py_ssize_t n, Lines *L)
 {
@@ -135,14 +167,9 @@ static int scan(const unsigned char *b, Py_ssize_t n, Lines *L)
 	Py_ssize_t plain_from = 0; /* b[plain_from..i) are ordinary bytes */
 	while (i < n) {
 		if (!in_string) {
-			if (alt) {
+			if (alt)
 				L->taken[L->lines - 1] = 1;
-				while (i < n && !stop[b[i]])
-					i++;
-			} else {
-				while (i < n && !stop[b[i]])
-					i++;
-			}
+			i = skip_ordinary(b, i, n);
 			if (i >= n)
 				break;
 		}
@@ -295,18 +322,6 @@ static PyObject *line_ends(PyObject *self, PyObject *args)
  * 1, the controls but TAB, LF and CR (escapes, backspaces among them) and DEL;
  * 2, a CR, which is plain only before an LF. */
 static unsigned char not_plain[256];
-
-#define ONES 0x0101010101010101ULL
-#define HIGHS 0x8080808080808080ULL
-
-/* Whether any of the 8 bytes of w is below 0x20 or is 0x7f (exact: each byte's
- * high bit is set in the answer only for such a byte, as for `haszero`). */
-static uint64_t may_stop(uint64_t w)
-{
-	uint64_t below = (w - ONES * 0x20) & ~w & HIGHS;
-	uint64_t del = w ^ (ONES * 0x7f);
-	return below | ((del - ONES) & ~del & HIGHS);
-}
 
 static int plain_scan(const unsigned char *b, Py_ssize_t n)
 {

@@ -76,6 +76,12 @@ def test_the_c_module_takes_what_the_python_reference_takes():
         raw = b"".join(rng.choice(ATOMS) for _ in range(rng.randint(0, 60)))
         context = rng.choice((0, 1, 2, 3))
         assert termtext.hidden_spans(raw, context) == termtext._spans_py(raw, context), raw
+    # Runs of ordinary bytes longer than a word of eight (read eight at a time in
+    # C), with tabs in them (read again a byte at a time).
+    runs = [b"abcdefghijklmnop", b"building module_12.c", b"col\tcol\t\tcol", b"\xe2\x96\x88" * 5]
+    for _ in range(5000):
+        raw = b"".join(rng.choice(ATOMS + runs * 8) for _ in range(rng.randint(0, 40)))
+        assert termtext.hidden_spans(raw, 1) == termtext._spans_py(raw, 1), raw
 
 
 KEYS = [
