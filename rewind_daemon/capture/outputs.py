@@ -34,6 +34,7 @@ import time
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -135,7 +136,7 @@ def _masked(raw: bytes, command: str, redactor: Redactor) -> tuple[bytes, int, s
     # bytes and their text searched as they are when no first pass is made,
     # and what the first pass found must be in neither.
     found = in_text + in_hidden
-    lines = _Lines.of(raw, text)
+    lines = _Lines(raw, text)
     regions = _regions(raw, text, lines, spans, hidden, in_text, in_hidden)
     if regions is None:  # (too many, or the text's lines are not the bytes')
         regions = [(0, len(raw))]
@@ -162,21 +163,25 @@ def _masked(raw: bytes, command: str, redactor: Redactor) -> tuple[bytes, int, s
     return out, n, text_of(out, command) if spliced is None else spliced, False
 
 
-@dataclass(frozen=True)
 class _Lines:
     """The LFs of a step's bytes and of their text (offsets, in order), and
     whether line N of the text is what line N of the bytes shows
-    (termtext.same_lines)."""
+    (termtext.same_lines): each counted when first asked for."""
 
-    raw: Sequence[int]
-    text: Sequence[int]
-    aligned: bool
+    def __init__(self, raw: bytes, text: str):
+        self._of = (raw, text)
 
-    @classmethod
-    def of(cls, raw: bytes, text: str) -> _Lines:
-        ends = memoryview(line_ends(raw)).cast("q")
-        text_ends = memoryview(text_line_ends(text)).cast("q")
-        return cls(ends, text_ends, same_lines(raw, text, (len(ends), len(text_ends))))
+    @cached_property
+    def raw(self) -> Sequence[int]:
+        return memoryview(line_ends(self._of[0])).cast("q")
+
+    @cached_property
+    def text(self) -> Sequence[int]:
+        return memoryview(text_line_ends(self._of[1])).cast("q")
+
+    @cached_property
+    def aligned(self) -> bool:
+        return same_lines(*self._of, (len(self.raw), len(self.text)))
 
 
 def _spliced(

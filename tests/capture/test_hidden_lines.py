@@ -338,7 +338,7 @@ def test_a_part_is_spliced_only_where_its_text_is_the_wholes(part, spliced):
     z = raw.index(lines[3]) + len(lines[3]) + 1  # (its LF's place: the CR in the region)
     masked = raw[:a] + part + raw[z:]
     text = termtext.text_of(raw, "vim")
-    lines_of = outputs._Lines.of(raw, text)
+    lines_of = outputs._Lines(raw, text)
     got = outputs._spliced(raw, text, lines_of, [(a, z)], [part], "vim")
     whole = termtext.text_of(masked, "vim")
     assert got == (whole if spliced else None)
