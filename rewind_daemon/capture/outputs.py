@@ -23,7 +23,10 @@ stored as it is, marked incomplete.
 The steps a read makes ready are made (`ready`: make_output and the row's
 blobs) before the transaction that stores them: where they are many, some in
 the worker process (output_worker.py) while the daemon makes the others. A
-backlog is read BACKLOG_READ at a time, so that one read makes several ready.
+backlog is read BACKLOG_READ at a time, so that one read makes several ready;
+a read's transaction runs once the next read has been taken in, while the
+worker begins that read's steps (the daemon's own work then, not an idle
+worker's wait).
 """
 
 from __future__ import annotations
@@ -379,6 +382,23 @@ class _File:
 
 
 @dataclass
+class _Batch:
+    """The steps one read made storable (each one's session and number, and
+    its job until it is made), its terminal sizes and damage, and the offset
+    its transaction commits."""
+
+    name: str
+    sid: str
+    state: _File
+    steps: list[tuple[str, int]]
+    jobs: list[OutputJob]
+    sizes: list[Record]
+    damaged: list[int]
+    committed: int
+    made: list[tuple[OutputBlobs, int] | Exception] = field(default_factory=list)
+
+
+@dataclass
 class OutputStats:
     steps: int = 0
     dropped: int = 0  # damaged records
@@ -438,6 +458,7 @@ class OutputReader:
                 backlog = want == BACKLOG_READ
                 if self.worker is not None:
                     self.worker.prepare(st.st_size - state.parsed)
+                held: _Batch | None = None  # made ready, not stored yet
                 while True:
                     fh.seek(state.parsed)
                     buf = fh.read(want)
@@ -445,7 +466,9 @@ class OutputReader:
                     before = state.parsed
                     # Nothing whole in the most that is read at once: damage, skipped.
                     stuck = more and want >= CHUNK
-                    stored += self._apply(name, sid, state, buf, final and not more, stuck)
+                    batch = self._take(name, sid, state, buf, final and not more, stuck)
+                    stored += self._make(batch, held)
+                    held = batch
                     if not more:
                         break
                     # A record larger than what was read: read more at once.
@@ -454,6 +477,7 @@ class OutputReader:
                         backlog = backlog or want == BACKLOG_READ
                     else:
                         want = min(want * 4, CHUNK)
+                stored += self._store_batch(held)
         except FileNotFoundError:
             self._files.pop(name, None)
             return stored
@@ -472,11 +496,12 @@ class OutputReader:
             and time.time() - mtime >= QUIET_SECONDS
         )
 
-    def _apply(
+    def _take(
         self, name: str, sid: str, state: _File, buf: bytes, final: bool, stuck: bool = False
-    ) -> int:
+    ) -> _Batch:
         """Take in the records of `buf` (read at `state.parsed`; `final`: the spool
-        is complete) and store the steps that can be, in one transaction."""
+        is complete): the steps that can be stored now, to be made ready and
+        stored in one transaction (_make, _store_batch)."""
         damaged: list[int] = []
         sizes: list[Record] = []
         pos = 0
@@ -500,7 +525,8 @@ class OutputReader:
         # The steps that can be stored now, made ready before the transaction
         # (on both cores when they are many): the daemon alone writes recorded
         # sessions' steps and outputs, so what is read here still holds in it.
-        jobs: list[tuple[int, OutputJob]] = []
+        jobs: list[OutputJob] = []
+        numbers: list[tuple[str, int]] = []
         for key, step in list(state.steps.items()):
             if step.total is None and not final:
                 continue
@@ -514,38 +540,47 @@ class OutputReader:
             del state.steps[key]
             if self.store.has_output(key[0], number):
                 continue  # stored before a crash, read again
-            jobs.append((number, self._job(key[0], number, step)))
-        made = self._make([job for _, job in jobs])
+            jobs.append(self._job(key[0], number, step))
+            numbers.append((key[0], number))
+        # What the transaction commits: before the first record of a step not
+        # stored by it (whatever later reads take in meanwhile).
+        firsts = [s.first for s in state.steps.values()]
+        committed = min(firsts) if firsts else state.parsed
+        return _Batch(name, sid, state, numbers, jobs, sizes, damaged, committed)
+
+    def _store_batch(self, batch: _Batch | None) -> int:
+        """Store what `batch` made ready, in one transaction; how many steps."""
+        if batch is None:
+            return 0
         from .ingest import store_trouble  # (the daemon's alone: not in the worker's start)
 
+        name, state, damaged = batch.name, batch.state, batch.damaged
         stored = 0
         with self.store.transaction():
-            for (number, job), result in zip(jobs, made):
+            for (session, number), result in zip(batch.steps, batch.made):
                 if isinstance(result, Exception):
                     damaged.append(0)  # this step's output alone is lost, counted
                     log.warning("%s: dropped the output of step %d: %s", name, number, result)
                     continue
                 try:
                     with self.store.savepoint():
-                        stored += self._store(job.sid, number, *result)
+                        stored += self._store(session, number, *result)
                 except Exception as e:  # noqa: BLE001 - sorted out here
                     if store_trouble(e):
                         raise  # rolled back: read again, nothing lost
                     damaged.append(0)
                     log.warning("%s: dropped the output of step %d: %s", name, number, e)
-            for z in sizes:  # (the session may not be stored yet: kept all the same)
-                self.store.add_terminal_size(sid, z.time, *z.size)
+            for z in batch.sizes:  # (the session may not be stored yet: kept all the same)
+                self.store.add_terminal_size(batch.sid, z.time, *z.size)
             if damaged:
                 self.stats.dropped += len(damaged)
                 self.store.add_counter(DAMAGED, len(damaged))
                 self._log.warning(
                     name, "%s: dropped %d damaged output record(s)", name, len(damaged)
                 )
-            firsts = [s.first for s in state.steps.values()]
-            committed = min(firsts) if firsts else state.parsed
-            if committed != state.committed:
-                self.store.set_spool_offset(name, committed)
-        state.committed = committed
+            if batch.committed != state.committed:
+                self.store.set_spool_offset(name, batch.committed)
+        state.committed = batch.committed
         self._release(name, state)
         return stored
 
@@ -561,12 +596,24 @@ class OutputReader:
             tuple(sorted((o, t) for o, _, t in step.parts)), self.known.values(sid),
         )  # fmt: skip
 
-    def _make(self, jobs: list[OutputJob]) -> list[tuple[OutputBlobs, int] | Exception]:
-        """Each job's blobs and masked count (or what went wrong): many at once
-        shared with the worker, else here."""
+    def _make(self, batch: _Batch, held: _Batch | None) -> int:
+        """Make `batch`'s steps ready (each job's blobs and masked count, or what
+        went wrong: many at once shared with the worker, else here), and store
+        `held` (the read before's): while the worker begins this read's steps,
+        where it makes some. How many steps of `held` were stored."""
+        jobs, batch.jobs = batch.jobs, []  # (its bytes not kept while it waits)
+        stored = 0
+
+        def store_held() -> None:
+            nonlocal stored
+            stored = self._store_batch(held)
+
         if self.worker is not None and self.worker.usable(jobs):
-            return self.worker.run(jobs, self._ready_here)
-        return [self._ready_here(job) for job in jobs]
+            batch.made = self.worker.run(jobs, self._ready_here, store_held)
+        else:
+            store_held()
+            batch.made = [self._ready_here(job) for job in jobs]
+        return stored
 
     def _ready_here(self, job: OutputJob) -> tuple[OutputBlobs, int] | Exception:
         try:
