@@ -10,10 +10,15 @@
  * comes with `context` lines before and after it; the answer is a list of
  * (start, end) byte offsets of the runs of lines taken, in order, each ending
  * before its LF. termtext.py holds the same in Python (the reference the tests
- * compare this with). */
+ * compare this with).
+ *
+ * Beside it, for outputs.py, what Python would do with a copy or a loop: whether
+ * output is plain (termtext.is_plain, no copy of it), whether it may switch to
+ * the alternate screen, and the line ends of the bytes and of their text. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stdint.h>
 
 static int is_word(unsigned char c)
 {
@@ -120,6 +125,38 @@ static int add_line(Lines *L, Py_ssize_t start)
 /* Bytes that end a run of ordinary ones: LF, CR, BS, ESC and the controls. */
 static unsigned char stop[256];
 
+#define ONES 0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+
+/* Whether any of the 8 bytes of w is below 0x20 or is 0x7f (exact: each byte's
+ * high bit is set in the answer only for such a byte, as for `haszero`). */
+static uint64_t may_stop(uint64_t w)
+{
+	uint64_t below = (w - ONES * 0x20) & ~w & HIGHS;
+	uint64_t del = w ^ (ONES * 0x7f);
+	return below | ((del - ONES) & ~del & HIGHS);
+}
+
+/* The first byte from b[i] that `stop` holds (or n), eight bytes at a time where
+ * none may be (a stop byte is below 0x20 or DEL: a TAB alone is read again). */
+static Py_ssize_t skip_ordinary(const unsigned char *b, Py_ssize_t i, Py_ssize_t n)
+{
+	for (;;) {
+		while (i + 8 <= n) {
+			uint64_t w;
+			memcpy(&w, b + i, 8);
+			if (may_stop(w))
+				break;
+			i += 8;
+		}
+		Py_ssize_t end = i + 8 < n ? i + 8 : n;
+		while (i < end && !stop[b[i]])
+			i++;
+		if (i < end || i >= n)
+			return i;
+	}
+}
+
 /* Mark the lines; -1 when out of memory. */
 static int scan(const unsigned char *b, Py_ssize_t n, Lines *L)
 {
@@ -130,14 +167,9 @@ static int scan(const unsigned char *b, Py_ssize_t n, Lines *L)
 	Py_ssize_t plain_from = 0; /* b[plain_from..i) are ordinary bytes */
 	while (i < n) {
 		if (!in_string) {
-			if (alt) {
+			if (alt)
 				L->taken[L->lines - 1] = 1;
-				while (i < n && !stop[b[i]])
-					i++;
-			} else {
-				while (i < n && !stop[b[i]])
-					i++;
-			}
+			i = skip_ordinary(b, i, n);
 			if (i >= n)
 				break;
 		}
@@ -286,7 +318,168 @@ static PyObject *line_ends(PyObject *self, PyObject *args)
 	return out;
 }
 
+/* Bytes that make a text differ from the bytes beyond line ends (termtext.is_plain):
+ * 1, the controls but TAB, LF and CR (escapes, backspaces among them) and DEL;
+ * 2, a CR, which is plain only before an LF. */
+static unsigned char not_plain[256];
+
+static int plain_scan(const unsigned char *b, Py_ssize_t n)
+{
+	Py_ssize_t i = 0;
+	while (i < n) {
+		if (i + 8 <= n) {
+			uint64_t w;
+			memcpy(&w, b + i, 8);
+			if (!may_stop(w)) {
+				i += 8;
+				continue;
+			}
+		}
+		Py_ssize_t end = i + 8 < n ? i + 8 : n;
+		for (; i < end; i++) {
+			unsigned char t = not_plain[b[i]];
+			if (t == 1 || (t == 2 && (i + 1 >= n || b[i + 1] != '\n')))
+				return 0;
+		}
+	}
+	return 1;
+}
+
+static PyObject *plain(PyObject *self, PyObject *args)
+{
+	Py_buffer view;
+	int answer;
+	(void)self;
+	if (!PyArg_ParseTuple(args, "y*", &view))
+		return NULL;
+	if (view.len >= 1 << 16) {
+		Py_BEGIN_ALLOW_THREADS
+		answer = plain_scan(view.buf, view.len);
+		Py_END_ALLOW_THREADS
+	} else {
+		answer = plain_scan(view.buf, view.len);
+	}
+	PyBuffer_Release(&view);
+	return PyBool_FromLong(answer);
+}
+
+/* The offset (in characters) of every LF of a str, as native 64-bit integers. */
+static PyObject *text_line_ends(PyObject *self, PyObject *args)
+{
+	PyObject *text;
+	(void)self;
+	if (!PyArg_ParseTuple(args, "U", &text))
+		return NULL;
+	int kind = PyUnicode_KIND(text);
+	const void *data = PyUnicode_DATA(text);
+	Py_ssize_t n = PyUnicode_GET_LENGTH(text), count = 0;
+	for (int pass = 0; pass < 2; pass++) {
+		long long *at = NULL;
+		PyObject *out = NULL;
+		if (pass == 1) {
+			out = PyBytes_FromStringAndSize(NULL, count * (Py_ssize_t)sizeof(long long));
+			if (out == NULL)
+				return NULL;
+			at = (long long *)PyBytes_AS_STRING(out);
+		}
+		Py_ssize_t k = 0;
+		if (kind == PyUnicode_1BYTE_KIND) {
+			const char *b = data, *p = b, *end = b + n;
+			while ((p = memchr(p, '\n', end - p)) != NULL) {
+				if (at)
+					at[k] = (long long)(p - b);
+				k++;
+				p++;
+			}
+		} else if (kind == PyUnicode_2BYTE_KIND) {
+			const Py_UCS2 *u = data;
+			for (Py_ssize_t i = 0; i < n; i++)
+				if (u[i] == '\n') {
+					if (at)
+						at[k] = i;
+					k++;
+				}
+		} else {
+			const Py_UCS4 *u = data;
+			for (Py_ssize_t i = 0; i < n; i++)
+				if (u[i] == '\n') {
+					if (at)
+						at[k] = i;
+					k++;
+				}
+		}
+		if (pass == 1)
+			return out;
+		count = k;
+	}
+	return NULL; /* (not reached) */
+}
+
+/* Whether the bytes may switch to or from the alternate screen as the text reads
+ * them (termtext.may_use_alternate_screen: _MAY_ALT over the bytes, SUBs removed
+ * first): ESC [ ? then parameter bytes holding 1049, 1047 or 47, intermediate
+ * bytes, and h or l. Each `?` is found by memchr (rare in output). */
+static int switch_scan(const unsigned char *b, Py_ssize_t n)
+{
+	const unsigned char *p = b, *end = b + n;
+	while ((p = memchr(p, '?', end - p)) != NULL) {
+		Py_ssize_t i = p - b, j = i - 1, k;
+		p++;
+		while (j >= 0 && b[j] == 0x1a)
+			j--;
+		if (j < 0 || b[j] != '[')
+			continue;
+		j--;
+		while (j >= 0 && b[j] == 0x1a)
+			j--;
+		if (j < 0 || b[j] != 0x1b)
+			continue;
+		unsigned char w[4] = {0, 0, 0, 0}; /* the last four parameter bytes */
+		int found = 0;
+		for (k = i + 1; k < n; k++) {
+			unsigned char c = b[k];
+			if (c == 0x1a)
+				continue;
+			if (c < 0x30 || c > 0x3f)
+				break;
+			w[0] = w[1], w[1] = w[2], w[2] = w[3], w[3] = c;
+			/* (1049, or 47: 1047 holds it) */
+			if ((w[2] == '4' && w[3] == '7') ||
+			    (w[0] == '1' && w[1] == '0' && w[2] == '4' && w[3] == '9'))
+				found = 1;
+		}
+		if (!found)
+			continue;
+		while (k < n && (b[k] == 0x1a || (b[k] >= 0x20 && b[k] <= 0x2f)))
+			k++;
+		if (k < n && (b[k] == 'h' || b[k] == 'l'))
+			return 1;
+	}
+	return 0;
+}
+
+static PyObject *may_switch_screen(PyObject *self, PyObject *args)
+{
+	Py_buffer view;
+	int answer;
+	(void)self;
+	if (!PyArg_ParseTuple(args, "y*", &view))
+		return NULL;
+	answer = switch_scan(view.buf, view.len);
+	PyBuffer_Release(&view);
+	return PyBool_FromLong(answer);
+}
+
 static PyMethodDef methods[] = {
+	{"may_switch_screen", may_switch_screen, METH_VARARGS,
+	 "may_switch_screen(raw) -> bool: whether raw may switch to or from the alternate screen "
+	 "(see termtext.may_use_alternate_screen)."},
+	{"plain", plain, METH_VARARGS,
+	 "plain(raw) -> bool: no control but TAB, LF and CR in raw, no DEL, and every CR before an LF "
+	 "(see termtext.is_plain)."},
+	{"text_line_ends", text_line_ends, METH_VARARGS,
+	 "text_line_ends(text) -> bytes: the offset of every LF of the str text, as native 64-bit "
+	 "integers."},
 	{"line_ends", line_ends, METH_VARARGS,
 	 "line_ends(raw) -> bytes: the offset of every LF of raw, as native 64-bit integers."},
 	{"spans", spans, METH_VARARGS,
@@ -304,5 +497,7 @@ PyMODINIT_FUNC PyInit__hidden(void)
 {
 	for (int c = 0; c < 256; c++)
 		stop[c] = c == '\n' || c == '\r' || c == 0x08 || c == 0x1b || is_control((unsigned char)c);
+	for (int c = 0; c < 256; c++)
+		not_plain[c] = c == '\r' ? 2 : (c < 0x20 && c != '\t' && c != '\n') || c == 0x7f;
 	return PyModule_Create(&module);
 }

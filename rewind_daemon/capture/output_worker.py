@@ -31,19 +31,21 @@ import pickle
 import queue
 import select
 import struct
-import subprocess
 import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import IO, Tuple, Union
+from typing import IO, TYPE_CHECKING, Tuple, Union
 
 from ..redact import Redactor
 from ..store import OutputBlobs
 from .known_secrets import KnownSecrets
 from .logonce import LogOnce
 from .outputs import OutputJob, ready
+
+if TYPE_CHECKING:
+    import subprocess  # (the daemon's side alone: not imported by the worker)
 
 log = logging.getLogger("rw.ingest")
 
@@ -208,10 +210,14 @@ class OutputWorker:
         except OSError as e:
             self._fail(str(e))
 
-    def run(self, jobs: Sequence[OutputJob], local: Callable[[OutputJob], Made]) -> list[Made]:
+    def run(
+        self, jobs: Sequence[OutputJob], local: Callable[[OutputJob], Made],
+        first: Callable[[], None] | None = None,
+    ) -> list[Made]:  # fmt: skip
         """`local(job)` of each job, or what the worker made of it (OutputBlobs,
         masked), in the order of `jobs`: the daemon and the worker each take the
-        next job in turn."""
+        next job in turn. `first`: the daemon's own work, done while the worker
+        begins (what it raises is raised once the jobs are made)."""
         results: list[Made] = [_NOT_MADE] * len(jobs)
         done = [False] * len(jobs)
         # The largest first: the last taken are small, so neither waits long for the other.
@@ -229,8 +235,14 @@ class OutputWorker:
         # switch interval (5 ms), and the worker with it.
         interval = sys.getswitchinterval()
         sys.setswitchinterval(SWITCH_SECONDS)
+        failed: BaseException | None = None
         try:
             helper.start()
+            if first is not None:
+                try:
+                    first()
+                except BaseException as e:  # noqa: BLE001 - raised below, the jobs made
+                    failed = e
             spent, weight = 0.0, 0  # the daemon's own: how fast it makes them
             while not self.alone:
                 with lock:
@@ -263,6 +275,8 @@ class OutputWorker:
             if not done[i]:
                 results[i] = local(job)
         self.last_used = time.monotonic()
+        if failed is not None:
+            raise failed
         return results
 
     def _feed(
@@ -352,6 +366,8 @@ class OutputWorker:
     def _start(self) -> subprocess.Popen | None:
         if self.proc is not None and self.proc.poll() is None:
             return self.proc
+        import subprocess
+
         self._reap()
         proc = subprocess.Popen(
             [sys.executable, "-m", "rewind_daemon.capture.output_worker"],
@@ -383,6 +399,8 @@ class OutputWorker:
                     pipe.close()
             except OSError:
                 pass
+        import subprocess
+
         try:
             proc.wait(timeout=2)
         except subprocess.TimeoutExpired:

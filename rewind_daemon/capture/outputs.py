@@ -23,7 +23,10 @@ stored as it is, marked incomplete.
 The steps a read makes ready are made (`ready`: make_output and the row's
 blobs) before the transaction that stores them: where they are many, some in
 the worker process (output_worker.py) while the daemon makes the others. A
-backlog is read BACKLOG_READ at a time, so that one read makes several ready.
+backlog is read BACKLOG_READ at a time, so that one read makes several ready;
+a read's transaction runs once the next read has been taken in, while the
+worker begins that read's steps (the daemon's own work then, not an idle
+worker's wait).
 """
 
 from __future__ import annotations
@@ -32,18 +35,28 @@ import logging
 import os
 import time
 from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..paths import session_file
 from ..redact import MASK, Redactor
 from ..store import MAX_OUTPUT, OutputBlobs, OutputRow, Store, output_blobs, plain_text
-from .ingest import _libc, punch, store_trouble
 from .known_secrets import MIN_LENGTH, KnownSecrets
 from .logonce import LogOnce
 from .output_spool import MAX_BODY, OUTPUT_SUFFIX, Record, capped_parts, iter_records
-from .termtext import has_fast_spans, hidden_spans, is_plain, line_ends, same_lines, text_of
+from .termtext import (
+    has_fast_spans,
+    hidden_spans,
+    is_plain,
+    line_ends,
+    may_use_alternate_screen,
+    same_lines,
+    text_line_ends,
+    text_of,
+)
 
 if TYPE_CHECKING:
     from .output_worker import OutputWorker
@@ -126,7 +139,8 @@ def _masked(raw: bytes, command: str, redactor: Redactor) -> tuple[bytes, int, s
     # bytes and their text searched as they are when no first pass is made,
     # and what the first pass found must be in neither.
     found = in_text + in_hidden
-    regions = _regions(raw, text, spans, hidden, in_text, in_hidden)
+    lines = _Lines(raw, text)
+    regions = _regions(raw, text, lines, spans, hidden, in_text, in_hidden)
     if regions is None:  # (too many, or the text's lines are not the bytes')
         regions = [(0, len(raw))]
     pieces: list[bytes] = []
@@ -146,8 +160,68 @@ def _masked(raw: bytes, command: str, redactor: Redactor) -> tuple[bytes, int, s
     if whole:
         return pieces[1], n, part_text, False
     pieces.append(raw[at:])
-    raw = b"".join(pieces)
-    return raw, n, text_of(raw, command), False
+    out = b"".join(pieces)
+    # (the text of the lines around the secrets made again, the others' kept)
+    spliced = _spliced(raw, text, lines, regions, pieces[1:-1:2], command)
+    return out, n, text_of(out, command) if spliced is None else spliced, False
+
+
+class _Lines:
+    """The LFs of a step's bytes and of their text (offsets, in order), and
+    whether line N of the text is what line N of the bytes shows
+    (termtext.same_lines): each counted when first asked for."""
+
+    def __init__(self, raw: bytes, text: str):
+        self._of = (raw, text)
+
+    @cached_property
+    def raw(self) -> Sequence[int]:
+        return memoryview(line_ends(self._of[0])).cast("q")
+
+    @cached_property
+    def text(self) -> Sequence[int]:
+        return memoryview(text_line_ends(self._of[1])).cast("q")
+
+    @cached_property
+    def aligned(self) -> bool:
+        return same_lines(*self._of, (len(self.raw), len(self.text)))
+
+
+def _spliced(
+    raw: bytes, text: str, lines: _Lines, regions: list[tuple[int, int]], parts: list[bytes],
+    command: str,
+) -> str | None:  # fmt: skip
+    """The text of `raw` with each region (whole lines) put in its part: the
+    lines of `text` outside the regions, and the text of each part, where that
+    is the text of the whole (else None). It is where the text's lines are the
+    bytes' (no escape string open at an LF, no alternate screen: each line's
+    text is that of its bytes alone) and no part changes that: a part's text,
+    made with the LF after it, has as many lines as its bytes and it holds no
+    switch to the alternate screen."""
+    if not lines.aligned:
+        return None
+    out: list[str] = []
+    at = 0  # in the text
+    for (a, z), part in zip(regions, parts):
+        if (a and raw[a - 1] != 10) or (z < len(raw) and raw[z] != 10):
+            return None  # (not whole lines)
+        first = bisect_left(lines.raw, a)
+        start = lines.text[first - 1] + 1 if first else 0
+        if z < len(raw):  # (with its LF: the line ends as in the whole)
+            made = text_of(part + b"\n", command)
+            if made.count("\n") != part.count(b"\n") + 1 or not made.endswith("\n"):
+                return None
+            made, end = made[:-1], lines.text[bisect_left(lines.raw, z)]
+        else:
+            made, end = text_of(part, command), len(text)
+            if made.count("\n") != part.count(b"\n"):
+                return None
+        if may_use_alternate_screen(part):
+            return None
+        out += (text[at:start], made)
+        at = end
+    out.append(text[at:])
+    return "".join(out)
 
 
 REGION_LINES = 2  # the lines around a secret's that its region takes
@@ -157,6 +231,7 @@ MAX_PLACES = 256  # places of the secrets found, found one by one (more: all of 
 def _regions(
     raw: bytes,
     text: str,
+    lines_of: _Lines,
     spans: list[tuple[int, int]],
     hidden: list[str],
     in_text: list[str],
@@ -169,9 +244,9 @@ def _regions(
     secrets = {s for s in in_text + in_hidden}
     if len(secrets) > FOUND_CHECKED or any(not s or MASK in s or "\n" in s for s in secrets):
         return None  # (a secret over lines, a key block's: its rule may reach beyond)
-    if in_text and not same_lines(raw, text):
+    if in_text and not lines_of.aligned:
         return None
-    ends = memoryview(line_ends(raw)).cast("q")
+    ends = lines_of.raw
     places: list[tuple[int, str]] = []
     for secret in set(in_text):
         at = text.find(secret)
@@ -179,10 +254,8 @@ def _regions(
             places.append((at, secret))
             at = text.find(secret, at + 1)
     lines: list[tuple[int, int]] = []
-    line = counted = 0
-    for at, secret in sorted(places):  # (the lines counted once, in order)
-        line += text.count("\n", counted, at)
-        counted = at
+    for at, secret in sorted(places):
+        line = bisect_left(lines_of.text, at)  # (the LFs before it)
         lines.append((line - REGION_LINES, line + secret.count("\n") + REGION_LINES))
     if in_hidden:
         joined = "\n".join(hidden)  # (as the first pass read it)
@@ -285,6 +358,8 @@ def _give_back_memory() -> None:
     """Return to the system the memory a backlog's reads took (glibc keeps
     freed blocks of a few MB for reuse: the daemon's size would stay at its
     peak)."""
+    from .ingest import _libc  # (the daemon's alone: not in the worker's start)
+
     trim = getattr(_libc, "malloc_trim", None)
     if trim is not None:
         trim(0)
@@ -304,6 +379,23 @@ class _File:
     parsed: int  # read up to here (records after `committed` held in `steps`)
     steps: dict[tuple[str, int], _Pending] = field(default_factory=dict)
     punched: int = 0
+
+
+@dataclass
+class _Batch:
+    """The steps one read made storable (each one's session and number, and
+    its job until it is made), its terminal sizes and damage, and the offset
+    its transaction commits."""
+
+    name: str
+    sid: str
+    state: _File
+    steps: list[tuple[str, int]]
+    jobs: list[OutputJob]
+    sizes: list[Record]
+    damaged: list[int]
+    committed: int
+    made: list[tuple[OutputBlobs, int] | Exception] = field(default_factory=list)
 
 
 @dataclass
@@ -366,6 +458,7 @@ class OutputReader:
                 backlog = want == BACKLOG_READ
                 if self.worker is not None:
                     self.worker.prepare(st.st_size - state.parsed)
+                held: _Batch | None = None  # made ready, not stored yet
                 while True:
                     fh.seek(state.parsed)
                     buf = fh.read(want)
@@ -373,7 +466,9 @@ class OutputReader:
                     before = state.parsed
                     # Nothing whole in the most that is read at once: damage, skipped.
                     stuck = more and want >= CHUNK
-                    stored += self._apply(name, sid, state, buf, final and not more, stuck)
+                    batch = self._take(name, sid, state, buf, final and not more, stuck)
+                    stored += self._make(batch, held)
+                    held = batch
                     if not more:
                         break
                     # A record larger than what was read: read more at once.
@@ -382,6 +477,7 @@ class OutputReader:
                         backlog = backlog or want == BACKLOG_READ
                     else:
                         want = min(want * 4, CHUNK)
+                stored += self._store_batch(held)
         except FileNotFoundError:
             self._files.pop(name, None)
             return stored
@@ -400,11 +496,12 @@ class OutputReader:
             and time.time() - mtime >= QUIET_SECONDS
         )
 
-    def _apply(
+    def _take(
         self, name: str, sid: str, state: _File, buf: bytes, final: bool, stuck: bool = False
-    ) -> int:
+    ) -> _Batch:
         """Take in the records of `buf` (read at `state.parsed`; `final`: the spool
-        is complete) and store the steps that can be, in one transaction."""
+        is complete): the steps that can be stored now, to be made ready and
+        stored in one transaction (_make, _store_batch)."""
         damaged: list[int] = []
         sizes: list[Record] = []
         pos = 0
@@ -428,7 +525,8 @@ class OutputReader:
         # The steps that can be stored now, made ready before the transaction
         # (on both cores when they are many): the daemon alone writes recorded
         # sessions' steps and outputs, so what is read here still holds in it.
-        jobs: list[tuple[int, OutputJob]] = []
+        jobs: list[OutputJob] = []
+        numbers: list[tuple[str, int]] = []
         for key, step in list(state.steps.items()):
             if step.total is None and not final:
                 continue
@@ -442,36 +540,47 @@ class OutputReader:
             del state.steps[key]
             if self.store.has_output(key[0], number):
                 continue  # stored before a crash, read again
-            jobs.append((number, self._job(key[0], number, step)))
-        made = self._make([job for _, job in jobs])
+            jobs.append(self._job(key[0], number, step))
+            numbers.append((key[0], number))
+        # What the transaction commits: before the first record of a step not
+        # stored by it (whatever later reads take in meanwhile).
+        firsts = [s.first for s in state.steps.values()]
+        committed = min(firsts) if firsts else state.parsed
+        return _Batch(name, sid, state, numbers, jobs, sizes, damaged, committed)
+
+    def _store_batch(self, batch: _Batch | None) -> int:
+        """Store what `batch` made ready, in one transaction; how many steps."""
+        if batch is None:
+            return 0
+        from .ingest import store_trouble  # (the daemon's alone: not in the worker's start)
+
+        name, state, damaged = batch.name, batch.state, batch.damaged
         stored = 0
         with self.store.transaction():
-            for (number, job), result in zip(jobs, made):
+            for (session, number), result in zip(batch.steps, batch.made):
                 if isinstance(result, Exception):
                     damaged.append(0)  # this step's output alone is lost, counted
                     log.warning("%s: dropped the output of step %d: %s", name, number, result)
                     continue
                 try:
                     with self.store.savepoint():
-                        stored += self._store(job.sid, number, *result)
+                        stored += self._store(session, number, *result)
                 except Exception as e:  # noqa: BLE001 - sorted out here
                     if store_trouble(e):
                         raise  # rolled back: read again, nothing lost
                     damaged.append(0)
                     log.warning("%s: dropped the output of step %d: %s", name, number, e)
-            for z in sizes:  # (the session may not be stored yet: kept all the same)
-                self.store.add_terminal_size(sid, z.time, *z.size)
+            for z in batch.sizes:  # (the session may not be stored yet: kept all the same)
+                self.store.add_terminal_size(batch.sid, z.time, *z.size)
             if damaged:
                 self.stats.dropped += len(damaged)
                 self.store.add_counter(DAMAGED, len(damaged))
                 self._log.warning(
                     name, "%s: dropped %d damaged output record(s)", name, len(damaged)
                 )
-            firsts = [s.first for s in state.steps.values()]
-            committed = min(firsts) if firsts else state.parsed
-            if committed != state.committed:
-                self.store.set_spool_offset(name, committed)
-        state.committed = committed
+            if batch.committed != state.committed:
+                self.store.set_spool_offset(name, batch.committed)
+        state.committed = batch.committed
         self._release(name, state)
         return stored
 
@@ -487,12 +596,24 @@ class OutputReader:
             tuple(sorted((o, t) for o, _, t in step.parts)), self.known.values(sid),
         )  # fmt: skip
 
-    def _make(self, jobs: list[OutputJob]) -> list[tuple[OutputBlobs, int] | Exception]:
-        """Each job's blobs and masked count (or what went wrong): many at once
-        shared with the worker, else here."""
+    def _make(self, batch: _Batch, held: _Batch | None) -> int:
+        """Make `batch`'s steps ready (each job's blobs and masked count, or what
+        went wrong: many at once shared with the worker, else here), and store
+        `held` (the read before's): while the worker begins this read's steps,
+        where it makes some. How many steps of `held` were stored."""
+        jobs, batch.jobs = batch.jobs, []  # (its bytes not kept while it waits)
+        stored = 0
+
+        def store_held() -> None:
+            nonlocal stored
+            stored = self._store_batch(held)
+
         if self.worker is not None and self.worker.usable(jobs):
-            return self.worker.run(jobs, self._ready_here)
-        return [self._ready_here(job) for job in jobs]
+            batch.made = self.worker.run(jobs, self._ready_here, store_held)
+        else:
+            store_held()
+            batch.made = [self._ready_here(job) for job in jobs]
+        return stored
 
     def _ready_here(self, job: OutputJob) -> tuple[OutputBlobs, int] | Exception:
         try:
@@ -510,6 +631,8 @@ class OutputReader:
 
     def _release(self, name: str, state: _File) -> None:
         """Erase the stored records from the spool at once (see SpoolReader)."""
+        from .ingest import punch  # (the daemon's alone: not in the worker's start)
+
         if state.committed > state.punched and punch(
             self.spool_dir / name, state.punched, state.committed
         ):

@@ -59,6 +59,13 @@ _NOT_PLAIN_BYTES = bytes(c for c in range(256) if c != 13 and _NOT_PLAIN.match(b
 def is_plain(raw: bytes) -> bool:
     """Whether the text of `raw` is its characters in the same order (CR LF made
     LF, invalid UTF-8 replaced): nothing joined that the bytes hold apart."""
+    if _plain_c is not None:  # (one pass, no copy, stopped at the first such byte)
+        return _plain_c(raw)
+    return _is_plain_py(raw)
+
+
+def _is_plain_py(raw: bytes) -> bool:
+    """is_plain without the C module (and its reference in the tests)."""
     # (Two passes in C over the bytes: faster than the regex's one.)
     if len(raw.translate(None, _NOT_PLAIN_BYTES)) != len(raw):
         return False
@@ -341,9 +348,12 @@ CONTEXT_LINES = 2  # the lines before and after each line hidden_spans takes, wi
 
 try:  # (built by setup.py where a C compiler is; the same in Python below)
     from ._hidden import line_ends as _line_ends_c
+    from ._hidden import may_switch_screen as _may_switch_c
+    from ._hidden import plain as _plain_c
     from ._hidden import spans as _spans_c
+    from ._hidden import text_line_ends as _text_line_ends_c
 except ImportError:  # pragma: no cover - a machine without a C compiler
-    _spans_c = _line_ends_c = None
+    _spans_c = _line_ends_c = _plain_c = _text_line_ends_c = _may_switch_c = None
 
 
 def hidden_spans(raw: bytes, context: int = CONTEXT_LINES) -> list[tuple[int, int]]:
@@ -380,10 +390,42 @@ def line_ends(raw: bytes) -> bytes:
     return ends.tobytes()
 
 
-def same_lines(raw: bytes, text: str) -> bool:
+def text_line_ends(text: str) -> bytes:
+    """The offset of each LF of `text`, as native 64-bit integers."""
+    if _text_line_ends_c is not None:
+        return _text_line_ends_c(text)
+    ends = array("q")
+    at = text.find("\n")
+    while at >= 0:
+        ends.append(at)
+        at = text.find("\n", at + 1)
+    return ends.tobytes()
+
+
+def same_lines(raw: bytes, text: str, lines: tuple[int, int] | None = None) -> bool:
     """Whether line N of `text` (of `raw`) is what line N of `raw` shows:
-    no line added or taken out (the alternate screen's, an escape string's)."""
-    return text.count("\n") == raw.count(b"\n") and not _MAY_ALT.search(raw)
+    no line added or taken out (the alternate screen's, an escape string's).
+    `lines`: the LFs of `raw` and of `text`, where counted already. Then each
+    line's text is the text of its bytes alone (no escape string is open at
+    an LF, the alternate screen never on: nothing else runs over lines)."""
+    if lines is None:
+        lines = (raw.count(b"\n"), text.count("\n"))
+    return lines[0] == lines[1] and not may_use_alternate_screen(raw)
+
+
+def may_use_alternate_screen(raw: bytes) -> bool:
+    """Whether `raw` may switch to or from the alternate screen (what the text
+    reads as a switch: a SUB in the escape is dropped first)."""
+    if _may_switch_c is not None:  # (one pass, no copy)
+        return _may_switch_c(raw)
+    return _may_use_alternate_screen_py(raw)
+
+
+def _may_use_alternate_screen_py(raw: bytes) -> bool:
+    """may_use_alternate_screen without the C module (and its reference)."""
+    if b"\x1a" in raw:
+        raw = raw.replace(b"\x1a", b"")
+    return b"\x1b[?" in raw and _MAY_ALT.search(raw) is not None
 
 
 def _is_word(c: int) -> bool:

@@ -9,6 +9,8 @@ import re
 import shutil
 import signal
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -286,3 +288,77 @@ def test_daemon_stop_ends_the_worker(rw_home):
     rw("daemon", "stop")
     wait_for(lambda: not _alive(pid), timeout=30)
     assert not _alive(worker)
+
+
+def test_the_worker_starts_without_what_only_the_daemon_uses():
+    # The worker's start is CPU the daemon's backlog waits on: it imports what
+    # makes an output ready, not the spool readers' code (ingest, records,
+    # ctypes) nor what starts the worker (subprocess).
+    daemons = ("subprocess", "rewind_daemon.capture.ingest", "rewind_daemon.capture.records",
+               "ctypes", "rewind_daemon.capture.daemon")  # fmt: skip
+    probe = (
+        "import runpy, sys\n"
+        "sys.argv = ['output_worker']\n"
+        "try:\n"
+        "    runpy.run_module('rewind_daemon.capture.output_worker', run_name='__main__')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        f"print(sorted(m for m in {daemons!r} if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        check=True, timeout=60,
+    )  # fmt: skip
+    assert done.stdout.strip() == "[]", done.stdout
+
+
+def test_a_read_is_stored_while_the_worker_makes_the_next_and_trouble_there_loses_nothing(
+    tmp_path,
+):
+    """A backlog read 4 MiB at a time: each read's steps are stored (the
+    daemon's serial work) while the worker begins the next read's, not with it
+    idle. The store failing then (a full disk) loses nothing: the reads are
+    taken in again from the committed offset, each step stored once."""
+    from rewind_daemon.store import Store
+
+    steps = [_output(seq, 300_000 + 20_000 * (seq % 7)) for seq in range(1, 41)]  # (12 MB)
+    _spools(tmp_path / "spools", steps)
+    _ingest(tmp_path / "here", tmp_path / "spools", None)
+    spool_dir = tmp_path / "worker" / "spool"
+    shutil.copytree(tmp_path / "spools", spool_dir)
+    store = Store(tmp_path / "worker" / "rw.db")
+    redactor = Redactor(EXTRA)
+    ingester = Ingester(store, redactor, [])
+    SpoolReader(spool_dir, ingester).ingest_all(set())
+    worker = OutputWorker((EXTRA, []))
+    reader = OutputReader(spool_dir, store, redactor, known=ingester.known, worker=worker)
+    events: list[str] = []
+    run, store_one = worker.run, reader._store
+
+    def counted_run(*args):
+        events.append("run")
+        return run(*args)
+
+    def failing_store(*args):
+        events.append("store")
+        if events.count("run") == 3 and "failed" not in events:
+            events.append("failed")
+            raise sqlite3.OperationalError("database or disk is full")
+        return store_one(*args)
+
+    worker.run, reader._store = counted_run, failing_store
+    try:
+        try:
+            reader.ingest_all()
+            raise AssertionError("the store's failure was not raised")
+        except sqlite3.OperationalError:
+            pass
+        reader.ingest_all()  # (again, from what the store says)
+        assert worker.jobs_sent >= 1
+    finally:
+        worker.close()
+        store.close()
+    # Read 1's steps stored once read 2's were begun.
+    assert events[: events.index("store")].count("run") == 2
+    assert _rows(tmp_path / "worker" / "rw.db") == _rows(tmp_path / "here" / "rw.db")
+    _no_secret_in(tmp_path / "worker" / "rw.db")
