@@ -423,8 +423,10 @@ class _Scan:
             value = self.value
             if value.isascii():
                 lowb = value.encode("ascii").lower()
-            else:  # (a character a byte: those not ASCII `?`, but _ASCII_TWINS')
+            elif "\u0130" in value or "\u212a" in value or "ſ" in value or "ı" in value:
                 lowb = value.translate(_ASCII_TWINS).encode("ascii", "replace").lower()
+            else:  # (a character a byte: those not ASCII `?`; translate is slow)
+                lowb = value.encode("ascii", "replace").lower()
             self._lowb = lowb
         return lowb
 
