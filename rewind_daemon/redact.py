@@ -529,10 +529,11 @@ class _Scan:
         characters none holds."""
         new = _Scan(value)
         for key, hits in self._found.items():
-            starts = [start for start, _ in hits]
-            if all(map(le, starts, starts[1:])):  # (they are: a part at a time, in C)
-                new._found[key] = _moved(hits, starts, edits)
-                continue
+            if len(hits) > FEW_EDITS * len(edits):  # (many words, few masks: a slice at a time)
+                starts = [start for start, _ in hits]
+                if all(map(le, starts, starts[1:])):  # (they are: a part at a time, in C)
+                    new._found[key] = _moved(hits, starts, edits)
+                    continue
             kept, i, moved = [], 0, 0
             for start, end in hits:
                 while i < len(edits) and edits[i][1] <= start:
@@ -544,6 +545,9 @@ class _Scan:
                 kept.append((start + moved, end + moved))
             new._found[key] = kept
         return new
+
+
+FEW_EDITS = 16  # (words a mask, at least, for _moved: each mask costs it a bisect and a slice)
 
 
 def _moved(
