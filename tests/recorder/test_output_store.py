@@ -135,8 +135,9 @@ def test_the_daemon_killed_mid_ingest_loses_and_duplicates_nothing(rw_home, reco
         finally:
             con.close()
 
-    # Killed later each time, by 30 ms (all of it may be stored in 150 ms),
-    # until a kill finds all of it stored; some kill must find a part.
+    # Killed later each time, by 10 ms (all of it may be stored in 150 ms, its
+    # three transactions within 30 ms), until a kill finds all of it stored;
+    # some kill must find a part.
     counts: list[int] = []
     delay = 0.0
     while (not counts or counts[-1] < 31) and delay < 5:
@@ -150,7 +151,7 @@ def test_the_daemon_killed_mid_ingest_loses_and_duplicates_nothing(rw_home, reco
         start.wait(30)
         counts.append(stored())
         assert counts == sorted(counts), counts  # (nothing stored is lost)
-        delay += 0.03
+        delay += 0.01
     assert any(0 < n < 30 for n in counts), counts  # killed mid-ingest, at least once
     rw("daemon", "start")
     sid = only_session()
