@@ -6,7 +6,8 @@
  * escapes parsed as termtext's _ESCAPE regex does (a SUB byte is removed
  * before anything else: it is skipped wherever it is), and each line that
  * holds a CR, a backspace or an erase made a terminal's cells when it ends.
- * find_words(lowb, words) is redact._Scan's search for all its words at once.
+ * scan_words(text, words, chars, run) is redact._Scan's one pass: the text
+ * lowercased as bytes, all its words found at once and its runs of token chars.
  * The scans run without the GIL: the daemon may use threads.
  */
 #define PY_SSIZE_T_CLEAN
@@ -580,7 +581,7 @@ static PyObject *text_parts(PyObject *self, PyObject *args) {
     return run(args, 1);
 }
 
-/* ---- find_words ---- */
+/* ---- the words redaction looks for ---- */
 
 typedef struct {
     Py_ssize_t *at;
@@ -764,32 +765,6 @@ static PyObject *hit_lists(Hits *hits, Py_ssize_t nw, int bad) {
     return result;
 }
 
-static PyObject *find_words(PyObject *self, PyObject *args) {
-    (void)self;
-    Py_buffer text;
-    PyObject *words;
-    if (!PyArg_ParseTuple(args, "y*O", &text, &words))
-        return NULL;
-    Words ws;
-    if (words_make(&ws, words, "find_words") < 0) {
-        PyBuffer_Release(&text);
-        return NULL;
-    }
-    Hits *hits = calloc((size_t)ws.nw + 1, sizeof *hits);
-    if (hits == NULL) {
-        words_free(&ws);
-        PyBuffer_Release(&text);
-        return PyErr_NoMemory();
-    }
-    int bad;
-    Py_BEGIN_ALLOW_THREADS
-    bad = words_find(&ws, text.buf, (size_t)text.len, hits);
-    Py_END_ALLOW_THREADS
-    PyBuffer_Release(&text);
-    words_free(&ws);
-    return hit_lists(hits, ws.nw, bad);
-}
-
 /* ---- scan_words: redact._Scan's one pass ---- */
 
 /* The byte a character is in _Scan.lowb: ASCII lowercased, KELVIN SIGN k, LONG S
@@ -807,7 +782,7 @@ static inline unsigned char low_byte(Py_UCS4 c) {
 }
 
 /* scan_words(text, words, token_chars, run) -> (lowb, hits, runs): `lowb` the
- * text as _Scan.lowb has it, `hits` find_words(lowb, words), `runs` the start
+ * text as _Scan.lowb has it, `hits` where each word is in lowb (overlapping ones too, in order), `runs` the start
  * and end of each run of at least `run` bytes of `token_chars` in lowb, one
  * after the other in one list. */
 static PyObject *scan_words(PyObject *self, PyObject *args) {
@@ -907,12 +882,10 @@ static PyMethodDef methods[] = {
      "text(raw, program) -> str: termtext.text_of's text (program: what ran full-screen)."},
     {"text_parts", text_parts, METH_VARARGS,
      "text_parts(raw, program) -> (text, hidden): termtext.text_parts."},
-    {"find_words", find_words, METH_VARARGS,
-     "find_words(text, words) -> list of lists: where each word (bytes) is in text, "
-     "overlapping ones too, in order."},
     {"scan_words", scan_words, METH_VARARGS,
      "scan_words(text, words, token_chars, run) -> (lowb, hits, runs): redact._Scan's "
-     "lowercased bytes, find_words of them, and the runs of token_chars at least run long."},
+     "lowercased bytes, where each of words is in them (overlapping ones too, in order), and "
+     "the runs of token_chars at least run long."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -1,6 +1,6 @@
-"""Redaction's search for all its rules' words at once in C (_termtext.find_words,
-and scan_words, used by redact._Scan._find_words when the module is built: the
-text lowercased, its words and its runs of token characters in one call): the
+"""Redaction's search for all its rules' words at once in C (_termtext.scan_words,
+used by redact._Scan._find_words when the module is built: the text
+lowercased, its words and its runs of token characters in one call): the
 same places as looking for each word in turn, the same bytes and runs as
 Python's, and the same redaction as google-re2's way and the plain one."""
 
@@ -29,24 +29,28 @@ def _each_in_turn(text: bytes, words: list[bytes]) -> list[list[int]]:
 
 
 def test_the_words_are_where_looking_for_each_in_turn_finds_them(c_module):
-    # Overlapping hits, words that begin others, words of one and two bytes.
+    # Overlapping hits, words that begin others, words of one and two bytes;
+    # a character not ASCII is `?` in the lowercased bytes the words are in.
     rng = random.Random(40)
     words = [b"a", b"ab", b"aba", b"abab", b"b", b"key", b"keykey", b"k", b"ke", b"://",
-             b"pass", b"passw", b"passphrase", b"xox", b"-pass", b"\xff", b"\x00k"]  # fmt: skip
-    bits = [b"a", b"b", b"k", b"e", b"y", b":", b"/", b"pass", b"w", b"x", b"o", b" ", b"-",
-            b"\xff", b"\x00", b"phrase"]  # fmt: skip
+             b"pass", b"passw", b"passphrase", b"xox", b"-pass", b"?", b"\x00k"]  # fmt: skip
+    bits = ["a", "B", "k", "e", "Y", ":", "/", "pass", "w", "x", "o", " ", "-", "\xff", "\x00",
+            "phrase"]  # fmt: skip
+    chars = redact._TOKEN_CHARS
     for _ in range(20_000):
-        text = b"".join(rng.choice(bits) for _ in range(rng.randint(0, 40)))
+        text = "".join(rng.choice(bits) for _ in range(rng.randint(0, 40)))
         chosen = rng.sample(words, rng.randint(1, len(words)))
-        assert c_module.find_words(text, chosen) == _each_in_turn(text, chosen), (text, chosen)
-    long = b"".join(rng.choice(bits) for _ in range(200_000))
-    assert c_module.find_words(long, words) == _each_in_turn(long, words)
+        lowb, hits, _ = c_module.scan_words(text, chosen, chars, 20)
+        assert hits == _each_in_turn(lowb, chosen), (text, chosen)
+    long = "".join(rng.choice(bits) for _ in range(200_000))
+    lowb, hits, _ = c_module.scan_words(long, words, chars, 20)
+    assert hits == _each_in_turn(lowb, words)
 
 
 @pytest.mark.parametrize("words", [[b""], ["key"], [b"key", None], 3])
 def test_what_is_not_a_word_is_refused(words, c_module):
     with pytest.raises((ValueError, TypeError)):
-        c_module.find_words(b"a key", words)
+        c_module.scan_words("a key", words, b"a", 1)
 
 
 _JSON_KEY_END = re.compile(rb'\\?"[\t-\r\x1c-\x20:?]')
