@@ -236,7 +236,7 @@ def parse(buf: bytes, final: bool = False) -> Iterator[tuple[Record | Dropped, i
             # came sooner is a field's. (A record valid at the first one ends
             # there: its fields are all there, and no more.)
             own = own_end(buf, start, min(n, limit))
-            if own is None and n < limit and not final:
+            if own is None and n < limit and not final and not _whole_record_in(buf, end, n):
                 return  # its end is still being written
             if own is not None and own > end:
                 end = own
@@ -252,6 +252,28 @@ def parse(buf: bytes, final: bool = False) -> Iterator[tuple[Record | Dropped, i
             continue
         pos = end + len(END)
         yield record, pos
+
+
+def _whole_record_in(buf: bytes, pos: int, stop: int) -> bool:
+    """Whether a whole, valid record begins in buf[pos:stop]. Then the record
+    before it that still wants fields is not being written: its writer (one
+    shell, one record at a time) has moved on, and it never gets them (a torn
+    record, or garbage whose type asks for a million more fields). No record
+    a shell writes holds a valid one in its fields: that takes a start
+    marker, a type and a session id in a row in fields of the user's text,
+    and no record has more than two of those (a directory, a command)."""
+    while (pos := buf.find(MAGIC, pos, stop)) >= 0:
+        start = pos + len(MAGIC)
+        end = buf.find(END, start, stop)
+        if end < 0:
+            return False
+        if _record(buf[start:end])[1] is None:
+            return True
+        own = own_end(buf, start, stop)
+        if own is not None and own > end and _record(buf[start:own])[1] is None:
+            return True
+        pos = start
+    return False
 
 
 def own_end(buf: bytes, start: int, stop: int) -> int | None:

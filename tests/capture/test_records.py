@@ -207,3 +207,23 @@ def test_an_oversized_record_does_not_take_the_records_after_it():
     items = parse_all(buf)
     assert [type(i) for i, _ in items] == [Dropped, Dropped, Record]
     assert items[-1] == (Record("N", ["s1", "after"]), len(buf))
+
+
+def test_a_record_wanting_more_fields_than_will_ever_come_does_not_hold_up_the_good_ones():
+    # (Fuzz seed 2447334968: an R record with no fields, then garbage whose
+    # fields read as its environment in "list" format with a count of a million:
+    # its end was waited for, and every record after it, good ones too, with it.)
+    sid = "170000000012345600001abcd"
+    stalled = records.encode("R")
+    wants_more = records.encode("H", "list", "1000067", "list", "/", "no history")
+    good = [records.encode("N", sid, "first"), records.encode("X", sid, "1700000001.5")]
+    buf = stalled + wants_more + b"".join(good)
+    items = parse_all(buf)
+    assert [i for i, _ in items if isinstance(i, Record)] == [
+        Record("N", [sid, "first"]),
+        Record("X", [sid, "1700000001.5"]),
+    ]
+    assert items[-1][1] == len(buf)
+    # Without a good record after it, it may be one being written: waited for.
+    assert parse_all(stalled + wants_more) == []
+    assert parse_all(stalled + wants_more + good[0][:-1]) == []
