@@ -151,6 +151,7 @@ class Daemon:
                 (self.config.redact_regexes(), self.config.redact_env_name_regexes())
             ),
         )
+        self.outputs.prepare()  # (a backlog's worker starts with the daemon)
         self.watcher = TreeWatcher(
             Checkpoints(self.paths, self.store, self.config), self.paths.scratch_dir
         )

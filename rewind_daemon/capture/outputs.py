@@ -432,6 +432,24 @@ class OutputReader:
     def ingest_all(self) -> int:
         return sum(self.ingest_file(p) for p in self.spool_files())
 
+    def prepare(self) -> None:
+        """Start the worker now when the spools hold a backlog worth it (the
+        daemon started after a reboot, or after being stopped a while): it
+        starts while the daemon starts and reads the command spools, and takes
+        steps from the first read on."""
+        if self.worker is None:
+            return
+        backlog = 0
+        for path in self.spool_files():
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                continue
+            state = self._files.get(path.name)
+            done = state.parsed if state is not None else self.store.spool_offset(path.name)
+            backlog += max(0, size - done)
+        self.worker.prepare(backlog)
+
     def ingest_file(self, path: Path) -> int:
         """Ingest what is complete in `path`; the number of steps stored."""
         name = path.name
