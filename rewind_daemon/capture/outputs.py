@@ -23,10 +23,11 @@ stored as it is, marked incomplete.
 The steps a read makes ready are made (`ready`: make_output and the row's
 blobs) before the transaction that stores them: where they are many, some in
 the worker process (output_worker.py) while the daemon makes the others. A
-backlog is read BACKLOG_READ at a time, so that one read makes several ready;
-a read's transaction runs once the next read has been taken in, while the
-worker begins that read's steps (the daemon's own work then, not an idle
-worker's wait).
+backlog is read BACKLOG_READ at a time, so that one read makes several ready.
+The daemon's own work between reads is done while the worker makes steps,
+not while it waits: as the worker begins a read's steps, the daemon runs the
+read before's transaction and takes in the read after (parses it and finds
+its steps), then makes steps of this one with the worker.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import logging
 import os
 import time
 from bisect import bisect_left, bisect_right
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -398,6 +399,9 @@ class _Batch:
     made: list[tuple[OutputBlobs, int] | Exception] = field(default_factory=list)
 
 
+_Taken = tuple[_Batch, bool]  # a read taken in (its batch), and whether more follows
+
+
 @dataclass
 class OutputStats:
     steps: int = 0
@@ -476,8 +480,10 @@ class OutputReader:
                 backlog = want == BACKLOG_READ
                 if self.worker is not None:
                     self.worker.prepare(st.st_size - state.parsed)
-                held: _Batch | None = None  # made ready, not stored yet
-                while True:
+
+                def read() -> _Taken:
+                    """The next read taken in; whether more follows."""
+                    nonlocal want, backlog
                     fh.seek(state.parsed)
                     buf = fh.read(want)
                     more = state.parsed + len(buf) < st.st_size
@@ -485,16 +491,22 @@ class OutputReader:
                     # Nothing whole in the most that is read at once: damage, skipped.
                     stuck = more and want >= CHUNK
                     batch = self._take(name, sid, state, buf, final and not more, stuck)
-                    stored += self._make(batch, held)
-                    held = batch
-                    if not more:
-                        break
                     # A record larger than what was read: read more at once.
                     if state.parsed > before:
                         want = READ if st.st_size - state.parsed <= READ else BACKLOG_READ
                         backlog = backlog or want == BACKLOG_READ
                     else:
                         want = min(want * 4, CHUNK)
+                    return batch, more
+
+                held: _Batch | None = None  # made ready, not stored yet
+                taken: _Taken | None = read()
+                while taken is not None:
+                    batch, more = taken
+                    # (The next read is taken in while the worker begins this one's.)
+                    n, taken = self._make(batch, held, read if more else None)
+                    stored += n
+                    held = batch
                 stored += self._store_batch(held)
         except FileNotFoundError:
             self._files.pop(name, None)
@@ -614,24 +626,30 @@ class OutputReader:
             tuple(sorted((o, t) for o, _, t in step.parts)), self.known.values(sid),
         )  # fmt: skip
 
-    def _make(self, batch: _Batch, held: _Batch | None) -> int:
+    def _make(
+        self, batch: _Batch, held: _Batch | None, then: Callable[[], _Taken] | None = None
+    ) -> tuple[int, _Taken | None]:
         """Make `batch`'s steps ready (each job's blobs and masked count, or what
         went wrong: many at once shared with the worker, else here), and store
-        `held` (the read before's): while the worker begins this read's steps,
-        where it makes some. How many steps of `held` were stored."""
+        `held` (the read before's) and take in the next read (`then`): while
+        the worker begins this read's steps, where it makes some. How many
+        steps of `held` were stored, and what `then` gave."""
         jobs, batch.jobs = batch.jobs, []  # (its bytes not kept while it waits)
         stored = 0
+        taken: _Taken | None = None
 
         def store_held() -> None:
-            nonlocal stored
+            nonlocal stored, taken
             stored = self._store_batch(held)
+            if then is not None:
+                taken = then()
 
         if self.worker is not None and self.worker.usable(jobs):
             batch.made = self.worker.run(jobs, self._ready_here, store_held)
         else:
             store_held()
             batch.made = [self._ready_here(job) for job in jobs]
-        return stored
+        return stored, taken
 
     def _ready_here(self, job: OutputJob) -> tuple[OutputBlobs, int] | Exception:
         try:

@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from rewind_daemon import paths
 from rewind_daemon.capture import records
 from rewind_daemon.capture.ingest import Ingester, SpoolReader
@@ -362,3 +364,80 @@ def test_a_read_is_stored_while_the_worker_makes_the_next_and_trouble_there_lose
     assert events[: events.index("store")].count("run") == 2
     assert _rows(tmp_path / "worker" / "rw.db") == _rows(tmp_path / "here" / "rw.db")
     _no_secret_in(tmp_path / "worker" / "rw.db")
+
+
+def test_the_next_read_is_taken_in_while_the_worker_makes_steps_and_trouble_there_loses_nothing(
+    tmp_path,
+):
+    """The daemon takes in read N+1 (parses it, finds its steps) within read
+    N's run, while the worker makes steps, not between the runs with the
+    worker idle. Failing there (the store's trouble finding a step) loses
+    nothing: taken in again from the committed offset, each step stored once."""
+    from rewind_daemon.store import Store
+
+    steps = [_output(seq, 300_000 + 20_000 * (seq % 7)) for seq in range(1, 41)]  # (12 MB)
+    _spools(tmp_path / "spools", steps)
+    _ingest(tmp_path / "here", tmp_path / "spools", None)
+    spool_dir = tmp_path / "worker" / "spool"
+    shutil.copytree(tmp_path / "spools", spool_dir)
+    store = Store(tmp_path / "worker" / "rw.db")
+    redactor = Redactor(EXTRA)
+    ingester = Ingester(store, redactor, [])
+    SpoolReader(spool_dir, ingester).ingest_all(set())
+    worker = OutputWorker((EXTRA, []))
+    reader = OutputReader(spool_dir, store, redactor, known=ingester.known, worker=worker)
+    events: list[str] = []
+    run, take = worker.run, reader._take
+
+    def counted_run(*args):
+        events.append("run")
+        try:
+            return run(*args)
+        finally:
+            events.append("ran")
+
+    def failing_take(*args):
+        events.append("take")
+        if events.count("take") == 3 and "failed" not in events:
+            events.append("failed")
+            raise sqlite3.OperationalError("database is locked")
+        return take(*args)
+
+    worker.run, reader._take = counted_run, failing_take
+    try:
+        with pytest.raises(sqlite3.OperationalError):
+            reader.ingest_all()
+        reader.ingest_all()  # (again, from what the store says)
+        assert worker.jobs_sent >= 1
+    finally:
+        worker.close()
+        store.close()
+    # Read 2 taken in within read 1's run, read 3 within read 2's.
+    assert events[:6] == ["take", "run", "take", "ran", "run", "take"], events
+    assert _rows(tmp_path / "worker" / "rw.db") == _rows(tmp_path / "here" / "rw.db")
+    _no_secret_in(tmp_path / "worker" / "rw.db")
+
+
+def test_a_backlog_in_the_spools_starts_the_worker_before_the_first_read(tmp_path):
+    """Started with the daemon (OutputReader.prepare, before it listens), the
+    worker's start overlaps the daemon's own and its reading of the command
+    spools; a backlog too small for it starts none."""
+    from rewind_daemon.store import Store
+
+    for size, started in ((300_000, True), (100_000, False)):
+        spool_dir = tmp_path / str(size) / "spool"
+        steps = [_output(seq, size) for seq in range(1, 31)]
+        _spools(spool_dir, steps)
+        assert (sum(len(s) for s in steps) >= START_BYTES) == started
+        store = Store(tmp_path / str(size) / "rw.db")
+        worker = OutputWorker((EXTRA, []))
+        try:
+            reader = OutputReader(spool_dir, store, Redactor(EXTRA), worker=worker)
+            reader.prepare()
+            assert (worker.pid is not None) == started
+            if started:  # (it starts, and says so)
+                assert worker.proc is not None and worker.proc.stdout is not None
+                assert worker.proc.stdout.read(1) == READY
+        finally:
+            worker.close()
+            store.close()
