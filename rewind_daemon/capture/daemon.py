@@ -595,7 +595,7 @@ class Daemon:
     def _checkpoint(self) -> None:
         try:
             self.store.copy_log()
-        except Exception:  # noqa: BLE001 - SQLite copies the log itself beyond WAL_PAGES
+        except Exception:  # noqa: BLE001 - SQLite copies the log itself beyond WAL_BYTES
             self.ingest_log.warning("checkpoint", "copying the write-ahead log failed",
                                     exc_info=True)  # fmt: skip
 
