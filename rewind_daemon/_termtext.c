@@ -781,17 +781,66 @@ static inline unsigned char low_byte(Py_UCS4 c) {
     return c == 0x212a ? 'k' : c == 0x17f ? 's' : (c == 0x131 || c == 0x130) ? 'i' : '?';
 }
 
-/* scan_words(text, words, token_chars, run) -> (lowb, hits, runs): `lowb` the
- * text as _Scan.lowb has it, `hits` where each word is in lowb (overlapping ones too, in order), `runs` the start
- * and end of each run of at least `run` bytes of `token_chars` in lowb, one
- * after the other in one list. */
+/* ASCII whitespace as Python's re takes it for `\s` in a str pattern (it takes
+ * more, none of it ASCII: `?` in lowb, never taken for whitespace here). */
+static inline int re_space(unsigned char c) {
+    return c == ' ' || (c >= '\t' && c <= '\r') || (c >= 0x1c && c <= 0x1f);
+}
+
+/* Whether a hit of a word checked as `kind` (its place `at`, its length `len`
+ * in lowb) may begin a match of its rule; 0 only where the rule's pattern
+ * cannot match there, whatever else the text holds:
+ *   'u' (`://`, url-credentials: `://[^/\s:@]+:[^@\s/]+@`): a user, a colon,
+ *       a password and an @ follow;
+ *   'c' (`curl`, curl-user): `-u` (-u, -U, --user, --proxy-user, lowercased)
+ *       is after it before the command ends (; & | or a line's end). */
+static int may_match(const unsigned char *s, size_t n, size_t at, size_t len, char kind) {
+    size_t i = at + len;
+    if (kind == 'u') {
+        size_t a = i;
+        while (i < n && s[i] != '/' && s[i] != ':' && s[i] != '@' && !re_space(s[i]))
+            i++;
+        if (i == a || i == n || s[i] != ':')
+            return 0;
+        a = ++i;
+        while (i < n && s[i] != '@' && s[i] != '/' && !re_space(s[i]))
+            i++;
+        return i > a && i < n && s[i] == '@';
+    }
+    if (kind == 'c') {
+        for (; i + 1 < n && s[i] != ';' && s[i] != '&' && s[i] != '|' && s[i] != '\n'; i++)
+            if (s[i] == '-' && s[i + 1] == 'u')
+                return 1;
+        return 0;
+    }
+    return 1;
+}
+
+/* scan_words(text, words, token_chars, run[, checks]) -> (lowb, hits, runs[,
+ * checked]): `lowb` the text as _Scan.lowb has it, `hits` where each word is in
+ * lowb (overlapping ones too, in order), `runs` the start and end of each run
+ * of at least `run` bytes of `token_chars` in lowb, one after the other in one
+ * list; with `checks` (a byte a word, 0 for none: see may_match), `checked`
+ * the hits of each word checked that pass (an empty list for the others). */
 static PyObject *scan_words(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *value, *words;
-    Py_buffer chars;
+    Py_buffer chars, checks = {0};
     Py_ssize_t run;
-    if (!PyArg_ParseTuple(args, "UOy*n", &value, &words, &chars, &run))
+    if (!PyArg_ParseTuple(args, "UOy*n|y*", &value, &words, &chars, &run, &checks))
         return NULL;
+    char check_of[64] = {0};
+    int checking = checks.buf != NULL;
+    if (checking) {
+        if (checks.len > (Py_ssize_t)sizeof check_of) {
+            PyBuffer_Release(&checks);
+            PyBuffer_Release(&chars);
+            PyErr_SetString(PyExc_ValueError, "scan_words: checks for 64 words at most");
+            return NULL;
+        }
+        memcpy(check_of, checks.buf, (size_t)checks.len);
+        PyBuffer_Release(&checks);
+    }
     uint8_t token[256] = {0};
     for (Py_ssize_t i = 0; i < chars.len; i++)
         token[((const unsigned char *)chars.buf)[i]] = 1;
@@ -816,7 +865,8 @@ static PyObject *scan_words(PyObject *self, PyObject *args) {
     int kind = PyUnicode_KIND(value);
     const void *data = PyUnicode_DATA(value);
     Hits runs = {NULL, 0, 0};
-    int bad = 0;
+    Hits *passed = checking ? calloc((size_t)ws.nw + 1, sizeof *passed) : NULL;
+    int bad = checking && passed == NULL;
     Py_BEGIN_ALLOW_THREADS
     if (kind == PyUnicode_1BYTE_KIND) {
         const Py_UCS1 *d = data;
@@ -844,7 +894,11 @@ static PyObject *scan_words(PyObject *self, PyObject *args) {
         for (Py_ssize_t i = 0; i < n; i++)
             out[i] = d[i] < 256 ? LOWB[d[i]] : low_byte(d[i]);
     }
-    bad = words_find(&ws, out, (size_t)n, hits);
+    bad = bad || words_find(&ws, out, (size_t)n, hits);
+    for (Py_ssize_t w = 0; checking && !bad && w < ws.nw && w < (Py_ssize_t)sizeof check_of; w++)
+        for (size_t k = 0; check_of[w] && !bad && k < hits[w].n; k++)
+            if (may_match(out, (size_t)n, (size_t)hits[w].at[k], ws.len[w], check_of[w]))
+                bad = add_hit(&passed[w], (size_t)hits[w].at[k]);
     /* A run `want` long holds the byte `want` - 1 after where it may begin (at
      * `at`: the text's start or after a byte not of a token): where that byte
      * is none, no run begins before it, and most of the text is passed over so. */
@@ -868,12 +922,19 @@ static PyObject *scan_words(PyObject *self, PyObject *args) {
     words_free(&ws);
     PyObject *found = hit_lists(hits, ws.nw, bad);
     PyObject *spans = found == NULL ? NULL : int_list(runs.at, runs.n);
+    PyObject *through = NULL;
+    if (passed != NULL) /* (freed by hit_lists, whatever happens) */
+        through = hit_lists(passed, ws.nw, bad || spans == NULL);
     free(runs.at);
-    if (spans == NULL) {
+    if (spans == NULL || (checking && through == NULL)) {
         Py_XDECREF(found);
+        Py_XDECREF(spans);
+        Py_XDECREF(through);
         Py_DECREF(lowb);
         return NULL;
     }
+    if (checking)
+        return Py_BuildValue("(NNNN)", lowb, found, spans, through);
     return Py_BuildValue("(NNN)", lowb, found, spans);
 }
 
@@ -883,9 +944,10 @@ static PyMethodDef methods[] = {
     {"text_parts", text_parts, METH_VARARGS,
      "text_parts(raw, program) -> (text, hidden): termtext.text_parts."},
     {"scan_words", scan_words, METH_VARARGS,
-     "scan_words(text, words, token_chars, run) -> (lowb, hits, runs): redact._Scan's "
-     "lowercased bytes, where each of words is in them (overlapping ones too, in order), and "
-     "the runs of token_chars at least run long."},
+     "scan_words(text, words, token_chars, run[, checks]) -> (lowb, hits, runs[, checked]): "
+     "redact._Scan's lowercased bytes, where each of words is in them (overlapping ones too, "
+     "in order), the runs of token_chars at least run long, and with checks (a byte a word) "
+     "the hits of each word checked where its rule may match."},
     {NULL, NULL, 0, NULL},
 };
 

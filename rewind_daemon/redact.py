@@ -362,10 +362,15 @@ _C_WORDS = {
         for c in "\t\n\v\f\r\x1c\x1d\x1e\x1f :?"
     )
 }
+# Where the C module checks a word's hits (_termtext.c's may_match): only those
+# where its rule's pattern may match are tried (`_Scan.find_checked`), as most
+# of these words are not a secret's (a URL with no user, curl with no `-u`).
+_CHECKED = {b"://": "u", b"curl": "c"}
 _PART = 1 << 16
 _OVERLAP = max(map(len, _WORDS)) - 1
 _word_set: Any = None  # (made when first needed; False: google-re2 is not there)
 _SEARCHED = [w for word in _WORDS for w in _C_WORDS.get(word, (word.encode(),))]
+_CHECKS = "".join(_CHECKED.get(w, "\0") for w in _SEARCHED).encode()
 _find_all: Any
 try:  # (built by pip where a compiler and Python's headers are)
     from ._termtext import scan_words as _find_all
@@ -434,10 +439,15 @@ class _Scan:
         """Look for all of _WORDS at once, each in the parts of the text that
         hold it (kept by `edited`, as every word's hits); whether done."""
         if _find_all is not None:  # (in C: lowb, the words and the token runs at once)
-            lowb, hits, self._runs = _find_all(self.value, _SEARCHED, _TOKEN_CHARS, _TOKEN_RUN)
+            lowb, hits, self._runs, checked = _find_all(
+                self.value, _SEARCHED, _TOKEN_CHARS, _TOKEN_RUN, _CHECKS
+            )
             if self._lowb is None:
                 self._lowb = lowb
             found = iter(hits)
+            for searched, passed in zip(_SEARCHED, checked):
+                if searched in _CHECKED:  # (valid for this text alone: not kept by `edited`)
+                    self.derived[("checked", searched.decode())] = passed
             for word in _WORDS:
                 ats = next(found)
                 if word in _C_WORDS:
@@ -471,6 +481,14 @@ class _Scan:
             return [at for at, _ in self._hits(words[0])]
         return [at for word in words for at, _ in self._hits(word)]
 
+    def find_checked(self, word: str) -> list[int]:
+        """`find(word)`, but where the C module checked the word's hits in this
+        text (_CHECKED) those alone that may begin its rule's match. (A text
+        edited since is not the one checked: a mask may have taken away what
+        ended a command.)"""
+        found = self.find(word)
+        return self.derived.get(("checked", word), found)
+
     def _hits(self, word: str) -> list[tuple[int, int]]:
         hits = self._found.get(word)
         if hits is None and word in _WORDS and self._find_words():
@@ -490,7 +508,9 @@ class _Scan:
         if hits is None:
             match, value = pattern.match, self.value
             hits = self._found[pattern.pattern] = [
-                m.span() for m in (match(value, a) for a in self.find(word)) if m is not None
+                m.span()
+                for m in (match(value, a) for a in self.find_checked(word))
+                if m is not None
             ]
         return [at for at, _ in hits]
 
@@ -658,7 +678,7 @@ def _after(words: tuple[str, ...], *offsets: int) -> Callable[[_Scan], list[int]
     """Matches begin at one of `words` (plus `offsets`)."""
 
     def starts(scan: _Scan) -> list[int]:
-        return [at + o for at in scan.find(*words) for o in offsets]
+        return [at + o for word in words for at in scan.find_checked(word) for o in offsets]
 
     return starts
 

@@ -193,3 +193,48 @@ def test_the_words_follow_the_masks_as_when_moved_one_by_one():
         scan = redact._Scan("x" * 300)
         scan._found["w"] = hits
         assert scan.edited("y" * 300, edits)._found["w"] == want
+
+
+def test_the_checked_hits_are_every_place_their_rule_may_match(c_module):
+    # `://` and `curl` are most often no secret's (a URL without a user, curl
+    # without -u): the C module tells which hits their rules may match at. It
+    # may keep one where the rule does not match (a space not ASCII), never
+    # drop one where it does.
+    url = redact._CREDENTIALS
+    curl = next(r.pattern for r in redact.TEXT_RULES if r.name == "curl-user")
+    bits = ["curl", "CURL", " -u", " -U", "-u", " --user", " --proxy-user", "=", ";", "&", "|",
+            "\n", "\r", " ", "\t", "\x1c", "\x85", "\xa0", "://", ":", "@", "/", "a", "b:c",
+            "x@y", "\u2003", "K"]  # fmt: skip
+    rng = random.Random(41)
+    words = [b"://", b"curl", b"key"]
+    kept = dropped = 0
+    for _ in range(20_000):
+        text = "".join(rng.choice(bits) for _ in range(rng.randint(0, 30)))
+        lowb, hits, _, checked = c_module.scan_words(text, words, b"a", 20, b"uc")
+        assert checked[2] == []  # (not checked: given as they are)
+        for word, pattern, found, passed in zip(words, (url, re.compile(curl)), hits, checked):
+            assert set(passed) <= set(found), (word, text)
+            matched = {at for at in found if pattern.match(text, at)}
+            assert matched <= set(passed), (word, text)
+            kept += len(matched)
+            dropped += len(found) - len(passed)
+    assert kept > 500 and dropped > 5000  # (each way, many times)
+
+
+def test_a_command_ended_only_before_a_mask_is_redacted_as_if_searched_whole(monkeypatch):
+    # The checks hold for the text as scanned: where an earlier rule's mask took
+    # away what ended curl's command (a `;` in a token), curl's -u after it is
+    # found in the masked text, as searching all of it finds it.
+    lines = [
+        'curl -H "Authorization: Bearer abc;def" -u alice:pw1 https://example.com',
+        "curl -H 'Authorization: Bearer a|b' https://x -u bob:pw2",
+        "git clone https://ci:ghp_" + "a1B2" * 9 + "@github.com/x/y.git",
+        "curl https://example.com; echo -u not-curl:s",
+    ]
+    text = "\n".join(f"step {n}: {lines[n % len(lines)]}" for n in range(4000)) + "\n"
+    r = Redactor()
+    fast = r.text(text)
+    monkeypatch.setattr(redact, "LONG", 1 << 40)
+    whole = r.text(text)
+    assert fast == whole
+    assert "pw1" not in fast[0] and "pw2" not in fast[0] and "not-curl:s" in fast[0]
