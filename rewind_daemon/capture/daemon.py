@@ -21,6 +21,7 @@ import struct
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .. import __version__
 from ..checkpoints.checkpoint import Checkpoints
@@ -38,6 +39,9 @@ from .output_spool import OUTPUT_SUFFIX
 from .output_worker import OutputWorker
 from .outputs import DAMAGED, OutputReader
 from .termtext import text_of
+
+if TYPE_CHECKING:
+    import subprocess
 
 log = logging.getLogger("rw.daemon")
 
@@ -99,9 +103,10 @@ def _file_id(path: Path) -> tuple[int, int] | None:
 
 
 class Daemon:
-    def __init__(self, paths: Paths, config: Config):
+    def __init__(self, paths: Paths, config: Config, worker: OutputWorker | None = None):
         self.paths = paths
         self.config = config
+        self.worker = worker  # (one that `rw daemon run` started: see worker_spawn.py)
         self.started = time.time()
         self.sel = selectors.DefaultSelector()
         self.clients: dict[int, _Client] = {}
@@ -147,11 +152,10 @@ class Daemon:
             redactor,
             self.config.max_step_output,
             known=self.ingester.known,
-            worker=OutputWorker(
-                (self.config.redact_regexes(), self.config.redact_env_name_regexes())
-            ),
+            worker=self.worker
+            or OutputWorker((self.config.redact_regexes(), self.config.redact_env_name_regexes())),
         )
-        self.outputs.prepare()  # (a backlog's worker starts with the daemon)
+        self.outputs.prepare()  # (a backlog's worker runs from the daemon's start, or none)
         self.watcher = TreeWatcher(
             Checkpoints(self.paths, self.store, self.config), self.paths.scratch_dir
         )
@@ -701,17 +705,25 @@ def _text_arg(req: dict, key: str) -> str | None:
     return value
 
 
-def main(paths: Paths, config: Config, verbose: bool = True) -> int:
+def main(
+    paths: Paths, config: Config, verbose: bool = True, worker: subprocess.Popen | None = None
+) -> int:
+    """Run the daemon; `worker`: an output worker started for it (worker_spawn.early)."""
     os.umask(0o077)
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s rw[%(process)d] %(levelname)s %(message)s",
         stream=sys.stderr,
     )
+    outputs = OutputWorker((config.redact_regexes(), config.redact_env_name_regexes()))
+    if worker is not None:
+        outputs.adopt(worker)
     try:
-        return Daemon(paths, config).run()
+        return Daemon(paths, config, outputs).run()
     except OSError as e:
         if e.errno in (errno.EADDRINUSE, errno.EACCES, errno.EPERM):
             log.error("cannot listen on %s: %s", paths.socket, e)
             return 1
         raise
+    finally:
+        outputs.close()  # (another daemon ran, or this one failed: not left behind)

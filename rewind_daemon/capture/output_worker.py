@@ -43,6 +43,8 @@ from ..store import OutputBlobs
 from .known_secrets import KnownSecrets
 from .logonce import LogOnce
 from .outputs import OutputJob, ready
+from .worker_spawn import FRAME_LEN as _LEN
+from .worker_spawn import START_BYTES, write_frame
 
 if TYPE_CHECKING:
     import subprocess  # (the daemon's side alone: not imported by the worker)
@@ -56,11 +58,9 @@ IDLE_SECONDS = 30.0  # a worker unused so long is ended
 SWITCH_SECONDS = 0.0005
 IN_WORKER = 2  # jobs given to the worker at once: one made, the next read
 _HEAD = struct.Struct("<QIBQqq")  # job, masked, flags, len raw, len text, len timing
-_LEN = struct.Struct("<Q")
 _TEXT_NONE, _TIMING_NONE, _FAILED = 1, 2, 4
 READY = b"R"
 TAKE_BACK = b"T"  # a frame: the daemon makes job N itself (a job's frame is a pickle: 0x80)
-START_BYTES = 8 << 20  # a backlog worth starting a worker for (its start: 0.2 s of CPU)
 READY_SECONDS = 10.0  # a worker not started by then is given up
 MAX_FRAME = 1 << 30
 Made = Union[Tuple[OutputBlobs, int], Exception]  # (what OutputReader makes of a job)
@@ -70,12 +70,6 @@ _NOT_MADE = RuntimeError("not made")
 def _read_exact(fh: IO[bytes], n: int) -> bytes | None:
     buf = fh.read(n)
     return buf if buf is not None and len(buf) == n else None
-
-
-def _write_frame(fh: IO[bytes], data: bytes) -> None:
-    fh.write(_LEN.pack(len(data)))
-    fh.write(data)
-    fh.flush()
 
 
 def _read_frame(fh: IO[bytes]) -> bytes | None:
@@ -305,7 +299,7 @@ class OutputWorker:
                     sent.append((i, sent_as[i]))
                     frame = pickle.dumps(jobs[i], pickle.HIGHEST_PROTOCOL)
                     with self._writing:
-                        _write_frame(proc.stdin, frame)
+                        write_frame(proc.stdin, frame)
                 if not sent:
                     return
                 i, ident = sent.popleft()
@@ -366,19 +360,18 @@ class OutputWorker:
     def _start(self) -> subprocess.Popen | None:
         if self.proc is not None and self.proc.poll() is None:
             return self.proc
-        import subprocess
+        from .worker_spawn import spawn
 
         self._reap()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "rewind_daemon.capture.output_worker"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            close_fds=True, cwd="/", start_new_session=True,
-        )  # fmt: skip
+        self.adopt(spawn(self.recipe))
+        return self.proc
+
+    def adopt(self, proc: subprocess.Popen) -> None:
+        """Take `proc` as the worker: one started by worker_spawn with this
+        worker's recipe (`rw daemon run` starts it before the daemon is there)."""
+        self._reap()
         self.proc, self.jobs_sent = proc, 0
         self.ready, self.started_at = False, time.monotonic()
-        assert proc.stdin is not None
-        _write_frame(proc.stdin, pickle.dumps(self.recipe, pickle.HIGHEST_PROTOCOL))
-        return proc
 
     def _fail(self, why: str) -> None:
         self.failed_at = time.monotonic()

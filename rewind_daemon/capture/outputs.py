@@ -58,6 +58,7 @@ from .termtext import (
     text_line_ends,
     text_of,
 )
+from .worker_spawn import START_BYTES
 
 if TYPE_CHECKING:
     from .output_worker import OutputWorker
@@ -437,10 +438,10 @@ class OutputReader:
         return sum(self.ingest_file(p) for p in self.spool_files())
 
     def prepare(self) -> None:
-        """Start the worker now when the spools hold a backlog worth it (the
-        daemon started after a reboot, or after being stopped a while): it
-        starts while the daemon starts and reads the command spools, and takes
-        steps from the first read on."""
+        """At the daemon's start: the worker runs when the spools hold a backlog
+        worth it (the daemon started after a reboot, or after being stopped a
+        while), started now if `rw daemon run` has not (worker_spawn.py), so
+        that it takes steps from the first read on; else none does."""
         if self.worker is None:
             return
         backlog = 0
@@ -452,7 +453,10 @@ class OutputReader:
             state = self._files.get(path.name)
             done = state.parsed if state is not None else self.store.spool_offset(path.name)
             backlog += max(0, size - done)
-        self.worker.prepare(backlog)
+        if backlog < START_BYTES:
+            self.worker.close()  # (one started for what the disk held: little is left to read)
+        else:
+            self.worker.prepare(backlog)
 
     def ingest_file(self, path: Path) -> int:
         """Ingest what is complete in `path`; the number of steps stored."""

@@ -152,10 +152,16 @@ def daemon_run(quiet: bool) -> None:
     Example:
         rw daemon run
     """
-    from ..capture import daemon
+    from ..capture import worker_spawn
 
     p = get_paths()
-    raise SystemExit(daemon.main(p, get_config(p), verbose=not quiet))
+    config = get_config(p)
+    # A backlog's output worker starts first: its start overlaps the daemon's.
+    recipe = (config.redact_regexes(), config.redact_env_name_regexes())
+    worker = worker_spawn.early(p.spool_dir, recipe)
+    from ..capture import daemon
+
+    raise SystemExit(daemon.main(p, config, verbose=not quiet, worker=worker))
 
 
 @cli.group("config", context_settings=CONTEXT)

@@ -4,6 +4,7 @@ that dies or is stopped costs nothing."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -419,9 +420,9 @@ def test_the_next_read_is_taken_in_while_the_worker_makes_steps_and_trouble_ther
 
 
 def test_a_backlog_in_the_spools_starts_the_worker_before_the_first_read(tmp_path):
-    """Started with the daemon (OutputReader.prepare, before it listens), the
-    worker's start overlaps the daemon's own and its reading of the command
-    spools; a backlog too small for it starts none."""
+    """Started with the daemon (OutputReader.prepare, before it listens, where
+    `rw daemon run` has not started it), the worker's start overlaps the
+    daemon's own; a backlog too small for it starts none."""
     from rewind_daemon.store import Store
 
     for size, started in ((300_000, True), (100_000, False)):
@@ -441,3 +442,70 @@ def test_a_backlog_in_the_spools_starts_the_worker_before_the_first_read(tmp_pat
         finally:
             worker.close()
             store.close()
+
+
+def test_rw_daemon_run_starts_the_worker_before_the_daemon_and_the_store_decides(tmp_path):
+    """worker_spawn.early starts a worker where the output spools take
+    START_BYTES on disk (before `rw daemon run` imports the daemon); the
+    daemon keeps it where its store says that much is left to read, and ends
+    it where it is stored already (the records not yet punched out)."""
+    from rewind_daemon.capture import output_spool, worker_spawn
+    from rewind_daemon.store import Store
+
+    assert worker_spawn.OUTPUT_SUFFIX == output_spool.OUTPUT_SUFFIX
+    spool_dir = tmp_path / "spool"
+    steps = [_output(seq, 300_000) for seq in range(1, 31)]
+    _spools(spool_dir, steps)
+    small = tmp_path / "small"
+    _spools(small, steps[:5])
+    assert worker_spawn.early(small, (EXTRA, [])) is None
+    assert worker_spawn.early(tmp_path / "none", (EXTRA, [])) is None
+    for stored in (False, True):
+        store = Store(tmp_path / f"rw-{stored}.db")
+        proc = worker_spawn.early(spool_dir, (EXTRA, []))
+        assert proc is not None
+        worker = OutputWorker((EXTRA, []))
+        worker.adopt(proc)
+        try:
+            if stored:  # (as after a crash before the punch: all stored, the bytes still there)
+                with store.transaction():
+                    name = f"{SID}.output"
+                    store.set_spool_offset(name, (spool_dir / name).stat().st_size)
+            OutputReader(spool_dir, store, Redactor(EXTRA), worker=worker).prepare()
+            if stored:
+                assert worker.pid is None and proc.wait(timeout=10) is not None
+            else:
+                assert worker.pid == proc.pid
+                assert proc.stdout is not None and proc.stdout.read(1) == READY
+        finally:
+            worker.close()
+            store.close()
+        assert proc.poll() is not None
+
+
+def test_an_early_worker_is_ended_when_another_daemon_runs(rw_home):
+    """`rw daemon run` while a daemon runs: the worker it started for the
+    backlog on disk is not left behind."""
+    from rewind_daemon.capture import daemon, worker_spawn
+    from rewind_daemon.config import load
+
+    write_config(rw_home, "[daemon]\nautostart = false\n")
+    rw("daemon", "start")
+    try:
+        where = paths.resolve()
+        # (an output spool whose steps' commands never came: it stays on disk)
+        staged = rw_home / "staged"
+        _spools(staged, [_output(seq, 300_000) for seq in range(1, 31)])
+        os.rename(staged / f"{SID}.output", where.spool_dir / f"{SID}.output")
+        config = load(where.config_file)
+        proc = worker_spawn.early(where.spool_dir, (EXTRA, []))
+        assert proc is not None
+        umask, handlers = os.umask(0o022), logging.getLogger().handlers[:]
+        try:
+            assert daemon.main(where, config, worker=proc) == 1  # (the lock is held)
+        finally:  # (main sets the process's umask and logging: this one's are the tests')
+            os.umask(umask)
+            logging.getLogger().handlers[:] = handlers
+        assert proc.poll() is not None
+    finally:
+        rw("daemon", "stop", check=False)
