@@ -396,12 +396,7 @@ SEARCH_IDS_PER_MS = 1 << 16
 MAX_SEARCH_ID = (1 << 63) - 1
 INDEX_BATCH_BYTES = 256 * 1024  # of compressed outputs indexed in one batch
 INDEX_TRANSACTION = 2.0  # seconds of batches at most in one transaction
-WAL_BYTES = 32 << 20  # the daemon's write-ahead log copied at most this long (defer_checkpoints)
-# A new store's pages (an existing one keeps its own): an output's blobs take
-# a quarter as many as at SQLite's 4096, each written to the log with its own
-# header and checksum; storing a backlog's outputs costs SQLite a third of the
-# CPU (the object store's pages are as large: checkpoints/objects.py).
-PAGE_SIZE = 16384
+WAL_PAGES = 8192  # the daemon's write-ahead log copied at most this long (see defer_checkpoints)
 WAL_KEEP = 4 << 20  # bytes of the log's file kept once copied
 
 
@@ -593,7 +588,6 @@ class Store:
                 self.db = sqlite3.connect(uri, uri=True, timeout=10, isolation_level=None)
             else:
                 self.db = sqlite3.connect(path, timeout=10, isolation_level=None)
-                self.db.execute(f"PRAGMA page_size={PAGE_SIZE}")  # (before WAL: a new store's)
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
@@ -642,11 +636,10 @@ class Store:
     def defer_checkpoints(self) -> None:
         """The daemon's connection: SQLite copies the write-ahead log into the
         database (a checkpoint: the copy and its fsyncs) only once it holds
-        WAL_BYTES, not every 1000 pages, so that a backlog's ingest does not
+        WAL_PAGES, not every 1000 pages, so that a backlog's ingest does not
         wait for it; it is done when the daemon is idle (`copy_log`). Once
         copied, the log's file is cut back to WAL_KEEP by the next write."""
-        page = self.db.execute("PRAGMA page_size").fetchone()[0]
-        self.db.execute(f"PRAGMA wal_autocheckpoint={WAL_BYTES // page}")
+        self.db.execute(f"PRAGMA wal_autocheckpoint={WAL_PAGES}")
         self.db.execute(f"PRAGMA journal_size_limit={WAL_KEEP}")
 
     def copy_log(self) -> None:

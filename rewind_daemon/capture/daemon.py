@@ -599,7 +599,7 @@ class Daemon:
     def _checkpoint(self) -> None:
         try:
             self.store.copy_log()
-        except Exception:  # noqa: BLE001 - SQLite copies the log itself beyond WAL_BYTES
+        except Exception:  # noqa: BLE001 - SQLite copies the log itself beyond WAL_PAGES
             self.ingest_log.warning("checkpoint", "copying the write-ahead log failed",
                                     exc_info=True)  # fmt: skip
 
