@@ -135,24 +135,29 @@ def test_the_daemon_killed_mid_ingest_loses_and_duplicates_nothing(rw_home, reco
         finally:
             con.close()
 
-    # Killed later each time, by 10 ms (all of it may be stored in 150 ms, its
-    # three transactions within 30 ms), until a kill finds all of it stored;
-    # some kill must find a part.
-    counts: list[int] = []
-    delay = 0.0
-    while (not counts or counts[-1] < 31) and delay < 5:
+    def killed(when) -> int:
+        """Start the daemon, kill it once `when()` says, and how many are stored."""
         (rw_home / "run" / "daemon.pid").unlink(missing_ok=True)
         start = subprocess.Popen([RW, "daemon", "start"], stderr=subprocess.DEVNULL)
         pid = wait_for(lambda: daemon_pid(rw_home), 20)  # written before it ingests
-        time.sleep(delay)
+        when()
         os.kill(pid, signal.SIGKILL)
         wait_for(lambda p=pid: not os.path.exists(f"/proc/{p}") or None)
         start.kill()  # (it waits for the daemon's answer, which will not come)
         start.wait(30)
-        counts.append(stored())
+        return stored()
+
+    # Killed once its first transaction is seen (all of it may be stored in 150
+    # ms, its three transactions within 30 ms: a kill at a fixed time may miss
+    # them all), then later each time, by 10 ms, until a kill finds all of it
+    # stored.
+    counts = [killed(lambda: wait_for(lambda: stored() > 0 or None, 60, interval=0.001))]
+    assert 0 < counts[0] < 31, counts  # killed mid-ingest
+    delay = 0.0
+    while counts[-1] < 31 and delay < 5:
+        counts.append(killed(lambda d=delay: time.sleep(d)))
         assert counts == sorted(counts), counts  # (nothing stored is lost)
         delay += 0.01
-    assert any(0 < n < 30 for n in counts), counts  # killed mid-ingest, at least once
     rw("daemon", "start")
     sid = only_session()
     for i in range(1, 31):
