@@ -315,16 +315,13 @@ def test_the_worker_starts_without_what_only_the_daemon_uses():
     assert done.stdout.strip() == "[]", done.stdout
 
 
-def test_a_read_is_stored_while_the_worker_makes_the_next_and_trouble_there_loses_nothing(
-    tmp_path,
-):
-    """A backlog read 4 MiB at a time: each read's steps are stored (the
-    daemon's serial work) while the worker begins the next read's, not with it
-    idle. The store failing then (a full disk) loses nothing: the reads are
-    taken in again from the committed offset, each step stored once."""
+def _backlog(tmp_path: Path):
+    """A 12 MB backlog, ingested by the daemon alone into tmp_path/here, and
+    (its store, a worker, a reader with the worker) to ingest its copy in
+    tmp_path/worker: it is read 4 MiB at a time."""
     from rewind_daemon.store import Store
 
-    steps = [_output(seq, 300_000 + 20_000 * (seq % 7)) for seq in range(1, 41)]  # (12 MB)
+    steps = [_output(seq, 300_000 + 20_000 * (seq % 7)) for seq in range(1, 41)]
     _spools(tmp_path / "spools", steps)
     _ingest(tmp_path / "here", tmp_path / "spools", None)
     spool_dir = tmp_path / "worker" / "spool"
@@ -334,7 +331,18 @@ def test_a_read_is_stored_while_the_worker_makes_the_next_and_trouble_there_lose
     ingester = Ingester(store, redactor, [])
     SpoolReader(spool_dir, ingester).ingest_all(set())
     worker = OutputWorker((EXTRA, []))
-    reader = OutputReader(spool_dir, store, redactor, known=ingester.known, worker=worker)
+    return store, worker, OutputReader(spool_dir, store, redactor, known=ingester.known,
+                                       worker=worker)  # fmt: skip
+
+
+def test_a_read_is_stored_while_the_worker_makes_the_next_and_trouble_there_loses_nothing(
+    tmp_path,
+):
+    """A backlog read 4 MiB at a time: each read's steps are stored (the
+    daemon's serial work) while the worker begins the next read's, not with it
+    idle. The store failing then (a full disk) loses nothing: the reads are
+    taken in again from the committed offset, each step stored once."""
+    store, worker, reader = _backlog(tmp_path)
     events: list[str] = []
     run, store_one = worker.run, reader._store
 
@@ -374,19 +382,7 @@ def test_the_next_read_is_taken_in_while_the_worker_makes_steps_and_trouble_ther
     N's run, while the worker makes steps, not between the runs with the
     worker idle. Failing there (the store's trouble finding a step) loses
     nothing: taken in again from the committed offset, each step stored once."""
-    from rewind_daemon.store import Store
-
-    steps = [_output(seq, 300_000 + 20_000 * (seq % 7)) for seq in range(1, 41)]  # (12 MB)
-    _spools(tmp_path / "spools", steps)
-    _ingest(tmp_path / "here", tmp_path / "spools", None)
-    spool_dir = tmp_path / "worker" / "spool"
-    shutil.copytree(tmp_path / "spools", spool_dir)
-    store = Store(tmp_path / "worker" / "rw.db")
-    redactor = Redactor(EXTRA)
-    ingester = Ingester(store, redactor, [])
-    SpoolReader(spool_dir, ingester).ingest_all(set())
-    worker = OutputWorker((EXTRA, []))
-    reader = OutputReader(spool_dir, store, redactor, known=ingester.known, worker=worker)
+    store, worker, reader = _backlog(tmp_path)
     events: list[str] = []
     run, take = worker.run, reader._take
 
