@@ -103,10 +103,10 @@ def _file_id(path: Path) -> tuple[int, int] | None:
 
 
 class Daemon:
-    def __init__(self, paths: Paths, config: Config, worker: OutputWorker | None = None):
+    def __init__(self, paths: Paths, config: Config, worker: OutputWorker):
         self.paths = paths
         self.config = config
-        self.worker = worker  # (one that `rw daemon run` started: see worker_spawn.py)
+        self.worker = worker  # (its process started by `rw daemon run` or later: main)
         self.started = time.time()
         self.sel = selectors.DefaultSelector()
         self.clients: dict[int, _Client] = {}
@@ -152,8 +152,7 @@ class Daemon:
             redactor,
             self.config.max_step_output,
             known=self.ingester.known,
-            worker=self.worker
-            or OutputWorker((self.config.redact_regexes(), self.config.redact_env_name_regexes())),
+            worker=self.worker,
         )
         self.outputs.prepare()  # (a backlog's worker runs from the daemon's start, or none)
         self.watcher = TreeWatcher(
