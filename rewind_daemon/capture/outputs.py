@@ -86,19 +86,23 @@ def make_output(
     complete: bool = True,
     timing: tuple[tuple[int, float], ...] = (),
     rest: bytes = b"",
+    plain_text_too: bool = True,
 ) -> tuple[OutputRow, int]:
     """The stored form of a step's output `raw` (`size`: what it printed, when
     more than `raw` holds; `omitted`: bytes already left out, between `raw` and
     `rest`), and how many secrets were masked. The text says where bytes were
-    left out."""
+    left out. Without `plain_text_too`, a plain row's text is left empty: its
+    row holds none (output_blobs), and `ready` makes no more than the row."""
     size = len(raw) + len(rest) + omitted if size is None else size
     if len(raw) + len(rest) > cap:
         whole = [(0, raw, 0.0), (len(raw) + omitted, rest, 0.0)]
         raw, rest, omitted = capped_parts(whole, size, cap // 2, cap - cap // 2)
     pieces, texts, n = [], [], 0
     plain = True  # (the text is the bytes' own)
-    for part in (raw, rest) if omitted and rest else (raw + rest,):
-        part, k, text, own = _masked(part, command, redactor)
+    parts = (raw, rest) if omitted and rest else (raw + rest,)
+    for part in parts:
+        # (two parts are never plain together: the text says what was left out)
+        part, k, text, own = _masked(part, command, redactor, plain_text_too or len(parts) > 1)
         pieces.append(part)
         texts.append(text)
         n += k
@@ -111,14 +115,16 @@ def make_output(
     return row, n
 
 
-def _masked(raw: bytes, command: str, redactor: Redactor) -> tuple[bytes, int, str, bool]:
+def _masked(
+    raw: bytes, command: str, redactor: Redactor, plain_text_too: bool = True
+) -> tuple[bytes, int, str, bool]:
     """(the bytes with their secrets masked, how many, their text, whether the
-    text is the bytes' own: plain_text, stored once)."""
+    text is the bytes' own: plain_text, stored once; "" without `plain_text_too`)."""
     if is_plain(raw):  # (the text holds what the bytes hold, no more: one pass)
         masked, n = redactor.text(raw.decode("utf-8", "surrogateescape"))
         if n:
             raw = masked.encode("utf-8", "surrogateescape")
-        return raw, n, plain_text(raw), True
+        return raw, n, plain_text(raw) if plain_text_too else "", True
     if not has_fast_spans():  # (finding the lines below takes the C scanner)
         return (*_both(raw, command, redactor), False)
     # Most output holds no secret: one pass finds that, over what a reader sees
@@ -351,7 +357,7 @@ def ready(job: OutputJob, redactor: Redactor) -> tuple[OutputBlobs, int]:
     the config's, with the session's known secrets)."""
     out, n = make_output(
         job.first, job.command, redactor, cap=job.cap, size=job.size, omitted=job.omitted,
-        complete=job.complete, timing=job.timing, rest=job.rest,
+        complete=job.complete, timing=job.timing, rest=job.rest, plain_text_too=False,
     )  # fmt: skip
     return output_blobs(out), n
 

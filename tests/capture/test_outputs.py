@@ -14,7 +14,7 @@ from rewind_daemon.capture.outputs import CHUNK, DAMAGED, OutputReader, make_out
 from rewind_daemon.capture.termtext import text_of
 from rewind_daemon.recorder.spool import OutputSpool
 from rewind_daemon.redact import MASK, Redactor
-from rewind_daemon.store import SearchFilter, Store
+from rewind_daemon.store import SearchFilter, Store, output_blobs
 
 from ..conftest import rw, rw_json, wait_for
 
@@ -321,6 +321,30 @@ def test_plain_output_is_stored_once_and_read_as_its_text(tmp_path):
     assert [
         s.number for _, s, _ in store.search_index("output", [("again", False)], SearchFilter())
     ] == [3]
+
+
+def test_the_daemon_makes_no_text_for_plain_output_and_stores_the_same_row():
+    # `ready` (the daemon's and its worker's) asks for no text where the row
+    # holds none: plain output alone, not output capped in two plain halves
+    # (its text says what was left out), nor output with escapes.
+    big = b"".join(b"line %d ok\r\n" % n for n in range(400))
+    cases = [
+        (b"caf\xc3\xa9 ok\r\ntoken ghp_" + b"A1b2" * 9 + b"\r\n", {}),
+        (big, {"cap": 2000}),
+        (b"\x1b[32mgreen\x1b[0m\r\n", {}),
+    ]
+    for raw, cap in cases:
+        made, n = make_output(raw, "cmd", Redactor(), **cap)
+        lean, m = make_output(raw, "cmd", Redactor(), plain_text_too=False, **cap)
+        assert output_blobs(lean) == output_blobs(made) and m == n
+        assert lean.text == ("" if made.plain else made.text)
+    assert [make_output(r, "cmd", Redactor(), **c)[0].plain for r, c in cases] == [
+        True, False, False,
+    ]  # fmt: skip
+    job = outputs.OutputJob(SID, "cmd", cases[0][0], b"", 1 << 20, len(cases[0][0]), 0, True, ())
+    assert outputs.ready(job, Redactor())[0] == output_blobs(
+        make_output(cases[0][0], "cmd", Redactor())[0]
+    )
 
 
 # Secrets in output are looked for first in one pass over its text and what
