@@ -10,10 +10,13 @@ grammar:
     key of letters, digits, _ . -)  ${NAME-word}  ${NAME:-word}  $((arithmetic
     of integers, names, + - * / % and parentheses))  and plain words
 
-and resolves it from the paused shell's variables, fetched by name alone
-(`declare -p` and `"${NAME[@]}"` in bash, `${(t)NAME}` and `"${(@kv)NAME}"` in
-zsh, in a subshell): no value is ever evaluated. Anything else is refused and
-said so; the console (the `repl` context) runs commands, that is its job."""
+where NAME may also be a special parameter: $1 ... ${10} (the script's
+arguments), $0, $#, $@, $*, $? (the last step's status, as the script's next
+command sees it), $$ and $!. It resolves them from the paused shell's
+variables, fetched by name alone (`declare -p` and `"${NAME[@]}"` in bash,
+`${(t)NAME}` and `"${(@kv)NAME}"` in zsh, `"$@"` and the like, in a
+subshell): no value is ever evaluated. Anything else is refused and said so;
+the console (the `repl` context) runs commands, that is its job."""
 
 from __future__ import annotations
 
@@ -24,17 +27,26 @@ from dataclasses import dataclass
 from ..errors import RwError
 
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+# The special parameters read here: the script's arguments, their count, the
+# last status, the shell's and its last background job's process ids.
+_SPECIAL = r"[0-9]+|[#?@*$!]"
 _INDEX = r"[@*]|[0-9]+|[A-Za-z0-9_.-]+"
 _LITERAL_WORD = r"[^$`\\\"{}]*"
 _FORMS = re.compile(
-    rf"\$(?P<bare>{_NAME})"
-    rf"|\$\{{(?P<len>#)?(?P<name>{_NAME})(?:\[(?P<index>{_INDEX})\])?"
+    rf"\$(?P<bare>{_NAME}|[0-9]|[#?@*$!])"
+    rf"|\$\{{(?P<len>#)?(?P<name>{_NAME}|{_SPECIAL})(?:\[(?P<index>{_INDEX})\])?"
     rf"(?:(?P<op>:?-)(?P<word>{_LITERAL_WORD}))?\}}"
-    r"|\$\(\((?P<arith>[^()$`\\\"]*(?:\([^()$`\\\"]*\)[^()$`\\\"]*)*)\)\)"
+    # (a $ in it begins a name, checked by _ARITH_TOKEN: what else it begins is refused)
+    r"|\$\(\((?P<arith>[^()`\\\"]*(?:\([^()`\\\"]*\)[^()`\\\"]*)*)\)\)"
 )
-_ARITH_TOKEN = re.compile(rf"\s*(?:(?P<num>[0-9]+)|\$?(?P<var>{_NAME})|(?P<op>[-+*/%()]))")
+_ARITH_TOKEN = re.compile(
+    rf"\s*(?:(?P<num>[0-9]+)|\$?(?P<var>{_NAME})|\$(?P<special>[0-9]|[#?$!])|(?P<op>[-+*/%()]))"
+)
 _INTEGER = re.compile(r"\s*[-+]?[0-9]+\s*\Z")
-GRAMMAR = "$NAME, ${NAME}, ${#NAME}, ${NAME[i]}, ${NAME[@]}, ${NAME:-word}, $((arithmetic))"
+GRAMMAR = (
+    "$NAME, ${NAME}, ${#NAME}, ${NAME[i]}, ${NAME[@]}, ${NAME:-word}, $((arithmetic)), "
+    "$1, $#, $@, $?"
+)
 
 
 class NotEvaluated(RwError):
@@ -86,12 +98,14 @@ def parse(text: str) -> list[str | _Ref | tuple[str, list[str]]]:
         elif m.group("name"):
             ref = _Ref(m.group("name"), bool(m.group("len")), m.group("index"), m.group("op"),
                        m.group("word") or "")  # fmt: skip
-            if ref.length and ref.op:
+            if (ref.length and ref.op) or (ref.index is not None and _special(ref.name)):
                 raise refuse(m.group(0))
             pieces.append(ref)
         else:
             source = m.group("arith")
-            names = [t.group("var") for t in _arith_tokens(source, m.group(0)) if t.group("var")]
+            tokens = _arith_tokens(source, m.group(0))
+            names = [t.group("var") or t.group("special") for t in tokens
+                     if t.group("var") or t.group("special")]  # fmt: skip
             pieces.append((source, names))
         i = m.end()
     return pieces
@@ -106,27 +120,63 @@ def names_in(pieces: list[str | _Ref | tuple[str, list[str]]]) -> list[str]:
     return out
 
 
-def expand(text: str, shell: str, run: Callable[[str], bytes]) -> str:
-    """`text` expanded with the variables of the shell that `run` runs code in."""
+def _special(name: str) -> bool:
+    return not re.fullmatch(_NAME, name)
+
+
+def expand(text: str, shell: str, run: Callable[[str], bytes], status: int | None = None) -> str:
+    """`text` expanded with the variables of the shell that `run` runs code in
+    (`status`: $?, the status the script's next command sees)."""
     pieces = parse(text)
     names = names_in(pieces)
-    variables = fetch(names, shell, run) if names else {}
+    variables = fetch(names, shell, run, status) if names else {}
     return "".join(_resolve(p, variables, shell) for p in pieces)
 
 
-def fetch(names: list[str], shell: str, run: Callable[[str], bytes]) -> dict[str, Variable]:
-    """The named variables of the paused shell, read without evaluating a value."""
-    for name in names:
-        assert re.fullmatch(_NAME, name), name
-    code = _ZSH_FETCH if shell == "zsh" else _BASH_FETCH
-    body = "\n".join(code.replace("%N%", name) for name in names)
-    wrapped = f"() {{\n\\builtin emulate -L zsh\n{body}\n}}" if shell == "zsh" else body
-    out = run(f"( {wrapped}\n) 2>/dev/null")  # in a subshell: nothing it sets stays
-    fields = out.decode("utf-8", "replace").split("\0")
+def fetch(
+    names: list[str], shell: str, run: Callable[[str], bytes], status: int | None = None
+) -> dict[str, Variable]:
+    """The named variables of the paused shell, read without evaluating a value
+    (special parameters too: `status` is $?, which the paused shell's own $?
+    is not: rw's commands ran there since)."""
     found: dict[str, Variable] = {}
+    if "?" in names:
+        if status is None:
+            raise refuse("$? (the last status is not known here)")
+        found["?"] = Variable("scalar", [("0", str(status))])
+    named = [name for name in names if not _special(name)]
+    specials = [name for name in names if _special(name) and name != "?"]
+    code = _ZSH_FETCH if shell == "zsh" else _BASH_FETCH
+    body = "\n".join(code.replace("%N%", name) for name in named)
+    if shell == "zsh" and named:  # (a function has its own $@ and $0: read before it)
+        body = f"() {{\n\\builtin emulate -L zsh\n{body}\n}}"
+    if specials:
+        body = f"{_SPECIALS_FETCH}\n{body}"
+    if not body:
+        return found
+    out = run(f"( {body}\n) 2>/dev/null")  # in a subshell: nothing it sets stays
+    fields = out.decode("utf-8", "replace").split("\0")
     at = 0
     try:
-        for name in names:
+        if specials:
+            count = int(fields[0])
+            args = fields[4 : 4 + count]
+            if len(args) != count:
+                raise ValueError
+            found["#"], found["$"], found["0"] = (
+                _scalar(str(count)), _scalar(fields[1]), _scalar(fields[3])
+            )  # fmt: skip
+            found["!"] = _scalar(fields[2]) if fields[2] else Variable("unset", [])
+            found["@"] = found["*"] = Variable(
+                "array", [(str(i), v) for i, v in enumerate(args, 1)]
+            )  # fmt: skip
+            for name in specials:
+                if name.isdigit():  # ($0 as ${00}; past the last argument: unset)
+                    n = int(name)
+                    arg = found["0"] if n == 0 else _scalar(args[n - 1]) if n <= count else None
+                    found[name] = arg or Variable("unset", [])
+            at = 4 + count
+        for name in named:
             kind, count = fields[at], int(fields[at + 1])
             pairs = fields[at + 2 : at + 2 + 2 * count]
             if len(pairs) != 2 * count:
@@ -137,6 +187,14 @@ def fetch(names: list[str], shell: str, run: Callable[[str], bytes]) -> dict[str
         raise RwError("the paused shell did not say what its variables hold") from None
     return found
 
+
+def _scalar(value: str) -> Variable:
+    return Variable("scalar", [("0", value)])
+
+
+# The special parameters (outside a function, which has its own): how many
+# arguments, $$, $! (empty where no job was started), $0, the arguments.
+_SPECIALS_FETCH = r"""\builtin printf '%s\0' "$#" "$$" "${!-}" "$0" "$@";"""
 
 # One variable N: its kind, how many (key, value) pairs, the pairs; NUL after each.
 # bash: `declare -p` tells a reference (-n), which is refused: reading one would
@@ -172,6 +230,13 @@ def _resolve(piece: str | _Ref | tuple[str, list[str]], variables: dict[str, Var
     var = variables[piece.name]
     if var.kind == "ref":
         raise refuse(f"{piece.name} is a reference to another variable")
+    if piece.name in ("@", "*"):  # (all the arguments, `${#@}` their count)
+        values = [v for _, v in var.items]
+        return (
+            str(len(values))
+            if piece.length
+            else " ".join(values) or (piece.word if piece.op is not None else "")
+        )
     values = _values(var, piece.index, shell)
     if piece.length:
         whole_array = piece.index in ("@", "*") or (
@@ -251,8 +316,8 @@ def _arithmetic(source: str, variables: dict[str, Variable], shell: str) -> int:
             return -v if t == "-" else v
         if t.isdigit():
             return int(t)
-        name = t.lstrip("$")
-        if re.fullmatch(_NAME, name):
+        name = t[1:] if t.startswith("$") else t
+        if re.fullmatch(_NAME, name) or (name != t and re.fullmatch(r"[0-9]|[#?$!]", name)):
             return value(name)
         raise refuse(whole)
 

@@ -330,7 +330,9 @@ class Debugger:
         resolved from the paused shell's variables, never handed to a shell."""
         self._check_paused()
         run = self.ex.run
-        return hover.expand(words, self.launch.shell, lambda code: run(_no_errexit(code)).output)
+        return hover.expand(
+            words, self.launch.shell, lambda code: run(_no_errexit(code)).output, self.status
+        )
 
     def complete(self, line: str) -> tuple[int, list[str]]:
         """Completions for the console's `line` (the text before the cursor):

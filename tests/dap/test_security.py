@@ -260,6 +260,50 @@ def test_hover_and_watch_never_run_a_command(dap, tmp_path, kind):
     assert r["body"]["result"] == "made" and (d / "from-the-console").exists()
 
 
+@pytest.mark.parametrize("kind", ["bash", "zsh"])
+def test_hover_reads_the_scripts_arguments_and_last_status_without_running_them(
+    dap, tmp_path, kind
+):
+    """$1, ${10}, $#, $@, $? and the like on hover (old code: refused): read
+    from the paused shell as its variables are, an argument holding a command
+    substitution shown as it is, never run; $? is the status the script's next
+    command sees, not that of rw's own commands in the shell."""
+    d = tmp_path / "d"
+    d.mkdir()
+    script = tmp_path / "s.sh"
+    script.write_text("false\necho end\n")
+    args = ["one", "two  words", f"$(touch {d}/pwn-arg)", *"45678", "9", "ten"]
+    dap.response(dap.request("initialize", adapterID="rw"))
+    dap.response(dap.request("launch", program=str(script), shell=kind, args=args,
+                             stopOnEntry=True))  # fmt: skip
+    dap.response(dap.request("setBreakpoints", source={"path": str(script)},
+                             breakpoints=[{"line": 2}]))  # fmt: skip
+    _, events = dap.response(dap.request("configurationDone"))
+    while not any(e.get("event") == "stopped" for e in events):
+        events.append(dap.read())
+    _, events = dap.response(dap.request("continue", threadId=1))
+    while not any(e.get("event") == "stopped" for e in events):
+        events.append(dap.read())
+
+    def hover(text: str) -> dict:
+        r, _ = dap.response(dap.request("evaluate", expression=text, context="hover", frameId=1))
+        return r
+
+    for text, want in [
+        ("$1", "one"), ("${2}", "two  words"), ("$3", f"$(touch {d}/pwn-arg)"),
+        ("${10}", "ten"), ("$10", "one0"), ("$#", "10"), ("${#1}", "3"), ("$?", "1"),
+        ("${11:-none}", "none"), ("$(( $# * 2 + $? ))", "21"), ("$0", str(script)),
+        ("$@", " ".join(args)), ("${#@}", "10"), ("[$1:$?]", "[one:1]"),
+    ]:  # fmt: skip
+        r = hover(text)
+        assert r["success"] and r["body"]["result"] == want, (text, r)
+    r = hover("$$")
+    assert r["success"] and r["body"]["result"].isdigit(), r
+    r = hover("${1[0]}")
+    assert not r["success"] and r["message"].startswith("not evaluated on hover: "), r
+    assert sorted(p.name for p in d.iterdir()) == []
+
+
 def test_only_an_address_this_machine_cannot_bind_is_taken_for_another_machine():
     """A peer without an entry in the table is remote only when its address is
     not one of this machine's (the kernel refuses to bind it); else refused."""
