@@ -3,7 +3,11 @@ do it: the shell runs as a session leader on a new pseudo-terminal whose size
 and mode are the real terminal's, the real terminal goes raw (so Ctrl-C, Ctrl-Z
 and every key reach the shell's own line discipline and its foreground job),
 and one loop moves bytes between them: the master, the terminal and a signal
-wake-up pipe, 64 KiB reads, no per-byte work.
+wake-up pipe, no per-byte work. Each read of the shell's output (a few KiB:
+what the pseudo-terminal hands out) is shown at once, as `script` does: the
+shell goes on printing while the terminal draws. Batching reads into one
+large write held the shell up while the terminal drew it (a third slower
+under tmux); the spool's records are batched instead (spool.py).
 
 What the shell prints goes through the splitter (`marks`) to the spool
 (`spool`). Neither can stop the loop: any exception in them stops recording for
@@ -180,7 +184,11 @@ class Proxy:
     def _pump(self, master: int, wake: int, poll: select.poll, on_input: Callable) -> None:
         while self.status is None:
             held = self.recording and bool(self.splitter.pending)
-            events = poll.poll(QUIET_FLUSH_MS if held else None)
+            spooled = self.recording and self.spool.held > 0
+            events = poll.poll(0 if spooled else QUIET_FLUSH_MS if held else None)
+            if not events and spooled:
+                self._flush_spool()  # (the output paused: what is held is written)
+                continue
             if not events and held:
                 self._show(self._split(None))
             for fd, ev in events:
@@ -215,8 +223,6 @@ class Proxy:
             raise
         if not data:
             return False
-        if len(data) < READ:
-            data = _read_more(master, data)
         shown = self._split(data) if self.recording else data
         self.modes.feed(shown)
         self._show(shown)
@@ -231,14 +237,21 @@ class Proxy:
         except Exception as e:  # noqa: BLE001 - whatever it is, the shell goes on
             self._stop_recording(f"{type(e).__name__} in the mark splitter: {e}")
             return held + (data or b"")
+        self._spooling(self.spool.handle, pieces)
+        return shown
+
+    def _flush_spool(self) -> None:
+        self._spooling(self.spool.flush)
+
+    def _spooling(self, write: Callable, *args: object) -> None:
+        """`write(*args)` to the spool; on any fault, recording stops."""
         try:
-            self.spool.handle(pieces)
+            write(*args)
         except OSError as e:
             where = f" ({e.filename})" if e.filename else ""
             self._stop_recording(f"cannot write the output spool: {e.strerror or e}{where}")
         except Exception as e:  # noqa: BLE001
             self._stop_recording(f"{type(e).__name__} in the output spool: {e}")
-        return shown
 
     def _show(self, data: bytes) -> None:
         """Write all of `data` to the terminal: partial writes and EAGAIN (someone
@@ -383,23 +396,6 @@ class Proxy:
             self.spool.close()
         except Exception:  # noqa: BLE001 - the end of a run must not fail on the spool
             pass
-
-
-def _read_more(fd: int, data: bytes) -> bytes:
-    """`data` and what else is ready on `fd`, up to READ bytes: a pseudo-terminal
-    hands out a few KiB per read, and each pass through the splitter, the spool
-    and the terminal costs the same for 4 KiB as for 64."""
-    parts, size = [data], len(data)
-    while size < READ:
-        try:
-            more = os.read(fd, READ - size)
-        except OSError:  # EAGAIN: nothing more now; EIO: seen at the next read
-            break
-        if not more:
-            break
-        parts.append(more)
-        size += len(more)
-    return b"".join(parts) if len(parts) > 1 else data
 
 
 def _drain(fd: int) -> None:

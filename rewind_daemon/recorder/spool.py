@@ -9,6 +9,12 @@ bytes; beyond, its first HEAD and last TAIL bytes, snapped to lines, and the
 count of what was left out: the recorder writes the first CAP bytes as they
 come and keeps only the last TAIL in memory after that, so a step printing
 gigabytes costs neither the disk nor the recorder's memory more than CAP+TAIL.
+
+Records are written a batch at a time: up to HELD bytes wait in memory, and
+the proxy writes them (`flush`) as soon as the shell's output pauses, so a
+burst of output costs a write per HELD, not one per read of the terminal. A
+step's start and end are written at once. (A recorder killed with SIGKILL in
+the middle of a burst loses what waited, which its terminal had shown.)
 """
 
 from __future__ import annotations
@@ -41,6 +47,8 @@ from ..capture.output_spool import (  # noqa: F401 - the format, shared with the
 from ..paths import ensure_private_dir, session_file
 from .marks import Piece
 
+HELD = 1 << 16  # bytes of records held before they are written (flush: all of them)
+
 
 @dataclass
 class _Step:
@@ -69,21 +77,31 @@ class OutputSpool:
         self._files: dict[str, int] = {}
         self._steps: dict[tuple[str, int], _Step] = {}
         self._last_sid: str | None = None
+        self._held: dict[int, list[bytes]] = {}  # records not written yet, by file
+        self.held = 0  # their bytes
 
     def handle(self, pieces: list[Piece]) -> None:
+        """The pieces' records; held, but for a step's start or end: written at
+        once with what is held (the daemon stores a step once its end is in,
+        and a full disk is said before the step's output is shown)."""
+        marked = False
         for p in pieces:
             if p.event == "output":
                 if p.session is not None:
                     self.output(p.session, p.seq, p.payload)  # type: ignore[arg-type]
             elif p.event == "C":
                 self.start(p.session, p.seq)  # type: ignore[arg-type]
+                marked = True
             elif p.event in ("D", "lost"):
                 self.end(p.session, p.seq, p.event == "D")  # type: ignore[arg-type]
+                marked = True
+        if marked:
+            self.flush()
 
     def start(self, sid: str, seq: int) -> None:
         # An empty first chunk: the step exists, with its start time, even silent.
-        fd = self._fd(sid)  # a new session's file starts with the size, then this
-        self._write(fd, encode_record(b"O", sid, OUT.pack(seq, 0, self.clock())))
+        self._fd(sid)  # a new session's file starts with the size, then this
+        self._append(sid, encode_record(b"O", sid, OUT.pack(seq, 0, self.clock())))
         self._steps[(sid, seq)] = _Step()
 
     def output(self, sid: str, seq: int, data: bytes) -> None:
@@ -123,12 +141,20 @@ class OutputSpool:
         if self._last_sid is not None:
             self._append(self._last_sid, self._size_record(self._last_sid))
 
+    def flush(self) -> None:
+        """Write the records held (in their order)."""
+        held, self._held, self.held = self._held, {}, 0
+        for fd, records in held.items():
+            self._write(fd, records[0] if len(records) == 1 else b"".join(records))
+
     def close(self) -> None:
         """The recorder ends: steps still running end without their D."""
         try:
             for sid, seq in list(self._steps):
                 self.end(sid, seq, False)
+            self.flush()
         finally:
+            self._held, self.held = {}, 0
             for fd in self._files.values():
                 os.close(fd)
             self._files.clear()
@@ -153,12 +179,15 @@ class OutputSpool:
             if st.st_mode & 0o077:
                 os.fchmod(fd, 0o600)
             self._files[sid] = fd
-            self._write(fd, self._size_record(sid))
+            self._held.setdefault(fd, []).append(self._size_record(sid))
         self._last_sid = sid
         return fd
 
     def _append(self, sid: str, record: bytes) -> None:
-        self._write(self._fd(sid), record)
+        self._held.setdefault(self._fd(sid), []).append(record)
+        self.held += len(record)
+        if self.held >= HELD:
+            self.flush()
 
     @staticmethod
     def _write(fd: int, record: bytes) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from rewind_daemon.recorder.spool import read_steps
 
-from ..conftest import BIN, RW
+from ..conftest import BIN, RW, wait_for
 from ..shell import PROMPT
 
 SHELLS = ["bash", "zsh"]
@@ -213,6 +213,18 @@ def test_an_internal_fault_degrades_to_pass_through_and_the_shell_goes_on(record
     assert sh.exit_status("exit 5") == 5
     steps = read_steps(sh.spool) if sh.spool.exists() else []
     assert all(s.data == b"" for s in steps)
+
+
+def test_output_is_in_the_spool_once_it_pauses_before_its_step_ends(recorded):
+    # The spool's records wait while output comes in a burst, and are written
+    # as soon as it pauses: a step that printed and then waits is in the spool.
+    sh = recorded("bash", marks=True)
+    sh.p.sendline("printf 'before-the-pause\\n'; sleep 5; echo after")
+    sh.p.expect_exact("before-the-pause")
+    wait_for(lambda: sh.spool.exists() and b"before-the-pause" in sh.spool.read_bytes(), 2)
+    assert b"after" not in sh.spool.read_bytes()
+    sh.p.expect_exact(PROMPT)
+    assert [s.data for s in read_steps(sh.spool)][-1] == b"before-the-pause\r\nafter\r\n"
 
 
 def test_the_last_bytes_are_shown_even_when_they_could_start_a_mark(rw_home):

@@ -161,3 +161,26 @@ def test_the_terminal_size_is_noted_at_a_sessions_start_and_at_each_resize(tmp_p
     assert [s for s, _ in sizes] == [(80, 24), (100, 30)]
     assert [r.kind for r in records] == ["Z", "O", "O", "E", "Z"]
     assert [r.time for r in records] == sorted(r.time for r in records)
+
+
+def test_output_waits_for_a_pause_a_steps_start_or_end_or_64_kib(tmp_path):
+    # A burst of output costs a write per 64 KiB, not one per read of the
+    # terminal; a step's start and end go out at once, with what waited.
+    spool = OutputSpool(tmp_path, (80, 24))
+    path = tmp_path / f"S1{OUTPUT_SUFFIX}"
+    spool.handle([Piece("C", "S1", 1, b"")])
+    started = path.read_bytes()
+    assert [r.kind for r, _ in iter_records(started)] == ["Z", "O"] and spool.held == 0
+    for _ in range(10):
+        spool.handle([Piece("output", "S1", 1, b"x" * 1000)])
+    assert path.read_bytes() == started and spool.held > 10000
+    spool.flush()  # (the proxy's, once the output pauses)
+    (got,) = read_steps(path)
+    assert got.data == b"x" * 10000 and not got.finished and spool.held == 0
+    for _ in range(16):
+        spool.handle([Piece("output", "S1", 1, b"y" * 4096)])
+    (got,) = read_steps(path)  # (16 records of 4 KiB and their frames: 64 KiB held)
+    assert got.data == b"x" * 10000 + b"y" * 65536 and spool.held == 0
+    spool.handle([Piece("output", "S1", 1, b"z"), Piece("D", "S1", 1, b"0")])
+    (got,) = read_steps(path)
+    assert got.data.endswith(b"yz") and got.finished and spool.held == 0
