@@ -34,7 +34,7 @@ from ..errors import EXIT_PROBLEM, EXIT_USAGE, RwError
 from ..paths import ensure_private_dir
 from .marks import ENV, Splitter, env_value, parse_env
 from .screen_modes import ScreenModes
-from .spool import OutputSpool
+from .spool import HELD, OutputSpool
 
 READ = 1 << 16
 QUIET_FLUSH_MS = 50  # a mark's start held back longer than this was no mark
@@ -501,7 +501,8 @@ def record(
     argv = [shell, *(args or ["-i"])]
     splitter: Splitter = _FaultySplitter(token) if fault == "splitter" else Splitter(token)
     spool_cls = _FaultySpool if fault == "spool" else OutputSpool
-    proxy = Proxy(argv, env, splitter, spool_cls(spool_dir), fault=fault, token=token)
+    spool = spool_cls(spool_dir, hold=HELD)
+    proxy = Proxy(argv, env, splitter, spool, fault=fault, token=token)
     try:
         return proxy.run()
     except Exception as e:  # noqa: BLE001 - the terminal is restored; one line, no traceback

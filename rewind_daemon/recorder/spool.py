@@ -10,11 +10,12 @@ count of what was left out: the recorder writes the first CAP bytes as they
 come and keeps only the last TAIL in memory after that, so a step printing
 gigabytes costs neither the disk nor the recorder's memory more than CAP+TAIL.
 
-Records are written a batch at a time: up to HELD bytes wait in memory, and
-the proxy writes them (`flush`) as soon as the shell's output pauses, so a
-burst of output costs a write per HELD, not one per read of the terminal. A
-step's start and end are written at once. (A recorder killed with SIGKILL in
-the middle of a burst loses what waited, which its terminal had shown.)
+The recorder's records are written a batch at a time (`hold`): up to HELD
+bytes wait in memory, and the proxy writes them (`flush`) as soon as the
+shell's output pauses, so a burst of output costs a write per HELD, not one
+per read of the terminal. A step's start and end are written at once. (A
+recorder killed with SIGKILL in the middle of a burst loses what waited,
+which its terminal had shown.)
 """
 
 from __future__ import annotations
@@ -69,8 +70,12 @@ class OutputSpool:
         head: int = HEAD,
         tail: int = TAIL,
         clock: Callable[[], float] = time.time,
+        hold: int = 0,
     ):
+        """`hold`: bytes of records that may wait in memory before they are
+        written (the recorder's: HELD; 0, each is written at once)."""
         self.directory = directory
+        self.hold = hold
         self.size = size
         self.head, self.tail = head, tail
         self.clock = clock
@@ -179,14 +184,18 @@ class OutputSpool:
             if st.st_mode & 0o077:
                 os.fchmod(fd, 0o600)
             self._files[sid] = fd
-            self._held.setdefault(fd, []).append(self._size_record(sid))
+            self._keep(fd, self._size_record(sid))
         self._last_sid = sid
         return fd
 
     def _append(self, sid: str, record: bytes) -> None:
-        self._held.setdefault(self._fd(sid), []).append(record)
+        self._keep(self._fd(sid), record)
+
+    def _keep(self, fd: int, record: bytes) -> None:
+        """`record`, to be written to `fd` (held while less than `hold` is)."""
+        self._held.setdefault(fd, []).append(record)
         self.held += len(record)
-        if self.held >= HELD:
+        if self.held >= self.hold:
             self.flush()
 
     @staticmethod

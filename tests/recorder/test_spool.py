@@ -11,6 +11,7 @@ from rewind_daemon.recorder.marks import Piece
 from rewind_daemon.recorder.spool import (
     CAP,
     HEAD,
+    HELD,
     MAGIC,
     OUTPUT_SUFFIX,
     TAIL,
@@ -166,7 +167,7 @@ def test_the_terminal_size_is_noted_at_a_sessions_start_and_at_each_resize(tmp_p
 def test_output_waits_for_a_pause_a_steps_start_or_end_or_64_kib(tmp_path):
     # A burst of output costs a write per 64 KiB, not one per read of the
     # terminal; a step's start and end go out at once, with what waited.
-    spool = OutputSpool(tmp_path, (80, 24))
+    spool = OutputSpool(tmp_path, (80, 24), hold=HELD)
     path = tmp_path / f"S1{OUTPUT_SUFFIX}"
     spool.handle([Piece("C", "S1", 1, b"")])
     started = path.read_bytes()
