@@ -215,6 +215,18 @@ ATTACKS = [
 ]
 
 
+def _stop_at(adapter: Adapter, script: Path, line: int, **launch: object) -> None:
+    """`script` launched (stopped on entry), then run to a breakpoint at `line`."""
+    adapter.response(adapter.request("initialize", adapterID="rw"))
+    adapter.response(adapter.request("launch", program=str(script), stopOnEntry=True, **launch))
+    adapter.response(adapter.request("setBreakpoints", source={"path": str(script)},
+                                     breakpoints=[{"line": line}]))  # fmt: skip
+    for request, args in (("configurationDone", {}), ("continue", {"threadId": 1})):
+        _, events = adapter.response(adapter.request(request, **args))
+        while not any(e.get("event") == "stopped" for e in events):
+            events.append(adapter.read())
+
+
 @pytest.mark.parametrize("kind", ["bash", "zsh"])
 def test_hover_and_watch_never_run_a_command(dap, tmp_path, kind):
     """The reviewer's strings, on hover and in a watch: refused, said so, and no
@@ -230,16 +242,7 @@ def test_hover_and_watch_never_run_a_command(dap, tmp_path, kind):
         "echo end",
     ]
     script.write_text("\n".join(lines) + "\n")
-    dap.response(dap.request("initialize", adapterID="rw"))
-    dap.response(dap.request("launch", program=str(script), shell=kind, stopOnEntry=True))
-    dap.response(dap.request("setBreakpoints", source={"path": str(script)},
-                             breakpoints=[{"line": 4}]))  # fmt: skip
-    _, events = dap.response(dap.request("configurationDone"))
-    while not any(e.get("event") == "stopped" for e in events):
-        events.append(dap.read())
-    _, events = dap.response(dap.request("continue", threadId=1))
-    while not any(e.get("event") == "stopped" for e in events):
-        events.append(dap.read())
+    _stop_at(dap, script, 4, shell=kind)
 
     def evaluate(text: str, context: str) -> dict:
         r, _ = dap.response(dap.request("evaluate", expression=text, context=context, frameId=1))
@@ -273,17 +276,7 @@ def test_hover_reads_the_scripts_arguments_and_last_status_without_running_them(
     script = tmp_path / "s.sh"
     script.write_text("false\necho end\n")
     args = ["one", "two  words", f"$(touch {d}/pwn-arg)", *"45678", "9", "ten"]
-    dap.response(dap.request("initialize", adapterID="rw"))
-    dap.response(dap.request("launch", program=str(script), shell=kind, args=args,
-                             stopOnEntry=True))  # fmt: skip
-    dap.response(dap.request("setBreakpoints", source={"path": str(script)},
-                             breakpoints=[{"line": 2}]))  # fmt: skip
-    _, events = dap.response(dap.request("configurationDone"))
-    while not any(e.get("event") == "stopped" for e in events):
-        events.append(dap.read())
-    _, events = dap.response(dap.request("continue", threadId=1))
-    while not any(e.get("event") == "stopped" for e in events):
-        events.append(dap.read())
+    _stop_at(dap, script, 2, shell=kind, args=args)
 
     def hover(text: str) -> dict:
         r, _ = dap.response(dap.request("evaluate", expression=text, context="hover", frameId=1))
