@@ -39,8 +39,10 @@ _FORMS = re.compile(
     # (a $ in it begins a name, checked by _ARITH_TOKEN: what else it begins is refused)
     r"|\$\(\((?P<arith>[^()`\\\"]*(?:\([^()`\\\"]*\)[^()`\\\"]*)*)\)\)"
 )
+_ARITH_SPECIAL = r"[0-9]|[#?$!]"  # (special parameters arithmetic reads: numbers)
 _ARITH_TOKEN = re.compile(
-    rf"\s*(?:(?P<num>[0-9]+)|\$?(?P<var>{_NAME})|\$(?P<special>[0-9]|[#?$!])|(?P<op>[-+*/%()]))"
+    rf"\s*(?:(?P<num>[0-9]+)|\$?(?P<var>{_NAME})|\$(?P<special>{_ARITH_SPECIAL})"
+    r"|(?P<op>[-+*/%()]))"
 )
 _INTEGER = re.compile(r"\s*[-+]?[0-9]+\s*\Z")
 GRAMMAR = (
@@ -317,7 +319,7 @@ def _arithmetic(source: str, variables: dict[str, Variable], shell: str) -> int:
         if t.isdigit():
             return int(t)
         name = t[1:] if t.startswith("$") else t
-        if re.fullmatch(_NAME, name) or (name != t and re.fullmatch(r"[0-9]|[#?$!]", name)):
+        if re.fullmatch(_NAME, name) or (name != t and re.fullmatch(_ARITH_SPECIAL, name)):
             return value(name)
         raise refuse(whole)
 

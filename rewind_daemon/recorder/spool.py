@@ -105,7 +105,7 @@ class OutputSpool:
 
     def start(self, sid: str, seq: int) -> None:
         # An empty first chunk: the step exists, with its start time, even silent.
-        self._fd(sid)  # a new session's file starts with the size, then this
+        self._fd(sid)  # (first: a new session's file starts with the size, then this)
         self._append(sid, encode_record(b"O", sid, OUT.pack(seq, 0, self.clock())))
         self._steps[(sid, seq)] = _Step()
 
