@@ -142,10 +142,19 @@ def test_the_daemon_killed_mid_ingest_loses_and_duplicates_nothing(rw_home, reco
         pid = wait_for(lambda: daemon_pid(rw_home), 20)  # written before it ingests
         when()
         os.kill(pid, signal.SIGKILL)
-        wait_for(lambda p=pid: not os.path.exists(f"/proc/{p}") or None)
+        wait_for(lambda p=pid: dead(p) or None)
         start.kill()  # (it waits for the daemon's answer, which will not come)
         start.wait(30)
         return stored()
+
+    def dead(pid: int) -> bool:
+        """Gone, or a zombie (its files closed; its parent, `rw daemon start`,
+        would reap it only when it gives up waiting, seconds later)."""
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+        except FileNotFoundError:
+            return True
 
     # Killed once its first transaction is seen (all of it may be stored in 150
     # ms, its three transactions within 30 ms: a kill at a fixed time may miss
