@@ -147,6 +147,7 @@ def test_the_c_module_is_built_where_a_compiler_is(installed, c_module):
     # (Where none is, pip goes on without it: rw doctor says so.)
     doctor = installed.rw("doctor")
     assert "ok   output text: made in C" in doctor.stdout, doctor.stdout
+    assert "ok   recorder loop: in C" in doctor.stdout, doctor.stdout
 
 
 def test_without_a_compiler_rw_installs_and_makes_the_same_text_in_python(fresh, tmp_path):
@@ -162,6 +163,7 @@ def test_without_a_compiler_rw_installs_and_makes_the_same_text_in_python(fresh,
     assert proc.returncode == 0, proc.stdout + proc.stderr
     doctor = fresh.rw("doctor")
     assert "ok   output text: warning: made in Python" in doctor.stdout, doctor.stdout
+    assert "ok   recorder loop: warning: in Python" in doctor.stdout, doctor.stdout
     code = (
         "from rewind_daemon.capture import termtext as t; print(t._c, t.text_parts(b'a\\rb', 'x'))"
     )

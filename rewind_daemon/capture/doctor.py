@@ -52,7 +52,9 @@ def spool_backlog(paths: Paths, store: Store | None) -> tuple[int, int]:
     return files, total
 
 
-def run_checks(paths: Paths) -> list[Check]:
+def run_checks(paths: Paths, *, recorder_in_c: bool) -> list[Check]:
+    """`recorder_in_c`: whether the recorder's loop runs in C (the recorder is
+    above capture: the caller, which may import it, says)."""
     checks: list[Check] = []
     try:
         load(paths.config_file)
@@ -113,6 +115,7 @@ def run_checks(paths: Paths) -> list[Check]:
     )
     checks.append(_recording(paths, store, reply is not None))
     checks.append(_output_text())
+    checks.append(_recorder_loop(recorder_in_c))
     redactions = store.counter("redactions") if store else 0
     checks.append(Check("redactions", True, f"{redactions} secret(s) redacted so far"))
     checks.append(_dropped(paths, store))
@@ -339,6 +342,19 @@ def _output_text() -> Check:
         True,
         "warning: made in Python (rw's C modules were not built): output ingest is slower; "
         "install gcc and the Python headers and reinstall",
+    )
+
+
+def _recorder_loop(in_c: bool) -> Check:
+    """Which code moves a recorded shell's output to the terminal: C, or Python
+    where rw was installed without a compiler (the same bytes, more CPU)."""
+    if in_c:
+        return Check("recorder loop", True, "in C")
+    return Check(
+        "recorder loop",
+        True,
+        "warning: in Python (rw's C modules were not built): rw record takes more CPU "
+        "per byte shown; install gcc and the Python headers and reinstall",
     )
 
 

@@ -228,8 +228,9 @@ def doctor_cmd(as_json: bool) -> None:
         rw doctor --json     # from cron
     """
     from ..capture import doctor
+    from ..recorder import relay
 
-    checks = doctor.run_checks(get_paths())
+    checks = doctor.run_checks(get_paths(), recorder_in_c=relay.in_c())
     if as_json:
         print_json([c.to_json() for c in checks])
     else:

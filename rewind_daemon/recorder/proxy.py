@@ -7,7 +7,10 @@ wake-up pipe, no per-byte work. Each read of the shell's output (a few KiB:
 what the pseudo-terminal hands out) is shown at once, as `script` does: the
 shell goes on printing while the terminal draws. Batching reads into one
 large write held the shell up while the terminal drew it (a third slower
-under tmux); the spool's records are batched instead (spool.py).
+under tmux); what is batched is the rest: `relay` (in C) shows read after
+read while the shell prints and nothing else is waiting, and hands the loop
+up to BATCH bytes at a time for the splitter and the spool, whose records
+are batched too (spool.py).
 
 What the shell prints goes through the splitter (`marks`) to the spool
 (`spool`). Neither can stop the loop: any exception in them stops recording for
@@ -32,11 +35,13 @@ from typing import Callable, NoReturn
 
 from ..errors import EXIT_PROBLEM, EXIT_USAGE, RwError
 from ..paths import ensure_private_dir
-from .marks import ENV, Splitter, env_value, parse_env
+from .marks import ENV, PREFIX, Splitter, env_value, parse_env
+from .relay import relay, write_all
 from .screen_modes import ScreenModes
 from .spool import HELD, OutputSpool
 
 READ = 1 << 16
+BATCH = 1 << 16  # the most output shown in one turn of the loop (relay.py)
 QUIET_FLUSH_MS = 50  # a mark's start held back longer than this was no mark
 DRAIN_SECONDS = 1.0  # after the shell's end, what it printed last (a job it left may go on)
 FAULTS = ("splitter", "spool", "loop", "start")  # RW_RECORD_FAULT, for tests
@@ -86,6 +91,7 @@ class Proxy:
         self.token = token
         self._signals: list[int] = []
         self._to_shell = bytearray()
+        self._watch: tuple[int, ...] = ()  # what ends a relay: typed input, a signal
         self.pid = 0
         self.status: int | None = None
         self._saved: list | None = None  # the terminal's mode before the run
@@ -174,6 +180,7 @@ class Proxy:
         poll.register(self.stdin, select.POLLIN)
         poll.register(wake, select.POLLIN)
         on_input = self._faulty_input if self.fault == "loop" else self._on_input
+        self._watch = (self.stdin, wake)
         try:
             self._pump(master, wake, poll, on_input)
             if self.recording and self.splitter.pending:
@@ -213,6 +220,21 @@ class Proxy:
 
     def _on_output(self, master: int) -> bool:
         """Show (and record) what the shell printed; False when it is gone."""
+        if self.recording and self.splitter.pending:
+            return self._read_one(master)  # (the bytes held back go first)
+        prefix = PREFIX if self.recording else b""
+        shown, held, ended, gone = relay(master, self.stdout, self._watch, BATCH, prefix)
+        if shown:  # shown already: it holds no mark
+            if self.recording:
+                self._split(shown)
+            self.modes.feed(shown)
+        if gone:
+            raise TerminalGone()
+        if held:
+            self._show_output(held)
+        return not ended
+
+    def _read_one(self, master: int) -> bool:
         try:
             data = os.read(master, READ)
         except BlockingIOError:
@@ -223,10 +245,13 @@ class Proxy:
             raise
         if not data:
             return False
+        self._show_output(data)
+        return True
+
+    def _show_output(self, data: bytes) -> None:
         shown = self._split(data) if self.recording else data
         self.modes.feed(shown)
         self._show(shown)
-        return True
 
     def _split(self, data: bytes | None) -> bytes:
         """The bytes to show for `data` (None: what the splitter holds back), with
@@ -256,18 +281,8 @@ class Proxy:
     def _show(self, data: bytes) -> None:
         """Write all of `data` to the terminal: partial writes and EAGAIN (someone
         made it non-blocking) are waited out, never dropped."""
-        view = memoryview(data)
-        while view:
-            try:
-                n = os.write(self.stdout, view)
-            except BlockingIOError:
-                select.select([], [self.stdout], [], 1.0)
-                continue
-            except OSError as e:
-                if e.errno in (errno.EIO, errno.EPIPE):
-                    raise TerminalGone() from None
-                raise
-            view = view[n:]
+        if not write_all(self.stdout, data):
+            raise TerminalGone()
 
     def _on_input(self, master: int, poll: select.poll) -> bool:
         """Pass what was typed to the shell (never recorded); False when the

@@ -128,3 +128,17 @@ def test_doctor_says_which_code_makes_the_output_text(rw_home, tmp_path, c_modul
         "ok   output text: warning: made in Python (rw's C modules were not built): output "
         "ingest is slower; install gcc and the Python headers and reinstall"
     )
+
+
+def test_doctor_says_which_code_runs_the_recorders_loop(rw_home, tmp_path, c_module):
+    assert line(rw("doctor", check=False).stdout, "recorder loop") == "ok   recorder loop: in C"
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(
+        "import sys\nsys.modules['rewind_daemon.recorder._relay'] = None  # (as if not built)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    out = rw("doctor", check=False, env=env).stdout
+    assert line(out, "recorder loop") == (
+        "ok   recorder loop: warning: in Python (rw's C modules were not built): rw record "
+        "takes more CPU per byte shown; install gcc and the Python headers and reinstall"
+    )

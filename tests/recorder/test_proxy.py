@@ -109,6 +109,25 @@ def test_100000_lines_pass_through_complete_and_are_spooled_whole(recorded, kind
     assert step.data == "".join(f"{i}\r\n" for i in range(1, 100001)).encode()
 
 
+def test_without_the_c_loop_the_same_bytes_are_shown_and_spooled(recorded, tmp_path):
+    # (rw installed without a compiler runs the recorder's loop in Python.)
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import sys\nsys.modules['rewind_daemon.recorder._relay'] = None  # (as if not built)\n"
+    )
+    sh = recorded("bash", marks=True, env={"PYTHONPATH": str(site)})
+    out = sh.run("seq 1 100000", timeout=60)
+    assert out.split("\n") == [str(i) for i in range(1, 100001)]
+    assert sh.run("printf 'a\\033]133;A\\007b\\033[31mc\\n'") == "a\x1b]133;A\x07b\x1b[31mc"
+    assert sh.exit_status() == 0
+    steps = read_steps(sh.spool)
+    assert [s.data for s in steps[:2]] == [
+        "".join(f"{i}\r\n" for i in range(1, 100001)).encode(),
+        b"a\x1b]133;A\x07b\x1b[31mc\r\n",
+    ]
+
+
 @pytest.mark.parametrize("kind", SHELLS)
 def test_each_steps_output_is_spooled_exactly(recorded, kind):
     sh = recorded(kind, marks=True)
