@@ -8,6 +8,9 @@ latency, and the recorder's memory while a step prints a lot.
                 each command, as the hooks will, so the splitter and the spool
                 do their work). Rounds interleave the three; the figure is the
                 median wall time of seq inside the shell ($EPOCHREALTIME).
+                Beside it, for the reader (no target): the CPU time a round
+                cost each proxy, script's and rw record's own process, which
+                varies less than the wall time on a shared machine.
     keystrokes  one byte typed at a time into `cat` (the shell's line discipline
                 echoes it), the round trip from writing it to reading its echo,
                 for bare bash and under rw record: the added median.
@@ -57,7 +60,17 @@ def tmux(sock: Path, *args: str) -> str:
     ).stdout  # fmt: skip
 
 
-def throughput(work: Path, env: dict[str, str], lines: int, rounds: int) -> dict[str, float]:
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of the process `pid` so far (not its children)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def throughput(
+    work: Path, env: dict[str, str], lines: int, rounds: int
+) -> tuple[dict[str, float], dict[str, float]]:
+    """The median wall time of a round in each shell, and the median CPU time
+    a round cost the two proxies (script, rw record: each its window's process)."""
     plain, marked = rcfile(work, False), rcfile(work, True)
     bash = shutil.which("bash")
     commands = {
@@ -72,7 +85,11 @@ def throughput(work: Path, env: dict[str, str], lines: int, rounds: int) -> dict
         for i, (_name, cmd) in enumerate(commands.items()):
             tmux(sock, "new-window", "-t", f"=bench:{i + 1}", f"env {envs} {cmd}")
         time.sleep(1.0)
+        panes = tmux(sock, "list-panes", "-s", "-t", "=bench", "-F", "#{window_index} #{pane_pid}")
+        pids = dict(line.split() for line in panes.splitlines())
+        proxies = {name: int(pids[str(i + 1)]) for i, name in enumerate(commands) if name != "bare"}
         times: dict[str, list[float]] = {name: [] for name in commands}
+        cpu: dict[str, list[float]] = {name: [] for name in proxies}
         for r in range(rounds):
             order = list(enumerate(commands))
             if r % 2:
@@ -84,6 +101,7 @@ def throughput(work: Path, env: dict[str, str], lines: int, rounds: int) -> dict
                     f"echo $s $e > {out}.tmp; mv {out}.tmp {out}"
                 )
                 tmux(sock, "select-window", "-t", f"=bench:{i + 1}")
+                before = cpu_seconds(proxies[name]) if name in proxies else 0.0
                 tmux(sock, "send-keys", "-t", f"=bench:{i + 1}", line, "Enter")
                 deadline = time.monotonic() + 300
                 while not out.exists():
@@ -92,7 +110,10 @@ def throughput(work: Path, env: dict[str, str], lines: int, rounds: int) -> dict
                     time.sleep(0.02)
                 s, e = (float(x) for x in out.read_text().split())
                 times[name].append(e - s)
-        return {name: statistics.median(v) for name, v in times.items()}
+                if name in proxies:
+                    cpu[name].append(cpu_seconds(proxies[name]) - before)
+        median = statistics.median
+        return {n: median(v) for n, v in times.items()}, {n: median(v) for n, v in cpu.items()}
     finally:
         subprocess.run(["tmux", "-S", str(sock), "kill-server"], capture_output=True)
 
@@ -165,10 +186,13 @@ def main() -> int:
     with rw_home() as home, tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         env = {**rw_env(home), "TERM": "xterm-256color", "HOME": str(work)}
-        t = throughput(work, env, lines, rounds)
+        t, cpu = throughput(work, env, lines, rounds)
         print(f"  throughput: seq 1 {lines} to tmux, median of {rounds} interleaved rounds")
         for name, secs in t.items():
             print(f"    {name:<10} {secs * 1000:8.1f} ms  ({lines / secs:,.0f} lines/s)")
+        print("  the proxy's own CPU (user + system) per round, median:")
+        for name, secs in cpu.items():
+            print(f"    {name:<10} {secs * 1000:8.1f} ms")
         v.at_most("rw record / script", t["rw record"] / t["script"], MAX_VS_SCRIPT, "x")
         v.at_most("rw record / bare", t["rw record"] / t["bare"], MAX_VS_BARE, "x")
         e = echo_latency(work, env, keys)

@@ -178,14 +178,20 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
         time.sleep(interval)
 
 
-@pytest.fixture
-def c_module():
-    """The C module (rewind_daemon/_termtext.c); its tests skip where it was not
+def built(module: str):
+    """The C module `module` (a dotted name); its tests skip where it was not
     built, but fail under scripts/test, which makes sure it is."""
+    import importlib
+
     try:
-        from rewind_daemon import _termtext
+        return importlib.import_module(module)
     except ImportError:
         if os.environ.get("RW_TEST_NEEDS_C"):
-            pytest.fail("rewind_daemon._termtext was not built (gcc and Python's headers?)")
-        pytest.skip("rewind_daemon._termtext was not built here")
-    return _termtext
+            pytest.fail(f"{module} was not built (gcc and Python's headers?)")
+        pytest.skip(f"{module} was not built here")
+
+
+@pytest.fixture
+def c_module():
+    """The C module rewind_daemon/_termtext.c (see `built`)."""
+    return built("rewind_daemon._termtext")

@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..recorder.relay import write_all
 from .rules import ERROR, INTERRUPTED, TIMEOUT, Classifier, Trip
 
 KILL_WITHIN = 1.0  # seconds to end the whole tree before survivors are reported
@@ -370,17 +371,10 @@ def _winsize(fds: Sequence[int | None]) -> bytes:
 
 def _write_all(fd: int, data: bytes) -> bool:
     """False once the reader has gone (the command goes on; its output is still kept)."""
-    view = memoryview(data)
-    while view:
-        try:
-            n = os.write(fd, view)
-        except BlockingIOError:
-            select.select([], [fd], [], 1.0)
-            continue
-        except (BrokenPipeError, OSError):
-            return False
-        view = view[n:]
-    return True
+    try:
+        return write_all(fd, data)
+    except OSError:
+        return False
 
 
 class _Terminal:

@@ -114,31 +114,36 @@ def test_an_unreadable_store_is_fixed_by_its_mode_and_owner_never_moved(daemon, 
     assert db.exists() and "echo kept" in rw("log", "last").stdout
 
 
-def test_doctor_says_which_code_makes_the_output_text(rw_home, tmp_path, c_module):
-    # Where the C module was not built (no compiler), rw runs on in Python,
-    # and rw doctor says so: a warning, not a failure.
-    assert line(rw("doctor", check=False).stdout, "output text") == "ok   output text: made in C"
-    (tmp_path / "site").mkdir()
-    (tmp_path / "site" / "sitecustomize.py").write_text(
-        "import sys\nsys.modules['rewind_daemon._termtext'] = None  # (as if not built)\n"
+def doctor_without(tmp_path, module: str) -> str:
+    """rw doctor's output where the C module `module` was not built."""
+    site = tmp_path / "site"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(
+        f"import sys\nsys.modules[{module!r}] = None  # (as if not built)\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
-    out = rw("doctor", check=False, env=env).stdout
-    assert line(out, "output text") == (
-        "ok   output text: warning: made in Python (rw's C modules were not built): output "
-        "ingest is slower; install gcc and the Python headers and reinstall"
-    )
+    return rw("doctor", check=False, env={**os.environ, "PYTHONPATH": str(site)}).stdout
 
 
-def test_doctor_says_which_code_runs_the_recorders_loop(rw_home, tmp_path, c_module):
-    assert line(rw("doctor", check=False).stdout, "recorder loop") == "ok   recorder loop: in C"
-    (tmp_path / "site").mkdir()
-    (tmp_path / "site" / "sitecustomize.py").write_text(
-        "import sys\nsys.modules['rewind_daemon.recorder._relay'] = None  # (as if not built)\n"
-    )
-    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
-    out = rw("doctor", check=False, env=env).stdout
-    assert line(out, "recorder loop") == (
-        "ok   recorder loop: warning: in Python (rw's C modules were not built): rw record "
-        "takes more CPU per byte shown; install gcc and the Python headers and reinstall"
-    )
+@pytest.mark.parametrize(
+    "module, check, in_c, in_python",
+    [
+        (
+            "rewind_daemon._termtext", "output text", "made in C",
+            "warning: made in Python (rw's C modules were not built): output ingest is "
+            "slower; install gcc and the Python headers and reinstall",
+        ),
+        (
+            "rewind_daemon.recorder._relay", "recorder loop", "in C",
+            "warning: in Python (rw's C modules were not built): rw record takes more CPU "
+            "per byte shown; install gcc and the Python headers and reinstall",
+        ),
+    ],
+    ids=["output text", "recorder loop"],
+)  # fmt: skip
+def test_doctor_says_which_code_runs_where_a_c_module_was_not_built(
+    rw_home, tmp_path, c_module, module, check, in_c, in_python
+):
+    # Where a C module was not built (no compiler), rw runs on in Python, and
+    # rw doctor says so: a warning, not a failure.
+    assert line(rw("doctor", check=False).stdout, check) == f"ok   {check}: {in_c}"
+    assert line(doctor_without(tmp_path, module), check) == f"ok   {check}: {in_python}"

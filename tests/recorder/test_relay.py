@@ -18,15 +18,11 @@ import pytest
 from rewind_daemon.recorder import relay as relay_mod
 from rewind_daemon.recorder.marks import PREFIX
 
+from ..conftest import built
+
 
 def _c_relay():
-    try:
-        from rewind_daemon.recorder._relay import relay
-    except ImportError:
-        if os.environ.get("RW_TEST_NEEDS_C"):
-            pytest.fail("rewind_daemon.recorder._relay was not built (gcc and Python's headers?)")
-        pytest.skip("rewind_daemon.recorder._relay was not built here")
-    return relay
+    return built("rewind_daemon.recorder._relay").relay
 
 
 @pytest.fixture(params=["c", "python"])
@@ -40,11 +36,7 @@ def pty_pair():
     tty.setraw(slave)  # (no LF to CR LF: the bytes written are the bytes read)
     os.set_blocking(master, False)
     yield master, slave
-    for fd in (master, slave):
-        try:
-            os.close(fd)
-        except OSError:
-            pass
+    _close(master, slave)
 
 
 @pytest.fixture
@@ -52,11 +44,15 @@ def terminal():
     """A pipe standing for the terminal: (read end, write end)."""
     r, w = os.pipe()
     yield r, w
-    for fd in (r, w):
+    _close(r, w)
+
+
+def _close(*fds: int) -> None:
+    for fd in fds:
         try:
             os.close(fd)
         except OSError:
-            pass
+            pass  # (closed by the test)
 
 
 def _read_all(fd: int) -> bytes:
@@ -74,13 +70,17 @@ def _ready(fd: int) -> None:
     assert select.select([fd], [], [], 5)[0], "the pseudo-terminal never had output"
 
 
-def test_plain_output_is_shown_once_and_returned_whole(relay, pty_pair, terminal):
+def _printed(relay, pty_pair, terminal, data: bytes, prefix: bytes = PREFIX):
+    """What `relay` returns once the shell's side printed `data`."""
     master, slave = pty_pair
-    data = bytes(random.Random(1).randrange(256) for _ in range(3000)).replace(b"\x1b", b"E")
     os.write(slave, data)
     _ready(master)
-    shown, held, ended, gone = relay(master, terminal[1], (), 1 << 16, PREFIX)
-    assert (shown, held, ended, gone) == (data, b"", False, False)
+    return relay(master, terminal[1], (), 1 << 16, prefix)
+
+
+def test_plain_output_is_shown_once_and_returned_whole(relay, pty_pair, terminal):
+    data = bytes(random.Random(1).randrange(256) for _ in range(3000)).replace(b"\x1b", b"E")
+    assert _printed(relay, pty_pair, terminal, data) == (data, b"", False, False)
     assert _read_all(terminal[0]) == data
 
 
@@ -90,10 +90,7 @@ def test_plain_output_is_shown_once_and_returned_whole(relay, pty_pair, terminal
     ids=["a mark", "ESC", "ESC ]", "ESC ] 133", "the whole prefix"],
 )
 def test_a_read_that_holds_a_mark_or_its_start_is_not_shown(relay, pty_pair, terminal, tail):
-    master, slave = pty_pair
-    os.write(slave, b"before " + tail)
-    _ready(master)
-    shown, held, ended, gone = relay(master, terminal[1], (), 1 << 16, PREFIX)
+    shown, held, ended, gone = _printed(relay, pty_pair, terminal, b"before " + tail)
     assert shown + held == b"before " + tail
     assert held.endswith(tail)
     assert _read_all(terminal[0]) == shown
@@ -101,29 +98,20 @@ def test_a_read_that_holds_a_mark_or_its_start_is_not_shown(relay, pty_pair, ter
 
 
 def test_without_a_prefix_marks_go_through_as_bytes(relay, pty_pair, terminal):
-    master, slave = pty_pair
     data = b"x" + PREFIX + b"C;rw=t:S1:1\x07y\x1b]13"
-    os.write(slave, data)
-    _ready(master)
-    assert relay(master, terminal[1], (), 1 << 16, b"") == (data, b"", False, False)
+    assert _printed(relay, pty_pair, terminal, data, b"") == (data, b"", False, False)
     assert _read_all(terminal[0]) == data
 
 
 def test_colours_titles_and_screen_switches_are_shown_as_they_come(relay, pty_pair, terminal):
-    master, slave = pty_pair
     data = b"\x1b[31mred\x1b[0m \x1b]0;title\x07 \x1b]1337;x\x07 \x1b[?1049h ok \x1b]13x"
-    os.write(slave, data)
-    _ready(master)
-    assert relay(master, terminal[1], (), 1 << 16, PREFIX) == (data, b"", False, False)
+    assert _printed(relay, pty_pair, terminal, data) == (data, b"", False, False)
     assert _read_all(terminal[0]) == data
 
 
 def test_the_users_own_osc_133_is_held_for_the_splitter_to_judge(relay, pty_pair, terminal):
-    master, slave = pty_pair
     data = b"x \x1b]133;A\x07 y"
-    os.write(slave, data)
-    _ready(master)
-    assert relay(master, terminal[1], (), 1 << 16, PREFIX) == (b"", data, False, False)
+    assert _printed(relay, pty_pair, terminal, data) == (b"", data, False, False)
     assert _read_all(terminal[0]) == b""
 
 
